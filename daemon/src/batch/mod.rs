@@ -1,0 +1,6 @@
+//! Dynamic micro-batching between the HTTP handlers and a backend thread.
+
+pub mod queue;
+pub mod worker;
+
+pub use worker::{Batcher, BatcherInfo, SubmitError};

@@ -1,0 +1,423 @@
+//! The daemon's one typed configuration.
+//!
+//! Sources, later ones winning: embedded defaults, the TOML file
+//! (`--config` / `ARGUS_CONFIG`), `ARGUS_*` environment variables, CLI flags.
+//! Every leaf setting `a.b` has the variable `ARGUS_A_B` (top-level `x` has
+//! `ARGUS_X`); values are parsed as TOML, so `ARGUS_TLS=false`,
+//! `ARGUS_BATCH_MAX_WAIT_MS=4` and `ARGUS_LISTEN=127.0.0.1:8443` all work.
+//! `config/argusd.toml` documents every setting with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("parsing {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the API listener.
+    pub listen: SocketAddr,
+    /// Where sled, blobs, the TLS certificate and the control socket live.
+    pub state_dir: PathBuf,
+    /// Directory holding `manifest.toml` and the weights. Empty: `./models`
+    /// if it exists, else the `models/` of the source tree argusd was built from.
+    pub models_dir: PathBuf,
+    /// Inference backend: "auto", "cpu", "cuda" or "wgpu".
+    pub backend: BackendKind,
+    /// CPU threads for inference (0: one per core).
+    pub cpu_threads: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// Log format: "auto" (JSON unless stderr is a terminal), "json" or "text".
+    pub log_format: String,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub batch: BatchConfig,
+    pub detector: DetectorConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve HTTPS. Plain HTTP is only allowed on a loopback address unless
+    /// `allow_plain_http_off_loopback` is set.
+    pub enabled: bool,
+    /// PEM certificate chain; empty: a self-signed one is made once in state_dir/tls.
+    pub cert: PathBuf,
+    /// PEM private key for `cert`.
+    pub key: PathBuf,
+    /// Host names put in the generated self-signed certificate.
+    pub self_signed_names: Vec<String>,
+    /// Permit plain HTTP on a non-loopback address (not recommended).
+    pub allow_plain_http_off_loopback: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest decoded image, in pixels (width × height), checked before decoding.
+    pub max_pixels: u64,
+    /// Image formats accepted for upload.
+    pub formats: Vec<String>,
+    /// Requests in flight (decoding, queued or in inference) before new ones get 503.
+    pub max_in_flight: usize,
+    /// Seconds a client is told to wait (Retry-After) when refused for load.
+    pub retry_after_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most images run together (capped by the backend's own maximum).
+    pub max_batch_size: usize,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Requests waiting for inference before new ones get 429.
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Model input width; every image is letterboxed into it. Multiple of 32.
+    pub input_width: u32,
+    /// Model input height. Multiple of 32.
+    pub input_height: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require `X-API-Key` on detect and mask.
+    pub api_key_enabled: bool,
+    /// Requests per minute per key (per client address when keys are off).
+    pub detect_per_minute: u32,
+    pub mask_per_minute: u32,
+    /// Admin login attempts per minute per client address.
+    pub admin_login_per_minute: u32,
+    /// Admin session lifetime in seconds.
+    pub session_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Keep uploaded originals, masked outputs and job records (admin
+    /// listings answer 501 when off). Keys and admin users are always kept.
+    pub enabled: bool,
+    /// Lifetime of signed download URLs, in seconds.
+    pub signed_url_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Also serve /metrics on this address (plain HTTP); unset: only on the API listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".parse().expect("static address"),
+            state_dir: PathBuf::from("state"),
+            models_dir: PathBuf::new(),
+            backend: BackendKind::Auto,
+            cpu_threads: 0,
+            shutdown_grace_secs: 20,
+            log_format: "auto".into(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            batch: BatchConfig::default(),
+            detector: DetectorConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            self_signed_names: vec!["localhost".into(), "argus.local".into()],
+            allow_plain_http_off_loopback: false,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 30 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            formats: ["jpeg", "png", "webp", "bmp"].map(String::from).to_vec(),
+            max_in_flight: 64,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_batch_size: 4, max_wait_ms: 3, queue_depth: 32 }
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self { input_width: 640, input_height: 640 }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_key_enabled: true,
+            detect_per_minute: 300,
+            mask_per_minute: 150,
+            admin_login_per_minute: 10,
+            session_ttl_secs: 43_200,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { enabled: true, signed_url_ttl_secs: 300 }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: None }
+    }
+}
+
+/// Apply `ARGUS_*` variables from `vars` onto `value` (a serialized Config).
+fn apply_env(value: &mut toml::Value, prefix: &str, vars: &[(String, String)], errors: &mut Vec<String>) {
+    let toml::Value::Table(table) = value else { return };
+    for (key, v) in table.iter_mut() {
+        let name = format!("{prefix}_{}", key.to_uppercase());
+        if let toml::Value::Table(_) = v {
+            apply_env(v, &name, vars, errors);
+            continue;
+        }
+        let Some((_, raw)) = vars.iter().find(|(k, _)| *k == name) else { continue };
+        // Parse as a TOML value; bare words (paths, addresses) fall back to strings.
+        *v = match format!("x = {raw}").parse::<toml::Table>() {
+            Ok(mut t) => t.remove("x").unwrap_or(toml::Value::String(raw.clone())),
+            Err(_) => toml::Value::String(raw.clone()),
+        };
+        if matches!(v, toml::Value::String(_)) && matches!(raw.as_str(), "") {
+            errors.push(format!("{name} is set but empty"));
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then `ARGUS_*` from the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("ARGUS_")).collect();
+        Self::load_from(file, &vars)
+    }
+
+    pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Self, ConfigError> {
+        let mut base = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+            origin: "defaults".into(),
+            message: e.to_string(),
+        })?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let file_value: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::Parse { origin: path.display().to_string(), message: e.to_string() })?;
+            // Check the file alone first so unknown keys are reported against it.
+            Config::deserialize(file_value.clone())
+                .map_err(|e| ConfigError::Parse { origin: path.display().to_string(), message: e.to_string() })?;
+            merge(&mut base, file_value);
+        }
+        let mut errors = Vec::new();
+        apply_env(&mut base, "ARGUS", vars, &mut errors);
+        if !errors.is_empty() {
+            return Err(ConfigError::Invalid(errors));
+        }
+        Config::deserialize(base).map_err(|e| ConfigError::Parse { origin: "ARGUS_* environment".into(), message: e.to_string() })
+    }
+
+    /// Check everything at once and report every problem together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut p = Vec::new();
+        let d = &self.detector;
+        if d.input_width == 0 || d.input_height == 0 || d.input_width % 32 != 0 || d.input_height % 32 != 0 {
+            p.push(format!("detector.input_width/input_height must be positive multiples of 32, got {}x{}", d.input_width, d.input_height));
+        }
+        if d.input_width > 4096 || d.input_height > 4096 {
+            p.push("detector input larger than 4096 is not supported".into());
+        }
+        if self.batch.max_batch_size == 0 || self.batch.max_batch_size > 256 {
+            p.push("batch.max_batch_size must be 1..=256".into());
+        }
+        if self.batch.queue_depth == 0 {
+            p.push("batch.queue_depth must be at least 1".into());
+        }
+        if self.batch.max_wait_ms > 1000 {
+            p.push("batch.max_wait_ms above 1000 would stall every request".into());
+        }
+        if self.limits.max_in_flight == 0 {
+            p.push("limits.max_in_flight must be at least 1".into());
+        }
+        if self.limits.max_body_bytes < 1024 {
+            p.push("limits.max_body_bytes must be at least 1024".into());
+        }
+        if self.limits.max_pixels < 64 {
+            p.push("limits.max_pixels must be at least 64".into());
+        }
+        let known = ["jpeg", "png", "webp", "bmp", "gif", "tiff"];
+        for f in &self.limits.formats {
+            if !known.contains(&f.as_str()) {
+                p.push(format!("limits.formats: unknown format {f:?} (known: {})", known.join(", ")));
+            }
+        }
+        if self.limits.formats.is_empty() {
+            p.push("limits.formats must list at least one format".into());
+        }
+        let a = &self.auth;
+        if a.detect_per_minute == 0 || a.mask_per_minute == 0 || a.admin_login_per_minute == 0 {
+            p.push("auth rate limits must be at least 1 per minute".into());
+        }
+        if a.session_ttl_secs == 0 {
+            p.push("auth.session_ttl_secs must be positive".into());
+        }
+        if !self.tls.enabled && !self.listen.ip().is_loopback() && !self.tls.allow_plain_http_off_loopback {
+            p.push(format!(
+                "plain HTTP on {} is refused: set tls.enabled = true, listen on loopback, or set tls.allow_plain_http_off_loopback",
+                self.listen
+            ));
+        }
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            p.push("tls.cert and tls.key must be set together".into());
+        }
+        if !["auto", "json", "text"].contains(&self.log_format.as_str()) {
+            p.push(format!("log_format must be auto, json or text, got {:?}", self.log_format));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            p.push("state_dir must be set".into());
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p))
+        }
+    }
+
+    /// The models directory actually used.
+    pub fn resolved_models_dir(&self) -> PathBuf {
+        if !self.models_dir.as_os_str().is_empty() {
+            return self.models_dir.clone();
+        }
+        let local = PathBuf::from("models");
+        if local.join("manifest.toml").exists() {
+            return local;
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../models"))
+    }
+
+    /// The config as TOML with nothing secret in it (paths to keys are not secret).
+    pub fn redacted(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn env_overrides_every_level() {
+        let c = Config::load_from(
+            None,
+            &vars(&[
+                ("ARGUS_LISTEN", "127.0.0.1:9000"),
+                ("ARGUS_TLS_ENABLED", "false"),
+                ("ARGUS_STATE_DIR", "/tmp/x"),
+                ("ARGUS_BATCH_MAX_WAIT_MS", "7"),
+                ("ARGUS_BACKEND", "cpu"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert!(!c.tls.enabled);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.batch.max_wait_ms, 7);
+        assert_eq!(c.backend, BackendKind::Cpu);
+    }
+
+    #[test]
+    fn the_documented_file_matches_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/argusd.toml"));
+        let from_file = Config::load_from(Some(path), &[]).unwrap();
+        assert_eq!(toml::to_string(&from_file).unwrap(), toml::to_string(&Config::default()).unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "lisen = \"1.2.3.4:1\"\n").unwrap();
+        assert!(matches!(Config::load_from(Some(&f), &[]), Err(ConfigError::Parse { .. })));
+        let mut c = Config::default();
+        c.detector.input_width = 100;
+        c.batch.max_batch_size = 0;
+        c.tls.enabled = false;
+        c.listen = "0.0.0.0:80".parse().unwrap();
+        match c.validate() {
+            Err(ConfigError::Invalid(v)) => assert_eq!(v.len(), 3, "{v:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

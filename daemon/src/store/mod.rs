@@ -1,0 +1,498 @@
+//! Persistent state: sled trees for records, files for image blobs.
+//!
+//! Record ids are UUIDv7, stored as their 16 big-endian bytes, so a tree's
+//! key order is creation order and listings walk it backwards for newest-first.
+
+pub mod blobs;
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+pub use blobs::Blobs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("blob file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the state directory is in use by another argusd process")]
+    Locked,
+}
+
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub id: Uuid,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub size_bytes: u64,
+    pub sha256: String,
+    pub blob: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub image_id: Uuid,
+    /// "detect" or "mask".
+    pub job_type: String,
+    /// The mask method, for mask jobs.
+    pub method: Option<String>,
+    pub status: String,
+    pub face_count: usize,
+    /// Request parameters as given (thresholds, strength, format ...).
+    pub params: serde_json::Value,
+    /// The detections array as returned to the client.
+    pub detections: serde_json::Value,
+    pub processed_blob: Option<String>,
+    pub processed_content_type: Option<String>,
+    pub processed_size_bytes: Option<u64>,
+    pub inference_ms: f64,
+    pub total_ms: f64,
+    pub api_key_id: Option<Uuid>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub name: String,
+    /// sha256 of the full key: keys are 256-bit random, so a fast hash is enough.
+    pub key_hash: String,
+    pub key_prefix: String,
+    pub key_suffix: String,
+    pub is_active: bool,
+    pub request_count: u64,
+    pub last_used_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdminRecord {
+    pub username: String,
+    /// PHC string (argon2id).
+    pub password_hash: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub username: String,
+    pub expires_at: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub total_images: u64,
+    pub total_jobs: u64,
+    pub detect_jobs: u64,
+    pub mask_jobs: u64,
+    pub total_faces: u64,
+    pub jobs_by_method: std::collections::BTreeMap<String, u64>,
+    pub storage_bytes: u64,
+    pub pending_cleanups: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub job_type: Option<String>,
+    pub method: Option<String>,
+}
+
+pub struct Store {
+    db: sled::Db,
+    images: sled::Tree,
+    jobs: sled::Tree,
+    image_jobs: sled::Tree,
+    keys: sled::Tree,
+    key_hashes: sled::Tree,
+    admins: sled::Tree,
+    sessions: sled::Tree,
+    cleanup: sled::Tree,
+    meta: sled::Tree,
+    pub blobs: Blobs,
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialize infallibly")
+}
+
+fn dec<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Page `page` (1-based) of `per_page` items from an iterator, plus the total.
+fn paginate<T>(it: impl Iterator<Item = Result<T, StoreError>>, page: u64, per_page: u64) -> Result<(Vec<T>, u64), StoreError> {
+    let skip = (page.saturating_sub(1)).saturating_mul(per_page);
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    for item in it {
+        let item = item?;
+        if total >= skip && (out.len() as u64) < per_page {
+            out.push(item);
+        }
+        total += 1;
+    }
+    Ok((out, total))
+}
+
+impl Store {
+    pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(state_dir)?;
+        let db = sled::Config::new().path(state_dir.join("db")).open().map_err(|e| match e {
+            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                StoreError::Locked
+            }
+            other => StoreError::Db(other),
+        })?;
+        let t = |n: &str| db.open_tree(n);
+        let store = Self {
+            images: t("images")?,
+            jobs: t("jobs")?,
+            image_jobs: t("image_jobs")?,
+            keys: t("api_keys")?,
+            key_hashes: t("api_key_hashes")?,
+            admins: t("admins")?,
+            sessions: t("sessions")?,
+            cleanup: t("cleanup")?,
+            meta: t("meta")?,
+            blobs: Blobs::open(state_dir.join("blobs"))?,
+            db,
+        };
+        store.blobs.clear_tmp();
+        Ok(store)
+    }
+
+    /// Make every acknowledged write durable.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// A 32-byte secret kept in the database, created on first use.
+    pub fn secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+        if let Some(v) = self.meta.get(name)? {
+            return Ok(v.to_vec());
+        }
+        let fresh: [u8; 32] = rand::random();
+        // Another thread may have raced us; keep whichever landed first.
+        let _ = self.meta.compare_and_swap(name, None as Option<&[u8]>, Some(&fresh[..]))?;
+        self.db.flush()?;
+        Ok(self.meta.get(name)?.map(|v| v.to_vec()).unwrap_or_else(|| fresh.to_vec()))
+    }
+
+    // ---- images and jobs ----
+
+    pub fn put_image(&self, rec: &ImageRecord) -> Result<(), StoreError> {
+        self.images.insert(rec.id.as_bytes(), enc(rec))?;
+        Ok(())
+    }
+
+    pub fn get_image(&self, id: Uuid) -> Result<Option<ImageRecord>, StoreError> {
+        self.images.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn list_images(&self, page: u64, per_page: u64) -> Result<(Vec<ImageRecord>, u64), StoreError> {
+        paginate(self.images.iter().rev().map(|r| dec(&r?.1)), page, per_page)
+    }
+
+    pub fn put_job(&self, rec: &JobRecord) -> Result<(), StoreError> {
+        let mut link = rec.image_id.as_bytes().to_vec();
+        link.extend_from_slice(rec.id.as_bytes());
+        self.jobs.insert(rec.id.as_bytes(), enc(rec))?;
+        self.image_jobs.insert(link, &[])?;
+        Ok(())
+    }
+
+    pub fn get_job(&self, id: Uuid) -> Result<Option<JobRecord>, StoreError> {
+        self.jobs.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn list_jobs(&self, filter: &JobFilter, page: u64, per_page: u64) -> Result<(Vec<JobRecord>, u64), StoreError> {
+        let it = self.jobs.iter().rev().filter_map(|r| {
+            let job: JobRecord = match r.map_err(StoreError::from).and_then(|(_, v)| dec(&v)) {
+                Ok(j) => j,
+                Err(e) => return Some(Err(e)),
+            };
+            let ok = filter.job_type.as_ref().is_none_or(|t| *t == job.job_type)
+                && filter.method.as_ref().is_none_or(|m| Some(m) == job.method.as_ref());
+            ok.then_some(Ok(job))
+        });
+        paginate(it, page, per_page)
+    }
+
+    pub fn jobs_for_image(&self, image_id: Uuid) -> Result<Vec<JobRecord>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.image_jobs.scan_prefix(image_id.as_bytes()) {
+            let (k, _) = r?;
+            let id = Uuid::from_slice(&k[16..]).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if let Some(j) = self.get_job(id)? {
+                out.push(j);
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Remove an image and its jobs from the database and register their
+    /// blobs for cleanup in the same transaction; returns the blob keys.
+    pub fn delete_image(&self, id: Uuid) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(img) = self.get_image(id)? else { return Ok(None) };
+        let jobs = self.jobs_for_image(id)?;
+        let mut blob_keys = vec![img.blob.clone()];
+        blob_keys.extend(jobs.iter().filter_map(|j| j.processed_blob.clone()));
+        let mut links = Vec::new();
+        for j in &jobs {
+            let mut l = id.as_bytes().to_vec();
+            l.extend_from_slice(j.id.as_bytes());
+            links.push(l);
+        }
+        use sled::Transactional;
+        (&self.images, &self.jobs, &self.image_jobs, &self.cleanup)
+            .transaction(|(images, jobs_t, links_t, cleanup)| {
+                images.remove(id.as_bytes())?;
+                for j in &jobs {
+                    jobs_t.remove(j.id.as_bytes())?;
+                }
+                for l in &links {
+                    links_t.remove(l.as_slice())?;
+                }
+                for k in &blob_keys {
+                    cleanup.insert(k.as_bytes(), now_rfc3339().as_bytes())?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| StoreError::Corrupt(format!("delete transaction: {e:?}")))?;
+        self.db.flush()?;
+        Ok(Some(blob_keys))
+    }
+
+    /// Try to delete every blob queued for cleanup; the ones that fail stay
+    /// queued. Returns (deleted, still pending).
+    pub fn run_cleanup(&self) -> Result<(usize, usize), StoreError> {
+        let (mut done, mut left) = (0, 0);
+        for r in self.cleanup.iter() {
+            let (k, _) = r?;
+            let key = String::from_utf8_lossy(&k).to_string();
+            match self.blobs.delete(&key) {
+                Ok(()) => {
+                    self.cleanup.remove(&k)?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(blob = %key, error = %e, "blob cleanup failed; kept for a later run");
+                    left += 1;
+                }
+            }
+        }
+        self.db.flush()?;
+        Ok((done, left))
+    }
+
+    pub fn pending_cleanups(&self) -> usize {
+        self.cleanup.len()
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let mut s = Stats { total_images: self.images.len() as u64, ..Default::default() };
+        for r in self.jobs.iter() {
+            let job: JobRecord = dec(&r?.1)?;
+            s.total_jobs += 1;
+            s.total_faces += job.face_count as u64;
+            match job.job_type.as_str() {
+                "detect" => s.detect_jobs += 1,
+                "mask" => s.mask_jobs += 1,
+                _ => {}
+            }
+            if let Some(m) = job.method {
+                *s.jobs_by_method.entry(m).or_default() += 1;
+            }
+        }
+        s.storage_bytes = self.blobs.total_bytes();
+        s.pending_cleanups = self.cleanup.len() as u64;
+        Ok(s)
+    }
+
+    // ---- API keys ----
+
+    pub fn put_key(&self, rec: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.keys.insert(rec.id.as_bytes(), enc(rec))?;
+        self.key_hashes.insert(rec.key_hash.as_bytes(), rec.id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn get_key(&self, id: Uuid) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.keys.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        match self.key_hashes.get(hash.as_bytes())? {
+            Some(id) => {
+                let id = Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                self.get_key(id)
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn list_keys(&self, page: u64, per_page: u64) -> Result<(Vec<ApiKeyRecord>, u64), StoreError> {
+        paginate(self.keys.iter().rev().map(|r| dec(&r?.1)), page, per_page)
+    }
+
+    pub fn delete_key(&self, id: Uuid) -> Result<bool, StoreError> {
+        let Some(rec) = self.get_key(id)? else { return Ok(false) };
+        self.key_hashes.remove(rec.key_hash.as_bytes())?;
+        self.keys.remove(id.as_bytes())?;
+        Ok(true)
+    }
+
+    /// Count a use of key `id` (not flushed: counters may lag a crash).
+    pub fn touch_key(&self, id: Uuid) -> Result<(), StoreError> {
+        self.keys.fetch_and_update(id.as_bytes(), |old| {
+            let mut rec: ApiKeyRecord = serde_json::from_slice(old?).ok()?;
+            rec.request_count += 1;
+            rec.last_used_at = Some(now_rfc3339());
+            Some(enc(&rec))
+        })?;
+        Ok(())
+    }
+
+    // ---- admin users and sessions ----
+
+    pub fn put_admin(&self, rec: &AdminRecord) -> Result<(), StoreError> {
+        self.admins.insert(rec.username.as_bytes(), enc(rec))?;
+        Ok(())
+    }
+
+    pub fn get_admin(&self, username: &str) -> Result<Option<AdminRecord>, StoreError> {
+        self.admins.get(username.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn admin_count(&self) -> usize {
+        self.admins.len()
+    }
+
+    pub fn put_session(&self, token_hash: &str, rec: &SessionRecord) -> Result<(), StoreError> {
+        self.sessions.insert(token_hash.as_bytes(), enc(rec))?;
+        Ok(())
+    }
+
+    pub fn get_session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.sessions.get(token_hash.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.sessions.remove(token_hash.as_bytes())?;
+        Ok(())
+    }
+
+    /// Drop sessions past their expiry.
+    pub fn purge_sessions(&self, now: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in self.sessions.iter() {
+            let (k, v) = r?;
+            if dec::<SessionRecord>(&v).map(|s| s.expires_at <= now).unwrap_or(true) {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(n: u8) -> ImageRecord {
+        ImageRecord {
+            id: Uuid::now_v7(),
+            filename: Some(format!("{n}.jpg")),
+            content_type: "image/jpeg".into(),
+            width: 10,
+            height: 10,
+            channels: 3,
+            size_bytes: 3,
+            sha256: "x".into(),
+            blob: format!("originals/{n}.jpg"),
+            created_at: now_rfc3339(),
+        }
+    }
+
+    #[test]
+    fn images_list_newest_first_with_pages() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let ids: Vec<Uuid> = (0..5)
+            .map(|i| {
+                let r = image(i);
+                s.put_image(&r).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                r.id
+            })
+            .collect();
+        let (page1, total) = s.list_images(1, 2).unwrap();
+        assert_eq!(total, 5);
+        assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+        let (page3, _) = s.list_images(3, 2).unwrap();
+        assert_eq!(page3.len(), 1);
+        assert_eq!(page3[0].id, ids[0]);
+    }
+
+    #[test]
+    fn delete_queues_cleanup_and_survives_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = image(1);
+        {
+            let s = Store::open(d.path()).unwrap();
+            s.blobs.put(&rec.blob, b"jpegbytes").unwrap();
+            s.put_image(&rec).unwrap();
+            // Make the blob undeletable: replace it by a non-empty directory.
+            std::fs::remove_file(s.blobs.path(&rec.blob).unwrap()).unwrap();
+            std::fs::create_dir_all(s.blobs.path(&rec.blob).unwrap().join("x")).unwrap();
+            assert_eq!(s.delete_image(rec.id).unwrap().unwrap(), vec![rec.blob.clone()]);
+            assert!(s.get_image(rec.id).unwrap().is_none());
+            assert_eq!(s.run_cleanup().unwrap(), (0, 1));
+        }
+        let s = Store::open(d.path()).unwrap();
+        assert_eq!(s.pending_cleanups(), 1);
+        std::fs::remove_dir_all(s.blobs.path(&rec.blob).unwrap()).unwrap();
+        assert_eq!(s.run_cleanup().unwrap(), (1, 0));
+        assert_eq!(s.pending_cleanups(), 0);
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_dir_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let _s = Store::open(d.path()).unwrap();
+        assert!(Store::open(d.path()).is_err());
+    }
+}
