@@ -17,7 +17,10 @@ use crate::backend::BackendKind;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parsing {origin}: {message}")]
     Parse { origin: String, message: String },
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
@@ -180,13 +183,20 @@ impl Default for Limits {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_batch_size: 4, max_wait_ms: 3, queue_depth: 32 }
+        Self {
+            max_batch_size: 4,
+            max_wait_ms: 3,
+            queue_depth: 32,
+        }
     }
 }
 
 impl Default for DetectorConfig {
     fn default() -> Self {
-        Self { input_width: 640, input_height: 640 }
+        Self {
+            input_width: 640,
+            input_height: 640,
+        }
     }
 }
 
@@ -204,7 +214,10 @@ impl Default for AuthConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { enabled: true, signed_url_ttl_secs: 300 }
+        Self {
+            enabled: true,
+            signed_url_ttl_secs: 300,
+        }
     }
 }
 
@@ -215,15 +228,35 @@ impl Default for MetricsConfig {
 }
 
 /// Apply `ARGUS_*` variables from `vars` onto `value` (a serialized Config).
-fn apply_env(value: &mut toml::Value, prefix: &str, vars: &[(String, String)], errors: &mut Vec<String>) {
-    let toml::Value::Table(table) = value else { return };
+fn apply_env(
+    value: &mut toml::Value,
+    prefix: &str,
+    vars: &[(String, String)],
+    errors: &mut Vec<String>,
+) {
+    let toml::Value::Table(table) = value else {
+        return;
+    };
     for (key, v) in table.iter_mut() {
         let name = format!("{prefix}_{}", key.to_uppercase());
-        if let toml::Value::Table(_) = v {
+        if let toml::Value::Table(t) = v {
+            // ARGUS_TLS=false is ARGUS_TLS_ENABLED=false: a section's own
+            // variable switches it, where the section has an `enabled` switch.
+            if let (Some(slot), Some((_, raw))) =
+                (t.get_mut("enabled"), vars.iter().find(|(k, _)| *k == name))
+            {
+                match raw.trim().to_ascii_lowercase().as_str() {
+                    "true" | "1" | "yes" | "on" => *slot = toml::Value::Boolean(true),
+                    "false" | "0" | "no" | "off" => *slot = toml::Value::Boolean(false),
+                    other => errors.push(format!("{name} must be true or false, got {other:?}")),
+                }
+            }
             apply_env(v, &name, vars, errors);
             continue;
         }
-        let Some((_, raw)) = vars.iter().find(|(k, _)| *k == name) else { continue };
+        let Some((_, raw)) = vars.iter().find(|(k, _)| *k == name) else {
+            continue;
+        };
         // Parse as a TOML value; bare words (paths, addresses) fall back to strings.
         *v = match format!("x = {raw}").parse::<toml::Table>() {
             Ok(mut t) => t.remove("x").unwrap_or(toml::Value::String(raw.clone())),
@@ -238,22 +271,33 @@ fn apply_env(value: &mut toml::Value, prefix: &str, vars: &[(String, String)], e
 impl Config {
     /// Defaults, then `file` (if any), then `ARGUS_*` from the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let vars: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("ARGUS_")).collect();
+        let vars: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("ARGUS_"))
+            .collect();
         Self::load_from(file, &vars)
     }
 
     pub fn load_from(file: Option<&Path>, vars: &[(String, String)]) -> Result<Self, ConfigError> {
-        let mut base = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Parse {
-            origin: "defaults".into(),
-            message: e.to_string(),
-        })?;
+        let mut base =
+            toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+                origin: "defaults".into(),
+                message: e.to_string(),
+            })?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            let file_value: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::Parse { origin: path.display().to_string(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    origin: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
             // Check the file alone first so unknown keys are reported against it.
-            Config::deserialize(file_value.clone())
-                .map_err(|e| ConfigError::Parse { origin: path.display().to_string(), message: e.to_string() })?;
+            Config::deserialize(file_value.clone()).map_err(|e| ConfigError::Parse {
+                origin: path.display().to_string(),
+                message: e.to_string(),
+            })?;
             merge(&mut base, file_value);
         }
         let mut errors = Vec::new();
@@ -261,15 +305,25 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigError::Invalid(errors));
         }
-        Config::deserialize(base).map_err(|e| ConfigError::Parse { origin: "ARGUS_* environment".into(), message: e.to_string() })
+        Config::deserialize(base).map_err(|e| ConfigError::Parse {
+            origin: "ARGUS_* environment".into(),
+            message: e.to_string(),
+        })
     }
 
     /// Check everything at once and report every problem together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
         let d = &self.detector;
-        if d.input_width == 0 || d.input_height == 0 || d.input_width % 32 != 0 || d.input_height % 32 != 0 {
-            p.push(format!("detector.input_width/input_height must be positive multiples of 32, got {}x{}", d.input_width, d.input_height));
+        if d.input_width == 0
+            || d.input_height == 0
+            || d.input_width % 32 != 0
+            || d.input_height % 32 != 0
+        {
+            p.push(format!(
+                "detector.input_width/input_height must be positive multiples of 32, got {}x{}",
+                d.input_width, d.input_height
+            ));
         }
         if d.input_width > 4096 || d.input_height > 4096 {
             p.push("detector input larger than 4096 is not supported".into());
@@ -295,7 +349,10 @@ impl Config {
         let known = ["jpeg", "png", "webp", "bmp", "gif", "tiff"];
         for f in &self.limits.formats {
             if !known.contains(&f.as_str()) {
-                p.push(format!("limits.formats: unknown format {f:?} (known: {})", known.join(", ")));
+                p.push(format!(
+                    "limits.formats: unknown format {f:?} (known: {})",
+                    known.join(", ")
+                ));
             }
         }
         if self.limits.formats.is_empty() {
@@ -308,7 +365,10 @@ impl Config {
         if a.session_ttl_secs == 0 {
             p.push("auth.session_ttl_secs must be positive".into());
         }
-        if !self.tls.enabled && !self.listen.ip().is_loopback() && !self.tls.allow_plain_http_off_loopback {
+        if !self.tls.enabled
+            && !self.listen.ip().is_loopback()
+            && !self.tls.allow_plain_http_off_loopback
+        {
             p.push(format!(
                 "plain HTTP on {} is refused: set tls.enabled = true, listen on loopback, or set tls.allow_plain_http_off_loopback",
                 self.listen
@@ -318,7 +378,10 @@ impl Config {
             p.push("tls.cert and tls.key must be set together".into());
         }
         if !["auto", "json", "text"].contains(&self.log_format.as_str()) {
-            p.push(format!("log_format must be auto, json or text, got {:?}", self.log_format));
+            p.push(format!(
+                "log_format must be auto, json or text, got {:?}",
+                self.log_format
+            ));
         }
         if self.state_dir.as_os_str().is_empty() {
             p.push("state_dir must be set".into());
@@ -369,7 +432,9 @@ mod tests {
     use super::*;
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -383,7 +448,8 @@ mod tests {
             None,
             &vars(&[
                 ("ARGUS_LISTEN", "127.0.0.1:9000"),
-                ("ARGUS_TLS_ENABLED", "false"),
+                ("ARGUS_TLS", "false"),
+                ("ARGUS_STORAGE_ENABLED", "false"),
                 ("ARGUS_STATE_DIR", "/tmp/x"),
                 ("ARGUS_BATCH_MAX_WAIT_MS", "7"),
                 ("ARGUS_BACKEND", "cpu"),
@@ -392,6 +458,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen.port(), 9000);
         assert!(!c.tls.enabled);
+        assert!(!c.storage.enabled);
         assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.batch.max_wait_ms, 7);
         assert_eq!(c.backend, BackendKind::Cpu);
@@ -399,9 +466,15 @@ mod tests {
 
     #[test]
     fn the_documented_file_matches_the_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/argusd.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/argusd.toml"
+        ));
         let from_file = Config::load_from(Some(path), &[]).unwrap();
-        assert_eq!(toml::to_string(&from_file).unwrap(), toml::to_string(&Config::default()).unwrap());
+        assert_eq!(
+            toml::to_string(&from_file).unwrap(),
+            toml::to_string(&Config::default()).unwrap()
+        );
     }
 
     #[test]
@@ -409,7 +482,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "lisen = \"1.2.3.4:1\"\n").unwrap();
-        assert!(matches!(Config::load_from(Some(&f), &[]), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::load_from(Some(&f), &[]),
+            Err(ConfigError::Parse { .. })
+        ));
         let mut c = Config::default();
         c.detector.input_width = 100;
         c.batch.max_batch_size = 0;

@@ -1,10 +1,305 @@
 //! argus: the library behind `argusd`, a GPU-accelerated edge inference appliance.
+//!
+//! `main.rs` parses the command line and calls [`cli::run_command`]; `serve`
+//! ends in [`run`], which tests drive through [`start`] without a process.
 
+pub mod api;
+pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod batch;
+pub mod cli;
 pub mod config;
+pub mod http;
 pub mod imaging;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use app::App;
+use backend::{BackendError, ModelPaths};
+use batch::{queue::Policy, Batcher};
+use config::{Config, ConfigError};
+use metrics::Metrics;
+use store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("state directory {dir}: {source}")]
+    Store { dir: String, source: StoreError },
+    #[error("models: {0}")]
+    Models(String),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Tls(#[from] http::tls::TlsError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control socket: {0}")]
+    Control(std::io::Error),
+}
+
+#[derive(Debug, Deserialize)]
+struct Manifest {
+    models: Vec<ManifestModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ManifestModel {
+    name: String,
+    file: String,
+    sha256: String,
+}
+
+/// Weights named by `models/manifest.toml`, each checked against its sha256.
+pub fn model_paths(config: &Config) -> Result<ModelPaths, String> {
+    let dir = config.resolved_models_dir();
+    let manifest_path = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest_path)
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let m: Manifest =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let find = |name: &str| -> Result<std::path::PathBuf, String> {
+        let entry = m
+            .models
+            .iter()
+            .find(|x| x.name == name)
+            .ok_or_else(|| format!("{name} is not in {}", manifest_path.display()))?;
+        let path = dir.join(&entry.file);
+        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let got = store::sha256_hex(&data);
+        if got != entry.sha256 {
+            return Err(format!(
+                "{}: sha256 {got} does not match the manifest's {}",
+                path.display(),
+                entry.sha256
+            ));
+        }
+        Ok(path)
+    };
+    Ok(ModelPaths {
+        centerface: find("centerface")?,
+    })
+}
+
+/// A started daemon: listening, model warm, store open.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+    pub app: Arc<App>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn open_store(dir: &Path) -> Result<Store, RunError> {
+    Store::open(dir).map_err(|source| RunError::Store {
+        dir: dir.display().to_string(),
+        source,
+    })
+}
+
+/// Validate the config, open the store, load and warm up the model, bind.
+pub async fn start(config: Config) -> Result<Running, RunError> {
+    config.validate()?;
+    if config.cpu_threads > 0 {
+        // Only the first call in a process can size the global pool.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.cpu_threads)
+            .build_global();
+    }
+    let state_dir = config.state_dir.clone();
+    let store = {
+        let dir = state_dir.clone();
+        Arc::new(
+            tokio::task::spawn_blocking(move || open_store(&dir))
+                .await
+                .map_err(|e| RunError::Models(e.to_string()))??,
+        )
+    };
+    {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            match store.run_cleanup() {
+                Ok((done, left)) if done + left > 0 => {
+                    tracing::info!(done, left, "blob cleanup at start-up")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "blob cleanup at start-up failed"),
+            }
+            let _ = store.purge_sessions(store::unix_now());
+        })
+        .await
+        .map_err(|e| RunError::Models(e.to_string()))?;
+    }
+    let metrics = Arc::new(Metrics::new());
+    let models = model_paths(&config).map_err(RunError::Models)?;
+    let batcher = {
+        let (cfg, metrics) = (config.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || -> Result<Batcher, RunError> {
+            let backend = backend::select(cfg.backend, &models, cfg.batch.max_batch_size)?;
+            tracing::info!(backend = backend.name(), device = %backend.device(), "backend selected");
+            let policy = Policy {
+                max_batch: cfg.batch.max_batch_size,
+                max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+                max_depth: cfg.batch.queue_depth,
+            };
+            Ok(Batcher::start(backend, policy, cfg.detector.input_width as usize, cfg.detector.input_height as usize, metrics)?)
+        })
+        .await
+        .map_err(|e| RunError::Models(e.to_string()))??
+    };
+    let info = batcher.info().clone();
+    metrics
+        .build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), info.backend, &info.device])
+        .set(1);
+    let signing_key = store
+        .secret("blob_signing_key")
+        .map_err(|source| RunError::Store {
+            dir: state_dir.display().to_string(),
+            source,
+        })?;
+    let app = Arc::new(App::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(batcher),
+        metrics,
+        signing_key,
+    ));
+    let router = http::with_middleware(api::router(app.clone()), app.clone());
+
+    let tls = if config.tls.enabled {
+        Some(tokio_rustls::TlsAcceptor::from(http::tls::server_config(
+            &config.tls,
+            &state_dir,
+        )?))
+    } else {
+        None
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RunError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| RunError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (tx, rx) = watch::channel(false);
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let mut tasks = vec![tokio::spawn(http::serve(
+        listener,
+        tls,
+        router,
+        rx.clone(),
+        grace,
+    ))];
+    let mut metrics_addr = None;
+    if let Some(maddr) = config.metrics.listen {
+        let l = tokio::net::TcpListener::bind(maddr)
+            .await
+            .map_err(|source| RunError::Bind {
+                addr: maddr,
+                source,
+            })?;
+        metrics_addr = l.local_addr().ok();
+        let r = http::with_middleware(
+            axum::Router::new()
+                .route("/metrics", axum::routing::get(api::faces::metrics))
+                .with_state(app.clone()),
+            app.clone(),
+        );
+        tasks.push(tokio::spawn(http::serve(l, None, r, rx, grace)));
+    }
+    let control = cli::control::start(&state_dir, store).map_err(RunError::Control)?;
+    tracing::info!(
+        %addr,
+        scheme = if config.tls.enabled { "https" } else { "http" },
+        backend = info.backend,
+        device = %info.device,
+        storage = config.storage.enabled,
+        "argusd ready"
+    );
+    Ok(Running {
+        addr,
+        metrics_addr,
+        app,
+        shutdown: tx,
+        tasks,
+        control: Some(control),
+    })
+}
+
+impl Running {
+    /// Stop accepting, let in-flight requests finish (up to the grace
+    /// period), stop the backend thread and flush the store.
+    pub async fn stop(mut self) {
+        self.app.set_draining();
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(c) = self.control.take() {
+            c.abort();
+            let _ = std::fs::remove_file(cli::control::socket_path(&self.app.config.state_dir));
+        }
+        let app = self.app.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            app.batcher.shutdown();
+            if let Err(e) = app.store.flush() {
+                tracing::error!(error = %e, "final flush failed");
+            }
+        })
+        .await;
+        tracing::info!("argusd stopped");
+    }
+}
+
+/// Serve until `shutdown` resolves (SIGTERM/SIGINT from [`shutdown_signal`]).
+pub async fn run(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    tracing::debug!(config = %config.redacted(), "configuration");
+    let running = start(config).await?;
+    // READY=1 only now: the model answered its warm-up inference.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    shutdown.await;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down: draining connections");
+    running.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

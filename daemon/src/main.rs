@@ -1,1 +1,51 @@
-fn main() {}
+//! argusd: parse the command line, set up logging, hand over to the library.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARGUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = argus::cli::Cli::parse();
+    let log_format = argus::cli::load_config(&cli)
+        .map(|c| c.log_format)
+        .unwrap_or_else(|_| "auto".into());
+    init_tracing(&log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("argusd: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(argus::cli::run_command(cli)) {
+        Ok(code) => std::process::ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("argusd: {e}");
+            std::process::ExitCode::from(match e {
+                argus::cli::CliError::Usage(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

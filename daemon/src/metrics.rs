@@ -4,12 +4,13 @@
 //! template, method, status, model, backend, reason), never a raw path or id.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0];
 
 pub struct Metrics {
@@ -41,54 +42,91 @@ impl Metrics {
         let m = Self {
             registry: Registry::new(),
             http_requests: IntCounterVec::new(
-                opts("argus_http_requests_total", "HTTP requests answered, by route template, method and status."),
+                opts(
+                    "argus_http_requests_total",
+                    "HTTP requests answered, by route template, method and status.",
+                ),
                 &["route", "method", "status"],
             )
             .expect("static metric definition"),
             http_duration: HistogramVec::new(
-                hist("argus_http_request_duration_seconds", "Time from request head to response head.", LATENCY_BUCKETS),
+                hist(
+                    "argus_http_request_duration_seconds",
+                    "Time from request head to response head.",
+                    LATENCY_BUCKETS,
+                ),
                 &["route", "method"],
             )
             .expect("static metric definition"),
             queue_depth: IntGaugeVec::new(
-                opts("argus_batch_queue_depth", "Requests waiting in the micro-batch queue."),
+                opts(
+                    "argus_batch_queue_depth",
+                    "Requests waiting in the micro-batch queue.",
+                ),
                 &["model"],
             )
             .expect("static metric definition"),
             queue_wait: HistogramVec::new(
-                hist("argus_batch_queue_wait_seconds", "Time a request waited in the queue before its batch ran.", LATENCY_BUCKETS),
+                hist(
+                    "argus_batch_queue_wait_seconds",
+                    "Time a request waited in the queue before its batch ran.",
+                    LATENCY_BUCKETS,
+                ),
                 &["model"],
             )
             .expect("static metric definition"),
             batch_size: HistogramVec::new(
-                hist("argus_batch_size", "Images per inference batch.", BATCH_BUCKETS),
+                hist(
+                    "argus_batch_size",
+                    "Images per inference batch.",
+                    BATCH_BUCKETS,
+                ),
                 &["model"],
             )
             .expect("static metric definition"),
             inference: HistogramVec::new(
-                hist("argus_inference_duration_seconds", "Wall time of one batched inference.", LATENCY_BUCKETS),
+                hist(
+                    "argus_inference_duration_seconds",
+                    "Wall time of one batched inference.",
+                    LATENCY_BUCKETS,
+                ),
                 &["model", "backend"],
             )
             .expect("static metric definition"),
-            faces_detected: IntCounter::with_opts(opts("argus_faces_detected_total", "Faces returned by detect and mask."))
-                .expect("static metric definition"),
+            faces_detected: IntCounter::with_opts(opts(
+                "argus_faces_detected_total",
+                "Faces returned by detect and mask.",
+            ))
+            .expect("static metric definition"),
             failures: IntCounterVec::new(
-                opts("argus_failures_total", "Requests refused or failed, by reason."),
+                opts(
+                    "argus_failures_total",
+                    "Requests refused or failed, by reason.",
+                ),
                 &["reason"],
             )
             .expect("static metric definition"),
             dropped_requests: IntCounterVec::new(
-                opts("argus_batch_dropped_total", "Queued requests dropped because their client had gone."),
+                opts(
+                    "argus_batch_dropped_total",
+                    "Queued requests dropped because their client had gone.",
+                ),
                 &["model"],
             )
             .expect("static metric definition"),
             build_info: IntGaugeVec::new(
-                opts("argus_build_info", "Always 1; labels say the version, backend and device in use."),
+                opts(
+                    "argus_build_info",
+                    "Always 1; labels say the version, backend and device in use.",
+                ),
                 &["version", "backend", "device"],
             )
             .expect("static metric definition"),
-            stored_bytes: IntGauge::with_opts(opts("argus_storage_blob_bytes", "Bytes of image blobs on disk."))
-                .expect("static metric definition"),
+            stored_bytes: IntGauge::with_opts(opts(
+                "argus_storage_blob_bytes",
+                "Bytes of image blobs on disk.",
+            ))
+            .expect("static metric definition"),
             image_decode: Histogram::with_opts(hist(
                 "argus_image_decode_duration_seconds",
                 "Time to decode an uploaded image.",

@@ -21,7 +21,10 @@ const MAX_BUCKETS: usize = 10_000;
 
 impl RateLimiter {
     pub fn new(per_minute: u32) -> Self {
-        Self { per_minute: per_minute.max(1), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            per_minute: per_minute.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn limit(&self) -> u32 {
@@ -37,7 +40,9 @@ impl RateLimiter {
         let rate = cap / 60.0;
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_BUCKETS && !map.contains_key(client) {
-            map.retain(|_, (tokens, at)| *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < cap);
+            map.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < cap
+            });
         }
         let (tokens, at) = map.entry(client.to_string()).or_insert((cap, now));
         let t = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(cap);
@@ -47,7 +52,10 @@ impl RateLimiter {
             Ok(())
         } else {
             *tokens = t;
-            Err(Limited { retry_after_secs: ((1.0 - t) / rate).ceil().max(1.0) as u64, limit: self.per_minute })
+            Err(Limited {
+                retry_after_secs: ((1.0 - t) / rate).ceil().max(1.0) as u64,
+                limit: self.per_minute,
+            })
         }
     }
 }

@@ -14,10 +14,17 @@ pub struct CpuBackend {
 impl CpuBackend {
     pub fn load(models: &ModelPaths, max_batch: usize) -> Result<Self, BackendError> {
         let device = Device::Cpu;
-        let load = |source| BackendError::Load { path: models.centerface.clone(), source };
+        let load = |source| BackendError::Load {
+            path: models.centerface.clone(),
+            source,
+        };
         let vb = load_weights(&models.centerface, &device).map_err(load)?;
         let centerface = CenterFace::load(vb).map_err(load)?;
-        Ok(Self { device, centerface, max_batch: max_batch.max(1) })
+        Ok(Self {
+            device,
+            centerface,
+            max_batch: max_batch.max(1),
+        })
     }
 }
 
@@ -25,11 +32,18 @@ impl CpuBackend {
 pub fn to_nchw(batch: &FaceBatch, device: &Device) -> Result<Tensor, BackendError> {
     let (n, h, w) = (batch.len(), batch.height, batch.width);
     if batch.pixels.len() != n * h * w * 3 {
-        return Err(BackendError::BadBatch(format!("{} bytes for {n} images of {w}x{h}", batch.pixels.len())));
+        return Err(BackendError::BadBatch(format!(
+            "{} bytes for {n} images of {w}x{h}",
+            batch.pixels.len()
+        )));
     }
     let plane = h * w;
     let mut data = vec![0f32; n * 3 * plane];
-    for (img, dst) in batch.pixels.chunks_exact(3 * plane).zip(data.chunks_exact_mut(3 * plane)) {
+    for (img, dst) in batch
+        .pixels
+        .chunks_exact(3 * plane)
+        .zip(data.chunks_exact_mut(3 * plane))
+    {
         let (r, rest) = dst.split_at_mut(plane);
         let (g, b) = rest.split_at_mut(plane);
         for (i, px) in img.chunks_exact(3).enumerate() {
@@ -42,13 +56,21 @@ pub fn to_nchw(batch: &FaceBatch, device: &Device) -> Result<Tensor, BackendErro
 }
 
 /// Run CenterFace on a batch and decode each image's candidates.
-pub fn detect(model: &CenterFace, batch: &FaceBatch, device: &Device) -> Result<Vec<Vec<Face>>, BackendError> {
+pub fn detect(
+    model: &CenterFace,
+    batch: &FaceBatch,
+    device: &Device,
+) -> Result<Vec<Vec<Face>>, BackendError> {
     let x = to_nchw(batch, device)?;
     let out = model.forward(&x)?;
     let heat = out.heatmap.flatten_all()?.to_vec1::<f32>()?;
     let scale = out.scale.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let offset = out.offset.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let lms = out.landmarks.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let lms = out
+        .landmarks
+        .contiguous()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let (_, _, h, w) = out.heatmap.dims4()?;
     let plane = h * w;
     Ok(batch
@@ -88,7 +110,11 @@ impl Backend for CpuBackend {
 
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError> {
         match batch {
-            Batch::Faces(b) => Ok(BatchOutput::Faces(detect(&self.centerface, &b, &self.device)?)),
+            Batch::Faces(b) => Ok(BatchOutput::Faces(detect(
+                &self.centerface,
+                &b,
+                &self.device,
+            )?)),
         }
     }
 }

@@ -12,7 +12,10 @@ use crate::model::Face;
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
     #[error("model file {path}: {source}")]
-    Load { path: PathBuf, source: candle_core::Error },
+    Load {
+        path: PathBuf,
+        source: candle_core::Error,
+    },
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
     #[error("bad batch: {0}")]
@@ -83,9 +86,15 @@ pub struct ModelPaths {
 
 /// Start the backend the config asks for. Only the CPU backend is compiled in
 /// so far: `auto` resolves to it, and asking for a GPU backend fails start-up.
-pub fn select(kind: BackendKind, models: &ModelPaths, max_batch: usize) -> Result<Box<dyn Backend>, BackendError> {
+pub fn select(
+    kind: BackendKind,
+    models: &ModelPaths,
+    max_batch: usize,
+) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
-        BackendKind::Auto | BackendKind::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, max_batch)?)),
+        BackendKind::Auto | BackendKind::Cpu => {
+            Ok(Box::new(cpu::CpuBackend::load(models, max_batch)?))
+        }
         other => Err(BackendError::Unavailable(
             format!("{other:?}").to_lowercase(),
             "this build has no GPU backends compiled in; use backend = \"cpu\" or \"auto\"".into(),

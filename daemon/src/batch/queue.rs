@@ -42,8 +42,16 @@ pub struct Queue<T> {
 
 impl<T: Cancel> Queue<T> {
     pub fn new(policy: Policy) -> Self {
-        let policy = Policy { max_batch: policy.max_batch.max(1), max_depth: policy.max_depth.max(1), ..policy };
-        Self { items: VecDeque::with_capacity(policy.max_depth), policy, dropped: 0 }
+        let policy = Policy {
+            max_batch: policy.max_batch.max(1),
+            max_depth: policy.max_depth.max(1),
+            ..policy
+        };
+        Self {
+            items: VecDeque::with_capacity(policy.max_depth),
+            policy,
+            dropped: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -64,7 +72,10 @@ impl<T: Cancel> Queue<T> {
         if self.items.len() >= self.policy.max_depth {
             return Err(item);
         }
-        self.items.push_back(Entry { item, enqueued: now });
+        self.items.push_back(Entry {
+            item,
+            enqueued: now,
+        });
         Ok(())
     }
 
@@ -103,7 +114,11 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy { max_batch: 3, max_wait: Duration::from_millis(5), max_depth: 4 }
+        Policy {
+            max_batch: 3,
+            max_wait: Duration::from_millis(5),
+            max_depth: 4,
+        }
     }
 
     fn ids(v: &[Entry<Item>]) -> Vec<u32> {
@@ -118,9 +133,14 @@ mod tests {
         q.push(Item(1, &live), t0).ok().unwrap();
         match q.next(t0 + Duration::from_millis(1)) {
             Next::WaitUntil(t) => assert_eq!(t, t0 + Duration::from_millis(5)),
-            other => panic!("expected wait, got {other:?}", other = matches!(other, Next::Empty)),
+            other => panic!(
+                "expected wait, got {other:?}",
+                other = matches!(other, Next::Empty)
+            ),
         }
-        q.push(Item(2, &live), t0 + Duration::from_millis(2)).ok().unwrap();
+        q.push(Item(2, &live), t0 + Duration::from_millis(2))
+            .ok()
+            .unwrap();
         match q.next(t0 + Duration::from_millis(5)) {
             Next::Ready(v) => assert_eq!(ids(&v), vec![1, 2]),
             _ => panic!("expected a batch at the deadline"),

@@ -34,6 +34,8 @@ impl Cancel for Job {
 pub struct JobResult {
     pub faces: Vec<Face>,
     pub queue_ms: f64,
+    /// Packing the batch's input buffer (the request's "blob" step).
+    pub pack_ms: f64,
     pub inference_ms: f64,
     pub batch_size: usize,
 }
@@ -104,7 +106,10 @@ impl Batcher {
             input_height,
         };
         let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::new(Policy { max_batch, ..policy })),
+            queue: Mutex::new(Queue::new(Policy {
+                max_batch,
+                ..policy
+            })),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
@@ -116,7 +121,12 @@ impl Batcher {
                 .spawn(move || run_loop(backend, shared, metrics, info))
                 .map_err(|e| BackendError::Unavailable("thread".into(), e.to_string()))?
         };
-        Ok(Self { shared, info, thread: Mutex::new(Some(thread)), metrics })
+        Ok(Self {
+            shared,
+            info,
+            thread: Mutex::new(Some(thread)),
+            metrics,
+        })
     }
 
     pub fn info(&self) -> &BatcherInfo {
@@ -139,19 +149,31 @@ impl Batcher {
     ) -> Result<oneshot::Receiver<Result<JobResult, String>>, SubmitError> {
         let want = self.info.input_width * self.info.input_height * 3;
         if pixels.len() != want {
-            return Err(SubmitError::WrongSize { got: pixels.len(), want });
+            return Err(SubmitError::WrongSize {
+                got: pixels.len(),
+                want,
+            });
         }
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(SubmitError::ShutDown);
         }
         let (reply, rx) = oneshot::channel();
-        let job = Job { pixels, threshold, reply, span: tracing::Span::current() };
+        let job = Job {
+            pixels,
+            threshold,
+            reply,
+            span: tracing::Span::current(),
+        };
         let depth = {
             let mut q = lock(&self.shared.queue);
-            q.push(job, Instant::now()).map_err(|_| SubmitError::QueueFull)?;
+            q.push(job, Instant::now())
+                .map_err(|_| SubmitError::QueueFull)?;
             q.len()
         };
-        self.metrics.queue_depth.with_label_values(&[MODEL]).set(depth as i64);
+        self.metrics
+            .queue_depth
+            .with_label_values(&[MODEL])
+            .set(depth as i64);
         self.shared.wake.notify_one();
         Ok(rx)
     }
@@ -172,7 +194,12 @@ impl Drop for Batcher {
     }
 }
 
-fn run_loop(mut backend: Box<dyn Backend>, shared: Arc<Shared>, metrics: Arc<Metrics>, info: BatcherInfo) {
+fn run_loop(
+    mut backend: Box<dyn Backend>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    info: BatcherInfo,
+) {
     loop {
         let entries = {
             let mut q = lock(&shared.queue);
@@ -181,23 +208,35 @@ fn run_loop(mut backend: Box<dyn Backend>, shared: Arc<Shared>, metrics: Arc<Met
                 let next = q.next(Instant::now());
                 let dropped = q.dropped() - dropped_before;
                 if dropped > 0 {
-                    metrics.dropped_requests.with_label_values(&[MODEL]).inc_by(dropped);
+                    metrics
+                        .dropped_requests
+                        .with_label_values(&[MODEL])
+                        .inc_by(dropped);
                 }
                 match next {
                     Next::Ready(v) => break v,
                     // On stop, queued requests are still served: the drain
                     // lets in-flight HTTP requests finish.
-                    Next::WaitUntil(_) if shared.stop.load(Ordering::SeqCst) => break q.drain_all(),
+                    Next::WaitUntil(_) if shared.stop.load(Ordering::SeqCst) => {
+                        break q.drain_all()
+                    }
                     Next::Empty if shared.stop.load(Ordering::SeqCst) => return,
                     Next::Empty => q = shared.wake.wait(q).unwrap_or_else(|p| p.into_inner()),
                     Next::WaitUntil(t) => {
                         let d = t.saturating_duration_since(Instant::now());
-                        q = shared.wake.wait_timeout(q, d).unwrap_or_else(|p| p.into_inner()).0;
+                        q = shared
+                            .wake
+                            .wait_timeout(q, d)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
                     }
                 }
             }
         };
-        metrics.queue_depth.with_label_values(&[MODEL]).set(lock(&shared.queue).len() as i64);
+        metrics
+            .queue_depth
+            .with_label_values(&[MODEL])
+            .set(lock(&shared.queue).len() as i64);
         if entries.is_empty() {
             continue;
         }
@@ -210,24 +249,49 @@ fn run_loop(mut backend: Box<dyn Backend>, shared: Arc<Shared>, metrics: Arc<Met
             pixels.extend_from_slice(&e.item.pixels);
             thresholds.push(e.item.threshold);
             let w = started.duration_since(e.enqueued);
-            metrics.queue_wait.with_label_values(&[MODEL]).observe(w.as_secs_f64());
+            metrics
+                .queue_wait
+                .with_label_values(&[MODEL])
+                .observe(w.as_secs_f64());
             waits.push(w.as_secs_f64() * 1e3);
         }
+        let pack_ms = started.elapsed().as_secs_f64() * 1e3;
         let span = entries[0].item.span.clone();
         let result = span.in_scope(|| {
-            backend.run(Batch::Faces(FaceBatch { pixels, width: info.input_width, height: info.input_height, thresholds }))
+            backend.run(Batch::Faces(FaceBatch {
+                pixels,
+                width: info.input_width,
+                height: info.input_height,
+                thresholds,
+            }))
         });
         let secs = started.elapsed().as_secs_f64();
-        metrics.inference.with_label_values(&[MODEL, info.backend]).observe(secs);
-        metrics.batch_size.with_label_values(&[MODEL]).observe(n as f64);
+        metrics
+            .inference
+            .with_label_values(&[MODEL, info.backend])
+            .observe(secs);
+        metrics
+            .batch_size
+            .with_label_values(&[MODEL])
+            .observe(n as f64);
         match result {
             Ok(BatchOutput::Faces(per_image)) if per_image.len() == n => {
                 shared.healthy.store(true, Ordering::Relaxed);
                 for ((e, faces), q) in entries.into_iter().zip(per_image).zip(waits) {
-                    let _ = e.item.reply.send(Ok(JobResult { faces, queue_ms: q, inference_ms: secs * 1e3, batch_size: n }));
+                    let _ = e.item.reply.send(Ok(JobResult {
+                        faces,
+                        queue_ms: q,
+                        pack_ms,
+                        inference_ms: (secs * 1e3 - pack_ms).max(0.0),
+                        batch_size: n,
+                    }));
                 }
             }
-            Ok(_) => fail_all(entries, "backend returned the wrong number of results".into(), &shared),
+            Ok(_) => fail_all(
+                entries,
+                "backend returned the wrong number of results".into(),
+                &shared,
+            ),
             Err(err) => fail_all(entries, err.to_string(), &shared),
         }
     }

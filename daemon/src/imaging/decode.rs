@@ -39,12 +39,24 @@ pub const MIN_SIDE: u32 = 2;
 
 fn check_size(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), ImagingError> {
     let pixels = width.saturating_mul(height);
-    let (w, h) = (width.min(u32::MAX as u64) as u32, height.min(u32::MAX as u64) as u32);
+    let (w, h) = (
+        width.min(u32::MAX as u64) as u32,
+        height.min(u32::MAX as u64) as u32,
+    );
     if pixels > limits.max_pixels {
-        return Err(ImagingError::TooManyPixels { width: w, height: h, pixels, max: limits.max_pixels });
+        return Err(ImagingError::TooManyPixels {
+            width: w,
+            height: h,
+            pixels,
+            max: limits.max_pixels,
+        });
     }
     if w < MIN_SIDE || h < MIN_SIDE {
-        return Err(ImagingError::TooSmall { width: w, height: h, min: MIN_SIDE });
+        return Err(ImagingError::TooSmall {
+            width: w,
+            height: h,
+            min: MIN_SIDE,
+        });
     }
     Ok(())
 }
@@ -64,7 +76,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
     if bytes.is_empty() {
         return Err(ImagingError::Empty);
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImagingError::Corrupt(e.to_string()))?;
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let format = reader.format().ok_or(ImagingError::UnknownFormat)?;
     let name = format_name(format);
     if !limits.formats.iter().any(|f| f == name) {
@@ -79,9 +93,13 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
         check_size(size.width as u64, size.height as u64, limits)?;
     }
     if format == ImageFormat::Jpeg && !jpeg_scan_is_complete(bytes) {
-        return Err(ImagingError::Corrupt("the JPEG data ends before its end-of-image marker (truncated file?)".into()));
+        return Err(ImagingError::Corrupt(
+            "the JPEG data ends before its end-of-image marker (truncated file?)".into(),
+        ));
     }
-    let mut decoder = reader.into_decoder().map_err(|e| ImagingError::Corrupt(e.to_string()))?;
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
     check_size(width as u64, height as u64, limits)?;
     let pixels = width as u64 * height as u64;
@@ -89,14 +107,21 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
     // Room for the decoded frame and one conversion copy; the header check
     // above already refused anything larger.
     alloc.max_alloc = Some(pixels.saturating_mul(16).max(1 << 20));
-    decoder.set_limits(alloc).map_err(|e| ImagingError::Corrupt(e.to_string()))?;
+    decoder
+        .set_limits(alloc)
+        .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let channels = decoder.color_type().channel_count();
     let orientation = decoder.orientation().ok();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| ImagingError::Corrupt(e.to_string()))?;
+    let mut img =
+        DynamicImage::from_decoder(decoder).map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
-    Ok(Decoded { image: img.into_rgb8(), format, channels })
+    Ok(Decoded {
+        image: img.into_rgb8(),
+        format,
+        channels,
+    })
 }
 
 #[cfg(test)]
@@ -104,7 +129,10 @@ mod tests {
     use super::*;
 
     fn limits() -> DecodeLimits {
-        DecodeLimits { max_pixels: 40_000_000, formats: vec!["jpeg".into(), "png".into(), "webp".into()] }
+        DecodeLimits {
+            max_pixels: 40_000_000,
+            formats: vec!["jpeg".into(), "png".into(), "webp".into()],
+        }
     }
 
     fn png_header(w: u32, h: u32) -> Vec<u8> {
@@ -127,7 +155,11 @@ mod tests {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -145,26 +177,65 @@ mod tests {
     #[test]
     fn empty_text_and_truncated_inputs_are_errors() {
         assert!(matches!(decode(b"", &limits()), Err(ImagingError::Empty)));
-        assert!(matches!(decode(b"hello, I am not an image", &limits()), Err(ImagingError::UnknownFormat)));
-        let jpeg = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/astronaut.jpg")).unwrap();
-        assert!(matches!(decode(&jpeg[..jpeg.len() / 3], &limits()), Err(ImagingError::Corrupt(_))));
+        assert!(matches!(
+            decode(b"hello, I am not an image", &limits()),
+            Err(ImagingError::UnknownFormat)
+        ));
+        let jpeg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/astronaut.jpg"
+        ))
+        .unwrap();
+        assert!(matches!(
+            decode(&jpeg[..jpeg.len() / 3], &limits()),
+            Err(ImagingError::Corrupt(_))
+        ));
     }
 
     #[test]
     fn exif_orientation_is_applied() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/");
-        let upright = decode(&std::fs::read(format!("{dir}astronaut.jpg")).unwrap(), &limits()).unwrap().image;
-        let rotated = decode(&std::fs::read(format!("{dir}astronaut_exif8.jpg")).unwrap(), &limits()).unwrap().image;
+        let upright = decode(
+            &std::fs::read(format!("{dir}astronaut.jpg")).unwrap(),
+            &limits(),
+        )
+        .unwrap()
+        .image;
+        let rotated = decode(
+            &std::fs::read(format!("{dir}astronaut_exif8.jpg")).unwrap(),
+            &limits(),
+        )
+        .unwrap()
+        .image;
         assert_eq!(upright.dimensions(), rotated.dimensions());
         // Same picture up to JPEG noise: compare a coarse mean difference.
-        let diff: u64 = upright.as_raw().iter().zip(rotated.as_raw()).map(|(a, b)| a.abs_diff(*b) as u64).sum();
-        assert!(diff / (upright.as_raw().len() as u64) < 8, "mean abs diff {}", diff / upright.as_raw().len() as u64);
+        let diff: u64 = upright
+            .as_raw()
+            .iter()
+            .zip(rotated.as_raw())
+            .map(|(a, b)| a.abs_diff(*b) as u64)
+            .sum();
+        assert!(
+            diff / (upright.as_raw().len() as u64) < 8,
+            "mean abs diff {}",
+            diff / upright.as_raw().len() as u64
+        );
     }
 
     #[test]
     fn format_not_in_the_list_is_refused() {
-        let png = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/astronaut.png")).unwrap();
-        let only_jpeg = DecodeLimits { max_pixels: 1 << 30, formats: vec!["jpeg".into()] };
-        assert!(matches!(decode(&png, &only_jpeg), Err(ImagingError::UnsupportedFormat(..))));
+        let png = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/astronaut.png"
+        ))
+        .unwrap();
+        let only_jpeg = DecodeLimits {
+            max_pixels: 1 << 30,
+            formats: vec!["jpeg".into()],
+        };
+        assert!(matches!(
+            decode(&png, &only_jpeg),
+            Err(ImagingError::UnsupportedFormat(..))
+        ));
     }
 }

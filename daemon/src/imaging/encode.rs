@@ -57,17 +57,22 @@ pub fn encode(img: &RgbImage, format: OutputFormat, quality: u8) -> Result<Vec<u
     let (w, h) = img.dimensions();
     let mut out = Vec::with_capacity((w * h) as usize / 4);
     match format {
-        OutputFormat::Jpeg => JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), quality.clamp(1, 100))
-            .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
-            .map_err(|e| ImagingError::Encode(e.to_string()))?,
+        OutputFormat::Jpeg => {
+            JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), quality.clamp(1, 100))
+                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+                .map_err(|e| ImagingError::Encode(e.to_string()))?
+        }
         OutputFormat::Png => PngEncoder::new(&mut Cursor::new(&mut out))
             .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
             .map_err(|e| ImagingError::Encode(e.to_string()))?,
         OutputFormat::Webp => {
             if w > 16383 || h > 16383 {
-                return Err(ImagingError::Encode(format!("WebP cannot hold {w}x{h}; the limit is 16383 per side")));
+                return Err(ImagingError::Encode(format!(
+                    "WebP cannot hold {w}x{h}; the limit is 16383 per side"
+                )));
             }
-            let mem = webp::Encoder::from_rgb(img.as_raw(), w, h).encode(quality.clamp(1, 100) as f32);
+            let mem =
+                webp::Encoder::from_rgb(img.as_raw(), w, h).encode(quality.clamp(1, 100) as f32);
             out.extend_from_slice(&mem);
         }
     }
@@ -80,13 +85,24 @@ mod tests {
 
     #[test]
     fn every_format_round_trips_through_the_decoder() {
-        let img = RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 128]));
+        let img = RgbImage::from_fn(64, 48, |x, y| {
+            image::Rgb([(x * 4) as u8, (y * 5) as u8, 128])
+        });
         for f in [OutputFormat::Jpeg, OutputFormat::Png, OutputFormat::Webp] {
             let bytes = encode(&img, f, 90).unwrap();
             let back = image::load_from_memory(&bytes).unwrap().into_rgb8();
             assert_eq!(back.dimensions(), (64, 48), "{f:?}");
-            let err: u64 = back.as_raw().iter().zip(img.as_raw()).map(|(a, b)| a.abs_diff(*b) as u64).sum();
-            assert!(err / (64 * 48 * 3) < 6, "{f:?} mean error {}", err / (64 * 48 * 3));
+            let err: u64 = back
+                .as_raw()
+                .iter()
+                .zip(img.as_raw())
+                .map(|(a, b)| a.abs_diff(*b) as u64)
+                .sum();
+            assert!(
+                err / (64 * 48 * 3) < 6,
+                "{f:?} mean error {}",
+                err / (64 * 48 * 3)
+            );
         }
     }
 }

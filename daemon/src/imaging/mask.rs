@@ -85,7 +85,10 @@ impl Region {
 /// Mask every box (x1, y1, x2, y2 in image pixels). Returns the regions masked.
 pub fn apply(img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Vec<Region> {
     let (w, h) = img.dimensions();
-    let regions: Vec<Region> = boxes.iter().filter_map(|b| Region::padded(*b, p.padding, w, h)).collect();
+    let regions: Vec<Region> = boxes
+        .iter()
+        .filter_map(|b| Region::padded(*b, p.padding, w, h))
+        .collect();
     for r in &regions {
         match p.method {
             MaskMethod::Solid => fill(img, r, [0, 0, 0]),
@@ -123,7 +126,11 @@ fn put(img: &mut RgbImage, r: &Region, src: &[u8], inside: impl Fn(usize, usize)
         for x in 0..rw {
             if inside(x, y) {
                 let i = (y * rw + x) * 3;
-                img.put_pixel(r.x0 + x as u32, r.y0 + y as u32, image::Rgb([src[i], src[i + 1], src[i + 2]]));
+                img.put_pixel(
+                    r.x0 + x as u32,
+                    r.y0 + y as u32,
+                    image::Rgb([src[i], src[i + 1], src[i + 2]]),
+                );
             }
         }
     }
@@ -149,7 +156,16 @@ fn pixelate(img: &mut RgbImage, r: &Region, strength: u32) {
             }
             let n = ((ey - by) * (ex - bx)) as u64;
             let avg = [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8];
-            fill(img, &Region { x0: bx as u32, y0: by as u32, x1: ex as u32, y1: ey as u32 }, avg);
+            fill(
+                img,
+                &Region {
+                    x0: bx as u32,
+                    y0: by as u32,
+                    x1: ex as u32,
+                    y1: ey as u32,
+                },
+                avg,
+            );
             bx = ex;
         }
         by = ey;
@@ -172,7 +188,8 @@ fn box_radii(sigma: f32) -> [usize; 3] {
         wl -= 1;
     }
     let wu = wl + 2;
-    let m_ideal = (12.0 * sigma * sigma - n * (wl * wl) as f32 - 4.0 * n * wl as f32 - 3.0 * n) / (-4.0 * wl as f32 - 4.0);
+    let m_ideal = (12.0 * sigma * sigma - n * (wl * wl) as f32 - 4.0 * n * wl as f32 - 3.0 * n)
+        / (-4.0 * wl as f32 - 4.0);
     let m = m_ideal.round() as i64;
     let mut r = [0usize; 3];
     for (i, v) in r.iter_mut().enumerate() {
@@ -186,7 +203,9 @@ fn box_radii(sigma: f32) -> [usize; 3] {
 /// so no pixel outside it contributes.
 fn blur_region(img: &RgbImage, r: &Region, strength: u32) -> Vec<u8> {
     let (rw, rh) = (r.w(), r.h());
-    let sigma = sigma_for_kernel(strength).max(rw.min(rh) as f32 / 8.0).max(0.5);
+    let sigma = sigma_for_kernel(strength)
+        .max(rw.min(rh) as f32 / 8.0)
+        .max(0.5);
     let mut buf = vec![0f32; rw * rh * 3];
     for y in 0..rh {
         for x in 0..rw {
@@ -202,13 +221,21 @@ fn blur_region(img: &RgbImage, r: &Region, strength: u32) -> Vec<u8> {
         box_pass(&buf, &mut tmp, rw, rh, radius, true);
         box_pass(&tmp, &mut buf, rw, rh, radius, false);
     }
-    buf.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect()
+    buf.iter()
+        .map(|v| v.round().clamp(0.0, 255.0) as u8)
+        .collect()
 }
 
 /// One running-sum box blur along rows (`horizontal`) or columns, clamping at the edges.
 fn box_pass(src: &[f32], dst: &mut [f32], w: usize, h: usize, radius: usize, horizontal: bool) {
     let (len, lines) = if horizontal { (w, h) } else { (h, w) };
-    let idx = |line: usize, i: usize| if horizontal { (line * w + i) * 3 } else { (i * w + line) * 3 };
+    let idx = |line: usize, i: usize| {
+        if horizontal {
+            (line * w + i) * 3
+        } else {
+            (i * w + line) * 3
+        }
+    };
     let norm = 1.0 / (2 * radius + 1) as f32;
     for line in 0..lines {
         for c in 0..3 {
@@ -236,16 +263,33 @@ mod tests {
     }
 
     fn params(method: MaskMethod) -> MaskParams {
-        MaskParams { method, strength: 199, padding: 0.0 }
+        MaskParams {
+            method,
+            strength: 199,
+            padding: 0.0,
+        }
     }
 
     #[test]
     fn every_method_changes_the_box_and_nothing_else() {
-        for m in [MaskMethod::Gaussian, MaskMethod::Pixelate, MaskMethod::Solid, MaskMethod::Elliptical] {
+        for m in [
+            MaskMethod::Gaussian,
+            MaskMethod::Pixelate,
+            MaskMethod::Solid,
+            MaskMethod::Elliptical,
+        ] {
             let orig = noisy(120, 90);
             let mut img = orig.clone();
             let regions = apply(&mut img, &[[30.0, 20.0, 80.0, 70.0]], params(m));
-            assert_eq!(regions, vec![Region { x0: 30, y0: 20, x1: 80, y1: 70 }]);
+            assert_eq!(
+                regions,
+                vec![Region {
+                    x0: 30,
+                    y0: 20,
+                    x1: 80,
+                    y1: 70
+                }]
+            );
             let mut changed_inside = 0;
             for (x, y, p) in img.enumerate_pixels() {
                 let inside = (30..80).contains(&x) && (20..70).contains(&y);
@@ -255,14 +299,24 @@ mod tests {
                     changed_inside += 1;
                 }
             }
-            assert!(changed_inside > 50 * 50 * 3 / 4 * 3 / 4, "{m:?} changed only {changed_inside}");
+            assert!(
+                changed_inside > 50 * 50 * 3 / 4 * 3 / 4,
+                "{m:?} changed only {changed_inside}"
+            );
         }
     }
 
     #[test]
     fn blur_flattens_detail_even_at_low_strength() {
         let mut img = noisy(100, 100);
-        apply(&mut img, &[[0.0, 0.0, 100.0, 100.0]], MaskParams { strength: 1, ..params(MaskMethod::Gaussian) });
+        apply(
+            &mut img,
+            &[[0.0, 0.0, 100.0, 100.0]],
+            MaskParams {
+                strength: 1,
+                ..params(MaskMethod::Gaussian)
+            },
+        );
         let vals: Vec<f32> = img.pixels().map(|p| p.0[0] as f32).collect();
         let mean = vals.iter().sum::<f32>() / vals.len() as f32;
         let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt();
@@ -273,15 +327,30 @@ mod tests {
     #[test]
     fn padding_grows_and_clips() {
         let r = Region::padded([10.0, 10.0, 30.0, 50.0], 0.5, 35, 100).unwrap();
-        assert_eq!(r, Region { x0: 0, y0: 0, x1: 35, y1: 70 });
+        assert_eq!(
+            r,
+            Region {
+                x0: 0,
+                y0: 0,
+                x1: 35,
+                y1: 70
+            }
+        );
         assert!(Region::padded([50.0, 50.0, 60.0, 60.0], 0.0, 40, 40).is_none());
     }
 
     #[test]
     fn box_radii_match_sigma() {
         for sigma in [1.0f32, 5.0, 30.0] {
-            let var: f32 = box_radii(sigma).iter().map(|r| ((2 * r + 1).pow(2) as f32 - 1.0) / 12.0).sum();
-            assert!((var.sqrt() - sigma).abs() / sigma < 0.2, "sigma {sigma} got {}", var.sqrt());
+            let var: f32 = box_radii(sigma)
+                .iter()
+                .map(|r| ((2 * r + 1).pow(2) as f32 - 1.0) / 12.0)
+                .sum();
+            assert!(
+                (var.sqrt() - sigma).abs() / sigma < 0.2,
+                "sigma {sigma} got {}",
+                var.sqrt()
+            );
         }
     }
 }

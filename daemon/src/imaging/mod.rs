@@ -19,7 +19,12 @@ pub enum ImagingError {
     #[error("image format {0} is not accepted; accepted formats: {1}")]
     UnsupportedFormat(String, String),
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max} pixels")]
-    TooManyPixels { width: u32, height: u32, pixels: u64, max: u64 },
+    TooManyPixels {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        max: u64,
+    },
     #[error("image is {width}x{height}; the smallest accepted is {min}x{min}")]
     TooSmall { width: u32, height: u32, min: u32 },
     #[error("the image could not be decoded: {0}")]

@@ -1,6 +1,9 @@
 //! Letterboxing into the model's fixed input size.
 
-use fast_image_resize::{images::{Image, ImageRef}, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    images::{Image, ImageRef},
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+};
 use image::RgbImage;
 
 use super::ImagingError;
@@ -34,7 +37,12 @@ pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> Result<Letterbox, I
         let at = y * (width * 3) as usize;
         pixels[at..at + row].copy_from_slice(src_row);
     }
-    Ok(Letterbox { pixels, scale, resized_width: rw, resized_height: rh })
+    Ok(Letterbox {
+        pixels,
+        scale,
+        resized_width: rw,
+        resized_height: rh,
+    })
 }
 
 #[cfg(test)]

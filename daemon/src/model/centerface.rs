@@ -17,8 +17,15 @@ use candle_nn::VarBuilder;
 use super::ops;
 
 /// (expansion, output channels, repeats, first stride) of MobileNetV2.
-const STAGES: [(usize, usize, usize, usize); 7] =
-    [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+const STAGES: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
 /// Blocks whose outputs feed the neck: stride 4 (24 ch), 8 (32), 16 (96), 32 (320).
 const TAPS: [usize; 4] = [2, 5, 12, 16];
 /// The model's total stride; inputs must be multiples of it.
@@ -34,13 +41,18 @@ struct Conv {
 
 impl Conv {
     fn load(vb: VarBuilder, cout: usize, cin: usize, k: usize) -> Result<Self> {
-        Ok(Self { w: vb.get((cout, cin, k, k), "weight")?, b: vb.get(cout, "bias")? })
+        Ok(Self {
+            w: vb.get((cout, cin, k, k), "weight")?,
+            b: vb.get(cout, "bias")?,
+        })
     }
 
     /// Dense 3x3 conv (padding 1) through candle's im2col path: it only runs
     /// on the stem and the head, where channels are few.
     fn dense3x3(&self, x: &Tensor, stride: usize, relu: bool) -> Result<Tensor> {
-        let y = x.conv2d(&self.w, 1, stride, 1, 1)?.broadcast_add(&self.b.reshape((1, (), 1, 1))?)?;
+        let y = x
+            .conv2d(&self.w, 1, stride, 1, 1)?
+            .broadcast_add(&self.b.reshape((1, (), 1, 1))?)?;
         if relu {
             y.relu()
         } else {
@@ -65,7 +77,11 @@ struct InvertedResidual {
 impl InvertedResidual {
     fn load(vb: VarBuilder, cin: usize, cout: usize, t: usize, stride: usize) -> Result<Self> {
         let hidden = cin * t;
-        let expand = if t == 1 { None } else { Some(Conv::load(vb.pp("expand"), hidden, cin, 1)?) };
+        let expand = if t == 1 {
+            None
+        } else {
+            Some(Conv::load(vb.pp("expand"), hidden, cin, 1)?)
+        };
         Ok(Self {
             expand,
             dw: Conv::load(vb.pp("dw"), hidden, 1, 3)?,
@@ -116,13 +132,21 @@ struct Head {
 
 impl Head {
     fn load(vb: VarBuilder) -> Result<Self> {
-        let parts = [("heatmap", 1), ("scale", 2), ("offset", 2), ("landmarks", 10)]
-            .iter()
-            .map(|(name, c)| Conv::load(vb.pp(name), *c, 24, 1))
-            .collect::<Result<Vec<_>>>()?;
+        let parts = [
+            ("heatmap", 1),
+            ("scale", 2),
+            ("offset", 2),
+            ("landmarks", 10),
+        ]
+        .iter()
+        .map(|(name, c)| Conv::load(vb.pp(name), *c, 24, 1))
+        .collect::<Result<Vec<_>>>()?;
         let w = Tensor::cat(&parts.iter().map(|p| &p.w).collect::<Vec<_>>(), 0)?;
         let b = Tensor::cat(&parts.iter().map(|p| &p.b).collect::<Vec<_>>(), 0)?;
-        Ok(Self { feat: Conv::load(vb.pp("feat"), 24, 24, 3)?, out: Conv { w, b } })
+        Ok(Self {
+            feat: Conv::load(vb.pp("feat"), 24, 24, 3)?,
+            out: Conv { w, b },
+        })
     }
 }
 
@@ -155,7 +179,13 @@ impl CenterFace {
         for (t, c, n, s) in STAGES {
             for i in 0..n {
                 let stride = if i == 0 { s } else { 1 };
-                blocks.push(InvertedResidual::load(vb.pp(format!("blocks.{}", blocks.len())), cin, c, t, stride)?);
+                blocks.push(InvertedResidual::load(
+                    vb.pp(format!("blocks.{}", blocks.len())),
+                    cin,
+                    c,
+                    t,
+                    stride,
+                )?);
                 cin = c;
             }
         }
@@ -170,14 +200,23 @@ impl CenterFace {
                 lateral: Conv::load(vb.pp(format!("neck.lateral.{i}")), 24, lat_c, 1)?,
             });
         }
-        Ok(Self { stem, blocks, top, ups, head: Head::load(vb.pp("head"))? })
+        Ok(Self {
+            stem,
+            blocks,
+            top,
+            ups,
+            head: Head::load(vb.pp("head"))?,
+        })
     }
 
     /// `x`: [N, 3, H, W] f32 RGB in 0..=255, H and W multiples of 32.
     pub fn forward(&self, x: &Tensor) -> Result<Output> {
         let (_, c, h, w) = x.dims4()?;
         if c != 3 || h % STRIDE != 0 || w % STRIDE != 0 || h == 0 || w == 0 {
-            candle_core::bail!("centerface: input must be [N,3,H,W] with H, W multiples of {STRIDE}, got {:?}", x.dims());
+            candle_core::bail!(
+                "centerface: input must be [N,3,H,W] with H, W multiples of {STRIDE}, got {:?}",
+                x.dims()
+            );
         }
         let mut x = self.stem.dense3x3(x, 2, true)?;
         let mut taps = Vec::with_capacity(4);
@@ -210,8 +249,23 @@ mod tests {
     const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
     fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
-        let num = (a - b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
-        let den = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+        let num = (a - b)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
+        let den = b
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            .sqrt();
         num / den.max(1e-12)
     }
 
@@ -221,26 +275,54 @@ mod tests {
     #[test]
     fn matches_onnxruntime_on_a_real_photo() {
         let dev = Device::Cpu;
-        let vb = crate::model::load_weights(&format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(), &dev).unwrap();
+        let vb = crate::model::load_weights(
+            &format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
+            &dev,
+        )
+        .unwrap();
         let model = CenterFace::load(vb).unwrap();
-        let golden = candle_core::safetensors::load(format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"), &dev).unwrap();
+        let golden = candle_core::safetensors::load(
+            format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
+            &dev,
+        )
+        .unwrap();
         let x = golden["input"].to_dtype(DType::F32).unwrap();
         let out = model.forward(&x).unwrap();
-        for (name, got) in [("heatmap", &out.heatmap), ("scale", &out.scale), ("offset", &out.offset), ("landmarks", &out.landmarks)] {
+        for (name, got) in [
+            ("heatmap", &out.heatmap),
+            ("scale", &out.scale),
+            ("offset", &out.offset),
+            ("landmarks", &out.landmarks),
+        ] {
             let want = &golden[name];
             assert_eq!(got.dims(), want.dims(), "{name}");
             let e = rel_l2(&got.contiguous().unwrap(), want);
             assert!(e < 1e-4, "{name}: relative L2 error {e}");
         }
-        let max_abs: f32 = (&out.heatmap - &golden["heatmap"]).unwrap().abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar().unwrap();
+        let max_abs: f32 = (&out.heatmap - &golden["heatmap"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(D::Minus1)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(max_abs < 1e-4, "heatmap max abs error {max_abs}");
     }
 
     #[test]
     fn rejects_inputs_that_are_not_multiples_of_32() {
         let dev = Device::Cpu;
-        let vb = crate::model::load_weights(&format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(), &dev).unwrap();
+        let vb = crate::model::load_weights(
+            &format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
+            &dev,
+        )
+        .unwrap();
         let model = CenterFace::load(vb).unwrap();
-        assert!(model.forward(&Tensor::zeros((1, 3, 40, 64), DType::F32, &dev).unwrap()).is_err());
+        assert!(model
+            .forward(&Tensor::zeros((1, 3, 40, 64), DType::F32, &dev).unwrap())
+            .is_err());
     }
 }

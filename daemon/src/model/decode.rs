@@ -66,13 +66,24 @@ mod tests {
     use super::*;
 
     fn face(score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Face {
-        Face { score, x1, y1, x2, y2, landmarks: [[0.0; 2]; 5] }
+        Face {
+            score,
+            x1,
+            y1,
+            x2,
+            y2,
+            landmarks: [[0.0; 2]; 5],
+        }
     }
 
     #[test]
     fn nms_keeps_best_of_overlapping_and_all_disjoint() {
         let kept = nms(
-            vec![face(0.6, 0.0, 0.0, 10.0, 10.0), face(0.9, 1.0, 1.0, 11.0, 11.0), face(0.7, 50.0, 50.0, 60.0, 60.0)],
+            vec![
+                face(0.6, 0.0, 0.0, 10.0, 10.0),
+                face(0.9, 1.0, 1.0, 11.0, 11.0),
+                face(0.7, 50.0, 50.0, 60.0, 60.0),
+            ],
             0.4,
         );
         let scores: Vec<f32> = kept.iter().map(|f| f.score).collect();
@@ -90,7 +101,14 @@ mod tests {
         let mut lms = vec![0.0; 60];
         lms[5] = 0.5; // landmark 0 y
         lms[6 + 5] = 0.25; // landmark 0 x
-        let m = HeadMaps { heatmap: &heat, scale: &scale, offset: &offset, landmarks: &lms, h, w };
+        let m = HeadMaps {
+            heatmap: &heat,
+            scale: &scale,
+            offset: &offset,
+            landmarks: &lms,
+            h,
+            w,
+        };
         let c = candidates(&m, 0.5, 100.0, 100.0);
         assert_eq!(c.len(), 1);
         let f = c[0];

@@ -27,7 +27,15 @@ fn gemm_threads() -> gemm::Parallelism {
 }
 
 /// `dst[m×n] = bias[m] (broadcast over n) + lhs[m×k] · rhs[k×n]`, all row-major.
-fn gemm_bias(dst: &mut [f32], lhs: &[f32], rhs: &[f32], bias: &[f32], m: usize, k: usize, n: usize) {
+fn gemm_bias(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+) {
     debug_assert_eq!(dst.len(), m * n);
     debug_assert_eq!(lhs.len(), m * k);
     debug_assert_eq!(rhs.len(), k * n);
@@ -90,12 +98,24 @@ impl CustomOp3 for Pointwise {
         let (n, cin, h, w) = l1.shape().dims4()?;
         let cout = l2.shape().dims()[0];
         if l2.shape().elem_count() != cout * cin || l3.shape().elem_count() != cout {
-            candle_core::bail!("pointwise: weight {:?} / bias {:?} do not fit input {:?}", l2.shape(), l3.shape(), l1.shape());
+            candle_core::bail!(
+                "pointwise: weight {:?} / bias {:?} do not fit input {:?}",
+                l2.shape(),
+                l3.shape(),
+                l1.shape()
+            );
         }
-        let (x, wt, b) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "b")?);
+        let (x, wt, b) = (
+            slice(s1, l1, "x")?,
+            slice(s2, l2, "w")?,
+            slice(s3, l3, "b")?,
+        );
         let hw = h * w;
         let mut out = vec![0f32; n * cout * hw];
-        for (dst, src) in out.chunks_exact_mut(cout * hw).zip(x.chunks_exact(cin * hw)) {
+        for (dst, src) in out
+            .chunks_exact_mut(cout * hw)
+            .zip(x.chunks_exact(cin * hw))
+        {
             gemm_bias(dst, wt, src, b, cout, cin, hw);
             if self.relu {
                 relu_in_place(dst);
@@ -146,7 +166,11 @@ impl Depthwise3x3 {
                     *v = border(oy, ox);
                 }
             } else {
-                let (r0, r1, r2) = (&src[(cy - 1) * w..cy * w], &src[cy * w..(cy + 1) * w], &src[(cy + 1) * w..(cy + 2) * w]);
+                let (r0, r1, r2) = (
+                    &src[(cy - 1) * w..cy * w],
+                    &src[cy * w..(cy + 1) * w],
+                    &src[(cy + 1) * w..(cy + 2) * w],
+                );
                 row[0] = border(oy, 0);
                 // Last output column whose 3x3 window is fully inside the row.
                 let last = (w - 2) / s;
@@ -190,12 +214,21 @@ impl CustomOp3 for Depthwise3x3 {
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l1.shape().dims4()?;
         if l2.shape().elem_count() != c * 9 || l3.shape().elem_count() != c {
-            candle_core::bail!("depthwise: weight {:?} / bias {:?} do not fit input {:?}", l2.shape(), l3.shape(), l1.shape());
+            candle_core::bail!(
+                "depthwise: weight {:?} / bias {:?} do not fit input {:?}",
+                l2.shape(),
+                l3.shape(),
+                l1.shape()
+            );
         }
         if h < 2 || w < 2 {
             candle_core::bail!("depthwise: input {h}x{w} too small");
         }
-        let (x, wt, b) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "b")?);
+        let (x, wt, b) = (
+            slice(s1, l1, "x")?,
+            slice(s2, l2, "w")?,
+            slice(s3, l3, "b")?,
+        );
         let (oh, ow) = (self.out_dim(h), self.out_dim(w));
         let mut out = vec![0f32; n * c * oh * ow];
         out.par_chunks_exact_mut(oh * ow)
@@ -236,9 +269,18 @@ impl CustomOp3 for Upsample2x2 {
         let (n, cin, h, w) = l1.shape().dims4()?;
         let (wcin, cout, kh, kw) = l2.shape().dims4()?;
         if wcin != cin || kh != 2 || kw != 2 || l3.shape().elem_count() != cout {
-            candle_core::bail!("upsample2x2: weight {:?} / bias {:?} do not fit input {:?}", l2.shape(), l3.shape(), l1.shape());
+            candle_core::bail!(
+                "upsample2x2: weight {:?} / bias {:?} do not fit input {:?}",
+                l2.shape(),
+                l3.shape(),
+                l1.shape()
+            );
         }
-        let (x, wt, b) = (slice(s1, l1, "x")?, slice(s2, l2, "w")?, slice(s3, l3, "b")?);
+        let (x, wt, b) = (
+            slice(s1, l1, "x")?,
+            slice(s2, l2, "w")?,
+            slice(s3, l3, "b")?,
+        );
         // lhs[(o*4 + a*2 + bb), c] = w[c, o, a, bb]
         let rows = cout * 4;
         let mut lhs = vec![0f32; rows * cin];
@@ -252,7 +294,10 @@ impl CustomOp3 for Upsample2x2 {
         let (oh, ow) = (2 * h, 2 * w);
         let mut out = vec![0f32; n * cout * oh * ow];
         let mut tmp = vec![0f32; rows * hw];
-        for (dst, src) in out.chunks_exact_mut(cout * oh * ow).zip(x.chunks_exact(cin * hw)) {
+        for (dst, src) in out
+            .chunks_exact_mut(cout * oh * ow)
+            .zip(x.chunks_exact(cin * hw))
+        {
             gemm_bias(&mut tmp, &lhs, src, &zero_bias, rows, cin, hw);
             for o in 0..cout {
                 let plane = &mut dst[o * oh * ow..(o + 1) * oh * ow];
@@ -280,12 +325,20 @@ pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tenso
     x.contiguous()?.apply_op3_no_bwd(w, b, &Pointwise { relu })
 }
 
-pub fn depthwise3x3(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, relu: bool) -> Result<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(w, b, &Depthwise3x3 { stride, relu })
+pub fn depthwise3x3(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    stride: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3_no_bwd(w, b, &Depthwise3x3 { stride, relu })
 }
 
 pub fn upsample2x2(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(w, b, &Upsample2x2 { relu })
+    x.contiguous()?
+        .apply_op3_no_bwd(w, b, &Upsample2x2 { relu })
 }
 
 #[cfg(test)]
@@ -298,7 +351,16 @@ mod tests {
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(D::Minus1).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(D::Minus1)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     fn bias_relu(y: Tensor, b: &Tensor, relu: bool) -> Tensor {
@@ -345,7 +407,11 @@ mod tests {
 
     #[test]
     fn mismatched_weights_are_an_error_not_a_panic() {
-        let (x, w, b) = (rand(&[1, 4, 4, 4]), Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(), rand(&[3]));
+        let (x, w, b) = (
+            rand(&[1, 4, 4, 4]),
+            Tensor::zeros((3, 5), DType::F32, &Device::Cpu).unwrap(),
+            rand(&[3]),
+        );
         assert!(pointwise(&x, &w, &b, false).is_err());
     }
 }

@@ -23,16 +23,25 @@ impl Blobs {
     pub fn path(&self, key: &str) -> Option<PathBuf> {
         let ok = !key.is_empty()
             && key.split('/').count() == 2
-            && key.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+            && key
+                .split('/')
+                .all(|p| !p.is_empty() && p != "." && p != "..")
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
         ok.then(|| self.root.join(key))
     }
 
     /// Write `data` under `key`: temp file, fsync, rename, fsync the directory,
     /// so an acknowledged blob survives a crash or power cut.
     pub fn put(&self, key: &str, data: &[u8]) -> Result<(), StoreError> {
-        let path = self.path(key).ok_or_else(|| StoreError::Corrupt(format!("bad blob key {key}")))?;
-        let tmp = self.root.join("tmp").join(format!("{}.part", uuid::Uuid::new_v4()));
+        let path = self
+            .path(key)
+            .ok_or_else(|| StoreError::Corrupt(format!("bad blob key {key}")))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}.part", uuid::Uuid::new_v4()));
         let res = (|| {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(data)?;
@@ -47,7 +56,9 @@ impl Blobs {
     }
 
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let Some(path) = self.path(key) else { return Ok(None) };
+        let Some(path) = self.path(key) else {
+            return Ok(None);
+        };
         match std::fs::read(path) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -57,7 +68,9 @@ impl Blobs {
 
     /// Remove a blob; a missing file counts as removed.
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let path = self.path(key).ok_or_else(|| StoreError::Corrupt(format!("bad blob key {key}")))?;
+        let path = self
+            .path(key)
+            .ok_or_else(|| StoreError::Corrupt(format!("bad blob key {key}")))?;
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -98,7 +111,15 @@ mod tests {
     fn keys_cannot_escape_the_blob_dir() {
         let d = tempfile::tempdir().unwrap();
         let b = Blobs::open(d.path().to_path_buf()).unwrap();
-        for bad in ["../x", "originals/../../etc", "/etc/passwd", "originals", "a/b/c", "originals/..", ""] {
+        for bad in [
+            "../x",
+            "originals/../../etc",
+            "/etc/passwd",
+            "originals",
+            "a/b/c",
+            "originals/..",
+            "",
+        ] {
             assert!(b.path(bad).is_none(), "{bad}");
         }
         b.put("originals/a.jpg", b"abc").unwrap();

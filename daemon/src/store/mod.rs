@@ -32,7 +32,10 @@ pub fn now_rfc3339() -> String {
 }
 
 pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -145,7 +148,11 @@ fn dec<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
 }
 
 /// Page `page` (1-based) of `per_page` items from an iterator, plus the total.
-fn paginate<T>(it: impl Iterator<Item = Result<T, StoreError>>, page: u64, per_page: u64) -> Result<(Vec<T>, u64), StoreError> {
+fn paginate<T>(
+    it: impl Iterator<Item = Result<T, StoreError>>,
+    page: u64,
+    per_page: u64,
+) -> Result<(Vec<T>, u64), StoreError> {
     let skip = (page.saturating_sub(1)).saturating_mul(per_page);
     let mut out = Vec::new();
     let mut total = 0u64;
@@ -162,12 +169,18 @@ fn paginate<T>(it: impl Iterator<Item = Result<T, StoreError>>, page: u64, per_p
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(state_dir)?;
-        let db = sled::Config::new().path(state_dir.join("db")).open().map_err(|e| match e {
-            sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                StoreError::Locked
-            }
-            other => StoreError::Db(other),
-        })?;
+        let db = sled::Config::new()
+            .path(state_dir.join("db"))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StoreError::Locked
+                }
+                other => StoreError::Db(other),
+            })?;
         let t = |n: &str| db.open_tree(n);
         let store = Self {
             images: t("images")?,
@@ -204,9 +217,15 @@ impl Store {
         }
         let fresh: [u8; 32] = rand::random();
         // Another thread may have raced us; keep whichever landed first.
-        let _ = self.meta.compare_and_swap(name, None as Option<&[u8]>, Some(&fresh[..]))?;
+        let _ = self
+            .meta
+            .compare_and_swap(name, None as Option<&[u8]>, Some(&fresh[..]))?;
         self.db.flush()?;
-        Ok(self.meta.get(name)?.map(|v| v.to_vec()).unwrap_or_else(|| fresh.to_vec()))
+        Ok(self
+            .meta
+            .get(name)?
+            .map(|v| v.to_vec())
+            .unwrap_or_else(|| fresh.to_vec()))
     }
 
     // ---- images and jobs ----
@@ -220,7 +239,11 @@ impl Store {
         self.images.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
     }
 
-    pub fn list_images(&self, page: u64, per_page: u64) -> Result<(Vec<ImageRecord>, u64), StoreError> {
+    pub fn list_images(
+        &self,
+        page: u64,
+        per_page: u64,
+    ) -> Result<(Vec<ImageRecord>, u64), StoreError> {
         paginate(self.images.iter().rev().map(|r| dec(&r?.1)), page, per_page)
     }
 
@@ -236,14 +259,22 @@ impl Store {
         self.jobs.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
     }
 
-    pub fn list_jobs(&self, filter: &JobFilter, page: u64, per_page: u64) -> Result<(Vec<JobRecord>, u64), StoreError> {
+    pub fn list_jobs(
+        &self,
+        filter: &JobFilter,
+        page: u64,
+        per_page: u64,
+    ) -> Result<(Vec<JobRecord>, u64), StoreError> {
         let it = self.jobs.iter().rev().filter_map(|r| {
             let job: JobRecord = match r.map_err(StoreError::from).and_then(|(_, v)| dec(&v)) {
                 Ok(j) => j,
                 Err(e) => return Some(Err(e)),
             };
             let ok = filter.job_type.as_ref().is_none_or(|t| *t == job.job_type)
-                && filter.method.as_ref().is_none_or(|m| Some(m) == job.method.as_ref());
+                && filter
+                    .method
+                    .as_ref()
+                    .is_none_or(|m| Some(m) == job.method.as_ref());
             ok.then_some(Ok(job))
         });
         paginate(it, page, per_page)
@@ -265,7 +296,9 @@ impl Store {
     /// Remove an image and its jobs from the database and register their
     /// blobs for cleanup in the same transaction; returns the blob keys.
     pub fn delete_image(&self, id: Uuid) -> Result<Option<Vec<String>>, StoreError> {
-        let Some(img) = self.get_image(id)? else { return Ok(None) };
+        let Some(img) = self.get_image(id)? else {
+            return Ok(None);
+        };
         let jobs = self.jobs_for_image(id)?;
         let mut blob_keys = vec![img.blob.clone()];
         blob_keys.extend(jobs.iter().filter_map(|j| j.processed_blob.clone()));
@@ -322,7 +355,10 @@ impl Store {
     }
 
     pub fn stats(&self) -> Result<Stats, StoreError> {
-        let mut s = Stats { total_images: self.images.len() as u64, ..Default::default() };
+        let mut s = Stats {
+            total_images: self.images.len() as u64,
+            ..Default::default()
+        };
         for r in self.jobs.iter() {
             let job: JobRecord = dec(&r?.1)?;
             s.total_jobs += 1;
@@ -345,7 +381,8 @@ impl Store {
 
     pub fn put_key(&self, rec: &ApiKeyRecord) -> Result<(), StoreError> {
         self.keys.insert(rec.id.as_bytes(), enc(rec))?;
-        self.key_hashes.insert(rec.key_hash.as_bytes(), rec.id.as_bytes())?;
+        self.key_hashes
+            .insert(rec.key_hash.as_bytes(), rec.id.as_bytes())?;
         Ok(())
     }
 
@@ -363,12 +400,18 @@ impl Store {
         }
     }
 
-    pub fn list_keys(&self, page: u64, per_page: u64) -> Result<(Vec<ApiKeyRecord>, u64), StoreError> {
+    pub fn list_keys(
+        &self,
+        page: u64,
+        per_page: u64,
+    ) -> Result<(Vec<ApiKeyRecord>, u64), StoreError> {
         paginate(self.keys.iter().rev().map(|r| dec(&r?.1)), page, per_page)
     }
 
     pub fn delete_key(&self, id: Uuid) -> Result<bool, StoreError> {
-        let Some(rec) = self.get_key(id)? else { return Ok(false) };
+        let Some(rec) = self.get_key(id)? else {
+            return Ok(false);
+        };
         self.key_hashes.remove(rec.key_hash.as_bytes())?;
         self.keys.remove(id.as_bytes())?;
         Ok(true)
@@ -393,7 +436,10 @@ impl Store {
     }
 
     pub fn get_admin(&self, username: &str) -> Result<Option<AdminRecord>, StoreError> {
-        self.admins.get(username.as_bytes())?.map(|v| dec(&v)).transpose()
+        self.admins
+            .get(username.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     pub fn admin_count(&self) -> usize {
@@ -406,7 +452,10 @@ impl Store {
     }
 
     pub fn get_session(&self, token_hash: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.sessions.get(token_hash.as_bytes())?.map(|v| dec(&v)).transpose()
+        self.sessions
+            .get(token_hash.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     pub fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
@@ -419,7 +468,10 @@ impl Store {
         let mut n = 0;
         for r in self.sessions.iter() {
             let (k, v) = r?;
-            if dec::<SessionRecord>(&v).map(|s| s.expires_at <= now).unwrap_or(true) {
+            if dec::<SessionRecord>(&v)
+                .map(|s| s.expires_at <= now)
+                .unwrap_or(true)
+            {
                 self.sessions.remove(k)?;
                 n += 1;
             }
@@ -461,7 +513,10 @@ mod tests {
             .collect();
         let (page1, total) = s.list_images(1, 2).unwrap();
         assert_eq!(total, 5);
-        assert_eq!(page1.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
+        assert_eq!(
+            page1.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![ids[4], ids[3]]
+        );
         let (page3, _) = s.list_images(3, 2).unwrap();
         assert_eq!(page3.len(), 1);
         assert_eq!(page3[0].id, ids[0]);
@@ -478,7 +533,10 @@ mod tests {
             // Make the blob undeletable: replace it by a non-empty directory.
             std::fs::remove_file(s.blobs.path(&rec.blob).unwrap()).unwrap();
             std::fs::create_dir_all(s.blobs.path(&rec.blob).unwrap().join("x")).unwrap();
-            assert_eq!(s.delete_image(rec.id).unwrap().unwrap(), vec![rec.blob.clone()]);
+            assert_eq!(
+                s.delete_image(rec.id).unwrap().unwrap(),
+                vec![rec.blob.clone()]
+            );
             assert!(s.get_image(rec.id).unwrap().is_none());
             assert_eq!(s.run_cleanup().unwrap(), (0, 1));
         }

@@ -1,0 +1,620 @@
+//! The admin API of reference 004, under /api/v1/admin, plus the signed blob
+//! downloads its redirects point at.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::faces::{
+    detect_json, detect_params, drain_on_refusal, mask_params, q_int, read_image_field,
+    run_detection, Timings,
+};
+use crate::app::App;
+use crate::auth::{keys, password, random_token};
+use crate::http::error::ApiError;
+use crate::http::{ClientAddr, RequestId};
+use crate::pipeline::faces as pipeline;
+use crate::store::{
+    sha256_hex, unix_now, ApiKeyRecord, ImageRecord, JobFilter, JobRecord, SessionRecord,
+};
+
+pub const SESSION_COOKIE: &str = "argus_admin_session";
+
+/// An authenticated admin: by session cookie or HTTP Basic.
+pub struct Admin(pub String);
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn client_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn check_password(app: &Arc<App>, username: String, pw: String) -> Result<bool, ApiError> {
+    let store = app.store.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || match store.get_admin(&username) {
+            Ok(Some(rec)) => Ok(password::verify(&pw, &rec.password_hash)),
+            Ok(None) => {
+                password::burn_time(&pw);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        })
+        .await??,
+    )
+}
+
+impl FromRequestParts<Arc<App>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
+            if let Some(s) = app.store.get_session(&sha256_hex(token.as_bytes()))? {
+                if s.expires_at > unix_now() {
+                    return Ok(Admin(s.username));
+                }
+            }
+        }
+        let basic = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        if let Some(creds) = basic {
+            let (user, pw) = creds.split_once(':').unwrap_or((&creds, ""));
+            if check_password(app, user.to_string(), pw.to_string()).await? {
+                return Ok(Admin(user.to_string()));
+            }
+            // Failed Basic attempts count against the login limit, so the
+            // admin API is no easier to brute-force than the login form.
+            if let Err(l) = app.limiters.login.check(&client_ip(parts)) {
+                return Err(ApiError::RateLimited {
+                    limit: l.limit,
+                    retry_after: l.retry_after_secs,
+                });
+            }
+            return Err(ApiError::UnauthorizedBasic("Invalid credentials".into()));
+        }
+        Err(ApiError::UnauthorizedBasic("Not authenticated".into()))
+    }
+}
+
+fn require_storage(app: &App) -> Result<(), ApiError> {
+    if app.storage_enabled() {
+        Ok(())
+    } else {
+        Err(ApiError::NotImplemented(
+            "Storage is disabled on this appliance (storage.enabled = false)".into(),
+        ))
+    }
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("Invalid JSON body: {e}")))
+}
+
+fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| ApiError::NotFound(format!("{what} not found")))
+}
+
+struct Page {
+    page: u64,
+    per_page: u64,
+}
+
+fn page(q: &HashMap<String, String>) -> Result<Page, ApiError> {
+    Ok(Page {
+        page: q_int(q, "page", 1, 1, 1_000_000)? as u64,
+        per_page: q_int(q, "per_page", 20, 1, 100)? as u64,
+    })
+}
+
+fn paginated(items: Vec<Value>, total: u64, p: &Page) -> Value {
+    json!({
+        "items": items,
+        "total": total,
+        "page": p.page,
+        "per_page": p.per_page,
+        "pages": total.div_ceil(p.per_page).max(1),
+    })
+}
+
+// ---- session ----
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+pub async fn login(
+    State(app): State<Arc<App>>,
+    client: Option<Extension<ClientAddr>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ip = client
+        .map(|c| c.0 .0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    app.limiters
+        .login
+        .check(&ip)
+        .map_err(|l| ApiError::RateLimited {
+            limit: l.limit,
+            retry_after: l.retry_after_secs,
+        })?;
+    let b: LoginBody = parse_json(&body)?;
+    if !check_password(&app, b.username.clone(), b.password).await? {
+        return Err(ApiError::Unauthorized("Invalid credentials".into()));
+    }
+    let token = random_token();
+    let ttl = app.config.auth.session_ttl_secs;
+    app.store.put_session(
+        &sha256_hex(token.as_bytes()),
+        &SessionRecord {
+            username: b.username,
+            expires_at: unix_now() + ttl,
+        },
+    )?;
+    app.store.flush_async().await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={ttl}"
+    );
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?,
+    );
+    Ok(resp)
+}
+
+pub async fn session(admin: Admin) -> Json<Value> {
+    Json(json!({"authenticated": true, "username": admin.0}))
+}
+
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        app.store.delete_session(&sha256_hex(token.as_bytes()))?;
+        app.store.flush_async().await?;
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"
+        ))
+        .expect("static cookie"),
+    );
+    Ok(resp)
+}
+
+// ---- images and jobs ----
+
+fn blob_url(app: &App, key: &str) -> String {
+    app.signer.url(key, app.config.storage.signed_url_ttl_secs)
+}
+
+fn job_json(app: &App, j: &JobRecord) -> Value {
+    json!({
+        "id": j.id,
+        "image_id": j.image_id,
+        "job_type": j.job_type,
+        "method": j.method,
+        "status": j.status,
+        "face_count": j.face_count,
+        "inference_ms": j.inference_ms,
+        "total_ms": j.total_ms,
+        "processed_url": j.processed_blob.as_deref().map(|k| blob_url(app, k)),
+        "created_at": j.created_at,
+    })
+}
+
+fn image_json(app: &App, img: &ImageRecord, jobs: &[JobRecord]) -> Value {
+    let latest_processed = jobs.iter().find_map(|j| j.processed_blob.as_deref());
+    json!({
+        "id": img.id,
+        "filename": img.filename,
+        "content_type": img.content_type,
+        "width": img.width,
+        "height": img.height,
+        "channels": img.channels,
+        "size_bytes": img.size_bytes,
+        "sha256": img.sha256,
+        "job_count": jobs.len(),
+        "created_at": img.created_at,
+        "original_url": blob_url(app, &img.blob),
+        "processed_url": latest_processed.map(|k| blob_url(app, k)),
+    })
+}
+
+pub async fn stats(State(app): State<Arc<App>>, _a: Admin) -> Result<Json<Value>, ApiError> {
+    require_storage(&app)?;
+    let store = app.store.clone();
+    let s = tokio::task::spawn_blocking(move || store.stats()).await??;
+    Ok(Json(json!({
+        "total_images": s.total_images,
+        "total_jobs": s.total_jobs,
+        "jobs_by_type": {"detect": s.detect_jobs, "mask": s.mask_jobs},
+        "jobs_by_method": s.jobs_by_method,
+        "total_faces": s.total_faces,
+        "storage_bytes": s.storage_bytes,
+        "pending_cleanups": s.pending_cleanups,
+    })))
+}
+
+pub async fn list_images(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require_storage(&app)?;
+    let p = page(&q)?;
+    let (images, total) = app.store.list_images(p.page, p.per_page)?;
+    let mut items = Vec::with_capacity(images.len());
+    for img in &images {
+        items.push(image_json(&app, img, &app.store.jobs_for_image(img.id)?));
+    }
+    Ok(Json(paginated(items, total, &p)))
+}
+
+fn find_image(app: &App, id: &str) -> Result<ImageRecord, ApiError> {
+    app.store
+        .get_image(parse_id(id, "Image")?)?
+        .ok_or_else(|| ApiError::NotFound("Image not found".into()))
+}
+
+fn find_job(app: &App, id: &str) -> Result<JobRecord, ApiError> {
+    app.store
+        .get_job(parse_id(id, "Job")?)?
+        .ok_or_else(|| ApiError::NotFound("Job not found".into()))
+}
+
+pub async fn get_image(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_storage(&app)?;
+    let img = find_image(&app, &id)?;
+    let jobs = app.store.jobs_for_image(img.id)?;
+    let mut v = image_json(&app, &img, &jobs);
+    v["jobs"] = Value::Array(jobs.iter().map(|j| job_json(&app, j)).collect());
+    Ok(Json(v))
+}
+
+pub async fn delete_image(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_storage(&app)?;
+    let id = parse_id(&id, "Image")?;
+    let store = app.store.clone();
+    let deleted = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
+        let Some(_) = store.delete_image(id)? else {
+            return Ok(false);
+        };
+        // The records are gone and the blobs queued; failures stay queued for
+        // the next start-up or cleanup run.
+        let (_, left) = store.run_cleanup()?;
+        if left > 0 {
+            tracing::warn!(pending = left, "some blobs could not be deleted yet");
+        }
+        Ok(true)
+    })
+    .await??;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("Image not found".into()))
+    }
+}
+
+fn redirect(url: String) -> Response {
+    let mut r = StatusCode::FOUND.into_response();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+pub async fn download_image(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_storage(&app)?;
+    let img = find_image(&app, &id)?;
+    Ok(redirect(blob_url(&app, &img.blob)))
+}
+
+pub async fn list_jobs(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    require_storage(&app)?;
+    let p = page(&q)?;
+    let filter = JobFilter {
+        job_type: q.get("job_type").filter(|s| !s.is_empty()).cloned(),
+        method: q.get("method").filter(|s| !s.is_empty()).cloned(),
+    };
+    if let Some(t) = &filter.job_type {
+        if t != "detect" && t != "mask" {
+            return Err(ApiError::Invalid(format!(
+                "job_type must be detect or mask, got {t:?}"
+            )));
+        }
+    }
+    let (jobs, total) = app.store.list_jobs(&filter, p.page, p.per_page)?;
+    Ok(Json(paginated(
+        jobs.iter().map(|j| job_json(&app, j)).collect(),
+        total,
+        &p,
+    )))
+}
+
+pub async fn get_job(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_storage(&app)?;
+    let j = find_job(&app, &id)?;
+    let mut v = job_json(&app, &j);
+    v["params"] = j.params.clone();
+    v["detections"] = j.detections.clone();
+    v["processed_content_type"] = json!(j.processed_content_type);
+    v["processed_size_bytes"] = json!(j.processed_size_bytes);
+    Ok(Json(v))
+}
+
+pub async fn download_job(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    require_storage(&app)?;
+    let j = find_job(&app, &id)?;
+    match &j.processed_blob {
+        Some(k) => Ok(redirect(blob_url(&app, k))),
+        None => Err(ApiError::NotFound(
+            "This job has no processed image (detect jobs produce none)".into(),
+        )),
+    }
+}
+
+/// Serve a blob by signed URL: no admin credentials, like a presigned object URL.
+pub async fn blob(
+    State(app): State<Arc<App>>,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let key = format!("{kind}/{name}");
+    let expires = q
+        .get("expires")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let sig = q.get("signature").map(String::as_str).unwrap_or("");
+    if !app.signer.verify(&key, expires, sig) {
+        return Err(ApiError::Unauthorized(
+            "Invalid or expired download link".into(),
+        ));
+    }
+    let store = app.store.clone();
+    let k = key.clone();
+    let data = tokio::task::spawn_blocking(move || store.blobs.get(&k)).await??;
+    let data = data.ok_or_else(|| ApiError::NotFound("File not found".into()))?;
+    let mime = match key.rsplit('.').next() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("bmp") => "image/bmp",
+        Some("gif") => "image/gif",
+        Some("tif" | "tiff") => "image/tiff",
+        _ => "application/octet-stream",
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, "private, no-store"),
+        ],
+        data,
+    )
+        .into_response())
+}
+
+// ---- preview ----
+
+pub async fn test_mask(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Extension(rid): Extension<RequestId>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let start = Instant::now();
+    let checks = (|| {
+        let permit =
+            app.in_flight
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| ApiError::Overloaded {
+                    retry_after: app.config.limits.retry_after_secs,
+                })?;
+        Ok((permit, detect_params(&q)?, mask_params(&q)?))
+    })();
+    let (req, (_permit, params, mq)) =
+        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    let (mut prep, det) = run_detection(&app, upload.bytes, params).await?;
+    let faces = det.faces.clone();
+    let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
+    let image = std::mem::replace(&mut prep.image, image::RgbImage::new(0, 0));
+    let (image, out, regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
+        let mut image = image;
+        pipeline::mask_and_encode(&mut image, &faces, mask, format, quality)
+            .map(|(o, r, m, e)| (image, o, r, m, e))
+    })
+    .await??;
+    prep.image = image;
+    let t = Timings {
+        mask_ms: Some(mask_ms),
+        encode_ms: Some(encode_ms),
+        storage_ms: None,
+        output_bytes: Some(out.len()),
+        total_ms: pipeline::ms(start.elapsed()),
+    };
+    let mut v = detect_json(&app, &rid.0, (None, None), &prep, &det, params, t);
+    v["masking"] = json!({
+        "method": mask.method.as_str(), "strength": mask.strength,
+        "padding": mask.padding, "regions_masked": regions,
+    });
+    v["output"] = json!({
+        "format": format.as_str(), "quality": quality, "size_bytes": out.len(),
+        "image_base64": base64::engine::general_purpose::STANDARD.encode(&out),
+    });
+    Ok(Json(v))
+}
+
+// ---- API keys ----
+
+pub fn key_json(k: &ApiKeyRecord) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "key_prefix": k.key_prefix,
+        "key_suffix": k.key_suffix,
+        "key_preview": keys::preview(k),
+        "is_active": k.is_active,
+        "request_count": k.request_count,
+        "last_used_at": k.last_used_at,
+        "created_at": k.created_at,
+    })
+}
+
+fn valid_name(name: &str) -> Result<String, ApiError> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 100 {
+        return Err(ApiError::Invalid("name must be 1 to 100 characters".into()));
+    }
+    Ok(n.to_string())
+}
+
+#[derive(Deserialize)]
+pub struct CreateKey {
+    name: String,
+}
+
+pub async fn create_key(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: CreateKey = parse_json(&body)?;
+    let (full, rec) = keys::generate(&valid_name(&b.name)?);
+    app.store.put_key(&rec)?;
+    app.store.flush_async().await?;
+    let mut v = key_json(&rec);
+    v["key"] = json!(full);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+pub async fn list_keys(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let p = page(&q)?;
+    let (keys, total) = app.store.list_keys(p.page, p.per_page)?;
+    Ok(Json(paginated(
+        keys.iter().map(key_json).collect(),
+        total,
+        &p,
+    )))
+}
+
+fn find_key(app: &App, id: &str) -> Result<ApiKeyRecord, ApiError> {
+    app.store
+        .get_key(parse_id(id, "API key")?)?
+        .ok_or_else(|| ApiError::NotFound("API key not found".into()))
+}
+
+pub async fn get_key(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(key_json(&find_key(&app, &id)?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchKey {
+    name: Option<String>,
+    is_active: Option<bool>,
+}
+
+pub async fn patch_key(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: PatchKey = parse_json(&body)?;
+    let mut rec = find_key(&app, &id)?;
+    if let Some(n) = b.name {
+        rec.name = valid_name(&n)?;
+    }
+    if let Some(a) = b.is_active {
+        rec.is_active = a;
+    }
+    app.store.put_key(&rec)?;
+    app.store.flush_async().await?;
+    Ok(Json(key_json(&rec)))
+}
+
+pub async fn delete_key(
+    State(app): State<Arc<App>>,
+    _a: Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id, "API key")?;
+    if app.store.delete_key(id)? {
+        app.store.flush_async().await?;
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("API key not found".into()))
+    }
+}

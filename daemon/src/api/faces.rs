@@ -1,0 +1,657 @@
+//! The face detection and masking family (reference 004): /health, /live,
+//! /ready, /metrics, POST /api/v1/detect, POST /api/v1/mask.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{multipart::MultipartRejection, FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use tokio::sync::OwnedSemaphorePermit;
+use uuid::Uuid;
+
+use crate::app::App;
+use crate::auth::keys;
+use crate::http::error::ApiError;
+use crate::http::{ClientAddr, RequestId};
+use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
+use crate::model::Face;
+use crate::pipeline::faces::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
+use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord, ImageRecord, JobRecord};
+
+impl From<PipelineError> for ApiError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Imaging(i) => i.into(),
+            PipelineError::Submit(s) => ApiError::from_submit(s, 1),
+            PipelineError::Inference(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+// ---- health ----
+
+pub async fn health(State(app): State<Arc<App>>) -> Response {
+    let info = app.batcher.info();
+    let model_loaded = app.batcher.healthy();
+    let storage_ready = app
+        .store
+        .blobs
+        .path("originals/probe")
+        .is_some_and(|p| p.parent().is_some_and(|d| d.is_dir()));
+    let ready = app.is_ready() && storage_ready;
+    let body = json!({
+        "status": if ready { "ok" } else { "unavailable" },
+        "model": app.model_name,
+        "model_loaded": model_loaded,
+        "input_size": [info.input_width, info.input_height],
+        "supports_landmarks": true,
+        "database_enabled": true,
+        "database_ready": true,
+        "storage_enabled": app.storage_enabled(),
+        "storage_ready": !app.storage_enabled() || storage_ready,
+        "backend": info.backend,
+        "device": info.device,
+        "max_batch_size": info.max_batch,
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
+}
+
+pub async fn live() -> Response {
+    (StatusCode::OK, Json(json!({"status": "alive"}))).into_response()
+}
+
+pub async fn ready(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+    } else {
+        ApiError::Unavailable("not ready".into()).into_response()
+    }
+}
+
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics
+        .stored_bytes
+        .set(app.store.blobs.total_bytes() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+// ---- parameters ----
+
+pub(crate) fn q_f32(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: f32,
+    min: f32,
+    max: f32,
+) -> Result<f32, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(s) => match s.trim().parse::<f32>() {
+            Ok(v) if v.is_finite() && v >= min && v <= max => Ok(v),
+            _ => Err(ApiError::Invalid(format!(
+                "{name} must be a number between {min} and {max}, got {s:?}"
+            ))),
+        },
+    }
+}
+
+pub(crate) fn q_int(
+    q: &HashMap<String, String>,
+    name: &str,
+    default: i64,
+    min: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match q.get(name) {
+        None => Ok(default),
+        Some(s) => match s.trim().parse::<i64>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(ApiError::Invalid(format!(
+                "{name} must be an integer between {min} and {max}, got {s:?}"
+            ))),
+        },
+    }
+}
+
+pub(crate) fn detect_params(q: &HashMap<String, String>) -> Result<DetectParams, ApiError> {
+    Ok(DetectParams {
+        confidence: q_f32(q, "confidence", 0.5, 0.0, 1.0)?,
+        nms_threshold: q_f32(q, "nms_threshold", 0.4, 0.0, 1.0)?,
+        max_faces: q_int(q, "max_faces", 0, 0, 10_000)? as usize,
+    })
+}
+
+pub(crate) struct MaskQuery {
+    pub mask: MaskParams,
+    pub format: OutputFormat,
+    pub quality: u8,
+}
+
+pub(crate) fn mask_params(q: &HashMap<String, String>) -> Result<MaskQuery, ApiError> {
+    let method = match q.get("method") {
+        None => MaskMethod::Gaussian,
+        Some(m) => MaskMethod::parse(m.trim()).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "method must be one of {}, got {m:?}",
+                MaskMethod::ALL.join(", ")
+            ))
+        })?,
+    };
+    let format = match q.get("format") {
+        None => OutputFormat::Jpeg,
+        Some(f) => OutputFormat::parse(f.trim()).ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "format must be one of {}, got {f:?}",
+                OutputFormat::ALL.join(", ")
+            ))
+        })?,
+    };
+    Ok(MaskQuery {
+        mask: MaskParams {
+            method,
+            strength: q_int(q, "strength", 199, 1, 999)? as u32,
+            padding: q_f32(q, "padding", 0.15, 0.0, 2.0)?,
+        },
+        format,
+        quality: q_int(q, "quality", 95, 1, 100)? as u8,
+    })
+}
+
+// ---- admission ----
+
+#[derive(Clone, Copy)]
+pub(crate) enum Route {
+    Detect,
+    Mask,
+}
+
+/// API key, then rate limit, then an in-flight slot: the cheap refusals first.
+async fn admit(
+    app: &App,
+    headers: &HeaderMap,
+    client: Option<&ClientAddr>,
+    route: Route,
+) -> Result<(Option<ApiKeyRecord>, OwnedSemaphorePermit), ApiError> {
+    let key = if app.config.auth.api_key_enabled {
+        let presented = headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Missing API key: send it in the X-API-Key header".into())
+            })?;
+        let hash = keys::hash_presented(presented)
+            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        let store = app.store.clone();
+        let rec = tokio::task::spawn_blocking(move || store.key_by_hash(&hash)).await??;
+        match rec {
+            Some(r) if r.is_active => Some(r),
+            Some(_) => return Err(ApiError::Unauthorized("API key has been revoked".into())),
+            None => return Err(ApiError::Unauthorized("Invalid API key".into())),
+        }
+    } else {
+        None
+    };
+    let bucket = match (&key, client) {
+        (Some(k), _) => k.id.to_string(),
+        (None, Some(c)) => c.0.ip().to_string(),
+        (None, None) => "anonymous".into(),
+    };
+    let limiter = match route {
+        Route::Detect => &app.limiters.detect,
+        Route::Mask => &app.limiters.mask,
+    };
+    limiter.check(&bucket).map_err(|l| ApiError::RateLimited {
+        limit: l.limit,
+        retry_after: l.retry_after_secs,
+    })?;
+    let permit = app
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: app.config.limits.retry_after_secs,
+        })?;
+    if let Some(k) = &key {
+        let (store, id) = (app.store.clone(), k.id);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch_key(id) {
+                tracing::warn!(error = %e, "could not count API key use");
+            }
+        });
+    }
+    Ok((key, permit))
+}
+
+/// When a request is refused before its body was read, read and discard the
+/// body (bounded by the body limit) first: answering mid-upload makes HTTP/2
+/// reset the stream, and clients then never see the error.
+pub(crate) async fn drain_on_refusal<T>(
+    req: Request,
+    checks: Result<T, ApiError>,
+    limit: usize,
+) -> Result<(Request, T), ApiError> {
+    match checks {
+        Ok(v) => Ok((req, v)),
+        Err(e) => {
+            let _ = axum::body::to_bytes(req.into_body(), limit).await;
+            Err(e)
+        }
+    }
+}
+
+pub(crate) struct Upload {
+    pub bytes: bytes::Bytes,
+    pub filename: Option<String>,
+}
+
+/// The multipart field `image`.
+pub(crate) async fn read_image_field(
+    mp: Result<Multipart, MultipartRejection>,
+) -> Result<Upload, ApiError> {
+    let mut mp = mp.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("Request body too large".into())
+        } else {
+            ApiError::Invalid(format!(
+                "Expected a multipart/form-data body with an 'image' file field ({})",
+                e.body_text()
+            ))
+        }
+    })?;
+    let multipart_err = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge("Request body too large".into())
+        } else {
+            ApiError::BadRequest(format!("Malformed multipart body: {}", e.body_text()))
+        }
+    };
+    while let Some(field) = mp.next_field().await.map_err(multipart_err)? {
+        if field.name() == Some("image") {
+            let filename = field.file_name().map(|s| s.chars().take(255).collect());
+            let bytes = field.bytes().await.map_err(multipart_err)?;
+            return Ok(Upload { bytes, filename });
+        }
+    }
+    Err(ApiError::Invalid("Field 'image' is required".into()))
+}
+
+// ---- response shapes ----
+
+fn r2(v: f32) -> f64 {
+    (v as f64 * 100.0).round() / 100.0
+}
+
+fn r4(v: f64) -> f64 {
+    (v * 10_000.0).round() / 10_000.0
+}
+
+fn detections_json(faces: &[Face], w: u32, h: u32) -> Value {
+    const NAMES: [&str; 5] = ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"];
+    let (w, h) = (w as f64, h as f64);
+    Value::Array(
+        faces
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let (bw, bh) = ((f.x2 - f.x1) as f64, (f.y2 - f.y1) as f64);
+                let (cx, cy) = ((f.x1 + f.x2) as f64 / 2.0, (f.y1 + f.y2) as f64 / 2.0);
+                let lm: serde_json::Map<String, Value> = NAMES
+                    .iter()
+                    .zip(f.landmarks)
+                    .map(|(n, [x, y])| (n.to_string(), json!({"x": r2(x), "y": r2(y)})))
+                    .collect();
+                json!({
+                    "index": i,
+                    "bbox": {"x1": r2(f.x1), "y1": r2(f.y1), "x2": r2(f.x2), "y2": r2(f.y2)},
+                    "confidence": r4(f.score as f64),
+                    "landmarks": lm,
+                    "size": {"width": r2(bw as f32), "height": r2(bh as f32)},
+                    "area": r2((bw * bh) as f32),
+                    "center": {"x": r2(cx as f32), "y": r2(cy as f32)},
+                    "relative": {
+                        "x_center": r4(cx / w), "y_center": r4(cy / h),
+                        "width": r4(bw / w), "height": r4(bh / h),
+                    },
+                })
+            })
+            .collect(),
+    )
+}
+
+fn summary_json(faces: &[Face], w: u32, h: u32) -> Value {
+    let n = faces.len();
+    let scores: Vec<f64> = faces.iter().map(|f| f.score as f64).collect();
+    let area: f64 = faces.iter().map(|f| f.area() as f64).sum();
+    let (avg, min, max) = if n == 0 {
+        (0.0, 0.0, 0.0)
+    } else {
+        (
+            scores.iter().sum::<f64>() / n as f64,
+            scores.iter().cloned().fold(f64::INFINITY, f64::min),
+            scores.iter().cloned().fold(0.0, f64::max),
+        )
+    };
+    json!({
+        "face_count": n,
+        "avg_confidence": r4(avg),
+        "min_confidence": r4(min),
+        "max_confidence": r4(max),
+        "total_face_area": (area * 100.0).round() / 100.0,
+        "face_area_ratio": r4(area / (w as f64 * h as f64)),
+    })
+}
+
+/// Timings of one request, for `profiling` and the X-*-Ms headers.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Timings {
+    pub mask_ms: Option<f64>,
+    pub encode_ms: Option<f64>,
+    pub storage_ms: Option<f64>,
+    pub output_bytes: Option<usize>,
+    pub total_ms: f64,
+}
+
+pub(crate) fn detect_json(
+    app: &App,
+    request_id: &str,
+    ids: (Option<Uuid>, Option<Uuid>),
+    prep: &Prepared,
+    det: &Detected,
+    params: DetectParams,
+    t: Timings,
+) -> Value {
+    let (w, h) = prep.image.dimensions();
+    let info = app.batcher.info();
+    let r = |v: f64| (v * 100.0).round() / 100.0;
+    json!({
+        "request_id": request_id,
+        "image_id": ids.0,
+        "job_id": ids.1,
+        "image": {"width": w, "height": h, "channels": prep.channels, "size_bytes": prep.input_bytes},
+        "detections": detections_json(&det.faces, w, h),
+        "summary": summary_json(&det.faces, w, h),
+        "processing": {
+            "model": app.model_name,
+            "input_size": [info.input_width, info.input_height],
+            "confidence_threshold": params.confidence,
+            "nms_threshold": params.nms_threshold,
+            "inference_ms": r(det.inference_ms),
+            "total_ms": r(t.total_ms),
+        },
+        "profiling": {
+            "decode_ms": r(prep.decode_ms),
+            "preprocess_ms": r(prep.preprocess_ms),
+            "blob_ms": r(det.pack_ms),
+            "inference_ms": r(det.inference_ms),
+            "postprocess_ms": r(det.postprocess_ms),
+            "nms_ms": r(det.nms_ms),
+            "mask_ms": t.mask_ms.map(r),
+            "encode_ms": t.encode_ms.map(r),
+            "storage_ms": t.storage_ms.map(r),
+            "total_ms": r(t.total_ms),
+            "candidates_before_nms": det.candidates_before_nms,
+            "candidates_after_nms": det.faces.len(),
+            "det_scale": (prep.scale as f64 * 1e6).round() / 1e6,
+            "input_resolution": format!("{w}x{h}"),
+            "det_resolution": format!("{}x{}", info.input_width, info.input_height),
+            "input_bytes": prep.input_bytes,
+            "output_bytes": t.output_bytes,
+            "input_pixels": w as u64 * h as u64,
+            "model_name": app.model_name,
+            "queue_ms": r(det.queue_ms),
+            "batch_size": det.batch_size,
+            "backend": info.backend,
+        },
+    })
+}
+
+// ---- persistence ----
+
+pub(crate) struct ToStore {
+    pub original: bytes::Bytes,
+    pub filename: Option<String>,
+    pub prep_format: image::ImageFormat,
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub job_type: &'static str,
+    pub method: Option<String>,
+    pub params: Value,
+    pub detections: Value,
+    pub face_count: usize,
+    pub processed: Option<(Vec<u8>, OutputFormat)>,
+    pub inference_ms: f64,
+    pub total_ms: f64,
+    pub api_key_id: Option<Uuid>,
+}
+
+/// Write blobs and records and flush, so what the response acknowledges is on disk.
+pub(crate) async fn persist(app: &App, s: ToStore) -> Result<(Uuid, Uuid, f64), ApiError> {
+    let store = app.store.clone();
+    let t0 = Instant::now();
+    let (image_id, job_id) =
+        tokio::task::spawn_blocking(move || -> Result<(Uuid, Uuid), ApiError> {
+            let image_id = Uuid::now_v7();
+            let job_id = Uuid::now_v7();
+            let fmt = format_name(s.prep_format);
+            let ext = s
+                .prep_format
+                .extensions_str()
+                .first()
+                .copied()
+                .unwrap_or("bin");
+            let blob = format!("originals/{image_id}.{ext}");
+            store.blobs.put(&blob, &s.original)?;
+            let processed = match &s.processed {
+                Some((bytes, f)) => {
+                    let key = format!("processed/{job_id}.{}", f.extension());
+                    store.blobs.put(&key, bytes)?;
+                    Some((key, f.mime().to_string(), bytes.len() as u64))
+                }
+                None => None,
+            };
+            store.put_image(&ImageRecord {
+                id: image_id,
+                filename: s.filename,
+                content_type: format!("image/{fmt}"),
+                width: s.width,
+                height: s.height,
+                channels: s.channels,
+                size_bytes: s.original.len() as u64,
+                sha256: sha256_hex(&s.original),
+                blob,
+                created_at: now_rfc3339(),
+            })?;
+            store.put_job(&JobRecord {
+                id: job_id,
+                image_id,
+                job_type: s.job_type.into(),
+                method: s.method,
+                status: "completed".into(),
+                face_count: s.face_count,
+                params: s.params,
+                detections: s.detections,
+                processed_content_type: processed.as_ref().map(|p| p.1.clone()),
+                processed_size_bytes: processed.as_ref().map(|p| p.2),
+                processed_blob: processed.map(|p| p.0),
+                inference_ms: s.inference_ms,
+                total_ms: s.total_ms,
+                api_key_id: s.api_key_id,
+                created_at: now_rfc3339(),
+            })?;
+            Ok((image_id, job_id))
+        })
+        .await??;
+    app.store.flush_async().await?;
+    Ok((image_id, job_id, pipeline::ms(t0.elapsed())))
+}
+
+// ---- handlers ----
+
+/// Decode and detect: the common first half of detect, mask and the admin preview.
+pub(crate) async fn run_detection(
+    app: &Arc<App>,
+    bytes: bytes::Bytes,
+    params: DetectParams,
+) -> Result<(Prepared, Detected), ApiError> {
+    let (limits, info) = (app.decode_limits.clone(), app.batcher.info().clone());
+    let decode_timer = app.metrics.image_decode.start_timer();
+    let mut prep = tokio::task::spawn_blocking(move || {
+        pipeline::prepare(&bytes, &limits, info.input_width, info.input_height)
+    })
+    .await??;
+    decode_timer.observe_duration();
+    let det = pipeline::detect(&app.batcher, &mut prep, params).await?;
+    app.metrics.faces_detected.inc_by(det.faces.len() as u64);
+    Ok((prep, det))
+}
+
+pub async fn detect(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    client: Option<Extension<ClientAddr>>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let headers = req.headers().clone();
+    let checks = async {
+        let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Detect).await?;
+        Ok((key, permit, detect_params(&q)?))
+    }
+    .await;
+    let (req, (key, _permit, params)) =
+        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
+    let (w, h) = prep.image.dimensions();
+    let mut t = Timings {
+        total_ms: pipeline::ms(start.elapsed()),
+        ..Default::default()
+    };
+    let mut ids = (None, None);
+    if app.storage_enabled() {
+        let (image_id, job_id, storage_ms) = persist(
+            &app,
+            ToStore {
+                original: upload.bytes,
+                filename: upload.filename,
+                prep_format: prep.format,
+                width: w,
+                height: h,
+                channels: prep.channels,
+                job_type: "detect",
+                method: None,
+                params: json!({"confidence": params.confidence, "nms_threshold": params.nms_threshold, "max_faces": params.max_faces}),
+                detections: detections_json(&det.faces, w, h),
+                face_count: det.faces.len(),
+                processed: None,
+                inference_ms: det.inference_ms,
+                total_ms: t.total_ms,
+                api_key_id: key.as_ref().map(|k| k.id),
+            },
+        )
+        .await?;
+        ids = (Some(image_id), Some(job_id));
+        t.storage_ms = Some(storage_ms);
+    }
+    t.total_ms = pipeline::ms(start.elapsed());
+    let body = detect_json(&app, &rid.0, ids, &prep, &det, params, t);
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+pub async fn mask(
+    State(app): State<Arc<App>>,
+    client: Option<Extension<ClientAddr>>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let headers = req.headers().clone();
+    let checks = async {
+        let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Mask).await?;
+        Ok((key, permit, detect_params(&q)?, mask_params(&q)?))
+    }
+    .await;
+    let (req, (key, _permit, params, mq)) =
+        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
+    let (w, h) = prep.image.dimensions();
+    let channels = prep.channels;
+    let (format, image_format) = (mq.format, prep.format);
+    let faces = det.faces.clone();
+    let mut image = prep.image;
+    let (out, _regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
+        pipeline::mask_and_encode(&mut image, &faces, mq.mask, format, mq.quality)
+    })
+    .await??;
+    let mut resp_headers = HeaderMap::new();
+    let mut ids = (None, None);
+    let total_before_store = pipeline::ms(start.elapsed());
+    if app.storage_enabled() {
+        let (image_id, job_id, _) = persist(
+            &app,
+            ToStore {
+                original: upload.bytes,
+                filename: upload.filename,
+                prep_format: image_format,
+                width: w,
+                height: h,
+                channels,
+                job_type: "mask",
+                method: Some(mq.mask.method.as_str().into()),
+                params: json!({
+                    "confidence": params.confidence, "nms_threshold": params.nms_threshold,
+                    "max_faces": params.max_faces, "method": mq.mask.method.as_str(),
+                    "strength": mq.mask.strength, "padding": mq.mask.padding,
+                    "format": format.as_str(), "quality": mq.quality,
+                }),
+                detections: detections_json(&det.faces, w, h),
+                face_count: det.faces.len(),
+                processed: Some((out.clone(), format)),
+                inference_ms: det.inference_ms,
+                total_ms: total_before_store,
+                api_key_id: key.as_ref().map(|k| k.id),
+            },
+        )
+        .await?;
+        ids = (Some(image_id), Some(job_id));
+    }
+    let hv = |s: String| HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""));
+    let f2 = |v: f64| format!("{v:.2}");
+    resp_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.mime()),
+    );
+    resp_headers.insert("x-face-count", hv(det.faces.len().to_string()));
+    resp_headers.insert("x-inference-ms", hv(f2(det.inference_ms)));
+    resp_headers.insert("x-mask-ms", hv(f2(mask_ms)));
+    resp_headers.insert("x-encode-ms", hv(f2(encode_ms)));
+    resp_headers.insert("x-total-ms", hv(f2(pipeline::ms(start.elapsed()))));
+    resp_headers.insert("x-model", HeaderValue::from_static(app.model_name));
+    if let (Some(i), Some(j)) = ids {
+        resp_headers.insert("x-image-id", hv(i.to_string()));
+        resp_headers.insert("x-job-id", hv(j.to_string()));
+    }
+    Ok((StatusCode::OK, resp_headers, out).into_response())
+}

@@ -1,0 +1,96 @@
+//! Management commands (keys, admin users), executed against a `Store`
+//! either in-process (no daemon running) or inside the daemon through the
+//! control socket: the same code either way.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::auth::{keys, password};
+use crate::store::{now_rfc3339, AdminRecord, Store};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    KeysCreate {
+        name: String,
+    },
+    KeysList,
+    /// Revoke by id, or by the key's first characters (`key_prefix`).
+    KeysRevoke {
+        key: String,
+    },
+    AdminCreate {
+        username: String,
+        password: String,
+    },
+}
+
+pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
+    let r = match cmd {
+        Command::KeysCreate { name } => {
+            let name = name.trim();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err("the key name must be 1 to 100 characters".into());
+            }
+            let (full, rec) = keys::generate(name);
+            store.put_key(&rec).map_err(|e| e.to_string())?;
+            let mut v = crate::api::admin::key_json(&rec);
+            v["key"] = json!(full);
+            v
+        }
+        Command::KeysList => {
+            let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
+            Value::Array(all.iter().map(crate::api::admin::key_json).collect())
+        }
+        Command::KeysRevoke { key } => {
+            let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
+            let matches: Vec<_> = all
+                .into_iter()
+                .filter(|k| {
+                    k.id.to_string() == key
+                        || (key.len() >= 8
+                            && key.starts_with(&k.key_prefix)
+                            && (key.len() == 8
+                                || keys::hash_presented(&key).as_deref() == Some(&k.key_hash)))
+                })
+                .collect();
+            match matches.as_slice() {
+                [one] => {
+                    let mut rec = one.clone();
+                    rec.is_active = false;
+                    store.put_key(&rec).map_err(|e| e.to_string())?;
+                    crate::api::admin::key_json(&rec)
+                }
+                [] => return Err(format!("no API key matches {key:?}")),
+                _ => return Err(format!("{key:?} matches several keys; give the key's id")),
+            }
+        }
+        Command::AdminCreate {
+            username,
+            password: pw,
+        } => {
+            let username = username.trim().to_string();
+            if username.is_empty() || username.len() > 64 || username.contains(':') {
+                return Err("the username must be 1 to 64 characters, without ':'".into());
+            }
+            if pw.chars().count() < 8 {
+                return Err("the password must be at least 8 characters".into());
+            }
+            let hash = password::hash(&pw)?;
+            let existed = store
+                .get_admin(&username)
+                .map_err(|e| e.to_string())?
+                .is_some();
+            store
+                .put_admin(&AdminRecord {
+                    username: username.clone(),
+                    password_hash: hash,
+                    created_at: now_rfc3339(),
+                })
+                .map_err(|e| e.to_string())?;
+            json!({"username": username, "updated": existed})
+        }
+    };
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(r)
+}

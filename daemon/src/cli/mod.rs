@@ -1,0 +1,426 @@
+//! `argusd` subcommands. main.rs parses and dispatches; the work is here.
+
+pub mod control;
+pub mod manage;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::batch::{queue::Policy, Batcher};
+use crate::config::Config;
+use crate::imaging::{MaskMethod, MaskParams, OutputFormat};
+use crate::metrics::Metrics;
+use crate::pipeline::faces::{self as pipeline, DetectParams};
+use crate::store::Store;
+use manage::Command as Manage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] crate::RunError),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "argusd",
+    version,
+    about = "argus: GPU-accelerated edge inference appliance"
+)]
+pub struct Cli {
+    /// Config file (TOML). Without one the embedded defaults apply.
+    #[arg(long, global = true, env = "ARGUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// State directory (overrides config and ARGUS_STATE_DIR).
+    #[arg(long, global = true)]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Detect faces in image files and print the boxes.
+    Detect {
+        images: Vec<PathBuf>,
+        /// Print JSON (one object per image) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 0.5)]
+        confidence: f32,
+        #[arg(long, default_value_t = 0.4)]
+        nms_threshold: f32,
+    },
+    /// Mask every face in image files and write the results to a directory.
+    Mask {
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "gaussian")]
+        method: String,
+        #[arg(long, default_value_t = 199)]
+        strength: u32,
+        #[arg(long, default_value_t = 0.15)]
+        padding: f32,
+        #[arg(long, default_value = "jpeg")]
+        format: String,
+        #[arg(long, default_value_t = 95)]
+        quality: u8,
+        #[arg(long, default_value_t = 0.5)]
+        confidence: f32,
+    },
+    /// Manage API keys (works whether or not the daemon runs).
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// Manage admin users (works whether or not the daemon runs).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen address, e.g. 127.0.0.1:8443.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Backend: auto, cpu, cuda, wgpu.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Serve HTTPS (true) or plain HTTP on loopback (false).
+    #[arg(long)]
+    pub tls: Option<bool>,
+    /// Directory with manifest.toml and the weights.
+    #[arg(long)]
+    pub models_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Create a key; the full key is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    List,
+    /// Revoke a key by id or by its first 8 characters.
+    Revoke {
+        key: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminAction {
+    /// Create (or reset the password of) an admin user.
+    Create {
+        #[arg(long, default_value = "admin")]
+        username: String,
+        /// Read the password from standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+/// Config from file/env, with the global and `serve` flags on top.
+pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
+    let mut c = Config::load(cli.config.as_deref())?;
+    if let Some(d) = &cli.state_dir {
+        c.state_dir = d.clone();
+    }
+    if let Command::Serve(a) = &cli.command {
+        if let Some(l) = a.listen {
+            c.listen = l;
+        }
+        if let Some(b) = &a.backend {
+            c.backend = serde_json::from_value(serde_json::Value::String(b.to_lowercase()))
+                .map_err(|_| {
+                    CliError::Usage(format!(
+                        "--backend must be auto, cpu, cuda or wgpu, got {b:?}"
+                    ))
+                })?;
+        }
+        if let Some(t) = a.tls {
+            c.tls.enabled = t;
+        }
+        if let Some(m) = &a.models_dir {
+            c.models_dir = m.clone();
+        }
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Run a management command through the daemon if one owns the state dir,
+/// else against the store directly.
+pub async fn manage(state_dir: &Path, cmd: Manage) -> Result<serde_json::Value, CliError> {
+    if let Some(r) = control::send(state_dir, &cmd).await {
+        return r.map_err(CliError::Failed);
+    }
+    let dir = state_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let store =
+            Store::open(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
+        manage::execute(&store, cmd).map_err(CliError::Failed)
+    })
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))?
+}
+
+fn read_password(from_stdin: bool) -> Result<String, CliError> {
+    let mut s = String::new();
+    if !from_stdin {
+        eprint!("Password (input is read from standard input): ");
+    }
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let pw = s.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() {
+        return Err(CliError::Usage(
+            "no password given on standard input".into(),
+        ));
+    }
+    Ok(pw)
+}
+
+/// A local batcher for the offline detect/mask commands.
+fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
+    let models = crate::model_paths(config).map_err(CliError::Failed)?;
+    let backend = crate::backend::select(config.backend, &models, config.batch.max_batch_size)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let policy = Policy {
+        max_batch: config.batch.max_batch_size,
+        max_wait: std::time::Duration::from_millis(config.batch.max_wait_ms),
+        max_depth: config.batch.queue_depth,
+    };
+    Batcher::start(
+        backend,
+        policy,
+        config.detector.input_width as usize,
+        config.detector.input_height as usize,
+        Arc::new(Metrics::new()),
+    )
+    .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn faces_json(faces: &[crate::model::Face]) -> serde_json::Value {
+    serde_json::Value::Array(
+        faces
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "confidence": (f.score * 1e4).round() / 1e4,
+                    "bbox": [f.x1, f.y1, f.x2, f.y2],
+                    "landmarks": f.landmarks,
+                })
+            })
+            .collect(),
+    )
+}
+
+pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve(_) => {
+            crate::run(config, crate::shutdown_signal()).await?;
+            Ok(0)
+        }
+        Command::Detect {
+            images,
+            json,
+            confidence,
+            nms_threshold,
+        } => {
+            if images.is_empty() {
+                return Err(CliError::Usage("give at least one image file".into()));
+            }
+            let b = local_batcher(&config)?;
+            let params = DetectParams {
+                confidence,
+                nms_threshold,
+                max_faces: 0,
+            };
+            let mut failed = 0;
+            for path in images {
+                let res = async {
+                    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                    let lim = crate::imaging::DecodeLimits {
+                        max_pixels: config.limits.max_pixels,
+                        formats: config.limits.formats.clone(),
+                    };
+                    let mut prep = pipeline::prepare(
+                        &bytes,
+                        &lim,
+                        b.info().input_width,
+                        b.info().input_height,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let det = pipeline::detect(&b, &mut prep, params)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<_, String>((prep.image.dimensions(), det))
+                }
+                .await;
+                match res {
+                    Ok(((w, h), det)) if json => println!(
+                        "{}",
+                        serde_json::json!({"file": path, "width": w, "height": h, "face_count": det.faces.len(), "faces": faces_json(&det.faces)})
+                    ),
+                    Ok(((w, h), det)) => {
+                        println!("{}: {w}x{h}, {} face(s)", path.display(), det.faces.len());
+                        for f in &det.faces {
+                            println!(
+                                "  {:.3}  [{:.1}, {:.1}, {:.1}, {:.1}]",
+                                f.score, f.x1, f.y1, f.x2, f.y2
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
+            }
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+        Command::Mask {
+            images,
+            out,
+            method,
+            strength,
+            padding,
+            format,
+            quality,
+            confidence,
+        } => {
+            let method = MaskMethod::parse(&method).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--method must be one of {}",
+                    MaskMethod::ALL.join(", ")
+                ))
+            })?;
+            let format = OutputFormat::parse(&format).ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--format must be one of {}",
+                    OutputFormat::ALL.join(", ")
+                ))
+            })?;
+            if images.is_empty() {
+                return Err(CliError::Usage("give at least one image file".into()));
+            }
+            std::fs::create_dir_all(&out)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", out.display())))?;
+            let b = local_batcher(&config)?;
+            let params = DetectParams {
+                confidence,
+                ..Default::default()
+            };
+            let mut failed = 0;
+            for path in images {
+                let res = async {
+                    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                    let lim = crate::imaging::DecodeLimits {
+                        max_pixels: config.limits.max_pixels,
+                        formats: config.limits.formats.clone(),
+                    };
+                    let mut prep = pipeline::prepare(
+                        &bytes,
+                        &lim,
+                        b.info().input_width,
+                        b.info().input_height,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let det = pipeline::detect(&b, &mut prep, params)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let (data, n, _, _) = pipeline::mask_and_encode(
+                        &mut prep.image,
+                        &det.faces,
+                        MaskParams {
+                            method,
+                            strength,
+                            padding,
+                        },
+                        format,
+                        quality,
+                    )
+                    .map_err(|e| e.to_string())?;
+                    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+                    let dest = out.join(format!("{stem}.masked.{}", format.extension()));
+                    std::fs::write(&dest, data).map_err(|e| format!("{}: {e}", dest.display()))?;
+                    Ok::<_, String>((dest, n))
+                }
+                .await;
+                match res {
+                    Ok((dest, n)) => println!(
+                        "{} -> {} ({n} face(s) masked)",
+                        path.display(),
+                        dest.display()
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
+            }
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+        Command::Keys { action } => {
+            let cmd = match action {
+                KeysAction::Create { name } => Manage::KeysCreate { name },
+                KeysAction::List => Manage::KeysList,
+                KeysAction::Revoke { key } => Manage::KeysRevoke { key },
+            };
+            let is_create = matches!(cmd, Manage::KeysCreate { .. });
+            let v = manage(&config.state_dir, cmd).await?;
+            if is_create {
+                eprintln!("Store this key now: it is shown only once.");
+                println!("{}", v["key"].as_str().unwrap_or_default());
+                eprintln!(
+                    "id: {}  name: {}",
+                    v["id"].as_str().unwrap_or_default(),
+                    v["name"].as_str().unwrap_or_default()
+                );
+            } else {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Ok(0)
+        }
+        Command::Admin {
+            action:
+                AdminAction::Create {
+                    username,
+                    password_stdin,
+                },
+        } => {
+            let password = read_password(password_stdin)?;
+            let v = manage(
+                &config.state_dir,
+                Manage::AdminCreate { username, password },
+            )
+            .await?;
+            println!(
+                "admin user {} {}",
+                v["username"].as_str().unwrap_or_default(),
+                if v["updated"] == true {
+                    "updated"
+                } else {
+                    "created"
+                }
+            );
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The one place where errors become HTTP status codes and bodies.
+//!
+//! The face API's error shape is `{"detail": "..."}`. 5xx bodies stay
+//! generic; their cause goes to the log with the request id.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::backend::BackendError;
+use crate::batch::SubmitError;
+use crate::imaging::ImagingError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// A parameter or form field failed validation (FastAPI's 422).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    /// HTTP Basic challenge for the admin API.
+    #[error("{0}")]
+    UnauthorizedBasic(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("Rate limit exceeded: {limit} per 1 minute")]
+    RateLimited { limit: u32, retry_after: u64 },
+    #[error("The server is busy: the inference queue is full")]
+    QueueFull { retry_after: u64 },
+    #[error("The server is overloaded; try again shortly")]
+    Overloaded { retry_after: u64 },
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => StatusCode::UNAUTHORIZED,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A bounded label for the failures metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::Invalid(_) => "invalid_parameter",
+            Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => "unauthorized",
+            Self::NotFound(_) => "not_found",
+            Self::PayloadTooLarge(_) => "too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_format",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::QueueFull { .. } => "queue_full",
+            Self::Overloaded { .. } => "overloaded",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// The reason an error response carried, for the metrics middleware.
+#[derive(Debug, Clone, Copy)]
+pub struct FailureReason(pub &'static str);
+
+pub fn detail(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "detail": message }).to_string();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = if status.is_server_error()
+            && !matches!(self, Self::Overloaded { .. } | Self::Unavailable(_))
+        {
+            tracing::error!(error = %self, "request failed");
+            "Internal server error".to_string()
+        } else {
+            self.to_string()
+        };
+        let mut resp = detail(status, &message);
+        let retry = match self {
+            Self::RateLimited { retry_after, .. }
+            | Self::QueueFull { retry_after }
+            | Self::Overloaded { retry_after } => Some(retry_after),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(s) = retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Self::UnauthorizedBasic(_) = self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"argus admin\", charset=\"UTF-8\""),
+            );
+        }
+        resp.extensions_mut().insert(FailureReason(self.reason()));
+        resp
+    }
+}
+
+impl From<ImagingError> for ApiError {
+    fn from(e: ImagingError) -> Self {
+        match e {
+            ImagingError::TooManyPixels { .. } => Self::PayloadTooLarge(e.to_string()),
+            ImagingError::UnsupportedFormat(..) | ImagingError::UnknownFormat => {
+                Self::UnsupportedMediaType(e.to_string())
+            }
+            ImagingError::Empty | ImagingError::TooSmall { .. } | ImagingError::Corrupt(_) => {
+                Self::BadRequest(e.to_string())
+            }
+            ImagingError::Encode(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<BackendError> for ApiError {
+    fn from(e: BackendError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn from_submit(e: SubmitError, retry_after: u64) -> Self {
+        match e {
+            SubmitError::QueueFull => Self::QueueFull { retry_after },
+            SubmitError::ShutDown => Self::Unavailable("The server is shutting down".into()),
+            SubmitError::WrongSize { .. } => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Internal(format!("worker task failed: {e}"))
+    }
+}

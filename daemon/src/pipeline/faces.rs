@@ -1,0 +1,154 @@
+//! Face detection and masking: decode -> letterbox -> batched inference ->
+//! boxes in original pixels -> NMS -> (mask -> encode).
+
+use std::time::Instant;
+
+use image::{ImageFormat, RgbImage};
+
+use crate::batch::{Batcher, SubmitError};
+use crate::imaging::{self, resize, DecodeLimits, ImagingError};
+use crate::model::{decode::nms, Face};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Imaging(#[from] ImagingError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct DetectParams {
+    pub confidence: f32,
+    pub nms_threshold: f32,
+    /// 0: no limit.
+    pub max_faces: usize,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self {
+            confidence: 0.5,
+            nms_threshold: 0.4,
+            max_faces: 0,
+        }
+    }
+}
+
+/// A decoded upload and its model input.
+pub struct Prepared {
+    pub image: RgbImage,
+    pub format: ImageFormat,
+    pub channels: u8,
+    pub input_bytes: usize,
+    pub scale: f32,
+    pub model_input: Vec<u8>,
+    pub decode_ms: f64,
+    pub preprocess_ms: f64,
+}
+
+/// Decode and letterbox. Blocking: run it off the async workers.
+pub fn prepare(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+    input_w: usize,
+    input_h: usize,
+) -> Result<Prepared, ImagingError> {
+    let t0 = Instant::now();
+    let decoded = imaging::decode(bytes, limits)?;
+    let t1 = Instant::now();
+    let lb = resize::letterbox(&decoded.image, input_w as u32, input_h as u32)?;
+    let t2 = Instant::now();
+    Ok(Prepared {
+        image: decoded.image,
+        format: decoded.format,
+        channels: decoded.channels,
+        input_bytes: bytes.len(),
+        scale: lb.scale,
+        model_input: lb.pixels,
+        decode_ms: ms(t1 - t0),
+        preprocess_ms: ms(t2 - t1),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct Detected {
+    /// Kept faces, best first, in original image pixels.
+    pub faces: Vec<Face>,
+    pub candidates_before_nms: usize,
+    pub queue_ms: f64,
+    pub pack_ms: f64,
+    pub inference_ms: f64,
+    pub batch_size: usize,
+    pub postprocess_ms: f64,
+    pub nms_ms: f64,
+}
+
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Queue the prepared input on the batcher and turn its candidates into faces.
+pub async fn detect(
+    batcher: &Batcher,
+    prep: &mut Prepared,
+    params: DetectParams,
+) -> Result<Detected, PipelineError> {
+    let input = std::mem::take(&mut prep.model_input);
+    let rx = batcher.submit(input, params.confidence)?;
+    let result = rx
+        .await
+        .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))?
+        .map_err(PipelineError::Inference)?;
+    let t0 = Instant::now();
+    let (w, h) = (prep.image.width() as f32, prep.image.height() as f32);
+    let inv = 1.0 / prep.scale;
+    let candidates: Vec<Face> = result
+        .faces
+        .into_iter()
+        .map(|f| Face {
+            score: f.score,
+            x1: (f.x1 * inv).clamp(0.0, w),
+            y1: (f.y1 * inv).clamp(0.0, h),
+            x2: (f.x2 * inv).clamp(0.0, w),
+            y2: (f.y2 * inv).clamp(0.0, h),
+            landmarks: f.landmarks.map(|[x, y]| [x * inv, y * inv]),
+        })
+        .filter(|f| f.x2 > f.x1 && f.y2 > f.y1)
+        .collect();
+    let t1 = Instant::now();
+    let n = candidates.len();
+    let mut faces = nms(candidates, params.nms_threshold);
+    if params.max_faces > 0 {
+        faces.truncate(params.max_faces);
+    }
+    let t2 = Instant::now();
+    Ok(Detected {
+        faces,
+        candidates_before_nms: n,
+        queue_ms: result.queue_ms,
+        pack_ms: result.pack_ms,
+        inference_ms: result.inference_ms,
+        batch_size: result.batch_size,
+        postprocess_ms: ms(t1 - t0),
+        nms_ms: ms(t2 - t1),
+    })
+}
+
+/// Mask the faces in place and encode. Blocking.
+pub fn mask_and_encode(
+    image: &mut RgbImage,
+    faces: &[Face],
+    params: imaging::MaskParams,
+    format: imaging::OutputFormat,
+    quality: u8,
+) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
+    let t0 = Instant::now();
+    let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
+    let regions = imaging::mask::apply(image, &boxes, params);
+    let t1 = Instant::now();
+    let bytes = imaging::encode(image, format, quality)?;
+    Ok((bytes, regions.len(), ms(t1 - t0), ms(t1.elapsed())))
+}
