@@ -499,7 +499,7 @@ pub async fn test_mask(
     let mut v = detect_json(&app, &rid.0, (None, None), &prep, &det, params, t);
     v["masking"] = json!({
         "method": mask.method.as_str(), "strength": mask.strength,
-        "padding": mask.padding, "regions_masked": regions,
+        "padding": super::faces::clean(mask.padding), "regions_masked": regions,
     });
     v["output"] = json!({
         "format": format.as_str(), "quality": quality, "size_bytes": out.len(),

@@ -296,6 +296,11 @@ pub(crate) async fn read_image_field(
 
 // ---- response shapes ----
 
+/// An f32 parameter as the decimal the client wrote (0.85, not 0.8500000238).
+pub(crate) fn clean(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(v as f64)
+}
+
 fn r2(v: f32) -> f64 {
     (v as f64 * 100.0).round() / 100.0
 }
@@ -392,8 +397,8 @@ pub(crate) fn detect_json(
         "processing": {
             "model": app.model_name,
             "input_size": [info.input_width, info.input_height],
-            "confidence_threshold": params.confidence,
-            "nms_threshold": params.nms_threshold,
+            "confidence_threshold": clean(params.confidence),
+            "nms_threshold": clean(params.nms_threshold),
             "inference_ms": r(det.inference_ms),
             "total_ms": r(t.total_ms),
         },
@@ -561,7 +566,7 @@ pub async fn detect(
                 channels: prep.channels,
                 job_type: "detect",
                 method: None,
-                params: json!({"confidence": params.confidence, "nms_threshold": params.nms_threshold, "max_faces": params.max_faces}),
+                params: json!({"confidence": clean(params.confidence), "nms_threshold": clean(params.nms_threshold), "max_faces": params.max_faces}),
                 detections: detections_json(&det.faces, w, h),
                 face_count: det.faces.len(),
                 processed: None,
@@ -621,9 +626,9 @@ pub async fn mask(
                 job_type: "mask",
                 method: Some(mq.mask.method.as_str().into()),
                 params: json!({
-                    "confidence": params.confidence, "nms_threshold": params.nms_threshold,
+                    "confidence": params.confidence, "nms_threshold": clean(params.nms_threshold),
                     "max_faces": params.max_faces, "method": mq.mask.method.as_str(),
-                    "strength": mq.mask.strength, "padding": mq.mask.padding,
+                    "strength": mq.mask.strength, "padding": clean(mq.mask.padding),
                     "format": format.as_str(), "quality": mq.quality,
                 }),
                 detections: detections_json(&det.faces, w, h),
