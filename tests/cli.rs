@@ -1,0 +1,265 @@
+//! The argusd binary: offline detect/mask, management commands with and
+//! without a running daemon, systemd readiness and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::ROOT;
+
+const BIN: &str = env!("CARGO_BIN_EXE_argusd");
+
+fn argusd(state: &std::path::Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(ROOT)
+        .env("ARGUS_STATE_DIR", state)
+        .env("ARGUS_LOG_FORMAT", "json")
+        .env_remove("ARGUS_CONFIG");
+    c
+}
+
+fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        c,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn detect_and_mask_files_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = run_ok(argusd(tmp.path()).args([
+        "detect",
+        "--json",
+        "tests/fixtures/group.jpg",
+        "tests/fixtures/coffee.jpg",
+    ]));
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["face_count"], 3);
+    assert_eq!(lines[1]["face_count"], 0);
+    let dir = tmp.path().join("out");
+    let out = run_ok(
+        argusd(tmp.path())
+            .args([
+                "mask",
+                "tests/fixtures/astronaut.jpg",
+                "--method",
+                "pixelate",
+                "--format",
+                "png",
+                "--out",
+            ])
+            .arg(&dir),
+    );
+    assert!(out.contains("1 face(s) masked"), "{out}");
+    let img = image::open(dir.join("astronaut.masked.png")).unwrap();
+    assert_eq!(img.width(), 512);
+    // A bad file is reported, the exit code says so.
+    let o = argusd(tmp.path())
+        .args(["detect", "Cargo.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Cargo.toml"));
+}
+
+/// Start `argusd serve` on an ephemeral port; returns the child and its address.
+fn serve(state: &std::path::Path, notify: Option<&std::path::Path>) -> (Child, String) {
+    let mut c = argusd(state);
+    c.args(["serve"])
+        .env("ARGUS_LISTEN", "127.0.0.1:0")
+        .env("ARGUS_TLS", "false")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    if let Some(n) = notify {
+        c.env("NOTIFY_SOCKET", n);
+    }
+    let mut child = c.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "argusd ready" {
+                    let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_string());
+                }
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("daemon became ready");
+    (child, addr)
+}
+
+#[test]
+fn management_commands_work_with_and_without_a_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No daemon: the CLI opens the store itself.
+    let key1 = run_ok(argusd(tmp.path()).args(["keys", "create", "--name", "offline"]))
+        .trim()
+        .to_string();
+    assert!(key1.starts_with("xyl_"));
+    let mut admin = argusd(tmp.path())
+        .args(["admin", "create", "--username", "root", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    admin
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a-long-password\n")
+        .unwrap();
+    assert!(admin.wait().unwrap().success());
+    // Daemon running: sled is locked, the CLI goes through the control socket.
+    let (mut child, addr) = serve(tmp.path(), None);
+    let key2 = run_ok(argusd(tmp.path()).args(["keys", "create", "--name", "online"]))
+        .trim()
+        .to_string();
+    let list: serde_json::Value =
+        serde_json::from_str(&run_ok(argusd(tmp.path()).args(["keys", "list"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = |key: &str| {
+        let key = key.to_string();
+        let addr = addr.clone();
+        rt.block_on(async move {
+            let form = reqwest::multipart::Form::new().part(
+                "image",
+                reqwest::multipart::Part::bytes(common::fixture("coffee.jpg")).file_name("c.jpg"),
+            );
+            reqwest::Client::new()
+                .post(format!("http://{addr}/api/v1/detect"))
+                .header("X-API-Key", key)
+                .multipart(form)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    assert_eq!(status(&key1), 200);
+    assert_eq!(status(&key2), 200);
+    run_ok(argusd(tmp.path()).args(["keys", "revoke", &key1[..8]]));
+    assert_eq!(
+        status(&key1),
+        401,
+        "revocation through the daemon takes effect at once"
+    );
+    let bad = argusd(tmp.path())
+        .args(["keys", "revoke", "xyl_nothing"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    // After the daemon stopped, its state is there for the offline CLI.
+    let list: serde_json::Value =
+        serde_json::from_str(&run_ok(argusd(tmp.path()).args(["keys", "list"]))).unwrap();
+    assert_eq!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["is_active"] == false)
+            .count(),
+        1
+    );
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { kill(child.id() as i32, 15) };
+}
+
+#[test]
+fn notifies_systemd_when_ready_and_drains_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock_path = tmp.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let (mut child, addr) = serve(tmp.path(), Some(&sock_path));
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("READY=1"));
+    // A request in flight when SIGTERM arrives still completes.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let addr2 = addr.clone();
+    let inflight = rt.spawn(async move {
+        let form = reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(common::fixture("group.jpg")).file_name("g.jpg"),
+        );
+        // Keys are on and none is sent: the answer is a 401, and it must arrive.
+        reqwest::Client::new()
+            .post(format!("http://{addr2}/api/v1/mask"))
+            .multipart(form)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    sigterm(&child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(15));
+    let answered = rt.block_on(inflight).unwrap();
+    assert!(matches!(answered, Ok(401)), "{answered:?}");
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
+    assert!(
+        !tmp.path().join("argusd.sock").exists(),
+        "control socket removed on exit"
+    );
+}
+
+#[test]
+fn bad_configuration_fails_start_up_with_every_problem() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "listen = \"0.0.0.0:8080\"\n[tls]\nenabled = false\n[detector]\ninput_width = 100\n",
+    )
+    .unwrap();
+    let o = argusd(tmp.path())
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("plain HTTP") && err.contains("multiples of 32"),
+        "{err}"
+    );
+    let o = argusd(tmp.path())
+        .args(["serve", "--backend", "cuda"])
+        .env("ARGUS_TLS", "false")
+        .env("ARGUS_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not available"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -18,14 +18,27 @@ fn session_cookie(resp: &reqwest::Response) -> String {
 }
 
 async fn login(s: &Server, user: &str, pw: &str) -> reqwest::Response {
-    s.client.post(s.url("/api/v1/admin/auth/login")).json(&json!({"username": user, "password": pw})).send().await.unwrap()
+    s.client
+        .post(s.url("/api/v1/admin/auth/login"))
+        .json(&json!({"username": user, "password": pw}))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn session_login_logout_and_expiry() {
     let s = start(|c| c.auth.session_ttl_secs = 2).await;
     s.new_admin("admin", PW).await;
-    assert_eq!(s.client.get(s.url("/api/v1/admin/auth/session")).send().await.unwrap().status(), 401);
+    assert_eq!(
+        s.client
+            .get(s.url("/api/v1/admin/auth/session"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     let r = login(&s, "admin", "wrong-password").await;
     assert_eq!(r.status(), 401);
     assert_eq!(json(r).await["detail"], "Invalid credentials");
@@ -34,19 +47,42 @@ async fn session_login_logout_and_expiry() {
     let r = login(&s, "admin", PW).await;
     assert_eq!(r.status(), 204);
     let cookie = session_cookie(&r);
-    let get_session = || s.client.get(s.url("/api/v1/admin/auth/session")).header("cookie", cookie.clone()).send();
+    let get_session = || {
+        s.client
+            .get(s.url("/api/v1/admin/auth/session"))
+            .header("cookie", cookie.clone())
+            .send()
+    };
     let r = get_session().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(json(r).await, json!({"authenticated": true, "username": "admin"}));
+    assert_eq!(
+        json(r).await,
+        json!({"authenticated": true, "username": "admin"})
+    );
     // Expiry: the TTL here is 2 s.
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(get_session().await.unwrap().status(), 401);
     // Logout ends a live session at once.
     let cookie2 = session_cookie(&login(&s, "admin", PW).await);
-    let r = s.client.post(s.url("/api/v1/admin/auth/logout")).header("cookie", cookie2.clone()).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/v1/admin/auth/logout"))
+        .header("cookie", cookie2.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    assert!(r.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
-    let r = s.client.get(s.url("/api/v1/admin/auth/session")).header("cookie", cookie2).send().await.unwrap();
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let r = s
+        .client
+        .get(s.url("/api/v1/admin/auth/session"))
+        .header("cookie", cookie2)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     s.stop().await;
 }
@@ -55,12 +91,26 @@ async fn session_login_logout_and_expiry() {
 async fn basic_auth_and_login_rate_limit() {
     let s = start(|c| c.auth.admin_login_per_minute = 3).await;
     s.new_admin("ops", PW).await;
-    let r = s.client.get(s.url("/api/v1/admin/auth/session")).basic_auth("ops", Some(PW)).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/v1/admin/auth/session"))
+        .basic_auth("ops", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["username"], "ops");
-    let r = s.client.get(s.url("/api/v1/admin/stats")).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url("/api/v1/admin/stats"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    assert!(r.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Basic"));
     let mut statuses = Vec::new();
     for _ in 0..4 {
         statuses.push(login(&s, "ops", "guess").await.status().as_u16());
@@ -79,73 +129,219 @@ async fn images_jobs_downloads_and_delete() {
     let key = s.new_key("cam").await;
     let admin = |path: &str| s.client.get(s.url(path)).basic_auth("admin", Some(PW));
     // Three uploads: two detects and one mask.
-    let det = json(s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg")).await).await;
+    let det = json(
+        s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+            .await,
+    )
+    .await;
     let image_id = det["image_id"].as_str().unwrap().to_string();
     let detect_job = det["job_id"].as_str().unwrap().to_string();
-    json(s.post_image("/api/v1/detect", Some(&key), fixture("coffee.jpg")).await).await;
-    let r = s.client.post(s.url("/api/v1/mask?method=solid")).header("X-API-Key", &key).multipart(Server::image_form(fixture("group.jpg"), "group.jpg")).send().await.unwrap();
+    json(
+        s.post_image("/api/v1/detect", Some(&key), fixture("coffee.jpg"))
+            .await,
+    )
+    .await;
+    let r = s
+        .client
+        .post(s.url("/api/v1/mask?method=solid"))
+        .header("X-API-Key", &key)
+        .multipart(Server::image_form(fixture("group.jpg"), "group.jpg"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let mask_job = r.headers()["x-job-id"].to_str().unwrap().to_string();
     let mask_image = r.headers()["x-image-id"].to_str().unwrap().to_string();
     let masked_bytes = r.bytes().await.unwrap();
 
-    let v = json(admin("/api/v1/admin/images?per_page=2").send().await.unwrap()).await;
-    assert_eq!((v["total"].as_u64(), v["page"].as_u64(), v["per_page"].as_u64(), v["pages"].as_u64()), (Some(3), Some(1), Some(2), Some(2)));
+    let v = json(
+        admin("/api/v1/admin/images?per_page=2")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (
+            v["total"].as_u64(),
+            v["page"].as_u64(),
+            v["per_page"].as_u64(),
+            v["pages"].as_u64()
+        ),
+        (Some(3), Some(1), Some(2), Some(2))
+    );
     assert_eq!(v["items"].as_array().unwrap().len(), 2);
     assert_eq!(v["items"][0]["id"], mask_image.as_str(), "newest first");
     assert_eq!(v["items"][0]["filename"], "group.jpg");
     assert!(v["items"][0]["processed_url"].is_string());
-    assert!(v["items"][1]["processed_url"].is_null(), "a detect-only image has no processed output");
-    let v = json(admin("/api/v1/admin/images?page=2&per_page=2").send().await.unwrap()).await;
+    assert!(
+        v["items"][1]["processed_url"].is_null(),
+        "a detect-only image has no processed output"
+    );
+    let v = json(
+        admin("/api/v1/admin/images?page=2&per_page=2")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["items"][0]["id"], image_id.as_str());
-    assert_eq!(admin("/api/v1/admin/images?per_page=500").send().await.unwrap().status(), 422);
+    assert_eq!(
+        admin("/api/v1/admin/images?per_page=500")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
 
-    let v = json(admin(&format!("/api/v1/admin/images/{image_id}")).send().await.unwrap()).await;
+    let v = json(
+        admin(&format!("/api/v1/admin/images/{image_id}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["width"], 512);
     assert_eq!(v["job_count"], 1);
     assert_eq!(v["jobs"][0]["id"], detect_job.as_str());
 
     // Download: 302 to a signed URL that serves the exact original bytes.
-    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = no_redirect.get(s.url(&format!("/api/v1/admin/images/{image_id}/download"))).basic_auth("admin", Some(PW)).send().await.unwrap();
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(s.url(&format!("/api/v1/admin/images/{image_id}/download")))
+        .basic_auth("admin", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
     let loc = r.headers()["location"].to_str().unwrap().to_string();
     let r = s.client.get(s.url(&loc)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap().to_vec(), fixture("astronaut.jpg"));
-    assert_eq!(s.client.get(s.url(&loc.replace("signature=", "signature=0"))).send().await.unwrap().status(), 401);
+    assert_eq!(
+        s.client
+            .get(s.url(&loc.replace("signature=", "signature=0")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // The processed output of the mask job is what the client received.
-    let r = admin(&format!("/api/v1/admin/jobs/{mask_job}/download")).send().await.unwrap();
+    let r = admin(&format!("/api/v1/admin/jobs/{mask_job}/download"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "redirect followed");
     assert_eq!(r.bytes().await.unwrap(), masked_bytes);
-    assert_eq!(admin(&format!("/api/v1/admin/jobs/{detect_job}/download")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        admin(&format!("/api/v1/admin/jobs/{detect_job}/download"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 
-    let v = json(admin("/api/v1/admin/jobs?job_type=mask").send().await.unwrap()).await;
+    let v = json(
+        admin("/api/v1/admin/jobs?job_type=mask")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["total"], 1);
     assert_eq!(v["items"][0]["method"], "solid");
-    assert_eq!(json(admin("/api/v1/admin/jobs?method=gaussian").send().await.unwrap()).await["total"], 0);
-    assert_eq!(json(admin("/api/v1/admin/jobs").send().await.unwrap()).await["total"], 3);
-    let v = json(admin(&format!("/api/v1/admin/jobs/{mask_job}")).send().await.unwrap()).await;
+    assert_eq!(
+        json(
+            admin("/api/v1/admin/jobs?method=gaussian")
+                .send()
+                .await
+                .unwrap()
+        )
+        .await["total"],
+        0
+    );
+    assert_eq!(
+        json(admin("/api/v1/admin/jobs").send().await.unwrap()).await["total"],
+        3
+    );
+    let v = json(
+        admin(&format!("/api/v1/admin/jobs/{mask_job}"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["face_count"], 3);
     assert_eq!(v["detections"].as_array().unwrap().len(), 3);
     assert_eq!(v["params"]["method"], "solid");
 
     let v = json(admin("/api/v1/admin/stats").send().await.unwrap()).await;
-    assert_eq!((v["total_images"].as_u64(), v["total_jobs"].as_u64(), v["total_faces"].as_u64()), (Some(3), Some(3), Some(4)));
+    assert_eq!(
+        (
+            v["total_images"].as_u64(),
+            v["total_jobs"].as_u64(),
+            v["total_faces"].as_u64()
+        ),
+        (Some(3), Some(3), Some(4))
+    );
     assert_eq!(v["jobs_by_type"], json!({"detect": 2, "mask": 1}));
 
     // Delete: records gone, blobs gone, 404 afterwards.
     let blob_dir = s.dir.join("blobs/originals");
     let before = std::fs::read_dir(&blob_dir).unwrap().count();
-    let r = s.client.delete(s.url(&format!("/api/v1/admin/images/{mask_image}"))).basic_auth("admin", Some(PW)).send().await.unwrap();
+    let r = s
+        .client
+        .delete(s.url(&format!("/api/v1/admin/images/{mask_image}")))
+        .basic_auth("admin", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(std::fs::read_dir(&blob_dir).unwrap().count(), before - 1);
-    assert_eq!(std::fs::read_dir(s.dir.join("blobs/processed")).unwrap().count(), 0);
-    assert_eq!(admin(&format!("/api/v1/admin/images/{mask_image}")).send().await.unwrap().status(), 404);
-    assert_eq!(admin(&format!("/api/v1/admin/jobs/{mask_job}")).send().await.unwrap().status(), 404);
-    let r = s.client.delete(s.url(&format!("/api/v1/admin/images/{mask_image}"))).basic_auth("admin", Some(PW)).send().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("blobs/processed"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(
+        admin(&format!("/api/v1/admin/images/{mask_image}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        admin(&format!("/api/v1/admin/jobs/{mask_job}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let r = s
+        .client
+        .delete(s.url(&format!("/api/v1/admin/images/{mask_image}")))
+        .basic_auth("admin", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(admin("/api/v1/admin/images/not-a-uuid").send().await.unwrap().status(), 404);
+    assert_eq!(
+        admin("/api/v1/admin/images/not-a-uuid")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
     s.stop().await;
 }
 
@@ -153,38 +349,140 @@ async fn images_jobs_downloads_and_delete() {
 async fn api_key_crud_shows_the_key_once() {
     let s = start(|_| {}).await;
     s.new_admin("admin", PW).await;
-    let c = |m: reqwest::Method, p: &str| s.client.request(m, s.url(p)).basic_auth("admin", Some(PW));
-    let r = c(reqwest::Method::POST, "/api/v1/admin/api-keys").json(&json!({"name": "Production App"})).send().await.unwrap();
+    let c =
+        |m: reqwest::Method, p: &str| s.client.request(m, s.url(p)).basic_auth("admin", Some(PW));
+    let r = c(reqwest::Method::POST, "/api/v1/admin/api-keys")
+        .json(&json!({"name": "Production App"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let created = json(r).await;
     let full = created["key"].as_str().unwrap().to_string();
     let id = created["id"].as_str().unwrap().to_string();
     assert!(full.starts_with("xyl_"));
     assert_eq!(created["key_prefix"], &full[..8]);
-    assert_eq!(created["key_preview"], format!("{}...{}", &full[..8], &full[full.len() - 4..]).as_str());
-    let list = json(c(reqwest::Method::GET, "/api/v1/admin/api-keys").send().await.unwrap()).await;
+    assert_eq!(
+        created["key_preview"],
+        format!("{}...{}", &full[..8], &full[full.len() - 4..]).as_str()
+    );
+    let list = json(
+        c(reqwest::Method::GET, "/api/v1/admin/api-keys")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(list["total"], 1);
-    assert!(!list.to_string().contains(&full[8..]), "the full key is never shown again");
-    for k in ["id", "name", "key_prefix", "key_suffix", "key_preview", "is_active", "request_count", "last_used_at", "created_at"] {
+    assert!(
+        !list.to_string().contains(&full[8..]),
+        "the full key is never shown again"
+    );
+    for k in [
+        "id",
+        "name",
+        "key_prefix",
+        "key_suffix",
+        "key_preview",
+        "is_active",
+        "request_count",
+        "last_used_at",
+        "created_at",
+    ] {
         assert!(list["items"][0].get(k).is_some(), "field {k}");
     }
     // Use it, then the counters move.
-    assert_eq!(s.post_image("/api/v1/detect", Some(&full), fixture("coffee.jpg")).await.status(), 200);
+    assert_eq!(
+        s.post_image("/api/v1/detect", Some(&full), fixture("coffee.jpg"))
+            .await
+            .status(),
+        200
+    );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let one = json(c(reqwest::Method::GET, &format!("/api/v1/admin/api-keys/{id}")).send().await.unwrap()).await;
+    let one = json(
+        c(
+            reqwest::Method::GET,
+            &format!("/api/v1/admin/api-keys/{id}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(one["request_count"], 1);
     assert!(one["last_used_at"].is_string());
     // Rename and deactivate: takes effect at once.
-    let r = c(reqwest::Method::PATCH, &format!("/api/v1/admin/api-keys/{id}")).json(&json!({"name": "Renamed App", "is_active": false})).send().await.unwrap();
+    let r = c(
+        reqwest::Method::PATCH,
+        &format!("/api/v1/admin/api-keys/{id}"),
+    )
+    .json(&json!({"name": "Renamed App", "is_active": false}))
+    .send()
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
     let v = json(r).await;
-    assert_eq!((v["name"].as_str(), v["is_active"].as_bool()), (Some("Renamed App"), Some(false)));
-    assert_eq!(s.post_image("/api/v1/detect", Some(&full), fixture("coffee.jpg")).await.status(), 401);
-    assert_eq!(c(reqwest::Method::POST, "/api/v1/admin/api-keys").json(&json!({"name": ""})).send().await.unwrap().status(), 422);
-    assert_eq!(c(reqwest::Method::POST, "/api/v1/admin/api-keys").body("{not json").send().await.unwrap().status(), 422);
-    assert_eq!(c(reqwest::Method::DELETE, &format!("/api/v1/admin/api-keys/{id}")).send().await.unwrap().status(), 204);
-    assert_eq!(c(reqwest::Method::GET, &format!("/api/v1/admin/api-keys/{id}")).send().await.unwrap().status(), 404);
-    assert_eq!(c(reqwest::Method::DELETE, &format!("/api/v1/admin/api-keys/{id}")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        (v["name"].as_str(), v["is_active"].as_bool()),
+        (Some("Renamed App"), Some(false))
+    );
+    assert_eq!(
+        s.post_image("/api/v1/detect", Some(&full), fixture("coffee.jpg"))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        c(reqwest::Method::POST, "/api/v1/admin/api-keys")
+            .json(&json!({"name": ""}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        c(reqwest::Method::POST, "/api/v1/admin/api-keys")
+            .body("{not json")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+    assert_eq!(
+        c(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/admin/api-keys/{id}")
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        204
+    );
+    assert_eq!(
+        c(
+            reqwest::Method::GET,
+            &format!("/api/v1/admin/api-keys/{id}")
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
+    assert_eq!(
+        c(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/admin/api-keys/{id}")
+        )
+        .send()
+        .await
+        .unwrap()
+        .status(),
+        404
+    );
     s.stop().await;
 }
 
@@ -203,10 +501,18 @@ async fn mask_preview_returns_json_with_the_image() {
     assert_eq!(r.status(), 200);
     let v = json(r).await;
     assert_eq!(v["summary"]["face_count"], 3);
-    assert_eq!(v["masking"], json!({"method": "pixelate", "strength": 32, "padding": 0.15, "regions_masked": 3}));
+    assert_eq!(
+        v["masking"],
+        json!({"method": "pixelate", "strength": 32, "padding": 0.15, "regions_masked": 3})
+    );
     assert_eq!(v["output"]["format"], "png");
-    let png = base64::engine::general_purpose::STANDARD.decode(v["output"]["image_base64"].as_str().unwrap()).unwrap();
-    assert_eq!(png.len() as u64, v["output"]["size_bytes"].as_u64().unwrap());
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v["output"]["image_base64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        png.len() as u64,
+        v["output"]["size_bytes"].as_u64().unwrap()
+    );
     assert_eq!(image::load_from_memory(&png).unwrap().width(), 1200);
     assert!(v["profiling"]["mask_ms"].is_number() && v["profiling"]["encode_ms"].is_number());
     s.stop().await;
@@ -217,16 +523,44 @@ async fn storage_off_answers_501_and_writes_nothing() {
     let s = start(|c| c.storage.enabled = false).await;
     s.new_admin("admin", PW).await;
     let key = s.new_key("k").await;
-    let v = json(s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg")).await).await;
+    let v = json(
+        s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+            .await,
+    )
+    .await;
     assert!(v["image_id"].is_null() && v["job_id"].is_null());
-    for p in ["/api/v1/admin/stats", "/api/v1/admin/images", "/api/v1/admin/jobs"] {
-        let r = s.client.get(s.url(p)).basic_auth("admin", Some(PW)).send().await.unwrap();
+    for p in [
+        "/api/v1/admin/stats",
+        "/api/v1/admin/images",
+        "/api/v1/admin/jobs",
+    ] {
+        let r = s
+            .client
+            .get(s.url(p))
+            .basic_auth("admin", Some(PW))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 501, "{p}");
         assert!(json(r).await["detail"].is_string());
     }
-    assert_eq!(std::fs::read_dir(s.dir.join("blobs/originals")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("blobs/originals"))
+            .unwrap()
+            .count(),
+        0
+    );
     // Keys still work: they are not "storage".
-    assert_eq!(s.client.get(s.url("/api/v1/admin/api-keys")).basic_auth("admin", Some(PW)).send().await.unwrap().status(), 200);
+    assert_eq!(
+        s.client
+            .get(s.url("/api/v1/admin/api-keys"))
+            .basic_auth("admin", Some(PW))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     s.stop().await;
 }
 
@@ -237,16 +571,39 @@ async fn restart_keeps_keys_admins_images_and_jobs() {
         let s = start_in(tmp.path(), |_| {}).await;
         s.new_admin("admin", PW).await;
         let key = s.new_key("persist").await;
-        let v = json(s.post_image("/api/v1/detect", Some(&key), fixture("group.jpg")).await).await;
+        let v = json(
+            s.post_image("/api/v1/detect", Some(&key), fixture("group.jpg"))
+                .await,
+        )
+        .await;
         s.stop().await;
         (key, v["image_id"].as_str().unwrap().to_string())
     };
     let s = start_in(tmp.path(), |_| {}).await;
-    assert_eq!(s.post_image("/api/v1/detect", Some(&key), fixture("coffee.jpg")).await.status(), 200);
-    let v = json(s.client.get(s.url(&format!("/api/v1/admin/images/{image_id}"))).basic_auth("admin", Some(PW)).send().await.unwrap()).await;
+    assert_eq!(
+        s.post_image("/api/v1/detect", Some(&key), fixture("coffee.jpg"))
+            .await
+            .status(),
+        200
+    );
+    let v = json(
+        s.client
+            .get(s.url(&format!("/api/v1/admin/images/{image_id}")))
+            .basic_auth("admin", Some(PW))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["id"], image_id.as_str());
     assert_eq!(v["jobs"][0]["face_count"], 3);
-    let r = s.client.get(s.url(&format!("/api/v1/admin/images/{image_id}/download"))).basic_auth("admin", Some(PW)).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!("/api/v1/admin/images/{image_id}/download")))
+        .basic_auth("admin", Some(PW))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.bytes().await.unwrap().to_vec(), fixture("group.jpg"));
     s.stop().await;
 }

@@ -5,7 +5,9 @@ mod common;
 use common::{fixture, json, start, Server};
 
 fn decode(bytes: &[u8]) -> image::RgbImage {
-    image::load_from_memory(bytes).expect("a decodable image").into_rgb8()
+    image::load_from_memory(bytes)
+        .expect("a decodable image")
+        .into_rgb8()
 }
 
 /// Mean absolute difference over a rectangle.
@@ -40,7 +42,11 @@ async fn health_reports_model_backend_and_storage() {
     assert_eq!(v["backend"], "cpu");
     assert!(v["device"].as_str().unwrap().starts_with("cpu"));
     for p in ["/live", "/ready"] {
-        assert_eq!(s.client.get(s.url(p)).send().await.unwrap().status(), 200, "{p}");
+        assert_eq!(
+            s.client.get(s.url(p)).send().await.unwrap().status(),
+            200,
+            "{p}"
+        );
     }
     s.stop().await;
 }
@@ -49,8 +55,18 @@ async fn health_reports_model_backend_and_storage() {
 async fn detect_finds_the_faces_in_real_photos() {
     let s = start(|_| {}).await;
     let key = s.new_key("kiosk").await;
-    for (name, want) in [("astronaut.jpg", 1), ("astronaut.png", 1), ("camera.jpg", 1), ("group.jpg", 3), ("coffee.jpg", 0), ("chelsea.jpg", 0), ("rocket.jpg", 0)] {
-        let r = s.post_image("/api/v1/detect", Some(&key), fixture(name)).await;
+    for (name, want) in [
+        ("astronaut.jpg", 1),
+        ("astronaut.png", 1),
+        ("camera.jpg", 1),
+        ("group.jpg", 3),
+        ("coffee.jpg", 0),
+        ("chelsea.jpg", 0),
+        ("rocket.jpg", 0),
+    ] {
+        let r = s
+            .post_image("/api/v1/detect", Some(&key), fixture(name))
+            .await;
         assert_eq!(r.status(), 200, "{name}");
         let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
         let v = json(r).await;
@@ -59,25 +75,65 @@ async fn detect_finds_the_faces_in_real_photos() {
         assert_eq!(v["request_id"], rid.as_str());
         assert_eq!(v["processing"]["model"], "centerface");
         assert_eq!(v["profiling"]["model_name"], "centerface");
-        assert!(v["image_id"].is_string() && v["job_id"].is_string(), "storage is on by default");
+        assert!(
+            v["image_id"].is_string() && v["job_id"].is_string(),
+            "storage is on by default"
+        );
     }
     // The astronaut's face, checked against where it is in the photo.
-    let v = json(s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg")).await).await;
+    let v = json(
+        s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+            .await,
+    )
+    .await;
     let d = &v["detections"][0];
     let b = &d["bbox"];
-    let (x1, y1, x2, y2) = (b["x1"].as_f64().unwrap(), b["y1"].as_f64().unwrap(), b["x2"].as_f64().unwrap(), b["y2"].as_f64().unwrap());
-    assert!((170.0..190.0).contains(&x1) && (50.0..70.0).contains(&y1) && (260.0..280.0).contains(&x2) && (165.0..185.0).contains(&y2), "{b}");
+    let (x1, y1, x2, y2) = (
+        b["x1"].as_f64().unwrap(),
+        b["y1"].as_f64().unwrap(),
+        b["x2"].as_f64().unwrap(),
+        b["y2"].as_f64().unwrap(),
+    );
+    assert!(
+        (170.0..190.0).contains(&x1)
+            && (50.0..70.0).contains(&y1)
+            && (260.0..280.0).contains(&x2)
+            && (165.0..185.0).contains(&y2),
+        "{b}"
+    );
     assert!(d["confidence"].as_f64().unwrap() > 0.8);
     // Eyes above the nose, nose above the mouth, left eye left of the right eye.
     let lm = &d["landmarks"];
     let y = |k: &str| lm[k]["y"].as_f64().unwrap();
     let x = |k: &str| lm[k]["x"].as_f64().unwrap();
-    assert!(y("left_eye") < y("nose") && y("nose") < y("left_mouth") && x("left_eye") < x("right_eye"), "{lm}");
-    assert_eq!(v["image"], serde_json::json!({"width": 512, "height": 512, "channels": 3, "size_bytes": fixture("astronaut.jpg").len()}));
+    assert!(
+        y("left_eye") < y("nose") && y("nose") < y("left_mouth") && x("left_eye") < x("right_eye"),
+        "{lm}"
+    );
+    assert_eq!(
+        v["image"],
+        serde_json::json!({"width": 512, "height": 512, "channels": 3, "size_bytes": fixture("astronaut.jpg").len()})
+    );
     for k in ["size", "area", "center", "relative"] {
         assert!(!d[k].is_null(), "detection field {k}");
     }
-    for k in ["decode_ms", "preprocess_ms", "blob_ms", "inference_ms", "postprocess_ms", "nms_ms", "total_ms", "candidates_before_nms", "candidates_after_nms", "det_scale", "input_resolution", "det_resolution", "input_bytes", "input_pixels", "storage_ms"] {
+    for k in [
+        "decode_ms",
+        "preprocess_ms",
+        "blob_ms",
+        "inference_ms",
+        "postprocess_ms",
+        "nms_ms",
+        "total_ms",
+        "candidates_before_nms",
+        "candidates_after_nms",
+        "det_scale",
+        "input_resolution",
+        "det_resolution",
+        "input_bytes",
+        "input_pixels",
+        "storage_ms",
+    ] {
         assert!(!v["profiling"][k].is_null(), "profiling.{k}");
     }
     assert_eq!(v["profiling"]["input_resolution"], "512x512");
@@ -89,10 +145,21 @@ async fn detect_finds_the_faces_in_real_photos() {
 #[tokio::test]
 async fn exif_orientation_is_applied_before_detection() {
     let s = start(|c| c.auth.api_key_enabled = false).await;
-    let a = json(s.post_image("/api/v1/detect", None, fixture("astronaut.jpg")).await).await;
-    let b = json(s.post_image("/api/v1/detect", None, fixture("astronaut_exif8.jpg")).await).await;
+    let a = json(
+        s.post_image("/api/v1/detect", None, fixture("astronaut.jpg"))
+            .await,
+    )
+    .await;
+    let b = json(
+        s.post_image("/api/v1/detect", None, fixture("astronaut_exif8.jpg"))
+            .await,
+    )
+    .await;
     for k in ["x1", "y1", "x2", "y2"] {
-        let (p, q) = (a["detections"][0]["bbox"][k].as_f64().unwrap(), b["detections"][0]["bbox"][k].as_f64().unwrap());
+        let (p, q) = (
+            a["detections"][0]["bbox"][k].as_f64().unwrap(),
+            b["detections"][0]["bbox"][k].as_f64().unwrap(),
+        );
         assert!((p - q).abs() < 4.0, "{k}: {p} vs {q}");
     }
     s.stop().await;
@@ -104,7 +171,13 @@ async fn query_parameters_change_the_result() {
     let post = |q: &'static str| {
         let s = &s;
         async move {
-            let r = s.client.post(s.url(&format!("/api/v1/detect?{q}"))).multipart(Server::image_form(fixture("group.jpg"), "g.jpg")).send().await.unwrap();
+            let r = s
+                .client
+                .post(s.url(&format!("/api/v1/detect?{q}")))
+                .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+                .send()
+                .await
+                .unwrap();
             (r.status().as_u16(), json(r).await)
         }
     };
@@ -118,10 +191,19 @@ async fn query_parameters_change_the_result() {
     // threshold 1.0 it suppresses nothing, so every candidate is a face.
     let (_, v) = post("confidence=0.3").await;
     let before = v["profiling"]["candidates_before_nms"].as_u64().unwrap();
-    assert!(before > v["profiling"]["candidates_after_nms"].as_u64().unwrap(), "{}", v["profiling"]);
+    assert!(
+        before > v["profiling"]["candidates_after_nms"].as_u64().unwrap(),
+        "{}",
+        v["profiling"]
+    );
     let (_, v) = post("confidence=0.3&nms_threshold=1.0").await;
     assert_eq!(v["summary"]["face_count"].as_u64().unwrap(), before);
-    for bad in ["confidence=2", "confidence=abc", "nms_threshold=-1", "max_faces=-3"] {
+    for bad in [
+        "confidence=2",
+        "confidence=abc",
+        "nms_threshold=-1",
+        "max_faces=-3",
+    ] {
         let (st, v) = post(bad).await;
         assert_eq!(st, 422, "{bad}");
         assert!(v["detail"].is_string(), "{bad}");
@@ -133,14 +215,23 @@ async fn query_parameters_change_the_result() {
 async fn mask_hides_faces_and_leaves_the_rest_alone() {
     let s = start(|c| c.auth.api_key_enabled = false).await;
     let original = decode(&fixture("group.jpg"));
-    let det = json(s.post_image("/api/v1/detect", None, fixture("group.jpg")).await).await;
+    let det = json(
+        s.post_image("/api/v1/detect", None, fixture("group.jpg"))
+            .await,
+    )
+    .await;
     let boxes: Vec<[u32; 4]> = det["detections"]
         .as_array()
         .unwrap()
         .iter()
         .map(|d| {
             let b = &d["bbox"];
-            [b["x1"].as_f64().unwrap() as u32 + 1, b["y1"].as_f64().unwrap() as u32 + 1, b["x2"].as_f64().unwrap() as u32 - 1, b["y2"].as_f64().unwrap() as u32 - 1]
+            [
+                b["x1"].as_f64().unwrap() as u32 + 1,
+                b["y1"].as_f64().unwrap() as u32 + 1,
+                b["x2"].as_f64().unwrap() as u32 - 1,
+                b["y2"].as_f64().unwrap() as u32 - 1,
+            ]
         })
         .collect();
     assert_eq!(boxes.len(), 3);
@@ -157,15 +248,31 @@ async fn mask_hides_faces_and_leaves_the_rest_alone() {
         assert_eq!(h["content-type"], "image/png");
         assert_eq!(h["x-face-count"], "3");
         assert_eq!(h["x-model"], "centerface");
-        for k in ["x-request-id", "x-inference-ms", "x-mask-ms", "x-encode-ms", "x-total-ms", "x-image-id", "x-job-id"] {
+        for k in [
+            "x-request-id",
+            "x-inference-ms",
+            "x-mask-ms",
+            "x-encode-ms",
+            "x-total-ms",
+            "x-image-id",
+            "x-job-id",
+        ] {
             assert!(h.contains_key(k), "{method}: header {k}");
         }
         let masked = decode(&r.bytes().await.unwrap());
         assert_eq!(masked.dimensions(), original.dimensions());
         // Inside every face the picture changed a lot.
         for b in &boxes {
-            let inner = [b[0] + (b[2] - b[0]) / 4, b[1] + (b[3] - b[1]) / 4, b[2] - (b[2] - b[0]) / 4, b[3] - (b[3] - b[1]) / 4];
-            assert!(mad(&masked, &original, inner) > 12.0, "{method}: face {b:?} barely changed");
+            let inner = [
+                b[0] + (b[2] - b[0]) / 4,
+                b[1] + (b[3] - b[1]) / 4,
+                b[2] - (b[2] - b[0]) / 4,
+                b[3] - (b[3] - b[1]) / 4,
+            ];
+            assert!(
+                mad(&masked, &original, inner) > 12.0,
+                "{method}: face {b:?} barely changed"
+            );
         }
         // PNG is lossless: away from the (padded) faces every pixel is as decoded.
         let far = |x: u32, y: u32| {
@@ -174,12 +281,26 @@ async fn mask_hides_faces_and_leaves_the_rest_alone() {
                 x + pw < b[0] || x > b[2] + pw || y + ph < b[1] || y > b[3] + ph
             })
         };
-        let changed = original.enumerate_pixels().filter(|(x, y, p)| far(*x, *y) && masked.get_pixel(*x, *y) != *p).count();
-        assert_eq!(changed, 0, "{method}: {changed} pixels away from faces changed");
+        let changed = original
+            .enumerate_pixels()
+            .filter(|(x, y, p)| far(*x, *y) && masked.get_pixel(*x, *y) != *p)
+            .count();
+        assert_eq!(
+            changed, 0,
+            "{method}: {changed} pixels away from faces changed"
+        );
         // Unrecognisable: the detector no longer finds those faces.
         if method != "elliptical" {
-            let again = json(s.post_image("/api/v1/detect", None, image_to_png(&masked)).await).await;
-            assert_eq!(again["summary"]["face_count"], 0, "{method}: masked faces still detected: {}", again["detections"]);
+            let again = json(
+                s.post_image("/api/v1/detect", None, image_to_png(&masked))
+                    .await,
+            )
+            .await;
+            assert_eq!(
+                again["summary"]["face_count"], 0,
+                "{method}: masked faces still detected: {}",
+                again["detections"]
+            );
         }
     }
     s.stop().await;
@@ -204,9 +325,19 @@ async fn every_output_format_and_quality() {
         ("format=jpeg&quality=30", "image/jpeg", &b"\xFF\xD8\xFF"[..]),
         ("format=png", "image/png", &b"\x89PNG"[..]),
         ("format=webp&quality=80", "image/webp", &b"RIFF"[..]),
-        ("method=pixelate&strength=32&format=webp", "image/webp", &b"RIFF"[..]),
+        (
+            "method=pixelate&strength=32&format=webp",
+            "image/webp",
+            &b"RIFF"[..],
+        ),
     ] {
-        let r = s.client.post(s.url(&format!("/api/v1/mask?{q}"))).multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg")).send().await.unwrap();
+        let r = s
+            .client
+            .post(s.url(&format!("/api/v1/mask?{q}")))
+            .multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{q}");
         assert_eq!(r.headers()["content-type"], ct, "{q}");
         assert!(!r.headers().contains_key("x-image-id"), "storage is off");
@@ -215,9 +346,24 @@ async fn every_output_format_and_quality() {
         assert_eq!(decode(&b).dimensions(), (512, 512), "{q}");
         sizes.push(b.len());
     }
-    assert!(sizes[1] < sizes[0], "quality 30 must be smaller than 95: {sizes:?}");
-    for bad in ["method=swirl", "format=gif", "strength=0", "quality=101", "padding=-1"] {
-        let r = s.client.post(s.url(&format!("/api/v1/mask?{bad}"))).multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg")).send().await.unwrap();
+    assert!(
+        sizes[1] < sizes[0],
+        "quality 30 must be smaller than 95: {sizes:?}"
+    );
+    for bad in [
+        "method=swirl",
+        "format=gif",
+        "strength=0",
+        "quality=101",
+        "padding=-1",
+    ] {
+        let r = s
+            .client
+            .post(s.url(&format!("/api/v1/mask?{bad}")))
+            .multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 422, "{bad}");
         assert!(json(r).await["detail"].is_string());
     }
@@ -227,18 +373,42 @@ async fn every_output_format_and_quality() {
 #[tokio::test]
 async fn api_keys_missing_wrong_and_revoked() {
     let s = start(|_| {}).await;
-    let r = s.post_image("/api/v1/detect", None, fixture("astronaut.jpg")).await;
+    let r = s
+        .post_image("/api/v1/detect", None, fixture("astronaut.jpg"))
+        .await;
     assert_eq!(r.status(), 401);
-    assert!(json(r).await["detail"].as_str().unwrap().contains("API key"));
-    let r = s.post_image("/api/v1/mask", Some("xyl_not-a-real-key"), fixture("astronaut.jpg")).await;
+    assert!(json(r).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("API key"));
+    let r = s
+        .post_image(
+            "/api/v1/mask",
+            Some("xyl_not-a-real-key"),
+            fixture("astronaut.jpg"),
+        )
+        .await;
     assert_eq!(r.status(), 401);
     let key = s.new_key("door-cam").await;
-    assert_eq!(s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg")).await.status(), 200);
+    assert_eq!(
+        s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+            .await
+            .status(),
+        200
+    );
     // Revoked through the CLI path: effective on the very next request.
-    s.manage(argus::cli::manage::Command::KeysRevoke { key: key[..8].to_string() }).await;
-    let r = s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg")).await;
+    s.manage(argus::cli::manage::Command::KeysRevoke {
+        key: key[..8].to_string(),
+    })
+    .await;
+    let r = s
+        .post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+        .await;
     assert_eq!(r.status(), 401);
-    assert!(json(r).await["detail"].as_str().unwrap().contains("revoked"));
+    assert!(json(r).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("revoked"));
     s.stop().await;
 }
 
@@ -249,9 +419,27 @@ async fn metrics_are_exposed_with_base_units() {
         c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
-    assert_eq!(s.post_image("/api/v1/detect", None, fixture("group.jpg")).await.status(), 200);
-    assert_eq!(s.post_image("/api/v1/detect", None, b"garbage".to_vec()).await.status(), 415);
-    let text = s.client.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        s.post_image("/api/v1/detect", None, fixture("group.jpg"))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        s.post_image("/api/v1/detect", None, b"garbage".to_vec())
+            .await
+            .status(),
+        415
+    );
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for needle in [
         "argus_http_requests_total{method=\"POST\",route=\"/api/v1/detect\",status=\"200\"} 1",
         "argus_http_request_duration_seconds_bucket",
@@ -267,7 +455,15 @@ async fn metrics_are_exposed_with_base_units() {
     }
     // The separate metrics listener serves the same registry.
     let maddr = s.running.as_ref().unwrap().metrics_addr.unwrap();
-    let text2 = s.client.get(format!("http://{maddr}/metrics")).send().await.unwrap().text().await.unwrap();
+    let text2 = s
+        .client
+        .get(format!("http://{maddr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text2.contains("argus_faces_detected_total 3"));
     s.stop().await;
 }
@@ -284,10 +480,23 @@ async fn https_with_a_generated_certificate_and_http2() {
     let r = s.client.get(s.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN must offer h2");
-    let h1 = reqwest::Client::builder().danger_accept_invalid_certs(true).http1_only().build().unwrap();
-    assert_eq!(h1.get(s.url("/health")).send().await.unwrap().version(), reqwest::Version::HTTP_11);
+    let h1 = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http1_only()
+        .build()
+        .unwrap();
+    assert_eq!(
+        h1.get(s.url("/health")).send().await.unwrap().version(),
+        reqwest::Version::HTTP_11
+    );
     // An early refusal over HTTP/2 still reaches the client as JSON.
-    let r = s.client.post(s.url("/api/v1/detect?confidence=7")).multipart(Server::image_form(fixture("group.jpg"), "g.jpg")).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/v1/detect?confidence=7"))
+        .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
     assert!(json(r).await["detail"].is_string());
     s.stop().await;

@@ -1,0 +1,299 @@
+//! Bad input, rate limits and overload: every refusal is a clear JSON error
+//! with the right status, and the daemon keeps serving afterwards.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{fixture, json, start, Server};
+
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let crc = {
+        let mut c = 0xffff_ffffu32;
+        for &b in &ihdr {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+    v.extend_from_slice(&13u32.to_be_bytes());
+    v.extend_from_slice(&ihdr);
+    v.extend_from_slice(&crc.to_be_bytes());
+    // An IDAT chunk header follows, as in a real bomb, with a little data.
+    v.extend_from_slice(&[
+        0, 0, 0, 4, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0, 0, 0, 0, 0, 0,
+    ]);
+    v
+}
+
+fn one_pixel_png() -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::RgbImage::from_pixel(1, 1, image::Rgb([9, 9, 9]))
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_errors_and_the_daemon_keeps_serving() {
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.limits.max_body_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let jpeg = fixture("astronaut.jpg");
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("zero bytes", vec![], 400),
+        ("truncated jpeg", jpeg[..jpeg.len() / 2].to_vec(), 400),
+        (
+            "plain text",
+            b"this is a text file, not a photo\n".to_vec(),
+            415,
+        ),
+        ("1x1 png", one_pixel_png(), 400),
+        ("30000x30000 png header", png_header(30_000, 30_000), 413),
+        (
+            "gif (not in the accepted list)",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            415,
+        ),
+        (
+            "3 MiB body over a 2 MiB limit",
+            vec![0xAB; 3 * 1024 * 1024],
+            413,
+        ),
+    ];
+    for path in ["/api/v1/detect", "/api/v1/mask"] {
+        for (what, body, want) in &cases {
+            let r = s.post_image(path, None, body.clone()).await;
+            assert_eq!(r.status().as_u16(), *want, "{path} {what}");
+            let v = json(r).await;
+            assert!(
+                v["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{path} {what}: {v}"
+            );
+        }
+    }
+    // Wrong field name, and no multipart at all.
+    let form = reqwest::multipart::Form::new().part(
+        "file",
+        reqwest::multipart::Part::bytes(jpeg.clone()).file_name("a.jpg"),
+    );
+    let r = s
+        .client
+        .post(s.url("/api/v1/detect"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(json(r).await["detail"], "Field 'image' is required");
+    let r = s
+        .client
+        .post(s.url("/api/v1/detect"))
+        .header("content-type", "image/jpeg")
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(json(r).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("multipart/form-data"));
+    // Unknown paths and methods answer in the same shape.
+    let r = s.client.get(s.url("/api/v1/nothing")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(json(r).await["detail"], "Not Found");
+    let r = s.client.get(s.url("/api/v1/detect")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(json(r).await["detail"], "Method Not Allowed");
+    // Still healthy, and still right.
+    assert!(s.health_ok().await);
+    let v = json(s.post_image("/api/v1/detect", None, jpeg).await).await;
+    assert_eq!(v["summary"]["face_count"], 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rate_limit_per_key_answers_429_with_retry_after() {
+    let s = start(|c| {
+        c.auth.detect_per_minute = 3;
+        c.auth.mask_per_minute = 2;
+    })
+    .await;
+    let (a, b) = (s.new_key("a").await, s.new_key("b").await);
+    for _ in 0..3 {
+        assert_eq!(
+            s.post_image("/api/v1/detect", Some(&a), fixture("coffee.jpg"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let r = s
+        .post_image("/api/v1/detect", Some(&a), fixture("coffee.jpg"))
+        .await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=20).contains(&retry), "retry-after {retry}");
+    assert_eq!(
+        json(r).await["detail"],
+        "Rate limit exceeded: 3 per 1 minute"
+    );
+    // Another key has its own budget; mask has its own limit.
+    assert_eq!(
+        s.post_image("/api/v1/detect", Some(&b), fixture("coffee.jpg"))
+            .await
+            .status(),
+        200
+    );
+    for want in [200, 200, 429] {
+        assert_eq!(
+            s.post_image("/api/v1/mask", Some(&a), fixture("coffee.jpg"))
+                .await
+                .status(),
+            want
+        );
+    }
+    s.stop().await;
+}
+
+async fn burst(s: &Server, n: usize) -> Vec<(u16, Option<String>)> {
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (c, url) = (s.client.clone(), s.url("/api/v1/detect"));
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            (status, retry)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn full_queue_answers_429_and_full_admission_503() {
+    // One image per batch and a queue of one: a burst must overflow it.
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.storage.enabled = false;
+        c.batch.max_batch_size = 1;
+        c.batch.queue_depth = 1;
+    })
+    .await;
+    let results = burst(&s, 12).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let full: Vec<_> = results.iter().filter(|r| r.0 == 429).collect();
+    assert!(ok >= 1 && !full.is_empty(), "{results:?}");
+    assert!(
+        full.iter().all(|r| r.1.is_some()),
+        "429 needs Retry-After: {results:?}"
+    );
+    assert_eq!(ok + full.len(), 12, "only 200 or 429: {results:?}");
+    assert!(s.health_ok().await);
+    s.stop().await;
+
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.storage.enabled = false;
+        c.limits.max_in_flight = 1;
+    })
+    .await;
+    let results = burst(&s, 8).await;
+    let busy: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert!(
+        !busy.is_empty() && busy.iter().all(|r| r.1.as_deref() == Some("1")),
+        "{results:?}"
+    );
+    assert!(results.iter().any(|r| r.0 == 200), "{results:?}");
+    assert!(s.health_ok().await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn requests_whose_client_left_are_dropped_before_inference() {
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.storage.enabled = false;
+        c.batch.max_batch_size = 1;
+        c.batch.queue_depth = 64;
+    })
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (c, url) = (impatient.clone(), s.url("/api/v1/detect"));
+        tasks.push(tokio::spawn(async move {
+            let _ = c
+                .post(url)
+                .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+                .send()
+                .await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Let the backend thread reach the abandoned entries.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("argus_batch_dropped_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    let batches: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("argus_batch_size_count{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(dropped >= 1.0, "no queued request was dropped:\n{metrics}");
+    // Warm-up is not counted; every non-dropped request ran once at most.
+    assert!(
+        batches + dropped <= 10.0,
+        "batches {batches} dropped {dropped}"
+    );
+    assert!(s.health_ok().await);
+    s.stop().await;
+}

@@ -129,7 +129,7 @@ pub struct StorageConfig {
     pub signed_url_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Also serve /metrics on this address (plain HTTP); unset: only on the API listener.
@@ -218,12 +218,6 @@ impl Default for StorageConfig {
             enabled: true,
             signed_url_ttl_secs: 300,
         }
-    }
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self { listen: None }
     }
 }
 

@@ -11,16 +11,19 @@ use argus::Running;
 pub const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(format!("{ROOT}/tests/fixtures/{name}")).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+    std::fs::read(format!("{ROOT}/tests/fixtures/{name}"))
+        .unwrap_or_else(|e| panic!("fixture {name}: {e}"))
 }
 
 pub fn base_config(state_dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.state_dir = state_dir.to_path_buf();
-    c.models_dir = PathBuf::from(format!("{ROOT}/models"));
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: state_dir.to_path_buf(),
+        models_dir: PathBuf::from(format!("{ROOT}/models")),
+        log_format: "text".into(),
+        ..Config::default()
+    };
     c.tls.enabled = false;
-    c.log_format = "text".into();
     c
 }
 
@@ -47,8 +50,17 @@ pub async fn start_in(dir: &Path, configure: impl FnOnce(&mut Config)) -> Server
     let scheme = if c.tls.enabled { "https" } else { "http" };
     let running = argus::start(c).await.expect("server starts");
     let base = format!("{scheme}://{}", running.addr);
-    let client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
-    Server { running: Some(running), base, dir: dir.to_path_buf(), client, _tmp: None }
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    Server {
+        running: Some(running),
+        base,
+        dir: dir.to_path_buf(),
+        client,
+        _tmp: None,
+    }
 }
 
 impl Server {
@@ -58,7 +70,9 @@ impl Server {
 
     /// Run a management command the way the CLI does (through the daemon's socket).
     pub async fn manage(&self, cmd: Command) -> serde_json::Value {
-        argus::cli::manage(&self.dir, cmd).await.expect("management command")
+        argus::cli::manage(&self.dir, cmd)
+            .await
+            .expect("management command")
     }
 
     pub async fn new_key(&self, name: &str) -> String {
@@ -67,15 +81,30 @@ impl Server {
     }
 
     pub async fn new_admin(&self, user: &str, pw: &str) {
-        self.manage(Command::AdminCreate { username: user.into(), password: pw.into() }).await;
+        self.manage(Command::AdminCreate {
+            username: user.into(),
+            password: pw.into(),
+        })
+        .await;
     }
 
     pub fn image_form(bytes: Vec<u8>, name: &str) -> reqwest::multipart::Form {
-        reqwest::multipart::Form::new().part("image", reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()))
+        reqwest::multipart::Form::new().part(
+            "image",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+        )
     }
 
-    pub async fn post_image(&self, path: &str, key: Option<&str>, bytes: Vec<u8>) -> reqwest::Response {
-        let mut rb = self.client.post(self.url(path)).multipart(Self::image_form(bytes, "upload.jpg"));
+    pub async fn post_image(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        bytes: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut rb = self
+            .client
+            .post(self.url(path))
+            .multipart(Self::image_form(bytes, "upload.jpg"));
         if let Some(k) = key {
             rb = rb.header("X-API-Key", k);
         }
@@ -83,7 +112,12 @@ impl Server {
     }
 
     pub async fn health_ok(&self) -> bool {
-        self.client.get(self.url("/health")).send().await.map(|r| r.status() == 200).unwrap_or(false)
+        self.client
+            .get(self.url("/health"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
     }
 
     pub async fn stop(mut self) {

@@ -276,7 +276,7 @@ mod tests {
     fn matches_onnxruntime_on_a_real_photo() {
         let dev = Device::Cpu;
         let vb = crate::model::load_weights(
-            &format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
+            format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
             &dev,
         )
         .unwrap();
@@ -316,7 +316,7 @@ mod tests {
     fn rejects_inputs_that_are_not_multiples_of_32() {
         let dev = Device::Cpu;
         let vb = crate::model::load_weights(
-            &format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
+            format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
             &dev,
         )
         .unwrap();

@@ -174,9 +174,14 @@ impl Depthwise3x3 {
                 row[0] = border(oy, 0);
                 // Last output column whose 3x3 window is fully inside the row.
                 let last = (w - 2) / s;
-                for ox in 1..=last.min(ow - 1) {
+                for (ox, v) in row
+                    .iter_mut()
+                    .enumerate()
+                    .take(last.min(ow - 1) + 1)
+                    .skip(1)
+                {
                     let x = ox * s - 1;
-                    row[ox] = bias
+                    *v = bias
                         + k[0] * r0[x]
                         + k[1] * r0[x + 1]
                         + k[2] * r0[x + 2]
@@ -187,8 +192,8 @@ impl Depthwise3x3 {
                         + k[7] * r2[x + 1]
                         + k[8] * r2[x + 2];
                 }
-                for ox in (last + 1)..ow {
-                    row[ox] = border(oy, ox);
+                for (ox, v) in row.iter_mut().enumerate().skip(last + 1) {
+                    *v = border(oy, ox);
                 }
             }
         }
