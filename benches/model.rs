@@ -1,1 +1,54 @@
-fn main() {}
+//! CenterFace forward pass on the CPU backend, per input size and batch size.
+//!
+//!     cargo bench --bench model
+//!
+//! The input is the letterboxed group photo from tests/fixtures, so the
+//! timings include decode of the real model outputs (candidate extraction),
+//! as the daemon runs them, but not JPEG decode or resizing (see `imaging`).
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use argus::backend::{cpu::CpuBackend, Backend, Batch, FaceBatch, ModelPaths};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn input(w: u32, h: u32, n: usize) -> FaceBatch {
+    let img = image::open(format!("{ROOT}/tests/fixtures/group.jpg"))
+        .unwrap()
+        .into_rgb8();
+    let lb = argus::imaging::resize::letterbox(&img, w, h).unwrap();
+    FaceBatch {
+        pixels: lb.pixels.repeat(n),
+        width: w as usize,
+        height: h as usize,
+        thresholds: vec![0.5; n],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let models = ModelPaths {
+        centerface: format!("{ROOT}/models/centerface/centerface.safetensors").into(),
+    };
+    let mut be = CpuBackend::load(&models, 32).unwrap();
+    let mut g = c.benchmark_group(format!("centerface/cpu-{}t", rayon::current_num_threads()));
+    g.sample_size(20);
+    for (w, h, n) in [
+        (320, 224, 1),
+        (640, 448, 1),
+        (640, 640, 1),
+        (640, 448, 4),
+        (1280, 736, 1),
+    ] {
+        let batch = input(w, h, n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{w}x{h}xb{n}")),
+            &batch,
+            |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -311,8 +311,8 @@ impl Config {
         let d = &self.detector;
         if d.input_width == 0
             || d.input_height == 0
-            || d.input_width % 32 != 0
-            || d.input_height % 32 != 0
+            || !d.input_width.is_multiple_of(32)
+            || !d.input_height.is_multiple_of(32)
         {
             p.push(format!(
                 "detector.input_width/input_height must be positive multiples of 32, got {}x{}",

@@ -3,6 +3,13 @@
 //! `main.rs` parses the command line and calls [`cli::run_command`]; `serve`
 //! ends in [`run`], which tests drive through [`start`] without a process.
 
+/// Inference allocates and frees tensors of many megabytes per frame; glibc
+/// returns such blocks to the kernel on every free, so each frame paid for
+/// fresh page faults and zeroing. mimalloc keeps them for reuse. Declared in
+/// the library so the daemon, tests and benches all run with it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod api;
 pub mod app;
 pub mod auth;

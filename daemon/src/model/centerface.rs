@@ -99,11 +99,10 @@ impl Module for InvertedResidual {
             None => x.clone(),
         };
         let h = ops::depthwise3x3(&h, &self.dw.w, &self.dw.b, self.stride, true)?;
-        let h = self.project.pointwise(&h, false)?;
         if self.residual {
-            h + x
+            ops::pointwise_add(&h, &self.project.w, &self.project.b, false, x)
         } else {
-            Ok(h)
+            self.project.pointwise(&h, false)
         }
     }
 }
@@ -119,7 +118,7 @@ struct UpBlock {
 impl UpBlock {
     fn forward(&self, top: &Tensor, skip: &Tensor) -> Result<Tensor> {
         let up = ops::upsample2x2(top, &self.up, &self.up_b, true)?;
-        up + self.lateral.pointwise(skip, true)?
+        ops::pointwise_add(skip, &self.lateral.w, &self.lateral.b, true, &up)
     }
 }
 

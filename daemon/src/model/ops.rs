@@ -26,6 +26,211 @@ fn gemm_threads() -> gemm::Parallelism {
     }
 }
 
+/// Columns per tile of the tiled GEMMs: a tile of the output (Cout × TILE)
+/// stays in L2 while bias and ReLU are applied to it.
+const TILE: usize = 1024;
+
+/// `dst[.., c0..c0+n]` (rows of stride `dst_rs`) = lhs[m×k] · rhs[.., c0..c0+n]
+/// (rows of stride `rhs_rs`), single-threaded; the caller parallelises.
+///
+/// # Safety
+/// `dst` and `rhs` must be valid for m rows × `dst_rs` and k rows × `rhs_rs`
+/// elements, with `n` columns in range from where they point.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_tile(
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: &[f32],
+    rhs: *const f32,
+    rhs_rs: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    // SAFETY: forwarded from the caller's contract; lhs is a live m×k slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// A raw pointer that rayon tasks may share: every task writes a disjoint
+/// column range of the buffer it points into.
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: used only for disjoint writes, see `SharedMut`.
+unsafe impl Send for SharedMut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    /// Taking `self` makes closures capture the whole (Send) wrapper rather
+    /// than its raw-pointer field.
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The 1x1 convolution of one image: AVX-512 where the CPU has it, else the
+/// tiled portable GEMM.
+#[allow(clippy::too_many_arguments)]
+fn pointwise_image(
+    out: &mut [f32],
+    w: &[f32],
+    x: &[f32],
+    bias: &[f32],
+    cout: usize,
+    cin: usize,
+    hw: usize,
+    relu: bool,
+    residual: Option<&[f32]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::avx512::available() {
+        let wt = transpose(w, cout, cin);
+        let dst = SharedMut(out.as_mut_ptr());
+        let tiles = hw.div_ceil(TILE);
+        (0..tiles).into_par_iter().for_each(|t| {
+            let j0 = t * TILE;
+            // SAFETY: AVX-512F was detected; buffers have the sizes the
+            // kernel requires; tiles are disjoint column ranges.
+            unsafe {
+                super::avx512::pointwise_cols(
+                    dst.ptr(),
+                    x.as_ptr(),
+                    wt.as_ptr(),
+                    bias.as_ptr(),
+                    cin,
+                    cout,
+                    super::avx512::Strides { x: hw, out: hw },
+                    j0,
+                    (j0 + TILE).min(hw),
+                    relu,
+                    residual.map(|r| r.as_ptr()),
+                )
+            };
+        });
+        return;
+    }
+    gemm_bias_act(out, w, x, bias, cout, cin, hw, relu);
+    if let Some(r) = residual {
+        add_in_place(out, r);
+    }
+}
+
+/// [rows × cols] -> [cols × rows].
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
+/// out[m × n] = act(lhs[m×k] · rhs[k×n] + bias), row-major, tiled over columns
+/// and parallel over tiles; bias and ReLU run on each tile while it is hot.
+#[allow(clippy::too_many_arguments)]
+fn gemm_bias_act(
+    out: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    bias: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    relu: bool,
+) {
+    assert!(out.len() == m * n && lhs.len() == m * k && rhs.len() == k * n && bias.len() == m);
+    let tiles = n.div_ceil(TILE);
+    if tiles < 2 * rayon::current_num_threads() && n * m < 4 * TILE * 64 {
+        // Small output (deep, low-resolution layers): one GEMM, parallel inside.
+        // SAFETY: out, lhs, rhs are live slices of the sizes asserted above.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm_threads(),
+            )
+        };
+        for (row, b) in out.chunks_exact_mut(n).zip(bias) {
+            epilogue(row, *b, relu);
+        }
+        return;
+    }
+    let dst = SharedMut(out.as_mut_ptr());
+    (0..tiles).into_par_iter().for_each(|t| {
+        let c0 = t * TILE;
+        let w = TILE.min(n - c0);
+        // SAFETY: tile t covers columns c0..c0+w of every row, disjoint from
+        // other tiles; all pointers stay inside out (m×n) and rhs (k×n).
+        unsafe {
+            gemm_tile(dst.ptr().add(c0), n, lhs, rhs.as_ptr().add(c0), n, m, k, w);
+            for (r, b) in bias.iter().enumerate() {
+                epilogue(
+                    std::slice::from_raw_parts_mut(dst.ptr().add(r * n + c0), w),
+                    *b,
+                    relu,
+                );
+            }
+        }
+    });
+}
+
+fn epilogue(v: &mut [f32], bias: f32, relu: bool) {
+    if relu {
+        for x in v {
+            *x = (*x + bias).max(0.0);
+        }
+    } else {
+        for x in v {
+            *x += bias;
+        }
+    }
+}
+
+fn add_in_place(v: &mut [f32], r: &[f32]) {
+    for (x, y) in v.iter_mut().zip(r) {
+        *x += y;
+    }
+}
+
 /// `dst[m×n] = bias[m] (broadcast over n) + lhs[m×k] · rhs[k×n]`, all row-major.
 fn gemm_bias(
     dst: &mut [f32],
@@ -36,37 +241,16 @@ fn gemm_bias(
     k: usize,
     n: usize,
 ) {
-    debug_assert_eq!(dst.len(), m * n);
-    debug_assert_eq!(lhs.len(), m * k);
-    debug_assert_eq!(rhs.len(), k * n);
-    for (row, b) in dst.chunks_exact_mut(n).zip(bias) {
-        row.fill(*b);
-    }
-    // SAFETY: the three buffers are live, distinct and sized m×n, m×k and k×n
-    // (asserted above); strides describe row-major storage of those shapes.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm_threads(),
-        )
-    }
+    gemm_bias_act(dst, lhs, rhs, bias, m, k, n, false)
+}
+
+/// A vector of `n` floats filled in by `init`. (Zeroed first: handing out
+/// uninitialised memory as `&mut [f32]` would be unsound, and the zeroing
+/// of fresh allocator pages is nearly free.)
+fn written_by(n: usize, init: impl FnOnce(&mut [f32])) -> Vec<f32> {
+    let mut v = vec![0f32; n];
+    init(&mut v);
+    v
 }
 
 fn relu_in_place(v: &mut [f32]) {
@@ -75,10 +259,13 @@ fn relu_in_place(v: &mut [f32]) {
     }
 }
 
-/// 1x1 convolution: x [N,Cin,H,W], w [Cout,Cin(,1,1)], b [Cout].
-#[derive(Debug, Clone, Copy)]
+/// 1x1 convolution: x [N,Cin,H,W], w [Cout,Cin(,1,1)], b [Cout], then
+/// optional ReLU, then an optional residual [N,Cout,H,W] added (fused, so
+/// no separate elementwise pass over the output).
+#[derive(Debug, Clone)]
 pub struct Pointwise {
     pub relu: bool,
+    pub residual: Option<Tensor>,
 }
 
 impl CustomOp3 for Pointwise {
@@ -111,16 +298,29 @@ impl CustomOp3 for Pointwise {
             slice(s3, l3, "b")?,
         );
         let hw = h * w;
-        let mut out = vec![0f32; n * cout * hw];
-        for (dst, src) in out
-            .chunks_exact_mut(cout * hw)
-            .zip(x.chunks_exact(cin * hw))
-        {
-            gemm_bias(dst, wt, src, b, cout, cin, hw);
-            if self.relu {
-                relu_in_place(dst);
+        let guard = self.residual.as_ref().map(|r| r.storage_and_layout());
+        let residual = match &guard {
+            Some((st, layout)) => match &**st {
+                candle_core::Storage::Cpu(cpu) => {
+                    if layout.shape().dims() != [n, cout, h, w] {
+                        candle_core::bail!("pointwise: residual {:?} does not match output [{n}, {cout}, {h}, {w}]", layout.shape());
+                    }
+                    Some(slice(cpu, layout, "residual")?)
+                }
+                _ => candle_core::bail!("pointwise: residual must be on the CPU"),
+            },
+            None => None,
+        };
+        let out = written_by(n * cout * hw, |out| {
+            for (i, (dst, src)) in out
+                .chunks_exact_mut(cout * hw)
+                .zip(x.chunks_exact(cin * hw))
+                .enumerate()
+            {
+                let res = residual.map(|r| &r[i * cout * hw..(i + 1) * cout * hw]);
+                pointwise_image(dst, wt, src, b, cout, cin, hw, self.relu, res);
             }
-        }
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, cout, h, w))))
     }
 }
@@ -137,69 +337,57 @@ impl Depthwise3x3 {
         (d + 2 - 3) / self.stride + 1
     }
 
-    /// One output plane. Interior pixels take the unchecked fast path; the
-    /// one-pixel border handles the zero padding.
+    /// One output plane as nine shifted multiply-adds per row: every inner
+    /// loop is a zip over slices, which the compiler vectorises. For stride 2
+    /// each input row is split once into its even and odd columns.
     fn plane(&self, src: &[f32], dst: &mut [f32], k: &[f32], bias: f32, h: usize, w: usize) {
         let (oh, ow, s) = (self.out_dim(h), self.out_dim(w), self.stride);
-        let at = |y: isize, x: isize| -> f32 {
-            if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
-                0.0
-            } else {
-                src[y as usize * w + x as usize]
-            }
-        };
-        let border = |oy: usize, ox: usize| -> f32 {
-            let (cy, cx) = ((oy * s) as isize, (ox * s) as isize);
-            let mut acc = bias;
+        let (mut even, mut odd) = (vec![0f32; ow], vec![0f32; ow]);
+        for (oy, row) in dst.chunks_exact_mut(ow).enumerate().take(oh) {
+            row.fill(bias);
             for ky in 0..3 {
-                for kx in 0..3 {
-                    acc += k[ky * 3 + kx] * at(cy + ky as isize - 1, cx + kx as isize - 1);
+                let y = (oy * s + ky) as isize - 1;
+                if y < 0 || y >= h as isize {
+                    continue;
+                }
+                let line = &src[y as usize * w..(y as usize + 1) * w];
+                let (k0, k1, k2) = (k[ky * 3], k[ky * 3 + 1], k[ky * 3 + 2]);
+                if s == 1 {
+                    // out[x] += k0*in[x-1] + k1*in[x] + k2*in[x+1]
+                    axpy(&mut row[1..], k0, &line[..w - 1]);
+                    axpy(row, k1, line);
+                    axpy(&mut row[..w - 1], k2, &line[1..]);
+                } else {
+                    // out[ox] += k0*in[2ox-1] + k1*in[2ox] + k2*in[2ox+1]
+                    let n_odd = w / 2;
+                    for ((pair, e), o) in line
+                        .chunks_exact(2)
+                        .zip(even.iter_mut())
+                        .zip(odd.iter_mut())
+                    {
+                        *e = pair[0];
+                        *o = pair[1];
+                    }
+                    if w % 2 == 1 {
+                        even[ow - 1] = line[w - 1];
+                    }
+                    axpy(&mut row[1..], k0, &odd[..ow - 1]);
+                    axpy(row, k1, &even[..ow]);
+                    axpy(&mut row[..n_odd], k2, &odd[..n_odd]);
                 }
             }
-            acc
-        };
-        for oy in 0..oh {
-            let cy = oy * s;
-            let row = &mut dst[oy * ow..(oy + 1) * ow];
-            if cy == 0 || cy + 1 >= h {
-                for (ox, v) in row.iter_mut().enumerate() {
-                    *v = border(oy, ox);
-                }
-            } else {
-                let (r0, r1, r2) = (
-                    &src[(cy - 1) * w..cy * w],
-                    &src[cy * w..(cy + 1) * w],
-                    &src[(cy + 1) * w..(cy + 2) * w],
-                );
-                row[0] = border(oy, 0);
-                // Last output column whose 3x3 window is fully inside the row.
-                let last = (w - 2) / s;
-                for (ox, v) in row
-                    .iter_mut()
-                    .enumerate()
-                    .take(last.min(ow - 1) + 1)
-                    .skip(1)
-                {
-                    let x = ox * s - 1;
-                    *v = bias
-                        + k[0] * r0[x]
-                        + k[1] * r0[x + 1]
-                        + k[2] * r0[x + 2]
-                        + k[3] * r1[x]
-                        + k[4] * r1[x + 1]
-                        + k[5] * r1[x + 2]
-                        + k[6] * r2[x]
-                        + k[7] * r2[x + 1]
-                        + k[8] * r2[x + 2];
-                }
-                for (ox, v) in row.iter_mut().enumerate().skip(last + 1) {
-                    *v = border(oy, ox);
+            if self.relu {
+                for v in row.iter_mut() {
+                    *v = v.max(0.0);
                 }
             }
         }
-        if self.relu {
-            relu_in_place(dst);
-        }
+    }
+}
+
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (o, i) in y.iter_mut().zip(x) {
+        *o += a * i;
     }
 }
 
@@ -235,14 +423,15 @@ impl CustomOp3 for Depthwise3x3 {
             slice(s3, l3, "b")?,
         );
         let (oh, ow) = (self.out_dim(h), self.out_dim(w));
-        let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_exact_mut(oh * ow)
-            .zip(x.par_chunks_exact(h * w))
-            .enumerate()
-            .for_each(|(i, (dst, src))| {
-                let ch = i % c;
-                self.plane(src, dst, &wt[ch * 9..ch * 9 + 9], b[ch], h, w);
-            });
+        let out = written_by(n * c * oh * ow, |out| {
+            out.par_chunks_exact_mut(oh * ow)
+                .zip(x.par_chunks_exact(h * w))
+                .enumerate()
+                .for_each(|(i, (dst, src))| {
+                    let ch = i % c;
+                    self.plane(src, dst, &wt[ch * 9..ch * 9 + 9], b[ch], h, w);
+                });
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
@@ -326,8 +515,182 @@ impl CustomOp3 for Upsample2x2 {
     }
 }
 
+/// Dense 3x3 convolution, padding 1: x [N,Cin,H,W], w [Cout,Cin,3,3], b [Cout].
+///
+/// im2col on bands of output rows (each band's patch matrix fits in cache)
+/// followed by one GEMM per band, bands in parallel. Used where channels are
+/// few and the resolution high: the stem (3 -> 32, stride 2) and the head.
+#[derive(Debug, Clone, Copy)]
+pub struct Dense3x3 {
+    pub stride: usize,
+    pub relu: bool,
+}
+
+impl Dense3x3 {
+    fn out_dim(&self, d: usize) -> usize {
+        (d + 2 - 3) / self.stride + 1
+    }
+}
+
+impl CustomOp3 for Dense3x3 {
+    fn name(&self) -> &'static str {
+        "dense-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, cin, h, w) = l1.shape().dims4()?;
+        let (cout, wcin, kh, kw) = l2.shape().dims4()?;
+        if wcin != cin || kh != 3 || kw != 3 || l3.shape().elem_count() != cout {
+            candle_core::bail!(
+                "dense3x3: weight {:?} / bias {:?} do not fit input {:?}",
+                l2.shape(),
+                l3.shape(),
+                l1.shape()
+            );
+        }
+        let (x, wt, b) = (
+            slice(s1, l1, "x")?,
+            slice(s2, l2, "w")?,
+            slice(s3, l3, "b")?,
+        );
+        let (oh, ow, s) = (self.out_dim(h), self.out_dim(w), self.stride);
+        let (plane, k) = (oh * ow, cin * 9);
+        let rows_per_band = (TILE / ow).max(1);
+        let bands = oh.div_ceil(rows_per_band);
+        let relu = self.relu;
+        #[cfg(target_arch = "x86_64")]
+        let wt_t = super::avx512::available().then(|| transpose(wt, cout, k));
+        let out = written_by(n * cout * plane, |out| {
+            for (dst_img, src) in out
+                .chunks_exact_mut(cout * plane)
+                .zip(x.chunks_exact(cin * h * w))
+            {
+                let dst = SharedMut(dst_img.as_mut_ptr());
+                (0..bands).into_par_iter().for_each(|band| {
+                    let y0 = band * rows_per_band;
+                    let rows = rows_per_band.min(oh - y0);
+                    let cols = rows * ow;
+                    // patches[(c*9 + ky*3 + kx), r*ow + ox] = x[c, (y0+r)*s + ky - 1, ox*s + kx - 1]
+                    let mut patches = vec![0f32; k * cols];
+                    for c in 0..cin {
+                        let img = &src[c * h * w..(c + 1) * h * w];
+                        for ky in 0..3 {
+                            for kx in 0..3 {
+                                let prow = &mut patches[(c * 9 + ky * 3 + kx) * cols..][..cols];
+                                for r in 0..rows {
+                                    let y = ((y0 + r) * s + ky) as isize - 1;
+                                    if y < 0 || y >= h as isize {
+                                        continue;
+                                    }
+                                    let line = &img[y as usize * w..(y as usize + 1) * w];
+                                    for (ox, p) in prow[r * ow..(r + 1) * ow].iter_mut().enumerate()
+                                    {
+                                        let xx = (ox * s + kx) as isize - 1;
+                                        if xx >= 0 && xx < w as isize {
+                                            *p = line[xx as usize];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    if let Some(wt_t) = &wt_t {
+                        // SAFETY: AVX-512F detected; patches is k × cols; the
+                        // output block starts at column y0*ow of rows of stride
+                        // `plane`; bands write disjoint columns.
+                        unsafe {
+                            super::avx512::pointwise_cols(
+                                dst.ptr().add(y0 * ow),
+                                patches.as_ptr(),
+                                wt_t.as_ptr(),
+                                b.as_ptr(),
+                                k,
+                                cout,
+                                super::avx512::Strides {
+                                    x: cols,
+                                    out: plane,
+                                },
+                                0,
+                                cols,
+                                relu,
+                                None,
+                            )
+                        };
+                        return;
+                    }
+                    // SAFETY: this band writes columns y0*ow .. y0*ow+cols of
+                    // every output channel, disjoint from other bands, inside
+                    // this image's cout × plane block.
+                    unsafe {
+                        gemm_tile(
+                            dst.ptr().add(y0 * ow),
+                            plane,
+                            wt,
+                            patches.as_ptr(),
+                            cols,
+                            cout,
+                            k,
+                            cols,
+                        );
+                        for (o, bias) in b.iter().enumerate() {
+                            epilogue(
+                                std::slice::from_raw_parts_mut(
+                                    dst.ptr().add(o * plane + y0 * ow),
+                                    cols,
+                                ),
+                                *bias,
+                                relu,
+                            );
+                        }
+                    }
+                });
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, cout, oh, ow))))
+    }
+}
+
+pub fn dense3x3(x: &Tensor, w: &Tensor, b: &Tensor, stride: usize, relu: bool) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op3_no_bwd(w, b, &Dense3x3 { stride, relu })
+}
+
 pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    x.contiguous()?.apply_op3_no_bwd(w, b, &Pointwise { relu })
+    x.contiguous()?.apply_op3_no_bwd(
+        w,
+        b,
+        &Pointwise {
+            relu,
+            residual: None,
+        },
+    )
+}
+
+/// `act(conv1x1(x) + b) + residual` in one pass.
+pub fn pointwise_add(
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    relu: bool,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    x.contiguous()?.apply_op3_no_bwd(
+        w,
+        b,
+        &Pointwise {
+            relu,
+            residual: Some(residual.contiguous()?),
+        },
+    )
 }
 
 pub fn depthwise3x3(
@@ -379,11 +742,21 @@ mod tests {
 
     #[test]
     fn pointwise_matches_candle_conv2d() {
-        let (x, w, b) = (rand(&[2, 16, 7, 9]), rand(&[24, 16, 1, 1]), rand(&[24]));
+        // 64x80 = 5 column tiles: the tiled parallel path.
+        for (h, w) in [(7, 9), (64, 80)] {
+            pointwise_case(h, w);
+        }
+    }
+
+    fn pointwise_case(h: usize, wd: usize) {
+        let (x, w, b) = (rand(&[2, 16, h, wd]), rand(&[24, 16, 1, 1]), rand(&[24]));
         for relu in [false, true] {
             let want = bias_relu(x.conv2d(&w, 0, 1, 1, 1).unwrap(), &b, relu);
             let got = pointwise(&x, &w, &b, relu).unwrap();
             assert!(max_abs_diff(&want, &got) < 1e-4);
+            let res = rand(want.dims());
+            let got = pointwise_add(&x, &w, &b, relu, &res).unwrap();
+            assert!(max_abs_diff(&(want + &res).unwrap(), &got) < 1e-4);
         }
     }
 
@@ -398,6 +771,42 @@ mod tests {
                 assert_eq!(want.dims(), got.dims(), "{h}x{w} s{stride}");
                 assert!(max_abs_diff(&want, &got) < 1e-4, "{h}x{w} s{stride}");
             }
+        }
+    }
+
+    #[test]
+    fn avx512_and_portable_pointwise_agree() {
+        // Odd sizes exercise the masked column tail and the single-row tail.
+        let (cout, cin, hw) = (13, 37, 16 * 3 * 5 + 7 + 1024);
+        let (x, w, b) = (rand(&[cin, hw]), rand(&[cout, cin]), rand(&[cout]));
+        let (x, w, b) = (
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            w.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.to_vec1::<f32>().unwrap(),
+        );
+        let mut portable = vec![0f32; cout * hw];
+        gemm_bias_act(&mut portable, &w, &x, &b, cout, cin, hw, true);
+        let mut fast = vec![0f32; cout * hw];
+        pointwise_image(&mut fast, &w, &x, &b, cout, cin, hw, true, None);
+        let err = portable
+            .iter()
+            .zip(&fast)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-3, "max abs diff {err}");
+        if !crate::model::avx512::available() {
+            println!("no AVX-512 on this CPU: both sides ran the portable path");
+        }
+    }
+
+    #[test]
+    fn dense_matches_candle_conv2d() {
+        for (cin, h, w, stride) in [(3, 9, 12, 2), (24, 8, 7, 1), (5, 40, 33, 1), (3, 64, 96, 2)] {
+            let (x, k, b) = (rand(&[2, cin, h, w]), rand(&[6, cin, 3, 3]), rand(&[6]));
+            let want = bias_relu(x.conv2d(&k, 1, stride, 1, 1).unwrap(), &b, true);
+            let got = dense3x3(&x, &k, &b, stride, true).unwrap();
+            assert_eq!(want.dims(), got.dims());
+            assert!(max_abs_diff(&want, &got) < 1e-3, "{cin} {h}x{w} s{stride}");
         }
     }
 
