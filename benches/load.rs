@@ -79,6 +79,25 @@ async fn batch_hist(c: &reqwest::Client, url: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Whether the URL's host is localhost or a loopback address (v4 or v6).
+fn is_loopback(url: &str) -> bool {
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -89,18 +108,11 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() {
     let a = parse();
-    let host = a
-        .url
-        .split("://")
-        .nth(1)
-        .unwrap_or("")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or("");
-    if !a.allow_remote
-        && !(host == "127.0.0.1" || host == "localhost" || host.starts_with("127.") || host == "[")
-    {
-        eprintln!("refusing non-loopback target {host:?} (pass --allow-remote to load another host you own)");
+    if !a.allow_remote && !is_loopback(&a.url) {
+        eprintln!(
+            "refusing non-loopback target {} (pass --allow-remote to load another host you own)",
+            a.url
+        );
         std::process::exit(2);
     }
     let bytes = std::fs::read(&a.image).expect("image file");
