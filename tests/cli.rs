@@ -190,6 +190,9 @@ fn sigterm(child: &Child) {
 #[test]
 fn notifies_systemd_when_ready_and_drains_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
+    let key = run_ok(argusd(tmp.path()).args(["keys", "create", "--name", "drain"]))
+        .trim()
+        .to_string();
     let sock_path = tmp.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(60)))
@@ -206,22 +209,39 @@ fn notifies_systemd_when_ready_and_drains_on_sigterm() {
             "image",
             reqwest::multipart::Part::bytes(common::fixture("group.jpg")).file_name("g.jpg"),
         );
-        // Keys are on and none is sent: the answer is a 401, and it must arrive.
-        reqwest::Client::new()
+        let r = reqwest::Client::new()
             .post(format!("http://{addr2}/api/v1/mask"))
+            .header("X-API-Key", key)
             .multipart(form)
             .send()
-            .await
-            .map(|r| r.status().as_u16())
+            .await?;
+        let status = r.status().as_u16();
+        r.bytes().await.map(|b| (status, b.len()))
     });
-    std::thread::sleep(Duration::from_millis(50));
+    // Signal only once the daemon is provably busy with it: its key was counted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list: serde_json::Value =
+            serde_json::from_str(&run_ok(argusd(tmp.path()).args(["keys", "list"]))).unwrap();
+        if list[0]["request_count"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let t = Instant::now();
     sigterm(&child);
     let status = child.wait().unwrap();
     assert!(status.success(), "exit {status:?}");
     assert!(t.elapsed() < Duration::from_secs(15));
     let answered = rt.block_on(inflight).unwrap();
-    assert!(matches!(answered, Ok(401)), "{answered:?}");
+    assert!(
+        matches!(answered, Ok((200, n)) if n > 10_000),
+        "the in-flight mask request was not completed: {answered:?}"
+    );
     let n = sock.recv(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1"));
     assert!(
