@@ -195,6 +195,26 @@ fn read_password(from_stdin: bool) -> Result<String, CliError> {
     Ok(pw)
 }
 
+/// Read, decode and detect one file for the offline commands.
+async fn detect_file(
+    b: &Batcher,
+    path: &Path,
+    config: &Config,
+    params: DetectParams,
+) -> Result<(pipeline::Prepared, pipeline::Detected), String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let limits = crate::imaging::DecodeLimits {
+        max_pixels: config.limits.max_pixels,
+        formats: config.limits.formats.clone(),
+    };
+    let mut prep = pipeline::prepare(&bytes, &limits, b.info().input_width, b.info().input_height)
+        .map_err(|e| e.to_string())?;
+    let det = pipeline::detect(b, &mut prep, params)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((prep, det))
+}
+
 /// A local batcher for the offline detect/mask commands.
 fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
@@ -254,25 +274,9 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             };
             let mut failed = 0;
             for path in images {
-                let res = async {
-                    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                    let lim = crate::imaging::DecodeLimits {
-                        max_pixels: config.limits.max_pixels,
-                        formats: config.limits.formats.clone(),
-                    };
-                    let mut prep = pipeline::prepare(
-                        &bytes,
-                        &lim,
-                        b.info().input_width,
-                        b.info().input_height,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let det = pipeline::detect(&b, &mut prep, params)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok::<_, String>((prep.image.dimensions(), det))
-                }
-                .await;
+                let res = detect_file(&b, &path, &config, params)
+                    .await
+                    .map(|(prep, det)| (prep.image.dimensions(), det));
                 match res {
                     Ok(((w, h), det)) if json => println!(
                         "{}",
@@ -330,21 +334,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             let mut failed = 0;
             for path in images {
                 let res = async {
-                    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                    let lim = crate::imaging::DecodeLimits {
-                        max_pixels: config.limits.max_pixels,
-                        formats: config.limits.formats.clone(),
-                    };
-                    let mut prep = pipeline::prepare(
-                        &bytes,
-                        &lim,
-                        b.info().input_width,
-                        b.info().input_height,
-                    )
-                    .map_err(|e| e.to_string())?;
-                    let det = pipeline::detect(&b, &mut prep, params)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let (mut prep, det) = detect_file(&b, &path, &config, params).await?;
                     let (data, n, _, _) = pipeline::mask_and_encode(
                         &mut prep.image,
                         &det.faces,
