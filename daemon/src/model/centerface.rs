@@ -47,17 +47,9 @@ impl Conv {
         })
     }
 
-    /// Dense 3x3 conv (padding 1) through candle's im2col path: it only runs
-    /// on the stem and the head, where channels are few.
+    /// Dense 3x3 conv, padding 1: the stem and the head.
     fn dense3x3(&self, x: &Tensor, stride: usize, relu: bool) -> Result<Tensor> {
-        let y = x
-            .conv2d(&self.w, 1, stride, 1, 1)?
-            .broadcast_add(&self.b.reshape((1, (), 1, 1))?)?;
-        if relu {
-            y.relu()
-        } else {
-            Ok(y)
-        }
+        ops::dense3x3(x, &self.w, &self.b, stride, relu)
     }
 
     fn pointwise(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
