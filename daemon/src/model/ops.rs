@@ -108,9 +108,17 @@ fn pointwise_image(
     if super::avx512::available() {
         let wt = transpose(w, cout, cin);
         let dst = SharedMut(out.as_mut_ptr());
-        let tiles = hw.div_ceil(TILE);
+        // Small maps (deep layers) still get a tile per thread: columns in
+        // multiples of the kernel's 48-wide register block.
+        let threads = rayon::current_num_threads().max(1);
+        let tile = if hw >= 2 * threads * TILE {
+            TILE
+        } else {
+            hw.div_ceil(2 * threads).div_ceil(48).max(1) * 48
+        };
+        let tiles = hw.div_ceil(tile);
         (0..tiles).into_par_iter().for_each(|t| {
-            let j0 = t * TILE;
+            let j0 = t * tile;
             // SAFETY: AVX-512F was detected; buffers have the sizes the
             // kernel requires; tiles are disjoint column ranges.
             unsafe {
@@ -123,7 +131,7 @@ fn pointwise_image(
                     cout,
                     super::avx512::Strides { x: hw, out: hw },
                     j0,
-                    (j0 + TILE).min(hw),
+                    (j0 + tile).min(hw),
                     relu,
                     residual.map(|r| r.as_ptr()),
                 )
