@@ -237,12 +237,11 @@ async fn mask_hides_faces_and_leaves_the_rest_alone() {
     assert_eq!(boxes.len(), 3);
     for method in ["gaussian", "pixelate", "solid", "elliptical"] {
         let r = s
-            .client
-            .post(s.url(&format!("/api/v1/mask?method={method}&format=png")))
-            .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
-            .send()
-            .await
-            .unwrap();
+            .post_fixture(
+                &format!("/api/v1/mask?method={method}&format=png"),
+                "group.jpg",
+            )
+            .await;
         assert_eq!(r.status(), 200, "{method}");
         let h = r.headers().clone();
         assert_eq!(h["content-type"], "image/png");
@@ -371,12 +370,8 @@ async fn every_output_format_and_quality() {
         ),
     ] {
         let r = s
-            .client
-            .post(s.url(&format!("/api/v1/mask?{q}")))
-            .multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg"))
-            .send()
-            .await
-            .unwrap();
+            .post_fixture(&format!("/api/v1/mask?{q}"), "astronaut.jpg")
+            .await;
         assert_eq!(r.status(), 200, "{q}");
         assert_eq!(r.headers()["content-type"], ct, "{q}");
         assert!(!r.headers().contains_key("x-image-id"), "storage is off");
@@ -397,12 +392,8 @@ async fn every_output_format_and_quality() {
         "padding=-1",
     ] {
         let r = s
-            .client
-            .post(s.url(&format!("/api/v1/mask?{bad}")))
-            .multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg"))
-            .send()
-            .await
-            .unwrap();
+            .post_fixture(&format!("/api/v1/mask?{bad}"), "astronaut.jpg")
+            .await;
         assert_eq!(r.status(), 422, "{bad}");
         assert!(json(r).await["detail"].is_string());
     }
@@ -470,15 +461,7 @@ async fn metrics_are_exposed_with_base_units() {
             .status(),
         415
     );
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.metrics().await;
     for needle in [
         "argus_http_requests_total{method=\"POST\",route=\"/api/v1/detect\",status=\"200\"} 1",
         "argus_http_request_duration_seconds_bucket",

@@ -269,15 +269,7 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     }
     // Let the backend thread reach the abandoned entries.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     let dropped: f64 = metrics
         .lines()
         .find(|l| l.starts_with("argus_batch_dropped_total{"))

@@ -111,6 +111,28 @@ impl Server {
         rb.send().await.unwrap()
     }
 
+    /// POST a fixture to `path_and_query` (no API key).
+    pub async fn post_fixture(&self, path_and_query: &str, name: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(path_and_query))
+            .multipart(Self::image_form(fixture(name), name))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The /metrics text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn health_ok(&self) -> bool {
         self.client
             .get(self.url("/health"))

@@ -239,6 +239,11 @@ mod tests {
 
     const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
+    fn model(dev: &Device) -> CenterFace {
+        let path = format!("{ROOT}/models/centerface/centerface.safetensors");
+        CenterFace::load(crate::model::load_weights(path.as_ref(), dev).unwrap()).unwrap()
+    }
+
     fn rel_l2(a: &Tensor, b: &Tensor) -> f32 {
         let num = (a - b)
             .unwrap()
@@ -266,12 +271,7 @@ mod tests {
     #[test]
     fn matches_onnxruntime_on_a_real_photo() {
         let dev = Device::Cpu;
-        let vb = crate::model::load_weights(
-            format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
-            &dev,
-        )
-        .unwrap();
-        let model = CenterFace::load(vb).unwrap();
+        let model = model(&dev);
         let golden = candle_core::safetensors::load(
             format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
             &dev,
@@ -306,12 +306,7 @@ mod tests {
     #[test]
     fn rejects_inputs_that_are_not_multiples_of_32() {
         let dev = Device::Cpu;
-        let vb = crate::model::load_weights(
-            format!("{ROOT}/models/centerface/centerface.safetensors").as_ref(),
-            &dev,
-        )
-        .unwrap();
-        let model = CenterFace::load(vb).unwrap();
+        let model = model(&dev);
         assert!(model
             .forward(&Tensor::zeros((1, 3, 40, 64), DType::F32, &dev).unwrap())
             .is_err());
