@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod train;
 
 use std::net::SocketAddr;
 use std::path::Path;

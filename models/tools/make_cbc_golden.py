@@ -12,8 +12,9 @@ converted safetensors: the test in daemon/src/model/unet.rs then checks the
 converter and the candle implementation together.
 
 Written tensors (kept small):
-  clahe_bgr  u8  [192, 256, 3]  BGR crop after OpenCV's LAB CLAHE (clip 2, 8x8 tiles)
-                                applied to the whole image, cropped at (y=0, x=0)
+  clahe_bgr  u8  [192, 256, 3]  OpenCV's LAB CLAHE (clip 2, 8x8 tiles) of
+                                tests/fixtures/smear_cbc_crop.png, the image's top-left
+                                256x192 saved losslessly (so both sides decode the same pixels)
   tile       f32 [1, 3, 188, 188] one pre-processed tile (CLAHE, BGR, scaled to [-1, 1]),
                                 NCHW, cut at y0/x0 of the CLAHE'd image
   {rbc,wbc,plt}_mask f32 [1, 1, 100, 100], rbc_edge f32 [1, 1, 100, 100]
@@ -108,8 +109,13 @@ def main():
     lab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(lab[..., 0])
     clahe = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
     tile = clahe[TILE_Y:TILE_Y + 188, TILE_X:TILE_X + 188].astype(np.float32) * 2 / 255 - 1
+    crop_path = os.path.join(os.path.dirname(args.image), "smear_cbc_crop.png")
+    cv2.imwrite(crop_path, bgr[:192, :256])
+    crop = cv2.imread(crop_path)
+    clab = cv2.cvtColor(crop, cv2.COLOR_BGR2LAB)
+    clab[..., 0] = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(clab[..., 0])
     out = {
-        "clahe_bgr": np.ascontiguousarray(clahe[:192, :256]),
+        "clahe_bgr": np.ascontiguousarray(cv2.cvtColor(clab, cv2.COLOR_LAB2BGR)),
         "tile": np.ascontiguousarray(tile.transpose(2, 0, 1)[None]),
     }
     tmp = tempfile.mkdtemp()

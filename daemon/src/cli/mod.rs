@@ -89,6 +89,34 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Train the models this project trains itself.
+    Train {
+        #[command(subcommand)]
+        model: TrainModel,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainModel {
+    /// The parasitized/uninfected red-cell classifier, on the NIH crops.
+    Malaria {
+        /// Tar of PNG crops under */Parasitized/ and */Uninfected/.
+        #[arg(long, default_value = "../shared/data/nih-malaria-gray50/train.tar")]
+        data: PathBuf,
+        #[arg(long, default_value = "models/malaria")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 20261122)]
+        seed: u64,
+        /// Share of patients held out for validation, in percent.
+        #[arg(long, default_value_t = 15)]
+        holdout_pct: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +438,34 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     "created"
                 }
             );
+            Ok(0)
+        }
+        Command::Train {
+            model:
+                TrainModel::Malaria {
+                    data,
+                    out,
+                    epochs,
+                    batch,
+                    lr,
+                    seed,
+                    holdout_pct,
+                },
+        } => {
+            let args = crate::train::malaria::TrainArgs {
+                data,
+                out,
+                epochs,
+                batch,
+                lr,
+                seed,
+                holdout_pct,
+            };
+            let report = tokio::task::spawn_blocking(move || crate::train::malaria::train(&args))
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?
+                .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
             Ok(0)
         }
     }

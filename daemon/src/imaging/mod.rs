@@ -5,6 +5,8 @@ pub mod decode;
 pub mod encode;
 pub mod mask;
 pub mod resize;
+pub mod segment;
+pub mod smear;
 
 pub use decode::{decode, DecodeLimits, Decoded};
 pub use encode::{encode, OutputFormat};

@@ -4,6 +4,7 @@ pub mod avx512;
 pub mod centerface;
 pub mod decode;
 pub mod ops;
+pub mod malaria;
 pub mod unet;
 
 use std::path::Path;

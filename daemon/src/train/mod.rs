@@ -1,0 +1,3 @@
+//! Training of the models this project trains itself.
+
+pub mod malaria;
