@@ -8,7 +8,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use argus::backend::{cpu::CpuBackend, Backend, Batch, FaceBatch, ModelPaths};
+use argus::backend::{cpu::CpuBackend, Backend, Batch, FaceBatch, ModelPaths, ModelSet};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -26,10 +26,8 @@ fn input(w: u32, h: u32, n: usize) -> FaceBatch {
 }
 
 fn bench(c: &mut Criterion) {
-    let models = ModelPaths {
-        centerface: format!("{ROOT}/models/centerface/centerface.safetensors").into(),
-    };
-    let mut be = CpuBackend::load(&models, 32).unwrap();
+    let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
+    let mut be = CpuBackend::load(&models, ModelSet::Faces, 32).unwrap();
     let mut g = c.benchmark_group(format!("centerface/cpu-{}t", rayon::current_num_threads()));
     g.sample_size(20);
     for (w, h, n) in [

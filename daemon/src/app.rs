@@ -58,6 +58,7 @@ pub struct App {
     pub config: Config,
     pub store: Arc<Store>,
     pub batcher: Arc<Batcher>,
+    pub clinic: Arc<crate::clinic::Clinic>,
     pub metrics: Arc<Metrics>,
     pub limiters: Limiters,
     /// Requests past admission (decode, queue, inference, encode).
@@ -73,6 +74,7 @@ impl App {
         config: Config,
         store: Arc<Store>,
         batcher: Arc<Batcher>,
+        clinic: Arc<crate::clinic::Clinic>,
         metrics: Arc<Metrics>,
         signing_key: Vec<u8>,
     ) -> Self {
@@ -94,6 +96,7 @@ impl App {
             config,
             store,
             batcher,
+            clinic,
             metrics,
         }
     }
@@ -104,7 +107,7 @@ impl App {
 
     /// Model loaded and warmed up, backend answering, not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.batcher.healthy()
+        self.ready.load(Ordering::Relaxed) && self.batcher.healthy() && self.clinic.healthy()
     }
 
     pub fn set_draining(&self) {

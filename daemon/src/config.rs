@@ -52,6 +52,51 @@ pub struct Config {
     pub auth: AuthConfig,
     pub storage: StorageConfig,
     pub metrics: MetricsConfig,
+    pub pbs: PbsConfig,
+    /// Cell counting (blood smears).
+    pub cells: crate::pipeline::cells::CountParams,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbsConfig {
+    /// The appliance's public host name: client tokens' `aud` must equal it.
+    pub public_host: String,
+    /// Lifetime of `/auth/login` session tokens, in seconds.
+    pub session_ttl_secs: u64,
+    /// Largest accepted smear photo upload, in bytes.
+    pub max_file_bytes: usize,
+    /// Most files one study may hold.
+    pub max_files_per_study: usize,
+    /// Red-cell diameter in the clinic's photos, in pixels (from the
+    /// microscope's microns per pixel: ~7.5 um divided by um/px). 0: assume
+    /// photos at the scale BCCD was taken at.
+    pub native_rbc_diameter_px: f32,
+    /// Extra PEM root certificates trusted for callback URLs (besides the
+    /// public web roots), e.g. a clinic's own CA. Empty: none.
+    pub callback_ca_file: PathBuf,
+    /// Delivery attempts per callback before it is given up.
+    pub callback_max_attempts: u32,
+    /// First retry delay in milliseconds; doubles per attempt (max 10 min).
+    pub callback_retry_base_ms: u64,
+    /// Timeout of one callback POST, in seconds.
+    pub callback_timeout_secs: u64,
+}
+
+impl Default for PbsConfig {
+    fn default() -> Self {
+        Self {
+            public_host: "argus.local".into(),
+            session_ttl_secs: 43_200,
+            max_file_bytes: 30 * 1024 * 1024,
+            max_files_per_study: 200,
+            native_rbc_diameter_px: 0.0,
+            callback_ca_file: PathBuf::new(),
+            callback_max_attempts: 12,
+            callback_retry_base_ms: 2000,
+            callback_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +198,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
+            pbs: PbsConfig::default(),
+            cells: Default::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod backend;
 pub mod batch;
 pub mod cli;
+pub mod clinic;
 pub mod config;
 pub mod http;
 pub mod imaging;
@@ -101,7 +102,61 @@ pub fn model_paths(config: &Config) -> Result<ModelPaths, String> {
     };
     Ok(ModelPaths {
         centerface: find("centerface")?,
+        cbc_rbc: find("cbc_rbc")?,
+        cbc_wbc: find("cbc_wbc")?,
+        cbc_plt: find("cbc_plt")?,
+        malaria: find("malaria_cnn")?,
     })
+}
+
+/// One batcher per kind of work, each with its own backend instance.
+pub fn start_batchers(
+    cfg: &Config,
+    models: &ModelPaths,
+    metrics: Arc<Metrics>,
+) -> Result<(Batcher, pipeline::cells::CellBatchers), RunError> {
+    use backend::ModelSet;
+    let backend = backend::select(cfg.backend, models, ModelSet::Faces, cfg.batch.max_batch_size)?;
+    tracing::info!(backend = backend.name(), device = %backend.device(), "backend selected");
+    let policy = Policy {
+        max_batch: cfg.batch.max_batch_size,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: cfg.batch.queue_depth,
+    };
+    let faces = Batcher::start(
+        backend,
+        policy,
+        cfg.detector.input_width as usize,
+        cfg.detector.input_height as usize,
+        metrics.clone(),
+    )?;
+    // Smear tiles come in bursts of tens per photo: a deeper queue, and
+    // batches of the configured size.
+    let tile_policy = Policy {
+        max_depth: cfg.batch.queue_depth.max(1) * 16,
+        ..policy
+    };
+    let tiles = Batcher::start_work(
+        pipeline::cells::TileWork,
+        backend::select(cfg.backend, models, ModelSet::CellTiles, cfg.batch.max_batch_size)?,
+        tile_policy,
+        (model::unet::TILE_IN, model::unet::TILE_IN),
+        metrics.clone(),
+    )?;
+    // Crops are tiny: hundreds per photo, batched by the hundred.
+    let crop_policy = Policy {
+        max_batch: 256,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: 16_384,
+    };
+    let crops = Batcher::start_work(
+        pipeline::cells::CropWork,
+        backend::select(cfg.backend, models, ModelSet::Crops, 256)?,
+        crop_policy,
+        (model::malaria::CROP, model::malaria::CROP),
+        metrics,
+    )?;
+    Ok((faces, pipeline::cells::CellBatchers { tiles, crops }))
 }
 
 /// A started daemon: listening, model warm, store open.
@@ -156,17 +211,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
     let metrics = Arc::new(Metrics::new());
     let models = model_paths(&config).map_err(RunError::Models)?;
-    let batcher = {
+    let (batcher, cell_batchers) = {
         let (cfg, metrics) = (config.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || -> Result<Batcher, RunError> {
-            let backend = backend::select(cfg.backend, &models, cfg.batch.max_batch_size)?;
-            tracing::info!(backend = backend.name(), device = %backend.device(), "backend selected");
-            let policy = Policy {
-                max_batch: cfg.batch.max_batch_size,
-                max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-                max_depth: cfg.batch.queue_depth,
-            };
-            Ok(Batcher::start(backend, policy, cfg.detector.input_width as usize, cfg.detector.input_height as usize, metrics)?)
+        tokio::task::spawn_blocking(move || -> Result<_, RunError> {
+            start_batchers(&cfg, &models, metrics)
         })
         .await
         .map_err(|e| RunError::Models(e.to_string()))??
@@ -182,10 +230,25 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             dir: state_dir.display().to_string(),
             source,
         })?;
+    let session_key = store
+        .secret("pbs_session_key")
+        .map_err(|source| RunError::Store {
+            dir: state_dir.display().to_string(),
+            source,
+        })?;
+    let clinic = Arc::new(clinic::Clinic::new(
+        config.clone(),
+        store.clone(),
+        Arc::new(cell_batchers),
+        metrics.clone(),
+        session_key,
+    ));
+    let callback_client = clinic::callbacks::client(&clinic).map_err(RunError::Models)?;
     let app = Arc::new(App::new(
         config.clone(),
         store.clone(),
         Arc::new(batcher),
+        clinic.clone(),
         metrics,
         signing_key,
     ));
@@ -218,6 +281,13 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         rx.clone(),
         grace,
     ))];
+    // Studies queued before a stop or crash are resumed here.
+    tasks.push(tokio::spawn(clinic::runner::run(clinic.clone(), rx.clone())));
+    tasks.push(tokio::spawn(clinic::callbacks::run(
+        clinic.clone(),
+        callback_client,
+        rx.clone(),
+    )));
     let mut metrics_addr = None;
     if let Some(maddr) = config.metrics.listen {
         let l = tokio::net::TcpListener::bind(maddr)
@@ -270,6 +340,8 @@ impl Running {
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || {
             app.batcher.shutdown();
+            app.clinic.cells.tiles.shutdown();
+            app.clinic.cells.crops.shutdown();
             if let Err(e) = app.store.flush() {
                 tracing::error!(error = %e, "final flush failed");
             }

@@ -27,6 +27,10 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub stored_bytes: IntGauge,
     pub image_decode: Histogram,
+    pub cells_counted: IntCounterVec,
+    pub pbs_studies: IntCounterVec,
+    pub pbs_study_seconds: Histogram,
+    pub pbs_callbacks: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -133,6 +137,36 @@ impl Metrics {
                 LATENCY_BUCKETS,
             ))
             .expect("static metric definition"),
+            cells_counted: IntCounterVec::new(
+                opts(
+                    "argus_cells_counted_total",
+                    "Blood cells counted in smear photos, by kind (rbc, wbc, platelet).",
+                ),
+                &["kind"],
+            )
+            .expect("static metric definition"),
+            pbs_studies: IntCounterVec::new(
+                opts(
+                    "argus_pbs_studies_total",
+                    "PBS study analyses finished, by outcome (ready, failed).",
+                ),
+                &["status"],
+            )
+            .expect("static metric definition"),
+            pbs_study_seconds: Histogram::with_opts(hist(
+                "argus_pbs_study_duration_seconds",
+                "Time to analyse one PBS study, all its files and tasks.",
+                &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0],
+            ))
+            .expect("static metric definition"),
+            pbs_callbacks: IntCounterVec::new(
+                opts(
+                    "argus_pbs_callbacks_total",
+                    "Callback POST attempts, by outcome (delivered, retried, abandoned).",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric definition"),
         };
         let r = &m.registry;
         for c in [
@@ -148,6 +182,10 @@ impl Metrics {
             Box::new(m.build_info.clone()),
             Box::new(m.stored_bytes.clone()),
             Box::new(m.image_decode.clone()),
+            Box::new(m.cells_counted.clone()),
+            Box::new(m.pbs_studies.clone()),
+            Box::new(m.pbs_study_seconds.clone()),
+            Box::new(m.pbs_callbacks.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }

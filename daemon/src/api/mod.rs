@@ -2,11 +2,12 @@
 
 pub mod admin;
 pub mod faces;
+pub mod pbs;
 
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 use crate::app::App;
@@ -35,7 +36,21 @@ pub fn router(app: Arc<App>) -> Router {
                 .patch(admin::patch_key)
                 .delete(admin::delete_key),
         );
+    let clinic = Router::new()
+        .route("/auth/login", post(pbs::login))
+        .route("/auth/hello", post(pbs::hello).get(pbs::hello))
+        .route("/heartbeat", get(pbs::heartbeat))
+        .route("/pbs", post(pbs::create_study).get(pbs::find_studies))
+        .route("/pbs/admin/users", get(pbs::list_users).post(pbs::add_user))
+        .route("/pbs/admin/users/{email}", delete(pbs::remove_user))
+        .route("/pbs/admin/keys", get(pbs::list_keys).post(pbs::add_key))
+        .route("/pbs/admin/keys/{kid}", delete(pbs::revoke_key))
+        .route("/pbs/{id}/files", post(pbs::upload_file))
+        .route("/pbs/{id}/tasks", post(pbs::request_tasks))
+        .route("/pbs/{id}/status", get(pbs::study_status))
+        .route("/pbs/{id}/report/{task}", get(pbs::study_report));
     Router::new()
+        .merge(clinic)
         .route("/health", get(faces::health))
         .route("/live", get(faces::live))
         .route("/ready", get(faces::ready))

@@ -1,5 +1,6 @@
 //! Credentials: API keys, admin passwords and sessions, rate limits.
 
+pub mod jwt;
 pub mod keys;
 pub mod password;
 pub mod ratelimit;

@@ -1,28 +1,53 @@
 //! CPU backend: candle on the host, with the fused ops of `model::ops`.
 
+use std::path::Path;
+
 use candle_core::{Device, Tensor};
 
-use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths};
+use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths, ModelSet, TileMaps};
+use crate::model::malaria::MalariaNet;
+use crate::model::unet::{Heads, Unet, TILE_IN, TILE_OUT};
 use crate::model::{centerface::CenterFace, decode, load_weights, Face};
+
+enum Models {
+    Faces(CenterFace),
+    Cells { rbc: Unet, wbc: Unet, plt: Unet },
+    Crops(MalariaNet),
+}
 
 pub struct CpuBackend {
     device: Device,
-    centerface: CenterFace,
+    models: Models,
     max_batch: usize,
 }
 
+fn load_with<T>(
+    path: &Path,
+    device: &Device,
+    f: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<T, BackendError> {
+    let err = |source| BackendError::Load {
+        path: path.to_path_buf(),
+        source,
+    };
+    f(load_weights(path, device).map_err(err)?).map_err(err)
+}
+
 impl CpuBackend {
-    pub fn load(models: &ModelPaths, max_batch: usize) -> Result<Self, BackendError> {
+    pub fn load(models: &ModelPaths, set: ModelSet, max_batch: usize) -> Result<Self, BackendError> {
         let device = Device::Cpu;
-        let load = |source| BackendError::Load {
-            path: models.centerface.clone(),
-            source,
+        let loaded = match set {
+            ModelSet::Faces => Models::Faces(load_with(&models.centerface, &device, CenterFace::load)?),
+            ModelSet::CellTiles => Models::Cells {
+                rbc: load_with(&models.cbc_rbc, &device, |vb| Unet::load(vb, Heads::MaskEdge))?,
+                wbc: load_with(&models.cbc_wbc, &device, |vb| Unet::load(vb, Heads::Mask))?,
+                plt: load_with(&models.cbc_plt, &device, |vb| Unet::load(vb, Heads::Mask))?,
+            },
+            ModelSet::Crops => Models::Crops(load_with(&models.malaria, &device, MalariaNet::load)?),
         };
-        let vb = load_weights(&models.centerface, &device).map_err(load)?;
-        let centerface = CenterFace::load(vb).map_err(load)?;
         Ok(Self {
             device,
-            centerface,
+            models: loaded,
             max_batch: max_batch.max(1),
         })
     }
@@ -91,6 +116,49 @@ pub fn detect(
         .collect())
 }
 
+/// Run the three cell UNets on a batch of tiles.
+pub fn cell_tiles(
+    rbc: &Unet,
+    wbc: &Unet,
+    plt: &Unet,
+    data: Vec<f32>,
+    count: usize,
+    device: &Device,
+) -> Result<Vec<TileMaps>, BackendError> {
+    if data.len() != count * 3 * TILE_IN * TILE_IN {
+        return Err(BackendError::BadBatch(format!(
+            "{} values for {count} tiles of {TILE_IN}x{TILE_IN}x3",
+            data.len()
+        )));
+    }
+    let x = Tensor::from_vec(data, (count, 3, TILE_IN, TILE_IN), device)?;
+    let r = rbc.forward(&x)?;
+    let maps = |t: &Tensor| -> Result<Vec<f32>, BackendError> {
+        Ok(t.flatten_all()?.to_vec1::<f32>()?)
+    };
+    let (rm, wm, pm) = (
+        maps(&r.mask)?,
+        maps(&wbc.forward(&x)?.mask)?,
+        maps(&plt.forward(&x)?.mask)?,
+    );
+    let em = match &r.edge {
+        Some(e) => maps(e)?,
+        None => return Err(BackendError::BadBatch("the rbc net has no edge head".into())),
+    };
+    let plane = TILE_OUT * TILE_OUT;
+    Ok((0..count)
+        .map(|i| {
+            let s = i * plane..(i + 1) * plane;
+            TileMaps {
+                rbc: rm[s.clone()].to_vec(),
+                rbc_edge: em[s.clone()].to_vec(),
+                wbc: wm[s.clone()].to_vec(),
+                platelets: pm[s].to_vec(),
+            }
+        })
+        .collect())
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -109,12 +177,23 @@ impl Backend for CpuBackend {
     }
 
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError> {
-        match batch {
-            Batch::Faces(b) => Ok(BatchOutput::Faces(detect(
-                &self.centerface,
-                &b,
-                &self.device,
-            )?)),
+        match (&self.models, batch) {
+            (Models::Faces(m), Batch::Faces(b)) => {
+                Ok(BatchOutput::Faces(detect(m, &b, &self.device)?))
+            }
+            (Models::Cells { rbc, wbc, plt }, Batch::CellTiles { data, count }) => Ok(
+                BatchOutput::CellTiles(cell_tiles(rbc, wbc, plt, data, count, &self.device)?),
+            ),
+            (Models::Crops(m), Batch::Crops { data, count }) => {
+                let crops: Vec<&[u8]> = data.chunks_exact(crate::model::malaria::CROP.pow(2)).collect();
+                if crops.len() != count {
+                    return Err(BackendError::BadBatch(format!("{} bytes for {count} crops", data.len())));
+                }
+                Ok(BatchOutput::Parasitized(m.classify(&crops, &self.device)?))
+            }
+            _ => Err(BackendError::BadBatch(
+                "this backend instance does not hold the model for that batch".into(),
+            )),
         }
     }
 }

@@ -48,12 +48,37 @@ impl FaceBatch {
 #[derive(Debug)]
 pub enum Batch {
     Faces(FaceBatch),
+    /// Smear tiles, each [3, 188, 188] BGR in [-1, 1] (`imaging::smear::tile`),
+    /// run through all three cell UNets.
+    CellTiles { data: Vec<f32>, count: usize },
+    /// 50x50 grayscale red-cell crops for the malaria classifier.
+    Crops { data: Vec<u8>, count: usize },
+}
+
+/// The four 100x100 probability maps of one smear tile.
+#[derive(Debug, Clone)]
+pub struct TileMaps {
+    pub rbc: Vec<f32>,
+    pub rbc_edge: Vec<f32>,
+    pub wbc: Vec<f32>,
+    pub platelets: Vec<f32>,
 }
 
 #[derive(Debug)]
 pub enum BatchOutput {
     /// Per image, the candidates above its threshold in model-input pixels, before NMS.
     Faces(Vec<Vec<Face>>),
+    CellTiles(Vec<TileMaps>),
+    /// P(parasitized) per crop.
+    Parasitized(Vec<f32>),
+}
+
+/// Which models a backend instance loads: each batcher needs one family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSet {
+    Faces,
+    CellTiles,
+    Crops,
 }
 
 pub trait Backend: Send {
@@ -82,6 +107,24 @@ pub enum BackendKind {
 #[derive(Debug, Clone)]
 pub struct ModelPaths {
     pub centerface: PathBuf,
+    pub cbc_rbc: PathBuf,
+    pub cbc_wbc: PathBuf,
+    pub cbc_plt: PathBuf,
+    pub malaria: PathBuf,
+}
+
+impl ModelPaths {
+    /// The repository's layout under `models/` (the manifest's `file`
+    /// entries), without the checksum check `argus::model_paths` does.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        Self {
+            centerface: dir.join("centerface/centerface.safetensors"),
+            cbc_rbc: dir.join("cbc/rbc.safetensors"),
+            cbc_wbc: dir.join("cbc/wbc.safetensors"),
+            cbc_plt: dir.join("cbc/plt.safetensors"),
+            malaria: dir.join("malaria/malaria.safetensors"),
+        }
+    }
 }
 
 /// Start the backend the config asks for. Only the CPU backend is compiled in
@@ -89,11 +132,12 @@ pub struct ModelPaths {
 pub fn select(
     kind: BackendKind,
     models: &ModelPaths,
+    set: ModelSet,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>, BackendError> {
     match kind {
         BackendKind::Auto | BackendKind::Cpu => {
-            Ok(Box::new(cpu::CpuBackend::load(models, max_batch)?))
+            Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?))
         }
         other => Err(BackendError::Unavailable(
             format!("{other:?}").to_lowercase(),

@@ -1,5 +1,9 @@
 //! The backend thread: owns the backend, forms batches from the queue and
 //! answers every request on its own oneshot channel.
+//!
+//! One `Batcher` per kind of work (`Workload`): face images, smear tiles,
+//! cell crops. Items of one kind share batches; each batcher has its own
+//! backend instance with just the models its work needs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -13,26 +17,91 @@ use crate::backend::{Backend, BackendError, Batch, BatchOutput, FaceBatch};
 use crate::metrics::Metrics;
 use crate::model::Face;
 
-const MODEL: &str = "centerface";
+/// A kind of work the batcher gathers into batches.
+pub trait Workload: Send + Sync + 'static {
+    /// One request's unit of work.
+    type Item: Send + 'static;
+    /// What that unit gets back.
+    type Output: Send + 'static;
+    /// Model label for metrics.
+    fn model(&self) -> &'static str;
+    /// Refuse an item that cannot be batched (wrong size).
+    fn check(&self, item: &Self::Item) -> Result<(), SubmitError>;
+    /// A representative item for the warm-up inference.
+    fn warm_item(&self) -> Self::Item;
+    fn pack(&self, items: Vec<Self::Item>) -> Batch;
+    fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>>;
+}
 
-/// One face-detection request: a letterboxed image of the batcher's input size.
-struct Job {
-    pixels: Vec<u8>,
-    threshold: f32,
-    reply: oneshot::Sender<Result<JobResult, String>>,
+/// Face detection on letterboxed images of one size.
+#[derive(Debug, Clone, Copy)]
+pub struct FaceWork {
+    pub width: usize,
+    pub height: usize,
+}
+
+impl Workload for FaceWork {
+    type Item = (Vec<u8>, f32);
+    type Output = Vec<Face>;
+
+    fn model(&self) -> &'static str {
+        "centerface"
+    }
+
+    fn check(&self, item: &Self::Item) -> Result<(), SubmitError> {
+        let want = self.width * self.height * 3;
+        if item.0.len() != want {
+            return Err(SubmitError::WrongSize {
+                got: item.0.len(),
+                want,
+            });
+        }
+        Ok(())
+    }
+
+    fn warm_item(&self) -> Self::Item {
+        (vec![127; self.width * self.height * 3], 0.5)
+    }
+
+    fn pack(&self, items: Vec<Self::Item>) -> Batch {
+        let mut pixels = Vec::with_capacity(items.len() * self.width * self.height * 3);
+        let mut thresholds = Vec::with_capacity(items.len());
+        for (p, t) in items {
+            pixels.extend_from_slice(&p);
+            thresholds.push(t);
+        }
+        Batch::Faces(FaceBatch {
+            pixels,
+            width: self.width,
+            height: self.height,
+            thresholds,
+        })
+    }
+
+    fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>> {
+        match out {
+            BatchOutput::Faces(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+struct Job<W: Workload> {
+    item: W::Item,
+    reply: oneshot::Sender<Result<JobResult<W::Output>, String>>,
     span: tracing::Span,
 }
 
-impl Cancel for Job {
+impl<W: Workload> Cancel for Job<W> {
     fn is_cancelled(&self) -> bool {
         self.reply.is_closed()
     }
 }
 
-/// What a request gets back: its candidates and how its batch went.
+/// What a request gets back: its output and how its batch went.
 #[derive(Debug, Clone)]
-pub struct JobResult {
-    pub faces: Vec<Face>,
+pub struct JobResult<O> {
+    pub output: O,
     pub queue_ms: f64,
     /// Packing the batch's input buffer (the request's "blob" step).
     pub pack_ms: f64,
@@ -59,16 +128,17 @@ pub struct BatcherInfo {
     pub input_height: usize,
 }
 
-struct Shared {
-    queue: Mutex<Queue<Job>>,
+struct Shared<W: Workload> {
+    queue: Mutex<Queue<Job<W>>>,
     wake: Condvar,
     stop: AtomicBool,
     healthy: AtomicBool,
 }
 
-pub struct Batcher {
-    shared: Arc<Shared>,
+pub struct Batcher<W: Workload = FaceWork> {
+    shared: Arc<Shared<W>>,
     info: BatcherInfo,
+    work: Arc<W>,
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
@@ -79,23 +149,46 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-impl Batcher {
-    /// Warm the backend up with one real inference, then start its thread.
+impl Batcher<FaceWork> {
+    /// The face batcher: letterboxed images of `input_width` x `input_height`.
     pub fn start(
-        mut backend: Box<dyn Backend>,
+        backend: Box<dyn Backend>,
         policy: Policy,
         input_width: usize,
         input_height: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BackendError> {
-        let warm = FaceBatch {
-            pixels: vec![127; input_width * input_height * 3],
+        let work = FaceWork {
             width: input_width,
             height: input_height,
-            thresholds: vec![0.5],
         };
+        Self::start_work(work, backend, policy, (input_width, input_height), metrics)
+    }
+
+    /// Queue one letterboxed image; the receiver resolves when its batch ran.
+    pub fn submit(
+        &self,
+        pixels: Vec<u8>,
+        threshold: f32,
+    ) -> Result<oneshot::Receiver<Result<JobResult<Vec<Face>>, String>>, SubmitError> {
+        self.submit_item((pixels, threshold))
+    }
+}
+
+impl<W: Workload> Batcher<W> {
+    /// Warm the backend up with one real inference, then start its thread.
+    /// `input` is the model input size reported in `info()`.
+    pub fn start_work(
+        work: W,
+        mut backend: Box<dyn Backend>,
+        policy: Policy,
+        input: (usize, usize),
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BackendError> {
+        let (input_width, input_height) = input;
         let t = Instant::now();
-        backend.run(Batch::Faces(warm))?;
+        let warm = work.pack(vec![work.warm_item()]);
+        backend.run(warm)?;
         tracing::info!(backend = backend.name(), device = %backend.device(), ms = t.elapsed().as_secs_f64() * 1e3, "warm-up inference done");
         let max_batch = policy.max_batch.min(backend.max_batch_size()).max(1);
         let info = BatcherInfo {
@@ -114,16 +207,19 @@ impl Batcher {
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
         });
+        let work = Arc::new(work);
         let thread = {
-            let (shared, metrics, info) = (shared.clone(), metrics.clone(), info.clone());
+            let (shared, metrics, info, work) =
+                (shared.clone(), metrics.clone(), info.clone(), work.clone());
             std::thread::Builder::new()
-                .name(format!("argus-{}", info.backend))
-                .spawn(move || run_loop(backend, shared, metrics, info))
+                .name(format!("argus-{}-{}", info.backend, work.model()))
+                .spawn(move || run_loop(backend, work, shared, metrics, info))
                 .map_err(|e| BackendError::Unavailable("thread".into(), e.to_string()))?
         };
         Ok(Self {
             shared,
             info,
+            work,
             thread: Mutex::new(Some(thread)),
             metrics,
         })
@@ -141,26 +237,18 @@ impl Batcher {
         lock(&self.shared.queue).len()
     }
 
-    /// Queue one letterboxed image; the receiver resolves when its batch ran.
-    pub fn submit(
+    /// Queue one item; the receiver resolves when its batch ran.
+    pub fn submit_item(
         &self,
-        pixels: Vec<u8>,
-        threshold: f32,
-    ) -> Result<oneshot::Receiver<Result<JobResult, String>>, SubmitError> {
-        let want = self.info.input_width * self.info.input_height * 3;
-        if pixels.len() != want {
-            return Err(SubmitError::WrongSize {
-                got: pixels.len(),
-                want,
-            });
-        }
+        item: W::Item,
+    ) -> Result<oneshot::Receiver<Result<JobResult<W::Output>, String>>, SubmitError> {
+        self.work.check(&item)?;
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(SubmitError::ShutDown);
         }
         let (reply, rx) = oneshot::channel();
         let job = Job {
-            pixels,
-            threshold,
+            item,
             reply,
             span: tracing::Span::current(),
         };
@@ -172,7 +260,7 @@ impl Batcher {
         };
         self.metrics
             .queue_depth
-            .with_label_values(&[MODEL])
+            .with_label_values(&[self.work.model()])
             .set(depth as i64);
         self.shared.wake.notify_one();
         Ok(rx)
@@ -188,18 +276,20 @@ impl Batcher {
     }
 }
 
-impl Drop for Batcher {
+impl<W: Workload> Drop for Batcher<W> {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-fn run_loop(
+fn run_loop<W: Workload>(
     mut backend: Box<dyn Backend>,
-    shared: Arc<Shared>,
+    work: Arc<W>,
+    shared: Arc<Shared<W>>,
     metrics: Arc<Metrics>,
     info: BatcherInfo,
 ) {
+    let model = work.model();
     loop {
         let entries = {
             let mut q = lock(&shared.queue);
@@ -210,7 +300,7 @@ fn run_loop(
                 if dropped > 0 {
                     metrics
                         .dropped_requests
-                        .with_label_values(&[MODEL])
+                        .with_label_values(&[model])
                         .inc_by(dropped);
                 }
                 match next {
@@ -235,51 +325,45 @@ fn run_loop(
         };
         metrics
             .queue_depth
-            .with_label_values(&[MODEL])
+            .with_label_values(&[model])
             .set(lock(&shared.queue).len() as i64);
         if entries.is_empty() {
             continue;
         }
         let started = Instant::now();
         let n = entries.len();
-        let mut pixels = Vec::with_capacity(n * info.input_width * info.input_height * 3);
-        let mut thresholds = Vec::with_capacity(n);
+        let mut items = Vec::with_capacity(n);
+        let mut replies = Vec::with_capacity(n);
         let mut waits = Vec::with_capacity(n);
-        for e in &entries {
-            pixels.extend_from_slice(&e.item.pixels);
-            thresholds.push(e.item.threshold);
+        let span = entries[0].item.span.clone();
+        for e in entries {
+            items.push(e.item.item);
+            replies.push(e.item.reply);
             let w = started.duration_since(e.enqueued);
             metrics
                 .queue_wait
-                .with_label_values(&[MODEL])
+                .with_label_values(&[model])
                 .observe(w.as_secs_f64());
             waits.push(w.as_secs_f64() * 1e3);
         }
+        let batch = work.pack(items);
         let pack_ms = started.elapsed().as_secs_f64() * 1e3;
-        let span = entries[0].item.span.clone();
-        let result = span.in_scope(|| {
-            backend.run(Batch::Faces(FaceBatch {
-                pixels,
-                width: info.input_width,
-                height: info.input_height,
-                thresholds,
-            }))
-        });
+        let result = span.in_scope(|| backend.run(batch));
         let secs = started.elapsed().as_secs_f64();
         metrics
             .inference
-            .with_label_values(&[MODEL, info.backend])
+            .with_label_values(&[model, info.backend])
             .observe(secs);
         metrics
             .batch_size
-            .with_label_values(&[MODEL])
+            .with_label_values(&[model])
             .observe(n as f64);
-        match result {
-            Ok(BatchOutput::Faces(per_image)) if per_image.len() == n => {
+        match result.map(|out| work.unpack(out)) {
+            Ok(Some(outputs)) if outputs.len() == n => {
                 shared.healthy.store(true, Ordering::Relaxed);
-                for ((e, faces), q) in entries.into_iter().zip(per_image).zip(waits) {
-                    let _ = e.item.reply.send(Ok(JobResult {
-                        faces,
+                for ((reply, output), q) in replies.into_iter().zip(outputs).zip(waits) {
+                    let _ = reply.send(Ok(JobResult {
+                        output,
                         queue_ms: q,
                         pack_ms,
                         inference_ms: (secs * 1e3 - pack_ms).max(0.0),
@@ -288,19 +372,23 @@ fn run_loop(
                 }
             }
             Ok(_) => fail_all(
-                entries,
-                "backend returned the wrong number of results".into(),
+                replies,
+                "backend returned the wrong results".into(),
                 &shared,
             ),
-            Err(err) => fail_all(entries, err.to_string(), &shared),
+            Err(err) => fail_all(replies, err.to_string(), &shared),
         }
     }
 }
 
-fn fail_all(entries: Vec<super::queue::Entry<Job>>, msg: String, shared: &Shared) {
+fn fail_all<W: Workload>(
+    replies: Vec<oneshot::Sender<Result<JobResult<W::Output>, String>>>,
+    msg: String,
+    shared: &Shared<W>,
+) {
     tracing::error!(error = %msg, "inference batch failed");
     shared.healthy.store(false, Ordering::Relaxed);
-    for e in entries {
-        let _ = e.item.reply.send(Err(msg.clone()));
+    for r in replies {
+        let _ = r.send(Err(msg.clone()));
     }
 }

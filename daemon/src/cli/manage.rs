@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{keys, password};
+use crate::clinic::org;
 use crate::store::{now_rfc3339, AdminRecord, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +23,32 @@ pub enum Command {
     AdminCreate {
         username: String,
         password: String,
+    },
+    PbsUserAdd {
+        org: String,
+        user: String,
+        role: String,
+        password: String,
+    },
+    PbsUserList {
+        org: Option<String>,
+    },
+    PbsUserRemove {
+        user: String,
+    },
+    PbsKeyAdd {
+        org: String,
+        pem: String,
+        kid: Option<String>,
+    },
+    PbsKeyList {
+        org: Option<String>,
+    },
+    PbsKeyRevoke {
+        kid: String,
+    },
+    PbsOrgSecret {
+        org: String,
     },
 }
 
@@ -90,6 +117,18 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             json!({"username": username, "updated": existed})
         }
+        Command::PbsUserAdd {
+            org,
+            user,
+            role,
+            password,
+        } => org::add_user(store, &org, &user, &role, &password)?,
+        Command::PbsUserList { org: o } => org::list_users(store, o.as_deref())?,
+        Command::PbsUserRemove { user } => org::remove_user(store, None, &user)?,
+        Command::PbsKeyAdd { org: o, pem, kid } => org::add_key(store, &o, &pem, kid.as_deref())?,
+        Command::PbsKeyList { org: o } => org::list_keys(store, o.as_deref())?,
+        Command::PbsKeyRevoke { kid } => org::revoke_key(store, None, &kid)?,
+        Command::PbsOrgSecret { org: o } => org::org_secret(store, &o)?,
     };
     store.flush().map_err(|e| e.to_string())?;
     Ok(r)

@@ -89,11 +89,85 @@ pub enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Blood-smear (PBS) family: users, signing keys, lab validation tools.
+    Pbs {
+        #[command(subcommand)]
+        action: PbsAction,
+    },
     /// Train the models this project trains itself.
     Train {
         #[command(subcommand)]
         model: TrainModel,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PbsAction {
+    /// Users of organisations (works whether or not the daemon runs).
+    Users {
+        #[command(subcommand)]
+        action: PbsUsers,
+    },
+    /// Organisations' RSA public keys for client-signed JWTs.
+    Keys {
+        #[command(subcommand)]
+        action: PbsKeys,
+    },
+    /// Show an organisation's callback signing secret.
+    OrgSecret { org: String },
+    /// Count cells in smear photos and print counts and boxes.
+    Count {
+        images: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Red-cell diameter in these photos, pixels (default: config).
+        #[arg(long)]
+        rbc_diameter_px: Option<f32>,
+    },
+    /// P(parasitized) of single-cell crops (any size; made 50x50 grayscale).
+    Classify {
+        crops: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PbsUsers {
+    /// Add a user (or reset their password and role); the password is read from stdin.
+    Add {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = "user")]
+        role: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    Remove { user: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PbsKeys {
+    /// Register a PEM public key file (`openssl rsa -pubout` output).
+    Add {
+        #[arg(long)]
+        org: String,
+        pem: PathBuf,
+        /// Key id tokens name in `kid` (default: derived from the key).
+        #[arg(long)]
+        kid: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        org: Option<String>,
+    },
+    Revoke { kid: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,7 +320,12 @@ async fn detect_file(
 /// A local batcher for the offline detect/mask commands.
 fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
-    let backend = crate::backend::select(config.backend, &models, config.batch.max_batch_size)
+    let backend = crate::backend::select(
+        config.backend,
+        &models,
+        crate::backend::ModelSet::Faces,
+        config.batch.max_batch_size,
+    )
         .map_err(|e| CliError::Failed(e.to_string()))?;
     let policy = Policy {
         max_batch: config.batch.max_batch_size,
@@ -440,6 +519,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             );
             Ok(0)
         }
+        Command::Pbs { action } => pbs_command(&config, action).await,
         Command::Train {
             model:
                 TrainModel::Malaria {
@@ -469,4 +549,138 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError> {
+    let print = |v: serde_json::Value| {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        Ok(0)
+    };
+    match action {
+        PbsAction::Users { action } => {
+            let cmd = match action {
+                PbsUsers::Add {
+                    org,
+                    user,
+                    role,
+                    password_stdin,
+                } => Manage::PbsUserAdd {
+                    org,
+                    user,
+                    role,
+                    password: read_password(password_stdin)?,
+                },
+                PbsUsers::List { org } => Manage::PbsUserList { org },
+                PbsUsers::Remove { user } => Manage::PbsUserRemove { user },
+            };
+            print(manage(&config.state_dir, cmd).await?)
+        }
+        PbsAction::Keys { action } => {
+            let cmd = match action {
+                PbsKeys::Add { org, pem, kid } => Manage::PbsKeyAdd {
+                    org,
+                    pem: std::fs::read_to_string(&pem)
+                        .map_err(|e| CliError::Failed(format!("{}: {e}", pem.display())))?,
+                    kid,
+                },
+                PbsKeys::List { org } => Manage::PbsKeyList { org },
+                PbsKeys::Revoke { kid } => Manage::PbsKeyRevoke { kid },
+            };
+            print(manage(&config.state_dir, cmd).await?)
+        }
+        PbsAction::OrgSecret { org } => {
+            print(manage(&config.state_dir, Manage::PbsOrgSecret { org }).await?)
+        }
+        PbsAction::Count {
+            images,
+            json,
+            rbc_diameter_px,
+        } => {
+            if images.is_empty() {
+                return Err(CliError::Usage("give at least one smear photo".into()));
+            }
+            let b = local_cell_batchers(config)?;
+            let native = rbc_diameter_px.or(
+                (config.pbs.native_rbc_diameter_px > 0.0).then_some(config.pbs.native_rbc_diameter_px),
+            );
+            let limits = crate::imaging::DecodeLimits {
+                max_pixels: config.limits.max_pixels,
+                formats: ["jpeg", "png", "webp", "bmp", "tiff"].map(String::from).to_vec(),
+            };
+            let mut failed = 0;
+            for path in &images {
+                let res = async {
+                    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+                    let img = crate::imaging::decode(&bytes, &limits)
+                        .map_err(|e| e.to_string())?
+                        .image;
+                    crate::pipeline::cells::analyse(&b, Arc::new(img), native, config.cells, false)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                .await;
+                match res {
+                    Ok((a, t)) if json => println!(
+                        "{}",
+                        serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
+                    ),
+                    Ok((a, _)) => println!(
+                        "{}: {}x{}, rbc {}, wbc {}, platelets {}",
+                        path.display(),
+                        a.width,
+                        a.height,
+                        a.counts.rbc,
+                        a.counts.wbc,
+                        a.counts.platelets
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
+            }
+            b.tiles.shutdown();
+            b.crops.shutdown();
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+        PbsAction::Classify { crops, json } => {
+            if crops.is_empty() {
+                return Err(CliError::Usage("give at least one crop image".into()));
+            }
+            let b = local_cell_batchers(config)?;
+            let mut failed = 0;
+            let n = crate::model::malaria::CROP as u32;
+            for path in &crops {
+                let res = async {
+                    let img = image::open(path).map_err(|e| e.to_string())?.into_luma8();
+                    let img = image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
+                    let p = crate::pipeline::cells::classify(&b.crops, vec![img.into_raw()])
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    Ok::<f32, String>(p[0])
+                }
+                .await;
+                match res {
+                    Ok(p) if json => println!("{}", serde_json::json!({"file": path, "p_parasitized": p})),
+                    Ok(p) => println!("{}: p_parasitized {p:.4}", path.display()),
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{}: {e}", path.display());
+                    }
+                }
+            }
+            b.tiles.shutdown();
+            b.crops.shutdown();
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
+    }
+}
+
+/// Local tile and crop batchers for the offline pbs commands.
+fn local_cell_batchers(config: &Config) -> Result<crate::pipeline::cells::CellBatchers, CliError> {
+    let models = crate::model_paths(config).map_err(CliError::Failed)?;
+    let (faces, cells) = crate::start_batchers(config, &models, Arc::new(Metrics::new()))
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    faces.shutdown();
+    Ok(cells)
 }

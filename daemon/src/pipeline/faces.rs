@@ -106,7 +106,7 @@ pub async fn detect(
     let (w, h) = (prep.image.width() as f32, prep.image.height() as f32);
     let inv = 1.0 / prep.scale;
     let candidates: Vec<Face> = result
-        .faces
+        .output
         .into_iter()
         .map(|f| Face {
             score: f.score,

@@ -12,7 +12,7 @@ pub struct Blobs {
 
 impl Blobs {
     pub fn open(root: PathBuf) -> Result<Self, StoreError> {
-        for sub in ["originals", "processed", "tmp"] {
+        for sub in ["originals", "processed", "pbs", "tmp"] {
             std::fs::create_dir_all(root.join(sub))?;
         }
         Ok(Self { root })

@@ -4,6 +4,7 @@
 //! key order is creation order and listings walk it backwards for newest-first.
 
 pub mod blobs;
+pub mod pbs;
 
 use std::path::Path;
 
@@ -137,6 +138,7 @@ pub struct Store {
     cleanup: sled::Tree,
     meta: sled::Tree,
     pub blobs: Blobs,
+    pub pbs: pbs::PbsStore,
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -193,6 +195,7 @@ impl Store {
             cleanup: t("cleanup")?,
             meta: t("meta")?,
             blobs: Blobs::open(state_dir.join("blobs"))?,
+            pbs: pbs::PbsStore::open(&db)?,
             db,
         };
         store.blobs.clear_tmp();

@@ -1,0 +1,294 @@
+//! Who a PBS request comes from: the `Authorization` token resolved to an
+//! organisation, a user and a role, and what each role may do.
+//!
+//! Roles (the token's `role` must equal the user's registered role):
+//! - `admin`: everything below, plus the organisation's users and keys;
+//! - `user`: create, upload, request tasks, read status, reports, search;
+//! - `device` (a scanner): create, upload, request tasks, read status; no
+//!   reports and no search, so a stolen device token reads no results;
+//! - `service` (an integration): read status, reports and search only.
+
+use base64::Engine;
+
+use super::Clinic;
+use crate::auth::jwt::{self, Alg, Rejection};
+use crate::store::pbs::{Role, UserRecord};
+use crate::store::unix_now;
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub org: String,
+    pub user: UserRecord,
+    pub role: Role,
+    /// "session" or "key <kid>".
+    pub via: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    CreateStudy,
+    Upload,
+    RequestTasks,
+    ReadStatus,
+    ReadReport,
+    Search,
+    ManageOrg,
+}
+
+impl Action {
+    pub fn allowed(self, role: Role) -> bool {
+        use Action::*;
+        match role {
+            Role::Admin => true,
+            Role::User => self != ManageOrg,
+            Role::Device => matches!(self, CreateStudy | Upload | RequestTasks | ReadStatus),
+            Role::Service => matches!(self, ReadStatus | ReadReport | Search),
+        }
+    }
+}
+
+/// A refused token: 401, with the claim at fault.
+#[derive(Debug, Clone)]
+pub struct AuthFailure {
+    pub rejection: Rejection,
+    /// What was learnt before the failure, for /auth/hello.
+    pub alg: Option<&'static str>,
+    pub kid: Option<String>,
+    pub iss: Option<String>,
+}
+
+impl AuthFailure {
+    fn new(r: Rejection) -> Self {
+        Self {
+            rejection: r,
+            alg: None,
+            kid: None,
+            iss: None,
+        }
+    }
+}
+
+fn alg_name(a: Alg) -> &'static str {
+    match a {
+        Alg::Hs256 => "HS256",
+        Alg::Rs256 => "RS256",
+        Alg::Rs384 => "RS384",
+    }
+}
+
+impl Clinic {
+    /// Resolve the `Authorization` header. `consume_jti` records a client
+    /// token's `jti` (every real request); /auth/hello only looks.
+    pub fn authenticate(
+        &self,
+        header: Option<&str>,
+        consume_jti: bool,
+    ) -> Result<Principal, AuthFailure> {
+        let raw = header.ok_or_else(|| {
+            AuthFailure::new(Rejection::new(
+                "Authorization",
+                "missing: send the token in the Authorization header",
+            ))
+        })?;
+        let parsed = jwt::parse(jwt::token_from_header(raw)).map_err(AuthFailure::new)?;
+        let mut fail = AuthFailure {
+            rejection: Rejection::new("token", ""),
+            alg: Some(alg_name(parsed.alg)),
+            kid: parsed.key_id(),
+            iss: parsed
+                .claims
+                .get("iss")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+        };
+        let err = |r: Rejection, f: &mut AuthFailure| {
+            f.rejection = r;
+            f.clone()
+        };
+        let claims = parsed.claims().map_err(|r| err(r, &mut fail))?;
+        let now = unix_now();
+        let session = parsed.alg == Alg::Hs256;
+        if session {
+            if claims.iss != jwt::SESSION_ISSUER {
+                return Err(err(
+                    Rejection::new(
+                        "alg",
+                        "HS256 is only valid for this appliance's own session tokens; \
+                         sign client tokens with RS256 (with kid) or RS384",
+                    ),
+                    &mut fail,
+                ));
+            }
+            parsed
+                .verify_hs256(&self.session_key)
+                .map_err(|r| err(r, &mut fail))?;
+        } else {
+            let kid = match (parsed.alg, parsed.key_id()) {
+                (_, Some(k)) => Some(k),
+                (Alg::Rs256, None) => {
+                    return Err(err(
+                        Rejection::new("kid", "required with RS256: name the registered key"),
+                        &mut fail,
+                    ))
+                }
+                _ => None,
+            };
+            let keys = match &kid {
+                Some(k) => match self.store.pbs.get_key(k) {
+                    Ok(Some(key)) => vec![key],
+                    Ok(None) => {
+                        return Err(err(
+                            Rejection::new("kid", format!("no key {k:?} is registered")),
+                            &mut fail,
+                        ))
+                    }
+                    Err(e) => return Err(err(Rejection::new("kid", e.to_string()), &mut fail)),
+                },
+                None => self
+                    .store
+                    .pbs
+                    .list_keys(Some(&claims.iss))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|k| k.revoked_at.is_none())
+                    .collect(),
+            };
+            if keys.is_empty() {
+                return Err(err(
+                    Rejection::new(
+                        "iss",
+                        format!("organisation {:?} has no active signing key", claims.iss),
+                    ),
+                    &mut fail,
+                ));
+            }
+            let mut verified = None;
+            let mut last = None;
+            for key in &keys {
+                if key.org != claims.iss {
+                    last = Some(Rejection::new(
+                        "iss",
+                        format!(
+                            "key {:?} belongs to another organisation than {:?}",
+                            key.kid, claims.iss
+                        ),
+                    ));
+                    continue;
+                }
+                if let Some(at) = &key.revoked_at {
+                    last = Some(Rejection::new(
+                        "kid",
+                        format!("key {:?} was revoked at {at}", key.kid),
+                    ));
+                    continue;
+                }
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(&key.rsa_der_b64)
+                    .unwrap_or_default();
+                match parsed.verify_rsa(&der) {
+                    Ok(()) => {
+                        verified = Some(key.kid.clone());
+                        break;
+                    }
+                    Err(r) => last = Some(r),
+                }
+            }
+            if verified.is_none() {
+                return Err(err(
+                    last.unwrap_or_else(|| Rejection::new("signature", "does not verify")),
+                    &mut fail,
+                ));
+            }
+            fail.kid = verified;
+        }
+        parsed
+            .check_audience(&self.config.pbs.public_host)
+            .map_err(|r| err(r, &mut fail))?;
+        jwt::check_times(&claims, now, !session).map_err(|r| err(r, &mut fail))?;
+        let org = if session {
+            parsed
+                .claims
+                .get("org")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string()
+        } else {
+            claims.iss.clone()
+        };
+        let role = Role::parse(&claims.role).ok_or_else(|| {
+            err(
+                Rejection::new("role", "must be one of admin, user, device, service"),
+                &mut fail,
+            )
+        })?;
+        let user = match self.store.pbs.find_user(&org, &claims.sub) {
+            Ok(Some(u)) => u,
+            Ok(None) => {
+                return Err(err(
+                    Rejection::new(
+                        "sub",
+                        format!("{:?} is not a user of organisation {org:?}", claims.sub),
+                    ),
+                    &mut fail,
+                ))
+            }
+            Err(e) => return Err(err(Rejection::new("sub", e.to_string()), &mut fail)),
+        };
+        if user.role != role {
+            return Err(err(
+                Rejection::new(
+                    "role",
+                    format!(
+                        "the token claims {:?} but the user is registered as {:?}",
+                        role.as_str(),
+                        user.role.as_str()
+                    ),
+                ),
+                &mut fail,
+            ));
+        }
+        if !session && consume_jti {
+            // Remember the id for as long as the token could be honoured.
+            let until = claims.exp.min(claims.iat + jwt::MAX_AGE_SECS) + jwt::LEEWAY_SECS;
+            match self.store.pbs.claim_jti(&claims.iss, &claims.jti, until, now) {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(err(
+                        Rejection::new(
+                            "jti",
+                            "this token id was already used; sign a new token per request",
+                        ),
+                        &mut fail,
+                    ))
+                }
+                Err(e) => return Err(err(Rejection::new("jti", e.to_string()), &mut fail)),
+            }
+        }
+        Ok(Principal {
+            org,
+            user,
+            role,
+            via: if session {
+                "session".into()
+            } else {
+                format!("key {}", fail.kid.unwrap_or_default())
+            },
+        })
+    }
+
+    /// Mint a session token for a user who logged in.
+    pub fn session_token(&self, user: &UserRecord) -> String {
+        let now = unix_now();
+        let claims = serde_json::json!({
+            "iss": jwt::SESSION_ISSUER,
+            "aud": self.config.pbs.public_host,
+            "sub": user.id.to_string(),
+            "org": user.org,
+            "role": user.role.as_str(),
+            "iat": now,
+            "exp": now + self.config.pbs.session_ttl_secs.min(jwt::MAX_AGE_SECS * 12),
+            "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        jwt::sign_hs256(&claims, &self.session_key)
+    }
+}

@@ -1,0 +1,188 @@
+//! Organisations' users and signing keys: the one implementation behind
+//! `argusd pbs users|keys ...` and the `/pbs/admin/...` endpoints.
+
+use base64::Engine;
+use serde_json::{json, Value};
+use sha2::Digest;
+
+use crate::auth::{jwt, password};
+use crate::store::pbs::{KeyRecord, Role, UserRecord};
+use crate::store::{now_rfc3339, Store};
+
+fn valid_org(org: &str) -> Result<(), String> {
+    let ok = !org.is_empty()
+        && org.len() <= 128
+        && org != jwt::SESSION_ISSUER
+        && org
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "organisation {org:?}: 1 to 128 of A-Z a-z 0-9 - _ . : (and not {:?})",
+            jwt::SESSION_ISSUER
+        ))
+    }
+}
+
+pub fn user_json(u: &UserRecord) -> Value {
+    json!({
+        "id": u.id,
+        "email": u.email,
+        "user_name": u.email,
+        "screen_name": u.screen_name,
+        "organisation": u.org,
+        "role": u.role.as_str(),
+        "created_at": u.created_at,
+    })
+}
+
+pub fn key_json(k: &KeyRecord) -> Value {
+    json!({
+        "kid": k.kid,
+        "organisation": k.org,
+        "bits": k.bits,
+        "algorithms": ["RS256", "RS384"],
+        "created_at": k.created_at,
+        "revoked_at": k.revoked_at,
+        "active": k.revoked_at.is_none(),
+    })
+}
+
+/// Add a user, or reset the password and role of an existing one of the
+/// same organisation. The password is stored as argon2id of its hex sha256,
+/// the form `/auth/login` receives it in.
+pub fn add_user(store: &Store, org: &str, email: &str, role: &str, password: &str) -> Result<Value, String> {
+    valid_org(org)?;
+    let email = email.trim().to_ascii_lowercase();
+    if email.len() < 3 || email.len() > 254 || !email.contains('@') || email.contains(char::is_whitespace) {
+        return Err(format!("{email:?} is not an e-mail address"));
+    }
+    let role = Role::parse(role).ok_or("role must be one of admin, user, device, service")?;
+    if password.chars().count() < 8 {
+        return Err("the password must be at least 8 characters".into());
+    }
+    let pass_sha = hex::encode(sha2::Sha256::digest(password.as_bytes()));
+    let existing = store.pbs.get_user(&email).map_err(|e| e.to_string())?;
+    if let Some(u) = &existing {
+        if u.org != org {
+            return Err(format!("{email} is already a user of another organisation"));
+        }
+    }
+    let (org_rec, new_org) = store.pbs.ensure_org(org).map_err(|e| e.to_string())?;
+    let rec = UserRecord {
+        id: existing.as_ref().map(|u| u.id).unwrap_or_else(uuid::Uuid::new_v4),
+        email: email.clone(),
+        org: org.to_string(),
+        role,
+        screen_name: email.split('@').next().unwrap_or_default().to_string(),
+        pass_hash: password::hash(&pass_sha)?,
+        created_at: existing
+            .as_ref()
+            .map(|u| u.created_at.clone())
+            .unwrap_or_else(now_rfc3339),
+    };
+    store.pbs.put_user(&rec).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    let mut v = user_json(&rec);
+    v["updated"] = json!(existing.is_some());
+    if new_org {
+        // Shown once, when the organisation is created.
+        v["callback_secret"] = json!(org_rec.callback_secret);
+    }
+    Ok(v)
+}
+
+pub fn remove_user(store: &Store, org: Option<&str>, email: &str) -> Result<Value, String> {
+    let email = email.trim().to_ascii_lowercase();
+    match store.pbs.get_user(&email).map_err(|e| e.to_string())? {
+        Some(u) if org.is_none_or(|o| o == u.org) => {
+            store.pbs.remove_user(&email).map_err(|e| e.to_string())?;
+            store.flush().map_err(|e| e.to_string())?;
+            Ok(user_json(&u))
+        }
+        _ => Err(format!("no user {email}")),
+    }
+}
+
+pub fn list_users(store: &Store, org: Option<&str>) -> Result<Value, String> {
+    Ok(Value::Array(
+        store
+            .pbs
+            .list_users(org)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(user_json)
+            .collect(),
+    ))
+}
+
+/// Register an RSA public key (PEM) for `org`. Without `kid`, the key's id is
+/// the hex sha256 of its DER, cut to 32 characters.
+pub fn add_key(store: &Store, org: &str, pem: &str, kid: Option<&str>) -> Result<Value, String> {
+    valid_org(org)?;
+    if store.pbs.get_org(org).map_err(|e| e.to_string())?.is_none() {
+        return Err(format!(
+            "organisation {org:?} has no users yet; add one first (argusd pbs users add)"
+        ));
+    }
+    let (der, bits) = jwt::rsa_public_key_from_pem(pem)?;
+    let kid = match kid {
+        Some(k) => {
+            let k = k.trim();
+            if k.is_empty() || k.len() > 128 || k.contains(char::is_control) {
+                return Err("kid must be 1 to 128 printable characters".into());
+            }
+            k.to_string()
+        }
+        None => hex::encode(sha2::Sha256::digest(&der))[..32].to_string(),
+    };
+    if store.pbs.get_key(&kid).map_err(|e| e.to_string())?.is_some() {
+        return Err(format!("a key with kid {kid:?} is already registered"));
+    }
+    let rec = KeyRecord {
+        kid,
+        org: org.to_string(),
+        rsa_der_b64: base64::engine::general_purpose::STANDARD.encode(der),
+        bits,
+        created_at: now_rfc3339(),
+        revoked_at: None,
+    };
+    store.pbs.put_key(&rec).map_err(|e| e.to_string())?;
+    store.flush().map_err(|e| e.to_string())?;
+    Ok(key_json(&rec))
+}
+
+pub fn revoke_key(store: &Store, org: Option<&str>, kid: &str) -> Result<Value, String> {
+    match store.pbs.get_key(kid).map_err(|e| e.to_string())? {
+        Some(mut k) if org.is_none_or(|o| o == k.org) => {
+            if k.revoked_at.is_none() {
+                k.revoked_at = Some(now_rfc3339());
+                store.pbs.put_key(&k).map_err(|e| e.to_string())?;
+                store.flush().map_err(|e| e.to_string())?;
+            }
+            Ok(key_json(&k))
+        }
+        _ => Err(format!("no key {kid:?}")),
+    }
+}
+
+pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Value, String> {
+    Ok(Value::Array(
+        store
+            .pbs
+            .list_keys(org)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(key_json)
+            .collect(),
+    ))
+}
+
+pub fn org_secret(store: &Store, org: &str) -> Result<Value, String> {
+    match store.pbs.get_org(org).map_err(|e| e.to_string())? {
+        Some(o) => Ok(json!({"organisation": o.name, "callback_secret": o.callback_secret})),
+        None => Err(format!("no organisation {org:?}")),
+    }
+}

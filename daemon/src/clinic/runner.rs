@@ -1,0 +1,257 @@
+//! The analysis queue: frozen studies are analysed file by file, the
+//! per-file results kept in the study record as they come, so a daemon
+//! stopped or killed mid-study resumes after restart where it was.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::Clinic;
+use crate::imaging::{self, DecodeLimits};
+use crate::pipeline::cells;
+use crate::store::pbs::{CallbackRecord, ReportStatus};
+use crate::store::{now_rfc3339, unix_now, StoreError};
+
+/// Run queued studies until `shutdown` flips to true.
+pub async fn run(clinic: Arc<Clinic>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let queued = clinic.store.pbs.queued().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading the PBS queue failed");
+            Vec::new()
+        });
+        for id in queued {
+            if *shutdown.borrow() {
+                return;
+            }
+            // A study whose analysis fails for a store reason stays queued
+            // and is retried on the next pass.
+            if let Err(e) = analyse_study(&clinic, id, &shutdown).await {
+                tracing::error!(study = %id, error = %e, "PBS analysis failed; will retry");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+        tokio::select! {
+            _ = clinic.wake_runner.notified() => {}
+            _ = shutdown.changed() => {}
+            // Belt and braces: a wake-up lost between the scan and the wait.
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: bool) -> Value {
+    let (pos, neg) = cells::malaria_counts(a, params);
+    let mut v = json!({
+        "width": a.width,
+        "height": a.height,
+        "scale": a.scale,
+        "rbc": a.counts.rbc,
+        "wbc": a.counts.wbc,
+        "platelets": a.counts.platelets,
+    });
+    if malaria {
+        v["positive_count"] = json!(pos);
+        v["negative_count"] = json!(neg);
+    }
+    v
+}
+
+async fn analyse_study(
+    clinic: &Clinic,
+    id: Uuid,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let pbs = &clinic.store.pbs;
+    let Some(study) = pbs.get_study(id)? else {
+        pbs.dequeue(id)?;
+        return Ok(());
+    };
+    let malaria = study.tasks.iter().any(|t| t == "MALARIA_ANY_ANY");
+    let total = study.files.len().max(1);
+    let params = clinic.config.cells;
+    let native = (clinic.config.pbs.native_rbc_diameter_px > 0.0)
+        .then_some(clinic.config.pbs.native_rbc_diameter_px);
+    let limits = DecodeLimits {
+        max_pixels: clinic.config.limits.max_pixels,
+        formats: ["jpeg", "png", "webp", "bmp", "tiff", "gif"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let started = std::time::Instant::now();
+    pbs.update_study(id, |s| {
+        s.status = ReportStatus::Processing;
+        s.progress_message = format!("analysing {} file(s)", s.files.len());
+        Ok(())
+    })?;
+    let mut failure = None;
+    for (i, f) in study.files.iter().enumerate() {
+        if study.partial.contains_key(&f.file_id) {
+            continue;
+        }
+        if *shutdown.borrow() {
+            // Left queued with its partial results: resumed after restart.
+            return Ok(());
+        }
+        let bytes = match clinic.store.blobs.get(&f.blob)? {
+            Some(b) => b,
+            None => {
+                failure = Some(format!("file {} is missing from storage", f.file_id));
+                break;
+            }
+        };
+        let lim = limits.clone();
+        let decoded = tokio::task::spawn_blocking(move || imaging::decode(&bytes, &lim))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let img = match decoded {
+            Ok(d) => Arc::new(d.image),
+            Err(e) => {
+                failure = Some(format!("file {}: {e}", f.file_id));
+                break;
+            }
+        };
+        let analysed = cells::analyse(&clinic.cells, img, native, params, malaria).await;
+        let result = match analysed {
+            Ok((a, t)) => {
+                clinic
+                    .metrics
+                    .cells_counted
+                    .with_label_values(&["rbc"])
+                    .inc_by(a.counts.rbc as u64);
+                clinic
+                    .metrics
+                    .cells_counted
+                    .with_label_values(&["wbc"])
+                    .inc_by(a.counts.wbc as u64);
+                clinic
+                    .metrics
+                    .cells_counted
+                    .with_label_values(&["platelet"])
+                    .inc_by(a.counts.platelets as u64);
+                let mut v = file_result(&a, &params, malaria);
+                v["timings_ms"] = serde_json::to_value(t).unwrap_or_default();
+                v
+            }
+            Err(cells::CellError::Submit(e)) => {
+                // Queue full: the interactive APIs come first; try again soon.
+                tracing::info!(study = %id, error = %e, "PBS analysis waiting for capacity");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                return Ok(());
+            }
+            Err(e) => {
+                failure = Some(format!("file {}: {e}", f.file_id));
+                break;
+            }
+        };
+        let done = i + 1;
+        pbs.update_study(id, |s| {
+            s.partial.insert(f.file_id.clone(), result.clone());
+            s.progress = (s.partial.len() as f32 / total as f32).min(0.99);
+            s.progress_message = format!("analysed {} of {} file(s)", s.partial.len(), total);
+            Ok(())
+        })?;
+        // Progress is durable before the next file starts.
+        clinic.store.flush_async().await?;
+        tracing::debug!(study = %id, done, total, "PBS file analysed");
+    }
+    let finished = pbs
+        .update_study(id, |s| {
+            if let Some(err) = &failure {
+                s.status = ReportStatus::Failed;
+                s.error = Some(err.clone());
+                s.progress_message = format!("analysis failed: {err}");
+                s.partial.clear();
+                return Ok(s.clone());
+            }
+            let version_time = now_rfc3339();
+            for task in s.tasks.clone() {
+                let report = build_report(&task, s, &params, &version_time);
+                s.reports.entry(task).or_default().push(report);
+            }
+            s.partial.clear();
+            s.status = ReportStatus::Ready;
+            s.progress = 1.0;
+            s.error = None;
+            s.progress_message = "Reports are ready".into();
+            Ok(s.clone())
+        })?
+        .ok_or_else(|| StoreError::Corrupt(format!("study {id} vanished")))?;
+    if let Some(url) = &finished.callback_url {
+        let body = json!({
+            "pbs_study_id": id,
+            "report_status": finished.status.as_str(),
+            "progress": finished.progress,
+        })
+        .to_string();
+        pbs.put_callback(
+            id,
+            &CallbackRecord {
+                study: id,
+                url: url.clone(),
+                body,
+                attempts: 0,
+                next_at: unix_now(),
+                last_error: None,
+            },
+        )?;
+    }
+    pbs.dequeue(id)?;
+    clinic.store.flush_async().await?;
+    clinic
+        .metrics
+        .pbs_studies
+        .with_label_values(&[finished.status.as_str()])
+        .inc();
+    clinic
+        .metrics
+        .pbs_study_seconds
+        .observe(started.elapsed().as_secs_f64());
+    clinic.wake_callbacks.notify_one();
+    tracing::info!(study = %id, status = finished.status.as_str(), "PBS study finished");
+    Ok(())
+}
+
+fn build_report(
+    task: &str,
+    s: &crate::store::pbs::StudyRecord,
+    params: &cells::CountParams,
+    created_at: &str,
+) -> Value {
+    let per_file: Vec<(&String, &Value)> = s
+        .files
+        .iter()
+        .filter_map(|f| s.partial.get(&f.file_id).map(|v| (&f.file_id, v)))
+        .collect();
+    let sum = |k: &str| -> u64 { per_file.iter().map(|(_, v)| v[k].as_u64().unwrap_or(0)).sum() };
+    match task {
+        "MALARIA_ANY_ANY" => json!({
+            "positive_count": sum("positive_count"),
+            "negative_count": sum("negative_count"),
+            "files": per_file.iter().map(|(id, v)| json!({
+                "file_id": id,
+                "positive_count": v["positive_count"],
+                "negative_count": v["negative_count"],
+            })).collect::<Vec<_>>(),
+            "model": "malaria_cnn (argus, trained on NIH malaria cell images)",
+            "parasite_threshold": params.parasite_threshold,
+            "created_at": created_at,
+        }),
+        _ => json!({
+            "rbc": sum("rbc"),
+            "wbc": sum("wbc"),
+            "platelets": sum("platelets"),
+            "files": per_file.iter().map(|(id, v)| json!({
+                "file_id": id,
+                "rbc": v["rbc"],
+                "wbc": v["wbc"],
+                "platelets": v["platelets"],
+            })).collect::<Vec<_>>(),
+            "model": "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",
+            "created_at": created_at,
+        }),
+    }
+}

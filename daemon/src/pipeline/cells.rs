@@ -1,0 +1,505 @@
+//! Blood-smear analysis: scale normalisation -> CLAHE -> tiles through the
+//! three cell UNets (batched) -> counts from the stitched maps -> red-cell
+//! crops through the malaria classifier (batched).
+//!
+//! Counting (all sizes relative to the expected red-cell diameter `d` the
+//! image is resampled to):
+//! - red cells: markers are the connected parts of `mask - edge > t` at
+//!   least `rbc_min_area * d^2` large; every pixel of `mask > t` is given to a
+//!   marker by watershed on the distance transform, so touching cells split
+//!   along the predicted boundaries;
+//! - white cells and platelets: connected components of `mask > t` with
+//!   minimum areas.
+
+use std::time::Instant;
+
+use image::RgbImage;
+
+use crate::backend::{Batch, BatchOutput, TileMaps};
+use crate::batch::{Batcher, SubmitError, Workload};
+use crate::imaging::{segment, smear};
+use crate::model::malaria::CROP;
+use crate::model::unet::TILE_IN;
+
+/// Smear tiles through the three UNets.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TileWork;
+
+impl Workload for TileWork {
+    type Item = Vec<f32>;
+    type Output = TileMaps;
+
+    fn model(&self) -> &'static str {
+        "cbc_unet"
+    }
+
+    fn check(&self, item: &Self::Item) -> Result<(), SubmitError> {
+        let want = 3 * TILE_IN * TILE_IN;
+        if item.len() != want {
+            return Err(SubmitError::WrongSize {
+                got: item.len(),
+                want,
+            });
+        }
+        Ok(())
+    }
+
+    fn warm_item(&self) -> Self::Item {
+        vec![0.0; 3 * TILE_IN * TILE_IN]
+    }
+
+    fn pack(&self, items: Vec<Self::Item>) -> Batch {
+        let count = items.len();
+        Batch::CellTiles {
+            data: items.concat(),
+            count,
+        }
+    }
+
+    fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>> {
+        match out {
+            BatchOutput::CellTiles(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Red-cell crops through the malaria classifier.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CropWork;
+
+impl Workload for CropWork {
+    type Item = Vec<u8>;
+    type Output = f32;
+
+    fn model(&self) -> &'static str {
+        "malaria_cnn"
+    }
+
+    fn check(&self, item: &Self::Item) -> Result<(), SubmitError> {
+        if item.len() != CROP * CROP {
+            return Err(SubmitError::WrongSize {
+                got: item.len(),
+                want: CROP * CROP,
+            });
+        }
+        Ok(())
+    }
+
+    fn warm_item(&self) -> Self::Item {
+        vec![0; CROP * CROP]
+    }
+
+    fn pack(&self, items: Vec<Self::Item>) -> Batch {
+        let count = items.len();
+        Batch::Crops {
+            data: items.concat(),
+            count,
+        }
+    }
+
+    fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>> {
+        match out {
+            BatchOutput::Parasitized(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Tunables of the counter (config `[cells]`), sizes relative to the red-cell
+/// diameter `rbc_diameter_px` that images are resampled to.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountParams {
+    /// Red-cell diameter, in pixels, the nets see after resampling.
+    pub rbc_diameter_px: f32,
+    /// Probability above which a map pixel belongs to a cell.
+    pub threshold: f32,
+    /// Minimum marker area of a red cell, as a fraction of d^2.
+    pub rbc_min_area: f32,
+    /// Minimum white-cell area, as a fraction of d^2.
+    pub wbc_min_area: f32,
+    /// Minimum platelet area, as a fraction of d^2.
+    pub platelet_min_area: f32,
+    /// Classifier probability from which a red cell counts as parasitized.
+    pub parasite_threshold: f32,
+}
+
+impl Default for CountParams {
+    fn default() -> Self {
+        Self {
+            rbc_diameter_px: 100.0,
+            threshold: 0.5,
+            rbc_min_area: 0.08,
+            wbc_min_area: 0.25,
+            platelet_min_area: 0.01,
+            parasite_threshold: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CellKind {
+    Rbc,
+    Wbc,
+    Platelet,
+}
+
+/// One counted cell, in the original image's pixels.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CellBox {
+    pub kind: CellKind,
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    /// For red cells once classified: P(parasitized).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_parasitized: Option<f32>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Counts {
+    pub rbc: usize,
+    pub wbc: usize,
+    pub platelets: usize,
+}
+
+/// Everything one smear photo gave.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmearAnalysis {
+    pub width: u32,
+    pub height: u32,
+    /// Factor the image was resampled by before the nets.
+    pub scale: f32,
+    pub counts: Counts,
+    pub cells: Vec<CellBox>,
+    pub tiles: usize,
+    #[serde(skip)]
+    rbc_labels: Vec<u32>,
+    #[serde(skip)]
+    scaled_w: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("the image is too small to analyse ({0}x{1})")]
+    TooSmall(u32, u32),
+}
+
+/// Timings of one analysis, in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CellTimings {
+    pub preprocess_ms: f64,
+    pub inference_ms: f64,
+    pub count_ms: f64,
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The resampling factor that brings red cells to `params.rbc_diameter_px`.
+/// `native_diameter_px`: the red-cell diameter in this image, when known
+/// (from the microscope's microns per pixel: ~7.5 um / um-per-px).
+pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
+    match native_diameter_px {
+        Some(d) if d.is_finite() && d > 1.0 => (params.rbc_diameter_px / d).clamp(0.1, 4.0),
+        _ => 1.0,
+    }
+}
+
+/// Resample, equalise and tile. Blocking.
+pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize), CellError> {
+    let (w0, h0) = img.dimensions();
+    let sw = ((w0 as f32 * scale).round() as usize).max(1);
+    let sh = ((h0 as f32 * scale).round() as usize).max(1);
+    if sw < 8 || sh < 8 {
+        return Err(CellError::TooSmall(w0, h0));
+    }
+    let scaled = if (sw, sh) == (w0 as usize, h0 as usize) {
+        img.clone()
+    } else {
+        image::imageops::resize(img, sw as u32, sh as u32, image::imageops::FilterType::Triangle)
+    };
+    let eq = smear::equalise(scaled.as_raw(), sw, sh);
+    Ok((smear::tile(&eq, sw, sh), sw, sh))
+}
+
+/// Count cells from the stitched maps. Blocking.
+pub fn count(
+    maps: &[TileMaps],
+    cols: usize,
+    sw: usize,
+    sh: usize,
+    scale: f32,
+    orig: (u32, u32),
+    params: &CountParams,
+) -> SmearAnalysis {
+    let stitch = |f: fn(&TileMaps) -> &Vec<f32>| {
+        let v: Vec<Vec<f32>> = maps.iter().map(|m| f(m).clone()).collect();
+        smear::stitch(&v, cols, sw, sh)
+    };
+    let rbc = stitch(|m| &m.rbc);
+    let edge = stitch(|m| &m.rbc_edge);
+    let wbc = stitch(|m| &m.wbc);
+    let plt = stitch(|m| &m.platelets);
+    let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
+    let t = params.threshold;
+    let inv = 1.0 / scale;
+    let to_box = |kind, r: &segment::Region| CellBox {
+        kind,
+        x: (r.x0 as f32 * inv).floor() as u32,
+        y: (r.y0 as f32 * inv).floor() as u32,
+        width: (((r.x1 - r.x0) as f32 * inv).ceil() as u32).min(orig.0),
+        height: (((r.y1 - r.y0) as f32 * inv).ceil() as u32).min(orig.1),
+        p_parasitized: None,
+    };
+    let mut cells = Vec::new();
+
+    // Red cells: markers from mask minus boundary, then watershed.
+    let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
+    let inner: Vec<bool> = rbc.iter().zip(&edge).map(|(&m, &e)| m - e > t).collect();
+    let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
+    let min_marker = (params.rbc_min_area * d2) as usize;
+    let keep: Vec<bool> = std::iter::once(false)
+        .chain(marker_regions.iter().map(|r| r.area >= min_marker))
+        .collect();
+    let markers: Vec<u32> = marker_labels
+        .iter()
+        .map(|&l| if keep[l as usize] { l } else { 0 })
+        .collect();
+    let dist = segment::distance_transform(&body, sw, sh);
+    let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
+    let rbc_regions = segment::regions_of(&rbc_labels, sw);
+    for r in &rbc_regions {
+        cells.push(to_box(CellKind::Rbc, r));
+    }
+
+    for (map, kind, min) in [
+        (&wbc, CellKind::Wbc, params.wbc_min_area),
+        (&plt, CellKind::Platelet, params.platelet_min_area),
+    ] {
+        let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
+        let (_, regions) = segment::components(&fg, sw, sh);
+        let min = (min * d2) as usize;
+        for r in regions.iter().filter(|r| r.area >= min) {
+            cells.push(to_box(kind, r));
+        }
+    }
+    let n = |k| cells.iter().filter(|c| c.kind == k).count();
+    SmearAnalysis {
+        width: orig.0,
+        height: orig.1,
+        scale,
+        counts: Counts {
+            rbc: n(CellKind::Rbc),
+            wbc: n(CellKind::Wbc),
+            platelets: n(CellKind::Platelet),
+        },
+        cells,
+        tiles: maps.len(),
+        rbc_labels,
+        scaled_w: sw,
+    }
+}
+
+/// Each red cell as the classifier wants it: its bounding box from the
+/// original photo, pixels outside the cell black, grayscale, stretched to
+/// 50x50 (the form of the NIH crops). Same order as the Rbc entries of
+/// `analysis.cells`.
+pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<Vec<u8>> {
+    let sw = analysis.scaled_w;
+    let scale = analysis.scale;
+    let regions = segment::regions_of(&analysis.rbc_labels, sw);
+    let mut out = Vec::with_capacity(regions.len());
+    for r in &regions {
+        let (bw, bh) = (r.x1 - r.x0, r.y1 - r.y0);
+        let mut crop = vec![0u8; CROP * CROP];
+        for cy in 0..CROP {
+            for cx in 0..CROP {
+                // Sample position in scaled-map pixels, then in the original.
+                let mx = r.x0 as f32 + (cx as f32 + 0.5) * bw as f32 / CROP as f32;
+                let my = r.y0 as f32 + (cy as f32 + 0.5) * bh as f32 / CROP as f32;
+                let (mxi, myi) = (mx as usize, my as usize);
+                if mxi >= sw || analysis.rbc_labels[myi * sw + mxi] != r.label {
+                    continue;
+                }
+                let ox = ((mx / scale) as u32).min(img.width() - 1);
+                let oy = ((my / scale) as u32).min(img.height() - 1);
+                let p = img.get_pixel(ox, oy).0;
+                let g = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                // Keep cell pixels above the background cut-off of the net.
+                crop[cy * CROP + cx] = (g.round() as u8).max(9);
+            }
+        }
+        out.push(crop);
+    }
+    out
+}
+
+/// Run tiles through the batcher, keeping their order.
+pub async fn run_tiles(
+    batcher: &Batcher<TileWork>,
+    tiles: &smear::Tiles,
+) -> Result<Vec<TileMaps>, CellError> {
+    let mut rxs = Vec::with_capacity(tiles.count);
+    for i in 0..tiles.count {
+        rxs.push(batcher.submit_item(tiles.tile(i).to_vec())?);
+    }
+    let mut out = Vec::with_capacity(rxs.len());
+    for rx in rxs {
+        let r = rx
+            .await
+            .map_err(|_| CellError::Inference("the backend thread stopped".into()))?
+            .map_err(CellError::Inference)?;
+        out.push(r.output);
+    }
+    Ok(out)
+}
+
+/// Classify crops through the batcher.
+pub async fn classify(batcher: &Batcher<CropWork>, crops: Vec<Vec<u8>>) -> Result<Vec<f32>, CellError> {
+    let mut rxs = Vec::with_capacity(crops.len());
+    for c in crops {
+        rxs.push(batcher.submit_item(c)?);
+    }
+    let mut out = Vec::with_capacity(rxs.len());
+    for rx in rxs {
+        let r = rx
+            .await
+            .map_err(|_| CellError::Inference("the backend thread stopped".into()))?
+            .map_err(CellError::Inference)?;
+        out.push(r.output);
+    }
+    Ok(out)
+}
+
+/// The batchers the clinic path needs.
+pub struct CellBatchers {
+    pub tiles: Batcher<TileWork>,
+    pub crops: Batcher<CropWork>,
+}
+
+/// Analyse one decoded smear photo end to end: counts, boxes and, when
+/// `malaria` is set, P(parasitized) for every red cell.
+pub async fn analyse(
+    b: &CellBatchers,
+    img: std::sync::Arc<RgbImage>,
+    native_rbc_diameter: Option<f32>,
+    params: CountParams,
+    malaria: bool,
+) -> Result<(SmearAnalysis, CellTimings), CellError> {
+    let mut timings = CellTimings::default();
+    let scale = scale_for(native_rbc_diameter, &params);
+    let t = Instant::now();
+    let prep_img = img.clone();
+    let (tiles, sw, sh) = tokio::task::spawn_blocking(move || prepare(&prep_img, scale))
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))??;
+    timings.preprocess_ms = ms(t);
+    let t = Instant::now();
+    let maps = run_tiles(&b.tiles, &tiles).await?;
+    timings.inference_ms = ms(t);
+    let t = Instant::now();
+    let orig = img.dimensions();
+    let cols = tiles.cols;
+    let (mut analysis, crops) = {
+        let img = img.clone();
+        tokio::task::spawn_blocking(move || {
+            let a = count(&maps, cols, sw, sh, scale, orig, &params);
+            let crops = if malaria { rbc_crops(&img, &a) } else { Vec::new() };
+            (a, crops)
+        })
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))?
+    };
+    timings.count_ms = ms(t);
+    if malaria && !crops.is_empty() {
+        let t = Instant::now();
+        let p = classify(&b.crops, crops).await?;
+        timings.inference_ms += ms(t);
+        let mut it = p.into_iter();
+        for c in analysis.cells.iter_mut().filter(|c| c.kind == CellKind::Rbc) {
+            c.p_parasitized = it.next();
+        }
+    }
+    Ok((analysis, timings))
+}
+
+/// Parasitized / uninfected red cells of an analysed photo.
+pub fn malaria_counts(a: &SmearAnalysis, params: &CountParams) -> (usize, usize) {
+    let mut pos = 0;
+    let mut neg = 0;
+    for c in a.cells.iter().filter(|c| c.kind == CellKind::Rbc) {
+        match c.p_parasitized {
+            Some(p) if p >= params.parasite_threshold => pos += 1,
+            Some(_) => neg += 1,
+            None => {}
+        }
+    }
+    (pos, neg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::unet::TILE_OUT;
+
+    fn blank_maps(n: usize) -> Vec<TileMaps> {
+        let z = vec![0f32; TILE_OUT * TILE_OUT];
+        (0..n)
+            .map(|_| TileMaps {
+                rbc: z.clone(),
+                rbc_edge: z.clone(),
+                wbc: z.clone(),
+                platelets: z.clone(),
+            })
+            .collect()
+    }
+
+    fn paint(m: &mut [f32], cx: f32, cy: f32, r: f32, v: f32) {
+        for y in 0..TILE_OUT {
+            for x in 0..TILE_OUT {
+                if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r {
+                    m[y * TILE_OUT + x] = v;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_touching_red_cells_apart_and_ignores_specks() {
+        let mut maps = blank_maps(1);
+        let params = CountParams {
+            rbc_diameter_px: 30.0,
+            ..Default::default()
+        };
+        // Two touching red cells with a predicted boundary between them.
+        paint(&mut maps[0].rbc, 30.0, 30.0, 15.0, 0.95);
+        paint(&mut maps[0].rbc, 58.0, 30.0, 15.0, 0.95);
+        for y in 0..TILE_OUT {
+            for x in 42..46 {
+                maps[0].rbc_edge[y * TILE_OUT + x] = 0.9;
+            }
+        }
+        paint(&mut maps[0].wbc, 70.0, 75.0, 14.0, 0.9);
+        paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9); // a speck
+        paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
+        assert_eq!((a.counts.rbc, a.counts.wbc, a.counts.platelets), (2, 1, 1));
+    }
+
+    #[test]
+    fn scale_follows_the_known_cell_size() {
+        let p = CountParams::default();
+        assert_eq!(scale_for(None, &p), 1.0);
+        assert!((scale_for(Some(50.0), &p) - 2.0).abs() < 1e-6);
+        assert_eq!(scale_for(Some(f32::NAN), &p), 1.0);
+    }
+}

@@ -1,0 +1,386 @@
+//! Records of the blood-smear (PBS) family: organisations, users, client
+//! signing keys, studies, their files and reports, the analysis queue,
+//! pending callbacks and seen token ids. All in sled trees of the one
+//! database; image bytes are blobs under `blobs/pbs/`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{dec, enc, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    User,
+    Device,
+    Service,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "user" => Some(Self::User),
+            "device" => Some(Self::Device),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::User => "user",
+            Self::Device => "device",
+            Self::Service => "service",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgRecord {
+    pub name: String,
+    /// HMAC key the organisation verifies callbacks with (hex).
+    pub callback_secret: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub id: Uuid,
+    pub email: String,
+    pub org: String,
+    pub role: Role,
+    pub screen_name: String,
+    /// argon2id PHC string of the hex sha256 of the password.
+    pub pass_hash: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub org: String,
+    /// DER of the PKCS#1 RSAPublicKey.
+    pub rsa_der_b64: String,
+    pub bits: usize,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    /// Created, files may still be added, no task requested.
+    Open,
+    Queued,
+    Processing,
+    Ready,
+    Failed,
+}
+
+impl ReportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Queued => "queued",
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub file_id: String,
+    pub file_name: Option<String>,
+    pub content_type: String,
+    pub bytes: usize,
+    pub width: u32,
+    pub height: u32,
+    pub blob: String,
+    pub uploaded_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StudyRecord {
+    pub id: Uuid,
+    pub org: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub tags: BTreeMap<String, String>,
+    pub files: Vec<FileRecord>,
+    /// Set once tasks were requested: no more uploads.
+    pub frozen: bool,
+    pub tasks: Vec<String>,
+    pub callback_url: Option<String>,
+    pub status: ReportStatus,
+    pub progress: f32,
+    pub progress_message: String,
+    /// Task -> report revisions, oldest first (version = index + 1).
+    pub reports: BTreeMap<String, Vec<serde_json::Value>>,
+    /// Per-file results of the run in progress, so a restart resumes.
+    #[serde(default)]
+    pub partial: BTreeMap<String, serde_json::Value>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CallbackRecord {
+    pub study: Uuid,
+    pub url: String,
+    pub body: String,
+    pub attempts: u32,
+    pub next_at: u64,
+    pub last_error: Option<String>,
+}
+
+pub struct PbsStore {
+    pub(super) orgs: sled::Tree,
+    pub(super) users: sled::Tree,
+    pub(super) keys: sled::Tree,
+    pub(super) studies: sled::Tree,
+    pub(super) queue: sled::Tree,
+    pub(super) callbacks: sled::Tree,
+    pub(super) jti: sled::Tree,
+    pub(super) db: sled::Db,
+}
+
+impl PbsStore {
+    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let t = |n: &str| db.open_tree(n);
+        Ok(Self {
+            orgs: t("pbs_orgs")?,
+            users: t("pbs_users")?,
+            keys: t("pbs_keys")?,
+            studies: t("pbs_studies")?,
+            queue: t("pbs_queue")?,
+            callbacks: t("pbs_callbacks")?,
+            jti: t("pbs_jti")?,
+            db: db.clone(),
+        })
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    // ---- organisations and users ----
+
+    pub fn get_org(&self, name: &str) -> Result<Option<OrgRecord>, StoreError> {
+        self.orgs.get(name)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// The organisation, created with a fresh callback secret if new.
+    pub fn ensure_org(&self, name: &str) -> Result<(OrgRecord, bool), StoreError> {
+        if let Some(o) = self.get_org(name)? {
+            return Ok((o, false));
+        }
+        let rec = OrgRecord {
+            name: name.to_string(),
+            callback_secret: hex::encode(rand::random::<[u8; 32]>()),
+            created_at: super::now_rfc3339(),
+        };
+        self.orgs.insert(name, enc(&rec))?;
+        Ok((rec, true))
+    }
+
+    pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        self.users.insert(u.email.as_bytes(), enc(u))?;
+        Ok(())
+    }
+
+    pub fn get_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users.get(email)?.map(|v| dec(&v)).transpose()
+    }
+
+    /// A user of `org` by id or e-mail (a token's `sub` may be either).
+    pub fn find_user(&self, org: &str, sub: &str) -> Result<Option<UserRecord>, StoreError> {
+        if let Some(u) = self.get_user(sub)? {
+            return Ok((u.org == org).then_some(u));
+        }
+        for item in self.users.iter() {
+            let (_, v) = item?;
+            let u: UserRecord = dec(&v)?;
+            if u.org == org && u.id.to_string() == sub {
+                return Ok(Some(u));
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn list_users(&self, org: Option<&str>) -> Result<Vec<UserRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.users.iter() {
+            let u: UserRecord = dec(&item?.1)?;
+            if org.is_none_or(|o| o == u.org) {
+                out.push(u);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users.remove(email)?.map(|v| dec(&v)).transpose()
+    }
+
+    // ---- client signing keys ----
+
+    pub fn put_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
+        self.keys.insert(k.kid.as_bytes(), enc(k))?;
+        Ok(())
+    }
+
+    pub fn get_key(&self, kid: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.keys.get(kid)?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.keys.iter() {
+            let k: KeyRecord = dec(&item?.1)?;
+            if org.is_none_or(|o| o == k.org) {
+                out.push(k);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- token ids ----
+
+    /// Record `jti` of `iss` until `until` (unix seconds). False when it was
+    /// already recorded and has not expired: a replay.
+    pub fn claim_jti(&self, iss: &str, jti: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+        let key = format!("{iss}\n{jti}");
+        let fresh = until.to_be_bytes();
+        loop {
+            let old = self.jti.get(&key)?;
+            if let Some(o) = &old {
+                let exp = u64::from_be_bytes(o.as_ref().try_into().unwrap_or([0; 8]));
+                if exp >= now {
+                    return Ok(false);
+                }
+            }
+            if self
+                .jti
+                .compare_and_swap(&key, old, Some(&fresh[..]))?
+                .is_ok()
+            {
+                return Ok(true);
+            }
+        }
+    }
+
+    pub fn purge_jti(&self, now: u64) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for item in self.jti.iter() {
+            let (k, v) = item?;
+            let exp = u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8]));
+            if exp < now {
+                self.jti.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    // ---- studies ----
+
+    pub fn put_study(&self, s: &StudyRecord) -> Result<(), StoreError> {
+        self.studies.insert(s.id.as_bytes(), enc(s))?;
+        Ok(())
+    }
+
+    pub fn get_study(&self, id: Uuid) -> Result<Option<StudyRecord>, StoreError> {
+        self.studies.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    /// Read-modify-write of one study, atomic against other writers.
+    pub fn update_study<T>(
+        &self,
+        id: Uuid,
+        mut f: impl FnMut(&mut StudyRecord) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        loop {
+            let Some(old) = self.studies.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let mut rec: StudyRecord = dec(&old)?;
+            let out = f(&mut rec)?;
+            if self
+                .studies
+                .compare_and_swap(id.as_bytes(), Some(old), Some(enc(&rec)))?
+                .is_ok()
+            {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    /// Studies of `org` whose tags contain every (key, value) of `tags`.
+    pub fn find_studies(
+        &self,
+        org: &str,
+        tags: &[(String, String)],
+    ) -> Result<Vec<StudyRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.studies.iter() {
+            let s: StudyRecord = dec(&item?.1)?;
+            if s.org == org && tags.iter().all(|(k, v)| s.tags.get(k) == Some(v)) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- analysis queue ----
+
+    pub fn enqueue(&self, id: Uuid) -> Result<(), StoreError> {
+        self.queue.insert(id.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    pub fn dequeue(&self, id: Uuid) -> Result<(), StoreError> {
+        self.queue.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn queued(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.queue.iter() {
+            let (k, _) = item?;
+            if let Ok(id) = Uuid::from_slice(&k) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- callbacks ----
+
+    pub fn put_callback(&self, id: Uuid, c: &CallbackRecord) -> Result<(), StoreError> {
+        self.callbacks.insert(id.as_bytes(), enc(c))?;
+        Ok(())
+    }
+
+    pub fn remove_callback(&self, id: Uuid) -> Result<(), StoreError> {
+        self.callbacks.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn callbacks(&self) -> Result<Vec<(Uuid, CallbackRecord)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.callbacks.iter() {
+            let (k, v) = item?;
+            if let Ok(id) = Uuid::from_slice(&k) {
+                out.push((id, dec(&v)?));
+            }
+        }
+        Ok(out)
+    }
+}
