@@ -12,7 +12,9 @@
 
 use std::path::{Path, PathBuf};
 
-use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps};
+use argus::backend::{
+    cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps,
+};
 use argus::pipeline::cells::{self, CellKind, CountParams};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -89,7 +91,10 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let data = PathBuf::from(arg(&args, "--data").unwrap_or(format!("{ROOT}/../shared/data/bccd")));
     let split = arg(&args, "--split").unwrap_or("val".into());
-    let limit: usize = arg(&args, "--limit").map(|v| v.parse()).transpose()?.unwrap_or(usize::MAX);
+    let limit: usize = arg(&args, "--limit")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(usize::MAX);
     let scales: Vec<f32> = arg(&args, "--scales")
         .unwrap_or("1.0".into())
         .split(',')
@@ -121,7 +126,10 @@ fn main() -> anyhow::Result<()> {
             let mut maps = Vec::with_capacity(tiles.count);
             for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
                 let count = chunk.len() / tiles.tile(0).len();
-                match unets.run(Batch::CellTiles { data: chunk.to_vec(), count })? {
+                match unets.run(Batch::CellTiles {
+                    data: chunk.to_vec(),
+                    count,
+                })? {
                     BatchOutput::CellTiles(m) => maps.extend(m),
                     _ => anyhow::bail!("unexpected output"),
                 }
@@ -144,7 +152,7 @@ fn main() -> anyhow::Result<()> {
             cache.len() as f64 / secs
         );
         let p = CountParams {
-            rbc_diameter_px: base.rbc_diameter_px * scale,
+            rbc_diameter_px: cells::ASSUMED_NATIVE_RBC_PX * scale,
             ..base
         };
         println!("  defaults:  {}", score(&cache, &p).line());
@@ -193,7 +201,8 @@ fn main() -> anyhow::Result<()> {
                     continue;
                 }
                 let count = crops.len();
-                if let BatchOutput::Parasitized(ps) = cls.run(Batch::Crops { data: crops.concat(), count })? {
+                let data: Vec<u8> = crops.into_iter().flat_map(|(_, c)| c).collect();
+                if let BatchOutput::Parasitized(ps) = cls.run(Batch::Crops { data, count })? {
                     pos += ps.iter().filter(|&&x| x >= p.parasite_threshold).count();
                     total += ps.len();
                 }

@@ -116,7 +116,12 @@ pub fn start_batchers(
     metrics: Arc<Metrics>,
 ) -> Result<(Batcher, pipeline::cells::CellBatchers), RunError> {
     use backend::ModelSet;
-    let backend = backend::select(cfg.backend, models, ModelSet::Faces, cfg.batch.max_batch_size)?;
+    let backend = backend::select(
+        cfg.backend,
+        models,
+        ModelSet::Faces,
+        cfg.batch.max_batch_size,
+    )?;
     tracing::info!(backend = backend.name(), device = %backend.device(), "backend selected");
     let policy = Policy {
         max_batch: cfg.batch.max_batch_size,
@@ -138,7 +143,12 @@ pub fn start_batchers(
     };
     let tiles = Batcher::start_work(
         pipeline::cells::TileWork,
-        backend::select(cfg.backend, models, ModelSet::CellTiles, cfg.batch.max_batch_size)?,
+        backend::select(
+            cfg.backend,
+            models,
+            ModelSet::CellTiles,
+            cfg.batch.max_batch_size,
+        )?,
         tile_policy,
         (model::unet::TILE_IN, model::unet::TILE_IN),
         metrics.clone(),
@@ -282,7 +292,10 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         grace,
     ))];
     // Studies queued before a stop or crash are resumed here.
-    tasks.push(tokio::spawn(clinic::runner::run(clinic.clone(), rx.clone())));
+    tasks.push(tokio::spawn(clinic::runner::run(
+        clinic.clone(),
+        rx.clone(),
+    )));
     tasks.push(tokio::spawn(clinic::callbacks::run(
         clinic.clone(),
         callback_client,

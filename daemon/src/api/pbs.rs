@@ -190,7 +190,8 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| PbsError::BadRequest(format!("body is not the expected JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| PbsError::BadRequest(format!("body is not the expected JSON: {e}")))
 }
 
 // ---- auth ----
@@ -470,20 +471,32 @@ pub async fn upload_file(
     body: axum::body::Body,
 ) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::Upload)?;
-    let study = own_study(&app, &p, &id)?;
-    let Some(content_type) = declared_type(&q) else {
-        return Err(PbsError::BadRequest(match (&q.file_name, &q.content_type) {
-            (None, None) => "give file_name (e.g. MS12_12.jpg) or content_type (e.g. image/jpeg) so the file type can be determined".into(),
-            _ => "the file type could not be determined; accepted: JPEG, PNG, TIFF, BMP, WebP (by file_name extension or content_type)".into(),
-        }));
-    };
-    if study.frozen {
-        return Err(PbsError::Conflict(
-            "tasks were already requested for this study; no more files can be added".into(),
-        ));
-    }
     let limit = app.config.pbs.max_file_bytes;
+    let checked = (|| {
+        let p = principal(&app, &headers, Action::Upload)?;
+        let study = own_study(&app, &p, &id)?;
+        let Some(content_type) = declared_type(&q) else {
+            return Err(PbsError::BadRequest(match (&q.file_name, &q.content_type) {
+                (None, None) => "give file_name (e.g. MS12_12.jpg) or content_type (e.g. image/jpeg) so the file type can be determined".into(),
+                _ => "the file type could not be determined; accepted: JPEG, PNG, TIFF, BMP, WebP (by file_name extension or content_type)".into(),
+            }));
+        };
+        if study.frozen {
+            return Err(PbsError::Conflict(
+                "tasks were already requested for this study; no more files can be added".into(),
+            ));
+        }
+        Ok((study, content_type))
+    })();
+    let (study, content_type) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            // Read (and drop) what the client is still sending, up to the
+            // limit, so the connection stays usable for its next request.
+            let _ = axum::body::to_bytes(body, limit).await;
+            return Err(e);
+        }
+    };
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         PbsError::TooLarge(format!(
             "the body is over the limit of {limit} bytes (or the upload broke off)"
@@ -511,7 +524,9 @@ pub async fn upload_file(
     // Decode now, so a file the analysis could not read is refused here.
     let limits = crate::imaging::DecodeLimits {
         max_pixels: app.config.limits.max_pixels,
-        formats: ["jpeg", "png", "webp", "bmp", "tiff"].map(String::from).to_vec(),
+        formats: ["jpeg", "png", "webp", "bmp", "tiff"]
+            .map(String::from)
+            .to_vec(),
     };
     let data = body.clone();
     let (w, h) = tokio::task::spawn_blocking(move || {
@@ -660,7 +675,11 @@ pub async fn request_tasks(
     ))
 }
 
-pub async fn study_status(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Res {
+pub async fn study_status(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ReadStatus)?;
     let s = own_study(&app, &p, &id)?;
@@ -755,7 +774,11 @@ fn admin_result(started: Instant, status: StatusCode, r: Result<Value, String>) 
 pub async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
-    admin_result(started, StatusCode::OK, org::list_users(&app.store, Some(&p.org)))
+    admin_result(
+        started,
+        StatusCode::OK,
+        org::list_users(&app.store, Some(&p.org)),
+    )
 }
 
 pub async fn add_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Res {
@@ -763,13 +786,19 @@ pub async fn add_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
     let p = principal(&app, &headers, Action::ManageOrg)?;
     let b: AddUserBody = parse_json(&body)?;
     let store = app.store.clone();
-    let r = tokio::task::spawn_blocking(move || org::add_user(&store, &p.org, &b.user, &b.role, &b.password))
-        .await
-        .map_err(|e| PbsError::Internal(e.to_string()))?;
+    let r = tokio::task::spawn_blocking(move || {
+        org::add_user(&store, &p.org, &b.user, &b.role, &b.password)
+    })
+    .await
+    .map_err(|e| PbsError::Internal(e.to_string()))?;
     admin_result(started, StatusCode::CREATED, r)
 }
 
-pub async fn remove_user(State(app): State<Arc<App>>, Path(email): Path<String>, headers: HeaderMap) -> Res {
+pub async fn remove_user(
+    State(app): State<Arc<App>>,
+    Path(email): Path<String>,
+    headers: HeaderMap,
+) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     org::remove_user(&app.store, Some(&p.org), &email)
@@ -788,7 +817,11 @@ pub struct AddKeyBody {
 pub async fn list_keys(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
-    admin_result(started, StatusCode::OK, org::list_keys(&app.store, Some(&p.org)))
+    admin_result(
+        started,
+        StatusCode::OK,
+        org::list_keys(&app.store, Some(&p.org)),
+    )
 }
 
 pub async fn add_key(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Res {
@@ -802,7 +835,11 @@ pub async fn add_key(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     )
 }
 
-pub async fn revoke_key(State(app): State<Arc<App>>, Path(kid): Path<String>, headers: HeaderMap) -> Res {
+pub async fn revoke_key(
+    State(app): State<Arc<App>>,
+    Path(kid): Path<String>,
+    headers: HeaderMap,
+) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     org::revoke_key(&app.store, Some(&p.org), &kid)

@@ -111,7 +111,10 @@ pub fn parse(token: &str) -> Result<Parsed, Rejection> {
         Some("RS256") => Alg::Rs256,
         Some("RS384") => Alg::Rs384,
         Some(a) if a.eq_ignore_ascii_case("none") => {
-            return Err(Rejection::new("alg", "unsigned tokens (alg none) are never accepted"))
+            return Err(Rejection::new(
+                "alg",
+                "unsigned tokens (alg none) are never accepted",
+            ))
         }
         Some(a) => {
             return Err(Rejection::new(
@@ -126,7 +129,10 @@ pub fn parse(token: &str) -> Result<Parsed, Rejection> {
         .map_err(|_| Rejection::new("signature", "not base64url"))?;
     Ok(Parsed {
         alg,
-        kid: header.get("kid").and_then(Value::as_str).map(str::to_string),
+        kid: header
+            .get("kid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         header,
         claims,
         signing_input: format!("{}.{}", parts[0], parts[1]),
@@ -160,7 +166,9 @@ impl Parsed {
                 Some(v) => v
                     .as_u64()
                     .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                    .ok_or_else(|| Rejection::new(name, "must be a NumericDate (seconds since 1970)")),
+                    .ok_or_else(|| {
+                        Rejection::new(name, "must be a NumericDate (seconds since 1970)")
+                    }),
                 None => Err(Rejection::new(name, "required claim is missing")),
             }
         };
@@ -179,7 +187,12 @@ impl Parsed {
         let ok = match self.claims.get("aud") {
             Some(Value::String(a)) => a == host,
             Some(Value::Array(v)) => v.iter().any(|a| a.as_str() == Some(host)),
-            Some(_) => return Err(Rejection::new("aud", "must be a string or an array of strings")),
+            Some(_) => {
+                return Err(Rejection::new(
+                    "aud",
+                    "must be a string or an array of strings",
+                ))
+            }
             None => return Err(Rejection::new("aud", "required claim is missing")),
         };
         if ok {
@@ -239,7 +252,10 @@ pub fn check_times(c: &Claims, now: u64, max_age: bool) -> Result<(), Rejection>
         ));
     }
     if now > c.exp + LEEWAY_SECS {
-        return Err(Rejection::new("exp", format!("expired {} s ago", now - c.exp)));
+        return Err(Rejection::new(
+            "exp",
+            format!("expired {} s ago", now - c.exp),
+        ));
     }
     Ok(())
 }
@@ -251,7 +267,10 @@ pub fn sign_hs256(claims: &Value, secret: &[u8]) -> String {
     let input = format!("{header}.{body}");
     let mut m = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
     m.update(input.as_bytes());
-    format!("{input}.{}", URL_SAFE_NO_PAD.encode(m.finalize().into_bytes()))
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+    )
 }
 
 // ---- RSA public keys from PEM ----
@@ -303,14 +322,14 @@ pub fn rsa_public_key_from_pem(pem: &str) -> Result<(Vec<u8>, usize), String> {
         .ok_or("malformed BEGIN line")?;
     let label = &pem[begin + 11..begin + 11 + label_end];
     let body_start = begin + 11 + label_end + 5;
-    let end = pem[body_start..]
-        .find("-----END ")
-        .ok_or("no END line")?;
+    let end = pem[body_start..].find("-----END ").ok_or("no END line")?;
     let b64: String = pem[body_start..body_start + end]
         .chars()
         .filter(|c| !c.is_whitespace())
         .collect();
-    let der = STANDARD.decode(b64).map_err(|_| "the PEM body is not base64")?;
+    let der = STANDARD
+        .decode(b64)
+        .map_err(|_| "the PEM body is not base64")?;
     let pkcs1 = match label {
         "RSA PUBLIC KEY" => der,
         "PUBLIC KEY" => {
@@ -332,11 +351,17 @@ pub fn rsa_public_key_from_pem(pem: &str) -> Result<(Vec<u8>, usize), String> {
         l if l.contains("PRIVATE") => {
             return Err("this is a private key; register the public key only".into())
         }
-        other => return Err(format!("unexpected PEM type {other:?}; expected PUBLIC KEY")),
+        other => {
+            return Err(format!(
+                "unexpected PEM type {other:?}; expected PUBLIC KEY"
+            ))
+        }
     };
     let bits = rsa_bits(&pkcs1).ok_or("not an RSA public key")?;
     if bits < 2048 {
-        return Err(format!("RSA key of {bits} bits; at least 2048 are required"));
+        return Err(format!(
+            "RSA key of {bits} bits; at least 2048 are required"
+        ));
     }
     Ok((pkcs1, bits))
 }
@@ -382,9 +407,24 @@ mod tests {
         };
         let now = 1_000_000;
         assert!(check_times(&c(now - 10, now + 600), now, true).is_ok());
-        assert_eq!(check_times(&c(now + 600, now + 900), now, true).unwrap_err().claim, "iat");
-        assert_eq!(check_times(&c(now - 7200, now + 86400), now, true).unwrap_err().claim, "iat");
-        assert_eq!(check_times(&c(now - 600, now - 300), now, true).unwrap_err().claim, "exp");
+        assert_eq!(
+            check_times(&c(now + 600, now + 900), now, true)
+                .unwrap_err()
+                .claim,
+            "iat"
+        );
+        assert_eq!(
+            check_times(&c(now - 7200, now + 86400), now, true)
+                .unwrap_err()
+                .claim,
+            "iat"
+        );
+        assert_eq!(
+            check_times(&c(now - 600, now - 300), now, true)
+                .unwrap_err()
+                .claim,
+            "exp"
+        );
         // Session tokens may live longer than an hour.
         assert!(check_times(&c(now - 7200, now + 86400), now, false).is_ok());
     }
@@ -399,9 +439,15 @@ mod tests {
             signing_input: String::new(),
             signature: Vec::new(),
         };
-        assert!(p(json!("argus.local")).check_audience("argus.local").is_ok());
-        assert!(p(json!(["x", "argus.local"])).check_audience("argus.local").is_ok());
-        assert!(p(json!("us.api.hemato.ai")).check_audience("argus.local").is_err());
+        assert!(p(json!("argus.local"))
+            .check_audience("argus.local")
+            .is_ok());
+        assert!(p(json!(["x", "argus.local"]))
+            .check_audience("argus.local")
+            .is_ok());
+        assert!(p(json!("us.api.hemato.ai"))
+            .check_audience("argus.local")
+            .is_err());
     }
 
     #[test]

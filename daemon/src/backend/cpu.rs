@@ -10,9 +10,9 @@ use crate::model::unet::{Heads, Unet, TILE_IN, TILE_OUT};
 use crate::model::{centerface::CenterFace, decode, load_weights, Face};
 
 enum Models {
-    Faces(CenterFace),
-    Cells { rbc: Unet, wbc: Unet, plt: Unet },
-    Crops(MalariaNet),
+    Faces(Box<CenterFace>),
+    Cells(Box<[Unet; 3]>),
+    Crops(Box<MalariaNet>),
 }
 
 pub struct CpuBackend {
@@ -34,16 +34,30 @@ fn load_with<T>(
 }
 
 impl CpuBackend {
-    pub fn load(models: &ModelPaths, set: ModelSet, max_batch: usize) -> Result<Self, BackendError> {
+    pub fn load(
+        models: &ModelPaths,
+        set: ModelSet,
+        max_batch: usize,
+    ) -> Result<Self, BackendError> {
         let device = Device::Cpu;
         let loaded = match set {
-            ModelSet::Faces => Models::Faces(load_with(&models.centerface, &device, CenterFace::load)?),
-            ModelSet::CellTiles => Models::Cells {
-                rbc: load_with(&models.cbc_rbc, &device, |vb| Unet::load(vb, Heads::MaskEdge))?,
-                wbc: load_with(&models.cbc_wbc, &device, |vb| Unet::load(vb, Heads::Mask))?,
-                plt: load_with(&models.cbc_plt, &device, |vb| Unet::load(vb, Heads::Mask))?,
-            },
-            ModelSet::Crops => Models::Crops(load_with(&models.malaria, &device, MalariaNet::load)?),
+            ModelSet::Faces => Models::Faces(Box::new(load_with(
+                &models.centerface,
+                &device,
+                CenterFace::load,
+            )?)),
+            ModelSet::CellTiles => Models::Cells(Box::new([
+                load_with(&models.cbc_rbc, &device, |vb| {
+                    Unet::load(vb, Heads::MaskEdge)
+                })?,
+                load_with(&models.cbc_wbc, &device, |vb| Unet::load(vb, Heads::Mask))?,
+                load_with(&models.cbc_plt, &device, |vb| Unet::load(vb, Heads::Mask))?,
+            ])),
+            ModelSet::Crops => Models::Crops(Box::new(load_with(
+                &models.malaria,
+                &device,
+                MalariaNet::load,
+            )?)),
         };
         Ok(Self {
             device,
@@ -133,9 +147,8 @@ pub fn cell_tiles(
     }
     let x = Tensor::from_vec(data, (count, 3, TILE_IN, TILE_IN), device)?;
     let r = rbc.forward(&x)?;
-    let maps = |t: &Tensor| -> Result<Vec<f32>, BackendError> {
-        Ok(t.flatten_all()?.to_vec1::<f32>()?)
-    };
+    let maps =
+        |t: &Tensor| -> Result<Vec<f32>, BackendError> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
     let (rm, wm, pm) = (
         maps(&r.mask)?,
         maps(&wbc.forward(&x)?.mask)?,
@@ -143,7 +156,11 @@ pub fn cell_tiles(
     );
     let em = match &r.edge {
         Some(e) => maps(e)?,
-        None => return Err(BackendError::BadBatch("the rbc net has no edge head".into())),
+        None => {
+            return Err(BackendError::BadBatch(
+                "the rbc net has no edge head".into(),
+            ))
+        }
     };
     let plane = TILE_OUT * TILE_OUT;
     Ok((0..count)
@@ -181,13 +198,18 @@ impl Backend for CpuBackend {
             (Models::Faces(m), Batch::Faces(b)) => {
                 Ok(BatchOutput::Faces(detect(m, &b, &self.device)?))
             }
-            (Models::Cells { rbc, wbc, plt }, Batch::CellTiles { data, count }) => Ok(
-                BatchOutput::CellTiles(cell_tiles(rbc, wbc, plt, data, count, &self.device)?),
-            ),
+            (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(
+                cell_tiles(&nets[0], &nets[1], &nets[2], data, count, &self.device)?,
+            )),
             (Models::Crops(m), Batch::Crops { data, count }) => {
-                let crops: Vec<&[u8]> = data.chunks_exact(crate::model::malaria::CROP.pow(2)).collect();
+                let crops: Vec<&[u8]> = data
+                    .chunks_exact(crate::model::malaria::CROP.pow(2))
+                    .collect();
                 if crops.len() != count {
-                    return Err(BackendError::BadBatch(format!("{} bytes for {count} crops", data.len())));
+                    return Err(BackendError::BadBatch(format!(
+                        "{} bytes for {count} crops",
+                        data.len()
+                    )));
                 }
                 Ok(BatchOutput::Parasitized(m.classify(&crops, &self.device)?))
             }

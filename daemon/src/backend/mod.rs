@@ -50,9 +50,15 @@ pub enum Batch {
     Faces(FaceBatch),
     /// Smear tiles, each [3, 188, 188] BGR in [-1, 1] (`imaging::smear::tile`),
     /// run through all three cell UNets.
-    CellTiles { data: Vec<f32>, count: usize },
+    CellTiles {
+        data: Vec<f32>,
+        count: usize,
+    },
     /// 50x50 grayscale red-cell crops for the malaria classifier.
-    Crops { data: Vec<u8>, count: usize },
+    Crops {
+        data: Vec<u8>,
+        count: usize,
+    },
 }
 
 /// The four 100x100 probability maps of one smear tile.

@@ -86,6 +86,9 @@ impl Workload for FaceWork {
     }
 }
 
+/// Where a submitted item's result arrives.
+pub type Reply<O> = oneshot::Receiver<Result<JobResult<O>, String>>;
+
 struct Job<W: Workload> {
     item: W::Item,
     reply: oneshot::Sender<Result<JobResult<W::Output>, String>>,
@@ -166,11 +169,7 @@ impl Batcher<FaceWork> {
     }
 
     /// Queue one letterboxed image; the receiver resolves when its batch ran.
-    pub fn submit(
-        &self,
-        pixels: Vec<u8>,
-        threshold: f32,
-    ) -> Result<oneshot::Receiver<Result<JobResult<Vec<Face>>, String>>, SubmitError> {
+    pub fn submit(&self, pixels: Vec<u8>, threshold: f32) -> Result<Reply<Vec<Face>>, SubmitError> {
         self.submit_item((pixels, threshold))
     }
 }
@@ -238,10 +237,7 @@ impl<W: Workload> Batcher<W> {
     }
 
     /// Queue one item; the receiver resolves when its batch ran.
-    pub fn submit_item(
-        &self,
-        item: W::Item,
-    ) -> Result<oneshot::Receiver<Result<JobResult<W::Output>, String>>, SubmitError> {
+    pub fn submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, SubmitError> {
         self.work.check(&item)?;
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(SubmitError::ShutDown);

@@ -123,6 +123,12 @@ pub enum PbsAction {
         /// Red-cell diameter in these photos, pixels (default: config).
         #[arg(long)]
         rbc_diameter_px: Option<f32>,
+        /// Also classify every red cell (MALARIA_ANY_ANY).
+        #[arg(long)]
+        malaria: bool,
+        /// Write each red-cell crop the classifier saw here, named with its P(parasitized).
+        #[arg(long)]
+        crops_dir: Option<PathBuf>,
     },
     /// P(parasitized) of single-cell crops (any size; made 50x50 grayscale).
     Classify {
@@ -149,7 +155,9 @@ pub enum PbsUsers {
         #[arg(long)]
         org: Option<String>,
     },
-    Remove { user: String },
+    Remove {
+        user: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,7 +175,9 @@ pub enum PbsKeys {
         #[arg(long)]
         org: Option<String>,
     },
-    Revoke { kid: String },
+    Revoke {
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +200,10 @@ pub enum TrainModel {
         /// Share of patients held out for validation, in percent.
         #[arg(long, default_value_t = 15)]
         holdout_pct: u64,
+        /// Directory of red-cell crops from normal smears (`pbs count
+        /// --crops-dir`), added as uninfected.
+        #[arg(long)]
+        extra_negatives: Option<PathBuf>,
     },
 }
 
@@ -326,7 +340,7 @@ fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
         crate::backend::ModelSet::Faces,
         config.batch.max_batch_size,
     )
-        .map_err(|e| CliError::Failed(e.to_string()))?;
+    .map_err(|e| CliError::Failed(e.to_string()))?;
     let policy = Policy {
         max_batch: config.batch.max_batch_size,
         max_wait: std::time::Duration::from_millis(config.batch.max_wait_ms),
@@ -530,6 +544,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     lr,
                     seed,
                     holdout_pct,
+                    extra_negatives,
                 },
         } => {
             let args = crate::train::malaria::TrainArgs {
@@ -540,12 +555,16 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 lr,
                 seed,
                 holdout_pct,
+                extra_negatives,
             };
             let report = tokio::task::spawn_blocking(move || crate::train::malaria::train(&args))
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?
                 .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             Ok(0)
         }
     }
@@ -595,17 +614,21 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
             images,
             json,
             rbc_diameter_px,
+            malaria,
+            crops_dir,
         } => {
+            let malaria = malaria || crops_dir.is_some();
             if images.is_empty() {
                 return Err(CliError::Usage("give at least one smear photo".into()));
             }
             let b = local_cell_batchers(config)?;
-            let native = rbc_diameter_px.or(
-                (config.pbs.native_rbc_diameter_px > 0.0).then_some(config.pbs.native_rbc_diameter_px),
-            );
+            let native = rbc_diameter_px.or((config.pbs.native_rbc_diameter_px > 0.0)
+                .then_some(config.pbs.native_rbc_diameter_px));
             let limits = crate::imaging::DecodeLimits {
                 max_pixels: config.limits.max_pixels,
-                formats: ["jpeg", "png", "webp", "bmp", "tiff"].map(String::from).to_vec(),
+                formats: ["jpeg", "png", "webp", "bmp", "tiff"]
+                    .map(String::from)
+                    .to_vec(),
             };
             let mut failed = 0;
             for path in &images {
@@ -614,9 +637,31 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                     let img = crate::imaging::decode(&bytes, &limits)
                         .map_err(|e| e.to_string())?
                         .image;
-                    crate::pipeline::cells::analyse(&b, Arc::new(img), native, config.cells, false)
-                        .await
-                        .map_err(|e| e.to_string())
+                    let img = Arc::new(img);
+                    let r = crate::pipeline::cells::analyse(
+                        &b,
+                        img.clone(),
+                        native,
+                        config.cells,
+                        malaria,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                    if let Some(dir) = &crops_dir {
+                        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                        let crops = crate::pipeline::cells::rbc_crops(&img, &r.0);
+                        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+                        let n = crate::model::malaria::CROP as u32;
+                        for (i, crop) in crops {
+                            let p = r.0.cells[i].p_parasitized.unwrap_or(f32::NAN);
+                            let out = dir.join(format!("{stem}_{i:03}_p{:.3}.png", p));
+                            image::GrayImage::from_raw(n, n, crop)
+                                .ok_or_else(|| "crop size".to_string())?
+                                .save(&out)
+                                .map_err(|e| e.to_string())?;
+                        }
+                    }
+                    Ok::<_, String>(r)
                 }
                 .await;
                 match res {
@@ -624,15 +669,23 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                         "{}",
                         serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
                     ),
-                    Ok((a, _)) => println!(
-                        "{}: {}x{}, rbc {}, wbc {}, platelets {}",
-                        path.display(),
-                        a.width,
-                        a.height,
-                        a.counts.rbc,
-                        a.counts.wbc,
-                        a.counts.platelets
-                    ),
+                    Ok((a, _)) => {
+                        let (pos, neg) = crate::pipeline::cells::malaria_counts(&a, &config.cells);
+                        println!(
+                            "{}: {}x{}, rbc {}, wbc {}, platelets {}{}",
+                            path.display(),
+                            a.width,
+                            a.height,
+                            a.counts.rbc,
+                            a.counts.wbc,
+                            a.counts.platelets,
+                            if malaria {
+                                format!(", parasitized {pos} of {}", pos + neg)
+                            } else {
+                                String::new()
+                            }
+                        )
+                    }
                     Err(e) => {
                         failed += 1;
                         eprintln!("{}: {e}", path.display());
@@ -653,7 +706,8 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
             for path in &crops {
                 let res = async {
                     let img = image::open(path).map_err(|e| e.to_string())?.into_luma8();
-                    let img = image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
+                    let img =
+                        image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
                     let p = crate::pipeline::cells::classify(&b.crops, vec![img.into_raw()])
                         .await
                         .map_err(|e| e.to_string())?;
@@ -661,7 +715,9 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                 }
                 .await;
                 match res {
-                    Ok(p) if json => println!("{}", serde_json::json!({"file": path, "p_parasitized": p})),
+                    Ok(p) if json => {
+                        println!("{}", serde_json::json!({"file": path, "p_parasitized": p}))
+                    }
                     Ok(p) => println!("{}: p_parasitized {p:.4}", path.display()),
                     Err(e) => {
                         failed += 1;

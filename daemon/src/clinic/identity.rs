@@ -250,7 +250,11 @@ impl Clinic {
         if !session && consume_jti {
             // Remember the id for as long as the token could be honoured.
             let until = claims.exp.min(claims.iat + jwt::MAX_AGE_SECS) + jwt::LEEWAY_SECS;
-            match self.store.pbs.claim_jti(&claims.iss, &claims.jti, until, now) {
+            match self
+                .store
+                .pbs
+                .claim_jti(&claims.iss, &claims.jti, until, now)
+            {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(err(

@@ -53,10 +53,20 @@ pub fn key_json(k: &KeyRecord) -> Value {
 /// Add a user, or reset the password and role of an existing one of the
 /// same organisation. The password is stored as argon2id of its hex sha256,
 /// the form `/auth/login` receives it in.
-pub fn add_user(store: &Store, org: &str, email: &str, role: &str, password: &str) -> Result<Value, String> {
+pub fn add_user(
+    store: &Store,
+    org: &str,
+    email: &str,
+    role: &str,
+    password: &str,
+) -> Result<Value, String> {
     valid_org(org)?;
     let email = email.trim().to_ascii_lowercase();
-    if email.len() < 3 || email.len() > 254 || !email.contains('@') || email.contains(char::is_whitespace) {
+    if email.len() < 3
+        || email.len() > 254
+        || !email.contains('@')
+        || email.contains(char::is_whitespace)
+    {
         return Err(format!("{email:?} is not an e-mail address"));
     }
     let role = Role::parse(role).ok_or("role must be one of admin, user, device, service")?;
@@ -72,7 +82,10 @@ pub fn add_user(store: &Store, org: &str, email: &str, role: &str, password: &st
     }
     let (org_rec, new_org) = store.pbs.ensure_org(org).map_err(|e| e.to_string())?;
     let rec = UserRecord {
-        id: existing.as_ref().map(|u| u.id).unwrap_or_else(uuid::Uuid::new_v4),
+        id: existing
+            .as_ref()
+            .map(|u| u.id)
+            .unwrap_or_else(uuid::Uuid::new_v4),
         email: email.clone(),
         org: org.to_string(),
         role,
@@ -138,7 +151,12 @@ pub fn add_key(store: &Store, org: &str, pem: &str, kid: Option<&str>) -> Result
         }
         None => hex::encode(sha2::Sha256::digest(&der))[..32].to_string(),
     };
-    if store.pbs.get_key(&kid).map_err(|e| e.to_string())?.is_some() {
+    if store
+        .pbs
+        .get_key(&kid)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
         return Err(format!("a key with kid {kid:?} is already registered"));
     }
     let rec = KeyRecord {

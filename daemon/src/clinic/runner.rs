@@ -226,7 +226,12 @@ fn build_report(
         .iter()
         .filter_map(|f| s.partial.get(&f.file_id).map(|v| (&f.file_id, v)))
         .collect();
-    let sum = |k: &str| -> u64 { per_file.iter().map(|(_, v)| v[k].as_u64().unwrap_or(0)).sum() };
+    let sum = |k: &str| -> u64 {
+        per_file
+            .iter()
+            .map(|(_, v)| v[k].as_u64().unwrap_or(0))
+            .sum()
+    };
     match task {
         "MALARIA_ANY_ANY" => json!({
             "positive_count": sum("positive_count"),

@@ -137,7 +137,12 @@ pub fn distance_transform(fg: &[bool], width: usize, height: usize) -> Vec<f32> 
         }
     }
     let n = w.max(h);
-    let (mut f, mut d, mut v, mut z) = (vec![0f32; n], vec![0f32; n], vec![0usize; n], vec![0f32; n + 1]);
+    let (mut f, mut d, mut v, mut z) = (
+        vec![0f32; n],
+        vec![0f32; n],
+        vec![0usize; n],
+        vec![0f32; n + 1],
+    );
     for x in 0..w {
         for y in 0..h {
             f[y] = grid[y * w + x];
@@ -259,9 +264,9 @@ mod tests {
         let mut m = vec![false; w * h];
         for y in 0..h {
             for x in 0..w {
-                m[y * w + x] = discs.iter().any(|&(cx, cy, r)| {
-                    (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r
-                });
+                m[y * w + x] = discs
+                    .iter()
+                    .any(|&(cx, cy, r)| (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r);
             }
         }
         m
@@ -269,7 +274,11 @@ mod tests {
 
     #[test]
     fn components_count_separate_blobs() {
-        let m = disc(60, 40, &[(10.0, 10.0, 5.0), (40.0, 20.0, 8.0), (10.0, 33.0, 3.0)]);
+        let m = disc(
+            60,
+            40,
+            &[(10.0, 10.0, 5.0), (40.0, 20.0, 8.0), (10.0, 33.0, 3.0)],
+        );
         let (_, regions) = components(&m, 60, 40);
         assert_eq!(regions.len(), 3);
         let big = regions.iter().max_by_key(|r| r.area).unwrap();
@@ -297,7 +306,11 @@ mod tests {
                         }
                     }
                 }
-                assert!((d[y * w + x] - best).abs() < 1e-3, "({x},{y}) {} vs {best}", d[y * w + x]);
+                assert!(
+                    (d[y * w + x] - best).abs() < 1e-3,
+                    "({x},{y}) {} vs {best}",
+                    d[y * w + x]
+                );
             }
         }
     }

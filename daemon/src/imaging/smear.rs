@@ -62,7 +62,9 @@ fn lab_tables() -> &'static LabTables {
                 } else {
                     x.cbrt()
                 };
-                ((1 << LAB_SHIFT2) as f64 * f).round_ties_even().min(65535.0) as i64
+                ((1 << LAB_SHIFT2) as f64 * f)
+                    .round_ties_even()
+                    .min(65535.0) as i64
             })
             .collect();
         let m = [
@@ -74,7 +76,8 @@ fn lab_tables() -> &'static LabTables {
         let mut coeffs = [[0i64; 3]; 3];
         for i in 0..3 {
             for j in 0..3 {
-                coeffs[i][j] = ((1 << LAB_SHIFT) as f64 * m[i][j] / white[i]).round_ties_even() as i64;
+                coeffs[i][j] =
+                    ((1 << LAB_SHIFT) as f64 * m[i][j] / white[i]).round_ties_even() as i64;
             }
         }
         LabTables {
@@ -106,14 +109,24 @@ fn rgb_to_lab8(rgb: [u8; 3], t: &LabTables) -> [u8; 3] {
     let q = |v: i64| v.clamp(0, 255) as u8;
     [
         q(descale(l_scale * fy + l_shift, LAB_SHIFT2)),
-        q(descale(500 * (fx - fy) + 128 * (1 << LAB_SHIFT2), LAB_SHIFT2)),
-        q(descale(200 * (fy - fz) + 128 * (1 << LAB_SHIFT2), LAB_SHIFT2)),
+        q(descale(
+            500 * (fx - fy) + 128 * (1 << LAB_SHIFT2),
+            LAB_SHIFT2,
+        )),
+        q(descale(
+            200 * (fy - fz) + 128 * (1 << LAB_SHIFT2),
+            LAB_SHIFT2,
+        )),
     ]
 }
 
 fn lab_to_rgb(l: f32, a: f32, b: f32) -> [u8; 3] {
     let fy = (l + 16.0) / 116.0;
-    let y = if l > 903.3 * EPS { fy * fy * fy } else { l / 903.3 };
+    let y = if l > 903.3 * EPS {
+        fy * fy * fy
+    } else {
+        l / 903.3
+    };
     let inv = |f: f32| {
         let t = f * f * f;
         if t > EPS {
@@ -138,7 +151,7 @@ pub fn clahe(src: &[u8], width: usize, height: usize, clip: f32, tiles: usize) -
         return Vec::new();
     }
     // OpenCV pads right/bottom (reflect-101) whenever either side does not divide.
-    let (ew, eh) = if width % tiles == 0 && height % tiles == 0 {
+    let (ew, eh) = if width.is_multiple_of(tiles) && height.is_multiple_of(tiles) {
         (width, height)
     } else {
         (
@@ -210,7 +223,11 @@ pub fn clahe(src: &[u8], width: usize, height: usize, clip: f32, tiles: usize) -
         let f = pos as f32 / size as f32 - 0.5;
         let t1 = f.floor() as i64;
         let a = f - t1 as f32;
-        (t1.clamp(0, last) as usize, (t1 + 1).clamp(0, last) as usize, a)
+        (
+            t1.clamp(0, last) as usize,
+            (t1 + 1).clamp(0, last) as usize,
+            a,
+        )
     };
     for y in 0..height {
         let (ty1, ty2, ya) = span(y, th);
@@ -346,7 +363,11 @@ mod tests {
             &candle_core::Device::Cpu,
         )
         .unwrap();
-        let cv: Vec<u8> = golden["clahe_bgr"].flatten_all().unwrap().to_vec1().unwrap();
+        let cv: Vec<u8> = golden["clahe_bgr"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let (mut sum, mut far, mut n) = (0u64, 0usize, 0usize);
         for y in 0..192 {
             for x in 0..256 {
@@ -362,7 +383,10 @@ mod tests {
         }
         let mean = sum as f64 / n as f64;
         assert!(mean < 1.0, "mean abs difference {mean}");
-        assert!((far as f64) < 0.01 * n as f64, "{far} of {n} values differ by more than 3");
+        assert!(
+            (far as f64) < 0.01 * n as f64,
+            "{far} of {n} values differ by more than 3"
+        );
     }
 
     #[test]

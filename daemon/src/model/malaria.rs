@@ -57,7 +57,13 @@ impl MalariaNet {
         let mut cin = CHANNELS;
         let mut convs = Vec::with_capacity(WIDTHS.len());
         for (i, &c) in WIDTHS.iter().enumerate() {
-            convs.push(candle_nn::conv2d(cin, c, 3, cfg, vb.pp(format!("conv{i}")))?);
+            convs.push(candle_nn::conv2d(
+                cin,
+                c,
+                3,
+                cfg,
+                vb.pp(format!("conv{i}")),
+            )?);
             cin = c;
         }
         Ok(Self {

@@ -3,8 +3,8 @@
 pub mod avx512;
 pub mod centerface;
 pub mod decode;
-pub mod ops;
 pub mod malaria;
+pub mod ops;
 pub mod unet;
 
 use std::path::Path;

@@ -128,10 +128,10 @@ pub struct CountParams {
 impl Default for CountParams {
     fn default() -> Self {
         Self {
-            rbc_diameter_px: 100.0,
-            threshold: 0.5,
-            rbc_min_area: 0.08,
-            wbc_min_area: 0.25,
+            rbc_diameter_px: 40.0,
+            threshold: 0.4,
+            rbc_min_area: 0.02,
+            wbc_min_area: 0.05,
             platelet_min_area: 0.01,
             parasite_threshold: 0.5,
         }
@@ -180,6 +180,8 @@ pub struct SmearAnalysis {
     rbc_labels: Vec<u32>,
     #[serde(skip)]
     scaled_w: usize,
+    #[serde(skip)]
+    rbc_diameter: f32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,14 +206,19 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
+/// Red-cell diameter assumed when the photo's is not known: BCCD's
+/// (its red-cell boxes are ~100 px across in 640x480 photos).
+pub const ASSUMED_NATIVE_RBC_PX: f32 = 100.0;
+
 /// The resampling factor that brings red cells to `params.rbc_diameter_px`.
 /// `native_diameter_px`: the red-cell diameter in this image, when known
 /// (from the microscope's microns per pixel: ~7.5 um / um-per-px).
 pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
-    match native_diameter_px {
-        Some(d) if d.is_finite() && d > 1.0 => (params.rbc_diameter_px / d).clamp(0.1, 4.0),
-        _ => 1.0,
-    }
+    let native = match native_diameter_px {
+        Some(d) if d.is_finite() && d > 1.0 => d,
+        _ => ASSUMED_NATIVE_RBC_PX,
+    };
+    (params.rbc_diameter_px / native).clamp(0.1, 4.0)
 }
 
 /// Resample, equalise and tile. Blocking.
@@ -225,7 +232,12 @@ pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize
     let scaled = if (sw, sh) == (w0 as usize, h0 as usize) {
         img.clone()
     } else {
-        image::imageops::resize(img, sw as u32, sh as u32, image::imageops::FilterType::Triangle)
+        image::imageops::resize(
+            img,
+            sw as u32,
+            sh as u32,
+            image::imageops::FilterType::Triangle,
+        )
     };
     let eq = smear::equalise(scaled.as_raw(), sw, sh);
     Ok((smear::tile(&eq, sw, sh), sw, sh))
@@ -306,39 +318,72 @@ pub fn count(
         tiles: maps.len(),
         rbc_labels,
         scaled_w: sw,
+        rbc_diameter: params.rbc_diameter_px,
     }
 }
 
-/// Each red cell as the classifier wants it: its bounding box from the
-/// original photo, pixels outside the cell black, grayscale, stretched to
-/// 50x50 (the form of the NIH crops). Same order as the Rbc entries of
-/// `analysis.cells`.
-pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<Vec<u8>> {
+/// Whether a red cell is whole enough to classify: not cut by the photo's
+/// edge and not a sliver the watershed left (under a quarter of a typical
+/// cell). The classifier was trained on whole cells only.
+fn classifiable(r: &segment::Region, sw: usize, sh: usize, d: f32) -> bool {
+    r.x0 > 0 && r.y0 > 0 && r.x1 < sw && r.y1 < sh && r.area as f32 >= 0.25 * 0.785 * d * d
+}
+
+/// Each classifiable red cell as the classifier wants it: its bounding box
+/// from the original photo, pixels outside the cell black, grayscale,
+/// stretched to 50x50 (the form of the NIH crops). The cell's outline is
+/// the watershed region, interpolated bilinearly so the resampled label map
+/// does not leave a staircase edge. Returns (index into `analysis.cells`,
+/// crop) pairs.
+pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<(usize, Vec<u8>)> {
     let sw = analysis.scaled_w;
+    let sh = analysis.rbc_labels.len() / sw.max(1);
     let scale = analysis.scale;
     let regions = segment::regions_of(&analysis.rbc_labels, sw);
+    let rbc_indices: Vec<usize> = analysis
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == CellKind::Rbc)
+        .map(|(i, _)| i)
+        .collect();
+    let labels = &analysis.rbc_labels;
     let mut out = Vec::with_capacity(regions.len());
-    for r in &regions {
-        let (bw, bh) = (r.x1 - r.x0, r.y1 - r.y0);
+    for (r, &cell_index) in regions.iter().zip(&rbc_indices) {
+        if !classifiable(r, sw, sh, analysis.rbc_diameter) {
+            continue;
+        }
+        let (bw, bh) = ((r.x1 - r.x0) as f32, (r.y1 - r.y0) as f32);
+        let inside = |x: i64, y: i64| -> f32 {
+            if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
+                0.0
+            } else {
+                (labels[y as usize * sw + x as usize] == r.label) as u8 as f32
+            }
+        };
         let mut crop = vec![0u8; CROP * CROP];
         for cy in 0..CROP {
             for cx in 0..CROP {
-                // Sample position in scaled-map pixels, then in the original.
-                let mx = r.x0 as f32 + (cx as f32 + 0.5) * bw as f32 / CROP as f32;
-                let my = r.y0 as f32 + (cy as f32 + 0.5) * bh as f32 / CROP as f32;
-                let (mxi, myi) = (mx as usize, my as usize);
-                if mxi >= sw || analysis.rbc_labels[myi * sw + mxi] != r.label {
+                // Sample position in scaled-map pixels (centres at +0.5).
+                let mx = r.x0 as f32 + (cx as f32 + 0.5) * bw / CROP as f32 - 0.5;
+                let my = r.y0 as f32 + (cy as f32 + 0.5) * bh / CROP as f32 - 0.5;
+                let (fx, fy) = (mx.floor(), my.floor());
+                let (ax, ay) = (mx - fx, my - fy);
+                let (ix, iy) = (fx as i64, fy as i64);
+                let m = (inside(ix, iy) * (1.0 - ax) + inside(ix + 1, iy) * ax) * (1.0 - ay)
+                    + (inside(ix, iy + 1) * (1.0 - ax) + inside(ix + 1, iy + 1) * ax) * ay;
+                if m < 0.5 {
                     continue;
                 }
-                let ox = ((mx / scale) as u32).min(img.width() - 1);
-                let oy = ((my / scale) as u32).min(img.height() - 1);
+                let ox = (((mx + 0.5) / scale) as u32).min(img.width() - 1);
+                let oy = (((my + 0.5) / scale) as u32).min(img.height() - 1);
                 let p = img.get_pixel(ox, oy).0;
                 let g = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
-                // Keep cell pixels above the background cut-off of the net.
+                // Keep cell pixels above the classifier's background cut-off.
                 crop[cy * CROP + cx] = (g.round() as u8).max(9);
             }
         }
-        out.push(crop);
+        out.push((cell_index, crop));
     }
     out
 }
@@ -364,7 +409,10 @@ pub async fn run_tiles(
 }
 
 /// Classify crops through the batcher.
-pub async fn classify(batcher: &Batcher<CropWork>, crops: Vec<Vec<u8>>) -> Result<Vec<f32>, CellError> {
+pub async fn classify(
+    batcher: &Batcher<CropWork>,
+    crops: Vec<Vec<u8>>,
+) -> Result<Vec<f32>, CellError> {
     let mut rxs = Vec::with_capacity(crops.len());
     for c in crops {
         rxs.push(batcher.submit_item(c)?);
@@ -413,7 +461,11 @@ pub async fn analyse(
         let img = img.clone();
         tokio::task::spawn_blocking(move || {
             let a = count(&maps, cols, sw, sh, scale, orig, &params);
-            let crops = if malaria { rbc_crops(&img, &a) } else { Vec::new() };
+            let crops = if malaria {
+                rbc_crops(&img, &a)
+            } else {
+                Vec::new()
+            };
             (a, crops)
         })
         .await
@@ -422,11 +474,11 @@ pub async fn analyse(
     timings.count_ms = ms(t);
     if malaria && !crops.is_empty() {
         let t = Instant::now();
+        let (indices, crops): (Vec<usize>, Vec<Vec<u8>>) = crops.into_iter().unzip();
         let p = classify(&b.crops, crops).await?;
         timings.inference_ms += ms(t);
-        let mut it = p.into_iter();
-        for c in analysis.cells.iter_mut().filter(|c| c.kind == CellKind::Rbc) {
-            c.p_parasitized = it.next();
+        for (i, p) in indices.into_iter().zip(p) {
+            analysis.cells[i].p_parasitized = Some(p);
         }
     }
     Ok((analysis, timings))
@@ -497,9 +549,12 @@ mod tests {
 
     #[test]
     fn scale_follows_the_known_cell_size() {
-        let p = CountParams::default();
-        assert_eq!(scale_for(None, &p), 1.0);
-        assert!((scale_for(Some(50.0), &p) - 2.0).abs() < 1e-6);
-        assert_eq!(scale_for(Some(f32::NAN), &p), 1.0);
+        let p = CountParams {
+            rbc_diameter_px: 40.0,
+            ..Default::default()
+        };
+        assert!((scale_for(None, &p) - 0.4).abs() < 1e-6);
+        assert!((scale_for(Some(20.0), &p) - 2.0).abs() < 1e-6);
+        assert!((scale_for(Some(f32::NAN), &p) - 0.4).abs() < 1e-6);
     }
 }

@@ -255,7 +255,13 @@ impl PbsStore {
 
     /// Record `jti` of `iss` until `until` (unix seconds). False when it was
     /// already recorded and has not expired: a replay.
-    pub fn claim_jti(&self, iss: &str, jti: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+    pub fn claim_jti(
+        &self,
+        iss: &str,
+        jti: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         let key = format!("{iss}\n{jti}");
         let fresh = until.to_be_bytes();
         loop {
@@ -297,7 +303,10 @@ impl PbsStore {
     }
 
     pub fn get_study(&self, id: Uuid) -> Result<Option<StudyRecord>, StoreError> {
-        self.studies.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+        self.studies
+            .get(id.as_bytes())?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     /// Read-modify-write of one study, atomic against other writers.

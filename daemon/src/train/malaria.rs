@@ -31,12 +31,19 @@ pub struct TrainArgs {
     pub seed: u64,
     /// Share of patients held out for validation, in percent.
     pub holdout_pct: u64,
+    /// Optional directory of 50x50 grayscale red-cell crops from normal
+    /// smears (as `argusd pbs count --crops-dir` writes them), added as
+    /// uninfected: they teach the net what cells cropped by argusd's own
+    /// pipeline look like. Grouped by source photo for the split.
+    pub extra_negatives: Option<PathBuf>,
 }
 
 struct Sample {
     pixels: Vec<u8>,
     label: u8,
     group: String,
+    /// From the NIH set (false: an extra negative from a normal smear).
+    nih: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -53,6 +60,11 @@ pub struct Report {
     pub confusion: [[usize; 2]; 2],
     pub sensitivity: f64,
     pub specificity: f64,
+    /// Extra normal-smear crops: how many trained on, how many held out,
+    /// and the share of held-out ones called parasitized at p >= 0.5.
+    pub smear_negatives_train: usize,
+    pub smear_negatives_val: usize,
+    pub smear_negatives_val_positive_rate: f64,
     pub epoch_log: Vec<EpochLog>,
 }
 
@@ -66,8 +78,7 @@ pub struct EpochLog {
 }
 
 fn read_tar(path: &Path) -> anyhow::Result<Vec<Sample>> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut archive = tar::Archive::new(file);
     let mut out = Vec::new();
     for entry in archive.entries()? {
@@ -102,6 +113,39 @@ fn read_tar(path: &Path) -> anyhow::Result<Vec<Sample>> {
             pixels: img.into_raw(),
             label,
             group,
+            nih: true,
+        });
+    }
+    Ok(out)
+}
+
+/// Crops named `<photo>_<index>_p<score>.png`: uninfected, grouped by photo.
+fn read_extra_negatives(dir: &Path) -> anyhow::Result<Vec<Sample>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "png"))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for p in names {
+        let img = image::open(&p)?.into_luma8();
+        anyhow::ensure!(
+            img.dimensions() == (CROP as u32, CROP as u32),
+            "{}: crops must be {CROP}x{CROP}",
+            p.display()
+        );
+        let stem = p
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let photo = stem.rsplitn(3, '_').nth(2).unwrap_or(&stem).to_string();
+        out.push(Sample {
+            pixels: img.into_raw(),
+            label: 0,
+            group: format!("smear:{photo}"),
+            nih: false,
         });
     }
     Ok(out)
@@ -145,7 +189,11 @@ fn augment(src: &[u8], rng: &mut StdRng) -> Vec<u8> {
     out
 }
 
-fn batch_tensor(samples: &[&Sample], aug: Option<&mut StdRng>, dev: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+fn batch_tensor(
+    samples: &[&Sample],
+    aug: Option<&mut StdRng>,
+    dev: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
     let mut data = Vec::with_capacity(samples.len() * CHANNELS * CROP * CROP);
     let mut labels = Vec::with_capacity(samples.len());
     match aug {
@@ -232,14 +280,22 @@ fn seeded_varmap(rng: &mut StdRng, dev: &Device) -> candle_core::Result<VarMap> 
         for (i, c) in [16usize, 32, 64, 128].into_iter().enumerate() {
             let fan_in = (cin * 9) as f32;
             let bound = (6.0 / fan_in).sqrt();
-            let w: Vec<f32> = (0..c * cin * 9).map(|_| rng.gen_range(-bound..bound)).collect();
-            data.insert(format!("conv{i}.weight"), Var::from_tensor(&Tensor::from_vec(w, (c, cin, 3, 3), dev)?)?);
+            let w: Vec<f32> = (0..c * cin * 9)
+                .map(|_| rng.gen_range(-bound..bound))
+                .collect();
+            data.insert(
+                format!("conv{i}.weight"),
+                Var::from_tensor(&Tensor::from_vec(w, (c, cin, 3, 3), dev)?)?,
+            );
             data.insert(format!("conv{i}.bias"), Var::zeros(c, DType::F32, dev)?);
             cin = c;
         }
         let bound = (1.0 / cin as f32).sqrt();
         let w: Vec<f32> = (0..cin).map(|_| rng.gen_range(-bound..bound)).collect();
-        data.insert("fc.weight".into(), Var::from_tensor(&Tensor::from_vec(w, (1, cin), dev)?)?);
+        data.insert(
+            "fc.weight".into(),
+            Var::from_tensor(&Tensor::from_vec(w, (1, cin), dev)?)?,
+        );
         data.insert("fc.bias".into(), Var::zeros(1, DType::F32, dev)?);
     }
     Ok(varmap)
@@ -247,10 +303,22 @@ fn seeded_varmap(rng: &mut StdRng, dev: &Device) -> candle_core::Result<VarMap> 
 
 pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let dev = Device::Cpu;
-    let samples = read_tar(&args.data)?;
-    anyhow::ensure!(!samples.is_empty(), "no labelled crops in {}", args.data.display());
+    let mut samples = read_tar(&args.data)?;
+    anyhow::ensure!(
+        !samples.is_empty(),
+        "no labelled crops in {}",
+        args.data.display()
+    );
+    if let Some(dir) = &args.extra_negatives {
+        samples.extend(read_extra_negatives(dir)?);
+    }
     let is_val = |s: &Sample| fnv1a(&format!("{}:{}", args.seed, s.group)) % 100 < args.holdout_pct;
-    let (val, mut train): (Vec<&Sample>, Vec<&Sample>) = samples.iter().partition(|s| is_val(s));
+    let (val_all, mut train): (Vec<&Sample>, Vec<&Sample>) =
+        samples.iter().partition(|s| is_val(s));
+    // The accuracy and AUC targets are on NIH crops; normal-smear crops are
+    // scored on their own (false-positive rate).
+    let (val, val_smear): (Vec<&Sample>, Vec<&Sample>) = val_all.into_iter().partition(|s| s.nih);
+    let smear_train = train.iter().filter(|s| !s.nih).count();
     let groups = |v: &[&Sample]| {
         v.iter()
             .map(|s| s.group.as_str())
@@ -287,7 +355,9 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         for chunk in train.chunks(args.batch) {
             // Cosine decay to 5% of the initial rate.
             let progress = step as f64 / total_steps as f64;
-            opt.set_learning_rate(args.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())));
+            opt.set_learning_rate(
+                args.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())),
+            );
             let (x, y) = batch_tensor(chunk, Some(&mut rng), &dev)?;
             let logits = net.forward(&x)?;
             let loss = bce_with_logits(&logits, &y)?;
@@ -298,6 +368,14 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         let scores = evaluate(&net, &val, &dev)?;
         let (acc, _) = metrics(&scores, &val_labels);
         let auc = roc_auc(&scores, &val_labels);
+        let smear_fp = evaluate(&net, &val_smear, &dev)?
+            .iter()
+            .filter(|&&p| p >= 0.5)
+            .count();
+        eprintln!(
+            "  held-out normal-smear crops called parasitized: {smear_fp} of {}",
+            val_smear.len()
+        );
         let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -314,6 +392,9 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     }
     let scores = evaluate(&net, &val, &dev)?;
     let (accuracy, confusion) = metrics(&scores, &val_labels);
+    let smear_scores = evaluate(&net, &val_smear, &dev)?;
+    let smear_fp = smear_scores.iter().filter(|&&p| p >= 0.5).count() as f64
+        / smear_scores.len().max(1) as f64;
     std::fs::create_dir_all(&args.out)?;
     let weights = args.out.join("malaria.safetensors");
     let tensors: HashMap<String, Tensor> = varmap
@@ -336,6 +417,9 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         sensitivity: confusion[1][1] as f64 / (confusion[1][0] + confusion[1][1]).max(1) as f64,
         specificity: confusion[0][0] as f64 / (confusion[0][0] + confusion[0][1]).max(1) as f64,
         confusion,
+        smear_negatives_train: smear_train,
+        smear_negatives_val: val_smear.len(),
+        smear_negatives_val_positive_rate: smear_fp,
         epoch_log: log,
     };
     std::fs::write(

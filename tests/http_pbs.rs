@@ -1,0 +1,966 @@
+//! The blood-smear (PBS) family against the real server: login, client-signed
+//! JWTs and every rejection, roles, organisation isolation, the study flow
+//! with real models, uploads and their bad inputs, callbacks to a real HTTPS
+//! receiver on loopback, and a restart in the middle of an analysis.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use argus::cli::manage::Command;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use common::{fixture, json, start, start_in, Server, ROOT};
+use serde_json::{json, Value};
+use sha2::Digest;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const HOST: &str = "argus.test";
+
+fn configure(c: &mut argus::config::Config) {
+    c.pbs.public_host = HOST.into();
+    // Smear fixtures are ~100 px red cells: analyse them at the tuned scale.
+    c.pbs.native_rbc_diameter_px = 100.0;
+    c.pbs.callback_retry_base_ms = 200;
+}
+
+fn pem_der(path: &str) -> Vec<u8> {
+    let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/{path}")).unwrap();
+    let b64: String = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .concat();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
+}
+
+/// Sign `claims` with a test private key (PKCS#8 PEM in tests/fixtures/jwt).
+fn sign(alg: &str, kid: Option<&str>, claims: &Value, key_file: &str) -> String {
+    let mut header = json!({"alg": alg, "typ": "JWT"});
+    if let Some(k) = kid {
+        header["kid"] = json!(k);
+    }
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let key = ring::signature::RsaKeyPair::from_pkcs8(&pem_der(key_file)).unwrap();
+    let enc: &'static dyn ring::signature::RsaEncoding = if alg == "RS384" {
+        &ring::signature::RSA_PKCS1_SHA384
+    } else {
+        &ring::signature::RSA_PKCS1_SHA256
+    };
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        enc,
+        &ring::rand::SystemRandom::new(),
+        input.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims(org: &str, sub: &str, role: &str) -> Value {
+    let t = now();
+    json!({
+        "jti": uuid::Uuid::new_v4().to_string(),
+        "iss": org, "sub": sub, "role": role, "aud": [HOST],
+        "iat": t, "exp": t + 600,
+    })
+}
+
+struct Org {
+    secret: String,
+}
+
+async fn add_user(s: &Server, org: &str, user: &str, role: &str) -> Value {
+    s.manage(Command::PbsUserAdd {
+        org: org.into(),
+        user: user.into(),
+        role: role.into(),
+        password: "correct horse battery".into(),
+    })
+    .await
+}
+
+async fn setup_org(s: &Server, org: &str) -> Org {
+    let v = add_user(s, org, &format!("lab@{org}.test"), "user").await;
+    let secret = v["callback_secret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    for role in ["admin", "device", "service"] {
+        add_user(s, org, &format!("{role}@{org}.test"), role).await;
+    }
+    Org { secret }
+}
+
+async fn login(s: &Server, user: &str) -> String {
+    let hash = hex::encode(sha2::Sha256::digest(b"correct horse battery"));
+    let r = s
+        .client
+        .post(s.url("/auth/login"))
+        .json(&json!({"user": user, "pass_hash": hash}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let v = json(r).await;
+    assert_eq!(v["status"], 202);
+    assert_eq!(v["results"]["user"]["email"], user);
+    v["results"]["token"]["HY_APP_AUTH_v1"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn call(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = match method {
+        "GET" => s.client.get(s.url(path)),
+        "DELETE" => s.client.delete(s.url(path)),
+        _ => s.client.post(s.url(path)),
+    }
+    .header("Authorization", token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let st = r.status().as_u16();
+    let v = json(r).await;
+    assert_eq!(v["status"], st, "envelope status equals HTTP status: {v}");
+    (st, v)
+}
+
+async fn upload(s: &Server, id: &str, query: &str, token: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = s
+        .client
+        .post(s.url(&format!("/pbs/{id}/files?{query}")))
+        .header("Authorization", token)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, json(r).await)
+}
+
+async fn new_study(s: &Server, token: &str, tags: Value) -> String {
+    let (st, v) = call(s, "POST", "/pbs", token, Some(json!({ "tags": tags }))).await;
+    assert_eq!(st, 201, "{v}");
+    v["results"]["pbs_study_id"].as_str().unwrap().to_string()
+}
+
+async fn wait_ready(s: &Server, id: &str, token: &str) -> Value {
+    for _ in 0..1200 {
+        let (st, v) = call(s, "GET", &format!("/pbs/{id}/status"), token, None).await;
+        assert_eq!(st, 200, "{v}");
+        match v["results"]["report_status"].as_str().unwrap() {
+            "ready" | "failed" => return v,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("study {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn study_flow_with_counts_malaria_and_revisions() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    // Raw passwords are refused.
+    let r = s
+        .client
+        .post(s.url("/auth/login"))
+        .json(&json!({"user": "lab@clinic-a.test", "pass_hash": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .client
+        .post(s.url("/auth/login"))
+        .json(&json!({"user": "lab@clinic-a.test", "pass_hash": hex::encode(sha2::Sha256::digest(b"wrong"))}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let id = new_study(&s, &token, json!({"patient_proxy_id": "PPID12345"})).await;
+    let smear = fixture("smear_cbc_crop.png");
+    let (st, v) = upload(&s, &id, "file_name=crop.png", &token, smear.clone()).await;
+    assert_eq!(st, 201, "{v}");
+    let fid = v["results"]["file_id"].as_str().unwrap().to_string();
+    let want = format!("sha224-i-{}", hex::encode(sha2::Sha224::digest(&smear)));
+    assert_eq!(fid, want);
+    // Idempotent by content.
+    let (st, v) = upload(&s, &id, "content_type=image/png", &token, smear.clone()).await;
+    assert_eq!(
+        (st, v["results"]["file_id"].as_str().unwrap()),
+        (200, fid.as_str())
+    );
+    let (st, _) = upload(
+        &s,
+        &id,
+        "file_name=full.jpg",
+        &token,
+        fixture("smear_cbc.jpg"),
+    )
+    .await;
+    assert_eq!(st, 201);
+
+    // Search by tag.
+    let (st, v) = call(
+        &s,
+        "GET",
+        "/pbs?tag.patient_proxy_id=PPID12345",
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(v["results"]["pbs_studies"][0]["pbs_study_id"], id.as_str());
+    let (_, v) = call(&s, "GET", "/pbs?tag.patient_proxy_id=other", &token, None).await;
+    assert_eq!(v["results"]["count"], 0);
+
+    // Unknown task: 400 naming the known ones.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["pbs_v1"]})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(v["error"].as_str().unwrap().contains("MALARIA_ANY_ANY"));
+    let (st, _) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback_url": "http://example.com/x"})),
+    )
+    .await;
+    assert_eq!(st, 400, "plain-HTTP callbacks are refused");
+
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["MALARIA_ANY_ANY", "CBC_COUNTS"]})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    // Frozen: no more uploads.
+    let (st, _) = upload(&s, &id, "file_name=late.jpg", &token, fixture("coffee.jpg")).await;
+    assert_eq!(st, 409);
+    let done = wait_ready(&s, &id, &token).await;
+    assert_eq!(done["results"]["report_status"], "ready", "{done}");
+    assert_eq!(done["results"]["progress"], 1.0);
+
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let cbc = &v["results"]["report"]["CBC_COUNTS"];
+    assert_eq!(cbc["files"].as_array().unwrap().len(), 2);
+    let full = cbc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file_id"] != fid.as_str())
+        .unwrap();
+    // smear_cbc.jpg, counted by eye: ~75 red cells (whole or cut by the
+    // border, many touching), one neutrophil, about 6 platelets.
+    let rbc = full["rbc"].as_u64().unwrap();
+    assert!((45..=110).contains(&rbc), "red cells {rbc}: {full}");
+    assert_eq!(full["wbc"], 1, "{full}");
+    let plt = full["platelets"].as_u64().unwrap();
+    assert!((2..=12).contains(&plt), "platelets {plt}: {full}");
+    let total: u64 = cbc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rbc"].as_u64().unwrap())
+        .sum();
+    assert_eq!(cbc["rbc"].as_u64().unwrap(), total);
+
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/MALARIA_ANY_ANY"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let m = &v["results"]["report"]["MALARIA_ANY_ANY"];
+    let (pos, neg) = (
+        m["positive_count"].as_u64().unwrap(),
+        m["negative_count"].as_u64().unwrap(),
+    );
+    assert_eq!(pos + neg, total, "every red cell is classified");
+    // A normal smear: at most 2% positive (and at most one cell here).
+    assert!(
+        pos <= (total / 50).max(1),
+        "{pos} of {total} positive on a normal smear"
+    );
+
+    // Asking again makes a new revision; version 1 stays readable.
+    let (st, _) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"]})),
+    )
+    .await;
+    assert_eq!(st, 202);
+    wait_ready(&s, &id, &token).await;
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            v["results"]["version"].clone(),
+            v["results"]["versions"].clone()
+        ),
+        (json!(2), json!(2))
+    );
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS?version=1"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!((st, v["results"]["version"].clone()), (200, json!(1)));
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS?version=3"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // Heartbeat needs no auth.
+    let v = json(s.client.get(s.url("/heartbeat")).send().await.unwrap()).await;
+    assert!(
+        v["heartbeat"].as_str().unwrap().len() == 20 && v["request_timestamp"].as_u64().is_some()
+    );
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("argus_pbs_studies_total{status=\"ready\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("argus_cells_counted_total{kind=\"rbc\"}"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_signed_tokens_and_every_rejection() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    setup_org(&s, "clinic-b").await;
+    let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap();
+    let k = s
+        .manage(Command::PbsKeyAdd {
+            org: "clinic-a".into(),
+            pem: pem.clone(),
+            kid: Some("scanner-1".into()),
+        })
+        .await;
+    assert_eq!(k["kid"], "scanner-1");
+    let user = "device@clinic-a.test";
+    let ok = |c: &Value| sign("RS256", Some("scanner-1"), c, "client_pkcs8.pem");
+
+    let good = claims("clinic-a", user, "device");
+    let t = ok(&good);
+    let (st, v) = call(&s, "POST", "/pbs", &t, None).await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(&s, "POST", "/pbs", &t, None).await;
+    assert_eq!(
+        (st, v["results"]["claim"].clone()),
+        (401, json!("jti")),
+        "replay"
+    );
+    // Bearer prefix accepted; RS384 without kid resolves the org's keys.
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/pbs",
+        &format!("Bearer {}", ok(&claims("clinic-a", user, "device"))),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs",
+        &sign(
+            "RS384",
+            None,
+            &claims("clinic-a", user, "device"),
+            "client_pkcs8.pem",
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+
+    let mut cases: Vec<(&str, String, &str)> = Vec::new();
+    let body = URL_SAFE_NO_PAD.encode(claims("clinic-a", user, "device").to_string());
+    cases.push((
+        "alg none",
+        format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#)),
+        "alg",
+    ));
+    let hs = argus::auth::jwt::sign_hs256(&claims("clinic-a", user, "device"), b"guessed");
+    cases.push(("HS256 client token", hs, "alg"));
+    cases.push((
+        "unknown kid",
+        sign(
+            "RS256",
+            Some("nope"),
+            &claims("clinic-a", user, "device"),
+            "client_pkcs8.pem",
+        ),
+        "kid",
+    ));
+    cases.push((
+        "RS256 without kid",
+        sign(
+            "RS256",
+            None,
+            &claims("clinic-a", user, "device"),
+            "client_pkcs8.pem",
+        ),
+        "kid",
+    ));
+    cases.push((
+        "other key",
+        sign(
+            "RS256",
+            Some("scanner-1"),
+            &claims("clinic-a", user, "device"),
+            "other_pkcs8.pem",
+        ),
+        "signature",
+    ));
+    let mut c = claims("clinic-a", user, "device");
+    c["iat"] = json!(now() + 600);
+    c["exp"] = json!(now() + 900);
+    cases.push(("iat in the future", ok(&c), "iat"));
+    let mut c = claims("clinic-a", user, "device");
+    c["iat"] = json!(now() - 7200);
+    c["exp"] = json!(now() + 86400);
+    cases.push(("older than an hour", ok(&c), "iat"));
+    let mut c = claims("clinic-a", user, "device");
+    c["iat"] = json!(now() - 600);
+    c["exp"] = json!(now() - 300);
+    cases.push(("expired", ok(&c), "exp"));
+    let mut c = claims("clinic-a", user, "device");
+    c["aud"] = json!("us.api.hemato.ai");
+    cases.push(("wrong aud", ok(&c), "aud"));
+    let mut c = claims("clinic-a", user, "device");
+    c.as_object_mut().unwrap().remove("jti");
+    cases.push(("no jti", ok(&c), "jti"));
+    cases.push((
+        "unknown sub",
+        ok(&claims("clinic-a", "ghost@clinic-a.test", "device")),
+        "sub",
+    ));
+    cases.push((
+        "sub of another org",
+        ok(&claims("clinic-a", "lab@clinic-b.test", "user")),
+        "sub",
+    ));
+    cases.push((
+        "role not the user's",
+        ok(&claims("clinic-a", user, "admin")),
+        "role",
+    ));
+    cases.push((
+        "iss not the key's org",
+        ok(&claims("clinic-b", "lab@clinic-b.test", "user")),
+        "iss",
+    ));
+    for (name, token, claim) in &cases {
+        let (st, v) = call(&s, "POST", "/pbs", token, None).await;
+        assert_eq!(st, 401, "{name}: {v}");
+        assert_eq!(v["results"]["claim"], *claim, "{name}: {v}");
+        // /auth/hello explains the same problem without consuming anything.
+        let (st, h) = call(&s, "POST", "/auth/hello", token, None).await;
+        assert_eq!(
+            (st, h["results"]["valid"].clone()),
+            (401, json!(false)),
+            "{name}"
+        );
+        assert_eq!(h["results"]["claim"], *claim, "{name}");
+        assert!(
+            !h.to_string().contains("BEGIN"),
+            "no key material in answers"
+        );
+    }
+    let (st, _) = call(&s, "POST", "/pbs", "", None).await;
+    assert_eq!(st, 401);
+    // hello on a good token does not use its jti up.
+    let t = ok(&claims("clinic-a", user, "device"));
+    let (st, h) = call(&s, "POST", "/auth/hello", &t, None).await;
+    assert_eq!(
+        (st, h["results"]["verified_with"].clone()),
+        (200, json!("key scanner-1"))
+    );
+    let (st, _) = call(&s, "POST", "/pbs", &t, None).await;
+    assert_eq!(st, 201);
+    // Revocation takes effect at once.
+    s.manage(Command::PbsKeyRevoke {
+        kid: "scanner-1".into(),
+    })
+    .await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs",
+        &ok(&claims("clinic-a", user, "device")),
+        None,
+    )
+    .await;
+    assert_eq!((st, v["results"]["claim"].clone()), (401, json!("kid")));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_organisation_isolation() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    setup_org(&s, "clinic-b").await;
+    let device = login(&s, "device@clinic-a.test").await;
+    let service = login(&s, "service@clinic-a.test").await;
+    let admin = login(&s, "admin@clinic-a.test").await;
+    let other = login(&s, "lab@clinic-b.test").await;
+
+    let id = new_study(&s, &device, json!({"slide": "S1"})).await;
+    let (st, _) = upload(
+        &s,
+        &id,
+        "file_name=a.png",
+        &device,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, _) = call(&s, "GET", &format!("/pbs/{id}/status"), &device, None).await;
+    assert_eq!(st, 200);
+    for (path, method) in [
+        (format!("/pbs/{id}/report/CBC_COUNTS"), "GET"),
+        ("/pbs?tag.slide=S1".into(), "GET"),
+    ] {
+        let (st, _) = call(&s, method, &path, &device, None).await;
+        assert_eq!(st, 403, "device may not {path}");
+    }
+    let (st, _) = call(&s, "POST", "/pbs", &service, None).await;
+    assert_eq!(st, 403, "service may not create");
+    let (st, _) = upload(
+        &s,
+        &id,
+        "file_name=b.jpg",
+        &service,
+        fixture("smear_cbc.jpg"),
+    )
+    .await;
+    assert_eq!(st, 403, "service may not upload");
+    let (st, v) = call(&s, "GET", "/pbs?tag.slide=S1", &service, None).await;
+    assert_eq!((st, v["results"]["count"].clone()), (200, json!(1)));
+    // Another organisation sees nothing.
+    for path in [
+        format!("/pbs/{id}/status"),
+        format!("/pbs/{id}/report/CBC_COUNTS"),
+    ] {
+        let (st, _) = call(&s, "GET", &path, &other, None).await;
+        assert_eq!(st, 404, "{path}");
+    }
+    let (st, _) = upload(
+        &s,
+        &id,
+        "file_name=x.png",
+        &other,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (_, v) = call(&s, "GET", "/pbs?tag.slide=S1", &other, None).await;
+    assert_eq!(v["results"]["count"], 0);
+    // Organisation admin: users and keys of its own organisation only.
+    let (st, _) = call(&s, "GET", "/pbs/admin/users", &device, None).await;
+    assert_eq!(st, 403);
+    let (st, v) = call(&s, "GET", "/pbs/admin/users", &admin, None).await;
+    assert_eq!(st, 200);
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["organisation"] == "clinic-a"));
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs/admin/users",
+        &admin,
+        Some(json!({"user": "new@clinic-a.test", "role": "device", "password": "long enough pw"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap();
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs/admin/keys",
+        &admin,
+        Some(json!({"public_key_pem": pem, "kid": "k-admin"})),
+    )
+    .await;
+    assert_eq!((st, v["results"]["bits"].clone()), (201, json!(2048)));
+    let (st, _) = call(&s, "POST", "/pbs/admin/keys", &admin, Some(json!({"public_key_pem": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----"}))).await;
+    assert_eq!(st, 400);
+    let (st, _) = call(
+        &s,
+        "DELETE",
+        "/pbs/admin/users/lab@clinic-b.test",
+        &admin,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "another organisation's user");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_get_clear_errors() {
+    let s = start(|c| {
+        configure(c);
+        c.pbs.max_file_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        ("", fixture("smear_cbc.jpg"), 400, "file_name"),
+        ("file_name=notes.txt", b"hello".to_vec(), 400, "type"),
+        ("file_name=empty.jpg", Vec::new(), 400, "empty"),
+        (
+            "file_name=text.jpg",
+            b"this is not an image".to_vec(),
+            400,
+            "image",
+        ),
+        (
+            "file_name=cut.jpg",
+            fixture("smear_cbc.jpg")[..4000].to_vec(),
+            400,
+            "image",
+        ),
+        (
+            "file_name=huge.png",
+            vec![0u8; 3 * 1024 * 1024],
+            413,
+            "limit",
+        ),
+    ];
+    for (q, body, want, word) in cases {
+        let (st, v) = upload(&s, &id, q, &token, body).await;
+        assert_eq!(st, want, "{q}: {v}");
+        assert_eq!(v["status"], want);
+        assert!(v["error"].as_str().unwrap().contains(word), "{q}: {v}");
+    }
+    let (st, _) = upload(
+        &s,
+        "not-a-uuid",
+        "file_name=a.png",
+        &token,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"]})),
+    )
+    .await;
+    assert_eq!(st, 400, "no files yet: {v}");
+    let r = s
+        .client
+        .post(s.url("/pbs"))
+        .header("Authorization", &token)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Nothing stored was harmed, and the daemon still answers.
+    let (st, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
+    assert_eq!((st, v["results"]["files"].clone()), (200, json!(0)));
+    assert!(s.health_ok().await);
+    s.stop().await;
+}
+
+/// A real HTTPS receiver on loopback: answers 500 to the first POST, 200 after.
+async fn receiver() -> (u16, String, Arc<Mutex<Vec<(String, String)>>>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = cert.cert.pem();
+    let chain = vec![cert.cert.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let seen = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let (head, body) = loop {
+                    let n = tls.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some(i) = text.find("\r\n\r\n") {
+                        let head = text[..i].to_string();
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if buf.len() >= i + 4 + len {
+                            break (
+                                head,
+                                String::from_utf8_lossy(&buf[i + 4..i + 4 + len]).to_string(),
+                            );
+                        }
+                    }
+                };
+                let first = {
+                    let mut g = seen.lock().unwrap();
+                    g.push((head, body));
+                    g.len() == 1
+                };
+                let status = if first {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let _ = tls
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, cert_pem, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_is_signed_and_retried_after_a_failure() {
+    let (port, ca, got) = receiver().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_path = tmp.path().join("ca.pem");
+    std::fs::write(&ca_path, ca).unwrap();
+    let state = tmp.path().join("state");
+    let s = start_in(&state, |c| {
+        configure(c);
+        c.pbs.callback_ca_file = ca_path.clone();
+    })
+    .await;
+    let org = setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    upload(
+        &s,
+        &id,
+        "file_name=a.png",
+        &token,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    let url = format!("https://localhost:{port}/pbs_report_is_ready/{id}/sig123");
+    let (st, _) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback_url": url})),
+    )
+    .await;
+    assert_eq!(st, 202);
+    wait_ready(&s, &id, &token).await;
+    for _ in 0..200 {
+        if got.lock().unwrap().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = got.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2, "one failed attempt, one retry: {calls:?}");
+    for (head, body) in &calls {
+        assert!(
+            head.starts_with(&format!("POST /pbs_report_is_ready/{id}/sig123 ")),
+            "{head}"
+        );
+        let v: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (
+                v["pbs_study_id"].as_str().unwrap(),
+                v["report_status"].as_str().unwrap()
+            ),
+            (id.as_str(), "ready")
+        );
+        let sig = head
+            .lines()
+            .find_map(|l| l.strip_prefix("x-argus-signature: "))
+            .expect("signature header");
+        let t: u64 = sig
+            .split(',')
+            .next()
+            .unwrap()
+            .strip_prefix("t=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let want = argus::clinic::callbacks::sign(&hex::decode(&org.secret).unwrap(), t, body);
+        assert_eq!(sig, want, "the clinic can verify the callback");
+    }
+    assert!(s
+        .metrics()
+        .await
+        .contains("argus_pbs_callbacks_total{outcome=\"delivered\"} 1"));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn analysis_resumes_after_a_restart_mid_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start_in(tmp.path(), configure).await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    let full = fixture("smear_cbc.jpg");
+    // Four distinct files: the photo and re-encodings of crops of it.
+    let img = image::load_from_memory(&full).unwrap().to_rgb8();
+    let mut files = vec![full.clone()];
+    for (i, x) in [0u32, 300, 600].into_iter().enumerate() {
+        let crop = image::imageops::crop_imm(&img, x, 50 * i as u32, 500, 400).to_image();
+        let mut out = std::io::Cursor::new(Vec::new());
+        crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        files.push(out.into_inner());
+    }
+    for (i, f) in files.iter().enumerate() {
+        let (st, _) = upload(&s, &id, &format!("file_name=f{i}.png"), &token, f.clone()).await;
+        assert_eq!(st, 201);
+    }
+    let (st, _) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS", "MALARIA_ANY_ANY"]})),
+    )
+    .await;
+    assert_eq!(st, 202);
+    // Stop as soon as some, not all, files are done.
+    let mut progress = 0.0;
+    for _ in 0..2400 {
+        let (_, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
+        progress = v["results"]["progress"].as_f64().unwrap();
+        if progress > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        progress > 0.0 && progress < 1.0,
+        "stopped mid-study at {progress}"
+    );
+    s.stop().await;
+
+    let s = start_in(tmp.path(), configure).await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let done = wait_ready(&s, &id, &token).await;
+    assert_eq!(done["results"]["report_status"], "ready");
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    let per_file = v["results"]["report"]["CBC_COUNTS"]["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(per_file.len(), 4, "every file analysed exactly once: {v}");
+    assert_eq!(v["results"]["versions"], 1);
+    s.stop().await;
+}
