@@ -204,6 +204,9 @@ pub enum TrainModel {
         /// --crops-dir`), added as uninfected.
         #[arg(long)]
         extra_negatives: Option<PathBuf>,
+        /// Start from these weights (fine-tuning).
+        #[arg(long)]
+        init: Option<PathBuf>,
     },
 }
 
@@ -545,6 +548,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     seed,
                     holdout_pct,
                     extra_negatives,
+                    init,
                 },
         } => {
             let args = crate::train::malaria::TrainArgs {
@@ -556,6 +560,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 seed,
                 holdout_pct,
                 extra_negatives,
+                init,
             };
             let report = tokio::task::spawn_blocking(move || crate::train::malaria::train(&args))
                 .await

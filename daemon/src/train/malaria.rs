@@ -36,6 +36,8 @@ pub struct TrainArgs {
     /// uninfected: they teach the net what cells cropped by argusd's own
     /// pipeline look like. Grouped by source photo for the split.
     pub extra_negatives: Option<PathBuf>,
+    /// Start from these weights (fine-tuning) instead of seeded random ones.
+    pub init: Option<PathBuf>,
 }
 
 struct Sample {
@@ -333,7 +335,12 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         "malaria: data split by patient"
     );
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let varmap = seeded_varmap(&mut rng, &dev)?;
+    let mut varmap = seeded_varmap(&mut rng, &dev)?;
+    if let Some(init) = &args.init {
+        varmap
+            .load(init)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", init.display()))?;
+    }
     let net = MalariaNet::load(VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let steps_per_epoch = train.len().div_ceil(args.batch);
     let total_steps = (steps_per_epoch * args.epochs).max(1);

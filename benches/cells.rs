@@ -1,0 +1,87 @@
+//! The clinic path on the CPU backend: the three cell UNets per batch of
+//! 188x188 tiles, the malaria classifier per batch of crops, and one whole
+//! smear photo end to end (equalise, tile, UNets, count, crop, classify).
+//!
+//!     cargo bench --bench cells
+//!
+//! Smears per second and crops per second are the throughput figures.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet};
+use argus::pipeline::cells::{self, CountParams};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn bench(c: &mut Criterion) {
+    let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
+    let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16).unwrap();
+    let mut classifier = CpuBackend::load(&models, ModelSet::Crops, 256).unwrap();
+    let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
+        .unwrap()
+        .into_rgb8();
+    let params = CountParams::default();
+    let scale = cells::scale_for(None, &params);
+    let (tiles, sw, sh) = cells::prepare(&img, scale).unwrap();
+    let tile_len = tiles.tile(0).len();
+
+    let mut g = c.benchmark_group(format!("cells/cpu-{}t", rayon::current_num_threads()));
+    g.sample_size(10);
+    for n in [1usize, 4, 8] {
+        let data = tiles.data[..n * tile_len].to_vec();
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("unet3_tiles", n), &data, |b, d| {
+            b.iter(|| {
+                unets
+                    .run(Batch::CellTiles {
+                        data: d.clone(),
+                        count: n,
+                    })
+                    .unwrap()
+            })
+        });
+    }
+    for n in [1usize, 64, 256] {
+        let data = vec![128u8; n * 2500];
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("malaria_crops", n), &data, |b, d| {
+            b.iter(|| {
+                classifier
+                    .run(Batch::Crops {
+                        data: d.clone(),
+                        count: n,
+                    })
+                    .unwrap()
+            })
+        });
+    }
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("smear_end_to_end_1226x652", |b| {
+        b.iter(|| {
+            let (tiles, sw2, sh2) = cells::prepare(&img, scale).unwrap();
+            assert_eq!((sw2, sh2), (sw, sh));
+            let mut maps = Vec::new();
+            for chunk in tiles.data.chunks(8 * tile_len) {
+                let count = chunk.len() / tile_len;
+                if let BatchOutput::CellTiles(m) = unets
+                    .run(Batch::CellTiles {
+                        data: chunk.to_vec(),
+                        count,
+                    })
+                    .unwrap()
+                {
+                    maps.extend(m);
+                }
+            }
+            let a = cells::count(&maps, tiles.cols, sw, sh, scale, img.dimensions(), &params);
+            let crops = cells::rbc_crops(&img, &a);
+            let count = crops.len();
+            let data: Vec<u8> = crops.into_iter().flat_map(|(_, c)| c).collect();
+            classifier.run(Batch::Crops { data, count }).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
