@@ -128,11 +128,11 @@ pub struct CountParams {
 impl Default for CountParams {
     fn default() -> Self {
         Self {
-            rbc_diameter_px: 40.0,
+            rbc_diameter_px: 50.0,
             threshold: 0.4,
             rbc_min_area: 0.02,
             wbc_min_area: 0.05,
-            platelet_min_area: 0.01,
+            platelet_min_area: 0.02,
             parasite_threshold: 0.5,
         }
     }
