@@ -283,3 +283,167 @@ fn bad_configuration_fails_start_up_with_every_problem() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+fn sigkill(child: &Child) {
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    unsafe { kill(child.id() as i32, 9) };
+}
+
+/// A daemon killed (SIGKILL, no chance to flush or drain) in the middle of
+/// a PBS analysis finishes that analysis after it is started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pbs_analysis_finishes_after_sigkill_mid_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut add = argusd(tmp.path());
+    add.args([
+        "pbs",
+        "users",
+        "add",
+        "--org",
+        "clinic",
+        "--user",
+        "lab@clinic.test",
+        "--password-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (child, addr) = serve(tmp.path(), None);
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(b"correct horse battery"))
+    };
+    let login = |http: reqwest::Client, base: String| {
+        let hash = hash.clone();
+        async move {
+            let v: serde_json::Value = http
+                .post(format!("{base}/auth/login"))
+                .json(&serde_json::json!({"user": "lab@clinic.test", "pass_hash": hash}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["results"]["token"]["HY_APP_AUTH_v1"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let token = login(http.clone(), base.clone()).await;
+    let v: serde_json::Value = http
+        .post(format!("{base}/pbs"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = v["results"]["pbs_study_id"].as_str().unwrap().to_string();
+    let full = std::fs::read(format!("{ROOT}/tests/fixtures/smear_cbc.jpg")).unwrap();
+    let img = image::load_from_memory(&full).unwrap().to_rgb8();
+    let mut files = vec![full];
+    for (i, x) in [0u32, 300, 600].into_iter().enumerate() {
+        let crop = image::imageops::crop_imm(&img, x, 60 * i as u32, 500, 400).to_image();
+        let mut out = std::io::Cursor::new(Vec::new());
+        crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        files.push(out.into_inner());
+    }
+    for (i, f) in files.into_iter().enumerate() {
+        let r = http
+            .post(format!("{base}/pbs/{id}/files?file_name=f{i}.png"))
+            .header("Authorization", &token)
+            .body(f)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = http
+        .post(format!("{base}/pbs/{id}/tasks"))
+        .header("Authorization", &token)
+        .json(&serde_json::json!({"diagnostic_tasks": ["CBC_COUNTS"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let status = |http: reqwest::Client, base: String, token: String| {
+        let id = id.clone();
+        async move {
+            let v: serde_json::Value = http
+                .get(format!("{base}/pbs/{id}/status"))
+                .header("Authorization", token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["results"].clone()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let s = status(http.clone(), base.clone(), token.clone()).await;
+        let p = s["progress"].as_f64().unwrap();
+        if p > 0.0 {
+            assert!(p < 1.0, "killed mid-study, not after: {s}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigkill(&child);
+    let mut child = child;
+    child.wait().unwrap();
+
+    let (child, addr) = serve(tmp.path(), None);
+    let base = format!("http://{addr}");
+    let token = login(http.clone(), base.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let s = status(http.clone(), base.clone(), token.clone()).await;
+        if s["report_status"] == "ready" {
+            break;
+        }
+        assert_ne!(s["report_status"], "failed", "{s}");
+        assert!(
+            Instant::now() < deadline,
+            "did not finish after restart: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v: serde_json::Value = http
+        .get(format!("{base}/pbs/{id}/report/CBC_COUNTS"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["results"]["versions"], 1, "{v}");
+    assert_eq!(
+        v["results"]["report"]["CBC_COUNTS"]["files"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4,
+        "every file analysed: {v}"
+    );
+    sigterm(&child);
+    let mut child = child;
+    child.wait().unwrap();
+}
