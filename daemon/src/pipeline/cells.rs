@@ -388,15 +388,16 @@ pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<(usize, Vec<u8
     out
 }
 
-/// Run tiles through the batcher, keeping their order.
-pub async fn run_tiles(
-    batcher: &Batcher<TileWork>,
-    tiles: &smear::Tiles,
-) -> Result<Vec<TileMaps>, CellError> {
-    let mut rxs = Vec::with_capacity(tiles.count);
-    for i in 0..tiles.count {
-        rxs.push(batcher.submit_item(tiles.tile(i).to_vec())?);
-    }
+/// Submit every item, then collect the outputs in order. All are queued
+/// before the first is awaited, so they can share batches.
+async fn run_all<W: Workload>(
+    batcher: &Batcher<W>,
+    items: impl IntoIterator<Item = W::Item>,
+) -> Result<Vec<W::Output>, CellError> {
+    let rxs = items
+        .into_iter()
+        .map(|item| batcher.submit_item(item))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(rxs.len());
     for rx in rxs {
         let r = rx
@@ -408,24 +409,20 @@ pub async fn run_tiles(
     Ok(out)
 }
 
-/// Classify crops through the batcher.
+/// Run tiles through the UNet batcher, keeping their order.
+pub async fn run_tiles(
+    batcher: &Batcher<TileWork>,
+    tiles: &smear::Tiles,
+) -> Result<Vec<TileMaps>, CellError> {
+    run_all(batcher, (0..tiles.count).map(|i| tiles.tile(i).to_vec())).await
+}
+
+/// P(parasitized) of 50x50 grayscale crops, through the classifier batcher.
 pub async fn classify(
     batcher: &Batcher<CropWork>,
     crops: Vec<Vec<u8>>,
 ) -> Result<Vec<f32>, CellError> {
-    let mut rxs = Vec::with_capacity(crops.len());
-    for c in crops {
-        rxs.push(batcher.submit_item(c)?);
-    }
-    let mut out = Vec::with_capacity(rxs.len());
-    for rx in rxs {
-        let r = rx
-            .await
-            .map_err(|_| CellError::Inference("the backend thread stopped".into()))?
-            .map_err(CellError::Inference)?;
-        out.push(r.output);
-    }
-    Ok(out)
+    run_all(batcher, crops).await
 }
 
 /// The batchers the clinic path needs.
