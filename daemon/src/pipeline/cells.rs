@@ -409,12 +409,21 @@ async fn run_all<W: Workload>(
     Ok(out)
 }
 
+/// Tiles one photo keeps queued at a time: a large photo (hundreds of
+/// tiles) never fills the bounded queue by itself.
+const TILES_IN_FLIGHT: usize = 64;
+
 /// Run tiles through the UNet batcher, keeping their order.
 pub async fn run_tiles(
     batcher: &Batcher<TileWork>,
     tiles: &smear::Tiles,
 ) -> Result<Vec<TileMaps>, CellError> {
-    run_all(batcher, (0..tiles.count).map(|i| tiles.tile(i).to_vec())).await
+    let mut out = Vec::with_capacity(tiles.count);
+    for start in (0..tiles.count).step_by(TILES_IN_FLIGHT) {
+        let end = (start + TILES_IN_FLIGHT).min(tiles.count);
+        out.extend(run_all(batcher, (start..end).map(|i| tiles.tile(i).to_vec())).await?);
+    }
+    Ok(out)
 }
 
 /// P(parasitized) of 50x50 grayscale crops, through the classifier batcher.
