@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use argus::backend::{
     cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps,
 };
-use argus::pipeline::cells::{self, CellKind, CountParams};
+use argus::pipeline::cells::{self, CountParams};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -206,7 +206,6 @@ fn main() -> anyhow::Result<()> {
                     pos += ps.iter().filter(|&&x| x >= p.parasite_threshold).count();
                     total += ps.len();
                 }
-                let _ = a.cells.iter().filter(|c| c.kind == CellKind::Rbc).count();
             }
             println!(
                 "  malaria on these (normal) smears: {pos} of {total} red cells positive ({:.2}%)",

@@ -135,6 +135,22 @@ pub fn start_batchers(
         cfg.detector.input_height as usize,
         metrics.clone(),
     )?;
+    Ok((faces, start_cell_batchers(cfg, models, metrics)?))
+}
+
+/// The clinic path's batchers: smear tiles through the UNets, cell crops
+/// through the malaria classifier.
+pub fn start_cell_batchers(
+    cfg: &Config,
+    models: &ModelPaths,
+    metrics: Arc<Metrics>,
+) -> Result<pipeline::cells::CellBatchers, RunError> {
+    use backend::ModelSet;
+    let policy = Policy {
+        max_batch: cfg.batch.max_batch_size,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: cfg.batch.queue_depth,
+    };
     // Smear tiles come in bursts of tens per photo: a deeper queue, and
     // batches of the configured size.
     let tile_policy = Policy {
@@ -166,7 +182,7 @@ pub fn start_batchers(
         (model::malaria::CROP, model::malaria::CROP),
         metrics,
     )?;
-    Ok((faces, pipeline::cells::CellBatchers { tiles, crops }))
+    Ok(pipeline::cells::CellBatchers { tiles, crops })
 }
 
 /// A started daemon: listening, model warm, store open.

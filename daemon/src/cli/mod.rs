@@ -740,8 +740,6 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
 /// Local tile and crop batchers for the offline pbs commands.
 fn local_cell_batchers(config: &Config) -> Result<crate::pipeline::cells::CellBatchers, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
-    let (faces, cells) = crate::start_batchers(config, &models, Arc::new(Metrics::new()))
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    faces.shutdown();
-    Ok(cells)
+    crate::start_cell_batchers(config, &models, Arc::new(Metrics::new()))
+        .map_err(|e| CliError::Failed(e.to_string()))
 }

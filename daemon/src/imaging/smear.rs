@@ -320,7 +320,7 @@ pub fn tile(rgb: &[u8], width: usize, height: usize) -> Tiles {
 }
 
 /// Put 100x100 tile outputs back together into a width x height map.
-pub fn stitch(maps: &[Vec<f32>], cols: usize, width: usize, height: usize) -> Vec<f32> {
+pub fn stitch(maps: &[&[f32]], cols: usize, width: usize, height: usize) -> Vec<f32> {
     let mut out = vec![0f32; width * height];
     for (i, m) in maps.iter().enumerate() {
         let (ty, tx) = (i / cols, i % cols);
@@ -414,6 +414,7 @@ mod tests {
                 m
             })
             .collect();
+        let maps: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
         let back = stitch(&maps, t.cols, w, h);
         for (i, v) in back.iter().enumerate() {
             let want = rgb[i * 3 + 2] as f32 * 2.0 / 255.0 - 1.0;

@@ -178,6 +178,9 @@ pub struct SmearAnalysis {
     pub tiles: usize,
     #[serde(skip)]
     rbc_labels: Vec<u32>,
+    /// Watershed regions of `rbc_labels`, in the order of the Rbc entries of `cells`.
+    #[serde(skip)]
+    rbc_regions: Vec<segment::Region>,
     #[serde(skip)]
     scaled_w: usize,
     #[serde(skip)]
@@ -253,8 +256,8 @@ pub fn count(
     orig: (u32, u32),
     params: &CountParams,
 ) -> SmearAnalysis {
-    let stitch = |f: fn(&TileMaps) -> &Vec<f32>| {
-        let v: Vec<Vec<f32>> = maps.iter().map(|m| f(m).clone()).collect();
+    let stitch = |f: fn(&TileMaps) -> &[f32]| {
+        let v: Vec<&[f32]> = maps.iter().map(f).collect();
         smear::stitch(&v, cols, sw, sh)
     };
     let rbc = stitch(|m| &m.rbc);
@@ -317,6 +320,7 @@ pub fn count(
         cells,
         tiles: maps.len(),
         rbc_labels,
+        rbc_regions,
         scaled_w: sw,
         rbc_diameter: params.rbc_diameter_px,
     }
@@ -339,7 +343,7 @@ pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<(usize, Vec<u8
     let sw = analysis.scaled_w;
     let sh = analysis.rbc_labels.len() / sw.max(1);
     let scale = analysis.scale;
-    let regions = segment::regions_of(&analysis.rbc_labels, sw);
+    let regions = &analysis.rbc_regions;
     let rbc_indices: Vec<usize> = analysis
         .cells
         .iter()
