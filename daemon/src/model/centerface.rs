@@ -11,10 +11,10 @@
 //! (sigmoid), log box size (h, w), centre offset (y, x) and ten landmark
 //! values. Input is RGB, raw 0-255, NCHW, any H and W that are multiples of 32.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::ops;
+use super::nhwc::{self, Dense3x3, Depthwise, Map, Pointwise, Upsample2x2};
 
 /// (expansion, output channels, repeats, first stride) of MobileNetV2.
 const STAGES: [(usize, usize, usize, usize); 7] = [
@@ -32,37 +32,41 @@ const TAPS: [usize; 4] = [2, 5, 12, 16];
 pub const STRIDE: usize = 32;
 /// Output stride of the heads.
 pub const OUT_STRIDE: usize = 4;
+/// Channels of the heads' output: heatmap logit, scale (2), offset (2), landmarks (10).
+const HEAD_CHANNELS: usize = 15;
+/// Floats of hidden (expanded) rows one band of an inverted residual block
+/// holds: about 640 KB, so with its depthwise output it stays in a 2 MiB L2.
+const BAND_FLOATS: usize = 160 * 1024;
 
-/// A convolution with its bias, loaded as the checkpoint stores it.
-struct Conv {
-    w: Tensor,
-    b: Tensor,
+/// A convolution's weight and bias as flat f32, as the checkpoint stores them.
+fn params(vb: &VarBuilder, w_shape: &[usize], cout: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let w = vb.get(w_shape, "weight")?.flatten_all()?.to_vec1::<f32>()?;
+    let b = vb.get(cout, "bias")?.to_vec1::<f32>()?;
+    Ok((w, b))
 }
 
-impl Conv {
-    fn load(vb: VarBuilder, cout: usize, cin: usize, k: usize) -> Result<Self> {
-        Ok(Self {
-            w: vb.get((cout, cin, k, k), "weight")?,
-            b: vb.get(cout, "bias")?,
-        })
-    }
-
-    /// Dense 3x3 conv, padding 1: the stem and the head.
-    fn dense3x3(&self, x: &Tensor, stride: usize, relu: bool) -> Result<Tensor> {
-        ops::dense3x3(x, &self.w, &self.b, stride, relu)
-    }
-
-    fn pointwise(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
-        ops::pointwise(x, &self.w, &self.b, relu)
-    }
+fn pointwise(vb: VarBuilder, cout: usize, cin: usize) -> Result<Pointwise> {
+    let (w, b) = params(&vb, &[cout, cin, 1, 1], cout)?;
+    Ok(Pointwise::new(&w, &b, cout, cin))
 }
 
-/// MobileNetV2 inverted residual: 1x1 expand -> 3x3 depthwise -> 1x1 project.
+fn dense3x3(vb: VarBuilder, cout: usize, cin: usize, stride: usize) -> Result<Dense3x3> {
+    let (w, b) = params(&vb, &[cout, cin, 3, 3], cout)?;
+    Ok(Dense3x3::new(&w, &b, cout, cin, stride))
+}
+
+/// MobileNetV2 inverted residual: 1x1 expand -> 3x3 depthwise -> 1x1 project,
+/// ReLU after the first two, identity shortcut when shapes allow.
+///
+/// Runs fused over bands of output rows: a band's hidden rows are expanded
+/// into a scratch buffer (rows shared with the previous band are kept, not
+/// recomputed), convolved row by row, and projected straight into the
+/// output, so the hidden tensor, six times wider than the block's input and
+/// output, never goes to memory.
 struct InvertedResidual {
-    expand: Option<Conv>,
-    dw: Conv,
-    project: Conv,
-    stride: usize,
+    expand: Option<Pointwise>,
+    dw: Depthwise,
+    project: Pointwise,
     residual: bool,
 }
 
@@ -72,72 +76,138 @@ impl InvertedResidual {
         let expand = if t == 1 {
             None
         } else {
-            Some(Conv::load(vb.pp("expand"), hidden, cin, 1)?)
+            Some(pointwise(vb.pp("expand"), hidden, cin)?)
         };
+        let (w, b) = params(&vb.pp("dw"), &[hidden, 1, 3, 3], hidden)?;
         Ok(Self {
             expand,
-            dw: Conv::load(vb.pp("dw"), hidden, 1, 3)?,
-            project: Conv::load(vb.pp("project"), cout, hidden, 1)?,
-            stride,
+            dw: Depthwise::new(&w, &b, hidden, stride),
+            project: pointwise(vb.pp("project"), cout, hidden)?,
             residual: stride == 1 && cin == cout,
         })
     }
-}
 
-impl Module for InvertedResidual {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.pointwise(x, true)?,
-            None => x.clone(),
-        };
-        let h = ops::depthwise3x3(&h, &self.dw.w, &self.dw.b, self.stride, true)?;
-        if self.residual {
-            ops::pointwise_add(&h, &self.project.w, &self.project.b, false, x)
+    fn forward(&self, x: &Map) -> Map {
+        let (s, hid, cout) = (self.dw.stride(), self.dw.channels(), self.project.cout());
+        let (ho, wo) = (self.dw.out_dim(x.h), self.dw.out_dim(x.w));
+        // One hidden row; without an expand layer the hidden rows are x's.
+        let hrow = x.w * hid;
+        let k = (BAND_FLOATS / (hrow * s)).clamp(1, ho);
+        let band_len = if self.expand.is_some() {
+            ((k - 1) * s + 3) * hrow
         } else {
-            self.project.pointwise(&h, false)
-        }
+            0
+        };
+        let mut out = Map::zeros(ho, wo, cout);
+        nhwc::par_rows(&mut out, 1, |rows, dst| {
+            nhwc::with_scratch([band_len, k * wo * hid], hrow, |band, dwb, zeros| {
+                // Hidden rows band[..] holds: [have.0, have.1).
+                let mut have = (0, 0);
+                let mut q = rows.start;
+                while q < rows.end {
+                    let q1 = (q + k).min(rows.end);
+                    let lo = (q * s).saturating_sub(1);
+                    let hi = ((q1 - 1) * s + 2).min(x.h);
+                    if let Some(e) = &self.expand {
+                        let keep = if lo >= have.0 && lo < have.1 {
+                            have.1.min(hi)
+                        } else {
+                            lo
+                        };
+                        if keep > lo {
+                            band.copy_within((lo - have.0) * hrow..(keep - have.0) * hrow, 0);
+                        }
+                        e.run(
+                            x.rows(keep..hi),
+                            &mut band[(keep - lo) * hrow..(hi - lo) * hrow],
+                            true,
+                            None,
+                        );
+                        have = (lo, hi);
+                    }
+                    let band: &[f32] = band;
+                    let hidden_row = |y: usize| -> &[f32] {
+                        if self.expand.is_some() {
+                            &band[(y - lo) * hrow..][..hrow]
+                        } else {
+                            x.rows(y..y + 1)
+                        }
+                    };
+                    for r in q..q1 {
+                        let taps: [&[f32]; 3] =
+                            std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
+                                Some(y) if y < x.h => hidden_row(y),
+                                _ => zeros,
+                            });
+                        self.dw
+                            .row(taps, x.w, &mut dwb[(r - q) * wo * hid..][..wo * hid]);
+                    }
+                    let n = (q1 - q) * wo;
+                    self.project.run(
+                        &dwb[..n * hid],
+                        &mut dst[(q - rows.start) * wo * cout..][..n * cout],
+                        false,
+                        self.residual.then(|| x.rows(q..q1)),
+                    );
+                    q = q1;
+                }
+            })
+        });
+        out
     }
 }
 
 /// 2x2/stride-2 transposed conv (BatchNorm folded in) + ReLU, plus a lateral
 /// 1x1 conv + ReLU from the backbone, summed.
 struct UpBlock {
-    up: Tensor,
-    up_b: Tensor,
-    lateral: Conv,
+    up: Upsample2x2,
+    lateral: Pointwise,
 }
 
 impl UpBlock {
-    fn forward(&self, top: &Tensor, skip: &Tensor) -> Result<Tensor> {
-        let up = ops::upsample2x2(top, &self.up, &self.up_b, true)?;
-        ops::pointwise_add(skip, &self.lateral.w, &self.lateral.b, true, &up)
+    fn load(up: VarBuilder, lateral: VarBuilder, lateral_cin: usize) -> Result<Self> {
+        let (w, b) = params(&up, &[24, 24, 2, 2], 24)?;
+        Ok(Self {
+            up: Upsample2x2::new(&w, &b, 24, 24),
+            lateral: pointwise(lateral, 24, lateral_cin)?,
+        })
+    }
+
+    fn forward(&self, top: &Map, skip: &Map) -> Map {
+        let up = self.up.forward(top);
+        nhwc::pointwise_map(&self.lateral, skip, true, Some(&up))
     }
 }
 
 /// The four heads, with their 1x1 convs concatenated into one so the stride-4
 /// map is read once: channels 0 heatmap logit, 1-2 scale, 3-4 offset, 5-14 landmarks.
 struct Head {
-    feat: Conv,
-    out: Conv,
+    feat: Dense3x3,
+    out: Pointwise,
 }
 
 impl Head {
     fn load(vb: VarBuilder) -> Result<Self> {
-        let parts = [
+        let (mut w, mut b) = (Vec::new(), Vec::new());
+        for (name, c) in [
             ("heatmap", 1),
             ("scale", 2),
             ("offset", 2),
             ("landmarks", 10),
-        ]
-        .iter()
-        .map(|(name, c)| Conv::load(vb.pp(name), *c, 24, 1))
-        .collect::<Result<Vec<_>>>()?;
-        let w = Tensor::cat(&parts.iter().map(|p| &p.w).collect::<Vec<_>>(), 0)?;
-        let b = Tensor::cat(&parts.iter().map(|p| &p.b).collect::<Vec<_>>(), 0)?;
+        ] {
+            let (pw, pb) = params(&vb.pp(name), &[c, 24, 1, 1], c)?;
+            w.extend(pw);
+            b.extend(pb);
+        }
         Ok(Self {
-            feat: Conv::load(vb.pp("feat"), 24, 24, 3)?,
-            out: Conv { w, b },
+            feat: dense3x3(vb.pp("feat"), 24, 24, 1)?,
+            out: Pointwise::new(&w, &b, HEAD_CHANNELS, 24),
         })
+    }
+
+    fn forward(&self, x: &Map) -> Map {
+        let y = self.feat.forward(x, true);
+        nhwc::pointwise_map(&self.out, &y, false, None)
     }
 }
 
@@ -155,16 +225,16 @@ pub struct Output {
 }
 
 pub struct CenterFace {
-    stem: Conv,
+    stem: Dense3x3,
     blocks: Vec<InvertedResidual>,
-    top: Conv,
+    top: Pointwise,
     ups: Vec<UpBlock>,
     head: Head,
 }
 
 impl CenterFace {
     pub fn load(vb: VarBuilder) -> Result<Self> {
-        let stem = Conv::load(vb.pp("stem"), 32, 3, 3)?;
+        let stem = dense3x3(vb.pp("stem"), 32, 3, 2)?;
         let mut blocks = Vec::with_capacity(17);
         let mut cin = 32;
         for (t, c, n, s) in STAGES {
@@ -180,17 +250,19 @@ impl CenterFace {
                 cin = c;
             }
         }
-        let top = Conv::load(vb.pp("neck.top"), 24, 320, 1)?;
+        let top = pointwise(vb.pp("neck.top"), 24, 320)?;
         // Lateral i joins the output of up-block i: strides 16 (96 ch), 8 (32), 4 (24).
-        let mut ups = Vec::with_capacity(3);
-        for (i, lat_c) in [96, 32, 24].into_iter().enumerate() {
-            let up_vb = vb.pp(format!("neck.up.{i}"));
-            ups.push(UpBlock {
-                up: up_vb.get((24, 24, 2, 2), "weight")?,
-                up_b: up_vb.get(24, "bias")?,
-                lateral: Conv::load(vb.pp(format!("neck.lateral.{i}")), 24, lat_c, 1)?,
-            });
-        }
+        let ups = [96, 32, 24]
+            .into_iter()
+            .enumerate()
+            .map(|(i, lat_c)| {
+                UpBlock::load(
+                    vb.pp(format!("neck.up.{i}")),
+                    vb.pp(format!("neck.lateral.{i}")),
+                    lat_c,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             stem,
             blocks,
@@ -200,35 +272,54 @@ impl CenterFace {
         })
     }
 
-    /// `x`: [N, 3, H, W] f32 RGB in 0..=255, H and W multiples of 32.
+    /// `x`: [N, 3, H, W] f32 RGB in 0..=255 on the CPU, H and W multiples of 32.
     pub fn forward(&self, x: &Tensor) -> Result<Output> {
-        let (_, c, h, w) = x.dims4()?;
+        let (n, c, h, w) = x.dims4()?;
         if c != 3 || h % STRIDE != 0 || w % STRIDE != 0 || h == 0 || w == 0 {
             candle_core::bail!(
                 "centerface: input must be [N,3,H,W] with H, W multiples of {STRIDE}, got {:?}",
                 x.dims()
             );
         }
-        let mut x = self.stem.dense3x3(x, 2, true)?;
-        let mut taps = Vec::with_capacity(4);
-        for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(&x)?;
-            if TAPS.contains(&i) {
-                taps.push(x.clone());
+        if !x.device().is_cpu() {
+            candle_core::bail!("centerface: this build runs the detector on the CPU only");
+        }
+        let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
+        let plane = oh * ow;
+        let mut all = Vec::with_capacity(n * HEAD_CHANNELS * plane);
+        for img in data.chunks_exact(3 * h * w) {
+            let mut maps = self.forward_image(img, h, w).to_chw();
+            for v in &mut maps[..plane] {
+                *v = 1.0 / (1.0 + (-*v).exp());
             }
+            all.extend(maps);
         }
-        let mut y = self.top.pointwise(&taps[3], true)?;
-        for (up, skip) in self.ups.iter().zip([&taps[2], &taps[1], &taps[0]]) {
-            y = up.forward(&y, skip)?;
-        }
-        let y = self.head.feat.dense3x3(&y, 1, true)?;
-        let out = self.head.out.pointwise(&y, false)?;
+        let out = Tensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), x.device())?;
         Ok(Output {
-            heatmap: candle_nn::ops::sigmoid(&out.narrow(1, 0, 1)?)?,
+            heatmap: out.narrow(1, 0, 1)?.contiguous()?,
             scale: out.narrow(1, 1, 2)?,
             offset: out.narrow(1, 3, 2)?,
             landmarks: out.narrow(1, 5, 10)?,
         })
+    }
+
+    /// One image, `3 × h × w`, to the head map (`h/4 × w/4 × 15`, logits).
+    fn forward_image(&self, img: &[f32], h: usize, w: usize) -> Map {
+        let mut x = self.stem.forward_chw(img, h, w, true);
+        let mut taps = Vec::with_capacity(TAPS.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let y = block.forward(&x);
+            x = y;
+            if TAPS.contains(&i) {
+                taps.push(x.clone());
+            }
+        }
+        let mut y = nhwc::pointwise_map(&self.top, &taps[3], true, None);
+        for (up, skip) in self.ups.iter().zip([&taps[2], &taps[1], &taps[0]]) {
+            y = up.forward(&y, skip);
+        }
+        self.head.forward(&y)
     }
 }
 

@@ -4,6 +4,7 @@ pub mod avx512;
 pub mod centerface;
 pub mod decode;
 pub mod malaria;
+pub mod nhwc;
 pub mod ops;
 pub mod unet;
 

@@ -1,0 +1,214 @@
+//! Dense 3x3 convolutions (through im2col rows) and 2x2/stride-2 transposed
+//! convolutions, both on the pointwise GEMM kernel.
+
+use super::{par_rows, with_scratch, Map, Pointwise};
+
+/// Dense 3x3 convolution, padding 1, stride 1 or 2, bias and optional ReLU.
+///
+/// Each output row is gathered into an im2col row (`wout × 9·cin`, taps
+/// major, channels minor so NHWC input copies whole pixels) and multiplied by
+/// the weights reordered to match.
+#[derive(Debug, Clone)]
+pub struct Dense3x3 {
+    cin: usize,
+    stride: usize,
+    pw: Pointwise,
+}
+
+impl Dense3x3 {
+    /// `w` as stored: `[cout, cin, 3, 3]`.
+    pub fn new(w: &[f32], b: &[f32], cout: usize, cin: usize, stride: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            cout * cin * 9,
+            "dense 3x3 weight is not [cout, cin, 3, 3]"
+        );
+        assert!(stride == 1 || stride == 2, "dense 3x3 stride {stride}");
+        let k = 9 * cin;
+        let mut m = vec![0f32; cout * k];
+        for o in 0..cout {
+            for c in 0..cin {
+                for tap in 0..9 {
+                    m[o * k + tap * cin + c] = w[(o * cin + c) * 9 + tap];
+                }
+            }
+        }
+        Self {
+            cin,
+            stride,
+            pw: Pointwise::new(&m, b, cout, k),
+        }
+    }
+
+    fn out_dim(&self, d: usize) -> usize {
+        (d - 1) / self.stride + 1
+    }
+
+    /// On an NHWC map.
+    pub fn forward(&self, x: &Map, relu: bool) -> Map {
+        assert_eq!(x.c, self.cin, "dense 3x3: input channels");
+        let c = self.cin;
+        self.run(x.h, x.w, relu, |iy, ix, slot| {
+            slot.copy_from_slice(&x.data[(iy * x.w + ix) * c..][..c])
+        })
+    }
+
+    /// On one NCHW image (`cin × h × w`), as the model's input arrives.
+    pub fn forward_chw(&self, x: &[f32], h: usize, w: usize, relu: bool) -> Map {
+        assert_eq!(x.len(), self.cin * h * w, "dense 3x3: input size");
+        let hw = h * w;
+        self.run(h, w, relu, |iy, ix, slot| {
+            for (c, v) in slot.iter_mut().enumerate() {
+                *v = x[c * hw + iy * w + ix];
+            }
+        })
+    }
+
+    fn run(
+        &self,
+        h: usize,
+        w: usize,
+        relu: bool,
+        pixel: impl Fn(usize, usize, &mut [f32]) + Sync,
+    ) -> Map {
+        let (ho, wo, cin, s) = (self.out_dim(h), self.out_dim(w), self.cin, self.stride);
+        let cout = self.pw.cout();
+        let k = 9 * cin;
+        let mut out = Map::zeros(ho, wo, cout);
+        par_rows(&mut out, 1, |rows, dst| {
+            with_scratch([wo * k, 0], 0, |col, _, _| {
+                for (i, r) in rows.enumerate() {
+                    for ox in 0..wo {
+                        for tap in 0..9 {
+                            let slot = &mut col[(ox * 9 + tap) * cin..][..cin];
+                            let iy = (r * s + tap / 3).checked_sub(1).filter(|&v| v < h);
+                            let ix = (ox * s + tap % 3).checked_sub(1).filter(|&v| v < w);
+                            match (iy, ix) {
+                                (Some(iy), Some(ix)) => pixel(iy, ix, slot),
+                                _ => slot.fill(0.0),
+                            }
+                        }
+                    }
+                    self.pw
+                        .run(col, &mut dst[i * wo * cout..][..wo * cout], relu, None);
+                }
+            })
+        });
+        out
+    }
+}
+
+/// 2x2 transposed convolution with stride 2 (each input pixel paints a 2x2
+/// block), bias and ReLU: one GEMM to `4 × cout` columns per input row, then
+/// a scatter into the two output rows.
+#[derive(Debug, Clone)]
+pub struct Upsample2x2 {
+    cout: usize,
+    pw: Pointwise,
+}
+
+impl Upsample2x2 {
+    /// `w` as stored for a transposed convolution: `[cin, cout, 2, 2]`.
+    pub fn new(w: &[f32], b: &[f32], cin: usize, cout: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            cin * cout * 4,
+            "upsample weight is not [cin, cout, 2, 2]"
+        );
+        assert_eq!(b.len(), cout, "upsample bias is not cout");
+        let mut m = vec![0f32; 4 * cout * cin];
+        let mut bias = vec![0f32; 4 * cout];
+        for q in 0..4 {
+            for o in 0..cout {
+                for c in 0..cin {
+                    m[(q * cout + o) * cin + c] = w[(c * cout + o) * 4 + q];
+                }
+                bias[q * cout + o] = b[o];
+            }
+        }
+        Self {
+            cout,
+            pw: Pointwise::new(&m, &bias, 4 * cout, cin),
+        }
+    }
+
+    pub fn forward(&self, x: &Map) -> Map {
+        assert_eq!(x.c, self.pw.k(), "upsample: input channels");
+        let cout = self.cout;
+        let (ow, w) = (2 * x.w, x.w);
+        let mut out = Map::zeros(2 * x.h, ow, cout);
+        par_rows(&mut out, 2, |rows, dst| {
+            with_scratch([w * 4 * cout, 0], 0, |tmp, _, _| {
+                for y in rows.start / 2..rows.end / 2 {
+                    self.pw.run(x.rows(y..y + 1), tmp, true, None);
+                    for ix in 0..w {
+                        for q in 0..4 {
+                            let (dy, dx) = (q / 2, q % 2);
+                            let orow = 2 * y + dy - rows.start;
+                            dst[(orow * ow + 2 * ix + dx) * cout..][..cout]
+                                .copy_from_slice(&tmp[(ix * 4 + q) * cout..][..cout]);
+                        }
+                    }
+                }
+            })
+        });
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ops;
+    use candle_core::{Device, Tensor};
+
+    fn rand(shape: &[usize]) -> Tensor {
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
+    }
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The NHWC dense 3x3 (from NCHW and from NHWC input) against the NCHW
+    /// op, which is itself checked against candle's conv2d.
+    #[test]
+    fn dense3x3_matches_the_nchw_op() {
+        for (cin, cout, h, w, s) in [(3, 32, 10, 14, 2), (24, 24, 7, 9, 1), (5, 15, 6, 6, 2)] {
+            let (x, wt, b) = (
+                rand(&[1, cin, h, w]),
+                rand(&[cout, cin, 3, 3]),
+                rand(&[cout]),
+            );
+            let want = flat(&ops::dense3x3(&x, &wt, &b, s, true).unwrap());
+            let d = Dense3x3::new(&flat(&wt), &flat(&b), cout, cin, s);
+            let from_chw = d.forward_chw(&flat(&x), h, w, true);
+            assert!(max_diff(&from_chw.to_chw(), &want) < 1e-4);
+            let map = Map::from_chw(&flat(&x), cin, h, w);
+            assert!(max_diff(&d.forward(&map, true).to_chw(), &want) < 1e-4);
+        }
+    }
+
+    #[test]
+    fn upsample_matches_the_nchw_op() {
+        let (cin, cout, h, w) = (24, 24, 5, 7);
+        let (x, wt, b) = (
+            rand(&[1, cin, h, w]),
+            rand(&[cin, cout, 2, 2]),
+            rand(&[cout]),
+        );
+        let want = flat(&ops::upsample2x2(&x, &wt, &b, true).unwrap());
+        let u = Upsample2x2::new(&flat(&wt), &flat(&b), cin, cout);
+        let got = u.forward(&Map::from_chw(&flat(&x), cin, h, w));
+        assert_eq!((got.h, got.w, got.c), (2 * h, 2 * w, cout));
+        assert!(max_diff(&got.to_chw(), &want) < 1e-4);
+    }
+}
