@@ -98,7 +98,7 @@ impl InvertedResidual {
         } else {
             0
         };
-        let mut out = Map::zeros(ho, wo, cout);
+        let mut out = Map::recycled(ho, wo, cout);
         nhwc::par_rows(&mut out, 1, |rows, dst| {
             nhwc::with_scratch([band_len, k * wo * hid], hrow, |band, dwb, zeros| {
                 // Hidden rows band[..] holds: [have.0, have.1).
@@ -306,20 +306,47 @@ impl CenterFace {
 
     /// One image, `3 × h × w`, to the head map (`h/4 × w/4 × 15`, logits).
     fn forward_image(&self, img: &[f32], h: usize, w: usize) -> Map {
+        let t0 = std::time::Instant::now();
         let mut x = self.stem.forward_chw(img, h, w, true);
+        let prof = std::env::var_os("PROF").is_some();
+        if prof {
+            eprintln!("stem {:?}", t0.elapsed());
+        }
         let mut taps = Vec::with_capacity(TAPS.len());
         for (i, block) in self.blocks.iter().enumerate() {
+            let t0 = std::time::Instant::now();
             let y = block.forward(&x);
-            x = y;
-            if TAPS.contains(&i) {
-                taps.push(x.clone());
+            if prof {
+                eprintln!(
+                    "block {i} {}x{}x{} -> {}: {:?}",
+                    x.h,
+                    x.w,
+                    x.c,
+                    y.c,
+                    t0.elapsed()
+                );
+            }
+            let prev = std::mem::replace(&mut x, y);
+            if i > 0 && TAPS.contains(&(i - 1)) {
+                taps.push(prev);
             }
         }
+        // The last block is the deepest tap.
+        taps.push(x);
+        let t0 = std::time::Instant::now();
         let mut y = nhwc::pointwise_map(&self.top, &taps[3], true, None);
         for (up, skip) in self.ups.iter().zip([&taps[2], &taps[1], &taps[0]]) {
             y = up.forward(&y, skip);
         }
-        self.head.forward(&y)
+        if prof {
+            eprintln!("neck {:?}", t0.elapsed());
+        }
+        let t0 = std::time::Instant::now();
+        let r = self.head.forward(&y);
+        if prof {
+            eprintln!("head {:?}", t0.elapsed());
+        }
+        r
     }
 }
 
@@ -392,6 +419,54 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(max_abs < 1e-4, "heatmap max abs error {max_abs}");
+    }
+
+    #[test]
+    #[ignore]
+    fn prof() {
+        let dev = Device::Cpu;
+        let model = model(&dev);
+        let x = Tensor::rand(0f32, 255.0, (1, 3, 448, 640), &dev).unwrap();
+        for _ in 0..20 {
+            model.forward(&x).unwrap();
+        }
+        {
+            let bench = |name: &str, f: &mut dyn FnMut()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    f();
+                }
+                eprintln!("{name}: {:?}", t.elapsed() / 20);
+            };
+            let w: Vec<f32> = (0..32 * 27).map(|i| (i % 7) as f32 * 0.1).collect();
+            let b = vec![0.1f32; 32];
+            let stem = Dense3x3::new(&w, &b, 32, 3, 2);
+            let img: Vec<f32> = (0..3 * 448 * 640).map(|i| (i % 255) as f32).collect();
+            let p = Map::padded_from_chw(&img, 3, 448, 640);
+            bench("pad", &mut || {
+                Map::padded_from_chw(&img, 3, 448, 640);
+            });
+            bench("stem", &mut || {
+                stem.forward_chw(&img, 448, 640, true);
+            });
+            let _ = p;
+            let w: Vec<f32> = (0..144 * 24).map(|i| (i % 7) as f32 * 0.1).collect();
+            let pw = Pointwise::new(&w, &b[..24].to_vec(), 24, 144);
+            let x = Map::zeros(112, 160, 144);
+            bench("pw 144->24", &mut || {
+                nhwc::pointwise_map(&pw, &x, false, None);
+            });
+            let pw = Pointwise::new(&w, &vec![0.0; 144], 144, 24);
+            let x = Map::zeros(112, 160, 24);
+            bench("pw 24->144", &mut || {
+                nhwc::pointwise_map(&pw, &x, true, None);
+            });
+        }
+        std::env::set_var("PROF", "1");
+        let t = std::time::Instant::now();
+        model.forward(&x).unwrap();
+        eprintln!("total {:?}", t.elapsed());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Dense 3x3 convolutions (through im2col rows) and 2x2/stride-2 transposed
 //! convolutions, both on the pointwise GEMM kernel.
 
-use super::{par_rows, with_scratch, Map, Pointwise};
+use super::{par_rows, pointwise::Gather, with_scratch, Map, Pointwise};
 
 /// Dense 3x3 convolution, padding 1, stride 1 or 2, bias and optional ReLU.
 ///
@@ -47,52 +47,39 @@ impl Dense3x3 {
     /// On an NHWC map.
     pub fn forward(&self, x: &Map, relu: bool) -> Map {
         assert_eq!(x.c, self.cin, "dense 3x3: input channels");
-        let c = self.cin;
-        self.run(x.h, x.w, relu, |iy, ix, slot| {
-            slot.copy_from_slice(&x.data[(iy * x.w + ix) * c..][..c])
-        })
+        self.forward_padded(&x.padded(), relu)
     }
 
     /// On one NCHW image (`cin × h × w`), as the model's input arrives.
     pub fn forward_chw(&self, x: &[f32], h: usize, w: usize, relu: bool) -> Map {
-        assert_eq!(x.len(), self.cin * h * w, "dense 3x3: input size");
-        let hw = h * w;
-        self.run(h, w, relu, |iy, ix, slot| {
-            for (c, v) in slot.iter_mut().enumerate() {
-                *v = x[c * hw + iy * w + ix];
-            }
-        })
+        self.forward_padded(&Map::padded_from_chw(x, self.cin, h, w), relu)
     }
 
-    fn run(
-        &self,
-        h: usize,
-        w: usize,
-        relu: bool,
-        pixel: impl Fn(usize, usize, &mut [f32]) + Sync,
-    ) -> Map {
-        let (ho, wo, cin, s) = (self.out_dim(h), self.out_dim(w), self.cin, self.stride);
-        let cout = self.pw.cout();
-        let k = 9 * cin;
-        let mut out = Map::zeros(ho, wo, cout);
+    /// On a map with a one-pixel zero border: every tap of every output
+    /// pixel is then a whole input pixel at a fixed offset, which the GEMM
+    /// kernel gathers itself (no im2col buffer).
+    fn forward_padded(&self, p: &Map, relu: bool) -> Map {
+        let (h, w, c, s) = (p.h - 2, p.w - 2, self.cin, self.stride);
+        let (ho, wo, cout) = (self.out_dim(h), self.out_dim(w), self.pw.cout());
+        let pr = p.row_len();
+        // Taps are ordered (dy, dx, c), so the three taps of a kernel row
+        // are one contiguous run of 3·c floats in the padded row.
+        let segs: [(usize, usize); 3] = std::array::from_fn(|dy| (dy * pr, 3 * c));
+        let g = Gather {
+            stride: s * c,
+            segs: &segs,
+        };
+        let mut out = Map::recycled(ho, wo, cout);
         par_rows(&mut out, 1, |rows, dst| {
-            with_scratch([wo * k, 0], 0, |col, _, _| {
-                for (i, r) in rows.enumerate() {
-                    for ox in 0..wo {
-                        for tap in 0..9 {
-                            let slot = &mut col[(ox * 9 + tap) * cin..][..cin];
-                            let iy = (r * s + tap / 3).checked_sub(1).filter(|&v| v < h);
-                            let ix = (ox * s + tap % 3).checked_sub(1).filter(|&v| v < w);
-                            match (iy, ix) {
-                                (Some(iy), Some(ix)) => pixel(iy, ix, slot),
-                                _ => slot.fill(0.0),
-                            }
-                        }
-                    }
-                    self.pw
-                        .run(col, &mut dst[i * wo * cout..][..wo * cout], relu, None);
-                }
-            })
+            for (i, r) in rows.enumerate() {
+                self.pw.run_gather(
+                    &p.data[r * s * pr..],
+                    &g,
+                    &mut dst[i * wo * cout..][..wo * cout],
+                    relu,
+                    None,
+                );
+            }
         });
         out
     }
@@ -136,7 +123,7 @@ impl Upsample2x2 {
         assert_eq!(x.c, self.pw.k(), "upsample: input channels");
         let cout = self.cout;
         let (ow, w) = (2 * x.w, x.w);
-        let mut out = Map::zeros(2 * x.h, ow, cout);
+        let mut out = Map::recycled(2 * x.h, ow, cout);
         par_rows(&mut out, 2, |rows, dst| {
             with_scratch([w * 4 * cout, 0], 0, |tmp, _, _| {
                 for y in rows.start / 2..rows.end / 2 {

@@ -40,6 +40,57 @@ impl Map {
         }
     }
 
+    /// A map whose contents are left over from an earlier, dropped map (or
+    /// zeros): for outputs that are written in full. Recycling the buffers
+    /// saves zeroing them and the page faults of fresh memory on every layer.
+    pub fn recycled(h: usize, w: usize, c: usize) -> Self {
+        Self {
+            h,
+            w,
+            c,
+            data: pool::take(h * w * c),
+        }
+    }
+
+    /// A copy with a one-pixel zero border.
+    pub fn padded(&self) -> Self {
+        let (pw, rl) = (self.w + 2, self.row_len());
+        let mut p = Self::recycled(self.h + 2, pw, self.c);
+        let prl = p.row_len();
+        p.data[..prl].fill(0.0);
+        p.data[(self.h + 1) * prl..].fill(0.0);
+        for y in 0..self.h {
+            let row = &mut p.data[(y + 1) * prl..][..prl];
+            row[..self.c].fill(0.0);
+            row[prl - self.c..].fill(0.0);
+            row[self.c..prl - self.c].copy_from_slice(&self.data[y * rl..][..rl]);
+        }
+        p
+    }
+
+    /// An NCHW image (`c × h × w`) as NHWC with a one-pixel zero border.
+    pub fn padded_from_chw(data: &[f32], c: usize, h: usize, w: usize) -> Self {
+        assert_eq!(data.len(), c * h * w, "padded_from_chw: wrong size");
+        let mut p = Self::recycled(h + 2, w + 2, c);
+        let prl = p.row_len();
+        p.data[..prl].fill(0.0);
+        p.data[(h + 1) * prl..].fill(0.0);
+        for y in 1..=h {
+            p.data[y * prl..][..c].fill(0.0);
+            p.data[(y + 1) * prl - c..][..c].fill(0.0);
+        }
+        for ch in 0..c {
+            for y in 0..h {
+                let src = &data[(ch * h + y) * w..][..w];
+                let row = &mut p.data[(y + 1) * prl + c..];
+                for (x, v) in src.iter().enumerate() {
+                    row[x * c + ch] = *v;
+                }
+            }
+        }
+        p
+    }
+
     /// Floats in one row.
     pub fn row_len(&self) -> usize {
         self.w * self.c
@@ -101,7 +152,7 @@ pub fn par_rows(out: &mut Map, unit: usize, f: impl Fn(Range<usize>, &mut [f32])
 /// A 1x1 convolution over a whole map, split over threads by rows.
 pub fn pointwise_map(pw: &Pointwise, x: &Map, relu: bool, residual: Option<&Map>) -> Map {
     assert_eq!(x.c, pw.k(), "pointwise: input channels");
-    let mut out = Map::zeros(x.h, x.w, pw.cout());
+    let mut out = Map::recycled(x.h, x.w, pw.cout());
     par_rows(&mut out, 1, |rows, dst| {
         pw.run(
             x.rows(rows.clone()),
@@ -111,6 +162,54 @@ pub fn pointwise_map(pw: &Pointwise, x: &Map, relu: bool, residual: Option<&Map>
         )
     });
     out
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.data));
+    }
+}
+
+/// Buffers of dropped maps, for [`Map::recycled`].
+///
+/// A buffer is handed out again only for a map of exactly its length:
+/// successive frames of one size ask for the same lengths in the same order,
+/// so after the first frame no layer allocates, and nothing is ever grown
+/// (growing would copy) or zero-filled.
+mod pool {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Buffers kept: more than one forward pass drops, few enough that an
+    /// appliance switching input sizes does not hoard memory (oldest go first).
+    const MAX: usize = 96;
+    /// Smaller buffers are cheaper to allocate than to pool.
+    const MIN_LEN: usize = 16 * 1024;
+
+    static POOL: Mutex<VecDeque<Vec<f32>>> = Mutex::new(VecDeque::new());
+
+    pub fn take(n: usize) -> Vec<f32> {
+        if n >= MIN_LEN {
+            let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = pool.iter().position(|v| v.len() == n) {
+                if let Some(v) = pool.remove(i) {
+                    return v;
+                }
+            }
+        }
+        vec![0f32; n]
+    }
+
+    pub fn give(v: Vec<f32>) {
+        if v.len() < MIN_LEN {
+            return;
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() == MAX {
+            pool.pop_front();
+        }
+        pool.push_back(v);
+    }
 }
 
 thread_local! {

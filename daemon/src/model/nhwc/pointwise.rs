@@ -101,15 +101,45 @@ impl Pointwise {
     /// activation. Single-threaded: callers split the pixels.
     pub fn run(&self, x: &[f32], out: &mut [f32], relu: bool, residual: Option<&[f32]>) {
         let m = x.len() / self.k;
-        assert_eq!(
-            x.len(),
-            m * self.k,
-            "pointwise input is not a whole number of pixels"
-        );
+        assert_eq!(x.len(), m * self.k, "pointwise input is not whole pixels");
         assert_eq!(
             out.len(),
             m * self.cout,
             "pointwise output has the wrong size"
+        );
+        let segs = [(0, self.k)];
+        let g = Gather {
+            stride: self.k,
+            segs: &segs,
+        };
+        self.run_gather(x, &g, out, relu, residual)
+    }
+
+    /// Like [`run`](Self::run) with each pixel's `k` inputs gathered from
+    /// `x` as `g` describes (an implicit im2col), for `out.len() / cout` pixels.
+    pub fn run_gather(
+        &self,
+        x: &[f32],
+        g: &Gather,
+        out: &mut [f32],
+        relu: bool,
+        residual: Option<&[f32]>,
+    ) {
+        let m = out.len() / self.cout;
+        assert_eq!(
+            out.len(),
+            m * self.cout,
+            "pointwise output is not whole pixels"
+        );
+        let k: usize = g.segs.iter().map(|s| s.1).sum();
+        assert_eq!(k, self.k, "gather does not cover k inputs");
+        if m == 0 {
+            return;
+        }
+        let reach = g.segs.iter().map(|&(o, l)| o + l).max().unwrap_or(0);
+        assert!(
+            (m - 1) * g.stride + reach <= x.len(),
+            "gather reads past the input"
         );
         if let Some(r) = residual {
             assert_eq!(r.len(), out.len(), "pointwise residual has the wrong size");
@@ -118,10 +148,22 @@ impl Pointwise {
             #[cfg(target_arch = "x86_64")]
             Weights::Panels(p) => {
                 // SAFETY: panels were only built where AVX-512F was detected;
-                // the sizes were checked above.
-                unsafe { self.run_panels(p, x, m, out, relu, residual) }
+                // every read was bounds-checked above.
+                unsafe { self.run_panels(p, x, g, m, out, relu, residual) }
             }
-            Weights::Plain(t) => self.run_plain(t, x, m, out, relu, residual),
+            Weights::Plain(t) => {
+                if g.segs == [(0, self.k)] && g.stride == self.k {
+                    self.run_plain(t, &x[..m * self.k], m, out, relu, residual)
+                } else {
+                    let mut col = Vec::with_capacity(m * self.k);
+                    for p in 0..m {
+                        for &(o, l) in g.segs {
+                            col.extend_from_slice(&x[p * g.stride + o..][..l]);
+                        }
+                    }
+                    self.run_plain(t, &col, m, out, relu, residual)
+                }
+            }
         }
     }
 
@@ -177,10 +219,12 @@ impl Pointwise {
     /// AVX-512F must be available; `x` is m × k, `out` (and `residual`) m × cout.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn run_panels(
         &self,
         panels: &[f32],
         x: &[f32],
+        g: &Gather,
         m: usize,
         out: &mut [f32],
         relu: bool,
@@ -196,8 +240,9 @@ impl Pointwise {
                 let valid = (cout - o0).min(PANEL);
                 let masks = [lane_mask(valid), lane_mask(valid.saturating_sub(16))];
                 let args = Tile {
-                    x: unsafe { x.as_ptr().add(p0 * k) },
-                    k,
+                    x: unsafe { x.as_ptr().add(p0 * g.stride) },
+                    stride: g.stride,
+                    segs: g.segs,
                     panel: unsafe { panels.as_ptr().add(j * k * PANEL) },
                     bias: unsafe { self.bias.as_ptr().add(o0) },
                     out: unsafe { out.as_mut_ptr().add(p0 * cout + o0) },
@@ -234,12 +279,24 @@ fn lane_mask(lanes: usize) -> u16 {
     }
 }
 
+/// Where each pixel's inputs are: pixel `p` reads, in order, the slices
+/// `x[p·stride + off ..][..len]` for each `(off, len)` of `segs`. A plain 1x1
+/// convolution is one segment `(0, k)` with stride `k`; a 3x3 convolution over
+/// a zero-padded NHWC map is nine segments, one per tap, each a whole pixel,
+/// with a stride of one pixel (or two, for stride 2).
+#[derive(Debug, Clone, Copy)]
+pub struct Gather<'a> {
+    pub stride: usize,
+    pub segs: &'a [(usize, usize)],
+}
+
 /// One register tile's operands: `x` and `out`/`res` point at its first
-/// pixel (and, for out/res, first channel); rows of `k` and `ld` floats.
+/// pixel (and, for out/res, first channel); output rows of `ld` floats.
 #[cfg(target_arch = "x86_64")]
-struct Tile {
+struct Tile<'a> {
     x: *const f32,
-    k: usize,
+    stride: usize,
+    segs: &'a [(usize, usize)],
     panel: *const f32,
     bias: *const f32,
     out: *mut f32,
@@ -252,7 +309,7 @@ struct Tile {
 /// Picks the tile height at compile time so the accumulators stay in registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn by_rows<const NV: usize>(rows: usize, t: &Tile) {
+unsafe fn by_rows<const NV: usize>(rows: usize, t: &Tile<'_>) {
     // SAFETY: forwarded.
     unsafe {
         match rows {
@@ -278,21 +335,26 @@ unsafe fn by_rows<const NV: usize>(rows: usize, t: &Tile) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]
-unsafe fn tile<const ROWS: usize, const NV: usize>(t: &Tile) {
+unsafe fn tile<const ROWS: usize, const NV: usize>(t: &Tile<'_>) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); NV]; ROWS];
-    for i in 0..t.k {
-        // SAFETY: panel row i holds PANEL floats (zero-padded).
-        let wr = unsafe { t.panel.add(i * PANEL) };
-        let mut w = [_mm512_setzero_ps(); NV];
-        for (v, wv) in w.iter_mut().enumerate() {
-            *wv = unsafe { _mm512_loadu_ps(wr.add(16 * v)) };
-        }
-        for (r, acc_r) in acc.iter_mut().enumerate() {
-            // SAFETY: pixel r < ROWS of the tile, channel i < k.
-            let a = _mm512_set1_ps(unsafe { *t.x.add(r * t.k + i) });
-            for v in 0..NV {
-                acc_r[v] = _mm512_fmadd_ps(a, w[v], acc_r[v]);
+    let mut wr = t.panel;
+    for &(off, len) in t.segs {
+        // SAFETY: the caller checked every segment of every pixel in bounds.
+        let xs = unsafe { t.x.add(off) };
+        for i in 0..len {
+            // SAFETY: one panel row (PANEL floats, zero-padded) per input.
+            let mut w = [_mm512_setzero_ps(); NV];
+            for (v, wv) in w.iter_mut().enumerate() {
+                *wv = unsafe { _mm512_loadu_ps(wr.add(16 * v)) };
+            }
+            wr = unsafe { wr.add(PANEL) };
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                // SAFETY: pixel r < ROWS of the tile, input i of the segment.
+                let a = _mm512_set1_ps(unsafe { *xs.add(r * t.stride + i) });
+                for v in 0..NV {
+                    acc_r[v] = _mm512_fmadd_ps(a, w[v], acc_r[v]);
+                }
             }
         }
     }
