@@ -463,6 +463,34 @@ mod tests {
                 nhwc::pointwise_map(&pw, &x, true, None);
             });
         }
+        {
+            let bench = |name: &str, f: &mut dyn FnMut()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..20 {
+                    f();
+                }
+                eprintln!("{name}: {:?}", t.elapsed() / 20);
+            };
+            for (c, h, w, s) in [(144, 112, 160, 1), (576, 28, 40, 1), (96, 224, 320, 2)] {
+                let wt: Vec<f32> = (0..9 * c).map(|i| (i % 7) as f32 * 0.1).collect();
+                let dw = Depthwise::new(&wt, &vec![0.1; c], c, s);
+                let x = Map::zeros(h, w, c);
+                eprintln!("align x {} w {}", x.data.as_ptr() as usize % 64, wt.as_ptr() as usize % 64);
+                let zeros = vec![0f32; w * c];
+                let wo = dw.out_dim(w);
+                let mut out = vec![0f32; wo * c];
+                bench(&format!("dw {c} {h}x{w} s{s} (1 thread)"), &mut || {
+                    for r in 0..dw.out_dim(h) {
+                        let taps: [&[f32]; 3] = std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
+                            Some(y) if y < h => x.rows(y..y + 1),
+                            _ => &zeros[..],
+                        });
+                        dw.row(taps, w, &mut out);
+                    }
+                });
+            }
+        }
         std::env::set_var("PROF", "1");
         let t = std::time::Instant::now();
         model.forward(&x).unwrap();

@@ -102,61 +102,150 @@ impl Depthwise {
 
     /// # Safety
     /// AVX-512F must be available; rows are `win × c`, `out` is `wout × c`.
+    ///
+    /// Pixels outer, channel groups inner: a pixel's channels are contiguous,
+    /// so the loads stream through memory in order; the nine weight vectors
+    /// of a group are re-read from L1 each time. (Holding the weights in
+    /// registers and sweeping the row per group measured 2x slower: every
+    /// load then lands on a different cache line.)
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn row_avx512(&self, rows: [&[f32]; 3], win: usize, wout: usize, out: &mut [f32]) {
         use std::arch::x86_64::*;
         let (c, s) = (self.c, self.stride);
         let r = rows.map(|r| r.as_ptr());
+        let (w, b) = (self.w.as_ptr(), self.b.as_ptr());
         let zero = _mm512_setzero_ps();
+        let full = c / 16 * 16;
+        let tail = ((1u32 << (c - full)) - 1) as u16;
+        // Runs of interior pixels share their loads: each input column is
+        // loaded once and feeds every output that reads it, and the nine
+        // weight vectors are loaded once per run (8 pixels at stride 1, 4 at
+        // stride 2: past that the columns no longer fit the registers).
+        let px = if s == 1 { 8 } else { 4 };
+        let interior = |ox: usize| ox * s >= 1 && ox * s + 1 < win;
+        let mut ox = 0;
+        while ox < wout {
+            if ox + px <= wout && interior(ox) && interior(ox + px - 1) {
+                // SAFETY: all px pixels are interior.
+                unsafe {
+                    if s == 1 {
+                        self.run_avx512::<8, 1>(r, ox, out.as_mut_ptr());
+                    } else {
+                        self.run_avx512::<4, 2>(r, ox, out.as_mut_ptr());
+                    }
+                }
+                ox += px;
+                continue;
+            }
+            let first = ox * s;
+            // Input columns this pixel reads, None where padding.
+            let cols: [Option<usize>; 3] = std::array::from_fn(|dx| {
+                (first + dx).checked_sub(1).filter(|&ix| ix < win)
+            });
+            let o = unsafe { out.as_mut_ptr().add(ox * c) };
+            if cols.iter().all(Option::is_some) {
+                let base = (first - 1) * c;
+                let mut c0 = 0;
+                while c0 < full {
+                    // SAFETY: interior pixel, channel group inside c.
+                    unsafe {
+                        let mut acc = _mm512_loadu_ps(b.add(c0));
+                        for (dy, row) in r.iter().enumerate() {
+                            for dx in 0..3 {
+                                let x = _mm512_loadu_ps(row.add(base + dx * c + c0));
+                                let wv = _mm512_loadu_ps(w.add((dy * 3 + dx) * c + c0));
+                                acc = _mm512_fmadd_ps(x, wv, acc);
+                            }
+                        }
+                        _mm512_storeu_ps(o.add(c0), _mm512_max_ps(acc, zero));
+                    }
+                    c0 += 16;
+                }
+                if tail != 0 {
+                    // SAFETY: as above, masked to the last channels.
+                    unsafe {
+                        let mut acc = _mm512_maskz_loadu_ps(tail, b.add(c0));
+                        for (dy, row) in r.iter().enumerate() {
+                            for dx in 0..3 {
+                                let x = _mm512_maskz_loadu_ps(tail, row.add(base + dx * c + c0));
+                                let wv = _mm512_maskz_loadu_ps(tail, w.add((dy * 3 + dx) * c + c0));
+                                acc = _mm512_fmadd_ps(x, wv, acc);
+                            }
+                        }
+                        _mm512_mask_storeu_ps(o.add(c0), tail, _mm512_max_ps(acc, zero));
+                    }
+                }
+            } else {
+                let mut c0 = 0;
+                while c0 < c {
+                    let m = if c - c0 >= 16 { 0xFFFF } else { tail };
+                    // SAFETY: only in-range columns are read; masked past c.
+                    unsafe {
+                        let mut acc = _mm512_maskz_loadu_ps(m, b.add(c0));
+                        for (dy, row) in r.iter().enumerate() {
+                            for (dx, col) in cols.iter().enumerate() {
+                                if let Some(ix) = col {
+                                    let x = _mm512_maskz_loadu_ps(m, row.add(ix * c + c0));
+                                    let wv = _mm512_maskz_loadu_ps(m, w.add((dy * 3 + dx) * c + c0));
+                                    acc = _mm512_fmadd_ps(x, wv, acc);
+                                }
+                            }
+                        }
+                        _mm512_mask_storeu_ps(o.add(c0), m, _mm512_max_ps(acc, zero));
+                    }
+                    c0 += 16;
+                }
+            }
+            ox += 1;
+        }
+    }
+
+    /// `PX` consecutive interior output pixels from `ox`, stride `S`.
+    ///
+    /// # Safety
+    /// AVX-512F; every input column the run reads is inside the rows.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512<const PX: usize, const S: usize>(
+        &self,
+        r: [*const f32; 3],
+        ox: usize,
+        out: *mut f32,
+    ) {
+        use std::arch::x86_64::*;
+        let c = self.c;
+        let (w, b) = (self.w.as_ptr(), self.b.as_ptr());
+        let zero = _mm512_setzero_ps();
+        let base = (ox * S - 1) * c;
+        let cols = (PX - 1) * S + 3;
         let mut c0 = 0;
         while c0 < c {
-            let lanes = (c - c0).min(16);
-            let m = if lanes == 16 {
+            let m: u16 = if c - c0 >= 16 {
                 0xFFFF
             } else {
-                ((1u32 << lanes) - 1) as u16
+                ((1u32 << (c - c0)) - 1) as u16
             };
             // SAFETY: tap rows of w hold c floats; masked past c.
-            let w: [__m512; 9] = std::array::from_fn(|tap| unsafe {
-                _mm512_maskz_loadu_ps(m, self.w.as_ptr().add(tap * c + c0))
-            });
-            let b = unsafe { _mm512_maskz_loadu_ps(m, self.b.as_ptr().add(c0)) };
-            for ox in 0..wout {
-                let mut acc = b;
-                let first = ox * s;
-                if first >= 1 && first + 1 < win {
-                    // Interior: all nine taps in range.
-                    let base = (first - 1) * c + c0;
-                    for (dy, row) in r.iter().enumerate() {
-                        for dx in 0..3 {
-                            // SAFETY: column first - 1 + dx < win, masked lanes.
-                            let x = unsafe { _mm512_maskz_loadu_ps(m, row.add(base + dx * c)) };
-                            acc = _mm512_fmadd_ps(x, w[dy * 3 + dx], acc);
-                        }
-                    }
-                } else {
-                    for (dy, row) in r.iter().enumerate() {
-                        for dx in 0..3 {
-                            let Some(ix) = (first + dx).checked_sub(1) else {
-                                continue;
-                            };
-                            if ix >= win {
-                                continue;
-                            }
-                            // SAFETY: ix < win.
-                            let x = unsafe { _mm512_maskz_loadu_ps(m, row.add(ix * c + c0)) };
-                            acc = _mm512_fmadd_ps(x, w[dy * 3 + dx], acc);
+            let wv: [__m512; 9] =
+                std::array::from_fn(|t| unsafe { _mm512_maskz_loadu_ps(m, w.add(t * c + c0)) });
+            let bias = unsafe { _mm512_maskz_loadu_ps(m, b.add(c0)) };
+            let mut acc = [bias; PX];
+            for (dy, row) in r.iter().enumerate() {
+                for j in 0..cols {
+                    // SAFETY: column ox·S - 1 + j is inside the row.
+                    let x = unsafe { _mm512_maskz_loadu_ps(m, row.add(base + j * c + c0)) };
+                    for (p, a) in acc.iter_mut().enumerate() {
+                        if j >= p * S && j - p * S < 3 {
+                            *a = _mm512_fmadd_ps(x, wv[dy * 3 + j - p * S], *a);
                         }
                     }
                 }
-                // SAFETY: ox < wout, masked past c.
+            }
+            for (p, a) in acc.iter().enumerate() {
+                // SAFETY: output pixel ox + p < wout.
                 unsafe {
-                    _mm512_mask_storeu_ps(
-                        out.as_mut_ptr().add(ox * c + c0),
-                        m,
-                        _mm512_max_ps(acc, zero),
-                    )
+                    _mm512_mask_storeu_ps(out.add((ox + p) * c + c0), m, _mm512_max_ps(*a, zero))
                 };
             }
             c0 += 16;
@@ -168,11 +257,12 @@ impl Depthwise {
 mod tests {
     use super::*;
 
-    /// Against the definition, both strides, odd widths, a channel count
-    /// that is not a multiple of 16, and a zero padding row above.
+    /// Against the definition, both strides, an odd width (edge pixels,
+    /// runs of interior pixels and a remainder), a channel count that is not
+    /// a multiple of 16, and a zero padding row above.
     #[test]
     fn matches_the_definition() {
-        let (c, win) = (40, 9);
+        let (c, win) = (40, 37);
         let w: Vec<f32> = (0..c * 9)
             .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
             .collect();
