@@ -289,7 +289,7 @@ impl CenterFace {
         let plane = oh * ow;
         let mut all = Vec::with_capacity(n * HEAD_CHANNELS * plane);
         for img in data.chunks_exact(3 * h * w) {
-            let mut maps = self.forward_image(img, h, w).to_chw();
+            let mut maps = nhwc::on_pool(|| self.forward_image(img, h, w).to_chw());
             for v in &mut maps[..plane] {
                 *v = 1.0 / (1.0 + (-*v).exp());
             }
@@ -451,17 +451,31 @@ mod tests {
                 stem.forward_chw(&img, 448, 640, true);
             });
             let _ = p;
-            let w: Vec<f32> = (0..144 * 24).map(|i| (i % 7) as f32 * 0.1).collect();
-            let pw = Pointwise::new(&w, &b[..24].to_vec(), 24, 144);
-            let x = Map::zeros(112, 160, 144);
-            bench("pw 144->24", &mut || {
-                nhwc::pointwise_map(&pw, &x, false, None);
-            });
-            let pw = Pointwise::new(&w, &vec![0.0; 144], 144, 24);
-            let x = Map::zeros(112, 160, 24);
-            bench("pw 24->144", &mut || {
-                nhwc::pointwise_map(&pw, &x, true, None);
-            });
+            for (cin, cout, h, w) in [
+                (16, 96, 224, 320),
+                (144, 24, 112, 160),
+                (24, 144, 112, 160),
+                (96, 576, 28, 40),
+                (576, 96, 28, 40),
+                (160, 960, 14, 20),
+                (960, 320, 14, 20),
+                (64, 384, 28, 40),
+                (384, 64, 28, 40),
+            ] {
+                let wt: Vec<f32> = (0..cin * cout).map(|i| (i % 7) as f32 * 0.1).collect();
+                let pw = Pointwise::new(&wt, &vec![0.0; cout], cout, cin);
+                let x = Map::zeros(h, w, cin);
+                let mut secs = 0.0;
+                bench(&format!("pw {cin}->{cout} @{h}x{w}"), &mut || {
+                    let t = std::time::Instant::now();
+                    nhwc::pointwise_map(&pw, &x, true, None);
+                    secs = t.elapsed().as_secs_f64();
+                });
+                eprintln!(
+                    "   {:.0} GFLOP/s",
+                    2.0 * (cin * cout * h * w) as f64 / secs / 1e9
+                );
+            }
         }
         {
             let bench = |name: &str, f: &mut dyn FnMut()| {
@@ -476,16 +490,21 @@ mod tests {
                 let wt: Vec<f32> = (0..9 * c).map(|i| (i % 7) as f32 * 0.1).collect();
                 let dw = Depthwise::new(&wt, &vec![0.1; c], c, s);
                 let x = Map::zeros(h, w, c);
-                eprintln!("align x {} w {}", x.data.as_ptr() as usize % 64, wt.as_ptr() as usize % 64);
+                eprintln!(
+                    "align x {} w {}",
+                    x.data.as_ptr() as usize % 64,
+                    wt.as_ptr() as usize % 64
+                );
                 let zeros = vec![0f32; w * c];
                 let wo = dw.out_dim(w);
                 let mut out = vec![0f32; wo * c];
                 bench(&format!("dw {c} {h}x{w} s{s} (1 thread)"), &mut || {
                     for r in 0..dw.out_dim(h) {
-                        let taps: [&[f32]; 3] = std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
-                            Some(y) if y < h => x.rows(y..y + 1),
-                            _ => &zeros[..],
-                        });
+                        let taps: [&[f32]; 3] =
+                            std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
+                                Some(y) if y < h => x.rows(y..y + 1),
+                                _ => &zeros[..],
+                            });
                         dw.row(taps, w, &mut out);
                     }
                 });

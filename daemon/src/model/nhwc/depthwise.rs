@@ -140,9 +140,8 @@ impl Depthwise {
             }
             let first = ox * s;
             // Input columns this pixel reads, None where padding.
-            let cols: [Option<usize>; 3] = std::array::from_fn(|dx| {
-                (first + dx).checked_sub(1).filter(|&ix| ix < win)
-            });
+            let cols: [Option<usize>; 3] =
+                std::array::from_fn(|dx| (first + dx).checked_sub(1).filter(|&ix| ix < win));
             let o = unsafe { out.as_mut_ptr().add(ox * c) };
             if cols.iter().all(Option::is_some) {
                 let base = (first - 1) * c;
@@ -187,7 +186,8 @@ impl Depthwise {
                             for (dx, col) in cols.iter().enumerate() {
                                 if let Some(ix) = col {
                                     let x = _mm512_maskz_loadu_ps(m, row.add(ix * c + c0));
-                                    let wv = _mm512_maskz_loadu_ps(m, w.add((dy * 3 + dx) * c + c0));
+                                    let wv =
+                                        _mm512_maskz_loadu_ps(m, w.add((dy * 3 + dx) * c + c0));
                                     acc = _mm512_fmadd_ps(x, wv, acc);
                                 }
                             }

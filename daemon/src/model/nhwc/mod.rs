@@ -149,6 +149,16 @@ pub fn par_rows(out: &mut Map, unit: usize, f: impl Fn(Range<usize>, &mut [f32])
         });
 }
 
+/// Runs `f` on a thread of the rayon pool. The layers' parallel loops are
+/// then joins among the pool's own threads; called from outside the pool,
+/// every loop is a job injected from outside, and the caller sleeps and is
+/// woken again around each of the model's ~40 layers.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    let mut out = None;
+    rayon::scope(|_| out = Some(f()));
+    out.expect("rayon::scope runs its body")
+}
+
 /// A 1x1 convolution over a whole map, split over threads by rows.
 pub fn pointwise_map(pw: &Pointwise, x: &Map, relu: bool, residual: Option<&Map>) -> Map {
     assert_eq!(x.c, pw.k(), "pointwise: input channels");
