@@ -67,41 +67,9 @@ impl CpuBackend {
     }
 }
 
-/// HWC u8 images -> NCHW f32 tensor, values kept in 0..=255.
-pub fn to_nchw(batch: &FaceBatch, device: &Device) -> Result<Tensor, BackendError> {
-    let (n, h, w) = (batch.len(), batch.height, batch.width);
-    if batch.pixels.len() != n * h * w * 3 {
-        return Err(BackendError::BadBatch(format!(
-            "{} bytes for {n} images of {w}x{h}",
-            batch.pixels.len()
-        )));
-    }
-    let plane = h * w;
-    let mut data = vec![0f32; n * 3 * plane];
-    for (img, dst) in batch
-        .pixels
-        .chunks_exact(3 * plane)
-        .zip(data.chunks_exact_mut(3 * plane))
-    {
-        let (r, rest) = dst.split_at_mut(plane);
-        let (g, b) = rest.split_at_mut(plane);
-        for (i, px) in img.chunks_exact(3).enumerate() {
-            r[i] = px[0] as f32;
-            g[i] = px[1] as f32;
-            b[i] = px[2] as f32;
-        }
-    }
-    Ok(Tensor::from_vec(data, (n, 3, h, w), device)?)
-}
-
 /// Run CenterFace on a batch and decode each image's candidates.
-pub fn detect(
-    model: &CenterFace,
-    batch: &FaceBatch,
-    device: &Device,
-) -> Result<Vec<Vec<Face>>, BackendError> {
-    let x = to_nchw(batch, device)?;
-    let out = model.forward(&x)?;
+pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, BackendError> {
+    let out = model.forward_rgb8(&batch.pixels, batch.len(), batch.height, batch.width)?;
     let heat = out.heatmap.flatten_all()?.to_vec1::<f32>()?;
     let scale = out.scale.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let offset = out.offset.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
@@ -195,9 +163,7 @@ impl Backend for CpuBackend {
 
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError> {
         match (&self.models, batch) {
-            (Models::Faces(m), Batch::Faces(b)) => {
-                Ok(BatchOutput::Faces(detect(m, &b, &self.device)?))
-            }
+            (Models::Faces(m), Batch::Faces(b)) => Ok(BatchOutput::Faces(detect(m, &b)?)),
             (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(
                 cell_tiles(&nets[0], &nets[1], &nets[2], data, count, &self.device)?,
             )),

@@ -211,6 +211,15 @@ impl Head {
     }
 }
 
+fn check_input(c: usize, h: usize, w: usize) -> Result<()> {
+    if c != 3 || h % STRIDE != 0 || w % STRIDE != 0 || h == 0 || w == 0 {
+        candle_core::bail!(
+            "centerface: input must be 3 channels with H, W non-zero multiples of {STRIDE}, got {c}x{h}x{w}"
+        );
+    }
+    Ok(())
+}
+
 /// Raw head outputs at stride 4, each [N, C, H/4, W/4].
 #[derive(Debug)]
 pub struct Output {
@@ -275,27 +284,50 @@ impl CenterFace {
     /// `x`: [N, 3, H, W] f32 RGB in 0..=255 on the CPU, H and W multiples of 32.
     pub fn forward(&self, x: &Tensor) -> Result<Output> {
         let (n, c, h, w) = x.dims4()?;
-        if c != 3 || h % STRIDE != 0 || w % STRIDE != 0 || h == 0 || w == 0 {
-            candle_core::bail!(
-                "centerface: input must be [N,3,H,W] with H, W multiples of {STRIDE}, got {:?}",
-                x.dims()
-            );
-        }
+        check_input(c, h, w)?;
         if !x.device().is_cpu() {
             candle_core::bail!("centerface: this build runs the detector on the CPU only");
         }
         let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        self.run(n, h, w, |i| {
+            Map::padded_from_chw(&data[i * 3 * h * w..][..3 * h * w], 3, h, w)
+        })
+    }
+
+    /// `n` interleaved RGB8 images of `w × h` (`n·h·w·3` bytes), as the
+    /// batcher holds them: converted straight to the padded NHWC map the
+    /// stem reads, with no NCHW tensor in between.
+    pub fn forward_rgb8(&self, pixels: &[u8], n: usize, h: usize, w: usize) -> Result<Output> {
+        check_input(3, h, w)?;
+        if pixels.len() != n * h * w * 3 {
+            candle_core::bail!(
+                "centerface: {} bytes for {n} images of {w}x{h}",
+                pixels.len()
+            );
+        }
+        self.run(n, h, w, |i| {
+            Map::padded_from_hwc_u8(&pixels[i * 3 * h * w..][..3 * h * w], 3, h, w)
+        })
+    }
+
+    fn run(
+        &self,
+        n: usize,
+        h: usize,
+        w: usize,
+        input: impl Fn(usize) -> Map + Sync,
+    ) -> Result<Output> {
         let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
         let plane = oh * ow;
         let mut all = Vec::with_capacity(n * HEAD_CHANNELS * plane);
-        for img in data.chunks_exact(3 * h * w) {
-            let mut maps = nhwc::on_pool(|| self.forward_image(img, h, w).to_chw());
+        for i in 0..n {
+            let mut maps = nhwc::on_pool(|| self.forward_image(&input(i)).to_chw());
             for v in &mut maps[..plane] {
                 *v = 1.0 / (1.0 + (-*v).exp());
             }
             all.extend(maps);
         }
-        let out = Tensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), x.device())?;
+        let out = Tensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &candle_core::Device::Cpu)?;
         Ok(Output {
             heatmap: out.narrow(1, 0, 1)?.contiguous()?,
             scale: out.narrow(1, 1, 2)?,
@@ -304,10 +336,11 @@ impl CenterFace {
         })
     }
 
-    /// One image, `3 × h × w`, to the head map (`h/4 × w/4 × 15`, logits).
-    fn forward_image(&self, img: &[f32], h: usize, w: usize) -> Map {
+    /// One image, as a zero-padded NHWC map, to the head map (`h/4 × w/4 ×
+    /// 15`, logits).
+    fn forward_image(&self, input: &Map) -> Map {
         let t0 = std::time::Instant::now();
-        let mut x = self.stem.forward_chw(img, h, w, true);
+        let mut x = self.stem.forward_padded(input, true);
         let prof = std::env::var_os("PROF").is_some();
         if prof {
             eprintln!("stem {:?}", t0.elapsed());

@@ -58,7 +58,7 @@ impl Dense3x3 {
     /// On a map with a one-pixel zero border: every tap of every output
     /// pixel is then a whole input pixel at a fixed offset, which the GEMM
     /// kernel gathers itself (no im2col buffer).
-    fn forward_padded(&self, p: &Map, relu: bool) -> Map {
+    pub fn forward_padded(&self, p: &Map, relu: bool) -> Map {
         let (h, w, c, s) = (p.h - 2, p.w - 2, self.cin, self.stride);
         let (ho, wo, cout) = (self.out_dim(h), self.out_dim(w), self.pw.cout());
         let pr = p.row_len();

@@ -68,6 +68,30 @@ impl Map {
         p
     }
 
+    /// An interleaved 8-bit image (`h × w × c` bytes) as f32 (values kept
+    /// in 0..=255) with a one-pixel zero border.
+    pub fn padded_from_hwc_u8(data: &[u8], c: usize, h: usize, w: usize) -> Self {
+        assert_eq!(data.len(), c * h * w, "padded_from_hwc_u8: wrong size");
+        let mut p = Self::recycled(h + 2, w + 2, c);
+        let prl = p.row_len();
+        par_rows(&mut p, 1, |rows, dst| {
+            for (i, y) in rows.enumerate() {
+                let row = &mut dst[i * prl..][..prl];
+                if y == 0 || y == h + 1 {
+                    row.fill(0.0);
+                    continue;
+                }
+                row[..c].fill(0.0);
+                row[prl - c..].fill(0.0);
+                let src = &data[(y - 1) * w * c..][..w * c];
+                for (d, s) in row[c..prl - c].iter_mut().zip(src) {
+                    *d = f32::from(*s);
+                }
+            }
+        });
+        p
+    }
+
     /// An NCHW image (`c × h × w`) as NHWC with a one-pixel zero border.
     pub fn padded_from_chw(data: &[f32], c: usize, h: usize, w: usize) -> Self {
         assert_eq!(data.len(), c * h * w, "padded_from_chw: wrong size");
