@@ -1,71 +1,118 @@
-//! Per-op timings of the CPU kernels at CenterFace's shapes for a 640x448 input.
+//! Per-op timings of CenterFace's CPU kernels (`argus::model::nhwc`) at the
+//! shapes a 640x448 input gives them, with GFLOP/s.
 //!
 //!     cargo run --release --example opbench
+//!
+//! Each op runs over a whole map on the rayon pool, as in the model; the
+//! depthwise row kernel is timed on one thread. Inputs are random.
 
-use candle_core::{Device, Tensor};
+use argus::model::nhwc::{self, Dense3x3, Depthwise, Map, Pointwise, Upsample2x2};
 use std::time::Instant;
-fn t<F: FnMut()>(name: &str, flops: f64, mut f: F) {
+
+fn time<F: FnMut()>(name: &str, flops: f64, mut f: F) {
     f();
-    let n = 10;
+    let n = 20;
     let s = Instant::now();
     for _ in 0..n {
         f();
     }
     let dt = s.elapsed().as_secs_f64() / n as f64;
     println!(
-        "{name:40} {:8.2} ms  {:6.1} GFLOP/s",
+        "{name:44} {:8.3} ms  {:6.1} GFLOP/s",
         dt * 1e3,
         flops / dt / 1e9
     );
 }
+
+fn rand(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+fn map(h: usize, w: usize, c: usize) -> Map {
+    let mut m = Map::zeros(h, w, c);
+    m.data = rand(h * w * c, (h * w * c) as u64);
+    m
+}
+
 fn main() {
-    let d = Device::Cpu;
-    let r = |s: &[usize]| Tensor::randn(0f32, 1.0, s, &d).unwrap();
-    // expand at stride 2 (block 1): 16->96 at 320x224
-    let (x, w, b) = (r(&[1, 16, 224, 320]), r(&[96, 16, 1, 1]), r(&[96]));
-    t("pw 16->96 @320x224", 2.0 * 16.0 * 96.0 * 71680.0, || {
-        argus::model::ops::pointwise(&x, &w, &b, true).unwrap();
+    println!("rayon threads: {}", rayon::current_num_threads());
+    for (cin, cout, h, w) in [
+        (16, 96, 224, 320),
+        (24, 144, 112, 160),
+        (144, 24, 112, 160),
+        (96, 576, 28, 40),
+        (576, 96, 28, 40),
+        (160, 960, 14, 20),
+        (960, 320, 14, 20),
+    ] {
+        let pw = Pointwise::new(&rand(cin * cout, 1), &rand(cout, 2), cout, cin);
+        let x = map(h, w, cin);
+        time(
+            &format!("pointwise {cin}->{cout} @{w}x{h}"),
+            2.0 * (cin * cout * h * w) as f64,
+            || {
+                nhwc::pointwise_map(&pw, &x, true, None);
+            },
+        );
+    }
+    for (c, h, w, s) in [(144, 112, 160, 1), (96, 224, 320, 2), (576, 28, 40, 1)] {
+        let dw = Depthwise::new(&rand(9 * c, 3), &rand(c, 4), c, s);
+        let x = map(h, w, c);
+        let zeros = vec![0f32; w * c];
+        let mut out = vec![0f32; dw.out_dim(w) * c];
+        let (ho, wo) = (dw.out_dim(h), dw.out_dim(w));
+        time(
+            &format!("depthwise {c} s{s} @{w}x{h} (1 thread)"),
+            18.0 * (c * ho * wo) as f64,
+            || {
+                for r in 0..ho {
+                    let taps: [&[f32]; 3] =
+                        std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
+                            Some(y) if y < h => x.rows(y..y + 1),
+                            _ => &zeros[..],
+                        });
+                    dw.row(taps, w, &mut out);
+                }
+            },
+        );
+    }
+    let stem = Dense3x3::new(&rand(32 * 27, 5), &rand(32, 6), 32, 3, 2);
+    let img: Vec<u8> = (0..448 * 640 * 3).map(|i| (i * 31 % 251) as u8).collect();
+    time("stem input: RGB8 -> padded map", 0.0, || {
+        Map::padded_from_hwc_u8(&img, 3, 448, 640);
     });
-    let (x, w, b) = (r(&[1, 144, 112, 160]), r(&[24, 144, 1, 1]), r(&[24]));
-    t("pw 144->24 @160x112", 2.0 * 144.0 * 24.0 * 17920.0, || {
-        argus::model::ops::pointwise(&x, &w, &b, false).unwrap();
-    });
-    let (x, w, b) = (r(&[1, 24, 112, 160]), r(&[144, 24, 1, 1]), r(&[144]));
-    t("pw 24->144 @160x112", 2.0 * 144.0 * 24.0 * 17920.0, || {
-        argus::model::ops::pointwise(&x, &w, &b, true).unwrap();
-    });
-    let (x, w, b) = (r(&[1, 960, 14, 20]), r(&[160, 960, 1, 1]), r(&[160]));
-    t("pw 960->160 @20x14", 2.0 * 960.0 * 160.0 * 280.0, || {
-        argus::model::ops::pointwise(&x, &w, &b, false).unwrap();
-    });
-    let (x, w, b) = (r(&[1, 96, 224, 320]), r(&[96, 1, 3, 3]), r(&[96]));
-    t("dw 96 s2 @320x224", 2.0 * 9.0 * 96.0 * 17920.0, || {
-        argus::model::ops::depthwise3x3(&x, &w, &b, 2, true).unwrap();
-    });
-    let (x, w, b) = (r(&[1, 144, 112, 160]), r(&[144, 1, 3, 3]), r(&[144]));
-    t("dw 144 s1 @160x112", 2.0 * 9.0 * 144.0 * 17920.0, || {
-        argus::model::ops::depthwise3x3(&x, &w, &b, 1, true).unwrap();
-    });
-    let (x, w) = (r(&[1, 3, 448, 640]), r(&[32, 3, 3, 3]));
-    let b = r(&[32]);
-    t(
-        "stem dense3x3 3->32 s2",
+    let padded = Map::padded_from_hwc_u8(&img, 3, 448, 640);
+    time(
+        "stem dense3x3 3->32 s2 @640x448",
         2.0 * 27.0 * 32.0 * 71680.0,
         || {
-            argus::model::ops::dense3x3(&x, &w, &b, 2, true).unwrap();
+            stem.forward_padded(&padded, true);
         },
     );
-    let (x, w) = (r(&[1, 24, 112, 160]), r(&[24, 24, 3, 3]));
-    let b = r(&[24]);
-    t(
+    let head = Dense3x3::new(&rand(24 * 216, 7), &rand(24, 8), 24, 24, 1);
+    let x = map(112, 160, 24);
+    time(
         "head dense3x3 24->24 @160x112",
         2.0 * 216.0 * 24.0 * 17920.0,
         || {
-            argus::model::ops::dense3x3(&x, &w, &b, 1, true).unwrap();
+            head.forward(&x, true);
         },
     );
-    let (x, w, b) = (r(&[1, 24, 56, 80]), r(&[24, 24, 2, 2]), r(&[24]));
-    t("up 24 @80x56", 2.0 * 24.0 * 96.0 * 4480.0, || {
-        argus::model::ops::upsample2x2(&x, &w, &b, true).unwrap();
-    });
+    let up = Upsample2x2::new(&rand(24 * 96, 9), &rand(24, 10), 24, 24);
+    let x = map(56, 80, 24);
+    time(
+        "upsample 2x2 24->24 @80x56",
+        2.0 * 24.0 * 96.0 * 4480.0,
+        || {
+            up.forward(&x);
+        },
+    );
 }

@@ -212,7 +212,7 @@ impl Head {
 }
 
 fn check_input(c: usize, h: usize, w: usize) -> Result<()> {
-    if c != 3 || h % STRIDE != 0 || w % STRIDE != 0 || h == 0 || w == 0 {
+    if c != 3 || !h.is_multiple_of(STRIDE) || !w.is_multiple_of(STRIDE) || h == 0 || w == 0 {
         candle_core::bail!(
             "centerface: input must be 3 channels with H, W non-zero multiples of {STRIDE}, got {c}x{h}x{w}"
         );
@@ -339,47 +339,23 @@ impl CenterFace {
     /// One image, as a zero-padded NHWC map, to the head map (`h/4 × w/4 ×
     /// 15`, logits).
     fn forward_image(&self, input: &Map) -> Map {
-        let t0 = std::time::Instant::now();
         let mut x = self.stem.forward_padded(input, true);
-        let prof = std::env::var_os("PROF").is_some();
-        if prof {
-            eprintln!("stem {:?}", t0.elapsed());
-        }
         let mut taps = Vec::with_capacity(TAPS.len());
         for (i, block) in self.blocks.iter().enumerate() {
-            let t0 = std::time::Instant::now();
             let y = block.forward(&x);
-            if prof {
-                eprintln!(
-                    "block {i} {}x{}x{} -> {}: {:?}",
-                    x.h,
-                    x.w,
-                    x.c,
-                    y.c,
-                    t0.elapsed()
-                );
-            }
             let prev = std::mem::replace(&mut x, y);
             if i > 0 && TAPS.contains(&(i - 1)) {
                 taps.push(prev);
             }
         }
         // The last block is the deepest tap.
+        debug_assert_eq!(TAPS[3], self.blocks.len() - 1);
         taps.push(x);
-        let t0 = std::time::Instant::now();
         let mut y = nhwc::pointwise_map(&self.top, &taps[3], true, None);
         for (up, skip) in self.ups.iter().zip([&taps[2], &taps[1], &taps[0]]) {
             y = up.forward(&y, skip);
         }
-        if prof {
-            eprintln!("neck {:?}", t0.elapsed());
-        }
-        let t0 = std::time::Instant::now();
-        let r = self.head.forward(&y);
-        if prof {
-            eprintln!("head {:?}", t0.elapsed());
-        }
-        r
+        self.head.forward(&y)
     }
 }
 
@@ -454,99 +430,55 @@ mod tests {
         assert!(max_abs < 1e-4, "heatmap max abs error {max_abs}");
     }
 
+    /// The batcher's path (interleaved RGB8) gives the same maps as the
+    /// tensor path on the same photo.
     #[test]
-    #[ignore]
-    fn prof() {
+    fn rgb8_input_matches_the_tensor_path() {
         let dev = Device::Cpu;
         let model = model(&dev);
-        let x = Tensor::rand(0f32, 255.0, (1, 3, 448, 640), &dev).unwrap();
-        for _ in 0..20 {
-            model.forward(&x).unwrap();
+        let golden = candle_core::safetensors::load(
+            format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
+            &dev,
+        )
+        .unwrap();
+        let x = golden["input"].to_dtype(DType::F32).unwrap();
+        let (_, _, h, w) = x.dims4().unwrap();
+        let hwc: Vec<u8> = x
+            .squeeze(0)
+            .unwrap()
+            .permute((1, 2, 0))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|&v| {
+                assert_eq!(v, v.round(), "golden input is whole 8-bit values");
+                v as u8
+            })
+            .collect();
+        let a = model.forward(&x).unwrap();
+        let b = model.forward_rgb8(&hwc, 1, h, w).unwrap();
+        for (p, q) in [
+            (&a.heatmap, &b.heatmap),
+            (&a.scale, &b.scale),
+            (&a.offset, &b.offset),
+            (&a.landmarks, &b.landmarks),
+        ] {
+            let d: f32 = (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert_eq!(d, 0.0);
         }
-        {
-            let bench = |name: &str, f: &mut dyn FnMut()| {
-                f();
-                let t = std::time::Instant::now();
-                for _ in 0..20 {
-                    f();
-                }
-                eprintln!("{name}: {:?}", t.elapsed() / 20);
-            };
-            let w: Vec<f32> = (0..32 * 27).map(|i| (i % 7) as f32 * 0.1).collect();
-            let b = vec![0.1f32; 32];
-            let stem = Dense3x3::new(&w, &b, 32, 3, 2);
-            let img: Vec<f32> = (0..3 * 448 * 640).map(|i| (i % 255) as f32).collect();
-            let p = Map::padded_from_chw(&img, 3, 448, 640);
-            bench("pad", &mut || {
-                Map::padded_from_chw(&img, 3, 448, 640);
-            });
-            bench("stem", &mut || {
-                stem.forward_chw(&img, 448, 640, true);
-            });
-            let _ = p;
-            for (cin, cout, h, w) in [
-                (16, 96, 224, 320),
-                (144, 24, 112, 160),
-                (24, 144, 112, 160),
-                (96, 576, 28, 40),
-                (576, 96, 28, 40),
-                (160, 960, 14, 20),
-                (960, 320, 14, 20),
-                (64, 384, 28, 40),
-                (384, 64, 28, 40),
-            ] {
-                let wt: Vec<f32> = (0..cin * cout).map(|i| (i % 7) as f32 * 0.1).collect();
-                let pw = Pointwise::new(&wt, &vec![0.0; cout], cout, cin);
-                let x = Map::zeros(h, w, cin);
-                let mut secs = 0.0;
-                bench(&format!("pw {cin}->{cout} @{h}x{w}"), &mut || {
-                    let t = std::time::Instant::now();
-                    nhwc::pointwise_map(&pw, &x, true, None);
-                    secs = t.elapsed().as_secs_f64();
-                });
-                eprintln!(
-                    "   {:.0} GFLOP/s",
-                    2.0 * (cin * cout * h * w) as f64 / secs / 1e9
-                );
-            }
-        }
-        {
-            let bench = |name: &str, f: &mut dyn FnMut()| {
-                f();
-                let t = std::time::Instant::now();
-                for _ in 0..20 {
-                    f();
-                }
-                eprintln!("{name}: {:?}", t.elapsed() / 20);
-            };
-            for (c, h, w, s) in [(144, 112, 160, 1), (576, 28, 40, 1), (96, 224, 320, 2)] {
-                let wt: Vec<f32> = (0..9 * c).map(|i| (i % 7) as f32 * 0.1).collect();
-                let dw = Depthwise::new(&wt, &vec![0.1; c], c, s);
-                let x = Map::zeros(h, w, c);
-                eprintln!(
-                    "align x {} w {}",
-                    x.data.as_ptr() as usize % 64,
-                    wt.as_ptr() as usize % 64
-                );
-                let zeros = vec![0f32; w * c];
-                let wo = dw.out_dim(w);
-                let mut out = vec![0f32; wo * c];
-                bench(&format!("dw {c} {h}x{w} s{s} (1 thread)"), &mut || {
-                    for r in 0..dw.out_dim(h) {
-                        let taps: [&[f32]; 3] =
-                            std::array::from_fn(|dy| match (r * s + dy).checked_sub(1) {
-                                Some(y) if y < h => x.rows(y..y + 1),
-                                _ => &zeros[..],
-                            });
-                        dw.row(taps, w, &mut out);
-                    }
-                });
-            }
-        }
-        std::env::set_var("PROF", "1");
-        let t = std::time::Instant::now();
-        model.forward(&x).unwrap();
-        eprintln!("total {:?}", t.elapsed());
+        assert!(model.forward_rgb8(&hwc[1..], 1, h, w).is_err());
     }
 
     #[test]

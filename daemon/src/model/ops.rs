@@ -1,12 +1,11 @@
-//! Fused convolution ops that candle does slowly on CPU.
+//! Fused convolution ops on NCHW candle tensors, for the cell UNets.
 //!
-//! candle's grouped `conv2d` runs a depthwise convolution as one convolution per
-//! channel, and its 1x1 convolutions go through im2col. These custom ops run
-//! the same maths directly: a 1x1 convolution is one GEMM per image, a
-//! depthwise 3x3 is a direct loop per plane, a 2x2/stride-2 transposed
-//! convolution is one GEMM followed by a scatter. Bias and ReLU are fused in.
-//! Each op's CPU implementation is also the reference that GPU kernels are
-//! tested against.
+//! candle's 1x1 convolutions go through im2col and its bias and ReLU are
+//! separate passes. These custom ops run the same maths directly: a 1x1
+//! convolution is one GEMM per image, a dense 3x3 is GEMMs over im2col row
+//! bands, a 2x2/stride-2 transposed convolution is one GEMM followed by a
+//! scatter. Bias and ReLU are fused in. (CenterFace runs on the NHWC kernels
+//! of `model::nhwc` instead; these ops also check those in tests.)
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -333,117 +332,6 @@ impl CustomOp3 for Pointwise {
     }
 }
 
-/// Depthwise 3x3 convolution with padding 1: x [N,C,H,W], w [C,1,3,3], b [C].
-#[derive(Debug, Clone, Copy)]
-pub struct Depthwise3x3 {
-    pub stride: usize,
-    pub relu: bool,
-}
-
-impl Depthwise3x3 {
-    pub fn out_dim(&self, d: usize) -> usize {
-        (d + 2 - 3) / self.stride + 1
-    }
-
-    /// One output plane as nine shifted multiply-adds per row: every inner
-    /// loop is a zip over slices, which the compiler vectorises. For stride 2
-    /// each input row is split once into its even and odd columns.
-    fn plane(&self, src: &[f32], dst: &mut [f32], k: &[f32], bias: f32, h: usize, w: usize) {
-        let (oh, ow, s) = (self.out_dim(h), self.out_dim(w), self.stride);
-        let (mut even, mut odd) = (vec![0f32; ow], vec![0f32; ow]);
-        for (oy, row) in dst.chunks_exact_mut(ow).enumerate().take(oh) {
-            row.fill(bias);
-            for ky in 0..3 {
-                let y = (oy * s + ky) as isize - 1;
-                if y < 0 || y >= h as isize {
-                    continue;
-                }
-                let line = &src[y as usize * w..(y as usize + 1) * w];
-                let (k0, k1, k2) = (k[ky * 3], k[ky * 3 + 1], k[ky * 3 + 2]);
-                if s == 1 {
-                    // out[x] += k0*in[x-1] + k1*in[x] + k2*in[x+1]
-                    axpy(&mut row[1..], k0, &line[..w - 1]);
-                    axpy(row, k1, line);
-                    axpy(&mut row[..w - 1], k2, &line[1..]);
-                } else {
-                    // out[ox] += k0*in[2ox-1] + k1*in[2ox] + k2*in[2ox+1]
-                    let n_odd = w / 2;
-                    for ((pair, e), o) in line
-                        .chunks_exact(2)
-                        .zip(even.iter_mut())
-                        .zip(odd.iter_mut())
-                    {
-                        *e = pair[0];
-                        *o = pair[1];
-                    }
-                    if w % 2 == 1 {
-                        even[ow - 1] = line[w - 1];
-                    }
-                    axpy(&mut row[1..], k0, &odd[..ow - 1]);
-                    axpy(row, k1, &even[..ow]);
-                    axpy(&mut row[..n_odd], k2, &odd[..n_odd]);
-                }
-            }
-            if self.relu {
-                for v in row.iter_mut() {
-                    *v = v.max(0.0);
-                }
-            }
-        }
-    }
-}
-
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (o, i) in y.iter_mut().zip(x) {
-        *o += a * i;
-    }
-}
-
-impl CustomOp3 for Depthwise3x3 {
-    fn name(&self) -> &'static str {
-        "depthwise-conv3x3"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l1.shape().dims4()?;
-        if l2.shape().elem_count() != c * 9 || l3.shape().elem_count() != c {
-            candle_core::bail!(
-                "depthwise: weight {:?} / bias {:?} do not fit input {:?}",
-                l2.shape(),
-                l3.shape(),
-                l1.shape()
-            );
-        }
-        if h < 2 || w < 2 {
-            candle_core::bail!("depthwise: input {h}x{w} too small");
-        }
-        let (x, wt, b) = (
-            slice(s1, l1, "x")?,
-            slice(s2, l2, "w")?,
-            slice(s3, l3, "b")?,
-        );
-        let (oh, ow) = (self.out_dim(h), self.out_dim(w));
-        let out = written_by(n * c * oh * ow, |out| {
-            out.par_chunks_exact_mut(oh * ow)
-                .zip(x.par_chunks_exact(h * w))
-                .enumerate()
-                .for_each(|(i, (dst, src))| {
-                    let ch = i % c;
-                    self.plane(src, dst, &wt[ch * 9..ch * 9 + 9], b[ch], h, w);
-                });
-        });
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
-    }
-}
-
 /// Transposed convolution with kernel 2, stride 2, no padding:
 /// x [N,Cin,H,W], w [Cin,Cout,2,2], b [Cout] -> [N,Cout,2H,2W].
 ///
@@ -701,17 +589,6 @@ pub fn pointwise_add(
     )
 }
 
-pub fn depthwise3x3(
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    stride: usize,
-    relu: bool,
-) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op3_no_bwd(w, b, &Depthwise3x3 { stride, relu })
-}
-
 pub fn upsample2x2(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     x.contiguous()?
         .apply_op3_no_bwd(w, b, &Upsample2x2 { relu })
@@ -765,20 +642,6 @@ mod tests {
             let res = rand(want.dims());
             let got = pointwise_add(&x, &w, &b, relu, &res).unwrap();
             assert!(max_abs_diff(&(want + &res).unwrap(), &got) < 1e-4);
-        }
-    }
-
-    #[test]
-    fn depthwise_matches_candle_grouped_conv2d() {
-        // Odd and even sizes, both strides: the border paths differ.
-        for (h, w) in [(8, 8), (7, 9), (2, 5), (16, 3)] {
-            let (x, k, b) = (rand(&[2, 6, h, w]), rand(&[6, 1, 3, 3]), rand(&[6]));
-            for stride in [1, 2] {
-                let want = bias_relu(x.conv2d(&k, 1, stride, 1, 6).unwrap(), &b, true);
-                let got = depthwise3x3(&x, &k, &b, stride, true).unwrap();
-                assert_eq!(want.dims(), got.dims(), "{h}x{w} s{stride}");
-                assert!(max_abs_diff(&want, &got) < 1e-4, "{h}x{w} s{stride}");
-            }
         }
     }
 
