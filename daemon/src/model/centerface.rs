@@ -392,6 +392,29 @@ mod tests {
         num / den.max(1e-12)
     }
 
+    /// Golden tensors from models/tools/make_golden.py: a real photo and
+    /// onnxruntime's outputs on it.
+    fn golden(dev: &Device) -> std::collections::HashMap<String, Tensor> {
+        candle_core::safetensors::load(
+            format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
+            dev,
+        )
+        .unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(D::Minus1)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
     /// Parity with onnxruntime on a real photo (golden tensors from
     /// models/tools/make_golden.py). Tolerance: relative L2 error below 1e-4
     /// per output and max absolute heatmap error below 1e-4.
@@ -399,11 +422,7 @@ mod tests {
     fn matches_onnxruntime_on_a_real_photo() {
         let dev = Device::Cpu;
         let model = model(&dev);
-        let golden = candle_core::safetensors::load(
-            format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
-            &dev,
-        )
-        .unwrap();
+        let golden = golden(&dev);
         let x = golden["input"].to_dtype(DType::F32).unwrap();
         let out = model.forward(&x).unwrap();
         for (name, got) in [
@@ -417,16 +436,7 @@ mod tests {
             let e = rel_l2(&got.contiguous().unwrap(), want);
             assert!(e < 1e-4, "{name}: relative L2 error {e}");
         }
-        let max_abs: f32 = (&out.heatmap - &golden["heatmap"])
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let max_abs = max_abs_diff(&out.heatmap, &golden["heatmap"]);
         assert!(max_abs < 1e-4, "heatmap max abs error {max_abs}");
     }
 
@@ -436,11 +446,7 @@ mod tests {
     fn rgb8_input_matches_the_tensor_path() {
         let dev = Device::Cpu;
         let model = model(&dev);
-        let golden = candle_core::safetensors::load(
-            format!("{ROOT}/tests/fixtures/golden/centerface_astronaut_160x192.safetensors"),
-            &dev,
-        )
-        .unwrap();
+        let golden = golden(&dev);
         let x = golden["input"].to_dtype(DType::F32).unwrap();
         let (_, _, h, w) = x.dims4().unwrap();
         let hwc: Vec<u8> = x
@@ -466,17 +472,7 @@ mod tests {
             (&a.offset, &b.offset),
             (&a.landmarks, &b.landmarks),
         ] {
-            let d: f32 = (p - q)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert_eq!(d, 0.0);
+            assert_eq!(max_abs_diff(p, q), 0.0);
         }
         assert!(model.forward_rgb8(&hwc[1..], 1, h, w).is_err());
     }

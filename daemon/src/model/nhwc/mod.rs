@@ -215,8 +215,11 @@ mod pool {
     use std::sync::Mutex;
 
     /// Buffers kept: more than one forward pass drops, few enough that an
-    /// appliance switching input sizes does not hoard memory (oldest go first).
+    /// appliance switching input sizes does not hoard memory (oldest go
+    /// first), and at most 256 MB in all. One 640x640 frame's maps come to
+    /// about 30 MB, a 1280x736 frame's to about 100 MB.
     const MAX: usize = 96;
+    const MAX_FLOATS: usize = 64 << 20;
     /// Smaller buffers are cheaper to allocate than to pool.
     const MIN_LEN: usize = 16 * 1024;
 
@@ -239,10 +242,10 @@ mod pool {
             return;
         }
         let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() == MAX {
+        pool.push_back(v);
+        while pool.len() > MAX || pool.iter().map(Vec::len).sum::<usize>() > MAX_FLOATS {
             pool.pop_front();
         }
-        pool.push_back(v);
     }
 }
 
