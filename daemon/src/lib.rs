@@ -364,6 +364,10 @@ impl Running {
         }
         if let Some(c) = self.control.take() {
             c.abort();
+            // The task holds the store: wait until it is dropped, so the
+            // store's lock is released when stop returns (an in-process
+            // restart on the same state dir otherwise races it).
+            let _ = c.await;
             let _ = std::fs::remove_file(cli::control::socket_path(&self.app.config.state_dir));
         }
         let app = self.app.clone();
