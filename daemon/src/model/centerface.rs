@@ -362,7 +362,8 @@ impl CenterFace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, D};
+    use crate::model::max_abs_diff;
+    use candle_core::{DType, Device};
 
     const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -400,19 +401,6 @@ mod tests {
             dev,
         )
         .unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     /// Parity with onnxruntime on a real photo (golden tensors from

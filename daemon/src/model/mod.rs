@@ -62,3 +62,18 @@ pub fn load_weights<'a>(path: &Path, device: &Device) -> candle_core::Result<Var
     }
     Ok(VarBuilder::from_tensors(owned, DType::F32, device))
 }
+
+/// Largest absolute elementwise difference of two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(candle_core::D::Minus1)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}

@@ -36,7 +36,7 @@ const TILE: usize = 1024;
 /// `dst` and `rhs` must be valid for m rows × `dst_rs` and k rows × `rhs_rs`
 /// elements, with `n` columns in range from where they point.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_tile(
+pub(crate) unsafe fn gemm_tile(
     dst: *mut f32,
     dst_rs: usize,
     lhs: &[f32],
@@ -597,23 +597,11 @@ pub fn upsample2x2(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Ten
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device, D};
+    use crate::model::max_abs_diff;
+    use candle_core::{DType, Device};
 
     fn rand(shape: &[usize]) -> Tensor {
         Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
     }
 
     fn bias_relu(y: Tensor, b: &Tensor, relu: bool) -> Tensor {

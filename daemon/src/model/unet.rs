@@ -186,7 +186,7 @@ impl Unet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, D};
+    use candle_core::Device;
 
     const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -197,19 +197,6 @@ mod tests {
             heads,
         )
         .unwrap()
-    }
-
-    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(D::Minus1)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Parity with TensorFlow running the package's own .h5 weights on a real
@@ -230,10 +217,10 @@ mod tests {
         ] {
             let out = net(name, heads).forward(tile).unwrap();
             assert_eq!(out.mask.dims(), &[1, 1, TILE_OUT, TILE_OUT]);
-            let e = max_abs(&out.mask, &golden[&format!("{name}_mask")]);
+            let e = crate::model::max_abs_diff(&out.mask, &golden[&format!("{name}_mask")]);
             assert!(e < 1e-3, "{name} mask: max abs error {e}");
             if let Some(edge) = out.edge {
-                let e = max_abs(&edge, &golden["rbc_edge"]);
+                let e = crate::model::max_abs_diff(&edge, &golden["rbc_edge"]);
                 assert!(e < 1e-3, "rbc edge: max abs error {e}");
             }
         }

@@ -179,26 +179,15 @@ impl Pointwise {
         // SAFETY: x is m × k, t is k × cout and out m × cout, all row-major
         // and live for the call.
         unsafe {
-            gemm::gemm(
-                m,
-                self.cout,
-                self.k,
+            crate::model::ops::gemm_tile(
                 out.as_mut_ptr(),
-                1,
-                self.cout as isize,
-                false,
-                x.as_ptr(),
-                1,
-                self.k as isize,
+                self.cout,
+                x,
                 t.as_ptr(),
-                1,
-                self.cout as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                self.cout,
+                m,
+                self.k,
+                self.cout,
             )
         };
         for (p, row) in out.chunks_exact_mut(self.cout).enumerate() {
