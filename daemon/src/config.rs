@@ -133,8 +133,11 @@ pub struct Limits {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
-    /// Most images run together (capped by the backend's own maximum).
+    /// Most images run together on the CPU backend.
     pub max_batch_size: usize,
+    /// Most images run together on a GPU backend, where one dispatch per
+    /// layer serves the whole batch and bigger batches pay.
+    pub gpu_max_batch_size: usize,
     /// Longest a request waits for others to join its batch, in milliseconds.
     pub max_wait_ms: u64,
     /// Requests waiting for inference before new ones get 429.
@@ -228,10 +231,22 @@ impl Default for Limits {
     }
 }
 
+impl BatchConfig {
+    /// The batch size cap for the backend that was picked.
+    pub fn max_batch_for(&self, target: &crate::backend::Target) -> usize {
+        if target.is_gpu() {
+            self.gpu_max_batch_size
+        } else {
+            self.max_batch_size
+        }
+    }
+}
+
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_batch_size: 4,
+            gpu_max_batch_size: 32,
             max_wait_ms: 3,
             queue_depth: 32,
         }
@@ -371,6 +386,9 @@ impl Config {
         }
         if self.batch.max_batch_size == 0 || self.batch.max_batch_size > 256 {
             p.push("batch.max_batch_size must be 1..=256".into());
+        }
+        if self.batch.gpu_max_batch_size == 0 || self.batch.gpu_max_batch_size > 256 {
+            p.push("batch.gpu_max_batch_size must be 1..=256".into());
         }
         if self.batch.queue_depth == 0 {
             p.push("batch.queue_depth must be at least 1".into());

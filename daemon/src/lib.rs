@@ -18,6 +18,8 @@ pub mod batch;
 pub mod cli;
 pub mod clinic;
 pub mod config;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod http;
 pub mod imaging;
 pub mod metrics;
@@ -116,15 +118,12 @@ pub fn start_batchers(
     metrics: Arc<Metrics>,
 ) -> Result<(Batcher, pipeline::cells::CellBatchers), RunError> {
     use backend::ModelSet;
-    let backend = backend::select(
-        cfg.backend,
-        models,
-        ModelSet::Faces,
-        cfg.batch.max_batch_size,
-    )?;
-    tracing::info!(backend = backend.name(), device = %backend.device(), "backend selected");
+    let target = backend::resolve(cfg.backend)?;
+    let max_batch = cfg.batch.max_batch_for(&target);
+    let backend = backend::start(&target, models, ModelSet::Faces, max_batch)?;
+    tracing::info!(backend = backend.name(), device = %backend.device(), max_batch, "backend selected");
     let policy = Policy {
-        max_batch: cfg.batch.max_batch_size,
+        max_batch,
         max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
         max_depth: cfg.batch.queue_depth,
     };
@@ -135,19 +134,21 @@ pub fn start_batchers(
         cfg.detector.input_height as usize,
         metrics.clone(),
     )?;
-    Ok((faces, start_cell_batchers(cfg, models, metrics)?))
+    Ok((faces, start_cell_batchers(cfg, &target, models, metrics)?))
 }
 
 /// The clinic path's batchers: smear tiles through the UNets, cell crops
 /// through the malaria classifier.
 pub fn start_cell_batchers(
     cfg: &Config,
+    target: &backend::Target,
     models: &ModelPaths,
     metrics: Arc<Metrics>,
 ) -> Result<pipeline::cells::CellBatchers, RunError> {
     use backend::ModelSet;
+    let max_batch = cfg.batch.max_batch_for(target);
     let policy = Policy {
-        max_batch: cfg.batch.max_batch_size,
+        max_batch,
         max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
         max_depth: cfg.batch.queue_depth,
     };
@@ -159,12 +160,7 @@ pub fn start_cell_batchers(
     };
     let tiles = Batcher::start_work(
         pipeline::cells::TileWork,
-        backend::select(
-            cfg.backend,
-            models,
-            ModelSet::CellTiles,
-            cfg.batch.max_batch_size,
-        )?,
+        backend::start(target, models, ModelSet::CellTiles, max_batch)?,
         tile_policy,
         (model::unet::TILE_IN, model::unet::TILE_IN),
         metrics.clone(),
@@ -177,7 +173,7 @@ pub fn start_cell_batchers(
     };
     let crops = Batcher::start_work(
         pipeline::cells::CropWork,
-        backend::select(cfg.backend, models, ModelSet::Crops, 256)?,
+        backend::start(target, models, ModelSet::Crops, 256)?,
         crop_policy,
         (model::malaria::CROP, model::malaria::CROP),
         metrics,

@@ -70,6 +70,14 @@ impl CpuBackend {
 /// Run CenterFace on a batch and decode each image's candidates.
 pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, BackendError> {
     let out = model.forward_rgb8(&batch.pixels, batch.len(), batch.height, batch.width)?;
+    decode_faces(&out, batch)
+}
+
+/// Each image's candidates from the heads of a batch (any backend's).
+pub fn decode_faces(
+    out: &crate::model::centerface::Output,
+    batch: &FaceBatch,
+) -> Result<Vec<Vec<Face>>, BackendError> {
     let heat = out.heatmap.flatten_all()?.to_vec1::<f32>()?;
     let scale = out.scale.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
     let offset = out.offset.contiguous()?.flatten_all()?.to_vec1::<f32>()?;

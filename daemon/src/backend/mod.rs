@@ -4,6 +4,8 @@
 //! dedicated thread (see `batch::worker`), so it needs `Send` but not `Sync`.
 
 pub mod cpu;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
 use std::path::PathBuf;
 
@@ -22,6 +24,8 @@ pub enum BackendError {
     BadBatch(String),
     #[error("backend {0:?} is not available: {1}")]
     Unavailable(String, String),
+    #[error("device: {0}")]
+    Device(String),
 }
 
 /// Letterboxed RGB images of one size, packed HWC, plus each image's own
@@ -133,21 +137,96 @@ impl ModelPaths {
     }
 }
 
-/// Start the backend the config asks for. Only the CPU backend is compiled in
-/// so far: `auto` resolves to it, and asking for a GPU backend fails start-up.
-pub fn select(
-    kind: BackendKind,
+/// A backend resolved from config, its device (if any) already open.
+#[derive(Clone)]
+pub enum Target {
+    Cpu,
+    #[cfg(feature = "wgpu")]
+    Wgpu(std::sync::Arc<crate::gpu::Gpu>),
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Target::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            Target::Wgpu(_) => "wgpu",
+        }
+    }
+
+    /// GPUs take bigger batches: one dispatch per layer serves the whole batch.
+    pub fn is_gpu(&self) -> bool {
+        !matches!(self, Target::Cpu)
+    }
+}
+
+fn unavailable(kind: &str, why: impl Into<String>) -> BackendError {
+    BackendError::Unavailable(kind.into(), why.into())
+}
+
+/// Why CUDA cannot be used in this build or on this machine.
+fn cuda_unavailable() -> String {
+    "this build has no CUDA backend (the `cuda` feature is not implemented yet); \
+     NVIDIA GPUs are used through wgpu's Vulkan adapter"
+        .into()
+}
+
+#[cfg(feature = "wgpu")]
+fn open_wgpu(policy: crate::gpu::AdapterPolicy) -> Result<Target, String> {
+    crate::gpu::Gpu::open(policy)
+        .map(Target::Wgpu)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(_hardware_only: ()) -> Result<Target, String> {
+    Err("this build has no wgpu backend (built without the `wgpu` feature)".into())
+}
+
+/// Decide which backend `kind` means on this machine and open its device.
+/// `auto` tries CUDA, then a hardware wgpu adapter (never a software one),
+/// then the CPU, logging why each was passed over. An explicit backend that
+/// is not compiled in or has no device is an error.
+pub fn resolve(kind: BackendKind) -> Result<Target, BackendError> {
+    #[cfg(feature = "wgpu")]
+    let (hardware, any) = (
+        crate::gpu::AdapterPolicy::Hardware,
+        crate::gpu::AdapterPolicy::AnyPreferHardware,
+    );
+    #[cfg(not(feature = "wgpu"))]
+    let (hardware, any) = ((), ());
+    match kind {
+        BackendKind::Cpu => Ok(Target::Cpu),
+        BackendKind::Cuda => Err(unavailable("cuda", cuda_unavailable())),
+        BackendKind::Wgpu => open_wgpu(any).map_err(|e| unavailable("wgpu", e)),
+        BackendKind::Auto => {
+            tracing::info!(reason = %cuda_unavailable(), "backend auto: skipping cuda");
+            match open_wgpu(hardware) {
+                Ok(t) => Ok(t),
+                Err(e) => {
+                    tracing::info!(reason = %e, "backend auto: skipping wgpu");
+                    Ok(Target::Cpu)
+                }
+            }
+        }
+    }
+}
+
+/// Start a backend instance on `target` holding the models of `set`.
+pub fn start(
+    target: &Target,
     models: &ModelPaths,
     set: ModelSet,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    match kind {
-        BackendKind::Auto | BackendKind::Cpu => {
-            Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?))
-        }
-        other => Err(BackendError::Unavailable(
-            format!("{other:?}").to_lowercase(),
-            "this build has no GPU backends compiled in; use backend = \"cpu\" or \"auto\"".into(),
-        )),
+    match target {
+        Target::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?)),
+        #[cfg(feature = "wgpu")]
+        Target::Wgpu(gpu) => Ok(Box::new(wgpu::WgpuBackend::load(
+            gpu.clone(),
+            models,
+            set,
+            max_batch,
+        )?)),
     }
 }

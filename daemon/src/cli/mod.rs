@@ -337,15 +337,14 @@ async fn detect_file(
 /// A local batcher for the offline detect/mask commands.
 fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
-    let backend = crate::backend::select(
-        config.backend,
-        &models,
-        crate::backend::ModelSet::Faces,
-        config.batch.max_batch_size,
-    )
-    .map_err(|e| CliError::Failed(e.to_string()))?;
+    let fail = |e: crate::backend::BackendError| CliError::Failed(e.to_string());
+    let target = crate::backend::resolve(config.backend).map_err(fail)?;
+    let max_batch = config.batch.max_batch_for(&target);
+    let backend =
+        crate::backend::start(&target, &models, crate::backend::ModelSet::Faces, max_batch)
+            .map_err(fail)?;
     let policy = Policy {
-        max_batch: config.batch.max_batch_size,
+        max_batch,
         max_wait: std::time::Duration::from_millis(config.batch.max_wait_ms),
         max_depth: config.batch.queue_depth,
     };
@@ -740,6 +739,8 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
 /// Local tile and crop batchers for the offline pbs commands.
 fn local_cell_batchers(config: &Config) -> Result<crate::pipeline::cells::CellBatchers, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
-    crate::start_cell_batchers(config, &models, Arc::new(Metrics::new()))
+    let target =
+        crate::backend::resolve(config.backend).map_err(|e| CliError::Failed(e.to_string()))?;
+    crate::start_cell_batchers(config, &target, &models, Arc::new(Metrics::new()))
         .map_err(|e| CliError::Failed(e.to_string()))
 }

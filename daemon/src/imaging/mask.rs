@@ -73,11 +73,11 @@ impl Region {
         (x1 > x0 && y1 > y0).then_some(Self { x0, y0, x1, y1 })
     }
 
-    fn w(&self) -> usize {
+    pub(crate) fn w(&self) -> usize {
         (self.x1 - self.x0) as usize
     }
 
-    fn h(&self) -> usize {
+    pub(crate) fn h(&self) -> usize {
         (self.y1 - self.y0) as usize
     }
 }
@@ -137,8 +137,7 @@ fn put(img: &mut RgbImage, r: &Region, src: &[u8], inside: impl Fn(usize, usize)
 }
 
 fn pixelate(img: &mut RgbImage, r: &Region, strength: u32) {
-    let floor = (r.w().max(r.h()) as f32 / 10.0).ceil() as usize;
-    let block = (strength as usize).max(floor).max(2);
+    let block = pixel_block(r, strength);
     let mut by = r.y0 as usize;
     while by < r.y1 as usize {
         let ey = (by + block).min(r.y1 as usize);
@@ -172,15 +171,30 @@ fn pixelate(img: &mut RgbImage, r: &Region, strength: u32) {
     }
 }
 
+/// Pixelation block edge for a region: `strength`, but never under the
+/// privacy floor.
+pub(crate) fn pixel_block(r: &Region, strength: u32) -> usize {
+    let floor = (r.w().max(r.h()) as f32 / 10.0).ceil() as usize;
+    (strength as usize).max(floor).max(2)
+}
+
+/// Gaussian sigma for a region: from `strength` as a kernel size, but never
+/// under the privacy floor.
+pub(crate) fn blur_sigma(r: &Region, strength: u32) -> f32 {
+    sigma_for_kernel(strength)
+        .max(r.w().min(r.h()) as f32 / 8.0)
+        .max(0.5)
+}
+
 /// Sigma for a kernel size, as OpenCV's getGaussianKernel derives it.
-fn sigma_for_kernel(k: u32) -> f32 {
+pub(crate) fn sigma_for_kernel(k: u32) -> f32 {
     let k = (k | 1) as f32;
     0.3 * ((k - 1.0) * 0.5 - 1.0) + 0.8
 }
 
 /// Box radii of three successive box blurs approximating a gaussian of
 /// `sigma` (W. Jarosz / P. Kovesi's construction).
-fn box_radii(sigma: f32) -> [usize; 3] {
+pub(crate) fn box_radii(sigma: f32) -> [usize; 3] {
     let n = 3.0;
     let w_ideal = (12.0 * sigma * sigma / n + 1.0).sqrt();
     let mut wl = w_ideal.floor() as i64;
@@ -203,9 +217,7 @@ fn box_radii(sigma: f32) -> [usize; 3] {
 /// so no pixel outside it contributes.
 fn blur_region(img: &RgbImage, r: &Region, strength: u32) -> Vec<u8> {
     let (rw, rh) = (r.w(), r.h());
-    let sigma = sigma_for_kernel(strength)
-        .max(rw.min(rh) as f32 / 8.0)
-        .max(0.5);
+    let sigma = blur_sigma(r, strength);
     let mut buf = vec![0f32; rw * rh * 3];
     for y in 0..rh {
         for x in 0..rw {

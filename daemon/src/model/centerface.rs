@@ -17,7 +17,7 @@ use candle_nn::VarBuilder;
 use super::nhwc::{self, Dense3x3, Depthwise, Map, Pointwise, Upsample2x2};
 
 /// (expansion, output channels, repeats, first stride) of MobileNetV2.
-const STAGES: [(usize, usize, usize, usize); 7] = [
+pub(crate) const STAGES: [(usize, usize, usize, usize); 7] = [
     (1, 16, 1, 1),
     (6, 24, 2, 2),
     (6, 32, 3, 2),
@@ -27,13 +27,13 @@ const STAGES: [(usize, usize, usize, usize); 7] = [
     (6, 320, 1, 1),
 ];
 /// Blocks whose outputs feed the neck: stride 4 (24 ch), 8 (32), 16 (96), 32 (320).
-const TAPS: [usize; 4] = [2, 5, 12, 16];
+pub(crate) const TAPS: [usize; 4] = [2, 5, 12, 16];
 /// The model's total stride; inputs must be multiples of it.
 pub const STRIDE: usize = 32;
 /// Output stride of the heads.
 pub const OUT_STRIDE: usize = 4;
 /// Channels of the heads' output: heatmap logit, scale (2), offset (2), landmarks (10).
-const HEAD_CHANNELS: usize = 15;
+pub(crate) const HEAD_CHANNELS: usize = 15;
 /// Floats of hidden (expanded) rows one band of an inverted residual block
 /// holds: about 640 KB, so with its depthwise output it stays in a 2 MiB L2.
 const BAND_FLOATS: usize = 160 * 1024;

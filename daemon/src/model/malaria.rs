@@ -19,7 +19,7 @@ pub const CROP: usize = 50;
 pub const CHANNELS: usize = 2;
 /// Pixels at or below this are background in a crop.
 const BACKGROUND_MAX: u8 = 8;
-const WIDTHS: [usize; 4] = [16, 32, 64, 128];
+pub(crate) const WIDTHS: [usize; 4] = [16, 32, 64, 128];
 
 /// Turn one 50x50 grayscale crop into the net's two input planes.
 pub fn planes(gray: &[u8]) -> Vec<f32> {

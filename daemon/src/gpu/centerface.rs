@@ -1,0 +1,364 @@
+//! CenterFace on wgpu: the architecture of `model::centerface`, block for
+//! block, with its weights uploaded once and a whole batch recorded into one
+//! command buffer. Input goes up as the batcher's RGB8 bytes and is laid
+//! out on the device; the heads come back with the heatmap's sigmoid applied.
+
+use candle_core::Tensor as CTensor;
+use candle_nn::VarBuilder;
+
+use super::ops::{self, Conv, Prep};
+use super::{f32s, Gpu, GpuError, Recorder, Result, Tensor};
+use crate::model::centerface::{Output, HEAD_CHANNELS, OUT_STRIDE, STAGES, STRIDE, TAPS};
+
+/// Bytes of activations one submission may allocate: every intermediate
+/// of a recorded batch lives until the batch completes.
+const ACTIVATION_BUDGET: u64 = 2 << 30;
+
+fn load_conv(
+    gpu: &Gpu,
+    vb: &VarBuilder,
+    shape: [usize; 4],
+    cout: usize,
+) -> candle_core::Result<Conv> {
+    let w = vb
+        .get(&shape[..], "weight")?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    let b = vb.get(cout, "bias")?.to_vec1::<f32>()?;
+    Ok(Conv::new(gpu, &w, &b, cout, shape[1], shape[2]))
+}
+
+struct InvertedResidual {
+    expand: Option<Conv>,
+    dw: Conv,
+    project: Conv,
+    stride: usize,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    fn load(
+        gpu: &Gpu,
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        t: usize,
+        stride: usize,
+    ) -> candle_core::Result<Self> {
+        let hidden = cin * t;
+        Ok(Self {
+            expand: if t == 1 {
+                None
+            } else {
+                Some(load_conv(
+                    gpu,
+                    &vb.pp("expand"),
+                    [hidden, cin, 1, 1],
+                    hidden,
+                )?)
+            },
+            dw: load_conv(gpu, &vb.pp("dw"), [hidden, 1, 3, 3], hidden)?,
+            project: load_conv(gpu, &vb.pp("project"), [cout, hidden, 1, 1], cout)?,
+            stride,
+            residual: stride == 1 && cin == cout,
+        })
+    }
+
+    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let e;
+        let hidden = match &self.expand {
+            Some(c) => {
+                e = ops::conv1x1(r, x, c, true, None)?;
+                &e
+            }
+            None => x,
+        };
+        let d = ops::depthwise(r, hidden, &self.dw, self.stride, 1, true)?;
+        ops::conv1x1(r, &d, &self.project, false, self.residual.then_some(x))
+    }
+}
+
+struct UpBlock {
+    up: Conv,
+    lateral: Conv,
+}
+
+impl UpBlock {
+    fn load(
+        gpu: &Gpu,
+        up: VarBuilder,
+        lateral: VarBuilder,
+        lateral_cin: usize,
+    ) -> candle_core::Result<Self> {
+        Ok(Self {
+            up: load_conv(gpu, &up, [24, 24, 2, 2], 24)?,
+            lateral: load_conv(gpu, &lateral, [24, lateral_cin, 1, 1], 24)?,
+        })
+    }
+
+    fn forward(&self, r: &mut Recorder, top: &Tensor, skip: &Tensor) -> Result<Tensor> {
+        let up = ops::conv_transpose2x2(r, top, &self.up, true)?;
+        ops::conv1x1(r, skip, &self.lateral, true, Some(&up))
+    }
+}
+
+struct Head {
+    feat: Conv,
+    out: Conv,
+}
+
+impl Head {
+    fn load(gpu: &Gpu, vb: VarBuilder) -> candle_core::Result<Self> {
+        let (mut w, mut b) = (Vec::new(), Vec::new());
+        for (name, c) in [
+            ("heatmap", 1),
+            ("scale", 2),
+            ("offset", 2),
+            ("landmarks", 10),
+        ] {
+            let v = vb.pp(name);
+            w.extend(
+                v.get((c, 24, 1, 1), "weight")?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            );
+            b.extend(v.get(c, "bias")?.to_vec1::<f32>()?);
+        }
+        Ok(Self {
+            feat: load_conv(gpu, &vb.pp("feat"), [24, 24, 3, 3], 24)?,
+            out: Conv::new(gpu, &w, &b, HEAD_CHANNELS, 24, 1),
+        })
+    }
+
+    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let y = ops::conv2d(r, x, &self.feat, 1, 1, true)?;
+        let out = ops::conv1x1(r, &y, &self.out, false, None)?;
+        ops::sigmoid(r, &out, 0, 1)?;
+        Ok(out)
+    }
+}
+
+pub struct GpuCenterFace {
+    stem: Conv,
+    blocks: Vec<InvertedResidual>,
+    top: Conv,
+    ups: Vec<UpBlock>,
+    head: Head,
+}
+
+impl GpuCenterFace {
+    pub fn load(gpu: &Gpu, vb: VarBuilder) -> candle_core::Result<Self> {
+        let stem = load_conv(gpu, &vb.pp("stem"), [32, 3, 3, 3], 32)?;
+        let mut blocks = Vec::with_capacity(17);
+        let mut cin = 32;
+        for (t, c, n, s) in STAGES {
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                let vbb = vb.pp(format!("blocks.{}", blocks.len()));
+                blocks.push(InvertedResidual::load(gpu, vbb, cin, c, t, stride)?);
+                cin = c;
+            }
+        }
+        let top = load_conv(gpu, &vb.pp("neck.top"), [24, 320, 1, 1], 24)?;
+        let ups = [96, 32, 24]
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                UpBlock::load(
+                    gpu,
+                    vb.pp(format!("neck.up.{i}")),
+                    vb.pp(format!("neck.lateral.{i}")),
+                    c,
+                )
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            stem,
+            blocks,
+            top,
+            ups,
+            head: Head::load(gpu, vb.pp("head"))?,
+        })
+    }
+
+    /// Bytes of activations one image of `h x w` allocates, and the largest
+    /// single tensor among them.
+    fn activation_bytes(h: usize, w: usize) -> (u64, u64) {
+        let (mut total, mut peak) = (0u64, 0u64);
+        let mut add = |c: usize, hh: usize, ww: usize| {
+            let b = (c * hh * ww * 4) as u64;
+            total += b;
+            peak = peak.max(b);
+        };
+        add(3, h, w);
+        let (mut hh, mut ww, mut cin) = (h / 2, w / 2, 32);
+        add(32, hh, ww);
+        for (t, c, n, s) in STAGES {
+            for i in 0..n {
+                let stride = if i == 0 { s } else { 1 };
+                if t > 1 {
+                    add(cin * t, hh, ww);
+                }
+                hh = hh.div_ceil(stride);
+                ww = ww.div_ceil(stride);
+                add(cin * t, hh, ww);
+                add(c, hh, ww);
+                cin = c;
+            }
+        }
+        // Neck and heads: a few 24-channel maps per level, 15 head channels.
+        for d in [16, 8, 4] {
+            add(24 * 3, h / d, w / d);
+        }
+        add(24 + HEAD_CHANNELS, h / OUT_STRIDE, w / OUT_STRIDE);
+        (total, peak)
+    }
+
+    /// Images per submission at `h x w` on this device.
+    pub fn chunk(gpu: &Gpu, h: usize, w: usize) -> usize {
+        let (total, peak) = Self::activation_bytes(h, w);
+        ((ACTIVATION_BUDGET / total.max(1)).min(gpu.max_binding / peak.max(1)) as usize).max(1)
+    }
+
+    /// `n` interleaved RGB8 images of `w x h` to the heads, as the CPU
+    /// model's [`Output`] (host tensors, sigmoid on the heatmap).
+    pub fn forward_rgb8(
+        &self,
+        gpu: &Gpu,
+        pixels: &[u8],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Output> {
+        if h == 0 || w == 0 || !h.is_multiple_of(STRIDE) || !w.is_multiple_of(STRIDE) {
+            return Err(GpuError::Shape(format!(
+                "centerface: H and W must be non-zero multiples of {STRIDE}, got {w}x{h}"
+            )));
+        }
+        if pixels.len() != n * h * w * 3 {
+            return Err(GpuError::Shape(format!(
+                "centerface: {} bytes for {n} images of {w}x{h}",
+                pixels.len()
+            )));
+        }
+        let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
+        let per = HEAD_CHANNELS * oh * ow;
+        let mut all = Vec::with_capacity(n * per);
+        let chunk = Self::chunk(gpu, h, w);
+        for start in (0..n).step_by(chunk) {
+            let k = chunk.min(n - start);
+            let src = gpu.upload(
+                "pixels",
+                &pixels[start * h * w * 3..(start + k) * h * w * 3],
+            );
+            let mut r = gpu.recorder();
+            let plain = Prep {
+                bgr: false,
+                scale: 1.0,
+                offset: 0.0,
+            };
+            let x = ops::preprocess(&mut r, &src, k, (w, h), (w, h), plain)?;
+            let heads = self.forward(&mut r, &x)?;
+            let rb = r.read(&heads.buf, (heads.len() * 4) as u64);
+            let out = r.finish()?;
+            all.extend(f32s(&out[rb.0])[..k * per].iter().copied());
+        }
+        let dev = candle_core::Device::Cpu;
+        let t = |e: candle_core::Error| GpuError::Run(e.to_string());
+        let out = CTensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &dev).map_err(t)?;
+        Ok(Output {
+            heatmap: out
+                .narrow(1, 0, 1)
+                .and_then(|v| v.contiguous())
+                .map_err(t)?,
+            scale: out.narrow(1, 1, 2).map_err(t)?,
+            offset: out.narrow(1, 3, 2).map_err(t)?,
+            landmarks: out.narrow(1, 5, 10).map_err(t)?,
+        })
+    }
+
+    /// An [n, 3, H, W] input (RGB, 0-255) to the [n, 15, H/4, W/4] heads.
+    pub fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+        let mut y = ops::conv2d(r, x, &self.stem, 2, 1, true)?;
+        let mut taps = Vec::with_capacity(TAPS.len());
+        for (i, block) in self.blocks.iter().enumerate() {
+            let next = block.forward(r, &y)?;
+            let prev = std::mem::replace(&mut y, next);
+            if i > 0 && TAPS.contains(&(i - 1)) {
+                taps.push(prev);
+            }
+        }
+        taps.push(y);
+        let mut y = ops::conv1x1(r, &taps[3], &self.top, true, None)?;
+        for (up, skip) in self.ups.iter().zip([&taps[2], &taps[1], &taps[0]]) {
+            y = up.forward(r, &y, skip)?;
+        }
+        self.head.forward(r, &y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::test_gpu;
+    use crate::model::centerface::CenterFace;
+    use candle_core::Device;
+
+    const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+    fn weights() -> VarBuilder<'static> {
+        let path = format!("{ROOT}/models/centerface/centerface.safetensors");
+        crate::model::load_weights(path.as_ref(), &Device::Cpu).unwrap()
+    }
+
+    fn rel_l2(a: &CTensor, b: &CTensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let num: f64 = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den.max(1e-30)).sqrt() as f32
+    }
+
+    /// Letterboxed real photos (as the batcher makes them) through both
+    /// paths: every head within relative L2 1e-4 of the CPU model.
+    #[test]
+    fn heads_match_the_cpu_model_on_real_photos() {
+        let Some(gpu) = test_gpu() else { return };
+        let cpu = CenterFace::load(weights()).unwrap();
+        let dev = GpuCenterFace::load(&gpu, weights()).unwrap();
+        let (w, h) = (320, 224);
+        let mut pixels = Vec::new();
+        for name in ["astronaut.jpg", "group.jpg"] {
+            let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
+                .unwrap()
+                .to_rgb8();
+            let lb = crate::imaging::resize::letterbox(&img, w as u32, h as u32).unwrap();
+            pixels.extend_from_slice(&lb.pixels);
+        }
+        let a = cpu.forward_rgb8(&pixels, 2, h, w).unwrap();
+        let b = dev.forward_rgb8(&gpu, &pixels, 2, h, w).unwrap();
+        for (name, p, q) in [
+            ("heatmap", &a.heatmap, &b.heatmap),
+            ("scale", &a.scale, &b.scale),
+            ("offset", &a.offset, &b.offset),
+            ("landmarks", &a.landmarks, &b.landmarks),
+        ] {
+            let e = rel_l2(&q.contiguous().unwrap(), &p.contiguous().unwrap());
+            assert!(e < 1e-4, "{name}: relative L2 {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        let Some(gpu) = test_gpu() else { return };
+        let dev = GpuCenterFace::load(&gpu, weights()).unwrap();
+        assert!(dev
+            .forward_rgb8(&gpu, &[0; 40 * 64 * 3], 1, 40, 64)
+            .is_err());
+        assert!(dev.forward_rgb8(&gpu, &[0; 10], 1, 32, 32).is_err());
+    }
+}

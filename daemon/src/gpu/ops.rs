@@ -1,0 +1,608 @@
+//! One function per shader: checks shapes, allocates the output, records
+//! the dispatch. Weights are uploaded once, at model load, as [`Conv`].
+
+use super::{grid_1d, GpuError, Recorder, Result, Tensor};
+
+/// A convolution's weight and bias on the device, in PyTorch's layouts:
+/// [cout, cin, k, k] (dense), [c, 1, 3, 3] (depthwise), [cin, cout, 2, 2]
+/// (transposed), [outputs, inputs] (linear).
+pub struct Conv {
+    pub w: wgpu::Buffer,
+    pub b: wgpu::Buffer,
+    pub cout: usize,
+    pub cin: usize,
+    pub k: usize,
+}
+
+impl Conv {
+    pub fn new(gpu: &super::Gpu, w: &[f32], b: &[f32], cout: usize, cin: usize, k: usize) -> Self {
+        debug_assert_eq!(b.len(), cout);
+        Self {
+            w: gpu.upload("weight", w),
+            b: gpu.upload("bias", b),
+            cout,
+            cin,
+            k,
+        }
+    }
+}
+
+fn u(v: usize) -> u32 {
+    v as u32
+}
+
+fn groups_2d(w: usize, h: usize, z: usize) -> [u32; 3] {
+    [u(w.div_ceil(8)), u(h.div_ceil(8)), u(z)]
+}
+
+fn expect_channels(op: &str, x: &Tensor, c: usize) -> Result<()> {
+    if x.shape[1] != c {
+        return Err(GpuError::Shape(format!(
+            "{op}: input has {} channels, the layer takes {c}",
+            x.shape[1]
+        )));
+    }
+    Ok(())
+}
+
+/// Output edge of a k x k window at `stride` with `pad` on each side.
+pub fn out_dim(len: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (len + 2 * pad).saturating_sub(k) / stride + 1
+}
+
+/// Dense k x k convolution (`shaders/conv2d.wgsl`).
+pub fn conv2d(
+    r: &mut Recorder,
+    x: &Tensor,
+    c: &Conv,
+    stride: usize,
+    pad: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    expect_channels("conv2d", x, c.cin)?;
+    let [n, _, h, w] = x.shape;
+    if h + 2 * pad < c.k || w + 2 * pad < c.k {
+        return Err(GpuError::Shape(format!(
+            "conv2d: {h}x{w} input smaller than its {0}x{0} kernel",
+            c.k
+        )));
+    }
+    let (ho, wo) = (out_dim(h, c.k, stride, pad), out_dim(w, c.k, stride, pad));
+    let y = r.gpu().tensor([n, c.cout, ho, wo])?;
+    let p = [
+        n,
+        c.cin,
+        h,
+        w,
+        c.cout,
+        ho,
+        wo,
+        c.k,
+        stride,
+        pad,
+        relu as usize,
+        0,
+    ]
+    .map(u);
+    r.dispatch(
+        "conv2d",
+        &p,
+        &[&x.buf, &c.w, &c.b, &y.buf],
+        groups_2d(wo, ho, n * c.cout.div_ceil(8)),
+    )?;
+    Ok(y)
+}
+
+/// Depthwise 3x3 convolution (`shaders/depthwise.wgsl`).
+pub fn depthwise(
+    r: &mut Recorder,
+    x: &Tensor,
+    c: &Conv,
+    stride: usize,
+    pad: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    expect_channels("depthwise", x, c.cout)?;
+    let [n, ch, h, w] = x.shape;
+    let (ho, wo) = (out_dim(h, 3, stride, pad), out_dim(w, 3, stride, pad));
+    let y = r.gpu().tensor([n, ch, ho, wo])?;
+    let p = [n, ch, h, w, ho, wo, stride, pad, relu as usize, 0, 0, 0].map(u);
+    r.dispatch(
+        "depthwise",
+        &p,
+        &[&x.buf, &c.w, &c.b, &y.buf],
+        groups_2d(wo, ho, n * ch),
+    )?;
+    Ok(y)
+}
+
+/// 1x1 convolution as a tiled matrix product (`shaders/conv1x1.wgsl`):
+/// bias, then ReLU if asked, then `residual` (same shape as the output) added.
+pub fn conv1x1(
+    r: &mut Recorder,
+    x: &Tensor,
+    c: &Conv,
+    relu: bool,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    expect_channels("conv1x1", x, c.cin)?;
+    let [n, _, h, w] = x.shape;
+    let shape = [n, c.cout, h, w];
+    if let Some(res) = residual {
+        if res.shape != shape {
+            return Err(GpuError::Shape(format!(
+                "conv1x1: residual {:?} for an output of {shape:?}",
+                res.shape
+            )));
+        }
+    }
+    let y = r.gpu().tensor(shape)?;
+    let p = [
+        n,
+        c.cin,
+        c.cout,
+        h * w,
+        relu as usize,
+        residual.is_some() as usize,
+        0,
+        0,
+    ]
+    .map(u);
+    let res = residual.map(|t| &t.buf).unwrap_or(r.placeholder());
+    r.dispatch(
+        "conv1x1",
+        &p,
+        &[&x.buf, &c.w, &c.b, res, &y.buf],
+        [u((h * w).div_ceil(64)), u(c.cout.div_ceil(64)), u(n)],
+    )?;
+    Ok(y)
+}
+
+/// 2x2/stride-2 transposed convolution (`shaders/conv_transpose2x2.wgsl`).
+pub fn conv_transpose2x2(r: &mut Recorder, x: &Tensor, c: &Conv, relu: bool) -> Result<Tensor> {
+    expect_channels("conv_transpose2x2", x, c.cin)?;
+    let [n, _, h, w] = x.shape;
+    let y = r.gpu().tensor([n, c.cout, 2 * h, 2 * w])?;
+    let p = [n, c.cin, h, w, c.cout, relu as usize, 0, 0].map(u);
+    r.dispatch(
+        "conv_transpose2x2",
+        &p,
+        &[&x.buf, &c.w, &c.b, &y.buf],
+        groups_2d(2 * w, 2 * h, n * c.cout),
+    )?;
+    Ok(y)
+}
+
+/// 2x2 max-pool, stride 2, floor (`shaders/maxpool2x2.wgsl`).
+pub fn maxpool2x2(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    let [n, c, h, w] = x.shape;
+    let (ho, wo) = (h / 2, w / 2);
+    let y = r.gpu().tensor([n, c, ho, wo])?;
+    r.dispatch(
+        "maxpool2x2",
+        &[h, w, ho, wo].map(u),
+        &[&x.buf, &y.buf],
+        groups_2d(wo, ho, n * c),
+    )?;
+    Ok(y)
+}
+
+/// [centre crop of `a` to `b`'s size, `b`] along channels (`shaders/crop_concat.wgsl`).
+pub fn crop_concat(r: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let [n, ca, ha, wa] = a.shape;
+    let [nb, cb, h, w] = b.shape;
+    let crop = (ha.saturating_sub(h)) / 2;
+    if nb != n || ha < h || wa < w || ha - h != wa - w || (ha - h) % 2 != 0 {
+        return Err(GpuError::Shape(format!(
+            "crop_concat: cannot centre-crop {:?} to {:?}",
+            a.shape, b.shape
+        )));
+    }
+    let y = r.gpu().tensor([n, ca + cb, h, w])?;
+    r.dispatch(
+        "crop_concat",
+        &[n, ca, cb, ha, wa, h, w, crop].map(u),
+        &[&a.buf, &b.buf, &y.buf],
+        grid_1d(y.len()),
+    )?;
+    Ok(y)
+}
+
+/// Sigmoid in place on channels `c0..c0 + k` (`shaders/sigmoid.wgsl`).
+pub fn sigmoid(r: &mut Recorder, x: &Tensor, c0: usize, k: usize) -> Result<()> {
+    let [n, c, h, w] = x.shape;
+    if c0 + k > c {
+        return Err(GpuError::Shape(format!(
+            "sigmoid: channels {c0}..{} of {c}",
+            c0 + k
+        )));
+    }
+    r.dispatch(
+        "sigmoid",
+        &[n, c, h * w, c0, k, 0, 0, 0].map(u),
+        &[&x.buf],
+        grid_1d(n * k * h * w),
+    )
+}
+
+/// Mean over each plane: [n, c, h, w] -> [n, c, 1, 1] (`shaders/global_avg_pool.wgsl`).
+pub fn global_avg_pool(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    let [n, c, h, w] = x.shape;
+    let y = r.gpu().tensor([n, c, 1, 1])?;
+    r.dispatch(
+        "global_avg_pool",
+        &[n * c, h * w, 0, 0].map(u),
+        &[&x.buf, &y.buf],
+        [u((n * c).div_ceil(64)), 1, 1],
+    )?;
+    Ok(y)
+}
+
+/// Fully connected: [n, inputs, 1, 1] -> [n, outputs, 1, 1] (`shaders/linear.wgsl`).
+pub fn linear(r: &mut Recorder, x: &Tensor, c: &Conv) -> Result<Tensor> {
+    let [n, ch, h, w] = x.shape;
+    if ch * h * w != c.cin {
+        return Err(GpuError::Shape(format!(
+            "linear: {} inputs per item, the layer takes {}",
+            ch * h * w,
+            c.cin
+        )));
+    }
+    let y = r.gpu().tensor([n, c.cout, 1, 1])?;
+    r.dispatch(
+        "linear",
+        &[n, c.cin, c.cout, 0].map(u),
+        &[&x.buf, &c.w, &c.b, &y.buf],
+        [u((n * c.cout).div_ceil(64)), 1, 1],
+    )?;
+    Ok(y)
+}
+
+/// Softmax in place over each item's values (channels x plane flattened).
+pub fn softmax(r: &mut Recorder, x: &Tensor) -> Result<()> {
+    let [n, c, h, w] = x.shape;
+    r.dispatch(
+        "softmax",
+        &[n, c * h * w, 0, 0].map(u),
+        &[&x.buf],
+        [u(n.div_ceil(64)), 1, 1],
+    )
+}
+
+/// How `preprocess` maps bytes to the model's input.
+#[derive(Debug, Clone, Copy)]
+pub struct Prep {
+    /// Swap R and B (the source is RGB).
+    pub bgr: bool,
+    pub scale: f32,
+    pub offset: f32,
+}
+
+/// `n` interleaved RGB8 images of `sw x sh`, uploaded as they are, to an
+/// [n, 3, dh, dw] input: resize, layout and scaling in one dispatch
+/// (`shaders/preprocess.wgsl`).
+pub fn preprocess(
+    r: &mut Recorder,
+    src: &wgpu::Buffer,
+    n: usize,
+    (sw, sh): (usize, usize),
+    (dw, dh): (usize, usize),
+    prep: Prep,
+) -> Result<Tensor> {
+    if (src.size() as usize) < n * sw * sh * 3 || sw == 0 || sh == 0 {
+        return Err(GpuError::Shape(format!(
+            "preprocess: {} bytes for {n} images of {sw}x{sh}",
+            src.size()
+        )));
+    }
+    let y = r.gpu().tensor([n, 3, dh, dw])?;
+    let p = [
+        u(n),
+        u(sh),
+        u(sw),
+        u(dh),
+        u(dw),
+        prep.bgr as u32,
+        prep.scale.to_bits(),
+        prep.offset.to_bits(),
+    ];
+    r.dispatch("preprocess", &p, &[src, &y.buf], grid_1d(y.len()))?;
+    Ok(y)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each op against a CPU reference on fresh random inputs: candle's own
+    //! ops where it has them, plain loops otherwise.
+
+    use super::*;
+    use crate::gpu::{f32s, test_gpu, Gpu};
+    use candle_core::{Device, Tensor as CTensor, D};
+    use rand::{Rng, SeedableRng};
+
+    fn rnd(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Relative L2 error of `got` against `want`.
+    fn rel_l2(got: &[f32], want: &[f32]) -> f32 {
+        assert_eq!(got.len(), want.len());
+        let num: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum();
+        let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+        (num / den.max(1e-30)).sqrt() as f32
+    }
+
+    /// Ops are plain f32 arithmetic in a different order: well inside 1e-5.
+    const TOL: f32 = 1e-5;
+
+    fn run(gpu: &Gpu, f: impl FnOnce(&mut Recorder) -> Tensor) -> Vec<f32> {
+        let mut r = gpu.recorder();
+        let y = f(&mut r);
+        let rb = r.read(&y.buf, (y.len() * 4) as u64);
+        f32s(&r.finish().unwrap()[rb.0])
+    }
+
+    fn ct(data: &[f32], shape: &[usize]) -> CTensor {
+        CTensor::from_slice(data, shape, &Device::Cpu).unwrap()
+    }
+
+    fn host(t: &CTensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    fn with_bias(t: CTensor, b: &[f32], relu: bool) -> CTensor {
+        let c = b.len();
+        let t = t.broadcast_add(&ct(b, &[1, c, 1, 1])).unwrap();
+        if relu {
+            t.relu().unwrap()
+        } else {
+            t
+        }
+    }
+
+    #[test]
+    fn conv2d_matches_candle() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for (n, cin, cout, h, w, stride, pad, relu) in [
+            (2, 3, 32, 33, 47, 2, 1, true),
+            (1, 24, 24, 20, 12, 1, 1, false),
+            (2, 5, 13, 17, 19, 1, 0, true),
+        ] {
+            let (x, wt, b) = (
+                rnd(&mut rng, n * cin * h * w),
+                rnd(&mut rng, cout * cin * 9),
+                rnd(&mut rng, cout),
+            );
+            let c = Conv::new(&gpu, &wt, &b, cout, cin, 3);
+            let got = run(&gpu, |r| {
+                let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
+                conv2d(r, &xt, &c, stride, pad, relu).unwrap()
+            });
+            let want = ct(&x, &[n, cin, h, w])
+                .conv2d(&ct(&wt, &[cout, cin, 3, 3]), pad, stride, 1, 1)
+                .unwrap();
+            let want = host(&with_bias(want, &b, relu));
+            let e = rel_l2(&got, &want);
+            assert!(e < TOL, "conv2d {cin}->{cout} s{stride} p{pad}: rel L2 {e}");
+        }
+    }
+
+    #[test]
+    fn depthwise_matches_candle() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+        for (n, c, h, w, stride) in [(2, 96, 21, 30, 2), (1, 144, 16, 9, 1)] {
+            let (x, wt, b) = (
+                rnd(&mut rng, n * c * h * w),
+                rnd(&mut rng, c * 9),
+                rnd(&mut rng, c),
+            );
+            let conv = Conv::new(&gpu, &wt, &b, c, 1, 3);
+            let got = run(&gpu, |r| {
+                let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+                depthwise(r, &xt, &conv, stride, 1, true).unwrap()
+            });
+            let want = ct(&x, &[n, c, h, w])
+                .conv2d(&ct(&wt, &[c, 1, 3, 3]), 1, stride, 1, c)
+                .unwrap();
+            let e = rel_l2(&got, &host(&with_bias(want, &b, true)));
+            assert!(e < TOL, "depthwise c{c} s{stride}: rel L2 {e}");
+        }
+    }
+
+    #[test]
+    fn conv1x1_matches_candle_with_relu_and_residual() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        // Sizes off the 64/16 tile edges on purpose.
+        for (n, cin, cout, h, w, relu, residual) in [
+            (2, 24, 144, 13, 11, true, false),
+            (3, 160, 960, 5, 7, false, false),
+            (1, 37, 70, 9, 10, false, true),
+            (2, 96, 24, 4, 4, true, true),
+        ] {
+            let (x, wt, b, res) = (
+                rnd(&mut rng, n * cin * h * w),
+                rnd(&mut rng, cout * cin),
+                rnd(&mut rng, cout),
+                rnd(&mut rng, n * cout * h * w),
+            );
+            let c = Conv::new(&gpu, &wt, &b, cout, cin, 1);
+            let got = run(&gpu, |r| {
+                let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
+                let rt = r.gpu().tensor_from([n, cout, h, w], &res).unwrap();
+                conv1x1(r, &xt, &c, relu, residual.then_some(&rt)).unwrap()
+            });
+            let mut want = with_bias(
+                ct(&x, &[n, cin, h, w])
+                    .conv2d(&ct(&wt, &[cout, cin, 1, 1]), 0, 1, 1, 1)
+                    .unwrap(),
+                &b,
+                relu,
+            );
+            if residual {
+                want = (want + ct(&res, &[n, cout, h, w])).unwrap();
+            }
+            let e = rel_l2(&got, &host(&want));
+            assert!(e < TOL, "conv1x1 {cin}->{cout}: rel L2 {e}");
+        }
+    }
+
+    #[test]
+    fn conv_transpose2x2_matches_candle() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+        let (n, cin, cout, h, w) = (2, 24, 24, 7, 5);
+        let (x, wt, b) = (
+            rnd(&mut rng, n * cin * h * w),
+            rnd(&mut rng, cin * cout * 4),
+            rnd(&mut rng, cout),
+        );
+        let c = Conv::new(&gpu, &wt, &b, cout, cin, 2);
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
+            conv_transpose2x2(r, &xt, &c, true).unwrap()
+        });
+        let want = ct(&x, &[n, cin, h, w])
+            .conv_transpose2d(&ct(&wt, &[cin, cout, 2, 2]), 0, 0, 2, 1)
+            .unwrap();
+        let e = rel_l2(&got, &host(&with_bias(want, &b, true)));
+        assert!(e < TOL, "conv_transpose2x2: rel L2 {e}");
+    }
+
+    #[test]
+    fn pooling_concat_and_activations_match_candle() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let (n, c, h, w) = (2, 5, 11, 9);
+        let x = rnd(&mut rng, n * c * h * w);
+        let xc = ct(&x, &[n, c, h, w]);
+
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            maxpool2x2(r, &xt).unwrap()
+        });
+        assert_eq!(got, host(&xc.max_pool2d(2).unwrap()), "maxpool2x2");
+
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            global_avg_pool(r, &xt).unwrap()
+        });
+        let want = host(&xc.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap());
+        assert!(rel_l2(&got, &want) < TOL, "global_avg_pool");
+
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            sigmoid(r, &xt, 1, 3).unwrap();
+            xt
+        });
+        let sig = candle_nn::ops::sigmoid(&xc).unwrap();
+        let want = CTensor::cat(
+            &[
+                xc.narrow(1, 0, 1).unwrap(),
+                sig.narrow(1, 1, 3).unwrap(),
+                xc.narrow(1, 4, 1).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        assert!(rel_l2(&got, &host(&want)) < TOL, "sigmoid");
+
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            softmax(r, &xt).unwrap();
+            xt
+        });
+        let want = candle_nn::ops::softmax_last_dim(&xc.reshape((n, c * h * w)).unwrap()).unwrap();
+        assert!(rel_l2(&got, &host(&want)) < TOL, "softmax");
+
+        // Crop 9x9 -> 5x5 (2 px a side) and append a 3-channel 5x5 map.
+        let (ha, hb, cb) = (9, 5, 3);
+        let a = rnd(&mut rng, n * c * ha * ha);
+        let b = rnd(&mut rng, n * cb * hb * hb);
+        let got = run(&gpu, |r| {
+            let at = r.gpu().tensor_from([n, c, ha, ha], &a).unwrap();
+            let bt = r.gpu().tensor_from([n, cb, hb, hb], &b).unwrap();
+            crop_concat(r, &at, &bt).unwrap()
+        });
+        let crop = ct(&a, &[n, c, ha, ha])
+            .narrow(2, 2, hb)
+            .unwrap()
+            .narrow(3, 2, hb)
+            .unwrap();
+        let want = CTensor::cat(&[crop, ct(&b, &[n, cb, hb, hb])], 1).unwrap();
+        assert_eq!(got, host(&want), "crop_concat");
+
+        let (inputs, outputs) = (c * h * w, 7);
+        let (wt, bias) = (rnd(&mut rng, outputs * inputs), rnd(&mut rng, outputs));
+        let lin = Conv::new(&gpu, &wt, &bias, outputs, inputs, 1);
+        let got = run(&gpu, |r| {
+            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            linear(r, &xt, &lin).unwrap()
+        });
+        let want = xc
+            .reshape((n, inputs))
+            .unwrap()
+            .matmul(&ct(&wt, &[outputs, inputs]).t().unwrap())
+            .unwrap()
+            .broadcast_add(&ct(&bias, &[outputs]))
+            .unwrap();
+        assert!(rel_l2(&got, &host(&want)) < TOL, "linear");
+    }
+
+    #[test]
+    fn preprocess_lays_out_and_scales_bytes() {
+        let Some(gpu) = test_gpu() else { return };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let (n, w, h) = (2, 7, 5);
+        let bytes: Vec<u8> = (0..n * w * h * 3).map(|_| rng.gen()).collect();
+        let src = gpu.upload("pixels", &bytes);
+        let prep = Prep {
+            bgr: true,
+            scale: 2.0 / 255.0,
+            offset: -1.0,
+        };
+        let got = run(&gpu, |r| {
+            preprocess(r, &src, n, (w, h), (w, h), prep).unwrap()
+        });
+        for i in 0..n {
+            for c in 0..3 {
+                for p in 0..w * h {
+                    let want =
+                        bytes[(i * w * h + p) * 3 + (2 - c)] as f32 * prep.scale + prep.offset;
+                    let g = got[(i * 3 + c) * w * h + p];
+                    assert!((g - want).abs() < 1e-6, "image {i} channel {c} pixel {p}");
+                }
+            }
+        }
+        // Resizing a constant image gives the constant; 2x downscaling of
+        // a 2x2-block image gives the blocks' values.
+        let (sw, sh) = (8, 6);
+        let blocky: Vec<u8> = (0..sh * sw)
+            .flat_map(|p| {
+                let v = (((p / sw) / 2) * 40 + ((p % sw) / 2) * 10) as u8;
+                [v, v, v]
+            })
+            .collect();
+        let src = gpu.upload("pixels", &blocky);
+        let plain = Prep {
+            bgr: false,
+            scale: 1.0,
+            offset: 0.0,
+        };
+        let got = run(&gpu, |r| {
+            preprocess(r, &src, 1, (sw, sh), (sw / 2, sh / 2), plain).unwrap()
+        });
+        for y in 0..sh / 2 {
+            for x in 0..sw / 2 {
+                let want = (y * 40 + x * 10) as f32;
+                assert!((got[y * sw / 2 + x] - want).abs() < 1e-4, "({x}, {y})");
+            }
+        }
+    }
+}
