@@ -482,9 +482,10 @@ pub async fn test_mask(
     let faces = det.faces.clone();
     let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
     let image = std::mem::replace(&mut prep.image, image::RgbImage::new(0, 0));
+    let masker = app.batcher.masker().clone();
     let (image, out, regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
         let mut image = image;
-        pipeline::mask_and_encode(&mut image, &faces, mask, format, quality)
+        pipeline::mask_and_encode(&masker, &mut image, &faces, mask, format, quality)
             .map(|(o, r, m, e)| (image, o, r, m, e))
     })
     .await??;

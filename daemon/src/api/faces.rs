@@ -606,8 +606,9 @@ pub async fn mask(
     let (format, image_format) = (mq.format, prep.format);
     let faces = det.faces.clone();
     let mut image = prep.image;
+    let masker = app.batcher.masker().clone();
     let (out, _regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
-        pipeline::mask_and_encode(&mut image, &faces, mq.mask, format, mq.quality)
+        pipeline::mask_and_encode(&masker, &mut image, &faces, mq.mask, format, mq.quality)
     })
     .await??;
     let mut resp_headers = HeaderMap::new();

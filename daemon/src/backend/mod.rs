@@ -101,6 +101,10 @@ pub trait Backend: Send {
     /// Largest batch worth forming on this device.
     fn max_batch_size(&self) -> usize;
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError>;
+    /// Where frames found on this backend get masked.
+    fn masker(&self) -> crate::pipeline::faces::Masker {
+        crate::pipeline::faces::Masker::Cpu
+    }
 }
 
 /// Which backend to start, from config.

@@ -77,6 +77,10 @@ impl Backend for WgpuBackend {
         self.gpu.describe()
     }
 
+    fn masker(&self) -> crate::pipeline::faces::Masker {
+        crate::pipeline::faces::Masker::Wgpu(self.gpu.clone())
+    }
+
     fn health(&self) -> Result<(), BackendError> {
         Ok(self.gpu.health()?)
     }

@@ -141,6 +141,7 @@ struct Shared<W: Workload> {
 pub struct Batcher<W: Workload = FaceWork> {
     shared: Arc<Shared<W>>,
     info: BatcherInfo,
+    masker: crate::pipeline::faces::Masker,
     work: Arc<W>,
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
@@ -190,6 +191,7 @@ impl<W: Workload> Batcher<W> {
         backend.run(warm)?;
         tracing::info!(backend = backend.name(), device = %backend.device(), ms = t.elapsed().as_secs_f64() * 1e3, "warm-up inference done");
         let max_batch = policy.max_batch.min(backend.max_batch_size()).max(1);
+        let masker = backend.masker();
         let info = BatcherInfo {
             backend: backend.name(),
             device: backend.device(),
@@ -218,6 +220,7 @@ impl<W: Workload> Batcher<W> {
         Ok(Self {
             shared,
             info,
+            masker,
             work,
             thread: Mutex::new(Some(thread)),
             metrics,
@@ -226,6 +229,11 @@ impl<W: Workload> Batcher<W> {
 
     pub fn info(&self) -> &BatcherInfo {
         &self.info
+    }
+
+    /// Where this batcher's frames are masked.
+    pub fn masker(&self) -> &crate::pipeline::faces::Masker {
+        &self.masker
     }
 
     pub fn healthy(&self) -> bool {

@@ -459,6 +459,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 let res = async {
                     let (mut prep, det) = detect_file(&b, &path, &config, params).await?;
                     let (data, n, _, _) = pipeline::mask_and_encode(
+                        b.masker(),
                         &mut prep.image,
                         &det.faces,
                         MaskParams {

@@ -137,8 +137,49 @@ pub async fn detect(
     })
 }
 
+/// Where masking runs: on the GPU the faces were found on when it is a
+/// wgpu device, else on the CPU.
+#[derive(Clone, Default)]
+pub enum Masker {
+    #[default]
+    Cpu,
+    #[cfg(feature = "wgpu")]
+    Wgpu(std::sync::Arc<crate::gpu::Gpu>),
+}
+
+impl Masker {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Masker::Cpu => "cpu",
+            #[cfg(feature = "wgpu")]
+            Masker::Wgpu(_) => "wgpu",
+        }
+    }
+
+    /// Mask every box in place. A device failure falls back to the CPU
+    /// masker (the GPU path writes the frame only once it fully succeeded),
+    /// so a frame never leaves unmasked.
+    pub fn apply(
+        &self,
+        image: &mut RgbImage,
+        boxes: &[[f32; 4]],
+        params: imaging::MaskParams,
+    ) -> Vec<imaging::mask::Region> {
+        match self {
+            Masker::Cpu => imaging::mask::apply(image, boxes, params),
+            #[cfg(feature = "wgpu")]
+            Masker::Wgpu(gpu) => crate::gpu::mask::apply(gpu, image, boxes, params)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "wgpu masking failed; masking on the CPU");
+                    imaging::mask::apply(image, boxes, params)
+                }),
+        }
+    }
+}
+
 /// Mask the faces in place and encode. Blocking.
 pub fn mask_and_encode(
+    masker: &Masker,
     image: &mut RgbImage,
     faces: &[Face],
     params: imaging::MaskParams,
@@ -147,7 +188,7 @@ pub fn mask_and_encode(
 ) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
     let t0 = Instant::now();
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
-    let regions = imaging::mask::apply(image, &boxes, params);
+    let regions = masker.apply(image, &boxes, params);
     let t1 = Instant::now();
     let bytes = imaging::encode(image, format, quality)?;
     Ok((bytes, regions.len(), ms(t1 - t0), ms(t1.elapsed())))

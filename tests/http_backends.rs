@@ -1,0 +1,122 @@
+//! Backend selection and the wgpu backend over real HTTP: what `auto`
+//! picks, how an unavailable backend fails, and the wgpu server answering
+//! detect and mask like the CPU server. wgpu runs on whatever Vulkan
+//! adapter the machine has (Mesa's lavapipe in CI, selected explicitly);
+//! without one the wgpu tests skip with the reason.
+
+mod common;
+
+use argus::backend::{BackendKind, Target};
+use common::{fixture, json, start};
+
+fn decode(bytes: &[u8]) -> image::RgbImage {
+    image::load_from_memory(bytes).unwrap().into_rgb8()
+}
+
+#[tokio::test]
+async fn auto_never_takes_a_software_adapter() {
+    let s = start(|c| c.backend = BackendKind::Auto).await;
+    let v = json(s.client.get(s.url("/health")).send().await.unwrap()).await;
+    let (backend, device) = (v["backend"].as_str().unwrap(), v["device"].as_str().unwrap());
+    assert!(backend == "cpu" || backend == "wgpu", "{v}");
+    assert!(
+        !device.contains(", Cpu,"),
+        "auto picked a software adapter: {device}"
+    );
+    let m = s.metrics().await;
+    assert!(
+        m.contains(&format!("backend=\"{backend}\"")),
+        "argus_build_info names the backend"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn asking_for_a_backend_this_build_lacks_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = common::base_config(dir.path());
+    c.backend = BackendKind::Cuda;
+    let err = match argus::start(c).await {
+        Ok(_) => panic!("started on a backend that is not compiled in"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("cuda") && err.contains("not available"), "{err}");
+}
+
+/// The wgpu target, or None (with the reason printed) on a machine with no
+/// Vulkan/Metal/DX12 adapter at all.
+fn wgpu_or_skip() -> Option<Target> {
+    match argus::backend::resolve(BackendKind::Wgpu) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn wgpu_server_detects_and_masks_like_the_cpu_server() {
+    if wgpu_or_skip().is_none() {
+        return;
+    }
+    let cpu = start(|c| c.auth.api_key_enabled = false).await;
+    let gpu = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.backend = BackendKind::Wgpu;
+    })
+    .await;
+    let h = json(gpu.client.get(gpu.url("/health")).send().await.unwrap()).await;
+    assert_eq!(h["backend"], "wgpu", "{h}");
+    assert_eq!(h["max_batch_size"], 32, "the GPU batch cap applies: {h}");
+    assert!(gpu.metrics().await.contains("backend=\"wgpu\""));
+
+    for name in ["group.jpg", "astronaut.jpg", "coffee.jpg"] {
+        let a = json(cpu.post_image("/api/v1/detect", None, fixture(name)).await).await;
+        let b = json(gpu.post_image("/api/v1/detect", None, fixture(name)).await).await;
+        let (da, db) = (
+            a["detections"].as_array().unwrap(),
+            b["detections"].as_array().unwrap(),
+        );
+        assert_eq!(da.len(), db.len(), "{name}: {a} against {b}");
+        for (x, y) in da.iter().zip(db) {
+            let d = |k: &str| {
+                (x["bbox"][k].as_f64().unwrap() - y["bbox"][k].as_f64().unwrap()).abs()
+            };
+            for k in ["x1", "y1", "x2", "y2"] {
+                assert!(d(k) < 0.5, "{name}: {k} differs: {x} against {y}");
+            }
+            let ds = (x["confidence"].as_f64().unwrap() - y["confidence"].as_f64().unwrap()).abs();
+            assert!(ds < 1e-3, "{name}: confidence {x} against {y}");
+        }
+    }
+
+    // Masking runs on the device: the same pixels as the CPU masker but
+    // for rounding and the ellipse's edge.
+    let original = decode(&fixture("group.jpg"));
+    for method in ["gaussian", "pixelate", "solid", "elliptical"] {
+        let q = format!("/api/v1/mask?method={method}&format=png");
+        let a = decode(&cpu.post_fixture(&q, "group.jpg").await.bytes().await.unwrap());
+        let b = decode(&gpu.post_fixture(&q, "group.jpg").await.bytes().await.unwrap());
+        let changed = a
+            .as_raw()
+            .iter()
+            .zip(original.as_raw())
+            .filter(|(x, y)| x != y)
+            .count();
+        let (mut off, mut worst) = (0usize, 0u8);
+        for (x, y) in a.as_raw().iter().zip(b.as_raw()) {
+            if x != y {
+                off += 1;
+                worst = worst.max(x.abs_diff(*y));
+            }
+        }
+        assert!(changed > 1000, "{method}: the mask changed {changed} bytes");
+        assert!(
+            off * 200 <= changed && (worst <= 1 || method == "elliptical"),
+            "{method}: {off} of {changed} masked bytes differ, worst by {worst}"
+        );
+    }
+    cpu.stop().await;
+    gpu.stop().await;
+}
