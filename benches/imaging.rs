@@ -1,4 +1,6 @@
-//! Decode, letterbox, mask and encode on real photos (CPU).
+//! Decode, letterbox, mask and encode on real photos (CPU), and masking
+//! on the wgpu device (`mask_3_faces_wgpu`; the frame's upload and readback
+//! included) when there is an adapter.
 //!
 //!     cargo bench --bench imaging
 
@@ -47,6 +49,36 @@ fn bench(c: &mut Criterion) {
                 criterion::BatchSize::LargeInput,
             )
         });
+    }
+    #[cfg(feature = "wgpu")]
+    match argus::backend::resolve(argus::backend::BackendKind::Wgpu) {
+        Ok(argus::backend::Target::Wgpu(gpu)) => {
+            eprintln!("mask_3_faces_wgpu on {}", gpu.describe());
+            for m in [
+                MaskMethod::Gaussian,
+                MaskMethod::Pixelate,
+                MaskMethod::Solid,
+            ] {
+                let p = MaskParams {
+                    method: m,
+                    strength: 199,
+                    padding: 0.15,
+                };
+                g.bench_with_input(
+                    BenchmarkId::new("mask_3_faces_wgpu", m.as_str()),
+                    &p,
+                    |b, p| {
+                        b.iter_batched(
+                            || img.clone(),
+                            |mut im| argus::gpu::mask::apply(&gpu, &mut im, &faces, *p).unwrap(),
+                            criterion::BatchSize::LargeInput,
+                        )
+                    },
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("mask_3_faces_wgpu skipped: {e}"),
     }
     for (f, q) in [
         (OutputFormat::Jpeg, 95),

@@ -1,6 +1,13 @@
-//! CenterFace forward pass on the CPU backend, per input size and batch size.
+//! CenterFace forward pass per backend, input size and batch size.
 //!
 //!     cargo bench --bench model
+//!     ARGUS_BENCH_BATCHES=1,8 cargo bench --bench model -- wgpu
+//!
+//! The CPU group always runs; the wgpu group runs on the adapter
+//! `backend = "wgpu"` would take (a software one only when there is no
+//! GPU), batches 1, 8 and 32 at 640x640 unless `ARGUS_BENCH_BATCHES` says
+//! otherwise. Each iteration ends with the heads read back to the host, so
+//! the device is synchronised before the clock stops.
 //!
 //! The input is the letterboxed group photo from tests/fixtures, so the
 //! timings include decode of the real model outputs (candidate extraction),
@@ -8,7 +15,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
-use argus::backend::{cpu::CpuBackend, Backend, Batch, FaceBatch, ModelPaths, ModelSet};
+use argus::backend::{
+    cpu::CpuBackend, Backend, BackendKind, Batch, FaceBatch, ModelPaths, ModelSet,
+};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -41,6 +50,36 @@ fn bench(c: &mut Criterion) {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
             BenchmarkId::from_parameter(format!("{w}x{h}xb{n}")),
+            &batch,
+            |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
+        );
+    }
+    g.finish();
+    bench_wgpu(c, &models);
+}
+
+fn bench_wgpu(c: &mut Criterion, models: &ModelPaths) {
+    let target = match argus::backend::resolve(BackendKind::Wgpu) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("centerface/wgpu skipped: {e}");
+            return;
+        }
+    };
+    let mut be = argus::backend::start(&target, models, ModelSet::Faces, 256).unwrap();
+    let batches: Vec<usize> = std::env::var("ARGUS_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .map(|v| v.trim().parse().expect("ARGUS_BENCH_BATCHES: numbers"))
+        .collect();
+    eprintln!("centerface/wgpu on {}", be.device());
+    let mut g = c.benchmark_group("centerface/wgpu");
+    g.sample_size(10);
+    for n in batches {
+        let batch = input(640, 640, n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("640x640xb{n}")),
             &batch,
             |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
         );

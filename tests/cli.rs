@@ -16,6 +16,7 @@ fn argusd(state: &std::path::Path) -> Command {
     c.current_dir(ROOT)
         .env("ARGUS_STATE_DIR", state)
         .env("ARGUS_LOG_FORMAT", "json")
+        .env("ARGUS_BACKEND", "cpu")
         .env_remove("ARGUS_CONFIG");
     c
 }

@@ -17,7 +17,10 @@ fn decode(bytes: &[u8]) -> image::RgbImage {
 async fn auto_never_takes_a_software_adapter() {
     let s = start(|c| c.backend = BackendKind::Auto).await;
     let v = json(s.client.get(s.url("/health")).send().await.unwrap()).await;
-    let (backend, device) = (v["backend"].as_str().unwrap(), v["device"].as_str().unwrap());
+    let (backend, device) = (
+        v["backend"].as_str().unwrap(),
+        v["device"].as_str().unwrap(),
+    );
     assert!(backend == "cpu" || backend == "wgpu", "{v}");
     assert!(
         !device.contains(", Cpu,"),
@@ -40,7 +43,10 @@ async fn asking_for_a_backend_this_build_lacks_fails_start_up() {
         Ok(_) => panic!("started on a backend that is not compiled in"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("cuda") && err.contains("not available"), "{err}");
+    assert!(
+        err.contains("cuda") && err.contains("not available"),
+        "{err}"
+    );
 }
 
 /// The wgpu target, or None (with the reason printed) on a machine with no
@@ -80,9 +86,8 @@ async fn wgpu_server_detects_and_masks_like_the_cpu_server() {
         );
         assert_eq!(da.len(), db.len(), "{name}: {a} against {b}");
         for (x, y) in da.iter().zip(db) {
-            let d = |k: &str| {
-                (x["bbox"][k].as_f64().unwrap() - y["bbox"][k].as_f64().unwrap()).abs()
-            };
+            let d =
+                |k: &str| (x["bbox"][k].as_f64().unwrap() - y["bbox"][k].as_f64().unwrap()).abs();
             for k in ["x1", "y1", "x2", "y2"] {
                 assert!(d(k) < 0.5, "{name}: {k} differs: {x} against {y}");
             }
@@ -96,8 +101,20 @@ async fn wgpu_server_detects_and_masks_like_the_cpu_server() {
     let original = decode(&fixture("group.jpg"));
     for method in ["gaussian", "pixelate", "solid", "elliptical"] {
         let q = format!("/api/v1/mask?method={method}&format=png");
-        let a = decode(&cpu.post_fixture(&q, "group.jpg").await.bytes().await.unwrap());
-        let b = decode(&gpu.post_fixture(&q, "group.jpg").await.bytes().await.unwrap());
+        let a = decode(
+            &cpu.post_fixture(&q, "group.jpg")
+                .await
+                .bytes()
+                .await
+                .unwrap(),
+        );
+        let b = decode(
+            &gpu.post_fixture(&q, "group.jpg")
+                .await
+                .bytes()
+                .await
+                .unwrap(),
+        );
         let changed = a
             .as_raw()
             .iter()

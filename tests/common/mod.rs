@@ -21,6 +21,8 @@ pub fn base_config(state_dir: &Path) -> Config {
         state_dir: state_dir.to_path_buf(),
         models_dir: PathBuf::from(format!("{ROOT}/models")),
         log_format: "text".into(),
+        // The same backend on every machine; tests/http_backends.rs covers the others.
+        backend: argus::backend::BackendKind::Cpu,
         ..Config::default()
     };
     c.tls.enabled = false;

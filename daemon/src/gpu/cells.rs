@@ -160,9 +160,11 @@ pub fn cell_tiles(
         )));
     }
     let plane = TILE_OUT * TILE_OUT;
-    // The largest activation: 96 channels at 186x186 per tile.
+    // The largest activation is 96 channels at 186x186 per tile; all of a
+    // tile's activations together come to under three times that.
     let peak = (96 * (TILE_IN - 2) * (TILE_IN - 2) * 4) as u64;
-    let chunk = ((gpu.max_binding / peak) as usize).clamp(1, 64);
+    let chunk = (gpu.max_binding / peak).min(super::ACTIVATION_BUDGET / (3 * peak)) as usize;
+    let chunk = chunk.max(1);
     let mut out = Vec::with_capacity(count);
     for start in (0..count).step_by(chunk) {
         let k = chunk.min(count - start);

@@ -7,12 +7,8 @@ use candle_core::Tensor as CTensor;
 use candle_nn::VarBuilder;
 
 use super::ops::{self, Conv, Prep};
-use super::{f32s, Gpu, GpuError, Recorder, Result, Tensor};
+use super::{f32s, Gpu, GpuError, Recorder, Result, Tensor, ACTIVATION_BUDGET};
 use crate::model::centerface::{Output, HEAD_CHANNELS, OUT_STRIDE, STAGES, STRIDE, TAPS};
-
-/// Bytes of activations one submission may allocate: every intermediate
-/// of a recorded batch lives until the batch completes.
-const ACTIVATION_BUDGET: u64 = 2 << 30;
 
 fn load_conv(
     gpu: &Gpu,
@@ -247,11 +243,11 @@ impl GpuCenterFace {
         let chunk = Self::chunk(gpu, h, w);
         for start in (0..n).step_by(chunk) {
             let k = chunk.min(n - start);
+            let mut r = gpu.recorder();
             let src = gpu.upload(
                 "pixels",
                 &pixels[start * h * w * 3..(start + k) * h * w * 3],
             );
-            let mut r = gpu.recorder();
             let plain = Prep {
                 bgr: false,
                 scale: 1.0,

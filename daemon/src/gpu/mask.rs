@@ -36,8 +36,14 @@ pub fn apply(
         return Ok(regions);
     }
     let (w, total) = (w as usize, img.as_raw().len());
-    let frame = gpu.upload("frame", img.as_raw());
+    if total as u64 > gpu.max_binding {
+        return Err(GpuError::Shape(format!(
+            "a {total}-byte frame is over the adapter's {}-byte binding limit",
+            gpu.max_binding
+        )));
+    }
     let mut r = gpu.recorder();
+    let frame = gpu.upload("frame", img.as_raw());
     for reg in &regions {
         let (x0, y0, rw, rh) = (reg.x0, reg.y0, reg.w() as u32, reg.h() as u32);
         let words = row_words(w, y0 as usize, reg.y1 as usize);

@@ -138,10 +138,14 @@ pub struct Gpu {
     pipelines: HashMap<&'static str, (wgpu::ComputePipeline, wgpu::BindGroupLayout)>,
     /// Zero-filled placeholder for optional bindings.
     placeholder: wgpu::Buffer,
-    /// Set by the device's error callbacks: lost, or an error outside a scope.
-    broken: Arc<Mutex<Option<String>>>,
+    /// Set when the device is lost; every later use fails and /health says so.
     lost: Arc<AtomicBool>,
 }
+
+/// Bytes of activations one submission may allocate: every intermediate of
+/// a recorded batch lives until the batch completes, so models split
+/// bigger batches into several submissions.
+pub const ACTIVATION_BUDGET: u64 = 2 << 30;
 
 impl Gpu {
     /// Open the first adapter `policy` allows and build every pipeline.
@@ -188,13 +192,13 @@ impl Gpu {
             ..Default::default()
         }))
         .map_err(|e| GpuError::Device(e.to_string()))?;
-        let broken = Arc::new(Mutex::new(None));
         let lost = Arc::new(AtomicBool::new(false));
         {
-            let broken = broken.clone();
+            // Work is recorded inside error scopes (see `Recorder`), so an
+            // error reaching this handler is a bug to log, not a reason to
+            // take the device out of service (the default handler panics).
             device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
                 tracing::error!(error = %e, "wgpu error outside any scope");
-                *broken.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
             }));
             let lost = lost.clone();
             device.set_device_lost_callback(move |reason, msg| {
@@ -241,7 +245,6 @@ impl Gpu {
             info,
             pipelines,
             placeholder,
-            broken,
             lost,
         })
     }
@@ -254,14 +257,6 @@ impl Gpu {
     pub fn health(&self) -> Result<()> {
         if self.lost.load(Ordering::SeqCst) {
             return Err(GpuError::Run("the device was lost".into()));
-        }
-        if let Some(e) = self
-            .broken
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            return Err(GpuError::Run(e.clone()));
         }
         Ok(())
     }
@@ -323,8 +318,13 @@ impl Gpu {
         })
     }
 
+    /// Start recording. Errors of everything done on this thread until
+    /// `finish` (buffer creation included) are caught and returned there.
     pub fn recorder(&self) -> Recorder<'_> {
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         Recorder {
+            scopes: Some((oom, validation)),
             gpu: self,
             enc: self
                 .device
@@ -356,6 +356,8 @@ pub struct Readback(usize);
 
 /// Dispatches recorded into one command buffer.
 pub struct Recorder<'a> {
+    /// (out-of-memory, validation): popped innermost first, on drop too.
+    scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     gpu: &'a Gpu,
     enc: wgpu::CommandEncoder,
     readbacks: Vec<(wgpu::Buffer, u64)>,
@@ -459,14 +461,17 @@ impl<'a> Recorder<'a> {
     }
 
     /// Submit, wait for the device, and return every requested readback's bytes.
-    pub fn finish(self) -> Result<Vec<Vec<u8>>> {
+    pub fn finish(mut self) -> Result<Vec<Vec<u8>>> {
+        if self.gpu.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::Run("the device was lost".into()));
+        }
+        let (oom, scope) = self.scopes.take().expect("scopes are taken once");
         let Recorder {
             gpu,
             enc,
             readbacks,
+            ..
         } = self;
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let oom = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let index = gpu.queue.submit([enc.finish()]);
         let mut results = Vec::with_capacity(readbacks.len());
         let failed: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));

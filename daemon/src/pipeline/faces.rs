@@ -168,11 +168,12 @@ impl Masker {
         match self {
             Masker::Cpu => imaging::mask::apply(image, boxes, params),
             #[cfg(feature = "wgpu")]
-            Masker::Wgpu(gpu) => crate::gpu::mask::apply(gpu, image, boxes, params)
-                .unwrap_or_else(|e| {
+            Masker::Wgpu(gpu) => {
+                crate::gpu::mask::apply(gpu, image, boxes, params).unwrap_or_else(|e| {
                     tracing::warn!(error = %e, "wgpu masking failed; masking on the CPU");
                     imaging::mask::apply(image, boxes, params)
-                }),
+                })
+            }
         }
     }
 }
