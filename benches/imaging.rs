@@ -1,6 +1,6 @@
 //! Decode, letterbox, mask and encode on real photos (CPU), and masking
-//! on the wgpu device (`mask_3_faces_wgpu`; the frame's upload and readback
-//! included) when there is an adapter.
+//! on the CUDA and wgpu devices (`mask_3_faces_cuda`, `mask_3_faces_wgpu`;
+//! the frame's upload and readback included) when there is one.
 //!
 //!     cargo bench --bench imaging
 
@@ -50,35 +50,22 @@ fn bench(c: &mut Criterion) {
             )
         });
     }
-    #[cfg(feature = "wgpu")]
-    match argus::backend::resolve(argus::backend::BackendKind::Wgpu) {
-        Ok(argus::backend::Target::Wgpu(gpu)) => {
-            eprintln!("mask_3_faces_wgpu on {}", gpu.describe());
-            for m in [
-                MaskMethod::Gaussian,
-                MaskMethod::Pixelate,
-                MaskMethod::Solid,
-            ] {
-                let p = MaskParams {
-                    method: m,
-                    strength: 199,
-                    padding: 0.15,
-                };
-                g.bench_with_input(
-                    BenchmarkId::new("mask_3_faces_wgpu", m.as_str()),
-                    &p,
-                    |b, p| {
-                        b.iter_batched(
-                            || img.clone(),
-                            |mut im| argus::gpu::mask::apply(&gpu, &mut im, &faces, *p).unwrap(),
-                            criterion::BatchSize::LargeInput,
-                        )
-                    },
-                );
+    for kind in [
+        argus::backend::BackendKind::Cuda,
+        argus::backend::BackendKind::Wgpu,
+    ] {
+        match argus::backend::resolve(kind) {
+            Ok(argus::backend::Target::Cpu) => {}
+            #[cfg(feature = "wgpu")]
+            Ok(argus::backend::Target::Wgpu(gpu)) => {
+                bench_device_mask(&mut g, "wgpu", gpu.as_ref(), &img, &faces)
             }
+            #[cfg(feature = "cuda")]
+            Ok(argus::backend::Target::Cuda(dev)) => {
+                bench_device_mask(&mut g, "cuda", dev.as_ref(), &img, &faces)
+            }
+            Err(e) => eprintln!("mask_3_faces on {kind:?} skipped: {e}"),
         }
-        Ok(_) => {}
-        Err(e) => eprintln!("mask_3_faces_wgpu skipped: {e}"),
     }
     for (f, q) in [
         (OutputFormat::Jpeg, 95),
@@ -90,6 +77,41 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// Masking on a device, the frame's upload and readback included.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn bench_device_mask<D: argus::gpu::Compute>(
+    g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    label: &str,
+    dev: &D,
+    img: &image::RgbImage,
+    faces: &[[f32; 4]],
+) {
+    eprintln!("mask_3_faces_{label} on {}", dev.describe());
+    for m in [
+        MaskMethod::Gaussian,
+        MaskMethod::Pixelate,
+        MaskMethod::Solid,
+        MaskMethod::Elliptical,
+    ] {
+        let p = MaskParams {
+            method: m,
+            strength: 199,
+            padding: 0.15,
+        };
+        g.bench_with_input(
+            BenchmarkId::new(format!("mask_3_faces_{label}"), m.as_str()),
+            &p,
+            |b, p| {
+                b.iter_batched(
+                    || img.clone(),
+                    |mut im| argus::gpu::mask::apply(dev, &mut im, faces, *p).unwrap(),
+                    criterion::BatchSize::LargeInput,
+                )
+            },
+        );
+    }
 }
 
 criterion_group!(benches, bench);

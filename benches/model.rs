@@ -2,11 +2,14 @@
 //!
 //!     cargo bench --bench model
 //!     ARGUS_BENCH_BATCHES=1,8 cargo bench --bench model -- wgpu
+//!     scripts/build-cuda.sh && LD_LIBRARY_PATH=target/nvrtc \
+//!         cargo bench --features cuda --bench model -- 'cpu|cuda'
 //!
-//! The CPU group always runs; the wgpu group runs on the adapter
-//! `backend = "wgpu"` would take (a software one only when there is no
-//! GPU), batches 1, 8 and 32 at 640x640 unless `ARGUS_BENCH_BATCHES` says
-//! otherwise. Each iteration ends with the heads read back to the host, so
+//! The CPU group always runs; the cuda and wgpu groups run on the device
+//! `backend = "cuda"` / `"wgpu"` would take (for wgpu a software adapter
+//! only when there is no GPU) and skip with the reason otherwise. Every
+//! group runs 640x640 at batches 1, 8 and 32 unless `ARGUS_BENCH_BATCHES`
+//! says otherwise; the CPU group also a few other sizes. Each iteration ends with the heads read back to the host, so
 //! the device is synchronised before the clock stops.
 //!
 //! The input is the letterboxed group photo from tests/fixtures, so the
@@ -34,18 +37,25 @@ fn input(w: u32, h: u32, n: usize) -> FaceBatch {
     }
 }
 
+/// Batch sizes of the 640x640 runs: `ARGUS_BENCH_BATCHES` or 1, 8, 32.
+fn batches() -> Vec<usize> {
+    std::env::var("ARGUS_BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .map(|v| v.trim().parse().expect("ARGUS_BENCH_BATCHES: numbers"))
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
     let mut be = CpuBackend::load(&models, ModelSet::Faces, 32).unwrap();
     let mut g = c.benchmark_group(format!("centerface/cpu-{}t", rayon::current_num_threads()));
-    g.sample_size(20);
-    for (w, h, n) in [
-        (320, 224, 1),
-        (640, 448, 1),
-        (640, 640, 1),
-        (640, 448, 4),
-        (1280, 736, 1),
-    ] {
+    g.sample_size(10);
+    let sizes = [(320, 224, 1), (640, 448, 1), (640, 448, 4), (1280, 736, 1)];
+    let runs = sizes
+        .into_iter()
+        .chain(batches().into_iter().map(|n| (640, 640, n)));
+    for (w, h, n) in runs {
         let batch = input(w, h, n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
@@ -55,27 +65,25 @@ fn bench(c: &mut Criterion) {
         );
     }
     g.finish();
-    bench_wgpu(c, &models);
+    bench_device(c, &models, BackendKind::Cuda, "cuda");
+    bench_device(c, &models, BackendKind::Wgpu, "wgpu");
 }
 
-fn bench_wgpu(c: &mut Criterion, models: &ModelPaths) {
-    let target = match argus::backend::resolve(BackendKind::Wgpu) {
+/// The accelerator `kind` as the daemon would open it, when there is one.
+fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label: &str) {
+    let name = format!("centerface/{label}");
+    let target = match argus::backend::resolve(kind) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("centerface/wgpu skipped: {e}");
+            eprintln!("{name} skipped: {e}");
             return;
         }
     };
     let mut be = argus::backend::start(&target, models, ModelSet::Faces, 256).unwrap();
-    let batches: Vec<usize> = std::env::var("ARGUS_BENCH_BATCHES")
-        .unwrap_or_else(|_| "1,8,32".into())
-        .split(',')
-        .map(|v| v.trim().parse().expect("ARGUS_BENCH_BATCHES: numbers"))
-        .collect();
-    eprintln!("centerface/wgpu on {}", be.device());
-    let mut g = c.benchmark_group("centerface/wgpu");
+    eprintln!("{name} on {}", be.device());
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    for n in batches {
+    for n in batches() {
         let batch = input(640, 640, n);
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(

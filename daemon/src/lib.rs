@@ -18,7 +18,7 @@ pub mod batch;
 pub mod cli;
 pub mod clinic;
 pub mod config;
-#[cfg(feature = "wgpu")]
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
 pub mod http;
 pub mod imaging;

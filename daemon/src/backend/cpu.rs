@@ -175,18 +175,9 @@ impl Backend for CpuBackend {
             (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(
                 cell_tiles(&nets[0], &nets[1], &nets[2], data, count, &self.device)?,
             )),
-            (Models::Crops(m), Batch::Crops { data, count }) => {
-                let crops: Vec<&[u8]> = data
-                    .chunks_exact(crate::model::malaria::CROP.pow(2))
-                    .collect();
-                if crops.len() != count {
-                    return Err(BackendError::BadBatch(format!(
-                        "{} bytes for {count} crops",
-                        data.len()
-                    )));
-                }
-                Ok(BatchOutput::Parasitized(m.classify(&crops, &self.device)?))
-            }
+            (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
+                m.classify(&super::split_crops(&data, count)?, &self.device)?,
+            )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),
             )),

@@ -3,9 +3,9 @@
 //! A backend owns its device and loaded models and is driven from one
 //! dedicated thread (see `batch::worker`), so it needs `Send` but not `Sync`.
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod accel;
 pub mod cpu;
-#[cfg(feature = "wgpu")]
-pub mod wgpu;
 
 use std::path::PathBuf;
 
@@ -141,12 +141,28 @@ impl ModelPaths {
     }
 }
 
+/// The crops of a [`Batch::Crops`], checked against its count.
+pub(crate) fn split_crops(data: &[u8], count: usize) -> Result<Vec<&[u8]>, BackendError> {
+    let crops: Vec<&[u8]> = data
+        .chunks_exact(crate::model::malaria::CROP.pow(2))
+        .collect();
+    if crops.len() != count || data.len() != count * crate::model::malaria::CROP.pow(2) {
+        return Err(BackendError::BadBatch(format!(
+            "{} bytes for {count} crops",
+            data.len()
+        )));
+    }
+    Ok(crops)
+}
+
 /// A backend resolved from config, its device (if any) already open.
 #[derive(Clone)]
 pub enum Target {
     Cpu,
     #[cfg(feature = "wgpu")]
     Wgpu(std::sync::Arc<crate::gpu::Gpu>),
+    #[cfg(feature = "cuda")]
+    Cuda(std::sync::Arc<crate::gpu::Cuda>),
 }
 
 impl Target {
@@ -155,6 +171,8 @@ impl Target {
             Target::Cpu => "cpu",
             #[cfg(feature = "wgpu")]
             Target::Wgpu(_) => "wgpu",
+            #[cfg(feature = "cuda")]
+            Target::Cuda(_) => "cuda",
         }
     }
 
@@ -168,11 +186,20 @@ fn unavailable(kind: &str, why: impl Into<String>) -> BackendError {
     BackendError::Unavailable(kind.into(), why.into())
 }
 
-/// Why CUDA cannot be used in this build or on this machine.
-fn cuda_unavailable() -> String {
-    "this build has no CUDA backend (the `cuda` feature is not implemented yet); \
-     NVIDIA GPUs are used through wgpu's Vulkan adapter"
-        .into()
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Target, String> {
+    crate::gpu::Cuda::open(0)
+        .map(Target::Cuda)
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Target, String> {
+    Err(
+        "this build has no CUDA backend (built without the `cuda` feature; \
+         see scripts/build-cuda.sh)"
+            .into(),
+    )
 }
 
 #[cfg(feature = "wgpu")]
@@ -201,10 +228,13 @@ pub fn resolve(kind: BackendKind) -> Result<Target, BackendError> {
     let (hardware, any) = ((), ());
     match kind {
         BackendKind::Cpu => Ok(Target::Cpu),
-        BackendKind::Cuda => Err(unavailable("cuda", cuda_unavailable())),
+        BackendKind::Cuda => open_cuda().map_err(|e| unavailable("cuda", e)),
         BackendKind::Wgpu => open_wgpu(any).map_err(|e| unavailable("wgpu", e)),
         BackendKind::Auto => {
-            tracing::info!(reason = %cuda_unavailable(), "backend auto: skipping cuda");
+            match open_cuda() {
+                Ok(t) => return Ok(t),
+                Err(e) => tracing::info!(reason = %e, "backend auto: skipping cuda"),
+            }
             match open_wgpu(hardware) {
                 Ok(t) => Ok(t),
                 Err(e) => {
@@ -226,8 +256,17 @@ pub fn start(
     match target {
         Target::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?)),
         #[cfg(feature = "wgpu")]
-        Target::Wgpu(gpu) => Ok(Box::new(wgpu::WgpuBackend::load(
+        Target::Wgpu(gpu) => Ok(Box::new(accel::AccelBackend::load(
+            "wgpu",
             gpu.clone(),
+            models,
+            set,
+            max_batch,
+        )?)),
+        #[cfg(feature = "cuda")]
+        Target::Cuda(dev) => Ok(Box::new(accel::AccelBackend::load(
+            "cuda",
+            dev.clone(),
             models,
             set,
             max_batch,

@@ -4,30 +4,27 @@
 use candle_nn::VarBuilder;
 
 use super::ops::{self, Conv};
-use super::{f32s, Gpu, GpuError, Recorder, Result, Tensor};
+use super::{f32s, load_conv, load_err, Compute, GpuError, Record, Result, Tensor};
 use crate::model::malaria::{CHANNELS, CROP, WIDTHS};
 use crate::model::unet::{Heads, TILE_IN, TILE_OUT};
 
 type Load<T> = candle_core::Result<T>;
 
-fn load_conv(gpu: &Gpu, vb: &VarBuilder, shape: [usize; 4]) -> Load<Conv> {
-    let w = vb
-        .get(&shape[..], "weight")?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let b = vb.get(shape[0], "bias")?.to_vec1::<f32>()?;
-    Ok(Conv::new(gpu, &w, &b, shape[0], shape[1], shape[2]))
-}
-
 /// Unpadded conv + ReLU (1x1 as the tiled product).
-struct ConvRelu(Conv);
+struct ConvRelu<B>(Conv<B>);
 
-impl ConvRelu {
-    fn load(gpu: &Gpu, vb: VarBuilder, cout: usize, cin: usize, k: usize) -> Load<Self> {
+impl<B> ConvRelu<B> {
+    fn load<D: Compute<Buf = B>>(
+        gpu: &D,
+        vb: VarBuilder,
+        cout: usize,
+        cin: usize,
+        k: usize,
+    ) -> Load<Self> {
         Ok(Self(load_conv(gpu, &vb, [cout, cin, k, k])?))
     }
 
-    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         if self.0.k == 1 {
             ops::conv1x1(r, x, &self.0, true, None)
         } else {
@@ -36,59 +33,64 @@ impl ConvRelu {
     }
 }
 
-struct DoubleConv(ConvRelu, ConvRelu);
+struct DoubleConv<B>(ConvRelu<B>, ConvRelu<B>);
 
-impl DoubleConv {
-    fn load(gpu: &Gpu, vb: VarBuilder, cout: usize, cin: usize) -> Load<Self> {
+impl<B> DoubleConv<B> {
+    fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder, cout: usize, cin: usize) -> Load<Self> {
         Ok(Self(
             ConvRelu::load(gpu, vb.pp("0"), cout, cin, 3)?,
             ConvRelu::load(gpu, vb.pp("1"), cout, cout, 3)?,
         ))
     }
 
-    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         let y = self.0.forward(r, x)?;
         self.1.forward(r, &y)
     }
 }
 
-struct UpStage {
-    up: Conv,
-    convs: DoubleConv,
+struct UpStage<B> {
+    up: Conv<B>,
+    convs: DoubleConv<B>,
 }
 
-impl UpStage {
-    fn load(gpu: &Gpu, vb: VarBuilder, cin: usize, cout: usize) -> Load<Self> {
+impl<B> UpStage<B> {
+    fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder, cin: usize, cout: usize) -> Load<Self> {
         let w = vb
             .get((cin, cout, 2, 2), "up.weight")?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let b = vb.get(cout, "up.bias")?.to_vec1::<f32>()?;
         Ok(Self {
-            up: Conv::new(gpu, &w, &b, cout, cin, 2),
+            up: Conv::new(gpu, &w, &b, cout, cin, 2).map_err(load_err)?,
             convs: DoubleConv::load(gpu, vb, cout, 2 * cout)?,
         })
     }
 
-    fn forward(&self, r: &mut Recorder, x: &Tensor, skip: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(
+        &self,
+        r: &mut R,
+        x: &Tensor<B>,
+        skip: &Tensor<B>,
+    ) -> Result<Tensor<B>> {
         let up = ops::conv_transpose2x2(r, x, &self.up, true)?;
         let cat = ops::crop_concat(r, skip, &up)?;
         self.convs.forward(r, &cat)
     }
 }
 
-pub struct GpuUnet {
-    stem: ConvRelu,
-    squeeze: ConvRelu,
-    stem2: ConvRelu,
-    enc: Vec<DoubleConv>,
-    dec: Vec<UpStage>,
+pub struct GpuUnet<B> {
+    stem: ConvRelu<B>,
+    squeeze: ConvRelu<B>,
+    stem2: ConvRelu<B>,
+    enc: Vec<DoubleConv<B>>,
+    dec: Vec<UpStage<B>>,
     /// Mask head, then the edge head when the net has one, as one 1x1 conv.
-    heads: Conv,
+    heads: Conv<B>,
 }
 
-impl GpuUnet {
-    pub fn load(gpu: &Gpu, vb: VarBuilder, heads: Heads) -> Load<Self> {
+impl<B> GpuUnet<B> {
+    pub fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder, heads: Heads) -> Load<Self> {
         let names: &[&str] = match heads {
             Heads::Mask => &["mask"],
             Heads::MaskEdge => &["mask", "edge"],
@@ -115,12 +117,12 @@ impl GpuUnet {
                 .into_iter()
                 .map(|(i, cin, cout)| UpStage::load(gpu, vb.pp(format!("dec{i}")), cin, cout))
                 .collect::<Load<Vec<_>>>()?,
-            heads: Conv::new(gpu, &hw, &hb, names.len(), 32, 1),
+            heads: Conv::new(gpu, &hw, &hb, names.len(), 32, 1).map_err(load_err)?,
         })
     }
 
     /// [n, 3, 188, 188] tiles to [n, heads, 100, 100] probabilities.
-    pub fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    pub fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         if x.shape[1..] != [3, TILE_IN, TILE_IN] {
             return Err(GpuError::Shape(format!(
                 "unet: tiles must be [n, 3, {TILE_IN}, {TILE_IN}], got {:?}",
@@ -146,9 +148,9 @@ impl GpuUnet {
 
 /// The three cell nets' maps for `count` tiles ([count, 3, 188, 188] f32):
 /// per tile (rbc, rbc edge, wbc, platelets), each 100x100.
-pub fn cell_tiles(
-    gpu: &Gpu,
-    nets: &[GpuUnet; 3],
+pub fn cell_tiles<D: Compute>(
+    gpu: &D,
+    nets: &[GpuUnet<D::Buf>; 3],
     data: &[f32],
     count: usize,
 ) -> Result<Vec<[Vec<f32>; 4]>> {
@@ -163,7 +165,7 @@ pub fn cell_tiles(
     // The largest activation is 96 channels at 186x186 per tile; all of a
     // tile's activations together come to under three times that.
     let peak = (96 * (TILE_IN - 2) * (TILE_IN - 2) * 4) as u64;
-    let chunk = (gpu.max_binding / peak).min(super::ACTIVATION_BUDGET / (3 * peak)) as usize;
+    let chunk = (gpu.max_binding() / peak).min(super::ACTIVATION_BUDGET / (3 * peak)) as usize;
     let chunk = chunk.max(1);
     let mut out = Vec::with_capacity(count);
     for start in (0..count).step_by(chunk) {
@@ -176,7 +178,7 @@ pub fn cell_tiles(
         let mut reads = Vec::with_capacity(3);
         for net in nets {
             let y = net.forward(&mut r, &x)?;
-            reads.push((r.read(&y.buf, (y.len() * 4) as u64), y.shape[1]));
+            reads.push((r.read(&y.buf, (y.len() * 4) as u64)?, y.shape[1]));
         }
         let bytes = r.finish()?;
         let maps: Vec<(Vec<f32>, usize)> = reads
@@ -202,13 +204,13 @@ pub fn cell_tiles(
     Ok(out)
 }
 
-pub struct GpuMalaria {
-    convs: Vec<Conv>,
-    fc: Conv,
+pub struct GpuMalaria<B> {
+    convs: Vec<Conv<B>>,
+    fc: Conv<B>,
 }
 
-impl GpuMalaria {
-    pub fn load(gpu: &Gpu, vb: VarBuilder) -> Load<Self> {
+impl<B> GpuMalaria<B> {
+    pub fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder) -> Load<Self> {
         let mut cin = CHANNELS;
         let mut convs = Vec::with_capacity(WIDTHS.len());
         for (i, &c) in WIDTHS.iter().enumerate() {
@@ -223,13 +225,13 @@ impl GpuMalaria {
         let b = fc.get(1, "bias")?.to_vec1::<f32>()?;
         Ok(Self {
             convs,
-            fc: Conv::new(gpu, &w, &b, 1, cin, 1),
+            fc: Conv::new(gpu, &w, &b, 1, cin, 1).map_err(load_err)?,
         })
     }
 
     /// P(parasitized) per crop. The two input planes are made on the host
     /// (`model::malaria::planes`): a per-crop mean over 2,500 bytes.
-    pub fn classify(&self, gpu: &Gpu, crops: &[&[u8]]) -> Result<Vec<f32>> {
+    pub fn classify<D: Compute<Buf = B>>(&self, gpu: &D, crops: &[&[u8]]) -> Result<Vec<f32>> {
         if crops.is_empty() {
             return Ok(Vec::new());
         }
@@ -254,7 +256,7 @@ impl GpuMalaria {
         let pooled = ops::global_avg_pool(&mut r, &x)?;
         let logit = ops::linear(&mut r, &pooled, &self.fc)?;
         ops::sigmoid(&mut r, &logit, 0, 1)?;
-        let rb = r.read(&logit.buf, (logit.len() * 4) as u64);
+        let rb = r.read(&logit.buf, (logit.len() * 4) as u64)?;
         let out = r.finish()?;
         Ok(f32s(&out[rb.0])[..crops.len()].to_vec())
     }
@@ -263,7 +265,7 @@ impl GpuMalaria {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::test_gpu;
+    use crate::gpu::{on_every_device, Compute};
     use crate::model::malaria::MalariaNet;
     use crate::model::unet::Unet;
     use candle_core::Device;
@@ -286,7 +288,10 @@ mod tests {
     /// paths: every map within relative L2 1e-4 of the CPU nets.
     #[test]
     fn unets_match_the_cpu_nets_on_a_real_smear() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(unets_match_the_cpu_nets_on_a_real_smear_on);
+    }
+
+    fn unets_match_the_cpu_nets_on_a_real_smear_on<D: Compute>(gpu: &D) {
         let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc_crop.png"))
             .unwrap()
             .to_rgb8();
@@ -303,10 +308,9 @@ mod tests {
             .iter()
             .map(|(n, h)| Unet::load(weights(&format!("cbc/{n}.safetensors")), *h).unwrap())
             .collect();
-        let dev: [GpuUnet; 3] = names.map(|(n, h)| {
-            GpuUnet::load(&gpu, weights(&format!("cbc/{n}.safetensors")), h).unwrap()
-        });
-        let got = cell_tiles(&gpu, &dev, data, count).unwrap();
+        let dev: [GpuUnet<D::Buf>; 3] = names
+            .map(|(n, h)| GpuUnet::load(gpu, weights(&format!("cbc/{n}.safetensors")), h).unwrap());
+        let got = cell_tiles(gpu, &dev, data, count).unwrap();
         let want = crate::backend::cpu::cell_tiles(
             &cpu[0],
             &cpu[1],
@@ -331,9 +335,12 @@ mod tests {
 
     #[test]
     fn malaria_matches_the_cpu_net() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(malaria_matches_the_cpu_net_on);
+    }
+
+    fn malaria_matches_the_cpu_net_on<D: Compute>(gpu: &D) {
         let cpu = MalariaNet::load(weights("malaria/malaria.safetensors")).unwrap();
-        let dev = GpuMalaria::load(&gpu, weights("malaria/malaria.safetensors")).unwrap();
+        let dev = GpuMalaria::load(gpu, weights("malaria/malaria.safetensors")).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         // Disc-shaped cells with random texture, as the crops look.
         let crops: Vec<Vec<u8>> = (0..5)
@@ -352,9 +359,9 @@ mod tests {
             .collect();
         let refs: Vec<&[u8]> = crops.iter().map(|c| &c[..]).collect();
         let want = cpu.classify(&refs, &Device::Cpu).unwrap();
-        let got = dev.classify(&gpu, &refs).unwrap();
+        let got = dev.classify(gpu, &refs).unwrap();
         let e = rel_l2(&got, &want);
         assert!(e < 1e-4, "malaria: {got:?} against {want:?}");
-        assert!(dev.classify(&gpu, &[&[0u8; 10][..]]).is_err());
+        assert!(dev.classify(gpu, &[&[0u8; 10][..]]).is_err());
     }
 }

@@ -7,34 +7,22 @@ use candle_core::Tensor as CTensor;
 use candle_nn::VarBuilder;
 
 use super::ops::{self, Conv, Prep};
-use super::{f32s, Gpu, GpuError, Recorder, Result, Tensor, ACTIVATION_BUDGET};
+use super::{
+    f32s, load_conv, load_err, Compute, GpuError, Record, Result, Tensor, ACTIVATION_BUDGET,
+};
 use crate::model::centerface::{Output, HEAD_CHANNELS, OUT_STRIDE, STAGES, STRIDE, TAPS};
 
-fn load_conv(
-    gpu: &Gpu,
-    vb: &VarBuilder,
-    shape: [usize; 4],
-    cout: usize,
-) -> candle_core::Result<Conv> {
-    let w = vb
-        .get(&shape[..], "weight")?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let b = vb.get(cout, "bias")?.to_vec1::<f32>()?;
-    Ok(Conv::new(gpu, &w, &b, cout, shape[1], shape[2]))
-}
-
-struct InvertedResidual {
-    expand: Option<Conv>,
-    dw: Conv,
-    project: Conv,
+struct InvertedResidual<B> {
+    expand: Option<Conv<B>>,
+    dw: Conv<B>,
+    project: Conv<B>,
     stride: usize,
     residual: bool,
 }
 
-impl InvertedResidual {
-    fn load(
-        gpu: &Gpu,
+impl<B> InvertedResidual<B> {
+    fn load<D: Compute<Buf = B>>(
+        gpu: &D,
         vb: VarBuilder,
         cin: usize,
         cout: usize,
@@ -46,21 +34,16 @@ impl InvertedResidual {
             expand: if t == 1 {
                 None
             } else {
-                Some(load_conv(
-                    gpu,
-                    &vb.pp("expand"),
-                    [hidden, cin, 1, 1],
-                    hidden,
-                )?)
+                Some(load_conv(gpu, &vb.pp("expand"), [hidden, cin, 1, 1])?)
             },
-            dw: load_conv(gpu, &vb.pp("dw"), [hidden, 1, 3, 3], hidden)?,
-            project: load_conv(gpu, &vb.pp("project"), [cout, hidden, 1, 1], cout)?,
+            dw: load_conv(gpu, &vb.pp("dw"), [hidden, 1, 3, 3])?,
+            project: load_conv(gpu, &vb.pp("project"), [cout, hidden, 1, 1])?,
             stride,
             residual: stride == 1 && cin == cout,
         })
     }
 
-    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         let e;
         let hidden = match &self.expand {
             Some(c) => {
@@ -74,37 +57,42 @@ impl InvertedResidual {
     }
 }
 
-struct UpBlock {
-    up: Conv,
-    lateral: Conv,
+struct UpBlock<B> {
+    up: Conv<B>,
+    lateral: Conv<B>,
 }
 
-impl UpBlock {
-    fn load(
-        gpu: &Gpu,
+impl<B> UpBlock<B> {
+    fn load<D: Compute<Buf = B>>(
+        gpu: &D,
         up: VarBuilder,
         lateral: VarBuilder,
         lateral_cin: usize,
     ) -> candle_core::Result<Self> {
         Ok(Self {
-            up: load_conv(gpu, &up, [24, 24, 2, 2], 24)?,
-            lateral: load_conv(gpu, &lateral, [24, lateral_cin, 1, 1], 24)?,
+            up: load_conv(gpu, &up, [24, 24, 2, 2])?,
+            lateral: load_conv(gpu, &lateral, [24, lateral_cin, 1, 1])?,
         })
     }
 
-    fn forward(&self, r: &mut Recorder, top: &Tensor, skip: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(
+        &self,
+        r: &mut R,
+        top: &Tensor<B>,
+        skip: &Tensor<B>,
+    ) -> Result<Tensor<B>> {
         let up = ops::conv_transpose2x2(r, top, &self.up, true)?;
         ops::conv1x1(r, skip, &self.lateral, true, Some(&up))
     }
 }
 
-struct Head {
-    feat: Conv,
-    out: Conv,
+struct Head<B> {
+    feat: Conv<B>,
+    out: Conv<B>,
 }
 
-impl Head {
-    fn load(gpu: &Gpu, vb: VarBuilder) -> candle_core::Result<Self> {
+impl<B> Head<B> {
+    fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder) -> candle_core::Result<Self> {
         let (mut w, mut b) = (Vec::new(), Vec::new());
         for (name, c) in [
             ("heatmap", 1),
@@ -121,12 +109,12 @@ impl Head {
             b.extend(v.get(c, "bias")?.to_vec1::<f32>()?);
         }
         Ok(Self {
-            feat: load_conv(gpu, &vb.pp("feat"), [24, 24, 3, 3], 24)?,
-            out: Conv::new(gpu, &w, &b, HEAD_CHANNELS, 24, 1),
+            feat: load_conv(gpu, &vb.pp("feat"), [24, 24, 3, 3])?,
+            out: Conv::new(gpu, &w, &b, HEAD_CHANNELS, 24, 1).map_err(load_err)?,
         })
     }
 
-    fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         let y = ops::conv2d(r, x, &self.feat, 1, 1, true)?;
         let out = ops::conv1x1(r, &y, &self.out, false, None)?;
         ops::sigmoid(r, &out, 0, 1)?;
@@ -134,17 +122,17 @@ impl Head {
     }
 }
 
-pub struct GpuCenterFace {
-    stem: Conv,
-    blocks: Vec<InvertedResidual>,
-    top: Conv,
-    ups: Vec<UpBlock>,
-    head: Head,
+pub struct GpuCenterFace<B> {
+    stem: Conv<B>,
+    blocks: Vec<InvertedResidual<B>>,
+    top: Conv<B>,
+    ups: Vec<UpBlock<B>>,
+    head: Head<B>,
 }
 
-impl GpuCenterFace {
-    pub fn load(gpu: &Gpu, vb: VarBuilder) -> candle_core::Result<Self> {
-        let stem = load_conv(gpu, &vb.pp("stem"), [32, 3, 3, 3], 32)?;
+impl<B> GpuCenterFace<B> {
+    pub fn load<D: Compute<Buf = B>>(gpu: &D, vb: VarBuilder) -> candle_core::Result<Self> {
+        let stem = load_conv(gpu, &vb.pp("stem"), [32, 3, 3, 3])?;
         let mut blocks = Vec::with_capacity(17);
         let mut cin = 32;
         for (t, c, n, s) in STAGES {
@@ -155,7 +143,7 @@ impl GpuCenterFace {
                 cin = c;
             }
         }
-        let top = load_conv(gpu, &vb.pp("neck.top"), [24, 320, 1, 1], 24)?;
+        let top = load_conv(gpu, &vb.pp("neck.top"), [24, 320, 1, 1])?;
         let ups = [96, 32, 24]
             .into_iter()
             .enumerate()
@@ -211,16 +199,16 @@ impl GpuCenterFace {
     }
 
     /// Images per submission at `h x w` on this device.
-    pub fn chunk(gpu: &Gpu, h: usize, w: usize) -> usize {
+    pub fn chunk<D: Compute>(gpu: &D, h: usize, w: usize) -> usize {
         let (total, peak) = Self::activation_bytes(h, w);
-        ((ACTIVATION_BUDGET / total.max(1)).min(gpu.max_binding / peak.max(1)) as usize).max(1)
+        ((ACTIVATION_BUDGET / total.max(1)).min(gpu.max_binding() / peak.max(1)) as usize).max(1)
     }
 
     /// `n` interleaved RGB8 images of `w x h` to the heads, as the CPU
     /// model's [`Output`] (host tensors, sigmoid on the heatmap).
-    pub fn forward_rgb8(
+    pub fn forward_rgb8<D: Compute<Buf = B>>(
         &self,
-        gpu: &Gpu,
+        gpu: &D,
         pixels: &[u8],
         n: usize,
         h: usize,
@@ -247,7 +235,7 @@ impl GpuCenterFace {
             let src = gpu.upload(
                 "pixels",
                 &pixels[start * h * w * 3..(start + k) * h * w * 3],
-            );
+            )?;
             let plain = Prep {
                 bgr: false,
                 scale: 1.0,
@@ -255,7 +243,7 @@ impl GpuCenterFace {
             };
             let x = ops::preprocess(&mut r, &src, k, (w, h), (w, h), plain)?;
             let heads = self.forward(&mut r, &x)?;
-            let rb = r.read(&heads.buf, (heads.len() * 4) as u64);
+            let rb = r.read(&heads.buf, (heads.len() * 4) as u64)?;
             let out = r.finish()?;
             all.extend(f32s(&out[rb.0])[..k * per].iter().copied());
         }
@@ -274,7 +262,7 @@ impl GpuCenterFace {
     }
 
     /// An [n, 3, H, W] input (RGB, 0-255) to the [n, 15, H/4, W/4] heads.
-    pub fn forward(&self, r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+    pub fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<Tensor<B>> {
         let mut y = ops::conv2d(r, x, &self.stem, 2, 1, true)?;
         let mut taps = Vec::with_capacity(TAPS.len());
         for (i, block) in self.blocks.iter().enumerate() {
@@ -296,7 +284,7 @@ impl GpuCenterFace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::test_gpu;
+    use crate::gpu::{on_every_device, Compute};
     use crate::model::centerface::CenterFace;
     use candle_core::Device;
 
@@ -323,9 +311,12 @@ mod tests {
     /// paths: every head within relative L2 1e-4 of the CPU model.
     #[test]
     fn heads_match_the_cpu_model_on_real_photos() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(heads_match_the_cpu_model_on_real_photos_on);
+    }
+
+    fn heads_match_the_cpu_model_on_real_photos_on<D: Compute>(gpu: &D) {
         let cpu = CenterFace::load(weights()).unwrap();
-        let dev = GpuCenterFace::load(&gpu, weights()).unwrap();
+        let dev = GpuCenterFace::load(gpu, weights()).unwrap();
         let (w, h) = (320, 224);
         let mut pixels = Vec::new();
         for name in ["astronaut.jpg", "group.jpg"] {
@@ -336,7 +327,7 @@ mod tests {
             pixels.extend_from_slice(&lb.pixels);
         }
         let a = cpu.forward_rgb8(&pixels, 2, h, w).unwrap();
-        let b = dev.forward_rgb8(&gpu, &pixels, 2, h, w).unwrap();
+        let b = dev.forward_rgb8(gpu, &pixels, 2, h, w).unwrap();
         for (name, p, q) in [
             ("heatmap", &a.heatmap, &b.heatmap),
             ("scale", &a.scale, &b.scale),
@@ -350,11 +341,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_input() {
-        let Some(gpu) = test_gpu() else { return };
-        let dev = GpuCenterFace::load(&gpu, weights()).unwrap();
-        assert!(dev
-            .forward_rgb8(&gpu, &[0; 40 * 64 * 3], 1, 40, 64)
-            .is_err());
-        assert!(dev.forward_rgb8(&gpu, &[0; 10], 1, 32, 32).is_err());
+        on_every_device!(rejects_bad_input_on);
+    }
+
+    fn rejects_bad_input_on<D: Compute>(gpu: &D) {
+        let dev = GpuCenterFace::load(gpu, weights()).unwrap();
+        assert!(dev.forward_rgb8(gpu, &[0; 40 * 64 * 3], 1, 40, 64).is_err());
+        assert!(dev.forward_rgb8(gpu, &[0; 10], 1, 32, 32).is_err());
     }
 }

@@ -5,7 +5,7 @@
 
 use image::RgbImage;
 
-use super::{grid_1d, Gpu, GpuError, Recorder, Result};
+use super::{grid_1d, Compute, GpuError, Record, Result, Tensor};
 use crate::imaging::mask::{blur_sigma, box_radii, pixel_block, MaskMethod, MaskParams, Region};
 
 /// Workgroups covering the u32 words of rows `y0..y1` of a `w`-wide frame.
@@ -15,14 +15,14 @@ fn row_words(w: usize, y0: usize, y1: usize) -> [u32; 3] {
     grid_1d(last - first)
 }
 
-fn region_buf(r: &mut Recorder, reg: &Region) -> Result<super::Tensor> {
-    r.gpu().tensor([1, reg.h(), reg.w(), 3])
+fn region_buf<R: Record>(r: &R, reg: &Region) -> Result<Tensor<R::Buf>> {
+    r.tensor([1, reg.h(), reg.w(), 3])
 }
 
 /// Mask every box (x1, y1, x2, y2 in image pixels) of `img` in place.
 /// Returns the regions masked, as `imaging::mask::apply` does.
-pub fn apply(
-    gpu: &Gpu,
+pub fn apply<D: Compute>(
+    gpu: &D,
     img: &mut RgbImage,
     boxes: &[[f32; 4]],
     p: MaskParams,
@@ -36,14 +36,14 @@ pub fn apply(
         return Ok(regions);
     }
     let (w, total) = (w as usize, img.as_raw().len());
-    if total as u64 > gpu.max_binding {
+    if total as u64 > gpu.max_binding() {
         return Err(GpuError::Shape(format!(
             "a {total}-byte frame is over the adapter's {}-byte binding limit",
-            gpu.max_binding
+            gpu.max_binding()
         )));
     }
     let mut r = gpu.recorder();
-    let frame = gpu.upload("frame", img.as_raw());
+    let frame = gpu.upload("frame", img.as_raw())?;
     for reg in &regions {
         let (x0, y0, rw, rh) = (reg.x0, reg.y0, reg.w() as u32, reg.h() as u32);
         let words = row_words(w, y0 as usize, reg.y1 as usize);
@@ -55,7 +55,7 @@ pub fn apply(
                 words,
             )?,
             MaskMethod::Pixelate => {
-                let avg = region_buf(&mut r, reg)?;
+                let avg = region_buf(&r, reg)?;
                 let block = pixel_block(reg, p.strength) as u32;
                 r.dispatch(
                     "mask_pixelate",
@@ -66,8 +66,8 @@ pub fn apply(
                 put(&mut r, &avg, &frame, (w, total), reg, false, words)?;
             }
             MaskMethod::Gaussian | MaskMethod::Elliptical => {
-                let a = region_buf(&mut r, reg)?;
-                let b = region_buf(&mut r, reg)?;
+                let a = region_buf(&r, reg)?;
+                let b = region_buf(&r, reg)?;
                 let n = grid_1d(a.len());
                 for (i, radius) in box_radii(blur_sigma(reg, p.strength))
                     .into_iter()
@@ -94,7 +94,7 @@ pub fn apply(
             }
         }
     }
-    let rb = r.read(&frame, total as u64);
+    let rb = r.read(&frame, total as u64)?;
     let out = r.finish()?;
     let bytes = &out[rb.0][..total];
     if bytes.len() != total {
@@ -104,10 +104,10 @@ pub fn apply(
     Ok(regions)
 }
 
-fn put(
-    r: &mut Recorder,
-    src: &super::Tensor,
-    frame: &wgpu::Buffer,
+fn put<R: Record>(
+    r: &mut R,
+    src: &Tensor<R::Buf>,
+    frame: &R::Buf,
     (w, total): (usize, usize),
     reg: &Region,
     ellipse: bool,
@@ -129,7 +129,7 @@ fn put(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::test_gpu;
+    use crate::gpu::{on_every_device, Compute};
     use crate::imaging::mask;
 
     fn photo() -> RgbImage {
@@ -146,7 +146,10 @@ mod tests {
     /// on the ellipse's edge.
     #[test]
     fn every_method_matches_the_cpu_masker() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(every_method_matches_the_cpu_masker_on);
+    }
+
+    fn every_method_matches_the_cpu_masker_on<D: Compute>(gpu: &D) {
         let base = photo();
         let boxes = [
             [170.0, 60.0, 330.0, 250.0],
@@ -163,7 +166,7 @@ mod tests {
                 let mut cpu = base.clone();
                 let mut dev = base.clone();
                 let want = mask::apply(&mut cpu, &boxes, p);
-                let got = apply(&gpu, &mut dev, &boxes, p).unwrap();
+                let got = apply(gpu, &mut dev, &boxes, p).unwrap();
                 assert_eq!(got, want, "{method}: regions");
                 let (mut off, mut worst) = (0usize, 0u8);
                 for (a, b) in cpu.as_raw().iter().zip(dev.as_raw()) {

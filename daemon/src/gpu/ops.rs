@@ -1,29 +1,42 @@
 //! One function per shader: checks shapes, allocates the output, records
 //! the dispatch. Weights are uploaded once, at model load, as [`Conv`].
 
-use super::{grid_1d, GpuError, Recorder, Result, Tensor};
+use super::{grid_1d, Compute, GpuError, Record, Result, Tensor};
 
 /// A convolution's weight and bias on the device, in PyTorch's layouts:
 /// [cout, cin, k, k] (dense), [c, 1, 3, 3] (depthwise), [cin, cout, 2, 2]
 /// (transposed), [outputs, inputs] (linear).
-pub struct Conv {
-    pub w: wgpu::Buffer,
-    pub b: wgpu::Buffer,
+pub struct Conv<B> {
+    pub w: B,
+    pub b: B,
     pub cout: usize,
     pub cin: usize,
     pub k: usize,
 }
 
-impl Conv {
-    pub fn new(gpu: &super::Gpu, w: &[f32], b: &[f32], cout: usize, cin: usize, k: usize) -> Self {
-        debug_assert_eq!(b.len(), cout);
-        Self {
-            w: gpu.upload("weight", w),
-            b: gpu.upload("bias", b),
+impl<B> Conv<B> {
+    pub fn new<D: Compute<Buf = B>>(
+        dev: &D,
+        w: &[f32],
+        b: &[f32],
+        cout: usize,
+        cin: usize,
+        k: usize,
+    ) -> Result<Self> {
+        if b.len() != cout || !w.len().is_multiple_of(cout.max(1)) {
+            return Err(GpuError::Shape(format!(
+                "{} weights and {} biases for {cout} outputs",
+                w.len(),
+                b.len()
+            )));
+        }
+        Ok(Self {
+            w: dev.upload("weight", w)?,
+            b: dev.upload("bias", b)?,
             cout,
             cin,
             k,
-        }
+        })
     }
 }
 
@@ -35,7 +48,7 @@ fn groups_2d(w: usize, h: usize, z: usize) -> [u32; 3] {
     [u(w.div_ceil(8)), u(h.div_ceil(8)), u(z)]
 }
 
-fn expect_channels(op: &str, x: &Tensor, c: usize) -> Result<()> {
+fn expect_channels<B>(op: &str, x: &Tensor<B>, c: usize) -> Result<()> {
     if x.shape[1] != c {
         return Err(GpuError::Shape(format!(
             "{op}: input has {} channels, the layer takes {c}",
@@ -51,14 +64,14 @@ pub fn out_dim(len: usize, k: usize, stride: usize, pad: usize) -> usize {
 }
 
 /// Dense k x k convolution (`shaders/conv2d.wgsl`).
-pub fn conv2d(
-    r: &mut Recorder,
-    x: &Tensor,
-    c: &Conv,
+pub fn conv2d<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
     stride: usize,
     pad: usize,
     relu: bool,
-) -> Result<Tensor> {
+) -> Result<Tensor<R::Buf>> {
     expect_channels("conv2d", x, c.cin)?;
     let [n, _, h, w] = x.shape;
     if h + 2 * pad < c.k || w + 2 * pad < c.k {
@@ -68,7 +81,7 @@ pub fn conv2d(
         )));
     }
     let (ho, wo) = (out_dim(h, c.k, stride, pad), out_dim(w, c.k, stride, pad));
-    let y = r.gpu().tensor([n, c.cout, ho, wo])?;
+    let y = r.tensor([n, c.cout, ho, wo])?;
     let p = [
         n,
         c.cin,
@@ -94,18 +107,18 @@ pub fn conv2d(
 }
 
 /// Depthwise 3x3 convolution (`shaders/depthwise.wgsl`).
-pub fn depthwise(
-    r: &mut Recorder,
-    x: &Tensor,
-    c: &Conv,
+pub fn depthwise<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
     stride: usize,
     pad: usize,
     relu: bool,
-) -> Result<Tensor> {
+) -> Result<Tensor<R::Buf>> {
     expect_channels("depthwise", x, c.cout)?;
     let [n, ch, h, w] = x.shape;
     let (ho, wo) = (out_dim(h, 3, stride, pad), out_dim(w, 3, stride, pad));
-    let y = r.gpu().tensor([n, ch, ho, wo])?;
+    let y = r.tensor([n, ch, ho, wo])?;
     let p = [n, ch, h, w, ho, wo, stride, pad, relu as usize, 0, 0, 0].map(u);
     r.dispatch(
         "depthwise",
@@ -118,13 +131,13 @@ pub fn depthwise(
 
 /// 1x1 convolution as a tiled matrix product (`shaders/conv1x1.wgsl`):
 /// bias, then ReLU if asked, then `residual` (same shape as the output) added.
-pub fn conv1x1(
-    r: &mut Recorder,
-    x: &Tensor,
-    c: &Conv,
+pub fn conv1x1<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
     relu: bool,
-    residual: Option<&Tensor>,
-) -> Result<Tensor> {
+    residual: Option<&Tensor<R::Buf>>,
+) -> Result<Tensor<R::Buf>> {
     expect_channels("conv1x1", x, c.cin)?;
     let [n, _, h, w] = x.shape;
     let shape = [n, c.cout, h, w];
@@ -136,7 +149,7 @@ pub fn conv1x1(
             )));
         }
     }
-    let y = r.gpu().tensor(shape)?;
+    let y = r.tensor(shape)?;
     let p = [
         n,
         c.cin,
@@ -148,7 +161,9 @@ pub fn conv1x1(
         0,
     ]
     .map(u);
-    let res = residual.map(|t| &t.buf).unwrap_or(r.placeholder());
+    // Without a residual the kernel never reads that argument; the input
+    // stands in for it (bound read-only twice, which both APIs allow).
+    let res = residual.map(|t| &t.buf).unwrap_or(&x.buf);
     r.dispatch(
         "conv1x1",
         &p,
@@ -159,10 +174,15 @@ pub fn conv1x1(
 }
 
 /// 2x2/stride-2 transposed convolution (`shaders/conv_transpose2x2.wgsl`).
-pub fn conv_transpose2x2(r: &mut Recorder, x: &Tensor, c: &Conv, relu: bool) -> Result<Tensor> {
+pub fn conv_transpose2x2<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+    relu: bool,
+) -> Result<Tensor<R::Buf>> {
     expect_channels("conv_transpose2x2", x, c.cin)?;
     let [n, _, h, w] = x.shape;
-    let y = r.gpu().tensor([n, c.cout, 2 * h, 2 * w])?;
+    let y = r.tensor([n, c.cout, 2 * h, 2 * w])?;
     let p = [n, c.cin, h, w, c.cout, relu as usize, 0, 0].map(u);
     r.dispatch(
         "conv_transpose2x2",
@@ -174,10 +194,10 @@ pub fn conv_transpose2x2(r: &mut Recorder, x: &Tensor, c: &Conv, relu: bool) -> 
 }
 
 /// 2x2 max-pool, stride 2, floor (`shaders/maxpool2x2.wgsl`).
-pub fn maxpool2x2(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+pub fn maxpool2x2<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<Tensor<R::Buf>> {
     let [n, c, h, w] = x.shape;
     let (ho, wo) = (h / 2, w / 2);
-    let y = r.gpu().tensor([n, c, ho, wo])?;
+    let y = r.tensor([n, c, ho, wo])?;
     r.dispatch(
         "maxpool2x2",
         &[h, w, ho, wo].map(u),
@@ -188,7 +208,11 @@ pub fn maxpool2x2(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 }
 
 /// [centre crop of `a` to `b`'s size, `b`] along channels (`shaders/crop_concat.wgsl`).
-pub fn crop_concat(r: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub fn crop_concat<R: Record>(
+    r: &mut R,
+    a: &Tensor<R::Buf>,
+    b: &Tensor<R::Buf>,
+) -> Result<Tensor<R::Buf>> {
     let [n, ca, ha, wa] = a.shape;
     let [nb, cb, h, w] = b.shape;
     let crop = (ha.saturating_sub(h)) / 2;
@@ -198,7 +222,7 @@ pub fn crop_concat(r: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
             a.shape, b.shape
         )));
     }
-    let y = r.gpu().tensor([n, ca + cb, h, w])?;
+    let y = r.tensor([n, ca + cb, h, w])?;
     r.dispatch(
         "crop_concat",
         &[n, ca, cb, ha, wa, h, w, crop].map(u),
@@ -209,7 +233,7 @@ pub fn crop_concat(r: &mut Recorder, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 /// Sigmoid in place on channels `c0..c0 + k` (`shaders/sigmoid.wgsl`).
-pub fn sigmoid(r: &mut Recorder, x: &Tensor, c0: usize, k: usize) -> Result<()> {
+pub fn sigmoid<R: Record>(r: &mut R, x: &Tensor<R::Buf>, c0: usize, k: usize) -> Result<()> {
     let [n, c, h, w] = x.shape;
     if c0 + k > c {
         return Err(GpuError::Shape(format!(
@@ -226,9 +250,9 @@ pub fn sigmoid(r: &mut Recorder, x: &Tensor, c0: usize, k: usize) -> Result<()> 
 }
 
 /// Mean over each plane: [n, c, h, w] -> [n, c, 1, 1] (`shaders/global_avg_pool.wgsl`).
-pub fn global_avg_pool(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
+pub fn global_avg_pool<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<Tensor<R::Buf>> {
     let [n, c, h, w] = x.shape;
-    let y = r.gpu().tensor([n, c, 1, 1])?;
+    let y = r.tensor([n, c, 1, 1])?;
     r.dispatch(
         "global_avg_pool",
         &[n * c, h * w, 0, 0].map(u),
@@ -239,7 +263,11 @@ pub fn global_avg_pool(r: &mut Recorder, x: &Tensor) -> Result<Tensor> {
 }
 
 /// Fully connected: [n, inputs, 1, 1] -> [n, outputs, 1, 1] (`shaders/linear.wgsl`).
-pub fn linear(r: &mut Recorder, x: &Tensor, c: &Conv) -> Result<Tensor> {
+pub fn linear<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+) -> Result<Tensor<R::Buf>> {
     let [n, ch, h, w] = x.shape;
     if ch * h * w != c.cin {
         return Err(GpuError::Shape(format!(
@@ -248,7 +276,7 @@ pub fn linear(r: &mut Recorder, x: &Tensor, c: &Conv) -> Result<Tensor> {
             c.cin
         )));
     }
-    let y = r.gpu().tensor([n, c.cout, 1, 1])?;
+    let y = r.tensor([n, c.cout, 1, 1])?;
     r.dispatch(
         "linear",
         &[n, c.cin, c.cout, 0].map(u),
@@ -259,7 +287,7 @@ pub fn linear(r: &mut Recorder, x: &Tensor, c: &Conv) -> Result<Tensor> {
 }
 
 /// Softmax in place over each item's values (channels x plane flattened).
-pub fn softmax(r: &mut Recorder, x: &Tensor) -> Result<()> {
+pub fn softmax<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<()> {
     let [n, c, h, w] = x.shape;
     r.dispatch(
         "softmax",
@@ -281,21 +309,21 @@ pub struct Prep {
 /// `n` interleaved RGB8 images of `sw x sh`, uploaded as they are, to an
 /// [n, 3, dh, dw] input: resize, layout and scaling in one dispatch
 /// (`shaders/preprocess.wgsl`).
-pub fn preprocess(
-    r: &mut Recorder,
-    src: &wgpu::Buffer,
+pub fn preprocess<R: Record>(
+    r: &mut R,
+    src: &R::Buf,
     n: usize,
     (sw, sh): (usize, usize),
     (dw, dh): (usize, usize),
     prep: Prep,
-) -> Result<Tensor> {
-    if (src.size() as usize) < n * sw * sh * 3 || sw == 0 || sh == 0 {
+) -> Result<Tensor<R::Buf>> {
+    if (r.size(src) as usize) < n * sw * sh * 3 || sw == 0 || sh == 0 {
         return Err(GpuError::Shape(format!(
             "preprocess: {} bytes for {n} images of {sw}x{sh}",
-            src.size()
+            r.size(src)
         )));
     }
-    let y = r.gpu().tensor([n, 3, dh, dw])?;
+    let y = r.tensor([n, 3, dh, dw])?;
     let p = [
         u(n),
         u(sh),
@@ -316,8 +344,8 @@ mod tests {
     //! ops where it has them, plain loops otherwise.
 
     use super::*;
-    use crate::gpu::{f32s, test_gpu, Gpu};
-    use candle_core::{Device, Tensor as CTensor, D};
+    use crate::gpu::{f32s, on_every_device, Compute};
+    use candle_core::{Device, Tensor as CTensor, D as Dim};
     use rand::{Rng, SeedableRng};
 
     fn rnd(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
@@ -339,10 +367,13 @@ mod tests {
     /// Ops are plain f32 arithmetic in a different order: well inside 1e-5.
     const TOL: f32 = 1e-5;
 
-    fn run(gpu: &Gpu, f: impl FnOnce(&mut Recorder) -> Tensor) -> Vec<f32> {
+    fn run<'d, D: Compute>(
+        gpu: &'d D,
+        f: impl FnOnce(&mut D::Rec<'d>) -> Tensor<D::Buf>,
+    ) -> Vec<f32> {
         let mut r = gpu.recorder();
         let y = f(&mut r);
-        let rb = r.read(&y.buf, (y.len() * 4) as u64);
+        let rb = r.read(&y.buf, (y.len() * 4) as u64).unwrap();
         f32s(&r.finish().unwrap()[rb.0])
     }
 
@@ -366,7 +397,10 @@ mod tests {
 
     #[test]
     fn conv2d_matches_candle() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(conv2d_matches_candle_on);
+    }
+
+    fn conv2d_matches_candle_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for (n, cin, cout, h, w, stride, pad, relu) in [
             (2, 3, 32, 33, 47, 2, 1, true),
@@ -378,9 +412,9 @@ mod tests {
                 rnd(&mut rng, cout * cin * 9),
                 rnd(&mut rng, cout),
             );
-            let c = Conv::new(&gpu, &wt, &b, cout, cin, 3);
-            let got = run(&gpu, |r| {
-                let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
+            let c = Conv::new(gpu, &wt, &b, cout, cin, 3).unwrap();
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, cin, h, w], &x).unwrap();
                 conv2d(r, &xt, &c, stride, pad, relu).unwrap()
             });
             let want = ct(&x, &[n, cin, h, w])
@@ -394,7 +428,10 @@ mod tests {
 
     #[test]
     fn depthwise_matches_candle() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(depthwise_matches_candle_on);
+    }
+
+    fn depthwise_matches_candle_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(2);
         for (n, c, h, w, stride) in [(2, 96, 21, 30, 2), (1, 144, 16, 9, 1)] {
             let (x, wt, b) = (
@@ -402,9 +439,9 @@ mod tests {
                 rnd(&mut rng, c * 9),
                 rnd(&mut rng, c),
             );
-            let conv = Conv::new(&gpu, &wt, &b, c, 1, 3);
-            let got = run(&gpu, |r| {
-                let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+            let conv = Conv::new(gpu, &wt, &b, c, 1, 3).unwrap();
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
                 depthwise(r, &xt, &conv, stride, 1, true).unwrap()
             });
             let want = ct(&x, &[n, c, h, w])
@@ -417,7 +454,10 @@ mod tests {
 
     #[test]
     fn conv1x1_matches_candle_with_relu_and_residual() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(conv1x1_matches_candle_with_relu_and_residual_on);
+    }
+
+    fn conv1x1_matches_candle_with_relu_and_residual_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         // Sizes off the 64/16 tile edges on purpose.
         for (n, cin, cout, h, w, relu, residual) in [
@@ -432,10 +472,10 @@ mod tests {
                 rnd(&mut rng, cout),
                 rnd(&mut rng, n * cout * h * w),
             );
-            let c = Conv::new(&gpu, &wt, &b, cout, cin, 1);
-            let got = run(&gpu, |r| {
-                let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
-                let rt = r.gpu().tensor_from([n, cout, h, w], &res).unwrap();
+            let c = Conv::new(gpu, &wt, &b, cout, cin, 1).unwrap();
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, cin, h, w], &x).unwrap();
+                let rt = gpu.tensor_from([n, cout, h, w], &res).unwrap();
                 conv1x1(r, &xt, &c, relu, residual.then_some(&rt)).unwrap()
             });
             let mut want = with_bias(
@@ -455,7 +495,10 @@ mod tests {
 
     #[test]
     fn conv_transpose2x2_matches_candle() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(conv_transpose2x2_matches_candle_on);
+    }
+
+    fn conv_transpose2x2_matches_candle_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(4);
         let (n, cin, cout, h, w) = (2, 24, 24, 7, 5);
         let (x, wt, b) = (
@@ -463,9 +506,9 @@ mod tests {
             rnd(&mut rng, cin * cout * 4),
             rnd(&mut rng, cout),
         );
-        let c = Conv::new(&gpu, &wt, &b, cout, cin, 2);
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, cin, h, w], &x).unwrap();
+        let c = Conv::new(gpu, &wt, &b, cout, cin, 2).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, cin, h, w], &x).unwrap();
             conv_transpose2x2(r, &xt, &c, true).unwrap()
         });
         let want = ct(&x, &[n, cin, h, w])
@@ -477,27 +520,30 @@ mod tests {
 
     #[test]
     fn pooling_concat_and_activations_match_candle() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(pooling_concat_and_activations_match_candle_on);
+    }
+
+    fn pooling_concat_and_activations_match_candle_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let (n, c, h, w) = (2, 5, 11, 9);
         let x = rnd(&mut rng, n * c * h * w);
         let xc = ct(&x, &[n, c, h, w]);
 
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
             maxpool2x2(r, &xt).unwrap()
         });
         assert_eq!(got, host(&xc.max_pool2d(2).unwrap()), "maxpool2x2");
 
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
             global_avg_pool(r, &xt).unwrap()
         });
-        let want = host(&xc.mean(D::Minus1).unwrap().mean(D::Minus1).unwrap());
+        let want = host(&xc.mean(Dim::Minus1).unwrap().mean(Dim::Minus1).unwrap());
         assert!(rel_l2(&got, &want) < TOL, "global_avg_pool");
 
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
             sigmoid(r, &xt, 1, 3).unwrap();
             xt
         });
@@ -513,8 +559,8 @@ mod tests {
         .unwrap();
         assert!(rel_l2(&got, &host(&want)) < TOL, "sigmoid");
 
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
             softmax(r, &xt).unwrap();
             xt
         });
@@ -525,9 +571,9 @@ mod tests {
         let (ha, hb, cb) = (9, 5, 3);
         let a = rnd(&mut rng, n * c * ha * ha);
         let b = rnd(&mut rng, n * cb * hb * hb);
-        let got = run(&gpu, |r| {
-            let at = r.gpu().tensor_from([n, c, ha, ha], &a).unwrap();
-            let bt = r.gpu().tensor_from([n, cb, hb, hb], &b).unwrap();
+        let got = run(gpu, |r| {
+            let at = gpu.tensor_from([n, c, ha, ha], &a).unwrap();
+            let bt = gpu.tensor_from([n, cb, hb, hb], &b).unwrap();
             crop_concat(r, &at, &bt).unwrap()
         });
         let crop = ct(&a, &[n, c, ha, ha])
@@ -540,9 +586,9 @@ mod tests {
 
         let (inputs, outputs) = (c * h * w, 7);
         let (wt, bias) = (rnd(&mut rng, outputs * inputs), rnd(&mut rng, outputs));
-        let lin = Conv::new(&gpu, &wt, &bias, outputs, inputs, 1);
-        let got = run(&gpu, |r| {
-            let xt = r.gpu().tensor_from([n, c, h, w], &x).unwrap();
+        let lin = Conv::new(gpu, &wt, &bias, outputs, inputs, 1).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
             linear(r, &xt, &lin).unwrap()
         });
         let want = xc
@@ -557,17 +603,20 @@ mod tests {
 
     #[test]
     fn preprocess_lays_out_and_scales_bytes() {
-        let Some(gpu) = test_gpu() else { return };
+        on_every_device!(preprocess_lays_out_and_scales_bytes_on);
+    }
+
+    fn preprocess_lays_out_and_scales_bytes_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
         let (n, w, h) = (2, 7, 5);
         let bytes: Vec<u8> = (0..n * w * h * 3).map(|_| rng.gen()).collect();
-        let src = gpu.upload("pixels", &bytes);
+        let src = gpu.upload("pixels", &bytes).unwrap();
         let prep = Prep {
             bgr: true,
             scale: 2.0 / 255.0,
             offset: -1.0,
         };
-        let got = run(&gpu, |r| {
+        let got = run(gpu, |r| {
             preprocess(r, &src, n, (w, h), (w, h), prep).unwrap()
         });
         for i in 0..n {
@@ -589,13 +638,13 @@ mod tests {
                 [v, v, v]
             })
             .collect();
-        let src = gpu.upload("pixels", &blocky);
+        let src = gpu.upload("pixels", &blocky).unwrap();
         let plain = Prep {
             bgr: false,
             scale: 1.0,
             offset: 0.0,
         };
-        let got = run(&gpu, |r| {
+        let got = run(gpu, |r| {
             preprocess(r, &src, 1, (sw, sh), (sw / 2, sh / 2), plain).unwrap()
         });
         for y in 0..sh / 2 {

@@ -137,28 +137,40 @@ pub async fn detect(
     })
 }
 
-/// Where masking runs: on the GPU the faces were found on when it is a
-/// wgpu device, else on the CPU.
+/// Masks a frame on an accelerator; see `gpu::mask::apply`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub type DeviceMask = std::sync::Arc<
+    dyn Fn(
+            &mut RgbImage,
+            &[[f32; 4]],
+            imaging::MaskParams,
+        ) -> Result<Vec<imaging::mask::Region>, crate::gpu::GpuError>
+        + Send
+        + Sync,
+>;
+
+/// Where masking runs: on the GPU the faces were found on, else on the CPU.
 #[derive(Clone, Default)]
 pub enum Masker {
     #[default]
     Cpu,
-    #[cfg(feature = "wgpu")]
-    Wgpu(std::sync::Arc<crate::gpu::Gpu>),
+    /// The backend's name ("wgpu", "cuda") and its device's masker.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    Device(&'static str, DeviceMask),
 }
 
 impl Masker {
     pub fn name(&self) -> &'static str {
         match self {
             Masker::Cpu => "cpu",
-            #[cfg(feature = "wgpu")]
-            Masker::Wgpu(_) => "wgpu",
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Masker::Device(name, _) => name,
         }
     }
 
     /// Mask every box in place. A device failure falls back to the CPU
-    /// masker (the GPU path writes the frame only once it fully succeeded),
-    /// so a frame never leaves unmasked.
+    /// masker (the device path writes the frame only once it fully
+    /// succeeded), so a frame never leaves unmasked.
     pub fn apply(
         &self,
         image: &mut RgbImage,
@@ -167,13 +179,11 @@ impl Masker {
     ) -> Vec<imaging::mask::Region> {
         match self {
             Masker::Cpu => imaging::mask::apply(image, boxes, params),
-            #[cfg(feature = "wgpu")]
-            Masker::Wgpu(gpu) => {
-                crate::gpu::mask::apply(gpu, image, boxes, params).unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "wgpu masking failed; masking on the CPU");
-                    imaging::mask::apply(image, boxes, params)
-                })
-            }
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            Masker::Device(name, mask) => mask(image, boxes, params).unwrap_or_else(|e| {
+                tracing::warn!(backend = name, error = %e, "device masking failed; masking on the CPU");
+                imaging::mask::apply(image, boxes, params)
+            }),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! wgpu backend: every model on a Vulkan, Metal or DX12 adapter through the
-//! WGSL shaders of `shaders/` (see `crate::gpu`).
+//! GPU backends: every model through the ops of `crate::gpu`, on a wgpu
+//! adapter (WGSL shaders of `shaders/`) or a CUDA device (kernels of
+//! `kernels/`). One implementation, generic over the device.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,18 +8,19 @@ use std::sync::Arc;
 use super::{Backend, BackendError, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps};
 use crate::gpu::cells::{self, GpuMalaria, GpuUnet};
 use crate::gpu::centerface::GpuCenterFace;
-use crate::gpu::Gpu;
+use crate::gpu::Compute;
 use crate::model::{load_weights, unet::Heads};
 
-enum Models {
-    Faces(Box<GpuCenterFace>),
-    Cells(Box<[GpuUnet; 3]>),
-    Crops(Box<GpuMalaria>),
+enum Models<B> {
+    Faces(Box<GpuCenterFace<B>>),
+    Cells(Box<[GpuUnet<B>; 3]>),
+    Crops(Box<GpuMalaria<B>>),
 }
 
-pub struct WgpuBackend {
-    gpu: Arc<Gpu>,
-    models: Models,
+pub struct AccelBackend<D: Compute> {
+    name: &'static str,
+    dev: Arc<D>,
+    models: Models<D::Buf>,
     max_batch: usize,
 }
 
@@ -39,50 +41,63 @@ fn load_with<T>(
     f(load_weights(path, &candle_core::Device::Cpu).map_err(err)?).map_err(err)
 }
 
-impl WgpuBackend {
+impl<D: Compute> AccelBackend<D> {
+    /// `name`: "wgpu" or "cuda".
     pub fn load(
-        gpu: Arc<Gpu>,
+        name: &'static str,
+        dev: Arc<D>,
         models: &ModelPaths,
         set: ModelSet,
         max_batch: usize,
     ) -> Result<Self, BackendError> {
-        let g = &gpu;
+        let d: &D = &dev;
         let loaded = match set {
             ModelSet::Faces => Models::Faces(Box::new(load_with(&models.centerface, |vb| {
-                GpuCenterFace::load(g, vb)
+                GpuCenterFace::load(d, vb)
             })?)),
             ModelSet::CellTiles => Models::Cells(Box::new([
-                load_with(&models.cbc_rbc, |vb| GpuUnet::load(g, vb, Heads::MaskEdge))?,
-                load_with(&models.cbc_wbc, |vb| GpuUnet::load(g, vb, Heads::Mask))?,
-                load_with(&models.cbc_plt, |vb| GpuUnet::load(g, vb, Heads::Mask))?,
+                load_with(&models.cbc_rbc, |vb| GpuUnet::load(d, vb, Heads::MaskEdge))?,
+                load_with(&models.cbc_wbc, |vb| GpuUnet::load(d, vb, Heads::Mask))?,
+                load_with(&models.cbc_plt, |vb| GpuUnet::load(d, vb, Heads::Mask))?,
             ])),
             ModelSet::Crops => Models::Crops(Box::new(load_with(&models.malaria, |vb| {
-                GpuMalaria::load(g, vb)
+                GpuMalaria::load(d, vb)
             })?)),
         };
         Ok(Self {
-            gpu,
+            name,
+            dev,
             models: loaded,
             max_batch: max_batch.max(1),
         })
     }
 }
 
-impl Backend for WgpuBackend {
+impl<D> Backend for AccelBackend<D>
+where
+    D: Compute + Send + Sync + 'static,
+    D::Buf: Send,
+{
     fn name(&self) -> &'static str {
-        "wgpu"
+        self.name
     }
 
     fn device(&self) -> String {
-        self.gpu.describe()
+        self.dev.describe()
     }
 
     fn masker(&self) -> crate::pipeline::faces::Masker {
-        crate::pipeline::faces::Masker::Wgpu(self.gpu.clone())
+        let dev = self.dev.clone();
+        crate::pipeline::faces::Masker::Device(
+            self.name,
+            Arc::new(move |img, boxes, params| {
+                crate::gpu::mask::apply(dev.as_ref(), img, boxes, params)
+            }),
+        )
     }
 
     fn health(&self) -> Result<(), BackendError> {
-        Ok(self.gpu.health()?)
+        Ok(self.dev.health()?)
     }
 
     fn max_batch_size(&self) -> usize {
@@ -90,14 +105,14 @@ impl Backend for WgpuBackend {
     }
 
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError> {
-        let gpu = &self.gpu;
+        let dev: &D = &self.dev;
         match (&self.models, batch) {
             (Models::Faces(m), Batch::Faces(b)) => {
-                let out = m.forward_rgb8(gpu, &b.pixels, b.len(), b.height, b.width)?;
+                let out = m.forward_rgb8(dev, &b.pixels, b.len(), b.height, b.width)?;
                 Ok(BatchOutput::Faces(super::cpu::decode_faces(&out, &b)?))
             }
             (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(
-                cells::cell_tiles(gpu, nets, &data, count)?
+                cells::cell_tiles(dev, nets, &data, count)?
                     .into_iter()
                     .map(|[rbc, rbc_edge, wbc, platelets]| TileMaps {
                         rbc,
@@ -107,18 +122,9 @@ impl Backend for WgpuBackend {
                     })
                     .collect(),
             )),
-            (Models::Crops(m), Batch::Crops { data, count }) => {
-                let crops: Vec<&[u8]> = data
-                    .chunks_exact(crate::model::malaria::CROP.pow(2))
-                    .collect();
-                if crops.len() != count {
-                    return Err(BackendError::BadBatch(format!(
-                        "{} bytes for {count} crops",
-                        data.len()
-                    )));
-                }
-                Ok(BatchOutput::Parasitized(m.classify(gpu, &crops)?))
-            }
+            (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
+                m.classify(dev, &super::split_crops(&data, count)?)?,
+            )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),
             )),

@@ -1,0 +1,381 @@
+//! CUDA device through cudarc: the driver and NVRTC are loaded at run time
+//! (no toolkit at build time), and the kernels of `kernels/` are compiled by
+//! NVRTC once at start for the GPU's own architecture. Work goes to one
+//! stream in order; a readback waits for what was queued before it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+
+use super::{check_grid, Compute, GpuError, Readback, Record, Result, Tensor};
+
+/// Every kernel of `kernels/`, by file stem, with its block (workgroup)
+/// shape: the same as its WGSL twin's `@workgroup_size`.
+pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
+    (
+        "conv2d",
+        include_str!("../../../kernels/conv2d.cu"),
+        [8, 8, 1],
+    ),
+    (
+        "depthwise",
+        include_str!("../../../kernels/depthwise.cu"),
+        [8, 8, 1],
+    ),
+    (
+        "conv1x1",
+        include_str!("../../../kernels/conv1x1.cu"),
+        [16, 16, 1],
+    ),
+    (
+        "conv_transpose2x2",
+        include_str!("../../../kernels/conv_transpose2x2.cu"),
+        [8, 8, 1],
+    ),
+    (
+        "maxpool2x2",
+        include_str!("../../../kernels/maxpool2x2.cu"),
+        [8, 8, 1],
+    ),
+    (
+        "crop_concat",
+        include_str!("../../../kernels/crop_concat.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "sigmoid",
+        include_str!("../../../kernels/sigmoid.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "global_avg_pool",
+        include_str!("../../../kernels/global_avg_pool.cu"),
+        [64, 1, 1],
+    ),
+    (
+        "linear",
+        include_str!("../../../kernels/linear.cu"),
+        [64, 1, 1],
+    ),
+    (
+        "softmax",
+        include_str!("../../../kernels/softmax.cu"),
+        [64, 1, 1],
+    ),
+    (
+        "preprocess",
+        include_str!("../../../kernels/preprocess.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "mask_fill",
+        include_str!("../../../kernels/mask_fill.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "mask_pixelate",
+        include_str!("../../../kernels/mask_pixelate.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "mask_box_blur",
+        include_str!("../../../kernels/mask_box_blur.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "mask_put",
+        include_str!("../../../kernels/mask_put.cu"),
+        [256, 1, 1],
+    ),
+];
+
+/// Parameter words, passed by value; each kernel reads the leading words
+/// as its own parameter struct.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Words([u32; 16]);
+
+// SAFETY: plain old data, 16 u32 with C layout.
+unsafe impl DeviceRepr for Words {}
+
+fn dev_err(e: impl std::fmt::Display) -> GpuError {
+    GpuError::Run(format!("CUDA: {e}"))
+}
+
+/// Why CUDA cannot be used here, or Ok. cudarc's dynamically loaded
+/// bindings panic on first use when a library is missing, so this checks
+/// for the libraries before anything calls them.
+pub fn probe() -> std::result::Result<(), String> {
+    // SAFETY: both only try to load the library and report whether it loaded.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("the NVIDIA driver library (libcuda) is not loadable".into());
+    }
+    // SAFETY: as above.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(
+            "libnvrtc is not loadable (install the CUDA toolkit's NVRTC, or the PyPI \
+             package nvidia-cuda-nvrtc, and put its lib/ on LD_LIBRARY_PATH)"
+                .into(),
+        );
+    }
+    match CudaContext::device_count() {
+        Ok(n) if n > 0 => Ok(()),
+        Ok(_) => Err("the CUDA driver reports no device".into()),
+        Err(e) => Err(format!("the CUDA driver reports no device: {e}")),
+    }
+}
+
+/// Compile one kernel source to PTX for `arch` (e.g. `compute_90`).
+pub fn compile(name: &str, src: &str, arch: &'static str) -> Result<cudarc::nvrtc::Ptx> {
+    cudarc::nvrtc::compile_ptx_with_opts(
+        src,
+        cudarc::nvrtc::CompileOptions {
+            arch: Some(arch),
+            name: Some(format!("{name}.cu")),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| GpuError::Shader {
+        name: name.into(),
+        message: e.to_string(),
+    })
+}
+
+/// An open CUDA device with every kernel loaded.
+pub struct Cuda {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, (CudaFunction, [u32; 3])>,
+    name: String,
+    capability: (i32, i32),
+    memory: usize,
+    /// A launch or copy failed: CUDA errors of that kind poison the context.
+    broken: AtomicBool,
+}
+
+impl Cuda {
+    pub fn open(ordinal: usize) -> Result<Arc<Self>> {
+        probe().map_err(GpuError::NoCudaDevice)?;
+        let ctx = CudaContext::new(ordinal).map_err(dev_err)?;
+        let capability = ctx.compute_capability().map_err(dev_err)?;
+        let arch: &'static str =
+            Box::leak(format!("compute_{}{}", capability.0, capability.1).into_boxed_str());
+        let mut funcs = HashMap::new();
+        for &(name, src, block) in KERNELS {
+            let module = ctx
+                .load_module(compile(name, src, arch)?)
+                .map_err(dev_err)?;
+            let f = module.load_function(name).map_err(dev_err)?;
+            funcs.insert(name, (f, block));
+        }
+        Ok(Arc::new(Self {
+            name: ctx.name().map_err(dev_err)?,
+            memory: ctx.total_mem().map_err(dev_err)?,
+            stream: ctx.default_stream(),
+            ctx,
+            funcs,
+            capability,
+            broken: AtomicBool::new(false),
+        }))
+    }
+
+    fn failed(&self, e: impl std::fmt::Display) -> GpuError {
+        self.broken.store(true, Ordering::SeqCst);
+        dev_err(e)
+    }
+}
+
+impl Compute for Cuda {
+    type Buf = CudaSlice<u32>;
+    type Rec<'a> = CudaRecorder<'a>;
+
+    fn recorder(&self) -> CudaRecorder<'_> {
+        CudaRecorder {
+            dev: self,
+            reads: Vec::new(),
+        }
+    }
+
+    fn upload<T: bytemuck::Pod>(&self, _label: &str, data: &[T]) -> Result<CudaSlice<u32>> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        let mut words = vec![0u32; bytes.len().div_ceil(4).max(1)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        self.stream.clone_htod(&words).map_err(|e| self.failed(e))
+    }
+
+    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaSlice<u32>>> {
+        let len = shape.iter().product::<usize>();
+        if (len * 4) as u64 > self.max_binding() {
+            return Err(GpuError::Shape(format!(
+                "a {shape:?} tensor is over the kernels' 32-bit indexing"
+            )));
+        }
+        Ok(Tensor {
+            buf: self
+                .stream
+                .alloc_zeros::<u32>(len.max(1))
+                .map_err(|e| self.failed(e))?,
+            shape,
+        })
+    }
+
+    /// Kernels index elements with 32-bit integers.
+    fn max_binding(&self) -> u64 {
+        (u32::MAX as u64 / 4) * 4
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} (CUDA, compute {}.{}, {} MiB)",
+            self.name,
+            self.capability.0,
+            self.capability.1,
+            self.memory >> 20
+        )
+    }
+    fn health(&self) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(GpuError::Run(
+                "an earlier CUDA error left the context unusable".into(),
+            ));
+        }
+        self.ctx.bind_to_thread().map_err(dev_err)
+    }
+}
+
+/// Launches queued on the device's stream; readbacks copy as they are asked for.
+pub struct CudaRecorder<'a> {
+    dev: &'a Cuda,
+    reads: Vec<Vec<u8>>,
+}
+
+impl Record for CudaRecorder<'_> {
+    type Buf = CudaSlice<u32>;
+
+    fn dispatch(
+        &mut self,
+        name: &str,
+        params: &[u32],
+        bufs: &[&CudaSlice<u32>],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let (f, block) = self.dev.funcs.get(name).ok_or_else(|| GpuError::Shader {
+            name: name.into(),
+            message: "no such kernel".into(),
+        })?;
+        check_grid(name, groups)?;
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let mut words = Words([0; 16]);
+        if params.len() > words.0.len() {
+            return Err(GpuError::Shape(format!(
+                "{name}: {} parameter words",
+                params.len()
+            )));
+        }
+        words.0[..params.len()].copy_from_slice(params);
+        let mut launch = self.dev.stream.launch_builder(f);
+        launch.arg(&words);
+        for b in bufs {
+            launch.arg(*b);
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (groups[0], groups[1], groups[2]),
+            block_dim: (block[0], block[1], block[2]),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the kernel's parameters are its parameter struct (read
+        // from the leading words of `words`) and one device pointer per
+        // buffer, in this order; ops.rs sizes every buffer for the grid.
+        unsafe { launch.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| self.dev.failed(e))
+    }
+
+    fn size(&self, buf: &CudaSlice<u32>) -> u64 {
+        (buf.len() * 4) as u64
+    }
+
+    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaSlice<u32>>> {
+        self.dev.tensor(shape)
+    }
+
+    fn read(&mut self, buf: &CudaSlice<u32>, len: u64) -> Result<Readback> {
+        let words = self
+            .dev
+            .stream
+            .clone_dtoh(buf)
+            .map_err(|e| self.dev.failed(e))?;
+        let mut bytes: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
+        bytes.truncate(len as usize);
+        self.reads.push(bytes);
+        Ok(Readback(self.reads.len() - 1))
+    }
+
+    fn finish(self) -> Result<Vec<Vec<u8>>> {
+        self.dev
+            .stream
+            .synchronize()
+            .map_err(|e| self.dev.failed(e))?;
+        Ok(self.reads)
+    }
+}
+
+/// The first CUDA device, shared by tests, or why there is none.
+#[cfg(test)]
+pub(crate) fn test_cuda() -> Option<Arc<Cuda>> {
+    static DEV: std::sync::OnceLock<std::result::Result<Arc<Cuda>, String>> =
+        std::sync::OnceLock::new();
+    match DEV.get_or_init(|| Cuda::open(0).map_err(|e| e.to_string())) {
+        Ok(d) => {
+            eprintln!("cuda test on {}", d.describe());
+            Some(d.clone())
+        }
+        Err(e) => {
+            eprintln!("skipping cuda test: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every file in `kernels/` is built in, and every kernel compiles with
+    /// NVRTC for the H100/H200 architecture and exports its entry point. Needs
+    /// libnvrtc but no GPU; without libnvrtc it says so and skips.
+    #[test]
+    fn every_kernel_compiles_with_nvrtc() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".cu").map(str::to_owned)
+            })
+            .collect();
+        on_disk.sort();
+        let mut built: Vec<String> = KERNELS.iter().map(|(n, _, _)| n.to_string()).collect();
+        built.sort();
+        assert_eq!(on_disk, built, "kernels/ and cuda_device::KERNELS differ");
+        // SAFETY: only checks whether the library loads.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            eprintln!("skipping NVRTC compilation: libnvrtc is not loadable");
+            return;
+        }
+        for &(name, src, _) in KERNELS {
+            let ptx = compile(name, src, "compute_90").unwrap_or_else(|e| panic!("{e}"));
+            let text = ptx.to_src();
+            assert!(
+                text.contains(&format!(".entry {name}(")),
+                "{name}: no entry point in the PTX"
+            );
+        }
+    }
+}
