@@ -5,7 +5,12 @@
 //!         --image tests/fixtures/group.jpg --concurrency 1,8,32 --requests 200
 //!
 //! Each level stops after --requests answers or --max-seconds, whichever
-//! comes first. Batch sizes come from the daemon's argus_batch_size
+//! comes first. `--resize 1280x720` stretches the image to that size and
+//! re-encodes it as JPEG (quality 90) first, for the masked-frames figure:
+//!
+//!     ... --endpoint mask --image tests/fixtures/group.jpg --resize 1280x720
+//!
+//! Batch sizes come from the daemon's argus_batch_size
 //! histogram, read from /metrics before and after each level. Only loopback
 //! targets are accepted unless --allow-remote is given.
 
@@ -16,6 +21,7 @@ struct Args {
     key: Option<String>,
     image: String,
     endpoint: String,
+    resize: Option<(u32, u32)>,
     levels: Vec<usize>,
     requests: usize,
     max_seconds: u64,
@@ -28,6 +34,7 @@ fn parse() -> Args {
         key: std::env::var("ARGUS_KEY").ok(),
         image: "tests/fixtures/group.jpg".into(),
         endpoint: "detect".into(),
+        resize: None,
         levels: vec![1, 8, 32],
         requests: 200,
         max_seconds: 120,
@@ -41,6 +48,11 @@ fn parse() -> Args {
             "--key" => a.key = Some(v()),
             "--image" => a.image = v(),
             "--endpoint" => a.endpoint = v(),
+            "--resize" => {
+                let s = v();
+                let (w, h) = s.split_once('x').expect("--resize WxH");
+                a.resize = Some((w.parse().expect("width"), h.parse().expect("height")));
+            }
             "--concurrency" => {
                 a.levels = v()
                     .split(',')
@@ -115,17 +127,29 @@ async fn main() {
         );
         std::process::exit(2);
     }
-    let bytes = std::fs::read(&a.image).expect("image file");
+    let mut bytes = std::fs::read(&a.image).expect("image file");
+    if let Some((w, h)) = a.resize {
+        let img = image::load_from_memory(&bytes).expect("decodable image");
+        let img = img.resize_exact(w, h, image::imageops::FilterType::Triangle);
+        let mut out = std::io::Cursor::new(Vec::new());
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+            .encode_image(&img.into_rgb8())
+            .expect("JPEG encode");
+        bytes = out.into_inner();
+    }
     let client = reqwest::Client::builder()
         .danger_accept_invalid_certs(true)
         .pool_max_idle_per_host(256)
         .build()
         .unwrap();
     println!(
-        "target {} /api/v1/{}, image {} ({} bytes)",
+        "target {} /api/v1/{}, image {}{} ({} bytes)",
         a.url,
         a.endpoint,
         a.image,
+        a.resize
+            .map(|(w, h)| format!(" resized to {w}x{h}"))
+            .unwrap_or_default(),
         bytes.len()
     );
     println!(

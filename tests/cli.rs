@@ -271,6 +271,10 @@ fn bad_configuration_fails_start_up_with_every_problem() {
         err.contains("plain HTTP") && err.contains("multiples of 32"),
         "{err}"
     );
+    if argus::backend::resolve(argus::backend::BackendKind::Cuda).is_ok() {
+        eprintln!("not checking the refusal of --backend cuda: CUDA is available here");
+        return;
+    }
     let o = argusd(tmp.path())
         .args(["serve", "--backend", "cuda"])
         .env("ARGUS_TLS", "false")

@@ -1,8 +1,9 @@
-//! Backend selection and the wgpu backend over real HTTP: what `auto`
-//! picks, how an unavailable backend fails, and the wgpu server answering
-//! detect and mask like the CPU server. wgpu runs on whatever Vulkan
-//! adapter the machine has (Mesa's lavapipe in CI, selected explicitly);
-//! without one the wgpu tests skip with the reason.
+//! Backend selection and the accelerator backends over real HTTP: what
+//! `auto` picks, how an unavailable backend fails, and the wgpu and CUDA
+//! servers answering detect and mask like the CPU server. wgpu runs on
+//! whatever Vulkan adapter the machine has (Mesa's lavapipe in CI, selected
+//! explicitly); CUDA needs the `cuda` feature, libcuda, libnvrtc and a GPU.
+//! Where a device is missing its test skips with the reason.
 
 mod common;
 
@@ -21,7 +22,11 @@ async fn auto_never_takes_a_software_adapter() {
         v["backend"].as_str().unwrap(),
         v["device"].as_str().unwrap(),
     );
-    assert!(backend == "cpu" || backend == "wgpu", "{v}");
+    if device_or_skip(BackendKind::Cuda).is_none() {
+        assert!(backend == "cpu" || backend == "wgpu", "{v}");
+    } else {
+        assert_eq!(backend, "cuda", "auto takes CUDA first: {v}");
+    }
     assert!(
         !device.contains(", Cpu,"),
         "auto picked a software adapter: {device}"
@@ -35,12 +40,16 @@ async fn auto_never_takes_a_software_adapter() {
 }
 
 #[tokio::test]
-async fn asking_for_a_backend_this_build_lacks_fails_start_up() {
+async fn asking_for_a_backend_that_is_not_there_fails_start_up() {
+    if device_or_skip(BackendKind::Cuda).is_some() {
+        eprintln!("skipping: CUDA is available here");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut c = common::base_config(dir.path());
     c.backend = BackendKind::Cuda;
     let err = match argus::start(c).await {
-        Ok(_) => panic!("started on a backend that is not compiled in"),
+        Ok(_) => panic!("started on a backend that is not available"),
         Err(e) => e.to_string(),
     };
     assert!(
@@ -49,13 +58,13 @@ async fn asking_for_a_backend_this_build_lacks_fails_start_up() {
     );
 }
 
-/// The wgpu target, or None (with the reason printed) on a machine with no
-/// Vulkan/Metal/DX12 adapter at all.
-fn wgpu_or_skip() -> Option<Target> {
-    match argus::backend::resolve(BackendKind::Wgpu) {
+/// The target `kind` resolves to, or None (with the reason printed) where
+/// the build or the machine lacks it.
+fn device_or_skip(kind: BackendKind) -> Option<Target> {
+    match argus::backend::resolve(kind) {
         Ok(t) => Some(t),
         Err(e) => {
-            eprintln!("skipping: {e}");
+            eprintln!("skipping {kind:?}: {e}");
             None
         }
     }
@@ -63,19 +72,28 @@ fn wgpu_or_skip() -> Option<Target> {
 
 #[tokio::test]
 async fn wgpu_server_detects_and_masks_like_the_cpu_server() {
-    if wgpu_or_skip().is_none() {
+    device_server_matches_the_cpu_server(BackendKind::Wgpu, "wgpu").await;
+}
+
+#[tokio::test]
+async fn cuda_server_detects_and_masks_like_the_cpu_server() {
+    device_server_matches_the_cpu_server(BackendKind::Cuda, "cuda").await;
+}
+
+async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
+    if device_or_skip(kind).is_none() {
         return;
     }
     let cpu = start(|c| c.auth.api_key_enabled = false).await;
     let gpu = start(|c| {
         c.auth.api_key_enabled = false;
-        c.backend = BackendKind::Wgpu;
+        c.backend = kind;
     })
     .await;
     let h = json(gpu.client.get(gpu.url("/health")).send().await.unwrap()).await;
-    assert_eq!(h["backend"], "wgpu", "{h}");
+    assert_eq!(h["backend"], name, "{h}");
     assert_eq!(h["max_batch_size"], 32, "the GPU batch cap applies: {h}");
-    assert!(gpu.metrics().await.contains("backend=\"wgpu\""));
+    assert!(gpu.metrics().await.contains(&format!("backend=\"{name}\"")));
 
     for name in ["group.jpg", "astronaut.jpg", "coffee.jpg"] {
         let a = json(cpu.post_image("/api/v1/detect", None, fixture(name)).await).await;
