@@ -25,6 +25,7 @@ pub struct Metrics {
     pub failures: IntCounterVec,
     pub dropped_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
+    pub backend_fallback: IntGaugeVec,
     pub stored_bytes: IntGauge,
     pub image_decode: Histogram,
     pub cells_counted: IntCounterVec,
@@ -126,6 +127,14 @@ impl Metrics {
                 &["version", "backend", "device"],
             )
             .expect("static metric definition"),
+            backend_fallback: IntGaugeVec::new(
+                opts(
+                    "argus_backend_fallback",
+                    "1 when the model's batches run on the CPU because its GPU device failed.",
+                ),
+                &["model"],
+            )
+            .expect("static metric definition"),
             stored_bytes: IntGauge::with_opts(opts(
                 "argus_storage_blob_bytes",
                 "Bytes of image blobs on disk.",
@@ -180,6 +189,7 @@ impl Metrics {
             Box::new(m.failures.clone()),
             Box::new(m.dropped_requests.clone()),
             Box::new(m.build_info.clone()),
+            Box::new(m.backend_fallback.clone()),
             Box::new(m.stored_bytes.clone()),
             Box::new(m.image_decode.clone()),
             Box::new(m.cells_counted.clone()),

@@ -55,6 +55,7 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         "storage_ready": !app.storage_enabled() || storage_ready,
         "backend": info.backend,
         "device": info.device,
+        "fallback": app.batcher.fallback(),
         "max_batch_size": info.max_batch,
         "version": env!("CARGO_PKG_VERSION"),
     });

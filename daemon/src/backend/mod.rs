@@ -6,6 +6,8 @@
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod accel;
 pub mod cpu;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod fallback;
 
 use std::path::PathBuf;
 
@@ -104,6 +106,11 @@ pub trait Backend: Send {
     /// Where frames found on this backend get masked.
     fn masker(&self) -> crate::pipeline::faces::Masker {
         crate::pipeline::faces::Masker::Cpu
+    }
+    /// For a device backend that can hand over to the CPU: set, with the
+    /// reason, once it has.
+    fn fallback(&self) -> Option<std::sync::Arc<std::sync::OnceLock<String>>> {
+        None
     }
 }
 
@@ -246,7 +253,8 @@ pub fn resolve(kind: BackendKind) -> Result<Target, BackendError> {
     }
 }
 
-/// Start a backend instance on `target` holding the models of `set`.
+/// Start a backend instance on `target` holding the models of `set`. On a
+/// GPU the CPU models take over if the device is lost (see `fallback`).
 pub fn start(
     target: &Target,
     models: &ModelPaths,
@@ -256,20 +264,30 @@ pub fn start(
     match target {
         Target::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?)),
         #[cfg(feature = "wgpu")]
-        Target::Wgpu(gpu) => Ok(Box::new(accel::AccelBackend::load(
-            "wgpu",
-            gpu.clone(),
+        Target::Wgpu(gpu) => Ok(Box::new(fallback::DeviceFallback::new(
+            Box::new(accel::AccelBackend::load(
+                "wgpu",
+                gpu.clone(),
+                models,
+                set,
+                max_batch,
+            )?),
             models,
             set,
             max_batch,
-        )?)),
+        ))),
         #[cfg(feature = "cuda")]
-        Target::Cuda(dev) => Ok(Box::new(accel::AccelBackend::load(
-            "cuda",
-            dev.clone(),
+        Target::Cuda(dev) => Ok(Box::new(fallback::DeviceFallback::new(
+            Box::new(accel::AccelBackend::load(
+                "cuda",
+                dev.clone(),
+                models,
+                set,
+                max_batch,
+            )?),
             models,
             set,
             max_batch,
-        )?)),
+        ))),
     }
 }

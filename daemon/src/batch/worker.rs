@@ -142,6 +142,8 @@ pub struct Batcher<W: Workload = FaceWork> {
     shared: Arc<Shared<W>>,
     info: BatcherInfo,
     masker: crate::pipeline::faces::Masker,
+    /// Set, with the reason, once the device failed and the CPU took over.
+    fallback: Option<Arc<std::sync::OnceLock<String>>>,
     work: Arc<W>,
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
@@ -192,6 +194,7 @@ impl<W: Workload> Batcher<W> {
         tracing::info!(backend = backend.name(), device = %backend.device(), ms = t.elapsed().as_secs_f64() * 1e3, "warm-up inference done");
         let max_batch = policy.max_batch.min(backend.max_batch_size()).max(1);
         let masker = backend.masker();
+        let fallback = backend.fallback();
         let info = BatcherInfo {
             backend: backend.name(),
             device: backend.device(),
@@ -221,6 +224,7 @@ impl<W: Workload> Batcher<W> {
             shared,
             info,
             masker,
+            fallback,
             work,
             thread: Mutex::new(Some(thread)),
             metrics,
@@ -234,6 +238,14 @@ impl<W: Workload> Batcher<W> {
     /// Where this batcher's frames are masked.
     pub fn masker(&self) -> &crate::pipeline::faces::Masker {
         &self.masker
+    }
+
+    /// Why this batcher's device backend handed over to the CPU, if it did.
+    pub fn fallback(&self) -> Option<&str> {
+        self.fallback
+            .as_ref()
+            .and_then(|f| f.get())
+            .map(String::as_str)
     }
 
     pub fn healthy(&self) -> bool {
@@ -294,6 +306,7 @@ fn run_loop<W: Workload>(
     info: BatcherInfo,
 ) {
     let model = work.model();
+    let fallback = backend.fallback();
     loop {
         let entries = {
             let mut q = lock(&shared.queue);
@@ -362,6 +375,12 @@ fn run_loop<W: Workload>(
             .batch_size
             .with_label_values(&[model])
             .observe(n as f64);
+        if let Some(why) = &fallback {
+            metrics
+                .backend_fallback
+                .with_label_values(&[model])
+                .set(why.get().is_some() as i64);
+        }
         match result.map(|out| work.unpack(out)) {
             Ok(Some(outputs)) if outputs.len() == n => {
                 shared.healthy.store(true, Ordering::Relaxed);

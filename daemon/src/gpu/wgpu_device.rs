@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use wgpu::util::DeviceExt;
-
 use super::{Compute, GpuError, Readback, Record, Result, Tensor};
 
 /// Every shader of `shaders/`, by file stem; each has one entry point, `main`.
@@ -214,6 +212,31 @@ impl Gpu {
     pub fn describe(&self) -> String {
         describe(&self.info)
     }
+
+    /// A buffer holding `contents` (whole words), written through the queue:
+    /// unlike `create_buffer_init`, which panics when the device is gone,
+    /// this leaves a failure to the error scopes.
+    fn buffer_with(&self, label: &str, contents: &[u8], usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: contents.len() as u64,
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.queue.write_buffer(&buf, 0, contents);
+        buf
+    }
+
+    /// Destroy the device as a driver reset would, for the tests of what
+    /// happens next.
+    #[cfg(test)]
+    pub(crate) fn destroy(&self) {
+        self.device.destroy();
+        let _ = self.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: None,
+        });
+    }
 }
 
 impl Compute for Gpu {
@@ -232,15 +255,14 @@ impl Compute for Gpu {
         } else {
             bytes
         };
-        Ok(self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-            }))
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(GpuError::Run("the device was lost".into()));
+        }
+        Ok(self.buffer_with(
+            label,
+            contents,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        ))
     }
 
     /// An uninitialised tensor of `shape` (NCHW).
@@ -340,14 +362,11 @@ impl<'a> Record for Recorder<'a> {
         }
         let mut words = params.to_vec();
         words.resize(params.len().next_multiple_of(4).max(4), 0);
-        let uniform = self
-            .gpu
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(shader),
-                contents: bytemuck::cast_slice(&words),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
+        let uniform = self.gpu.buffer_with(
+            shader,
+            bytemuck::cast_slice(&words),
+            wgpu::BufferUsages::UNIFORM,
+        );
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: uniform.as_entire_binding(),
