@@ -10,6 +10,22 @@ use argus::imaging::{self, resize, DecodeLimits, MaskMethod, MaskParams, OutputF
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
+/// Every masking method, at one strength and padding.
+fn mask_params() -> impl Iterator<Item = MaskParams> {
+    [
+        MaskMethod::Gaussian,
+        MaskMethod::Pixelate,
+        MaskMethod::Solid,
+        MaskMethod::Elliptical,
+    ]
+    .into_iter()
+    .map(|method| MaskParams {
+        method,
+        strength: 199,
+        padding: 0.15,
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let bytes = std::fs::read(format!("{ROOT}/tests/fixtures/group.jpg")).unwrap();
     let limits = DecodeLimits {
@@ -31,17 +47,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("letterbox_640x640", |b| {
         b.iter(|| resize::letterbox(&img, 640, 640).unwrap())
     });
-    for m in [
-        MaskMethod::Gaussian,
-        MaskMethod::Pixelate,
-        MaskMethod::Solid,
-        MaskMethod::Elliptical,
-    ] {
-        let p = MaskParams {
-            method: m,
-            strength: 199,
-            padding: 0.15,
-        };
+    for p in mask_params() {
+        let m = p.method;
         g.bench_with_input(BenchmarkId::new("mask_3_faces", m.as_str()), &p, |b, p| {
             b.iter_batched(
                 || img.clone(),
@@ -89,17 +96,8 @@ fn bench_device_mask<D: argus::gpu::Compute>(
     faces: &[[f32; 4]],
 ) {
     eprintln!("mask_3_faces_{label} on {}", dev.describe());
-    for m in [
-        MaskMethod::Gaussian,
-        MaskMethod::Pixelate,
-        MaskMethod::Solid,
-        MaskMethod::Elliptical,
-    ] {
-        let p = MaskParams {
-            method: m,
-            strength: 199,
-            padding: 0.15,
-        };
+    for p in mask_params() {
+        let m = p.method;
         g.bench_with_input(
             BenchmarkId::new(format!("mask_3_faces_{label}"), m.as_str()),
             &p,

@@ -253,6 +253,29 @@ pub fn resolve(kind: BackendKind) -> Result<Target, BackendError> {
     }
 }
 
+/// The models of `set` on a GPU device, with the CPU models behind them
+/// for when the device is lost.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn on_device<D>(
+    name: &'static str,
+    dev: std::sync::Arc<D>,
+    models: &ModelPaths,
+    set: ModelSet,
+    max_batch: usize,
+) -> Result<Box<dyn Backend>, BackendError>
+where
+    D: crate::gpu::Compute + Send + Sync + 'static,
+    D::Buf: Send,
+{
+    let device = accel::AccelBackend::load(name, dev, models, set, max_batch)?;
+    Ok(Box::new(fallback::DeviceFallback::new(
+        Box::new(device),
+        models,
+        set,
+        max_batch,
+    )))
+}
+
 /// Start a backend instance on `target` holding the models of `set`. On a
 /// GPU the CPU models take over if the device is lost (see `fallback`).
 pub fn start(
@@ -264,30 +287,8 @@ pub fn start(
     match target {
         Target::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?)),
         #[cfg(feature = "wgpu")]
-        Target::Wgpu(gpu) => Ok(Box::new(fallback::DeviceFallback::new(
-            Box::new(accel::AccelBackend::load(
-                "wgpu",
-                gpu.clone(),
-                models,
-                set,
-                max_batch,
-            )?),
-            models,
-            set,
-            max_batch,
-        ))),
+        Target::Wgpu(gpu) => on_device("wgpu", gpu.clone(), models, set, max_batch),
         #[cfg(feature = "cuda")]
-        Target::Cuda(dev) => Ok(Box::new(fallback::DeviceFallback::new(
-            Box::new(accel::AccelBackend::load(
-                "cuda",
-                dev.clone(),
-                models,
-                set,
-                max_batch,
-            )?),
-            models,
-            set,
-            max_batch,
-        ))),
+        Target::Cuda(dev) => on_device("cuda", dev.clone(), models, set, max_batch),
     }
 }
