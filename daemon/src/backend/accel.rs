@@ -2,14 +2,14 @@
 //! adapter (WGSL shaders of `shaders/`) or a CUDA device (kernels of
 //! `kernels/`). One implementation, generic over the device.
 
-use std::path::Path;
 use std::sync::Arc;
 
+use super::cpu::load_with;
 use super::{Backend, BackendError, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps};
 use crate::gpu::cells::{self, GpuMalaria, GpuUnet};
 use crate::gpu::centerface::GpuCenterFace;
 use crate::gpu::Compute;
-use crate::model::{load_weights, unet::Heads};
+use crate::model::unet::Heads;
 
 enum Models<B> {
     Faces(Box<GpuCenterFace<B>>),
@@ -30,17 +30,6 @@ impl From<crate::gpu::GpuError> for BackendError {
     }
 }
 
-fn load_with<T>(
-    path: &Path,
-    f: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<T>,
-) -> Result<T, BackendError> {
-    let err = |source| BackendError::Load {
-        path: path.to_path_buf(),
-        source,
-    };
-    f(load_weights(path, &candle_core::Device::Cpu).map_err(err)?).map_err(err)
-}
-
 impl<D: Compute> AccelBackend<D> {
     /// `name`: "wgpu" or "cuda".
     pub fn load(
@@ -51,16 +40,26 @@ impl<D: Compute> AccelBackend<D> {
         max_batch: usize,
     ) -> Result<Self, BackendError> {
         let d: &D = &dev;
+        // Weights are read on the host; each model's `load` uploads them.
+        let cpu = candle_core::Device::Cpu;
         let loaded = match set {
-            ModelSet::Faces => Models::Faces(Box::new(load_with(&models.centerface, |vb| {
-                GpuCenterFace::load(d, vb)
-            })?)),
+            ModelSet::Faces => {
+                Models::Faces(Box::new(load_with(&models.centerface, &cpu, |vb| {
+                    GpuCenterFace::load(d, vb)
+                })?))
+            }
             ModelSet::CellTiles => Models::Cells(Box::new([
-                load_with(&models.cbc_rbc, |vb| GpuUnet::load(d, vb, Heads::MaskEdge))?,
-                load_with(&models.cbc_wbc, |vb| GpuUnet::load(d, vb, Heads::Mask))?,
-                load_with(&models.cbc_plt, |vb| GpuUnet::load(d, vb, Heads::Mask))?,
+                load_with(&models.cbc_rbc, &cpu, |vb| {
+                    GpuUnet::load(d, vb, Heads::MaskEdge)
+                })?,
+                load_with(&models.cbc_wbc, &cpu, |vb| {
+                    GpuUnet::load(d, vb, Heads::Mask)
+                })?,
+                load_with(&models.cbc_plt, &cpu, |vb| {
+                    GpuUnet::load(d, vb, Heads::Mask)
+                })?,
             ])),
-            ModelSet::Crops => Models::Crops(Box::new(load_with(&models.malaria, |vb| {
+            ModelSet::Crops => Models::Crops(Box::new(load_with(&models.malaria, &cpu, |vb| {
                 GpuMalaria::load(d, vb)
             })?)),
         };

@@ -21,7 +21,8 @@ pub struct CpuBackend {
     max_batch: usize,
 }
 
-fn load_with<T>(
+/// Load one model from `path` with `f`, naming the file in any error.
+pub(super) fn load_with<T>(
     path: &Path,
     device: &Device,
     f: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<T>,

@@ -352,15 +352,7 @@ mod tests {
     /// libnvrtc but no GPU; without libnvrtc it says so and skips.
     #[test]
     fn every_kernel_compiles_with_nvrtc() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../kernels");
-        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_suffix(".cu").map(str::to_owned)
-            })
-            .collect();
-        on_disk.sort();
+        let on_disk = crate::gpu::stems_in("kernels", "cu");
         let mut built: Vec<String> = KERNELS.iter().map(|(n, _, _)| n.to_string()).collect();
         built.sort();
         assert_eq!(on_disk, built, "kernels/ and cuda_device::KERNELS differ");

@@ -191,6 +191,23 @@ macro_rules! on_every_device {
 #[cfg(test)]
 pub(crate) use on_every_device;
 
+/// The stems of the files named `*.{ext}` in `dir` (a folder of the
+/// repository), sorted: tests check them against a built-in list.
+#[cfg(test)]
+pub(crate) fn stems_in(dir: &str, ext: &str) -> Vec<String> {
+    let dir = format!("{}/../{dir}", env!("CARGO_MANIFEST_DIR"));
+    let suffix = format!(".{ext}");
+    let mut stems: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(suffix.as_str()).map(str::to_owned)
+        })
+        .collect();
+    stems.sort();
+    stems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -494,15 +494,7 @@ mod tests {
     /// passes naga's validation, with no device needed.
     #[test]
     fn every_shader_validates_with_naga() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shaders");
-        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|e| {
-                let name = e.unwrap().file_name().into_string().unwrap();
-                name.strip_suffix(".wgsl").map(str::to_owned)
-            })
-            .collect();
-        on_disk.sort();
+        let on_disk = crate::gpu::stems_in("shaders", "wgsl");
         let mut built: Vec<String> = SHADERS.iter().map(|(n, _)| n.to_string()).collect();
         built.sort();
         assert_eq!(on_disk, built, "shaders/ and gpu::SHADERS differ");
