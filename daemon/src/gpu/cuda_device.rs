@@ -306,10 +306,12 @@ impl Record for CudaRecorder<'_> {
     }
 
     fn read(&mut self, buf: &CudaSlice<u32>, len: u64) -> Result<Readback> {
+        // Only the words asked for cross the bus.
+        let count = (len.div_ceil(4) as usize).min(buf.len());
         let words = self
             .dev
             .stream
-            .clone_dtoh(buf)
+            .clone_dtoh(&buf.slice(..count))
             .map_err(|e| self.dev.failed(e))?;
         let mut bytes: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
         bytes.truncate(len as usize);
