@@ -289,3 +289,48 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     assert!(s.health_ok().await);
     s.stop().await;
 }
+
+/// A client that writes its whole upload before reading gets the 413, not
+/// a reset connection: the server reads the rest of a refused body
+/// (http::linger). Raw TCP, so the write after the refusal is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_read_to_the_end_so_the_client_sees_why() {
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.limits.max_body_bytes = 2 * 1024 * 1024;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let total = 24 * 1024 * 1024;
+        let mut body =
+            b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n"
+                .to_vec();
+        body.resize(total, 0);
+        let mut t = std::net::TcpStream::connect(addr).unwrap();
+        t.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            t,
+            "POST /api/v1/detect HTTP/1.1\r\nHost: argus\r\nConnection: close\r\n\
+             Content-Type: multipart/form-data; boundary=x\r\nContent-Length: {total}\r\n\r\n"
+        )
+        .unwrap();
+        let (first, rest) = body.split_at(4 * 1024 * 1024);
+        t.write_all(first).unwrap();
+        // Long enough for the server to refuse: a server that then closed
+        // with the body unread would reset this connection.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        t.write_all(rest)
+            .expect("the rest of the upload is accepted");
+        let mut answer = String::new();
+        let _ = t.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("too large"), "{answer}");
+    s.stop().await;
+}

@@ -703,6 +703,12 @@ async fn bad_uploads_get_clear_errors() {
             413,
             "limit",
         ),
+        (
+            "file_name=huger.png",
+            vec![0u8; 40 * 1024 * 1024],
+            413,
+            "limit",
+        ),
     ];
     for (q, body, want, word) in cases {
         let (st, v) = upload(&s, &id, q, &token, body).await;

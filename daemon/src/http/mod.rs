@@ -2,6 +2,7 @@
 //! HTTP/2) -> one axum router; request ids, metrics, graceful shutdown.
 
 pub mod error;
+pub mod linger;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -96,6 +97,7 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
 pub fn with_middleware(router: Router, app: Arc<App>) -> Router {
     router
         .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
+        .layer(axum::middleware::from_fn(linger::linger))
         .layer(axum::middleware::from_fn_with_state(app, observe))
 }
 

@@ -168,21 +168,39 @@ fn paginate<T>(
     Ok((out, total))
 }
 
+/// How long [`Store::open`] waits for a lock held by a closing store.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     pub fn open(state_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_waiting(state_dir, LOCK_WAIT)
+    }
+
+    /// Open, waiting up to `wait` for a lock that is being let go. sled's
+    /// own I/O threads finish their last log writes after the final handle
+    /// is dropped and hold the file lock until then, so a restart on the
+    /// same directory (in process, or right after the old process exited)
+    /// can briefly find it held. A directory held for longer really is in
+    /// use by another daemon, and that is still refused.
+    pub fn open_waiting(state_dir: &Path, wait: std::time::Duration) -> Result<Self, StoreError> {
         std::fs::create_dir_all(state_dir)?;
-        let db = sled::Config::new()
-            .path(state_dir.join("db"))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
+        let deadline = std::time::Instant::now() + wait;
+        let db = loop {
+            match sled::Config::new().path(state_dir.join("db")).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(ref io))
                     if io.kind() == std::io::ErrorKind::WouldBlock
                         || io.to_string().contains("lock") =>
                 {
-                    StoreError::Locked
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StoreError::Locked);
+                    }
+                    tracing::debug!(dir = %state_dir.display(), "state directory locked; waiting");
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => StoreError::Db(other),
-            })?;
+                Err(other) => return Err(StoreError::Db(other)),
+            }
+        };
         let t = |n: &str| db.open_tree(n);
         let store = Self {
             images: t("images")?,
@@ -500,6 +518,27 @@ mod tests {
             blob: format!("originals/{n}.jpg"),
             created_at: now_rfc3339(),
         }
+    }
+
+    #[test]
+    fn open_waits_for_a_closing_store_and_refuses_a_held_one() {
+        let d = tempfile::tempdir().unwrap();
+        let held = Store::open(d.path()).unwrap();
+        let short = std::time::Duration::from_millis(200);
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            Store::open_waiting(d.path(), short),
+            Err(StoreError::Locked)
+        ));
+        assert!(t.elapsed() >= short);
+        // Let go of the lock while the second open is waiting for it.
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(held);
+        });
+        let reopened = Store::open_waiting(d.path(), std::time::Duration::from_secs(10));
+        closer.join().unwrap();
+        assert!(reopened.is_ok(), "{:?}", reopened.err());
     }
 
     #[test]
