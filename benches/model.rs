@@ -19,7 +19,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use argus::backend::{
-    cpu::CpuBackend, Backend, BackendKind, Batch, FaceBatch, ModelPaths, ModelSet,
+    cpu::CpuBackend, Backend, BackendKind, Batch, FaceBatch, FaceImage, ModelPaths, ModelSet,
 };
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -30,7 +30,7 @@ fn input(w: u32, h: u32, n: usize) -> FaceBatch {
         .into_rgb8();
     let lb = argus::imaging::resize::letterbox(&img, w, h).unwrap();
     FaceBatch {
-        pixels: lb.pixels.repeat(n),
+        images: vec![FaceImage::Letterboxed(lb.pixels); n],
         width: w as usize,
         height: h as usize,
         thresholds: vec![0.5; n],
@@ -88,6 +88,28 @@ fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(
             BenchmarkId::from_parameter(format!("640x640xb{n}")),
+            &batch,
+            |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
+        );
+    }
+    // What the daemon sends this backend: whole 1280x720 frames, uploaded
+    // and letterboxed on the device.
+    let frame = std::sync::Arc::new(
+        image::open(format!("{ROOT}/tests/fixtures/group.jpg"))
+            .unwrap()
+            .resize_exact(1280, 720, image::imageops::FilterType::Triangle)
+            .into_rgb8(),
+    );
+    for n in batches() {
+        let batch = FaceBatch {
+            images: vec![FaceImage::Frame(frame.clone()); n],
+            width: 640,
+            height: 640,
+            thresholds: vec![0.5; n],
+        };
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("frames-1280x720-to-640x640xb{n}")),
             &batch,
             |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
         );

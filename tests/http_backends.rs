@@ -94,6 +94,9 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
     assert_eq!(h["backend"], name, "{h}");
     assert_eq!(h["max_batch_size"], 32, "the GPU batch cap applies: {h}");
     assert!(h["fallback"].is_null(), "the device is in service: {h}");
+    assert_eq!(h["letterbox"], "device", "frames go up whole: {h}");
+    let hc = json(cpu.client.get(cpu.url("/health")).send().await.unwrap()).await;
+    assert_eq!(hc["letterbox"], "host", "{hc}");
     assert!(gpu.metrics().await.contains(&format!("backend=\"{name}\"")));
 
     for name in ["group.jpg", "astronaut.jpg", "coffee.jpg"] {

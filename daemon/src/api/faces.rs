@@ -57,6 +57,8 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         "device": info.device,
         "fallback": app.batcher.fallback(),
         "max_batch_size": info.max_batch,
+        // Where uploads are resized to the model input.
+        "letterbox": if info.frames { "device" } else { "host" },
         "version": env!("CARGO_PKG_VERSION"),
     });
     let status = if ready {
@@ -522,7 +524,13 @@ pub(crate) async fn run_detection(
     let (limits, info) = (app.decode_limits.clone(), app.batcher.info().clone());
     let decode_timer = app.metrics.image_decode.start_timer();
     let mut prep = tokio::task::spawn_blocking(move || {
-        pipeline::prepare(&bytes, &limits, info.input_width, info.input_height)
+        pipeline::prepare(
+            &bytes,
+            &limits,
+            info.input_width,
+            info.input_height,
+            info.frames,
+        )
     })
     .await??;
     decode_timer.observe_duration();

@@ -99,6 +99,10 @@ where
         Ok(self.dev.health()?)
     }
 
+    fn letterboxes_frames(&self) -> bool {
+        matches!(self.models, Models::Faces(_))
+    }
+
     fn max_batch_size(&self) -> usize {
         self.max_batch
     }
@@ -107,7 +111,14 @@ where
         let dev: &D = &self.dev;
         match (&self.models, batch) {
             (Models::Faces(m), Batch::Faces(b)) => {
-                let out = m.forward_rgb8(dev, &b.pixels, b.len(), b.height, b.width)?;
+                if b.images.len() != b.len() {
+                    return Err(BackendError::BadBatch(format!(
+                        "{} images and {} thresholds",
+                        b.images.len(),
+                        b.len()
+                    )));
+                }
+                let out = m.forward_images(dev, &b.images, b.height, b.width)?;
                 Ok(BatchOutput::Faces(super::cpu::decode_faces(&out, &b)?))
             }
             (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(

@@ -70,7 +70,8 @@ impl CpuBackend {
 
 /// Run CenterFace on a batch and decode each image's candidates.
 pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, BackendError> {
-    let out = model.forward_rgb8(&batch.pixels, batch.len(), batch.height, batch.width)?;
+    let pixels = batch.packed()?;
+    let out = model.forward_rgb8(&pixels, batch.len(), batch.height, batch.width)?;
     decode_faces(&out, batch)
 }
 

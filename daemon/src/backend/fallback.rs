@@ -88,6 +88,11 @@ impl Backend for DeviceFallback {
         result
     }
 
+    fn letterboxes_frames(&self) -> bool {
+        // After a take-over the CPU letterboxes the frames it is sent.
+        self.device.letterboxes_frames()
+    }
+
     fn masker(&self) -> crate::pipeline::faces::Masker {
         // The device masker already falls back to the CPU frame by frame.
         self.device.masker()
@@ -101,7 +106,7 @@ impl Backend for DeviceFallback {
 #[cfg(all(test, feature = "wgpu"))]
 mod tests {
     use super::*;
-    use crate::backend::FaceBatch;
+    use crate::backend::{FaceBatch, FaceImage};
     use crate::gpu::Compute;
 
     fn faces(out: BatchOutput) -> Vec<Vec<crate::model::Face>> {
@@ -126,7 +131,7 @@ mod tests {
         let lb = crate::imaging::resize::letterbox(&img, 320, 224).unwrap();
         let batch = || {
             Batch::Faces(FaceBatch {
-                pixels: lb.pixels.clone(),
+                images: vec![FaceImage::Letterboxed(lb.pixels.clone())],
                 width: 320,
                 height: 224,
                 thresholds: vec![0.5],

@@ -10,6 +10,9 @@ pub mod cpu;
 pub mod fallback;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use image::RgbImage;
 
 use crate::model::Face;
 
@@ -30,11 +33,21 @@ pub enum BackendError {
     Device(String),
 }
 
-/// Letterboxed RGB images of one size, packed HWC, plus each image's own
+/// One image of a face batch.
+#[derive(Debug, Clone)]
+pub enum FaceImage {
+    /// Letterboxed on the host: the batch's `width * height * 3` RGB bytes.
+    Letterboxed(Vec<u8>),
+    /// A decoded frame at its own size; the backend letterboxes it (a GPU
+    /// backend on the device, as it lays out the model input).
+    Frame(Arc<RgbImage>),
+}
+
+/// Images for a `width` x `height` model input, plus each image's own
 /// detection threshold (requests in one batch may ask for different ones).
 #[derive(Debug, Clone)]
 pub struct FaceBatch {
-    pub pixels: Vec<u8>,
+    pub images: Vec<FaceImage>,
     pub width: usize,
     pub height: usize,
     pub thresholds: Vec<f32>,
@@ -43,6 +56,39 @@ pub struct FaceBatch {
 impl FaceBatch {
     pub fn len(&self) -> usize {
         self.thresholds.len()
+    }
+
+    /// Every image letterboxed on the host, packed HWC one after another.
+    pub fn packed(&self) -> Result<Vec<u8>, BackendError> {
+        let per = self.width * self.height * 3;
+        if self.images.len() != self.len() {
+            return Err(BackendError::BadBatch(format!(
+                "{} images and {} thresholds",
+                self.images.len(),
+                self.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(self.len() * per);
+        for image in &self.images {
+            match image {
+                FaceImage::Letterboxed(p) if p.len() == per => out.extend_from_slice(p),
+                FaceImage::Letterboxed(p) => {
+                    return Err(BackendError::BadBatch(format!(
+                        "{} bytes for a {}x{} input",
+                        p.len(),
+                        self.width,
+                        self.height
+                    )))
+                }
+                FaceImage::Frame(f) => {
+                    let lb =
+                        crate::imaging::resize::letterbox(f, self.width as u32, self.height as u32)
+                            .map_err(|e| BackendError::BadBatch(e.to_string()))?;
+                    out.extend_from_slice(&lb.pixels);
+                }
+            }
+        }
+        Ok(out)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -103,6 +149,12 @@ pub trait Backend: Send {
     /// Largest batch worth forming on this device.
     fn max_batch_size(&self) -> usize;
     fn run(&mut self, batch: Batch) -> Result<BatchOutput, BackendError>;
+    /// Whether face batches should carry whole frames rather than host
+    /// letterboxed images: the backend letterboxes them itself, on its
+    /// device. Either kind is accepted by every backend.
+    fn letterboxes_frames(&self) -> bool {
+        false
+    }
     /// Where frames found on this backend get masked.
     fn masker(&self) -> crate::pipeline::faces::Masker {
         crate::pipeline::faces::Masker::Cpu

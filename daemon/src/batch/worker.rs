@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio::sync::oneshot;
 
 use super::queue::{Cancel, Next, Policy, Queue};
-use crate::backend::{Backend, BackendError, Batch, BatchOutput, FaceBatch};
+use crate::backend::{Backend, BackendError, Batch, BatchOutput, FaceBatch, FaceImage};
 use crate::metrics::Metrics;
 use crate::model::Face;
 
@@ -33,15 +33,18 @@ pub trait Workload: Send + Sync + 'static {
     fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>>;
 }
 
-/// Face detection on letterboxed images of one size.
+/// Face detection for a model input of one size: host-letterboxed images,
+/// or whole frames for a backend that letterboxes them itself.
 #[derive(Debug, Clone, Copy)]
 pub struct FaceWork {
     pub width: usize,
     pub height: usize,
+    /// The backend takes whole frames (its warm-up uses one).
+    pub frames: bool,
 }
 
 impl Workload for FaceWork {
-    type Item = (Vec<u8>, f32);
+    type Item = (FaceImage, f32);
     type Output = Vec<Face>;
 
     fn model(&self) -> &'static str {
@@ -50,28 +53,35 @@ impl Workload for FaceWork {
 
     fn check(&self, item: &Self::Item) -> Result<(), SubmitError> {
         let want = self.width * self.height * 3;
-        if item.0.len() != want {
-            return Err(SubmitError::WrongSize {
-                got: item.0.len(),
-                want,
-            });
+        let got = match &item.0 {
+            FaceImage::Letterboxed(p) => p.len(),
+            FaceImage::Frame(f) if f.width() > 0 && f.height() > 0 => return Ok(()),
+            FaceImage::Frame(_) => 0,
+        };
+        if got != want {
+            return Err(SubmitError::WrongSize { got, want });
         }
         Ok(())
     }
 
     fn warm_item(&self) -> Self::Item {
-        (vec![127; self.width * self.height * 3], 0.5)
+        let image = if self.frames {
+            // A camera frame's size: the warm-up runs the letterbox kernel too.
+            FaceImage::Frame(std::sync::Arc::new(image::RgbImage::from_pixel(
+                1280,
+                720,
+                image::Rgb([127; 3]),
+            )))
+        } else {
+            FaceImage::Letterboxed(vec![127; self.width * self.height * 3])
+        };
+        (image, 0.5)
     }
 
     fn pack(&self, items: Vec<Self::Item>) -> Batch {
-        let mut pixels = Vec::with_capacity(items.len() * self.width * self.height * 3);
-        let mut thresholds = Vec::with_capacity(items.len());
-        for (p, t) in items {
-            pixels.extend_from_slice(&p);
-            thresholds.push(t);
-        }
+        let (images, thresholds) = items.into_iter().unzip();
         Batch::Faces(FaceBatch {
-            pixels,
+            images,
             width: self.width,
             height: self.height,
             thresholds,
@@ -129,6 +139,8 @@ pub struct BatcherInfo {
     pub max_batch: usize,
     pub input_width: usize,
     pub input_height: usize,
+    /// Send whole frames: the backend letterboxes them on its device.
+    pub frames: bool,
 }
 
 struct Shared<W: Workload> {
@@ -167,13 +179,18 @@ impl Batcher<FaceWork> {
         let work = FaceWork {
             width: input_width,
             height: input_height,
+            frames: backend.letterboxes_frames(),
         };
         Self::start_work(work, backend, policy, (input_width, input_height), metrics)
     }
 
-    /// Queue one letterboxed image; the receiver resolves when its batch ran.
-    pub fn submit(&self, pixels: Vec<u8>, threshold: f32) -> Result<Reply<Vec<Face>>, SubmitError> {
-        self.submit_item((pixels, threshold))
+    /// Queue one image; the receiver resolves when its batch ran.
+    pub fn submit(
+        &self,
+        image: FaceImage,
+        threshold: f32,
+    ) -> Result<Reply<Vec<Face>>, SubmitError> {
+        self.submit_item((image, threshold))
     }
 }
 
@@ -201,6 +218,7 @@ impl<W: Workload> Batcher<W> {
             max_batch,
             input_width,
             input_height,
+            frames: backend.letterboxes_frames(),
         };
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(Policy {

@@ -326,8 +326,15 @@ async fn detect_file(
         max_pixels: config.limits.max_pixels,
         formats: config.limits.formats.clone(),
     };
-    let mut prep = pipeline::prepare(&bytes, &limits, b.info().input_width, b.info().input_height)
-        .map_err(|e| e.to_string())?;
+    let info = b.info();
+    let mut prep = pipeline::prepare(
+        &bytes,
+        &limits,
+        info.input_width,
+        info.input_height,
+        info.frames,
+    )
+    .map_err(|e| e.to_string())?;
     let det = pipeline::detect(b, &mut prep, params)
         .await
         .map_err(|e| e.to_string())?;

@@ -1,7 +1,8 @@
-//! CenterFace on wgpu: the architecture of `model::centerface`, block for
-//! block, with its weights uploaded once and a whole batch recorded into one
-//! command buffer. Input goes up as the batcher's RGB8 bytes and is laid
-//! out on the device; the heads come back with the heatmap's sigmoid applied.
+//! CenterFace on a GPU device: the architecture of `model::centerface`,
+//! block for block, with its weights uploaded once and a whole batch
+//! recorded into one submission. Input goes up as RGB8 bytes (whole frames,
+//! or images the host letterboxed) and is resized and laid out on the
+//! device; the heads come back with the heatmap's sigmoid applied.
 
 use candle_core::Tensor as CTensor;
 use candle_nn::VarBuilder;
@@ -10,6 +11,7 @@ use super::ops::{self, Conv, Prep};
 use super::{
     f32s, load_conv, load_err, Compute, GpuError, Record, Result, Tensor, ACTIVATION_BUDGET,
 };
+use crate::backend::FaceImage;
 use crate::model::centerface::{Output, HEAD_CHANNELS, OUT_STRIDE, STAGES, STRIDE, TAPS};
 
 struct InvertedResidual<B> {
@@ -247,18 +249,78 @@ impl<B> GpuCenterFace<B> {
             let out = r.finish()?;
             all.extend(f32s(&out[rb.0])[..k * per].iter().copied());
         }
-        let dev = candle_core::Device::Cpu;
-        let t = |e: candle_core::Error| GpuError::Run(e.to_string());
-        let out = CTensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &dev).map_err(t)?;
-        Ok(Output {
-            heatmap: out
-                .narrow(1, 0, 1)
-                .and_then(|v| v.contiguous())
-                .map_err(t)?,
-            scale: out.narrow(1, 1, 2).map_err(t)?,
-            offset: out.narrow(1, 3, 2).map_err(t)?,
-            landmarks: out.narrow(1, 5, 10).map_err(t)?,
-        })
+        heads_output(all, n, oh, ow)
+    }
+
+    /// A batch of whole frames and host-letterboxed images to the heads:
+    /// each is uploaded as it is and letterboxed into its slot of the input
+    /// on the device (`ops::letterbox`), so the host never resizes a frame.
+    pub fn forward_images<D: Compute<Buf = B>>(
+        &self,
+        gpu: &D,
+        images: &[FaceImage],
+        h: usize,
+        w: usize,
+    ) -> Result<Output> {
+        if h == 0 || w == 0 || !h.is_multiple_of(STRIDE) || !w.is_multiple_of(STRIDE) {
+            return Err(GpuError::Shape(format!(
+                "centerface: H and W must be non-zero multiples of {STRIDE}, got {w}x{h}"
+            )));
+        }
+        let n = images.len();
+        let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
+        let per = HEAD_CHANNELS * oh * ow;
+        let mut all = Vec::with_capacity(n * per);
+        let plain = Prep {
+            bgr: false,
+            scale: 1.0,
+            offset: 0.0,
+        };
+        for range in frame_chunks(images, Self::chunk(gpu, h, w), (w, h)) {
+            let k = range.len();
+            let mut r = gpu.recorder();
+            let x = r.tensor([k, 3, h, w])?;
+            // Uploads live until the recording has run.
+            let mut sources = Vec::with_capacity(k);
+            for (slot, image) in images[range].iter().enumerate() {
+                let host: Vec<u8>;
+                let (bytes, src_size, fit_size): (&[u8], _, _) = match image {
+                    FaceImage::Letterboxed(p) if p.len() == w * h * 3 => (p, (w, h), (w, h)),
+                    FaceImage::Letterboxed(p) => {
+                        return Err(GpuError::Shape(format!(
+                            "centerface: {} bytes for a {w}x{h} input",
+                            p.len()
+                        )))
+                    }
+                    FaceImage::Frame(f) if (f.as_raw().len() as u64) <= gpu.max_binding() => {
+                        let (_, rw, rh) =
+                            crate::imaging::resize::fit(f.width(), f.height(), w as u32, h as u32);
+                        (
+                            f.as_raw(),
+                            (f.width() as usize, f.height() as usize),
+                            (rw as usize, rh as usize),
+                        )
+                    }
+                    FaceImage::Frame(f) => {
+                        // Bigger than one kernel argument may be on this
+                        // device: letterboxed on the host instead.
+                        host = crate::imaging::resize::letterbox(f, w as u32, h as u32)
+                            .map_err(|e| GpuError::Shape(e.to_string()))?
+                            .pixels;
+                        (&host, (w, h), (w, h))
+                    }
+                };
+                let src = gpu.upload("frame", bytes)?;
+                ops::letterbox(&mut r, &src, src_size, fit_size, &x, slot, plain)?;
+                sources.push(src);
+            }
+            let heads = self.forward(&mut r, &x)?;
+            let rb = r.read(&heads.buf, (heads.len() * 4) as u64)?;
+            let out = r.finish()?;
+            all.extend(f32s(&out[rb.0])[..k * per].iter().copied());
+            drop(sources);
+        }
+        heads_output(all, n, oh, ow)
     }
 
     /// An [n, 3, H, W] input (RGB, 0-255) to the [n, 15, H/4, W/4] heads.
@@ -279,6 +341,51 @@ impl<B> GpuCenterFace<B> {
         }
         self.head.forward(r, &y)
     }
+}
+
+/// Bytes of source images one submission may upload, beside its activations.
+const SOURCE_BUDGET: u64 = ACTIVATION_BUDGET / 2;
+
+/// Consecutive runs of at most `chunk` images whose uploads fit
+/// [`SOURCE_BUDGET`] (a single image always makes a run).
+fn frame_chunks(
+    images: &[FaceImage],
+    chunk: usize,
+    (w, h): (usize, usize),
+) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, image) in images.iter().enumerate() {
+        let b = match image {
+            FaceImage::Letterboxed(_) => (w * h * 3) as u64,
+            FaceImage::Frame(f) => f.as_raw().len() as u64,
+        };
+        if i > start && (i - start == chunk || bytes + b > SOURCE_BUDGET) {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < images.len() {
+        runs.push(start..images.len());
+    }
+    runs
+}
+
+/// Heads read back from the device as the CPU model's [`Output`].
+fn heads_output(all: Vec<f32>, n: usize, oh: usize, ow: usize) -> Result<Output> {
+    let dev = candle_core::Device::Cpu;
+    let t = |e: candle_core::Error| GpuError::Run(e.to_string());
+    let out = CTensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &dev).map_err(t)?;
+    Ok(Output {
+        heatmap: out
+            .narrow(1, 0, 1)
+            .and_then(|v| v.contiguous())
+            .map_err(t)?,
+        scale: out.narrow(1, 1, 2).map_err(t)?,
+        offset: out.narrow(1, 3, 2).map_err(t)?,
+        landmarks: out.narrow(1, 5, 10).map_err(t)?,
+    })
 }
 
 #[cfg(test)]
@@ -337,6 +444,67 @@ mod tests {
             let e = rel_l2(&q.contiguous().unwrap(), &p.contiguous().unwrap());
             assert!(e < 1e-4, "{name}: relative L2 {e}");
         }
+    }
+
+    /// Whole frames letterboxed on the device against the CPU model on the
+    /// host's letterbox: the same faces. The two letterboxes differ by the
+    /// host's 8-bit rounding (ops tests), so boxes agree to a pixel, not
+    /// bit for bit.
+    #[test]
+    fn frames_letterboxed_on_the_device_find_the_cpu_faces() {
+        on_every_device!(frames_letterboxed_on_the_device_find_the_cpu_faces_on);
+    }
+
+    fn frames_letterboxed_on_the_device_find_the_cpu_faces_on<D: Compute>(gpu: &D) {
+        use crate::backend::FaceBatch;
+        use std::sync::Arc;
+        let cpu = CenterFace::load(weights()).unwrap();
+        let dev = GpuCenterFace::load(gpu, weights()).unwrap();
+        let (w, h) = (320, 224);
+        let mut frames = Vec::new();
+        for name in ["astronaut.jpg", "group.jpg"] {
+            let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
+                .unwrap()
+                .to_rgb8();
+            frames.push(FaceImage::Frame(Arc::new(img)));
+        }
+        // A host-letterboxed image in the same batch takes the copy path.
+        frames.push(FaceImage::Letterboxed(vec![90; w * h * 3]));
+        let batch = FaceBatch {
+            images: frames.clone(),
+            width: w,
+            height: h,
+            thresholds: vec![0.5; frames.len()],
+        };
+        let a = cpu.forward_rgb8(&batch.packed().unwrap(), 3, h, w).unwrap();
+        let b = dev.forward_images(gpu, &frames, h, w).unwrap();
+        let e = rel_l2(&b.heatmap, &a.heatmap);
+        assert!(e < 0.05, "heatmap: relative L2 {e}");
+        let fa = crate::backend::cpu::decode_faces(&a, &batch).unwrap();
+        let fb = crate::backend::cpu::decode_faces(&b, &batch).unwrap();
+        assert!(fa[1].len() >= 2, "the group photo has faces: {:?}", fa[1]);
+        for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
+            assert_eq!(x.len(), y.len(), "image {i}: {x:?} against {y:?}");
+            for (p, q) in x.iter().zip(y) {
+                for (u, v) in [(p.x1, q.x1), (p.y1, q.y1), (p.x2, q.x2), (p.y2, q.y2)] {
+                    assert!((u - v).abs() < 1.0, "image {i}: {p:?} against {q:?}");
+                }
+                assert!((p.score - q.score).abs() < 0.02, "{p:?} against {q:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn frame_chunks_respect_the_count_and_the_upload_budget() {
+        use std::sync::Arc;
+        let small = FaceImage::Letterboxed(Vec::new());
+        let imgs = vec![small.clone(); 7];
+        assert_eq!(frame_chunks(&imgs, 3, (8, 8)), vec![0..3, 3..6, 6..7]);
+        assert!(frame_chunks(&[], 3, (8, 8)).is_empty());
+        // 200 MP frames (600 MB each): one per submission.
+        let big = FaceImage::Frame(Arc::new(image::RgbImage::new(20_000, 10_000)));
+        let imgs = vec![small.clone(), big.clone(), big, small];
+        assert_eq!(frame_chunks(&imgs, 32, (8, 8)), vec![0..2, 2..4]);
     }
 
     #[test]

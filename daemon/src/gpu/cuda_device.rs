@@ -72,6 +72,11 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
         [256, 1, 1],
     ),
     (
+        "letterbox",
+        include_str!("../../../kernels/letterbox.cu"),
+        [256, 1, 1],
+    ),
+    (
         "mask_fill",
         include_str!("../../../kernels/mask_fill.cu"),
         [256, 1, 1],

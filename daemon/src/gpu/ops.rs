@@ -338,6 +338,48 @@ pub fn preprocess<R: Record>(
     Ok(y)
 }
 
+/// One RGB8 frame of `sw x sh`, uploaded as it is, letterboxed into image
+/// `slot` of the [n, 3, dh, dw] input `x`: resampled (anti-aliased, like
+/// the host letterbox) to `rw x rh` in the top-left corner, zeros elsewhere,
+/// then laid out and scaled as by [`preprocess`] (`shaders/letterbox.wgsl`).
+#[allow(clippy::too_many_arguments)]
+pub fn letterbox<R: Record>(
+    r: &mut R,
+    src: &R::Buf,
+    (sw, sh): (usize, usize),
+    (rw, rh): (usize, usize),
+    x: &Tensor<R::Buf>,
+    slot: usize,
+    prep: Prep,
+) -> Result<()> {
+    let [n, c, dh, dw] = x.shape;
+    if sw == 0 || sh == 0 || (r.size(src) as usize) < sw * sh * 3 {
+        return Err(GpuError::Shape(format!(
+            "letterbox: {} bytes for a {sw}x{sh} frame",
+            r.size(src)
+        )));
+    }
+    if c != 3 || slot >= n || rw == 0 || rh == 0 || rw > dw || rh > dh {
+        return Err(GpuError::Shape(format!(
+            "letterbox: {rw}x{rh} into image {slot} of a {:?} input",
+            x.shape
+        )));
+    }
+    let p = [
+        u(sh),
+        u(sw),
+        u(rh),
+        u(rw),
+        u(dh),
+        u(dw),
+        u(slot),
+        prep.bgr as u32,
+        prep.scale.to_bits(),
+        prep.offset.to_bits(),
+    ];
+    r.dispatch("letterbox", &p, &[src, &x.buf], grid_1d(3 * dh * dw))
+}
+
 #[cfg(test)]
 mod tests {
     //! Each op against a CPU reference on fresh random inputs: candle's own
@@ -654,4 +696,152 @@ mod tests {
             }
         }
     }
+
+    /// The letterbox filter in f64: a triangle widened by the reduction
+    /// factor, normalised over the taps inside the frame.
+    fn letterbox_reference(
+        frame: &[u8],
+        (sw, sh): (usize, usize),
+        (rw, rh): (usize, usize),
+        (dw, dh): (usize, usize),
+    ) -> Vec<f64> {
+        let taps = |o: usize, s: usize, d: usize| -> Vec<(usize, f64)> {
+            let ratio = s as f64 / d as f64;
+            let fw = ratio.max(1.0);
+            let c = (o as f64 + 0.5) * ratio;
+            let lo = (c - fw).floor().max(0.0) as usize;
+            let hi = ((c + fw).ceil() as usize).min(s);
+            let w: Vec<(usize, f64)> = (lo..hi)
+                .map(|i| (i, (1.0 - ((i as f64 - (c - 0.5)) / fw).abs()).max(0.0)))
+                .collect();
+            let sum: f64 = w.iter().map(|t| t.1).sum();
+            w.into_iter().map(|(i, v)| (i, v / sum)).collect()
+        };
+        let mut out = vec![0.0; 3 * dh * dw];
+        for ch in 0..3 {
+            for oy in 0..rh {
+                for ox in 0..rw {
+                    let mut v = 0.0;
+                    for (yy, wy) in taps(oy, sh, rh) {
+                        for (xx, wx) in taps(ox, sw, rw) {
+                            v += wy * wx * frame[(yy * sw + xx) * 3 + ch] as f64;
+                        }
+                    }
+                    out[(ch * dh + oy) * dw + ox] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn letterbox_resamples_into_its_slot() {
+        on_every_device!(letterbox_resamples_into_its_slot_on);
+    }
+
+    fn letterbox_resamples_into_its_slot_on<D: Compute>(gpu: &D) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (dw, dh) = (24, 16);
+        let plain = Prep {
+            bgr: false,
+            scale: 1.0,
+            offset: 0.0,
+        };
+        // Shrinking by 2.9 and by 1.3, an exact copy, and enlarging.
+        for (sw, sh, rw, rh) in [
+            (70, 37, 24, 13),
+            (31, 21, 24, 16),
+            (24, 16, 24, 16),
+            (9, 7, 20, 16),
+        ] {
+            let frame: Vec<u8> = (0..sw * sh * 3).map(|_| rng.gen()).collect();
+            let src = gpu.upload("frame", &frame).unwrap();
+            let got = run(gpu, |r| {
+                let x = r.tensor([3, 3, dh, dw]).unwrap();
+                // Slot 1 of 3: the other slots are not this kernel's.
+                letterbox(r, &src, (sw, sh), (rw, rh), &x, 1, plain).unwrap();
+                x
+            });
+            let want = letterbox_reference(&frame, (sw, sh), (rw, rh), (dw, dh));
+            let slot = &got[3 * dh * dw..6 * dh * dw];
+            let worst = slot
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (*g as f64 - w).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-3, "{sw}x{sh} -> {rw}x{rh}: off by {worst}");
+            if (sw, sh) == (rw, rh) {
+                for (i, g) in slot.iter().enumerate() {
+                    let (ch, p) = (i / (dh * dw), i % (dh * dw));
+                    assert_eq!(*g, frame[p * 3 + ch] as f32, "copy at {i}");
+                }
+            }
+        }
+        // Channel order and scaling, and the padding gets the offset.
+        let frame: Vec<u8> = (0..10 * 4 * 3).map(|i| i as u8).collect();
+        let src = gpu.upload("frame", &frame).unwrap();
+        let prep = Prep {
+            bgr: true,
+            scale: 2.0 / 255.0,
+            offset: -1.0,
+        };
+        let got = run(gpu, |r| {
+            let x = r.tensor([1, 3, 8, 12]).unwrap();
+            letterbox(r, &src, (10, 4), (10, 4), &x, 0, prep).unwrap();
+            x
+        });
+        assert_eq!(got[0], frame[2] as f32 * prep.scale + prep.offset);
+        assert_eq!(got[2 * 96], frame[0] as f32 * prep.scale + prep.offset);
+        assert_eq!(got[5 * 12 + 11], -1.0, "padding");
+        // Too wide for the input, a slot past the batch, a frame bigger
+        // than its upload.
+        let mut r = gpu.recorder();
+        let x = r.tensor([1, 3, 8, 12]).unwrap();
+        assert!(letterbox(&mut r, &src, (10, 4), (13, 4), &x, 0, prep).is_err());
+        assert!(letterbox(&mut r, &src, (10, 4), (10, 4), &x, 1, prep).is_err());
+        assert!(letterbox(&mut r, &src, (20, 4), (10, 4), &x, 0, prep).is_err());
+    }
+
+    /// On a real photo the device letterbox is the host's within the 8-bit
+    /// rounding of the host's two passes.
+    #[test]
+    fn letterbox_matches_the_host_letterbox_on_a_photo() {
+        on_every_device!(letterbox_matches_the_host_letterbox_on_a_photo_on);
+    }
+
+    fn letterbox_matches_the_host_letterbox_on_a_photo_on<D: Compute>(gpu: &D) {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let img = image::open(format!("{root}/tests/fixtures/group.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let (dw, dh) = (320, 224);
+        let host = crate::imaging::resize::letterbox(&img, dw as u32, dh as u32).unwrap();
+        let (sw, sh) = (img.width() as usize, img.height() as usize);
+        let (rw, rh) = (host.resized_width as usize, host.resized_height as usize);
+        let src = gpu.upload("frame", img.as_raw()).unwrap();
+        let plain = Prep {
+            bgr: false,
+            scale: 1.0,
+            offset: 0.0,
+        };
+        let got = run(gpu, |r| {
+            let x = r.tensor([1, 3, dh, dw]).unwrap();
+            letterbox(r, &src, (sw, sh), (rw, rh), &x, 0, plain).unwrap();
+            x
+        });
+        let (mut worst, mut sum) = (0f32, 0f64);
+        for p in 0..dw * dh {
+            for ch in 0..3 {
+                let d = (got[ch * dw * dh + p] - host.pixels[p * 3 + ch] as f32).abs();
+                worst = worst.max(d);
+                sum += d as f64;
+            }
+        }
+        let mean = sum / (3 * dw * dh) as f64;
+        assert!(worst <= LETTERBOX_MAX_DIFF, "worst {worst}, mean {mean}");
+        assert!(mean < LETTERBOX_MEAN_DIFF, "worst {worst}, mean {mean}");
+    }
+
+    const LETTERBOX_MAX_DIFF: f32 = 2.0;
+    const LETTERBOX_MEAN_DIFF: f64 = 0.5;
 }

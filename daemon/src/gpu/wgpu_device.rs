@@ -35,6 +35,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "preprocess",
         include_str!("../../../shaders/preprocess.wgsl"),
     ),
+    ("letterbox", include_str!("../../../shaders/letterbox.wgsl")),
     ("mask_fill", include_str!("../../../shaders/mask_fill.wgsl")),
     (
         "mask_pixelate",

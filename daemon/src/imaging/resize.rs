@@ -17,11 +17,19 @@ pub struct Letterbox {
     pub resized_height: u32,
 }
 
-pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> Result<Letterbox, ImagingError> {
-    let (w, h) = img.dimensions();
+/// Where a `w`×`h` image lands in a `width`×`height` letterbox: the scale
+/// (aspect kept) and the resized width and height. Host and device
+/// letterboxing both place images by it.
+pub fn fit(w: u32, h: u32, width: u32, height: u32) -> (f32, u32, u32) {
     let scale = (width as f32 / w as f32).min(height as f32 / h as f32);
     let rw = ((w as f32 * scale).round() as u32).clamp(1, width);
     let rh = ((h as f32 * scale).round() as u32).clamp(1, height);
+    (scale, rw, rh)
+}
+
+pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> Result<Letterbox, ImagingError> {
+    let (w, h) = img.dimensions();
+    let (scale, rw, rh) = fit(w, h, width, height);
     let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let mut dst = Image::new(rw, rh, PixelType::U8x3);

@@ -1,10 +1,12 @@
 //! Face detection and masking: decode -> letterbox -> batched inference ->
 //! boxes in original pixels -> NMS -> (mask -> encode).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use image::{ImageFormat, RgbImage};
 
+use crate::backend::FaceImage;
 use crate::batch::{Batcher, SubmitError};
 use crate::imaging::{self, resize, DecodeLimits, ImagingError};
 use crate::model::{decode::nms, Face};
@@ -39,35 +41,48 @@ impl Default for DetectParams {
 
 /// A decoded upload and its model input.
 pub struct Prepared {
+    /// The decoded frame. Where the device letterboxes, the frame itself is
+    /// the model input: it is lent to the batch and is back once `detect`
+    /// returns, with this field empty until then.
     pub image: RgbImage,
     pub format: ImageFormat,
     pub channels: u8,
     pub input_bytes: usize,
     pub scale: f32,
-    pub model_input: Vec<u8>,
+    pub model_input: FaceImage,
     pub decode_ms: f64,
     pub preprocess_ms: f64,
 }
 
-/// Decode and letterbox. Blocking: run it off the async workers.
+/// Decode and, unless `frames` (the backend letterboxes whole frames on its
+/// device), letterbox. Blocking: run it off the async workers.
 pub fn prepare(
     bytes: &[u8],
     limits: &DecodeLimits,
     input_w: usize,
     input_h: usize,
+    frames: bool,
 ) -> Result<Prepared, ImagingError> {
     let t0 = Instant::now();
     let decoded = imaging::decode(bytes, limits)?;
     let t1 = Instant::now();
-    let lb = resize::letterbox(&decoded.image, input_w as u32, input_h as u32)?;
+    let (image, scale, model_input) = if frames {
+        let (w, h) = decoded.image.dimensions();
+        let (scale, _, _) = resize::fit(w, h, input_w as u32, input_h as u32);
+        let frame = FaceImage::Frame(Arc::new(decoded.image));
+        (RgbImage::new(0, 0), scale, frame)
+    } else {
+        let lb = resize::letterbox(&decoded.image, input_w as u32, input_h as u32)?;
+        (decoded.image, lb.scale, FaceImage::Letterboxed(lb.pixels))
+    };
     let t2 = Instant::now();
     Ok(Prepared {
-        image: decoded.image,
+        image,
         format: decoded.format,
         channels: decoded.channels,
         input_bytes: bytes.len(),
-        scale: lb.scale,
-        model_input: lb.pixels,
+        scale,
+        model_input,
         decode_ms: ms(t1 - t0),
         preprocess_ms: ms(t2 - t1),
     })
@@ -96,12 +111,24 @@ pub async fn detect(
     prep: &mut Prepared,
     params: DetectParams,
 ) -> Result<Detected, PipelineError> {
-    let input = std::mem::take(&mut prep.model_input);
-    let rx = batcher.submit(input, params.confidence)?;
-    let result = rx
-        .await
-        .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))?
-        .map_err(PipelineError::Inference)?;
+    let input = std::mem::replace(&mut prep.model_input, FaceImage::Letterboxed(Vec::new()));
+    let lent = match &input {
+        FaceImage::Frame(f) => Some(f.clone()),
+        FaceImage::Letterboxed(_) => None,
+    };
+    let result = match batcher.submit(input, params.confidence) {
+        Ok(rx) => rx
+            .await
+            .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))
+            .and_then(|r| r.map_err(PipelineError::Inference)),
+        Err(e) => Err(e.into()),
+    };
+    if let Some(frame) = lent {
+        // The batch is dropped before its replies go out, so this is the
+        // last reference and no copy is made.
+        prep.image = Arc::try_unwrap(frame).unwrap_or_else(|f| (*f).clone());
+    }
+    let result = result?;
     let t0 = Instant::now();
     let (w, h) = (prep.image.width() as f32, prep.image.height() as f32);
     let inv = 1.0 / prep.scale;
