@@ -2,7 +2,7 @@
 // u32) letterboxed into image `slot` of the f32 NCHW input (n x 3 x dh x dw):
 // the frame is resampled to rh x rw in the top-left corner and the rest of
 // the canvas is zero, then channel order (bgr != 0 swaps R and B) and
-// v * scale + offset as in preprocess.wgsl.
+// v * scale + offset.
 //
 // The resampling is a triangle (bilinear) filter whose support widens by
 // the reduction factor, the anti-aliased convolution the CPU letterbox

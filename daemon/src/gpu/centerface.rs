@@ -206,52 +206,6 @@ impl<B> GpuCenterFace<B> {
         ((ACTIVATION_BUDGET / total.max(1)).min(gpu.max_binding() / peak.max(1)) as usize).max(1)
     }
 
-    /// `n` interleaved RGB8 images of `w x h` to the heads, as the CPU
-    /// model's [`Output`] (host tensors, sigmoid on the heatmap).
-    pub fn forward_rgb8<D: Compute<Buf = B>>(
-        &self,
-        gpu: &D,
-        pixels: &[u8],
-        n: usize,
-        h: usize,
-        w: usize,
-    ) -> Result<Output> {
-        if h == 0 || w == 0 || !h.is_multiple_of(STRIDE) || !w.is_multiple_of(STRIDE) {
-            return Err(GpuError::Shape(format!(
-                "centerface: H and W must be non-zero multiples of {STRIDE}, got {w}x{h}"
-            )));
-        }
-        if pixels.len() != n * h * w * 3 {
-            return Err(GpuError::Shape(format!(
-                "centerface: {} bytes for {n} images of {w}x{h}",
-                pixels.len()
-            )));
-        }
-        let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
-        let per = HEAD_CHANNELS * oh * ow;
-        let mut all = Vec::with_capacity(n * per);
-        let chunk = Self::chunk(gpu, h, w);
-        for start in (0..n).step_by(chunk) {
-            let k = chunk.min(n - start);
-            let mut r = gpu.recorder();
-            let src = gpu.upload(
-                "pixels",
-                &pixels[start * h * w * 3..(start + k) * h * w * 3],
-            )?;
-            let plain = Prep {
-                bgr: false,
-                scale: 1.0,
-                offset: 0.0,
-            };
-            let x = ops::preprocess(&mut r, &src, k, (w, h), (w, h), plain)?;
-            let heads = self.forward(&mut r, &x)?;
-            let rb = r.read(&heads.buf, (heads.len() * 4) as u64)?;
-            let out = r.finish()?;
-            all.extend(f32s(&out[rb.0])[..k * per].iter().copied());
-        }
-        heads_output(all, n, oh, ow)
-    }
-
     /// A batch of whole frames and host-letterboxed images to the heads:
     /// each is uploaded as it is and letterboxed into its slot of the input
     /// on the device (`ops::letterbox`), so the host never resizes a frame.
@@ -402,6 +356,16 @@ mod tests {
         crate::model::load_weights(path.as_ref(), &Device::Cpu).unwrap()
     }
 
+    fn photos() -> Vec<image::RgbImage> {
+        ["astronaut.jpg", "group.jpg"]
+            .map(|name| {
+                image::open(format!("{ROOT}/tests/fixtures/{name}"))
+                    .unwrap()
+                    .to_rgb8()
+            })
+            .to_vec()
+    }
+
     fn rel_l2(a: &CTensor, b: &CTensor) -> f32 {
         let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -425,16 +389,22 @@ mod tests {
         let cpu = CenterFace::load(weights()).unwrap();
         let dev = GpuCenterFace::load(gpu, weights()).unwrap();
         let (w, h) = (320, 224);
-        let mut pixels = Vec::new();
-        for name in ["astronaut.jpg", "group.jpg"] {
-            let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
-                .unwrap()
-                .to_rgb8();
-            let lb = crate::imaging::resize::letterbox(&img, w as u32, h as u32).unwrap();
-            pixels.extend_from_slice(&lb.pixels);
-        }
+        let images: Vec<FaceImage> = photos()
+            .iter()
+            .map(|img| {
+                let lb = crate::imaging::resize::letterbox(img, w as u32, h as u32).unwrap();
+                FaceImage::Letterboxed(lb.pixels)
+            })
+            .collect();
+        let pixels: Vec<u8> = images
+            .iter()
+            .flat_map(|i| match i {
+                FaceImage::Letterboxed(p) => p.clone(),
+                FaceImage::Frame(_) => unreachable!(),
+            })
+            .collect();
         let a = cpu.forward_rgb8(&pixels, 2, h, w).unwrap();
-        let b = dev.forward_rgb8(gpu, &pixels, 2, h, w).unwrap();
+        let b = dev.forward_images(gpu, &images, h, w).unwrap();
         for (name, p, q) in [
             ("heatmap", &a.heatmap, &b.heatmap),
             ("scale", &a.scale, &b.scale),
@@ -461,13 +431,10 @@ mod tests {
         let cpu = CenterFace::load(weights()).unwrap();
         let dev = GpuCenterFace::load(gpu, weights()).unwrap();
         let (w, h) = (320, 224);
-        let mut frames = Vec::new();
-        for name in ["astronaut.jpg", "group.jpg"] {
-            let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
-                .unwrap()
-                .to_rgb8();
-            frames.push(FaceImage::Frame(Arc::new(img)));
-        }
+        let mut frames: Vec<FaceImage> = photos()
+            .into_iter()
+            .map(|img| FaceImage::Frame(Arc::new(img)))
+            .collect();
         // A host-letterboxed image in the same batch takes the copy path.
         frames.push(FaceImage::Letterboxed(vec![90; w * h * 3]));
         let batch = FaceBatch {
@@ -514,7 +481,11 @@ mod tests {
 
     fn rejects_bad_input_on<D: Compute>(gpu: &D) {
         let dev = GpuCenterFace::load(gpu, weights()).unwrap();
-        assert!(dev.forward_rgb8(gpu, &[0; 40 * 64 * 3], 1, 40, 64).is_err());
-        assert!(dev.forward_rgb8(gpu, &[0; 10], 1, 32, 32).is_err());
+        let input = |n: usize| vec![FaceImage::Letterboxed(vec![0; n])];
+        assert!(dev
+            .forward_images(gpu, &input(40 * 64 * 3), 40, 64)
+            .is_err());
+        assert!(dev.forward_images(gpu, &input(10), 32, 32).is_err());
+        assert!(dev.forward_images(gpu, &input(32 * 32 * 3), 32, 32).is_ok());
     }
 }

@@ -67,11 +67,6 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
         [64, 1, 1],
     ),
     (
-        "preprocess",
-        include_str!("../../../kernels/preprocess.cu"),
-        [256, 1, 1],
-    ),
-    (
         "letterbox",
         include_str!("../../../kernels/letterbox.cu"),
         [256, 1, 1],

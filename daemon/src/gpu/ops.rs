@@ -297,7 +297,7 @@ pub fn softmax<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<()> {
     )
 }
 
-/// How `preprocess` maps bytes to the model's input.
+/// How [`letterbox`] maps bytes to the model's input.
 #[derive(Debug, Clone, Copy)]
 pub struct Prep {
     /// Swap R and B (the source is RGB).
@@ -306,42 +306,10 @@ pub struct Prep {
     pub offset: f32,
 }
 
-/// `n` interleaved RGB8 images of `sw x sh`, uploaded as they are, to an
-/// [n, 3, dh, dw] input: resize, layout and scaling in one dispatch
-/// (`shaders/preprocess.wgsl`).
-pub fn preprocess<R: Record>(
-    r: &mut R,
-    src: &R::Buf,
-    n: usize,
-    (sw, sh): (usize, usize),
-    (dw, dh): (usize, usize),
-    prep: Prep,
-) -> Result<Tensor<R::Buf>> {
-    if (r.size(src) as usize) < n * sw * sh * 3 || sw == 0 || sh == 0 {
-        return Err(GpuError::Shape(format!(
-            "preprocess: {} bytes for {n} images of {sw}x{sh}",
-            r.size(src)
-        )));
-    }
-    let y = r.tensor([n, 3, dh, dw])?;
-    let p = [
-        u(n),
-        u(sh),
-        u(sw),
-        u(dh),
-        u(dw),
-        prep.bgr as u32,
-        prep.scale.to_bits(),
-        prep.offset.to_bits(),
-    ];
-    r.dispatch("preprocess", &p, &[src, &y.buf], grid_1d(y.len()))?;
-    Ok(y)
-}
-
 /// One RGB8 frame of `sw x sh`, uploaded as it is, letterboxed into image
 /// `slot` of the [n, 3, dh, dw] input `x`: resampled (anti-aliased, like
 /// the host letterbox) to `rw x rh` in the top-left corner, zeros elsewhere,
-/// then laid out and scaled as by [`preprocess`] (`shaders/letterbox.wgsl`).
+/// then laid out and scaled by `prep` (`shaders/letterbox.wgsl`).
 #[allow(clippy::too_many_arguments)]
 pub fn letterbox<R: Record>(
     r: &mut R,
@@ -641,60 +609,6 @@ mod tests {
             .broadcast_add(&ct(&bias, &[outputs]))
             .unwrap();
         assert!(rel_l2(&got, &host(&want)) < TOL, "linear");
-    }
-
-    #[test]
-    fn preprocess_lays_out_and_scales_bytes() {
-        on_every_device!(preprocess_lays_out_and_scales_bytes_on);
-    }
-
-    fn preprocess_lays_out_and_scales_bytes_on<D: Compute>(gpu: &D) {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-        let (n, w, h) = (2, 7, 5);
-        let bytes: Vec<u8> = (0..n * w * h * 3).map(|_| rng.gen()).collect();
-        let src = gpu.upload("pixels", &bytes).unwrap();
-        let prep = Prep {
-            bgr: true,
-            scale: 2.0 / 255.0,
-            offset: -1.0,
-        };
-        let got = run(gpu, |r| {
-            preprocess(r, &src, n, (w, h), (w, h), prep).unwrap()
-        });
-        for i in 0..n {
-            for c in 0..3 {
-                for p in 0..w * h {
-                    let want =
-                        bytes[(i * w * h + p) * 3 + (2 - c)] as f32 * prep.scale + prep.offset;
-                    let g = got[(i * 3 + c) * w * h + p];
-                    assert!((g - want).abs() < 1e-6, "image {i} channel {c} pixel {p}");
-                }
-            }
-        }
-        // Resizing a constant image gives the constant; 2x downscaling of
-        // a 2x2-block image gives the blocks' values.
-        let (sw, sh) = (8, 6);
-        let blocky: Vec<u8> = (0..sh * sw)
-            .flat_map(|p| {
-                let v = (((p / sw) / 2) * 40 + ((p % sw) / 2) * 10) as u8;
-                [v, v, v]
-            })
-            .collect();
-        let src = gpu.upload("pixels", &blocky).unwrap();
-        let plain = Prep {
-            bgr: false,
-            scale: 1.0,
-            offset: 0.0,
-        };
-        let got = run(gpu, |r| {
-            preprocess(r, &src, 1, (sw, sh), (sw / 2, sh / 2), plain).unwrap()
-        });
-        for y in 0..sh / 2 {
-            for x in 0..sw / 2 {
-                let want = (y * 40 + x * 10) as f32;
-                assert!((got[y * sw / 2 + x] - want).abs() < 1e-4, "({x}, {y})");
-            }
-        }
     }
 
     /// The letterbox filter in f64: a triangle widened by the reduction

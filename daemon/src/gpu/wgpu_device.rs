@@ -31,10 +31,6 @@ pub const SHADERS: &[(&str, &str)] = &[
     ),
     ("linear", include_str!("../../../shaders/linear.wgsl")),
     ("softmax", include_str!("../../../shaders/softmax.wgsl")),
-    (
-        "preprocess",
-        include_str!("../../../shaders/preprocess.wgsl"),
-    ),
     ("letterbox", include_str!("../../../shaders/letterbox.wgsl")),
     ("mask_fill", include_str!("../../../shaders/mask_fill.wgsl")),
     (
