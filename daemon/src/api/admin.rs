@@ -16,8 +16,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::faces::{
-    detect_json, detect_params, drain_on_refusal, mask_params, q_int, read_image_field,
-    run_detection, Timings,
+    detect_json, detect_params, mask_params, q_int, read_image_field, run_detection, Timings,
 };
 use crate::app::App;
 use crate::auth::{keys, password, random_token};
@@ -465,7 +464,7 @@ pub async fn test_mask(
     req: Request,
 ) -> Result<Json<Value>, ApiError> {
     let start = Instant::now();
-    let checks = (|| {
+    let checks = (|| -> Result<_, ApiError> {
         let permit =
             app.in_flight
                 .clone()
@@ -475,8 +474,7 @@ pub async fn test_mask(
                 })?;
         Ok((permit, detect_params(&q)?, mask_params(&q)?))
     })();
-    let (req, (_permit, params, mq)) =
-        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    let (_permit, params, mq) = checks?;
     let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
     let (mut prep, det) = run_detection(&app, upload.bytes, params).await?;
     let faces = det.faces.clone();

@@ -244,23 +244,6 @@ async fn admit(
     Ok((key, permit))
 }
 
-/// When a request is refused before its body was read, read and discard the
-/// body (bounded by the body limit) first: answering mid-upload makes HTTP/2
-/// reset the stream, and clients then never see the error.
-pub(crate) async fn drain_on_refusal<T>(
-    req: Request,
-    checks: Result<T, ApiError>,
-    limit: usize,
-) -> Result<(Request, T), ApiError> {
-    match checks {
-        Ok(v) => Ok((req, v)),
-        Err(e) => {
-            let _ = axum::body::to_bytes(req.into_body(), limit).await;
-            Err(e)
-        }
-    }
-}
-
 pub(crate) struct Upload {
     pub bytes: bytes::Bytes,
     pub filename: Option<String>,
@@ -548,13 +531,13 @@ pub async fn detect(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let headers = req.headers().clone();
-    let checks = async {
+    let checks: Result<_, ApiError> = async {
         let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Detect).await?;
         Ok((key, permit, detect_params(&q)?))
     }
     .await;
-    let (req, (key, _permit, params)) =
-        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    // A refused upload's body is read to the end by http::linger.
+    let (key, _permit, params) = checks?;
     let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
     let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();
@@ -601,13 +584,12 @@ pub async fn mask(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let headers = req.headers().clone();
-    let checks = async {
+    let checks: Result<_, ApiError> = async {
         let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Mask).await?;
         Ok((key, permit, detect_params(&q)?, mask_params(&q)?))
     }
     .await;
-    let (req, (key, _permit, params, mq)) =
-        drain_on_refusal(req, checks, app.config.limits.max_body_bytes).await?;
+    let (key, _permit, params, mq) = checks?;
     let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
     let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();

@@ -488,15 +488,8 @@ pub async fn upload_file(
         }
         Ok((study, content_type))
     })();
-    let (study, content_type) = match checked {
-        Ok(v) => v,
-        Err(e) => {
-            // Read (and drop) what the client is still sending, up to the
-            // limit, so the connection stays usable for its next request.
-            let _ = axum::body::to_bytes(body, limit).await;
-            return Err(e);
-        }
-    };
+    // A refused upload's body is read to the end by http::linger.
+    let (study, content_type) = checked?;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
         PbsError::TooLarge(format!(
             "the body is over the limit of {limit} bytes (or the upload broke off)"
