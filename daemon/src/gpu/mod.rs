@@ -14,6 +14,10 @@ pub mod cells;
 pub mod centerface;
 #[cfg(feature = "cuda")]
 pub mod cuda_device;
+#[cfg(test)]
+pub mod cuda_host;
+#[cfg(any(feature = "cuda", test))]
+pub mod cuda_kernels;
 pub mod mask;
 pub mod ops;
 #[cfg(feature = "wgpu")]
@@ -173,8 +177,9 @@ pub(crate) fn check_grid(name: &str, groups: [u32; 3]) -> Result<()> {
 }
 
 /// Run `$f(&device)` on every accelerator device this build and machine
-/// have: one test body for all backends. A device that is missing prints
-/// why and is skipped.
+/// have, and on the CUDA kernels run on the host (`cuda_host`): one test
+/// body for all backends. A device that is missing prints why and is
+/// skipped.
 #[cfg(test)]
 macro_rules! on_every_device {
     ($f:expr) => {{
@@ -185,6 +190,9 @@ macro_rules! on_every_device {
         #[cfg(feature = "cuda")]
         if let Some(c) = $crate::gpu::cuda_device::test_cuda() {
             $f(&*c);
+        }
+        if let Some(h) = $crate::gpu::cuda_host::test_cuda_host() {
+            $f(&*h);
         }
     }};
 }
