@@ -98,7 +98,12 @@ impl CudaHost {
     /// and load them.
     pub fn open() -> Result<Arc<Self>> {
         let compiler = std::env::var("CXX").unwrap_or_else(|_| "c++".into());
-        let dir = tempfile::tempdir().map_err(|e| GpuError::Device(e.to_string()))?;
+        // Beside the test binary rather than in /tmp, which may be mounted noexec.
+        let exe = std::env::current_exe().map_err(|e| GpuError::Device(e.to_string()))?;
+        let dir = tempfile::Builder::new()
+            .prefix("argus-cuda-host-")
+            .tempdir_in(exe.parent().unwrap_or(std::path::Path::new(".")))
+            .map_err(|e| GpuError::Device(e.to_string()))?;
         let src = dir.path().join("kernels.cpp");
         let lib = dir.path().join("libargus_kernels.so");
         std::fs::write(&src, source()).map_err(|e| GpuError::Device(e.to_string()))?;
