@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Run a bundle from scripts/gpu-bundle.sh on an NVIDIA GPU machine, from the
+# repository root. Logs go to $OUT (or .gpu/out). Needs libcuda (the driver)
+# and a CUDA 13 libnvrtc, found on LD_LIBRARY_PATH, in target/nvrtc or under
+# a CUDA toolkit or PyTorch install.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-.gpu/out}
+mkdir -p "$out" .gpu/run
+kind=$(cat .gpu/kind)
+
+built_in=$(cat .gpu/built_in)
+if [ "$built_in" != "$PWD" ] && [ ! -e "$built_in" ]; then
+    mkdir -p "$(dirname "$built_in")" && ln -s "$PWD" "$built_in"
+fi
+
+if ! ldconfig -p | grep -q 'libnvrtc.so.13' && [ ! -e target/nvrtc/libnvrtc.so.13 ]; then
+    lib=$(find / -xdev -name 'libnvrtc.so.13' -not -path '*/proc/*' 2>/dev/null | head -n1)
+    [ -n "$lib" ] && export LD_LIBRARY_PATH="$(dirname "$lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+export LD_LIBRARY_PATH="$PWD/target/nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+for f in .gpu/bin/*.xz; do
+    xz -dc "$f" > ".gpu/run/$(basename "$f" .xz)"
+    chmod +x ".gpu/run/$(basename "$f" .xz)"
+done
+{
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+    nproc
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+} > "$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+rc=0
+case "$kind" in
+tests)
+    # Every op and model on CUDA against the CPU, then a CUDA server
+    # against a CPU server.
+    .gpu/run/argus gpu:: --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.log" || rc=1
+    .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 | tee "$out/http-backends.log" || rc=1
+    if command -v compute-sanitizer >/dev/null; then
+        # Out-of-bounds accesses and races in the kernels, on the op tests.
+        compute-sanitizer --tool memcheck --error-exitcode 9 \
+            .gpu/run/argus gpu::ops --test-threads 1 2>&1 | tail -n 40 | tee "$out/memcheck.log" || rc=1
+    fi
+    ;;
+benches)
+    # Criterion groups per device; the CPU groups are the same-run comparison.
+    .gpu/run/model --bench 'cpu|cuda' 2>&1 | tee "$out/bench-model.log" || rc=1
+    .gpu/run/imaging --bench 'mask_3_faces' 2>&1 | tee "$out/bench-imaging.log" || rc=1
+    # End to end: masked 1280x720 JPEG frames/s through the HTTPS server on
+    # CUDA, then on the CPU, with the per-key rate limits out of the way.
+    for backend in cuda cpu; do
+        state=$(mktemp -d)
+        key=$(.gpu/run/argusd --state-dir "$state" keys create --name bench | grep -o 'xyl_[A-Za-z0-9_-]*')
+        ARGUS_AUTH_DETECT_PER_MINUTE=1000000 ARGUS_AUTH_MASK_PER_MINUTE=1000000 \
+            .gpu/run/argusd --state-dir "$state" serve --backend "$backend" \
+            --listen 127.0.0.1:18443 > "$out/argusd-$backend.log" 2>&1 &
+        pid=$!
+        for _ in $(seq 120); do
+            curl -skf https://127.0.0.1:18443/health >/dev/null 2>&1 && break
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 1
+        done
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "argusd --backend $backend did not start:" >&2
+            tail -n 5 "$out/argusd-$backend.log" >&2
+            rc=1
+            rm -rf "$state"
+            continue
+        fi
+        curl -sk https://127.0.0.1:18443/health > "$out/health-$backend.json"
+        for endpoint in detect mask; do
+            .gpu/run/load --url https://127.0.0.1:18443 --key "$key" --endpoint "$endpoint" \
+                --image tests/fixtures/group.jpg --resize 1280x720 --concurrency 1,8,32,64 \
+                --requests 400 --max-seconds 60 2>&1 | tee -a "$out/load-$backend.log" || rc=1
+        done
+        kill "$pid"
+        wait "$pid"
+        rm -rf "$state"
+    done
+    ;;
+esac
+exit $rc
