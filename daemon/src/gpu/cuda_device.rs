@@ -11,7 +11,7 @@ use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
 
-use super::cuda_kernels::KERNELS;
+use super::cuda_kernels::{tensor_len, KERNELS, MAX_BINDING};
 use super::{check_grid, Compute, GpuError, Readback, Record, Result, Tensor};
 
 /// Parameter words, passed by value; each kernel reads the leading words
@@ -129,12 +129,7 @@ impl Compute for Cuda {
     }
 
     fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaSlice<u32>>> {
-        let len = shape.iter().product::<usize>();
-        if (len * 4) as u64 > self.max_binding() {
-            return Err(GpuError::Shape(format!(
-                "a {shape:?} tensor is over the kernels' 32-bit indexing"
-            )));
-        }
+        let len = tensor_len(shape)?;
         Ok(Tensor {
             buf: self
                 .stream
@@ -144,9 +139,8 @@ impl Compute for Cuda {
         })
     }
 
-    /// Kernels index elements with 32-bit integers.
     fn max_binding(&self) -> u64 {
-        (u32::MAX as u64 / 4) * 4
+        MAX_BINDING
     }
 
     fn describe(&self) -> String {

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::cuda_kernels::KERNELS;
+use super::cuda_kernels::{tensor_len, KERNELS, MAX_BINDING};
 use super::{check_grid, Compute, GpuError, Readback, Record, Result, Tensor};
 
 const RUNTIME: &str = include_str!("cuda_host.hpp");
@@ -207,21 +207,15 @@ impl Compute for CudaHost {
     }
 
     fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<HostBuf>> {
-        let len = shape.iter().product::<usize>();
-        if (len * 4) as u64 > self.max_binding() {
-            return Err(GpuError::Shape(format!(
-                "a {shape:?} tensor is over the kernels' 32-bit indexing"
-            )));
-        }
+        let len = tensor_len(shape)?;
         Ok(Tensor {
             buf: self.buffer(len, UNWRITTEN)?,
             shape,
         })
     }
 
-    /// As on CUDA: kernels index elements with 32-bit integers.
     fn max_binding(&self) -> u64 {
-        (u32::MAX as u64 / 4) * 4
+        MAX_BINDING
     }
 
     fn describe(&self) -> String {

@@ -82,6 +82,21 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
     ),
 ];
 
+/// Largest buffer a kernel argument may cover: kernels index elements with
+/// 32-bit integers.
+pub const MAX_BINDING: u64 = (u32::MAX as u64 / 4) * 4;
+
+/// Elements of a tensor of `shape`, if the kernels can index it.
+pub fn tensor_len(shape: [usize; 4]) -> super::Result<usize> {
+    let len = shape.iter().product::<usize>();
+    if (len as u64).saturating_mul(4) > MAX_BINDING {
+        return Err(super::GpuError::Shape(format!(
+            "a {shape:?} tensor is over the kernels' 32-bit indexing"
+        )));
+    }
+    Ok(len)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
