@@ -97,6 +97,8 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
     assert_eq!(h["letterbox"], "device", "frames go up whole: {h}");
     let hc = json(cpu.client.get(cpu.url("/health")).send().await.unwrap()).await;
     assert_eq!(hc["letterbox"], "host", "{hc}");
+    assert_eq!(h["jpeg_encode"], "device", "{h}");
+    assert_eq!(hc["jpeg_encode"], "host", "{hc}");
     assert!(gpu.metrics().await.contains(&format!("backend=\"{name}\"")));
 
     for name in ["group.jpg", "astronaut.jpg", "coffee.jpg"] {
@@ -156,6 +158,59 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
             "{method}: {off} of {changed} masked bytes differ, worst by {worst}"
         );
     }
+
+    // A JPEG answer is masked and encoded on the device. Its restart
+    // markers (DRI) show where it was made; the CPU encoder writes none.
+    // Where the CPU masker changed the frame, it holds the masked pixels,
+    // not the faces.
+    let q = "/api/v1/mask?method=gaussian&format=jpeg&quality=90";
+    let cpu_jpeg = cpu
+        .post_fixture(q, "group.jpg")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let resp = gpu.post_fixture(q, "group.jpg").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-face-count"], "3");
+    let dev_jpeg = resp.bytes().await.unwrap();
+    let has_dri = |b: &[u8]| b.windows(2).any(|w| w == [0xff, 0xdd]);
+    assert!(has_dri(&dev_jpeg), "the device encoded it");
+    assert!(!has_dri(&cpu_jpeg), "the CPU encoded it");
+    let masked = decode(
+        &cpu.post_fixture("/api/v1/mask?method=gaussian&format=png", "group.jpg")
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    let (dev, host) = (decode(&dev_jpeg), decode(&cpu_jpeg));
+    let (mut to_masked, mut to_original, mut n) = (0u64, 0u64, 0u64);
+    for (i, (m, o)) in masked.as_raw().iter().zip(original.as_raw()).enumerate() {
+        if m.abs_diff(*o) > 8 {
+            to_masked += dev.as_raw()[i].abs_diff(*m) as u64;
+            to_original += dev.as_raw()[i].abs_diff(*o) as u64;
+            n += 1;
+        }
+    }
+    assert!(n > 1000, "the mask changed {n} bytes by more than 8");
+    assert!(
+        to_masked * 4 < to_original,
+        "masked bytes: {} from the masked frame, {} from the original",
+        to_masked / n,
+        to_original / n
+    );
+    let mean_diff = dev
+        .as_raw()
+        .iter()
+        .zip(host.as_raw())
+        .map(|(a, b)| a.abs_diff(*b) as u64)
+        .sum::<u64>() as f64
+        / dev.as_raw().len() as f64;
+    assert!(
+        mean_diff < 1.5,
+        "device and CPU JPEGs differ by {mean_diff:.2} on average"
+    );
     cpu.stop().await;
     gpu.stop().await;
 }

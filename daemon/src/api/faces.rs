@@ -59,6 +59,9 @@ pub async fn health(State(app): State<Arc<App>>) -> Response {
         "max_batch_size": info.max_batch,
         // Where uploads are resized to the model input.
         "letterbox": if info.frames { "device" } else { "host" },
+        // Where masked frames asked for as JPEG are masked and encoded
+        // (PNG and WebP are encoded on the host).
+        "jpeg_encode": if app.batcher.masker().name() == "cpu" { "host" } else { "device" },
         "version": env!("CARGO_PKG_VERSION"),
     });
     let status = if ready {

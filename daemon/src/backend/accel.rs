@@ -86,13 +86,7 @@ where
     }
 
     fn masker(&self) -> crate::pipeline::faces::Masker {
-        let dev = self.dev.clone();
-        crate::pipeline::faces::Masker::Device(
-            self.name,
-            Arc::new(move |img, boxes, params| {
-                crate::gpu::mask::apply(dev.as_ref(), img, boxes, params)
-            }),
-        )
+        crate::pipeline::faces::Masker::Device(self.name, self.dev.clone())
     }
 
     fn health(&self) -> Result<(), BackendError> {

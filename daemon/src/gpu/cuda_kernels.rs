@@ -80,6 +80,21 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
         include_str!("../../../kernels/mask_put.cu"),
         [256, 1, 1],
     ),
+    (
+        "jpeg_dct",
+        include_str!("../../../kernels/jpeg_dct.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "jpeg_huffman",
+        include_str!("../../../kernels/jpeg_huffman.cu"),
+        [256, 1, 1],
+    ),
+    (
+        "jpeg_pack",
+        include_str!("../../../kernels/jpeg_pack.cu"),
+        [256, 1, 1],
+    ),
 ];
 
 /// Largest buffer a kernel argument may cover: kernels index elements with

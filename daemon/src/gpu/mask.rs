@@ -6,7 +6,9 @@
 
 use image::RgbImage;
 
-use super::{grid_1d, Compute, GpuError, Record, Result, Tensor};
+use std::time::{Duration, Instant};
+
+use super::{grid_1d, jpeg, Compute, GpuError, Record, Result, Tensor};
 use crate::imaging::mask::{blur_sigma, box_radii, pixel_block, MaskMethod, MaskParams, Region};
 
 /// Workgroups covering the u32 words of rows `y0..y1` of a `w`-wide frame.
@@ -29,10 +31,7 @@ pub fn apply<D: Compute>(
     p: MaskParams,
 ) -> Result<Vec<Region>> {
     let (w, h) = img.dimensions();
-    let regions: Vec<Region> = boxes
-        .iter()
-        .filter_map(|b| Region::padded(*b, p.padding, w, h))
-        .collect();
+    let regions = padded_regions(boxes, p, w, h);
     if regions.is_empty() {
         return Ok(regions);
     }
@@ -50,35 +49,145 @@ pub fn apply<D: Compute>(
     }
     let mut r = gpu.recorder();
     let frame = gpu.upload("frame rows", &img.as_raw()[band.clone()])?;
-    for reg in regions.iter().map(|reg| Region {
-        y0: reg.y0 - top,
-        y1: reg.y1 - top,
-        ..*reg
-    }) {
-        let reg = &reg;
+    let shifted: Vec<Region> = regions
+        .iter()
+        .map(|reg| Region {
+            y0: reg.y0 - top,
+            y1: reg.y1 - top,
+            ..*reg
+        })
+        .collect();
+    record(&mut r, &frame, (w, total), &shifted, p)?;
+    let rb = r.read(&frame, total as u64)?;
+    let out = r.finish()?;
+    let bytes = &out[rb.0];
+    if bytes.len() != total {
+        return Err(GpuError::Run("short frame readback".into()));
+    }
+    let raw: &mut [u8] = img;
+    raw[band].copy_from_slice(bytes);
+    Ok(regions)
+}
+
+/// A frame masked and encoded as JPEG on the device.
+#[derive(Debug)]
+pub struct Encoded {
+    pub jpeg: Vec<u8>,
+    pub regions: Vec<Region>,
+    /// Upload and masking.
+    pub mask: Duration,
+    /// Encoding and bringing the file back.
+    pub encode: Duration,
+}
+
+/// Mask every box of `img` and encode the result as a JPEG of `quality`,
+/// all on the device: the frame goes up once and only the file comes
+/// back. `img` is left as it was.
+pub fn apply_jpeg<D: Compute>(
+    gpu: &D,
+    img: &RgbImage,
+    boxes: &[[f32; 4]],
+    p: MaskParams,
+    quality: u8,
+) -> Result<Encoded> {
+    let t0 = Instant::now();
+    let (w, h) = img.dimensions();
+    let plan = jpeg::Plan::new(w, h, quality)?;
+    plan.fits(gpu)?;
+    let regions = padded_regions(boxes, p, w, h);
+    let frame = gpu.upload("frame", img.as_raw())?;
+    if !regions.is_empty() {
+        let mut r = gpu.recorder();
+        record(
+            &mut r,
+            &frame,
+            (w as usize, img.as_raw().len()),
+            &regions,
+            p,
+        )?;
+        r.finish()?;
+    }
+    let t1 = Instant::now();
+    let jpeg = jpeg::finish(gpu, gpu.recorder(), &frame, &plan)?;
+    Ok(Encoded {
+        jpeg,
+        regions,
+        mask: t1 - t0,
+        encode: t1.elapsed(),
+    })
+}
+
+/// What the request path needs of a device for masking, so it can hold
+/// any device behind one pointer.
+pub trait DeviceMasker: Send + Sync {
+    /// [`apply`] on this device.
+    fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>>;
+    /// [`apply_jpeg`] on this device.
+    fn mask_jpeg(
+        &self,
+        img: &RgbImage,
+        boxes: &[[f32; 4]],
+        p: MaskParams,
+        quality: u8,
+    ) -> Result<Encoded>;
+}
+
+impl<D: Compute + Send + Sync> DeviceMasker for D {
+    fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>> {
+        apply(self, img, boxes, p)
+    }
+
+    fn mask_jpeg(
+        &self,
+        img: &RgbImage,
+        boxes: &[[f32; 4]],
+        p: MaskParams,
+        quality: u8,
+    ) -> Result<Encoded> {
+        apply_jpeg(self, img, boxes, p, quality)
+    }
+}
+
+fn padded_regions(boxes: &[[f32; 4]], p: MaskParams, w: u32, h: u32) -> Vec<Region> {
+    boxes
+        .iter()
+        .filter_map(|b| Region::padded(*b, p.padding, w, h))
+        .collect()
+}
+
+/// Record the masking of `regions` into `frame`, packed RGB8 rows `w`
+/// wide, `total` bytes; region rows count from the buffer's first row.
+fn record<R: Record>(
+    r: &mut R,
+    frame: &R::Buf,
+    (w, total): (usize, usize),
+    regions: &[Region],
+    p: MaskParams,
+) -> Result<()> {
+    for reg in regions {
         let (x0, y0, rw, rh) = (reg.x0, reg.y0, reg.w() as u32, reg.h() as u32);
         let words = row_words(w, y0 as usize, reg.y1 as usize);
         match p.method {
             MaskMethod::Solid => r.dispatch(
                 "mask_fill",
                 &[w as u32, total as u32, x0, y0, reg.x1, reg.y1, 0, 0],
-                &[&frame],
+                &[frame],
                 words,
             )?,
             MaskMethod::Pixelate => {
-                let avg = region_buf(&r, reg)?;
+                let avg = region_buf(r, reg)?;
                 let block = pixel_block(reg, p.strength) as u32;
                 r.dispatch(
                     "mask_pixelate",
                     &[w as u32, x0, y0, rw, rh, block, 0, 0],
-                    &[&frame, &avg.buf],
+                    &[frame, &avg.buf],
                     grid_1d(avg.len()),
                 )?;
-                put(&mut r, &avg, &frame, (w, total), reg, false, words)?;
+                put(r, &avg, frame, (w, total), reg, false, words)?;
             }
             MaskMethod::Gaussian | MaskMethod::Elliptical => {
-                let a = region_buf(&r, reg)?;
-                let b = region_buf(&r, reg)?;
+                let a = region_buf(r, reg)?;
+                let b = region_buf(r, reg)?;
                 let n = grid_1d(a.len());
                 for (i, radius) in box_radii(blur_sigma(reg, p.strength))
                     .into_iter()
@@ -90,30 +199,22 @@ pub fn apply<D: Compute>(
                     r.dispatch(
                         "mask_box_blur",
                         &[w as u32, x0, y0, rw, rh, radius, 1, first],
-                        &[&frame, &a.buf, &b.buf],
+                        &[frame, &a.buf, &b.buf],
                         n,
                     )?;
                     r.dispatch(
                         "mask_box_blur",
                         &[w as u32, x0, y0, rw, rh, radius, 0, 0],
-                        &[&frame, &b.buf, &a.buf],
+                        &[frame, &b.buf, &a.buf],
                         n,
                     )?;
                 }
                 let ellipse = p.method == MaskMethod::Elliptical;
-                put(&mut r, &a, &frame, (w, total), reg, ellipse, words)?;
+                put(r, &a, frame, (w, total), reg, ellipse, words)?;
             }
         }
     }
-    let rb = r.read(&frame, total as u64)?;
-    let out = r.finish()?;
-    let bytes = &out[rb.0];
-    if bytes.len() != total {
-        return Err(GpuError::Run("short frame readback".into()));
-    }
-    let raw: &mut [u8] = img;
-    raw[band].copy_from_slice(bytes);
-    Ok(regions)
+    Ok(())
 }
 
 fn put<R: Record>(
@@ -209,5 +310,67 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Masked and encoded on the device, the file decodes to what the CPU
+    /// masker and encoder make of the same frame, and the frame itself is
+    /// left alone.
+    #[test]
+    fn masked_jpeg_matches_the_cpu_path() {
+        on_every_device!(masked_jpeg_matches_the_cpu_path_on);
+    }
+
+    fn masked_jpeg_matches_the_cpu_path_on<D: Compute>(gpu: &D) {
+        use crate::imaging::{encode, OutputFormat};
+        let base = photo();
+        let boxes = [[170.0, 60.0, 330.0, 250.0], [201.3, 277.0, 263.0, 341.6]];
+        for (method, quality) in [("gaussian", 80), ("pixelate", 95), ("elliptical", 60)] {
+            let p = MaskParams {
+                method: MaskMethod::parse(method).unwrap(),
+                strength: 25,
+                padding: 0.1,
+            };
+            let mut cpu = base.clone();
+            let want = mask::apply(&mut cpu, &boxes, p);
+            let cpu_px =
+                image::load_from_memory(&encode(&cpu, OutputFormat::Jpeg, quality).unwrap())
+                    .unwrap()
+                    .to_rgb8();
+            let got = apply_jpeg(gpu, &base, &boxes, p, quality).unwrap();
+            assert_eq!(got.regions, want, "{method}: regions");
+            let dev_px = image::load_from_memory(&got.jpeg).unwrap().to_rgb8();
+            let mut worst_mean = 0.0f64;
+            // Region by region: the masked pixels must be there, not the face.
+            for reg in &want {
+                let (mut to_cpu, mut to_face, mut n) = (0u64, 0u64, 0u64);
+                for y in reg.y0..reg.y1 {
+                    for x in reg.x0..reg.x1 {
+                        for c in 0..3 {
+                            let d = dev_px.get_pixel(x, y)[c];
+                            to_cpu += d.abs_diff(cpu_px.get_pixel(x, y)[c]) as u64;
+                            to_face += d.abs_diff(base.get_pixel(x, y)[c]) as u64;
+                            n += 1;
+                        }
+                    }
+                }
+                let mean = to_cpu as f64 / n as f64;
+                worst_mean = worst_mean.max(mean);
+                assert!(
+                    mean < 2.0 && to_cpu * 4 < to_face,
+                    "{method}: {mean:.2} from the CPU's, {:.2} from the face",
+                    to_face as f64 / n as f64
+                );
+            }
+            assert_eq!(got.jpeg[..2], [0xff, 0xd8]);
+            assert_eq!(
+                image::load_from_memory(&got.jpeg)
+                    .unwrap()
+                    .to_rgb8()
+                    .dimensions(),
+                base.dimensions()
+            );
+            eprintln!("{method} q{quality}: worst region mean difference {worst_mean:.2}");
+        }
+        assert_eq!(base, photo(), "the frame is left as it was");
     }
 }

@@ -18,6 +18,7 @@ pub mod cuda_device;
 pub mod cuda_host;
 #[cfg(any(feature = "cuda", test))]
 pub mod cuda_kernels;
+pub mod jpeg;
 pub mod mask;
 pub mod ops;
 #[cfg(feature = "wgpu")]

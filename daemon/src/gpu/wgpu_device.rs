@@ -42,6 +42,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/mask_box_blur.wgsl"),
     ),
     ("mask_put", include_str!("../../../shaders/mask_put.wgsl")),
+    ("jpeg_dct", include_str!("../../../shaders/jpeg_dct.wgsl")),
+    (
+        "jpeg_huffman",
+        include_str!("../../../shaders/jpeg_huffman.wgsl"),
+    ),
+    ("jpeg_pack", include_str!("../../../shaders/jpeg_pack.wgsl")),
 ];
 
 /// Whether an adapter is real hardware. `auto` never picks a software
@@ -322,6 +328,7 @@ pub struct Recorder<'a> {
     scopes: Option<(wgpu::ErrorScopeGuard, wgpu::ErrorScopeGuard)>,
     gpu: &'a Gpu,
     enc: wgpu::CommandEncoder,
+    /// Staging buffers and the bytes asked for (the copy moves whole words).
     readbacks: Vec<(wgpu::Buffer, u64)>,
 }
 
@@ -394,14 +401,14 @@ impl<'a> Record for Recorder<'a> {
 
     /// Copy the first `len` bytes of `buf` back to the host at `finish`.
     fn read(&mut self, buf: &wgpu::Buffer, len: u64) -> Result<Readback> {
-        let len = len.next_multiple_of(4).max(4);
+        let words = len.next_multiple_of(4).max(4);
         let staging = self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
-            size: len,
+            size: words,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        self.enc.copy_buffer_to_buffer(buf, 0, &staging, 0, len);
+        self.enc.copy_buffer_to_buffer(buf, 0, &staging, 0, words);
         self.readbacks.push((staging, len));
         Ok(Readback(self.readbacks.len() - 1))
     }
@@ -449,9 +456,9 @@ impl<'a> Record for Recorder<'a> {
         }
         for (staging, len) in readbacks {
             let view = staging
-                .get_mapped_range(..len)
+                .get_mapped_range(..)
                 .map_err(|e| GpuError::Run(format!("reading back: {e}")))?;
-            results.push(view.to_vec());
+            results.push(view[..len as usize].to_vec());
             drop(view);
             staging.unmap();
         }

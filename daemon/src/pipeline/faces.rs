@@ -164,17 +164,9 @@ pub async fn detect(
     })
 }
 
-/// Masks a frame on an accelerator; see `gpu::mask::apply`.
+/// Masks (and JPEG-encodes) frames on an accelerator; see `gpu::mask`.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-pub type DeviceMask = std::sync::Arc<
-    dyn Fn(
-            &mut RgbImage,
-            &[[f32; 4]],
-            imaging::MaskParams,
-        ) -> Result<Vec<imaging::mask::Region>, crate::gpu::GpuError>
-        + Send
-        + Sync,
->;
+pub type DeviceMask = Arc<dyn crate::gpu::mask::DeviceMasker>;
 
 /// Where masking runs: on the GPU the faces were found on, else on the CPU.
 #[derive(Clone, Default)]
@@ -207,7 +199,7 @@ impl Masker {
         match self {
             Masker::Cpu => imaging::mask::apply(image, boxes, params),
             #[cfg(any(feature = "wgpu", feature = "cuda"))]
-            Masker::Device(name, mask) => mask(image, boxes, params).unwrap_or_else(|e| {
+            Masker::Device(name, dev) => dev.mask(image, boxes, params).unwrap_or_else(|e| {
                 tracing::warn!(backend = name, error = %e, "device masking failed; masking on the CPU");
                 imaging::mask::apply(image, boxes, params)
             }),
@@ -215,7 +207,13 @@ impl Masker {
     }
 }
 
-/// Mask the faces in place and encode. Blocking.
+/// Mask the faces and encode. Returns the file, the regions masked and
+/// the masking and encoding times in ms. Blocking.
+///
+/// A JPEG answer from a device masker is masked and encoded on the device,
+/// and `image` is left as it was; otherwise `image` is masked in place
+/// (on the device or the CPU) and encoded on the CPU. A device failure
+/// falls back to the CPU, so a frame never leaves unmasked.
 pub fn mask_and_encode(
     masker: &Masker,
     image: &mut RgbImage,
@@ -224,9 +222,30 @@ pub fn mask_and_encode(
     format: imaging::OutputFormat,
     quality: u8,
 ) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
-    let t0 = Instant::now();
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
-    let regions = masker.apply(image, &boxes, params);
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let (Masker::Device(name, dev), imaging::OutputFormat::Jpeg) = (masker, format) {
+        match dev.mask_jpeg(image, &boxes, params, quality) {
+            Ok(e) => return Ok((e.jpeg, e.regions.len(), ms(e.mask), ms(e.encode))),
+            Err(e) => {
+                tracing::warn!(backend = name, error = %e, "device masking and JPEG encoding failed; doing both on the CPU");
+                return encode_on_host(&Masker::Cpu, image, &boxes, params, format, quality);
+            }
+        }
+    }
+    encode_on_host(masker, image, &boxes, params, format, quality)
+}
+
+fn encode_on_host(
+    masker: &Masker,
+    image: &mut RgbImage,
+    boxes: &[[f32; 4]],
+    params: imaging::MaskParams,
+    format: imaging::OutputFormat,
+    quality: u8,
+) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
+    let t0 = Instant::now();
+    let regions = masker.apply(image, boxes, params);
     let t1 = Instant::now();
     let bytes = imaging::encode(image, format, quality)?;
     Ok((bytes, regions.len(), ms(t1 - t0), ms(t1.elapsed())))
