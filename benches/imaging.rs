@@ -1,6 +1,8 @@
-//! Decode, letterbox, mask and encode on real photos (CPU), and masking
-//! on the CUDA and wgpu devices (`mask_3_faces_cuda`, `mask_3_faces_wgpu`;
-//! the frame's upload and readback included) when there is one.
+//! Decode, letterbox, mask and encode on real photos (CPU), and on the CUDA
+//! and wgpu devices when there is one: masking (`mask_3_faces_cuda`, the
+//! frame's rows up and back included), JPEG encoding (`encode_jpeg_cuda`,
+//! the frame up and the file back) and both at once as a JPEG answer does
+//! it (`mask_jpeg_3_faces_cuda`, against the CPU's `mask_jpeg_3_faces`).
 //!
 //!     cargo bench --bench imaging
 
@@ -83,10 +85,30 @@ fn bench(c: &mut Criterion) {
             b.iter(|| imaging::encode(&img, *f, q).unwrap())
         });
     }
+    for q in JPEG_QUALITIES {
+        g.bench_with_input(BenchmarkId::new("encode_jpeg", q), &q, |b, &q| {
+            b.iter(|| imaging::encode(&img, OutputFormat::Jpeg, q).unwrap())
+        });
+    }
+    let gaussian = mask_params().next().unwrap();
+    g.bench_function(BenchmarkId::new("mask_jpeg_3_faces", 85), |b| {
+        b.iter_batched(
+            || img.clone(),
+            |mut im| {
+                imaging::mask::apply(&mut im, &faces, gaussian);
+                imaging::encode(&im, OutputFormat::Jpeg, 85).unwrap()
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 
-/// Masking on a device, the frame's upload and readback included.
+/// JPEG qualities timed: the default, and one on each side of the switch
+/// from 4:2:0 to 4:4:4 chroma at 90.
+const JPEG_QUALITIES: [u8; 2] = [85, 95];
+
+/// Masking and JPEG encoding on a device, uploads and readbacks included.
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn bench_device_mask<D: argus::gpu::Compute>(
     g: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
@@ -110,6 +132,18 @@ fn bench_device_mask<D: argus::gpu::Compute>(
             },
         );
     }
+    for q in JPEG_QUALITIES {
+        g.bench_with_input(
+            BenchmarkId::new(format!("encode_jpeg_{label}"), q),
+            &q,
+            |b, &q| b.iter(|| argus::gpu::jpeg::encode(dev, img, q).unwrap()),
+        );
+    }
+    let gaussian = mask_params().next().unwrap();
+    g.bench_function(
+        BenchmarkId::new(format!("mask_jpeg_3_faces_{label}"), 85),
+        |b| b.iter(|| argus::gpu::mask::apply_jpeg(dev, img, faces, gaussian, 85).unwrap()),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -47,7 +47,7 @@ tests)
 benches)
     # Criterion groups per device; the CPU groups are the same-run comparison.
     .gpu/run/model --bench 'cpu|cuda' 2>&1 | tee "$out/bench-model.log" || rc=1
-    .gpu/run/imaging --bench 'mask_3_faces' 2>&1 | tee "$out/bench-imaging.log" || rc=1
+    .gpu/run/imaging --bench 'mask_3_faces|jpeg' 2>&1 | tee "$out/bench-imaging.log" || rc=1
     # End to end: masked 1280x720 JPEG frames/s through the HTTPS server on
     # CUDA, then on the CPU, with the per-key rate limits out of the way.
     for backend in cuda cpu; do

@@ -180,6 +180,32 @@ mod tests {
         crate::imaging::mask::apply(&mut b, &boxes, params);
         assert_eq!(a, b);
         assert_ne!(a, img, "the faces were masked");
+        // A JPEG answer, which the device would mask and encode, is made on
+        // the CPU instead: the CPU masker's and encoder's very bytes.
+        let jpeg = crate::imaging::OutputFormat::Jpeg;
+        let faces_px: Vec<crate::model::Face> = boxes
+            .iter()
+            .map(|b| crate::model::Face {
+                x1: b[0],
+                y1: b[1],
+                x2: b[2],
+                y2: b[3],
+                score: 1.0,
+                landmarks: [[0.0; 2]; 5],
+            })
+            .collect();
+        let mut c = img.clone();
+        let (bytes, n, _, _) = crate::pipeline::faces::mask_and_encode(
+            &be.masker(),
+            &mut c,
+            &faces_px,
+            params,
+            jpeg,
+            85,
+        )
+        .unwrap();
+        assert_eq!(n, boxes.len());
+        assert_eq!(bytes, crate::imaging::encode(&b, jpeg, 85).unwrap());
         let reason = why.get().expect("the CPU took over").clone();
         assert!(reason.contains("wgpu device failed"), "{reason}");
         assert!(be.health().is_ok());
