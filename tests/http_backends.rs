@@ -177,6 +177,14 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
     let has_dri = |b: &[u8]| b.windows(2).any(|w| w == [0xff, 0xdd]);
     assert!(has_dri(&dev_jpeg), "the device encoded it");
     assert!(!has_dri(&cpu_jpeg), "the CPU encoded it");
+    let m = gpu.metrics().await;
+    assert!(
+        m.lines().any(|l| l.starts_with("argus_masked_frames_total{")
+            && l.contains("encoder=\"device\"")
+            && l.contains("format=\"jpeg\"")
+            && l.ends_with(" 1")),
+        "{m}"
+    );
     let masked = decode(
         &cpu.post_fixture("/api/v1/mask?method=gaussian&format=png", "group.jpg")
             .await

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub batch_size: HistogramVec,
     pub inference: HistogramVec,
     pub faces_detected: IntCounter,
+    pub masked_frames: IntCounterVec,
     pub failures: IntCounterVec,
     pub dropped_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -102,6 +103,14 @@ impl Metrics {
                 "argus_faces_detected_total",
                 "Faces returned by detect and mask.",
             ))
+            .expect("static metric definition"),
+            masked_frames: IntCounterVec::new(
+                opts(
+                    "argus_masked_frames_total",
+                    "Masked frames answered, by output format and where they were encoded (device, host).",
+                ),
+                &["format", "encoder"],
+            )
             .expect("static metric definition"),
             failures: IntCounterVec::new(
                 opts(
@@ -186,6 +195,7 @@ impl Metrics {
             Box::new(m.batch_size.clone()),
             Box::new(m.inference.clone()),
             Box::new(m.faces_detected.clone()),
+            Box::new(m.masked_frames.clone()),
             Box::new(m.failures.clone()),
             Box::new(m.dropped_requests.clone()),
             Box::new(m.build_info.clone()),

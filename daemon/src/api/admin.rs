@@ -481,12 +481,22 @@ pub async fn test_mask(
     let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
     let image = std::mem::replace(&mut prep.image, image::RgbImage::new(0, 0));
     let masker = app.batcher.masker().clone();
-    let (image, out, regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
+    let (image, masked) = tokio::task::spawn_blocking(move || {
         let mut image = image;
         pipeline::mask_and_encode(&masker, &mut image, &faces, mask, format, quality)
-            .map(|(o, r, m, e)| (image, o, r, m, e))
+            .map(|m| (image, m))
     })
     .await??;
+    app.metrics
+        .masked_frames
+        .with_label_values(&[format.as_str(), masked.encoder])
+        .inc();
+    let (out, regions, mask_ms, encode_ms) = (
+        masked.bytes,
+        masked.regions,
+        masked.mask_ms,
+        masked.encode_ms,
+    );
     prep.image = image;
     let t = Timings {
         mask_ms: Some(mask_ms),

@@ -601,10 +601,15 @@ pub async fn mask(
     let faces = det.faces.clone();
     let mut image = prep.image;
     let masker = app.batcher.masker().clone();
-    let (out, _regions, mask_ms, encode_ms) = tokio::task::spawn_blocking(move || {
+    let masked = tokio::task::spawn_blocking(move || {
         pipeline::mask_and_encode(&masker, &mut image, &faces, mq.mask, format, mq.quality)
     })
     .await??;
+    app.metrics
+        .masked_frames
+        .with_label_values(&[format.as_str(), masked.encoder])
+        .inc();
+    let (out, mask_ms, encode_ms) = (masked.bytes, masked.mask_ms, masked.encode_ms);
     let mut resp_headers = HeaderMap::new();
     let mut ids = (None, None);
     let total_before_store = pipeline::ms(start.elapsed());

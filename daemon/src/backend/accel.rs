@@ -86,7 +86,13 @@ where
     }
 
     fn masker(&self) -> crate::pipeline::faces::Masker {
-        crate::pipeline::faces::Masker::Device(self.name, self.dev.clone())
+        crate::pipeline::faces::Masker::Device(
+            self.name,
+            Arc::new(crate::gpu::mask::OnDevice::new(
+                self.dev.clone(),
+                crate::gpu::mask::JPEG_SCRATCH_BUDGET,
+            )),
+        )
     }
 
     fn health(&self) -> Result<(), BackendError> {

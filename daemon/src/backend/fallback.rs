@@ -195,7 +195,7 @@ mod tests {
             })
             .collect();
         let mut c = img.clone();
-        let (bytes, n, _, _) = crate::pipeline::faces::mask_and_encode(
+        let masked = crate::pipeline::faces::mask_and_encode(
             &be.masker(),
             &mut c,
             &faces_px,
@@ -204,8 +204,9 @@ mod tests {
             85,
         )
         .unwrap();
-        assert_eq!(n, boxes.len());
-        assert_eq!(bytes, crate::imaging::encode(&b, jpeg, 85).unwrap());
+        assert_eq!(masked.regions, boxes.len());
+        assert_eq!(masked.encoder, "host");
+        assert_eq!(masked.bytes, crate::imaging::encode(&b, jpeg, 85).unwrap());
         let reason = why.get().expect("the CPU took over").clone();
         assert!(reason.contains("wgpu device failed"), "{reason}");
         assert!(be.health().is_ok());

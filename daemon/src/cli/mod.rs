@@ -465,7 +465,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             for path in images {
                 let res = async {
                     let (mut prep, det) = detect_file(&b, &path, &config, params).await?;
-                    let (data, n, _, _) = pipeline::mask_and_encode(
+                    let masked = pipeline::mask_and_encode(
                         b.masker(),
                         &mut prep.image,
                         &det.faces,
@@ -480,8 +480,9 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     .map_err(|e| e.to_string())?;
                     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
                     let dest = out.join(format!("{stem}.masked.{}", format.extension()));
-                    std::fs::write(&dest, data).map_err(|e| format!("{}: {e}", dest.display()))?;
-                    Ok::<_, String>((dest, n))
+                    std::fs::write(&dest, masked.bytes)
+                        .map_err(|e| format!("{}: {e}", dest.display()))?;
+                    Ok::<_, String>((dest, masked.regions))
                 }
                 .await;
                 match res {

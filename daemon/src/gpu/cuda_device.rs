@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, DriverError, LaunchConfig,
+    PushKernelArg,
 };
 
 use super::cuda_kernels::{tensor_len, KERNELS, MAX_BINDING};
@@ -66,6 +67,22 @@ pub fn compile(name: &str, src: &str, arch: &'static str) -> Result<cudarc::nvrt
     })
 }
 
+/// Whether a failed call leaves the context unusable. Sticky errors (an
+/// illegal address, a failed launch) poison it for the life of the
+/// process. A request for more memory than is free, a bad argument or a
+/// launch asking for too many resources do not: that one call failed and
+/// the device serves on, so a burst of big frames must not hand every
+/// later batch to the CPU.
+fn poisons(e: &DriverError) -> bool {
+    use cudarc::driver::sys::CUresult;
+    !matches!(
+        e.0,
+        CUresult::CUDA_ERROR_OUT_OF_MEMORY
+            | CUresult::CUDA_ERROR_INVALID_VALUE
+            | CUresult::CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+    )
+}
+
 /// An open CUDA device with every kernel loaded.
 pub struct Cuda {
     ctx: Arc<CudaContext>,
@@ -104,8 +121,10 @@ impl Cuda {
         }))
     }
 
-    fn failed(&self, e: impl std::fmt::Display) -> GpuError {
-        self.broken.store(true, Ordering::SeqCst);
+    fn failed(&self, e: DriverError) -> GpuError {
+        if poisons(&e) {
+            self.broken.store(true, Ordering::SeqCst);
+        }
         dev_err(e)
     }
 }
@@ -263,6 +282,15 @@ pub(crate) fn test_cuda() -> Option<Arc<Cuda>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_sticky_errors_retire_the_device() {
+        use cudarc::driver::sys::CUresult;
+        assert!(!poisons(&DriverError(CUresult::CUDA_ERROR_OUT_OF_MEMORY)));
+        assert!(!poisons(&DriverError(CUresult::CUDA_ERROR_INVALID_VALUE)));
+        assert!(poisons(&DriverError(CUresult::CUDA_ERROR_ILLEGAL_ADDRESS)));
+        assert!(poisons(&DriverError(CUresult::CUDA_ERROR_LAUNCH_FAILED)));
+    }
 
     /// Every kernel compiles with
     /// NVRTC for the H100/H200 architecture and exports its entry point. Needs

@@ -192,6 +192,12 @@ impl Plan {
         )
     }
 
+    /// Device bytes the encoding allocates: frame, coefficients, slots.
+    pub fn device_bytes(&self) -> u64 {
+        let (coef, slots) = self.scratch();
+        self.width as u64 * self.height as u64 * 3 + coef + slots
+    }
+
     /// Ok if every buffer of the encoding fits `gpu`'s binding limit.
     pub fn fits<D: Compute>(&self, gpu: &D) -> Result<()> {
         let frame = self.width as u64 * self.height as u64 * 3;

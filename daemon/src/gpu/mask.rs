@@ -6,6 +6,7 @@
 
 use image::RgbImage;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{grid_1d, jpeg, Compute, GpuError, Record, Result, Tensor};
@@ -117,12 +118,20 @@ pub fn apply_jpeg<D: Compute>(
     })
 }
 
+/// Device bytes that JPEG encodes in flight on one device may hold
+/// between them (frame, coefficients and worst-case slots: about 26 MB for
+/// a 720p frame at the default quality, 60 MB at 1080p). A frame that
+/// would go over is masked on the device and encoded on the CPU, so
+/// concurrent requests or a huge upload cannot exhaust device memory.
+pub const JPEG_SCRATCH_BUDGET: u64 = 1 << 30;
+
 /// What the request path needs of a device for masking, so it can hold
 /// any device behind one pointer.
 pub trait DeviceMasker: Send + Sync {
     /// [`apply`] on this device.
     fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>>;
-    /// [`apply_jpeg`] on this device.
+    /// [`apply_jpeg`] on this device; [`GpuError::Busy`] when its scratch
+    /// would not fit what is left of the budget.
     fn mask_jpeg(
         &self,
         img: &RgbImage,
@@ -132,9 +141,24 @@ pub trait DeviceMasker: Send + Sync {
     ) -> Result<Encoded>;
 }
 
-impl<D: Compute + Send + Sync> DeviceMasker for D {
+/// A device's masker, with the budget its JPEG encodes share.
+pub struct OnDevice<D> {
+    dev: Arc<D>,
+    budget: Budget,
+}
+
+impl<D> OnDevice<D> {
+    pub fn new(dev: Arc<D>, budget: u64) -> Self {
+        Self {
+            dev,
+            budget: Budget(Mutex::new(budget)),
+        }
+    }
+}
+
+impl<D: Compute + Send + Sync> DeviceMasker for OnDevice<D> {
     fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>> {
-        apply(self, img, boxes, p)
+        apply(self.dev.as_ref(), img, boxes, p)
     }
 
     fn mask_jpeg(
@@ -144,7 +168,40 @@ impl<D: Compute + Send + Sync> DeviceMasker for D {
         p: MaskParams,
         quality: u8,
     ) -> Result<Encoded> {
-        apply_jpeg(self, img, boxes, p, quality)
+        let plan = jpeg::Plan::new(img.width(), img.height(), quality)?;
+        let _held = self.budget.take(plan.device_bytes()).ok_or_else(|| {
+            GpuError::Busy(format!(
+                "a {}x{} JPEG needs {} MiB of device scratch; not that much of the {} MiB budget is free",
+                img.width(),
+                img.height(),
+                plan.device_bytes() >> 20,
+                JPEG_SCRATCH_BUDGET >> 20
+            ))
+        })?;
+        apply_jpeg(self.dev.as_ref(), img, boxes, p, quality)
+    }
+}
+
+/// Bytes left to hand out.
+struct Budget(Mutex<u64>);
+
+/// Bytes taken from a [`Budget`], given back on drop.
+struct Held<'a>(&'a Budget, u64);
+
+impl Budget {
+    fn take(&self, n: u64) -> Option<Held<'_>> {
+        let mut left = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if n > *left {
+            return None;
+        }
+        *left -= n;
+        Some(Held(self, n))
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) += self.1;
     }
 }
 
@@ -372,5 +429,59 @@ mod tests {
             eprintln!("{method} q{quality}: worst region mean difference {worst_mean:.2}");
         }
         assert_eq!(base, photo(), "the frame is left as it was");
+    }
+
+    /// An encode that would overspend the device's scratch budget is
+    /// refused as busy, and the pipeline then masks on the device and
+    /// encodes on the CPU; what an encode takes is given back.
+    #[test]
+    fn a_spent_budget_leaves_the_encoding_to_the_cpu() {
+        #[cfg(feature = "wgpu")]
+        if let Some(g) = crate::gpu::wgpu_device::test_gpu() {
+            budget_case(g);
+        }
+        if let Some(h) = crate::gpu::cuda_host::test_cuda_host() {
+            budget_case(h);
+        }
+    }
+
+    fn budget_case<D: Compute + Send + Sync + 'static>(dev: Arc<D>) {
+        let img = photo();
+        let boxes = [[170.0, 60.0, 330.0, 250.0]];
+        let p = MaskParams {
+            method: MaskMethod::Solid,
+            strength: 25,
+            padding: 0.1,
+        };
+        let need = jpeg::Plan::new(img.width(), img.height(), 95)
+            .unwrap()
+            .device_bytes();
+        let small = OnDevice::new(dev.clone(), need - 1);
+        let err = small.mask_jpeg(&img, &boxes, p, 95).unwrap_err();
+        assert!(matches!(err, GpuError::Busy(_)), "{err}");
+        let exact = OnDevice::new(dev, need);
+        for _ in 0..2 {
+            exact.mask_jpeg(&img, &boxes, p, 95).unwrap();
+        }
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        {
+            use crate::imaging::{encode, OutputFormat};
+            use crate::pipeline::faces::{mask_and_encode, Masker};
+            let masker = Masker::Device("test", Arc::new(small));
+            let face = crate::model::Face {
+                score: 1.0,
+                x1: boxes[0][0],
+                y1: boxes[0][1],
+                x2: boxes[0][2],
+                y2: boxes[0][3],
+                landmarks: [[0.0; 2]; 5],
+            };
+            let mut frame = img.clone();
+            let m =
+                mask_and_encode(&masker, &mut frame, &[face], p, OutputFormat::Jpeg, 95).unwrap();
+            assert_eq!((m.encoder, m.regions), ("host", 1));
+            assert_ne!(frame, img, "masked in place");
+            assert_eq!(m.bytes, encode(&frame, OutputFormat::Jpeg, 95).unwrap());
+        }
     }
 }

@@ -43,6 +43,9 @@ pub enum GpuError {
     Run(String),
     #[error("{0}")]
     Shape(String),
+    /// Not now: a budget shared by concurrent work is spent.
+    #[error("{0}")]
+    Busy(String),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;

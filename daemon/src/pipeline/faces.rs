@@ -207,13 +207,24 @@ impl Masker {
     }
 }
 
-/// Mask the faces and encode. Returns the file, the regions masked and
-/// the masking and encoding times in ms. Blocking.
+/// A masked, encoded frame.
+#[derive(Debug)]
+pub struct Masked {
+    pub bytes: Vec<u8>,
+    pub regions: usize,
+    pub mask_ms: f64,
+    pub encode_ms: f64,
+    /// Where it was encoded: "device" or "host".
+    pub encoder: &'static str,
+}
+
+/// Mask the faces and encode. Blocking.
 ///
 /// A JPEG answer from a device masker is masked and encoded on the device,
 /// and `image` is left as it was; otherwise `image` is masked in place
 /// (on the device or the CPU) and encoded on the CPU. A device failure
-/// falls back to the CPU, so a frame never leaves unmasked.
+/// falls back to the CPU, so a frame never leaves unmasked; so does a
+/// frame whose encoding would not fit the device's scratch budget now.
 pub fn mask_and_encode(
     masker: &Masker,
     image: &mut RgbImage,
@@ -221,12 +232,26 @@ pub fn mask_and_encode(
     params: imaging::MaskParams,
     format: imaging::OutputFormat,
     quality: u8,
-) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
+) -> Result<Masked, ImagingError> {
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let (Masker::Device(name, dev), imaging::OutputFormat::Jpeg) = (masker, format) {
+        use crate::gpu::GpuError;
         match dev.mask_jpeg(image, &boxes, params, quality) {
-            Ok(e) => return Ok((e.jpeg, e.regions.len(), ms(e.mask), ms(e.encode))),
+            Ok(e) => {
+                return Ok(Masked {
+                    bytes: e.jpeg,
+                    regions: e.regions.len(),
+                    mask_ms: ms(e.mask),
+                    encode_ms: ms(e.encode),
+                    encoder: "device",
+                })
+            }
+            // Too big for the device, or its budget is in use: the device
+            // still masks, the CPU encodes.
+            Err(e @ (GpuError::Busy(_) | GpuError::Shape(_))) => {
+                tracing::debug!(backend = name, reason = %e, "JPEG encoded on the CPU");
+            }
             Err(e) => {
                 tracing::warn!(backend = name, error = %e, "device masking and JPEG encoding failed; doing both on the CPU");
                 return encode_on_host(&Masker::Cpu, image, &boxes, params, format, quality);
@@ -243,10 +268,16 @@ fn encode_on_host(
     params: imaging::MaskParams,
     format: imaging::OutputFormat,
     quality: u8,
-) -> Result<(Vec<u8>, usize, f64, f64), ImagingError> {
+) -> Result<Masked, ImagingError> {
     let t0 = Instant::now();
-    let regions = masker.apply(image, boxes, params);
+    let regions = masker.apply(image, boxes, params).len();
     let t1 = Instant::now();
     let bytes = imaging::encode(image, format, quality)?;
-    Ok((bytes, regions.len(), ms(t1 - t0), ms(t1.elapsed())))
+    Ok(Masked {
+        bytes,
+        regions,
+        mask_ms: ms(t1 - t0),
+        encode_ms: ms(t1.elapsed()),
+        encoder: "host",
+    })
 }
