@@ -179,10 +179,11 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
     assert!(!has_dri(&cpu_jpeg), "the CPU encoded it");
     let m = gpu.metrics().await;
     assert!(
-        m.lines().any(|l| l.starts_with("argus_masked_frames_total{")
-            && l.contains("encoder=\"device\"")
-            && l.contains("format=\"jpeg\"")
-            && l.ends_with(" 1")),
+        m.lines()
+            .any(|l| l.starts_with("argus_masked_frames_total{")
+                && l.contains("encoder=\"device\"")
+                && l.contains("format=\"jpeg\"")
+                && l.ends_with(" 1")),
         "{m}"
     );
     let masked = decode(
