@@ -41,7 +41,7 @@ tests)
     if command -v compute-sanitizer >/dev/null; then
         # Out-of-bounds accesses and races in the kernels, on the op tests.
         compute-sanitizer --tool memcheck --error-exitcode 9 \
-            .gpu/run/argus gpu::ops --test-threads 1 2>&1 | tail -n 40 | tee "$out/memcheck.log" || rc=1
+            .gpu/run/argus gpu::ops gpu::jpeg gpu::mask --test-threads 1 2>&1 | tail -n 40 | tee "$out/memcheck.log" || rc=1
     fi
     ;;
 benches)
