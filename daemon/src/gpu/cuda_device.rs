@@ -142,6 +142,13 @@ impl Compute for Cuda {
 
     fn upload<T: bytemuck::Pod>(&self, _label: &str, data: &[T]) -> Result<CudaSlice<u32>> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
+        // Whole, aligned words (a frame, usually) go as they are; the rest
+        // is copied into words first.
+        if let Ok(words) = bytemuck::try_cast_slice::<u8, u32>(bytes) {
+            if !words.is_empty() {
+                return self.stream.clone_htod(words).map_err(|e| self.failed(e));
+            }
+        }
         let mut words = vec![0u32; bytes.len().div_ceil(4).max(1)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
         self.stream.clone_htod(&words).map_err(|e| self.failed(e))
