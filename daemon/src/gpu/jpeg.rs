@@ -279,13 +279,13 @@ fn segment(out: &mut Vec<u8>, marker: u8, body: &[u8]) {
 /// already recorded in `r` (masking, say) has run, and return the file.
 /// Two submissions: the blocks and intervals, then, once the host knows
 /// the intervals' lengths, the packing; only the coded bytes come back.
+/// The caller has checked [`Plan::fits`].
 pub fn finish<'a, D: Compute>(
     gpu: &'a D,
     mut r: D::Rec<'a>,
     frame: &D::Buf,
     plan: &Plan,
 ) -> Result<Vec<u8>> {
-    plan.fits(gpu)?;
     let (coef_bytes, slot_bytes) = plan.scratch();
     let tables = gpu.upload("jpeg tables", &plan.kernel_tables())?;
     let codes: Vec<u32> = TABLES.iter().flat_map(|(spec, _)| codes(spec)).collect();
@@ -371,6 +371,7 @@ pub fn finish<'a, D: Compute>(
 /// Encode `img` as a JPEG of `quality` on `gpu`.
 pub fn encode<D: Compute>(gpu: &D, img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
     let plan = Plan::new(img.width(), img.height(), quality)?;
+    plan.fits(gpu)?;
     let r = gpu.recorder();
     let frame = gpu.upload("frame", img.as_raw())?;
     finish(gpu, r, &frame, &plan)

@@ -91,9 +91,21 @@ pub fn apply_jpeg<D: Compute>(
     p: MaskParams,
     quality: u8,
 ) -> Result<Encoded> {
+    let plan = jpeg::Plan::new(img.width(), img.height(), quality)?;
+    apply_planned(gpu, img, boxes, p, &plan)
+}
+
+/// [`apply_jpeg`] with the file's layout already worked out.
+fn apply_planned<D: Compute>(
+    gpu: &D,
+    img: &RgbImage,
+    boxes: &[[f32; 4]],
+    p: MaskParams,
+    plan: &jpeg::Plan,
+) -> Result<Encoded> {
     let t0 = Instant::now();
     let (w, h) = img.dimensions();
-    let plan = jpeg::Plan::new(w, h, quality)?;
+    // Before any work: a frame the device cannot encode is not masked here.
     plan.fits(gpu)?;
     let regions = padded_regions(boxes, p, w, h);
     let frame = gpu.upload("frame", img.as_raw())?;
@@ -109,7 +121,7 @@ pub fn apply_jpeg<D: Compute>(
         r.finish()?;
     }
     let t1 = Instant::now();
-    let jpeg = jpeg::finish(gpu, gpu.recorder(), &frame, &plan)?;
+    let jpeg = jpeg::finish(gpu, gpu.recorder(), &frame, plan)?;
     Ok(Encoded {
         jpeg,
         regions,
@@ -178,7 +190,7 @@ impl<D: Compute + Send + Sync> DeviceMasker for OnDevice<D> {
                 JPEG_SCRATCH_BUDGET >> 20
             ))
         })?;
-        apply_jpeg(self.dev.as_ref(), img, boxes, p, quality)
+        apply_planned(self.dev.as_ref(), img, boxes, p, &plan)
     }
 }
 
