@@ -102,7 +102,7 @@ fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label
     );
     for n in batches() {
         let batch = FaceBatch {
-            images: vec![FaceImage::Frame(frame.clone()); n],
+            images: vec![FaceImage::Frame(frame.clone(), None); n],
             width: 640,
             height: 640,
             thresholds: vec![0.5; n],
@@ -113,6 +113,26 @@ fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label
             &batch,
             |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
         );
+    }
+    // What the daemon sends it when the request has already put its frame
+    // on the device (the usual case): the batch only letterboxes.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    if let argus::pipeline::faces::Masker::Device(_, dev) = be.masker() {
+        let copy = dev.upload(&frame).unwrap();
+        for n in batches() {
+            let batch = FaceBatch {
+                images: vec![FaceImage::Frame(frame.clone(), Some(copy.clone())); n],
+                width: 640,
+                height: 640,
+                thresholds: vec![0.5; n],
+            };
+            g.throughput(Throughput::Elements(n as u64));
+            g.bench_with_input(
+                BenchmarkId::from_parameter(format!("resident-1280x720-to-640x640xb{n}")),
+                &batch,
+                |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
+            );
+        }
     }
     g.finish();
 }

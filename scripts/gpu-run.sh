@@ -75,6 +75,9 @@ benches)
                 --image tests/fixtures/group.jpg --resize 1280x720 --concurrency 1,8,32,64 \
                 --requests 400 --max-seconds 60 2>&1 | tee -a "$out/load-$backend.log" || rc=1
         done
+        # Who uploaded the frames and where the answers were encoded.
+        curl -sk https://127.0.0.1:18443/metrics \
+            | grep -E '^argus_(device_frame_uploads|masked_frames)_total' > "$out/metrics-$backend.txt"
         kill "$pid"
         wait "$pid"
         rm -rf "$state"

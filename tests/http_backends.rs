@@ -186,6 +186,14 @@ async fn device_server_matches_the_cpu_server(kind: BackendKind, name: &str) {
                 && l.ends_with(" 1")),
         "{m}"
     );
+    // Every frame went up once, from its request (3 detections, 5 masks),
+    // and the batch letterboxed that copy.
+    assert!(
+        m.lines()
+            .any(|l| l == "argus_device_frame_uploads_total{by=\"request\"} 8"),
+        "{m}"
+    );
+    assert!(!m.contains("by=\"batch\""), "{m}");
     let masked = decode(
         &cpu.post_fixture("/api/v1/mask?method=gaussian&format=png", "group.jpg")
             .await

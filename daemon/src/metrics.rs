@@ -23,6 +23,7 @@ pub struct Metrics {
     pub inference: HistogramVec,
     pub faces_detected: IntCounter,
     pub masked_frames: IntCounterVec,
+    pub frame_uploads: IntCounterVec,
     pub failures: IntCounterVec,
     pub dropped_requests: IntCounterVec,
     pub build_info: IntGaugeVec,
@@ -112,6 +113,14 @@ impl Metrics {
                 &["format", "encoder"],
             )
             .expect("static metric definition"),
+            frame_uploads: IntCounterVec::new(
+                opts(
+                    "argus_device_frame_uploads_total",
+                    "Frames put on the GPU, by who uploaded them: the request (once, for both the batch and the masking) or the batch (the device's frame budget was spent, or the upload failed).",
+                ),
+                &["by"],
+            )
+            .expect("static metric definition"),
             failures: IntCounterVec::new(
                 opts(
                     "argus_failures_total",
@@ -196,6 +205,7 @@ impl Metrics {
             Box::new(m.inference.clone()),
             Box::new(m.faces_detected.clone()),
             Box::new(m.masked_frames.clone()),
+            Box::new(m.frame_uploads.clone()),
             Box::new(m.failures.clone()),
             Box::new(m.dropped_requests.clone()),
             Box::new(m.build_info.clone()),

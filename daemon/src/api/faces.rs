@@ -508,17 +508,23 @@ pub(crate) async fn run_detection(
     params: DetectParams,
 ) -> Result<(Prepared, Detected), ApiError> {
     let (limits, info) = (app.decode_limits.clone(), app.batcher.info().clone());
+    let masker = app.batcher.masker().clone();
     let decode_timer = app.metrics.image_decode.start_timer();
-    let mut prep = tokio::task::spawn_blocking(move || {
-        pipeline::prepare(
+    let (mut prep, uploaded_by) = tokio::task::spawn_blocking(move || {
+        let mut prep = pipeline::prepare(
             &bytes,
             &limits,
             info.input_width,
             info.input_height,
             info.frames,
-        )
+        )?;
+        let by = prep.upload(&masker);
+        Ok::<_, crate::imaging::ImagingError>((prep, by))
     })
     .await??;
+    if let Some(by) = uploaded_by {
+        app.metrics.frame_uploads.with_label_values(&[by]).inc();
+    }
     decode_timer.observe_duration();
     let det = pipeline::detect(&app.batcher, &mut prep, params).await?;
     app.metrics.faces_detected.inc_by(det.faces.len() as u64);
@@ -599,10 +605,12 @@ pub async fn mask(
     let channels = prep.channels;
     let (format, image_format) = (mq.format, prep.format);
     let faces = det.faces.clone();
-    let mut image = prep.image;
+    let (mut image, resident) = (prep.image, prep.resident);
     let masker = app.batcher.masker().clone();
     let masked = tokio::task::spawn_blocking(move || {
-        pipeline::mask_and_encode(&masker, &mut image, &faces, mq.mask, format, mq.quality)
+        pipeline::mask_and_encode(
+            &masker, &mut image, resident, &faces, mq.mask, format, mq.quality,
+        )
     })
     .await??;
     app.metrics

@@ -74,8 +74,7 @@ impl<D: Compute> AccelBackend<D> {
 
 impl<D> Backend for AccelBackend<D>
 where
-    D: Compute + Send + Sync + 'static,
-    D::Buf: Send,
+    D: Compute,
 {
     fn name(&self) -> &'static str {
         self.name
@@ -90,7 +89,7 @@ where
             self.name,
             Arc::new(crate::gpu::mask::OnDevice::new(
                 self.dev.clone(),
-                crate::gpu::mask::JPEG_SCRATCH_BUDGET,
+                crate::gpu::mask::DEVICE_SCRATCH_BUDGET,
             )),
         )
     }

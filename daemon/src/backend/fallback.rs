@@ -198,6 +198,7 @@ mod tests {
         let masked = crate::pipeline::faces::mask_and_encode(
             &be.masker(),
             &mut c,
+            None,
             &faces_px,
             params,
             jpeg,

@@ -39,8 +39,39 @@ pub enum FaceImage {
     /// Letterboxed on the host: the batch's `width * height * 3` RGB bytes.
     Letterboxed(Vec<u8>),
     /// A decoded frame at its own size; the backend letterboxes it (a GPU
-    /// backend on the device, as it lays out the model input).
-    Frame(Arc<RgbImage>),
+    /// backend on the device, as it lays out the model input), from the
+    /// frame's copy on that device when the request already made one.
+    Frame(Arc<RgbImage>, Option<Resident>),
+}
+
+/// A frame's copy in device memory, made once by the request (see
+/// `gpu::mask::DeviceMasker::upload`) so that the batch letterboxes it and
+/// the masker then masks and encodes it without a second upload. The
+/// device type is erased: the batcher, the CPU backend and a CPU-only
+/// build only carry it; the device that made it recognises it.
+#[derive(Clone)]
+pub struct Resident(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Resident {
+    pub fn new<T: std::any::Any + Send + Sync>(copy: T) -> Self {
+        Self(Arc::new(copy))
+    }
+
+    /// The copy, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+
+    /// True when no one else holds this copy, so it may be written in place.
+    pub fn is_sole(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
+impl std::fmt::Debug for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resident(..)")
+    }
 }
 
 /// Images for a `width` x `height` model input, plus each image's own
@@ -80,7 +111,7 @@ impl FaceBatch {
                         self.height
                     )))
                 }
-                FaceImage::Frame(f) => {
+                FaceImage::Frame(f, _) => {
                     let lb =
                         crate::imaging::resize::letterbox(f, self.width as u32, self.height as u32)
                             .map_err(|e| BackendError::BadBatch(e.to_string()))?;
@@ -316,8 +347,7 @@ fn on_device<D>(
     max_batch: usize,
 ) -> Result<Box<dyn Backend>, BackendError>
 where
-    D: crate::gpu::Compute + Send + Sync + 'static,
-    D::Buf: Send,
+    D: crate::gpu::Compute,
 {
     let device = accel::AccelBackend::load(name, dev, models, set, max_batch)?;
     Ok(Box::new(fallback::DeviceFallback::new(

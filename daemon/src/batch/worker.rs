@@ -55,8 +55,8 @@ impl Workload for FaceWork {
         let want = self.width * self.height * 3;
         let got = match &item.0 {
             FaceImage::Letterboxed(p) => p.len(),
-            FaceImage::Frame(f) if f.width() > 0 && f.height() > 0 => return Ok(()),
-            FaceImage::Frame(_) => 0,
+            FaceImage::Frame(f, _) if f.width() > 0 && f.height() > 0 => return Ok(()),
+            FaceImage::Frame(..) => 0,
         };
         if got != want {
             return Err(SubmitError::WrongSize { got, want });
@@ -67,11 +67,10 @@ impl Workload for FaceWork {
     fn warm_item(&self) -> Self::Item {
         let image = if self.frames {
             // A camera frame's size: the warm-up runs the letterbox kernel too.
-            FaceImage::Frame(std::sync::Arc::new(image::RgbImage::from_pixel(
-                1280,
-                720,
-                image::Rgb([127; 3]),
-            )))
+            FaceImage::Frame(
+                std::sync::Arc::new(image::RgbImage::from_pixel(1280, 720, image::Rgb([127; 3]))),
+                None,
+            )
         } else {
             FaceImage::Letterboxed(vec![127; self.width * self.height * 3])
         };

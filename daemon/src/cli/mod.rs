@@ -335,6 +335,7 @@ async fn detect_file(
         info.frames,
     )
     .map_err(|e| e.to_string())?;
+    prep.upload(b.masker());
     let det = pipeline::detect(b, &mut prep, params)
         .await
         .map_err(|e| e.to_string())?;
@@ -468,6 +469,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     let masked = pipeline::mask_and_encode(
                         b.masker(),
                         &mut prep.image,
+                        prep.resident.take(),
                         &det.faces,
                         MaskParams {
                             method,

@@ -7,6 +7,7 @@
 use candle_core::Tensor as CTensor;
 use candle_nn::VarBuilder;
 
+use super::mask::DeviceFrame;
 use super::ops::{self, Conv, Prep};
 use super::{
     f32s, load_conv, load_err, Compute, GpuError, Record, Result, Tensor, ACTIVATION_BUDGET,
@@ -209,13 +210,16 @@ impl<B> GpuCenterFace<B> {
     /// A batch of whole frames and host-letterboxed images to the heads:
     /// each is uploaded as it is and letterboxed into its slot of the input
     /// on the device (`ops::letterbox`), so the host never resizes a frame.
-    pub fn forward_images<D: Compute<Buf = B>>(
+    pub fn forward_images<D>(
         &self,
         gpu: &D,
         images: &[FaceImage],
         h: usize,
         w: usize,
-    ) -> Result<Output> {
+    ) -> Result<Output>
+    where
+        D: Compute<Buf = B>,
+    {
         if h == 0 || w == 0 || !h.is_multiple_of(STRIDE) || !w.is_multiple_of(STRIDE) {
             return Err(GpuError::Shape(format!(
                 "centerface: H and W must be non-zero multiples of {STRIDE}, got {w}x{h}"
@@ -237,6 +241,24 @@ impl<B> GpuCenterFace<B> {
             // Uploads live until the recording has run.
             let mut sources = Vec::with_capacity(k);
             for (slot, image) in images[range].iter().enumerate() {
+                // The request's own copy on this device: no upload here.
+                if let FaceImage::Frame(f, Some(copy)) = image {
+                    if let Some(src) = DeviceFrame::on(copy, gpu, f.dimensions()) {
+                        let (_, rw, rh) =
+                            crate::imaging::resize::fit(f.width(), f.height(), w as u32, h as u32);
+                        let size = (f.width() as usize, f.height() as usize);
+                        ops::letterbox(
+                            &mut r,
+                            src,
+                            size,
+                            (rw as usize, rh as usize),
+                            &x,
+                            slot,
+                            plain,
+                        )?;
+                        continue;
+                    }
+                }
                 let host: Vec<u8>;
                 let (bytes, src_size, fit_size): (&[u8], _, _) = match image {
                     FaceImage::Letterboxed(p) if p.len() == w * h * 3 => (p, (w, h), (w, h)),
@@ -246,7 +268,7 @@ impl<B> GpuCenterFace<B> {
                             p.len()
                         )))
                     }
-                    FaceImage::Frame(f) if (f.as_raw().len() as u64) <= gpu.max_binding() => {
+                    FaceImage::Frame(f, _) if (f.as_raw().len() as u64) <= gpu.max_binding() => {
                         let (_, rw, rh) =
                             crate::imaging::resize::fit(f.width(), f.height(), w as u32, h as u32);
                         (
@@ -255,7 +277,7 @@ impl<B> GpuCenterFace<B> {
                             (rw as usize, rh as usize),
                         )
                     }
-                    FaceImage::Frame(f) => {
+                    FaceImage::Frame(f, _) => {
                         // Bigger than one kernel argument may be on this
                         // device: letterboxed on the host instead.
                         host = crate::imaging::resize::letterbox(f, w as u32, h as u32)
@@ -312,7 +334,9 @@ fn frame_chunks(
     for (i, image) in images.iter().enumerate() {
         let b = match image {
             FaceImage::Letterboxed(_) => (w * h * 3) as u64,
-            FaceImage::Frame(f) => f.as_raw().len() as u64,
+            // Already on the device.
+            FaceImage::Frame(_, Some(_)) => 0,
+            FaceImage::Frame(f, None) => f.as_raw().len() as u64,
         };
         if i > start && (i - start == chunk || bytes + b > SOURCE_BUDGET) {
             runs.push(start..i);
@@ -400,7 +424,7 @@ mod tests {
             .iter()
             .flat_map(|i| match i {
                 FaceImage::Letterboxed(p) => p.clone(),
-                FaceImage::Frame(_) => unreachable!(),
+                FaceImage::Frame(..) => unreachable!(),
             })
             .collect();
         let a = cpu.forward_rgb8(&pixels, 2, h, w).unwrap();
@@ -433,7 +457,7 @@ mod tests {
         let (w, h) = (320, 224);
         let mut frames: Vec<FaceImage> = photos()
             .into_iter()
-            .map(|img| FaceImage::Frame(Arc::new(img)))
+            .map(|img| FaceImage::Frame(Arc::new(img), None))
             .collect();
         // A host-letterboxed image in the same batch takes the copy path.
         frames.push(FaceImage::Letterboxed(vec![90; w * h * 3]));
@@ -461,6 +485,49 @@ mod tests {
         }
     }
 
+    /// Frames the requests already put on the device give the very heads
+    /// the batch's own uploads give; a copy that does not match its frame
+    /// is not read (the batch uploads that frame).
+    #[test]
+    fn request_copies_give_the_batch_uploads_heads() {
+        crate::gpu::on_every_shared_device!(request_copies_on);
+    }
+
+    fn request_copies_on<D: Compute>(gpu: std::sync::Arc<D>) {
+        use crate::gpu::mask::{DeviceMasker, OnDevice};
+        use std::sync::Arc;
+        let net = GpuCenterFace::load(gpu.as_ref(), weights()).unwrap();
+        let masker = OnDevice::new(gpu.clone(), 1 << 30);
+        let (w, h) = (320, 224);
+        let photos: Vec<Arc<image::RgbImage>> = photos().into_iter().map(Arc::new).collect();
+        let plain: Vec<FaceImage> = photos
+            .iter()
+            .map(|f| FaceImage::Frame(f.clone(), None))
+            .collect();
+        let copies: Vec<FaceImage> = photos
+            .iter()
+            .map(|f| FaceImage::Frame(f.clone(), Some(masker.upload(f).unwrap())))
+            .collect();
+        let a = net.forward_images(gpu.as_ref(), &plain, h, w).unwrap();
+        let b = net.forward_images(gpu.as_ref(), &copies, h, w).unwrap();
+        for (p, q) in [(&a.heatmap, &b.heatmap), (&a.landmarks, &b.landmarks)] {
+            let (p, q) = (p.flatten_all().unwrap(), q.flatten_all().unwrap());
+            assert_eq!(p.to_vec1::<f32>().unwrap(), q.to_vec1::<f32>().unwrap());
+        }
+        // A copy of another frame's size is not taken for this frame.
+        let small = Arc::new(image::imageops::crop_imm(&*photos[0], 0, 0, 50, 40).to_image());
+        let wrong = vec![
+            FaceImage::Frame(photos[0].clone(), Some(masker.upload(&small).unwrap())),
+            plain[1].clone(),
+        ];
+        let c = net.forward_images(gpu.as_ref(), &wrong, h, w).unwrap();
+        let (p, q) = (
+            a.heatmap.flatten_all().unwrap(),
+            c.heatmap.flatten_all().unwrap(),
+        );
+        assert_eq!(p.to_vec1::<f32>().unwrap(), q.to_vec1::<f32>().unwrap());
+    }
+
     #[test]
     fn frame_chunks_respect_the_count_and_the_upload_budget() {
         use std::sync::Arc;
@@ -469,7 +536,7 @@ mod tests {
         assert_eq!(frame_chunks(&imgs, 3, (8, 8)), vec![0..3, 3..6, 6..7]);
         assert!(frame_chunks(&[], 3, (8, 8)).is_empty());
         // 200 MP frames (600 MB each): one per submission.
-        let big = FaceImage::Frame(Arc::new(image::RgbImage::new(20_000, 10_000)));
+        let big = FaceImage::Frame(Arc::new(image::RgbImage::new(20_000, 10_000)), None);
         let imgs = vec![small.clone(), big.clone(), big, small];
         assert_eq!(frame_chunks(&imgs, 32, (8, 8)), vec![0..2, 2..4]);
     }

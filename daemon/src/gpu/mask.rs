@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{grid_1d, jpeg, Compute, GpuError, Record, Result, Tensor};
+use crate::backend::Resident;
 use crate::imaging::mask::{blur_sigma, box_radii, pixel_block, MaskMethod, MaskParams, Region};
 
 /// Workgroups covering the u32 words of rows `y0..y1` of a `w`-wide frame.
@@ -92,13 +93,15 @@ pub fn apply_jpeg<D: Compute>(
     quality: u8,
 ) -> Result<Encoded> {
     let plan = jpeg::Plan::new(img.width(), img.height(), quality)?;
-    apply_planned(gpu, img, boxes, p, &plan)
+    apply_planned(gpu, img, None, boxes, p, &plan)
 }
 
-/// [`apply_jpeg`] with the file's layout already worked out.
+/// [`apply_jpeg`] with the file's layout already worked out, on `copy`
+/// (`img`'s pixels already on the device, masked in place) if given.
 fn apply_planned<D: Compute>(
     gpu: &D,
     img: &RgbImage,
+    copy: Option<&D::Buf>,
     boxes: &[[f32; 4]],
     p: MaskParams,
     plan: &jpeg::Plan,
@@ -108,20 +111,21 @@ fn apply_planned<D: Compute>(
     // Before any work: a frame the device cannot encode is not masked here.
     plan.fits(gpu)?;
     let regions = padded_regions(boxes, p, w, h);
-    let frame = gpu.upload("frame", img.as_raw())?;
+    let uploaded;
+    let frame = match copy {
+        Some(buf) => buf,
+        None => {
+            uploaded = gpu.upload("frame", img.as_raw())?;
+            &uploaded
+        }
+    };
     if !regions.is_empty() {
         let mut r = gpu.recorder();
-        record(
-            &mut r,
-            &frame,
-            (w as usize, img.as_raw().len()),
-            &regions,
-            p,
-        )?;
+        record(&mut r, frame, (w as usize, img.as_raw().len()), &regions, p)?;
         r.finish()?;
     }
     let t1 = Instant::now();
-    let jpeg = jpeg::finish(gpu, gpu.recorder(), &frame, plan)?;
+    let jpeg = jpeg::finish(gpu, gpu.recorder(), frame, plan)?;
     Ok(Encoded {
         jpeg,
         regions,
@@ -130,30 +134,59 @@ fn apply_planned<D: Compute>(
     })
 }
 
-/// Device bytes that JPEG encodes in flight on one device may hold
-/// between them (frame, coefficients and worst-case slots: about 26 MB for
-/// a 720p frame at the default quality, 60 MB at 1080p). A frame that
-/// would go over is masked on the device and encoded on the CPU, so
-/// concurrent requests or a huge upload cannot exhaust device memory.
-pub const JPEG_SCRATCH_BUDGET: u64 = 1 << 30;
+/// Device bytes that requests may hold on one device between them: frames
+/// uploaded for their batch and masking, and the scratch of JPEG encodes
+/// (frame, coefficients and worst-case slots: about 26 MB for a 720p
+/// frame at the default quality, 60 MB at 1080p). Past it, a frame goes
+/// up with its batch instead, and a JPEG is masked on the device and
+/// encoded on the CPU, so concurrent requests or a huge upload cannot
+/// exhaust device memory.
+pub const DEVICE_SCRATCH_BUDGET: u64 = 1 << 30;
 
 /// What the request path needs of a device for masking, so it can hold
 /// any device behind one pointer.
 pub trait DeviceMasker: Send + Sync {
     /// [`apply`] on this device.
     fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>>;
-    /// [`apply_jpeg`] on this device; [`GpuError::Busy`] when its scratch
-    /// would not fit what is left of the budget.
+    /// `img`'s copy on this device, for the batch to letterbox and then
+    /// [`DeviceMasker::mask_jpeg`] to mask and encode; [`GpuError::Busy`]
+    /// when the budget is spent, [`GpuError::Shape`] when the device cannot
+    /// bind a frame that big.
+    fn upload(&self, img: &RgbImage) -> Result<Resident>;
+    /// [`apply_jpeg`] on this device, on `copy` (from `upload`, of this
+    /// very `img`) rather than a fresh upload when it is given and no one
+    /// else holds it; [`GpuError::Busy`] when the encoding's scratch would
+    /// not fit what is left of the budget.
     fn mask_jpeg(
         &self,
         img: &RgbImage,
+        copy: Option<Resident>,
         boxes: &[[f32; 4]],
         p: MaskParams,
         quality: u8,
     ) -> Result<Encoded>;
 }
 
-/// A device's masker, with the budget its JPEG encodes share.
+/// A request's frame in device memory (see [`Resident`]), holding its
+/// share of the device's budget.
+pub struct DeviceFrame<D: Compute> {
+    dev: Arc<D>,
+    buf: D::Buf,
+    size: (u32, u32),
+    _held: Held,
+}
+
+impl<D: Compute> DeviceFrame<D> {
+    /// The buffer of `copy` if it holds a `size` frame on `gpu` itself.
+    pub fn on<'a>(copy: &'a Resident, gpu: &D, size: (u32, u32)) -> Option<&'a D::Buf> {
+        copy.get::<Self>()
+            .filter(|f| std::ptr::eq(Arc::as_ptr(&f.dev), gpu) && f.size == size)
+            .map(|f| &f.buf)
+    }
+}
+
+/// A device's masker, with the budget its requests' frames and JPEG
+/// encodes share.
 pub struct OnDevice<D> {
     dev: Arc<D>,
     budget: Budget,
@@ -163,57 +196,94 @@ impl<D> OnDevice<D> {
     pub fn new(dev: Arc<D>, budget: u64) -> Self {
         Self {
             dev,
-            budget: Budget(Mutex::new(budget)),
+            budget: Budget {
+                left: Arc::new(Mutex::new(budget)),
+                total: budget,
+            },
         }
     }
 }
 
-impl<D: Compute + Send + Sync> DeviceMasker for OnDevice<D> {
+impl<D: Compute> DeviceMasker for OnDevice<D> {
     fn mask(&self, img: &mut RgbImage, boxes: &[[f32; 4]], p: MaskParams) -> Result<Vec<Region>> {
         apply(self.dev.as_ref(), img, boxes, p)
+    }
+
+    fn upload(&self, img: &RgbImage) -> Result<Resident> {
+        let bytes = img.as_raw().len() as u64;
+        if bytes > self.dev.max_binding() {
+            return Err(GpuError::Shape(format!(
+                "a {bytes}-byte frame is over the device's {}-byte binding limit",
+                self.dev.max_binding()
+            )));
+        }
+        let held = self.budget.take(bytes, || {
+            format!("a {}x{} frame", img.width(), img.height())
+        })?;
+        Ok(Resident::new(DeviceFrame {
+            buf: self.dev.upload("frame", img.as_raw())?,
+            dev: self.dev.clone(),
+            size: img.dimensions(),
+            _held: held,
+        }))
     }
 
     fn mask_jpeg(
         &self,
         img: &RgbImage,
+        copy: Option<Resident>,
         boxes: &[[f32; 4]],
         p: MaskParams,
         quality: u8,
     ) -> Result<Encoded> {
         let plan = jpeg::Plan::new(img.width(), img.height(), quality)?;
-        let _held = self.budget.take(plan.device_bytes()).ok_or_else(|| {
-            GpuError::Busy(format!(
-                "a {}x{} JPEG needs {} MiB of device scratch; not that much of the {} MiB budget is free",
-                img.width(),
-                img.height(),
-                plan.device_bytes() >> 20,
-                JPEG_SCRATCH_BUDGET >> 20
-            ))
+        // Masking writes the copy in place: only a copy no batch still reads.
+        let copy = copy.filter(Resident::is_sole);
+        let buf = copy
+            .as_ref()
+            .and_then(|c| DeviceFrame::on(c, self.dev.as_ref(), img.dimensions()));
+        // A copy already holds the frame's share of the budget.
+        let frame_bytes = if buf.is_some() {
+            img.as_raw().len() as u64
+        } else {
+            0
+        };
+        let _held = self.budget.take(plan.device_bytes() - frame_bytes, || {
+            format!("a {}x{} JPEG", img.width(), img.height())
         })?;
-        apply_planned(self.dev.as_ref(), img, boxes, p, &plan)
+        apply_planned(self.dev.as_ref(), img, buf, boxes, p, &plan)
     }
 }
 
-/// Bytes left to hand out.
-struct Budget(Mutex<u64>);
+/// Device bytes left to hand out, of `total`.
+struct Budget {
+    left: Arc<Mutex<u64>>,
+    total: u64,
+}
 
 /// Bytes taken from a [`Budget`], given back on drop.
-struct Held<'a>(&'a Budget, u64);
+struct Held(Arc<Mutex<u64>>, u64);
 
 impl Budget {
-    fn take(&self, n: u64) -> Option<Held<'_>> {
-        let mut left = self.0.lock().unwrap_or_else(|p| p.into_inner());
+    /// `n` bytes for `what`, or [`GpuError::Busy`].
+    fn take(&self, n: u64, what: impl FnOnce() -> String) -> Result<Held> {
+        let mut left = self.left.lock().unwrap_or_else(|p| p.into_inner());
         if n > *left {
-            return None;
+            return Err(GpuError::Busy(format!(
+                "{} needs {} MiB of device memory; not that much of the {} MiB budget is free",
+                what(),
+                n.div_ceil(1 << 20),
+                self.total >> 20
+            )));
         }
         *left -= n;
-        Some(Held(self, n))
+        Ok(Held(self.left.clone(), n))
     }
 }
 
-impl Drop for Held<'_> {
+impl Drop for Held {
     fn drop(&mut self) {
-        *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) += self.1;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += self.1;
     }
 }
 
@@ -311,7 +381,7 @@ fn put<R: Record>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gpu::{on_every_device, Compute};
+    use crate::gpu::{on_every_device, on_every_shared_device, Compute};
     use crate::imaging::mask;
 
     fn photo() -> RgbImage {
@@ -443,21 +513,76 @@ mod tests {
         assert_eq!(base, photo(), "the frame is left as it was");
     }
 
+    /// A request's copy of its frame on the device is what gets masked and
+    /// encoded: the same file as a fresh upload gives, with no second
+    /// upload (the budget below has room for only one frame). A copy that
+    /// someone else still holds is not written, and one of another frame
+    /// is not used. What the copies held is given back.
+    #[test]
+    fn a_request_copy_is_masked_in_place_and_not_uploaded_again() {
+        on_every_shared_device!(copy_case);
+    }
+
+    fn copy_case<D: Compute>(dev: Arc<D>) {
+        let img = photo();
+        let boxes = [[170.0, 60.0, 330.0, 250.0], [20.0, 300.0, 90.0, 380.0]];
+        let p = MaskParams {
+            method: MaskMethod::Gaussian,
+            strength: 25,
+            padding: 0.1,
+        };
+        let want = apply_jpeg(dev.as_ref(), &img, &boxes, p, 90).unwrap().jpeg;
+        let need = jpeg::Plan::new(img.width(), img.height(), 90)
+            .unwrap()
+            .device_bytes();
+        let frame = img.as_raw().len() as u64;
+
+        // Room for one frame and its encoding's scratch.
+        let one = OnDevice::new(dev.clone(), need);
+        let copy = one.upload(&img).unwrap();
+        // While the copy holds its share, a fresh upload would not fit...
+        let err = one.mask_jpeg(&img, None, &boxes, p, 90).unwrap_err();
+        assert!(matches!(err, GpuError::Busy(_)), "{err}");
+        // ...and the copy's encoding does.
+        let got = one.mask_jpeg(&img, Some(copy), &boxes, p, 90).unwrap();
+        assert_eq!(got.jpeg, want, "the copy's file is a fresh upload's");
+        assert_eq!(got.regions.len(), 2);
+        // Everything was given back: a fresh upload fits again.
+        assert_eq!(one.mask_jpeg(&img, None, &boxes, p, 90).unwrap().jpeg, want);
+
+        // A copy still held elsewhere (a batch reading it) is left alone.
+        let two = OnDevice::new(dev.clone(), need + frame);
+        let copy = two.upload(&img).unwrap();
+        let batch = copy.clone();
+        let got = two.mask_jpeg(&img, Some(copy), &boxes, p, 90).unwrap();
+        assert_eq!(got.jpeg, want);
+        let buf = DeviceFrame::on(&batch, dev.as_ref(), img.dimensions()).unwrap();
+        let mut r = dev.recorder();
+        let rb = r.read(buf, frame).unwrap();
+        assert_eq!(r.finish().unwrap()[rb.0], *img.as_raw(), "not masked");
+
+        // Another frame's copy (here a crop of it) is not taken for this one.
+        let crop = image::imageops::crop_imm(&img, 0, 0, 64, 64).to_image();
+        let other = two.upload(&crop).unwrap();
+        assert!(DeviceFrame::on(&other, dev.as_ref(), img.dimensions()).is_none());
+        drop(batch);
+        let got = two.mask_jpeg(&img, Some(other), &boxes, p, 90).unwrap();
+        assert_eq!(got.jpeg, want);
+        assert!(
+            two.budget.take(need + frame, String::new).is_ok(),
+            "all given back"
+        );
+    }
+
     /// An encode that would overspend the device's scratch budget is
     /// refused as busy, and the pipeline then masks on the device and
     /// encodes on the CPU; what an encode takes is given back.
     #[test]
     fn a_spent_budget_leaves_the_encoding_to_the_cpu() {
-        #[cfg(feature = "wgpu")]
-        if let Some(g) = crate::gpu::wgpu_device::test_gpu() {
-            budget_case(g);
-        }
-        if let Some(h) = crate::gpu::cuda_host::test_cuda_host() {
-            budget_case(h);
-        }
+        on_every_shared_device!(budget_case);
     }
 
-    fn budget_case<D: Compute + Send + Sync + 'static>(dev: Arc<D>) {
+    fn budget_case<D: Compute>(dev: Arc<D>) {
         let img = photo();
         let boxes = [[170.0, 60.0, 330.0, 250.0]];
         let p = MaskParams {
@@ -469,11 +594,11 @@ mod tests {
             .unwrap()
             .device_bytes();
         let small = OnDevice::new(dev.clone(), need - 1);
-        let err = small.mask_jpeg(&img, &boxes, p, 95).unwrap_err();
+        let err = small.mask_jpeg(&img, None, &boxes, p, 95).unwrap_err();
         assert!(matches!(err, GpuError::Busy(_)), "{err}");
         let exact = OnDevice::new(dev, need);
         for _ in 0..2 {
-            exact.mask_jpeg(&img, &boxes, p, 95).unwrap();
+            exact.mask_jpeg(&img, None, &boxes, p, 95).unwrap();
         }
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
         {
@@ -489,8 +614,16 @@ mod tests {
                 landmarks: [[0.0; 2]; 5],
             };
             let mut frame = img.clone();
-            let m =
-                mask_and_encode(&masker, &mut frame, &[face], p, OutputFormat::Jpeg, 95).unwrap();
+            let m = mask_and_encode(
+                &masker,
+                &mut frame,
+                None,
+                &[face],
+                p,
+                OutputFormat::Jpeg,
+                95,
+            )
+            .unwrap();
             assert_eq!((m.encoder, m.regions), ("host", 1));
             assert_ne!(frame, img, "masked in place");
             assert_eq!(m.bytes, encode(&frame, OutputFormat::Jpeg, 95).unwrap());

@@ -56,9 +56,12 @@ pub type Result<T> = std::result::Result<T, GpuError>;
 pub const ACTIVATION_BUDGET: u64 = 2 << 30;
 
 /// A device the ops run on.
-pub trait Compute {
+///
+/// Devices and their buffers are shared across threads: the backend's
+/// thread runs batches while request threads upload, mask and encode.
+pub trait Compute: Send + Sync + 'static {
     /// A device buffer of 32-bit words.
-    type Buf;
+    type Buf: Send + Sync + 'static;
     type Rec<'a>: Record<Buf = Self::Buf>
     where
         Self: 'a;
@@ -202,6 +205,27 @@ macro_rules! on_every_device {
 }
 #[cfg(test)]
 pub(crate) use on_every_device;
+
+/// [`on_every_device`] for bodies that need to share the device
+/// (`Arc<D>`), as the request path's masker does.
+#[cfg(test)]
+macro_rules! on_every_shared_device {
+    ($f:expr) => {{
+        #[cfg(feature = "wgpu")]
+        if let Some(g) = $crate::gpu::wgpu_device::test_gpu() {
+            $f(g);
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = $crate::gpu::cuda_device::test_cuda() {
+            $f(c);
+        }
+        if let Some(h) = $crate::gpu::cuda_host::test_cuda_host() {
+            $f(h);
+        }
+    }};
+}
+#[cfg(test)]
+pub(crate) use on_every_shared_device;
 
 /// The stems of the files named `*.{ext}` in `dir` (a folder of the
 /// repository), sorted: tests check them against a built-in list.

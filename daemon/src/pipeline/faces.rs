@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use image::{ImageFormat, RgbImage};
 
-use crate::backend::FaceImage;
+use crate::backend::{FaceImage, Resident};
 use crate::batch::{Batcher, SubmitError};
 use crate::imaging::{self, resize, DecodeLimits, ImagingError};
 use crate::model::{decode::nms, Face};
@@ -50,8 +50,45 @@ pub struct Prepared {
     pub input_bytes: usize,
     pub scale: f32,
     pub model_input: FaceImage,
+    /// The frame's copy on the device, once `detect` has returned (see
+    /// [`Prepared::upload`]), for masking and encoding there.
+    pub resident: Option<Resident>,
     pub decode_ms: f64,
     pub preprocess_ms: f64,
+}
+
+impl Prepared {
+    /// Put the frame on `masker`'s device now, on the request's thread,
+    /// so the batch letterboxes it there and the masker reuses it: the
+    /// frame goes up once, and not on the backend's thread. Where that
+    /// cannot be (no device, its budget spent, a device error) the batch
+    /// uploads the frame itself, as it always could.
+    ///
+    /// Returns who uploads the frame, "request" or "batch", or None when
+    /// no frame goes to a device.
+    pub fn upload(&mut self, masker: &Masker) -> Option<&'static str> {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let (Masker::Device(name, dev), FaceImage::Frame(frame, copy @ None)) =
+            (masker, &mut self.model_input)
+        {
+            let t0 = Instant::now();
+            let by = match dev.upload(frame) {
+                Ok(c) => {
+                    *copy = Some(c);
+                    "request"
+                }
+                Err(e) => {
+                    tracing::debug!(backend = name, reason = %e, "frame left for the batch to upload");
+                    "batch"
+                }
+            };
+            self.preprocess_ms += ms(t0.elapsed());
+            return Some(by);
+        }
+        #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+        let _ = masker;
+        None
+    }
 }
 
 /// Decode and, unless `frames` (the backend letterboxes whole frames on its
@@ -69,7 +106,7 @@ pub fn prepare(
     let (image, scale, model_input) = if frames {
         let (w, h) = decoded.image.dimensions();
         let (scale, _, _) = resize::fit(w, h, input_w as u32, input_h as u32);
-        let frame = FaceImage::Frame(Arc::new(decoded.image));
+        let frame = FaceImage::Frame(Arc::new(decoded.image), None);
         (RgbImage::new(0, 0), scale, frame)
     } else {
         let lb = resize::letterbox(&decoded.image, input_w as u32, input_h as u32)?;
@@ -83,6 +120,7 @@ pub fn prepare(
         input_bytes: bytes.len(),
         scale,
         model_input,
+        resident: None,
         decode_ms: ms(t1 - t0),
         preprocess_ms: ms(t2 - t1),
     })
@@ -113,7 +151,7 @@ pub async fn detect(
 ) -> Result<Detected, PipelineError> {
     let input = std::mem::replace(&mut prep.model_input, FaceImage::Letterboxed(Vec::new()));
     let lent = match &input {
-        FaceImage::Frame(f) => Some(f.clone()),
+        FaceImage::Frame(f, copy) => Some((f.clone(), copy.clone())),
         FaceImage::Letterboxed(_) => None,
     };
     let result = match batcher.submit(input, params.confidence) {
@@ -123,10 +161,12 @@ pub async fn detect(
             .and_then(|r| r.map_err(PipelineError::Inference)),
         Err(e) => Err(e.into()),
     };
-    if let Some(frame) = lent {
-        // The batch is dropped before its replies go out, so this is the
-        // last reference and no copy is made.
+    if let Some((frame, copy)) = lent {
+        // The batch is dropped before its replies go out, so these are the
+        // last references: no copy is made, and the device copy is this
+        // request's alone to mask.
         prep.image = Arc::try_unwrap(frame).unwrap_or_else(|f| (*f).clone());
+        prep.resident = copy;
     }
     let result = result?;
     let t0 = Instant::now();
@@ -220,24 +260,28 @@ pub struct Masked {
 
 /// Mask the faces and encode. Blocking.
 ///
-/// A JPEG answer from a device masker is masked and encoded on the device,
-/// and `image` is left as it was; otherwise `image` is masked in place
-/// (on the device or the CPU) and encoded on the CPU. A device failure
-/// falls back to the CPU, so a frame never leaves unmasked; so does a
-/// frame whose encoding would not fit the device's scratch budget now.
+/// A JPEG answer from a device masker is masked and encoded on the device
+/// (on `resident`, the frame's copy there, if the request made one), and
+/// `image` is left as it was; otherwise `image` is masked in place (on the
+/// device or the CPU) and encoded on the CPU. A device failure falls back
+/// to the CPU, so a frame never leaves unmasked; so does a frame whose
+/// encoding would not fit the device's scratch budget now.
 pub fn mask_and_encode(
     masker: &Masker,
     image: &mut RgbImage,
+    resident: Option<Resident>,
     faces: &[Face],
     params: imaging::MaskParams,
     format: imaging::OutputFormat,
     quality: u8,
 ) -> Result<Masked, ImagingError> {
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
+    #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+    drop(resident);
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let (Masker::Device(name, dev), imaging::OutputFormat::Jpeg) = (masker, format) {
         use crate::gpu::GpuError;
-        match dev.mask_jpeg(image, &boxes, params, quality) {
+        match dev.mask_jpeg(image, resident, &boxes, params, quality) {
             Ok(e) => {
                 return Ok(Masked {
                     bytes: e.jpeg,
