@@ -152,8 +152,15 @@ mod tests {
         let why = be.fallback().unwrap();
         let on_device = faces(be.run(batch()).unwrap());
         assert!(why.get().is_none());
+        // A request's copy of its frame, made before the device is lost.
+        let crate::pipeline::faces::Masker::Device(_, dev) = be.masker() else {
+            panic!("a device masker")
+        };
+        let copy = dev.upload(&img).unwrap();
 
         own.destroy();
+        // Uploading to the lost device errs or not, but never panics.
+        let _ = dev.upload(&img);
         assert!(be.run(batch()).is_err(), "a batch on a destroyed device");
         assert!(own.health().is_err());
 
@@ -194,20 +201,22 @@ mod tests {
                 landmarks: [[0.0; 2]; 5],
             })
             .collect();
-        let mut c = img.clone();
-        let masked = crate::pipeline::faces::mask_and_encode(
-            &be.masker(),
-            &mut c,
-            None,
-            &faces_px,
-            params,
-            jpeg,
-            85,
-        )
-        .unwrap();
-        assert_eq!(masked.regions, boxes.len());
-        assert_eq!(masked.encoder, "host");
-        assert_eq!(masked.bytes, crate::imaging::encode(&b, jpeg, 85).unwrap());
+        for copy in [None, Some(copy.clone())] {
+            let mut c = img.clone();
+            let masked = crate::pipeline::faces::mask_and_encode(
+                &be.masker(),
+                &mut c,
+                copy,
+                &faces_px,
+                params,
+                jpeg,
+                85,
+            )
+            .unwrap();
+            assert_eq!(masked.regions, boxes.len());
+            assert_eq!(masked.encoder, "host");
+            assert_eq!(masked.bytes, crate::imaging::encode(&b, jpeg, 85).unwrap());
+        }
         let reason = why.get().expect("the CPU took over").clone();
         assert!(reason.contains("wgpu device failed"), "{reason}");
         assert!(be.health().is_ok());
@@ -219,6 +228,26 @@ mod tests {
         assert_eq!(on_cpu[0].len(), expected[0].len());
         assert_eq!(on_cpu[0].len(), on_device[0].len());
         for (a, b) in on_cpu[0].iter().zip(&expected[0]) {
+            assert_eq!([a.x1, a.y1, a.x2, a.y2], [b.x1, b.y1, b.x2, b.y2]);
+        }
+        // A frame whose copy is on the lost device is letterboxed by the
+        // CPU from its pixels, as the CPU backend would.
+        let frame = || {
+            Batch::Faces(FaceBatch {
+                images: vec![FaceImage::Frame(
+                    std::sync::Arc::new(img.clone()),
+                    Some(copy.clone()),
+                )],
+                width: 320,
+                height: 224,
+                thresholds: vec![0.5],
+            })
+        };
+        let from_frame = faces(be.run(frame()).unwrap());
+        let expected = faces(reference.run(frame()).unwrap());
+        assert_eq!(from_frame[0].len(), expected[0].len());
+        assert!(!expected[0].is_empty());
+        for (a, b) in from_frame[0].iter().zip(&expected[0]) {
             assert_eq!([a.x1, a.y1, a.x2, a.y2], [b.x1, b.y1, b.x2, b.y2]);
         }
     }

@@ -241,24 +241,6 @@ impl<B> GpuCenterFace<B> {
             // Uploads live until the recording has run.
             let mut sources = Vec::with_capacity(k);
             for (slot, image) in images[range].iter().enumerate() {
-                // The request's own copy on this device: no upload here.
-                if let FaceImage::Frame(f, Some(copy)) = image {
-                    if let Some(src) = DeviceFrame::on(copy, gpu, f.dimensions()) {
-                        let (_, rw, rh) =
-                            crate::imaging::resize::fit(f.width(), f.height(), w as u32, h as u32);
-                        let size = (f.width() as usize, f.height() as usize);
-                        ops::letterbox(
-                            &mut r,
-                            src,
-                            size,
-                            (rw as usize, rh as usize),
-                            &x,
-                            slot,
-                            plain,
-                        )?;
-                        continue;
-                    }
-                }
                 let host: Vec<u8>;
                 let (bytes, src_size, fit_size): (&[u8], _, _) = match image {
                     FaceImage::Letterboxed(p) if p.len() == w * h * 3 => (p, (w, h), (w, h)),
@@ -286,9 +268,19 @@ impl<B> GpuCenterFace<B> {
                         (&host, (w, h), (w, h))
                     }
                 };
-                let src = gpu.upload("frame", bytes)?;
-                ops::letterbox(&mut r, &src, src_size, fit_size, &x, slot, plain)?;
-                sources.push(src);
+                // The request's own copy on this device, else an upload.
+                let copy = match image {
+                    FaceImage::Frame(f, Some(c)) => DeviceFrame::on(c, gpu, f.dimensions()),
+                    _ => None,
+                };
+                let src = match copy {
+                    Some(buf) => buf,
+                    None => {
+                        sources.push(gpu.upload("frame", bytes)?);
+                        &sources[sources.len() - 1]
+                    }
+                };
+                ops::letterbox(&mut r, src, src_size, fit_size, &x, slot, plain)?;
             }
             let heads = self.forward(&mut r, &x)?;
             let rb = r.read(&heads.buf, (heads.len() * 4) as u64)?;
