@@ -6,7 +6,9 @@
 #   scripts/gpu-bundle.sh tests     # lib tests and http_backends, --features cuda
 #   scripts/gpu-bundle.sh benches   # model and imaging benches, argusd, load tool
 #
-# Then, on the GPU machine, from the repository root: scripts/gpu-run.sh.
+# Both hold the Vulkan loader's Debian packages too, so the wgpu backend also
+# runs on the NVIDIA GPU. Then, on the GPU machine, from the repository root:
+# scripts/gpu-run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:?usage: gpu-bundle.sh tests|benches}
@@ -41,6 +43,11 @@ while read -r name path; do
     strip -o "$out/bin/$name" "$path"
     xz -T0 -6 "$out/bin/$name"
 done < <(sort -u -k1,1 "$out/list")
+# The Vulkan loader (and glvnd, which NVIDIA's Vulkan driver links), for the
+# wgpu backend on the GPU: the runner unpacks them where the machine lacks it.
+mkdir -p "$out/gl"
+(cd "$out/gl" && apt-get download libvulkan1 libglvnd0 libglx0 libgl1 libegl1 libopengl0 libgles2) \
+    || echo "gpu-bundle: warning: no Vulkan loader packages; wgpu runs only where the GPU machine has one" >&2
 # Tests and benches find models/ and tests/fixtures/ under the path they were
 # built in; the runner links it to wherever the tree lands.
 pwd > "$out/built_in"

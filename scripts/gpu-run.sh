@@ -2,8 +2,15 @@
 # Run a bundle from scripts/gpu-bundle.sh on an NVIDIA GPU machine, from the
 # repository root. Logs go to $OUT (or .gpu/out). Needs libcuda (the driver)
 # and a CUDA 13 libnvrtc, found on LD_LIBRARY_PATH, in target/nvrtc or under
-# a CUDA toolkit or PyTorch install.
+# a CUDA toolkit or PyTorch install; for wgpu, NVIDIA's Vulkan driver (the
+# loader comes in the bundle).
+#
+#   scripts/gpu-run.sh              # everything the bundle holds
+#   scripts/gpu-run.sh model        # benches bundle: one part of it
+#   scripts/gpu-run.sh imaging      #   (each fits a 10-minute call
+#   scripts/gpu-run.sh e2e          #   where the whole may not)
 set -uo pipefail
+part=${1:-all}
 cd "$(dirname "$0")/.."
 out=${OUT:-.gpu/out}
 mkdir -p "$out" .gpu/run
@@ -20,6 +27,18 @@ if ! ldconfig -p | grep -q 'libnvrtc.so.13' && [ ! -e target/nvrtc/libnvrtc.so.1
 fi
 export LD_LIBRARY_PATH="$PWD/target/nvrtc${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+# Vulkan for wgpu: the bundle's loader where the machine has none, and
+# NVIDIA's driver manifest where the loader would not look for it.
+if ! ldconfig -p | grep -q 'libvulkan.so.1' && compgen -G '.gpu/gl/*.deb' >/dev/null; then
+    for f in .gpu/gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+fi
+icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -z "${VK_DRIVER_FILES:-}" ] && [ -e "$icd" ] \
+    && ! ls /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>/dev/null | grep -qi nvidia; then
+    export VK_DRIVER_FILES=$icd
+fi
+
 for f in .gpu/bin/*.xz; do
     xz -dc "$f" > ".gpu/run/$(basename "$f" .xz)"
     chmod +x ".gpu/run/$(basename "$f" .xz)"
@@ -28,6 +47,8 @@ done
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
     nproc
     echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+    echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-}"
+    ldconfig -p | grep libvulkan
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
 
@@ -46,11 +67,18 @@ tests)
     ;;
 benches)
     # Criterion groups per device; the CPU groups are the same-run comparison.
-    .gpu/run/model --bench 'cpu|cuda' 2>&1 | tee "$out/bench-model.log" || rc=1
-    .gpu/run/imaging --bench 'mask_3_faces|jpeg' 2>&1 | tee "$out/bench-imaging.log" || rc=1
+    if [ "$part" = all ] || [ "$part" = model ]; then
+        .gpu/run/model --bench 'cpu|cuda|wgpu' 2>&1 | tee "$out/bench-model.log" || rc=1
+    fi
+    if [ "$part" = all ] || [ "$part" = imaging ]; then
+        .gpu/run/imaging --bench 'mask_3_faces|jpeg' 2>&1 | tee "$out/bench-imaging.log" || rc=1
+    fi
     # End to end: masked 1280x720 JPEG frames/s through the HTTPS server on
-    # CUDA, then on the CPU, with the per-key rate limits out of the way.
-    for backend in cuda cpu; do
+    # CUDA, wgpu (Vulkan), then the CPU, with the per-key rate limits out
+    # of the way.
+    backends="cuda wgpu cpu"
+    [ "$part" = all ] || [ "$part" = e2e ] || backends=""
+    for backend in $backends; do
         state=$(mktemp -d)
         key=$(.gpu/run/argusd --state-dir "$state" keys create --name bench | grep -o 'xyl_[A-Za-z0-9_-]*')
         ARGUS_AUTH_DETECT_PER_MINUTE=1000000 ARGUS_AUTH_MASK_PER_MINUTE=1000000 \
