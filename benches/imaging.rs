@@ -2,7 +2,9 @@
 //! and wgpu devices when there is one: masking (`mask_3_faces_cuda`, the
 //! frame's rows up and back included), JPEG encoding (`encode_jpeg_cuda`,
 //! the frame up and the file back) and both at once as a JPEG answer does
-//! it (`mask_jpeg_3_faces_cuda`, against the CPU's `mask_jpeg_3_faces`).
+//! it (`mask_jpeg_3_faces_cuda`, against the CPU's `mask_jpeg_3_faces`);
+//! and JPEG encoding per restart interval (`encode_jpeg_cuda_rst/N`), to
+//! tune it.
 //!
 //!     cargo bench --bench imaging
 
@@ -137,6 +139,24 @@ fn bench_device_mask<D: argus::gpu::Compute>(
             BenchmarkId::new(format!("encode_jpeg_{label}"), q),
             &q,
             |b, &q| b.iter(|| argus::gpu::jpeg::encode(dev, img, q).unwrap()),
+        );
+    }
+    // The restart interval (MCUs per Huffman invocation), to tune
+    // `gpu::jpeg::RESTART_MCUS` on a GPU: shorter means more parallel
+    // invocations and a slightly bigger file. (On llvmpipe, intervals
+    // past about 30 MCUs are cut short by its loop limit: time them on
+    // hardware only.)
+    for restart in [2, 4, 8, 16, 32] {
+        let plan =
+            argus::gpu::jpeg::Plan::with_restart(img.width(), img.height(), 85, restart).unwrap();
+        let size = argus::gpu::jpeg::encode_planned(dev, img, &plan)
+            .unwrap()
+            .len();
+        eprintln!("encode_jpeg_{label}_rst/{restart}: {size} bytes");
+        g.bench_with_input(
+            BenchmarkId::new(format!("encode_jpeg_{label}_rst"), restart),
+            &plan,
+            |b, plan| b.iter(|| argus::gpu::jpeg::encode_planned(dev, img, plan).unwrap()),
         );
     }
     let gaussian = mask_params().next().unwrap();

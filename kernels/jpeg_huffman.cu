@@ -41,8 +41,8 @@ __device__ void jpeg_put_symbol(JpegBits& o, const unsigned* codes, unsigned tab
 
 // (extra bits << 8) | magnitude category of v.
 __device__ unsigned jpeg_magnitude(int v) {
-    unsigned a = (unsigned)(v < 0 ? -v : v), s = 0;
-    while ((a >> s) != 0) s++;
+    unsigned a = (unsigned)(v < 0 ? -v : v);
+    unsigned s = 32 - __clz((int)a);
     unsigned bits = (unsigned)(v < 0 ? v - 1 : v);
     return ((bits & ((1u << s) - 1u)) << 8) | s;
 }

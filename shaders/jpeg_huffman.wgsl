@@ -61,10 +61,7 @@ fn put_symbol(table: u32, sym: u32) {
 // negative), as (bits << 8) | category.
 fn magnitude(v: i32) -> u32 {
     let a = u32(abs(v));
-    var s = 0u;
-    while ((a >> s) != 0u) {
-        s += 1u;
-    }
+    let s = 32u - countLeadingZeros(a);
     var bits = u32(v);
     if (v < 0) {
         bits = u32(v - 1);

@@ -40,6 +40,8 @@ static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
 static inline int min(int a, int b) { return a < b ? a : b; }
 static inline int max(int a, int b) { return a > b ? a : b; }
+// Leading zero bits, 32 for 0, as CUDA's intrinsic.
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
 
 namespace argus_host {
 

@@ -20,7 +20,11 @@ use image::RgbImage;
 
 use super::{grid_1d, Compute, GpuError, Record, Result};
 
-/// MCUs per restart interval.
+/// MCUs per restart interval, unless a [`Plan`] says otherwise. Each
+/// interval is one invocation of `jpeg_huffman`: a shorter interval means
+/// more parallel work (450 invocations for a 720p frame at 4:2:0) for 2.5
+/// bytes more per marker. Not yet tuned on a GPU: the `encode_jpeg_*_rst`
+/// benches time the choices.
 pub const RESTART_MCUS: u32 = 8;
 
 /// The most bytes one block can code to: an 11-bit DC code with 11 extra
@@ -146,6 +150,8 @@ pub struct Plan {
     pub mcus: u32,
     /// Blocks per MCU: 6 (four luma, Cb, Cr) or 3.
     pub bpm: u32,
+    /// MCUs per restart interval.
+    pub restart: u32,
     pub intervals: u32,
     /// Words in one interval's slot.
     pub slot_words: u32,
@@ -153,6 +159,16 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(width: u32, height: u32, quality: u8) -> Result<Self> {
+        Self::with_restart(width, height, quality, RESTART_MCUS)
+    }
+
+    /// [`Plan::new`] with `restart` MCUs per restart interval (1 to 65535).
+    pub fn with_restart(width: u32, height: u32, quality: u8, restart: u32) -> Result<Self> {
+        if !(1..=65_535).contains(&restart) {
+            return Err(GpuError::Shape(format!(
+                "a JPEG restart interval is 1 to 65535 MCUs, not {restart}"
+            )));
+        }
         if width == 0 || height == 0 || width > 65_535 || height > 65_535 {
             return Err(GpuError::Shape(format!(
                 "JPEG cannot hold {width}x{height}; each side must be 1 to 65535"
@@ -164,9 +180,12 @@ impl Plan {
         let (mcu, bpm) = if subsampled { (16, 6) } else { (8, 3) };
         let mcus_x = width.div_ceil(mcu);
         let mcus = mcus_x * height.div_ceil(mcu);
-        let intervals = mcus.div_ceil(RESTART_MCUS);
-        // Up to 3 bytes of padding and its stuffing, and the marker.
-        let slot_bytes = RESTART_MCUS * bpm * BLOCK_BYTES_MAX + 5;
+        let intervals = mcus.div_ceil(restart);
+        // Up to 3 bytes of padding and its stuffing, and the marker. (An
+        // interval longer than the frame is only as long as the frame.)
+        let slot_bytes = restart.min(mcus) as u64 * (bpm * BLOCK_BYTES_MAX) as u64 + 5;
+        let slot_words = u32::try_from(slot_bytes.div_ceil(4))
+            .map_err(|_| GpuError::Shape(format!("a {slot_bytes}-byte restart interval slot")))?;
         Ok(Self {
             width,
             height,
@@ -175,8 +194,9 @@ impl Plan {
             mcus_x,
             mcus,
             bpm,
+            restart,
             intervals,
-            slot_words: slot_bytes.div_ceil(4),
+            slot_words,
         })
     }
 
@@ -246,7 +266,7 @@ impl Plan {
             dht.extend(spec.symbols);
         }
         segment(&mut h, 0xc4, &dht);
-        segment(&mut h, 0xdd, &(RESTART_MCUS as u16).to_be_bytes());
+        segment(&mut h, 0xdd, &(self.restart as u16).to_be_bytes());
         segment(&mut h, 0xda, &[3, 1, 0x00, 2, 0x11, 3, 0x11, 0, 63, 0]);
         h
     }
@@ -314,7 +334,7 @@ pub fn finish<'a, D: Compute>(
         &[
             plan.mcus,
             plan.bpm,
-            RESTART_MCUS,
+            plan.restart,
             plan.intervals,
             plan.slot_words,
             0,
@@ -370,11 +390,24 @@ pub fn finish<'a, D: Compute>(
 
 /// Encode `img` as a JPEG of `quality` on `gpu`.
 pub fn encode<D: Compute>(gpu: &D, img: &RgbImage, quality: u8) -> Result<Vec<u8>> {
-    let plan = Plan::new(img.width(), img.height(), quality)?;
+    encode_planned(gpu, img, &Plan::new(img.width(), img.height(), quality)?)
+}
+
+/// Encode `img` on `gpu` as `plan` (made for its size) lays it out.
+pub fn encode_planned<D: Compute>(gpu: &D, img: &RgbImage, plan: &Plan) -> Result<Vec<u8>> {
+    if (plan.width, plan.height) != img.dimensions() {
+        return Err(GpuError::Shape(format!(
+            "a plan for {}x{} given a {}x{} frame",
+            plan.width,
+            plan.height,
+            img.width(),
+            img.height()
+        )));
+    }
     plan.fits(gpu)?;
     let r = gpu.recorder();
     let frame = gpu.upload("frame", img.as_raw())?;
-    finish(gpu, r, &frame, &plan)
+    finish(gpu, r, &frame, plan)
 }
 
 #[cfg(test)]
@@ -471,6 +504,73 @@ mod tests {
         assert!(!Plan::new(1280, 720, 90).unwrap().subsampled);
         assert!(Plan::new(70_000, 10, 75).is_err());
         assert!(Plan::new(0, 10, 75).is_err());
+    }
+
+    /// The restart interval changes only where the markers go: any
+    /// interval codes the very pixels the default does, with its markers
+    /// in order, and the file grows as the markers add up.
+    #[test]
+    fn any_restart_interval_codes_the_same_pixels() {
+        on_every_device!(|gpu| restart_intervals_on(gpu, &[1, 3, 16, 24]));
+        // Longer intervals, up to one for the whole frame, where no loop
+        // limit applies: Mesa's software rasterizer (llvmpipe) silently
+        // ends a shader's loops after 65,535 iterations, which cuts
+        // intervals of more than about 30 MCUs short there.
+        if let Some(h) = crate::gpu::cuda_host::test_cuda_host() {
+            restart_intervals_on(&*h, &[64, 65_535]);
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(c) = crate::gpu::cuda_device::test_cuda() {
+            restart_intervals_on(&*c, &[64, 65_535]);
+        }
+    }
+
+    fn restart_intervals_on<D: Compute>(gpu: &D, restarts: &[u32]) {
+        let photo =
+            image::imageops::crop_imm(&fixture("astronaut.png"), 40, 30, 300, 200).to_image();
+        for q in [85, 95] {
+            let base = encode(gpu, &photo, q).unwrap();
+            let want = decode(&base);
+            let mut last = base.len();
+            for &restart in restarts {
+                let plan = Plan::with_restart(photo.width(), photo.height(), q, restart).unwrap();
+                let file = encode_planned(gpu, &photo, &plan).unwrap();
+                let dri = file.windows(2).position(|w| w == [0xff, 0xdd]).unwrap();
+                assert_eq!(file[dri + 4..dri + 6], (restart as u16).to_be_bytes());
+                let got = decode(&file);
+                let first = got
+                    .as_raw()
+                    .iter()
+                    .zip(want.as_raw())
+                    .position(|(a, b)| a != b);
+                assert!(
+                    first.is_none(),
+                    "{}: q{q}, every {restart} MCUs: byte {first:?} differs",
+                    gpu.describe()
+                );
+                let markers = restart_markers(&file);
+                assert_eq!(markers.len() as u32, plan.intervals - 1, "q{q}/{restart}");
+                for (i, m) in markers.iter().enumerate() {
+                    assert_eq!(*m, 0xd0 + (i % 8) as u8, "q{q}/{restart}: RST {i}");
+                }
+                let fewer = restart > RESTART_MCUS;
+                assert_eq!(
+                    file.len() < last,
+                    fewer,
+                    "q{q}/{restart}: markers cost bytes"
+                );
+                if fewer {
+                    last = file.len();
+                }
+            }
+        }
+        assert!(Plan::with_restart(8, 8, 85, 0).is_err());
+        assert!(Plan::with_restart(8, 8, 85, 65_536).is_err());
+        let other = Plan::new(8, 8, 85).unwrap();
+        assert!(matches!(
+            encode_planned(gpu, &photo, &other),
+            Err(GpuError::Shape(_))
+        ));
     }
 
     /// Real photos, odd sizes and a worst case (noise at quality 100), at
