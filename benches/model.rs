@@ -93,42 +93,32 @@ fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label
         );
     }
     // What the daemon sends this backend: whole 1280x720 frames, uploaded
-    // and letterboxed on the device.
+    // and letterboxed by the batch ("frames"), or already on the device,
+    // put there by their requests ("resident", the usual case: the batch
+    // only letterboxes).
     let frame = std::sync::Arc::new(
         image::open(format!("{ROOT}/tests/fixtures/group.jpg"))
             .unwrap()
             .resize_exact(1280, 720, image::imageops::FilterType::Triangle)
             .into_rgb8(),
     );
-    for n in batches() {
-        let batch = FaceBatch {
-            images: vec![FaceImage::Frame(frame.clone(), None); n],
-            width: 640,
-            height: 640,
-            thresholds: vec![0.5; n],
-        };
-        g.throughput(Throughput::Elements(n as u64));
-        g.bench_with_input(
-            BenchmarkId::from_parameter(format!("frames-1280x720-to-640x640xb{n}")),
-            &batch,
-            |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
-        );
-    }
-    // What the daemon sends it when the request has already put its frame
-    // on the device (the usual case): the batch only letterboxes.
+    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
+    let mut sources = vec![("frames", None)];
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     if let argus::pipeline::faces::Masker::Device(_, dev) = be.masker() {
-        let copy = dev.upload(&frame).unwrap();
+        sources.push(("resident", Some(dev.upload(&frame).unwrap())));
+    }
+    for (source, copy) in sources {
         for n in batches() {
             let batch = FaceBatch {
-                images: vec![FaceImage::Frame(frame.clone(), Some(copy.clone())); n],
+                images: vec![FaceImage::Frame(frame.clone(), copy.clone()); n],
                 width: 640,
                 height: 640,
                 thresholds: vec![0.5; n],
             };
             g.throughput(Throughput::Elements(n as u64));
             g.bench_with_input(
-                BenchmarkId::from_parameter(format!("resident-1280x720-to-640x640xb{n}")),
+                BenchmarkId::from_parameter(format!("{source}-1280x720-to-640x640xb{n}")),
                 &batch,
                 |b, batch| b.iter(|| be.run(Batch::Faces(batch.clone())).unwrap()),
             );
