@@ -60,9 +60,13 @@ tests)
     .gpu/run/argus gpu:: --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.log" || rc=1
     .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 | tee "$out/http-backends.log" || rc=1
     if command -v compute-sanitizer >/dev/null; then
-        # Out-of-bounds accesses and races in the kernels, on the op tests.
+        # Out-of-bounds and misaligned accesses in the kernels, on the op
+        # tests; then shared-memory hazards in conv1x1, the one kernel with
+        # a shared tile.
         compute-sanitizer --tool memcheck --error-exitcode 9 \
             .gpu/run/argus gpu::ops gpu::jpeg gpu::mask --test-threads 1 2>&1 | tail -n 40 | tee "$out/memcheck.log" || rc=1
+        compute-sanitizer --tool racecheck --error-exitcode 9 \
+            .gpu/run/argus gpu::ops::tests::conv1x1 --test-threads 1 2>&1 | tail -n 40 | tee "$out/racecheck.log" || rc=1
     fi
     ;;
 benches)

@@ -2,9 +2,11 @@
 // for the host compiler, so tests can run those exact sources on the CPU
 // (see cuda_host.rs). Blocks run one after another on the calling thread;
 // the threads of a block run one after another too, or, for a kernel that
-// calls __syncthreads, as fibers that all stop at each barrier. Buffers end
-// at a guard page, and a fault inside a kernel comes back as an error
-// instead of killing the process.
+// calls __syncthreads, as fibers that all stop at each barrier. A launch
+// can run its blocks and threads in reverse order, so the caller can tell
+// a result that depends on the order (a race on a GPU). Buffers end at a
+// guard page, and a fault inside a kernel comes back as an error instead
+// of killing the process.
 
 #include <cmath>
 #include <csetjmp>
@@ -194,13 +196,22 @@ void call(void (*kernel)(P, B*...), const unsigned* words, void* const* bufs,
 
 template <class F> void trampoline(void* f) { (*static_cast<F*>(f))(); }
 
+// The `i`th of `n` indices in an `extent`-shaped range, x fastest, counted
+// from the end when `reverse`.
+uint3 nth(uint64_t i, uint64_t n, const unsigned* extent, bool reverse) {
+    if (reverse) i = n - 1 - i;
+    return {(unsigned)(i % extent[0]), (unsigned)(i / extent[0] % extent[1]),
+            (unsigned)(i / extent[0] / extent[1])};
+}
+
 // One launch: the checks the CUDA driver would not make (parameter words
-// and buffer count against the kernel's signature), then every block.
+// and buffer count against the kernel's signature), then every block, in
+// order or, with `reverse`, last block and last thread first.
 // Returns 0, or 1 with `err` filled.
 template <class P, class... B>
 int launch(const char* name, void (*kernel)(P, B*...), bool barriers, const unsigned* words,
            unsigned nwords, void* const* bufs, unsigned nbufs, const unsigned* grid,
-           const unsigned* block, char* err, size_t errlen) {
+           const unsigned* block, unsigned reverse, char* err, size_t errlen) {
     static_assert(sizeof(P) <= 64, "a kernel's parameter struct is at most 16 words");
     if (nwords * 4 != sizeof(P)) {
         snprintf(err, errlen, "%s: given %u parameter words, its struct has %zu", name, nwords,
@@ -227,28 +238,23 @@ int launch(const char* name, void (*kernel)(P, B*...), bool barriers, const unsi
         return 1;
     }
     in_kernel = 1;
-    for (unsigned bz = 0; bz < grid[2] && !failure; bz++)
-        for (unsigned by = 0; by < grid[1] && !failure; by++)
-            for (unsigned bx = 0; bx < grid[0] && !failure; bx++) {
-                blockIdx = {bx, by, bz};
-                if (barriers) {
-                    unsigned i = 0;
-                    for (unsigned tz = 0; tz < block[2]; tz++)
-                        for (unsigned ty = 0; ty < block[1]; ty++)
-                            for (unsigned tx = 0; tx < block[0]; tx++) fs[i++].tid = {tx, ty, tz};
-                    body = trampoline<decltype(run_thread)>;
-                    body_arg = &run_thread;
-                    failure = run_block_fibers(fs);
-                    fibers = nullptr;
-                } else {
-                    for (unsigned tz = 0; tz < block[2]; tz++)
-                        for (unsigned ty = 0; ty < block[1]; ty++)
-                            for (unsigned tx = 0; tx < block[0]; tx++) {
-                                threadIdx = {tx, ty, tz};
-                                run_thread();
-                            }
-                }
+    uint64_t blocks = (uint64_t)grid[0] * grid[1] * grid[2];
+    for (uint64_t b = 0; b < blocks && !failure; b++) {
+        blockIdx = nth(b, blocks, grid, reverse);
+        if (barriers) {
+            // The scheduler resumes fibers in this order at every barrier.
+            for (unsigned t = 0; t < per_block; t++) fs[t].tid = nth(t, per_block, block, reverse);
+            body = trampoline<decltype(run_thread)>;
+            body_arg = &run_thread;
+            failure = run_block_fibers(fs);
+            fibers = nullptr;
+        } else {
+            for (unsigned t = 0; t < per_block; t++) {
+                threadIdx = nth(t, per_block, block, reverse);
+                run_thread();
             }
+        }
+    }
     in_kernel = 0;
     if (failure) {
         snprintf(err, errlen, "%s: block (%u, %u, %u): %s", name, blockIdx.x, blockIdx.y,

@@ -12,10 +12,13 @@
 //!   the fault comes back as an error naming the block and thread);
 //! - a tensor element left unwritten (new tensors are filled with NaN);
 //! - parameter words or buffers that do not match the kernel's signature;
-//! - a `__syncthreads` that only some threads of a block reach.
+//! - a `__syncthreads` that only some threads of a block reach;
+//! - a result that depends on the order blocks or threads run in (each
+//!   launch runs in reverse order too, and the two must agree bit for bit).
 //!
-//! What it cannot check: timing, races between blocks (they run one after
-//! another), and the CUDA driver itself. Those need a GPU.
+//! What it cannot check: timing, races that reversing the order does not
+//! show (threads interleaved between barriers), and the CUDA driver itself.
+//! Those need a GPU.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,6 +36,7 @@ type Launch = unsafe extern "C" fn(
     nbufs: u32,
     grid: *const u32,
     block: *const u32,
+    reverse: u32,
     err: *mut u8,
     errlen: usize,
 ) -> i32;
@@ -85,8 +89,8 @@ fn source() -> String {
             "\nnamespace k_{name} {{\n#line 1 \"kernels/{name}.cu\"\n{src}\n}}\n\
              extern \"C\" int argus_launch_{name}(const unsigned* words, unsigned nwords, \
              void* const* bufs, unsigned nbufs, const unsigned* grid, const unsigned* block, \
-             char* err, size_t errlen) {{\n  return argus_host::launch(\"{name}\", \
-             k_{name}::{name}, {barriers}, words, nwords, bufs, nbufs, grid, block, err, \
+             unsigned reverse, char* err, size_t errlen) {{\n  return argus_host::launch(\"{name}\", \
+             k_{name}::{name}, {barriers}, words, nwords, bufs, nbufs, grid, block, reverse, err, \
              errlen);\n}}\n"
         );
     }
@@ -259,27 +263,58 @@ impl Record for HostRecorder<'_> {
             return Ok(());
         }
         let ptrs: Vec<*mut u32> = bufs.iter().map(|b| b.ptr).collect();
-        let mut err = [0u8; 512];
-        // SAFETY: the launcher checks the word and buffer counts against the
-        // kernel's signature before it runs; the buffers live until this
-        // returns, and faults inside the kernel come back as an error.
-        let rc = unsafe {
-            launch(
-                params.as_ptr(),
-                params.len() as u32,
-                ptrs.as_ptr(),
-                ptrs.len() as u32,
-                groups.as_ptr(),
-                block.as_ptr(),
-                err.as_mut_ptr(),
-                err.len(),
-            )
+        let run = |reverse: bool| -> Result<()> {
+            let mut err = [0u8; 512];
+            // SAFETY: the launcher checks the word and buffer counts against
+            // the kernel's signature before it runs; the buffers live until
+            // this returns, and faults inside the kernel come back as an error.
+            let rc = unsafe {
+                launch(
+                    params.as_ptr(),
+                    params.len() as u32,
+                    ptrs.as_ptr(),
+                    ptrs.len() as u32,
+                    groups.as_ptr(),
+                    block.as_ptr(),
+                    reverse as u32,
+                    err.as_mut_ptr(),
+                    err.len(),
+                )
+            };
+            if rc != 0 {
+                let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+                return Err(GpuError::Run(
+                    String::from_utf8_lossy(&err[..end]).into_owned(),
+                ));
+            }
+            Ok(())
         };
-        if rc != 0 {
-            let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-            return Err(GpuError::Run(
-                String::from_utf8_lossy(&err[..end]).into_owned(),
-            ));
+        // A GPU runs blocks, and warps within a block, in no set order. So
+        // each launch runs twice from the same inputs, last block and thread
+        // first, then in order: a result that differs between the two is a
+        // race (a block reading what another writes, a missing barrier, a
+        // shared tile read before it is written) that a GPU could expose.
+        let snapshot = || -> Vec<Vec<u32>> { bufs.iter().map(|b| b.words().to_vec()).collect() };
+        let before = snapshot();
+        run(true)?;
+        let reversed = snapshot();
+        for (b, w) in bufs.iter().zip(&before) {
+            // SAFETY: `w` is a copy of this very buffer, so of its length;
+            // no launch is running.
+            unsafe { std::ptr::copy_nonoverlapping(w.as_ptr(), b.ptr, b.len) };
+        }
+        drop(before);
+        run(false)?;
+        for (k, (b, r)) in bufs.iter().zip(&reversed).enumerate() {
+            if let Some(i) = b.words().iter().zip(r).position(|(a, r)| a != r) {
+                return Err(GpuError::Run(format!(
+                    "{name}: the result depends on the order blocks and threads run in \
+                     (buffer {k}, word {i}: {:#010x} in order, {:#010x} in reverse), \
+                     a race on a GPU",
+                    b.words()[i],
+                    r[i]
+                )));
+            }
         }
         Ok(())
     }
@@ -393,6 +428,33 @@ mod tests {
             .to_string();
         assert!(bufs.contains("given 1 buffers, it takes 2"), "{bufs}");
         assert!(r.dispatch("nope", &[], &[], [1, 1, 1]).is_err());
+    }
+
+    #[test]
+    fn a_result_that_depends_on_the_run_order_is_an_error() {
+        let Some(d) = dev() else { return };
+        // A box blur along rows, in place: each thread reads neighbours
+        // that other threads overwrite, so the answer depends on who runs
+        // first. The same blur into a buffer of its own is fine.
+        let (w, h, radius) = (40u32, 3u32, 2u32);
+        let n = (w * h * 3) as usize;
+        let img = d.upload("img", &vec![0u8; n]).unwrap();
+        let src: Vec<f32> = (0..n).map(|i| ((i * 37) % 101) as f32).collect();
+        let a = d.upload("a", &src).unwrap();
+        let b = d.upload("b", &vec![0f32; n]).unwrap();
+        let p = [w, 0, 0, w, h, radius, 1, 0];
+        let grid = [(n as u32).div_ceil(256), 1, 1];
+        let mut r = d.recorder();
+        r.dispatch("mask_box_blur", &p, &[&img, &a, &b], grid)
+            .unwrap();
+        let e = r
+            .dispatch("mask_box_blur", &p, &[&img, &a, &a], grid)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mask_box_blur: the result depends on the order"),
+            "{e}"
+        );
     }
 
     #[test]
