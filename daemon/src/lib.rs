@@ -18,6 +18,7 @@ pub mod batch;
 pub mod cli;
 pub mod clinic;
 pub mod config;
+pub mod frame;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
 pub mod http;

@@ -84,8 +84,8 @@ where
         self.dev.describe()
     }
 
-    fn masker(&self) -> crate::pipeline::faces::Masker {
-        crate::pipeline::faces::Masker::Device(
+    fn masker(&self) -> super::masker::Masker {
+        super::masker::Masker::Device(
             self.name,
             Arc::new(crate::gpu::mask::OnDevice::new(
                 self.dev.clone(),
@@ -118,7 +118,7 @@ where
                     )));
                 }
                 let out = m.forward_images(dev, &b.images, b.height, b.width)?;
-                Ok(BatchOutput::Faces(super::cpu::decode_faces(&out, &b)?))
+                Ok(BatchOutput::Faces(crate::frame::decode_faces(&out, &b)?))
             }
             (Models::Cells(nets), Batch::CellTiles { data, count }) => Ok(BatchOutput::CellTiles(
                 cells::cell_tiles(dev, nets, &data, count)?
@@ -132,7 +132,7 @@ where
                     .collect(),
             )),
             (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
-                m.classify(dev, &super::split_crops(&data, count)?)?,
+                m.classify(dev, &crate::frame::split_crops(&data, count)?)?,
             )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),

@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths, ModelSet, TileMaps};
+use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths, ModelSet};
+use crate::frame::{cell_tiles, decode_faces, split_crops};
 use crate::model::malaria::MalariaNet;
-use crate::model::unet::{Heads, Unet, TILE_IN, TILE_OUT};
-use crate::model::{centerface::CenterFace, decode, load_weights, Face};
+use crate::model::unet::{Heads, Unet};
+use crate::model::{centerface::CenterFace, load_weights, Face};
 
 enum Models {
     Faces(Box<CenterFace>),
@@ -75,85 +76,6 @@ pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, B
     decode_faces(&out, batch)
 }
 
-/// Each image's candidates from the heads of a batch (any backend's).
-pub fn decode_faces(
-    out: &crate::model::centerface::Output,
-    batch: &FaceBatch,
-) -> Result<Vec<Vec<Face>>, BackendError> {
-    let heat = out.heatmap.flatten_all()?.to_vec1::<f32>()?;
-    let scale = out.scale.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let offset = out.offset.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let lms = out
-        .landmarks
-        .contiguous()?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    let (_, _, h, w) = out.heatmap.dims4()?;
-    let plane = h * w;
-    Ok(batch
-        .thresholds
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| {
-            let maps = decode::HeadMaps {
-                heatmap: &heat[i * plane..(i + 1) * plane],
-                scale: &scale[i * 2 * plane..(i + 1) * 2 * plane],
-                offset: &offset[i * 2 * plane..(i + 1) * 2 * plane],
-                landmarks: &lms[i * 10 * plane..(i + 1) * 10 * plane],
-                h,
-                w,
-            };
-            decode::candidates(&maps, t, batch.width as f32, batch.height as f32)
-        })
-        .collect())
-}
-
-/// Run the three cell UNets on a batch of tiles.
-pub fn cell_tiles(
-    rbc: &Unet,
-    wbc: &Unet,
-    plt: &Unet,
-    data: Vec<f32>,
-    count: usize,
-    device: &Device,
-) -> Result<Vec<TileMaps>, BackendError> {
-    if data.len() != count * 3 * TILE_IN * TILE_IN {
-        return Err(BackendError::BadBatch(format!(
-            "{} values for {count} tiles of {TILE_IN}x{TILE_IN}x3",
-            data.len()
-        )));
-    }
-    let x = Tensor::from_vec(data, (count, 3, TILE_IN, TILE_IN), device)?;
-    let r = rbc.forward(&x)?;
-    let maps =
-        |t: &Tensor| -> Result<Vec<f32>, BackendError> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
-    let (rm, wm, pm) = (
-        maps(&r.mask)?,
-        maps(&wbc.forward(&x)?.mask)?,
-        maps(&plt.forward(&x)?.mask)?,
-    );
-    let em = match &r.edge {
-        Some(e) => maps(e)?,
-        None => {
-            return Err(BackendError::BadBatch(
-                "the rbc net has no edge head".into(),
-            ))
-        }
-    };
-    let plane = TILE_OUT * TILE_OUT;
-    Ok((0..count)
-        .map(|i| {
-            let s = i * plane..(i + 1) * plane;
-            TileMaps {
-                rbc: rm[s.clone()].to_vec(),
-                rbc_edge: em[s.clone()].to_vec(),
-                wbc: wm[s.clone()].to_vec(),
-                platelets: pm[s].to_vec(),
-            }
-        })
-        .collect())
-}
-
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -178,7 +100,7 @@ impl Backend for CpuBackend {
                 cell_tiles(&nets[0], &nets[1], &nets[2], data, count, &self.device)?,
             )),
             (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
-                m.classify(&super::split_crops(&data, count)?, &self.device)?,
+                m.classify(&split_crops(&data, count)?, &self.device)?,
             )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),

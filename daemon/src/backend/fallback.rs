@@ -93,7 +93,7 @@ impl Backend for DeviceFallback {
         self.device.letterboxes_frames()
     }
 
-    fn masker(&self) -> crate::pipeline::faces::Masker {
+    fn masker(&self) -> super::masker::Masker {
         // The device masker already falls back to the CPU frame by frame.
         self.device.masker()
     }
@@ -153,7 +153,7 @@ mod tests {
         let on_device = faces(be.run(batch()).unwrap());
         assert!(why.get().is_none());
         // A request's copy of its frame, made before the device is lost.
-        let crate::pipeline::faces::Masker::Device(_, dev) = be.masker() else {
+        let crate::backend::masker::Masker::Device(_, dev) = be.masker() else {
             panic!("a device masker")
         };
         let copy = dev.upload(&img).unwrap();
@@ -203,7 +203,7 @@ mod tests {
             .collect();
         for copy in [None, Some(copy.clone())] {
             let mut c = img.clone();
-            let masked = crate::pipeline::faces::mask_and_encode(
+            let masked = crate::backend::masker::mask_and_encode(
                 &be.masker(),
                 &mut c,
                 copy,

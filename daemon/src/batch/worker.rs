@@ -152,7 +152,7 @@ struct Shared<W: Workload> {
 pub struct Batcher<W: Workload = FaceWork> {
     shared: Arc<Shared<W>>,
     info: BatcherInfo,
-    masker: crate::pipeline::faces::Masker,
+    masker: crate::backend::masker::Masker,
     /// Set, with the reason, once the device failed and the CPU took over.
     fallback: Option<Arc<std::sync::OnceLock<String>>>,
     work: Arc<W>,
@@ -253,7 +253,7 @@ impl<W: Workload> Batcher<W> {
     }
 
     /// Where this batcher's frames are masked.
-    pub fn masker(&self) -> &crate::pipeline::faces::Masker {
+    pub fn masker(&self) -> &crate::backend::masker::Masker {
         &self.masker
     }
 

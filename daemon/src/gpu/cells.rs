@@ -311,7 +311,7 @@ mod tests {
         let dev: [GpuUnet<D::Buf>; 3] = names
             .map(|(n, h)| GpuUnet::load(gpu, weights(&format!("cbc/{n}.safetensors")), h).unwrap());
         let got = cell_tiles(gpu, &dev, data, count).unwrap();
-        let want = crate::backend::cpu::cell_tiles(
+        let want = crate::frame::cell_tiles(
             &cpu[0],
             &cpu[1],
             &cpu[2],

@@ -12,7 +12,7 @@ use super::ops::{self, Conv, Prep};
 use super::{
     f32s, load_conv, load_err, Compute, GpuError, Record, Result, Tensor, ACTIVATION_BUDGET,
 };
-use crate::backend::FaceImage;
+use crate::frame::FaceImage;
 use crate::model::centerface::{Output, HEAD_CHANNELS, OUT_STRIDE, STAGES, STRIDE, TAPS};
 
 struct InvertedResidual<B> {
@@ -442,7 +442,7 @@ mod tests {
     }
 
     fn frames_letterboxed_on_the_device_find_the_cpu_faces_on<D: Compute>(gpu: &D) {
-        use crate::backend::FaceBatch;
+        use crate::frame::FaceBatch;
         use std::sync::Arc;
         let cpu = CenterFace::load(weights()).unwrap();
         let dev = GpuCenterFace::load(gpu, weights()).unwrap();
@@ -463,8 +463,8 @@ mod tests {
         let b = dev.forward_images(gpu, &frames, h, w).unwrap();
         let e = rel_l2(&b.heatmap, &a.heatmap);
         assert!(e < 0.05, "heatmap: relative L2 {e}");
-        let fa = crate::backend::cpu::decode_faces(&a, &batch).unwrap();
-        let fb = crate::backend::cpu::decode_faces(&b, &batch).unwrap();
+        let fa = crate::frame::decode_faces(&a, &batch).unwrap();
+        let fb = crate::frame::decode_faces(&b, &batch).unwrap();
         assert!(fa[1].len() >= 2, "the group photo has faces: {:?}", fa[1]);
         for (i, (x, y)) in fa.iter().zip(&fb).enumerate() {
             assert_eq!(x.len(), y.len(), "image {i}: {x:?} against {y:?}");

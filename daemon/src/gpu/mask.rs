@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{grid_1d, jpeg, Compute, GpuError, Record, Result, Tensor};
-use crate::backend::Resident;
+use crate::frame::Resident;
 use crate::imaging::mask::{blur_sigma, box_radii, pixel_block, MaskMethod, MaskParams, Region};
 
 /// Workgroups covering the u32 words of rows `y0..y1` of a `w`-wide frame.
@@ -599,34 +599,6 @@ mod tests {
         let exact = OnDevice::new(dev, need);
         for _ in 0..2 {
             exact.mask_jpeg(&img, None, &boxes, p, 95).unwrap();
-        }
-        #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        {
-            use crate::imaging::{encode, OutputFormat};
-            use crate::pipeline::faces::{mask_and_encode, Masker};
-            let masker = Masker::Device("test", Arc::new(small));
-            let face = crate::model::Face {
-                score: 1.0,
-                x1: boxes[0][0],
-                y1: boxes[0][1],
-                x2: boxes[0][2],
-                y2: boxes[0][3],
-                landmarks: [[0.0; 2]; 5],
-            };
-            let mut frame = img.clone();
-            let m = mask_and_encode(
-                &masker,
-                &mut frame,
-                None,
-                &[face],
-                p,
-                OutputFormat::Jpeg,
-                95,
-            )
-            .unwrap();
-            assert_eq!((m.encoder, m.regions), ("host", 1));
-            assert_ne!(frame, img, "masked in place");
-            assert_eq!(m.bytes, encode(&frame, OutputFormat::Jpeg, 95).unwrap());
         }
     }
 }

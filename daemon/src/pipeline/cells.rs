@@ -106,37 +106,7 @@ impl Workload for CropWork {
     }
 }
 
-/// Tunables of the counter (config `[cells]`), sizes relative to the red-cell
-/// diameter `rbc_diameter_px` that images are resampled to.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CountParams {
-    /// Red-cell diameter, in pixels, the nets see after resampling.
-    pub rbc_diameter_px: f32,
-    /// Probability above which a map pixel belongs to a cell.
-    pub threshold: f32,
-    /// Minimum marker area of a red cell, as a fraction of d^2.
-    pub rbc_min_area: f32,
-    /// Minimum white-cell area, as a fraction of d^2.
-    pub wbc_min_area: f32,
-    /// Minimum platelet area, as a fraction of d^2.
-    pub platelet_min_area: f32,
-    /// Classifier probability from which a red cell counts as parasitized.
-    pub parasite_threshold: f32,
-}
-
-impl Default for CountParams {
-    fn default() -> Self {
-        Self {
-            rbc_diameter_px: 50.0,
-            threshold: 0.4,
-            rbc_min_area: 0.02,
-            wbc_min_area: 0.05,
-            platelet_min_area: 0.02,
-            parasite_threshold: 0.5,
-        }
-    }
-}
+pub use crate::config::CountParams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
