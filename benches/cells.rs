@@ -9,7 +9,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet};
-use argus::pipeline::cells::{self, CountParams};
+use argus::families::pbs::pipeline::{self as cells, CountParams};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 

@@ -469,7 +469,7 @@ async fn metrics_are_exposed_with_base_units() {
         "argus_batch_queue_wait_seconds_bucket",
         "argus_inference_duration_seconds_count{backend=\"cpu\",model=\"centerface\"}",
         "argus_faces_detected_total 3",
-        "argus_failures_total{reason=\"unsupported_format\"} 1",
+        "argus_failures_total{family=\"faces\",reason=\"unsupported_format\"} 1",
         "argus_batch_queue_depth",
         "argus_build_info{backend=\"cpu\"",
     ] {

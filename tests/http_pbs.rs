@@ -898,7 +898,8 @@ async fn callback_is_signed_and_retried_after_a_failure() {
             .unwrap()
             .parse()
             .unwrap();
-        let want = argus::clinic::callbacks::sign(&hex::decode(&org.secret).unwrap(), t, body);
+        let want =
+            argus::families::pbs::callbacks::sign(&hex::decode(&org.secret).unwrap(), t, body);
         assert_eq!(sig, want, "the clinic can verify the callback");
     }
     assert!(s

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use argus::backend::{
     cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps,
 };
-use argus::pipeline::cells::{self, CountParams};
+use argus::families::pbs::pipeline::{self as cells, CountParams};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 

@@ -1,14 +1,14 @@
-//! Everything a request handler needs, built once at start-up.
+//! The platform's shared state, built once at start-up, and the [`Family`]
+//! trait through which each API family plugs into it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 
 use crate::auth::ratelimit::RateLimiter;
-use crate::batch::Batcher;
 use crate::config::Config;
 use crate::imaging::DecodeLimits;
 use crate::metrics::Metrics;
@@ -57,24 +57,21 @@ impl Signer {
 pub struct App {
     pub config: Config,
     pub store: Arc<Store>,
-    pub batcher: Arc<Batcher>,
-    pub clinic: Arc<crate::clinic::Clinic>,
     pub metrics: Arc<Metrics>,
     pub limiters: Limiters,
     /// Requests past admission (decode, queue, inference, encode).
     pub in_flight: Arc<Semaphore>,
     pub decode_limits: DecodeLimits,
     pub signer: Signer,
-    pub model_name: &'static str,
     ready: AtomicBool,
+    /// The families serving, set once they have started.
+    families: OnceLock<Vec<Arc<dyn Family>>>,
 }
 
 impl App {
     pub fn new(
         config: Config,
         store: Arc<Store>,
-        batcher: Arc<Batcher>,
-        clinic: Arc<crate::clinic::Clinic>,
         metrics: Arc<Metrics>,
         signing_key: Vec<u8>,
     ) -> Self {
@@ -91,12 +88,10 @@ impl App {
                 formats: config.limits.formats.clone(),
             },
             signer: Signer::new(signing_key),
-            model_name: "centerface",
             ready: AtomicBool::new(true),
+            families: OnceLock::new(),
             config,
             store,
-            batcher,
-            clinic,
             metrics,
         }
     }
@@ -105,14 +100,58 @@ impl App {
         self.config.storage.enabled
     }
 
-    /// Model loaded and warmed up, backend answering, not shutting down.
+    /// Every family's models loaded and warmed up, their backends
+    /// answering, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.batcher.healthy() && self.clinic.healthy()
+        self.ready.load(Ordering::Relaxed)
+            && self
+                .families
+                .get()
+                .is_some_and(|fs| fs.iter().all(|f| f.healthy()))
+    }
+
+    /// Record the started families (once; later calls are ignored).
+    pub fn set_families(&self, families: Vec<Arc<dyn Family>>) {
+        let _ = self.families.set(families);
+    }
+
+    pub fn families(&self) -> &[Arc<dyn Family>] {
+        self.families.get().map(Vec::as_slice).unwrap_or_default()
     }
 
     pub fn set_draining(&self) {
         self.ready.store(false, Ordering::Relaxed);
     }
+}
+
+/// An API family as the platform sees it: its routes, its error shape, its
+/// health, its background work and its stop. Each family's folder under
+/// `families/` implements this once; `families::start_all` lists them.
+pub trait Family: Send + Sync + 'static {
+    /// Short stable name, the `family` label of `argus_failures_total`.
+    fn name(&self) -> &'static str;
+    /// Path prefixes the family owns: a request under one that matches no
+    /// route is answered in this family's error shape.
+    fn prefixes(&self) -> &'static [&'static str];
+    /// Its routes, with its state applied.
+    fn router(self: Arc<Self>) -> axum::Router;
+    /// An error in this family's body shape (axum's own rejections, the
+    /// router's 404 and 405 included). `message` is safe to show.
+    fn error_body(&self, status: axum::http::StatusCode, message: &str)
+        -> axum::response::Response;
+    /// False while a model it needs is not answering.
+    fn healthy(&self) -> bool {
+        true
+    }
+    /// Background work (job runners, webhook senders), stopped by `shutdown`.
+    fn spawn_background(
+        self: Arc<Self>,
+        _shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        Vec::new()
+    }
+    /// Blocking: stop its batchers once the listener has drained.
+    fn stop(&self) {}
 }
 
 #[cfg(test)]

@@ -10,14 +10,13 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod api;
 pub mod app;
 pub mod auth;
 pub mod backend;
 pub mod batch;
 pub mod cli;
-pub mod clinic;
 pub mod config;
+pub mod families;
 pub mod frame;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
@@ -25,7 +24,6 @@ pub mod http;
 pub mod imaging;
 pub mod metrics;
 pub mod model;
-pub mod pipeline;
 pub mod store;
 pub mod train;
 
@@ -39,7 +37,6 @@ use tokio::sync::watch;
 
 use app::App;
 use backend::{BackendError, ModelPaths};
-use batch::{queue::Policy, Batcher};
 use config::{Config, ConfigError};
 use metrics::Metrics;
 use store::{Store, StoreError};
@@ -112,74 +109,24 @@ pub fn model_paths(config: &Config) -> Result<ModelPaths, String> {
     })
 }
 
-/// One batcher per kind of work, each with its own backend instance.
-pub fn start_batchers(
-    cfg: &Config,
-    models: &ModelPaths,
-    metrics: Arc<Metrics>,
-) -> Result<(Batcher, pipeline::cells::CellBatchers), RunError> {
-    use backend::ModelSet;
-    let target = backend::resolve(cfg.backend)?;
-    let max_batch = cfg.batch.max_batch_for(&target);
-    let backend = backend::start(&target, models, ModelSet::Faces, max_batch)?;
-    tracing::info!(backend = backend.name(), device = %backend.device(), max_batch, "backend selected");
-    let policy = Policy {
-        max_batch,
-        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: cfg.batch.queue_depth,
-    };
-    let faces = Batcher::start(
-        backend,
-        policy,
-        cfg.detector.input_width as usize,
-        cfg.detector.input_height as usize,
-        metrics.clone(),
-    )?;
-    Ok((faces, start_cell_batchers(cfg, &target, models, metrics)?))
-}
-
-/// The clinic path's batchers: smear tiles through the UNets, cell crops
-/// through the malaria classifier.
-pub fn start_cell_batchers(
-    cfg: &Config,
-    target: &backend::Target,
-    models: &ModelPaths,
-    metrics: Arc<Metrics>,
-) -> Result<pipeline::cells::CellBatchers, RunError> {
-    use backend::ModelSet;
-    let max_batch = cfg.batch.max_batch_for(target);
-    let policy = Policy {
-        max_batch,
-        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: cfg.batch.queue_depth,
-    };
-    // Smear tiles come in bursts of tens per photo: a deeper queue, and
-    // batches of the configured size.
-    let tile_policy = Policy {
-        max_depth: cfg.batch.queue_depth.max(1) * 16,
-        ..policy
-    };
-    let tiles = Batcher::start_work(
-        pipeline::cells::TileWork,
-        backend::start(target, models, ModelSet::CellTiles, max_batch)?,
-        tile_policy,
-        (model::unet::TILE_IN, model::unet::TILE_IN),
-        metrics.clone(),
-    )?;
-    // Crops are tiny: hundreds per photo, batched by the hundred.
-    let crop_policy = Policy {
-        max_batch: 256,
-        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: 16_384,
-    };
-    let crops = Batcher::start_work(
-        pipeline::cells::CropWork,
-        backend::start(target, models, ModelSet::Crops, 256)?,
-        crop_policy,
-        (model::malaria::CROP, model::malaria::CROP),
-        metrics,
-    )?;
-    Ok(pipeline::cells::CellBatchers { tiles, crops })
+/// Resolve the backend and start every family on it (models loaded and
+/// warmed up, batchers running), off the async runtime.
+async fn start_families(
+    app: &Arc<App>,
+    models: ModelPaths,
+) -> Result<Vec<Arc<dyn app::Family>>, RunError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let target = backend::resolve(app.config.backend)?;
+        let ctx = families::Startup {
+            app: app.clone(),
+            target,
+            models,
+        };
+        families::start_all(&ctx)
+    })
+    .await
+    .map_err(|e| RunError::Models(e.to_string()))?
 }
 
 /// A started daemon: listening, model warm, store open.
@@ -234,48 +181,21 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
     let metrics = Arc::new(Metrics::new());
     let models = model_paths(&config).map_err(RunError::Models)?;
-    let (batcher, cell_batchers) = {
-        let (cfg, metrics) = (config.clone(), metrics.clone());
-        tokio::task::spawn_blocking(move || -> Result<_, RunError> {
-            start_batchers(&cfg, &models, metrics)
-        })
-        .await
-        .map_err(|e| RunError::Models(e.to_string()))??
-    };
-    let info = batcher.info().clone();
-    metrics
-        .build_info
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), info.backend, &info.device])
-        .set(1);
     let signing_key = store
         .secret("blob_signing_key")
         .map_err(|source| RunError::Store {
             dir: state_dir.display().to_string(),
             source,
         })?;
-    let session_key = store
-        .secret("pbs_session_key")
-        .map_err(|source| RunError::Store {
-            dir: state_dir.display().to_string(),
-            source,
-        })?;
-    let clinic = Arc::new(clinic::Clinic::new(
-        config.clone(),
-        store.clone(),
-        Arc::new(cell_batchers),
-        metrics.clone(),
-        session_key,
-    ));
-    let callback_client = clinic::callbacks::client(&clinic).map_err(RunError::Models)?;
     let app = Arc::new(App::new(
         config.clone(),
         store.clone(),
-        Arc::new(batcher),
-        clinic.clone(),
-        metrics,
+        metrics.clone(),
         signing_key,
     ));
-    let router = http::with_middleware(api::router(app.clone()), app.clone());
+    let families = start_families(&app, models).await?;
+    app.set_families(families);
+    let router = http::router(app.clone());
 
     let tls = if config.tls.enabled {
         Some(tokio_rustls::TlsAcceptor::from(http::tls::server_config(
@@ -304,16 +224,9 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         rx.clone(),
         grace,
     ))];
-    // Studies queued before a stop or crash are resumed here.
-    tasks.push(tokio::spawn(clinic::runner::run(
-        clinic.clone(),
-        rx.clone(),
-    )));
-    tasks.push(tokio::spawn(clinic::callbacks::run(
-        clinic.clone(),
-        callback_client,
-        rx.clone(),
-    )));
+    for family in app.families() {
+        tasks.extend(family.clone().spawn_background(rx.clone()));
+    }
     let mut metrics_addr = None;
     if let Some(maddr) = config.metrics.listen {
         let l = tokio::net::TcpListener::bind(maddr)
@@ -323,20 +236,14 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
                 source,
             })?;
         metrics_addr = l.local_addr().ok();
-        let r = http::with_middleware(
-            axum::Router::new()
-                .route("/metrics", axum::routing::get(api::faces::metrics))
-                .with_state(app.clone()),
-            app.clone(),
-        );
+        let r = http::metrics_router(app.clone());
         tasks.push(tokio::spawn(http::serve(l, None, r, rx, grace)));
     }
     let control = cli::control::start(&state_dir, store).map_err(RunError::Control)?;
     tracing::info!(
         %addr,
         scheme = if config.tls.enabled { "https" } else { "http" },
-        backend = info.backend,
-        device = %info.device,
+        families = ?app.families().iter().map(|f| f.name()).collect::<Vec<_>>(),
         storage = config.storage.enabled,
         "argusd ready"
     );
@@ -369,9 +276,9 @@ impl Running {
         }
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            app.batcher.shutdown();
-            app.clinic.cells.tiles.shutdown();
-            app.clinic.cells.crops.shutdown();
+            for family in app.families() {
+                family.stop();
+            }
             if let Err(e) = app.store.flush() {
                 tracing::error!(error = %e, "final flush failed");
             }

@@ -124,9 +124,9 @@ impl Metrics {
             failures: IntCounterVec::new(
                 opts(
                     "argus_failures_total",
-                    "Requests refused or failed, by reason.",
+                    "Requests refused or failed, by API family (platform for the platform's own routes) and reason.",
                 ),
-                &["reason"],
+                &["family", "reason"],
             )
             .expect("static metric definition"),
             dropped_requests: IntCounterVec::new(

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{keys, password};
-use crate::clinic::org;
+use crate::families::pbs::{org, store::PbsStore};
 use crate::store::{now_rfc3339, AdminRecord, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,6 +53,7 @@ pub enum Command {
 }
 
 pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
+    let pbs = || PbsStore::open(store.db()).map_err(|e| e.to_string());
     let r = match cmd {
         Command::KeysCreate { name } => {
             let name = name.trim();
@@ -61,13 +62,17 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
             }
             let (full, rec) = keys::generate(name);
             store.put_key(&rec).map_err(|e| e.to_string())?;
-            let mut v = crate::api::admin::key_json(&rec);
+            let mut v = crate::families::faces::admin::key_json(&rec);
             v["key"] = json!(full);
             v
         }
         Command::KeysList => {
             let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
-            Value::Array(all.iter().map(crate::api::admin::key_json).collect())
+            Value::Array(
+                all.iter()
+                    .map(crate::families::faces::admin::key_json)
+                    .collect(),
+            )
         }
         Command::KeysRevoke { key } => {
             let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
@@ -86,7 +91,7 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
                     let mut rec = one.clone();
                     rec.is_active = false;
                     store.put_key(&rec).map_err(|e| e.to_string())?;
-                    crate::api::admin::key_json(&rec)
+                    crate::families::faces::admin::key_json(&rec)
                 }
                 [] => return Err(format!("no API key matches {key:?}")),
                 _ => return Err(format!("{key:?} matches several keys; give the key's id")),
@@ -122,13 +127,13 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
             user,
             role,
             password,
-        } => org::add_user(store, &org, &user, &role, &password)?,
-        Command::PbsUserList { org: o } => org::list_users(store, o.as_deref())?,
-        Command::PbsUserRemove { user } => org::remove_user(store, None, &user)?,
-        Command::PbsKeyAdd { org: o, pem, kid } => org::add_key(store, &o, &pem, kid.as_deref())?,
-        Command::PbsKeyList { org: o } => org::list_keys(store, o.as_deref())?,
-        Command::PbsKeyRevoke { kid } => org::revoke_key(store, None, &kid)?,
-        Command::PbsOrgSecret { org: o } => org::org_secret(store, &o)?,
+        } => org::add_user(&pbs()?, &org, &user, &role, &password)?,
+        Command::PbsUserList { org: o } => org::list_users(&pbs()?, o.as_deref())?,
+        Command::PbsUserRemove { user } => org::remove_user(&pbs()?, None, &user)?,
+        Command::PbsKeyAdd { org: o, pem, kid } => org::add_key(&pbs()?, &o, &pem, kid.as_deref())?,
+        Command::PbsKeyList { org: o } => org::list_keys(&pbs()?, o.as_deref())?,
+        Command::PbsKeyRevoke { kid } => org::revoke_key(&pbs()?, None, &kid)?,
+        Command::PbsOrgSecret { org: o } => org::org_secret(&pbs()?, &o)?,
     };
     store.flush().map_err(|e| e.to_string())?;
     Ok(r)

@@ -11,9 +11,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::batch::{queue::Policy, Batcher};
 use crate::config::Config;
+use crate::families::faces::pipeline::{self as pipeline, DetectParams};
 use crate::imaging::{MaskMethod, MaskParams, OutputFormat};
 use crate::metrics::Metrics;
-use crate::pipeline::faces::{self as pipeline, DetectParams};
 use crate::store::Store;
 use manage::Command as Manage;
 
@@ -653,7 +653,7 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                         .map_err(|e| e.to_string())?
                         .image;
                     let img = Arc::new(img);
-                    let r = crate::pipeline::cells::analyse(
+                    let r = crate::families::pbs::pipeline::analyse(
                         &b,
                         img.clone(),
                         native,
@@ -664,7 +664,7 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                     .map_err(|e| e.to_string())?;
                     if let Some(dir) = &crops_dir {
                         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                        let crops = crate::pipeline::cells::rbc_crops(&img, &r.0);
+                        let crops = crate::families::pbs::pipeline::rbc_crops(&img, &r.0);
                         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
                         let n = crate::model::malaria::CROP as u32;
                         for (i, crop) in crops {
@@ -685,7 +685,8 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                         serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
                     ),
                     Ok((a, _)) => {
-                        let (pos, neg) = crate::pipeline::cells::malaria_counts(&a, &config.cells);
+                        let (pos, neg) =
+                            crate::families::pbs::pipeline::malaria_counts(&a, &config.cells);
                         println!(
                             "{}: {}x{}, rbc {}, wbc {}, platelets {}{}",
                             path.display(),
@@ -723,9 +724,10 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
                     let img = image::open(path).map_err(|e| e.to_string())?.into_luma8();
                     let img =
                         image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
-                    let p = crate::pipeline::cells::classify(&b.crops, vec![img.into_raw()])
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let p =
+                        crate::families::pbs::pipeline::classify(&b.crops, vec![img.into_raw()])
+                            .await
+                            .map_err(|e| e.to_string())?;
                     Ok::<f32, String>(p[0])
                 }
                 .await;
@@ -748,10 +750,12 @@ async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError
 }
 
 /// Local tile and crop batchers for the offline pbs commands.
-fn local_cell_batchers(config: &Config) -> Result<crate::pipeline::cells::CellBatchers, CliError> {
+fn local_cell_batchers(
+    config: &Config,
+) -> Result<crate::families::pbs::pipeline::CellBatchers, CliError> {
     let models = crate::model_paths(config).map_err(CliError::Failed)?;
     let target =
         crate::backend::resolve(config.backend).map_err(|e| CliError::Failed(e.to_string()))?;
-    crate::start_cell_batchers(config, &target, &models, Arc::new(Metrics::new()))
+    crate::families::pbs::start_cell_batchers(config, &target, &models, Arc::new(Metrics::new()))
         .map_err(|e| CliError::Failed(e.to_string()))
 }

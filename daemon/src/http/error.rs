@@ -1,7 +1,8 @@
-//! The one place where errors become HTTP status codes and bodies.
-//!
-//! The face API's error shape is `{"detail": "..."}`. 5xx bodies stay
-//! generic; their cause goes to the log with the request id.
+//! The one place where errors become HTTP status codes: [`ErrorKind`].
+//! Every family's error type says which kind each of its errors is and
+//! supplies its own body shape; this module also holds the face family's
+//! (`{"detail": "..."}`, [`ApiError`]). 5xx bodies stay generic; their
+//! cause goes to the log with the request id.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,6 +11,88 @@ use crate::backend::BackendError;
 use crate::batch::SubmitError;
 use crate::imaging::ImagingError;
 use crate::store::StoreError;
+
+/// What went wrong, whatever the family: the status code and the
+/// `reason` label of `argus_failures_total` follow from it alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    /// A parameter or field failed validation (FastAPI's 422).
+    Invalid,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    QueueFull,
+    Overloaded,
+    NotImplemented,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RateLimited | Self::QueueFull => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A bounded label for the failures metric.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::BadRequest => "bad_request",
+            Self::Invalid => "invalid_parameter",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Conflict => "conflict",
+            Self::PayloadTooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_format",
+            Self::RateLimited => "rate_limited",
+            Self::QueueFull => "queue_full",
+            Self::Overloaded => "overloaded",
+            Self::NotImplemented => "not_implemented",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The kind of a status that axum or a layer produced on its own.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Invalid,
+            StatusCode::UNAUTHORIZED => Self::Unauthorized,
+            StatusCode::FORBIDDEN => Self::Forbidden,
+            StatusCode::NOT_FOUND => Self::NotFound,
+            StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::CONFLICT => Self::Conflict,
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimited,
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable,
+            StatusCode::NOT_IMPLEMENTED => Self::NotImplemented,
+            s if s.is_server_error() => Self::Internal,
+            _ => Self::BadRequest,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,37 +127,30 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn status(&self) -> StatusCode {
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => StatusCode::UNAUTHORIZED,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::RateLimited { .. } | Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Overloaded { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadRequest(_) => ErrorKind::BadRequest,
+            Self::Invalid(_) => ErrorKind::Invalid,
+            Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => ErrorKind::Unauthorized,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
+            Self::RateLimited { .. } => ErrorKind::RateLimited,
+            Self::QueueFull { .. } => ErrorKind::QueueFull,
+            Self::Overloaded { .. } => ErrorKind::Overloaded,
+            Self::NotImplemented(_) => ErrorKind::NotImplemented,
+            Self::Unavailable(_) => ErrorKind::Unavailable,
+            Self::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind().status()
     }
 
     /// A bounded label for the failures metric.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Self::BadRequest(_) => "bad_request",
-            Self::Invalid(_) => "invalid_parameter",
-            Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => "unauthorized",
-            Self::NotFound(_) => "not_found",
-            Self::PayloadTooLarge(_) => "too_large",
-            Self::UnsupportedMediaType(_) => "unsupported_format",
-            Self::RateLimited { .. } => "rate_limited",
-            Self::QueueFull { .. } => "queue_full",
-            Self::Overloaded { .. } => "overloaded",
-            Self::NotImplemented(_) => "not_implemented",
-            Self::Unavailable(_) => "unavailable",
-            Self::Internal(_) => "internal",
-        }
+        self.kind().reason()
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,8 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::Instrument;
 
-use crate::app::App;
-use error::{detail, FailureReason};
+use crate::app::{App, Family};
+use error::{detail, ErrorKind, FailureReason};
 
 /// The peer address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +83,11 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         .with_label_values(&[&route, &method])
         .observe(secs);
     if let Some(FailureReason(r)) = resp.extensions().get::<FailureReason>() {
-        app.metrics.failures.with_label_values(&[r]).inc();
+        let family = resp
+            .extensions()
+            .get::<FamilyName>()
+            .map_or("platform", |f| f.0);
+        app.metrics.failures.with_label_values(&[family, r]).inc();
     }
     span.in_scope(|| {
         if status.is_server_error() {
@@ -94,11 +99,133 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     resp
 }
 
-pub fn with_middleware(router: Router, app: Arc<App>) -> Router {
+/// The whole API: the platform's routes, then every family's, each behind
+/// [`family_shape`]; a path no route matches is answered in the shape of
+/// the family whose prefix it is under (the face family's otherwise).
+pub fn router(app: Arc<App>) -> Router {
+    let mut router = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(app.clone());
+    for family in app.families() {
+        let f = family.clone();
+        router = router.merge(family.clone().router().layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| family_shape(f.clone(), req, next),
+        )));
+    }
+    let fallback_app = app.clone();
+    with_middleware(
+        router.fallback(move |req: Request| {
+            let app = fallback_app.clone();
+            async move { not_found(&app, req.uri().path()) }
+        }),
+        app,
+    )
+}
+
+/// Only `/metrics`, for `metrics.listen`.
+pub fn metrics_router(app: Arc<App>) -> Router {
+    with_middleware(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(app.clone()),
+        app,
+    )
+}
+
+fn with_middleware(router: Router, app: Arc<App>) -> Router {
     router
-        .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
         .layer(axum::middleware::from_fn(linger::linger))
         .layer(axum::middleware::from_fn_with_state(app, observe))
+}
+
+/// The family that owns `path`, by its prefixes.
+fn owner(app: &App, path: &str) -> Option<Arc<dyn Family>> {
+    app.families()
+        .iter()
+        .find(|f| f.prefixes().iter().any(|p| path.starts_with(p)))
+        .cloned()
+}
+
+fn not_found(app: &App, path: &str) -> Response {
+    let mut resp = match owner(app, path) {
+        Some(f) => {
+            let mut r = f.error_body(StatusCode::NOT_FOUND, "Not Found");
+            r.extensions_mut().insert(FamilyName(f.name()));
+            r
+        }
+        None => detail(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    resp.extensions_mut()
+        .insert(FailureReason(ErrorKind::NotFound.reason()));
+    resp
+}
+
+/// The family that answered, for the failures metric.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyName(pub &'static str);
+
+/// Answer every error under a family's routes in its shape: axum's own
+/// rejections (a path segment or query that does not parse, a wrong
+/// method, a body over the limit) come as plain text or empty, and are
+/// rewritten here with their message; the family's own errors pass as
+/// they are. Every error is labelled with the family and a reason.
+pub async fn family_shape(family: Arc<dyn Family>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut resp = if is_json {
+        resp
+    } else {
+        let (parts, body) = resp.into_parts();
+        // Rejection texts are short; anything longer is cut, not buffered.
+        let text = axum::body::to_bytes(body, 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .unwrap_or_default();
+        let message = if status.is_server_error() {
+            "Internal server error".to_string()
+        } else if text.is_empty() {
+            status.canonical_reason().unwrap_or("Error").to_string()
+        } else {
+            text
+        };
+        let mut new = family.error_body(status, &message);
+        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = parts.headers.get(&name) {
+                new.headers_mut().insert(name, v.clone());
+            }
+        }
+        new.extensions_mut().extend(parts.extensions);
+        new
+    };
+    if resp.extensions().get::<FailureReason>().is_none() {
+        let reason = ErrorKind::from_status(status).reason();
+        resp.extensions_mut().insert(FailureReason(reason));
+    }
+    resp.extensions_mut().insert(FamilyName(family.name()));
+    resp
+}
+
+/// Prometheus text format of every metric.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics
+        .stored_bytes
+        .set(app.store.blobs.total_bytes() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Accept connections until `shutdown` turns true, then let open

@@ -4,7 +4,6 @@
 //! key order is creation order and listings walk it backwards for newest-first.
 
 pub mod blobs;
-pub mod pbs;
 
 use std::path::Path;
 
@@ -138,14 +137,13 @@ pub struct Store {
     cleanup: sled::Tree,
     meta: sled::Tree,
     pub blobs: Blobs,
-    pub pbs: pbs::PbsStore,
 }
 
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+pub fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).expect("records serialize infallibly")
 }
 
-fn dec<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
+pub fn dec<T: DeserializeOwned>(v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
@@ -213,11 +211,15 @@ impl Store {
             cleanup: t("cleanup")?,
             meta: t("meta")?,
             blobs: Blobs::open(state_dir.join("blobs"))?,
-            pbs: pbs::PbsStore::open(&db)?,
             db,
         };
         store.blobs.clear_tmp();
         Ok(store)
+    }
+
+    /// The database, for a family's own trees (see `families/*/store.rs`).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Make every acknowledged write durable.

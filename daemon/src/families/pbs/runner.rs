@@ -8,9 +8,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::Clinic;
+use crate::families::pbs::pipeline as cells;
+use crate::families::pbs::store::{CallbackRecord, ReportStatus};
 use crate::imaging::{self, DecodeLimits};
-use crate::pipeline::cells;
-use crate::store::pbs::{CallbackRecord, ReportStatus};
 use crate::store::{now_rfc3339, unix_now, StoreError};
 
 /// Run queued studies until `shutdown` flips to true.
@@ -19,7 +19,7 @@ pub async fn run(clinic: Arc<Clinic>, mut shutdown: tokio::sync::watch::Receiver
         if *shutdown.borrow() {
             return;
         }
-        let queued = clinic.store.pbs.queued().unwrap_or_else(|e| {
+        let queued = clinic.pbs.queued().unwrap_or_else(|e| {
             tracing::error!(error = %e, "reading the PBS queue failed");
             Vec::new()
         });
@@ -65,7 +65,7 @@ async fn analyse_study(
     id: Uuid,
     shutdown: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), StoreError> {
-    let pbs = &clinic.store.pbs;
+    let pbs = &clinic.pbs;
     let Some(study) = pbs.get_study(id)? else {
         pbs.dequeue(id)?;
         return Ok(());
@@ -217,7 +217,7 @@ async fn analyse_study(
 
 fn build_report(
     task: &str,
-    s: &crate::store::pbs::StudyRecord,
+    s: &crate::families::pbs::store::StudyRecord,
     params: &cells::CountParams,
     created_at: &str,
 ) -> Value {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{dec, enc, StoreError};
+use crate::store::{dec, enc, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -139,6 +139,7 @@ pub struct CallbackRecord {
     pub last_error: Option<String>,
 }
 
+#[derive(Clone)]
 pub struct PbsStore {
     pub(super) orgs: sled::Tree,
     pub(super) users: sled::Tree,
@@ -151,7 +152,8 @@ pub struct PbsStore {
 }
 
 impl PbsStore {
-    pub(super) fn open(db: &sled::Db) -> Result<Self, StoreError> {
+    /// The family's trees in the appliance's database.
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let t = |n: &str| db.open_tree(n);
         Ok(Self {
             orgs: t("pbs_orgs")?,
@@ -184,7 +186,7 @@ impl PbsStore {
         let rec = OrgRecord {
             name: name.to_string(),
             callback_secret: hex::encode(rand::random::<[u8; 32]>()),
-            created_at: super::now_rfc3339(),
+            created_at: crate::store::now_rfc3339(),
         };
         self.orgs.insert(name, enc(&rec))?;
         Ok((rec, true))

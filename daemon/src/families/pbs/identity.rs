@@ -12,7 +12,7 @@ use base64::Engine;
 
 use super::Clinic;
 use crate::auth::jwt::{self, Alg, Rejection};
-use crate::store::pbs::{Role, UserRecord};
+use crate::families::pbs::store::{Role, UserRecord};
 use crate::store::unix_now;
 
 #[derive(Debug, Clone)]
@@ -134,7 +134,7 @@ impl Clinic {
                 _ => None,
             };
             let keys = match &kid {
-                Some(k) => match self.store.pbs.get_key(k) {
+                Some(k) => match self.pbs.get_key(k) {
                     Ok(Some(key)) => vec![key],
                     Ok(None) => {
                         return Err(err(
@@ -145,7 +145,6 @@ impl Clinic {
                     Err(e) => return Err(err(Rejection::new("kid", e.to_string()), &mut fail)),
                 },
                 None => self
-                    .store
                     .pbs
                     .list_keys(Some(&claims.iss))
                     .unwrap_or_default()
@@ -221,7 +220,7 @@ impl Clinic {
                 &mut fail,
             )
         })?;
-        let user = match self.store.pbs.find_user(&org, &claims.sub) {
+        let user = match self.pbs.find_user(&org, &claims.sub) {
             Ok(Some(u)) => u,
             Ok(None) => {
                 return Err(err(
@@ -250,11 +249,7 @@ impl Clinic {
         if !session && consume_jti {
             // Remember the id for as long as the token could be honoured.
             let until = claims.exp.min(claims.iat + jwt::MAX_AGE_SECS) + jwt::LEEWAY_SECS;
-            match self
-                .store
-                .pbs
-                .claim_jti(&claims.iss, &claims.jti, until, now)
-            {
+            match self.pbs.claim_jti(&claims.iss, &claims.jti, until, now) {
                 Ok(true) => {}
                 Ok(false) => {
                     return Err(err(

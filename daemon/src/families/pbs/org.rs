@@ -5,9 +5,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use super::store::PbsStore;
 use crate::auth::{jwt, password};
-use crate::store::pbs::{KeyRecord, Role, UserRecord};
-use crate::store::{now_rfc3339, Store};
+use crate::families::pbs::store::{KeyRecord, Role, UserRecord};
+use crate::store::now_rfc3339;
 
 fn valid_org(org: &str) -> Result<(), String> {
     let ok = !org.is_empty()
@@ -54,7 +55,7 @@ pub fn key_json(k: &KeyRecord) -> Value {
 /// same organisation. The password is stored as argon2id of its hex sha256,
 /// the form `/auth/login` receives it in.
 pub fn add_user(
-    store: &Store,
+    store: &PbsStore,
     org: &str,
     email: &str,
     role: &str,
@@ -74,13 +75,13 @@ pub fn add_user(
         return Err("the password must be at least 8 characters".into());
     }
     let pass_sha = hex::encode(sha2::Sha256::digest(password.as_bytes()));
-    let existing = store.pbs.get_user(&email).map_err(|e| e.to_string())?;
+    let existing = store.get_user(&email).map_err(|e| e.to_string())?;
     if let Some(u) = &existing {
         if u.org != org {
             return Err(format!("{email} is already a user of another organisation"));
         }
     }
-    let (org_rec, new_org) = store.pbs.ensure_org(org).map_err(|e| e.to_string())?;
+    let (org_rec, new_org) = store.ensure_org(org).map_err(|e| e.to_string())?;
     let rec = UserRecord {
         id: existing
             .as_ref()
@@ -96,7 +97,7 @@ pub fn add_user(
             .map(|u| u.created_at.clone())
             .unwrap_or_else(now_rfc3339),
     };
-    store.pbs.put_user(&rec).map_err(|e| e.to_string())?;
+    store.put_user(&rec).map_err(|e| e.to_string())?;
     store.flush().map_err(|e| e.to_string())?;
     let mut v = user_json(&rec);
     v["updated"] = json!(existing.is_some());
@@ -107,11 +108,11 @@ pub fn add_user(
     Ok(v)
 }
 
-pub fn remove_user(store: &Store, org: Option<&str>, email: &str) -> Result<Value, String> {
+pub fn remove_user(store: &PbsStore, org: Option<&str>, email: &str) -> Result<Value, String> {
     let email = email.trim().to_ascii_lowercase();
-    match store.pbs.get_user(&email).map_err(|e| e.to_string())? {
+    match store.get_user(&email).map_err(|e| e.to_string())? {
         Some(u) if org.is_none_or(|o| o == u.org) => {
-            store.pbs.remove_user(&email).map_err(|e| e.to_string())?;
+            store.remove_user(&email).map_err(|e| e.to_string())?;
             store.flush().map_err(|e| e.to_string())?;
             Ok(user_json(&u))
         }
@@ -119,10 +120,9 @@ pub fn remove_user(store: &Store, org: Option<&str>, email: &str) -> Result<Valu
     }
 }
 
-pub fn list_users(store: &Store, org: Option<&str>) -> Result<Value, String> {
+pub fn list_users(store: &PbsStore, org: Option<&str>) -> Result<Value, String> {
     Ok(Value::Array(
         store
-            .pbs
             .list_users(org)
             .map_err(|e| e.to_string())?
             .iter()
@@ -133,9 +133,9 @@ pub fn list_users(store: &Store, org: Option<&str>) -> Result<Value, String> {
 
 /// Register an RSA public key (PEM) for `org`. Without `kid`, the key's id is
 /// the hex sha256 of its DER, cut to 32 characters.
-pub fn add_key(store: &Store, org: &str, pem: &str, kid: Option<&str>) -> Result<Value, String> {
+pub fn add_key(store: &PbsStore, org: &str, pem: &str, kid: Option<&str>) -> Result<Value, String> {
     valid_org(org)?;
-    if store.pbs.get_org(org).map_err(|e| e.to_string())?.is_none() {
+    if store.get_org(org).map_err(|e| e.to_string())?.is_none() {
         return Err(format!(
             "organisation {org:?} has no users yet; add one first (argusd pbs users add)"
         ));
@@ -151,12 +151,7 @@ pub fn add_key(store: &Store, org: &str, pem: &str, kid: Option<&str>) -> Result
         }
         None => hex::encode(sha2::Sha256::digest(&der))[..32].to_string(),
     };
-    if store
-        .pbs
-        .get_key(&kid)
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
+    if store.get_key(&kid).map_err(|e| e.to_string())?.is_some() {
         return Err(format!("a key with kid {kid:?} is already registered"));
     }
     let rec = KeyRecord {
@@ -167,17 +162,17 @@ pub fn add_key(store: &Store, org: &str, pem: &str, kid: Option<&str>) -> Result
         created_at: now_rfc3339(),
         revoked_at: None,
     };
-    store.pbs.put_key(&rec).map_err(|e| e.to_string())?;
+    store.put_key(&rec).map_err(|e| e.to_string())?;
     store.flush().map_err(|e| e.to_string())?;
     Ok(key_json(&rec))
 }
 
-pub fn revoke_key(store: &Store, org: Option<&str>, kid: &str) -> Result<Value, String> {
-    match store.pbs.get_key(kid).map_err(|e| e.to_string())? {
+pub fn revoke_key(store: &PbsStore, org: Option<&str>, kid: &str) -> Result<Value, String> {
+    match store.get_key(kid).map_err(|e| e.to_string())? {
         Some(mut k) if org.is_none_or(|o| o == k.org) => {
             if k.revoked_at.is_none() {
                 k.revoked_at = Some(now_rfc3339());
-                store.pbs.put_key(&k).map_err(|e| e.to_string())?;
+                store.put_key(&k).map_err(|e| e.to_string())?;
                 store.flush().map_err(|e| e.to_string())?;
             }
             Ok(key_json(&k))
@@ -186,10 +181,9 @@ pub fn revoke_key(store: &Store, org: Option<&str>, kid: &str) -> Result<Value, 
     }
 }
 
-pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Value, String> {
+pub fn list_keys(store: &PbsStore, org: Option<&str>) -> Result<Value, String> {
     Ok(Value::Array(
         store
-            .pbs
             .list_keys(org)
             .map_err(|e| e.to_string())?
             .iter()
@@ -198,8 +192,8 @@ pub fn list_keys(store: &Store, org: Option<&str>) -> Result<Value, String> {
     ))
 }
 
-pub fn org_secret(store: &Store, org: &str) -> Result<Value, String> {
-    match store.pbs.get_org(org).map_err(|e| e.to_string())? {
+pub fn org_secret(store: &PbsStore, org: &str) -> Result<Value, String> {
+    match store.get_org(org).map_err(|e| e.to_string())? {
         Some(o) => Ok(json!({"organisation": o.name, "callback_secret": o.callback_secret})),
         None => Err(format!("no organisation {org:?}")),
     }

@@ -17,11 +17,12 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use uuid::Uuid;
 
-use crate::app::App;
-use crate::clinic::identity::{Action, AuthFailure, Principal};
-use crate::clinic::{self, org, Clinic};
+use super::Pbs;
+use crate::families::pbs::identity::{Action, AuthFailure, Principal};
+use crate::families::pbs::store::{FileRecord, ReportStatus, StudyRecord};
+use crate::families::pbs::{self as clinic, org, Clinic};
+use crate::http::error::{ErrorKind, FailureReason};
 use crate::http::ClientAddr;
-use crate::store::pbs::{FileRecord, ReportStatus, StudyRecord};
 use crate::store::{now_rfc3339, StoreError};
 
 const VERSION: &str = concat!("argusd.", env!("CARGO_PKG_VERSION"));
@@ -49,17 +50,21 @@ pub enum PbsError {
 }
 
 impl PbsError {
-    fn status(&self) -> StatusCode {
+    fn kind(&self) -> ErrorKind {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
-            Self::Store(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadRequest(_) => ErrorKind::BadRequest,
+            Self::Unauthorized(_) => ErrorKind::Unauthorized,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
+            Self::TooMany(_) => ErrorKind::RateLimited,
+            Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
         }
+    }
+
+    fn status(&self) -> StatusCode {
+        self.kind().status()
     }
 
     fn user_message(&self) -> &'static str {
@@ -121,6 +126,21 @@ impl IntoResponse for Envelope {
     }
 }
 
+/// An error the router or an extractor produced (unknown path, wrong
+/// method, a path or query that does not parse), as an envelope.
+pub fn envelope_error(status: StatusCode, message: &str) -> Response {
+    let mut e = Envelope::ok(status, Value::Null, Instant::now());
+    e.error = message.to_string();
+    e.user_message = match status {
+        StatusCode::NOT_FOUND => "Not found.",
+        StatusCode::METHOD_NOT_ALLOWED => "This address does not take that method.",
+        s if s.is_server_error() => "Something went wrong on the appliance.",
+        _ => "The request could not be used; see error.",
+    }
+    .into();
+    e.into_response()
+}
+
 /// An error as an envelope; `started` is unknown here, so delta is ~0.
 impl IntoResponse for PbsError {
     fn into_response(self) -> Response {
@@ -140,17 +160,20 @@ impl IntoResponse for PbsError {
             Self::Internal(err) => tracing::error!(error = %err, "PBS internal error"),
             _ => {}
         }
-        e.into_response()
+        let mut r = e.into_response();
+        r.extensions_mut()
+            .insert(FailureReason(self.kind().reason()));
+        r
     }
 }
 
 type Res = Result<Envelope, PbsError>;
 
-fn clinic(app: &App) -> &Arc<Clinic> {
+fn clinic(app: &Pbs) -> &Arc<Clinic> {
     &app.clinic
 }
 
-fn principal(app: &App, headers: &HeaderMap, action: Action) -> Result<Principal, PbsError> {
+fn principal(app: &Pbs, headers: &HeaderMap, action: Action) -> Result<Principal, PbsError> {
     let h = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -177,10 +200,10 @@ fn principal(app: &App, headers: &HeaderMap, action: Action) -> Result<Principal
 
 /// The study, if it exists and belongs to the caller's organisation (other
 /// organisations' studies are indistinguishable from missing ones).
-fn own_study(app: &App, p: &Principal, id: &str) -> Result<StudyRecord, PbsError> {
+fn own_study(app: &Pbs, p: &Principal, id: &str) -> Result<StudyRecord, PbsError> {
     let missing = || PbsError::NotFound(format!("no PBS study {id}"));
     let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
-    match app.store.pbs.get_study(uuid)? {
+    match app.clinic.pbs.get_study(uuid)? {
         Some(s) if s.org == p.org => Ok(s),
         _ => Err(missing()),
     }
@@ -204,7 +227,7 @@ pub struct LoginBody {
     pass_hash: String,
 }
 
-pub async fn login(State(app): State<Arc<App>>, parts: Parts, body: Bytes) -> Res {
+pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Res {
     let started = Instant::now();
     let ip = parts
         .extensions
@@ -225,7 +248,7 @@ pub async fn login(State(app): State<Arc<App>>, parts: Parts, body: Bytes) -> Re
             "pass_hash must be the hex sha256 of the password (64 hex digits); raw passwords are not accepted".into(),
         ));
     }
-    let store = app.store.clone();
+    let store = app.clinic.clone();
     let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
         match store.pbs.get_user(&user)? {
             Some(u) if crate::auth::password::verify(&hash, &u.pass_hash) => Ok(Some(u)),
@@ -271,7 +294,7 @@ pub async fn login(State(app): State<Arc<App>>, parts: Parts, body: Bytes) -> Re
 
 /// What is right or wrong with the presented token. Looks only: the token's
 /// `jti` is not used up.
-pub async fn hello(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
+pub async fn hello(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let h = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -312,7 +335,7 @@ pub async fn hello(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
     }
 }
 
-pub async fn heartbeat(State(app): State<Arc<App>>) -> Response {
+pub async fn heartbeat(State(app): State<Arc<Pbs>>) -> Response {
     let started = Instant::now();
     let beat = hex::encode(rand::random::<[u8; 10]>());
     let ok = app.clinic.healthy();
@@ -364,7 +387,7 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
-pub async fn create_study(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Res {
+pub async fn create_study(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::CreateStudy)?;
     let b: CreateBody = parse_json(&body)?;
@@ -386,7 +409,7 @@ pub async fn create_study(State(app): State<Arc<App>>, headers: HeaderMap, body:
         partial: BTreeMap::new(),
         error: None,
     };
-    app.store.pbs.put_study(&rec)?;
+    app.clinic.pbs.put_study(&rec)?;
     app.store.flush_async().await?;
     Ok(Envelope::ok(
         StatusCode::CREATED,
@@ -407,7 +430,7 @@ fn study_summary(s: &StudyRecord) -> Value {
 }
 
 pub async fn find_studies(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     headers: HeaderMap,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Res {
@@ -424,7 +447,7 @@ pub async fn find_studies(
             }
         }
     }
-    let found = app.store.pbs.find_studies(&p.org, &tags)?;
+    let found = app.clinic.pbs.find_studies(&p.org, &tags)?;
     Ok(Envelope::ok(
         StatusCode::OK,
         json!({"pbs_studies": found.iter().map(study_summary).collect::<Vec<_>>(), "count": found.len()}),
@@ -464,7 +487,7 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
 }
 
 pub async fn upload_file(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(q): Query<UploadQuery>,
@@ -546,7 +569,7 @@ pub async fn upload_file(
         blob,
         uploaded_at: now_rfc3339(),
     };
-    let outcome = app.store.pbs.update_study(study.id, |s| {
+    let outcome = app.clinic.pbs.update_study(study.id, |s| {
         if s.frozen {
             return Ok(Err(()));
         }
@@ -589,7 +612,7 @@ fn known_tasks() -> String {
 }
 
 pub async fn request_tasks(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -631,7 +654,7 @@ pub async fn request_tasks(
             "the study has no files; upload at least one before requesting tasks".into(),
         ));
     }
-    let res = app.store.pbs.update_study(study.id, |s| {
+    let res = app.clinic.pbs.update_study(study.id, |s| {
         if matches!(s.status, ReportStatus::Queued | ReportStatus::Processing) {
             return Ok(Err(s.status));
         }
@@ -658,7 +681,7 @@ pub async fn request_tasks(
         }
         None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
     }
-    app.store.pbs.enqueue(study.id)?;
+    app.clinic.pbs.enqueue(study.id)?;
     app.store.flush_async().await?;
     app.clinic.wake_runner.notify_one();
     Ok(Envelope::ok(
@@ -669,7 +692,7 @@ pub async fn request_tasks(
 }
 
 pub async fn study_status(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Res {
@@ -697,7 +720,7 @@ pub struct ReportQuery {
 }
 
 pub async fn study_report(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path((id, task)): Path<(String, String)>,
     headers: HeaderMap,
     Query(q): Query<ReportQuery>,
@@ -764,21 +787,21 @@ fn admin_result(started: Instant, status: StatusCode, r: Result<Value, String>) 
         .map_err(PbsError::BadRequest)
 }
 
-pub async fn list_users(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
+pub async fn list_users(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     admin_result(
         started,
         StatusCode::OK,
-        org::list_users(&app.store, Some(&p.org)),
+        org::list_users(&app.clinic.pbs, Some(&p.org)),
     )
 }
 
-pub async fn add_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Res {
+pub async fn add_user(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     let b: AddUserBody = parse_json(&body)?;
-    let store = app.store.clone();
+    let store = app.clinic.pbs.clone();
     let r = tokio::task::spawn_blocking(move || {
         org::add_user(&store, &p.org, &b.user, &b.role, &b.password)
     })
@@ -788,13 +811,13 @@ pub async fn add_user(State(app): State<Arc<App>>, headers: HeaderMap, body: Byt
 }
 
 pub async fn remove_user(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path(email): Path<String>,
     headers: HeaderMap,
 ) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
-    org::remove_user(&app.store, Some(&p.org), &email)
+    org::remove_user(&app.clinic.pbs, Some(&p.org), &email)
         .map(|v| Envelope::ok(StatusCode::OK, v, started))
         .map_err(PbsError::NotFound)
 }
@@ -807,35 +830,35 @@ pub struct AddKeyBody {
     kid: Option<String>,
 }
 
-pub async fn list_keys(State(app): State<Arc<App>>, headers: HeaderMap) -> Res {
+pub async fn list_keys(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     admin_result(
         started,
         StatusCode::OK,
-        org::list_keys(&app.store, Some(&p.org)),
+        org::list_keys(&app.clinic.pbs, Some(&p.org)),
     )
 }
 
-pub async fn add_key(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Res {
+pub async fn add_key(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
     let b: AddKeyBody = parse_json(&body)?;
     admin_result(
         started,
         StatusCode::CREATED,
-        org::add_key(&app.store, &p.org, &b.public_key_pem, b.kid.as_deref()),
+        org::add_key(&app.clinic.pbs, &p.org, &b.public_key_pem, b.kid.as_deref()),
     )
 }
 
 pub async fn revoke_key(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Pbs>>,
     Path(kid): Path<String>,
     headers: HeaderMap,
 ) -> Res {
     let started = Instant::now();
     let p = principal(&app, &headers, Action::ManageOrg)?;
-    org::revoke_key(&app.store, Some(&p.org), &kid)
+    org::revoke_key(&app.clinic.pbs, Some(&p.org), &kid)
         .map(|v| Envelope::ok(StatusCode::OK, v, started))
         .map_err(PbsError::NotFound)
 }

@@ -15,14 +15,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::faces::{
+use super::api::{
     detect_json, detect_params, mask_params, q_int, read_image_field, run_detection, Timings,
 };
-use crate::app::App;
+use super::Faces;
 use crate::auth::{keys, password, random_token};
+use crate::families::faces::pipeline;
 use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
-use crate::pipeline::faces as pipeline;
 use crate::store::{
     sha256_hex, unix_now, ApiKeyRecord, ImageRecord, JobFilter, JobRecord, SessionRecord,
 };
@@ -51,7 +51,7 @@ fn client_ip(parts: &Parts) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn check_password(app: &Arc<App>, username: String, pw: String) -> Result<bool, ApiError> {
+async fn check_password(app: &Arc<Faces>, username: String, pw: String) -> Result<bool, ApiError> {
     let store = app.store.clone();
     Ok(
         tokio::task::spawn_blocking(move || match store.get_admin(&username) {
@@ -66,12 +66,12 @@ async fn check_password(app: &Arc<App>, username: String, pw: String) -> Result<
     )
 }
 
-impl FromRequestParts<Arc<App>> for Admin {
+impl FromRequestParts<Arc<Faces>> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        app: &Arc<App>,
+        app: &Arc<Faces>,
     ) -> Result<Self, Self::Rejection> {
         if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
             if let Some(s) = app.store.get_session(&sha256_hex(token.as_bytes()))? {
@@ -110,7 +110,7 @@ impl FromRequestParts<Arc<App>> for Admin {
     }
 }
 
-fn require_storage(app: &App) -> Result<(), ApiError> {
+fn require_storage(app: &Faces) -> Result<(), ApiError> {
     if app.storage_enabled() {
         Ok(())
     } else {
@@ -159,7 +159,7 @@ pub struct LoginBody {
 }
 
 pub async fn login(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -202,7 +202,10 @@ pub async fn session(admin: Admin) -> Json<Value> {
     Json(json!({"authenticated": true, "username": admin.0}))
 }
 
-pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(app): State<Arc<Faces>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
         app.store.delete_session(&sha256_hex(token.as_bytes()))?;
         app.store.flush_async().await?;
@@ -220,11 +223,11 @@ pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<R
 
 // ---- images and jobs ----
 
-fn blob_url(app: &App, key: &str) -> String {
+fn blob_url(app: &Faces, key: &str) -> String {
     app.signer.url(key, app.config.storage.signed_url_ttl_secs)
 }
 
-fn job_json(app: &App, j: &JobRecord) -> Value {
+fn job_json(app: &Faces, j: &JobRecord) -> Value {
     json!({
         "id": j.id,
         "image_id": j.image_id,
@@ -239,7 +242,7 @@ fn job_json(app: &App, j: &JobRecord) -> Value {
     })
 }
 
-fn image_json(app: &App, img: &ImageRecord, jobs: &[JobRecord]) -> Value {
+fn image_json(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> Value {
     let latest_processed = jobs.iter().find_map(|j| j.processed_blob.as_deref());
     json!({
         "id": img.id,
@@ -257,7 +260,7 @@ fn image_json(app: &App, img: &ImageRecord, jobs: &[JobRecord]) -> Value {
     })
 }
 
-pub async fn stats(State(app): State<Arc<App>>, _a: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn stats(State(app): State<Arc<Faces>>, _a: Admin) -> Result<Json<Value>, ApiError> {
     require_storage(&app)?;
     let store = app.store.clone();
     let s = tokio::task::spawn_blocking(move || store.stats()).await??;
@@ -273,7 +276,7 @@ pub async fn stats(State(app): State<Arc<App>>, _a: Admin) -> Result<Json<Value>
 }
 
 pub async fn list_images(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -287,20 +290,20 @@ pub async fn list_images(
     Ok(Json(paginated(items, total, &p)))
 }
 
-fn find_image(app: &App, id: &str) -> Result<ImageRecord, ApiError> {
+fn find_image(app: &Faces, id: &str) -> Result<ImageRecord, ApiError> {
     app.store
         .get_image(parse_id(id, "Image")?)?
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))
 }
 
-fn find_job(app: &App, id: &str) -> Result<JobRecord, ApiError> {
+fn find_job(app: &Faces, id: &str) -> Result<JobRecord, ApiError> {
     app.store
         .get_job(parse_id(id, "Job")?)?
         .ok_or_else(|| ApiError::NotFound("Job not found".into()))
 }
 
 pub async fn get_image(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -313,7 +316,7 @@ pub async fn get_image(
 }
 
 pub async fn delete_image(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -349,7 +352,7 @@ fn redirect(url: String) -> Response {
 }
 
 pub async fn download_image(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -359,7 +362,7 @@ pub async fn download_image(
 }
 
 pub async fn list_jobs(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -385,7 +388,7 @@ pub async fn list_jobs(
 }
 
 pub async fn get_job(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -400,7 +403,7 @@ pub async fn get_job(
 }
 
 pub async fn download_job(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
@@ -416,7 +419,7 @@ pub async fn download_job(
 
 /// Serve a blob by signed URL: no admin credentials, like a presigned object URL.
 pub async fn blob(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     Path((kind, name)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
@@ -457,7 +460,7 @@ pub async fn blob(
 // ---- preview ----
 
 pub async fn test_mask(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Extension(rid): Extension<RequestId>,
     Query(q): Query<HashMap<String, String>>,
@@ -509,7 +512,7 @@ pub async fn test_mask(
     let mut v = detect_json(&app, &rid.0, (None, None), &prep, &det, params, t);
     v["masking"] = json!({
         "method": mask.method.as_str(), "strength": mask.strength,
-        "padding": super::faces::clean(mask.padding), "regions_masked": regions,
+        "padding": super::api::clean(mask.padding), "regions_masked": regions,
     });
     v["output"] = json!({
         "format": format.as_str(), "quality": quality, "size_bytes": out.len(),
@@ -548,7 +551,7 @@ pub struct CreateKey {
 }
 
 pub async fn create_key(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -562,7 +565,7 @@ pub async fn create_key(
 }
 
 pub async fn list_keys(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
@@ -575,14 +578,14 @@ pub async fn list_keys(
     )))
 }
 
-fn find_key(app: &App, id: &str) -> Result<ApiKeyRecord, ApiError> {
+fn find_key(app: &Faces, id: &str) -> Result<ApiKeyRecord, ApiError> {
     app.store
         .get_key(parse_id(id, "API key")?)?
         .ok_or_else(|| ApiError::NotFound("API key not found".into()))
 }
 
 pub async fn get_key(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -597,7 +600,7 @@ pub struct PatchKey {
 }
 
 pub async fn patch_key(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
     body: Bytes,
@@ -616,7 +619,7 @@ pub async fn patch_key(
 }
 
 pub async fn delete_key(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

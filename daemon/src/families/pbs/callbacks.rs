@@ -61,19 +61,18 @@ pub async fn run(
         }
         let now_ms = unix_now() * 1000;
         let mut next_due: Option<u64> = None;
-        let pending = clinic.store.pbs.callbacks().unwrap_or_default();
+        let pending = clinic.pbs.callbacks().unwrap_or_default();
         for (id, mut cb) in pending {
             if cb.next_at * 1000 > now_ms {
                 next_due = Some(next_due.map_or(cb.next_at, |n| n.min(cb.next_at)));
                 continue;
             }
             let secret = clinic
-                .store
                 .pbs
                 .get_study(id)
                 .ok()
                 .flatten()
-                .and_then(|s| clinic.store.pbs.get_org(&s.org).ok().flatten())
+                .and_then(|s| clinic.pbs.get_org(&s.org).ok().flatten())
                 .and_then(|o| hex::decode(o.callback_secret).ok())
                 .unwrap_or_default();
             let t = unix_now();
@@ -97,7 +96,7 @@ pub async fn run(
                         .with_label_values(&["delivered"])
                         .inc();
                     tracing::info!(study = %id, attempts = cb.attempts + 1, "callback delivered");
-                    clinic.store.pbs.remove_callback(id)
+                    clinic.pbs.remove_callback(id)
                 }
                 Err(e) => {
                     cb.attempts += 1;
@@ -109,7 +108,7 @@ pub async fn run(
                             .with_label_values(&["abandoned"])
                             .inc();
                         tracing::warn!(study = %id, attempts = cb.attempts, error = %e, "callback abandoned");
-                        clinic.store.pbs.remove_callback(id)
+                        clinic.pbs.remove_callback(id)
                     } else {
                         clinic
                             .metrics
@@ -121,11 +120,11 @@ pub async fn run(
                         cb.next_at = unix_now() + delay.div_ceil(1000);
                         tracing::info!(study = %id, attempts = cb.attempts, error = %e, retry_in_ms = delay, "callback failed; will retry");
                         next_due = Some(next_due.map_or(cb.next_at, |n| n.min(cb.next_at)));
-                        clinic.store.pbs.put_callback(id, &cb)
+                        clinic.pbs.put_callback(id, &cb)
                     }
                 }
             };
-            if let Err(e) = result.and_then(|_| clinic.store.pbs.flush()) {
+            if let Err(e) = result.and_then(|_| clinic.pbs.flush()) {
                 tracing::error!(error = %e, "recording a callback attempt failed");
             }
         }

@@ -1,18 +1,13 @@
-//! The clinic path (PBS family) apart from HTTP: who is calling (tokens),
-//! the analysis queue that turns a frozen study into reports, and callback
-//! delivery. The HTTP surface is `api::pbs`.
-
-pub mod callbacks;
-pub mod identity;
-pub mod org;
-pub mod runner;
+//! The blood-smear family's service object: its store, batchers, keys and
+//! the notifications that wake its background work.
 
 use std::sync::Arc;
 
+use super::store::PbsStore;
 use crate::config::Config;
+use crate::families::pbs::pipeline::CellBatchers;
 use crate::metrics::Metrics;
-use crate::pipeline::cells::CellBatchers;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Tasks this appliance can run, with what each reports.
 pub const TASKS: [(&str, &str); 2] = [
@@ -33,6 +28,8 @@ pub fn is_known_task(t: &str) -> bool {
 pub struct Clinic {
     pub config: Config,
     pub store: Arc<Store>,
+    /// The family's own records (organisations, users, studies, queue).
+    pub pbs: PbsStore,
     pub cells: Arc<CellBatchers>,
     pub metrics: Arc<Metrics>,
     /// HMAC key of the appliance's own session tokens.
@@ -50,8 +47,9 @@ impl Clinic {
         cells: Arc<CellBatchers>,
         metrics: Arc<Metrics>,
         session_key: Vec<u8>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            pbs: PbsStore::open(store.db())?,
             config,
             store,
             cells,
@@ -59,7 +57,7 @@ impl Clinic {
             session_key,
             wake_runner: tokio::sync::Notify::new(),
             wake_callbacks: tokio::sync::Notify::new(),
-        }
+        })
     }
 
     pub fn healthy(&self) -> bool {

@@ -13,13 +13,15 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
-use crate::app::App;
+use super::Faces;
 use crate::auth::keys;
+use crate::families::faces::pipeline::{
+    self as pipeline, DetectParams, Detected, PipelineError, Prepared,
+};
 use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
 use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
 use crate::model::Face;
-use crate::pipeline::faces::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
 use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord, ImageRecord, JobRecord};
 
 impl From<PipelineError> for ApiError {
@@ -34,7 +36,7 @@ impl From<PipelineError> for ApiError {
 
 // ---- health ----
 
-pub async fn health(State(app): State<Arc<App>>) -> Response {
+pub async fn health(State(app): State<Arc<Faces>>) -> Response {
     let info = app.batcher.info();
     let model_loaded = app.batcher.healthy();
     let storage_ready = app
@@ -76,26 +78,12 @@ pub async fn live() -> Response {
     (StatusCode::OK, Json(json!({"status": "alive"}))).into_response()
 }
 
-pub async fn ready(State(app): State<Arc<App>>) -> Response {
+pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
     } else {
         ApiError::Unavailable("not ready".into()).into_response()
     }
-}
-
-pub async fn metrics(State(app): State<Arc<App>>) -> Response {
-    app.metrics
-        .stored_bytes
-        .set(app.store.blobs.total_bytes() as i64);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
 }
 
 // ---- parameters ----
@@ -190,7 +178,7 @@ pub(crate) enum Route {
 
 /// API key, then rate limit, then an in-flight slot: the cheap refusals first.
 async fn admit(
-    app: &App,
+    app: &Faces,
     headers: &HeaderMap,
     client: Option<&ClientAddr>,
     route: Route,
@@ -365,7 +353,7 @@ pub(crate) struct Timings {
 }
 
 pub(crate) fn detect_json(
-    app: &App,
+    app: &Faces,
     request_id: &str,
     ids: (Option<Uuid>, Option<Uuid>),
     prep: &Prepared,
@@ -439,7 +427,7 @@ pub(crate) struct ToStore {
 }
 
 /// Write blobs and records and flush, so what the response acknowledges is on disk.
-pub(crate) async fn persist(app: &App, s: ToStore) -> Result<(Uuid, Uuid, f64), ApiError> {
+pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64), ApiError> {
     let store = app.store.clone();
     let t0 = Instant::now();
     let (image_id, job_id) =
@@ -503,7 +491,7 @@ pub(crate) async fn persist(app: &App, s: ToStore) -> Result<(Uuid, Uuid, f64), 
 
 /// Decode and detect: the common first half of detect, mask and the admin preview.
 pub(crate) async fn run_detection(
-    app: &Arc<App>,
+    app: &Arc<Faces>,
     bytes: bytes::Bytes,
     params: DetectParams,
 ) -> Result<(Prepared, Detected), ApiError> {
@@ -532,7 +520,7 @@ pub(crate) async fn run_detection(
 }
 
 pub async fn detect(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     Extension(rid): Extension<RequestId>,
     client: Option<Extension<ClientAddr>>,
     Query(q): Query<HashMap<String, String>>,
@@ -586,7 +574,7 @@ pub async fn detect(
 }
 
 pub async fn mask(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,

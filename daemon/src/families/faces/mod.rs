@@ -1,0 +1,130 @@
+//! The face family (`../shared/reference/004_*.txt`): `/api/v1/detect`,
+//! `/api/v1/mask`, the admin API under `/api/v1/admin`, signed blob
+//! downloads, and the health endpoints the reference service answers.
+//! Errors are `{"detail": "..."}` ([`ApiError`]).
+
+pub mod admin;
+pub mod api;
+pub mod pipeline;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::app::{App, Family};
+use crate::batch::{queue::Policy, Batcher};
+use crate::families::Startup;
+use crate::http::error::detail;
+use crate::RunError;
+
+/// The face family's state: the platform's, plus its batcher.
+pub struct Faces {
+    pub app: Arc<App>,
+    pub batcher: Arc<Batcher>,
+    /// The detector the appliance runs, as responses name it.
+    pub model_name: &'static str,
+}
+
+impl Deref for Faces {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+/// Load CenterFace on the chosen backend, warm it up, start its batcher.
+/// Blocking.
+pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
+    use crate::backend::{self, ModelSet};
+    let cfg = &ctx.app.config;
+    let max_batch = cfg.batch.max_batch_for(&ctx.target);
+    let backend = backend::start(&ctx.target, &ctx.models, ModelSet::Faces, max_batch)?;
+    tracing::info!(backend = backend.name(), device = %backend.device(), max_batch, "backend selected");
+    let policy = Policy {
+        max_batch,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: cfg.batch.queue_depth,
+    };
+    let batcher = Batcher::start(
+        backend,
+        policy,
+        cfg.detector.input_width as usize,
+        cfg.detector.input_height as usize,
+        ctx.app.metrics.clone(),
+    )?;
+    let info = batcher.info();
+    ctx.app
+        .metrics
+        .build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), info.backend, &info.device])
+        .set(1);
+    Ok(Arc::new(Faces {
+        app: ctx.app.clone(),
+        batcher: Arc::new(batcher),
+        model_name: "centerface",
+    }))
+}
+
+impl Family for Faces {
+    fn name(&self) -> &'static str {
+        "faces"
+    }
+
+    fn prefixes(&self) -> &'static [&'static str] {
+        &["/api/v1/", "/blobs/"]
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        let limit = self.config.limits.max_body_bytes;
+        let admin = Router::new()
+            .route("/auth/login", post(admin::login))
+            .route("/auth/session", get(admin::session))
+            .route("/auth/logout", post(admin::logout))
+            .route("/stats", get(admin::stats))
+            .route("/images", get(admin::list_images))
+            .route(
+                "/images/{image_id}",
+                get(admin::get_image).delete(admin::delete_image),
+            )
+            .route("/images/{image_id}/download", get(admin::download_image))
+            .route("/jobs", get(admin::list_jobs))
+            .route("/jobs/{job_id}", get(admin::get_job))
+            .route("/jobs/{job_id}/download", get(admin::download_job))
+            .route("/test/mask", post(admin::test_mask))
+            .route("/api-keys", get(admin::list_keys).post(admin::create_key))
+            .route(
+                "/api-keys/{key_id}",
+                get(admin::get_key)
+                    .patch(admin::patch_key)
+                    .delete(admin::delete_key),
+            );
+        Router::new()
+            .route("/health", get(api::health))
+            .route("/live", get(api::live))
+            .route("/ready", get(api::ready))
+            .route("/api/v1/detect", post(api::detect))
+            .route("/api/v1/mask", post(api::mask))
+            .nest("/api/v1/admin", admin)
+            .route("/blobs/{kind}/{name}", get(admin::blob))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
+    }
+
+    fn error_body(&self, status: StatusCode, message: &str) -> Response {
+        detail(status, message)
+    }
+
+    fn healthy(&self) -> bool {
+        self.batcher.healthy()
+    }
+
+    fn stop(&self) {
+        self.batcher.shutdown();
+    }
+}

@@ -1,0 +1,185 @@
+//! The blood-smear (PBS) family of `../shared/reference/003_*.txt`:
+//! `/auth/login`, `/auth/hello`, `/pbs...`, `/heartbeat`. Every answer but
+//! the heartbeat is the envelope `{status, results, error, user_message,
+//! debug_info}` ([`api::PbsError`]). Analysis runs in the background
+//! ([`runner`]); reports are announced by signed callbacks ([`callbacks`]).
+
+pub mod api;
+pub mod callbacks;
+pub mod clinic;
+pub mod identity;
+pub mod org;
+pub mod pipeline;
+pub mod runner;
+pub mod store;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+pub use clinic::{is_known_task, Clinic, TASKS};
+
+use crate::app::{App, Family};
+use crate::batch::{queue::Policy, Batcher};
+use crate::families::Startup;
+use crate::RunError;
+
+/// The PBS family's state: the platform's, plus the clinic service.
+pub struct Pbs {
+    pub app: Arc<App>,
+    pub clinic: Arc<Clinic>,
+    callback_client: reqwest::Client,
+}
+
+impl Deref for Pbs {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.app
+    }
+}
+
+/// Load the three cell UNets and the malaria classifier on the chosen
+/// backend and start their batchers. Blocking.
+pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
+    let cells = start_cell_batchers(
+        &ctx.app.config,
+        &ctx.target,
+        &ctx.models,
+        ctx.app.metrics.clone(),
+    )?;
+    let app = &ctx.app;
+    let session_key = app
+        .store
+        .secret("pbs_session_key")
+        .map_err(|source| RunError::Store {
+            dir: app.config.state_dir.display().to_string(),
+            source,
+        })?;
+    let clinic = Arc::new(
+        Clinic::new(
+            app.config.clone(),
+            app.store.clone(),
+            Arc::new(cells),
+            app.metrics.clone(),
+            session_key,
+        )
+        .map_err(|source| RunError::Store {
+            dir: app.config.state_dir.display().to_string(),
+            source,
+        })?,
+    );
+    let callback_client = callbacks::client(&clinic).map_err(RunError::Models)?;
+    Ok(Arc::new(Pbs {
+        app: app.clone(),
+        clinic,
+        callback_client,
+    }))
+}
+
+/// The clinic path's batchers: smear tiles through the UNets, cell crops
+/// through the malaria classifier. Also used by the offline CLI.
+pub fn start_cell_batchers(
+    cfg: &crate::config::Config,
+    target: &crate::backend::Target,
+    models: &crate::backend::ModelPaths,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> Result<pipeline::CellBatchers, RunError> {
+    use crate::backend::{self, ModelSet};
+    use crate::model;
+    let max_batch = cfg.batch.max_batch_for(target);
+    let policy = Policy {
+        max_batch,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: cfg.batch.queue_depth,
+    };
+    // Smear tiles come in bursts of tens per photo: a deeper queue, and
+    // batches of the configured size.
+    let tile_policy = Policy {
+        max_depth: cfg.batch.queue_depth.max(1) * 16,
+        ..policy
+    };
+    let tiles = Batcher::start_work(
+        pipeline::TileWork,
+        backend::start(target, models, ModelSet::CellTiles, max_batch)?,
+        tile_policy,
+        (model::unet::TILE_IN, model::unet::TILE_IN),
+        metrics.clone(),
+    )?;
+    // Crops are tiny: hundreds per photo, batched by the hundred.
+    let crop_policy = Policy {
+        max_batch: 256,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: 16_384,
+    };
+    let crops = Batcher::start_work(
+        pipeline::CropWork,
+        backend::start(target, models, ModelSet::Crops, 256)?,
+        crop_policy,
+        (model::malaria::CROP, model::malaria::CROP),
+        metrics,
+    )?;
+    Ok(pipeline::CellBatchers { tiles, crops })
+}
+
+impl Family for Pbs {
+    fn name(&self) -> &'static str {
+        "pbs"
+    }
+
+    fn prefixes(&self) -> &'static [&'static str] {
+        &["/pbs", "/auth/", "/heartbeat"]
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route("/auth/login", post(api::login))
+            .route("/auth/hello", post(api::hello).get(api::hello))
+            .route("/heartbeat", get(api::heartbeat))
+            .route("/pbs", post(api::create_study).get(api::find_studies))
+            .route("/pbs/admin/users", get(api::list_users).post(api::add_user))
+            .route("/pbs/admin/users/{email}", delete(api::remove_user))
+            .route("/pbs/admin/keys", get(api::list_keys).post(api::add_key))
+            .route("/pbs/admin/keys/{kid}", delete(api::revoke_key))
+            .route("/pbs/{id}/files", post(api::upload_file))
+            .route("/pbs/{id}/tasks", post(api::request_tasks))
+            .route("/pbs/{id}/status", get(api::study_status))
+            .route("/pbs/{id}/report/{task}", get(api::study_report))
+            .layer(axum::extract::DefaultBodyLimit::max(
+                self.config.limits.max_body_bytes,
+            ))
+            .with_state(self)
+    }
+
+    fn error_body(&self, status: StatusCode, message: &str) -> Response {
+        api::envelope_error(status, message)
+    }
+
+    fn healthy(&self) -> bool {
+        self.clinic.healthy()
+    }
+
+    fn spawn_background(
+        self: Arc<Self>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            // Studies queued before a stop or crash are resumed here.
+            tokio::spawn(runner::run(self.clinic.clone(), shutdown.clone())),
+            tokio::spawn(callbacks::run(
+                self.clinic.clone(),
+                self.callback_client.clone(),
+                shutdown,
+            )),
+        ]
+    }
+
+    fn stop(&self) {
+        self.clinic.cells.tiles.shutdown();
+        self.clinic.cells.crops.shutdown();
+    }
+}
