@@ -523,3 +523,40 @@ async fn https_with_a_generated_certificate_and_http2() {
     assert!(json(r).await["detail"].is_string());
     s.stop().await;
 }
+
+/// Rejections under the face family's paths, axum's own included, answer
+/// `{"detail": ...}` and are counted with `family="faces"`.
+#[tokio::test]
+async fn every_rejection_answers_in_the_detail_shape() {
+    let s = start(|_| {}).await;
+    for (method, path, want) in [
+        ("GET", "/api/v1/nope", 404),
+        ("GET", "/api/v1/detect", 405),
+        ("PUT", "/api/v1/mask", 405),
+        ("GET", "/api/v1/admin/images/%FF", 401),
+        ("GET", "/no/family/here", 404),
+    ] {
+        let r = s
+            .client
+            .request(method.parse().unwrap(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {path}");
+        let v = json(r).await;
+        assert!(v["detail"].is_string(), "{method} {path}: {v}");
+    }
+    let m = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("argus_failures_total{family=\"faces\",reason=\"method_not_allowed\"} 2"),
+        "{m}"
+    );
+}

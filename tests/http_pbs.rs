@@ -841,6 +841,8 @@ async fn callback_is_signed_and_retried_after_a_failure() {
     let s = start_in(&state, |c| {
         configure(c);
         c.pbs.callback_ca_file = ca_path.clone();
+        // The receiver is on loopback, which outgoing calls may reach only when allowed.
+        c.outbound.allow = vec!["localhost".into()];
     })
     .await;
     let org = setup_org(&s, "clinic-a").await;
@@ -974,4 +976,152 @@ async fn analysis_resumes_after_a_restart_mid_study() {
     assert_eq!(per_file.len(), 4, "every file analysed exactly once: {v}");
     assert_eq!(v["results"]["versions"], 1);
     s.stop().await;
+}
+
+/// Every rejection under the family's paths answers in its envelope, axum's
+/// own included (a path segment that is not UTF-8, a duplicated query
+/// parameter, a wrong method, an unknown path), and is counted in
+/// `argus_failures_total{family="pbs"}`.
+#[tokio::test]
+async fn every_rejection_answers_in_the_envelope() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("GET", "/pbs/%FF%FE/status".into(), 400),
+        (
+            "POST",
+            format!("/pbs/{id}/files?file_name=a.png&file_name=b.png"),
+            400,
+        ),
+        ("POST", format!("/pbs/{id}/status"), 405),
+        ("GET", format!("/pbs/{id}/nope"), 404),
+        ("GET", "/pbs/admin/nothing/here".into(), 404),
+        ("DELETE", "/heartbeat".into(), 405),
+        ("GET", "/auth/unknown".into(), 404),
+    ];
+    for (method, path, want) in &cases {
+        let rb = match *method {
+            "GET" => s.client.get(s.url(path)),
+            "DELETE" => s.client.delete(s.url(path)),
+            _ => s
+                .client
+                .post(s.url(path))
+                .body(fixture("smear_cbc_crop.png")),
+        };
+        let r = rb.header("Authorization", &token).send().await.unwrap();
+        let st = r.status().as_u16();
+        assert_eq!(st, *want, "{method} {path}");
+        assert!(
+            r.headers()[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json"),
+            "{method} {path}"
+        );
+        let v = json(r).await;
+        assert_eq!(v["status"], *want, "{method} {path}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {v}"
+        );
+        assert!(
+            v["debug_info"]["version"].is_string(),
+            "{method} {path}: {v}"
+        );
+        assert!(
+            v.get("detail").is_none(),
+            "not the face family's shape: {v}"
+        );
+    }
+    let r = s
+        .client
+        .post(s.url(&format!("/pbs/{id}/status")))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers().contains_key(reqwest::header::ALLOW),
+        "405 keeps Allow"
+    );
+    let m = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (reason, n) in [
+        ("not_found", 3),
+        ("method_not_allowed", 3),
+        ("bad_request", 2),
+    ] {
+        let line = format!("argus_failures_total{{family=\"pbs\",reason=\"{reason}\"}} {n}");
+        assert!(m.contains(&line), "{line} in:\n{m}");
+    }
+}
+
+/// Callback URLs that point inside (loopback, cloud metadata, private
+/// ranges, in any notation) are refused when tasks are requested, with the
+/// reason, and nothing is queued; a host the operator allowed is taken.
+#[tokio::test]
+async fn internal_callback_urls_are_refused_at_request_time() {
+    let s = start(|c| {
+        configure(c);
+        c.outbound.allow = vec!["10.9.0.0/16".into()];
+    })
+    .await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    let (st, v) = upload(
+        &s,
+        &id,
+        "file_name=a.png",
+        &token,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    for url in [
+        "https://127.0.0.1:9999/x",
+        "https://169.254.169.254/",
+        "https://10.0.0.1/",
+        "https://localhost/",
+        "https://2130706433/",
+        "https://0x7f.1/",
+        "https://[::ffff:127.0.0.1]/",
+        "https://[fd00::1]/",
+        "https://100.64.1.1/",
+        "http://93.184.215.14/",
+    ] {
+        let (st, v) = call(
+            &s,
+            "POST",
+            &format!("/pbs/{id}/tasks"),
+            &token,
+            Some(json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback_url": url})),
+        )
+        .await;
+        assert_eq!(st, 400, "{url}: {v}");
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains("callback_url refused"), "{url}: {e}");
+    }
+    let (_, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
+    assert!(
+        v["results"]["tasks"].as_array().unwrap().is_empty(),
+        "nothing was requested: {v}"
+    );
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback_url": "https://10.9.3.4/lis"})),
+    )
+    .await;
+    assert_eq!(st, 202, "an allowed network is taken: {v}");
 }

@@ -2,7 +2,7 @@
 //! trait through which each API family plugs into it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, RwLock};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -58,14 +58,19 @@ pub struct App {
     pub config: Config,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    /// Durable, signed, retried webhook delivery (every outgoing call).
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
+    /// Progress events for websocket and SSE handlers.
+    pub events: Arc<crate::events::EventBus>,
     pub limiters: Limiters,
     /// Requests past admission (decode, queue, inference, encode).
     pub in_flight: Arc<Semaphore>,
     pub decode_limits: DecodeLimits,
     pub signer: Signer,
     ready: AtomicBool,
-    /// The families serving, set once they have started.
-    families: OnceLock<Vec<Arc<dyn Family>>>,
+    /// The families serving, once they have started; emptied at stop, since
+    /// each family holds the `App` too.
+    families: RwLock<Vec<Arc<dyn Family>>>,
 }
 
 impl App {
@@ -73,6 +78,7 @@ impl App {
         config: Config,
         store: Arc<Store>,
         metrics: Arc<Metrics>,
+        webhooks: Arc<crate::webhooks::Webhooks>,
         signing_key: Vec<u8>,
     ) -> Self {
         let a = &config.auth;
@@ -89,10 +95,12 @@ impl App {
             },
             signer: Signer::new(signing_key),
             ready: AtomicBool::new(true),
-            families: OnceLock::new(),
+            families: RwLock::new(Vec::new()),
             config,
             store,
             metrics,
+            webhooks,
+            events: Arc::new(crate::events::EventBus::new()),
         }
     }
 
@@ -103,20 +111,28 @@ impl App {
     /// Every family's models loaded and warmed up, their backends
     /// answering, and not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-            && self
-                .families
-                .get()
-                .is_some_and(|fs| fs.iter().all(|f| f.healthy()))
+        self.ready.load(Ordering::Relaxed) && {
+            let fs = self.families();
+            !fs.is_empty() && fs.iter().all(|f| f.healthy())
+        }
     }
 
-    /// Record the started families (once; later calls are ignored).
+    /// Record the started families.
     pub fn set_families(&self, families: Vec<Arc<dyn Family>>) {
-        let _ = self.families.set(families);
+        *self.families.write().unwrap_or_else(|p| p.into_inner()) = families;
     }
 
-    pub fn families(&self) -> &[Arc<dyn Family>] {
-        self.families.get().map(Vec::as_slice).unwrap_or_default()
+    /// The families serving (none before start and after stop).
+    pub fn families(&self) -> Vec<Arc<dyn Family>> {
+        self.families
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Let go of the families (they hold this `App`), after they stopped.
+    pub fn take_families(&self) -> Vec<Arc<dyn Family>> {
+        std::mem::take(&mut *self.families.write().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn set_draining(&self) {

@@ -53,6 +53,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub metrics: MetricsConfig,
     pub pbs: PbsConfig,
+    /// Outgoing calls (callbacks, webhooks): which internal hosts they may reach.
+    pub outbound: OutboundConfig,
     /// Cell counting (blood smears).
     pub cells: CountParams,
 }
@@ -177,6 +179,56 @@ pub struct StorageConfig {
     pub signed_url_ttl_secs: u64,
 }
 
+/// Outgoing calls (PBS callbacks, webhooks), all through `outbound::client`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Internal hosts outgoing calls may reach: host names, addresses or
+    /// CIDR networks (`"lis.clinic.local"`, `"10.20.0.0/16"`, `"fd00::/8"`).
+    /// Loopback, link-local, private (RFC 1918), unique-local and CGNAT
+    /// addresses are refused unless listed here.
+    pub allow: Vec<String>,
+    /// Extra PEM root certificates trusted for outgoing HTTPS (besides the
+    /// public roots). `pbs.callback_ca_file` is the older name of this.
+    pub ca_file: PathBuf,
+    /// Timeout of one outgoing call, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            ca_file: PathBuf::new(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+impl Config {
+    /// Timeout of one outgoing call: `outbound.timeout_secs`, unless only
+    /// the older `pbs.callback_timeout_secs` was changed from its default.
+    pub fn outbound_timeout(&self) -> std::time::Duration {
+        let d = OutboundConfig::default().timeout_secs;
+        let secs = if self.outbound.timeout_secs == d && self.pbs.callback_timeout_secs != d {
+            self.pbs.callback_timeout_secs
+        } else {
+            self.outbound.timeout_secs
+        };
+        std::time::Duration::from_secs(secs.max(1))
+    }
+
+    /// The CA file outgoing calls trust: `outbound.ca_file`, else the
+    /// older `pbs.callback_ca_file`.
+    pub fn outbound_ca_file(&self) -> &Path {
+        if self.outbound.ca_file.as_os_str().is_empty() {
+            &self.pbs.callback_ca_file
+        } else {
+            &self.outbound.ca_file
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
@@ -202,6 +254,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             metrics: MetricsConfig::default(),
             pbs: PbsConfig::default(),
+            outbound: OutboundConfig::default(),
             cells: Default::default(),
         }
     }
@@ -398,6 +451,9 @@ impl Config {
         }
         if self.limits.max_in_flight == 0 {
             p.push("limits.max_in_flight must be at least 1".into());
+        }
+        if let Err(e) = crate::outbound::Policy::new(&self.outbound.allow) {
+            p.push(e);
         }
         if self.limits.max_body_bytes < 1024 {
             p.push("limits.max_body_bytes must be at least 1024".into());

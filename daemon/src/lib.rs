@@ -16,16 +16,22 @@ pub mod backend;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod events;
 pub mod families;
 pub mod frame;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod gpu;
 pub mod http;
 pub mod imaging;
+pub mod jobs;
+#[cfg(test)]
+mod layering;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod store;
 pub mod train;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -58,6 +64,8 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("outgoing calls: {0}")]
+    Outbound(String),
     #[error("control socket: {0}")]
     Control(std::io::Error),
 }
@@ -187,10 +195,29 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
             dir: state_dir.display().to_string(),
             source,
         })?;
+    let webhooks = {
+        let policy =
+            Arc::new(outbound::Policy::new(&config.outbound.allow).map_err(RunError::Outbound)?);
+        let client = outbound::client(
+            policy.clone(),
+            Some(config.outbound_ca_file()),
+            config.outbound_timeout(),
+        )
+        .map_err(RunError::Outbound)?;
+        Arc::new(
+            webhooks::Webhooks::new(store.clone(), policy, client, metrics.clone()).map_err(
+                |source| RunError::Store {
+                    dir: state_dir.display().to_string(),
+                    source,
+                },
+            )?,
+        )
+    };
     let app = Arc::new(App::new(
         config.clone(),
         store.clone(),
         metrics.clone(),
+        webhooks.clone(),
         signing_key,
     ));
     let families = start_families(&app, models).await?;
@@ -224,6 +251,7 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         rx.clone(),
         grace,
     ))];
+    tasks.push(tokio::spawn(webhooks.run(rx.clone())));
     for family in app.families() {
         tasks.extend(family.clone().spawn_background(rx.clone()));
     }
@@ -276,7 +304,7 @@ impl Running {
         }
         let app = self.app.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for family in app.families() {
+            for family in app.take_families() {
                 family.stop();
             }
             if let Err(e) = app.store.flush() {

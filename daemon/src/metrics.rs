@@ -34,6 +34,7 @@ pub struct Metrics {
     pub pbs_studies: IntCounterVec,
     pub pbs_study_seconds: Histogram,
     pub pbs_callbacks: IntCounterVec,
+    pub webhook_deliveries: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -194,6 +195,14 @@ impl Metrics {
                 &["outcome"],
             )
             .expect("static metric definition"),
+            webhook_deliveries: IntCounterVec::new(
+                opts(
+                    "argus_webhook_deliveries_total",
+                    "Webhook and callback delivery attempts, by API family and outcome (delivered, retried, abandoned).",
+                ),
+                &["family", "outcome"],
+            )
+            .expect("static metric definition"),
         };
         let r = &m.registry;
         for c in [
@@ -216,6 +225,7 @@ impl Metrics {
             Box::new(m.pbs_studies.clone()),
             Box::new(m.pbs_study_seconds.clone()),
             Box::new(m.pbs_callbacks.clone()),
+            Box::new(m.webhook_deliveries.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }

@@ -1,8 +1,11 @@
 //! Model code: architectures, their fused ops and their post-processing.
 
+pub mod age;
 pub mod avx512;
 pub mod centerface;
 pub mod decode;
+pub mod face_mesh;
+pub mod iris;
 pub mod malaria;
 pub mod nhwc;
 pub mod ops;

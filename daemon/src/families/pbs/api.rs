@@ -640,13 +640,12 @@ pub async fn request_tasks(
         }
     }
     if let Some(url) = &b.callback_url {
-        let ok = reqwest::Url::parse(url)
-            .map(|u| u.scheme() == "https" && u.host_str().is_some())
-            .unwrap_or(false);
-        if !ok {
-            return Err(PbsError::BadRequest(
-                "callback_url must be an https:// URL (with a valid certificate)".into(),
-            ));
+        // The same check runs before every delivery attempt, on the
+        // address actually connected to.
+        if let Err(why) = app.webhooks.policy().check_url(url, false).await {
+            return Err(PbsError::BadRequest(format!(
+                "callback_url refused: {why} (it must be an https:// URL with a valid certificate)"
+            )));
         }
     }
     if study.files.is_empty() {
@@ -681,9 +680,9 @@ pub async fn request_tasks(
         }
         None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
     }
-    app.clinic.pbs.enqueue(study.id)?;
+    app.clinic.queue.enqueue(study.id)?;
     app.store.flush_async().await?;
-    app.clinic.wake_runner.notify_one();
+    app.clinic.queue.wake();
     Ok(Envelope::ok(
         StatusCode::ACCEPTED,
         json!({"pbs_study_id": study.id, "tasks": tasks}),

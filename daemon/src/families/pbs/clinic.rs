@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use super::store::PbsStore;
 use crate::config::Config;
+use crate::events::EventBus;
 use crate::families::pbs::pipeline::CellBatchers;
+use crate::jobs::JobQueue;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
+use crate::webhooks::Webhooks;
 
 /// Tasks this appliance can run, with what each reports.
 pub const TASKS: [(&str, &str); 2] = [
@@ -34,10 +37,12 @@ pub struct Clinic {
     pub metrics: Arc<Metrics>,
     /// HMAC key of the appliance's own session tokens.
     pub session_key: Vec<u8>,
-    /// Wakes the runner when a study is queued.
-    pub wake_runner: tokio::sync::Notify,
-    /// Wakes the callback sender when one is queued.
-    pub wake_callbacks: tokio::sync::Notify,
+    /// Studies waiting for analysis (the tree `pbs_queue`).
+    pub queue: Arc<JobQueue>,
+    /// Where report callbacks are delivered from.
+    pub webhooks: Arc<Webhooks>,
+    /// Study progress, on the topic `pbs/<study id>`.
+    pub events: Arc<EventBus>,
 }
 
 impl Clinic {
@@ -47,16 +52,19 @@ impl Clinic {
         cells: Arc<CellBatchers>,
         metrics: Arc<Metrics>,
         session_key: Vec<u8>,
+        webhooks: Arc<Webhooks>,
+        events: Arc<EventBus>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
             pbs: PbsStore::open(store.db())?,
+            queue: Arc::new(JobQueue::open(&store, "pbs")?),
+            webhooks,
+            events,
             config,
             store,
             cells,
             metrics,
             session_key,
-            wake_runner: tokio::sync::Notify::new(),
-            wake_callbacks: tokio::sync::Notify::new(),
         })
     }
 

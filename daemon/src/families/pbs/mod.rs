@@ -1,8 +1,9 @@
 //! The blood-smear (PBS) family of `../shared/reference/003_*.txt`:
 //! `/auth/login`, `/auth/hello`, `/pbs...`, `/heartbeat`. Every answer but
 //! the heartbeat is the envelope `{status, results, error, user_message,
-//! debug_info}` ([`api::PbsError`]). Analysis runs in the background
-//! ([`runner`]); reports are announced by signed callbacks ([`callbacks`]).
+//! debug_info}` ([`api::PbsError`]). Analysis runs in the background on
+//! the platform's job queue ([`runner`]); reports are announced by signed
+//! callbacks through the platform's webhook delivery ([`callbacks`]).
 
 pub mod api;
 pub mod callbacks;
@@ -33,7 +34,6 @@ use crate::RunError;
 pub struct Pbs {
     pub app: Arc<App>,
     pub clinic: Arc<Clinic>,
-    callback_client: reqwest::Client,
 }
 
 impl Deref for Pbs {
@@ -67,17 +67,23 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
             Arc::new(cells),
             app.metrics.clone(),
             session_key,
+            app.webhooks.clone(),
+            app.events.clone(),
         )
         .map_err(|source| RunError::Store {
             dir: app.config.state_dir.display().to_string(),
             source,
         })?,
     );
-    let callback_client = callbacks::client(&clinic).map_err(RunError::Models)?;
+    app.webhooks
+        .count_outcomes_in("pbs", app.metrics.pbs_callbacks.clone());
+    callbacks::migrate_pending(&clinic).map_err(|source| RunError::Store {
+        dir: app.config.state_dir.display().to_string(),
+        source,
+    })?;
     Ok(Arc::new(Pbs {
         app: app.clone(),
         clinic,
-        callback_client,
     }))
 }
 
@@ -167,15 +173,8 @@ impl Family for Pbs {
         self: Arc<Self>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            // Studies queued before a stop or crash are resumed here.
-            tokio::spawn(runner::run(self.clinic.clone(), shutdown.clone())),
-            tokio::spawn(callbacks::run(
-                self.clinic.clone(),
-                self.callback_client.clone(),
-                shutdown,
-            )),
-        ]
+        // Studies queued before a stop or crash are resumed here.
+        vec![tokio::spawn(runner::run(self.clinic.clone(), shutdown))]
     }
 
     fn stop(&self) {

@@ -9,38 +9,20 @@ use uuid::Uuid;
 
 use super::Clinic;
 use crate::families::pbs::pipeline as cells;
-use crate::families::pbs::store::{CallbackRecord, ReportStatus};
+use crate::families::pbs::store::ReportStatus;
 use crate::imaging::{self, DecodeLimits};
-use crate::store::{now_rfc3339, unix_now, StoreError};
+use crate::store::{now_rfc3339, StoreError};
 
-/// Run queued studies until `shutdown` flips to true.
-pub async fn run(clinic: Arc<Clinic>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let queued = clinic.pbs.queued().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "reading the PBS queue failed");
-            Vec::new()
-        });
-        for id in queued {
-            if *shutdown.borrow() {
-                return;
-            }
-            // A study whose analysis fails for a store reason stays queued
-            // and is retried on the next pass.
-            if let Err(e) = analyse_study(&clinic, id, &shutdown).await {
-                tracing::error!(study = %id, error = %e, "PBS analysis failed; will retry");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        }
-        tokio::select! {
-            _ = clinic.wake_runner.notified() => {}
-            _ = shutdown.changed() => {}
-            // Belt and braces: a wake-up lost between the scan and the wait.
-            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
-        }
-    }
+/// Run queued studies until `shutdown` flips to true. A study whose
+/// analysis fails for a store reason stays queued and is retried.
+pub async fn run(clinic: Arc<Clinic>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let queue = clinic.queue.clone();
+    let stop = shutdown.clone();
+    crate::jobs::run(queue, shutdown, move |id| {
+        let (clinic, stop) = (clinic.clone(), stop.clone());
+        async move { analyse_study(&clinic, id, &stop).await }
+    })
+    .await
 }
 
 fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: bool) -> Value {
@@ -67,7 +49,7 @@ async fn analyse_study(
 ) -> Result<(), StoreError> {
     let pbs = &clinic.pbs;
     let Some(study) = pbs.get_study(id)? else {
-        pbs.dequeue(id)?;
+        clinic.queue.dequeue(id)?;
         return Ok(());
     };
     let malaria = study.tasks.iter().any(|t| t == "MALARIA_ANY_ANY");
@@ -187,19 +169,10 @@ async fn analyse_study(
             "progress": finished.progress,
         })
         .to_string();
-        pbs.put_callback(
-            id,
-            &CallbackRecord {
-                study: id,
-                url: url.clone(),
-                body,
-                attempts: 0,
-                next_at: unix_now(),
-                last_error: None,
-            },
-        )?;
+        let d = super::callbacks::delivery(clinic, id, &finished.org, url, body)?;
+        clinic.webhooks.enqueue(&d)?;
     }
-    pbs.dequeue(id)?;
+    clinic.queue.dequeue(id)?;
     clinic.store.flush_async().await?;
     clinic
         .metrics
@@ -210,7 +183,12 @@ async fn analyse_study(
         .metrics
         .pbs_study_seconds
         .observe(started.elapsed().as_secs_f64());
-    clinic.wake_callbacks.notify_one();
+    clinic.webhooks.wake();
+    clinic.events.publish(
+        &format!("pbs/{id}"),
+        "finished",
+        json!({"pbs_study_id": id, "report_status": finished.status.as_str()}),
+    );
     tracing::info!(study = %id, status = finished.status.as_str(), "PBS study finished");
     Ok(())
 }

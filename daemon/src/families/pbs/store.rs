@@ -145,7 +145,6 @@ pub struct PbsStore {
     pub(super) users: sled::Tree,
     pub(super) keys: sled::Tree,
     pub(super) studies: sled::Tree,
-    pub(super) queue: sled::Tree,
     pub(super) callbacks: sled::Tree,
     pub(super) jti: sled::Tree,
     pub(super) db: sled::Db,
@@ -160,7 +159,6 @@ impl PbsStore {
             users: t("pbs_users")?,
             keys: t("pbs_keys")?,
             studies: t("pbs_studies")?,
-            queue: t("pbs_queue")?,
             callbacks: t("pbs_callbacks")?,
             jti: t("pbs_jti")?,
             db: db.clone(),
@@ -349,35 +347,7 @@ impl PbsStore {
         Ok(out)
     }
 
-    // ---- analysis queue ----
-
-    pub fn enqueue(&self, id: Uuid) -> Result<(), StoreError> {
-        self.queue.insert(id.as_bytes(), &[])?;
-        Ok(())
-    }
-
-    pub fn dequeue(&self, id: Uuid) -> Result<(), StoreError> {
-        self.queue.remove(id.as_bytes())?;
-        Ok(())
-    }
-
-    pub fn queued(&self) -> Result<Vec<Uuid>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.queue.iter() {
-            let (k, _) = item?;
-            if let Ok(id) = Uuid::from_slice(&k) {
-                out.push(id);
-            }
-        }
-        Ok(out)
-    }
-
-    // ---- callbacks ----
-
-    pub fn put_callback(&self, id: Uuid, c: &CallbackRecord) -> Result<(), StoreError> {
-        self.callbacks.insert(id.as_bytes(), enc(c))?;
-        Ok(())
-    }
+    // ---- callbacks an older version kept here (see callbacks::migrate_pending) ----
 
     pub fn remove_callback(&self, id: Uuid) -> Result<(), StoreError> {
         self.callbacks.remove(id.as_bytes())?;

@@ -1,0 +1,156 @@
+//! The durable job queue shared by the families: a job is an id in the
+//! family's queue tree (`<family>_queue` in the one sled database), put
+//! there in the same flush as the record it refers to and removed only
+//! once its work is done, so a daemon stopped or killed with `kill -9`
+//! finds it again at start and the runner resumes it. The work itself
+//! keeps its partial results and progress in the family's own record
+//! (and may publish progress on the [`events`](crate::events) bus).
+
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::store::{Store, StoreError};
+
+/// One family's queue of job ids.
+pub struct JobQueue {
+    name: String,
+    tree: sled::Tree,
+    wake: tokio::sync::Notify,
+}
+
+impl JobQueue {
+    /// The queue named `name` (the tree `<name>_queue`).
+    pub fn open(store: &Store, name: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            name: name.to_string(),
+            tree: store.db().open_tree(format!("{name}_queue"))?,
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Queue `id`; durable with the next store flush. Call
+    /// [`JobQueue::wake`] once flushed.
+    pub fn enqueue(&self, id: Uuid) -> Result<(), StoreError> {
+        self.tree.insert(id.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    /// Its work is done (or its record is gone).
+    pub fn dequeue(&self, id: Uuid) -> Result<(), StoreError> {
+        self.tree.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Queued ids, in key order.
+    pub fn queued(&self) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, _) = item?;
+            if let Ok(id) = Uuid::from_slice(&k) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Let the runner look at the queue now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Run `work` on every queued job until `shutdown` flips to true. `work`
+/// dequeues a job itself when it is done (in the same flush as its
+/// results); a job whose `work` fails stays queued and is tried again on
+/// a later pass, a second later at the earliest.
+pub async fn run<F, Fut, E>(
+    queue: Arc<JobQueue>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut work: F,
+) where
+    F: FnMut(Uuid) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let queued = queue.queued().unwrap_or_else(|e| {
+            tracing::error!(queue = %queue.name, error = %e, "reading the job queue failed");
+            Vec::new()
+        });
+        for id in queued {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = work(id).await {
+                tracing::error!(queue = %queue.name, job = %id, error = %e, "job failed; will retry");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        tokio::select! {
+            _ = queue.wake.notified() => {}
+            _ = shutdown.changed() => {}
+            // A wake-up lost between the scan and the wait.
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Jobs survive a reopen; the runner works each, retries a failing
+    /// one, and stops on shutdown.
+    #[tokio::test]
+    async fn queued_jobs_survive_restart_and_failures_are_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let q = JobQueue::open(&store, "test").unwrap();
+            q.enqueue(a).unwrap();
+            q.enqueue(b).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let q = Arc::new(JobQueue::open(&store, "test").unwrap());
+        assert_eq!(q.queued().unwrap(), vec![a, b]);
+        let seen: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (q2, seen2) = (q.clone(), seen.clone());
+        let runner = tokio::spawn(run(q.clone(), rx, move |id| {
+            let (q, seen) = (q2.clone(), seen2.clone());
+            async move {
+                let first_try_of_b = {
+                    let mut s = seen.lock().unwrap();
+                    s.push(id);
+                    id == b && s.iter().filter(|x| **x == b).count() == 1
+                };
+                if first_try_of_b {
+                    return Err("transient");
+                }
+                q.dequeue(id).map_err(|_| "store")
+            }
+        }));
+        for _ in 0..100 {
+            if q.queued().unwrap().is_empty() {
+                break;
+            }
+            q.wake();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(q.queued().unwrap().is_empty());
+        tx.send(true).unwrap();
+        runner.await.unwrap();
+        let s = seen.lock().unwrap().clone();
+        assert_eq!(s.iter().filter(|x| **x == b).count(), 2, "{s:?}");
+    }
+}
