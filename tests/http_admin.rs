@@ -607,3 +607,33 @@ async fn restart_keeps_keys_admins_images_and_jobs() {
     assert_eq!(r.bytes().await.unwrap().to_vec(), fixture("group.jpg"));
     s.stop().await;
 }
+
+/// HTTP Basic goes through the same login limit as the login form, checked
+/// before the password: once wrong guesses used it up, the right password
+/// gets 429 too, from any address, and so does the form.
+#[tokio::test]
+async fn basic_auth_cannot_get_around_the_login_limit() {
+    let s = start(|c| c.auth.admin_login_per_minute = 3).await;
+    s.new_admin("ops", PW).await;
+    let basic = |pw: &'static str| {
+        s.client
+            .get(s.url("/api/v1/admin/stats"))
+            .basic_auth("ops", Some(pw))
+            .send()
+    };
+    assert_eq!(
+        basic(PW).await.unwrap().status(),
+        200,
+        "successes are not counted"
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(basic("guess").await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429]);
+    let r = basic(PW).await.unwrap();
+    assert_eq!(r.status(), 429, "the right password is limited too");
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(login(&s, "ops", PW).await.status(), 429, "and the form");
+    s.stop().await;
+}

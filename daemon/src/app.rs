@@ -140,6 +140,16 @@ impl App {
     }
 }
 
+/// Why a family's command-line command failed: bad usage (exit code 2) or
+/// a failure while running (exit code 1).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// An API family as the platform sees it: its routes, its error shape, its
 /// health, its background work and its stop. Each family's folder under
 /// `families/` implements this once; `families::start_all` lists them.

@@ -2,6 +2,30 @@
 //!
 //! `main.rs` parses the command line and calls [`cli::run_command`]; `serve`
 //! ends in [`run`], which tests drive through [`start`] without a process.
+//!
+//! Three tiers, dependencies pointing one way (checked by a test,
+//! `layering.rs`):
+//!
+//! - **families** ([`families`]): one folder per API family
+//!   (`families/faces`, `families/pbs`), each with its routes, typed
+//!   request and response structs, error shape, store schema and
+//!   background work, plugged in through [`app::Family`]; registering one
+//!   is a line in `families/mod.rs`. A family never uses another.
+//! - **platform**: [`app`] (shared state, the `Family` trait), [`http`]
+//!   (listener, router assembly, the one error-kind table), [`auth`]
+//!   (credentials and their extractors), [`store`] (sled engine, blobs,
+//!   the async wrapper), [`jobs`] (durable job queue), [`webhooks`]
+//!   (signed, retried delivery), [`outbound`] (the one outgoing client and
+//!   its address policy), [`events`] (broadcast bus), [`config`],
+//!   [`metrics`]. It knows no family.
+//! - **inference**: [`frame`] (the types that cross the stack), [`batch`]
+//!   (micro-batcher), [`backend`] (CPU, wgpu, CUDA behind one trait, the
+//!   manifest's model list), `gpu` (kernels and shaders), [`model`]
+//!   (candle model code), [`imaging`] (decode, resize, mask, encode). It
+//!   knows no family, no HTTP and of the platform only `metrics`.
+//!
+//! [`cli`] (the command line and the control socket) and [`train`] sit on
+//! top, beside the families.
 
 /// Inference allocates and frees tensors of many megabytes per frame; glibc
 /// returns such blocks to the kernel on every free, so each frame paid for
@@ -38,7 +62,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::watch;
 
 use app::App;
@@ -70,51 +93,9 @@ pub enum RunError {
     Control(std::io::Error),
 }
 
-#[derive(Debug, Deserialize)]
-struct Manifest {
-    models: Vec<ManifestModel>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ManifestModel {
-    name: String,
-    file: String,
-    sha256: String,
-}
-
-/// Weights named by `models/manifest.toml`, each checked against its sha256.
+/// Every model `models/manifest.toml` lists, each checked against its sha256.
 pub fn model_paths(config: &Config) -> Result<ModelPaths, String> {
-    let dir = config.resolved_models_dir();
-    let manifest_path = dir.join("manifest.toml");
-    let text = std::fs::read_to_string(&manifest_path)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let m: Manifest =
-        toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let find = |name: &str| -> Result<std::path::PathBuf, String> {
-        let entry = m
-            .models
-            .iter()
-            .find(|x| x.name == name)
-            .ok_or_else(|| format!("{name} is not in {}", manifest_path.display()))?;
-        let path = dir.join(&entry.file);
-        let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let got = store::sha256_hex(&data);
-        if got != entry.sha256 {
-            return Err(format!(
-                "{}: sha256 {got} does not match the manifest's {}",
-                path.display(),
-                entry.sha256
-            ));
-        }
-        Ok(path)
-    };
-    Ok(ModelPaths {
-        centerface: find("centerface")?,
-        cbc_rbc: find("cbc_rbc")?,
-        cbc_wbc: find("cbc_wbc")?,
-        cbc_plt: find("cbc_plt")?,
-        malaria: find("malaria_cnn")?,
-    })
+    ModelPaths::from_manifest(&config.resolved_models_dir(), true)
 }
 
 /// Resolve the backend and start every family on it (models loaded and

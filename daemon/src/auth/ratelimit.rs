@@ -35,6 +35,43 @@ impl RateLimiter {
         self.check_at(client, Instant::now())
     }
 
+    /// Whether `client` has a token left, without taking it.
+    pub fn peek(&self, client: &str) -> Result<(), Limited> {
+        self.peek_at(client, Instant::now())
+    }
+
+    pub fn peek_at(&self, client: &str, now: Instant) -> Result<(), Limited> {
+        let cap = self.per_minute as f64;
+        let rate = cap / 60.0;
+        let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((tokens, at)) = map.get(client) else {
+            return Ok(());
+        };
+        let t = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(cap);
+        if t >= 1.0 {
+            Ok(())
+        } else {
+            Err(Limited {
+                retry_after_secs: ((1.0 - t) / rate).ceil().max(1.0) as u64,
+                limit: self.per_minute,
+            })
+        }
+    }
+
+    /// The gate of a credential check: refused while either the address
+    /// or the user name has no attempt left, before any password is
+    /// verified (so a limited guess costs no argon2 run and cannot succeed).
+    pub fn gate(&self, ip: &str, user: &str) -> Result<(), Limited> {
+        self.peek(&format!("ip:{ip}"))?;
+        self.peek(&format!("user:{}", user.trim().to_lowercase()))
+    }
+
+    /// Count a failed credential check against the address and the user.
+    pub fn charge(&self, ip: &str, user: &str) {
+        let _ = self.check(&format!("ip:{ip}"));
+        let _ = self.check(&format!("user:{}", user.trim().to_lowercase()));
+    }
+
     pub fn check_at(&self, client: &str, now: Instant) -> Result<(), Limited> {
         let cap = self.per_minute as f64;
         let rate = cap / 60.0;
@@ -77,5 +114,22 @@ mod tests {
         rl.check_at("other", t0).unwrap();
         rl.check_at("k", t0 + Duration::from_secs(20)).unwrap();
         assert!(rl.check_at("k", t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn peeking_takes_nothing_and_the_gate_covers_address_and_user() {
+        let rl = RateLimiter::new(2);
+        for _ in 0..5 {
+            rl.gate("1.2.3.4", "admin").unwrap();
+        }
+        rl.charge("1.2.3.4", "admin");
+        rl.charge("5.6.7.8", "Admin");
+        assert!(
+            rl.gate("9.9.9.9", "ADMIN").is_err(),
+            "user exhausted from two addresses"
+        );
+        assert!(rl.gate("1.2.3.4", "other").is_ok(), "address has one left");
+        rl.charge("1.2.3.4", "other");
+        assert!(rl.gate("1.2.3.4", "third").is_err(), "address exhausted");
     }
 }

@@ -43,25 +43,27 @@ impl<D: Compute> AccelBackend<D> {
         // Weights are read on the host; each model's `load` uploads them.
         let cpu = candle_core::Device::Cpu;
         let loaded = match set {
-            ModelSet::Faces => {
-                Models::Faces(Box::new(load_with(&models.centerface, &cpu, |vb| {
-                    GpuCenterFace::load(d, vb)
-                })?))
-            }
+            ModelSet::Faces => Models::Faces(Box::new(load_with(
+                models.get("centerface")?,
+                &cpu,
+                |vb| GpuCenterFace::load(d, vb),
+            )?)),
             ModelSet::CellTiles => Models::Cells(Box::new([
-                load_with(&models.cbc_rbc, &cpu, |vb| {
+                load_with(models.get("cbc_rbc")?, &cpu, |vb| {
                     GpuUnet::load(d, vb, Heads::MaskEdge)
                 })?,
-                load_with(&models.cbc_wbc, &cpu, |vb| {
+                load_with(models.get("cbc_wbc")?, &cpu, |vb| {
                     GpuUnet::load(d, vb, Heads::Mask)
                 })?,
-                load_with(&models.cbc_plt, &cpu, |vb| {
+                load_with(models.get("cbc_plt")?, &cpu, |vb| {
                     GpuUnet::load(d, vb, Heads::Mask)
                 })?,
             ])),
-            ModelSet::Crops => Models::Crops(Box::new(load_with(&models.malaria, &cpu, |vb| {
-                GpuMalaria::load(d, vb)
-            })?)),
+            ModelSet::Crops => Models::Crops(Box::new(load_with(
+                models.get("malaria_cnn")?,
+                &cpu,
+                |vb| GpuMalaria::load(d, vb),
+            )?)),
         };
         Ok(Self {
             name,

@@ -44,19 +44,23 @@ impl CpuBackend {
         let device = Device::Cpu;
         let loaded = match set {
             ModelSet::Faces => Models::Faces(Box::new(load_with(
-                &models.centerface,
+                models.get("centerface")?,
                 &device,
                 CenterFace::load,
             )?)),
             ModelSet::CellTiles => Models::Cells(Box::new([
-                load_with(&models.cbc_rbc, &device, |vb| {
+                load_with(models.get("cbc_rbc")?, &device, |vb| {
                     Unet::load(vb, Heads::MaskEdge)
                 })?,
-                load_with(&models.cbc_wbc, &device, |vb| Unet::load(vb, Heads::Mask))?,
-                load_with(&models.cbc_plt, &device, |vb| Unet::load(vb, Heads::Mask))?,
+                load_with(models.get("cbc_wbc")?, &device, |vb| {
+                    Unet::load(vb, Heads::Mask)
+                })?,
+                load_with(models.get("cbc_plt")?, &device, |vb| {
+                    Unet::load(vb, Heads::Mask)
+                })?,
             ])),
             ModelSet::Crops => Models::Crops(Box::new(load_with(
-                &models.malaria,
+                models.get("malaria_cnn")?,
                 &device,
                 MalariaNet::load,
             )?)),

@@ -63,27 +63,74 @@ pub enum BackendKind {
     Wgpu,
 }
 
-/// Where the weights of every model live.
-#[derive(Debug, Clone)]
+/// The models `models/manifest.toml` lists, by name (`centerface`,
+/// `cbc_rbc`, ...), each with its weights file. A family's workload asks
+/// for the models it needs by name; a new model is a manifest entry.
+#[derive(Debug, Clone, Default)]
 pub struct ModelPaths {
-    pub centerface: PathBuf,
-    pub cbc_rbc: PathBuf,
-    pub cbc_wbc: PathBuf,
-    pub cbc_plt: PathBuf,
-    pub malaria: PathBuf,
+    manifest: PathBuf,
+    files: std::collections::BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Manifest {
+    models: Vec<ManifestModel>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ManifestModel {
+    name: String,
+    file: String,
+    sha256: String,
 }
 
 impl ModelPaths {
-    /// The repository's layout under `models/` (the manifest's `file`
-    /// entries), without the checksum check `argus::model_paths` does.
-    pub fn in_dir(dir: &std::path::Path) -> Self {
-        Self {
-            centerface: dir.join("centerface/centerface.safetensors"),
-            cbc_rbc: dir.join("cbc/rbc.safetensors"),
-            cbc_wbc: dir.join("cbc/wbc.safetensors"),
-            cbc_plt: dir.join("cbc/plt.safetensors"),
-            malaria: dir.join("malaria/malaria.safetensors"),
+    /// Every model `dir/manifest.toml` lists; with `verify`, each file's
+    /// sha256 is checked against the manifest (what `argusd` does at start).
+    pub fn from_manifest(dir: &std::path::Path, verify: bool) -> Result<Self, String> {
+        let manifest = dir.join("manifest.toml");
+        let text = std::fs::read_to_string(&manifest)
+            .map_err(|e| format!("{}: {e}", manifest.display()))?;
+        let m: Manifest =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", manifest.display()))?;
+        let mut files = std::collections::BTreeMap::new();
+        for entry in m.models {
+            let path = dir.join(&entry.file);
+            if verify {
+                let data = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let got = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+                if got != entry.sha256 {
+                    return Err(format!(
+                        "{}: sha256 {got} does not match the manifest's {}",
+                        path.display(),
+                        entry.sha256
+                    ));
+                }
+            }
+            files.insert(entry.name, path);
         }
+        Ok(Self { manifest, files })
+    }
+
+    /// The repository's `models/` as its manifest lays it out, unverified
+    /// (benches and tests). Panics when the manifest cannot be read.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
+        Self::from_manifest(dir, false).expect("models/manifest.toml is readable")
+    }
+
+    /// The weights of model `name`.
+    pub fn get(&self, name: &str) -> Result<&std::path::Path, BackendError> {
+        self.files.get(name).map(PathBuf::as_path).ok_or_else(|| {
+            BackendError::Unavailable(
+                name.to_string(),
+                format!("no model {name:?} in {}", self.manifest.display()),
+            )
+        })
+    }
+
+    /// Names of every listed model.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
     }
 }
 

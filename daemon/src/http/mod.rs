@@ -2,6 +2,7 @@
 //! HTTP/2) -> one axum router; request ids, metrics, graceful shutdown.
 
 pub mod error;
+pub mod extract;
 pub mod linger;
 pub mod tls;
 

@@ -166,6 +166,19 @@ fn paginate<T>(
     Ok((out, total))
 }
 
+/// Run store work (sled reads, writes and their I/O) off the async
+/// runtime's worker threads: every handler's store access goes through
+/// this, or through `spawn_blocking` of its own around a larger step.
+pub async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+}
+
 /// How long [`Store::open`] waits for a lock held by a closing store.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 

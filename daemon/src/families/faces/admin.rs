@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Multipart, Path, Query, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
@@ -19,7 +19,7 @@ use super::api::{
     detect_json, detect_params, mask_params, q_int, read_image_field, run_detection, Timings,
 };
 use super::Faces;
-use crate::auth::{keys, password, random_token};
+use crate::auth::{keys, random_token};
 use crate::families::faces::pipeline;
 use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
@@ -27,88 +27,8 @@ use crate::store::{
     sha256_hex, unix_now, ApiKeyRecord, ImageRecord, JobFilter, JobRecord, SessionRecord,
 };
 
-pub const SESSION_COOKIE: &str = "argus_admin_session";
-
-/// An authenticated admin: by session cookie or HTTP Basic.
-pub struct Admin(pub String);
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
-fn client_ip(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<ClientAddr>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-async fn check_password(app: &Arc<Faces>, username: String, pw: String) -> Result<bool, ApiError> {
-    let store = app.store.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || match store.get_admin(&username) {
-            Ok(Some(rec)) => Ok(password::verify(&pw, &rec.password_hash)),
-            Ok(None) => {
-                password::burn_time(&pw);
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        })
-        .await??,
-    )
-}
-
-impl FromRequestParts<Arc<Faces>> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        app: &Arc<Faces>,
-    ) -> Result<Self, Self::Rejection> {
-        if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
-            if let Some(s) = app.store.get_session(&sha256_hex(token.as_bytes()))? {
-                if s.expires_at > unix_now() {
-                    return Ok(Admin(s.username));
-                }
-            }
-        }
-        let basic = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(b.trim())
-                    .ok()
-            })
-            .and_then(|b| String::from_utf8(b).ok());
-        if let Some(creds) = basic {
-            let (user, pw) = creds.split_once(':').unwrap_or((&creds, ""));
-            if check_password(app, user.to_string(), pw.to_string()).await? {
-                return Ok(Admin(user.to_string()));
-            }
-            // Failed Basic attempts count against the login limit, so the
-            // admin API is no easier to brute-force than the login form.
-            if let Err(l) = app.limiters.login.check(&client_ip(parts)) {
-                return Err(ApiError::RateLimited {
-                    limit: l.limit,
-                    retry_after: l.retry_after_secs,
-                });
-            }
-            return Err(ApiError::UnauthorizedBasic("Invalid credentials".into()));
-        }
-        Err(ApiError::UnauthorizedBasic("Not authenticated".into()))
-    }
-}
+use crate::http::extract::{check_admin_password, cookie, login_gate};
+pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
 
 fn require_storage(app: &Faces) -> Result<(), ApiError> {
     if app.storage_enabled() {
@@ -166,15 +86,10 @@ pub async fn login(
     let ip = client
         .map(|c| c.0 .0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
-    app.limiters
-        .login
-        .check(&ip)
-        .map_err(|l| ApiError::RateLimited {
-            limit: l.limit,
-            retry_after: l.retry_after_secs,
-        })?;
     let b: LoginBody = parse_json(&body)?;
-    if !check_password(&app, b.username.clone(), b.password).await? {
+    login_gate(&app, &ip, &b.username)?;
+    if !check_admin_password(&app, b.username.clone(), b.password).await? {
+        app.limiters.login.charge(&ip, &b.username);
         return Err(ApiError::Unauthorized("Invalid credentials".into()));
     }
     let token = random_token();

@@ -14,11 +14,11 @@ use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 use super::Faces;
-use crate::auth::keys;
 use crate::families::faces::pipeline::{
     self as pipeline, DetectParams, Detected, PipelineError, Prepared,
 };
 use crate::http::error::ApiError;
+use crate::http::extract::ApiKeyAuth;
 use crate::http::{ClientAddr, RequestId};
 use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
 use crate::model::Face;
@@ -176,34 +176,15 @@ pub(crate) enum Route {
     Mask,
 }
 
-/// API key, then rate limit, then an in-flight slot: the cheap refusals first.
+/// API key (checked by the [`ApiKeyAuth`] extractor), then rate limit,
+/// then an in-flight slot: the cheap refusals first.
 async fn admit(
     app: &Faces,
-    headers: &HeaderMap,
+    key: ApiKeyAuth,
     client: Option<&ClientAddr>,
     route: Route,
 ) -> Result<(Option<ApiKeyRecord>, OwnedSemaphorePermit), ApiError> {
-    let key = if app.config.auth.api_key_enabled {
-        let presented = headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("Missing API key: send it in the X-API-Key header".into())
-            })?;
-        let hash = keys::hash_presented(presented)
-            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
-        let store = app.store.clone();
-        let rec = tokio::task::spawn_blocking(move || store.key_by_hash(&hash)).await??;
-        match rec {
-            Some(r) if r.is_active => Some(r),
-            Some(_) => return Err(ApiError::Unauthorized("API key has been revoked".into())),
-            None => return Err(ApiError::Unauthorized("Invalid API key".into())),
-        }
-    } else {
-        None
-    };
+    let key = key.0;
     let bucket = match (&key, client) {
         (Some(k), _) => k.id.to_string(),
         (None, Some(c)) => c.0.ip().to_string(),
@@ -523,13 +504,13 @@ pub async fn detect(
     State(app): State<Arc<Faces>>,
     Extension(rid): Extension<RequestId>,
     client: Option<Extension<ClientAddr>>,
+    key: ApiKeyAuth,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let headers = req.headers().clone();
     let checks: Result<_, ApiError> = async {
-        let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Detect).await?;
+        let (key, permit) = admit(&app, key, client.as_deref(), Route::Detect).await?;
         Ok((key, permit, detect_params(&q)?))
     }
     .await;
@@ -576,13 +557,13 @@ pub async fn detect(
 pub async fn mask(
     State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,
+    key: ApiKeyAuth,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
-    let headers = req.headers().clone();
     let checks: Result<_, ApiError> = async {
-        let (key, permit) = admit(&app, &headers, client.as_deref(), Route::Mask).await?;
+        let (key, permit) = admit(&app, key, client.as_deref(), Route::Mask).await?;
         Ok((key, permit, detect_params(&q)?, mask_params(&q)?))
     }
     .await;

@@ -17,204 +17,31 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use uuid::Uuid;
 
+use super::caller::{access, Caller};
 use super::Pbs;
-use crate::families::pbs::identity::{Action, AuthFailure, Principal};
+use crate::families::pbs::identity::{AuthFailure, Principal};
 use crate::families::pbs::store::{FileRecord, ReportStatus, StudyRecord};
-use crate::families::pbs::{self as clinic, org, Clinic};
-use crate::http::error::{ErrorKind, FailureReason};
+use crate::families::pbs::{self as clinic, Clinic};
 use crate::http::ClientAddr;
-use crate::store::{now_rfc3339, StoreError};
+use crate::store::{blocking, now_rfc3339, StoreError};
 
-const VERSION: &str = concat!("argusd.", env!("CARGO_PKG_VERSION"));
-
-#[derive(Debug, thiserror::Error)]
-pub enum PbsError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{}", .0.rejection)]
-    Unauthorized(Box<AuthFailure>),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    TooLarge(String),
-    #[error("too many attempts; retry in {0} s")]
-    TooMany(u64),
-    #[error("storage failed: {0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Internal(String),
-}
-
-impl PbsError {
-    fn kind(&self) -> ErrorKind {
-        match self {
-            Self::BadRequest(_) => ErrorKind::BadRequest,
-            Self::Unauthorized(_) => ErrorKind::Unauthorized,
-            Self::Forbidden(_) => ErrorKind::Forbidden,
-            Self::NotFound(_) => ErrorKind::NotFound,
-            Self::Conflict(_) => ErrorKind::Conflict,
-            Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
-            Self::TooMany(_) => ErrorKind::RateLimited,
-            Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        self.kind().status()
-    }
-
-    fn user_message(&self) -> &'static str {
-        match self {
-            Self::BadRequest(_) => "The request could not be used; see error.",
-            Self::Unauthorized(_) => "Please sign in again.",
-            Self::Forbidden(_) => "Your account may not do this.",
-            Self::NotFound(_) => "Not found.",
-            Self::Conflict(_) => "This study cannot be changed now.",
-            Self::TooLarge(_) => "The file is too large.",
-            Self::TooMany(_) => "Too many attempts; please wait a moment.",
-            Self::Store(_) | Self::Internal(_) => "Something went wrong on the appliance.",
-        }
-    }
-}
-
-/// The envelope, with `debug_info` timings.
-pub struct Envelope {
-    status: StatusCode,
-    results: Value,
-    error: String,
-    user_message: String,
-    started: Instant,
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Envelope {
-    pub fn ok(status: StatusCode, results: Value, started: Instant) -> Self {
-        Self {
-            status,
-            results,
-            error: String::new(),
-            user_message: String::new(),
-            started,
-            extra: Vec::new(),
-        }
-    }
-}
-
-impl IntoResponse for Envelope {
-    fn into_response(self) -> Response {
-        let body = json!({
-            "status": self.status.as_u16(),
-            "results": self.results,
-            "error": self.error,
-            "user_message": self.user_message,
-            "debug_info": {
-                "delta": format!("{:?}", self.started.elapsed()),
-                "version": VERSION,
-            },
-        });
-        let mut r = (self.status, Json(body)).into_response();
-        for (k, v) in self.extra {
-            if let Ok(v) = v.parse() {
-                r.headers_mut().insert(k, v);
-            }
-        }
-        r
-    }
-}
-
-/// An error the router or an extractor produced (unknown path, wrong
-/// method, a path or query that does not parse), as an envelope.
-pub fn envelope_error(status: StatusCode, message: &str) -> Response {
-    let mut e = Envelope::ok(status, Value::Null, Instant::now());
-    e.error = message.to_string();
-    e.user_message = match status {
-        StatusCode::NOT_FOUND => "Not found.",
-        StatusCode::METHOD_NOT_ALLOWED => "This address does not take that method.",
-        s if s.is_server_error() => "Something went wrong on the appliance.",
-        _ => "The request could not be used; see error.",
-    }
-    .into();
-    e.into_response()
-}
-
-/// An error as an envelope; `started` is unknown here, so delta is ~0.
-impl IntoResponse for PbsError {
-    fn into_response(self) -> Response {
-        let mut e = Envelope::ok(self.status(), Value::Null, Instant::now());
-        e.error = self.to_string();
-        e.user_message = self.user_message().into();
-        match &self {
-            Self::Unauthorized(f) => {
-                e.results = json!({
-                    "claim": f.rejection.claim,
-                    "reason": f.rejection.reason,
-                });
-                e.extra.push(("www-authenticate", "Bearer".into()));
-            }
-            Self::TooMany(secs) => e.extra.push(("retry-after", secs.to_string())),
-            Self::Store(err) => tracing::error!(error = %err, "PBS store error"),
-            Self::Internal(err) => tracing::error!(error = %err, "PBS internal error"),
-            _ => {}
-        }
-        let mut r = e.into_response();
-        r.extensions_mut()
-            .insert(FailureReason(self.kind().reason()));
-        r
-    }
-}
-
-type Res = Result<Envelope, PbsError>;
+pub use super::envelope::{envelope_error, Envelope, PbsError};
+use super::envelope::{parse_json, Res, VERSION};
 
 fn clinic(app: &Pbs) -> &Arc<Clinic> {
     &app.clinic
 }
 
-fn principal(app: &Pbs, headers: &HeaderMap, action: Action) -> Result<Principal, PbsError> {
-    let h = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let p = clinic(app)
-        .authenticate(h, true)
-        .map_err(|f| PbsError::Unauthorized(Box::new(f)))?;
-    if !action.allowed(p.role) {
-        return Err(PbsError::Forbidden(format!(
-            "role {:?} may not {}",
-            p.role.as_str(),
-            match action {
-                Action::CreateStudy => "create studies",
-                Action::Upload => "upload files",
-                Action::RequestTasks => "request tasks",
-                Action::ReadStatus => "read study status",
-                Action::ReadReport => "read reports",
-                Action::Search => "search studies",
-                Action::ManageOrg => "manage the organisation's users and keys",
-            }
-        )));
-    }
-    Ok(p)
-}
-
 /// The study, if it exists and belongs to the caller's organisation (other
 /// organisations' studies are indistinguishable from missing ones).
-fn own_study(app: &Pbs, p: &Principal, id: &str) -> Result<StudyRecord, PbsError> {
+async fn own_study(app: &Pbs, p: &Principal, id: &str) -> Result<StudyRecord, PbsError> {
     let missing = || PbsError::NotFound(format!("no PBS study {id}"));
     let uuid = Uuid::parse_str(id).map_err(|_| missing())?;
-    match app.clinic.pbs.get_study(uuid)? {
+    let pbs = app.clinic.pbs.clone();
+    match blocking(move || pbs.get_study(uuid)).await? {
         Some(s) if s.org == p.org => Ok(s),
         _ => Err(missing()),
     }
-}
-
-fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, PbsError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| PbsError::BadRequest(format!("body is not the expected JSON: {e}")))
 }
 
 // ---- auth ----
@@ -234,11 +61,12 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         .get::<ClientAddr>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    if let Err(l) = app.limiters.login.check(&format!("pbs:{ip}")) {
-        return Err(PbsError::TooMany(l.retry_after_secs));
-    }
     let b: LoginBody = parse_json(&body)?;
     let user = b.user.trim().to_ascii_lowercase();
+    // Before any password is verified: per address and per user name.
+    if let Err(l) = app.limiters.login.gate(&ip, &user) {
+        return Err(PbsError::TooMany(l.retry_after_secs));
+    }
     let hash = b.pass_hash.trim().to_ascii_lowercase();
     if user.is_empty() {
         return Err(PbsError::BadRequest("user is required".into()));
@@ -248,7 +76,7 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
             "pass_hash must be the hex sha256 of the password (64 hex digits); raw passwords are not accepted".into(),
         ));
     }
-    let store = app.clinic.clone();
+    let (store, who) = (app.clinic.clone(), user.clone());
     let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
         match store.pbs.get_user(&user)? {
             Some(u) if crate::auth::password::verify(&hash, &u.pass_hash) => Ok(Some(u)),
@@ -262,6 +90,7 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))??;
     let Some(u) = found else {
+        app.limiters.login.charge(&ip, &who);
         return Err(PbsError::Unauthorized(Box::new(AuthFailure {
             rejection: crate::auth::jwt::Rejection::new("user", "unknown user or wrong password"),
             alg: None,
@@ -387,9 +216,13 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
-pub async fn create_study(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
+pub async fn create_study(
+    State(app): State<Arc<Pbs>>,
+    caller: Caller<access::CreateStudy>,
+    body: Bytes,
+) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::CreateStudy)?;
+    let p = caller.0;
     let b: CreateBody = parse_json(&body)?;
     let tags = check_tags(b.tags)?;
     let rec = StudyRecord {
@@ -409,7 +242,8 @@ pub async fn create_study(State(app): State<Arc<Pbs>>, headers: HeaderMap, body:
         partial: BTreeMap::new(),
         error: None,
     };
-    app.clinic.pbs.put_study(&rec)?;
+    let pbs = app.clinic.pbs.clone();
+    let rec = blocking(move || pbs.put_study(&rec).map(|_| rec)).await?;
     app.store.flush_async().await?;
     Ok(Envelope::ok(
         StatusCode::CREATED,
@@ -431,11 +265,11 @@ fn study_summary(s: &StudyRecord) -> Value {
 
 pub async fn find_studies(
     State(app): State<Arc<Pbs>>,
-    headers: HeaderMap,
+    caller: Caller<access::Search>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::Search)?;
+    let p = caller.0;
     let mut tags = Vec::new();
     for (k, v) in q {
         match k.strip_prefix("tag.") {
@@ -447,7 +281,8 @@ pub async fn find_studies(
             }
         }
     }
-    let found = app.clinic.pbs.find_studies(&p.org, &tags)?;
+    let (pbs, org) = (app.clinic.pbs.clone(), p.org.clone());
+    let found = blocking(move || pbs.find_studies(&org, &tags)).await?;
     Ok(Envelope::ok(
         StatusCode::OK,
         json!({"pbs_studies": found.iter().map(study_summary).collect::<Vec<_>>(), "count": found.len()}),
@@ -489,15 +324,15 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
 pub async fn upload_file(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller<access::Upload>,
     Query(q): Query<UploadQuery>,
     body: axum::body::Body,
 ) -> Res {
     let started = Instant::now();
     let limit = app.config.pbs.max_file_bytes;
-    let checked = (|| {
-        let p = principal(&app, &headers, Action::Upload)?;
-        let study = own_study(&app, &p, &id)?;
+    let checked = async {
+        let p = caller.0;
+        let study = own_study(&app, &p, &id).await?;
         let Some(content_type) = declared_type(&q) else {
             return Err(PbsError::BadRequest(match (&q.file_name, &q.content_type) {
                 (None, None) => "give file_name (e.g. MS12_12.jpg) or content_type (e.g. image/jpeg) so the file type can be determined".into(),
@@ -510,7 +345,8 @@ pub async fn upload_file(
             ));
         }
         Ok((study, content_type))
-    })();
+    }
+    .await;
     // A refused upload's body is read to the end by http::linger.
     let (study, content_type) = checked?;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -569,15 +405,19 @@ pub async fn upload_file(
         blob,
         uploaded_at: now_rfc3339(),
     };
-    let outcome = app.clinic.pbs.update_study(study.id, |s| {
-        if s.frozen {
-            return Ok(Err(()));
-        }
-        if !s.files.iter().any(|f| f.file_id == rec.file_id) {
-            s.files.push(rec.clone());
-        }
-        Ok(Ok(()))
-    })?;
+    let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
+    let outcome = blocking(move || {
+        pbs.update_study(sid, |s| {
+            if s.frozen {
+                return Ok(Err(()));
+            }
+            if !s.files.iter().any(|f| f.file_id == rec.file_id) {
+                s.files.push(rec.clone());
+            }
+            Ok(Ok(()))
+        })
+    })
+    .await?;
     match outcome {
         Some(Ok(())) => {}
         Some(Err(())) => {
@@ -614,12 +454,12 @@ fn known_tasks() -> String {
 pub async fn request_tasks(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller<access::RequestTasks>,
     body: Bytes,
 ) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::RequestTasks)?;
-    let study = own_study(&app, &p, &id)?;
+    let p = caller.0;
+    let study = own_study(&app, &p, &id).await?;
     let b: TasksBody = parse_json(&body)?;
     if b.diagnostic_tasks.is_empty() {
         return Err(PbsError::BadRequest(format!(
@@ -653,23 +493,28 @@ pub async fn request_tasks(
             "the study has no files; upload at least one before requesting tasks".into(),
         ));
     }
-    let res = app.clinic.pbs.update_study(study.id, |s| {
-        if matches!(s.status, ReportStatus::Queued | ReportStatus::Processing) {
-            return Ok(Err(s.status));
-        }
-        // Asking again once the reports exist runs a new revision.
-        s.frozen = true;
-        s.tasks = tasks.clone();
-        if b.callback_url.is_some() {
-            s.callback_url = b.callback_url.clone();
-        }
-        s.status = ReportStatus::Queued;
-        s.progress = 0.0;
-        s.progress_message = "queued for analysis".into();
-        s.partial.clear();
-        s.error = None;
-        Ok(Ok(()))
-    })?;
+    let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
+    let (new_tasks, callback_url) = (tasks.clone(), b.callback_url.clone());
+    let res = blocking(move || {
+        pbs.update_study(sid, |s| {
+            if matches!(s.status, ReportStatus::Queued | ReportStatus::Processing) {
+                return Ok(Err(s.status));
+            }
+            // Asking again once the reports exist runs a new revision.
+            s.frozen = true;
+            s.tasks = new_tasks.clone();
+            if callback_url.is_some() {
+                s.callback_url = callback_url.clone();
+            }
+            s.status = ReportStatus::Queued;
+            s.progress = 0.0;
+            s.progress_message = "queued for analysis".into();
+            s.partial.clear();
+            s.error = None;
+            Ok(Ok(()))
+        })
+    })
+    .await?;
     match res {
         Some(Ok(())) => {}
         Some(Err(st)) => {
@@ -680,7 +525,8 @@ pub async fn request_tasks(
         }
         None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
     }
-    app.clinic.queue.enqueue(study.id)?;
+    let queue = app.clinic.queue.clone();
+    blocking(move || queue.enqueue(sid)).await?;
     app.store.flush_async().await?;
     app.clinic.queue.wake();
     Ok(Envelope::ok(
@@ -693,11 +539,11 @@ pub async fn request_tasks(
 pub async fn study_status(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    caller: Caller<access::ReadStatus>,
 ) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::ReadStatus)?;
-    let s = own_study(&app, &p, &id)?;
+    let p = caller.0;
+    let s = own_study(&app, &p, &id).await?;
     Ok(Envelope::ok(
         StatusCode::OK,
         json!({
@@ -721,12 +567,12 @@ pub struct ReportQuery {
 pub async fn study_report(
     State(app): State<Arc<Pbs>>,
     Path((id, task)): Path<(String, String)>,
-    headers: HeaderMap,
+    caller: Caller<access::ReadReport>,
     Query(q): Query<ReportQuery>,
 ) -> Res {
     let started = Instant::now();
-    let p = principal(&app, &headers, Action::ReadReport)?;
-    let s = own_study(&app, &p, &id)?;
+    let p = caller.0;
+    let s = own_study(&app, &p, &id).await?;
     if !clinic::is_known_task(&task) {
         return Err(PbsError::BadRequest(format!(
             "unknown task {task:?}; known tasks: {}",
@@ -767,97 +613,4 @@ pub async fn study_report(
         }),
         started,
     ))
-}
-
-// ---- organisation admin ----
-
-#[derive(Debug, Default, Deserialize)]
-pub struct AddUserBody {
-    #[serde(default)]
-    user: String,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    password: String,
-}
-
-fn admin_result(started: Instant, status: StatusCode, r: Result<Value, String>) -> Res {
-    r.map(|v| Envelope::ok(status, v, started))
-        .map_err(PbsError::BadRequest)
-}
-
-pub async fn list_users(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    admin_result(
-        started,
-        StatusCode::OK,
-        org::list_users(&app.clinic.pbs, Some(&p.org)),
-    )
-}
-
-pub async fn add_user(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    let b: AddUserBody = parse_json(&body)?;
-    let store = app.clinic.pbs.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        org::add_user(&store, &p.org, &b.user, &b.role, &b.password)
-    })
-    .await
-    .map_err(|e| PbsError::Internal(e.to_string()))?;
-    admin_result(started, StatusCode::CREATED, r)
-}
-
-pub async fn remove_user(
-    State(app): State<Arc<Pbs>>,
-    Path(email): Path<String>,
-    headers: HeaderMap,
-) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    org::remove_user(&app.clinic.pbs, Some(&p.org), &email)
-        .map(|v| Envelope::ok(StatusCode::OK, v, started))
-        .map_err(PbsError::NotFound)
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct AddKeyBody {
-    #[serde(default)]
-    public_key_pem: String,
-    #[serde(default)]
-    kid: Option<String>,
-}
-
-pub async fn list_keys(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    admin_result(
-        started,
-        StatusCode::OK,
-        org::list_keys(&app.clinic.pbs, Some(&p.org)),
-    )
-}
-
-pub async fn add_key(State(app): State<Arc<Pbs>>, headers: HeaderMap, body: Bytes) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    let b: AddKeyBody = parse_json(&body)?;
-    admin_result(
-        started,
-        StatusCode::CREATED,
-        org::add_key(&app.clinic.pbs, &p.org, &b.public_key_pem, b.kid.as_deref()),
-    )
-}
-
-pub async fn revoke_key(
-    State(app): State<Arc<Pbs>>,
-    Path(kid): Path<String>,
-    headers: HeaderMap,
-) -> Res {
-    let started = Instant::now();
-    let p = principal(&app, &headers, Action::ManageOrg)?;
-    org::revoke_key(&app.clinic.pbs, Some(&p.org), &kid)
-        .map(|v| Envelope::ok(StatusCode::OK, v, started))
-        .map_err(PbsError::NotFound)
 }

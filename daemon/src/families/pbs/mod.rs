@@ -5,9 +5,12 @@
 //! the platform's job queue ([`runner`]); reports are announced by signed
 //! callbacks through the platform's webhook delivery ([`callbacks`]).
 
+pub mod admin;
 pub mod api;
 pub mod callbacks;
+pub mod caller;
 pub mod clinic;
+pub mod envelope;
 pub mod identity;
 pub mod org;
 pub mod pipeline;
@@ -147,10 +150,16 @@ impl Family for Pbs {
             .route("/auth/hello", post(api::hello).get(api::hello))
             .route("/heartbeat", get(api::heartbeat))
             .route("/pbs", post(api::create_study).get(api::find_studies))
-            .route("/pbs/admin/users", get(api::list_users).post(api::add_user))
-            .route("/pbs/admin/users/{email}", delete(api::remove_user))
-            .route("/pbs/admin/keys", get(api::list_keys).post(api::add_key))
-            .route("/pbs/admin/keys/{kid}", delete(api::revoke_key))
+            .route(
+                "/pbs/admin/users",
+                get(admin::list_users).post(admin::add_user),
+            )
+            .route("/pbs/admin/users/{email}", delete(admin::remove_user))
+            .route(
+                "/pbs/admin/keys",
+                get(admin::list_keys).post(admin::add_key),
+            )
+            .route("/pbs/admin/keys/{kid}", delete(admin::revoke_key))
             .route("/pbs/{id}/files", post(api::upload_file))
             .route("/pbs/{id}/tasks", post(api::request_tasks))
             .route("/pbs/{id}/status", get(api::study_status))

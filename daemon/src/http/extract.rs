@@ -1,0 +1,153 @@
+//! Authentication as axum extractors, one per access level of the
+//! platform's own credentials: [`ApiKeyAuth`] (the face API's keys) and
+//! [`AdminUser`] (the admin console and API: session cookie or HTTP Basic).
+//! Each works with any family state that derefs to the platform's
+//! [`App`]. Per-family tokens (PBS JWTs) are that family's extractor.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::{header, request::Parts, HeaderMap};
+use base64::Engine;
+
+use super::error::ApiError;
+use super::ClientAddr;
+use crate::app::App;
+use crate::auth::{keys, password};
+use crate::store::{sha256_hex, unix_now, ApiKeyRecord};
+
+pub const SESSION_COOKIE: &str = "argus_admin_session";
+
+/// The caller's address, for rate limits and logs.
+pub fn client_ip(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ClientAddr>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Whether `pw` is admin `username`'s password; argon2 off the runtime's
+/// threads, and as slow for an unknown user as for a known one.
+pub async fn check_admin_password(
+    app: &App,
+    username: String,
+    pw: String,
+) -> Result<bool, ApiError> {
+    let store = app.store.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || match store.get_admin(&username) {
+            Ok(Some(rec)) => Ok(password::verify(&pw, &rec.password_hash)),
+            Ok(None) => {
+                password::burn_time(&pw);
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        })
+        .await??,
+    )
+}
+
+/// Refuse before verifying when the address or the user name has no login
+/// attempt left (see `RateLimiter::gate`).
+pub fn login_gate(app: &App, ip: &str, user: &str) -> Result<(), ApiError> {
+    app.limiters
+        .login
+        .gate(ip, user)
+        .map_err(|l| ApiError::RateLimited {
+            limit: l.limit,
+            retry_after: l.retry_after_secs,
+        })
+}
+
+/// An authenticated admin (the user name): by session cookie, or by HTTP
+/// Basic, which goes through the same login limits as the login form.
+pub struct AdminUser(pub String);
+
+impl<S> FromRequestParts<Arc<S>> for AdminUser
+where
+    S: Deref<Target = App> + Send + Sync + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<S>) -> Result<Self, ApiError> {
+        let app: &App = state;
+        if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
+            let (store, h) = (app.store.clone(), sha256_hex(token.as_bytes()));
+            if let Some(s) = tokio::task::spawn_blocking(move || store.get_session(&h)).await?? {
+                if s.expires_at > unix_now() {
+                    return Ok(AdminUser(s.username));
+                }
+            }
+        }
+        let basic = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        let Some(creds) = basic else {
+            return Err(ApiError::UnauthorizedBasic("Not authenticated".into()));
+        };
+        let (user, pw) = creds.split_once(':').unwrap_or((&creds, ""));
+        let ip = client_ip(parts);
+        login_gate(app, &ip, user)?;
+        if check_admin_password(app, user.to_string(), pw.to_string()).await? {
+            return Ok(AdminUser(user.to_string()));
+        }
+        app.limiters.login.charge(&ip, user);
+        Err(ApiError::UnauthorizedBasic("Invalid credentials".into()))
+    }
+}
+
+/// A caller of the face API: the API key it presented in `X-API-Key`
+/// (active, known), or `None` when `auth.api_key_enabled` is off.
+pub struct ApiKeyAuth(pub Option<ApiKeyRecord>);
+
+impl<S> FromRequestParts<Arc<S>> for ApiKeyAuth
+where
+    S: Deref<Target = App> + Send + Sync + 'static,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<S>) -> Result<Self, ApiError> {
+        let app: &App = state;
+        if !app.config.auth.api_key_enabled {
+            return Ok(ApiKeyAuth(None));
+        }
+        let presented = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("Missing API key: send it in the X-API-Key header".into())
+            })?;
+        let hash = keys::hash_presented(presented)
+            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        let store = app.store.clone();
+        match tokio::task::spawn_blocking(move || store.key_by_hash(&hash)).await?? {
+            Some(r) if r.is_active => Ok(ApiKeyAuth(Some(r))),
+            Some(_) => Err(ApiError::Unauthorized("API key has been revoked".into())),
+            None => Err(ApiError::Unauthorized("Invalid API key".into())),
+        }
+    }
+}
