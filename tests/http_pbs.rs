@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argus::cli::manage::Command;
+use argus::families::pbs::manage::PbsCommand;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::{fixture, json, start, start_in, Server, ROOT};
@@ -86,12 +87,12 @@ struct Org {
 }
 
 async fn add_user(s: &Server, org: &str, user: &str, role: &str) -> Value {
-    s.manage(Command::PbsUserAdd {
+    s.manage(Command::Pbs(PbsCommand::UserAdd {
         org: org.into(),
         user: user.into(),
         role: role.into(),
         password: "correct horse battery".into(),
-    })
+    }))
     .await
 }
 
@@ -400,11 +401,11 @@ async fn client_signed_tokens_and_every_rejection() {
     setup_org(&s, "clinic-b").await;
     let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap();
     let k = s
-        .manage(Command::PbsKeyAdd {
+        .manage(Command::Pbs(PbsCommand::KeyAdd {
             org: "clinic-a".into(),
             pem: pem.clone(),
             kid: Some("scanner-1".into()),
-        })
+        }))
         .await;
     assert_eq!(k["kid"], "scanner-1");
     let user = "device@clinic-a.test";
@@ -551,9 +552,9 @@ async fn client_signed_tokens_and_every_rejection() {
     let (st, _) = call(&s, "POST", "/pbs", &t, None).await;
     assert_eq!(st, 201);
     // Revocation takes effect at once.
-    s.manage(Command::PbsKeyRevoke {
+    s.manage(Command::Pbs(PbsCommand::KeyRevoke {
         kid: "scanner-1".into(),
-    })
+    }))
     .await;
     let (st, v) = call(
         &s,

@@ -150,6 +150,26 @@ pub enum CommandError {
     Failed(String),
 }
 
+/// A password for the command line, read from standard input (its first
+/// line); `from_stdin` false means a person types it, so ask first.
+pub fn read_password(from_stdin: bool) -> Result<String, CommandError> {
+    use std::io::Read;
+    let mut s = String::new();
+    if !from_stdin {
+        eprint!("Password (input is read from standard input): ");
+    }
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .map_err(|e| CommandError::Failed(e.to_string()))?;
+    let pw = s.lines().next().unwrap_or("").to_string();
+    if pw.is_empty() {
+        return Err(CommandError::Usage(
+            "no password given on standard input".into(),
+        ));
+    }
+    Ok(pw)
+}
+
 /// An API family as the platform sees it: its routes, its error shape, its
 /// health, its background work and its stop. Each family's folder under
 /// `families/` implements this once; `families::start_all` lists them.

@@ -1,12 +1,14 @@
-//! Management commands (keys, admin users), executed against a `Store`
-//! either in-process (no daemon running) or inside the daemon through the
-//! control socket: the same code either way.
+//! Management commands (the platform's API keys and admin users, and each
+//! family's own, e.g. `Pbs(PbsCommand)`), executed against a `Store` either
+//! in process (no daemon running) or inside the daemon through the control
+//! socket: the same code either way, and the same functions the HTTP
+//! admin endpoints call.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{keys, password};
-use crate::families::pbs::{org, store::PbsStore};
+use crate::families::pbs::manage::{self as pbs_manage, PbsCommand};
 use crate::store::{now_rfc3339, AdminRecord, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,36 +26,11 @@ pub enum Command {
         username: String,
         password: String,
     },
-    PbsUserAdd {
-        org: String,
-        user: String,
-        role: String,
-        password: String,
-    },
-    PbsUserList {
-        org: Option<String>,
-    },
-    PbsUserRemove {
-        user: String,
-    },
-    PbsKeyAdd {
-        org: String,
-        pem: String,
-        kid: Option<String>,
-    },
-    PbsKeyList {
-        org: Option<String>,
-    },
-    PbsKeyRevoke {
-        kid: String,
-    },
-    PbsOrgSecret {
-        org: String,
-    },
+    /// A management action of the PBS family.
+    Pbs(PbsCommand),
 }
 
 pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
-    let pbs = || PbsStore::open(store.db()).map_err(|e| e.to_string());
     let r = match cmd {
         Command::KeysCreate { name } => {
             let name = name.trim();
@@ -122,18 +99,7 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
                 .map_err(|e| e.to_string())?;
             json!({"username": username, "updated": existed})
         }
-        Command::PbsUserAdd {
-            org,
-            user,
-            role,
-            password,
-        } => org::add_user(&pbs()?, &org, &user, &role, &password)?,
-        Command::PbsUserList { org: o } => org::list_users(&pbs()?, o.as_deref())?,
-        Command::PbsUserRemove { user } => org::remove_user(&pbs()?, None, &user)?,
-        Command::PbsKeyAdd { org: o, pem, kid } => org::add_key(&pbs()?, &o, &pem, kid.as_deref())?,
-        Command::PbsKeyList { org: o } => org::list_keys(&pbs()?, o.as_deref())?,
-        Command::PbsKeyRevoke { kid } => org::revoke_key(&pbs()?, None, &kid)?,
-        Command::PbsOrgSecret { org: o } => org::org_secret(&pbs()?, &o)?,
+        Command::Pbs(cmd) => pbs_manage::execute(store, cmd)?,
     };
     store.flush().map_err(|e| e.to_string())?;
     Ok(r)

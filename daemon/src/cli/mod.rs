@@ -3,16 +3,14 @@
 pub mod control;
 pub mod manage;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::CommandError;
+use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::families::faces::cli as faces_cli;
-use crate::metrics::Metrics;
+use crate::families::pbs::cli as pbs_cli;
 use crate::store::Store;
 use manage::Command as Manage;
 
@@ -75,91 +73,12 @@ pub enum Command {
     /// Blood-smear (PBS) family: users, signing keys, lab validation tools.
     Pbs {
         #[command(subcommand)]
-        action: PbsAction,
+        action: pbs_cli::PbsAction,
     },
     /// Train the models this project trains itself.
     Train {
         #[command(subcommand)]
         model: TrainModel,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PbsAction {
-    /// Users of organisations (works whether or not the daemon runs).
-    Users {
-        #[command(subcommand)]
-        action: PbsUsers,
-    },
-    /// Organisations' RSA public keys for client-signed JWTs.
-    Keys {
-        #[command(subcommand)]
-        action: PbsKeys,
-    },
-    /// Show an organisation's callback signing secret.
-    OrgSecret { org: String },
-    /// Count cells in smear photos and print counts and boxes.
-    Count {
-        images: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// Red-cell diameter in these photos, pixels (default: config).
-        #[arg(long)]
-        rbc_diameter_px: Option<f32>,
-        /// Also classify every red cell (MALARIA_ANY_ANY).
-        #[arg(long)]
-        malaria: bool,
-        /// Write each red-cell crop the classifier saw here, named with its P(parasitized).
-        #[arg(long)]
-        crops_dir: Option<PathBuf>,
-    },
-    /// P(parasitized) of single-cell crops (any size; made 50x50 grayscale).
-    Classify {
-        crops: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PbsUsers {
-    /// Add a user (or reset their password and role); the password is read from stdin.
-    Add {
-        #[arg(long)]
-        org: String,
-        #[arg(long)]
-        user: String,
-        #[arg(long, default_value = "user")]
-        role: String,
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    List {
-        #[arg(long)]
-        org: Option<String>,
-    },
-    Remove {
-        user: String,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum PbsKeys {
-    /// Register a PEM public key file (`openssl rsa -pubout` output).
-    Add {
-        #[arg(long)]
-        org: String,
-        pem: PathBuf,
-        /// Key id tokens name in `kid` (default: derived from the key).
-        #[arg(long)]
-        kid: Option<String>,
-    },
-    List {
-        #[arg(long)]
-        org: Option<String>,
-    },
-    Revoke {
-        kid: String,
     },
 }
 
@@ -280,23 +199,6 @@ pub async fn manage(state_dir: &Path, cmd: Manage) -> Result<serde_json::Value, 
     .map_err(|e| CliError::Failed(e.to_string()))?
 }
 
-fn read_password(from_stdin: bool) -> Result<String, CliError> {
-    let mut s = String::new();
-    if !from_stdin {
-        eprint!("Password (input is read from standard input): ");
-    }
-    std::io::stdin()
-        .read_to_string(&mut s)
-        .map_err(|e| CliError::Failed(e.to_string()))?;
-    let pw = s.lines().next().unwrap_or("").to_string();
-    if pw.is_empty() {
-        return Err(CliError::Usage(
-            "no password given on standard input".into(),
-        ));
-    }
-    Ok(pw)
-}
-
 pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
     let config = load_config(&cli)?;
     match cli.command {
@@ -351,7 +253,18 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             );
             Ok(0)
         }
-        Command::Pbs { action } => pbs_command(&config, action).await,
+        Command::Pbs { action } => {
+            let dir = config.state_dir.clone();
+            let send = |cmd| {
+                let dir = dir.clone();
+                async move {
+                    manage(&dir, Manage::Pbs(cmd))
+                        .await
+                        .map_err(|e| CommandError::Failed(e.to_string()))
+                }
+            };
+            Ok(pbs_cli::run(&config, action, send).await?)
+        }
         Command::Train {
             model:
                 TrainModel::Malaria {
@@ -388,179 +301,4 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
     }
-}
-
-async fn pbs_command(config: &Config, action: PbsAction) -> Result<i32, CliError> {
-    let print = |v: serde_json::Value| {
-        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        Ok(0)
-    };
-    match action {
-        PbsAction::Users { action } => {
-            let cmd = match action {
-                PbsUsers::Add {
-                    org,
-                    user,
-                    role,
-                    password_stdin,
-                } => Manage::PbsUserAdd {
-                    org,
-                    user,
-                    role,
-                    password: read_password(password_stdin)?,
-                },
-                PbsUsers::List { org } => Manage::PbsUserList { org },
-                PbsUsers::Remove { user } => Manage::PbsUserRemove { user },
-            };
-            print(manage(&config.state_dir, cmd).await?)
-        }
-        PbsAction::Keys { action } => {
-            let cmd = match action {
-                PbsKeys::Add { org, pem, kid } => Manage::PbsKeyAdd {
-                    org,
-                    pem: std::fs::read_to_string(&pem)
-                        .map_err(|e| CliError::Failed(format!("{}: {e}", pem.display())))?,
-                    kid,
-                },
-                PbsKeys::List { org } => Manage::PbsKeyList { org },
-                PbsKeys::Revoke { kid } => Manage::PbsKeyRevoke { kid },
-            };
-            print(manage(&config.state_dir, cmd).await?)
-        }
-        PbsAction::OrgSecret { org } => {
-            print(manage(&config.state_dir, Manage::PbsOrgSecret { org }).await?)
-        }
-        PbsAction::Count {
-            images,
-            json,
-            rbc_diameter_px,
-            malaria,
-            crops_dir,
-        } => {
-            let malaria = malaria || crops_dir.is_some();
-            if images.is_empty() {
-                return Err(CliError::Usage("give at least one smear photo".into()));
-            }
-            let b = local_cell_batchers(config)?;
-            let native = rbc_diameter_px.or((config.pbs.native_rbc_diameter_px > 0.0)
-                .then_some(config.pbs.native_rbc_diameter_px));
-            let limits = crate::imaging::DecodeLimits {
-                max_pixels: config.limits.max_pixels,
-                formats: ["jpeg", "png", "webp", "bmp", "tiff"]
-                    .map(String::from)
-                    .to_vec(),
-            };
-            let mut failed = 0;
-            for path in &images {
-                let res = async {
-                    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-                    let img = crate::imaging::decode(&bytes, &limits)
-                        .map_err(|e| e.to_string())?
-                        .image;
-                    let img = Arc::new(img);
-                    let r = crate::families::pbs::pipeline::analyse(
-                        &b,
-                        img.clone(),
-                        native,
-                        config.cells,
-                        malaria,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    if let Some(dir) = &crops_dir {
-                        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                        let crops = crate::families::pbs::pipeline::rbc_crops(&img, &r.0);
-                        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                        let n = crate::model::malaria::CROP as u32;
-                        for (i, crop) in crops {
-                            let p = r.0.cells[i].p_parasitized.unwrap_or(f32::NAN);
-                            let out = dir.join(format!("{stem}_{i:03}_p{:.3}.png", p));
-                            image::GrayImage::from_raw(n, n, crop)
-                                .ok_or_else(|| "crop size".to_string())?
-                                .save(&out)
-                                .map_err(|e| e.to_string())?;
-                        }
-                    }
-                    Ok::<_, String>(r)
-                }
-                .await;
-                match res {
-                    Ok((a, t)) if json => println!(
-                        "{}",
-                        serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
-                    ),
-                    Ok((a, _)) => {
-                        let (pos, neg) =
-                            crate::families::pbs::pipeline::malaria_counts(&a, &config.cells);
-                        println!(
-                            "{}: {}x{}, rbc {}, wbc {}, platelets {}{}",
-                            path.display(),
-                            a.width,
-                            a.height,
-                            a.counts.rbc,
-                            a.counts.wbc,
-                            a.counts.platelets,
-                            if malaria {
-                                format!(", parasitized {pos} of {}", pos + neg)
-                            } else {
-                                String::new()
-                            }
-                        )
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("{}: {e}", path.display());
-                    }
-                }
-            }
-            b.tiles.shutdown();
-            b.crops.shutdown();
-            Ok(if failed > 0 { 1 } else { 0 })
-        }
-        PbsAction::Classify { crops, json } => {
-            if crops.is_empty() {
-                return Err(CliError::Usage("give at least one crop image".into()));
-            }
-            let b = local_cell_batchers(config)?;
-            let mut failed = 0;
-            let n = crate::model::malaria::CROP as u32;
-            for path in &crops {
-                let res = async {
-                    let img = image::open(path).map_err(|e| e.to_string())?.into_luma8();
-                    let img =
-                        image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
-                    let p =
-                        crate::families::pbs::pipeline::classify(&b.crops, vec![img.into_raw()])
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    Ok::<f32, String>(p[0])
-                }
-                .await;
-                match res {
-                    Ok(p) if json => {
-                        println!("{}", serde_json::json!({"file": path, "p_parasitized": p}))
-                    }
-                    Ok(p) => println!("{}: p_parasitized {p:.4}", path.display()),
-                    Err(e) => {
-                        failed += 1;
-                        eprintln!("{}: {e}", path.display());
-                    }
-                }
-            }
-            b.tiles.shutdown();
-            b.crops.shutdown();
-            Ok(if failed > 0 { 1 } else { 0 })
-        }
-    }
-}
-
-/// Local tile and crop batchers for the offline pbs commands.
-fn local_cell_batchers(
-    config: &Config,
-) -> Result<crate::families::pbs::pipeline::CellBatchers, CliError> {
-    let models = crate::model_paths(config).map_err(CliError::Failed)?;
-    let target =
-        crate::backend::resolve(config.backend).map_err(|e| CliError::Failed(e.to_string()))?;
-    crate::families::pbs::start_cell_batchers(config, &target, &models, Arc::new(Metrics::new()))
-        .map_err(|e| CliError::Failed(e.to_string()))
 }
