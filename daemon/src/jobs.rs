@@ -95,7 +95,8 @@ pub async fn run<F, Fut, E>(
         }
         tokio::select! {
             _ = queue.wake.notified() => {}
-            _ = shutdown.changed() => {}
+            // Err: the sender is gone, which also means stop.
+            r = shutdown.changed() => if r.is_err() { return; },
             // A wake-up lost between the scan and the wait.
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
         }

@@ -203,6 +203,27 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     ));
     let families = start_families(&app, models).await?;
     app.set_families(families);
+    match listen(app.clone(), store, webhooks).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            // The families hold the App: let go of them, and stop their
+            // batchers, so the store's lock and the device are released.
+            let families = app.take_families();
+            let _ =
+                tokio::task::spawn_blocking(move || families.iter().for_each(|f| f.stop())).await;
+            Err(e)
+        }
+    }
+}
+
+/// Bind the listeners and start the background work of a started `app`.
+async fn listen(
+    app: Arc<App>,
+    store: Arc<Store>,
+    webhooks: Arc<webhooks::Webhooks>,
+) -> Result<Running, RunError> {
+    let config = &app.config;
+    let state_dir = config.state_dir.clone();
     let router = http::router(app.clone());
 
     let tls = if config.tls.enabled {

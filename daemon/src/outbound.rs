@@ -75,8 +75,9 @@ impl Policy {
         if self.host_allowed(host) || self.ip_allowed(canonical(ip)) || self.ip_allowed(ip) {
             return Ok(());
         }
+        // The address itself is not echoed: callers could map internal DNS.
         Err(Refused(format!(
-            "{host} resolves to {ip}, a {kind} address; outgoing calls to internal addresses \
+            "{host} is (or resolves to) a {kind} address; outgoing calls to internal addresses \
              need the operator's permission (outbound.allow)"
         )))
     }
@@ -236,6 +237,9 @@ pub fn client(
 ) -> Result<reqwest::Client, String> {
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy from the environment would resolve the target itself,
+        // past the policy's resolver.
+        .no_proxy()
         .dns_resolver(Arc::new(Resolver(policy)))
         .timeout(timeout)
         .user_agent(concat!("argusd/", env!("CARGO_PKG_VERSION")));

@@ -137,9 +137,41 @@ impl Webhooks {
         self.wake.notify_one();
     }
 
-    /// Pending deliveries, oldest key first.
+    /// Pending deliveries, in key order. A record that does not decode is
+    /// logged and left alone, so it cannot stop the others.
     pub fn pending(&self) -> Result<Vec<Delivery>, StoreError> {
-        self.tree.iter().values().map(|v| dec(&v?)).collect()
+        Ok(self.pending_raw()?.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn pending_raw(&self) -> Result<Vec<(sled::IVec, Delivery)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            match dec::<Delivery>(&v) {
+                Ok(d) => out.push((v, d)),
+                Err(e) => tracing::error!(
+                    key = %String::from_utf8_lossy(&k),
+                    error = %e,
+                    "a pending webhook does not decode; skipped"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replace `old` (the record as read) with `new`, unless a newer
+    /// delivery about the same subject was queued meanwhile: that one stays.
+    fn replace(
+        &self,
+        d: &Delivery,
+        old: &sled::IVec,
+        new: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let key = Self::key(&d.family, &d.subject);
+        if self.tree.compare_and_swap(key, Some(old), new)?.is_err() {
+            tracing::debug!(family = %d.family, subject = %d.subject, "a newer webhook replaced this one meanwhile");
+        }
+        Ok(())
     }
 
     fn count(&self, family: &str, outcome: &str) {
@@ -186,18 +218,19 @@ impl Webhooks {
         }
     }
 
-    /// Record what an attempt gave; the next due time if it stays queued.
+    /// Record what an attempt on `d` (read as `old`) gave; the next due
+    /// time if it stays queued.
     fn settle(
         &self,
+        old: &sled::IVec,
         mut d: Delivery,
         outcome: Result<(), String>,
     ) -> Result<Option<u64>, StoreError> {
-        let key = Self::key(&d.family, &d.subject);
         match outcome {
             Ok(()) => {
                 self.count(&d.family, "delivered");
                 tracing::info!(family = %d.family, subject = %d.subject, attempts = d.attempts + 1, "webhook delivered");
-                self.tree.remove(key)?;
+                self.replace(&d, old, None)?;
                 Ok(None)
             }
             Err(e) => {
@@ -206,7 +239,7 @@ impl Webhooks {
                 if d.attempts >= d.max_attempts {
                     self.count(&d.family, "abandoned");
                     tracing::warn!(family = %d.family, subject = %d.subject, attempts = d.attempts, error = %e, "webhook abandoned");
-                    self.tree.remove(key)?;
+                    self.replace(&d, old, None)?;
                     Ok(None)
                 } else {
                     self.count(&d.family, "retried");
@@ -214,7 +247,7 @@ impl Webhooks {
                     d.next_at = unix_now() + delay.div_ceil(1000);
                     tracing::info!(family = %d.family, subject = %d.subject, attempts = d.attempts, error = %e, retry_in_ms = delay, "webhook failed; will retry");
                     let next = d.next_at;
-                    self.tree.insert(key, enc(&d))?;
+                    self.replace(&d, old, Some(enc(&d)))?;
                     Ok(Some(next))
                 }
             }
@@ -229,11 +262,11 @@ impl Webhooks {
             }
             let now = unix_now();
             let mut next_due: Option<u64> = None;
-            let pending = self.pending().unwrap_or_else(|e| {
+            let pending = self.pending_raw().unwrap_or_else(|e| {
                 tracing::error!(error = %e, "reading pending webhooks failed");
                 Vec::new()
             });
-            for d in pending {
+            for (old, d) in pending {
                 if *shutdown.borrow() {
                     return;
                 }
@@ -242,9 +275,10 @@ impl Webhooks {
                     continue;
                 }
                 let outcome = self.attempt(&d).await;
-                let settled = self
-                    .settle(d, outcome)
-                    .and_then(|next| self.store.flush().map(|_| next));
+                let settled = match self.settle(&old, d, outcome) {
+                    Ok(next) => self.store.flush_async().await.map(|_| next),
+                    Err(e) => Err(e),
+                };
                 match settled {
                     Ok(Some(t)) => next_due = Some(next_due.map_or(t, |n| n.min(t))),
                     Ok(None) => {}
@@ -256,7 +290,8 @@ impl Webhooks {
                 .unwrap_or(Duration::from_secs(30));
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = shutdown.changed() => {}
+                // Err: the sender is gone, which also means stop.
+            r = shutdown.changed() => if r.is_err() { return; },
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -326,27 +361,40 @@ mod tests {
         }
         let store = Arc::new(Store::open(dir.path()).unwrap());
         let w = Webhooks::new(store, policy, client, metrics.clone()).unwrap();
-        let pending = w.pending().unwrap();
+        let pending = w.pending_raw().unwrap();
         assert_eq!(pending.len(), 2);
-        assert_eq!(pending[0].body, "{\"v\":2}");
-        let d = pending[0].clone();
+        assert_eq!(pending[0].1.body, "{\"v\":2}");
+        let (old, d) = pending[0].clone();
         let err = w.attempt(&d).await.unwrap_err();
         assert!(err.contains("loopback"), "{err}");
-        let next = w.settle(d, Err(err)).unwrap();
+        let next = w.settle(&old, d, Err(err)).unwrap();
         assert!(next.is_some(), "first failure is retried");
-        let d = w.pending().unwrap()[0].clone();
+        let (old, d) = w.pending_raw().unwrap()[0].clone();
         assert_eq!(d.attempts, 1);
         assert!(d.last_error.as_deref().unwrap().contains("outbound.allow"));
-        assert_eq!(w.settle(d, Err("again".into())).unwrap(), None);
+        // A newer delivery about the same subject, queued while this one
+        // was being sent, survives the old one's outcome.
+        let mut newer = delivery("a");
+        newer.body = "{\"v\":3}".into();
+        w.enqueue(&newer).unwrap();
+        assert_eq!(w.settle(&old, d, Err("again".into())).unwrap(), None);
+        let left = w.pending().unwrap();
+        assert_eq!(left.len(), 2);
+        assert_eq!(left[0].body, "{\"v\":3}", "the newer one stays");
+        assert_eq!(left[0].attempts, 0);
+        let (old, d) = w.pending_raw().unwrap()[1].clone();
+        assert!(w.settle(&old, d, Err("x".into())).unwrap().is_some());
+        let (old, d) = w.pending_raw().unwrap()[1].clone();
+        assert_eq!(w.settle(&old, d, Err("y".into())).unwrap(), None);
         assert_eq!(
             w.pending().unwrap().len(),
             1,
-            "abandoned after max_attempts"
+            "b abandoned after max_attempts"
         );
         let text = metrics.render();
         assert!(
             text.contains(
-                "argus_webhook_deliveries_total{family=\"test\",outcome=\"abandoned\"} 1"
+                "argus_webhook_deliveries_total{family=\"test\",outcome=\"abandoned\"} 2"
             ),
             "{text}"
         );

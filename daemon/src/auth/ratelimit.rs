@@ -35,41 +35,69 @@ impl RateLimiter {
         self.check_at(client, Instant::now())
     }
 
-    /// Whether `client` has a token left, without taking it.
-    pub fn peek(&self, client: &str) -> Result<(), Limited> {
-        self.peek_at(client, Instant::now())
-    }
-
-    pub fn peek_at(&self, client: &str, now: Instant) -> Result<(), Limited> {
+    /// The gate of a credential check, before any password is verified:
+    /// one attempt is taken from the address's and the user name's bucket
+    /// (within `scope`, e.g. "admin" or "pbs") together, under one lock, or
+    /// neither when either is empty. Parallel guesses therefore count one
+    /// by one, and a limited guess costs no argon2 run and cannot succeed.
+    /// A successful check gives its attempt back ([`RateLimiter::refund`]).
+    pub fn gate(&self, scope: &str, ip: &str, user: &str) -> Result<(), Limited> {
+        let (a, b) = Self::login_keys(scope, ip, user);
+        let now = Instant::now();
         let cap = self.per_minute as f64;
         let rate = cap / 60.0;
-        let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((tokens, at)) = map.get(client) else {
-            return Ok(());
-        };
-        let t = (*tokens + now.saturating_duration_since(*at).as_secs_f64() * rate).min(cap);
-        if t >= 1.0 {
-            Ok(())
-        } else {
-            Err(Limited {
-                retry_after_secs: ((1.0 - t) / rate).ceil().max(1.0) as u64,
-                limit: self.per_minute,
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        Self::prune(&mut map, now, cap, rate);
+        let level = |map: &HashMap<String, (f64, Instant)>, k: &str| {
+            map.get(k).map_or(cap, |(t, at)| {
+                (t + now.saturating_duration_since(*at).as_secs_f64() * rate).min(cap)
             })
+        };
+        let (ta, tb) = (level(&map, &a), level(&map, &b));
+        let low = ta.min(tb);
+        if low < 1.0 {
+            return Err(Limited {
+                retry_after_secs: ((1.0 - low) / rate).ceil().max(1.0) as u64,
+                limit: self.per_minute,
+            });
+        }
+        map.insert(a, (ta - 1.0, now));
+        map.insert(b, (tb - 1.0, now));
+        Ok(())
+    }
+
+    /// Give back the attempt [`RateLimiter::gate`] took, after the right
+    /// password: only failures count.
+    pub fn refund(&self, scope: &str, ip: &str, user: &str) {
+        let (a, b) = Self::login_keys(scope, ip, user);
+        let cap = self.per_minute as f64;
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        for k in [a, b] {
+            if let Some((t, _)) = map.get_mut(&k) {
+                *t = (*t + 1.0).min(cap);
+            }
         }
     }
 
-    /// The gate of a credential check: refused while either the address
-    /// or the user name has no attempt left, before any password is
-    /// verified (so a limited guess costs no argon2 run and cannot succeed).
-    pub fn gate(&self, ip: &str, user: &str) -> Result<(), Limited> {
-        self.peek(&format!("ip:{ip}"))?;
-        self.peek(&format!("user:{}", user.trim().to_lowercase()))
+    /// Bucket keys of a login: the user name is hashed, so a long or
+    /// made-up name costs the map a fixed size.
+    fn login_keys(scope: &str, ip: &str, user: &str) -> (String, String) {
+        use sha2::Digest;
+        let name = user.trim().to_lowercase();
+        let h = sha2::Sha256::digest(name.as_bytes());
+        (
+            format!("{scope}:ip:{ip}"),
+            format!("{scope}:user:{}", hex::encode(&h[..16])),
+        )
     }
 
-    /// Count a failed credential check against the address and the user.
-    pub fn charge(&self, ip: &str, user: &str) {
-        let _ = self.check(&format!("ip:{ip}"));
-        let _ = self.check(&format!("user:{}", user.trim().to_lowercase()));
+    /// Forget full (idle) buckets once the map is large.
+    fn prune(map: &mut HashMap<String, (f64, Instant)>, now: Instant, cap: f64, rate: f64) {
+        if map.len() >= MAX_BUCKETS {
+            map.retain(|_, (tokens, at)| {
+                *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < cap
+            });
+        }
     }
 
     pub fn check_at(&self, client: &str, now: Instant) -> Result<(), Limited> {
@@ -117,19 +145,37 @@ mod tests {
     }
 
     #[test]
-    fn peeking_takes_nothing_and_the_gate_covers_address_and_user() {
+    fn the_gate_takes_from_address_and_user_together_and_refunds_successes() {
         let rl = RateLimiter::new(2);
-        for _ in 0..5 {
-            rl.gate("1.2.3.4", "admin").unwrap();
+        rl.gate("admin", "1.2.3.4", "ops").unwrap();
+        rl.refund("admin", "1.2.3.4", "ops");
+        for _ in 0..2 {
+            rl.gate("admin", "1.2.3.4", "ops").unwrap();
         }
-        rl.charge("1.2.3.4", "admin");
-        rl.charge("5.6.7.8", "Admin");
         assert!(
-            rl.gate("9.9.9.9", "ADMIN").is_err(),
-            "user exhausted from two addresses"
+            rl.gate("admin", "1.2.3.4", "ops").is_err(),
+            "two failures used it up"
         );
-        assert!(rl.gate("1.2.3.4", "other").is_ok(), "address has one left");
-        rl.charge("1.2.3.4", "other");
-        assert!(rl.gate("1.2.3.4", "third").is_err(), "address exhausted");
+        assert!(
+            rl.gate("admin", "9.9.9.9", " OPS ").is_err(),
+            "the user, from anywhere"
+        );
+        assert!(
+            rl.gate("admin", "1.2.3.4", "other").is_err(),
+            "the address, for anyone"
+        );
+        assert!(
+            rl.gate("pbs", "1.2.3.4", "ops").is_ok(),
+            "another family's logins"
+        );
+        assert!(rl.gate("admin", "5.6.7.8", "someone").is_ok());
+        // A refused gate took nothing from the other bucket.
+        let rl = RateLimiter::new(1);
+        rl.gate("admin", "1.1.1.1", "a").unwrap();
+        assert!(rl.gate("admin", "1.1.1.1", "b").is_err());
+        assert!(
+            rl.gate("admin", "2.2.2.2", "b").is_ok(),
+            "b was not charged"
+        );
     }
 }

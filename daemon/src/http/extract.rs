@@ -19,6 +19,9 @@ use crate::store::{sha256_hex, unix_now, ApiKeyRecord};
 
 pub const SESSION_COOKIE: &str = "argus_admin_session";
 
+/// The login limiter's scope of admin credentials.
+pub const ADMIN_LOGINS: &str = "admin";
+
 /// The caller's address, for rate limits and logs.
 pub fn client_ip(parts: &Parts) -> String {
     parts
@@ -60,12 +63,13 @@ pub async fn check_admin_password(
     )
 }
 
-/// Refuse before verifying when the address or the user name has no login
-/// attempt left (see `RateLimiter::gate`).
+/// Take a login attempt of the admin console's (form and HTTP Basic) from
+/// the address and the user name before verifying; refused when either
+/// has none left (see `RateLimiter::gate`).
 pub fn login_gate(app: &App, ip: &str, user: &str) -> Result<(), ApiError> {
     app.limiters
         .login
-        .gate(ip, user)
+        .gate(ADMIN_LOGINS, ip, user)
         .map_err(|l| ApiError::RateLimited {
             limit: l.limit,
             retry_after: l.retry_after_secs,
@@ -110,9 +114,9 @@ where
         let ip = client_ip(parts);
         login_gate(app, &ip, user)?;
         if check_admin_password(app, user.to_string(), pw.to_string()).await? {
+            app.limiters.login.refund(ADMIN_LOGINS, &ip, user);
             return Ok(AdminUser(user.to_string()));
         }
-        app.limiters.login.charge(&ip, user);
         Err(ApiError::UnauthorizedBasic("Invalid credentials".into()))
     }
 }

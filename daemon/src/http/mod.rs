@@ -128,6 +128,7 @@ pub fn metrics_router(app: Arc<App>) -> Router {
     with_middleware(
         Router::new()
             .route("/metrics", get(metrics))
+            .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
             .with_state(app.clone()),
         app,
     )
@@ -169,7 +170,7 @@ pub struct FamilyName(pub &'static str);
 /// rejections (a path segment or query that does not parse, a wrong
 /// method, a body over the limit) come as plain text or empty, and are
 /// rewritten here with their message; the family's own errors pass as
-/// they are. Every error is labelled with the family and a reason.
+/// they are. Every error is labelled with its family.
 pub async fn family_shape(family: Arc<dyn Family>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let status = resp.status();
@@ -204,12 +205,15 @@ pub async fn family_shape(family: Arc<dyn Family>, req: Request, next: Next) -> 
             }
         }
         new.extensions_mut().extend(parts.extensions);
+        // A rejection axum or a layer made: count it. The family's own
+        // errors carry their reason; its diagnostic answers (a 503 from
+        // /health, /auth/hello's 401) carry none and are not failures.
+        if new.extensions().get::<FailureReason>().is_none() {
+            let reason = ErrorKind::from_status(status).reason();
+            new.extensions_mut().insert(FailureReason(reason));
+        }
         new
     };
-    if resp.extensions().get::<FailureReason>().is_none() {
-        let reason = ErrorKind::from_status(status).reason();
-        resp.extensions_mut().insert(FailureReason(reason));
-    }
     resp.extensions_mut().insert(FamilyName(family.name()));
     resp
 }

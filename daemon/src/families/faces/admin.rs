@@ -27,7 +27,7 @@ use crate::store::{
     sha256_hex, unix_now, ApiKeyRecord, ImageRecord, JobFilter, JobRecord, SessionRecord,
 };
 
-use crate::http::extract::{check_admin_password, cookie, login_gate};
+use crate::http::extract::{check_admin_password, cookie, login_gate, ADMIN_LOGINS};
 pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
 
 fn require_storage(app: &Faces) -> Result<(), ApiError> {
@@ -89,9 +89,9 @@ pub async fn login(
     let b: LoginBody = parse_json(&body)?;
     login_gate(&app, &ip, &b.username)?;
     if !check_admin_password(&app, b.username.clone(), b.password).await? {
-        app.limiters.login.charge(&ip, &b.username);
         return Err(ApiError::Unauthorized("Invalid credentials".into()));
     }
+    app.limiters.login.refund(ADMIN_LOGINS, &ip, &b.username);
     let token = random_token();
     let ttl = app.config.auth.session_ttl_secs;
     app.store.put_session(

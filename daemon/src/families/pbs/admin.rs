@@ -30,6 +30,18 @@ pub struct AddUserBody {
     password: String,
 }
 
+/// Run an `org` action off the async runtime (it reads, writes and
+/// flushes the store).
+async fn on_store<F>(app: &Pbs, f: F) -> Result<Result<Value, String>, PbsError>
+where
+    F: FnOnce(&super::store::PbsStore) -> Result<Value, String> + Send + 'static,
+{
+    let store = app.clinic.pbs.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| PbsError::Internal(e.to_string()))
+}
+
 fn admin_result(started: Instant, status: StatusCode, r: Result<Value, String>) -> Res {
     r.map(|v| Envelope::ok(status, v, started))
         .map_err(PbsError::BadRequest)
@@ -41,7 +53,7 @@ pub async fn list_users(State(app): State<Arc<Pbs>>, caller: Caller<access::Mana
     admin_result(
         started,
         StatusCode::OK,
-        org::list_users(&app.clinic.pbs, Some(&p.org)),
+        on_store(&app, move |s| org::list_users(s, Some(&p.org))).await?,
     )
 }
 
@@ -53,12 +65,10 @@ pub async fn add_user(
     let started = Instant::now();
     let p = caller.0;
     let b: AddUserBody = parse_json(&body)?;
-    let store = app.clinic.pbs.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        org::add_user(&store, &p.org, &b.user, &b.role, &b.password)
+    let r = on_store(&app, move |s| {
+        org::add_user(s, &p.org, &b.user, &b.role, &b.password)
     })
-    .await
-    .map_err(|e| PbsError::Internal(e.to_string()))?;
+    .await?;
     admin_result(started, StatusCode::CREATED, r)
 }
 
@@ -69,7 +79,8 @@ pub async fn remove_user(
 ) -> Res {
     let started = Instant::now();
     let p = caller.0;
-    org::remove_user(&app.clinic.pbs, Some(&p.org), &email)
+    on_store(&app, move |s| org::remove_user(s, Some(&p.org), &email))
+        .await?
         .map(|v| Envelope::ok(StatusCode::OK, v, started))
         .map_err(PbsError::NotFound)
 }
@@ -88,7 +99,7 @@ pub async fn list_keys(State(app): State<Arc<Pbs>>, caller: Caller<access::Manag
     admin_result(
         started,
         StatusCode::OK,
-        org::list_keys(&app.clinic.pbs, Some(&p.org)),
+        on_store(&app, move |s| org::list_keys(s, Some(&p.org))).await?,
     )
 }
 
@@ -103,7 +114,10 @@ pub async fn add_key(
     admin_result(
         started,
         StatusCode::CREATED,
-        org::add_key(&app.clinic.pbs, &p.org, &b.public_key_pem, b.kid.as_deref()),
+        on_store(&app, move |s| {
+            org::add_key(s, &p.org, &b.public_key_pem, b.kid.as_deref())
+        })
+        .await?,
     )
 }
 
@@ -114,7 +128,8 @@ pub async fn revoke_key(
 ) -> Res {
     let started = Instant::now();
     let p = caller.0;
-    org::revoke_key(&app.clinic.pbs, Some(&p.org), &kid)
+    on_store(&app, move |s| org::revoke_key(s, Some(&p.org), &kid))
+        .await?
         .map(|v| Envelope::ok(StatusCode::OK, v, started))
         .map_err(PbsError::NotFound)
 }

@@ -64,7 +64,7 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
     let b: LoginBody = parse_json(&body)?;
     let user = b.user.trim().to_ascii_lowercase();
     // Before any password is verified: per address and per user name.
-    if let Err(l) = app.limiters.login.gate(&ip, &user) {
+    if let Err(l) = app.limiters.login.gate("pbs", &ip, &user) {
         return Err(PbsError::TooMany(l.retry_after_secs));
     }
     let hash = b.pass_hash.trim().to_ascii_lowercase();
@@ -90,7 +90,6 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))??;
     let Some(u) = found else {
-        app.limiters.login.charge(&ip, &who);
         return Err(PbsError::Unauthorized(Box::new(AuthFailure {
             rejection: crate::auth::jwt::Rejection::new("user", "unknown user or wrong password"),
             alg: None,
@@ -98,6 +97,7 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
             iss: None,
         })));
     };
+    app.limiters.login.refund("pbs", &ip, &who);
     let token = clinic(&app).session_token(&u);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -127,8 +127,14 @@ pub async fn hello(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let h = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match clinic(&app).authenticate(h, false) {
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let c = app.clinic.clone();
+    // Verifying reads the store (keys, spent token ids).
+    let verdict = tokio::task::spawn_blocking(move || c.authenticate(h.as_deref(), false))
+        .await
+        .map_err(|e| PbsError::Internal(e.to_string()))?;
+    match verdict {
         Ok(p) => Ok(Envelope::ok(
             StatusCode::OK,
             json!({
@@ -324,8 +330,8 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
 pub async fn upload_file(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
-    caller: Caller<access::Upload>,
     Query(q): Query<UploadQuery>,
+    caller: Caller<access::Upload>,
     body: axum::body::Body,
 ) -> Res {
     let started = Instant::now();
@@ -567,8 +573,8 @@ pub struct ReportQuery {
 pub async fn study_report(
     State(app): State<Arc<Pbs>>,
     Path((id, task)): Path<(String, String)>,
-    caller: Caller<access::ReadReport>,
     Query(q): Query<ReportQuery>,
+    caller: Caller<access::ReadReport>,
 ) -> Res {
     let started = Instant::now();
     let p = caller.0;

@@ -49,7 +49,7 @@ pub fn delivery(
 /// Callbacks an older version left pending in the family's own tree move
 /// to the platform's delivery queue, keeping their attempts and due times.
 pub fn migrate_pending(clinic: &Clinic) -> Result<usize, StoreError> {
-    let old = clinic.pbs.callbacks()?;
+    let old = clinic.pbs.callbacks_lossy()?;
     for (id, cb) in &old {
         let org = clinic
             .pbs

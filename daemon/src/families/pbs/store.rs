@@ -354,12 +354,18 @@ impl PbsStore {
         Ok(())
     }
 
-    pub fn callbacks(&self) -> Result<Vec<(Uuid, CallbackRecord)>, StoreError> {
+    /// Callbacks an older version left pending; one that does not decode
+    /// is logged and dropped.
+    pub fn callbacks_lossy(&self) -> Result<Vec<(Uuid, CallbackRecord)>, StoreError> {
         let mut out = Vec::new();
         for item in self.callbacks.iter() {
             let (k, v) = item?;
-            if let Ok(id) = Uuid::from_slice(&k) {
-                out.push((id, dec(&v)?));
+            match (Uuid::from_slice(&k), dec::<CallbackRecord>(&v)) {
+                (Ok(id), Ok(c)) => out.push((id, c)),
+                _ => {
+                    tracing::error!("an old pending callback does not decode; dropped");
+                    self.callbacks.remove(k)?;
+                }
             }
         }
         Ok(out)
