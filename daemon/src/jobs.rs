@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::events::EventBus;
 use crate::store::{Store, StoreError};
 
 /// One family's queue of job ids.
@@ -60,6 +61,27 @@ impl JobQueue {
     /// Let the runner look at the queue now.
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// The event-bus topic of job `id`'s progress: `jobs/<queue>/<id>`.
+    pub fn topic(&self, id: Uuid) -> String {
+        format!("jobs/{}/{id}", self.name)
+    }
+
+    /// Tell followers of job `id` how far it is: `done` of `total` steps,
+    /// with a message. (The job's own record keeps what survives a restart.)
+    pub fn progress(&self, events: &EventBus, id: Uuid, done: usize, total: usize, message: &str) {
+        events.publish(
+            &self.topic(id),
+            "progress",
+            serde_json::json!({
+                "job": id,
+                "done": done,
+                "total": total,
+                "fraction": if total == 0 { 1.0 } else { done as f64 / total as f64 },
+                "message": message,
+            }),
+        );
     }
 }
 
@@ -124,6 +146,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let q = Arc::new(JobQueue::open(&store, "test").unwrap());
         assert_eq!(q.queued().unwrap(), vec![a, b]);
+        let bus = EventBus::new();
+        let mut follow = bus.subscribe(&q.topic(a));
+        q.progress(&bus, a, 1, 4, "tile 1 of 4");
+        let e = follow.recv().await.unwrap();
+        assert_eq!(
+            (e.kind.as_str(), &e.data["fraction"]),
+            ("progress", &serde_json::json!(0.25))
+        );
         let seen: Arc<Mutex<Vec<Uuid>>> = Arc::default();
         let (tx, rx) = tokio::sync::watch::channel(false);
         let (q2, seen2) = (q.clone(), seen.clone());

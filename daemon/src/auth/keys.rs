@@ -2,9 +2,18 @@
 
 use uuid::Uuid;
 
-use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord};
+use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord, Store, StoreError};
 
 pub const PREFIX: &str = "xyl_";
+
+/// Create and store a key named `name` (the caller flushes): the one
+/// implementation behind `POST /api/v1/admin/api-keys` and `argusd keys
+/// create`. Returns the full key (shown once) and its record.
+pub fn create(store: &Store, name: &str) -> Result<(String, ApiKeyRecord), StoreError> {
+    let (full, rec) = generate(name);
+    store.put_key(&rec)?;
+    Ok((full, rec))
+}
 
 /// A new key and the record to store; the full key exists only in the return value.
 pub fn generate(name: &str) -> (String, ApiKeyRecord) {

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::auth::{keys, password};
+use crate::families::faces::admin::key_view;
+use crate::families::faces::schema::CreatedKey;
 use crate::families::pbs::manage::{self as pbs_manage, PbsCommand};
 use crate::store::{now_rfc3339, AdminRecord, Store};
 
@@ -37,19 +39,15 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
             if name.is_empty() || name.chars().count() > 100 {
                 return Err("the key name must be 1 to 100 characters".into());
             }
-            let (full, rec) = keys::generate(name);
-            store.put_key(&rec).map_err(|e| e.to_string())?;
-            let mut v = crate::families::faces::admin::key_json(&rec);
-            v["key"] = json!(full);
-            v
+            let (full, rec) = keys::create(store, name).map_err(|e| e.to_string())?;
+            json!(CreatedKey {
+                view: key_view(&rec),
+                key: full,
+            })
         }
         Command::KeysList => {
             let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
-            Value::Array(
-                all.iter()
-                    .map(crate::families::faces::admin::key_json)
-                    .collect(),
-            )
+            Value::Array(all.iter().map(|k| json!(key_view(k))).collect())
         }
         Command::KeysRevoke { key } => {
             let (all, _) = store.list_keys(1, u64::MAX).map_err(|e| e.to_string())?;
@@ -68,7 +66,7 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
                     let mut rec = one.clone();
                     rec.is_active = false;
                     store.put_key(&rec).map_err(|e| e.to_string())?;
-                    crate::families::faces::admin::key_json(&rec)
+                    json!(key_view(&rec))
                 }
                 [] => return Err(format!("no API key matches {key:?}")),
                 _ => return Err(format!("{key:?} matches several keys; give the key's id")),

@@ -12,20 +12,19 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
 use serde::Deserialize;
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::api::{
-    detect_json, detect_params, mask_params, q_int, read_image_field, run_detection, Timings,
+    detect_params, detect_response, mask_params, q_int, read_image_field, run_detection, Timings,
 };
+use super::schema::{self, CreatedKey, ImageDetail, ImageView, JobDetail, JobView, KeyView};
+use super::store::{ImageRecord, JobFilter, JobRecord};
 use super::Faces;
 use crate::auth::{keys, random_token};
 use crate::families::faces::pipeline;
 use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
-use crate::store::{
-    sha256_hex, unix_now, ApiKeyRecord, ImageRecord, JobFilter, JobRecord, SessionRecord,
-};
+use crate::store::{blocking, sha256_hex, unix_now, ApiKeyRecord, SessionRecord, StoreError};
 
 use crate::http::extract::{check_admin_password, cookie, login_gate, ADMIN_LOGINS};
 pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
@@ -60,14 +59,14 @@ fn page(q: &HashMap<String, String>) -> Result<Page, ApiError> {
     })
 }
 
-fn paginated(items: Vec<Value>, total: u64, p: &Page) -> Value {
-    json!({
-        "items": items,
-        "total": total,
-        "page": p.page,
-        "per_page": p.per_page,
-        "pages": total.div_ceil(p.per_page).max(1),
-    })
+fn paginated<T>(items: Vec<T>, total: u64, p: &Page) -> schema::Page<T> {
+    schema::Page {
+        items,
+        total,
+        page: p.page,
+        per_page: p.per_page,
+        pages: total.div_ceil(p.per_page).max(1),
+    }
 }
 
 // ---- session ----
@@ -94,13 +93,12 @@ pub async fn login(
     app.limiters.login.refund(ADMIN_LOGINS, &ip, &b.username);
     let token = random_token();
     let ttl = app.config.auth.session_ttl_secs;
-    app.store.put_session(
-        &sha256_hex(token.as_bytes()),
-        &SessionRecord {
-            username: b.username,
-            expires_at: unix_now() + ttl,
-        },
-    )?;
+    let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
+    let rec = SessionRecord {
+        username: b.username,
+        expires_at: unix_now() + ttl,
+    };
+    blocking(move || store.put_session(&key, &rec)).await?;
     app.store.flush_async().await?;
     let cookie = format!(
         "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={ttl}"
@@ -113,8 +111,11 @@ pub async fn login(
     Ok(resp)
 }
 
-pub async fn session(admin: Admin) -> Json<Value> {
-    Json(json!({"authenticated": true, "username": admin.0}))
+pub async fn session(admin: Admin) -> Json<schema::Session> {
+    Json(schema::Session {
+        authenticated: true,
+        username: admin.0,
+    })
 }
 
 pub async fn logout(
@@ -122,7 +123,8 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        app.store.delete_session(&sha256_hex(token.as_bytes()))?;
+        let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
+        blocking(move || store.delete_session(&key)).await?;
         app.store.flush_async().await?;
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -142,78 +144,95 @@ fn blob_url(app: &Faces, key: &str) -> String {
     app.signer.url(key, app.config.storage.signed_url_ttl_secs)
 }
 
-fn job_json(app: &Faces, j: &JobRecord) -> Value {
-    json!({
-        "id": j.id,
-        "image_id": j.image_id,
-        "job_type": j.job_type,
-        "method": j.method,
-        "status": j.status,
-        "face_count": j.face_count,
-        "inference_ms": j.inference_ms,
-        "total_ms": j.total_ms,
-        "processed_url": j.processed_blob.as_deref().map(|k| blob_url(app, k)),
-        "created_at": j.created_at,
-    })
+fn job_view(app: &Faces, j: &JobRecord) -> JobView {
+    JobView {
+        id: j.id,
+        image_id: j.image_id,
+        job_type: j.job_type.clone(),
+        method: j.method.clone(),
+        status: j.status.clone(),
+        face_count: j.face_count,
+        inference_ms: j.inference_ms,
+        total_ms: j.total_ms,
+        processed_url: j.processed_blob.as_deref().map(|k| blob_url(app, k)),
+        created_at: j.created_at.clone(),
+    }
 }
 
-fn image_json(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> Value {
+fn image_view(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
     let latest_processed = jobs.iter().find_map(|j| j.processed_blob.as_deref());
-    json!({
-        "id": img.id,
-        "filename": img.filename,
-        "content_type": img.content_type,
-        "width": img.width,
-        "height": img.height,
-        "channels": img.channels,
-        "size_bytes": img.size_bytes,
-        "sha256": img.sha256,
-        "job_count": jobs.len(),
-        "created_at": img.created_at,
-        "original_url": blob_url(app, &img.blob),
-        "processed_url": latest_processed.map(|k| blob_url(app, k)),
-    })
+    ImageView {
+        id: img.id,
+        filename: img.filename.clone(),
+        content_type: img.content_type.clone(),
+        width: img.width,
+        height: img.height,
+        channels: img.channels,
+        size_bytes: img.size_bytes,
+        sha256: img.sha256.clone(),
+        job_count: jobs.len(),
+        created_at: img.created_at.clone(),
+        original_url: blob_url(app, &img.blob),
+        processed_url: latest_processed.map(|k| blob_url(app, k)),
+    }
 }
 
-pub async fn stats(State(app): State<Arc<Faces>>, _a: Admin) -> Result<Json<Value>, ApiError> {
+pub async fn stats(
+    State(app): State<Arc<Faces>>,
+    _a: Admin,
+) -> Result<Json<schema::Stats>, ApiError> {
     require_storage(&app)?;
-    let store = app.store.clone();
-    let s = tokio::task::spawn_blocking(move || store.stats()).await??;
-    Ok(Json(json!({
-        "total_images": s.total_images,
-        "total_jobs": s.total_jobs,
-        "jobs_by_type": {"detect": s.detect_jobs, "mask": s.mask_jobs},
-        "jobs_by_method": s.jobs_by_method,
-        "total_faces": s.total_faces,
-        "storage_bytes": s.storage_bytes,
-        "pending_cleanups": s.pending_cleanups,
-    })))
+    let (records, store) = (app.records.clone(), app.store.clone());
+    let s = blocking(move || records.stats(&store)).await?;
+    Ok(Json(schema::Stats {
+        total_images: s.total_images,
+        total_jobs: s.total_jobs,
+        jobs_by_type: schema::JobsByType {
+            detect: s.detect_jobs,
+            mask: s.mask_jobs,
+        },
+        jobs_by_method: s.jobs_by_method,
+        total_faces: s.total_faces,
+        storage_bytes: s.storage_bytes,
+        pending_cleanups: s.pending_cleanups,
+    }))
 }
 
 pub async fn list_images(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<schema::Page<ImageView>>, ApiError> {
     require_storage(&app)?;
     let p = page(&q)?;
-    let (images, total) = app.store.list_images(p.page, p.per_page)?;
-    let mut items = Vec::with_capacity(images.len());
-    for img in &images {
-        items.push(image_json(&app, img, &app.store.jobs_for_image(img.id)?));
-    }
+    let (store, (pg, per)) = (app.records.clone(), (p.page, p.per_page));
+    let (listed, total) = blocking(move || {
+        let (images, total) = store.list_images(pg, per)?;
+        let with_jobs = images
+            .into_iter()
+            .map(|img| Ok((store.jobs_for_image(img.id)?, img)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok((with_jobs, total))
+    })
+    .await?;
+    let items = listed
+        .iter()
+        .map(|(jobs, img)| image_view(&app, img, jobs))
+        .collect();
     Ok(Json(paginated(items, total, &p)))
 }
 
-fn find_image(app: &Faces, id: &str) -> Result<ImageRecord, ApiError> {
-    app.store
-        .get_image(parse_id(id, "Image")?)?
+async fn find_image(app: &Faces, id: &str) -> Result<ImageRecord, ApiError> {
+    let (store, id) = (app.records.clone(), parse_id(id, "Image")?);
+    blocking(move || store.get_image(id))
+        .await?
         .ok_or_else(|| ApiError::NotFound("Image not found".into()))
 }
 
-fn find_job(app: &Faces, id: &str) -> Result<JobRecord, ApiError> {
-    app.store
-        .get_job(parse_id(id, "Job")?)?
+async fn find_job(app: &Faces, id: &str) -> Result<JobRecord, ApiError> {
+    let (store, id) = (app.records.clone(), parse_id(id, "Job")?);
+    blocking(move || store.get_job(id))
+        .await?
         .ok_or_else(|| ApiError::NotFound("Job not found".into()))
 }
 
@@ -221,13 +240,15 @@ pub async fn get_image(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ImageDetail>, ApiError> {
     require_storage(&app)?;
-    let img = find_image(&app, &id)?;
-    let jobs = app.store.jobs_for_image(img.id)?;
-    let mut v = image_json(&app, &img, &jobs);
-    v["jobs"] = Value::Array(jobs.iter().map(|j| job_json(&app, j)).collect());
-    Ok(Json(v))
+    let img = find_image(&app, &id).await?;
+    let (store, iid) = (app.records.clone(), img.id);
+    let jobs = blocking(move || store.jobs_for_image(iid)).await?;
+    Ok(Json(ImageDetail {
+        image: image_view(&app, &img, &jobs),
+        jobs: jobs.iter().map(|j| job_view(&app, j)).collect(),
+    }))
 }
 
 pub async fn delete_image(
@@ -237,9 +258,9 @@ pub async fn delete_image(
 ) -> Result<StatusCode, ApiError> {
     require_storage(&app)?;
     let id = parse_id(&id, "Image")?;
-    let store = app.store.clone();
+    let (records, store) = (app.records.clone(), app.store.clone());
     let deleted = tokio::task::spawn_blocking(move || -> Result<bool, ApiError> {
-        let Some(_) = store.delete_image(id)? else {
+        let Some(_) = records.delete_image(id)? else {
             return Ok(false);
         };
         // The records are gone and the blobs queued; failures stay queued for
@@ -272,7 +293,7 @@ pub async fn download_image(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_storage(&app)?;
-    let img = find_image(&app, &id)?;
+    let img = find_image(&app, &id).await?;
     Ok(redirect(blob_url(&app, &img.blob)))
 }
 
@@ -280,7 +301,7 @@ pub async fn list_jobs(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<schema::Page<JobView>>, ApiError> {
     require_storage(&app)?;
     let p = page(&q)?;
     let filter = JobFilter {
@@ -294,9 +315,10 @@ pub async fn list_jobs(
             )));
         }
     }
-    let (jobs, total) = app.store.list_jobs(&filter, p.page, p.per_page)?;
+    let (store, (pg, per)) = (app.records.clone(), (p.page, p.per_page));
+    let (jobs, total) = blocking(move || store.list_jobs(&filter, pg, per)).await?;
     Ok(Json(paginated(
-        jobs.iter().map(|j| job_json(&app, j)).collect(),
+        jobs.iter().map(|j| job_view(&app, j)).collect(),
         total,
         &p,
     )))
@@ -306,15 +328,16 @@ pub async fn get_job(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobDetail>, ApiError> {
     require_storage(&app)?;
-    let j = find_job(&app, &id)?;
-    let mut v = job_json(&app, &j);
-    v["params"] = j.params.clone();
-    v["detections"] = j.detections.clone();
-    v["processed_content_type"] = json!(j.processed_content_type);
-    v["processed_size_bytes"] = json!(j.processed_size_bytes);
-    Ok(Json(v))
+    let j = find_job(&app, &id).await?;
+    Ok(Json(JobDetail {
+        job: job_view(&app, &j),
+        params: j.params.clone(),
+        detections: j.detections.clone(),
+        processed_content_type: j.processed_content_type.clone(),
+        processed_size_bytes: j.processed_size_bytes,
+    }))
 }
 
 pub async fn download_job(
@@ -323,7 +346,7 @@ pub async fn download_job(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     require_storage(&app)?;
-    let j = find_job(&app, &id)?;
+    let j = find_job(&app, &id).await?;
     match &j.processed_blob {
         Some(k) => Ok(redirect(blob_url(&app, k))),
         None => Err(ApiError::NotFound(
@@ -380,7 +403,7 @@ pub async fn test_mask(
     Extension(rid): Extension<RequestId>,
     Query(q): Query<HashMap<String, String>>,
     req: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<schema::MaskPreview>, ApiError> {
     let start = Instant::now();
     let checks = (|| -> Result<_, ApiError> {
         let permit =
@@ -424,32 +447,37 @@ pub async fn test_mask(
         output_bytes: Some(out.len()),
         total_ms: pipeline::ms(start.elapsed()),
     };
-    let mut v = detect_json(&app, &rid.0, (None, None), &prep, &det, params, t);
-    v["masking"] = json!({
-        "method": mask.method.as_str(), "strength": mask.strength,
-        "padding": super::api::clean(mask.padding), "regions_masked": regions,
-    });
-    v["output"] = json!({
-        "format": format.as_str(), "quality": quality, "size_bytes": out.len(),
-        "image_base64": base64::engine::general_purpose::STANDARD.encode(&out),
-    });
-    Ok(Json(v))
+    Ok(Json(schema::MaskPreview {
+        detection: detect_response(&app, &rid.0, (None, None), &prep, &det, params, t),
+        masking: schema::Masking {
+            method: mask.method.as_str(),
+            strength: mask.strength,
+            padding: super::api::clean(mask.padding),
+            regions_masked: regions,
+        },
+        output: schema::MaskOutput {
+            format: format.as_str(),
+            quality,
+            size_bytes: out.len(),
+            image_base64: base64::engine::general_purpose::STANDARD.encode(&out),
+        },
+    }))
 }
 
 // ---- API keys ----
 
-pub fn key_json(k: &ApiKeyRecord) -> Value {
-    json!({
-        "id": k.id,
-        "name": k.name,
-        "key_prefix": k.key_prefix,
-        "key_suffix": k.key_suffix,
-        "key_preview": keys::preview(k),
-        "is_active": k.is_active,
-        "request_count": k.request_count,
-        "last_used_at": k.last_used_at,
-        "created_at": k.created_at,
-    })
+pub fn key_view(k: &ApiKeyRecord) -> KeyView {
+    KeyView {
+        id: k.id,
+        name: k.name.clone(),
+        key_prefix: k.key_prefix.clone(),
+        key_suffix: k.key_suffix.clone(),
+        key_preview: keys::preview(k),
+        is_active: k.is_active,
+        request_count: k.request_count,
+        last_used_at: k.last_used_at.clone(),
+        created_at: k.created_at.clone(),
+    }
 }
 
 fn valid_name(name: &str) -> Result<String, ApiError> {
@@ -471,31 +499,35 @@ pub async fn create_key(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CreateKey = parse_json(&body)?;
-    let (full, rec) = keys::generate(&valid_name(&b.name)?);
-    app.store.put_key(&rec)?;
-    app.store.flush_async().await?;
-    let mut v = key_json(&rec);
-    v["key"] = json!(full);
-    Ok((StatusCode::CREATED, Json(v)).into_response())
+    let name = valid_name(&b.name)?;
+    let store = app.store.clone();
+    let (full, rec) = blocking(move || keys::create(&store, &name)).await?;
+    let created = CreatedKey {
+        view: key_view(&rec),
+        key: full,
+    };
+    Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
 pub async fn list_keys(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<schema::Page<KeyView>>, ApiError> {
     let p = page(&q)?;
-    let (keys, total) = app.store.list_keys(p.page, p.per_page)?;
+    let (store, (pg, per)) = (app.store.clone(), (p.page, p.per_page));
+    let (keys, total) = blocking(move || store.list_keys(pg, per)).await?;
     Ok(Json(paginated(
-        keys.iter().map(key_json).collect(),
+        keys.iter().map(key_view).collect(),
         total,
         &p,
     )))
 }
 
-fn find_key(app: &Faces, id: &str) -> Result<ApiKeyRecord, ApiError> {
-    app.store
-        .get_key(parse_id(id, "API key")?)?
+async fn find_key(app: &Faces, id: &str) -> Result<ApiKeyRecord, ApiError> {
+    let (store, id) = (app.store.clone(), parse_id(id, "API key")?);
+    blocking(move || store.get_key(id))
+        .await?
         .ok_or_else(|| ApiError::NotFound("API key not found".into()))
 }
 
@@ -503,8 +535,8 @@ pub async fn get_key(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(key_json(&find_key(&app, &id)?)))
+) -> Result<Json<KeyView>, ApiError> {
+    Ok(Json(key_view(&find_key(&app, &id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -519,18 +551,19 @@ pub async fn patch_key(
     _a: Admin,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyView>, ApiError> {
     let b: PatchKey = parse_json(&body)?;
-    let mut rec = find_key(&app, &id)?;
+    let mut rec = find_key(&app, &id).await?;
     if let Some(n) = b.name {
         rec.name = valid_name(&n)?;
     }
     if let Some(a) = b.is_active {
         rec.is_active = a;
     }
-    app.store.put_key(&rec)?;
+    let store = app.store.clone();
+    let rec = blocking(move || store.put_key(&rec).map(|_| rec)).await?;
     app.store.flush_async().await?;
-    Ok(Json(key_json(&rec)))
+    Ok(Json(key_view(&rec)))
 }
 
 pub async fn delete_key(
@@ -539,7 +572,8 @@ pub async fn delete_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "API key")?;
-    if app.store.delete_key(id)? {
+    let store = app.store.clone();
+    if blocking(move || store.delete_key(id)).await? {
         app.store.flush_async().await?;
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -13,6 +13,11 @@ use serde_json::{json, Value};
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
+use super::schema::{
+    BBox, DetectResponse, Detection, Health, ImageInfo, Landmarks, Point, Processing, Profiling,
+    Relative, Size, Status, Summary,
+};
+use super::store::{ImageRecord, JobRecord};
 use super::Faces;
 use crate::families::faces::pipeline::{
     self as pipeline, DetectParams, Detected, PipelineError, Prepared,
@@ -22,7 +27,7 @@ use crate::http::extract::ApiKeyAuth;
 use crate::http::{ClientAddr, RequestId};
 use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
 use crate::model::Face;
-use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord, ImageRecord, JobRecord};
+use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord};
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
@@ -45,27 +50,28 @@ pub async fn health(State(app): State<Arc<Faces>>) -> Response {
         .path("originals/probe")
         .is_some_and(|p| p.parent().is_some_and(|d| d.is_dir()));
     let ready = app.is_ready() && storage_ready;
-    let body = json!({
-        "status": if ready { "ok" } else { "unavailable" },
-        "model": app.model_name,
-        "model_loaded": model_loaded,
-        "input_size": [info.input_width, info.input_height],
-        "supports_landmarks": true,
-        "database_enabled": true,
-        "database_ready": true,
-        "storage_enabled": app.storage_enabled(),
-        "storage_ready": !app.storage_enabled() || storage_ready,
-        "backend": info.backend,
-        "device": info.device,
-        "fallback": app.batcher.fallback(),
-        "max_batch_size": info.max_batch,
-        // Where uploads are resized to the model input.
-        "letterbox": if info.frames { "device" } else { "host" },
-        // Where masked frames asked for as JPEG are masked and encoded
-        // (PNG and WebP are encoded on the host).
-        "jpeg_encode": if app.batcher.masker().name() == "cpu" { "host" } else { "device" },
-        "version": env!("CARGO_PKG_VERSION"),
-    });
+    let body = Health {
+        status: if ready { "ok" } else { "unavailable" },
+        model: app.model_name,
+        model_loaded,
+        input_size: [info.input_width, info.input_height],
+        supports_landmarks: true,
+        database_enabled: true,
+        database_ready: true,
+        storage_enabled: app.storage_enabled(),
+        storage_ready: !app.storage_enabled() || storage_ready,
+        backend: info.backend,
+        device: info.device.clone(),
+        fallback: app.batcher.fallback().map(str::to_string),
+        max_batch_size: info.max_batch,
+        letterbox: if info.frames { "device" } else { "host" },
+        jpeg_encode: if app.batcher.masker().name() == "cpu" {
+            "host"
+        } else {
+            "device"
+        },
+        version: env!("CARGO_PKG_VERSION"),
+    };
     let status = if ready {
         StatusCode::OK
     } else {
@@ -75,12 +81,12 @@ pub async fn health(State(app): State<Arc<Faces>>) -> Response {
 }
 
 pub async fn live() -> Response {
-    (StatusCode::OK, Json(json!({"status": "alive"}))).into_response()
+    (StatusCode::OK, Json(Status { status: "alive" })).into_response()
 }
 
 pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
     if app.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready"}))).into_response()
+        (StatusCode::OK, Json(Status { status: "ready" })).into_response()
     } else {
         ApiError::Unavailable("not ready".into()).into_response()
     }
@@ -267,40 +273,58 @@ fn r4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
 }
 
-fn detections_json(faces: &[Face], w: u32, h: u32) -> Value {
-    const NAMES: [&str; 5] = ["left_eye", "right_eye", "nose", "left_mouth", "right_mouth"];
+fn detections(faces: &[Face], w: u32, h: u32) -> Vec<Detection> {
     let (w, h) = (w as f64, h as f64);
-    Value::Array(
-        faces
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let (bw, bh) = ((f.x2 - f.x1) as f64, (f.y2 - f.y1) as f64);
-                let (cx, cy) = ((f.x1 + f.x2) as f64 / 2.0, (f.y1 + f.y2) as f64 / 2.0);
-                let lm: serde_json::Map<String, Value> = NAMES
-                    .iter()
-                    .zip(f.landmarks)
-                    .map(|(n, [x, y])| (n.to_string(), json!({"x": r2(x), "y": r2(y)})))
-                    .collect();
-                json!({
-                    "index": i,
-                    "bbox": {"x1": r2(f.x1), "y1": r2(f.y1), "x2": r2(f.x2), "y2": r2(f.y2)},
-                    "confidence": r4(f.score as f64),
-                    "landmarks": lm,
-                    "size": {"width": r2(bw as f32), "height": r2(bh as f32)},
-                    "area": r2((bw * bh) as f32),
-                    "center": {"x": r2(cx as f32), "y": r2(cy as f32)},
-                    "relative": {
-                        "x_center": r4(cx / w), "y_center": r4(cy / h),
-                        "width": r4(bw / w), "height": r4(bh / h),
-                    },
-                })
-            })
-            .collect(),
-    )
+    let pt = |[x, y]: [f32; 2]| Point { x: r2(x), y: r2(y) };
+    faces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let (bw, bh) = ((f.x2 - f.x1) as f64, (f.y2 - f.y1) as f64);
+            let (cx, cy) = ((f.x1 + f.x2) as f64 / 2.0, (f.y1 + f.y2) as f64 / 2.0);
+            let [le, re, n, lm, rm] = f.landmarks;
+            Detection {
+                index: i,
+                bbox: BBox {
+                    x1: r2(f.x1),
+                    y1: r2(f.y1),
+                    x2: r2(f.x2),
+                    y2: r2(f.y2),
+                },
+                confidence: r4(f.score as f64),
+                landmarks: Landmarks {
+                    left_eye: pt(le),
+                    right_eye: pt(re),
+                    nose: pt(n),
+                    left_mouth: pt(lm),
+                    right_mouth: pt(rm),
+                },
+                size: Size {
+                    width: r2(bw as f32),
+                    height: r2(bh as f32),
+                },
+                area: r2((bw * bh) as f32),
+                center: Point {
+                    x: r2(cx as f32),
+                    y: r2(cy as f32),
+                },
+                relative: Relative {
+                    x_center: r4(cx / w),
+                    y_center: r4(cy / h),
+                    width: r4(bw / w),
+                    height: r4(bh / h),
+                },
+            }
+        })
+        .collect()
 }
 
-fn summary_json(faces: &[Face], w: u32, h: u32) -> Value {
+/// The detections as stored in a job record.
+fn detections_json(faces: &[Face], w: u32, h: u32) -> Value {
+    serde_json::to_value(detections(faces, w, h)).expect("detections serialize")
+}
+
+fn summary(faces: &[Face], w: u32, h: u32) -> Summary {
     let n = faces.len();
     let scores: Vec<f64> = faces.iter().map(|f| f.score as f64).collect();
     let area: f64 = faces.iter().map(|f| f.area() as f64).sum();
@@ -313,14 +337,14 @@ fn summary_json(faces: &[Face], w: u32, h: u32) -> Value {
             scores.iter().cloned().fold(0.0, f64::max),
         )
     };
-    json!({
-        "face_count": n,
-        "avg_confidence": r4(avg),
-        "min_confidence": r4(min),
-        "max_confidence": r4(max),
-        "total_face_area": (area * 100.0).round() / 100.0,
-        "face_area_ratio": r4(area / (w as f64 * h as f64)),
-    })
+    Summary {
+        face_count: n,
+        avg_confidence: r4(avg),
+        min_confidence: r4(min),
+        max_confidence: r4(max),
+        total_face_area: (area * 100.0).round() / 100.0,
+        face_area_ratio: r4(area / (w as f64 * h as f64)),
+    }
 }
 
 /// Timings of one request, for `profiling` and the X-*-Ms headers.
@@ -333,7 +357,7 @@ pub(crate) struct Timings {
     pub total_ms: f64,
 }
 
-pub(crate) fn detect_json(
+pub(crate) fn detect_response(
     app: &Faces,
     request_id: &str,
     ids: (Option<Uuid>, Option<Uuid>),
@@ -341,50 +365,55 @@ pub(crate) fn detect_json(
     det: &Detected,
     params: DetectParams,
     t: Timings,
-) -> Value {
+) -> DetectResponse {
     let (w, h) = prep.image.dimensions();
     let info = app.batcher.info();
     let r = |v: f64| (v * 100.0).round() / 100.0;
-    json!({
-        "request_id": request_id,
-        "image_id": ids.0,
-        "job_id": ids.1,
-        "image": {"width": w, "height": h, "channels": prep.channels, "size_bytes": prep.input_bytes},
-        "detections": detections_json(&det.faces, w, h),
-        "summary": summary_json(&det.faces, w, h),
-        "processing": {
-            "model": app.model_name,
-            "input_size": [info.input_width, info.input_height],
-            "confidence_threshold": clean(params.confidence),
-            "nms_threshold": clean(params.nms_threshold),
-            "inference_ms": r(det.inference_ms),
-            "total_ms": r(t.total_ms),
+    DetectResponse {
+        request_id: request_id.to_string(),
+        image_id: ids.0,
+        job_id: ids.1,
+        image: ImageInfo {
+            width: w,
+            height: h,
+            channels: prep.channels,
+            size_bytes: prep.input_bytes,
         },
-        "profiling": {
-            "decode_ms": r(prep.decode_ms),
-            "preprocess_ms": r(prep.preprocess_ms),
-            "blob_ms": r(det.pack_ms),
-            "inference_ms": r(det.inference_ms),
-            "postprocess_ms": r(det.postprocess_ms),
-            "nms_ms": r(det.nms_ms),
-            "mask_ms": t.mask_ms.map(r),
-            "encode_ms": t.encode_ms.map(r),
-            "storage_ms": t.storage_ms.map(r),
-            "total_ms": r(t.total_ms),
-            "candidates_before_nms": det.candidates_before_nms,
-            "candidates_after_nms": det.faces.len(),
-            "det_scale": (prep.scale as f64 * 1e6).round() / 1e6,
-            "input_resolution": format!("{w}x{h}"),
-            "det_resolution": format!("{}x{}", info.input_width, info.input_height),
-            "input_bytes": prep.input_bytes,
-            "output_bytes": t.output_bytes,
-            "input_pixels": w as u64 * h as u64,
-            "model_name": app.model_name,
-            "queue_ms": r(det.queue_ms),
-            "batch_size": det.batch_size,
-            "backend": info.backend,
+        detections: detections(&det.faces, w, h),
+        summary: summary(&det.faces, w, h),
+        processing: Processing {
+            model: app.model_name,
+            input_size: [info.input_width, info.input_height],
+            confidence_threshold: clean(params.confidence),
+            nms_threshold: clean(params.nms_threshold),
+            inference_ms: r(det.inference_ms),
+            total_ms: r(t.total_ms),
         },
-    })
+        profiling: Profiling {
+            decode_ms: r(prep.decode_ms),
+            preprocess_ms: r(prep.preprocess_ms),
+            blob_ms: r(det.pack_ms),
+            inference_ms: r(det.inference_ms),
+            postprocess_ms: r(det.postprocess_ms),
+            nms_ms: r(det.nms_ms),
+            mask_ms: t.mask_ms.map(r),
+            encode_ms: t.encode_ms.map(r),
+            storage_ms: t.storage_ms.map(r),
+            total_ms: r(t.total_ms),
+            candidates_before_nms: det.candidates_before_nms,
+            candidates_after_nms: det.faces.len(),
+            det_scale: (prep.scale as f64 * 1e6).round() / 1e6,
+            input_resolution: format!("{w}x{h}"),
+            det_resolution: format!("{}x{}", info.input_width, info.input_height),
+            input_bytes: prep.input_bytes,
+            output_bytes: t.output_bytes,
+            input_pixels: w as u64 * h as u64,
+            model_name: app.model_name,
+            queue_ms: r(det.queue_ms),
+            batch_size: det.batch_size,
+            backend: info.backend,
+        },
+    }
 }
 
 // ---- persistence ----
@@ -409,7 +438,7 @@ pub(crate) struct ToStore {
 
 /// Write blobs and records and flush, so what the response acknowledges is on disk.
 pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64), ApiError> {
-    let store = app.store.clone();
+    let (store, records) = (app.store.clone(), app.records.clone());
     let t0 = Instant::now();
     let (image_id, job_id) =
         tokio::task::spawn_blocking(move || -> Result<(Uuid, Uuid), ApiError> {
@@ -432,7 +461,7 @@ pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64)
                 }
                 None => None,
             };
-            store.put_image(&ImageRecord {
+            records.put_image(&ImageRecord {
                 id: image_id,
                 filename: s.filename,
                 content_type: format!("image/{fmt}"),
@@ -444,7 +473,7 @@ pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64)
                 blob,
                 created_at: now_rfc3339(),
             })?;
-            store.put_job(&JobRecord {
+            records.put_job(&JobRecord {
                 id: job_id,
                 image_id,
                 job_type: s.job_type.into(),
@@ -550,7 +579,7 @@ pub async fn detect(
         t.storage_ms = Some(storage_ms);
     }
     t.total_ms = pipeline::ms(start.elapsed());
-    let body = detect_json(&app, &rid.0, ids, &prep, &det, params, t);
+    let body = detect_response(&app, &rid.0, ids, &prep, &det, params, t);
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 

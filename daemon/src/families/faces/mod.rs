@@ -7,6 +7,8 @@ pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod pipeline;
+pub mod schema;
+pub mod store;
 
 use std::ops::Deref;
 use std::sync::Arc;
@@ -28,6 +30,8 @@ use crate::RunError;
 pub struct Faces {
     pub app: Arc<App>,
     pub batcher: Arc<Batcher>,
+    /// Uploaded images and their jobs.
+    pub records: store::FacesStore,
     /// The detector the appliance runs, as responses name it.
     pub model_name: &'static str,
 }
@@ -65,9 +69,14 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
         .build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION"), info.backend, &info.device])
         .set(1);
+    let records = store::FacesStore::open(&ctx.app.store).map_err(|source| RunError::Store {
+        dir: cfg.state_dir.display().to_string(),
+        source,
+    })?;
     Ok(Arc::new(Faces {
         app: ctx.app.clone(),
         batcher: Arc::new(batcher),
+        records,
         model_name: "centerface",
     }))
 }

@@ -13,11 +13,12 @@ use axum::http::{request::Parts, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Digest;
 use uuid::Uuid;
 
 use super::caller::{access, Caller};
+use super::schema;
 use super::Pbs;
 use crate::families::pbs::identity::{AuthFailure, Principal};
 use crate::families::pbs::store::{FileRecord, ReportStatus, StudyRecord};
@@ -105,18 +106,20 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         .unwrap_or(0);
     Ok(Envelope::ok(
         StatusCode::ACCEPTED,
-        json!({
-            "login_timestamp": nanos.to_string(),
-            "token": {"HY_APP_AUTH_v1": token},
-            "user": {
-                "email": u.email,
-                "id": u.id,
-                "screen_name": u.screen_name,
-                "user_name": u.email,
-                "organisation": u.org,
-                "role": u.role.as_str(),
+        schema::Login {
+            login_timestamp: nanos.to_string(),
+            token: schema::Token {
+                hy_app_auth_v1: token,
             },
-        }),
+            user: schema::LoginUser {
+                email: u.email.clone(),
+                id: u.id,
+                screen_name: u.screen_name.clone(),
+                user_name: u.email.clone(),
+                organisation: u.org.clone(),
+                role: u.role.as_str(),
+            },
+        },
         started,
     ))
 }
@@ -137,30 +140,30 @@ pub async fn hello(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     match verdict {
         Ok(p) => Ok(Envelope::ok(
             StatusCode::OK,
-            json!({
-                "valid": true,
-                "organisation": p.org,
-                "user": p.user.email,
-                "user_id": p.user.id,
-                "role": p.role.as_str(),
-                "verified_with": p.via,
-                "audience": app.config.pbs.public_host,
-            }),
+            schema::HelloValid {
+                valid: true,
+                organisation: p.org,
+                user: p.user.email,
+                user_id: p.user.id,
+                role: p.role.as_str(),
+                verified_with: p.via,
+                audience: app.config.pbs.public_host.clone(),
+            },
             started,
         )),
         Err(f) => {
             let mut e = Envelope::ok(
                 StatusCode::UNAUTHORIZED,
-                json!({
-                    "valid": false,
-                    "claim": f.rejection.claim,
-                    "reason": f.rejection.reason,
-                    "alg": f.alg,
-                    "kid": f.kid,
-                    "iss": f.iss,
-                    "expected_audience": app.config.pbs.public_host,
-                    "accepted_algorithms": ["RS256 (with kid)", "RS384"],
-                }),
+                schema::HelloRefused {
+                    valid: false,
+                    claim: f.rejection.claim.to_string(),
+                    reason: f.rejection.reason.clone(),
+                    alg: f.alg,
+                    kid: f.kid.clone(),
+                    iss: f.iss.clone(),
+                    expected_audience: app.config.pbs.public_host.clone(),
+                    accepted_algorithms: ["RS256 (with kid)", "RS384"],
+                },
                 started,
             );
             e.error = f.rejection.to_string();
@@ -174,12 +177,12 @@ pub async fn heartbeat(State(app): State<Arc<Pbs>>) -> Response {
     let started = Instant::now();
     let beat = hex::encode(rand::random::<[u8; 10]>());
     let ok = app.clinic.healthy();
-    let body = json!({
-        "delta": format!("{:?}", started.elapsed()),
-        "heartbeat": beat,
-        "request_timestamp": crate::store::unix_now(),
-        "version": VERSION,
-    });
+    let body = schema::Heartbeat {
+        delta: format!("{:?}", started.elapsed()),
+        heartbeat: beat,
+        request_timestamp: crate::store::unix_now(),
+        version: VERSION,
+    };
     let status = if ok {
         StatusCode::OK
     } else {
@@ -253,20 +256,12 @@ pub async fn create_study(
     app.store.flush_async().await?;
     Ok(Envelope::ok(
         StatusCode::CREATED,
-        json!({"pbs_study_id": rec.id, "tags": rec.tags}),
+        schema::StudyCreated {
+            pbs_study_id: rec.id,
+            tags: rec.tags.clone(),
+        },
         started,
     ))
-}
-
-fn study_summary(s: &StudyRecord) -> Value {
-    json!({
-        "pbs_study_id": s.id,
-        "tags": s.tags,
-        "created_at": s.created_at,
-        "report_status": s.status.as_str(),
-        "files": s.files.len(),
-        "tasks": s.tasks,
-    })
 }
 
 pub async fn find_studies(
@@ -291,7 +286,10 @@ pub async fn find_studies(
     let found = blocking(move || pbs.find_studies(&org, &tags)).await?;
     Ok(Envelope::ok(
         StatusCode::OK,
-        json!({"pbs_studies": found.iter().map(study_summary).collect::<Vec<_>>(), "count": found.len()}),
+        schema::StudyList {
+            pbs_studies: found.iter().map(schema::StudySummary::from).collect(),
+            count: found.len(),
+        },
         started,
     ))
 }
@@ -369,7 +367,11 @@ pub async fn upload_file(
     if study.files.iter().any(|f| f.file_id == file_id) {
         return Ok(Envelope::ok(
             StatusCode::OK,
-            json!({"pbs_study_id": study.id, "file_id": file_id, "duplicate": true}),
+            schema::FileAdded {
+                pbs_study_id: study.id,
+                file_id,
+                duplicate: true,
+            },
             started,
         ));
     }
@@ -436,7 +438,11 @@ pub async fn upload_file(
     app.store.flush_async().await?;
     Ok(Envelope::ok(
         StatusCode::CREATED,
-        json!({"pbs_study_id": study.id, "file_id": file_id}),
+        schema::FileAdded {
+            pbs_study_id: study.id,
+            file_id,
+            duplicate: false,
+        },
         started,
     ))
 }
@@ -537,7 +543,10 @@ pub async fn request_tasks(
     app.clinic.queue.wake();
     Ok(Envelope::ok(
         StatusCode::ACCEPTED,
-        json!({"pbs_study_id": study.id, "tasks": tasks}),
+        schema::TasksAccepted {
+            pbs_study_id: study.id,
+            tasks,
+        },
         started,
     ))
 }
@@ -552,15 +561,15 @@ pub async fn study_status(
     let s = own_study(&app, &p, &id).await?;
     Ok(Envelope::ok(
         StatusCode::OK,
-        json!({
-            "pbs_study_id": s.id,
-            "report_status": s.status.as_str(),
-            "progress": s.progress,
-            "progress_message": s.progress_message,
-            "files": s.files.len(),
-            "tasks": s.tasks,
-            "error": s.error,
-        }),
+        schema::StudyStatus {
+            pbs_study_id: s.id,
+            report_status: s.status.as_str(),
+            progress: s.progress,
+            progress_message: s.progress_message.clone(),
+            files: s.files.len(),
+            tasks: s.tasks.clone(),
+            error: s.error.clone(),
+        },
         started,
     ))
 }
@@ -611,12 +620,12 @@ pub async fn study_report(
     };
     Ok(Envelope::ok(
         StatusCode::OK,
-        json!({
-            "pbs_study_id": s.id,
-            "version": n,
-            "versions": versions.len(),
-            "report": { task: versions[n - 1] },
-        }),
+        schema::ReportView {
+            pbs_study_id: s.id,
+            version: n,
+            versions: versions.len(),
+            report: BTreeMap::from([(task.clone(), versions[n - 1].clone())]),
+        },
         started,
     ))
 }

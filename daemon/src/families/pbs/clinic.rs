@@ -41,7 +41,7 @@ pub struct Clinic {
     pub queue: Arc<JobQueue>,
     /// Where report callbacks are delivered from.
     pub webhooks: Arc<Webhooks>,
-    /// Study progress, on the topic `pbs/<study id>`.
+    /// Study progress, on the topic `jobs/pbs/<study id>`.
     pub events: Arc<EventBus>,
 }
 

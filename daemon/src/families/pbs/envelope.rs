@@ -82,7 +82,9 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn ok(status: StatusCode, results: Value, started: Instant) -> Self {
+    /// A successful answer with typed `results`.
+    pub fn ok(status: StatusCode, results: impl serde::Serialize, started: Instant) -> Self {
+        let results = serde_json::to_value(results).expect("results serialize");
         Self {
             status,
             results,

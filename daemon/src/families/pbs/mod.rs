@@ -17,6 +17,7 @@ pub mod manage;
 pub mod org;
 pub mod pipeline;
 pub mod runner;
+pub mod schema;
 pub mod store;
 
 use std::ops::Deref;

@@ -5,6 +5,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use sha2::Digest;
 
+use super::schema::{KeyView, OrgSecret, UserAdded, UserView};
 use super::store::PbsStore;
 use crate::auth::{jwt, password};
 use crate::families::pbs::store::{KeyRecord, Role, UserRecord};
@@ -28,27 +29,11 @@ fn valid_org(org: &str) -> Result<(), String> {
 }
 
 pub fn user_json(u: &UserRecord) -> Value {
-    json!({
-        "id": u.id,
-        "email": u.email,
-        "user_name": u.email,
-        "screen_name": u.screen_name,
-        "organisation": u.org,
-        "role": u.role.as_str(),
-        "created_at": u.created_at,
-    })
+    json!(UserView::from(u))
 }
 
 pub fn key_json(k: &KeyRecord) -> Value {
-    json!({
-        "kid": k.kid,
-        "organisation": k.org,
-        "bits": k.bits,
-        "algorithms": ["RS256", "RS384"],
-        "created_at": k.created_at,
-        "revoked_at": k.revoked_at,
-        "active": k.revoked_at.is_none(),
-    })
+    json!(KeyView::from(k))
 }
 
 /// Add a user, or reset the password and role of an existing one of the
@@ -99,13 +84,12 @@ pub fn add_user(
     };
     store.put_user(&rec).map_err(|e| e.to_string())?;
     store.flush().map_err(|e| e.to_string())?;
-    let mut v = user_json(&rec);
-    v["updated"] = json!(existing.is_some());
-    if new_org {
+    Ok(json!(UserAdded {
+        user: UserView::from(&rec),
+        updated: existing.is_some(),
         // Shown once, when the organisation is created.
-        v["callback_secret"] = json!(org_rec.callback_secret);
-    }
-    Ok(v)
+        callback_secret: new_org.then(|| org_rec.callback_secret.clone()),
+    }))
 }
 
 pub fn remove_user(store: &PbsStore, org: Option<&str>, email: &str) -> Result<Value, String> {
@@ -194,7 +178,10 @@ pub fn list_keys(store: &PbsStore, org: Option<&str>) -> Result<Value, String> {
 
 pub fn org_secret(store: &PbsStore, org: &str) -> Result<Value, String> {
     match store.get_org(org).map_err(|e| e.to_string())? {
-        Some(o) => Ok(json!({"organisation": o.name, "callback_secret": o.callback_secret})),
+        Some(o) => Ok(json!(OrgSecret {
+            organisation: o.name,
+            callback_secret: o.callback_secret,
+        })),
         None => Err(format!("no organisation {org:?}")),
     }
 }

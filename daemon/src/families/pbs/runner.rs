@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::schema::{CallbackBody, CbcFile, CbcReport, FileResult, MalariaFile, MalariaReport};
 use super::Clinic;
 use crate::families::pbs::pipeline as cells;
 use crate::families::pbs::store::ReportStatus;
@@ -25,21 +26,19 @@ pub async fn run(clinic: Arc<Clinic>, shutdown: tokio::sync::watch::Receiver<boo
     .await
 }
 
-fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: bool) -> Value {
+fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: bool) -> FileResult {
     let (pos, neg) = cells::malaria_counts(a, params);
-    let mut v = json!({
-        "width": a.width,
-        "height": a.height,
-        "scale": a.scale,
-        "rbc": a.counts.rbc,
-        "wbc": a.counts.wbc,
-        "platelets": a.counts.platelets,
-    });
-    if malaria {
-        v["positive_count"] = json!(pos);
-        v["negative_count"] = json!(neg);
+    FileResult {
+        width: a.width,
+        height: a.height,
+        scale: a.scale,
+        rbc: a.counts.rbc as u64,
+        wbc: a.counts.wbc as u64,
+        platelets: a.counts.platelets as u64,
+        positive_count: malaria.then_some(pos as u64),
+        negative_count: malaria.then_some(neg as u64),
+        timings_ms: None,
     }
-    v
 }
 
 async fn analyse_study(
@@ -114,9 +113,9 @@ async fn analyse_study(
                     .cells_counted
                     .with_label_values(&["platelet"])
                     .inc_by(a.counts.platelets as u64);
-                let mut v = file_result(&a, &params, malaria);
-                v["timings_ms"] = serde_json::to_value(t).unwrap_or_default();
-                v
+                let mut r = file_result(&a, &params, malaria);
+                r.timings_ms = serde_json::to_value(t).ok();
+                serde_json::to_value(r).expect("file results serialize")
             }
             Err(cells::CellError::Submit(e)) => {
                 // Queue full: the interactive APIs come first; try again soon.
@@ -138,6 +137,13 @@ async fn analyse_study(
         })?;
         // Progress is durable before the next file starts.
         clinic.store.flush_async().await?;
+        clinic.queue.progress(
+            &clinic.events,
+            id,
+            done,
+            total,
+            &format!("analysed {done} of {total} file(s)"),
+        );
         tracing::debug!(study = %id, done, total, "PBS file analysed");
     }
     let finished = pbs
@@ -163,12 +169,12 @@ async fn analyse_study(
         })?
         .ok_or_else(|| StoreError::Corrupt(format!("study {id} vanished")))?;
     if let Some(url) = &finished.callback_url {
-        let body = json!({
-            "pbs_study_id": id,
-            "report_status": finished.status.as_str(),
-            "progress": finished.progress,
+        let body = serde_json::to_string(&CallbackBody {
+            pbs_study_id: id,
+            report_status: finished.status.as_str(),
+            progress: finished.progress,
         })
-        .to_string();
+        .expect("callback bodies serialize");
         let d = super::callbacks::delivery(clinic, id, &finished.org, url, body)?;
         clinic.webhooks.enqueue(&d)?;
     }
@@ -185,7 +191,7 @@ async fn analyse_study(
         .observe(started.elapsed().as_secs_f64());
     clinic.webhooks.wake();
     clinic.events.publish(
-        &format!("pbs/{id}"),
+        &clinic.queue.topic(id),
         "finished",
         json!({"pbs_study_id": id, "report_status": finished.status.as_str()}),
     );
@@ -199,42 +205,52 @@ fn build_report(
     params: &cells::CountParams,
     created_at: &str,
 ) -> Value {
-    let per_file: Vec<(&String, &Value)> = s
+    // Results kept by any version of the runner parse; a field one lacks
+    // counts as 0 (or null per file).
+    let per_file: Vec<(&String, FileResult)> = s
         .files
         .iter()
-        .filter_map(|f| s.partial.get(&f.file_id).map(|v| (&f.file_id, v)))
+        .filter_map(|f| {
+            let v = s.partial.get(&f.file_id)?;
+            Some((
+                &f.file_id,
+                serde_json::from_value(v.clone()).unwrap_or_default(),
+            ))
+        })
         .collect();
-    let sum = |k: &str| -> u64 {
-        per_file
-            .iter()
-            .map(|(_, v)| v[k].as_u64().unwrap_or(0))
-            .sum()
+    let sum = |k: fn(&FileResult) -> u64| -> u64 { per_file.iter().map(|(_, r)| k(r)).sum() };
+    let report = match task {
+        "MALARIA_ANY_ANY" => serde_json::to_value(MalariaReport {
+            positive_count: sum(|r| r.positive_count.unwrap_or(0)),
+            negative_count: sum(|r| r.negative_count.unwrap_or(0)),
+            files: per_file
+                .iter()
+                .map(|(id, r)| MalariaFile {
+                    file_id: id.to_string(),
+                    positive_count: r.positive_count,
+                    negative_count: r.negative_count,
+                })
+                .collect(),
+            model: "malaria_cnn (argus, trained on NIH malaria cell images)",
+            parasite_threshold: params.parasite_threshold,
+            created_at: created_at.to_string(),
+        }),
+        _ => serde_json::to_value(CbcReport {
+            rbc: sum(|r| r.rbc),
+            wbc: sum(|r| r.wbc),
+            platelets: sum(|r| r.platelets),
+            files: per_file
+                .iter()
+                .map(|(id, r)| CbcFile {
+                    file_id: id.to_string(),
+                    rbc: r.rbc,
+                    wbc: r.wbc,
+                    platelets: r.platelets,
+                })
+                .collect(),
+            model: "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",
+            created_at: created_at.to_string(),
+        }),
     };
-    match task {
-        "MALARIA_ANY_ANY" => json!({
-            "positive_count": sum("positive_count"),
-            "negative_count": sum("negative_count"),
-            "files": per_file.iter().map(|(id, v)| json!({
-                "file_id": id,
-                "positive_count": v["positive_count"],
-                "negative_count": v["negative_count"],
-            })).collect::<Vec<_>>(),
-            "model": "malaria_cnn (argus, trained on NIH malaria cell images)",
-            "parasite_threshold": params.parasite_threshold,
-            "created_at": created_at,
-        }),
-        _ => json!({
-            "rbc": sum("rbc"),
-            "wbc": sum("wbc"),
-            "platelets": sum("platelets"),
-            "files": per_file.iter().map(|(id, v)| json!({
-                "file_id": id,
-                "rbc": v["rbc"],
-                "wbc": v["wbc"],
-                "platelets": v["platelets"],
-            })).collect::<Vec<_>>(),
-            "model": "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",
-            "created_at": created_at,
-        }),
-    }
+    report.expect("reports serialize")
 }
