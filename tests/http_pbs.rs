@@ -1126,3 +1126,59 @@ async fn internal_callback_urls_are_refused_at_request_time() {
     .await;
     assert_eq!(st, 202, "an allowed network is taken: {v}");
 }
+
+/// Time claims: a token not valid before tomorrow is refused naming `nbf`;
+/// `exp` of 1e300 or 2^64-1 is refused as out of range (not "expired ...
+/// ago"); `/auth/hello` reports a spent `jti` as the real endpoints do.
+#[tokio::test]
+async fn token_time_claims_and_hello_agree_with_the_endpoints() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap();
+    s.manage(Command::Pbs(PbsCommand::KeyAdd {
+        org: "clinic-a".into(),
+        pem,
+        kid: Some("scanner-1".into()),
+    }))
+    .await;
+    let user = "lab@clinic-a.test";
+    let ok = |c: &Value| sign("RS256", Some("scanner-1"), c, "client_pkcs8.pem");
+    let mut tomorrow = claims("clinic-a", user, "user");
+    tomorrow["nbf"] = json!(now() + 86400);
+    let (st, v) = call(&s, "POST", "/pbs", &ok(&tomorrow), None).await;
+    assert_eq!(
+        (st, v["results"]["claim"].clone()),
+        (401, json!("nbf")),
+        "{v}"
+    );
+    for exp in [json!(1e300), json!(u64::MAX)] {
+        let mut c = claims("clinic-a", user, "user");
+        c["exp"] = exp.clone();
+        let (st, v) = call(&s, "POST", "/pbs", &ok(&c), None).await;
+        assert_eq!(
+            (st, v["results"]["claim"].clone()),
+            (401, json!("exp")),
+            "{v}"
+        );
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.contains("out of range") && !e.contains("ago"),
+            "{exp}: {e}"
+        );
+    }
+    let t = ok(&claims("clinic-a", user, "user"));
+    let (st, v) = call(&s, "POST", "/auth/hello", &t, None).await;
+    assert_eq!(
+        (st, v["results"]["valid"].clone()),
+        (200, json!(true)),
+        "{v}"
+    );
+    let (st, _) = call(&s, "POST", "/pbs", &t, None).await;
+    assert_eq!(st, 201, "hello did not spend the token");
+    let (st, v) = call(&s, "POST", "/auth/hello", &t, None).await;
+    assert_eq!(
+        (st, v["results"]["claim"].clone()),
+        (401, json!("jti")),
+        "{v}"
+    );
+}

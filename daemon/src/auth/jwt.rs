@@ -76,6 +76,46 @@ pub struct Claims {
     pub role: String,
     pub iat: u64,
     pub exp: u64,
+    /// Not before (optional).
+    pub nbf: Option<u64>,
+}
+
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z. Larger values
+/// (1e300, 2^64-1) are refused as out of range rather than wrapping.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// A NumericDate claim (RFC 7519 §2): seconds since 1970, an integer or a
+/// finite number with a fraction (dropped), 0 to [`MAX_NUMERIC_DATE`].
+fn numeric_date(name: &'static str, v: &Value) -> Result<u64, Rejection> {
+    let out_of_range = || {
+        Rejection::new(
+            name,
+            format!("out of range: a NumericDate must be from 0 to {MAX_NUMERIC_DATE} (year 9999)"),
+        )
+    };
+    let secs = if let Some(u) = v.as_u64() {
+        u
+    } else if let Some(f) = v.as_f64() {
+        if !f.is_finite() || f < 0.0 {
+            return Err(Rejection::new(
+                name,
+                "must be a NumericDate (seconds since 1970)",
+            ));
+        }
+        if f > MAX_NUMERIC_DATE as f64 {
+            return Err(out_of_range());
+        }
+        f as u64
+    } else {
+        return Err(Rejection::new(
+            name,
+            "must be a NumericDate (seconds since 1970)",
+        ));
+    };
+    if secs > MAX_NUMERIC_DATE {
+        return Err(out_of_range());
+    }
+    Ok(secs)
 }
 
 /// Strip an optional `Bearer ` prefix.
@@ -163,12 +203,7 @@ impl Parsed {
         };
         let t = |name: &'static str| -> Result<u64, Rejection> {
             match self.claims.get(name) {
-                Some(v) => v
-                    .as_u64()
-                    .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                    .ok_or_else(|| {
-                        Rejection::new(name, "must be a NumericDate (seconds since 1970)")
-                    }),
+                Some(v) => numeric_date(name, v),
                 None => Err(Rejection::new(name, "required claim is missing")),
             }
         };
@@ -179,6 +214,10 @@ impl Parsed {
             role: s("role")?,
             iat: t("iat")?,
             exp: t("exp")?,
+            nbf: match self.claims.get("nbf") {
+                Some(v) => Some(numeric_date("nbf", v)?),
+                None => None,
+            },
         })
     }
 
@@ -233,8 +272,10 @@ impl Parsed {
     }
 }
 
-/// Time rules: not issued in the future, not expired and, for client
-/// tokens (`max_age`), not older than an hour.
+/// Time rules, each with [`LEEWAY_SECS`] of clock skew: not issued in the
+/// future, not used before `nbf`, not expired and, for client tokens
+/// (`max_age`), not older than an hour. Every date is at most
+/// [`MAX_NUMERIC_DATE`], so the sums cannot overflow.
 pub fn check_times(c: &Claims, now: u64, max_age: bool) -> Result<(), Rejection> {
     if c.iat > now + LEEWAY_SECS {
         return Err(Rejection::new(
@@ -250,6 +291,14 @@ pub fn check_times(c: &Claims, now: u64, max_age: bool) -> Result<(), Rejection>
                 now - c.iat
             ),
         ));
+    }
+    if let Some(nbf) = c.nbf {
+        if nbf > now + LEEWAY_SECS {
+            return Err(Rejection::new(
+                "nbf",
+                format!("not valid for another {} s", nbf - now),
+            ));
+        }
     }
     if now > c.exp + LEEWAY_SECS {
         return Err(Rejection::new(
@@ -404,6 +453,7 @@ mod tests {
             role: "user".into(),
             iat,
             exp,
+            nbf: None,
         };
         let now = 1_000_000;
         assert!(check_times(&c(now - 10, now + 600), now, true).is_ok());
@@ -427,6 +477,38 @@ mod tests {
         );
         // Session tokens may live longer than an hour.
         assert!(check_times(&c(now - 7200, now + 86400), now, false).is_ok());
+        // Not before: a day ahead is refused, within the leeway is fine.
+        let mut ahead = c(now, now + 600);
+        ahead.nbf = Some(now + 86400);
+        let r = check_times(&ahead, now, true).unwrap_err();
+        assert_eq!(r.claim, "nbf");
+        assert!(r.reason.contains("86400"), "{}", r.reason);
+        ahead.nbf = Some(now + LEEWAY_SECS);
+        assert!(check_times(&ahead, now, true).is_ok());
+    }
+
+    #[test]
+    fn numeric_dates_out_of_range_are_refused_not_wrapped() {
+        for (v, reason) in [
+            (json!(1e300), "out of range"),
+            (json!(u64::MAX), "out of range"),
+            (json!(MAX_NUMERIC_DATE + 1), "out of range"),
+            (json!(-5), "NumericDate"),
+            (json!(-1.5), "NumericDate"),
+            (json!("1700000000"), "NumericDate"),
+        ] {
+            let r = numeric_date("exp", &v).unwrap_err();
+            assert_eq!(r.claim, "exp");
+            assert!(r.reason.contains(reason), "{v}: {}", r.reason);
+        }
+        assert_eq!(
+            numeric_date("exp", &json!(1700000000.9)).unwrap(),
+            1700000000
+        );
+        assert_eq!(
+            numeric_date("exp", &json!(MAX_NUMERIC_DATE)).unwrap(),
+            MAX_NUMERIC_DATE
+        );
     }
 
     #[test]

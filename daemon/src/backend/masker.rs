@@ -2,6 +2,7 @@
 //! frame's copy there is reused), else on the CPU. Backends hand their
 //! masker out once, when a batcher starts; the face family uses it.
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -246,6 +246,23 @@ impl Clinic {
                 &mut fail,
             ));
         }
+        if !session && !consume_jti {
+            // Looking only (/auth/hello): say so if the id is spent, as the
+            // real endpoints would.
+            match self.pbs.jti_used(&claims.iss, &claims.jti, now) {
+                Ok(false) => {}
+                Ok(true) => {
+                    return Err(err(
+                        Rejection::new(
+                            "jti",
+                            "this token id was already used; sign a new token per request",
+                        ),
+                        &mut fail,
+                    ))
+                }
+                Err(e) => return Err(err(Rejection::new("jti", e.to_string()), &mut fail)),
+            }
+        }
         if !session && consume_jti {
             // Remember the id for as long as the token could be honoured.
             let until = claims.exp.min(claims.iat + jwt::MAX_AGE_SECS) + jwt::LEEWAY_SECS;

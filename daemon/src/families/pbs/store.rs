@@ -282,6 +282,15 @@ impl PbsStore {
         }
     }
 
+    /// Whether `jti` of `iss` was used and is still remembered.
+    pub fn jti_used(&self, iss: &str, jti: &str, now: u64) -> Result<bool, StoreError> {
+        let key = format!("{iss}\n{jti}");
+        Ok(self
+            .jti
+            .get(&key)?
+            .is_some_and(|o| u64::from_be_bytes(o.as_ref().try_into().unwrap_or([0; 8])) >= now))
+    }
+
     pub fn purge_jti(&self, now: u64) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.jti.iter() {
