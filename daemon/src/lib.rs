@@ -230,6 +230,7 @@ async fn listen(
         Some(tokio_rustls::TlsAcceptor::from(http::tls::server_config(
             &config.tls,
             &state_dir,
+            config.listen,
         )?))
     } else {
         None

@@ -208,27 +208,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Detect(args) => Ok(faces_cli::detect(&config, args).await?),
         Command::Mask(args) => Ok(faces_cli::mask(&config, args).await?),
-        Command::Keys { action } => {
-            let cmd = match action {
-                KeysAction::Create { name } => Manage::KeysCreate { name },
-                KeysAction::List => Manage::KeysList,
-                KeysAction::Revoke { key } => Manage::KeysRevoke { key },
-            };
-            let is_create = matches!(cmd, Manage::KeysCreate { .. });
-            let v = manage(&config.state_dir, cmd).await?;
-            if is_create {
-                eprintln!("Store this key now: it is shown only once.");
-                println!("{}", v["key"].as_str().unwrap_or_default());
-                eprintln!(
-                    "id: {}  name: {}",
-                    v["id"].as_str().unwrap_or_default(),
-                    v["name"].as_str().unwrap_or_default()
-                );
-            } else {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            }
-            Ok(0)
-        }
+        Command::Keys { action } => keys_command(&config, action).await,
         Command::Admin {
             action:
                 AdminAction::Create {
@@ -301,4 +281,27 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             Ok(0)
         }
     }
+}
+
+/// `argusd keys create|list|revoke`.
+async fn keys_command(config: &Config, action: KeysAction) -> Result<i32, CliError> {
+    let cmd = match action {
+        KeysAction::Create { name } => Manage::KeysCreate { name },
+        KeysAction::List => Manage::KeysList,
+        KeysAction::Revoke { key } => Manage::KeysRevoke { key },
+    };
+    let is_create = matches!(cmd, Manage::KeysCreate { .. });
+    let v = manage(&config.state_dir, cmd).await?;
+    if is_create {
+        eprintln!("Store this key now: it is shown only once.");
+        println!("{}", v["key"].as_str().unwrap_or_default());
+        eprintln!(
+            "id: {}  name: {}",
+            v["id"].as_str().unwrap_or_default(),
+            v["name"].as_str().unwrap_or_default()
+        );
+    } else {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    }
+    Ok(0)
 }

@@ -13,7 +13,7 @@ pub struct Blobs {
 impl Blobs {
     pub fn open(root: PathBuf) -> Result<Self, StoreError> {
         for sub in ["originals", "processed", "pbs", "tmp"] {
-            std::fs::create_dir_all(root.join(sub))?;
+            super::perms::create_dir(&root.join(sub))?;
         }
         Ok(Self { root })
     }
@@ -43,7 +43,14 @@ impl Blobs {
             .join("tmp")
             .join(format!("{}.part", uuid::Uuid::new_v4()));
         let res = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(super::perms::FILE_MODE)
+                    .open(&tmp)?
+            };
             f.write_all(data)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &path)?;

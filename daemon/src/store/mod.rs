@@ -4,6 +4,7 @@
 //! key order is creation order and listings walk it backwards for newest-first.
 
 pub mod blobs;
+pub mod perms;
 
 use std::path::Path;
 
@@ -136,7 +137,8 @@ impl Store {
     /// can briefly find it held. A directory held for longer really is in
     /// use by another daemon, and that is still refused.
     pub fn open_waiting(state_dir: &Path, wait: std::time::Duration) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(state_dir)?;
+        perms::owner_only_umask();
+        perms::create_dir(state_dir)?;
         let deadline = std::time::Instant::now() + wait;
         let db = loop {
             match sled::Config::new().path(state_dir.join("db")).open() {
@@ -166,6 +168,13 @@ impl Store {
             db,
         };
         store.blobs.clear_tmp();
+        for (path, old) in perms::repair(state_dir)? {
+            tracing::warn!(
+                path = %path.display(),
+                old_mode = format!("{old:o}"),
+                "state readable by other users; made owner-only"
+            );
+        }
         Ok(store)
     }
 

@@ -98,21 +98,11 @@ async fn analyse_study(
         let analysed = cells::analyse(&clinic.cells, img, native, params, malaria).await;
         let result = match analysed {
             Ok((a, t)) => {
-                clinic
-                    .metrics
-                    .cells_counted
-                    .with_label_values(&["rbc"])
-                    .inc_by(a.counts.rbc as u64);
-                clinic
-                    .metrics
-                    .cells_counted
-                    .with_label_values(&["wbc"])
-                    .inc_by(a.counts.wbc as u64);
-                clinic
-                    .metrics
-                    .cells_counted
-                    .with_label_values(&["platelet"])
-                    .inc_by(a.counts.platelets as u64);
+                let c = &a.counts;
+                for (kind, n) in [("rbc", c.rbc), ("wbc", c.wbc), ("platelet", c.platelets)] {
+                    let counter = clinic.metrics.cells_counted.with_label_values(&[kind]);
+                    counter.inc_by(n as u64);
+                }
                 let mut r = file_result(&a, &params, malaria);
                 r.timings_ms = serde_json::to_value(t).ok();
                 serde_json::to_value(r).expect("file results serialize")
@@ -146,6 +136,19 @@ async fn analyse_study(
         );
         tracing::debug!(study = %id, done, total, "PBS file analysed");
     }
+    finish_study(clinic, id, failure, &params, started).await
+}
+
+/// Write the reports (or the failure), queue the callback, and take the
+/// study off the queue, all in one flush.
+async fn finish_study(
+    clinic: &Clinic,
+    id: Uuid,
+    failure: Option<String>,
+    params: &cells::CountParams,
+    started: std::time::Instant,
+) -> Result<(), StoreError> {
+    let pbs = &clinic.pbs;
     let finished = pbs
         .update_study(id, |s| {
             if let Some(err) = &failure {
@@ -157,7 +160,7 @@ async fn analyse_study(
             }
             let version_time = now_rfc3339();
             for task in s.tasks.clone() {
-                let report = build_report(&task, s, &params, &version_time);
+                let report = build_report(&task, s, params, &version_time);
                 s.reports.entry(task).or_default().push(report);
             }
             s.partial.clear();
@@ -179,6 +182,14 @@ async fn analyse_study(
         clinic.webhooks.enqueue(&d)?;
     }
     clinic.queue.dequeue(id)?;
+    // Tasks asked for again between the update above and the dequeue: the
+    // study is queued once more, so it stays on the queue.
+    if pbs
+        .get_study(id)?
+        .is_some_and(|s| matches!(s.status, ReportStatus::Queued))
+    {
+        clinic.queue.enqueue(id)?;
+    }
     clinic.store.flush_async().await?;
     clinic
         .metrics
