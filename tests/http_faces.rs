@@ -559,4 +559,66 @@ async fn every_rejection_answers_in_the_detail_shape() {
         m.contains("argus_failures_total{family=\"faces\",reason=\"method_not_allowed\"} 2"),
         "{m}"
     );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(m.contains(name), "{name} exported");
+    }
+}
+
+/// A motion photo (the astronaut JPEG with 4 KB of video appended, the
+/// appended bytes holding an `FF DA` pair, as `../shared/cases/` has it) is
+/// detected and masked like the photo; an arithmetic-coded JPEG is refused
+/// with 415 naming the coding.
+#[tokio::test]
+async fn motion_photos_are_read_and_arithmetic_jpegs_are_named() {
+    let s = start(|c| c.auth.api_key_enabled = false).await;
+    let photo = fixture("astronaut.jpg");
+    let mut motion = photo.clone();
+    motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42isom");
+    for i in 0..4096u32 {
+        motion.push((i.wrapping_mul(2654435761) >> 11) as u8);
+    }
+    motion.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x0C]);
+    let a = json(s.post_image("/api/v1/detect", None, photo.clone()).await).await;
+    let r = s.post_image("/api/v1/detect", None, motion.clone()).await;
+    assert_eq!(r.status(), 200);
+    let b = json(r).await;
+    assert_eq!(b["summary"]["face_count"], a["summary"]["face_count"]);
+    assert_eq!(b["detections"][0]["bbox"], a["detections"][0]["bbox"]);
+    let r = s.post_image("/api/v1/mask", None, motion).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["x-face-count"],
+        a["summary"]["face_count"].to_string().as_str()
+    );
+    let sof0 = photo.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+    let mut arith = photo;
+    arith[sof0 + 1] = 0xC9;
+    let r = s.post_image("/api/v1/detect", None, arith).await;
+    assert_eq!(r.status(), 415);
+    let v = json(r).await;
+    assert!(v["detail"].as_str().unwrap().contains("arithmetic"), "{v}");
+    s.stop().await;
+}
+
+/// A JSON body that starts with a UTF-8 byte-order mark is read as JSON.
+#[tokio::test]
+async fn json_bodies_with_a_byte_order_mark_are_read() {
+    let s = start(|_| {}).await;
+    s.new_admin("ops", "correct-horse-battery").await;
+    let mut body = "\u{feff}".as_bytes().to_vec();
+    body.extend_from_slice(br#"{"username":"ops","password":"correct-horse-battery"}"#);
+    let r = s
+        .client
+        .post(s.url("/api/v1/admin/auth/login"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    s.stop().await;
 }

@@ -334,3 +334,47 @@ async fn a_refused_upload_is_read_to_the_end_so_the_client_sees_why() {
     assert!(answer.contains("too large"), "{answer}");
     s.stop().await;
 }
+
+/// Clients that send headers and a little of their upload, then stall,
+/// hold no in-flight slot: with every slot's worth of them connected, a
+/// normal request still gets 200; each stalled one gets 408 once the body
+/// deadline passes, on a connection then closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_do_not_hold_the_slots() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.storage.enabled = false;
+        c.limits.max_in_flight = 2;
+        c.limits.body_read_timeout_secs = 2;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST /api/v1/detect HTTP/1.1\r\nHost: {addr}\r\n\
+             Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 200000\r\n\r\n\
+             --XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\
+             Content-Type: image/jpeg\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        tcp.write_all(&[0xFF; 1024]).await.unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = s
+        .post_image("/api/v1/detect", None, fixture("astronaut.jpg"))
+        .await;
+    assert_eq!(r.status(), 200, "a stalled upload held a slot");
+    for mut tcp in stalled {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the stalled connection was closed");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("did not arrive within 2 s"), "{text}");
+    }
+    s.stop().await;
+}

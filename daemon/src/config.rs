@@ -130,6 +130,9 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Seconds a client is told to wait (Retry-After) when refused for load.
     pub retry_after_secs: u64,
+    /// Seconds an upload may take to arrive; past it the answer is 408 and
+    /// the connection is closed, so slow or stalled clients hold nothing.
+    pub body_read_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -280,6 +283,7 @@ impl Default for Limits {
             formats: ["jpeg", "png", "webp", "bmp"].map(String::from).to_vec(),
             max_in_flight: 64,
             retry_after_secs: 1,
+            body_read_timeout_secs: 30,
         }
     }
 }

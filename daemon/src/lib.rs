@@ -216,6 +216,45 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
     }
 }
 
+/// Say where the API is and, on a fresh appliance, the commands that make
+/// its first API key and admin user.
+fn first_steps(app: &App, addr: SocketAddr) {
+    let scheme = if app.config.tls.enabled {
+        "https"
+    } else {
+        "http"
+    };
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() => "127.0.0.1".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    let base = format!("{scheme}://{host}:{}", addr.port());
+    tracing::info!(
+        health = %format!("{base}/health"),
+        detect = %format!("{base}/api/v1/detect"),
+        pbs = %format!("{base}/pbs"),
+        metrics = %format!("{base}/metrics"),
+        "serving"
+    );
+    let dir = app.config.state_dir.display();
+    let no_keys = app
+        .store
+        .list_keys(1, 1)
+        .map(|(_, n)| n == 0)
+        .unwrap_or(false);
+    if no_keys && app.config.auth.api_key_enabled {
+        tracing::info!(
+            "no API key yet: create one with `ARGUS_STATE_DIR={dir} argusd keys create --name NAME`"
+        );
+    }
+    if app.store.admin_count() == 0 {
+        tracing::info!(
+            "no admin user yet: create one with `echo 'a-long-password' | ARGUS_STATE_DIR={dir} argusd admin create --username admin --password-stdin`"
+        );
+    }
+}
+
 /// Bind the listeners and start the background work of a started `app`.
 async fn listen(
     app: Arc<App>,
@@ -270,6 +309,7 @@ async fn listen(
         let r = http::metrics_router(app.clone());
         tasks.push(tokio::spawn(http::serve(l, None, r, rx, grace)));
     }
+    first_steps(&app, addr);
     let control = cli::control::start(&state_dir, store).map_err(RunError::Control)?;
     tracing::info!(
         %addr,

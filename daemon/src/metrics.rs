@@ -176,7 +176,7 @@ impl Metrics {
             pbs_studies: IntCounterVec::new(
                 opts(
                     "argus_pbs_studies_total",
-                    "PBS study analyses finished, by outcome (ready, failed).",
+                    "PBS study analyses finished, by status (ready, failed).",
                 ),
                 &["status"],
             )
@@ -229,6 +229,13 @@ impl Metrics {
         ] {
             r.register(c).expect("metric names are unique");
         }
+        // process_cpu_seconds_total, process_resident_memory_bytes, open
+        // file descriptors and the like, from /proc.
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("metric names are unique");
         m
     }
 

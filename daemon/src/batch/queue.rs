@@ -54,6 +54,11 @@ impl<T: Cancel> Queue<T> {
         }
     }
 
+    /// At `max_depth`: the next push is refused.
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= self.policy.max_depth
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -273,6 +273,12 @@ impl<W: Workload> Batcher<W> {
         lock(&self.shared.queue).len()
     }
 
+    /// Whether a new item would be refused now (the queue at its depth),
+    /// so a request can be turned away before its upload is read.
+    pub fn is_full(&self) -> bool {
+        lock(&self.shared.queue).is_full()
+    }
+
     /// Queue one item; the receiver resolves when its batch ran.
     pub fn submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, SubmitError> {
         self.work.check(&item)?;

@@ -23,6 +23,7 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    Timeout,
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
@@ -43,6 +44,7 @@ impl ErrorKind {
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -62,6 +64,7 @@ impl ErrorKind {
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Timeout => "body_timeout",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "too_large",
             Self::UnsupportedMediaType => "unsupported_format",
@@ -82,6 +85,7 @@ impl ErrorKind {
             StatusCode::FORBIDDEN => Self::Forbidden,
             StatusCode::NOT_FOUND => Self::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Self::MethodNotAllowed,
+            StatusCode::REQUEST_TIMEOUT => Self::Timeout,
             StatusCode::CONFLICT => Self::Conflict,
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType,
@@ -108,6 +112,9 @@ pub enum ApiError {
     UnauthorizedBasic(String),
     #[error("{0}")]
     NotFound(String),
+    /// The upload did not arrive within `limits.body_read_timeout_secs`.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -133,6 +140,7 @@ impl ApiError {
             Self::Invalid(_) => ErrorKind::Invalid,
             Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => ErrorKind::Unauthorized,
             Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Timeout(_) => ErrorKind::Timeout,
             Self::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
             Self::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
             Self::RateLimited { .. } => ErrorKind::RateLimited,
@@ -194,6 +202,11 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        if let Self::Timeout(_) = self {
+            // The rest of the body is not read: the connection cannot be reused.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::UnauthorizedBasic(_) = self {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -209,9 +222,9 @@ impl From<ImagingError> for ApiError {
     fn from(e: ImagingError) -> Self {
         match e {
             ImagingError::TooManyPixels { .. } => Self::PayloadTooLarge(e.to_string()),
-            ImagingError::UnsupportedFormat(..) | ImagingError::UnknownFormat => {
-                Self::UnsupportedMediaType(e.to_string())
-            }
+            ImagingError::UnsupportedFormat(..)
+            | ImagingError::UnknownFormat
+            | ImagingError::UnsupportedCoding(_) => Self::UnsupportedMediaType(e.to_string()),
             ImagingError::Empty | ImagingError::TooSmall { .. } | ImagingError::Corrupt(_) => {
                 Self::BadRequest(e.to_string())
             }

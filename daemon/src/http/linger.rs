@@ -76,7 +76,10 @@ pub async fn linger(req: Request, next: Next) -> Response {
         home: home.clone(),
     };
     let resp = next.run(Request::from_parts(parts, Body::new(lent))).await;
-    if resp.status().is_client_error() || resp.status().is_server_error() {
+    // A 408 is for a client that stopped sending: waiting for the rest
+    // would hand it back the hold the timeout took away.
+    let stalled = resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT;
+    if !stalled && (resp.status().is_client_error() || resp.status().is_server_error()) {
         let left = home.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(body) = left {
             drain(body).await;

@@ -27,6 +27,12 @@ use tracing::Instrument;
 use crate::app::{App, Family};
 use error::{detail, ErrorKind, FailureReason};
 
+/// A JSON body without the UTF-8 byte-order mark some Windows tools put
+/// first (JSON forbids it, RFC 8259 §8.1, but allows a parser to ignore it).
+pub fn without_bom(body: &[u8]) -> &[u8] {
+    body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+}
+
 /// The peer address of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);

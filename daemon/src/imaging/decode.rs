@@ -61,15 +61,105 @@ fn check_size(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), Imag
     Ok(())
 }
 
-/// The JPEG decoder pads a truncated scan with grey instead of failing, so
-/// check that an end-of-image marker follows the last start-of-scan. (An
-/// EXIF thumbnail has its own EOI, but it sits before the main scan.)
-fn jpeg_scan_is_complete(bytes: &[u8]) -> bool {
-    let last = |m: u8| bytes.windows(2).rposition(|w| w[0] == 0xFF && w[1] == m);
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) => eoi > sos,
-        _ => false,
+/// Where the first complete JPEG image in `bytes` ends, found by walking
+/// its marker segments (lengths skipped, so an EXIF thumbnail's own markers
+/// inside APP1 are not mistaken for the image's) and its entropy-coded
+/// scans up to the end-of-image marker. Anything after it (a motion
+/// photo's video, padding) is not part of the image, as libjpeg and Pillow
+/// also read it. Errors: the stream ends before its EOI (the decoder would
+/// pad a truncated scan with grey instead of failing), or it uses coding
+/// the decoder does not implement (arithmetic, lossless, hierarchical).
+fn jpeg_image_end(bytes: &[u8]) -> Result<usize, ImagingError> {
+    let truncated = || {
+        ImagingError::Corrupt(
+            "the JPEG data ends before its end-of-image marker (truncated file?)".into(),
+        )
+    };
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Err(ImagingError::Corrupt(
+            "not a JPEG stream (no SOI marker)".into(),
+        ));
     }
+    let mut i = 2;
+    loop {
+        // The next marker: 0xFF, fill bytes (more 0xFF), then the code.
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else {
+            return Err(truncated());
+        };
+        i += 1;
+        match code {
+            0xD9 => return Ok(i),
+            0x01 | 0xD0..=0xD7 => continue,
+            0xC9..=0xCB | 0xCD..=0xCF => {
+                return Err(ImagingError::UnsupportedCoding(format!(
+                    "arithmetic-coded JPEG (SOF{}) is not supported; save it with Huffman coding (the usual baseline or progressive JPEG)",
+                    code - 0xC0
+                )))
+            }
+            0xCC => {
+                return Err(ImagingError::UnsupportedCoding(
+                    "arithmetic-coded JPEG (DAC marker) is not supported; save it with Huffman coding".into(),
+                ))
+            }
+            0xC3 | 0xC5..=0xC7 => {
+                return Err(ImagingError::UnsupportedCoding(format!(
+                    "lossless or hierarchical JPEG (SOF{}) is not supported",
+                    code - 0xC0
+                )))
+            }
+            _ => {}
+        }
+        let len = match bytes.get(i..i + 2) {
+            Some(l) => u16::from_be_bytes([l[0], l[1]]) as usize,
+            None => return Err(truncated()),
+        };
+        if len < 2 || i + len > bytes.len() {
+            return Err(truncated());
+        }
+        i += len;
+        if code == 0xDA {
+            // Entropy-coded data: up to the next marker that is neither a
+            // stuffed zero (FF 00) nor a restart (FF D0..D7).
+            loop {
+                match bytes.get(i..i + 2) {
+                    None => return Err(truncated()),
+                    Some([0xFF, 0x00]) | Some([0xFF, 0xD0..=0xD7]) => i += 2,
+                    Some([0xFF, _]) => break,
+                    Some(_) => i += 1,
+                }
+            }
+        }
+    }
+}
+
+/// The colour transparent pixels are composited over: white.
+pub const BACKGROUND: [u8; 3] = [255, 255, 255];
+
+/// The image as a viewer shows it: an image with alpha is composited over
+/// [`BACKGROUND`], so what lay under transparent pixels (a cut-out
+/// portrait's original scene) is never detected on, masked around or
+/// returned. (Dropping the alpha channel instead would reveal it.)
+fn flatten(img: DynamicImage) -> image::RgbImage {
+    if !img.color().has_alpha() {
+        return img.into_rgb8();
+    }
+    let rgba = img.into_rgba8();
+    let (w, h) = rgba.dimensions();
+    let mut out = image::RgbImage::new(w, h);
+    for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
+        let a = p[3] as u32;
+        for c in 0..3 {
+            let v = p[c] as u32 * a + BACKGROUND[c] as u32 * (255 - a);
+            o[c] = ((v + 127) / 255) as u8;
+        }
+    }
+    out
 }
 
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingError> {
@@ -92,11 +182,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
     if let Ok(size) = imagesize::blob_size(bytes) {
         check_size(size.width as u64, size.height as u64, limits)?;
     }
-    if format == ImageFormat::Jpeg && !jpeg_scan_is_complete(bytes) {
-        return Err(ImagingError::Corrupt(
-            "the JPEG data ends before its end-of-image marker (truncated file?)".into(),
-        ));
-    }
+    let reader = if format == ImageFormat::Jpeg {
+        let end = jpeg_image_end(bytes)?;
+        ImageReader::with_format(Cursor::new(&bytes[..end]), format)
+    } else {
+        reader
+    };
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
@@ -118,7 +209,7 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
         img.apply_orientation(o);
     }
     Ok(Decoded {
-        image: img.into_rgb8(),
+        image: flatten(img),
         format,
         channels,
     })
@@ -190,6 +281,62 @@ mod tests {
             decode(&jpeg[..jpeg.len() / 3], &limits()),
             Err(ImagingError::Corrupt(_))
         ));
+    }
+
+    /// A motion photo (a JPEG with a video appended, here bytes holding an
+    /// `FF DA` pair) decodes to the very image; an arithmetic-coded JPEG is
+    /// refused naming its coding; a stream cut inside its scan is truncated.
+    #[test]
+    fn data_after_the_image_is_ignored_and_unsupported_coding_is_named() {
+        let jpeg = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/astronaut.jpg"
+        ))
+        .unwrap();
+        let plain = decode(&jpeg, &limits()).unwrap().image;
+        let mut motion = jpeg.clone();
+        motion.extend_from_slice(b"\x00\x00\x00\x18ftypmp42");
+        for i in 0..4096u32 {
+            motion.push((i.wrapping_mul(2654435761) >> 13) as u8);
+        }
+        motion.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 0xFF, 0xD8]);
+        assert_eq!(jpeg_image_end(&motion).unwrap(), jpeg.len());
+        assert_eq!(decode(&motion, &limits()).unwrap().image, plain);
+        // The same stream marked arithmetic-coded (SOF0 -> SOF9).
+        let sof0 = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).unwrap();
+        let mut arith = jpeg.clone();
+        arith[sof0 + 1] = 0xC9;
+        match decode(&arith, &limits()) {
+            Err(ImagingError::UnsupportedCoding(m)) => assert!(m.contains("arithmetic"), "{m}"),
+            other => panic!("{:?}", other.map(|d| d.format)),
+        }
+        let sos = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        assert!(matches!(
+            decode(&jpeg[..sos + 200], &limits()),
+            Err(ImagingError::Corrupt(m)) if m.contains("end-of-image")
+        ));
+    }
+
+    /// Pixels under alpha 0 never come back: a cut-out whose hidden area
+    /// holds a red scene decodes to the background there, and half-
+    /// transparent pixels are blended.
+    #[test]
+    fn transparent_pixels_are_composited_not_revealed() {
+        let mut img = image::RgbaImage::from_pixel(64, 64, image::Rgba([200, 0, 0, 0]));
+        img.put_pixel(10, 10, image::Rgba([0, 0, 0, 255]));
+        img.put_pixel(20, 20, image::Rgba([0, 0, 0, 128]));
+        let mut png = Vec::new();
+        img.write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
+            .unwrap();
+        let d = decode(&png, &limits()).unwrap();
+        assert_eq!(d.channels, 4);
+        assert_eq!(
+            d.image.get_pixel(0, 0).0,
+            BACKGROUND,
+            "hidden red is not revealed"
+        );
+        assert_eq!(d.image.get_pixel(10, 10).0, [0, 0, 0]);
+        assert_eq!(d.image.get_pixel(20, 20).0, [127, 127, 127]);
     }
 
     #[test]

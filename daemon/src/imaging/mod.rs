@@ -20,6 +20,10 @@ pub enum ImagingError {
     UnknownFormat,
     #[error("image format {0} is not accepted; accepted formats: {1}")]
     UnsupportedFormat(String, String),
+    /// A format accepted in general, in a variant the decoder cannot read
+    /// (e.g. an arithmetic-coded JPEG).
+    #[error("{0}")]
+    UnsupportedCoding(String),
     #[error("image is {width}x{height} = {pixels} pixels, over the limit of {max} pixels")]
     TooManyPixels {
         width: u32,

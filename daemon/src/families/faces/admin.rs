@@ -40,7 +40,8 @@ fn require_storage(app: &Faces) -> Result<(), ApiError> {
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Invalid(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(crate::http::without_bom(body))
+        .map_err(|e| ApiError::Invalid(format!("Invalid JSON body: {e}")))
 }
 
 fn parse_id(s: &str, what: &str) -> Result<Uuid, ApiError> {

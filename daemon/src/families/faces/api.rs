@@ -19,6 +19,7 @@ use super::schema::{
 };
 use super::store::{ImageRecord, JobRecord};
 use super::Faces;
+use crate::app::App;
 use crate::families::faces::pipeline::{
     self as pipeline, DetectParams, Detected, PipelineError, Prepared,
 };
@@ -182,14 +183,15 @@ pub(crate) enum Route {
     Mask,
 }
 
-/// API key (checked by the [`ApiKeyAuth`] extractor), then rate limit,
-/// then an in-flight slot: the cheap refusals first.
+/// The refusals that cost nothing, before the upload is read: API key
+/// (checked by the [`ApiKeyAuth`] extractor), rate limit, and a full
+/// inference queue (429 now rather than after the upload and its decode).
 async fn admit(
     app: &Faces,
     key: ApiKeyAuth,
     client: Option<&ClientAddr>,
     route: Route,
-) -> Result<(Option<ApiKeyRecord>, OwnedSemaphorePermit), ApiError> {
+) -> Result<Option<ApiKeyRecord>, ApiError> {
     let key = key.0;
     let bucket = match (&key, client) {
         (Some(k), _) => k.id.to_string(),
@@ -204,13 +206,11 @@ async fn admit(
         limit: l.limit,
         retry_after: l.retry_after_secs,
     })?;
-    let permit = app
-        .in_flight
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
+    if app.batcher.is_full() {
+        return Err(ApiError::QueueFull {
             retry_after: app.config.limits.retry_after_secs,
-        })?;
+        });
+    }
     if let Some(k) = &key {
         let (store, id) = (app.store.clone(), k.id);
         tokio::task::spawn_blocking(move || {
@@ -219,7 +219,30 @@ async fn admit(
             }
         });
     }
-    Ok((key, permit))
+    Ok(key)
+}
+
+/// The upload's image field, read within `limits.body_read_timeout_secs`
+/// (408 past it), then an in-flight slot (503 when none is free): a slot
+/// is only taken once the upload is in, so slow or stalled clients cannot
+/// hold the slots the others need.
+pub(crate) async fn upload_then_slot(
+    app: &App,
+    req: Request,
+) -> Result<(Upload, OwnedSemaphorePermit), ApiError> {
+    let secs = app.config.limits.body_read_timeout_secs.max(1);
+    let read = async { read_image_field(Multipart::from_request(req, &()).await).await };
+    let upload = tokio::time::timeout(std::time::Duration::from_secs(secs), read)
+        .await
+        .map_err(|_| ApiError::Timeout(format!("the upload did not arrive within {secs} s")))??;
+    let permit = app
+        .in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: app.config.limits.retry_after_secs,
+        })?;
+    Ok((upload, permit))
 }
 
 pub(crate) struct Upload {
@@ -539,13 +562,15 @@ pub async fn detect(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let checks: Result<_, ApiError> = async {
-        let (key, permit) = admit(&app, key, client.as_deref(), Route::Detect).await?;
-        Ok((key, permit, detect_params(&q)?))
+        Ok((
+            admit(&app, key, client.as_deref(), Route::Detect).await?,
+            detect_params(&q)?,
+        ))
     }
     .await;
     // A refused upload's body is read to the end by http::linger.
-    let (key, _permit, params) = checks?;
-    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    let (key, params) = checks?;
+    let (upload, _permit) = upload_then_slot(&app, req).await?;
     let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();
     let mut t = Timings {
@@ -592,12 +617,12 @@ pub async fn mask(
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
     let checks: Result<_, ApiError> = async {
-        let (key, permit) = admit(&app, key, client.as_deref(), Route::Mask).await?;
-        Ok((key, permit, detect_params(&q)?, mask_params(&q)?))
+        let key = admit(&app, key, client.as_deref(), Route::Mask).await?;
+        Ok((key, detect_params(&q)?, mask_params(&q)?))
     }
     .await;
-    let (key, _permit, params, mq) = checks?;
-    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    let (key, params, mq) = checks?;
+    let (upload, _permit) = upload_then_slot(&app, req).await?;
     let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();
     let channels = prep.channels;

@@ -162,6 +162,7 @@ impl IntoResponse for PbsError {
 pub type Res = Result<Envelope, PbsError>;
 
 pub fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, PbsError> {
+    let body = crate::http::without_bom(body);
     if body.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(T::default());
     }
