@@ -105,7 +105,7 @@ fn bench_device(c: &mut Criterion, models: &ModelPaths, kind: BackendKind, label
     #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(unused_mut))]
     let mut sources = vec![("frames", None)];
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    if let argus::families::faces::pipeline::Masker::Device(_, dev) = be.masker() {
+    if let argus::detect::Masker::Device(_, dev) = be.masker() {
         sources.push(("resident", Some(dev.upload(&frame).unwrap())));
     }
     for (source, copy) in sources {

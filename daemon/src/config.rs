@@ -57,6 +57,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     /// Cell counting (blood smears).
     pub cells: CountParams,
+    /// Skin analysis: the quality gates in front of every skin metric.
+    pub skin: SkinParams,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -259,6 +261,7 @@ impl Default for Config {
             pbs: PbsConfig::default(),
             outbound: OutboundConfig::default(),
             cells: Default::default(),
+            skin: Default::default(),
         }
     }
 }
@@ -440,6 +443,12 @@ impl Config {
         }
         if d.input_width > 4096 || d.input_height > 4096 {
             p.push("detector input larger than 4096 is not supported".into());
+        }
+        let s = self.skin.detector_input;
+        if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {
+            p.push(format!(
+                "skin.detector_input must be a multiple of 32 in 64..=1280, got {s}"
+            ));
         }
         if self.batch.max_batch_size == 0 || self.batch.max_batch_size > 256 {
             p.push("batch.max_batch_size must be 1..=256".into());
@@ -645,6 +654,59 @@ impl Default for CountParams {
             wbc_min_area: 0.05,
             platelet_min_area: 0.02,
             parasite_threshold: 0.5,
+        }
+    }
+}
+
+/// The quality gates of skin analysis (config `[skin]`). A photo that
+/// fails one gets no metric that the failure would falsify; each failure
+/// has a reason code (`families::skin::quality`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkinParams {
+    /// Side of the square the skin family letterboxes photos into for face
+    /// detection (a multiple of 32). A selfie's face is large, so a small
+    /// input finds it, at a quarter of the default detector's cost.
+    pub detector_input: u32,
+    /// Detector confidence from which a face counts.
+    pub face_confidence: f32,
+    /// A second face at least this share of the main face's box area makes
+    /// the photo ambiguous (`multiple_faces`).
+    pub second_face_area_ratio: f32,
+    /// Smallest inter-ocular distance (eye centre to eye centre), pixels.
+    pub min_iod_px: f32,
+    /// Largest head turn (yaw), nod (pitch) and tilt (roll), degrees.
+    pub max_yaw_deg: f32,
+    pub max_pitch_deg: f32,
+    pub max_roll_deg: f32,
+    /// Smallest variance of the Laplacian of the face, at 80 px between the eyes.
+    pub min_sharpness: f32,
+    /// Largest share of face pixels at luma <= 25 (OFIQ's under-exposure range).
+    pub max_underexposed_share: f32,
+    /// Largest share of face pixels at luma >= 247 (OFIQ's over-exposure range).
+    pub max_overexposed_share: f32,
+    /// Smallest mean luma (0-255) of the face's skin.
+    pub min_mean_luma: f32,
+    /// Smallest face-mesh presence score; below it the face is occluded or
+    /// not a face.
+    pub min_presence: f32,
+}
+
+impl Default for SkinParams {
+    fn default() -> Self {
+        Self {
+            detector_input: 320,
+            face_confidence: 0.5,
+            second_face_area_ratio: 0.4,
+            min_iod_px: 80.0,
+            max_yaw_deg: 20.0,
+            max_pitch_deg: 20.0,
+            max_roll_deg: 30.0,
+            min_sharpness: 40.0,
+            max_underexposed_share: 0.25,
+            max_overexposed_share: 0.10,
+            min_mean_luma: 40.0,
+            min_presence: 0.5,
         }
     }
 }

@@ -138,6 +138,40 @@ pub enum Batch {
         data: Vec<u8>,
         count: usize,
     },
+    /// 192x192 RGB face crops (HWC u8) for the face mesh.
+    MeshCrops {
+        data: Vec<u8>,
+        count: usize,
+    },
+    /// 64x64 RGB eye crops (HWC u8; a right eye mirrored) for the iris model.
+    EyeCrops {
+        data: Vec<u8>,
+        count: usize,
+    },
+    /// 64x64 RGB aligned face chips (HWC u8) for the age model.
+    AgeChips {
+        data: Vec<u8>,
+        count: usize,
+    },
+}
+
+/// The face mesh's answer for one crop, in that crop's pixels.
+#[derive(Debug, Clone)]
+pub struct MeshPoints {
+    /// 468 points (x, y, z); z is depth relative to the face's centre, in
+    /// the same pixel scale.
+    pub points: Vec<[f32; 3]>,
+    /// P(a face fills the crop), the sigmoid of the presence logit.
+    pub presence: f32,
+}
+
+/// The iris model's answer for one eye crop, in that crop's pixels.
+#[derive(Debug, Clone)]
+pub struct EyePoints {
+    /// 71 eye-contour and brow points (x, y, z).
+    pub contour: Vec<[f32; 3]>,
+    /// Iris centre, then four points on its boundary (x, y, z).
+    pub iris: [[f32; 3]; 5],
 }
 
 /// The four 100x100 probability maps of one smear tile.
@@ -156,6 +190,27 @@ pub enum BatchOutput {
     CellTiles(Vec<TileMaps>),
     /// P(parasitized) per crop.
     Parasitized(Vec<f32>),
+    Mesh(Vec<MeshPoints>),
+    Eyes(Vec<EyePoints>),
+    /// The age model's 81 class probabilities per chip.
+    AgeProbs(Vec<Vec<f32>>),
+}
+
+/// The `count` crops of `side` x `side` x `channels` bytes in `data`.
+pub fn split_exact(
+    data: &[u8],
+    count: usize,
+    side: usize,
+    channels: usize,
+) -> Result<Vec<&[u8]>, BackendError> {
+    let each = side * side * channels;
+    if data.len() != count * each {
+        return Err(BackendError::BadBatch(format!(
+            "{} bytes for {count} crops of {side}x{side}x{channels}",
+            data.len()
+        )));
+    }
+    Ok(data.chunks_exact(each).collect())
 }
 
 /// The crops of a [`Batch::Crops`], checked against its count.

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The inference stack; of the platform it may use only `metrics`.
-const INFERENCE: &[&str] = &["frame", "batch", "backend", "gpu", "model", "imaging"];
+const INFERENCE: &[&str] = &[
+    "frame", "batch", "backend", "gpu", "model", "imaging", "detect",
+];
 /// The platform shared by every family.
 const PLATFORM: &[&str] = &[
     "app", "http", "auth", "store", "config", "metrics", "jobs", "webhooks", "events", "outbound",

@@ -40,6 +40,7 @@ pub mod backend;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod detect;
 pub mod events;
 pub mod families;
 pub mod frame;

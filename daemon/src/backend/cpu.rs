@@ -5,7 +5,10 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths, ModelSet};
-use crate::frame::{cell_tiles, decode_faces, split_crops};
+use crate::frame::{cell_tiles, decode_faces, split_crops, split_exact, EyePoints, MeshPoints};
+use crate::model::age::AgeNet;
+use crate::model::face_mesh::FaceMesh;
+use crate::model::iris::IrisNet;
 use crate::model::malaria::MalariaNet;
 use crate::model::unet::{Heads, Unet};
 use crate::model::{centerface::CenterFace, load_weights, Face};
@@ -14,6 +17,9 @@ enum Models {
     Faces(Box<CenterFace>),
     Cells(Box<[Unet; 3]>),
     Crops(Box<MalariaNet>),
+    Mesh(Box<FaceMesh>),
+    Iris(Box<IrisNet>),
+    Age(Box<AgeNet>),
 }
 
 pub struct CpuBackend {
@@ -64,6 +70,21 @@ impl CpuBackend {
                 &device,
                 MalariaNet::load,
             )?)),
+            ModelSet::FaceMesh => Models::Mesh(Box::new(load_with(
+                models.get("face_mesh")?,
+                &device,
+                FaceMesh::load,
+            )?)),
+            ModelSet::Iris => Models::Iris(Box::new(load_with(
+                models.get("iris")?,
+                &device,
+                IrisNet::load,
+            )?)),
+            ModelSet::Age => Models::Age(Box::new(load_with(
+                models.get("age")?,
+                &device,
+                AgeNet::load,
+            )?)),
         };
         Ok(Self {
             device,
@@ -78,6 +99,69 @@ pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, B
     let pixels = batch.packed()?;
     let out = model.forward_rgb8(&pixels, batch.len(), batch.height, batch.width)?;
     decode_faces(&out, batch)
+}
+
+/// Rows of a [N, K, 3] tensor as N vectors of K points.
+fn points(t: &candle_core::Tensor) -> Result<Vec<Vec<[f32; 3]>>, BackendError> {
+    Ok(t.to_vec3::<f32>()?
+        .into_iter()
+        .map(|rows| rows.into_iter().map(|p| [p[0], p[1], p[2]]).collect())
+        .collect())
+}
+
+/// The face mesh on 192x192 RGB crops.
+pub fn face_mesh(
+    model: &FaceMesh,
+    data: &[u8],
+    count: usize,
+    device: &Device,
+) -> Result<Vec<MeshPoints>, BackendError> {
+    use crate::model::face_mesh::{input_from_rgb8, INPUT_SIZE};
+    let crops = split_exact(data, count, INPUT_SIZE, 3)?;
+    let out = model.forward(&input_from_rgb8(&crops, device)?)?;
+    let logits = out.presence_logit.to_vec1::<f32>()?;
+    Ok(points(&out.landmarks)?
+        .into_iter()
+        .zip(logits)
+        .map(|(points, l)| MeshPoints {
+            points,
+            presence: 1.0 / (1.0 + (-l).exp()),
+        })
+        .collect())
+}
+
+/// The iris model on 64x64 RGB eye crops.
+pub fn eyes(
+    model: &IrisNet,
+    data: &[u8],
+    count: usize,
+    device: &Device,
+) -> Result<Vec<EyePoints>, BackendError> {
+    use crate::model::iris::{input_from_rgb8, INPUT_SIZE};
+    let crops = split_exact(data, count, INPUT_SIZE, 3)?;
+    let out = model.forward(&input_from_rgb8(&crops, device)?)?;
+    Ok(points(&out.contour)?
+        .into_iter()
+        .zip(points(&out.iris)?)
+        .map(|(contour, iris)| EyePoints {
+            contour,
+            iris: [iris[0], iris[1], iris[2], iris[3], iris[4]],
+        })
+        .collect())
+}
+
+/// The age model on 64x64 RGB chips: 81 class probabilities each.
+pub fn age_probs(
+    model: &AgeNet,
+    data: &[u8],
+    count: usize,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>, BackendError> {
+    use crate::model::age::{input_from_rgb8, INPUT_SIZE};
+    let chips = split_exact(data, count, INPUT_SIZE, 3)?;
+    Ok(model
+        .forward(&input_from_rgb8(&chips, device)?)?
+        .to_vec2::<f32>()?)
 }
 
 impl Backend for CpuBackend {
@@ -105,6 +189,15 @@ impl Backend for CpuBackend {
             )),
             (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
                 m.classify(&split_crops(&data, count)?, &self.device)?,
+            )),
+            (Models::Mesh(m), Batch::MeshCrops { data, count }) => {
+                Ok(BatchOutput::Mesh(face_mesh(m, &data, count, &self.device)?))
+            }
+            (Models::Iris(m), Batch::EyeCrops { data, count }) => {
+                Ok(BatchOutput::Eyes(eyes(m, &data, count, &self.device)?))
+            }
+            (Models::Age(m), Batch::AgeChips { data, count }) => Ok(BatchOutput::AgeProbs(
+                age_probs(m, &data, count, &self.device)?,
             )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),

@@ -24,6 +24,20 @@ pub enum ModelSet {
     Faces,
     CellTiles,
     Crops,
+    FaceMesh,
+    Iris,
+    Age,
+}
+
+impl ModelSet {
+    /// Whether the GPU backends run this set; the rest run on the CPU
+    /// models whatever the target (the skin models have no GPU port yet).
+    pub fn on_gpu(self) -> bool {
+        matches!(
+            self,
+            ModelSet::Faces | ModelSet::CellTiles | ModelSet::Crops
+        )
+    }
 }
 
 pub trait Backend: Send {
@@ -255,6 +269,10 @@ pub fn start(
     set: ModelSet,
     max_batch: usize,
 ) -> Result<Box<dyn Backend>, BackendError> {
+    if target.is_gpu() && !set.on_gpu() {
+        tracing::info!(backend = target.name(), models = ?set, "no GPU port of these models: they run on the CPU");
+        return Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?));
+    }
     match target {
         Target::Cpu => Ok(Box::new(cpu::CpuBackend::load(models, set, max_batch)?)),
         #[cfg(feature = "wgpu")]

@@ -11,6 +11,7 @@ use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::families::faces::cli as faces_cli;
 use crate::families::pbs::cli as pbs_cli;
+use crate::families::skin::cli as skin_cli;
 use crate::store::Store;
 use manage::Command as Manage;
 
@@ -74,6 +75,11 @@ pub enum Command {
     Pbs {
         #[command(subcommand)]
         action: pbs_cli::PbsAction,
+    },
+    /// Skin family: analyse selfies offline.
+    Skin {
+        #[command(subcommand)]
+        action: skin_cli::SkinAction,
     },
     /// Train the models this project trains itself.
     Train {
@@ -245,6 +251,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             };
             Ok(pbs_cli::run(&config, action, send).await?)
         }
+        Command::Skin { action } => Ok(skin_cli::run(&config, action).await?),
         Command::Train {
             model:
                 TrainModel::Malaria {

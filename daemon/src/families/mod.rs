@@ -6,12 +6,44 @@
 
 pub mod faces;
 pub mod pbs;
+pub mod skin;
 
 use std::sync::Arc;
 
 use crate::app::{App, Family};
 use crate::backend::{ModelPaths, Target};
+use crate::batch::{queue::Policy, Batcher};
+use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::RunError;
+
+/// The face detector (CenterFace) on `target` for `input` (width, height)
+/// letterboxes, warmed up behind its micro-batcher: the face family serves
+/// it, the skin family finds faces with its own. Blocking.
+pub fn face_batcher(
+    cfg: &Config,
+    input: (u32, u32),
+    target: &Target,
+    models: &ModelPaths,
+    metrics: Arc<Metrics>,
+) -> Result<Batcher, RunError> {
+    use crate::backend::{self, ModelSet};
+    let max_batch = cfg.batch.max_batch_for(target);
+    let backend = backend::start(target, models, ModelSet::Faces, max_batch)?;
+    tracing::info!(backend = backend.name(), device = %backend.device(), max_batch, "backend selected");
+    let policy = Policy {
+        max_batch,
+        max_wait: std::time::Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: cfg.batch.queue_depth,
+    };
+    Ok(Batcher::start(
+        backend,
+        policy,
+        input.0 as usize,
+        input.1 as usize,
+        metrics,
+    )?)
+}
 
 /// What a family's `start` gets: the platform's state, the backend chosen
 /// for this machine and the weights the manifest lists.

@@ -21,7 +21,7 @@ use super::schema::{self, CreatedKey, ImageDetail, ImageView, JobDetail, JobView
 use super::store::{ImageRecord, JobFilter, JobRecord};
 use super::Faces;
 use crate::auth::{keys, random_token};
-use crate::families::faces::pipeline;
+use crate::detect as pipeline;
 use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
 use crate::store::{blocking, sha256_hex, unix_now, ApiKeyRecord, SessionRecord, StoreError};

@@ -20,9 +20,7 @@ use super::schema::{
 use super::store::{ImageRecord, JobRecord};
 use super::Faces;
 use crate::app::App;
-use crate::families::faces::pipeline::{
-    self as pipeline, DetectParams, Detected, PipelineError, Prepared,
-};
+use crate::detect::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiKeyAuth;
 use crate::http::{ClientAddr, RequestId};

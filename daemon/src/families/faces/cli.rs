@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::pipeline::{self, DetectParams};
 use crate::app::CommandError;
-use crate::batch::{queue::Policy, Batcher};
+use crate::batch::Batcher;
 use crate::config::Config;
+use crate::detect::{self as pipeline, DetectParams};
 use crate::imaging::{MaskMethod, MaskParams, OutputFormat};
 use crate::metrics::Metrics;
 
@@ -199,25 +199,11 @@ async fn detect_file(
 fn local_batcher(config: &Config) -> Result<Batcher, CliError> {
     let models = crate::backend::ModelPaths::from_manifest(&config.resolved_models_dir(), true)
         .map_err(CliError::Failed)?;
-    let fail = |e: crate::backend::BackendError| CliError::Failed(e.to_string());
-    let target = crate::backend::resolve(config.backend).map_err(fail)?;
-    let max_batch = config.batch.max_batch_for(&target);
-    let backend =
-        crate::backend::start(&target, &models, crate::backend::ModelSet::Faces, max_batch)
-            .map_err(fail)?;
-    let policy = Policy {
-        max_batch,
-        max_wait: std::time::Duration::from_millis(config.batch.max_wait_ms),
-        max_depth: config.batch.queue_depth,
-    };
-    Batcher::start(
-        backend,
-        policy,
-        config.detector.input_width as usize,
-        config.detector.input_height as usize,
-        Arc::new(Metrics::new()),
-    )
-    .map_err(|e| CliError::Failed(e.to_string()))
+    let target =
+        crate::backend::resolve(config.backend).map_err(|e| CliError::Failed(e.to_string()))?;
+    let input = (config.detector.input_width, config.detector.input_height);
+    crate::families::face_batcher(config, input, &target, &models, Arc::new(Metrics::new()))
+        .map_err(|e| CliError::Failed(e.to_string()))
 }
 
 fn faces_json(faces: &[crate::model::Face]) -> serde_json::Value {

@@ -6,13 +6,11 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
-pub mod pipeline;
 pub mod schema;
 pub mod store;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -21,7 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::{App, Family};
-use crate::batch::{queue::Policy, Batcher};
+use crate::batch::Batcher;
 use crate::families::Startup;
 use crate::http::error::detail;
 use crate::RunError;
@@ -46,21 +44,12 @@ impl Deref for Faces {
 /// Load CenterFace on the chosen backend, warm it up, start its batcher.
 /// Blocking.
 pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
-    use crate::backend::{self, ModelSet};
     let cfg = &ctx.app.config;
-    let max_batch = cfg.batch.max_batch_for(&ctx.target);
-    let backend = backend::start(&ctx.target, &ctx.models, ModelSet::Faces, max_batch)?;
-    tracing::info!(backend = backend.name(), device = %backend.device(), max_batch, "backend selected");
-    let policy = Policy {
-        max_batch,
-        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: cfg.batch.queue_depth,
-    };
-    let batcher = Batcher::start(
-        backend,
-        policy,
-        cfg.detector.input_width as usize,
-        cfg.detector.input_height as usize,
+    let batcher = crate::families::face_batcher(
+        cfg,
+        (cfg.detector.input_width, cfg.detector.input_height),
+        &ctx.target,
+        &ctx.models,
         ctx.app.metrics.clone(),
     )?;
     let info = batcher.info();

@@ -1,5 +1,5 @@
-//! Face detection and masking: decode -> letterbox -> batched inference ->
-//! boxes in original pixels -> NMS -> (mask -> encode).
+//! Face detection for every family: decode -> letterbox -> batched
+//! inference -> boxes in original pixels -> NMS (-> mask -> encode).
 
 use std::sync::Arc;
 use std::time::Instant;

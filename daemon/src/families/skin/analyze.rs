@@ -1,0 +1,862 @@
+//! One selfie, end to end: detect the face, fit the face mesh (twice: from
+//! the detector's box, then from the mesh's own box, as MediaPipe tracks),
+//! find the irises and the age, align the face and measure it, gate every
+//! metric on the photo's quality.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::geometry::{dist, mid, similarity, Affine, Border, Pyramid};
+use super::measure::{self, Colour, DarkCircle, Exposure, Rgb};
+use super::quality::{self, Reason};
+use super::regions::{self, Area};
+use super::work::SkinBatchers;
+use crate::batch::{Batcher, SubmitError, Workload};
+use crate::config::SkinParams;
+use crate::detect::{self, DetectParams, PipelineError};
+use crate::frame::MeshPoints;
+use crate::imaging::{DecodeLimits, ImagingError};
+use crate::model::{age, face_mesh, iris, Face};
+
+/// Pixels between the eyes in the aligned face crop the metrics read.
+pub const ALIGNED_IOD_PX: f32 = 160.0;
+/// Mean adult human iris diameter, mm (horizontal visible iris diameter,
+/// 11.7 ± 0.5 mm; Rüfer et al. 2005): the photo's ruler.
+pub const IRIS_DIAMETER_MM: f32 = 11.7;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Imaging(#[from] ImagingError),
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+impl From<PipelineError> for AnalyzeError {
+    fn from(e: PipelineError) -> Self {
+        match e {
+            PipelineError::Imaging(e) => Self::Imaging(e),
+            PipelineError::Submit(e) => Self::Submit(e),
+            PipelineError::Inference(e) => Self::Inference(e),
+        }
+    }
+}
+
+/// Head pose from the mesh, degrees: yaw (turn), pitch (nod), roll (tilt
+/// of the eye line from the horizontal).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Pose {
+    pub yaw: f32,
+    pub pitch: f32,
+    pub roll: f32,
+}
+
+/// Where the face is and how it sits, in original-image pixels.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaceGeometry {
+    /// Detector box `[x1, y1, x2, y2]` and confidence.
+    pub bbox: [f32; 4],
+    pub detector_score: f32,
+    /// Face-mesh presence probability.
+    pub presence: f32,
+    /// Eye centre to eye centre, pixels.
+    pub iod_px: f32,
+    pub pose: Pose,
+    /// Iris diameter (mean of both eyes), pixels, and the scale it gives.
+    pub iris_diameter_px: Option<f32>,
+    pub mm_per_px: Option<f32>,
+    /// The 468 mesh points (x, y in pixels; z relative depth, same scale).
+    pub landmarks: Vec<[f32; 3]>,
+}
+
+/// The measures behind the gates, and the gates that failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Quality {
+    pub passed: bool,
+    pub issues: Vec<Issue>,
+    pub faces_found: usize,
+    pub sharpness: Option<f32>,
+    pub exposure: Option<Exposure>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Issue {
+    pub code: &'static str,
+    pub message: &'static str,
+    #[serde(skip)]
+    pub reason: Reason,
+}
+
+/// Skin colour by the ITA scale, per area and for the face.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItaMetric {
+    pub value: f32,
+    pub class: &'static str,
+    pub l: f32,
+    pub a: f32,
+    pub b: f32,
+    pub areas: BTreeMap<Area, measure::AreaColour>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Redness {
+    /// Mean a* and erythema index over all the face's skin.
+    pub a_mean: f32,
+    pub erythema_index: f32,
+    /// Per area: mean and 90th-percentile a*, mean erythema index.
+    pub areas: BTreeMap<Area, RednessArea>,
+    pub note: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RednessArea {
+    pub a_mean: f32,
+    pub a_p90: f32,
+    pub erythema_index: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DarkCircles {
+    /// Mean of both sides.
+    pub delta_l: f32,
+    pub delta_e: f32,
+    pub left: Option<DarkCircle>,
+    pub right: Option<DarkCircle>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgeMetric {
+    /// Expected age, years (one decimal).
+    pub value: f32,
+    /// The most likely class's probability.
+    pub confidence: f32,
+}
+
+/// The metrics computed for a photo; a metric withheld by a gate is absent
+/// here and listed in [`Analysis::withheld`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ita: Option<ItaMetric>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skintone: Option<Skintone>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redness: Option<Redness>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dark_circles: Option<DarkCircles>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age: Option<AgeMetric>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Skintone {
+    /// The ITA class of the face: very_light, light, intermediate, tan,
+    /// brown or dark. Not a Fitzpatrick phototype.
+    pub value: &'static str,
+    pub ita: f32,
+}
+
+/// Everything one photo gives.
+#[derive(Debug, Clone, Serialize)]
+pub struct Analysis {
+    pub width: u32,
+    pub height: u32,
+    pub face: Option<FaceGeometry>,
+    pub quality: Quality,
+    pub metrics: Metrics,
+    /// The sclera-referenced white balance the colour metrics were read
+    /// through; null when the eyes did not show enough sclera (the colour
+    /// metrics are then the camera's own).
+    pub white_balance: Option<measure::WhiteBalance>,
+    /// Computed-for metrics withheld by a gate, with the reason codes.
+    pub withheld: BTreeMap<&'static str, Vec<&'static str>>,
+    /// Area outlines as SVG path data, original-image pixels.
+    pub masks: BTreeMap<Area, String>,
+    pub timings_ms: BTreeMap<&'static str, f64>,
+    #[serde(skip)]
+    pub images: Option<Images>,
+}
+
+/// Pictures made on request: the aligned face, the redness heat map over
+/// it, and an anonymised copy of the photo.
+#[derive(Debug, Clone)]
+pub struct Images {
+    pub aligned_face_jpeg: Vec<u8>,
+    pub redness_png: Vec<u8>,
+    pub anonymised_jpeg: Vec<u8>,
+}
+
+/// Submit one item and wait for its output.
+async fn infer<W: Workload>(b: &Batcher<W>, item: W::Item) -> Result<W::Output, AnalyzeError> {
+    let rx = b.submit_item(item)?;
+    let r = rx
+        .await
+        .map_err(|_| AnalyzeError::Inference("the backend thread stopped".into()))?
+        .map_err(AnalyzeError::Inference)?;
+    Ok(r.output)
+}
+
+/// Run a blocking step off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AnalyzeError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AnalyzeError::Inference(format!("worker failed: {e}")))
+}
+
+fn ms(t: Instant) -> f64 {
+    (t.elapsed().as_secs_f64() * 1e4).round() / 10.0
+}
+
+/// The face mesh's points in image pixels (centre coordinates), z scaled
+/// like x and y.
+fn mesh_to_image(m: &MeshPoints, roi: &Affine) -> Vec<[f32; 3]> {
+    let k = roi.scale();
+    m.points
+        .iter()
+        .map(|p| {
+            let [x, y] = roi.apply([p[0] - 0.5, p[1] - 0.5]);
+            [x, y, p[2] * k]
+        })
+        .collect()
+}
+
+/// MediaPipe's face ROI: the square 1.5x the box's long side, turned by
+/// `angle`, around the box's centre.
+fn face_roi(center: [f32; 2], long_side: f32, angle: f32) -> Affine {
+    Affine::square_roi(center, long_side * 1.5, angle, face_mesh::INPUT_SIZE)
+}
+
+/// The ROI from a detection: its box, turned so its eyes are level.
+fn roi_from_detection(f: &Face) -> Affine {
+    let (mut a, mut b) = (f.landmarks[0], f.landmarks[1]);
+    if a[0] > b[0] {
+        std::mem::swap(&mut a, &mut b);
+    }
+    let angle = (b[1] - a[1]).atan2(b[0] - a[0]);
+    let c = [(f.x1 + f.x2) / 2.0 - 0.5, (f.y1 + f.y2) / 2.0 - 0.5];
+    face_roi(c, (f.x2 - f.x1).max(f.y2 - f.y1), angle)
+}
+
+/// The ROI from mesh points: their bounding box in the frame of the eye
+/// line (outer eye corners 33 -> 263), as MediaPipe's landmarks-to-ROI.
+fn roi_from_mesh(pts: &[[f32; 2]]) -> Affine {
+    let (a, b) = (pts[33], pts[263]);
+    let angle = (b[1] - a[1]).atan2(b[0] - a[0]);
+    let (s, c) = angle.sin_cos();
+    let (mut u0, mut u1, mut v0, mut v1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in pts {
+        let (u, v) = (c * p[0] + s * p[1], -s * p[0] + c * p[1]);
+        u0 = u0.min(u);
+        u1 = u1.max(u);
+        v0 = v0.min(v);
+        v1 = v1.max(v);
+    }
+    let (cu, cv) = ((u0 + u1) / 2.0, (v0 + v1) / 2.0);
+    let center = [c * cu - s * cv, s * cu + c * cv];
+    face_roi(center, (u1 - u0).max(v1 - v0), angle)
+}
+
+/// Yaw and pitch from the face's normal (the cross product of its
+/// cheek-to-cheek and forehead-to-chin axes), roll from the eye line.
+fn pose(p: &[[f32; 3]]) -> Pose {
+    let sub = |a: [f32; 3], b: [f32; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    let x = sub(p[454], p[234]);
+    let y = sub(p[152], p[10]);
+    let mut n = [
+        x[1] * y[2] - x[2] * y[1],
+        x[2] * y[0] - x[0] * y[2],
+        x[0] * y[1] - x[1] * y[0],
+    ];
+    if n[2] < 0.0 {
+        n = [-n[0], -n[1], -n[2]];
+    }
+    let eye_r = mid2(p[33], p[133]);
+    let eye_l = mid2(p[263], p[362]);
+    Pose {
+        yaw: n[0].atan2(n[2]).to_degrees(),
+        pitch: n[1].atan2(n[2]).to_degrees(),
+        roll: (eye_l[1] - eye_r[1])
+            .atan2(eye_l[0] - eye_r[0])
+            .to_degrees(),
+    }
+}
+
+fn mid2(a: [f32; 3], b: [f32; 3]) -> [f32; 2] {
+    mid([a[0], a[1]], [b[0], b[1]])
+}
+
+/// The two eye crops for the iris model: the square 2.3x the corner
+/// distance, level with the corners; the subject's left eye mirrored (the
+/// model knows only the image-left eye). Returns (crop-to-image map,
+/// mirrored) per eye.
+fn eye_rois(pts: &[[f32; 2]]) -> [(Affine, bool); 2] {
+    let roi = |a: [f32; 2], b: [f32; 2], mirror: bool| {
+        let angle = (b[1] - a[1]).atan2(b[0] - a[0]);
+        let mut m = Affine::square_roi(mid(a, b), dist(a, b) * 2.3, angle, iris::INPUT_SIZE);
+        if mirror {
+            // u -> (size - 1) - u before the map.
+            let s = (iris::INPUT_SIZE - 1) as f32;
+            m = Affine {
+                m: [
+                    -m.m[0],
+                    m.m[1],
+                    m.m[0] * s + m.m[2],
+                    -m.m[3],
+                    m.m[4],
+                    m.m[3] * s + m.m[5],
+                ],
+            };
+        }
+        (m, mirror)
+    };
+    [roi(pts[33], pts[133], false), roi(pts[362], pts[263], true)]
+}
+
+/// dlib's 5-point face-chip template (unit square; `get_face_chip_details`)
+/// and the mesh points that stand for dlib's eye corners and nose base.
+const CHIP_TEMPLATE: [[f32; 2]; 5] = [
+    [0.859_567_5, 0.213_498_15],
+    [0.646_060_5, 0.228_967_44],
+    [0.120_575_06, 0.213_727_45],
+    [0.334_085_06, 0.229_064_24],
+    [0.490_112_3, 0.627_797_5],
+];
+const CHIP_MESH_POINTS: [usize; 5] = [263, 362, 33, 133, 2];
+const CHIP_PADDING: f32 = 0.2;
+
+/// The map from age-chip pixels to the image (dlib's alignment, padding 0.2).
+fn age_chip_map(pts: &[[f32; 2]]) -> Affine {
+    let size = age::INPUT_SIZE as f32;
+    let from: Vec<[f32; 2]> = CHIP_TEMPLATE
+        .iter()
+        .map(|p| {
+            [
+                size * (CHIP_PADDING + p[0]) / (2.0 * CHIP_PADDING + 1.0),
+                size * (CHIP_PADDING + p[1]) / (2.0 * CHIP_PADDING + 1.0),
+            ]
+        })
+        .collect();
+    let to: Vec<[f32; 2]> = CHIP_MESH_POINTS.iter().map(|&i| pts[i]).collect();
+    similarity(&from, &to)
+}
+
+/// The aligned face crop: upright, `ALIGNED_IOD_PX` between the eyes, the
+/// face oval plus a margin. Returns the crop-to-image map and its size.
+fn aligned_map(pts: &[[f32; 2]], iod: f32) -> (Affine, usize, usize) {
+    let er = mid(pts[33], pts[133]);
+    let el = mid(pts[263], pts[362]);
+    let o = mid(er, el);
+    let e = [(el[0] - er[0]) / iod, (el[1] - er[1]) / iod];
+    let d = [-e[1], e[0]];
+    let s = ALIGNED_IOD_PX / iod;
+    let (mut u0, mut u1, mut v0, mut v1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for &i in regions::FACE_OVAL.iter() {
+        let q = [pts[i][0] - o[0], pts[i][1] - o[1]];
+        let (u, v) = (
+            (q[0] * e[0] + q[1] * e[1]) * s,
+            (q[0] * d[0] + q[1] * d[1]) * s,
+        );
+        u0 = u0.min(u);
+        u1 = u1.max(u);
+        v0 = v0.min(v);
+        v1 = v1.max(v);
+    }
+    let margin = 0.08 * ALIGNED_IOD_PX;
+    // Bounded whatever the mesh says: 8 x IOD each way.
+    let cap = 8.0 * ALIGNED_IOD_PX;
+    let (u0, v0) = ((u0 - margin).max(-cap / 2.0), (v0 - margin).max(-cap / 2.0));
+    let w = ((u1 + margin - u0).ceil().clamp(8.0, cap)) as usize;
+    let h = ((v1 + margin - v0).ceil().clamp(8.0, cap)) as usize;
+    let t = [
+        o[0] + (u0 * e[0] + v0 * d[0]) / s,
+        o[1] + (u0 * e[1] + v0 * d[1]) / s,
+    ];
+    (
+        Affine {
+            m: [e[0] / s, d[0] / s, t[0], e[1] / s, d[1] / s, t[1]],
+        },
+        w,
+        h,
+    )
+}
+
+/// SVG path data of a polygon.
+fn svg_path(poly: &[[f32; 2]]) -> String {
+    let mut s = String::new();
+    for (i, p) in poly.iter().enumerate() {
+        // Centre coordinates -> SVG's edge coordinates.
+        s.push_str(&format!(
+            "{}{:.1} {:.1} ",
+            if i == 0 { "M" } else { "L" },
+            p[0] + 0.5,
+            p[1] + 0.5
+        ));
+    }
+    s.push('Z');
+    s
+}
+
+/// A whole SVG document of the area outlines over a `width` x `height` photo.
+pub fn masks_svg(width: u32, height: u32, masks: &BTreeMap<Area, String>) -> String {
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n"
+    );
+    for (area, d) in masks {
+        s.push_str(&format!(
+            "  <path id=\"{}\" d=\"{d}\" fill=\"none\" stroke=\"#00e0ff\" stroke-width=\"2\"/>\n",
+            area.name()
+        ));
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+/// What to make besides the numbers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Want {
+    /// The aligned face, the redness heat map and the anonymised copy.
+    pub images: bool,
+}
+
+/// The points' x and y.
+fn xy(p: &[[f32; 3]]) -> Vec<[f32; 2]> {
+    p.iter().map(|q| [q[0], q[1]]).collect()
+}
+
+/// Analyse one photo: the whole pipeline, with its blocking steps off the
+/// async workers and its inferences on the shared batchers.
+///
+/// Errors: the photo cannot be decoded or is over the limits (`Imaging`),
+/// a batcher's queue is full (`Submit`), a backend failed (`Inference`).
+/// A photo without a usable face is not an error: its analysis says why.
+pub async fn analyze(
+    b: &SkinBatchers,
+    bytes: Vec<u8>,
+    limits: DecodeLimits,
+    params: SkinParams,
+    want: Want,
+) -> Result<Analysis, AnalyzeError> {
+    let mut timings = BTreeMap::new();
+    let t = Instant::now();
+    let info = b.detector.info().clone();
+    let mut prep = blocking(move || {
+        detect::prepare(
+            &bytes,
+            &limits,
+            info.input_width,
+            info.input_height,
+            info.frames,
+        )
+    })
+    .await??;
+    timings.insert("decode", ms(t));
+    let t = Instant::now();
+    let det = detect::detect(
+        &b.detector,
+        &mut prep,
+        DetectParams {
+            confidence: params.face_confidence,
+            nms_threshold: 0.4,
+            max_faces: 0,
+        },
+    )
+    .await?;
+    timings.insert("detect", ms(t));
+    let (width, height) = prep.image.dimensions();
+    let faces = det.faces;
+    let Some(main) = faces
+        .iter()
+        .max_by(|x, y| x.area().total_cmp(&y.area()))
+        .cloned()
+    else {
+        return Ok(without_face(width, height, timings));
+    };
+    let mut issues = Vec::new();
+    let big = |f: &&Face| f.area() >= params.second_face_area_ratio * main.area();
+    if faces.iter().filter(big).count() > 1 {
+        issues.push(Reason::MultipleFaces);
+    }
+    let pyr = Pyramid::new(std::mem::replace(
+        &mut prep.image,
+        image::RgbImage::new(0, 0),
+    ));
+    let t = Instant::now();
+    let (mesh, roi, pyr) = fit_mesh(b, pyr, &main).await?;
+    timings.insert("face_mesh", ms(t));
+    let pts3 = mesh_to_image(&mesh, &roi);
+    let pts = xy(&pts3);
+    let t = Instant::now();
+    let (iris_px, age, pyr) = eyes_and_age(b, pyr, &pts).await?;
+    timings.insert("iris_and_age", ms(t));
+    let t = Instant::now();
+    let faces_for_mask = faces.clone();
+    let masker = b.detector.masker().clone();
+    let measured =
+        blocking(move || measure_face(pyr, &pts, want, &faces_for_mask, &masker)).await??;
+    timings.insert("measure", ms(t));
+    let iod = measured.iod;
+    let pose = pose(&pts3);
+    gate(&mut issues, &params, mesh.presence, iod, &pose, &measured);
+    let metrics_out = Metrics {
+        ita: measured.colour.ita_face.as_ref().map(|c| ItaMetric {
+            value: c.ita,
+            class: c.ita_class.name(),
+            l: c.l,
+            a: c.a,
+            b: c.b,
+            areas: [Area::Forehead, Area::LeftCheek, Area::RightCheek]
+                .iter()
+                .filter_map(|a| Some((*a, measured.colour.areas.get(a)?.clone())))
+                .collect(),
+        }),
+        skintone: measured.colour.ita_face.as_ref().map(|c| Skintone {
+            value: c.ita_class.name(),
+            ita: c.ita,
+        }),
+        redness: redness(&measured.colour),
+        dark_circles: dark_circles(&measured.colour),
+        age,
+    };
+    let (metrics, withheld) = withhold(metrics_out, &issues);
+    Ok(Analysis {
+        width,
+        height,
+        face: Some(FaceGeometry {
+            bbox: [main.x1, main.y1, main.x2, main.y2],
+            detector_score: main.score,
+            presence: mesh.presence,
+            iod_px: iod,
+            pose,
+            iris_diameter_px: iris_px,
+            mm_per_px: iris_px.map(|d| IRIS_DIAMETER_MM / d),
+            landmarks: pts3,
+        }),
+        quality: Quality {
+            passed: issues.is_empty(),
+            issues: issue_list(&issues),
+            faces_found: faces.len(),
+            sharpness: Some(measured.sharpness),
+            exposure: Some(measured.exposure),
+        },
+        metrics,
+        white_balance: measured.white_balance,
+        withheld,
+        masks: measured.masks,
+        timings_ms: timings,
+        images: measured.images,
+    })
+}
+
+fn issue_list(issues: &[Reason]) -> Vec<Issue> {
+    issues
+        .iter()
+        .map(|&r| Issue {
+            code: r.code(),
+            message: r.advice(),
+            reason: r,
+        })
+        .collect()
+}
+
+/// The analysis of a photo in which the detector found no face.
+fn without_face(width: u32, height: u32, timings_ms: BTreeMap<&'static str, f64>) -> Analysis {
+    let (metrics, withheld) = withhold(Metrics::default(), &[Reason::NoFace]);
+    Analysis {
+        width,
+        height,
+        face: None,
+        quality: Quality {
+            passed: false,
+            issues: issue_list(&[Reason::NoFace]),
+            faces_found: 0,
+            sharpness: None,
+            exposure: None,
+        },
+        metrics,
+        white_balance: None,
+        withheld,
+        masks: BTreeMap::new(),
+        timings_ms,
+        images: None,
+    }
+}
+
+/// The metrics the appliance computes, by their API names.
+pub const COMPUTED: [&str; 5] = ["ita", "skintone", "redness", "dark_circles", "age"];
+
+/// Drop every metric a failed gate blocks, and say which and why.
+fn withhold(
+    mut m: Metrics,
+    issues: &[Reason],
+) -> (Metrics, BTreeMap<&'static str, Vec<&'static str>>) {
+    let mut withheld = BTreeMap::new();
+    for name in COMPUTED {
+        let why: Vec<&'static str> = quality::blocking(name)
+            .iter()
+            .filter(|r| issues.contains(r))
+            .map(|r| r.code())
+            .collect();
+        if why.is_empty() {
+            continue;
+        }
+        match name {
+            "ita" => m.ita = None,
+            "skintone" => m.skintone = None,
+            "redness" => m.redness = None,
+            "dark_circles" => m.dark_circles = None,
+            _ => m.age = None,
+        }
+        withheld.insert(name, why);
+    }
+    (m, withheld)
+}
+
+fn gate(
+    issues: &mut Vec<Reason>,
+    p: &SkinParams,
+    presence: f32,
+    iod: f32,
+    pose: &Pose,
+    m: &Measured,
+) {
+    let mut add = |r: Reason, failed: bool| {
+        if failed && !issues.contains(&r) {
+            issues.push(r);
+        }
+    };
+    add(Reason::Occluded, presence < p.min_presence);
+    add(Reason::FaceTooSmall, iod < p.min_iod_px);
+    add(
+        Reason::PoseOutOfRange,
+        pose.yaw.abs() > p.max_yaw_deg
+            || pose.pitch.abs() > p.max_pitch_deg
+            || pose.roll.abs() > p.max_roll_deg,
+    );
+    add(Reason::Blurred, m.sharpness < p.min_sharpness);
+    add(
+        Reason::Underexposed,
+        m.exposure.underexposed_share > p.max_underexposed_share
+            || m.exposure.mean_luma < p.min_mean_luma,
+    );
+    add(
+        Reason::Overexposed,
+        m.exposure.overexposed_share > p.max_overexposed_share,
+    );
+    issues.sort();
+}
+
+fn redness(c: &Colour) -> Option<Redness> {
+    let skin = c.skin.as_ref()?;
+    Some(Redness {
+        a_mean: skin.a,
+        erythema_index: skin.erythema_index,
+        areas: c
+            .areas
+            .iter()
+            .map(|(area, s)| {
+                (
+                    *area,
+                    RednessArea {
+                        a_mean: s.a,
+                        a_p90: s.a_p90,
+                        erythema_index: s.erythema_index,
+                    },
+                )
+            })
+            .collect(),
+        note: "colorimetric: a* (CIE L*a*b*, D65) and the erythema index of the camera's \
+               sRGB output; device- and light-dependent, so compare photos taken the same way",
+    })
+}
+
+fn dark_circles(c: &Colour) -> Option<DarkCircles> {
+    let left = measure::dark_circle(c, Area::LeftUnderEye, Area::LeftMalar);
+    let right = measure::dark_circle(c, Area::RightUnderEye, Area::RightMalar);
+    let both: Vec<&DarkCircle> = left.iter().chain(right.iter()).collect();
+    if both.is_empty() {
+        return None;
+    }
+    let n = both.len() as f32;
+    Some(DarkCircles {
+        delta_l: both.iter().map(|d| d.delta_l).sum::<f32>() / n,
+        delta_e: both.iter().map(|d| d.delta_e).sum::<f32>() / n,
+        left,
+        right,
+    })
+}
+
+/// Two passes of the face mesh: from the detector's box, then from the
+/// first pass's own points. Returns the second pass and its ROI.
+async fn fit_mesh(
+    b: &SkinBatchers,
+    pyr: Pyramid,
+    face: &Face,
+) -> Result<(MeshPoints, Affine, Pyramid), AnalyzeError> {
+    let size = face_mesh::INPUT_SIZE;
+    let mut roi = roi_from_detection(face);
+    let mut pyr = pyr;
+    let mut mesh = None;
+    for _ in 0..2 {
+        if let Some(m) = &mesh {
+            roi = roi_from_mesh(&xy(&mesh_to_image(m, &roi)));
+        }
+        let r = roi;
+        let (crop, back) = blocking(move || {
+            let c = pyr.warp(&r, size, size, Border::Replicate);
+            (c, pyr)
+        })
+        .await?;
+        pyr = back;
+        mesh = Some(infer(&b.mesh, crop).await?);
+    }
+    Ok((mesh.expect("two passes ran"), roi, pyr))
+}
+
+/// The iris diameter (pixels, both eyes' mean) and the age, from crops of
+/// the photo the mesh places.
+async fn eyes_and_age(
+    b: &SkinBatchers,
+    mut pyr: Pyramid,
+    pts: &[[f32; 2]],
+) -> Result<(Option<f32>, Option<AgeMetric>, Pyramid), AnalyzeError> {
+    let rois = eye_rois(pts);
+    let chip = age_chip_map(pts);
+    let s = iris::INPUT_SIZE;
+    let (crops, chip_px, pyr) = blocking(move || {
+        let c: Vec<Vec<u8>> = rois
+            .iter()
+            .map(|(m, _)| pyr.warp(m, s, s, Border::Replicate))
+            .collect();
+        let a = pyr.warp(&chip, age::INPUT_SIZE, age::INPUT_SIZE, Border::Zero);
+        (c, a, pyr)
+    })
+    .await?;
+    let mut crops = crops.into_iter();
+    let (r, l, probs) = tokio::join!(
+        infer(&b.eyes, crops.next().unwrap_or_default()),
+        infer(&b.eyes, crops.next().unwrap_or_default()),
+        infer(&b.age, chip_px),
+    );
+    let iod = dist(mid(pts[33], pts[133]), mid(pts[263], pts[362]));
+    let mut diameters = Vec::new();
+    for (eye, (m, _)) in [r?, l?].iter().zip(&rois) {
+        let p = &eye.iris;
+        let d = (dist([p[1][0], p[1][1]], [p[3][0], p[3][1]])
+            + dist([p[2][0], p[2][1]], [p[4][0], p[4][1]]))
+            / 2.0
+            * m.scale();
+        // An iris is ~0.19 IOD across (11.7 of ~63 mm); far off means the
+        // eye was shut or hidden.
+        if (0.12..0.27).contains(&(d / iod)) {
+            diameters.push(d);
+        }
+    }
+    let iris_px =
+        (!diameters.is_empty()).then(|| diameters.iter().sum::<f32>() / diameters.len() as f32);
+    let probs = probs?;
+    let value = age::expected_age(&probs);
+    let confidence = probs.iter().copied().fold(0.0, f32::max);
+    Ok((
+        iris_px,
+        Some(AgeMetric {
+            value: (value * 10.0).round() / 10.0,
+            confidence,
+        }),
+        pyr,
+    ))
+}
+
+/// What the aligned crop gives.
+struct Measured {
+    iod: f32,
+    white_balance: Option<measure::WhiteBalance>,
+    colour: Colour,
+    exposure: Exposure,
+    sharpness: f32,
+    masks: BTreeMap<Area, String>,
+    images: Option<Images>,
+}
+
+fn measure_face(
+    mut pyr: Pyramid,
+    pts: &[[f32; 2]],
+    want: Want,
+    faces: &[Face],
+    masker: &crate::backend::masker::Masker,
+) -> Result<Measured, AnalyzeError> {
+    let image_areas = regions::areas(pts);
+    let iod = image_areas.iod;
+    let (map, w, h) = aligned_map(pts, iod);
+    let crop = pyr.warp(&map, w, h, Border::Replicate);
+    let inv = map
+        .inverse()
+        .ok_or_else(|| AnalyzeError::Inference("the face mesh collapsed to a point".into()))?;
+    let crop_pts: Vec<[f32; 2]> = pts.iter().map(|&p| inv.apply(p)).collect();
+    let areas = regions::areas(&crop_pts);
+    let img = Rgb {
+        width: w,
+        height: h,
+        data: &crop,
+    };
+    let white_balance = measure::sclera_balance(&img, &areas);
+    let balanced = white_balance.map(|wb| measure::apply_balance(&crop, wb.gains));
+    let colour_img = Rgb {
+        width: w,
+        height: h,
+        data: balanced.as_deref().unwrap_or(&crop),
+    };
+    let (colour, skin) = measure::colour(&colour_img, &areas);
+    let exposure = measure::exposure(&img, &skin);
+    let oval = regions::Mask::polygon(w, h, &areas.polygons[&Area::FaceOval]);
+    let sharpness = measure::sharpness(&img, &oval, true);
+    let masks = image_areas
+        .polygons
+        .iter()
+        .map(|(a, p)| (*a, svg_path(p)))
+        .collect();
+    let images = if want.images {
+        let aligned =
+            image::RgbImage::from_raw(w as u32, h as u32, crop.clone()).expect("sized buffer");
+        let mut photo = pyr.into_base();
+        let anonymised = crate::backend::masker::mask_and_encode(
+            masker,
+            &mut photo,
+            None,
+            faces,
+            crate::imaging::MaskParams {
+                method: crate::imaging::MaskMethod::Gaussian,
+                strength: 199,
+                padding: 0.15,
+            },
+            crate::imaging::OutputFormat::Jpeg,
+            90,
+        )?;
+        Some(Images {
+            aligned_face_jpeg: crate::imaging::encode::encode(
+                &aligned,
+                crate::imaging::OutputFormat::Jpeg,
+                92,
+            )?,
+            redness_png: measure::redness_png(&colour_img, &skin)
+                .map_err(|e| AnalyzeError::Inference(format!("heat map: {e}")))?,
+            anonymised_jpeg: anonymised.bytes,
+        })
+    } else {
+        None
+    };
+    Ok(Measured {
+        iod,
+        white_balance,
+        colour,
+        exposure,
+        sharpness,
+        masks,
+        images,
+    })
+}

@@ -1,0 +1,163 @@
+//! `argusd skin analyze IMAGE... [--json] [--out DIR]`: the skin pipeline
+//! on local files, with the models in-process (no daemon needed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, Subcommand};
+
+use super::analyze::{analyze, masks_svg, Analysis, Want};
+use super::work::SkinBatchers;
+use crate::app::CommandError;
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Subcommand)]
+pub enum SkinAction {
+    /// Analyse selfies: skin metrics, quality gates and area masks.
+    Analyze(AnalyzeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Photos (JPEG, PNG, WebP, ...).
+    #[arg(required = true)]
+    pub images: Vec<PathBuf>,
+    /// Print the full analysis as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Write per photo `<stem>.aligned.jpg`, `<stem>.redness.png`,
+    /// `<stem>.anonymised.jpg` and `<stem>.masks.svg` here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+pub async fn run(config: &Config, action: SkinAction) -> Result<i32, CommandError> {
+    match action {
+        SkinAction::Analyze(args) => analyze_files(config, args).await,
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> CommandError {
+    CommandError::Failed(e.to_string())
+}
+
+/// The detector and skin models, loaded for this process.
+fn local_batchers(config: &Config) -> Result<SkinBatchers, CommandError> {
+    let models = crate::backend::ModelPaths::from_manifest(&config.resolved_models_dir(), true)
+        .map_err(CommandError::Failed)?;
+    let target = crate::backend::resolve(config.backend).map_err(failed)?;
+    SkinBatchers::start(config, &target, &models, Arc::new(Metrics::new())).map_err(failed)
+}
+
+async fn analyze_files(config: &Config, args: AnalyzeArgs) -> Result<i32, CommandError> {
+    let batchers = local_batchers(config)?;
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
+    }
+    let limits = crate::imaging::DecodeLimits {
+        max_pixels: config.limits.max_pixels,
+        formats: config.limits.formats.clone(),
+    };
+    let want = Want {
+        images: args.out.is_some(),
+    };
+    let mut results = Vec::new();
+    let mut code = 0;
+    for path in &args.images {
+        let outcome = match std::fs::read(path) {
+            Ok(bytes) => analyze(&batchers, bytes, limits.clone(), config.skin, want)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(a) => {
+                if let Some(dir) = &args.out {
+                    write_images(dir, path, &a)?;
+                }
+                if !args.json {
+                    print_summary(path, &a);
+                }
+                results.push(file_json(path, serde_json::to_value(&a).map_err(failed)?));
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                code = 1;
+                results.push(serde_json::json!({"file": path.display().to_string(), "error": e}));
+            }
+        }
+    }
+    batchers.shutdown();
+    if args.json {
+        let unavailable: serde_json::Map<String, serde_json::Value> = super::UNAVAILABLE
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let doc = serde_json::json!({"results": results, "unavailable": unavailable});
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(failed)?);
+    }
+    Ok(code)
+}
+
+fn file_json(path: &Path, mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("file".into(), path.display().to_string().into());
+    }
+    v
+}
+
+fn write_images(dir: &Path, path: &Path, a: &Analysis) -> Result<(), CommandError> {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let write = |suffix: &str, bytes: &[u8]| {
+        let p = dir.join(format!("{stem}.{suffix}"));
+        std::fs::write(&p, bytes).map_err(|e| failed(format!("{}: {e}", p.display())))
+    };
+    if let Some(img) = &a.images {
+        write("aligned.jpg", &img.aligned_face_jpeg)?;
+        write("redness.png", &img.redness_png)?;
+        write("anonymised.jpg", &img.anonymised_jpeg)?;
+    }
+    if !a.masks.is_empty() {
+        write(
+            "masks.svg",
+            masks_svg(a.width, a.height, &a.masks).as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+fn print_summary(path: &Path, a: &Analysis) {
+    let m = &a.metrics;
+    let mut parts = Vec::new();
+    if let Some(i) = &m.ita {
+        parts.push(format!("ITA {:.1}° ({})", i.value, i.class));
+    }
+    if let Some(r) = &m.redness {
+        parts.push(format!("a* {:.1}, EI {:.1}", r.a_mean, r.erythema_index));
+    }
+    if let Some(d) = &m.dark_circles {
+        parts.push(format!("dark circles ΔL* {:.1}", d.delta_l));
+    }
+    if let Some(g) = &m.age {
+        parts.push(format!("age {:.0}", g.value));
+    }
+    let issues: Vec<&str> = a.quality.issues.iter().map(|i| i.code).collect();
+    println!(
+        "{}: {}{}",
+        path.display(),
+        if parts.is_empty() {
+            "no metrics".to_string()
+        } else {
+            parts.join("; ")
+        },
+        if issues.is_empty() {
+            String::new()
+        } else {
+            format!(" [quality: {}]", issues.join(", "))
+        }
+    );
+}

@@ -1,0 +1,322 @@
+//! The skin pipeline on real photos: metrics in range and stable, every
+//! quality gate triggered by a real photo transformed the way a user's
+//! would be (blurred, darkened, rotated, shrunk, two people, no face), and
+//! `argusd skin analyze --json`.
+//!
+//! Photos: `tests/fixtures/skin_lisa1.jpg` (CC-0, see SOURCES.md),
+//! `coffee.jpg` (CC0, no face). Where `../shared/data/faces` is present the
+//! repeatability tests also run on its photos.
+
+use std::sync::{Arc, OnceLock};
+
+use argus::backend::{ModelPaths, Target};
+use argus::config::Config;
+use argus::families::skin::analyze::{analyze, Analysis, Want};
+use argus::families::skin::work::SkinBatchers;
+use argus::metrics::Metrics;
+use image::{DynamicImage, RgbImage};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn batchers() -> &'static SkinBatchers {
+    static B: OnceLock<SkinBatchers> = OnceLock::new();
+    B.get_or_init(|| {
+        let cfg = Config::default();
+        let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
+        let metrics = Arc::new(Metrics::new());
+        SkinBatchers::start(&cfg, &Target::Cpu, &models, metrics).expect("skin models")
+    })
+}
+
+fn photo(name: &str) -> RgbImage {
+    image::open(format!("{ROOT}/tests/fixtures/{name}"))
+        .expect("fixture")
+        .to_rgb8()
+}
+
+fn png(img: &RgbImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img.clone())
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+async fn run(bytes: Vec<u8>) -> Analysis {
+    let cfg = Config::default();
+    let limits = argus::imaging::DecodeLimits {
+        max_pixels: cfg.limits.max_pixels,
+        formats: cfg.limits.formats.clone(),
+    };
+    analyze(batchers(), bytes, limits, cfg.skin, Want::default())
+        .await
+        .expect("analysis")
+}
+
+fn codes(a: &Analysis) -> Vec<&'static str> {
+    a.quality.issues.iter().map(|i| i.code).collect()
+}
+
+/// (subject's right pupil, left pupil) of a webmorph template: its first
+/// two points (the image's left eye first).
+fn pupils(tem: &str) -> [[f32; 2]; 2] {
+    let mut lines = std::fs::read_to_string(tem)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(2)
+        .map(|l| {
+            let v: Vec<f32> = l.split_whitespace().map(|x| x.parse().unwrap()).collect();
+            [v[0], v[1]]
+        })
+        .collect::<Vec<_>>();
+    lines.sort_by(|a, b| a[0].total_cmp(&b[0]));
+    [lines[0], lines[1]]
+}
+
+#[tokio::test]
+async fn a_clear_selfie_gets_every_metric_in_range() {
+    let a = run(std::fs::read(format!("{ROOT}/tests/fixtures/skin_lisa1.jpg")).unwrap()).await;
+    assert!(a.quality.passed, "{:?}", codes(&a));
+    let face = a.face.as_ref().unwrap();
+    // The mesh's eyes land on the hand-placed pupils (within 6% of the
+    // inter-ocular distance).
+    let [r, l] = pupils(&format!("{ROOT}/tests/fixtures/skin_lisa1.tem"));
+    let iod = ((l[0] - r[0]).powi(2) + (l[1] - r[1]).powi(2)).sqrt();
+    let p = &face.landmarks;
+    for (pupil, (o, i)) in [(r, (33, 133)), (l, (263, 362))] {
+        let c = [(p[o][0] + p[i][0]) / 2.0, (p[o][1] + p[i][1]) / 2.0];
+        let d = ((c[0] - pupil[0]).powi(2) + (c[1] - pupil[1]).powi(2)).sqrt();
+        assert!(
+            d < 0.06 * iod,
+            "eye centre {c:?} is {d:.1} px from the pupil {pupil:?}"
+        );
+    }
+    assert!(
+        (face.iod_px - iod).abs() < 0.06 * iod,
+        "{} vs {iod}",
+        face.iod_px
+    );
+    assert!(
+        face.pose.yaw.abs() < 12.0 && face.pose.pitch.abs() < 15.0 && face.pose.roll.abs() < 5.0,
+        "{:?}",
+        face.pose
+    );
+    // The iris ruler: 11.7 mm over the iris gives an inter-pupil distance
+    // of an adult (54-74 mm).
+    let mm = face.mm_per_px.expect("irises measured") * face.iod_px;
+    assert!((54.0..74.0).contains(&mm), "IPD {mm} mm");
+    let m = &a.metrics;
+    let ita = m.ita.as_ref().expect("ita");
+    // Skin is reddish-yellow under any near-white light (a*, b* > 0); the
+    // reported angle is the formula on the reported L*, b*; the class is
+    // the angle's band. (This selfie is dim and warm-lit, so its ITA is low
+    // for the person: the metric is colorimetric, see the next test.)
+    assert!(
+        ita.a > 0.0 && ita.b > 0.0 && (10.0..95.0).contains(&ita.l),
+        "{ita:?}"
+    );
+    let formula = (ita.l - 50.0).atan2(ita.b).to_degrees();
+    assert!(
+        (formula - ita.value).abs() < 1e-3,
+        "{} vs {formula}",
+        ita.value
+    );
+    assert_eq!(
+        ita.class,
+        argus::families::skin::color::ItaClass::of(ita.value).name()
+    );
+    assert_eq!(ita.areas.len(), 3);
+    for c in ita.areas.values() {
+        assert!(
+            (c.ita - ita.value).abs() < 15.0,
+            "an area is far from the face: {c:?}"
+        );
+    }
+    assert_eq!(m.skintone.as_ref().unwrap().value, ita.class);
+    let red = m.redness.as_ref().expect("redness");
+    assert!(
+        red.a_mean > 0.0 && red.a_mean < 40.0 && red.erythema_index > 0.0,
+        "{red:?}"
+    );
+    let dc = m.dark_circles.as_ref().expect("dark circles");
+    assert!(dc.delta_l.abs() < 25.0 && dc.delta_e < 30.0, "{dc:?}");
+    let age = m.age.as_ref().expect("age");
+    assert!((15.0..60.0).contains(&age.value), "age {}", age.value);
+    assert!(a.withheld.is_empty());
+    assert!(a
+        .masks
+        .contains_key(&argus::families::skin::regions::Area::Forehead));
+}
+
+#[tokio::test]
+async fn the_same_face_gives_the_same_colour_when_shrunk_or_mirrored() {
+    let img = photo("skin_lisa1.jpg");
+    let base = run(png(&img)).await;
+    let b = base.metrics.ita.as_ref().unwrap();
+    // Shrunk to 70% (still above the size gate): ITA within ±3°.
+    let small = image::imageops::resize(&img, 420, 560, image::imageops::FilterType::Triangle);
+    let s = run(png(&small)).await;
+    let si = s.metrics.ita.as_ref().expect("small photo measured");
+    assert!(
+        (si.value - b.value).abs() < 3.0,
+        "{} vs {}",
+        si.value,
+        b.value
+    );
+    // Mirrored: the cheeks swap sides and the face's ITA stays.
+    let m = run(png(&image::imageops::flip_horizontal(&img))).await;
+    let mi = m.metrics.ita.as_ref().unwrap();
+    assert!(
+        (mi.value - b.value).abs() < 2.0,
+        "{} vs {}",
+        mi.value,
+        b.value
+    );
+    use argus::families::skin::regions::Area::{LeftCheek, RightCheek};
+    let (l, r) = (&b.areas[&LeftCheek], &mi.areas[&RightCheek]);
+    assert!((l.ita - r.ita).abs() < 4.0, "{} vs {}", l.ita, r.ita);
+    // And the run is deterministic.
+    let again = run(png(&img)).await;
+    assert_eq!(again.metrics.ita.as_ref().unwrap().value, b.value);
+    // More light on the same face reads lighter: ITA follows the exposure.
+    let mut lit = img.clone();
+    lit.pixels_mut()
+        .for_each(|p| p.0 = p.0.map(|v| (255.0 * (v as f32 / 255.0).powf(0.7)) as u8));
+    let l = run(png(&lit)).await;
+    assert!(l.metrics.ita.as_ref().unwrap().value > b.value + 5.0);
+}
+
+#[tokio::test]
+async fn each_quality_gate_fires_on_a_real_transformed_photo() {
+    let img = photo("skin_lisa1.jpg");
+    let blurred = image::imageops::blur(&img, 6.0);
+    let a = run(png(&blurred)).await;
+    assert!(
+        codes(&a).contains(&"blurred"),
+        "{:?} sharpness {:?}",
+        codes(&a),
+        a.quality.sharpness
+    );
+    assert!(a.metrics.age.is_none() && a.withheld["age"].contains(&"blurred"));
+
+    let mut dark = img.clone();
+    dark.pixels_mut()
+        .for_each(|p| p.0 = p.0.map(|v| (v as f32 * 0.12) as u8));
+    let a = run(png(&dark)).await;
+    assert!(
+        codes(&a).contains(&"underexposed"),
+        "{:?} {:?}",
+        codes(&a),
+        a.quality.exposure
+    );
+    assert!(a.metrics.ita.is_none() && a.withheld["ita"].contains(&"underexposed"));
+
+    let mut bright = img.clone();
+    bright
+        .pixels_mut()
+        .for_each(|p| p.0 = p.0.map(|v| (v as f32 * 4.0).min(255.0) as u8));
+    let a = run(png(&bright)).await;
+    assert!(
+        codes(&a).contains(&"overexposed"),
+        "{:?} {:?}",
+        codes(&a),
+        a.quality.exposure
+    );
+
+    let a = run(png(&image::imageops::rotate90(&img))).await;
+    assert!(
+        codes(&a).contains(&"pose_out_of_range"),
+        "{:?} {:?}",
+        codes(&a),
+        a.face.map(|f| f.pose)
+    );
+
+    let small = image::imageops::resize(&img, 180, 240, image::imageops::FilterType::Triangle);
+    let a = run(png(&small)).await;
+    assert!(codes(&a).contains(&"face_too_small"), "{:?}", codes(&a));
+    assert!(a.metrics.ita.is_none() && a.metrics.age.is_none());
+
+    let mut pair = RgbImage::new(1200, 800);
+    image::imageops::replace(&mut pair, &img, 0, 0);
+    image::imageops::replace(&mut pair, &image::imageops::flip_horizontal(&img), 600, 0);
+    let a = run(png(&pair)).await;
+    assert!(codes(&a).contains(&"multiple_faces"), "{:?}", codes(&a));
+
+    let a = run(std::fs::read(format!("{ROOT}/tests/fixtures/coffee.jpg")).unwrap()).await;
+    assert_eq!(codes(&a), ["no_face"]);
+    assert!(a.face.is_none() && a.withheld.len() == 5);
+
+    // A hand over the face: the lower two thirds painted skin-coloured.
+    let mut covered = img.clone();
+    for y in 330..700 {
+        for x in 100..500 {
+            covered.put_pixel(x, y, image::Rgb([200, 160, 140]));
+        }
+    }
+    let a = run(png(&covered)).await;
+    let c = codes(&a);
+    assert!(
+        c.contains(&"occluded") || c.contains(&"no_face"),
+        "{c:?} presence {:?}",
+        a.face.map(|f| f.presence)
+    );
+}
+
+/// ITA of one face photographed from 15 to 60 cm, the camera re-balancing
+/// its colour each time: within ±3° of the median from 30 to 60 cm (a
+/// selfie's range) and ±5° at 15 cm (see models/skin/MODEL_CARD.md). Runs
+/// where the shared data set is present.
+#[tokio::test]
+async fn ita_is_repeatable_across_camera_distances() {
+    let dir = format!("{ROOT}/../shared/data/faces/zoom");
+    let mut itas = Vec::new();
+    for cm in [15, 30, 45, 60] {
+        let Ok(bytes) = std::fs::read(format!("{dir}/{cm}cm.jpg")) else {
+            eprintln!("skipped: {dir} is absent");
+            return;
+        };
+        let a = run(bytes).await;
+        assert!(a.white_balance.is_some(), "{cm} cm: no sclera found");
+        itas.push((cm, a.metrics.ita.as_ref().expect("measured").value));
+    }
+    let mut s: Vec<f32> = itas.iter().map(|x| x.1).collect();
+    s.sort_by(f32::total_cmp);
+    let median = (s[1] + s[2]) / 2.0;
+    for (cm, v) in itas.iter() {
+        let limit = if *cm >= 30 { 3.0 } else { 5.0 };
+        assert!(
+            (v - median).abs() <= limit,
+            "{cm} cm: {v} vs median {median} ({itas:?})"
+        );
+    }
+}
+
+#[test]
+fn the_cli_prints_the_analysis_as_json() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+        .args(["--state-dir", std::env::temp_dir().to_str().unwrap()])
+        .args(["skin", "analyze", "--json"])
+        .arg(format!("{ROOT}/tests/fixtures/skin_lisa1.jpg"))
+        .arg(format!("{ROOT}/tests/fixtures/coffee.jpg"))
+        .env("ARGUS_BACKEND", "cpu")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 2);
+    assert!(r[0]["metrics"]["ita"]["value"].is_number());
+    assert!(r[0]["metrics"]["age"]["value"].is_number());
+    assert!(r[0]["masks"]["face_oval"]
+        .as_str()
+        .unwrap()
+        .starts_with('M'));
+    assert_eq!(r[1]["quality"]["issues"][0]["code"], "no_face");
+    assert_eq!(v["unavailable"].as_object().unwrap().len(), 22);
+    assert!(v["unavailable"]["pores"].is_string());
+}
