@@ -7,7 +7,7 @@
 //! `layering.rs`):
 //!
 //! - **families** ([`families`]): one folder per API family
-//!   (`families/faces`, `families/pbs`), each with its routes, typed
+//!   (`families/faces`, `families/pbs`, `families/skin`), each with its routes, typed
 //!   request and response structs, error shape, store schema and
 //!   background work, plugged in through [`app::Family`]; registering one
 //!   is a line in `families/mod.rs`. A family never uses another.
@@ -19,7 +19,7 @@
 //!   its address policy), [`events`] (broadcast bus), [`config`],
 //!   [`metrics`]. It knows no family.
 //! - **inference**: [`frame`] (the types that cross the stack), [`batch`]
-//!   (micro-batcher), [`backend`] (CPU, wgpu, CUDA behind one trait, the
+//!   (micro-batcher), [`detect`] (face detection for every family), [`backend`] (CPU, wgpu, CUDA behind one trait, the
 //!   manifest's model list), `gpu` (kernels and shaders), [`model`]
 //!   (candle model code), [`imaging`] (decode, resize, mask, encode). It
 //!   knows no family, no HTTP and of the platform only `metrics`.
