@@ -622,3 +622,113 @@ async fn json_bodies_with_a_byte_order_mark_are_read() {
     assert_eq!(r.status(), 204);
     s.stop().await;
 }
+
+/// A 12 MP photo with two small faces (about 60 and 45 px wide): the
+/// whole-photo pass shrinks them below what CenterFace sees; tiles find
+/// them, and /mask hides them. With `detector.tiling = "off"` they are
+/// missed, which is the failure tiling closes.
+#[tokio::test]
+async fn small_faces_in_a_12_mp_photo_are_found_by_tiles_and_masked() {
+    // The astronaut's face, located by the detector on the original photo.
+    let s = start(|_| {}).await;
+    let key = s.new_key("kiosk").await;
+    let v = json(
+        s.post_image("/api/v1/detect", Some(&key), fixture("astronaut.jpg"))
+            .await,
+    )
+    .await;
+    let b: Vec<f64> = ["x1", "y1", "x2", "y2"]
+        .iter()
+        .map(|k| v["detections"][0]["bbox"][k].as_f64().unwrap())
+        .collect();
+    let astro = image::load_from_memory(&fixture("astronaut.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let (fw, fh) = (b[2] - b[0], b[3] - b[1]);
+    let face = image::imageops::crop_imm(
+        &astro,
+        (b[0] - 0.3 * fw).max(0.0) as u32,
+        (b[1] - 0.3 * fh).max(0.0) as u32,
+        (1.6 * fw) as u32,
+        (1.6 * fh) as u32,
+    )
+    .to_image();
+    let bg = image::load_from_memory(&fixture("coffee.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let mut big = image::imageops::resize(&bg, 4032, 3024, image::imageops::FilterType::Triangle);
+    // (left, top, face width in px) of each pasted face.
+    let placed = [(2900u32, 700u32, 60.0f64), (800, 2200, 45.0)];
+    for &(x, y, want) in &placed {
+        let k = want / fw;
+        let f = image::imageops::resize(
+            &face,
+            (face.width() as f64 * k) as u32,
+            (face.height() as f64 * k) as u32,
+            image::imageops::FilterType::CatmullRom,
+        );
+        image::imageops::replace(&mut big, &f, x as i64, y as i64);
+    }
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 92)
+        .encode_image(&big)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+
+    let found = |v: &serde_json::Value| -> Vec<(f64, f64)> {
+        v["detections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let b = &d["bbox"];
+                (
+                    (b["x1"].as_f64().unwrap() + b["x2"].as_f64().unwrap()) / 2.0,
+                    (b["y1"].as_f64().unwrap() + b["y2"].as_f64().unwrap()) / 2.0,
+                )
+            })
+            .collect()
+    };
+    let near = |c: &[(f64, f64)], x: u32, y: u32, w: f64| {
+        let (cx, cy) = (x as f64 + 0.8 * w, y as f64 + 0.8 * w * fh / fw);
+        c.iter()
+            .any(|&(a, b)| (a - cx).abs() < w && (b - cy).abs() < w)
+    };
+    let v = json(
+        s.post_image("/api/v1/detect", Some(&key), jpeg.clone())
+            .await,
+    )
+    .await;
+    let c = found(&v);
+    for &(x, y, w) in &placed {
+        assert!(
+            near(&c, x, y, w),
+            "the {w} px face at ({x}, {y}) was missed: {v}"
+        );
+    }
+    // /mask hides both: the pixels there change.
+    let r = s
+        .post_image("/api/v1/mask?method=solid", Some(&key), jpeg.clone())
+        .await;
+    assert_eq!(r.status(), 200);
+    let masked = image::load_from_memory(&r.bytes().await.unwrap())
+        .unwrap()
+        .to_rgb8();
+    for &(x, y, w) in &placed {
+        let (cx, cy) = (x + (0.8 * w) as u32, y + (0.8 * w * fh / fw) as u32);
+        let (a, m) = (big.get_pixel(cx, cy), masked.get_pixel(cx, cy));
+        let diff: i32 = (0..3).map(|i| (a[i] as i32 - m[i] as i32).abs()).sum();
+        assert!(diff > 30, "the {w} px face is not masked: {a:?} vs {m:?}");
+    }
+    s.stop().await;
+
+    let s = start(|c| c.detector.tiling = argus::config::Tiling::Off).await;
+    let key = s.new_key("kiosk").await;
+    let v = json(s.post_image("/api/v1/detect", Some(&key), jpeg).await).await;
+    let c = found(&v);
+    assert!(
+        placed.iter().any(|&(x, y, w)| !near(&c, x, y, w)),
+        "one pass found every small face, so this photo does not test tiling: {v}"
+    );
+    s.stop().await;
+}

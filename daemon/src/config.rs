@@ -158,6 +158,26 @@ pub struct DetectorConfig {
     pub input_width: u32,
     /// Model input height. Multiple of 32.
     pub input_height: u32,
+    /// "auto": photos too large for one pass to see a `min_face_px` face
+    /// are also detected tile by tile at near-native resolution; "off":
+    /// one pass only.
+    pub tiling: Tiling,
+    /// The smallest face, in original pixels, tiling must find.
+    pub min_face_px: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tiling {
+    Auto,
+    Off,
+}
+
+impl DetectorConfig {
+    /// The `detect::DetectParams::tile_min_face_px` these settings ask for.
+    pub fn tile_min_face_px(&self) -> Option<f32> {
+        (self.tiling == Tiling::Auto).then_some(self.min_face_px)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -318,6 +338,8 @@ impl Default for DetectorConfig {
         Self {
             input_width: 640,
             input_height: 640,
+            tiling: Tiling::Auto,
+            min_face_px: 40.0,
         }
     }
 }
@@ -443,6 +465,12 @@ impl Config {
         }
         if d.input_width > 4096 || d.input_height > 4096 {
             p.push("detector input larger than 4096 is not supported".into());
+        }
+        if !(8.0..=10_000.0).contains(&d.min_face_px) {
+            p.push(format!(
+                "detector.min_face_px must be 8..=10000, got {}",
+                d.min_face_px
+            ));
         }
         let s = self.skin.detector_input;
         if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {

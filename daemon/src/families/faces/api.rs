@@ -134,6 +134,7 @@ pub(crate) fn detect_params(q: &HashMap<String, String>) -> Result<DetectParams,
         confidence: q_f32(q, "confidence", 0.5, 0.0, 1.0)?,
         nms_threshold: q_f32(q, "nms_threshold", 0.4, 0.0, 1.0)?,
         max_faces: q_int(q, "max_faces", 0, 0, 10_000)? as usize,
+        tile_min_face_px: None,
     })
 }
 
@@ -545,6 +546,10 @@ pub(crate) async fn run_detection(
         app.metrics.frame_uploads.with_label_values(&[by]).inc();
     }
     decode_timer.observe_duration();
+    let params = DetectParams {
+        tile_min_face_px: app.config.detector.tile_min_face_px(),
+        ..params
+    };
     let det = pipeline::detect(&app.batcher, &mut prep, params).await?;
     app.metrics.faces_detected.inc_by(det.faces.len() as u64);
     Ok((prep, det))

@@ -62,7 +62,7 @@ pub async fn detect(config: &Config, args: DetectArgs) -> Result<i32, CommandErr
     let params = DetectParams {
         confidence,
         nms_threshold,
-        max_faces: 0,
+        ..Default::default()
     };
     let mut failed = 0;
     for path in images {
@@ -189,6 +189,10 @@ async fn detect_file(
     )
     .map_err(|e| e.to_string())?;
     prep.upload(b.masker());
+    let params = DetectParams {
+        tile_min_face_px: config.detector.tile_min_face_px(),
+        ..params
+    };
     let det = pipeline::detect(b, &mut prep, params)
         .await
         .map_err(|e| e.to_string())?;

@@ -464,6 +464,8 @@ pub async fn analyze(
             confidence: params.face_confidence,
             nms_threshold: 0.4,
             max_faces: 0,
+            // A selfie's face is large; the size gate refuses small ones.
+            tile_min_face_px: None,
         },
     )
     .await?;
