@@ -732,3 +732,33 @@ async fn small_faces_in_a_12_mp_photo_are_found_by_tiles_and_masked() {
     );
     s.stop().await;
 }
+
+/// An animation is never reduced to its first frame: animated WebP, GIF
+/// and APNG get 415 saying why; one-frame files of the same kinds pass.
+#[tokio::test]
+async fn animated_images_are_refused_not_cut_to_one_frame() {
+    use argus::imaging::test_animations::{animated_gif, animated_webp, apng};
+    let s = start(|c| {
+        c.limits.formats = ["jpeg", "png", "webp", "gif"].map(String::from).to_vec();
+    })
+    .await;
+    let key = s.new_key("kiosk").await;
+    for (name, bytes) in [
+        ("webp", animated_webp(2)),
+        ("gif", animated_gif(3)),
+        ("png", apng(2)),
+    ] {
+        for path in ["/api/v1/detect", "/api/v1/mask"] {
+            let r = s.post_image(path, Some(&key), bytes.clone()).await;
+            assert_eq!(r.status(), 415, "{name} {path}");
+            let v = json(r).await;
+            let d = v["detail"].as_str().unwrap();
+            assert!(d.contains("animated") && d.contains(name), "{d}");
+        }
+    }
+    for bytes in [animated_webp(1), animated_gif(1), apng(1)] {
+        let r = s.post_image("/api/v1/detect", Some(&key), bytes).await;
+        assert_eq!(r.status(), 200);
+    }
+    s.stop().await;
+}

@@ -69,6 +69,98 @@ fn check_size(width: u64, height: u64, limits: &DecodeLimits) -> Result<(), Imag
 /// also read it. Errors: the stream ends before its EOI (the decoder would
 /// pad a truncated scan with grey instead of failing), or it uses coding
 /// the decoder does not implement (arithmetic, lossless, hierarchical).
+/// How many frames an animated PNG (APNG `acTL`), WebP (`ANMF` chunks
+/// under an animated `VP8X`) or GIF (image descriptors) holds; None for a
+/// still image or another format. Reads only the container's structure.
+pub fn animation_frames(bytes: &[u8], format: ImageFormat) -> Option<u32> {
+    let n = match format {
+        ImageFormat::Png => apng_frames(bytes),
+        ImageFormat::WebP => webp_frames(bytes),
+        ImageFormat::Gif => gif_frames(bytes),
+        _ => None,
+    }?;
+    (n > 1).then_some(n)
+}
+
+fn be32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// `acTL`'s frame count; the chunk must come before the first `IDAT`.
+fn apng_frames(b: &[u8]) -> Option<u32> {
+    let mut at = 8;
+    while at + 8 <= b.len() {
+        let len = be32(b, at)? as usize;
+        match b.get(at + 4..at + 8)? {
+            b"acTL" => return be32(b, at + 8),
+            b"IDAT" | b"IEND" => return None,
+            _ => at = at.checked_add(12)?.checked_add(len)?,
+        }
+    }
+    None
+}
+
+/// The number of `ANMF` chunks of an animated WebP.
+fn webp_frames(b: &[u8]) -> Option<u32> {
+    if b.get(0..4)? != b"RIFF" || b.get(8..12)? != b"WEBP" || b.get(12..16)? != b"VP8X" {
+        return None;
+    }
+    if b.get(20)? & 0x02 == 0 {
+        return None;
+    }
+    let (mut at, mut frames) = (12usize, 0u32);
+    while at + 8 <= b.len() {
+        let len = le32(b, at + 4)? as usize;
+        if b.get(at..at + 4)? == b"ANMF" {
+            frames += 1;
+        }
+        at = at.checked_add(8)?.checked_add(len + (len & 1))?;
+    }
+    Some(frames.max(1))
+}
+
+/// Image descriptors of a GIF, counted through its block structure (stops
+/// at the second: that is enough to know it is animated).
+fn gif_frames(b: &[u8]) -> Option<u32> {
+    if b.get(0..3)? != b"GIF" {
+        return None;
+    }
+    let skip_sub_blocks = |mut at: usize| -> Option<usize> {
+        loop {
+            let n = *b.get(at)? as usize;
+            at += 1 + n;
+            if n == 0 {
+                return Some(at);
+            }
+        }
+    };
+    let flags = *b.get(10)?;
+    let mut at = 13
+        + if flags & 0x80 != 0 {
+            3 << ((flags & 7) + 1)
+        } else {
+            0
+        };
+    let mut frames = 0;
+    while frames < 2 {
+        match *b.get(at)? {
+            0x21 => at = skip_sub_blocks(at + 2)?,
+            0x2C => {
+                frames += 1;
+                let f = *b.get(at + 9)?;
+                at += 10 + if f & 0x80 != 0 { 3 << ((f & 7) + 1) } else { 0 };
+                at = skip_sub_blocks(at + 1)?;
+            }
+            _ => break,
+        }
+    }
+    Some(frames)
+}
+
 fn jpeg_image_end(bytes: &[u8]) -> Result<usize, ImagingError> {
     let truncated = || {
         ImagingError::Corrupt(
@@ -177,6 +269,15 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
             limits.formats.join(", "),
         ));
     }
+    // Processing one frame of an animation would leave the faces of the
+    // others untouched, silently.
+    if let Some(n) = animation_frames(bytes, format) {
+        return Err(ImagingError::UnsupportedCoding(format!(
+            "animated {name} images ({n} frames) are not supported: only still images are \
+             processed, and one frame would leave the faces in the others untouched; send each \
+             frame as a still image"
+        )));
+    }
     // Size from the header bytes alone, before any decoder buffers anything:
     // a decompression bomb is refused without reading its pixel data.
     if let Ok(size) = imagesize::blob_size(bytes) {
@@ -217,6 +318,40 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
 
 #[cfg(test)]
 mod tests {
+    use crate::imaging::test_animations::{animated_gif, animated_webp, apng};
+
+    #[test]
+    fn animations_are_counted_and_refused_and_stills_are_not() {
+        let limits = DecodeLimits {
+            max_pixels: 40_000_000,
+            formats: ["jpeg", "png", "webp", "gif"].map(String::from).to_vec(),
+        };
+        for (bytes, format, name) in [
+            (animated_gif(2), ImageFormat::Gif, "gif"),
+            (animated_webp(2), ImageFormat::WebP, "webp"),
+            (apng(3), ImageFormat::Png, "png"),
+        ] {
+            assert!(
+                animation_frames(&bytes, format).is_some_and(|n| n >= 2),
+                "{name}"
+            );
+            match decode(&bytes, &limits) {
+                Err(ImagingError::UnsupportedCoding(m)) => {
+                    assert!(m.contains("animated") && m.contains(name), "{m}")
+                }
+                other => panic!("{name}: {:?}", other.map(|d| d.format)),
+            }
+        }
+        for (bytes, format) in [
+            (animated_gif(1), ImageFormat::Gif),
+            (animated_webp(1), ImageFormat::WebP),
+            (apng(1), ImageFormat::Png),
+        ] {
+            assert_eq!(animation_frames(&bytes, format), None, "{format:?}");
+        }
+        assert!(decode(&animated_gif(1), &limits).is_ok());
+    }
+
     use super::*;
 
     fn limits() -> DecodeLimits {

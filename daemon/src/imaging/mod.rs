@@ -38,3 +38,83 @@ pub enum ImagingError {
     #[error("encoding the output failed: {0}")]
     Encode(String),
 }
+
+/// Animated images for tests (here and in `tests/`): frames are flat
+/// colours, built with the same encoders a user's tools use.
+#[doc(hidden)]
+pub mod test_animations {
+    use image::{Delay, Frame, RgbaImage};
+
+    fn frame(i: usize) -> RgbaImage {
+        RgbaImage::from_pixel(64, 48, image::Rgba([(40 * i) as u8, 120, 200, 255]))
+    }
+
+    /// A GIF of `n` frames (image's encoder).
+    pub fn animated_gif(n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+            enc.encode_frames(
+                (0..n)
+                    .map(|i| Frame::from_parts(frame(i), 0, 0, Delay::from_numer_denom_ms(100, 1))),
+            )
+            .expect("gif");
+        }
+        out
+    }
+
+    /// A WebP of `n` frames (libwebp's animation encoder); one frame gives
+    /// libwebp's still form.
+    pub fn animated_webp(n: usize) -> Vec<u8> {
+        let config = webp::WebPConfig::new().expect("webp config");
+        let frames: Vec<RgbaImage> = (0..n).map(frame).collect();
+        let mut enc = webp::AnimEncoder::new(64, 48, &config);
+        for (i, f) in frames.iter().enumerate() {
+            enc.add_frame(webp::AnimFrame::from_rgba(
+                f.as_raw(),
+                64,
+                48,
+                100 * i as i32,
+            ));
+        }
+        enc.encode().to_vec()
+    }
+
+    /// A PNG whose `acTL` chunk declares `n` frames (an APNG header over a
+    /// still PNG's data).
+    pub fn apng(n: u32) -> Vec<u8> {
+        let mut png = Vec::new();
+        image::DynamicImage::ImageRgba8(frame(0))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .expect("png");
+        if n <= 1 {
+            return png;
+        }
+        let mut chunk = b"acTL".to_vec();
+        chunk.extend(n.to_be_bytes());
+        chunk.extend(0u32.to_be_bytes());
+        let crc = crc32(&chunk);
+        let ihdr_end = 8 + 12 + 13;
+        let mut out = png[..ihdr_end].to_vec();
+        out.extend(8u32.to_be_bytes());
+        out.extend(&chunk);
+        out.extend(crc.to_be_bytes());
+        out.extend(&png[ihdr_end..]);
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in data {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+}
