@@ -378,3 +378,103 @@ async fn stalled_uploads_do_not_hold_the_slots() {
     }
     s.stop().await;
 }
+
+/// Peak resident memory of this process (the server runs in it), bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A maximum-size PNG (6300x6300, 39.7 MP, under the 40 MP limit) that
+/// compresses to little: a decompression bomb within the rules.
+fn big_png() -> Vec<u8> {
+    let img = image::RgbImage::from_fn(6300, 6300, |x, y| {
+        image::Rgb([((x / 64) % 2 * 200) as u8, ((y / 64) % 2 * 200) as u8, 90])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// 32 maximum-size PNGs at once share one decode memory budget: each is
+/// answered (200, or 503 with Retry-After when its share did not come in
+/// time), and the process's peak RSS grows by less than the budget plus a
+/// decode's slack; an image larger than the whole budget gets 413.
+#[tokio::test]
+async fn decoded_pixels_in_flight_share_one_memory_budget() {
+    const BUDGET: u64 = 1 << 30;
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.auth.detect_per_minute = 10_000;
+        c.storage.enabled = false;
+        c.limits.decode_budget_bytes = BUDGET;
+        c.limits.decode_wait_ms = 1500;
+    })
+    .await;
+    let png = big_png();
+    assert!(png.len() < 1 << 20, "{} bytes", png.len());
+    // Warm: one request alone, then measure from here.
+    let r = s.post_image("/api/v1/detect", None, png.clone()).await;
+    assert_eq!(r.status(), 200);
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    let before = peak_rss();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, url, body) = (s.client.clone(), s.url("/api/v1/detect"), png.clone());
+            tokio::spawn(async move {
+                let r = client
+                    .post(url)
+                    .multipart(Server::image_form(body, "big.png"))
+                    .send()
+                    .await
+                    .unwrap();
+                let retry = r.headers().get("retry-after").is_some();
+                (r.status().as_u16(), retry)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (status, retry) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            503 => assert!(retry, "a 503 without Retry-After"),
+            other => panic!("status {other}"),
+        }
+    }
+    let grew = peak_rss().saturating_sub(before);
+    eprintln!(
+        "32 x 6300x6300 PNG: {ok} answered 200, peak RSS grew {} MB",
+        grew >> 20
+    );
+    assert!(ok >= 2, "only {ok} of 32 were served");
+    assert!(
+        grew < BUDGET + (300 << 20),
+        "peak RSS grew {} MB",
+        grew >> 20
+    );
+    s.stop().await;
+
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.limits.decode_budget_bytes = 256 << 20;
+    })
+    .await;
+    let r = s.post_image("/api/v1/detect", None, png).await;
+    assert_eq!(r.status(), 413);
+    let v = json(r).await;
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("decode memory budget"),
+        "{v}"
+    );
+    s.stop().await;
+}

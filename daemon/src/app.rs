@@ -66,6 +66,8 @@ pub struct App {
     /// Requests past admission (decode, queue, inference, encode).
     pub in_flight: Arc<Semaphore>,
     pub decode_limits: DecodeLimits,
+    /// Memory for decoded pixels, shared by every request and job.
+    pub decode_budget: crate::imaging::budget::PixelBudget,
     pub signer: Signer,
     ready: AtomicBool,
     /// The families serving, once they have started; emptied at stop, since
@@ -93,6 +95,10 @@ impl App {
                 max_pixels: config.limits.max_pixels,
                 formats: config.limits.formats.clone(),
             },
+            decode_budget: crate::imaging::budget::PixelBudget::new(
+                config.limits.decode_budget(),
+                std::time::Duration::from_millis(config.limits.decode_wait_ms),
+            ),
             signer: Signer::new(signing_key),
             ready: AtomicBool::new(true),
             families: RwLock::new(Vec::new()),

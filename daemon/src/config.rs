@@ -135,6 +135,23 @@ pub struct Limits {
     /// Seconds an upload may take to arrive; past it the answer is 408 and
     /// the connection is closed, so slow or stalled clients hold nothing.
     pub body_read_timeout_secs: u64,
+    /// Memory all decoded images in flight may hold together, in bytes
+    /// (each reserves width x height x 12 from its header before decoding).
+    /// 0: a quarter of the machine's memory, at least 256 MiB.
+    pub decode_budget_bytes: u64,
+    /// Milliseconds a request waits for its share of the decode budget
+    /// before it is refused with 503 and Retry-After.
+    pub decode_wait_ms: u64,
+}
+
+impl Limits {
+    /// `decode_budget_bytes`, with 0 resolved for this machine.
+    pub fn decode_budget(&self) -> u64 {
+        match self.decode_budget_bytes {
+            0 => crate::imaging::budget::default_budget_bytes(),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -307,6 +324,8 @@ impl Default for Limits {
             max_in_flight: 64,
             retry_after_secs: 1,
             body_read_timeout_secs: 30,
+            decode_budget_bytes: 0,
+            decode_wait_ms: 2000,
         }
     }
 }

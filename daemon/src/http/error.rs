@@ -233,6 +233,16 @@ impl From<ImagingError> for ApiError {
     }
 }
 
+impl From<crate::imaging::budget::BudgetError> for ApiError {
+    fn from(e: crate::imaging::budget::BudgetError) -> Self {
+        use crate::imaging::budget::BudgetError;
+        match e {
+            BudgetError::TooLarge { .. } => Self::PayloadTooLarge(e.to_string()),
+            BudgetError::Busy => Self::Overloaded { retry_after: 1 },
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         Self::Internal(e.to_string())

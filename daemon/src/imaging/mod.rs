@@ -1,6 +1,7 @@
 //! Image decode, resize, mask and encode. Pure CPU work with no async:
 //! callers run it off the tokio workers (`spawn_blocking`).
 
+pub mod budget;
 pub mod decode;
 pub mod encode;
 pub mod mask;

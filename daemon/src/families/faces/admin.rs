@@ -418,7 +418,7 @@ pub async fn test_mask(
     })();
     let (_permit, params, mq) = checks?;
     let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
-    let (mut prep, det) = run_detection(&app, upload.bytes, params).await?;
+    let (mut prep, det, _reservation) = run_detection(&app, upload.bytes, params).await?;
     let faces = det.faces.clone();
     let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
     let image = std::mem::replace(&mut prep.image, image::RgbImage::new(0, 0));

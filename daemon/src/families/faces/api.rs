@@ -24,6 +24,7 @@ use crate::detect::{self as pipeline, DetectParams, Detected, PipelineError, Pre
 use crate::http::error::ApiError;
 use crate::http::extract::ApiKeyAuth;
 use crate::http::{ClientAddr, RequestId};
+use crate::imaging::budget::Reservation;
 use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
 use crate::model::Face;
 use crate::store::{now_rfc3339, sha256_hex, ApiKeyRecord};
@@ -526,7 +527,9 @@ pub(crate) async fn run_detection(
     app: &Arc<Faces>,
     bytes: bytes::Bytes,
     params: DetectParams,
-) -> Result<(Prepared, Detected), ApiError> {
+) -> Result<(Prepared, Detected, Reservation), ApiError> {
+    // Held until the caller's response is made: the decoded frame lives that long.
+    let reservation = app.decode_budget.reserve(&bytes).await?;
     let (limits, info) = (app.decode_limits.clone(), app.batcher.info().clone());
     let masker = app.batcher.masker().clone();
     let decode_timer = app.metrics.image_decode.start_timer();
@@ -552,7 +555,7 @@ pub(crate) async fn run_detection(
     };
     let det = pipeline::detect(&app.batcher, &mut prep, params).await?;
     app.metrics.faces_detected.inc_by(det.faces.len() as u64);
-    Ok((prep, det))
+    Ok((prep, det, reservation))
 }
 
 pub async fn detect(
@@ -574,7 +577,7 @@ pub async fn detect(
     // A refused upload's body is read to the end by http::linger.
     let (key, params) = checks?;
     let (upload, _permit) = upload_then_slot(&app, req).await?;
-    let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
+    let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();
     let mut t = Timings {
         total_ms: pipeline::ms(start.elapsed()),
@@ -626,7 +629,7 @@ pub async fn mask(
     .await;
     let (key, params, mq) = checks?;
     let (upload, _permit) = upload_then_slot(&app, req).await?;
-    let (prep, det) = run_detection(&app, upload.bytes.clone(), params).await?;
+    let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
     let (w, h) = prep.image.dimensions();
     let channels = prep.channels;
     let (format, image_format) = (mq.format, prep.format);

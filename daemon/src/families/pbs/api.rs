@@ -382,6 +382,7 @@ pub async fn upload_file(
         )));
     }
     // Decode now, so a file the analysis could not read is refused here.
+    let _reservation = app.decode_budget.reserve(&body).await?;
     let limits = crate::imaging::DecodeLimits {
         max_pixels: app.config.limits.max_pixels,
         formats: ["jpeg", "png", "webp", "bmp", "tiff"]

@@ -43,27 +43,27 @@ pub struct Clinic {
     pub webhooks: Arc<Webhooks>,
     /// Study progress, on the topic `jobs/pbs/<study id>`.
     pub events: Arc<EventBus>,
+    /// The appliance's memory for decoded pixels (shared with uploads).
+    pub decode_budget: crate::imaging::budget::PixelBudget,
 }
 
 impl Clinic {
+    /// The family's state on top of the platform's `app`.
     pub fn new(
-        config: Config,
-        store: Arc<Store>,
+        app: &crate::app::App,
         cells: Arc<CellBatchers>,
-        metrics: Arc<Metrics>,
         session_key: Vec<u8>,
-        webhooks: Arc<Webhooks>,
-        events: Arc<EventBus>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            pbs: PbsStore::open(store.db())?,
-            queue: Arc::new(JobQueue::open(&store, "pbs")?),
-            webhooks,
-            events,
-            config,
-            store,
+            pbs: PbsStore::open(app.store.db())?,
+            queue: Arc::new(JobQueue::open(&app.store, "pbs")?),
+            webhooks: app.webhooks.clone(),
+            events: app.events.clone(),
+            decode_budget: app.decode_budget.clone(),
+            config: app.config.clone(),
+            store: app.store.clone(),
             cells,
-            metrics,
+            metrics: app.metrics.clone(),
             session_key,
         })
     }

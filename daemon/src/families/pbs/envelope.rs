@@ -17,6 +17,16 @@ use crate::store::StoreError;
 
 pub const VERSION: &str = concat!("argusd.", env!("CARGO_PKG_VERSION"));
 
+impl From<crate::imaging::budget::BudgetError> for PbsError {
+    fn from(e: crate::imaging::budget::BudgetError) -> Self {
+        use crate::imaging::budget::BudgetError;
+        match e {
+            BudgetError::TooLarge { .. } => Self::TooLarge(e.to_string()),
+            BudgetError::Busy => Self::Busy(e.to_string(), 1),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PbsError {
     #[error("{0}")]
@@ -33,6 +43,9 @@ pub enum PbsError {
     TooLarge(String),
     #[error("too many attempts; retry in {0} s")]
     TooMany(u64),
+    /// The appliance cannot take the work now (its decode memory is in use).
+    #[error("{0}")]
+    Busy(String, u64),
     #[error("storage failed: {0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -49,6 +62,7 @@ impl PbsError {
             Self::Conflict(_) => ErrorKind::Conflict,
             Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
             Self::TooMany(_) => ErrorKind::RateLimited,
+            Self::Busy(..) => ErrorKind::Overloaded,
             Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -66,6 +80,7 @@ impl PbsError {
             Self::Conflict(_) => "This study cannot be changed now.",
             Self::TooLarge(_) => "The file is too large.",
             Self::TooMany(_) => "Too many attempts; please wait a moment.",
+            Self::Busy(..) => "The appliance is busy; please try again in a moment.",
             Self::Store(_) | Self::Internal(_) => "Something went wrong on the appliance.",
         }
     }
@@ -147,7 +162,9 @@ impl IntoResponse for PbsError {
                 });
                 e.extra.push(("www-authenticate", "Bearer".into()));
             }
-            Self::TooMany(secs) => e.extra.push(("retry-after", secs.to_string())),
+            Self::TooMany(secs) | Self::Busy(_, secs) => {
+                e.extra.push(("retry-after", secs.to_string()))
+            }
             Self::Store(err) => tracing::error!(error = %err, "PBS store error"),
             Self::Internal(err) => tracing::error!(error = %err, "PBS internal error"),
             _ => {}

@@ -67,16 +67,7 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
             source,
         })?;
     let clinic = Arc::new(
-        Clinic::new(
-            app.config.clone(),
-            app.store.clone(),
-            Arc::new(cells),
-            app.metrics.clone(),
-            session_key,
-            app.webhooks.clone(),
-            app.events.clone(),
-        )
-        .map_err(|source| RunError::Store {
+        Clinic::new(app, Arc::new(cells), session_key).map_err(|source| RunError::Store {
             dir: app.config.state_dir.display().to_string(),
             source,
         })?,

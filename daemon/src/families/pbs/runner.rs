@@ -84,6 +84,21 @@ async fn analyse_study(
                 break;
             }
         };
+        // A background job waits for its share of the decode memory.
+        let _reservation = loop {
+            match clinic.decode_budget.reserve(&bytes).await {
+                Ok(r) => break Some(r),
+                Err(imaging::budget::BudgetError::Busy) if !*shutdown.borrow() => continue,
+                Err(imaging::budget::BudgetError::Busy) => return Ok(()),
+                Err(e) => {
+                    failure = Some(format!("file {}: {e}", f.file_id));
+                    break None;
+                }
+            }
+        };
+        if failure.is_some() {
+            break;
+        }
         let lim = limits.clone();
         let decoded = tokio::task::spawn_blocking(move || imaging::decode(&bytes, &lim))
             .await
