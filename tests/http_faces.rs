@@ -762,3 +762,55 @@ async fn animated_images_are_refused_not_cut_to_one_frame() {
     }
     s.stop().await;
 }
+
+/// A cut-out portrait (RGBA, the scene it was cut from still in the RGB of
+/// its transparent pixels): PNG and WebP answers keep its transparency,
+/// JPEG answers are composited over white, and the hidden scene comes back
+/// in none of them.
+#[tokio::test]
+async fn transparent_uploads_keep_alpha_and_never_reveal_what_it_hid() {
+    let s = start(|_| {}).await;
+    let key = s.new_key("kiosk").await;
+    let photo = image::load_from_memory(&fixture("astronaut.png"))
+        .unwrap()
+        .to_rgb8();
+    let (w, h) = photo.dimensions();
+    // The right quarter is cut out (alpha 0) but keeps its pixels.
+    let rgba = image::RgbaImage::from_fn(w, h, |x, y| {
+        let p = photo.get_pixel(x, y);
+        image::Rgba([p[0], p[1], p[2], if x >= w * 3 / 4 { 0 } else { 255 }])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgba.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    let hidden = (w - 10, h / 2);
+    for format in ["png", "webp", "jpeg"] {
+        let r = s
+            .post_image(
+                &format!("/api/v1/mask?format={format}"),
+                Some(&key),
+                png.clone(),
+            )
+            .await;
+        assert_eq!(r.status(), 200, "{format}");
+        assert_eq!(r.headers()["x-face-count"], "1", "{format}");
+        let out = image::load_from_memory(&r.bytes().await.unwrap()).unwrap();
+        let px = out.to_rgba8().get_pixel(hidden.0, hidden.1).0;
+        if format == "jpeg" {
+            assert!(!out.color().has_alpha());
+            assert!(
+                px[..3].iter().all(|&c| c > 240),
+                "{format}: {px:?} is not the white background"
+            );
+        } else {
+            assert!(out.color().has_alpha(), "{format} lost its alpha channel");
+            assert_eq!(px[3], 0, "{format}: the cut-out is no longer transparent");
+            assert!(
+                px[..3].iter().all(|&c| c > 240),
+                "{format}: {px:?} reveals the hidden scene"
+            );
+            assert_eq!(out.to_rgba8().get_pixel(10, 10).0[3], 255, "{format}");
+        }
+    }
+    s.stop().await;
+}

@@ -134,6 +134,9 @@ pub struct Prepared {
     pub image: RgbImage,
     pub format: ImageFormat,
     pub channels: u8,
+    /// The upload's alpha channel, when it has transparent pixels (`image`
+    /// is composited over white); PNG and WebP answers keep it.
+    pub alpha: Option<Vec<u8>>,
     pub input_bytes: usize,
     pub scale: f32,
     pub model_input: FaceImage,
@@ -188,7 +191,8 @@ pub fn prepare(
     frames: bool,
 ) -> Result<Prepared, ImagingError> {
     let t0 = Instant::now();
-    let decoded = imaging::decode(bytes, limits)?;
+    let mut decoded = imaging::decode(bytes, limits)?;
+    let alpha = decoded.alpha.take();
     let t1 = Instant::now();
     let (image, scale, model_input) = if frames {
         let (w, h) = decoded.image.dimensions();
@@ -204,6 +208,7 @@ pub fn prepare(
         image,
         format: decoded.format,
         channels: decoded.channels,
+        alpha,
         input_bytes: bytes.len(),
         scale,
         model_input,

@@ -211,6 +211,7 @@ mod tests {
                 params,
                 jpeg,
                 85,
+                None,
             )
             .unwrap();
             assert_eq!(masked.regions, boxes.len());

@@ -77,7 +77,8 @@ pub struct Masked {
 /// `image` is left as it was; otherwise `image` is masked in place (on the
 /// device or the CPU) and encoded on the CPU. A device failure falls back
 /// to the CPU, so a frame never leaves unmasked; so does a frame whose
-/// encoding would not fit the device's scratch budget now.
+/// encoding would not fit the device's scratch budget now. With `alpha`
+/// (the upload's, see `Decoded::alpha`), PNG and WebP answers keep it.
 pub fn mask_and_encode(
     masker: &Masker,
     image: &mut RgbImage,
@@ -86,6 +87,7 @@ pub fn mask_and_encode(
     params: imaging::MaskParams,
     format: imaging::OutputFormat,
     quality: u8,
+    alpha: Option<&[u8]>,
 ) -> Result<Masked, ImagingError> {
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
@@ -110,11 +112,11 @@ pub fn mask_and_encode(
             }
             Err(e) => {
                 tracing::warn!(backend = name, error = %e, "device masking and JPEG encoding failed; doing both on the CPU");
-                return encode_on_host(&Masker::Cpu, image, &boxes, params, format, quality);
+                return encode_on_host(&Masker::Cpu, image, &boxes, params, format, quality, alpha);
             }
         }
     }
-    encode_on_host(masker, image, &boxes, params, format, quality)
+    encode_on_host(masker, image, &boxes, params, format, quality, alpha)
 }
 
 fn encode_on_host(
@@ -124,11 +126,15 @@ fn encode_on_host(
     params: imaging::MaskParams,
     format: imaging::OutputFormat,
     quality: u8,
+    alpha: Option<&[u8]>,
 ) -> Result<Masked, ImagingError> {
     let t0 = Instant::now();
     let regions = masker.apply(image, boxes, params).len();
     let t1 = Instant::now();
-    let bytes = imaging::encode(image, format, quality)?;
+    let bytes = match alpha {
+        Some(a) => imaging::encode_with_alpha(image, a, format, quality)?,
+        None => imaging::encode(image, format, quality)?,
+    };
     Ok(Masked {
         bytes,
         regions,
@@ -193,6 +199,7 @@ mod tests {
             p,
             imaging::OutputFormat::Jpeg,
             95,
+            None,
         )
         .unwrap();
         assert_eq!((m.encoder, m.regions), ("host", 1));

@@ -20,6 +20,10 @@ pub struct Decoded {
     pub format: ImageFormat,
     /// Channels in the encoded file (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA).
     pub channels: u8,
+    /// The alpha channel (one byte per pixel, upright like `image`) of an
+    /// image that has transparent pixels; `image` is then composited over
+    /// [`BACKGROUND`]. None for an opaque image.
+    pub alpha: Option<Vec<u8>>,
 }
 
 pub fn format_name(f: ImageFormat) -> &'static str {
@@ -237,21 +241,26 @@ pub const BACKGROUND: [u8; 3] = [255, 255, 255];
 /// [`BACKGROUND`], so what lay under transparent pixels (a cut-out
 /// portrait's original scene) is never detected on, masked around or
 /// returned. (Dropping the alpha channel instead would reveal it.)
-fn flatten(img: DynamicImage) -> image::RgbImage {
+///
+/// Returns the alpha channel too when any pixel is not fully opaque.
+fn flatten(img: DynamicImage) -> (image::RgbImage, Option<Vec<u8>>) {
     if !img.color().has_alpha() {
-        return img.into_rgb8();
+        return (img.into_rgb8(), None);
     }
     let rgba = img.into_rgba8();
     let (w, h) = rgba.dimensions();
     let mut out = image::RgbImage::new(w, h);
+    let mut alpha = Vec::with_capacity((w * h) as usize);
     for (o, p) in out.pixels_mut().zip(rgba.pixels()) {
         let a = p[3] as u32;
+        alpha.push(p[3]);
         for c in 0..3 {
             let v = p[c] as u32 * a + BACKGROUND[c] as u32 * (255 - a);
             o[c] = ((v + 127) / 255) as u8;
         }
     }
-    out
+    let opaque = alpha.iter().all(|&a| a == 255);
+    (out, (!opaque).then_some(alpha))
 }
 
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingError> {
@@ -309,10 +318,12 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
+    let (image, alpha) = flatten(img);
     Ok(Decoded {
-        image: flatten(img),
+        image,
         format,
         channels,
+        alpha,
     })
 }
 

@@ -85,9 +85,65 @@ pub fn encode(img: &RgbImage, format: OutputFormat, quality: u8) -> Result<Vec<u
     Ok(out)
 }
 
+/// Encode `img` with its alpha channel (one byte per pixel): PNG and WebP
+/// keep it; JPEG has none, so `img` (already composited over the
+/// background) is encoded as it is. Pixels under alpha 0 hold the
+/// background colour, never what the upload hid there.
+pub fn encode_with_alpha(
+    img: &RgbImage,
+    alpha: &[u8],
+    format: OutputFormat,
+    quality: u8,
+) -> Result<Vec<u8>, ImagingError> {
+    let (w, h) = img.dimensions();
+    if format == OutputFormat::Jpeg || alpha.len() != (w * h) as usize {
+        return encode(img, format, quality);
+    }
+    let rgba: Vec<u8> = img
+        .as_raw()
+        .chunks_exact(3)
+        .zip(alpha)
+        .flat_map(|(p, &a)| [p[0], p[1], p[2], a])
+        .collect();
+    let mut out = Vec::with_capacity((w * h) as usize / 4);
+    match format {
+        OutputFormat::Png => PngEncoder::new(&mut Cursor::new(&mut out))
+            .write_image(&rgba, w, h, ExtendedColorType::Rgba8)
+            .map_err(|e| ImagingError::Encode(e.to_string()))?,
+        _ => {
+            if w > 16383 || h > 16383 {
+                return Err(ImagingError::Encode(format!(
+                    "WebP cannot hold {w}x{h}; the limit is 16383 per side"
+                )));
+            }
+            let mem = webp::Encoder::from_rgba(&rgba, w, h).encode(quality.clamp(1, 100) as f32);
+            out.extend_from_slice(&mem);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// PNG and WebP keep the alpha channel; JPEG is the composited image.
+    #[test]
+    fn alpha_is_kept_where_the_format_can_hold_it() {
+        let img = RgbImage::from_pixel(32, 16, image::Rgb([255, 255, 255]));
+        let alpha: Vec<u8> = (0..32 * 16)
+            .map(|i| if i % 32 < 16 { 0 } else { 255 })
+            .collect();
+        for f in [OutputFormat::Png, OutputFormat::Webp] {
+            let back = image::load_from_memory(&encode_with_alpha(&img, &alpha, f, 90).unwrap())
+                .unwrap()
+                .into_rgba8();
+            assert_eq!(back.get_pixel(3, 3)[3], 0, "{f:?}");
+            assert_eq!(back.get_pixel(20, 3)[3], 255, "{f:?}");
+        }
+        let jpeg = encode_with_alpha(&img, &alpha, OutputFormat::Jpeg, 90).unwrap();
+        assert!(!image::load_from_memory(&jpeg).unwrap().color().has_alpha());
+    }
 
     #[test]
     fn every_format_round_trips_through_the_decoder() {

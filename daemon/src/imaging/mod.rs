@@ -10,7 +10,7 @@ pub mod segment;
 pub mod smear;
 
 pub use decode::{decode, DecodeLimits, Decoded};
-pub use encode::{encode, OutputFormat};
+pub use encode::{encode, encode_with_alpha, OutputFormat};
 pub use mask::{MaskMethod, MaskParams};
 
 #[derive(Debug, thiserror::Error)]

@@ -423,11 +423,21 @@ pub async fn test_mask(
     let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
     let image = std::mem::replace(&mut prep.image, image::RgbImage::new(0, 0));
     let resident = prep.resident.take();
+    let alpha = prep.alpha.take();
     let masker = app.batcher.masker().clone();
     let (image, masked) = tokio::task::spawn_blocking(move || {
         let mut image = image;
-        pipeline::mask_and_encode(&masker, &mut image, resident, &faces, mask, format, quality)
-            .map(|m| (image, m))
+        pipeline::mask_and_encode(
+            &masker,
+            &mut image,
+            resident,
+            &faces,
+            mask,
+            format,
+            quality,
+            alpha.as_deref(),
+        )
+        .map(|m| (image, m))
     })
     .await??;
     app.metrics

@@ -634,11 +634,18 @@ pub async fn mask(
     let channels = prep.channels;
     let (format, image_format) = (mq.format, prep.format);
     let faces = det.faces.clone();
-    let (mut image, resident) = (prep.image, prep.resident);
+    let (mut image, resident, alpha) = (prep.image, prep.resident, prep.alpha);
     let masker = app.batcher.masker().clone();
     let masked = tokio::task::spawn_blocking(move || {
         pipeline::mask_and_encode(
-            &masker, &mut image, resident, &faces, mq.mask, format, mq.quality,
+            &masker,
+            &mut image,
+            resident,
+            &faces,
+            mq.mask,
+            format,
+            mq.quality,
+            alpha.as_deref(),
         )
     })
     .await??;

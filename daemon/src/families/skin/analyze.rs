@@ -838,6 +838,7 @@ fn measure_face(
             },
             crate::imaging::OutputFormat::Jpeg,
             90,
+            None,
         )?;
         Some(Images {
             aligned_face_jpeg: crate::imaging::encode::encode(
