@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use image::{ImageFormat, RgbImage};
 
-pub use crate::backend::masker::{mask_and_encode, Masked, Masker};
+pub use crate::backend::masker::{mask_and_encode, Encoding, Masked, Masker};
 use crate::batch::{Batcher, SubmitError};
 use crate::frame::{FaceImage, Resident};
 use crate::imaging::{self, resize, DecodeLimits, ImagingError};

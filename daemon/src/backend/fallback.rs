@@ -209,9 +209,7 @@ mod tests {
                 copy,
                 &faces_px,
                 params,
-                jpeg,
-                85,
-                None,
+                crate::backend::masker::Encoding::opaque(jpeg, 85),
             )
             .unwrap();
             assert_eq!(masked.regions, boxes.len());

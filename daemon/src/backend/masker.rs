@@ -70,6 +70,27 @@ pub struct Masked {
     pub encoder: &'static str,
 }
 
+/// How a masked frame is encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Encoding<'a> {
+    pub format: imaging::OutputFormat,
+    /// 1-100, for JPEG and lossy WebP.
+    pub quality: u8,
+    /// The upload's alpha channel (see `Decoded::alpha`): PNG and WebP keep it.
+    pub alpha: Option<&'a [u8]>,
+}
+
+impl Encoding<'_> {
+    /// An opaque frame in `format` at `quality`.
+    pub fn opaque(format: imaging::OutputFormat, quality: u8) -> Self {
+        Self {
+            format,
+            quality,
+            alpha: None,
+        }
+    }
+}
+
 /// Mask the faces and encode. Blocking.
 ///
 /// A JPEG answer from a device masker is masked and encoded on the device
@@ -85,10 +106,13 @@ pub fn mask_and_encode(
     resident: Option<Resident>,
     faces: &[Face],
     params: imaging::MaskParams,
-    format: imaging::OutputFormat,
-    quality: u8,
-    alpha: Option<&[u8]>,
+    out: Encoding,
 ) -> Result<Masked, ImagingError> {
+    let Encoding {
+        format,
+        quality,
+        alpha,
+    } = out;
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| [f.x1, f.y1, f.x2, f.y2]).collect();
     #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
     drop(resident);
@@ -197,9 +221,7 @@ mod tests {
             None,
             &[face],
             p,
-            imaging::OutputFormat::Jpeg,
-            95,
-            None,
+            Encoding::opaque(imaging::OutputFormat::Jpeg, 95),
         )
         .unwrap();
         assert_eq!((m.encoder, m.regions), ("host", 1));

@@ -433,9 +433,11 @@ pub async fn test_mask(
             resident,
             &faces,
             mask,
-            format,
-            quality,
-            alpha.as_deref(),
+            pipeline::Encoding {
+                format,
+                quality,
+                alpha: alpha.as_deref(),
+            },
         )
         .map(|m| (image, m))
     })

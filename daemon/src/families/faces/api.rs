@@ -643,9 +643,11 @@ pub async fn mask(
             resident,
             &faces,
             mq.mask,
-            format,
-            mq.quality,
-            alpha.as_deref(),
+            pipeline::Encoding {
+                format,
+                quality: mq.quality,
+                alpha: alpha.as_deref(),
+            },
         )
     })
     .await??;

@@ -142,9 +142,11 @@ pub async fn mask(config: &Config, args: MaskArgs) -> Result<i32, CommandError> 
                     strength,
                     padding,
                 },
-                format,
-                quality,
-                prep.alpha.as_deref(),
+                pipeline::Encoding {
+                    format,
+                    quality,
+                    alpha: prep.alpha.as_deref(),
+                },
             )
             .map_err(|e| e.to_string())?;
             let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");

@@ -836,9 +836,7 @@ fn measure_face(
                 strength: 199,
                 padding: 0.15,
             },
-            crate::imaging::OutputFormat::Jpeg,
-            90,
-            None,
+            crate::backend::masker::Encoding::opaque(crate::imaging::OutputFormat::Jpeg, 90),
         )?;
         Some(Images {
             aligned_face_jpeg: crate::imaging::encode::encode(
