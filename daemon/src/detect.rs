@@ -88,6 +88,45 @@ pub fn tiles(w: u32, h: u32, tw: u32, th: u32, min_face: f32) -> Vec<[u32; 4]> {
         .collect()
 }
 
+/// Whether a face found on tile `[x, y, w, h]` touches one of the tile's
+/// edges inside the photo (within 2 px), where the tile cut it.
+fn cut_edges(rect: [u32; 4], width: u32, height: u32) -> impl Fn(&Face) -> bool {
+    let [x, y, w, h] = rect.map(|v| v as f32);
+    let m = 2.0;
+    let (left, top) = (x > 0.0, y > 0.0);
+    let (right, bottom) = (x + w < width as f32, y + h < height as f32);
+    move |f: &Face| {
+        (left && f.x1 <= x + m)
+            || (top && f.y1 <= y + m)
+            || (right && f.x2 >= x + w - m)
+            || (bottom && f.y2 >= y + h - m)
+    }
+}
+
+/// After NMS of a tiled detection: drop faces that lie mostly (>= 60% of
+/// their area) inside a larger kept face, a part of a big face (an eye, a
+/// cheek) a tile saw alone. Order is kept.
+fn drop_parts(faces: Vec<Face>) -> Vec<Face> {
+    let mut by_area: Vec<usize> = (0..faces.len()).collect();
+    by_area.sort_by(|&a, &b| faces[b].area().total_cmp(&faces[a].area()));
+    let mut keep = vec![false; faces.len()];
+    for (n, &i) in by_area.iter().enumerate() {
+        let f = &faces[i];
+        let inside = by_area[..n].iter().any(|&k| {
+            let b = &faces[k];
+            let iw = (f.x2.min(b.x2) - f.x1.max(b.x1)).max(0.0);
+            let ih = (f.y2.min(b.y2) - f.y1.max(b.y1)).max(0.0);
+            keep[k] && iw * ih >= 0.6 * f.area()
+        });
+        keep[i] = !inside;
+    }
+    faces
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(f, k)| k.then_some(f))
+        .collect()
+}
+
 /// Detect on the tiles of `image` (see [`tiles`]), a batch's worth at a
 /// time so one photo never fills the queue; candidates in original pixels.
 async fn detect_tiles(
@@ -99,6 +138,10 @@ async fn detect_tiles(
     let info = batcher.info();
     let (tw, th) = (info.input_width as u32, info.input_height as u32);
     let rects = tiles(image.width(), image.height(), tw, th, min_face);
+    // Faces the whole-photo pass sees well are its to report: a tile sees
+    // a big face at a scale the detector localises worse.
+    let (global, _, _) = resize::fit(image.width(), image.height(), tw, th);
+    let max_w = 1.5 * MIN_DETECTOR_FACE_PX / global;
     let mut out = Vec::new();
     for chunk in rects.chunks(info.max_batch.max(1)) {
         let mut waiting = Vec::with_capacity(chunk.len());
@@ -106,21 +149,29 @@ async fn detect_tiles(
             let tile = image::imageops::crop_imm(image, x, y, w, h).to_image();
             let lb = resize::letterbox(&tile, tw, th)?;
             let rx = batcher.submit(FaceImage::Letterboxed(lb.pixels), confidence)?;
-            waiting.push((rx, x as f32, y as f32, 1.0 / lb.scale));
+            waiting.push((rx, x as f32, y as f32, 1.0 / lb.scale, [x, y, w, h]));
         }
-        for (rx, ox, oy, inv) in waiting {
+        for (rx, ox, oy, inv, rect) in waiting {
             let r = rx
                 .await
                 .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))?
                 .map_err(PipelineError::Inference)?;
-            out.extend(r.output.into_iter().map(|f| Face {
-                score: f.score,
-                x1: ox + f.x1 * inv,
-                y1: oy + f.y1 * inv,
-                x2: ox + f.x2 * inv,
-                y2: oy + f.y2 * inv,
-                landmarks: f.landmarks.map(|[lx, ly]| [ox + lx * inv, oy + ly * inv]),
-            }));
+            let cut = cut_edges(rect, image.width(), image.height());
+            out.extend(
+                r.output
+                    .into_iter()
+                    .map(|f| Face {
+                        score: f.score,
+                        x1: ox + f.x1 * inv,
+                        y1: oy + f.y1 * inv,
+                        x2: ox + f.x2 * inv,
+                        y2: oy + f.y2 * inv,
+                        landmarks: f.landmarks.map(|[lx, ly]| [ox + lx * inv, oy + ly * inv]),
+                    })
+                    // A face the tile cuts is part of one: the overlap holds it
+                    // whole in a neighbour, or the whole-photo pass sees it.
+                    .filter(|f| !cut(f) && f.x2 - f.x1 < max_w),
+            );
         }
     }
     Ok((out, rects.len()))
@@ -295,6 +346,9 @@ pub async fn detect(
     let t1 = Instant::now();
     let n = candidates.len();
     let mut faces = nms(candidates, params.nms_threshold);
+    if tiles > 0 {
+        faces = drop_parts(faces);
+    }
     if params.max_faces > 0 {
         faces.truncate(params.max_faces);
     }
@@ -315,6 +369,37 @@ pub async fn detect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn face(x1: f32, y1: f32, x2: f32, y2: f32, score: f32) -> Face {
+        Face {
+            score,
+            x1,
+            y1,
+            x2,
+            y2,
+            landmarks: [[0.0; 2]; 5],
+        }
+    }
+
+    #[test]
+    fn cut_faces_and_parts_of_faces_are_dropped() {
+        // A tile in the middle of a photo: faces on its inner edges are cut.
+        let cut = cut_edges([100, 100, 800, 800], 4000, 3000);
+        assert!(cut(&face(99.0, 300.0, 150.0, 360.0, 0.9)));
+        assert!(cut(&face(850.0, 300.0, 899.5, 360.0, 0.9)));
+        assert!(!cut(&face(300.0, 300.0, 360.0, 360.0, 0.9)));
+        // At the photo's own edge nothing is cut.
+        let corner = cut_edges([0, 0, 800, 800], 4000, 3000);
+        assert!(!corner(&face(0.0, 0.0, 40.0, 40.0, 0.9)));
+        // A small box inside a big face goes; a neighbour that overlaps a
+        // little stays.
+        let kept = drop_parts(vec![
+            face(100.0, 100.0, 400.0, 450.0, 0.9),
+            face(150.0, 150.0, 250.0, 250.0, 0.7),
+            face(380.0, 100.0, 600.0, 400.0, 0.8),
+        ]);
+        assert_eq!(kept.len(), 2, "{kept:?}");
+    }
 
     #[test]
     fn tiles_cover_a_large_photo_with_overlap_and_skip_small_ones() {

@@ -64,6 +64,7 @@ async fn analyze_files(config: &Config, args: AnalyzeArgs) -> Result<i32, Comman
     };
     let mut results = Vec::new();
     let mut code = 0;
+    let mut stems = std::collections::HashSet::new();
     for path in &args.images {
         let outcome = match std::fs::read(path) {
             Ok(bytes) => analyze(&batchers, bytes, limits.clone(), config.skin, want)
@@ -74,7 +75,7 @@ async fn analyze_files(config: &Config, args: AnalyzeArgs) -> Result<i32, Comman
         match outcome {
             Ok(a) => {
                 if let Some(dir) = &args.out {
-                    write_images(dir, path, &a)?;
+                    write_images(dir, &unique_stem(path, &mut stems), &a)?;
                 }
                 if !args.json {
                     print_summary(path, &a);
@@ -107,11 +108,23 @@ fn file_json(path: &Path, mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-fn write_images(dir: &Path, path: &Path, a: &Analysis) -> Result<(), CommandError> {
+/// The file stem of `path`, with `-2`, `-3`... when an earlier photo of
+/// this run had the same one, so no output overwrites another.
+fn unique_stem(path: &Path, used: &mut std::collections::HashSet<String>) -> String {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
+    let mut name = stem.clone();
+    let mut n = 1;
+    while !used.insert(name.clone()) {
+        n += 1;
+        name = format!("{stem}-{n}");
+    }
+    name
+}
+
+fn write_images(dir: &Path, stem: &str, a: &Analysis) -> Result<(), CommandError> {
     let write = |suffix: &str, bytes: &[u8]| {
         let p = dir.join(format!("{stem}.{suffix}"));
         std::fs::write(&p, bytes).map_err(|e| failed(format!("{}: {e}", p.display())))
