@@ -59,6 +59,8 @@ pub struct Config {
     pub cells: CountParams,
     /// Skin analysis: the quality gates in front of every skin metric.
     pub skin: SkinParams,
+    /// The skin family's HTTP API: tokens, uploads, webhooks, retention.
+    pub skin_api: SkinApiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +301,7 @@ impl Default for Config {
             outbound: OutboundConfig::default(),
             cells: Default::default(),
             skin: Default::default(),
+            skin_api: Default::default(),
         }
     }
 }
@@ -496,6 +499,13 @@ impl Config {
             p.push(format!(
                 "skin.detector_input must be a multiple of 32 in 64..=1280, got {s}"
             ));
+        }
+        let k = &self.skin_api;
+        if k.access_token_secs == 0 || k.refresh_token_secs == 0 || k.upload_url_secs == 0 {
+            p.push("skin_api token and upload lifetimes must be positive".into());
+        }
+        if k.max_image_bytes == 0 || k.retention_sweep_secs == 0 {
+            p.push("skin_api.max_image_bytes and retention_sweep_secs must be positive".into());
         }
         if self.batch.max_batch_size == 0 || self.batch.max_batch_size > 256 {
             p.push("batch.max_batch_size must be 1..=256".into());
@@ -754,6 +764,46 @@ impl Default for SkinParams {
             max_overexposed_share: 0.10,
             min_mean_luma: 40.0,
             min_presence: 0.5,
+        }
+    }
+}
+
+/// The skin family's API (config `[skin_api]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkinApiConfig {
+    /// Lifetime of a login's `access_token`, seconds (the reference: 1 h).
+    pub access_token_secs: u64,
+    /// Lifetime of a login's `refresh_token`, seconds.
+    pub refresh_token_secs: u64,
+    /// Lifetime of a v3 signed upload URL, seconds.
+    pub upload_url_secs: u64,
+    /// Largest image upload (b64 decoded, or a signed PUT), bytes (the
+    /// reference: 30 MiB).
+    pub max_image_bytes: usize,
+    /// Delivery attempts per webhook before it is given up.
+    pub webhook_max_attempts: u32,
+    /// First webhook retry delay, ms; doubles per attempt (max 10 min).
+    pub webhook_retry_base_ms: u64,
+    /// Largest webhook payload for one image, bytes (the reference: 1 MB);
+    /// a payload over it is sent without its parameters, which the
+    /// receiver then reads from the results endpoint.
+    pub webhook_max_payload_bytes: usize,
+    /// Seconds between retention sweeps.
+    pub retention_sweep_secs: u64,
+}
+
+impl Default for SkinApiConfig {
+    fn default() -> Self {
+        Self {
+            access_token_secs: 3600,
+            refresh_token_secs: 30 * 86_400,
+            upload_url_secs: 900,
+            max_image_bytes: 30 * 1024 * 1024,
+            webhook_max_attempts: 12,
+            webhook_retry_base_ms: 2000,
+            webhook_max_payload_bytes: 1_000_000,
+            retention_sweep_secs: 3600,
         }
     }
 }

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub pbs_study_seconds: Histogram,
     pub pbs_callbacks: IntCounterVec,
     pub webhook_deliveries: IntCounterVec,
+    pub skin_analyses: IntCounterVec,
+    pub skin_algorithm_seconds: HistogramVec,
+    pub skin_open_sockets: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -203,6 +206,31 @@ impl Metrics {
                 &["family", "outcome"],
             )
             .expect("static metric definition"),
+            skin_analyses: IntCounterVec::new(
+                opts(
+                    "argus_skin_analyses_total",
+                    "Selfies analysed by the skin API, by outcome (analysed, no_face, failed).",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric definition"),
+            skin_algorithm_seconds: HistogramVec::new(
+                hist(
+                    "argus_skin_algorithm_duration_seconds",
+                    "Time of each stage of a skin analysis (decode, detect, face_mesh, iris_and_age, measure).",
+                    LATENCY_BUCKETS,
+                ),
+                &["stage"],
+            )
+            .expect("static metric definition"),
+            skin_open_sockets: IntGaugeVec::new(
+                opts(
+                    "argus_skin_open_websockets",
+                    "Open websockets of the skin API, by kind (notifications, results).",
+                ),
+                &["kind"],
+            )
+            .expect("static metric definition"),
         };
         let r = &m.registry;
         for c in [
@@ -226,6 +254,9 @@ impl Metrics {
             Box::new(m.pbs_study_seconds.clone()),
             Box::new(m.pbs_callbacks.clone()),
             Box::new(m.webhook_deliveries.clone()),
+            Box::new(m.skin_analyses.clone()),
+            Box::new(m.skin_algorithm_seconds.clone()),
+            Box::new(m.skin_open_sockets.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }

@@ -11,6 +11,7 @@ use crate::auth::{keys, password};
 use crate::families::faces::admin::key_view;
 use crate::families::faces::schema::CreatedKey;
 use crate::families::pbs::manage::{self as pbs_manage, PbsCommand};
+use crate::families::skin::cli::{self as skin_cli, SkinCommand};
 use crate::store::{now_rfc3339, AdminRecord, Store};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +31,8 @@ pub enum Command {
     },
     /// A management action of the PBS family.
     Pbs(PbsCommand),
+    /// A management action of the skin family.
+    Skin(SkinCommand),
 }
 
 pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
@@ -98,6 +101,7 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
             json!({"username": username, "updated": existed})
         }
         Command::Pbs(cmd) => pbs_manage::execute(store, cmd)?,
+        Command::Skin(cmd) => skin_cli::execute(store, cmd)?,
     };
     store.flush().map_err(|e| e.to_string())?;
     Ok(r)

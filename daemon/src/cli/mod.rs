@@ -76,7 +76,7 @@ pub enum Command {
         #[command(subcommand)]
         action: pbs_cli::PbsAction,
     },
-    /// Skin family: analyse selfies offline.
+    /// Skin family: analyse selfies offline, manage the API's users.
     Skin {
         #[command(subcommand)]
         action: skin_cli::SkinAction,
@@ -251,7 +251,18 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             };
             Ok(pbs_cli::run(&config, action, send).await?)
         }
-        Command::Skin { action } => Ok(skin_cli::run(&config, action).await?),
+        Command::Skin { action } => {
+            let dir = config.state_dir.clone();
+            let send = |cmd| {
+                let dir = dir.clone();
+                async move {
+                    manage(&dir, Manage::Skin(cmd))
+                        .await
+                        .map_err(|e| CommandError::Failed(e.to_string()))
+                }
+            };
+            Ok(skin_cli::run(&config, action, send).await?)
+        }
         Command::Train {
             model:
                 TrainModel::Malaria {

@@ -57,7 +57,11 @@ pub struct Startup {
 pub type Start = fn(&Startup) -> Result<Arc<dyn Family>, RunError>;
 
 /// Every family this appliance serves. Registering a family is one line.
-pub const FAMILIES: &[(&str, Start)] = &[("faces", faces::start), ("pbs", pbs::start)];
+pub const FAMILIES: &[(&str, Start)] = &[
+    ("faces", faces::start),
+    ("pbs", pbs::start),
+    ("skin", skin::start),
+];
 
 /// Start every family in [`FAMILIES`], in order. Blocking.
 pub fn start_all(ctx: &Startup) -> Result<Vec<Arc<dyn Family>>, RunError> {

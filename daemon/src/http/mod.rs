@@ -146,12 +146,23 @@ fn with_middleware(router: Router, app: Arc<App>) -> Router {
         .layer(axum::middleware::from_fn_with_state(app, observe))
 }
 
-/// The family that owns `path`, by its prefixes.
+/// The family that owns `path`: the one with the longest matching prefix
+/// (the skin family's `/api/v1/companies/` within the face family's
+/// `/api/v1/`).
 fn owner(app: &App, path: &str) -> Option<Arc<dyn Family>> {
     app.families()
         .iter()
-        .find(|f| f.prefixes().iter().any(|p| path.starts_with(p)))
-        .cloned()
+        .filter_map(|f| {
+            let best = f
+                .prefixes()
+                .iter()
+                .filter(|p| path.starts_with(*p))
+                .map(|p| p.len())
+                .max()?;
+            Some((best, f.clone()))
+        })
+        .max_by_key(|(n, _)| *n)
+        .map(|(_, f)| f)
 }
 
 fn not_found(app: &App, path: &str) -> Response {

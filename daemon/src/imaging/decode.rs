@@ -263,6 +263,34 @@ fn flatten(img: DynamicImage) -> (image::RgbImage, Option<Vec<u8>>) {
     (out, (!opaque).then_some(alpha))
 }
 
+/// The checks [`decode`] makes before it decodes, from the header alone
+/// (format accepted, still image, size within the limits): for uploads
+/// that are stored now and decoded later. Returns the format's name and
+/// the size when the header gives it.
+pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<(&'static str, Option<(u32, u32)>), ImagingError> {
+    if bytes.is_empty() {
+        return Err(ImagingError::Empty);
+    }
+    let format = image::guess_format(bytes).map_err(|_| ImagingError::UnknownFormat)?;
+    let name = format_name(format);
+    if !limits.formats.iter().any(|f| f == name) {
+        return Err(ImagingError::UnsupportedFormat(
+            format!("{format:?}").to_lowercase(),
+            limits.formats.join(", "),
+        ));
+    }
+    if let Some(n) = animation_frames(bytes, format) {
+        return Err(ImagingError::UnsupportedCoding(format!(
+            "animated {name} images ({n} frames) are not supported: send a still photo"
+        )));
+    }
+    let size = imagesize::blob_size(bytes).ok();
+    if let Some(s) = size {
+        check_size(s.width as u64, s.height as u64, limits)?;
+    }
+    Ok((name, size.map(|s| (s.width as u32, s.height as u32))))
+}
+
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty);

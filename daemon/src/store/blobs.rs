@@ -12,7 +12,7 @@ pub struct Blobs {
 
 impl Blobs {
     pub fn open(root: PathBuf) -> Result<Self, StoreError> {
-        for sub in ["originals", "processed", "pbs", "tmp"] {
+        for sub in ["originals", "processed", "pbs", "skin", "tmp"] {
             super::perms::create_dir(&root.join(sub))?;
         }
         Ok(Self { root })

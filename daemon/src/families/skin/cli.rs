@@ -16,6 +16,62 @@ use crate::metrics::Metrics;
 pub enum SkinAction {
     /// Analyse selfies: skin metrics, quality gates and area masks.
     Analyze(AnalyzeArgs),
+    /// Users of the skin API's companies (works whether or not the daemon runs).
+    Users {
+        #[command(subcommand)]
+        action: SkinUsers,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SkinUsers {
+    /// Add a user to a company (created when new), or reset their
+    /// password; the password is read from standard input.
+    Add {
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users and their companies.
+    List,
+}
+
+/// A management action of the skin family, as the command line sends it
+/// (in process, or to a running daemon over its control socket).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum SkinCommand {
+    UserAdd {
+        company: String,
+        email: String,
+        password: String,
+    },
+    UserList,
+}
+
+/// Run `cmd` on the store (the caller flushes).
+pub fn execute(store: &crate::store::Store, cmd: SkinCommand) -> Result<serde_json::Value, String> {
+    use super::records::{SkinStore, User};
+    let records = SkinStore::open(store.db()).map_err(|e| e.to_string())?;
+    match cmd {
+        SkinCommand::UserAdd {
+            company,
+            email,
+            password,
+        } => super::accounts::add_user(&records, &company, &email, &password),
+        SkinCommand::UserList => {
+            let users = SkinStore::scan(&records.users, |_: &User| true).map_err(|e| e.to_string())?;
+            Ok(serde_json::Value::Array(
+                users
+                    .iter()
+                    .map(|u| serde_json::json!({"id": u.id, "email": u.email, "company_id": u.company_id}))
+                    .collect(),
+            ))
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -32,9 +88,32 @@ pub struct AnalyzeArgs {
     pub out: Option<PathBuf>,
 }
 
-pub async fn run(config: &Config, action: SkinAction) -> Result<i32, CommandError> {
+/// Run `argusd skin ACTION`; user management goes through `send` (the
+/// daemon's control socket when one runs, else the store directly).
+pub async fn run<M, F>(config: &Config, action: SkinAction, send: M) -> Result<i32, CommandError>
+where
+    M: Fn(SkinCommand) -> F,
+    F: std::future::Future<Output = Result<serde_json::Value, CommandError>>,
+{
     match action {
         SkinAction::Analyze(args) => analyze_files(config, args).await,
+        SkinAction::Users { action } => {
+            let cmd = match action {
+                SkinUsers::Add {
+                    company,
+                    email,
+                    password_stdin,
+                } => SkinCommand::UserAdd {
+                    company,
+                    email,
+                    password: crate::app::read_password(password_stdin)?,
+                },
+                SkinUsers::List => SkinCommand::UserList,
+            };
+            let v = send(cmd).await?;
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            Ok(0)
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The skin family: selfie skin analysis (`../shared/reference/000_*.txt`
-//! to `002_*.txt`). This folder holds the analysis itself (library code and
-//! the `argusd skin analyze` command); its HTTP surface builds on it.
+//! to `002_*.txt`, endpoint table in `skin-api.md`). This folder holds the
+//! analysis itself (library code and the `argusd skin analyze` command)
+//! and its HTTP surface ([`service`]: accounts, datasets, subjects,
+//! batches, uploads, results, history, websockets, webhooks, retention).
 //!
 //! What is computed, and from what (each metric's formula and source is on
 //! its item):
@@ -14,14 +16,32 @@
 //! iris models ([`crate::model::face_mesh`], [`crate::model::iris`]), and
 //! every metric is gated by the photo's quality ([`quality`]).
 
+pub mod accounts;
 pub mod analyze;
+pub mod catalog;
 pub mod cli;
 pub mod color;
+pub mod error;
 pub mod geometry;
+pub mod hooks;
+pub mod intake;
 pub mod measure;
+pub mod paging;
+pub mod present;
 pub mod quality;
+pub mod records;
 pub mod regions;
+pub mod retention;
+pub mod runner;
+pub mod service;
+pub mod smoothing;
+pub mod streams;
+pub mod v1;
+pub mod v3;
+pub mod views;
 pub mod work;
+
+pub use service::{start, Skin};
 
 /// The reference service's other parameters, which the appliance does not
 /// compute, each with the reason. They are reported as unavailable, never

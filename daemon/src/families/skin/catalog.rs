@@ -1,0 +1,243 @@
+//! What the skin family offers, as its dictionaries say: the image types
+//! (`/api/v1/dicts/image_types/`), the algorithms (`/api/v1/dicts/algorithms/`)
+//! and the one application that runs them. Ids follow the reference where
+//! it fixes them (face detector 40, `selfie_v2.redness` 30, image type 1 =
+//! selfie, sides 1 front / 2 right / 3 left, light 1 regular); the others
+//! are the appliance's own and stable.
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// The appliance's application ("argus Skin Metrics").
+pub const APPLICATION_ID: Uuid = Uuid::from_u128(0x6172_6775_732d_4000_8000_736b_696e_0001);
+/// The reference's Face Metrics 2.0 application id, accepted as an alias
+/// so a client written for the cloud service attaches unchanged.
+pub const FACE_METRICS_2_ID: Uuid = Uuid::from_u128(0x8b5b3acc_480b_4412_8d2c_ebe6ab4384d7);
+pub const APPLICATION_NAME: &str = "argus Skin Metrics";
+pub const APPLICATION_DESCRIPTION: &str = "Face detection and mesh, ITA and skin-tone class, redness (a*, erythema index), dark circles (ΔL*, ΔE*ab) and perceived age, computed on the appliance; see /api/v1/dicts/algorithms/ for each";
+
+/// The face detector, always enabled.
+pub const FACE_DETECTOR: u32 = 40;
+
+/// One algorithm of the dictionary.
+#[derive(Debug, Clone, Copy)]
+pub struct Algorithm {
+    pub id: u32,
+    /// The v3 parameter it fills (none for the detector).
+    pub parameter: Option<&'static str>,
+    pub tech_name: &'static str,
+    pub family: &'static str,
+    pub description: &'static str,
+    /// Why the appliance does not compute it; None when it does.
+    pub unavailable: Option<&'static str>,
+}
+
+pub const VERSION: &str = "1.0.0";
+
+const COMPUTED: [Algorithm; 6] = [
+    Algorithm {
+        id: FACE_DETECTOR,
+        parameter: None,
+        tech_name: "selfie_v2.face_detector",
+        family: "Face Detector",
+        description: "CenterFace boxes, MediaPipe face mesh (468 points) and iris; the face every other algorithm reads",
+        unavailable: None,
+    },
+    Algorithm {
+        id: 30,
+        parameter: Some("redness"),
+        tech_name: "selfie_v2.redness",
+        family: "Redness",
+        description: "Mean CIE a* and Diffey erythema index (100 log10 R/G, linear light) over the face's skin and per area",
+        unavailable: None,
+    },
+    Algorithm {
+        id: 31,
+        parameter: Some("ita"),
+        tech_name: "selfie_v2.ita",
+        family: "ITA",
+        description: "Individual typology angle, atan((L*-50)/b*) in degrees (Chardon 1991), with L*, a*, b* of forehead and cheeks",
+        unavailable: None,
+    },
+    Algorithm {
+        id: 32,
+        parameter: Some("skintone"),
+        tech_name: "selfie_v2.skin_tone",
+        family: "Skin tone",
+        description: "The ITA class (Del Bino 2006): very light, light, intermediate, tan, brown, dark; not a Fitzpatrick phototype",
+        unavailable: None,
+    },
+    Algorithm {
+        id: 33,
+        parameter: Some("dark_circles"),
+        tech_name: "selfie_v2.dark_circles",
+        family: "Dark circles",
+        description: "Under-eye skin against the malar skin below it: ΔL* and ΔE*ab per side",
+        unavailable: None,
+    },
+    Algorithm {
+        id: 34,
+        parameter: Some("age"),
+        tech_name: "selfie_v2.perceived_age",
+        family: "Perceived age",
+        description: "Expected age from dlib's age model on a 5-point aligned face chip",
+        unavailable: None,
+    },
+];
+
+/// First id of the algorithms the appliance lists but does not compute.
+const UNAVAILABLE_BASE: u32 = 101;
+
+/// Every algorithm: the computed ones, then one per parameter the
+/// appliance does not compute, with the reason (`super::UNAVAILABLE`).
+pub fn algorithms() -> Vec<Algorithm> {
+    let mut v = COMPUTED.to_vec();
+    for (i, (name, why)) in super::UNAVAILABLE.iter().enumerate() {
+        v.push(Algorithm {
+            id: UNAVAILABLE_BASE + i as u32,
+            parameter: Some(name),
+            tech_name: unavailable_tech_name(name),
+            family: name,
+            description: "listed for completeness; not computed by this appliance",
+            unavailable: Some(why),
+        });
+    }
+    v
+}
+
+fn unavailable_tech_name(name: &str) -> &'static str {
+    // Leaked once per name at most: the list is fixed and small.
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashMap<String, &'static str>>> = OnceLock::new();
+    let mut m = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    m.entry(name.to_string())
+        .or_insert_with(|| Box::leak(format!("selfie_v2.{name}").into_boxed_str()))
+}
+
+/// The algorithm with id `id`.
+pub fn algorithm(id: u32) -> Option<Algorithm> {
+    algorithms().into_iter().find(|a| a.id == id)
+}
+
+/// Ids of the algorithms the appliance computes.
+pub fn computed_ids() -> Vec<u32> {
+    COMPUTED.iter().map(|a| a.id).collect()
+}
+
+/// The algorithm that fills parameter `name`.
+pub fn for_parameter(name: &str) -> Option<Algorithm> {
+    COMPUTED.iter().copied().find(|a| a.parameter == Some(name))
+}
+
+/// One dictionary entry, as `/api/v1/dicts/algorithms/` lists it.
+pub fn algorithm_json(a: &Algorithm) -> Value {
+    json!({
+        "id": a.id,
+        "version": VERSION,
+        "tech_name": a.tech_name,
+        "algorithm_family": {"name": a.family, "tech_name": a.parameter.unwrap_or("face_detector")},
+        "description": a.description,
+        "parameter": a.parameter,
+        "is_available": a.unavailable.is_none(),
+        "unavailable_reason": a.unavailable,
+    })
+}
+
+/// A side of a selfie batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Side {
+    pub id: u32,
+    pub name: &'static str,
+    pub tech_name: &'static str,
+}
+
+pub const SIDES: [Side; 3] = [
+    Side {
+        id: 1,
+        name: "Front",
+        tech_name: "front",
+    },
+    Side {
+        id: 2,
+        name: "Right",
+        tech_name: "right",
+    },
+    Side {
+        id: 3,
+        name: "Left",
+        tech_name: "left",
+    },
+];
+
+pub fn side(id: u32) -> Option<Side> {
+    SIDES.iter().copied().find(|s| s.id == id)
+}
+
+pub fn side_by_name(name: &str) -> Option<Side> {
+    SIDES.iter().copied().find(|s| s.tech_name == name)
+}
+
+/// The one light the selfie type has.
+pub const LIGHT_REGULAR: u32 = 1;
+
+/// Image type 1 (selfie), the only one the appliance analyses.
+pub const SELFIE: u32 = 1;
+
+pub fn image_type_json() -> Value {
+    json!({
+        "id": SELFIE,
+        "name": "Selfie",
+        "tech_name": "selfie",
+        "sides": SIDES.iter().map(|s| json!({"id": s.id, "name": s.name, "tech_name": s.tech_name})).collect::<Vec<_>>(),
+        "lights": [{"id": LIGHT_REGULAR, "name": "Regular", "tech_name": "regular"}],
+    })
+}
+
+/// The application, as `GET .../applications/` lists it.
+pub fn application_json() -> Value {
+    json!({
+        "id": APPLICATION_ID,
+        "name": APPLICATION_NAME,
+        "description": APPLICATION_DESCRIPTION,
+        "aliases": [FACE_METRICS_2_ID],
+        "image_type_ids": [SELFIE],
+        "algorithms": COMPUTED.iter().map(algorithm_json).collect::<Vec<_>>(),
+        "default_enabled_algorithms": computed_ids(),
+    })
+}
+
+/// Whether `id` names the appliance's application.
+pub fn is_application(id: Uuid) -> bool {
+    id == APPLICATION_ID || id == FACE_METRICS_2_ID
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dictionary_covers_all_27_parameters_once() {
+        let all = algorithms();
+        let params: Vec<&str> = all.iter().filter_map(|a| a.parameter).collect();
+        assert_eq!(params.len(), 27);
+        let mut uniq = params.clone();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), 27);
+        let mut ids: Vec<u32> = all.iter().map(|a| a.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len());
+        assert_eq!(algorithm(30).unwrap().tech_name, "selfie_v2.redness");
+        assert!(algorithm(FACE_DETECTOR).unwrap().unavailable.is_none());
+        assert!(for_parameter("pores").is_none());
+        assert!(all
+            .iter()
+            .filter(|a| a.unavailable.is_some())
+            .all(|a| a.tech_name.starts_with("selfie_v2.")));
+    }
+}

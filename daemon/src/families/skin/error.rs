@@ -1,0 +1,127 @@
+//! The skin family's errors, in the reference service's shape (Django
+//! REST framework): `{"detail": "..."}` for most, and for a field that
+//! failed validation `{"<field>": ["..."]}` with 400. The status of each
+//! comes from the platform's [`ErrorKind`] table.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::http::error::{ErrorKind, FailureReason};
+use crate::imaging::ImagingError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SkinError {
+    #[error("{0}")]
+    BadRequest(String),
+    /// A request field failed validation: (field, message).
+    #[error("{1}")]
+    Field(&'static str, String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown, or another company's (never told apart).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("Request was throttled. Expected available in {retry_after} seconds.")]
+    Throttled { retry_after: u64 },
+    #[error("{0}")]
+    Busy(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type SkinResult<T> = Result<T, SkinError>;
+
+impl SkinError {
+    pub fn not_found(what: &str) -> Self {
+        Self::NotFound(format!("{what} not found."))
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadRequest(_) | Self::Field(..) => ErrorKind::BadRequest,
+            Self::Unauthorized(_) => ErrorKind::Unauthorized,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,
+            Self::UnsupportedMediaType(_) => ErrorKind::UnsupportedMediaType,
+            Self::Throttled { .. } => ErrorKind::RateLimited,
+            Self::Busy(_) => ErrorKind::Overloaded,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// The family's error body for a status and message.
+pub fn body(status: StatusCode, message: &str) -> Response {
+    crate::http::error::detail(status, message)
+}
+
+impl IntoResponse for SkinError {
+    fn into_response(self) -> Response {
+        let kind = self.kind();
+        let status = kind.status();
+        let mut resp = match &self {
+            Self::Field(field, msg) => (
+                status,
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                serde_json::json!({ *field: [msg] }).to_string(),
+            )
+                .into_response(),
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "skin request failed");
+                body(status, "Internal server error")
+            }
+            _ => body(status, &self.to_string()),
+        };
+        let retry = match &self {
+            Self::Throttled { retry_after } => Some(*retry_after),
+            Self::Busy(_) => Some(2),
+            _ => None,
+        };
+        if let Some(s) = retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if let Self::Unauthorized(_) = self {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp.extensions_mut().insert(FailureReason(kind.reason()));
+        resp
+    }
+}
+
+impl From<StoreError> for SkinError {
+    fn from(e: StoreError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<tokio::task::JoinError> for SkinError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+impl From<ImagingError> for SkinError {
+    fn from(e: ImagingError) -> Self {
+        match crate::http::error::ApiError::from(e) {
+            crate::http::error::ApiError::PayloadTooLarge(m) => Self::PayloadTooLarge(m),
+            crate::http::error::ApiError::UnsupportedMediaType(m) => Self::UnsupportedMediaType(m),
+            other => Self::BadRequest(other.to_string()),
+        }
+    }
+}

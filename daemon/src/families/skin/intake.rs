@@ -1,0 +1,146 @@
+//! Photos coming in (v1 b64 bodies, v3 signed PUTs): checked before they
+//! are stored, stored before they are acknowledged, and queued for
+//! analysis when their dataset runs the application (v1) or when the
+//! client calls `/compute/` (v3).
+//!
+//! Checks, each with the family's error shape: the side is one of the
+//! selfie type's (1 front, 2 right, 3 left) and not already in the batch;
+//! the light is 1 (regular); the photo is 1 byte to
+//! `skin_api.max_image_bytes`; its header names an accepted still-image
+//! format within `limits.max_pixels`. A photo that passes and still cannot
+//! be decoded, or shows no face, is reported in its results.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::catalog;
+use super::error::{SkinError, SkinResult};
+use super::records::{Batch, Dataset, Image, ImageStatus, SkinStore};
+use super::service::Skin;
+use crate::store::{blocking, now_rfc3339, unix_now};
+
+pub struct NewImage {
+    pub side_id: u32,
+    pub light_id: u32,
+    pub name: String,
+    pub meta: Value,
+    /// None: the bytes come later through a signed upload URL.
+    pub bytes: Option<Vec<u8>>,
+}
+
+/// The blob key of image `id`'s photo.
+pub fn blob_key(id: Uuid) -> String {
+    format!("skin/{id}.img")
+}
+
+/// Check a photo's bytes: size, then what its header says.
+pub fn check_bytes(skin: &Skin, bytes: &[u8]) -> SkinResult<()> {
+    let max = skin.config.skin_api.max_image_bytes;
+    if bytes.is_empty() {
+        return Err(SkinError::BadRequest("The image is empty (0 bytes).".into()));
+    }
+    if bytes.len() > max {
+        return Err(SkinError::PayloadTooLarge(format!(
+            "The image is {} bytes; the largest accepted is {max} bytes.",
+            bytes.len()
+        )));
+    }
+    crate::imaging::decode::probe(bytes, &skin.decode_limits)?;
+    Ok(())
+}
+
+/// Add an image to batch `bt` of dataset `ds`; with bytes, stored and
+/// (when the dataset runs the application) queued at once.
+pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> SkinResult<Image> {
+    let side = catalog::side(new.side_id).ok_or_else(|| {
+        SkinError::Field(
+            "side_id",
+            format!("Side {} is not a side of image type selfie (1 front, 2 right, 3 left).", new.side_id),
+        )
+    })?;
+    if new.light_id != catalog::LIGHT_REGULAR {
+        return Err(SkinError::Field(
+            "light_id",
+            format!("Light {} is not a light of image type selfie (1 regular).", new.light_id),
+        ));
+    }
+    if new.name.trim().is_empty() || new.name.chars().count() > 255 {
+        return Err(SkinError::Field("name", "Must be 1 to 255 characters.".into()));
+    }
+    if let Some(b) = &new.bytes {
+        check_bytes(skin, b)?;
+    }
+    let id = Uuid::now_v7();
+    let queued = new.bytes.is_some() && ds.run.is_some();
+    let img = Image {
+        id,
+        company_id: bt.company_id,
+        dataset_id: bt.dataset_id,
+        subject_id: bt.subject_id,
+        batch_id: bt.id,
+        side_id: side.id,
+        light_id: new.light_id,
+        name: new.name.trim().to_string(),
+        creation_time: now_rfc3339(),
+        created_unix: unix_now(),
+        blob: new.bytes.as_ref().map(|_| blob_key(id)),
+        status: match (&new.bytes, queued) {
+            (None, _) => ImageStatus::AwaitingUpload,
+            (Some(_), true) => ImageStatus::Queued,
+            (Some(_), false) => ImageStatus::Uploaded,
+        },
+        error: None,
+        enabled: enabled_for(ds),
+        app_run_id: ds.run.as_ref().map(|r| r.id),
+        results: Vec::new(),
+        aux: Vec::new(),
+        quality_issues: Vec::new(),
+        detection_error: None,
+        parameters: None,
+        masks: Default::default(),
+        processed_at: None,
+        processed_unix: None,
+        meta: new.meta,
+    };
+    let (records, store, queue, x) = (
+        skin.records.clone(),
+        skin.store.clone(),
+        skin.queue.clone(),
+        img.clone(),
+    );
+    let bytes = new.bytes;
+    let batch_id = bt.id;
+    let stored = blocking(move || {
+        if records.batch_images(batch_id)?.iter().any(|i| i.side_id == x.side_id) {
+            return Ok(false);
+        }
+        if let (Some(b), Some(key)) = (&bytes, &x.blob) {
+            store.blobs.put(key, b)?;
+        }
+        SkinStore::put(&records.images, x.id, &x)?;
+        if x.status == ImageStatus::Queued {
+            queue.enqueue(x.id)?;
+        }
+        store.flush()?;
+        Ok(true)
+    })
+    .await?;
+    if !stored {
+        return Err(SkinError::Field(
+            "side_id",
+            format!("The batch already has a {} image; use a new batch.", side.tech_name),
+        ));
+    }
+    if queued {
+        skin.queue.wake();
+    }
+    Ok(img)
+}
+
+/// The algorithms an image of `ds` runs: its run's, or every computed one.
+pub fn enabled_for(ds: &Dataset) -> Vec<u32> {
+    ds.run
+        .as_ref()
+        .map(|r| r.enabled_algorithms.clone())
+        .unwrap_or_else(catalog::computed_ids)
+}

@@ -1,0 +1,56 @@
+//! Django REST framework's page-number pagination, which every list of the
+//! reference API uses: `?page=` (1-based) and `?page_size=` (default 20,
+//! at most 100) → `{count, next, previous, results}`, where `next` and
+//! `previous` are the request's own URL with `page` changed (null at the
+//! ends). A page past the last is 404, as in DRF.
+
+use axum::http::request::Parts;
+use serde_json::{json, Value};
+
+use super::error::{SkinError, SkinResult};
+
+pub const DEFAULT_PAGE_SIZE: u64 = 20;
+pub const MAX_PAGE_SIZE: u64 = 100;
+
+fn link(origin: &str, parts: &Parts, page: u64) -> String {
+    let mut q: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .filter(|(k, _)| k != "page")
+                .collect()
+        })
+        .unwrap_or_default();
+    q.push(("page".into(), page.to_string()));
+    let qs = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(q)
+        .finish();
+    format!("{origin}{}?{qs}", parts.uri.path())
+}
+
+/// Page `page` of `items`; `origin` is `scheme://host` of the appliance
+/// as the client reached it.
+pub fn page(
+    origin: &str,
+    parts: &Parts, items: Vec<Value>, page: Option<u64>, size: Option<u64>) -> SkinResult<Value> {
+    let size = size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
+    let page = page.unwrap_or(1);
+    let count = items.len() as u64;
+    let last = count.div_ceil(size).max(1);
+    if page == 0 || page > last {
+        return Err(SkinError::NotFound("Invalid page.".into()));
+    }
+    let results: Vec<Value> = items
+        .into_iter()
+        .skip(((page - 1) * size) as usize)
+        .take(size as usize)
+        .collect();
+    Ok(json!({
+        "count": count,
+        "next": (page < last).then(|| link(origin, parts, page + 1)),
+        "previous": (page > 1).then(|| link(origin, parts, page - 1)),
+        "results": results,
+    }))
+}

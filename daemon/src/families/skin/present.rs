@@ -1,0 +1,244 @@
+//! One photo's [`Analysis`] as the reference API reports it: a result per
+//! algorithm (v1 `results/`, in the reference's result scheme: per area a
+//! `main_metric {value, widget_type, name, tech_name, widget_meta}` and
+//! `sub_metrics`), the v3 `parameters` (each `{tag, ...}`), the quality
+//! reason codes and the detection error.
+//!
+//! Tags: `ita` and `skintone` carry the ITA class (Del Bino 2006 bands),
+//! `age` its decade. `redness` and `dark_circles` carry `tag: null`: no
+//! published band maps a* or ΔL* of a selfie to a grade, and the appliance
+//! does not invent one (`tag_note` says so).
+
+use serde_json::{json, Value};
+
+use super::analyze::Analysis;
+use super::catalog::{self, FACE_DETECTOR};
+
+/// What the API stores and serves for one analysed photo.
+#[derive(Debug, Clone)]
+pub struct Presented {
+    /// (algorithm id, result, is_ok), for each enabled algorithm.
+    pub results: Vec<(u32, Value, bool)>,
+    /// v3 `parameters`: computed metrics only.
+    pub parameters: Value,
+    pub quality_issues: Vec<String>,
+    pub detection_error: Option<String>,
+}
+
+fn metric(name: &str, tech: &str, value: Value, widget: &str, meta: Value) -> Value {
+    json!({"value": value, "widget_type": widget, "name": name, "tech_name": tech, "widget_meta": meta})
+}
+
+fn area_result(area: &str, main: Value, subs: Vec<Value>) -> Value {
+    json!({"area_name": area, "main_metric": main, "sub_metrics": subs})
+}
+
+fn r1(x: f32) -> f64 {
+    (x as f64 * 10.0).round() / 10.0
+}
+
+fn r2(x: f32) -> f64 {
+    (x as f64 * 100.0).round() / 100.0
+}
+
+/// The per-algorithm result of parameter `param`, or None when the
+/// analysis withheld or could not compute it.
+fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
+    let m = &a.metrics;
+    let raw;
+    let areas: Vec<Value> = match param {
+        "ita" => {
+            let i = m.ita.as_ref()?;
+            raw = serde_json::to_value(i).ok()?;
+            let deg = json!({"unit": "degree", "min": -90, "max": 90});
+            let mut v = vec![area_result(
+                "face",
+                metric("ITA", "ita", json!(r1(i.value)), "numeric", deg.clone()),
+                vec![
+                    metric("L*", "l", json!(r1(i.l)), "numeric", json!({})),
+                    metric("a*", "a", json!(r1(i.a)), "numeric", json!({})),
+                    metric("b*", "b", json!(r1(i.b)), "numeric", json!({})),
+                    metric("ITA class", "ita_class", json!(i.class), "category", json!({})),
+                ],
+            )];
+            for (area, c) in &i.areas {
+                v.push(area_result(
+                    area.name(),
+                    metric("ITA", "ita", json!(r1(c.ita)), "numeric", deg.clone()),
+                    vec![
+                        metric("L*", "l", json!(r1(c.l)), "numeric", json!({})),
+                        metric("a*", "a", json!(r1(c.a)), "numeric", json!({})),
+                        metric("b*", "b", json!(r1(c.b)), "numeric", json!({})),
+                    ],
+                ));
+            }
+            v
+        }
+        "skintone" => {
+            let s = m.skintone.as_ref()?;
+            raw = serde_json::to_value(s).ok()?;
+            vec![area_result(
+                "face",
+                metric("Skin tone", "skintone", json!(s.value), "category",
+                    json!({"categories": ["very_light", "light", "intermediate", "tan", "brown", "dark"]})),
+                vec![metric("ITA", "ita", json!(r1(s.ita)), "numeric", json!({"unit": "degree"}))],
+            )]
+        }
+        "redness" => {
+            let r = m.redness.as_ref()?;
+            raw = serde_json::to_value(r).ok()?;
+            let mut v = vec![area_result(
+                "face",
+                metric("Erythema index", "erythema_index", json!(r1(r.erythema_index)), "numeric", json!({})),
+                vec![metric("a*", "a_mean", json!(r1(r.a_mean)), "numeric", json!({}))],
+            )];
+            for (area, x) in &r.areas {
+                v.push(area_result(
+                    area.name(),
+                    metric("Erythema index", "erythema_index", json!(r1(x.erythema_index)), "numeric", json!({})),
+                    vec![
+                        metric("a*", "a_mean", json!(r1(x.a_mean)), "numeric", json!({})),
+                        metric("a* (90th percentile)", "a_p90", json!(r1(x.a_p90)), "numeric", json!({})),
+                    ],
+                ));
+            }
+            v
+        }
+        "dark_circles" => {
+            let d = m.dark_circles.as_ref()?;
+            raw = serde_json::to_value(d).ok()?;
+            vec![area_result(
+                "eye_area",
+                metric("Under-eye ΔL*", "delta_l", json!(r2(d.delta_l)), "numeric", json!({})),
+                vec![metric("Under-eye ΔE*ab", "delta_e", json!(r2(d.delta_e)), "numeric", json!({}))],
+            )]
+        }
+        "age" => {
+            let g = m.age.as_ref()?;
+            raw = serde_json::to_value(g).ok()?;
+            vec![area_result(
+                "face",
+                metric("Perceived age", "age", json!(r1(g.value)), "numeric", json!({"unit": "year"})),
+                vec![metric("Confidence", "confidence", json!(r2(g.confidence)), "numeric", json!({}))],
+            )]
+        }
+        _ => return None,
+    };
+    Some(json!({"area_results": areas, "raw": raw}))
+}
+
+/// The v3 parameter `param`: `{tag, ...value}`.
+fn parameter(a: &Analysis, param: &str) -> Option<Value> {
+    let m = &a.metrics;
+    Some(match param {
+        "ita" => {
+            let i = m.ita.as_ref()?;
+            json!({"tag": i.class, "value": r1(i.value), "l": r1(i.l), "a": r1(i.a), "b": r1(i.b),
+                "areas": i.areas.iter().map(|(k, c)| (k.name().to_string(), json!({"ita": r1(c.ita), "class": c.ita_class.name(), "l": r1(c.l), "a": r1(c.a), "b": r1(c.b)}))).collect::<serde_json::Map<_, _>>()})
+        }
+        "skintone" => {
+            let s = m.skintone.as_ref()?;
+            json!({"tag": s.value, "value": s.value, "ita": r1(s.ita)})
+        }
+        "redness" => {
+            let r = m.redness.as_ref()?;
+            json!({"tag": null, "tag_note": NO_BAND, "score": r1(r.erythema_index), "erythema_index": r1(r.erythema_index), "a_mean": r1(r.a_mean),
+                "areas": r.areas.iter().map(|(k, x)| (k.name().to_string(), json!({"erythema_index": r1(x.erythema_index), "a_mean": r1(x.a_mean), "a_p90": r1(x.a_p90)}))).collect::<serde_json::Map<_, _>>()})
+        }
+        "dark_circles" => {
+            let d = m.dark_circles.as_ref()?;
+            json!({"tag": null, "tag_note": NO_BAND, "score": r2(d.delta_l), "delta_l": r2(d.delta_l), "delta_e": r2(d.delta_e)})
+        }
+        "age" => {
+            let g = m.age.as_ref()?;
+            let decade = (g.value.max(0.0) / 10.0).floor() as u32 * 10;
+            json!({"tag": format!("{decade}-{}", decade + 9), "age": r1(g.value), "value": r1(g.value), "confidence": r2(g.confidence)})
+        }
+        _ => return None,
+    })
+}
+
+const NO_BAND: &str =
+    "no published band grades this measurement on selfies; the value is reported without a grade";
+
+/// Present analysis `a` for the enabled algorithms `enabled`.
+pub fn present(a: &Analysis, enabled: &[u32]) -> Presented {
+    let quality_issues: Vec<String> = a
+        .quality
+        .issues
+        .iter()
+        .map(|i| i.code.to_string())
+        .collect();
+    let detection_error = a
+        .quality
+        .issues
+        .iter()
+        .find(|i| i.code == "no_face" || i.code == "multiple_faces")
+        .map(|i| format!("{}: {}", i.code, i.message));
+    let mut results = Vec::new();
+    let mut parameters = serde_json::Map::new();
+    for id in enabled {
+        let Some(alg) = catalog::algorithm(*id) else {
+            continue;
+        };
+        if alg.unavailable.is_some() {
+            continue;
+        }
+        if alg.id == FACE_DETECTOR {
+            let ok = a.face.is_some() && detection_error.is_none();
+            let face = a.face.as_ref().map(|f| {
+                json!({"bbox": f.bbox, "score": r2(f.detector_score), "presence": r2(f.presence),
+                    "iod_px": r1(f.iod_px), "pose": f.pose, "iris_diameter_px": f.iris_diameter_px.map(r1),
+                    "mm_per_px": f.mm_per_px})
+            });
+            results.push((
+                alg.id,
+                json!({"faces_found": a.quality.faces_found, "face": face, "image": {"width": a.width, "height": a.height},
+                    "quality": a.quality, "white_balance": a.white_balance, "error": detection_error}),
+                ok,
+            ));
+            continue;
+        }
+        let param = alg.parameter.unwrap_or_default();
+        match metric_result(a, param) {
+            Some(r) => {
+                if let Some(p) = parameter(a, param) {
+                    parameters.insert(param.to_string(), p);
+                }
+                results.push((alg.id, r, true));
+            }
+            None => {
+                let why = a.withheld.get(param).cloned().unwrap_or_default();
+                let advice: Vec<&str> = a
+                    .quality
+                    .issues
+                    .iter()
+                    .filter(|i| why.contains(&i.code))
+                    .map(|i| i.message)
+                    .collect();
+                results.push((
+                    alg.id,
+                    json!({"error": "not_computed", "quality_issues": why, "message": advice.join("; ")}),
+                    false,
+                ));
+            }
+        }
+    }
+    Presented {
+        results,
+        parameters: Value::Object(parameters),
+        quality_issues,
+        detection_error,
+    }
+}
+
+/// The main metric's number in a stored result (history and smoothing
+/// use main metrics only); None for categories and failed results.
+pub fn main_value(result: &Value) -> Option<f64> {
+    result
+        .get("area_results")?
+        .get(0)?
+        .get("main_metric")?
+        .get("value")?
+        .as_f64()
+}

@@ -1,0 +1,415 @@
+//! Records of the skin family's HTTP API: companies (tenants), their users
+//! and private tokens, datasets with their application run and retention,
+//! subjects, image batches, images with their results and auxiliary
+//! images, pending signed uploads and per-dataset webhooks. One sled tree
+//! per kind in the appliance's database, keyed by UUIDv7 bytes (creation
+//! order); image bytes are blobs under `blobs/skin/`.
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::store::{dec, enc, StoreError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Company {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub company_id: Uuid,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    pub full_name: String,
+    pub created_at: String,
+}
+
+/// A private token (the reference's long-lived API token): only its
+/// sha256 is kept; the token itself is shown once, at creation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrivateToken {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub name: String,
+    /// RFC 3339, as the client gave it.
+    pub expiration_time: String,
+    /// Unix seconds of `expiration_time`.
+    pub expires_at: u64,
+    pub token_hash: String,
+    pub created_at: String,
+}
+
+/// The application attached to a dataset (`POST .../applications/{id}/runs/`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRun {
+    pub id: Uuid,
+    pub application_id: Uuid,
+    /// Algorithm ids (the face detector is always among them).
+    pub enabled_algorithms: Vec<u32>,
+    pub creation_time: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Dataset {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub name: String,
+    pub image_type_id: u32,
+    pub expire_images_after_days: Option<u32>,
+    pub expire_metadata_after_days: Option<u32>,
+    pub clean_images_as_soon_as_ready: bool,
+    #[serde(default)]
+    pub custom_branding: Value,
+    pub creation_time: String,
+    pub run: Option<AppRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subject {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub dataset_id: Uuid,
+    pub name: String,
+    pub birth_date: Option<String>,
+    /// 1 female, 2 male, 3 other (the reference's ids).
+    pub biological_sex: Option<u32>,
+    #[serde(default)]
+    pub meta: Value,
+    pub author_id: Uuid,
+    pub creation_time: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Batch {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub dataset_id: Uuid,
+    pub subject_id: Uuid,
+    pub creation_time: String,
+    #[serde(default)]
+    pub meta: Value,
+    #[serde(default)]
+    pub app_args: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// A signed upload URL was issued; the bytes have not arrived.
+    AwaitingUpload,
+    /// Uploaded, waiting for `/compute/` (v3 flow).
+    Uploaded,
+    /// On the analysis queue.
+    Queued,
+    Done,
+    /// Could not be analysed (bad image); `error` says why.
+    Failed,
+}
+
+/// One algorithm's stored result for an image (v1 `results/` rows).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlgoResult {
+    pub id: Uuid,
+    pub algorithm_version_id: u32,
+    pub result: Value,
+    pub is_ok: bool,
+    pub creation_time: String,
+}
+
+/// An image the analysis made (aligned face, anonymised photo, redness
+/// heat map, area masks), served at `/images/{id}.jpg?token=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuxImage {
+    pub id: Uuid,
+    /// `aligned_face`, `anonymised`, `redness_heatmap`, `area_masks`.
+    pub kind: String,
+    pub blob: String,
+    pub content_type: String,
+    /// Algorithms whose result this image illustrates.
+    pub algorithm_version_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Image {
+    pub id: Uuid,
+    pub company_id: Uuid,
+    pub dataset_id: Uuid,
+    pub subject_id: Uuid,
+    pub batch_id: Uuid,
+    /// 1 front, 2 right, 3 left.
+    pub side_id: u32,
+    pub light_id: u32,
+    pub name: String,
+    pub creation_time: String,
+    /// Unix seconds of `creation_time` (retention, history).
+    pub created_unix: u64,
+    /// The uploaded bytes, until erased by retention or the subject's
+    /// "delete photos" action.
+    pub blob: Option<String>,
+    pub status: ImageStatus,
+    pub error: Option<String>,
+    /// Algorithms to run (from the dataset's run when queued).
+    pub enabled: Vec<u32>,
+    pub app_run_id: Option<Uuid>,
+    pub results: Vec<AlgoResult>,
+    pub aux: Vec<AuxImage>,
+    /// Quality reason codes (`NO_FACE`, `BLURRY`, ...).
+    pub quality_issues: Vec<String>,
+    pub detection_error: Option<String>,
+    /// The v3 `parameters` of this image, kept with the results.
+    pub parameters: Option<Value>,
+    /// Area outlines (SVG path data, photo pixels), by area name.
+    #[serde(default)]
+    pub masks: std::collections::BTreeMap<String, String>,
+    pub processed_at: Option<String>,
+    pub processed_unix: Option<u64>,
+    #[serde(default)]
+    pub meta: Value,
+}
+
+impl Image {
+    /// Every enabled algorithm has a stored result.
+    pub fn all_calculated(&self) -> bool {
+        self.status == ImageStatus::Failed
+            || self.enabled.iter().all(|a| {
+                self.results
+                    .iter()
+                    .any(|r| r.algorithm_version_id == *a)
+            })
+    }
+}
+
+/// A signed v3 upload URL's state: single use, short-lived.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Upload {
+    /// The image this upload fills.
+    pub image_id: Uuid,
+    pub expires_at: u64,
+    pub used: bool,
+}
+
+/// A dataset's webhook (one per dataset; posting again replaces it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub dataset_id: Uuid,
+    pub url: String,
+    /// `post` or `get`.
+    pub method: String,
+    /// `query`, `basic`, `bearer` or none.
+    pub authorization: Option<String>,
+    pub authorization_key: Option<String>,
+    pub authorization_value: Option<String>,
+    pub enabled: bool,
+    /// HMAC key of the `X-Argus-Signature` header (hex).
+    pub secret_key: String,
+    pub creation_time: String,
+}
+
+/// The family's trees.
+pub struct SkinStore {
+    pub companies: sled::Tree,
+    pub company_names: sled::Tree,
+    pub users: sled::Tree,
+    pub user_emails: sled::Tree,
+    pub tokens: sled::Tree,
+    pub token_hashes: sled::Tree,
+    pub datasets: sled::Tree,
+    pub subjects: sled::Tree,
+    pub batches: sled::Tree,
+    pub images: sled::Tree,
+    pub uploads: sled::Tree,
+    pub webhooks: sled::Tree,
+}
+
+impl SkinStore {
+    pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
+        let t = |n: &str| db.open_tree(format!("skin_{n}"));
+        Ok(Self {
+            companies: t("companies")?,
+            company_names: t("company_names")?,
+            users: t("users")?,
+            user_emails: t("user_emails")?,
+            tokens: t("tokens")?,
+            token_hashes: t("token_hashes")?,
+            datasets: t("datasets")?,
+            subjects: t("subjects")?,
+            batches: t("batches")?,
+            images: t("images")?,
+            uploads: t("uploads")?,
+            webhooks: t("webhooks")?,
+        })
+    }
+
+    pub fn get<T: DeserializeOwned>(tree: &sled::Tree, id: Uuid) -> Result<Option<T>, StoreError> {
+        tree.get(id.as_bytes())?.map(|v| dec(&v)).transpose()
+    }
+
+    pub fn put<T: Serialize>(tree: &sled::Tree, id: Uuid, v: &T) -> Result<(), StoreError> {
+        tree.insert(id.as_bytes(), enc(v))?;
+        Ok(())
+    }
+
+    /// Every record of `tree` that `keep` accepts, oldest first. The
+    /// appliance holds one site's data: scans are cheap at that scale.
+    pub fn scan<T: DeserializeOwned>(
+        tree: &sled::Tree,
+        mut keep: impl FnMut(&T) -> bool,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (_, v) = item?;
+            let r: T = dec(&v)?;
+            if keep(&r) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read-modify-write image `id` atomically; None when it is gone.
+    pub fn update_image(
+        &self,
+        id: Uuid,
+        mut f: impl FnMut(&mut Image),
+    ) -> Result<Option<Image>, StoreError> {
+        let mut out = None;
+        self.images
+            .fetch_and_update(id.as_bytes(), |old| {
+                let mut img: Image = serde_json::from_slice(old?).ok()?;
+                f(&mut img);
+                let bytes = enc(&img);
+                out = Some(img);
+                Some(bytes)
+            })?;
+        Ok(out)
+    }
+
+    pub fn company_by_name(&self, name: &str) -> Result<Option<Company>, StoreError> {
+        match self.company_names.get(name.to_lowercase().as_bytes())? {
+            Some(id) => Self::get(
+                &self.companies,
+                Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_company(&self, c: &Company) -> Result<(), StoreError> {
+        Self::put(&self.companies, c.id, c)?;
+        self.company_names
+            .insert(c.name.to_lowercase().as_bytes(), c.id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Result<Option<User>, StoreError> {
+        match self.user_emails.get(email.to_lowercase().as_bytes())? {
+            Some(id) => Self::get(
+                &self.users,
+                Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => Ok(None),
+        }
+    }
+
+    pub fn put_user(&self, u: &User) -> Result<(), StoreError> {
+        Self::put(&self.users, u.id, u)?;
+        self.user_emails
+            .insert(u.email.to_lowercase().as_bytes(), u.id.as_bytes())?;
+        Ok(())
+    }
+
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<PrivateToken>, StoreError> {
+        match self.token_hashes.get(hash.as_bytes())? {
+            Some(id) => Self::get(
+                &self.tokens,
+                Uuid::from_slice(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            ),
+            None => Ok(None),
+        }
+    }
+
+    pub fn delete_token(&self, t: &PrivateToken) -> Result<(), StoreError> {
+        self.tokens.remove(t.id.as_bytes())?;
+        self.token_hashes.remove(t.token_hash.as_bytes())?;
+        Ok(())
+    }
+
+    /// The images of batch `batch`, by side.
+    pub fn batch_images(&self, batch: Uuid) -> Result<Vec<Image>, StoreError> {
+        let mut v = Self::scan(&self.images, |i: &Image| i.batch_id == batch)?;
+        v.sort_by_key(|i| i.side_id);
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_update_is_read_modify_write_and_names_are_case_blind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = SkinStore::open(&db).unwrap();
+        let c = Company {
+            id: Uuid::now_v7(),
+            name: "Clinic North".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
+        };
+        s.put_company(&c).unwrap();
+        assert_eq!(s.company_by_name("clinic north").unwrap().unwrap().id, c.id);
+        let id = Uuid::now_v7();
+        let img = Image {
+            id,
+            company_id: c.id,
+            dataset_id: Uuid::now_v7(),
+            subject_id: Uuid::now_v7(),
+            batch_id: Uuid::now_v7(),
+            side_id: 1,
+            light_id: 1,
+            name: "front".into(),
+            creation_time: String::new(),
+            created_unix: 0,
+            blob: None,
+            status: ImageStatus::Queued,
+            error: None,
+            enabled: vec![40, 30],
+            app_run_id: None,
+            results: vec![],
+            aux: vec![],
+            quality_issues: vec![],
+            detection_error: None,
+            parameters: None,
+            masks: Default::default(),
+            processed_at: None,
+            processed_unix: None,
+            meta: Value::Null,
+        };
+        SkinStore::put(&s.images, id, &img).unwrap();
+        assert!(!img.all_calculated());
+        let after = s
+            .update_image(id, |i| {
+                for a in [40, 30] {
+                    i.results.push(AlgoResult {
+                        id: Uuid::now_v7(),
+                        algorithm_version_id: a,
+                        result: Value::Null,
+                        is_ok: true,
+                        creation_time: String::new(),
+                    })
+                }
+            })
+            .unwrap()
+            .unwrap();
+        assert!(after.all_calculated());
+        let stored: Image = SkinStore::get(&s.images, id).unwrap().unwrap();
+        assert_eq!(stored.results.len(), 2);
+        assert!(s.update_image(Uuid::now_v7(), |_| {}).unwrap().is_none());
+    }
+}

@@ -1,0 +1,240 @@
+//! The skin analysis queue, on the platform's job runner: a queued image
+//! is analysed (its photo through the shared micro-batchers with every
+//! other request's), its results and auxiliary images stored, its
+//! followers told (notifications and results websockets, the dataset's
+//! webhook), and only then taken off the queue, in one flush, so a daemon
+//! killed mid-analysis analyses it again after restart.
+//!
+//! Results stream in the order the pipeline finishes them: the face
+//! detector's first (detection, mesh and quality), then each metric.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::analyze::{analyze, masks_svg, Analysis, AnalyzeError, Want};
+use super::present::{present, Presented};
+use super::records::{AlgoResult, AuxImage, Dataset, Image, ImageStatus, SkinStore};
+use super::service::Skin;
+use crate::imaging::budget::BudgetError;
+use crate::store::{now_rfc3339, unix_now, StoreError};
+
+/// Event-bus topic of a company's image events.
+pub fn company_topic(company: Uuid) -> String {
+    format!("skin/companies/{company}")
+}
+
+/// Run queued analyses until `shutdown` flips to true.
+pub async fn run(skin: Arc<Skin>, shutdown: tokio::sync::watch::Receiver<bool>) {
+    let queue = skin.queue.clone();
+    let stop = shutdown.clone();
+    crate::jobs::run(queue, shutdown, move |id| {
+        let (skin, stop) = (skin.clone(), stop.clone());
+        async move { analyse_image(&skin, id, &stop).await }
+    })
+    .await
+}
+
+async fn analyse_image(
+    skin: &Skin,
+    id: Uuid,
+    shutdown: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), StoreError> {
+    let records = skin.records.clone();
+    let Some(img) = SkinStore::get::<Image>(&records.images, id)? else {
+        skin.queue.dequeue(id)?;
+        return Ok(());
+    };
+    let bytes = match img.blob.as_deref().map(|k| skin.store.blobs.get(k)).transpose()? {
+        Some(Some(b)) => b,
+        _ => return fail(skin, img, "the photo is no longer stored (erased before analysis)").await,
+    };
+    let _reservation = loop {
+        match skin.decode_budget.reserve(&bytes).await {
+            Ok(r) => break r,
+            Err(BudgetError::Busy) if !*shutdown.borrow() => continue,
+            Err(BudgetError::Busy) => return Ok(()),
+            Err(e) => return fail(skin, img, &e.to_string()).await,
+        }
+    };
+    let started = Instant::now();
+    let outcome = analyze(
+        &skin.batchers,
+        bytes,
+        skin.decode_limits.clone(),
+        skin.config.skin,
+        Want { images: true },
+    )
+    .await;
+    let analysis = match outcome {
+        Ok(a) => a,
+        Err(AnalyzeError::Submit(e)) => {
+            // The interactive APIs come first: try again shortly.
+            tracing::info!(image = %id, error = %e, "skin analysis waiting for capacity");
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            return Ok(());
+        }
+        Err(AnalyzeError::Imaging(e)) => return fail(skin, img, &e.to_string()).await,
+        Err(AnalyzeError::Inference(e)) => {
+            // A backend failure is the appliance's, not the photo's: retried.
+            return Err(StoreError::Corrupt(format!("inference failed: {e}")));
+        }
+    };
+    for (stage, ms) in &analysis.timings_ms {
+        skin.metrics
+            .skin_algorithm_seconds
+            .with_label_values(&[stage])
+            .observe(ms / 1e3);
+    }
+    let shown = present(&analysis, &img.enabled);
+    finish(skin, img, &analysis, shown, started).await
+}
+
+/// Store the auxiliary images, then the results, dequeue, and tell.
+async fn finish(
+    skin: &Skin,
+    img: Image,
+    a: &Analysis,
+    shown: Presented,
+    started: Instant,
+) -> Result<(), StoreError> {
+    let mut aux = Vec::new();
+    let redness = 30;
+    if let Some(images) = &a.images {
+        for (kind, bytes, ct, algs) in [
+            ("aligned_face", &images.aligned_face_jpeg, "image/jpeg", vec![31, 32, 33, 34]),
+            ("anonymised", &images.anonymised_jpeg, "image/jpeg", vec![]),
+            ("redness_heatmap", &images.redness_png, "image/png", vec![redness]),
+        ] {
+            aux.push((kind, bytes.clone(), ct, algs));
+        }
+    }
+    if !a.masks.is_empty() {
+        aux.push((
+            "area_masks",
+            masks_svg(a.width, a.height, &a.masks).into_bytes(),
+            "image/svg+xml",
+            shown.results.iter().map(|r| r.0).collect(),
+        ));
+    }
+    let mut aux_records = Vec::new();
+    for (kind, bytes, ct, algs) in aux {
+        let aid = Uuid::now_v7();
+        let key = format!("skin/{aid}.{}", super::views::extension(ct));
+        skin.store.blobs.put(&key, &bytes)?;
+        aux_records.push(AuxImage {
+            id: aid,
+            kind: kind.to_string(),
+            blob: key,
+            content_type: ct.to_string(),
+            algorithm_version_ids: algs,
+        });
+    }
+    let now = now_rfc3339();
+    let results: Vec<AlgoResult> = shown
+        .results
+        .iter()
+        .map(|(alg, result, ok)| AlgoResult {
+            id: Uuid::now_v7(),
+            algorithm_version_id: *alg,
+            result: result.clone(),
+            is_ok: *ok,
+            creation_time: now.clone(),
+        })
+        .collect();
+    let ds: Option<Dataset> = SkinStore::get(&skin.records.datasets, img.dataset_id)?;
+    let clean = ds.as_ref().is_some_and(|d| d.clean_images_as_soon_as_ready);
+    let shown2 = shown.clone();
+    let updated = skin.records.update_image(img.id, |i| {
+        i.status = ImageStatus::Done;
+        i.results = results.clone();
+        i.aux = aux_records.clone();
+        i.quality_issues = shown2.quality_issues.clone();
+        i.detection_error = shown2.detection_error.clone();
+        i.parameters = Some(shown2.parameters.clone());
+        i.masks = a.masks.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect();
+        i.processed_at = Some(now.clone());
+        i.processed_unix = Some(unix_now());
+        i.error = None;
+    })?;
+    let Some(updated) = updated else {
+        // Deleted while it was analysed: drop what was made for it.
+        for a in &aux_records {
+            skin.store.blobs.delete(&a.blob)?;
+        }
+        skin.queue.dequeue(img.id)?;
+        return skin.store.flush_async().await;
+    };
+    if clean {
+        super::retention::erase_one(skin, &updated, false)?;
+    }
+    let delivery = super::hooks::delivery_for(skin, &updated)?;
+    if let Some(d) = &delivery {
+        skin.webhooks.enqueue(d)?;
+    }
+    skin.queue.dequeue(img.id)?;
+    skin.store.flush_async().await?;
+    if delivery.is_some() {
+        skin.webhooks.wake();
+    }
+    let outcome = if a.face.is_none() { "no_face" } else { "analysed" };
+    skin.metrics.skin_analyses.with_label_values(&[outcome]).inc();
+    tell(skin, &updated, started);
+    tracing::info!(image = %img.id, outcome, ms = started.elapsed().as_millis() as u64, "skin image analysed");
+    Ok(())
+}
+
+/// Publish each algorithm's result, then the image's notification.
+fn tell(skin: &Skin, img: &Image, started: Instant) {
+    let topic = company_topic(img.company_id);
+    for row in super::views::result_rows(img) {
+        skin.events.publish(&topic, "result", row);
+    }
+    skin.events.publish(&topic, "image", notification(img, started));
+}
+
+/// The notification message of a processed image.
+pub fn notification(img: &Image, started: Instant) -> Value {
+    json!({
+        "event": "image_processed",
+        "image_id": img.id, "batch_id": img.batch_id, "subject_id": img.subject_id,
+        "dataset_id": img.dataset_id, "company_id": img.company_id,
+        "status": if img.status == ImageStatus::Done { "done" } else { "failed" },
+        "is_ok": img.status == ImageStatus::Done && img.detection_error.is_none(),
+        "quality_issues": img.quality_issues, "detection_error": img.detection_error,
+        "error": img.error,
+        "algorithms": img.results.iter().map(|r| r.algorithm_version_id).collect::<Vec<_>>(),
+        "processing_seconds": started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The photo cannot be analysed: say why, dequeue, tell.
+async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
+    let why = why.to_string();
+    let updated = skin.records.update_image(img.id, |i| {
+        i.status = ImageStatus::Failed;
+        i.error = Some(why.clone());
+        i.processed_at = Some(now_rfc3339());
+        i.processed_unix = Some(unix_now());
+    })?;
+    let delivery = match &updated {
+        Some(u) => super::hooks::delivery_for(skin, u)?,
+        None => None,
+    };
+    if let Some(d) = &delivery {
+        skin.webhooks.enqueue(d)?;
+    }
+    skin.queue.dequeue(img.id)?;
+    skin.store.flush_async().await?;
+    if delivery.is_some() {
+        skin.webhooks.wake();
+    }
+    skin.metrics.skin_analyses.with_label_values(&["failed"]).inc();
+    if let Some(u) = updated {
+        tell(skin, &u, Instant::now());
+    }
+    tracing::info!(image = %img.id, error = %why, "skin image not analysable");
+    Ok(())
+}
