@@ -2,6 +2,8 @@
 //! directory, the real model and the photos in tests/fixtures.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::path::{Path, PathBuf};
 
 use argus::cli::manage::Command;

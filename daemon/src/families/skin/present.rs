@@ -177,7 +177,10 @@ pub fn present(a: &Analysis, enabled: &[u32]) -> Presented {
         .map(|i| format!("{}: {}", i.code, i.message));
     let mut results = Vec::new();
     let mut parameters = serde_json::Map::new();
-    for id in enabled {
+    // The detector's result first: the pipeline finishes it first.
+    let mut order = enabled.to_vec();
+    order.sort_by_key(|a| (*a != FACE_DETECTOR, *a));
+    for id in &order {
         let Some(alg) = catalog::algorithm(*id) else {
             continue;
         };

@@ -176,6 +176,10 @@ async fn finish(
     }
     skin.queue.dequeue(img.id)?;
     skin.store.flush_async().await?;
+    if clean {
+        // The erased files' names are durable in the cleanup queue now.
+        skin.store.run_cleanup()?;
+    }
     if delivery.is_some() {
         skin.webhooks.wake();
     }

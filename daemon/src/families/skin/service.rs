@@ -95,6 +95,9 @@ type R = Router<Arc<Skin>>;
 /// `path` with its trailing slash and without.
 fn both(r: R, path: &str, m: MethodRouter<Arc<Skin>>) -> R {
     let bare = path.trim_end_matches('/');
+    if bare == path {
+        return r.route(path, m);
+    }
     r.route(path, m.clone()).route(bare, m)
 }
 
