@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use argus::cli::manage::Command;
@@ -16,7 +15,6 @@ use common::receiver::receiver;
 use common::{fixture, json, start, start_in, Server, ROOT};
 use serde_json::{json, Value};
 use sha2::Digest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HOST: &str = "argus.test";
 

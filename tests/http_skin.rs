@@ -63,7 +63,13 @@ async fn login(s: &Server, email: &str) -> Value {
 }
 
 /// One JSON call with a bearer token: (status, body or null).
-async fn call(s: &Server, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let mut rb = s
         .client
         .request(method.parse().unwrap(), s.url(path))
@@ -91,38 +97,82 @@ async fn tenant(s: &Server, company: &str, algorithms: Option<Value>) -> Tenant 
     let l = login(s, &email).await;
     let token = l["access_token"].as_str().unwrap().to_string();
     let c = l["company_id"].as_str().unwrap().to_string();
-    let (st, ds) = call(s, "POST", &format!("/api/v1/companies/{c}/datasets/"), &token,
-        Some(json!({"name": "kiosk", "image_type_id": 1}))).await;
+    let (st, ds) = call(
+        s,
+        "POST",
+        &format!("/api/v1/companies/{c}/datasets/"),
+        &token,
+        Some(json!({"name": "kiosk", "image_type_id": 1})),
+    )
+    .await;
     assert_eq!(st, 201, "{ds}");
     let d = ds["id"].as_str().unwrap().to_string();
     let mut run = json!({"dataset_id": d});
     if let Some(a) = algorithms {
         run["enabled_algorithms"] = a;
     }
-    let (st, v) = call(s, "POST", &format!("/api/v1/companies/{c}/applications/{FM2}/runs/"), &token, Some(run)).await;
+    let (st, v) = call(
+        s,
+        "POST",
+        &format!("/api/v1/companies/{c}/applications/{FM2}/runs/"),
+        &token,
+        Some(run),
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
-    Tenant { token, company: c, user: l["id"].as_str().unwrap().to_string(), dataset: d }
+    Tenant {
+        token,
+        company: c,
+        user: l["id"].as_str().unwrap().to_string(),
+        dataset: d,
+    }
 }
 
 /// Subject and batch; returns (subject, batch).
 async fn subject_and_batch(s: &Server, t: &Tenant, name: &str) -> (String, String) {
-    let base = format!("/api/v1/companies/{}/datasets/{}/subjects/", t.company, t.dataset);
+    let base = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/",
+        t.company, t.dataset
+    );
     let (st, sub) = call(s, "POST", &base, &t.token, Some(json!({"name": name}))).await;
     assert_eq!(st, 201, "{sub}");
     let sid = sub["id"].as_str().unwrap().to_string();
-    let (st, b) = call(s, "POST", &format!("{base}{sid}/batches/"), &t.token, Some(json!({}))).await;
+    let (st, b) = call(
+        s,
+        "POST",
+        &format!("{base}{sid}/batches/"),
+        &t.token,
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(st, 201, "{b}");
     (sid, b["id"].as_str().unwrap().to_string())
 }
 
 fn image_path(t: &Tenant, sid: &str, bid: &str) -> String {
-    format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/{bid}/images/", t.company, t.dataset)
+    format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/{bid}/images/",
+        t.company, t.dataset
+    )
 }
 
-async fn upload_b64(s: &Server, t: &Tenant, sid: &str, bid: &str, side: u32, bytes: &[u8]) -> (u16, Value) {
+async fn upload_b64(
+    s: &Server,
+    t: &Tenant,
+    sid: &str,
+    bid: &str,
+    side: u32,
+    bytes: &[u8],
+) -> (u16, Value) {
     let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
-    call(s, "POST", &image_path(t, sid, bid), &t.token,
-        Some(json!({"side_id": side, "light_id": 1, "b64data": b64}))).await
+    call(
+        s,
+        "POST",
+        &image_path(t, sid, bid),
+        &t.token,
+        Some(json!({"side_id": side, "light_id": 1, "b64data": b64})),
+    )
+    .await
 }
 
 /// Poll an image's results until every algorithm has one.
@@ -131,7 +181,10 @@ async fn results_when_done(s: &Server, t: &Tenant, path: &str) -> Vec<Value> {
         let (st, v) = call(s, "GET", &format!("{path}results/"), &t.token, None).await;
         assert_eq!(st, 200, "{v}");
         let rows = v.as_array().unwrap().clone();
-        if rows.first().is_some_and(|r| r["all_algorithms_calculated"] == true) {
+        if rows
+            .first()
+            .is_some_and(|r| r["all_algorithms_calculated"] == true)
+        {
             return rows;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -139,18 +192,30 @@ async fn results_when_done(s: &Server, t: &Tenant, path: &str) -> Vec<Value> {
     panic!("results never completed for {path}");
 }
 
-async fn ws(s: &Server, path: &str, token: &str) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+async fn ws(
+    s: &Server,
+    path: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
     let url = s.url(path).replace("http://", "ws://");
     let mut req = url.into_client_request().unwrap();
     // The quick-start's streaming client sends the bare token.
-    req.headers_mut().insert("Authorization", token.parse().unwrap());
-    let (sock, _) = tokio_tungstenite::connect_async(req).await.expect("websocket opens");
+    req.headers_mut()
+        .insert("Authorization", token.parse().unwrap());
+    let (sock, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("websocket opens");
     sock
 }
 
 async fn next_json<S>(sock: &mut S) -> Value
 where
-    S: futures_util::Stream<Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+    S: futures_util::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
 {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(120), sock.next())
@@ -170,34 +235,84 @@ async fn quick_start_flow() {
     let s = start(|_| {}).await;
     add_user(&s, "Acme Skin", "dev@acme.test").await;
     let l = login(&s, "dev@acme.test").await;
-    for k in ["access_token", "refresh_token", "company_id", "id", "token_access", "profile"] {
+    for k in [
+        "access_token",
+        "refresh_token",
+        "company_id",
+        "id",
+        "token_access",
+        "profile",
+    ] {
         assert!(!l[k].is_null(), "login lacks {k}: {l}");
     }
     // Dictionaries need no token.
-    let types = json(s.client.get(s.url("/api/v1/dicts/image_types/")).send().await.unwrap()).await;
+    let types = json(
+        s.client
+            .get(s.url("/api/v1/dicts/image_types/"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(types[0]["id"], 1);
     assert_eq!(types[0]["sides"].as_array().unwrap().len(), 3);
-    let algs = json(s.client.get(s.url("/api/v1/dicts/algorithms")).send().await.unwrap()).await;
+    let algs = json(
+        s.client
+            .get(s.url("/api/v1/dicts/algorithms"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     let algs = algs.as_array().unwrap();
-    assert!(algs.iter().any(|a| a["id"] == 40 && a["is_available"] == true));
-    assert!(algs.iter().any(|a| a["id"] == 30 && a["tech_name"] == "selfie_v2.redness"));
+    assert!(algs
+        .iter()
+        .any(|a| a["id"] == 40 && a["is_available"] == true));
+    assert!(algs
+        .iter()
+        .any(|a| a["id"] == 30 && a["tech_name"] == "selfie_v2.redness"));
     let pores = algs.iter().find(|a| a["parameter"] == "pores").unwrap();
     assert_eq!(pores["is_available"], false);
     assert!(pores["unavailable_reason"].as_str().unwrap().len() > 20);
 
     let t = tenant(&s, "acme-kiosk", Some(json!([30, 40]))).await;
     // A private token works like the login's from here on.
-    let (st, pt) = call(&s, "POST", "/api/v1/auth/private_tokens/", &t.token,
-        Some(json!({"name": "kiosk", "expiration_time": "2099-04-17T16:10:17.350Z"}))).await;
+    let (st, pt) = call(
+        &s,
+        "POST",
+        "/api/v1/auth/private_tokens/",
+        &t.token,
+        Some(json!({"name": "kiosk", "expiration_time": "2099-04-17T16:10:17.350Z"})),
+    )
+    .await;
     assert_eq!(st, 201, "{pt}");
-    let t = Tenant { token: pt["data"].as_str().unwrap().to_string(), ..t };
+    let t = Tenant {
+        token: pt["data"].as_str().unwrap().to_string(),
+        ..t
+    };
     // The application list names the appliance's own application.
-    let (st, apps) = call(&s, "GET", &format!("/api/v1/companies/{}/applications/", t.company), &t.token, None).await;
+    let (st, apps) = call(
+        &s,
+        "GET",
+        &format!("/api/v1/companies/{}/applications/", t.company),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
-    assert!(apps[0]["aliases"].as_array().unwrap().iter().any(|a| a == FM2));
+    assert!(apps[0]["aliases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == FM2));
 
     let mut notes = ws(&s, &format!("/notifications/?user_id={}", t.user), &t.token).await;
-    let mut stream = ws(&s, &format!("/api/v1/companies/{}/results_streaming/", t.company), &t.token).await;
+    let mut stream = ws(
+        &s,
+        &format!("/api/v1/companies/{}/results_streaming/", t.company),
+        &t.token,
+    )
+    .await;
     let (sid, bid) = subject_and_batch(&s, &t, "My subject name").await;
     let (st, img) = upload_b64(&s, &t, &sid, &bid, 1, &selfie(0)).await;
     assert_eq!(st, 201, "{img}");
@@ -205,51 +320,134 @@ async fn quick_start_flow() {
 
     // The results stream: one message per algorithm, the face detector first.
     let first = next_json(&mut stream).await;
-    assert_eq!((first["image_id"].as_str(), &first["algorithm_version_id"]), (Some(iid.as_str()), &json!(40)));
+    assert_eq!(
+        (first["image_id"].as_str(), &first["algorithm_version_id"]),
+        (Some(iid.as_str()), &json!(40))
+    );
     let second = next_json(&mut stream).await;
     assert_eq!(second["algorithm_version_id"], 30);
     let note = next_json(&mut notes).await;
-    assert_eq!((note["image_id"].as_str(), note["status"].as_str()), (Some(iid.as_str()), Some("done")));
+    assert_eq!(
+        (note["image_id"].as_str(), note["status"].as_str()),
+        (Some(iid.as_str()), Some("done"))
+    );
     notes.close(None).await.unwrap();
 
     let ipath = format!("{}{iid}/", image_path(&t, &sid, &bid));
     let rows = results_when_done(&s, &t, &ipath).await;
-    let ids: Vec<i64> = rows.iter().map(|r| r["algorithm_version_id"].as_i64().unwrap()).collect();
-    assert_eq!(ids, vec![40, 30], "only the enabled algorithms ran, the detector first");
-    let redness = rows.iter().find(|r| r["algorithm_version_id"] == 30).unwrap();
+    let ids: Vec<i64> = rows
+        .iter()
+        .map(|r| r["algorithm_version_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![40, 30],
+        "only the enabled algorithms ran, the detector first"
+    );
+    let redness = rows
+        .iter()
+        .find(|r| r["algorithm_version_id"] == 30)
+        .unwrap();
     assert_eq!(redness["is_ok"], true, "{redness}");
-    let ei = redness["result"]["area_results"][0]["main_metric"]["value"].as_f64().unwrap();
+    let ei = redness["result"]["area_results"][0]["main_metric"]["value"]
+        .as_f64()
+        .unwrap();
     assert!((-20.0..80.0).contains(&ei), "erythema index {ei}");
 
     // Aux images, fetched with ?token= as the quick-start prints them.
     let (st, aux) = call(&s, "GET", &format!("{ipath}aux/"), &t.token, None).await;
     assert_eq!(st, 200);
-    let aligned = aux.as_array().unwrap().iter().find(|a| a["aux_image_type"]["name"] == "aligned_face").unwrap();
-    let r = s.client.get(s.url(&format!("/images/{}.jpg?token={}", aligned["id"].as_str().unwrap(), t.token))).send().await.unwrap();
+    let aligned = aux
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["aux_image_type"]["name"] == "aligned_face")
+        .unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!(
+            "/images/{}.jpg?token={}",
+            aligned["id"].as_str().unwrap(),
+            t.token
+        )))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let jpg = r.bytes().await.unwrap();
     assert!(image::load_from_memory(&jpg).is_ok());
-    let r = s.client.get(s.url(&format!("/images/{}.jpg", aligned["id"].as_str().unwrap()))).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!("/images/{}.jpg", aligned["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "no token, no image");
 
     // A second photo a moment later: history has both, smoothing averages them.
-    let (_, b2) = call(&s, "POST", &format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/", t.company, t.dataset), &t.token, Some(json!({}))).await;
+    let (_, b2) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
+            t.company, t.dataset
+        ),
+        &t.token,
+        Some(json!({})),
+    )
+    .await;
     let bid2 = b2["id"].as_str().unwrap().to_string();
     let (st, img2) = upload_b64(&s, &t, &sid, &bid2, 1, &selfie(1)).await;
     assert_eq!(st, 201);
-    let ipath2 = format!("{}{}/", image_path(&t, &sid, &bid2), img2["id"].as_str().unwrap());
+    let ipath2 = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid2),
+        img2["id"].as_str().unwrap()
+    );
     let rows2 = results_when_done(&s, &t, &ipath2).await;
-    let ei2 = rows2.iter().find(|r| r["algorithm_version_id"] == 30).unwrap()["result"]["area_results"][0]["main_metric"]["value"].as_f64().unwrap();
+    let ei2 = rows2
+        .iter()
+        .find(|r| r["algorithm_version_id"] == 30)
+        .unwrap()["result"]["area_results"][0]["main_metric"]["value"]
+        .as_f64()
+        .unwrap();
     let today = time::OffsetDateTime::now_utc().date();
-    let (st, hist) = call(&s, "GET", &format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/all_results/?date_from={}", t.company, t.dataset, today - time::Duration::weeks(1)), &t.token, None).await;
+    let (st, hist) = call(
+        &s,
+        "GET",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/all_results/?date_from={}",
+            t.company,
+            t.dataset,
+            today - time::Duration::weeks(1)
+        ),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{hist}");
     assert_eq!(hist.as_array().unwrap().len(), 2);
     let (st, sm) = call(&s, "GET", &format!("{ipath2}smoothed_results/?sample_time_window=14&sample_max_size=10&smoothing_method=mean"), &t.token, None).await;
     assert_eq!(st, 200, "{sm}");
-    let red = sm.as_array().unwrap().iter().find(|m| m["algorithm_version_id"] == 30).unwrap();
+    let red = sm
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["algorithm_version_id"] == 30)
+        .unwrap();
     assert_eq!(red["samples"], 2);
-    assert!((red["value"].as_f64().unwrap() - (ei + ei2) / 2.0).abs() < 0.06, "{red} vs {ei} {ei2}");
-    let (st, _) = call(&s, "GET", &format!("{ipath2}smoothed_results/?smoothing_method=median"), &t.token, None).await;
+    assert!(
+        (red["value"].as_f64().unwrap() - (ei + ei2) / 2.0).abs() < 0.06,
+        "{red} vs {ei} {ei2}"
+    );
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("{ipath2}smoothed_results/?smoothing_method=median"),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 400);
     s.stop().await;
 }
@@ -261,27 +459,72 @@ async fn v3_flow_and_upload_rules() {
     let s = start(|c| c.skin_api.upload_url_secs = 3).await;
     let t = tenant(&s, "acme-v3", None).await;
     let (sid, _) = subject_and_batch(&s, &t, "v3 subject").await;
-    let (st, up) = call(&s, "POST", &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company), &t.token,
-        Some(json!({"front": "my_selfie.jpg", "meta": {}}))).await;
+    let (st, up) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
+        &t.token,
+        Some(json!({"front": "my_selfie.jpg", "meta": {}})),
+    )
+    .await;
     assert_eq!(st, 200, "{up}");
     let bid = up["image_batch_id"].as_str().unwrap().to_string();
     let front = &up["front"];
     assert_eq!(front["method"], "PUT");
-    assert_eq!(front["headers"]["X-Goog-Content-Length-Range"], "1,31457280");
+    assert_eq!(
+        front["headers"]["X-Goog-Content-Length-Range"],
+        "1,31457280"
+    );
     let url = front["url"].as_str().unwrap().to_string();
     // Computing before the bytes arrived says what is missing.
-    let (st, v) = call(&s, "POST", &format!("/api/v3/companies/{}/batches/{bid}/compute/", t.company), &t.token, Some(json!({"app_args": null}))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/batches/{bid}/compute/", t.company),
+        &t.token,
+        Some(json!({"app_args": null})),
+    )
+    .await;
     assert_eq!(st, 400, "{v}");
     // Not an image: refused, and the URL is still good for the real one.
-    let r = s.client.put(&url).body(b"hello, not a photo".to_vec()).send().await.unwrap();
+    let r = s
+        .client
+        .put(&url)
+        .body(b"hello, not a photo".to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
-    let r = s.client.put(&url).header("content-type", "application/octet-stream").body(selfie(2)).send().await.unwrap();
+    let r = s
+        .client
+        .put(&url)
+        .header("content-type", "application/octet-stream")
+        .body(selfie(2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let r = s.client.put(&url).body(selfie(2)).send().await.unwrap();
     assert_eq!(r.status(), 409, "single use");
     let forged = url.replace("signature=", "signature=0");
-    assert_eq!(s.client.put(&forged).body(selfie(2)).send().await.unwrap().status(), 403);
-    let (st, _) = call(&s, "POST", &format!("/api/v3/companies/{}/batches/{bid}/compute/", t.company), &t.token, Some(json!({"app_args": null}))).await;
+    assert_eq!(
+        s.client
+            .put(&forged)
+            .body(selfie(2))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let (st, _) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/batches/{bid}/compute/", t.company),
+        &t.token,
+        Some(json!({"app_args": null})),
+    )
+    .await;
     assert_eq!(st, 200);
     let mut res = Value::Null;
     for _ in 0..600 {
@@ -303,28 +546,79 @@ async fn v3_flow_and_upload_rules() {
     let r = s.client.get(svg).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<svg"));
-    let (st, p) = call(&s, "GET", &format!("/api/v3/companies/{}/subjects/{sid}/parameters/", t.company), &t.token, None).await;
+    let (st, p) = call(
+        &s,
+        "GET",
+        &format!("/api/v3/companies/{}/subjects/{sid}/parameters/", t.company),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(p[0]["image_batch_id"], bid.as_str());
     assert_eq!(p[0]["all_algorithms_calculated"], true);
     assert!(p[0]["predicted_images"]["front"]["aligned_face"].is_string());
-    let (st, info) = call(&s, "GET", &format!("/api/v3/companies/{}/batches/{bid}/", t.company), &t.token, None).await;
+    let (st, info) = call(
+        &s,
+        "GET",
+        &format!("/api/v3/companies/{}/batches/{bid}/", t.company),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 200);
     assert_eq!(info["images"]["front"]["name"], "my_selfie.jpg");
     assert_eq!(info["subject"]["id"], sid.as_str());
     // A second (empty) batch: the list pages DRF-style.
-    let (_, _) = call(&s, "POST", &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company), &t.token, Some(json!({"left": "l.jpg"}))).await;
-    let (st, list) = call(&s, "GET", &format!("/api/v3/companies/{}/batches/?subject_id={sid}&page_size=1&ordering=creation_time", t.company), &t.token, None).await;
+    let (_, _) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
+        &t.token,
+        Some(json!({"left": "l.jpg"})),
+    )
+    .await;
+    let (st, list) = call(
+        &s,
+        "GET",
+        &format!(
+            "/api/v3/companies/{}/batches/?subject_id={sid}&page_size=1&ordering=creation_time",
+            t.company
+        ),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!(st, 200, "{list}");
     assert_eq!(list["count"], 3);
     assert!(list["next"].as_str().unwrap().contains("page=2"));
     assert!(list["previous"].is_null());
-    let (st, list) = call(&s, "GET", &format!("/api/v3/companies/{}/batches/?q=my_selfie", t.company), &t.token, None).await;
+    let (st, list) = call(
+        &s,
+        "GET",
+        &format!("/api/v3/companies/{}/batches/?q=my_selfie", t.company),
+        &t.token,
+        None,
+    )
+    .await;
     assert_eq!((st, &list["count"]), (200, &json!(1)));
     // An upload URL past its lifetime is refused.
-    let (_, up2) = call(&s, "POST", &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company), &t.token, Some(json!({"front": "late.jpg"}))).await;
+    let (_, up2) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
+        &t.token,
+        Some(json!({"front": "late.jpg"})),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(4100)).await;
-    let r = s.client.put(up2["front"]["url"].as_str().unwrap()).body(selfie(2)).send().await.unwrap();
+    let r = s
+        .client
+        .put(up2["front"]["url"].as_str().unwrap())
+        .body(selfie(2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     s.stop().await;
 }
@@ -337,27 +631,60 @@ async fn bad_input_is_refused_clearly() {
     let (sid, bid) = subject_and_batch(&s, &t, "bad").await;
     let (st, v) = upload_b64(&s, &t, &sid, &bid, 4, &selfie(0)).await;
     assert_eq!(st, 400);
-    assert!(v["side_id"][0].as_str().unwrap().contains("not a side"), "{v}");
+    assert!(
+        v["side_id"][0].as_str().unwrap().contains("not a side"),
+        "{v}"
+    );
     let (st, v) = upload_b64(&s, &t, &sid, &bid, 1, b"GIF89a not really").await;
     assert!(st == 415 || st == 400, "{st} {v}");
     assert!(v["detail"].is_string());
     let big = vec![0xffu8; 2_100_000];
     let (st, _) = upload_b64(&s, &t, &sid, &bid, 1, &big).await;
     assert_eq!(st, 413);
-    let (st, v) = call(&s, "POST", &image_path(&t, &sid, &bid), &t.token, Some(json!({"side_id": 1, "b64data": "%%%"}))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &image_path(&t, &sid, &bid),
+        &t.token,
+        Some(json!({"side_id": 1, "b64data": "%%%"})),
+    )
+    .await;
     assert_eq!(st, 400, "{v}");
-    let (st, v) = call(&s, "POST", &format!("/api/v1/companies/{}/datasets/", t.company), &t.token, Some(json!({"name": "x", "image_type_id": 1, "expire_images_after_days": 400}))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/companies/{}/datasets/", t.company),
+        &t.token,
+        Some(json!({"name": "x", "image_type_id": 1, "expire_images_after_days": 400})),
+    )
+    .await;
     assert_eq!(st, 400);
     assert!(v["expire_images_after_days"].is_array(), "{v}");
     // No face: analysed, and the detection error says so.
     let (st, img) = upload_b64(&s, &t, &sid, &bid, 1, &fixture("coffee.jpg")).await;
     assert_eq!(st, 201);
-    let path = format!("{}{}/", image_path(&t, &sid, &bid), img["id"].as_str().unwrap());
+    let path = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid),
+        img["id"].as_str().unwrap()
+    );
     let rows = results_when_done(&s, &t, &path).await;
-    let det = rows.iter().find(|r| r["algorithm_version_id"] == 40).unwrap();
+    let det = rows
+        .iter()
+        .find(|r| r["algorithm_version_id"] == 40)
+        .unwrap();
     assert_eq!(det["is_ok"], false);
-    assert!(det["result"]["error"].as_str().unwrap().starts_with("no_face"), "{det}");
-    assert!(rows.iter().filter(|r| r["algorithm_version_id"] != 40).all(|r| r["is_ok"] == false));
+    assert!(
+        det["result"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no_face"),
+        "{det}"
+    );
+    assert!(rows
+        .iter()
+        .filter(|r| r["algorithm_version_id"] != 40)
+        .all(|r| r["is_ok"] == false));
     // The same side twice in one batch.
     let (st, v) = upload_b64(&s, &t, &sid, &bid, 1, &selfie(0)).await;
     assert_eq!(st, 400, "{v}");
@@ -371,36 +698,111 @@ async fn tenants_are_isolated_and_tokens_behave() {
     let a = tenant(&s, "clinic-a", None).await;
     let b = tenant(&s, "clinic-b", None).await;
     let (sid, _) = subject_and_batch(&s, &a, "alice").await;
-    let a_subject = format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/", a.company, a.dataset);
+    let a_subject = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/{sid}/",
+        a.company, a.dataset
+    );
     assert_eq!(call(&s, "GET", &a_subject, &a.token, None).await.0, 200);
-    assert_eq!(call(&s, "GET", &a_subject, &b.token, None).await.0, 404, "another company's subject");
-    let b_path = format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/", b.company, b.dataset);
-    assert_eq!(call(&s, "GET", &b_path, &b.token, None).await.0, 404, "A's subject under B's dataset");
-    assert_eq!(call(&s, "GET", &format!("/api/v3/companies/{}/subjects/{sid}/parameters/", b.company), &b.token, None).await.0, 404);
-    let (st, list) = call(&s, "GET", &format!("/api/v3/companies/{}/batches/", b.company), &b.token, None).await;
+    assert_eq!(
+        call(&s, "GET", &a_subject, &b.token, None).await.0,
+        404,
+        "another company's subject"
+    );
+    let b_path = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/{sid}/",
+        b.company, b.dataset
+    );
+    assert_eq!(
+        call(&s, "GET", &b_path, &b.token, None).await.0,
+        404,
+        "A's subject under B's dataset"
+    );
+    assert_eq!(
+        call(
+            &s,
+            "GET",
+            &format!("/api/v3/companies/{}/subjects/{sid}/parameters/", b.company),
+            &b.token,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (st, list) = call(
+        &s,
+        "GET",
+        &format!("/api/v3/companies/{}/batches/", b.company),
+        &b.token,
+        None,
+    )
+    .await;
     assert_eq!((st, &list["count"]), (200, &json!(0)));
     // Refresh gives a working access token.
     let l = login(&s, "owner@clinic-a.test").await;
-    let r = s.client.post(s.url("/api/v1/auth/refresh/")).json(&json!({"refresh": l["refresh_token"]})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/v1/auth/refresh/"))
+        .json(&json!({"refresh": l["refresh_token"]}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let fresh = json(r).await["access_token"].as_str().unwrap().to_string();
     assert_eq!(call(&s, "GET", &a_subject, &fresh, None).await.0, 200);
     // The access token is not a refresh token.
-    let r = s.client.post(s.url("/api/v1/auth/refresh/")).json(&json!({"refresh": fresh})).send().await.unwrap();
+    let r = s
+        .client
+        .post(s.url("/api/v1/auth/refresh/"))
+        .json(&json!({"refresh": fresh}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     // Private tokens: revoked at once; expired on time.
-    let (_, pt) = call(&s, "POST", "/api/v1/auth/private_tokens/", &a.token, Some(json!({"name": "short", "expiration_time": "2099-01-01T00:00:00Z"}))).await;
+    let (_, pt) = call(
+        &s,
+        "POST",
+        "/api/v1/auth/private_tokens/",
+        &a.token,
+        Some(json!({"name": "short", "expiration_time": "2099-01-01T00:00:00Z"})),
+    )
+    .await;
     let data = pt["data"].as_str().unwrap().to_string();
     assert_eq!(call(&s, "GET", &a_subject, &data, None).await.0, 200);
     let (st, listed) = call(&s, "GET", "/api/v1/auth/private_tokens/", &a.token, None).await;
     assert_eq!((st, &listed["count"]), (200, &json!(1)));
-    assert!(listed["results"][0].get("data").is_none(), "the token is shown once");
-    assert_eq!(call(&s, "DELETE", &format!("/api/v1/auth/private_tokens/{}/", pt["id"].as_str().unwrap()), &a.token, None).await.0, 204);
+    assert!(
+        listed["results"][0].get("data").is_none(),
+        "the token is shown once"
+    );
+    assert_eq!(
+        call(
+            &s,
+            "DELETE",
+            &format!(
+                "/api/v1/auth/private_tokens/{}/",
+                pt["id"].as_str().unwrap()
+            ),
+            &a.token,
+            None
+        )
+        .await
+        .0,
+        204
+    );
     assert_eq!(call(&s, "GET", &a_subject, &data, None).await.0, 401);
     let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
-    let (_, pt) = call(&s, "POST", "/api/v1/auth/private_tokens/", &a.token, Some(json!({"name": "2s", "expiration_time": soon}))).await;
+    let (_, pt) = call(
+        &s,
+        "POST",
+        "/api/v1/auth/private_tokens/",
+        &a.token,
+        Some(json!({"name": "2s", "expiration_time": soon})),
+    )
+    .await;
     let short = pt["data"].as_str().unwrap().to_string();
     assert_eq!(call(&s, "GET", &a_subject, &short, None).await.0, 200);
     tokio::time::sleep(Duration::from_millis(2600)).await;
@@ -409,7 +811,13 @@ async fn tenants_are_isolated_and_tokens_behave() {
     let mut last = 0;
     let mut retry = None;
     for _ in 0..8 {
-        let r = s.client.post(s.url("/api/v1/login/")).json(&json!({"username": "owner@clinic-b.test", "password": "wrong password"})).send().await.unwrap();
+        let r = s
+            .client
+            .post(s.url("/api/v1/login/"))
+            .json(&json!({"username": "owner@clinic-b.test", "password": "wrong password"}))
+            .send()
+            .await
+            .unwrap();
         last = r.status().as_u16();
         retry = r.headers().get("retry-after").cloned();
     }
@@ -433,12 +841,29 @@ async fn webhook_is_signed_authorized_and_retried() {
     })
     .await;
     let t = tenant(&s, "acme-hooks", None).await;
-    let hooks = format!("/api/v1/companies/{}/datasets/{}/webhooks/", t.company, t.dataset);
+    let hooks = format!(
+        "/api/v1/companies/{}/datasets/{}/webhooks/",
+        t.company, t.dataset
+    );
     // An internal address the operator did not allow is refused.
-    let (st, v) = call(&s, "POST", &hooks, &t.token, Some(json!({"url": "https://10.0.0.5/hook"}))).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &hooks,
+        &t.token,
+        Some(json!({"url": "https://10.0.0.5/hook"})),
+    )
+    .await;
     assert_eq!(st, 400, "{v}");
-    let (st, w) = call(&s, "POST", &hooks, &t.token, Some(json!({"url": format!("https://localhost:{port}/skin-hook"),
-        "authorization": "bearer", "authorization_value": "receiver-secret", "method": "post"}))).await;
+    let (st, w) = call(
+        &s,
+        "POST",
+        &hooks,
+        &t.token,
+        Some(json!({"url": format!("https://localhost:{port}/skin-hook"),
+        "authorization": "bearer", "authorization_value": "receiver-secret", "method": "post"})),
+    )
+    .await;
     assert_eq!(st, 201, "{w}");
     let secret = hex::decode(w["secret_key"].as_str().unwrap()).unwrap();
     let (sid, bid) = subject_and_batch(&s, &t, "hooked").await;
@@ -454,9 +879,26 @@ async fn webhook_is_signed_authorized_and_retried() {
     assert_eq!(got.len(), 2, "the failed first delivery was retried");
     let (head, body) = &got[1];
     assert!(head.starts_with("POST /skin-hook"), "{head}");
-    assert!(head.to_lowercase().contains("authorization: bearer receiver-secret"), "{head}");
-    let sig = head.lines().find_map(|l| l.to_lowercase().strip_prefix("x-argus-signature:").map(|v| v.trim().to_string())).unwrap();
-    let t_part = sig.split(',').next().unwrap().trim_start_matches("t=").parse::<u64>().unwrap();
+    assert!(
+        head.to_lowercase()
+            .contains("authorization: bearer receiver-secret"),
+        "{head}"
+    );
+    let sig = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .strip_prefix("x-argus-signature:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap();
+    let t_part = sig
+        .split(',')
+        .next()
+        .unwrap()
+        .trim_start_matches("t=")
+        .parse::<u64>()
+        .unwrap();
     assert_eq!(sig, argus::webhooks::sign(&secret, t_part, body));
     let v: Value = serde_json::from_str(body).unwrap();
     assert_eq!(v["image_id"], iid.as_str());
@@ -472,8 +914,14 @@ async fn webhook_is_signed_authorized_and_retried() {
 async fn retention_and_erasure() {
     let s = start(|_| {}).await;
     let t = tenant(&s, "acme-gdpr", None).await;
-    let (st, _) = call(&s, "PUT", &format!("/api/v1/companies/{}/datasets/{}/", t.company, t.dataset), &t.token,
-        Some(json!({"clean_images_as_soon_as_ready": true, "expire_metadata_after_days": 30}))).await;
+    let (st, _) = call(
+        &s,
+        "PUT",
+        &format!("/api/v1/companies/{}/datasets/{}/", t.company, t.dataset),
+        &t.token,
+        Some(json!({"clean_images_as_soon_as_ready": true, "expire_metadata_after_days": 30})),
+    )
+    .await;
     assert_eq!(st, 200);
     let (sid, bid) = subject_and_batch(&s, &t, "erase me").await;
     let (_, img) = upload_b64(&s, &t, &sid, &bid, 1, &selfie(4)).await;
@@ -483,16 +931,38 @@ async fn retention_and_erasure() {
     assert!(rows.len() >= 2);
     let (_, view) = call(&s, "GET", &path, &t.token, None).await;
     assert_eq!(view["image_erased"], true, "{view}");
-    let r = s.client.get(s.url(&format!("/images/{iid}.jpg?token={}", t.token))).send().await.unwrap();
+    let r = s
+        .client
+        .get(s.url(&format!("/images/{iid}.jpg?token={}", t.token)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404, "the photo is gone");
     let (st, aux) = call(&s, "GET", &format!("{path}aux/"), &t.token, None).await;
-    assert_eq!((st, aux.as_array().unwrap().len()), (200, 0), "derived photos are gone too");
+    assert_eq!(
+        (st, aux.as_array().unwrap().len()),
+        (200, 0),
+        "derived photos are gone too"
+    );
     let blobs = s.dir.join("blobs/skin");
-    assert_eq!(std::fs::read_dir(&blobs).unwrap().count(), 0, "no file left in {}", blobs.display());
+    assert_eq!(
+        std::fs::read_dir(&blobs).unwrap().count(),
+        0,
+        "no file left in {}",
+        blobs.display()
+    );
     // Deleting the subject removes its records.
-    let subj = format!("/api/v1/companies/{}/datasets/{}/subjects/{sid}/", t.company, t.dataset);
+    let subj = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/{sid}/",
+        t.company, t.dataset
+    );
     assert_eq!(call(&s, "DELETE", &subj, &t.token, None).await.0, 204);
-    assert_eq!(call(&s, "GET", &format!("{path}results/"), &t.token, None).await.0, 404);
+    assert_eq!(
+        call(&s, "GET", &format!("{path}results/"), &t.token, None)
+            .await
+            .0,
+        404
+    );
     s.stop().await;
 }
 
@@ -509,9 +979,20 @@ async fn analysis_resumes_after_restart() {
     s.stop().await;
     let s = start_in(&dir, |_| {}).await;
     let l = login(&s, "owner@acme-restart.test").await;
-    let t = Tenant { token: l["access_token"].as_str().unwrap().to_string(), ..t };
-    let path = format!("{}{}/", image_path(&t, &sid, &bid), img["id"].as_str().unwrap());
+    let t = Tenant {
+        token: l["access_token"].as_str().unwrap().to_string(),
+        ..t
+    };
+    let path = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid),
+        img["id"].as_str().unwrap()
+    );
     let rows = results_when_done(&s, &t, &path).await;
-    assert!(rows.iter().any(|r| r["algorithm_version_id"] == 40 && r["is_ok"] == true), "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["algorithm_version_id"] == 40 && r["is_ok"] == true),
+        "{rows:?}"
+    );
     s.stop().await;
 }

@@ -88,4 +88,3 @@ pub async fn receiver() -> (u16, String, Received) {
     });
     (port, cert_pem, got)
 }
-

@@ -265,9 +265,8 @@ fn flatten(img: DynamicImage) -> (image::RgbImage, Option<Vec<u8>>) {
 
 /// The checks [`decode`] makes before it decodes, from the header alone
 /// (format accepted, still image, size within the limits): for uploads
-/// that are stored now and decoded later. Returns the format's name and
-/// the size when the header gives it.
-pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<(&'static str, Option<(u32, u32)>), ImagingError> {
+/// that are stored now and decoded later. Returns the format's name.
+pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<&'static str, ImagingError> {
     if bytes.is_empty() {
         return Err(ImagingError::Empty);
     }
@@ -284,11 +283,10 @@ pub fn probe(bytes: &[u8], limits: &DecodeLimits) -> Result<(&'static str, Optio
             "animated {name} images ({n} frames) are not supported: send a still photo"
         )));
     }
-    let size = imagesize::blob_size(bytes).ok();
-    if let Some(s) = size {
+    if let Ok(s) = imagesize::blob_size(bytes) {
         check_size(s.width as u64, s.height as u64, limits)?;
     }
-    Ok((name, size.map(|s| (s.width as u32, s.height as u32))))
+    Ok(name)
 }
 
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingError> {

@@ -165,16 +165,26 @@ fn login_body(skin: &Skin, user: &User) -> Value {
 }
 
 /// `POST /api/v1/login/`.
-pub async fn login(State(skin): State<Arc<Skin>>, parts: Parts, body: axum::body::Bytes) -> SkinResult<Json<Value>> {
+pub async fn login(
+    State(skin): State<Arc<Skin>>,
+    parts: Parts,
+    body: axum::body::Bytes,
+) -> SkinResult<Json<Value>> {
     let b: LoginBody = serde_json::from_slice(crate::http::without_bom(&body))
         .map_err(|e| SkinError::BadRequest(format!("JSON parse error - {e}")))?;
     let username = b.username.unwrap_or_default().trim().to_string();
     let pw = b.password.unwrap_or_default();
     if username.is_empty() {
-        return Err(SkinError::Field("username", "This field is required.".into()));
+        return Err(SkinError::Field(
+            "username",
+            "This field is required.".into(),
+        ));
     }
     if pw.is_empty() {
-        return Err(SkinError::Field("password", "This field is required.".into()));
+        return Err(SkinError::Field(
+            "password",
+            "This field is required.".into(),
+        ));
     }
     let ip = client_ip(&parts);
     skin.limiters
@@ -213,7 +223,10 @@ pub struct RefreshBody {
 }
 
 /// `POST /api/v1/auth/refresh/`.
-pub async fn refresh(State(skin): State<Arc<Skin>>, Json(b): Json<RefreshBody>) -> SkinResult<Json<Value>> {
+pub async fn refresh(
+    State(skin): State<Arc<Skin>>,
+    Json(b): Json<RefreshBody>,
+) -> SkinResult<Json<Value>> {
     let token = b
         .refresh
         .ok_or_else(|| SkinError::Field("refresh", "This field is required.".into()))?;
@@ -242,19 +255,34 @@ fn token_view(t: &PrivateToken) -> Value {
 }
 
 /// `POST /api/v1/auth/private_tokens/` → 201 with `data`, the token (once).
-pub async fn create_token(State(skin): State<Arc<Skin>>, caller: Caller, Json(b): Json<NewToken>) -> SkinResult<Response> {
+pub async fn create_token(
+    State(skin): State<Arc<Skin>>,
+    caller: Caller,
+    Json(b): Json<NewToken>,
+) -> SkinResult<Response> {
     let name = b.name.unwrap_or_default().trim().to_string();
     if name.is_empty() || name.chars().count() > 255 {
-        return Err(SkinError::Field("name", "Must be 1 to 255 characters.".into()));
+        return Err(SkinError::Field(
+            "name",
+            "Must be 1 to 255 characters.".into(),
+        ));
     }
     let exp_s = b
         .expiration_time
         .ok_or_else(|| SkinError::Field("expiration_time", "This field is required.".into()))?;
     let exp = time::OffsetDateTime::parse(&exp_s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| SkinError::Field("expiration_time", "Datetime has wrong format. Use RFC 3339.".into()))?;
+        .map_err(|_| {
+        SkinError::Field(
+            "expiration_time",
+            "Datetime has wrong format. Use RFC 3339.".into(),
+        )
+    })?;
     let expires_at = exp.unix_timestamp();
     if expires_at <= unix_now() as i64 {
-        return Err(SkinError::Field("expiration_time", "Must be in the future.".into()));
+        return Err(SkinError::Field(
+            "expiration_time",
+            "Must be in the future.".into(),
+        ));
     }
     let data = format!("skn_{}", random_token());
     let rec = PrivateToken {
@@ -269,7 +297,9 @@ pub async fn create_token(State(skin): State<Arc<Skin>>, caller: Caller, Json(b)
     let (records, store, r) = (skin.records.clone(), skin.store.clone(), rec.clone());
     blocking(move || {
         SkinStore::put(&records.tokens, r.id, &r)?;
-        records.token_hashes.insert(r.token_hash.as_bytes(), r.id.as_bytes())?;
+        records
+            .token_hashes
+            .insert(r.token_hash.as_bytes(), r.id.as_bytes())?;
         store.flush()
     })
     .await?;
@@ -293,13 +323,25 @@ pub async fn list_tokens(
 ) -> SkinResult<Json<Value>> {
     let records = skin.records.clone();
     let me = caller.user.id;
-    let all = blocking(move || SkinStore::scan(&records.tokens, |t: &PrivateToken| t.user_id == me)).await?;
+    let all =
+        blocking(move || SkinStore::scan(&records.tokens, |t: &PrivateToken| t.user_id == me))
+            .await?;
     let views: Vec<Value> = all.iter().rev().map(token_view).collect();
-    Ok(Json(super::paging::page(&skin.origin(&parts), &parts, views, q.page, q.page_size)?))
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        views,
+        q.page,
+        q.page_size,
+    )?))
 }
 
 /// `DELETE /api/v1/auth/private_tokens/{id}/` → 204; refused at once.
-pub async fn delete_token(State(skin): State<Arc<Skin>>, caller: Caller, Path(id): Path<Uuid>) -> SkinResult<StatusCode> {
+pub async fn delete_token(
+    State(skin): State<Arc<Skin>>,
+    caller: Caller,
+    Path(id): Path<Uuid>,
+) -> SkinResult<StatusCode> {
     let (records, store) = (skin.records.clone(), skin.store.clone());
     let me = caller.user.id;
     let found = blocking(move || {
@@ -323,7 +365,12 @@ pub async fn delete_token(State(skin): State<Arc<Skin>>, caller: Caller, Path(id
 
 /// Add a user to company `company` (created when new); the command line's
 /// `argusd skin users add` and the appliance admin endpoint both call it.
-pub fn add_user(records: &SkinStore, company: &str, email: &str, pw: &str) -> Result<Value, String> {
+pub fn add_user(
+    records: &SkinStore,
+    company: &str,
+    email: &str,
+    pw: &str,
+) -> Result<Value, String> {
     let company = company.trim();
     let email = email.trim().to_lowercase();
     if company.is_empty() || company.chars().count() > 255 {

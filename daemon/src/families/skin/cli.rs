@@ -63,7 +63,8 @@ pub fn execute(store: &crate::store::Store, cmd: SkinCommand) -> Result<serde_js
             password,
         } => super::accounts::add_user(&records, &company, &email, &password),
         SkinCommand::UserList => {
-            let users = SkinStore::scan(&records.users, |_: &User| true).map_err(|e| e.to_string())?;
+            let users =
+                SkinStore::scan(&records.users, |_: &User| true).map_err(|e| e.to_string())?;
             Ok(serde_json::Value::Array(
                 users
                     .iter()

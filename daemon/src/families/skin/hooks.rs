@@ -72,16 +72,37 @@ pub async fn configure(skin: &Skin, d: Uuid, b: WebhookBody) -> SkinResult<Webho
     if method != "post" && method != "get" {
         return Err(SkinError::Field("method", "Use post or get.".into()));
     }
-    let auth = b.authorization.map(|a| a.to_lowercase()).filter(|a| !a.is_empty() && a != "none");
+    let auth = b
+        .authorization
+        .map(|a| a.to_lowercase())
+        .filter(|a| !a.is_empty() && a != "none");
     if let Some(a) = &auth {
         if !["query", "basic", "bearer"].contains(&a.as_str()) {
-            return Err(SkinError::Field("authorization", "Use query, basic or bearer.".into()));
+            return Err(SkinError::Field(
+                "authorization",
+                "Use query, basic or bearer.".into(),
+            ));
         }
-        if b.authorization_value.as_deref().unwrap_or_default().is_empty() {
-            return Err(SkinError::Field("authorization_value", "Required with authorization.".into()));
+        if b.authorization_value
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
+            return Err(SkinError::Field(
+                "authorization_value",
+                "Required with authorization.".into(),
+            ));
         }
-        if a != "bearer" && b.authorization_key.as_deref().unwrap_or_default().is_empty() {
-            return Err(SkinError::Field("authorization_key", "Required with query and basic authorization.".into()));
+        if a != "bearer"
+            && b.authorization_key
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty()
+        {
+            return Err(SkinError::Field(
+                "authorization_key",
+                "Required with query and basic authorization.".into(),
+            ));
         }
     }
     let (records, store) = (skin.records.clone(), skin.store.clone());
@@ -169,7 +190,11 @@ pub fn delivery_for(skin: &Skin, img: &Image) -> Result<Option<Delivery>, StoreE
     }
     let get = w.method == "get";
     if get {
-        let status = if img.status == ImageStatus::Done { "done" } else { "failed" };
+        let status = if img.status == ImageStatus::Done {
+            "done"
+        } else {
+            "failed"
+        };
         url.query_pairs_mut()
             .append_pair("event", "image_processed")
             .append_pair("company_id", &img.company_id.to_string())

@@ -37,7 +37,9 @@ pub fn blob_key(id: Uuid) -> String {
 pub fn check_bytes(skin: &Skin, bytes: &[u8]) -> SkinResult<()> {
     let max = skin.config.skin_api.max_image_bytes;
     if bytes.is_empty() {
-        return Err(SkinError::BadRequest("The image is empty (0 bytes).".into()));
+        return Err(SkinError::BadRequest(
+            "The image is empty (0 bytes).".into(),
+        ));
     }
     if bytes.len() > max {
         return Err(SkinError::PayloadTooLarge(format!(
@@ -55,17 +57,26 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
     let side = catalog::side(new.side_id).ok_or_else(|| {
         SkinError::Field(
             "side_id",
-            format!("Side {} is not a side of image type selfie (1 front, 2 right, 3 left).", new.side_id),
+            format!(
+                "Side {} is not a side of image type selfie (1 front, 2 right, 3 left).",
+                new.side_id
+            ),
         )
     })?;
     if new.light_id != catalog::LIGHT_REGULAR {
         return Err(SkinError::Field(
             "light_id",
-            format!("Light {} is not a light of image type selfie (1 regular).", new.light_id),
+            format!(
+                "Light {} is not a light of image type selfie (1 regular).",
+                new.light_id
+            ),
         ));
     }
     if new.name.trim().is_empty() || new.name.chars().count() > 255 {
-        return Err(SkinError::Field("name", "Must be 1 to 255 characters.".into()));
+        return Err(SkinError::Field(
+            "name",
+            "Must be 1 to 255 characters.".into(),
+        ));
     }
     if let Some(b) = &new.bytes {
         check_bytes(skin, b)?;
@@ -111,7 +122,11 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
     let bytes = new.bytes;
     let batch_id = bt.id;
     let stored = blocking(move || {
-        if records.batch_images(batch_id)?.iter().any(|i| i.side_id == x.side_id) {
+        if records
+            .batch_images(batch_id)?
+            .iter()
+            .any(|i| i.side_id == x.side_id)
+        {
             return Ok(false);
         }
         if let (Some(b), Some(key)) = (&bytes, &x.blob) {
@@ -128,7 +143,10 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
     if !stored {
         return Err(SkinError::Field(
             "side_id",
-            format!("The batch already has a {} image; use a new batch.", side.tech_name),
+            format!(
+                "The batch already has a {} image; use a new batch.",
+                side.tech_name
+            ),
         ));
     }
     if queued {

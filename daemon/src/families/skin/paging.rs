@@ -34,7 +34,11 @@ fn link(origin: &str, parts: &Parts, page: u64) -> String {
 /// as the client reached it.
 pub fn page(
     origin: &str,
-    parts: &Parts, items: Vec<Value>, page: Option<u64>, size: Option<u64>) -> SkinResult<Value> {
+    parts: &Parts,
+    items: Vec<Value>,
+    page: Option<u64>,
+    size: Option<u64>,
+) -> SkinResult<Value> {
     let size = size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
     let page = page.unwrap_or(1);
     let count = items.len() as u64;

@@ -58,7 +58,13 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
                     metric("L*", "l", json!(r1(i.l)), "numeric", json!({})),
                     metric("a*", "a", json!(r1(i.a)), "numeric", json!({})),
                     metric("b*", "b", json!(r1(i.b)), "numeric", json!({})),
-                    metric("ITA class", "ita_class", json!(i.class), "category", json!({})),
+                    metric(
+                        "ITA class",
+                        "ita_class",
+                        json!(i.class),
+                        "category",
+                        json!({}),
+                    ),
                 ],
             )];
             for (area, c) in &i.areas {
@@ -79,9 +85,20 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
             raw = serde_json::to_value(s).ok()?;
             vec![area_result(
                 "face",
-                metric("Skin tone", "skintone", json!(s.value), "category",
-                    json!({"categories": ["very_light", "light", "intermediate", "tan", "brown", "dark"]})),
-                vec![metric("ITA", "ita", json!(r1(s.ita)), "numeric", json!({"unit": "degree"}))],
+                metric(
+                    "Skin tone",
+                    "skintone",
+                    json!(s.value),
+                    "category",
+                    json!({"categories": ["very_light", "light", "intermediate", "tan", "brown", "dark"]}),
+                ),
+                vec![metric(
+                    "ITA",
+                    "ita",
+                    json!(r1(s.ita)),
+                    "numeric",
+                    json!({"unit": "degree"}),
+                )],
             )]
         }
         "redness" => {
@@ -89,16 +106,40 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
             raw = serde_json::to_value(r).ok()?;
             let mut v = vec![area_result(
                 "face",
-                metric("Erythema index", "erythema_index", json!(r1(r.erythema_index)), "numeric", json!({})),
-                vec![metric("a*", "a_mean", json!(r1(r.a_mean)), "numeric", json!({}))],
+                metric(
+                    "Erythema index",
+                    "erythema_index",
+                    json!(r1(r.erythema_index)),
+                    "numeric",
+                    json!({}),
+                ),
+                vec![metric(
+                    "a*",
+                    "a_mean",
+                    json!(r1(r.a_mean)),
+                    "numeric",
+                    json!({}),
+                )],
             )];
             for (area, x) in &r.areas {
                 v.push(area_result(
                     area.name(),
-                    metric("Erythema index", "erythema_index", json!(r1(x.erythema_index)), "numeric", json!({})),
+                    metric(
+                        "Erythema index",
+                        "erythema_index",
+                        json!(r1(x.erythema_index)),
+                        "numeric",
+                        json!({}),
+                    ),
                     vec![
                         metric("a*", "a_mean", json!(r1(x.a_mean)), "numeric", json!({})),
-                        metric("a* (90th percentile)", "a_p90", json!(r1(x.a_p90)), "numeric", json!({})),
+                        metric(
+                            "a* (90th percentile)",
+                            "a_p90",
+                            json!(r1(x.a_p90)),
+                            "numeric",
+                            json!({}),
+                        ),
                     ],
                 ));
             }
@@ -109,8 +150,20 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
             raw = serde_json::to_value(d).ok()?;
             vec![area_result(
                 "eye_area",
-                metric("Under-eye ΔL*", "delta_l", json!(r2(d.delta_l)), "numeric", json!({})),
-                vec![metric("Under-eye ΔE*ab", "delta_e", json!(r2(d.delta_e)), "numeric", json!({}))],
+                metric(
+                    "Under-eye ΔL*",
+                    "delta_l",
+                    json!(r2(d.delta_l)),
+                    "numeric",
+                    json!({}),
+                ),
+                vec![metric(
+                    "Under-eye ΔE*ab",
+                    "delta_e",
+                    json!(r2(d.delta_e)),
+                    "numeric",
+                    json!({}),
+                )],
             )]
         }
         "age" => {
@@ -118,8 +171,20 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
             raw = serde_json::to_value(g).ok()?;
             vec![area_result(
                 "face",
-                metric("Perceived age", "age", json!(r1(g.value)), "numeric", json!({"unit": "year"})),
-                vec![metric("Confidence", "confidence", json!(r2(g.confidence)), "numeric", json!({}))],
+                metric(
+                    "Perceived age",
+                    "age",
+                    json!(r1(g.value)),
+                    "numeric",
+                    json!({"unit": "year"}),
+                ),
+                vec![metric(
+                    "Confidence",
+                    "confidence",
+                    json!(r2(g.confidence)),
+                    "numeric",
+                    json!({}),
+                )],
             )]
         }
         _ => return None,

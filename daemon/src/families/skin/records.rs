@@ -176,11 +176,10 @@ impl Image {
     /// Every enabled algorithm has a stored result.
     pub fn all_calculated(&self) -> bool {
         self.status == ImageStatus::Failed
-            || self.enabled.iter().all(|a| {
-                self.results
-                    .iter()
-                    .any(|r| r.algorithm_version_id == *a)
-            })
+            || self
+                .enabled
+                .iter()
+                .all(|a| self.results.iter().any(|r| r.algorithm_version_id == *a))
     }
 }
 
@@ -279,14 +278,13 @@ impl SkinStore {
         mut f: impl FnMut(&mut Image),
     ) -> Result<Option<Image>, StoreError> {
         let mut out = None;
-        self.images
-            .fetch_and_update(id.as_bytes(), |old| {
-                let mut img: Image = serde_json::from_slice(old?).ok()?;
-                f(&mut img);
-                let bytes = enc(&img);
-                out = Some(img);
-                Some(bytes)
-            })?;
+        self.images.fetch_and_update(id.as_bytes(), |old| {
+            let mut img: Image = serde_json::from_slice(old?).ok()?;
+            f(&mut img);
+            let bytes = enc(&img);
+            out = Some(img);
+            Some(bytes)
+        })?;
         Ok(out)
     }
 

@@ -81,7 +81,14 @@ pub fn erase_one(skin: &Skin, img: &Image, keep_aux: bool) -> Result<(), StoreEr
 }
 
 fn clear_one(skin: &Skin, img: &Image) -> Result<(), StoreError> {
-    queue_blob_cleanup(&skin.store, &Image { blob: None, ..img.clone() }, true)?;
+    queue_blob_cleanup(
+        &skin.store,
+        &Image {
+            blob: None,
+            ..img.clone()
+        },
+        true,
+    )?;
     skin.records.update_image(img.id, |i| {
         i.results.clear();
         i.aux.clear();
@@ -151,7 +158,9 @@ pub async fn erase_images(
 ) -> SkinResult<usize> {
     let s = skin.clone();
     Ok(blocking(move || {
-        let imgs = SkinStore::scan(&s.records.images, |i: &Image| keep(i) && (i.blob.is_some() || !i.aux.is_empty()))?;
+        let imgs = SkinStore::scan(&s.records.images, |i: &Image| {
+            keep(i) && (i.blob.is_some() || !i.aux.is_empty())
+        })?;
         for img in &imgs {
             erase_one(&s, img, !with_aux)?;
         }
@@ -163,7 +172,10 @@ pub async fn erase_images(
 }
 
 /// Clear the results of every image `keep` selects.
-pub async fn clear_results(skin: &Arc<Skin>, keep: impl Fn(&Image) -> bool + Send + 'static) -> SkinResult<usize> {
+pub async fn clear_results(
+    skin: &Arc<Skin>,
+    keep: impl Fn(&Image) -> bool + Send + 'static,
+) -> SkinResult<usize> {
     let s = skin.clone();
     Ok(blocking(move || {
         let imgs = SkinStore::scan(&s.records.images, |i: &Image| keep(i))?;
@@ -247,13 +259,22 @@ mod tests {
         assert_eq!(due(&d, &i, t0 + 7 * DAY - 1), Due::default());
         assert_eq!(
             due(&d, &i, t0 + 7 * DAY),
-            Due { erase_images: true, clear_results: false }
+            Due {
+                erase_images: true,
+                clear_results: false
+            }
         );
         assert_eq!(
             due(&d, &i, t0 + 30 * DAY),
-            Due { erase_images: true, clear_results: true }
+            Due {
+                erase_images: true,
+                clear_results: true
+            }
         );
-        let erased = Image { blob: None, ..i.clone() };
+        let erased = Image {
+            blob: None,
+            ..i.clone()
+        };
         assert!(!due(&d, &erased, t0 + 8 * DAY).erase_images);
         let mut now = ds();
         now.expire_images_after_days = None;

@@ -47,9 +47,21 @@ async fn analyse_image(
         skin.queue.dequeue(id)?;
         return Ok(());
     };
-    let bytes = match img.blob.as_deref().map(|k| skin.store.blobs.get(k)).transpose()? {
+    let bytes = match img
+        .blob
+        .as_deref()
+        .map(|k| skin.store.blobs.get(k))
+        .transpose()?
+    {
         Some(Some(b)) => b,
-        _ => return fail(skin, img, "the photo is no longer stored (erased before analysis)").await,
+        _ => {
+            return fail(
+                skin,
+                img,
+                "the photo is no longer stored (erased before analysis)",
+            )
+            .await
+        }
     };
     let _reservation = loop {
         match skin.decode_budget.reserve(&bytes).await {
@@ -104,9 +116,19 @@ async fn finish(
     let redness = 30;
     if let Some(images) = &a.images {
         for (kind, bytes, ct, algs) in [
-            ("aligned_face", &images.aligned_face_jpeg, "image/jpeg", vec![31, 32, 33, 34]),
+            (
+                "aligned_face",
+                &images.aligned_face_jpeg,
+                "image/jpeg",
+                vec![31, 32, 33, 34],
+            ),
             ("anonymised", &images.anonymised_jpeg, "image/jpeg", vec![]),
-            ("redness_heatmap", &images.redness_png, "image/png", vec![redness]),
+            (
+                "redness_heatmap",
+                &images.redness_png,
+                "image/png",
+                vec![redness],
+            ),
         ] {
             aux.push((kind, bytes.clone(), ct, algs));
         }
@@ -154,7 +176,11 @@ async fn finish(
         i.quality_issues = shown2.quality_issues.clone();
         i.detection_error = shown2.detection_error.clone();
         i.parameters = Some(shown2.parameters.clone());
-        i.masks = a.masks.iter().map(|(k, v)| (k.name().to_string(), v.clone())).collect();
+        i.masks = a
+            .masks
+            .iter()
+            .map(|(k, v)| (k.name().to_string(), v.clone()))
+            .collect();
         i.processed_at = Some(now.clone());
         i.processed_unix = Some(unix_now());
         i.error = None;
@@ -183,8 +209,15 @@ async fn finish(
     if delivery.is_some() {
         skin.webhooks.wake();
     }
-    let outcome = if a.face.is_none() { "no_face" } else { "analysed" };
-    skin.metrics.skin_analyses.with_label_values(&[outcome]).inc();
+    let outcome = if a.face.is_none() {
+        "no_face"
+    } else {
+        "analysed"
+    };
+    skin.metrics
+        .skin_analyses
+        .with_label_values(&[outcome])
+        .inc();
     tell(skin, &updated, started);
     tracing::info!(image = %img.id, outcome, ms = started.elapsed().as_millis() as u64, "skin image analysed");
     Ok(())
@@ -196,7 +229,8 @@ fn tell(skin: &Skin, img: &Image, started: Instant) {
     for row in super::views::result_rows(img) {
         skin.events.publish(&topic, "result", row);
     }
-    skin.events.publish(&topic, "image", notification(img, started));
+    skin.events
+        .publish(&topic, "image", notification(img, started));
 }
 
 /// The notification message of a processed image.
@@ -235,7 +269,10 @@ async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
     if delivery.is_some() {
         skin.webhooks.wake();
     }
-    skin.metrics.skin_analyses.with_label_values(&["failed"]).inc();
+    skin.metrics
+        .skin_analyses
+        .with_label_values(&["failed"])
+        .inc();
     if let Some(u) = updated {
         tell(skin, &u, Instant::now());
     }

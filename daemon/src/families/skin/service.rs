@@ -53,7 +53,11 @@ impl Skin {
             })
             .map(str::to_string)
             .unwrap_or_else(|| self.config.listen.to_string());
-        let scheme = if self.config.tls.enabled { "https" } else { "http" };
+        let scheme = if self.config.tls.enabled {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{host}")
     }
 }
@@ -118,7 +122,10 @@ fn routes() -> R {
             "/api/v1/auth/private_tokens/",
             post(accounts::create_token).get(accounts::list_tokens),
         ),
-        ("/api/v1/auth/private_tokens/{token_id}/", delete(accounts::delete_token)),
+        (
+            "/api/v1/auth/private_tokens/{token_id}/",
+            delete(accounts::delete_token),
+        ),
         (
             "/api/v1/appliance/skin/users/",
             get(accounts::admin_list_users).post(accounts::admin_add_user),
@@ -131,9 +138,15 @@ fn routes() -> R {
     }
     let owned: Vec<(String, MethodRouter<Arc<Skin>>)> = vec![
         (format!("{c}/applications/"), get(v1::applications)),
-        (format!("{c}/applications/{{app_id}}/runs/"), post(v1::attach_application)),
+        (
+            format!("{c}/applications/{{app_id}}/runs/"),
+            post(v1::attach_application),
+        ),
         (format!("{c}/results_streaming/"), get(streams::results)),
-        (format!("{c}/datasets/"), post(v1::create_dataset).get(v1::list_datasets)),
+        (
+            format!("{c}/datasets/"),
+            post(v1::create_dataset).get(v1::list_datasets),
+        ),
         (
             format!("{d}/"),
             get(v1::get_dataset)
@@ -141,29 +154,69 @@ fn routes() -> R {
                 .post(v1::update_dataset)
                 .patch(v1::update_dataset),
         ),
-        (format!("{d}/webhooks/"), post(v1::set_webhook).get(v1::get_webhook).delete(v1::delete_webhook)),
-        (format!("{d}/subjects/"), post(v1::create_subject).get(v1::list_subjects)),
+        (
+            format!("{d}/webhooks/"),
+            post(v1::set_webhook)
+                .get(v1::get_webhook)
+                .delete(v1::delete_webhook),
+        ),
+        (
+            format!("{d}/subjects/"),
+            post(v1::create_subject).get(v1::list_subjects),
+        ),
         (
             format!("{s}/"),
-            get(v1::get_subject).patch(v1::patch_subject).delete(v1::delete_subject),
+            get(v1::get_subject)
+                .patch(v1::patch_subject)
+                .delete(v1::delete_subject),
         ),
-        (format!("{s}/delete_photos/"), post(v1::erase_subject_photos)),
-        (format!("{s}/clear_metadata/"), post(v1::clear_subject_metadata)),
+        (
+            format!("{s}/delete_photos/"),
+            post(v1::erase_subject_photos),
+        ),
+        (
+            format!("{s}/clear_metadata/"),
+            post(v1::clear_subject_metadata),
+        ),
         (format!("{s}/all_results/"), get(v1::all_results)),
-        (format!("{s}/batches/"), post(v1::create_batch).get(v1::list_subject_batches)),
-        (format!("{b}/images/"), post(v1::upload_image).get(v1::list_batch_images)),
+        (
+            format!("{s}/batches/"),
+            post(v1::create_batch).get(v1::list_subject_batches),
+        ),
+        (
+            format!("{b}/images/"),
+            post(v1::upload_image).get(v1::list_batch_images),
+        ),
         (format!("{i}/"), get(v1::get_image)),
         (format!("{i}/results/"), get(v1::image_results)),
         (format!("{i}/aux/"), get(v1::image_aux)),
         (format!("{i}/smoothed_results/"), get(v1::smoothed_results)),
-        (format!("{c}/subjects/{{subject_id}}/signed_upload_url/"), post(v3::signed_upload_url_v1)),
-        (format!("{v3c}/subjects/{{subject_id}}/upload/"), post(v3::start_upload)),
-        (format!("{v3c}/subjects/{{subject_id}}/parameters/"), get(v3::parameters)),
+        (
+            format!("{c}/subjects/{{subject_id}}/signed_upload_url/"),
+            post(v3::signed_upload_url_v1),
+        ),
+        (
+            format!("{v3c}/subjects/{{subject_id}}/upload/"),
+            post(v3::start_upload),
+        ),
+        (
+            format!("{v3c}/subjects/{{subject_id}}/parameters/"),
+            get(v3::parameters),
+        ),
         (format!("{v3c}/batches/"), get(v3::list_batches)),
         (format!("{v3c}/batches/{{batch_id}}/"), get(v3::batch_info)),
-        (format!("{v3c}/batches/{{batch_id}}/compute/"), post(v3::compute)),
-        (format!("{v3c}/batches/{{batch_id}}/results/"), get(v3::batch_results)),
-        ("/api/v3/uploads/{upload_id}/".to_string(), put(v3::put_upload)),
+        (
+            format!("{v3c}/batches/{{batch_id}}/compute/"),
+            post(v3::compute),
+        ),
+        (
+            format!("{v3c}/batches/{{batch_id}}/results/"),
+            get(v3::batch_results),
+        ),
+        (
+            "/api/v3/uploads/{upload_id}/".to_string(),
+            put(v3::put_upload),
+        ),
         ("/images/{file}".to_string(), get(v1::image_file)),
     ];
     for (path, m) in owned {

@@ -36,7 +36,12 @@ impl Method {
 /// The samples of `series` ((unix seconds, value), any order) that count
 /// for an image taken at `at`: within `window_days` before it, at most
 /// `max_size` of the most recent, oldest first.
-pub fn window(series: &[(u64, f64)], at: u64, window_days: u32, max_size: usize) -> Vec<(u64, f64)> {
+pub fn window(
+    series: &[(u64, f64)],
+    at: u64,
+    window_days: u32,
+    max_size: usize,
+) -> Vec<(u64, f64)> {
     let from = at.saturating_sub(window_days as u64 * 86_400);
     let mut s: Vec<(u64, f64)> = series
         .iter()
@@ -94,7 +99,11 @@ pub fn smooth(method: Method, samples: &[(u64, f64)], at: u64) -> Option<f64> {
             if n < 2.0 || sxx == 0.0 {
                 return Some(my);
             }
-            let sxy: f64 = days.iter().zip(&values).map(|(x, y)| (x - mx) * (y - my)).sum();
+            let sxy: f64 = days
+                .iter()
+                .zip(&values)
+                .map(|(x, y)| (x - mx) * (y - my))
+                .sum();
             let slope = sxy / sxx;
             // The line at t = `at`, which is x = 0.
             Some(my - slope * mx)
@@ -118,7 +127,10 @@ mod tests {
             (at, 4.0),
             (at + DAY, 5.0), // after the image: out
         ];
-        assert_eq!(window(&s, at, 14, 10), vec![(at - 14 * DAY, 2.0), (at - 3 * DAY, 3.0), (at, 4.0)]);
+        assert_eq!(
+            window(&s, at, 14, 10),
+            vec![(at - 14 * DAY, 2.0), (at - 3 * DAY, 3.0), (at, 4.0)]
+        );
         assert_eq!(window(&s, at, 14, 2), vec![(at - 3 * DAY, 3.0), (at, 4.0)]);
     }
 
@@ -134,7 +146,10 @@ mod tests {
         assert!((smooth(Method::Mean, &s, at).unwrap() - 17.2).abs() < 1e-9);
         // Sorted 10 11 12 13 40: Q1 = 11, Q3 = 13, IQR = 2, fences [8, 16]:
         // 40 is an outlier; mean of the rest = 11.5.
-        assert_eq!(without_outliers(&[10.0, 12.0, 11.0, 13.0, 40.0]), vec![10.0, 12.0, 11.0, 13.0]);
+        assert_eq!(
+            without_outliers(&[10.0, 12.0, 11.0, 13.0, 40.0]),
+            vec![10.0, 12.0, 11.0, 13.0]
+        );
         assert!((smooth(Method::MeanWithoutOutliers, &s, at).unwrap() - 11.5).abs() < 1e-9);
         // Three samples: nothing dropped.
         assert_eq!(without_outliers(&[1.0, 2.0, 100.0]).len(), 3);
@@ -146,10 +161,21 @@ mod tests {
         // Days -3, -2, -1, 0 with values 1, 3, 2, 4: mean x = -1.5, mean y = 2.5,
         // Sxx = 5, Sxy = (-1.5)(-1.5) + (-0.5)(0.5) + (0.5)(-0.5) + (1.5)(1.5) = 4,
         // slope 0.8, value at x = 0: 2.5 + 0.8 * 1.5 = 3.7.
-        let s = [(at - 3 * DAY, 1.0), (at - 2 * DAY, 3.0), (at - DAY, 2.0), (at, 4.0)];
+        let s = [
+            (at - 3 * DAY, 1.0),
+            (at - 2 * DAY, 3.0),
+            (at - DAY, 2.0),
+            (at, 4.0),
+        ];
         assert!((smooth(Method::LinearApproximation, &s, at).unwrap() - 3.7).abs() < 1e-9);
-        assert_eq!(smooth(Method::LinearApproximation, &[(at, 5.0)], at), Some(5.0));
-        assert_eq!(smooth(Method::LinearApproximation, &[(at, 5.0), (at, 7.0)], at), Some(6.0));
+        assert_eq!(
+            smooth(Method::LinearApproximation, &[(at, 5.0)], at),
+            Some(5.0)
+        );
+        assert_eq!(
+            smooth(Method::LinearApproximation, &[(at, 5.0), (at, 7.0)], at),
+            Some(6.0)
+        );
         assert_eq!(smooth(Method::Mean, &[], at), None);
         assert_eq!(Method::parse("median"), None);
     }

@@ -43,7 +43,9 @@ pub async fn notifications(
     ws: WebSocketUpgrade,
 ) -> SkinResult<Response> {
     if q.user_id.is_some_and(|u| u != caller.user.id) {
-        return Err(SkinError::Forbidden("user_id is not the token's user".into()));
+        return Err(SkinError::Forbidden(
+            "user_id is not the token's user".into(),
+        ));
     }
     let company = caller.user.company_id;
     Ok(ws.on_upgrade(move |socket| follow(skin, socket, company, "image", "notifications")))
@@ -61,7 +63,13 @@ pub async fn results(
 }
 
 /// Forward the company's events of `kind` until either side closes.
-async fn follow(skin: Arc<Skin>, mut socket: WebSocket, company: Uuid, kind: &'static str, label: &'static str) {
+async fn follow(
+    skin: Arc<Skin>,
+    mut socket: WebSocket,
+    company: Uuid,
+    kind: &'static str,
+    label: &'static str,
+) {
     let gauge = skin.metrics.skin_open_sockets.with_label_values(&[label]);
     gauge.inc();
     let mut events = skin.events.subscribe(&company_topic(company));

@@ -34,7 +34,10 @@ pub async fn image_types() -> Json<Value> {
 /// the appliance does not compute with `is_available: false` and why.
 pub async fn algorithms() -> Json<Value> {
     Json(Value::Array(
-        catalog::algorithms().iter().map(catalog::algorithm_json).collect(),
+        catalog::algorithms()
+            .iter()
+            .map(catalog::algorithm_json)
+            .collect(),
     ))
 }
 
@@ -70,12 +73,19 @@ pub async fn attach_application(
     for a in &algs {
         match catalog::algorithm(*a) {
             None => {
-                return Err(SkinError::Field("enabled_algorithms", format!("Unknown algorithm id {a}.")))
+                return Err(SkinError::Field(
+                    "enabled_algorithms",
+                    format!("Unknown algorithm id {a}."),
+                ))
             }
             Some(alg) if alg.unavailable.is_some() => {
                 return Err(SkinError::Field(
                     "enabled_algorithms",
-                    format!("Algorithm {a} ({}) is not available on this appliance: {}", alg.tech_name, alg.unavailable.unwrap_or_default()),
+                    format!(
+                        "Algorithm {a} ({}) is not available on this appliance: {}",
+                        alg.tech_name,
+                        alg.unavailable.unwrap_or_default()
+                    ),
                 ))
             }
             _ => {}
@@ -94,7 +104,9 @@ pub async fn attach_application(
     };
     let (records, store, r) = (skin.records.clone(), skin.store.clone(), run.clone());
     let ds = blocking(move || {
-        let Some(mut ds) = SkinStore::get::<Dataset>(&records.datasets, d)?.filter(|x| x.company_id == c) else {
+        let Some(mut ds) =
+            SkinStore::get::<Dataset>(&records.datasets, d)?.filter(|x| x.company_id == c)
+        else {
             return Ok(None);
         };
         ds.run = Some(r);
@@ -126,7 +138,10 @@ pub struct DatasetBody {
 fn check_name(field: &'static str, name: &str) -> SkinResult<String> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 512 {
-        return Err(SkinError::Field(field, "Must be 1 to 512 characters.".into()));
+        return Err(SkinError::Field(
+            field,
+            "Must be 1 to 512 characters.".into(),
+        ));
     }
     Ok(n.to_string())
 }
@@ -145,13 +160,24 @@ fn apply_dataset(ds: &mut Dataset, b: DatasetBody) -> SkinResult<()> {
         ds.image_type_id = t;
     }
     for (field, v, slot) in [
-        ("expire_images_after_days", b.expire_images_after_days, &mut ds.expire_images_after_days),
-        ("expire_metadata_after_days", b.expire_metadata_after_days, &mut ds.expire_metadata_after_days),
+        (
+            "expire_images_after_days",
+            b.expire_images_after_days,
+            &mut ds.expire_images_after_days,
+        ),
+        (
+            "expire_metadata_after_days",
+            b.expire_metadata_after_days,
+            &mut ds.expire_metadata_after_days,
+        ),
     ] {
         if let Some(v) = v {
             if let Some(days) = v {
                 if !(1..=365).contains(&days) {
-                    return Err(SkinError::Field(field, "Ensure this value is between 1 and 365.".into()));
+                    return Err(SkinError::Field(
+                        field,
+                        "Ensure this value is between 1 and 365.".into(),
+                    ));
                 }
             }
             *slot = v;
@@ -188,7 +214,10 @@ pub async fn create_dataset(
         run: None,
     };
     if b.image_type_id.is_none() {
-        return Err(SkinError::Field("image_type_id", "This field is required.".into()));
+        return Err(SkinError::Field(
+            "image_type_id",
+            "This field is required.".into(),
+        ));
     }
     apply_dataset(&mut ds, b)?;
     let (records, store, d) = (skin.records.clone(), skin.store.clone(), ds.clone());
@@ -225,7 +254,13 @@ pub async fn list_datasets(
     })
     .await?;
     let views = all.iter().rev().map(dataset_view).collect();
-    Ok(Json(super::paging::page(&skin.origin(&parts), &parts, views, q.page, q.page_size)?))
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        views,
+        q.page,
+        q.page_size,
+    )?))
 }
 
 /// The caller's dataset `d` of company `c`, or 404.
@@ -239,7 +274,13 @@ pub async fn dataset(skin: &Skin, caller: &Caller, c: Uuid, d: Uuid) -> SkinResu
 }
 
 /// The caller's subject `s` in dataset `d`, or 404.
-pub async fn subject(skin: &Skin, caller: &Caller, c: Uuid, d: Uuid, s: Uuid) -> SkinResult<(Dataset, Subject)> {
+pub async fn subject(
+    skin: &Skin,
+    caller: &Caller,
+    c: Uuid,
+    d: Uuid,
+    s: Uuid,
+) -> SkinResult<(Dataset, Subject)> {
     let ds = dataset(skin, caller, c, d).await?;
     let records = skin.records.clone();
     let sub = blocking(move || SkinStore::get::<Subject>(&records.subjects, s))
@@ -250,7 +291,11 @@ pub async fn subject(skin: &Skin, caller: &Caller, c: Uuid, d: Uuid, s: Uuid) ->
 }
 
 /// The caller's batch `b` of subject `s`, or 404.
-pub async fn batch(skin: &Skin, caller: &Caller, ids: (Uuid, Uuid, Uuid, Uuid)) -> SkinResult<(Dataset, Subject, Batch)> {
+pub async fn batch(
+    skin: &Skin,
+    caller: &Caller,
+    ids: (Uuid, Uuid, Uuid, Uuid),
+) -> SkinResult<(Dataset, Subject, Batch)> {
     let (c, d, s, b) = ids;
     let (ds, sub) = subject(skin, caller, c, d, s).await?;
     let records = skin.records.clone();
@@ -262,7 +307,11 @@ pub async fn batch(skin: &Skin, caller: &Caller, ids: (Uuid, Uuid, Uuid, Uuid)) 
 }
 
 /// The caller's image `i` in batch `b`, or 404.
-pub async fn image(skin: &Skin, caller: &Caller, ids: (Uuid, Uuid, Uuid, Uuid, Uuid)) -> SkinResult<Image> {
+pub async fn image(
+    skin: &Skin,
+    caller: &Caller,
+    ids: (Uuid, Uuid, Uuid, Uuid, Uuid),
+) -> SkinResult<Image> {
     let (c, d, s, b, i) = ids;
     batch(skin, caller, (c, d, s, b)).await?;
     let records = skin.records.clone();
@@ -273,7 +322,11 @@ pub async fn image(skin: &Skin, caller: &Caller, ids: (Uuid, Uuid, Uuid, Uuid, U
 }
 
 /// `GET .../datasets/{d}/`.
-pub async fn get_dataset(State(skin): State<Arc<Skin>>, caller: Caller, Path((c, d)): Path<(Uuid, Uuid)>) -> SkinResult<Json<Value>> {
+pub async fn get_dataset(
+    State(skin): State<Arc<Skin>>,
+    caller: Caller,
+    Path((c, d)): Path<(Uuid, Uuid)>,
+) -> SkinResult<Json<Value>> {
     Ok(Json(dataset_view(&dataset(&skin, &caller, c, d).await?)))
 }
 
@@ -320,7 +373,10 @@ fn sex_id(v: &Value) -> SkinResult<u32> {
         _ => None,
     };
     id.filter(|i| (1..=3).contains(i)).ok_or_else(|| {
-        SkinError::Field("biological_sex", "Use 1 (female), 2 (male) or 3 (other).".into())
+        SkinError::Field(
+            "biological_sex",
+            "Use 1 (female), 2 (male) or 3 (other).".into(),
+        )
     })
 }
 
@@ -331,8 +387,12 @@ fn apply_subject(sub: &mut Subject, b: SubjectBody) -> SkinResult<()> {
     if let Some(bd) = b.birth_date {
         if let Some(s) = &bd {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
-            time::Date::parse(s, &fmt)
-                .map_err(|_| SkinError::Field("birth_date", "Date has wrong format. Use YYYY-MM-DD.".into()))?;
+            time::Date::parse(s, &fmt).map_err(|_| {
+                SkinError::Field(
+                    "birth_date",
+                    "Date has wrong format. Use YYYY-MM-DD.".into(),
+                )
+            })?;
         }
         sub.birth_date = bd;
     }
@@ -394,7 +454,13 @@ pub async fn list_subjects(
     })
     .await?;
     let views = all.iter().rev().map(|s| subject_view(s, &ds)).collect();
-    Ok(Json(super::paging::page(&skin.origin(&parts), &parts, views, q.page, q.page_size)?))
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        views,
+        q.page,
+        q.page_size,
+    )?))
 }
 
 pub async fn get_subject(
@@ -496,7 +562,12 @@ pub async fn create_batch(
     body: Option<Json<BatchBody>>,
 ) -> SkinResult<Response> {
     subject(&skin, &caller, c, d, s).await?;
-    let b = new_batch(c, d, s, body.and_then(|Json(b)| b.meta).unwrap_or(Value::Null));
+    let b = new_batch(
+        c,
+        d,
+        s,
+        body.and_then(|Json(b)| b.meta).unwrap_or(Value::Null),
+    );
     let (records, store, x) = (skin.records.clone(), skin.store.clone(), b.clone());
     blocking(move || {
         SkinStore::put(&records.batches, x.id, &x)?;
@@ -535,7 +606,13 @@ pub async fn list_subject_batches(
             .collect::<Result<Vec<_>, crate::store::StoreError>>()
     })
     .await?;
-    Ok(Json(super::paging::page(&skin.origin(&parts), &parts, views, q.page, q.page_size)?))
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        views,
+        q.page,
+        q.page_size,
+    )?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -562,12 +639,21 @@ pub async fn upload_image(
     let b64 = body
         .b64data
         .ok_or_else(|| SkinError::Field("b64data", "This field is required.".into()))?;
-    let cleaned: String = b64.split(',').next_back().unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
+    let cleaned: String = b64
+        .split(',')
+        .next_back()
+        .unwrap_or_default()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(cleaned.as_bytes())
         .map_err(|e| SkinError::Field("b64data", format!("Not valid base64: {e}.")))?;
     let name = body.name.unwrap_or_else(|| {
-        catalog::side(side).map(|s| s.tech_name).unwrap_or("image").to_string()
+        catalog::side(side)
+            .map(|s| s.tech_name)
+            .unwrap_or("image")
+            .to_string()
     });
     let img = super::intake::add_image(
         &skin,
@@ -621,9 +707,13 @@ pub async fn image_results(
     Query(q): Query<ResultsQuery>,
 ) -> SkinResult<Json<Value>> {
     let img = image(&skin, &caller, ids).await?;
-    if q.application_id.is_some_and(|a| !catalog::is_application(a))
-        || q.application_name.as_deref().is_some_and(|n| n != catalog::APPLICATION_NAME)
-        || q.application_run_id.is_some_and(|r| Some(r) != img.app_run_id)
+    if q.application_id
+        .is_some_and(|a| !catalog::is_application(a))
+        || q.application_name
+            .as_deref()
+            .is_some_and(|n| n != catalog::APPLICATION_NAME)
+        || q.application_run_id
+            .is_some_and(|r| Some(r) != img.app_run_id)
     {
         return Ok(Json(json!([])));
     }
@@ -658,7 +748,9 @@ pub async fn image_file(
         .ok_or_else(|| SkinError::not_found("Image"))?;
     // A signed URL (v3 results) stands for the token.
     let by_signature = match (signed.expires, signed.signature.as_deref()) {
-        (Some(exp), Some(sig)) => super::v3::verify(&skin.upload_key, &format!("file:{id}"), exp, sig),
+        (Some(exp), Some(sig)) => {
+            super::v3::verify(&skin.upload_key, &format!("file:{id}"), exp, sig)
+        }
         _ => false,
     };
     let company = match caller {
@@ -670,23 +762,39 @@ pub async fn image_file(
     let records = skin.records.clone();
     let store = skin.store.clone();
     let found = blocking(move || {
-        if let Some(img) = SkinStore::get::<Image>(&records.images, id)?.filter(|i| mine(i.company_id)) {
-            let Some(blob) = img.blob else { return Ok(None) };
+        if let Some(img) =
+            SkinStore::get::<Image>(&records.images, id)?.filter(|i| mine(i.company_id))
+        {
+            let Some(blob) = img.blob else {
+                return Ok(None);
+            };
             return Ok(store.blobs.get(&blob)?.map(|b| {
                 let ct = mime_of(&b);
                 (b, ct.to_string())
             }));
         }
-        for img in SkinStore::scan(&records.images, |i: &Image| mine(i.company_id) && i.aux.iter().any(|a| a.id == id))? {
+        for img in SkinStore::scan(&records.images, |i: &Image| {
+            mine(i.company_id) && i.aux.iter().any(|a| a.id == id)
+        })? {
             if let Some(a) = img.aux.iter().find(|a| a.id == id) {
-                return Ok(store.blobs.get(&a.blob)?.map(|b| (b, a.content_type.clone())));
+                return Ok(store
+                    .blobs
+                    .get(&a.blob)?
+                    .map(|b| (b, a.content_type.clone())));
             }
         }
         Ok(None)
     })
     .await?;
     let (bytes, ct) = found.ok_or_else(|| SkinError::not_found("Image"))?;
-    Ok(([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "private, no-store".into())], bytes).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "private, no-store".into()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -719,12 +827,25 @@ pub async fn all_results(
     Query(q): Query<HistoryQuery>,
 ) -> SkinResult<Json<Value>> {
     subject(&skin, &caller, c, d, s).await?;
-    let from = q.date_from.as_deref().map(|v| parse_when("date_from", v, false)).transpose()?.unwrap_or(0);
-    let to = q.date_to.as_deref().map(|v| parse_when("date_to", v, true)).transpose()?.unwrap_or(u64::MAX);
+    let from = q
+        .date_from
+        .as_deref()
+        .map(|v| parse_when("date_from", v, false))
+        .transpose()?
+        .unwrap_or(0);
+    let to = q
+        .date_to
+        .as_deref()
+        .map(|v| parse_when("date_to", v, true))
+        .transpose()?
+        .unwrap_or(u64::MAX);
     let records = skin.records.clone();
     let imgs = blocking(move || {
         SkinStore::scan(&records.images, |i: &Image| {
-            i.subject_id == s && i.created_unix >= from && i.created_unix <= to && !i.results.is_empty()
+            i.subject_id == s
+                && i.created_unix >= from
+                && i.created_unix <= to
+                && !i.results.is_empty()
         })
     })
     .await?;
@@ -754,22 +875,35 @@ pub async fn smoothed_results(
     let img = image(&skin, &caller, ids).await?;
     let method_name = q.smoothing_method.unwrap_or_else(|| "mean".into());
     let method = Method::parse(&method_name).ok_or_else(|| {
-        SkinError::Field("smoothing_method", "Use mean, mean_without_outliers or linear_approximation.".into())
+        SkinError::Field(
+            "smoothing_method",
+            "Use mean, mean_without_outliers or linear_approximation.".into(),
+        )
     })?;
     let window = q.sample_time_window.unwrap_or(14);
     let max = q.sample_max_size.unwrap_or(10);
     if window == 0 || max == 0 {
-        return Err(SkinError::BadRequest("sample_time_window and sample_max_size must be positive".into()));
+        return Err(SkinError::BadRequest(
+            "sample_time_window and sample_max_size must be positive".into(),
+        ));
     }
     let records = skin.records.clone();
     let subject = img.subject_id;
-    let history = blocking(move || SkinStore::scan(&records.images, |i: &Image| i.subject_id == subject)).await?;
+    let history =
+        blocking(move || SkinStore::scan(&records.images, |i: &Image| i.subject_id == subject))
+            .await?;
     let mut out = Vec::new();
-    for alg in catalog::algorithms().iter().filter(|a| a.unavailable.is_none() && a.id != FACE_DETECTOR) {
+    for alg in catalog::algorithms()
+        .iter()
+        .filter(|a| a.unavailable.is_none() && a.id != FACE_DETECTOR)
+    {
         let series: Vec<(u64, f64)> = history
             .iter()
             .filter_map(|i| {
-                let r = i.results.iter().find(|r| r.algorithm_version_id == alg.id && r.is_ok)?;
+                let r = i
+                    .results
+                    .iter()
+                    .find(|r| r.algorithm_version_id == alg.id && r.is_ok)?;
                 Some((i.created_unix, super::present::main_value(&r.result)?))
             })
             .collect();

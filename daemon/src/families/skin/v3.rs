@@ -40,13 +40,17 @@ pub fn signature(key: &[u8], what: &str, expires: u64) -> String {
 }
 
 pub fn verify(key: &[u8], what: &str, expires: u64, sig: &str) -> bool {
-    expires >= unix_now() && crate::auth::ct_eq(signature(key, what, expires).as_bytes(), sig.as_bytes())
+    expires >= unix_now()
+        && crate::auth::ct_eq(signature(key, what, expires).as_bytes(), sig.as_bytes())
 }
 
 /// A signed URL of file `id` (an image or an auxiliary image).
 pub fn file_url(skin: &Skin, origin: &str, id: Uuid, ext: &str, ttl: u64) -> String {
     let exp = unix_now() + ttl;
-    format!("{origin}/images/{id}.{ext}?expires={exp}&signature={}", signature(&skin.upload_key, &format!("file:{id}"), exp))
+    format!(
+        "{origin}/images/{id}.{ext}?expires={exp}&signature={}",
+        signature(&skin.upload_key, &format!("file:{id}"), exp)
+    )
 }
 
 fn upload_target(skin: &Skin, origin: &str, img: &Image) -> Value {
@@ -64,11 +68,18 @@ fn upload_target(skin: &Skin, origin: &str, img: &Image) -> Value {
 }
 
 /// The caller's subject `s` (any dataset of the company), with its dataset.
-async fn subject_any(skin: &Skin, caller: &Caller, c: Uuid, s: Uuid) -> SkinResult<(Dataset, Subject)> {
+async fn subject_any(
+    skin: &Skin,
+    caller: &Caller,
+    c: Uuid,
+    s: Uuid,
+) -> SkinResult<(Dataset, Subject)> {
     caller.company(c)?;
     let records = skin.records.clone();
     blocking(move || {
-        let Some(sub) = SkinStore::get::<Subject>(&records.subjects, s)?.filter(|x| x.company_id == c) else {
+        let Some(sub) =
+            SkinStore::get::<Subject>(&records.subjects, s)?.filter(|x| x.company_id == c)
+        else {
             return Ok(None);
         };
         Ok(SkinStore::get::<Dataset>(&records.datasets, sub.dataset_id)?.map(|d| (d, sub)))
@@ -77,11 +88,17 @@ async fn subject_any(skin: &Skin, caller: &Caller, c: Uuid, s: Uuid) -> SkinResu
     .ok_or_else(|| SkinError::not_found("Subject"))
 }
 
-async fn batch_any(skin: &Skin, caller: &Caller, c: Uuid, b: Uuid) -> SkinResult<(Batch, Vec<Image>)> {
+async fn batch_any(
+    skin: &Skin,
+    caller: &Caller,
+    c: Uuid,
+    b: Uuid,
+) -> SkinResult<(Batch, Vec<Image>)> {
     caller.company(c)?;
     let records = skin.records.clone();
     blocking(move || {
-        let Some(bt) = SkinStore::get::<Batch>(&records.batches, b)?.filter(|x| x.company_id == c) else {
+        let Some(bt) = SkinStore::get::<Batch>(&records.batches, b)?.filter(|x| x.company_id == c)
+        else {
             return Ok(None);
         };
         let imgs = records.batch_images(b)?;
@@ -125,12 +142,17 @@ pub async fn start_upload(
         .filter_map(|(id, n)| n.map(|n| (id, n)))
         .collect();
     if sides.is_empty() {
-        return Err(SkinError::BadRequest("Name at least one of front, left, right.".into()));
+        return Err(SkinError::BadRequest(
+            "Name at least one of front, left, right.".into(),
+        ));
     }
     for (id, n) in &sides {
         if n.trim().is_empty() || n.chars().count() > 255 {
             let field = catalog::side(*id).map(|s| s.tech_name).unwrap_or("front");
-            return Err(SkinError::Field(field, "Ensure this field has 1 to 255 characters.".into()));
+            return Err(SkinError::Field(
+                field,
+                "Ensure this field has 1 to 255 characters.".into(),
+            ));
         }
     }
     let bt = new_batch(c, ds.id, sub.id, b.meta.unwrap_or(Value::Null));
@@ -142,7 +164,13 @@ pub async fn start_upload(
             &skin,
             &ds,
             &bt,
-            NewImage { side_id: side, light_id: catalog::LIGHT_REGULAR, name, meta: Value::Null, bytes: None },
+            NewImage {
+                side_id: side,
+                light_id: catalog::LIGHT_REGULAR,
+                name,
+                meta: Value::Null,
+                bytes: None,
+            },
         )
         .await?;
         let tech = catalog::side(side).map(|s| s.tech_name).unwrap_or("front");
@@ -196,7 +224,12 @@ pub async fn signed_upload_url_v1(
         NewImage {
             side_id: side,
             light_id: b.light_id.unwrap_or(catalog::LIGHT_REGULAR),
-            name: b.name.unwrap_or_else(|| catalog::side(side).map(|s| s.tech_name).unwrap_or("front").into()),
+            name: b.name.unwrap_or_else(|| {
+                catalog::side(side)
+                    .map(|s| s.tech_name)
+                    .unwrap_or("front")
+                    .into()
+            }),
             meta: b.meta.unwrap_or(Value::Null),
             bytes: None,
         },
@@ -240,7 +273,11 @@ pub async fn put_upload(
     let (records, store) = (skin.records.clone(), skin.store.clone());
     let used = blocking(move || {
         // The marker first: of two PUTs racing on one URL, one wins.
-        let prev = records.uploads.compare_and_swap(id.as_bytes(), None as Option<&[u8]>, Some(&[1u8][..]))?;
+        let prev = records.uploads.compare_and_swap(
+            id.as_bytes(),
+            None as Option<&[u8]>,
+            Some(&[1u8][..]),
+        )?;
         if prev.is_err() {
             return Ok(Some(true));
         }
@@ -262,7 +299,9 @@ pub async fn put_upload(
     .await?;
     match used {
         None => Err(SkinError::not_found("Upload")),
-        Some(true) => Err(SkinError::Conflict("This upload URL has already been used; ask for a new one.".into())),
+        Some(true) => Err(SkinError::Conflict(
+            "This upload URL has already been used; ask for a new one.".into(),
+        )),
         Some(false) => Ok(StatusCode::OK),
     }
 }
@@ -281,9 +320,16 @@ pub async fn compute(
     body: Option<Json<ComputeBody>>,
 ) -> SkinResult<StatusCode> {
     let (mut bt, imgs) = batch_any(&skin, &caller, c, b).await?;
-    if let Some(missing) = imgs.iter().find(|i| i.status == ImageStatus::AwaitingUpload) {
-        let side = catalog::side(missing.side_id).map(|s| s.tech_name).unwrap_or("front");
-        return Err(SkinError::BadRequest(format!("The {side} image has not been uploaded yet.")));
+    if let Some(missing) = imgs
+        .iter()
+        .find(|i| i.status == ImageStatus::AwaitingUpload)
+    {
+        let side = catalog::side(missing.side_id)
+            .map(|s| s.tech_name)
+            .unwrap_or("front");
+        return Err(SkinError::BadRequest(format!(
+            "The {side} image has not been uploaded yet."
+        )));
     }
     if imgs.is_empty() {
         return Err(SkinError::BadRequest("The batch has no images.".into()));
@@ -329,7 +375,9 @@ fn polygon(d: &str) -> Vec<[f64; 2]> {
 }
 
 fn side_name(i: &Image) -> &'static str {
-    catalog::side(i.side_id).map(|s| s.tech_name).unwrap_or("front")
+    catalog::side(i.side_id)
+        .map(|s| s.tech_name)
+        .unwrap_or("front")
 }
 
 /// The signed URLs of an image's photo and derived images.
@@ -356,7 +404,17 @@ fn masks_json(skin: &Skin, origin: &str, i: &Image, svg: bool, ttl: u64) -> Valu
             .map(|a| file_url(skin, origin, a.id, "svg", ttl));
         json!({"svg": url})
     } else {
-        Value::Object(i.masks.iter().map(|(k, d)| (k.clone(), json!({"type": "polygon_mask", "points": polygon(d)}))).collect())
+        Value::Object(
+            i.masks
+                .iter()
+                .map(|(k, d)| {
+                    (
+                        k.clone(),
+                        json!({"type": "polygon_mask", "points": polygon(d)}),
+                    )
+                })
+                .collect(),
+        )
     }
 }
 
@@ -374,7 +432,12 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
                 let masks: Map<String, Value> = imgs
                     .iter()
                     .filter(|i| !i.masks.is_empty())
-                    .map(|i| (side_name(i).to_string(), masks_json(skin, origin, i, q.svg_masks.unwrap_or(true), ttl)))
+                    .map(|i| {
+                        (
+                            side_name(i).to_string(),
+                            masks_json(skin, origin, i, q.svg_masks.unwrap_or(true), ttl),
+                        )
+                    })
                     .collect();
                 p["masks"] = Value::Object(masks);
             }
@@ -382,7 +445,12 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
     }
     let errors: Map<String, Value> = imgs
         .iter()
-        .filter_map(|i| Some((side_name(i).to_string(), json!(i.detection_error.clone().or(i.error.clone())?))))
+        .filter_map(|i| {
+            Some((
+                side_name(i).to_string(),
+                json!(i.detection_error.clone().or(i.error.clone())?),
+            ))
+        })
         .collect();
     json!({
         "image_batch_id": imgs.first().map(|i| i.batch_id),
@@ -436,7 +504,11 @@ pub async fn parameters(
     })
     .await?;
     let origin = skin.origin(&parts);
-    let q = ResultsQuery { expiration_seconds: None, with_masks: Some(false), svg_masks: Some(true) };
+    let q = ResultsQuery {
+        expiration_seconds: None,
+        with_masks: Some(false),
+        svg_masks: Some(true),
+    };
     Ok(Json(Value::Array(
         batches
             .iter()
@@ -463,16 +535,22 @@ pub async fn batch_info(
     let records = skin.records.clone();
     let (sid, did) = (bt.subject_id, bt.dataset_id);
     let (sub, ds) = blocking(move || {
-        Ok((SkinStore::get::<Subject>(&records.subjects, sid)?, SkinStore::get::<Dataset>(&records.datasets, did)?))
+        Ok((
+            SkinStore::get::<Subject>(&records.subjects, sid)?,
+            SkinStore::get::<Dataset>(&records.datasets, did)?,
+        ))
     })
     .await?;
     let origin = skin.origin(&parts);
     let images: Map<String, Value> = imgs
         .iter()
         .map(|i| {
-            (side_name(i).to_string(), json!({"id": i.id, "name": i.name, "created_at": i.creation_time,
+            (
+                side_name(i).to_string(),
+                json!({"id": i.id, "name": i.name, "created_at": i.creation_time,
                 "signed_url": i.blob.as_ref().map(|_| file_url(&skin, &origin, i.id, "jpg", 3600)),
-                "original_image_id": i.id, "meta": i.meta, "status": image_view(i)["status"]}))
+                "original_image_id": i.id, "meta": i.meta, "status": image_view(i)["status"]}),
+            )
         })
         .collect();
     Ok(Json(json!({
@@ -509,7 +587,10 @@ pub async fn list_batches(
         None | Some("-creation_time") | Some("-created_at") => false,
         Some("creation_time") | Some("created_at") => true,
         Some(o) => {
-            return Err(SkinError::Field("ordering", format!("Unknown ordering {o:?}; use creation_time or -creation_time.")))
+            return Err(SkinError::Field(
+                "ordering",
+                format!("Unknown ordering {o:?}; use creation_time or -creation_time."),
+            ))
         }
     };
     let records = skin.records.clone();
@@ -523,11 +604,15 @@ pub async fn list_batches(
                 .collect();
         let mut out = Vec::new();
         for b in SkinStore::scan(&records.batches, |b: &Batch| {
-            b.company_id == c && dsf.is_none_or(|d| b.dataset_id == d) && sf.is_none_or(|s| b.subject_id == s)
+            b.company_id == c
+                && dsf.is_none_or(|d| b.dataset_id == d)
+                && sf.is_none_or(|s| b.subject_id == s)
         })? {
             let imgs = records.batch_images(b.id)?;
             let hit = needle.is_empty()
-                || subjects.get(&b.subject_id).is_some_and(|n| n.contains(&needle))
+                || subjects
+                    .get(&b.subject_id)
+                    .is_some_and(|n| n.contains(&needle))
                 || imgs.iter().any(|i| i.name.to_lowercase().contains(&needle));
             if hit {
                 out.push(super::views::batch_view(&b, &imgs));
@@ -536,6 +621,16 @@ pub async fn list_batches(
         Ok(out)
     })
     .await?;
-    let rows = if ascending { rows } else { rows.into_iter().rev().collect() };
-    Ok(Json(super::paging::page(&skin.origin(&parts), &parts, rows, q.page, q.page_size)?))
+    let rows = if ascending {
+        rows
+    } else {
+        rows.into_iter().rev().collect()
+    };
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        rows,
+        q.page,
+        q.page_size,
+    )?))
 }
