@@ -449,7 +449,76 @@ async fn quick_start_flow() {
     )
     .await;
     assert_eq!(st, 400);
+
+    // The PDF report, with the token in `access-token` as the reference sends it.
+    let pdf_path = format!(
+        "/service/pdf-generator{}pdf/",
+        ipath2.trim_start_matches("/api/v1")
+    );
+    let r = s
+        .client
+        .post(s.url(&pdf_path))
+        .header("access-token", &t.token)
+        .json(&json!({"timeout": 30000, "waitUntil": "networkidle0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    let pdf = r.bytes().await.unwrap();
+    assert!(pdf.starts_with(b"%PDF"));
+    check_report_page(&pdf, &s.dir);
+    let r = s.client.post(s.url(&pdf_path)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
     s.stop().await;
+}
+
+/// Render the report with `pdftoppm` (poppler-utils) and look at it: an
+/// A4 page, the photo's colours in its top-left box, the history charts'
+/// red lines below it. Skipped, saying so, where pdftoppm is missing.
+fn check_report_page(pdf: &[u8], dir: &std::path::Path) {
+    let path = dir.join("report.pdf");
+    std::fs::write(&path, pdf).unwrap();
+    let out = dir.join("report");
+    let run = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "50", "-singlefile"])
+        .arg(&path)
+        .arg(&out)
+        .status();
+    let Ok(status) = run else {
+        eprintln!("pdftoppm is not installed (poppler-utils): the report was not rendered");
+        return;
+    };
+    assert!(status.success());
+    let page = image::open(dir.join("report.png")).unwrap().to_rgb8();
+    // A4 at 50 dpi.
+    assert!(page.width().abs_diff(413) <= 1 && page.height().abs_diff(585) <= 1);
+    if let Ok(keep) = std::env::var("ARGUS_KEEP_REPORT") {
+        page.save(keep).unwrap();
+    }
+    let region = |x0: u32, y0: u32, x1: u32, y1: u32, f: &dyn Fn(&image::Rgb<u8>) -> bool| {
+        let mut n = 0;
+        for y in y0..y1 {
+            for x in x0..x1 {
+                n += f(page.get_pixel(x, y)) as usize;
+            }
+        }
+        n as f64 / ((x1 - x0) * (y1 - y0)) as f64
+    };
+    // The photo box (40..280 pt across, 102..382 pt down): mostly not white.
+    let photo = region(30, 75, 190, 260, &|p| p.0.iter().any(|&c| c < 235));
+    assert!(
+        photo > 0.3,
+        "the photo is missing from the report ({photo:.2})"
+    );
+    // Chart lines are drawn in red.
+    let red = region(0, 300, 413, 585, &|p| {
+        p[0] > 150 && p[1] < 110 && p[2] < 110
+    });
+    assert!(red > 0.0005, "no history line drawn ({red:.4})");
+    // Text in the metrics column.
+    let ink = region(215, 40, 400, 250, &|p| p.0.iter().all(|&c| c < 100));
+    assert!(ink > 0.002, "no metric text ({ink:.4})");
 }
 
 /// The v3 flow of `001_*.txt`: upload, PUT, compute, results, parameters,

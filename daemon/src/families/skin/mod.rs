@@ -31,6 +31,7 @@ pub mod present;
 pub mod quality;
 pub mod records;
 pub mod regions;
+pub mod report;
 pub mod retention;
 pub mod runner;
 pub mod service;

@@ -14,7 +14,7 @@ use axum::Router;
 
 use super::records::SkinStore;
 use super::work::SkinBatchers;
-use super::{accounts, streams, v1, v3};
+use super::{accounts, report, streams, v1, v3};
 use crate::app::{App, Family};
 use crate::families::Startup;
 use crate::jobs::JobQueue;
@@ -218,6 +218,10 @@ fn routes() -> R {
             put(v3::put_upload),
         ),
         ("/images/{file}".to_string(), get(v1::image_file)),
+        (
+            "/service/pdf-generator/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/pdf/".to_string(),
+            post(report::pdf).get(report::pdf),
+        ),
     ];
     for (path, m) in owned {
         r = both(r, &path, m);
@@ -241,6 +245,7 @@ impl Family for Skin {
             "/api/v3/",
             "/images/",
             "/notifications",
+            "/service/pdf-generator/",
         ]
     }
 
