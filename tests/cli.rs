@@ -452,3 +452,167 @@ async fn pbs_analysis_finishes_after_sigkill_mid_study() {
     let mut child = child;
     child.wait().unwrap();
 }
+
+/// A daemon killed (SIGKILL) while skin images are being analysed
+/// analyses the rest after it is started again; none is lost or failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skin_analysis_finishes_after_sigkill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut add = argusd(tmp.path());
+    add.args([
+        "skin",
+        "users",
+        "add",
+        "--company",
+        "Acme",
+        "--email",
+        "dev@acme.test",
+        "--password-stdin",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let (child, addr) = serve(tmp.path(), None);
+    let http = reqwest::Client::new();
+    let base = format!("http://{addr}");
+    let login = |http: reqwest::Client, base: String| async move {
+        let v: serde_json::Value = http
+            .post(format!("{base}/api/v1/login/"))
+            .json(&serde_json::json!({"username": "dev@acme.test", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            v["access_token"].as_str().unwrap().to_string(),
+            v["company_id"].as_str().unwrap().to_string(),
+        )
+    };
+    let (token, c) = login(http.clone(), base.clone()).await;
+    let post = |http: reqwest::Client, url: String, token: String, body: serde_json::Value| async move {
+        let r = http
+            .post(url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let d = post(
+        http.clone(),
+        format!("{base}/api/v1/companies/{c}/datasets/"),
+        token.clone(),
+        serde_json::json!({"name": "kiosk", "image_type_id": 1}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    post(
+        http.clone(),
+        format!(
+            "{base}/api/v1/companies/{c}/applications/8b5b3acc-480b-4412-8d2c-ebe6ab4384d7/runs/"
+        ),
+        token.clone(),
+        serde_json::json!({"dataset_id": d}),
+    )
+    .await;
+    let s = post(
+        http.clone(),
+        format!("{base}/api/v1/companies/{c}/datasets/{d}/subjects/"),
+        token.clone(),
+        serde_json::json!({"name": "s"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let photo = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(common::fixture("skin_lisa1.jpg"))
+    };
+    let mut images = Vec::new();
+    for _ in 0..6 {
+        let b = post(
+            http.clone(),
+            format!("{base}/api/v1/companies/{c}/datasets/{d}/subjects/{s}/batches/"),
+            token.clone(),
+            serde_json::json!({}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let path =
+            format!("{base}/api/v1/companies/{c}/datasets/{d}/subjects/{s}/batches/{b}/images/");
+        let i = post(
+            http.clone(),
+            path.clone(),
+            token.clone(),
+            serde_json::json!({"side_id": 1, "b64data": photo}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        images.push(format!("{path}{i}/"));
+    }
+    let done = |http: reqwest::Client, token: String, images: Vec<String>| async move {
+        let mut n = 0;
+        for i in &images {
+            let v: serde_json::Value = http
+                .get(i)
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert_ne!(v["status"], "failed", "{v}");
+            n += (v["status"] == "done") as usize;
+        }
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let n = done(http.clone(), token.clone(), images.clone()).await;
+        if n > 0 {
+            assert!(n < images.len(), "killed mid-analysis, not after");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no image analysed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sigkill(&child);
+    let mut child = child;
+    child.wait().unwrap();
+
+    let (child, addr) = serve(tmp.path(), None);
+    let base2 = format!("http://{addr}");
+    let (token, _) = login(http.clone(), base2.clone()).await;
+    let images: Vec<String> = images.iter().map(|i| i.replace(&base, &base2)).collect();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while done(http.clone(), token.clone(), images.clone()).await < images.len() {
+        assert!(
+            Instant::now() < deadline,
+            "not every image analysed after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&child);
+    let mut child = child;
+    child.wait().unwrap();
+}
