@@ -442,6 +442,40 @@ pub async fn analyze(
     params: SkinParams,
     want: Want,
 ) -> Result<Analysis, AnalyzeError> {
+    analyze_with(b, bytes, limits, params, want, |_| {}).await
+}
+
+/// One detected face: its box (original-image pixels) and score.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectedFace {
+    pub bbox: [f32; 4],
+    pub score: f32,
+}
+
+/// What detection alone tells, before the mesh and the metrics: final
+/// from then on (the face detector's result).
+#[derive(Debug, Clone, Serialize)]
+pub struct Detected {
+    pub width: u32,
+    pub height: u32,
+    /// Largest first.
+    pub faces: Vec<DetectedFace>,
+    /// The quality issue detection alone decides: `no_face` or
+    /// `multiple_faces`.
+    pub issue: Option<Issue>,
+}
+
+/// [`analyze`], calling `on_detect` as soon as the faces are known (the
+/// rest of the pass takes most of the time), so a caller can report the
+/// detector's result first.
+pub async fn analyze_with(
+    b: &SkinBatchers,
+    bytes: Vec<u8>,
+    limits: DecodeLimits,
+    params: SkinParams,
+    want: Want,
+    on_detect: impl FnOnce(&Detected) + Send,
+) -> Result<Analysis, AnalyzeError> {
     let mut timings = BTreeMap::new();
     let t = Instant::now();
     let info = b.detector.info().clone();
@@ -471,19 +505,36 @@ pub async fn analyze(
     .await?;
     timings.insert("detect", ms(t));
     let (width, height) = prep.image.dimensions();
-    let faces = det.faces;
-    let Some(main) = faces
-        .iter()
-        .max_by(|x, y| x.area().total_cmp(&y.area()))
-        .cloned()
-    else {
+    let mut faces = det.faces;
+    faces.sort_by(|x, y| y.area().total_cmp(&x.area()));
+    let main = faces.first().cloned();
+    let mut issues = Vec::new();
+    if let Some(main) = &main {
+        let big = |f: &&Face| f.area() >= params.second_face_area_ratio * main.area();
+        if faces.iter().filter(big).count() > 1 {
+            issues.push(Reason::MultipleFaces);
+        }
+    }
+    let decided = if main.is_none() {
+        vec![Reason::NoFace]
+    } else {
+        issues.clone()
+    };
+    on_detect(&Detected {
+        width,
+        height,
+        faces: faces
+            .iter()
+            .map(|f| DetectedFace {
+                bbox: [f.x1, f.y1, f.x2, f.y2],
+                score: f.score,
+            })
+            .collect(),
+        issue: issue_list(&decided).into_iter().next(),
+    });
+    let Some(main) = main else {
         return Ok(without_face(width, height, timings));
     };
-    let mut issues = Vec::new();
-    let big = |f: &&Face| f.area() >= params.second_face_area_ratio * main.area();
-    if faces.iter().filter(big).count() > 1 {
-        issues.push(Reason::MultipleFaces);
-    }
     let pyr = Pyramid::new(std::mem::replace(
         &mut prep.image,
         image::RgbImage::new(0, 0),

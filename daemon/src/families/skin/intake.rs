@@ -109,6 +109,7 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         detection_error: None,
         parameters: None,
         masks: Default::default(),
+        face: Value::Null,
         processed_at: None,
         processed_unix: None,
         meta: new.meta,

@@ -1,5 +1,6 @@
-//! One photo's [`Analysis`] as the reference API reports it: a result per
-//! algorithm (v1 `results/`, in the reference's result scheme: per area a
+//! One photo's [`Analysis`] as the reference API reports it: the face
+//! detector's result as soon as detection is done ([`detector_result`]),
+//! then a result per metric algorithm (v1 `results/`, in the reference's result scheme: per area a
 //! `main_metric {value, widget_type, name, tech_name, widget_meta}` and
 //! `sub_metrics`), the v3 `parameters` (each `{tag, ...}`), the quality
 //! reason codes and the detection error.
@@ -11,7 +12,7 @@
 
 use serde_json::{json, Value};
 
-use super::analyze::Analysis;
+use super::analyze::{Analysis, Detected};
 use super::catalog::{self, FACE_DETECTOR};
 
 /// What the API stores and serves for one analysed photo.
@@ -23,6 +24,9 @@ pub struct Presented {
     pub parameters: Value,
     pub quality_issues: Vec<String>,
     pub detection_error: Option<String>,
+    /// The face's geometry (box, mesh presence, pose, eye distance, mm per
+    /// pixel), the photo's quality measures and white balance.
+    pub face: Value,
 }
 
 fn metric(name: &str, tech: &str, value: Value, widget: &str, meta: Value) -> Value {
@@ -242,10 +246,7 @@ pub fn present(a: &Analysis, enabled: &[u32]) -> Presented {
         .map(|i| format!("{}: {}", i.code, i.message));
     let mut results = Vec::new();
     let mut parameters = serde_json::Map::new();
-    // The detector's result first: the pipeline finishes it first.
-    let mut order = enabled.to_vec();
-    order.sort_by_key(|a| (*a != FACE_DETECTOR, *a));
-    for id in &order {
+    for id in enabled {
         let Some(alg) = catalog::algorithm(*id) else {
             continue;
         };
@@ -253,18 +254,7 @@ pub fn present(a: &Analysis, enabled: &[u32]) -> Presented {
             continue;
         }
         if alg.id == FACE_DETECTOR {
-            let ok = a.face.is_some() && detection_error.is_none();
-            let face = a.face.as_ref().map(|f| {
-                json!({"bbox": f.bbox, "score": r2(f.detector_score), "presence": r2(f.presence),
-                    "iod_px": r1(f.iod_px), "pose": f.pose, "iris_diameter_px": f.iris_diameter_px.map(r1),
-                    "mm_per_px": f.mm_per_px})
-            });
-            results.push((
-                alg.id,
-                json!({"faces_found": a.quality.faces_found, "face": face, "image": {"width": a.width, "height": a.height},
-                    "quality": a.quality, "white_balance": a.white_balance, "error": detection_error}),
-                ok,
-            ));
+            // Reported at detection time ([`detector_result`]).
             continue;
         }
         let param = alg.parameter.unwrap_or_default();
@@ -292,12 +282,39 @@ pub fn present(a: &Analysis, enabled: &[u32]) -> Presented {
             }
         }
     }
+    let face = a.face.as_ref().map(|f| {
+        json!({"bbox": f.bbox, "score": r2(f.detector_score), "presence": r2(f.presence),
+            "iod_px": r1(f.iod_px), "pose": f.pose, "iris_diameter_px": f.iris_diameter_px.map(r1),
+            "mm_per_px": f.mm_per_px})
+    });
     Presented {
         results,
         parameters: Value::Object(parameters),
         quality_issues,
         detection_error,
+        face: json!({"face": face, "image": {"width": a.width, "height": a.height},
+            "quality": a.quality, "white_balance": a.white_balance}),
     }
+}
+
+/// The face detector's result, final once the faces are known: every face
+/// found (largest first, boxes in photo pixels) and the issue detection
+/// alone decides (`no_face`, `multiple_faces`), with is_ok.
+pub fn detector_result(d: &Detected) -> (Value, bool) {
+    let error = d
+        .issue
+        .as_ref()
+        .map(|i| format!("{}: {}", i.code, i.message));
+    let faces: Vec<Value> = d
+        .faces
+        .iter()
+        .map(|f| json!({"bbox": f.bbox.map(|v| (v as f64 * 10.0).round() / 10.0), "score": r2(f.score)}))
+        .collect();
+    (
+        json!({"faces_found": d.faces.len(), "faces": faces, "image": {"width": d.width, "height": d.height},
+            "error": error}),
+        d.issue.is_none(),
+    )
 }
 
 /// The main metric's number in a stored result (history and smoothing

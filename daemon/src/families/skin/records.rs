@@ -163,6 +163,10 @@ pub struct Image {
     pub detection_error: Option<String>,
     /// The v3 `parameters` of this image, kept with the results.
     pub parameters: Option<Value>,
+    /// The face's geometry and the photo's quality measures
+    /// (`present::Presented::face`).
+    #[serde(default)]
+    pub face: Value,
     /// Area outlines (SVG path data, photo pixels), by area name.
     #[serde(default)]
     pub masks: std::collections::BTreeMap<String, String>,
@@ -385,6 +389,7 @@ mod tests {
             detection_error: None,
             parameters: None,
             masks: Default::default(),
+            face: Value::Null,
             processed_at: None,
             processed_unix: None,
             meta: Value::Null,

@@ -243,6 +243,7 @@ mod tests {
             detection_error: None,
             parameters: None,
             masks: Default::default(),
+            face: Value::Null,
             processed_at: None,
             processed_unix: None,
             meta: Value::Null,

@@ -5,8 +5,9 @@
 //! webhook), and only then taken off the queue, in one flush, so a daemon
 //! killed mid-analysis analyses it again after restart.
 //!
-//! Results stream in the order the pipeline finishes them: the face
-//! detector's first (detection, mesh and quality), then each metric.
+//! Results are stored and streamed as the pipeline finishes them: the
+//! face detector's as soon as the faces are known, then the metrics, which
+//! all come out of one pass over the aligned, white-balanced face.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,8 @@ use std::time::Instant;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::analyze::{analyze, masks_svg, Analysis, AnalyzeError, Want};
+use super::analyze::{analyze_with, masks_svg, Analysis, AnalyzeError, Detected, Want};
+use super::catalog::FACE_DETECTOR;
 use super::present::{present, Presented};
 use super::records::{AlgoResult, AuxImage, Dataset, Image, ImageStatus, SkinStore};
 use super::service::Skin;
@@ -72,12 +74,13 @@ async fn analyse_image(
         }
     };
     let started = Instant::now();
-    let outcome = analyze(
+    let outcome = analyze_with(
         &skin.batchers,
         bytes,
         skin.decode_limits.clone(),
         skin.config.skin,
         Want { images: true },
+        |d| detected(skin, id, d),
     )
     .await;
     let analysis = match outcome {
@@ -102,6 +105,43 @@ async fn analyse_image(
     }
     let shown = present(&analysis, &img.enabled);
     finish(skin, img, &analysis, shown, started).await
+}
+
+/// The faces are known: store the face detector's result now (replacing
+/// one from an earlier, interrupted try) and stream it, ahead of the
+/// metrics. Not flushed on its own: a crash before the pass ends runs the
+/// whole photo again.
+fn detected(skin: &Skin, id: Uuid, d: &Detected) {
+    let (result, ok) = super::present::detector_result(d);
+    let row = AlgoResult {
+        id: Uuid::now_v7(),
+        algorithm_version_id: FACE_DETECTOR,
+        result,
+        is_ok: ok,
+        creation_time: now_rfc3339(),
+    };
+    let error = d
+        .issue
+        .as_ref()
+        .map(|i| format!("{}: {}", i.code, i.message));
+    let updated = skin.records.update_image(id, |i| {
+        i.results
+            .retain(|r| r.algorithm_version_id != FACE_DETECTOR);
+        i.results.insert(0, row.clone());
+        i.detection_error = error.clone();
+    });
+    match updated {
+        Ok(Some(img)) => {
+            let topic = company_topic(img.company_id);
+            for r in super::views::result_rows(&img).into_iter().take(1) {
+                skin.events.publish(&topic, "result", r);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::error!(image = %id, error = %e, "storing the face detector's result failed")
+        }
+    }
 }
 
 /// Store the auxiliary images, then the results, dequeue, and tell.
@@ -171,7 +211,11 @@ async fn finish(
     let shown2 = shown.clone();
     let updated = skin.records.update_image(img.id, |i| {
         i.status = ImageStatus::Done;
-        i.results = results.clone();
+        // The detector's result, stored at detection, stays as it was.
+        i.results
+            .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
+        i.results.extend(results.iter().cloned());
+        i.face = shown2.face.clone();
         i.aux = aux_records.clone();
         i.quality_issues = shown2.quality_issues.clone();
         i.detection_error = shown2.detection_error.clone();
@@ -223,11 +267,14 @@ async fn finish(
     Ok(())
 }
 
-/// Publish each algorithm's result, then the image's notification.
+/// Publish each metric's result (the detector's went out at detection),
+/// then the image's notification.
 fn tell(skin: &Skin, img: &Image, started: Instant) {
     let topic = company_topic(img.company_id);
     for row in super::views::result_rows(img) {
-        skin.events.publish(&topic, "result", row);
+        if row["algorithm_version_id"] != FACE_DETECTOR {
+            skin.events.publish(&topic, "result", row);
+        }
     }
     skin.events
         .publish(&topic, "image", notification(img, started));

@@ -89,6 +89,7 @@ pub fn image_view(i: &Image) -> Value {
         "signed_url": null, "original_image_id": i.id,
         "image_erased": i.blob.is_none() && i.status != ImageStatus::AwaitingUpload,
         "all_algorithms_calculated": i.all_calculated(),
+        "face": i.face,
         "meta": i.meta,
     })
 }
