@@ -637,3 +637,128 @@ async fn basic_auth_cannot_get_around_the_login_limit() {
     assert_eq!(login(&s, "ops", PW).await.status(), 429, "and the form");
     s.stop().await;
 }
+
+/// The audit trail records logins (good, bad, limited), refused
+/// credentials, keys created and revoked, users added from the command
+/// line, across families; an admin reads it, the chain verifies, and no
+/// secret is in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_trail_records_security_events_without_secrets() {
+    use argus::cli::manage::Command;
+    use argus::families::skin::cli::SkinCommand;
+    let s = start(|_| {}).await;
+    s.new_admin("admin", PW).await;
+    let key = s.new_key("audited").await;
+    assert_eq!(login(&s, "admin", "wrong-password-xyz").await.status(), 401);
+    assert_eq!(login(&s, "admin", PW).await.status(), 204);
+    let r = s
+        .post_image(
+            "/api/v1/detect",
+            Some("xyl_not_a_real_key_0000000000000000000000000000"),
+            fixture("group.jpg"),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("admin:{PW}"))
+    );
+    let created = json(
+        s.client
+            .post(s.url("/api/v1/admin/api-keys"))
+            .header("Authorization", &basic)
+            .json(&json!({"name": "second"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let kid = created["id"].as_str().unwrap().to_string();
+    let r = s
+        .client
+        .patch(s.url(&format!("/api/v1/admin/api-keys/{kid}")))
+        .header("Authorization", &basic)
+        .json(&json!({"is_active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.manage(Command::Skin(SkinCommand::UserAdd {
+        company: "Acme".into(),
+        email: "dev@acme.test".into(),
+        password: "skin-password-123".into(),
+    }))
+    .await;
+    let r = s
+        .client
+        .post(s.url("/api/v1/login/"))
+        .json(&json!({"username": "dev@acme.test", "password": "not-the-password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .client
+        .get(s.url("/api/v1/companies/00000000-0000-0000-0000-000000000000/datasets/"))
+        .header("Authorization", "Bearer forged.token.value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    let r = s
+        .client
+        .get(s.url("/api/v1/admin/audit?limit=1000"))
+        .header("Authorization", &basic)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let recs: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    let has = |family: &str, action: &str, outcome: &str| {
+        recs.iter()
+            .any(|r| r["family"] == family && r["action"] == action && r["outcome"] == outcome)
+    };
+    assert!(has("faces", "key_created", "ok"), "{text}");
+    assert!(has("platform", "admin_login", "denied"));
+    assert!(has("platform", "admin_login", "ok"));
+    assert!(has("faces", "credential_refused", "denied"));
+    assert!(has("faces", "key_revoked", "ok"));
+    assert!(has("skin", "user_added", "ok"));
+    assert!(has("skin", "login", "denied"));
+    assert!(has("skin", "credential_refused", "denied"));
+    let login_ok = recs
+        .iter()
+        .find(|r| r["action"] == "admin_login" && r["outcome"] == "ok")
+        .unwrap();
+    assert_eq!(login_ok["actor"], "admin");
+    assert_eq!(login_ok["address"], "127.0.0.1");
+    for secret in [
+        PW,
+        "wrong-password-xyz",
+        key.as_str(),
+        "skin-password-123",
+        "not-the-password",
+        "forged.token.value",
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the audit trail holds a secret: {secret}"
+        );
+    }
+    // Only admins read it.
+    let r = s
+        .client
+        .get(s.url("/api/v1/admin/audit"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let log = argus::audit::AuditLog::new(&s.dir, 10 << 20, 20);
+    assert_eq!(
+        log.verify_chain().unwrap(),
+        log.read(0, None, usize::MAX).unwrap().len()
+    );
+    s.stop().await;
+}

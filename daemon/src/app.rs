@@ -69,6 +69,8 @@ pub struct App {
     /// Memory for decoded pixels, shared by every request and job.
     pub decode_budget: crate::imaging::budget::PixelBudget,
     pub signer: Signer,
+    /// The audit trail of security events.
+    pub audit: Arc<crate::audit::AuditLog>,
     ready: AtomicBool,
     /// The families serving, once they have started; emptied at stop, since
     /// each family holds the `App` too.
@@ -100,6 +102,11 @@ impl App {
                 std::time::Duration::from_millis(config.limits.decode_wait_ms),
             ),
             signer: Signer::new(signing_key),
+            audit: Arc::new(crate::audit::AuditLog::new(
+                &config.state_dir,
+                config.audit.max_file_bytes,
+                config.audit.keep_files,
+            )),
             ready: AtomicBool::new(true),
             families: RwLock::new(Vec::new()),
             config,

@@ -61,6 +61,8 @@ pub struct Config {
     pub skin: SkinParams,
     /// The skin family's HTTP API: tokens, uploads, webhooks, retention.
     pub skin_api: SkinApiConfig,
+    /// The audit trail of security events (`state_dir/audit/`).
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -302,6 +304,7 @@ impl Default for Config {
             cells: Default::default(),
             skin: Default::default(),
             skin_api: Default::default(),
+            audit: Default::default(),
         }
     }
 }
@@ -804,6 +807,25 @@ impl Default for SkinApiConfig {
             webhook_retry_base_ms: 2000,
             webhook_max_payload_bytes: 1_000_000,
             retention_sweep_secs: 3600,
+        }
+    }
+}
+
+/// The audit log (config `[audit]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Size at which `audit.log` rotates to `audit.log.1`, bytes.
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep_files: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 20,
         }
     }
 }

@@ -13,7 +13,8 @@ const INFERENCE: &[&str] = &[
 ];
 /// The platform shared by every family.
 const PLATFORM: &[&str] = &[
-    "app", "http", "auth", "store", "config", "metrics", "jobs", "webhooks", "events", "outbound",
+    "app", "audit", "http", "auth", "store", "config", "metrics", "jobs", "webhooks", "events",
+    "outbound",
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -35,6 +35,7 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backend;
 pub mod batch;
@@ -311,7 +312,8 @@ async fn listen(
         tasks.push(tokio::spawn(http::serve(l, None, r, rx, grace)));
     }
     first_steps(&app, addr);
-    let control = cli::control::start(&state_dir, store).map_err(RunError::Control)?;
+    let control =
+        cli::control::start(&state_dir, store, app.audit.clone()).map_err(RunError::Control)?;
     tracing::info!(
         %addr,
         scheme = if config.tls.enabled { "https" } else { "http" },

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use super::manage::{execute, Command};
+use super::manage::{execute_audited, Command};
 use crate::store::Store;
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
@@ -15,7 +15,11 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
 }
 
 /// Serve management commands until the task is dropped.
-pub fn start(state_dir: &Path, store: Arc<Store>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn start(
+    state_dir: &Path,
+    store: Arc<Store>,
+    audit: Arc<crate::audit::AuditLog>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     use std::os::unix::fs::PermissionsExt;
     let path = socket_path(state_dir);
     // We hold the sled lock, so any socket file left here is stale.
@@ -27,9 +31,9 @@ pub fn start(state_dir: &Path, store: Arc<Store>) -> std::io::Result<tokio::task
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let store = store.clone();
+            let (store, audit) = (store.clone(), audit.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, store).await {
+                if let Err(e) = handle(stream, store, audit).await {
                     tracing::warn!(error = %e, "control socket request failed");
                 }
             });
@@ -37,16 +41,22 @@ pub fn start(state_dir: &Path, store: Arc<Store>) -> std::io::Result<tokio::task
     }))
 }
 
-async fn handle(stream: UnixStream, store: Arc<Store>) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    store: Arc<Store>,
+    audit: Arc<crate::audit::AuditLog>,
+) -> std::io::Result<()> {
     let (r, mut w) = stream.into_split();
     let mut line = String::new();
     BufReader::new(r).take(1 << 16).read_line(&mut line).await?;
     let answer = match serde_json::from_str::<Command>(&line) {
-        Ok(cmd) => match tokio::task::spawn_blocking(move || execute(&store, cmd)).await {
-            Ok(Ok(v)) => serde_json::json!({"ok": true, "result": v}),
-            Ok(Err(e)) => serde_json::json!({"ok": false, "error": e}),
-            Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
-        },
+        Ok(cmd) => {
+            match tokio::task::spawn_blocking(move || execute_audited(&store, cmd, &audit)).await {
+                Ok(Ok(v)) => serde_json::json!({"ok": true, "result": v}),
+                Ok(Err(e)) => serde_json::json!({"ok": false, "error": e}),
+                Err(e) => serde_json::json!({"ok": false, "error": e.to_string()}),
+            }
+        }
         Err(e) => serde_json::json!({"ok": false, "error": format!("bad command: {e}")}),
     };
     w.write_all(format!("{answer}\n").as_bytes()).await?;

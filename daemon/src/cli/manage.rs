@@ -35,6 +35,63 @@ pub enum Command {
     Skin(SkinCommand),
 }
 
+/// What a command changes, for the audit trail: (family, action,
+/// object); None for the read-only ones. Never the secrets.
+fn audited(cmd: &Command) -> Option<(&'static str, &'static str, String)> {
+    use crate::families::pbs::manage::PbsCommand as P;
+    use crate::families::skin::cli::SkinCommand as S;
+    Some(match cmd {
+        Command::KeysCreate { name } => ("faces", "key_created", name.clone()),
+        Command::KeysRevoke { key } => ("faces", "key_revoked", key.chars().take(8).collect()),
+        Command::AdminCreate { username, .. } => ("platform", "admin_user_set", username.clone()),
+        Command::Pbs(P::UserAdd { org, user, .. }) => {
+            ("pbs", "user_added", format!("{org}/{user}"))
+        }
+        Command::Pbs(P::UserRemove { user }) => ("pbs", "user_removed", user.clone()),
+        Command::Pbs(P::KeyAdd { org, kid, .. }) => (
+            "pbs",
+            "key_added",
+            format!("{org}/{}", kid.clone().unwrap_or_default()),
+        ),
+        Command::Pbs(P::KeyRevoke { kid }) => ("pbs", "key_revoked", kid.clone()),
+        Command::Pbs(P::OrgSecret { org }) => ("pbs", "callback_secret_shown", org.clone()),
+        Command::Skin(S::UserAdd { company, email, .. }) => {
+            ("skin", "user_added", format!("{company}/{email}"))
+        }
+        _ => return None,
+    })
+}
+
+/// Run `cmd` and record it in `audit` (actor `cli`, the local owner of
+/// the state directory).
+pub fn execute_audited(
+    store: &Store,
+    cmd: Command,
+    audit: &crate::audit::AuditLog,
+) -> Result<Value, String> {
+    let what = audited(&cmd);
+    let r = execute(store, cmd);
+    if let Some((family, action, object)) = what {
+        let err = r.as_ref().err().cloned();
+        audit.record(
+            crate::audit::Event {
+                family,
+                action,
+                actor: Some("cli"),
+                object: Some(&object),
+                detail: err.as_deref(),
+                ..Default::default()
+            },
+            if r.is_ok() {
+                crate::audit::Outcome::Ok
+            } else {
+                crate::audit::Outcome::Failed
+            },
+        );
+    }
+    r
+}
+
 pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
     let r = match cmd {
         Command::KeysCreate { name } => {

@@ -81,6 +81,22 @@ pub enum Command {
         #[command(subcommand)]
         action: skin_cli::SkinAction,
     },
+    /// Read the audit trail of security events (`state_dir/audit/`), oldest
+    /// first; `--verify` checks its hash chain.
+    Audit {
+        /// Only records at or after this time (unix seconds).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Only this action (e.g. login, credential_refused, key_created).
+        #[arg(long)]
+        action: Option<String>,
+        /// At most this many (the latest).
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+        /// Check that no record was changed or removed.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Train the models this project trains itself.
     Train {
         #[command(subcommand)]
@@ -199,7 +215,9 @@ pub async fn manage(state_dir: &Path, cmd: Manage) -> Result<serde_json::Value, 
     tokio::task::spawn_blocking(move || {
         let store =
             Store::open(&dir).map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
-        manage::execute(&store, cmd).map_err(CliError::Failed)
+        let d = crate::config::AuditConfig::default();
+        let audit = crate::audit::AuditLog::new(&dir, d.max_file_bytes, d.keep_files);
+        manage::execute_audited(&store, cmd, &audit).map_err(CliError::Failed)
     })
     .await
     .map_err(|e| CliError::Failed(e.to_string()))?
@@ -262,6 +280,35 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 }
             };
             Ok(skin_cli::run(&config, action, send).await?)
+        }
+        Command::Audit {
+            since,
+            action,
+            limit,
+            verify,
+        } => {
+            let a = &config.audit;
+            let log =
+                crate::audit::AuditLog::new(&config.state_dir, a.max_file_bytes, a.keep_files);
+            if verify {
+                return match log.verify_chain() {
+                    Ok(n) => {
+                        println!("audit trail intact: {n} record(s)");
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        eprintln!("audit trail broken: {e}");
+                        Ok(1)
+                    }
+                };
+            }
+            let recs = log
+                .read(since, action.as_deref(), limit)
+                .map_err(|e| CliError::Failed(e.to_string()))?;
+            for r in recs {
+                println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            }
+            Ok(0)
         }
         Command::Train {
             model:

@@ -14,6 +14,7 @@ use base64::Engine;
 use super::error::ApiError;
 use super::ClientAddr;
 use crate::app::App;
+use crate::audit::{Event, Outcome};
 use crate::auth::{keys, password};
 use crate::store::{sha256_hex, unix_now, ApiKeyRecord};
 
@@ -21,6 +22,17 @@ pub const SESSION_COOKIE: &str = "argus_admin_session";
 
 /// The login limiter's scope of admin credentials.
 pub const ADMIN_LOGINS: &str = "admin";
+
+/// The caller's address as an extractor (for audit records).
+pub struct ClientIp(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
 
 /// The caller's address, for rate limits and logs.
 pub fn client_ip(parts: &Parts) -> String {
@@ -112,11 +124,34 @@ where
         };
         let (user, pw) = creds.split_once(':').unwrap_or((&creds, ""));
         let ip = client_ip(parts);
-        login_gate(app, &ip, user)?;
+        let ev = Event {
+            family: "platform",
+            action: "admin_basic_auth",
+            actor: Some(user),
+            address: Some(&ip),
+            ..Default::default()
+        };
+        if let Err(e) = login_gate(app, &ip, user) {
+            app.audit.record(
+                Event {
+                    detail: Some("rate limited"),
+                    ..ev
+                },
+                Outcome::Denied,
+            );
+            return Err(e);
+        }
         if check_admin_password(app, user.to_string(), pw.to_string()).await? {
             app.limiters.login.refund(ADMIN_LOGINS, &ip, user);
             return Ok(AdminUser(user.to_string()));
         }
+        app.audit.record(
+            Event {
+                detail: Some("invalid credentials"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
         Err(ApiError::UnauthorizedBasic("Invalid credentials".into()))
     }
 }
@@ -145,13 +180,34 @@ where
             .ok_or_else(|| {
                 ApiError::Unauthorized("Missing API key: send it in the X-API-Key header".into())
             })?;
-        let hash = keys::hash_presented(presented)
-            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        let refused = |detail: &str, key: Option<&str>| {
+            app.audit.record(
+                Event {
+                    family: "faces",
+                    action: "credential_refused",
+                    actor: key,
+                    address: Some(&client_ip(parts)),
+                    detail: Some(detail),
+                    ..Default::default()
+                },
+                Outcome::Denied,
+            );
+        };
+        let Some(hash) = keys::hash_presented(presented) else {
+            refused("invalid API key", None);
+            return Err(ApiError::Unauthorized("Invalid API key".into()));
+        };
         let store = app.store.clone();
         match tokio::task::spawn_blocking(move || store.key_by_hash(&hash)).await?? {
             Some(r) if r.is_active => Ok(ApiKeyAuth(Some(r))),
-            Some(_) => Err(ApiError::Unauthorized("API key has been revoked".into())),
-            None => Err(ApiError::Unauthorized("Invalid API key".into())),
+            Some(r) => {
+                refused("revoked API key", Some(&r.id.to_string()));
+                Err(ApiError::Unauthorized("API key has been revoked".into()))
+            }
+            None => {
+                refused("invalid API key", None);
+                Err(ApiError::Unauthorized("Invalid API key".into()))
+            }
         }
     }
 }

@@ -26,6 +26,8 @@ use crate::http::error::ApiError;
 use crate::http::{ClientAddr, RequestId};
 use crate::store::{blocking, sha256_hex, unix_now, ApiKeyRecord, SessionRecord, StoreError};
 
+use crate::audit::{Event, Outcome};
+use crate::http::extract::ClientIp;
 use crate::http::extract::{check_admin_password, cookie, login_gate, ADMIN_LOGINS};
 pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
 
@@ -87,10 +89,34 @@ pub async fn login(
         .map(|c| c.0 .0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     let b: LoginBody = parse_json(&body)?;
-    login_gate(&app, &ip, &b.username)?;
+    let ev = Event {
+        family: "platform",
+        action: "admin_login",
+        actor: Some(&b.username),
+        address: Some(&ip),
+        ..Default::default()
+    };
+    if let Err(e) = login_gate(&app, &ip, &b.username) {
+        app.audit.record(
+            Event {
+                detail: Some("rate limited"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
+        return Err(e);
+    }
     if !check_admin_password(&app, b.username.clone(), b.password).await? {
+        app.audit.record(
+            Event {
+                detail: Some("invalid credentials"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
         return Err(ApiError::Unauthorized("Invalid credentials".into()));
     }
+    app.audit.record(ev, Outcome::Ok);
     app.limiters.login.refund(ADMIN_LOGINS, &ip, &b.username);
     let token = random_token();
     let ttl = app.config.auth.session_ttl_secs;
@@ -254,7 +280,8 @@ pub async fn get_image(
 
 pub async fn delete_image(
     State(app): State<Arc<Faces>>,
-    _a: Admin,
+    a: Admin,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     require_storage(&app)?;
@@ -274,6 +301,7 @@ pub async fn delete_image(
     })
     .await??;
     if deleted {
+        audit_ok(&app, "image_deleted", &a.0, &ip, &id.to_string());
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("Image not found".into()))
@@ -508,13 +536,15 @@ pub struct CreateKey {
 
 pub async fn create_key(
     State(app): State<Arc<Faces>>,
-    _a: Admin,
+    a: Admin,
+    ClientIp(ip): ClientIp,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CreateKey = parse_json(&body)?;
     let name = valid_name(&b.name)?;
     let store = app.store.clone();
     let (full, rec) = blocking(move || keys::create(&store, &name)).await?;
+    audit_ok(&app, "key_created", &a.0, &ip, &rec.id.to_string());
     let created = CreatedKey {
         view: key_view(&rec),
         key: full,
@@ -561,7 +591,8 @@ pub struct PatchKey {
 
 pub async fn patch_key(
     State(app): State<Arc<Faces>>,
-    _a: Admin,
+    a: Admin,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<KeyView>, ApiError> {
@@ -576,20 +607,70 @@ pub async fn patch_key(
     let store = app.store.clone();
     let rec = blocking(move || store.put_key(&rec).map(|_| rec)).await?;
     app.store.flush_async().await?;
+    let action = match b.is_active {
+        Some(false) => "key_revoked",
+        Some(true) => "key_activated",
+        None => "key_renamed",
+    };
+    audit_ok(&app, action, &a.0, &ip, &rec.id.to_string());
     Ok(Json(key_view(&rec)))
 }
 
 pub async fn delete_key(
     State(app): State<Arc<Faces>>,
-    _a: Admin,
+    a: Admin,
+    ClientIp(ip): ClientIp,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id, "API key")?;
     let store = app.store.clone();
     if blocking(move || store.delete_key(id)).await? {
         app.store.flush_async().await?;
+        audit_ok(&app, "key_deleted", &a.0, &ip, &id.to_string());
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound("API key not found".into()))
     }
+}
+
+/// Record an admin's action in the audit trail.
+fn audit_ok(app: &Faces, action: &str, admin: &str, ip: &str, object: &str) {
+    app.audit.record(
+        Event {
+            family: "faces",
+            action,
+            actor: Some(admin),
+            address: Some(ip),
+            object: Some(object),
+            ..Default::default()
+        },
+        Outcome::Ok,
+    );
+}
+
+/// `GET /api/v1/admin/audit?since=&action=&limit=`: the audit trail,
+/// oldest first (the last `limit`, default 200, at most 10000).
+pub async fn audit(
+    State(app): State<Arc<Faces>>,
+    _a: Admin,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Json<Vec<crate::audit::Record>>, ApiError> {
+    let num = |k: &str, d: u64| -> Result<u64, ApiError> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| ApiError::Invalid(format!("{k} must be a whole number")))
+            })
+            .transpose()
+            .map(|v| v.unwrap_or(d))
+    };
+    let (since, limit) = (num("since", 0)?, num("limit", 200)?.clamp(1, 10_000));
+    let action = q.get("action").cloned();
+    let log = app.audit.clone();
+    let recs =
+        tokio::task::spawn_blocking(move || log.read(since, action.as_deref(), limit as usize))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(recs))
 }

@@ -96,6 +96,7 @@ impl Family for Faces {
             .route("/jobs/{job_id}", get(admin::get_job))
             .route("/jobs/{job_id}/download", get(admin::download_job))
             .route("/test/mask", post(admin::test_mask))
+            .route("/audit", get(admin::audit))
             .route("/api-keys", get(admin::list_keys).post(admin::create_key))
             .route(
                 "/api-keys/{key_id}",

@@ -20,9 +20,11 @@ use uuid::Uuid;
 use super::caller::{access, Caller};
 use super::schema;
 use super::Pbs;
+use crate::audit::{Event, Outcome};
 use crate::families::pbs::identity::{AuthFailure, Principal};
 use crate::families::pbs::store::{FileRecord, ReportStatus, StudyRecord};
 use crate::families::pbs::{self as clinic, Clinic};
+use crate::http::extract::ClientIp;
 use crate::http::ClientAddr;
 use crate::store::{blocking, now_rfc3339, StoreError};
 
@@ -64,8 +66,22 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         .unwrap_or_default();
     let b: LoginBody = parse_json(&body)?;
     let user = b.user.trim().to_ascii_lowercase();
+    let ev = Event {
+        family: "pbs",
+        action: "login",
+        actor: Some(&user),
+        address: Some(&ip),
+        ..Default::default()
+    };
     // Before any password is verified: per address and per user name.
     if let Err(l) = app.limiters.login.gate("pbs", &ip, &user) {
+        app.audit.record(
+            Event {
+                detail: Some("rate limited"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
         return Err(PbsError::TooMany(l.retry_after_secs));
     }
     let hash = b.pass_hash.trim().to_ascii_lowercase();
@@ -77,9 +93,9 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
             "pass_hash must be the hex sha256 of the password (64 hex digits); raw passwords are not accepted".into(),
         ));
     }
-    let (store, who) = (app.clinic.clone(), user.clone());
+    let (store, who, lookup) = (app.clinic.clone(), user.clone(), user.clone());
     let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
-        match store.pbs.get_user(&user)? {
+        match store.pbs.get_user(&lookup)? {
             Some(u) if crate::auth::password::verify(&hash, &u.pass_hash) => Ok(Some(u)),
             Some(_) => Ok(None),
             None => {
@@ -91,6 +107,13 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))??;
     let Some(u) = found else {
+        app.audit.record(
+            Event {
+                detail: Some("unknown user or wrong password"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
         return Err(PbsError::Unauthorized(Box::new(AuthFailure {
             rejection: crate::auth::jwt::Rejection::new("user", "unknown user or wrong password"),
             alg: None,
@@ -98,6 +121,7 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
             iss: None,
         })));
     };
+    app.audit.record(ev, Outcome::Ok);
     app.limiters.login.refund("pbs", &ip, &who);
     let token = clinic(&app).session_token(&u);
     let nanos = std::time::SystemTime::now()
@@ -267,10 +291,22 @@ pub async fn create_study(
 pub async fn find_studies(
     State(app): State<Arc<Pbs>>,
     caller: Caller<access::Search>,
+    ClientIp(ip): ClientIp,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Res {
     let started = Instant::now();
     let p = caller.0;
+    app.audit.record(
+        Event {
+            family: "pbs",
+            action: "studies_searched",
+            actor: Some(&p.user.email),
+            address: Some(&ip),
+            detail: Some(&format!("{q:?}")),
+            ..Default::default()
+        },
+        Outcome::Ok,
+    );
     let mut tags = Vec::new();
     for (k, v) in q {
         match k.strip_prefix("tag.") {
@@ -582,6 +618,7 @@ pub struct ReportQuery {
 
 pub async fn study_report(
     State(app): State<Arc<Pbs>>,
+    ClientIp(ip): ClientIp,
     Path((id, task)): Path<(String, String)>,
     Query(q): Query<ReportQuery>,
     caller: Caller<access::ReadReport>,
@@ -589,6 +626,17 @@ pub async fn study_report(
     let started = Instant::now();
     let p = caller.0;
     let s = own_study(&app, &p, &id).await?;
+    app.audit.record(
+        Event {
+            family: "pbs",
+            action: "report_read",
+            actor: Some(&p.user.email),
+            address: Some(&ip),
+            object: Some(&format!("{id}/{task}")),
+            ..Default::default()
+        },
+        Outcome::Ok,
+    );
     if !clinic::is_known_task(&task) {
         return Err(PbsError::BadRequest(format!(
             "unknown task {task:?}; known tasks: {}",

@@ -12,6 +12,7 @@ use axum::http::request::Parts;
 use super::api::PbsError;
 use super::identity::{Action, Principal};
 use super::Pbs;
+use crate::audit::{Event, Outcome};
 
 /// An access level: the action a route takes.
 pub trait Access: Send + Sync + 'static {
@@ -61,12 +62,38 @@ impl<A: Access> FromRequestParts<Arc<Pbs>> for Caller<A> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         let clinic = app.clinic.clone();
+        let ip = crate::http::extract::client_ip(parts);
         // Verifying reads and writes the store (keys, spent token ids).
         let p = tokio::task::spawn_blocking(move || clinic.authenticate(header.as_deref(), true))
             .await
             .map_err(|e| PbsError::Internal(e.to_string()))?
-            .map_err(|f| PbsError::Unauthorized(Box::new(f)))?;
+            .map_err(|f| {
+                let why = format!("{}: {}", f.rejection.claim, f.rejection.reason);
+                app.audit.record(
+                    Event {
+                        family: "pbs",
+                        action: "credential_refused",
+                        actor: f.kid.as_deref(),
+                        address: Some(&ip),
+                        object: Some(parts.uri.path()),
+                        detail: Some(&why),
+                    },
+                    Outcome::Denied,
+                );
+                PbsError::Unauthorized(Box::new(f))
+            })?;
         if !A::ACTION.allowed(p.role) {
+            app.audit.record(
+                Event {
+                    family: "pbs",
+                    action: "forbidden",
+                    actor: Some(&p.user.email),
+                    address: Some(&ip),
+                    object: Some(parts.uri.path()),
+                    detail: Some(A::WHAT),
+                },
+                Outcome::Denied,
+            );
             return Err(PbsError::Forbidden(format!(
                 "role {:?} may not {}",
                 p.role.as_str(),

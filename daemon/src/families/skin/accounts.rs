@@ -32,6 +32,7 @@ use uuid::Uuid;
 use super::error::{SkinError, SkinResult};
 use super::records::{Company, PrivateToken, SkinStore, User};
 use super::service::Skin;
+use crate::audit::{Event, Outcome};
 use crate::auth::{jwt, password, random_token};
 use crate::http::extract::client_ip;
 use crate::store::{blocking, now_rfc3339, sha256_hex, unix_now};
@@ -138,9 +139,25 @@ impl FromRequestParts<Arc<Skin>> for Caller {
         let token = presented_token(parts).ok_or_else(|| {
             SkinError::Unauthorized("Authentication credentials were not provided.".into())
         })?;
-        Ok(Caller {
-            user: skin.authenticate(&token).await?,
-        })
+        match skin.authenticate(&token).await {
+            Ok(user) => Ok(Caller { user }),
+            Err(e) => {
+                if matches!(e, SkinError::Unauthorized(_)) {
+                    skin.audit.record(
+                        Event {
+                            family: "skin",
+                            action: "credential_refused",
+                            address: Some(&client_ip(parts)),
+                            object: Some(parts.uri.path()),
+                            detail: Some("token not valid (unknown, expired or revoked)"),
+                            ..Default::default()
+                        },
+                        Outcome::Denied,
+                    );
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -187,12 +204,25 @@ pub async fn login(
         ));
     }
     let ip = client_ip(&parts);
-    skin.limiters
-        .login
-        .gate(LOGINS, &ip, &username)
-        .map_err(|l| SkinError::Throttled {
+    let ev = Event {
+        family: "skin",
+        action: "login",
+        actor: Some(&username),
+        address: Some(&ip),
+        ..Default::default()
+    };
+    if let Err(l) = skin.limiters.login.gate(LOGINS, &ip, &username) {
+        skin.audit.record(
+            Event {
+                detail: Some("rate limited"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
+        return Err(SkinError::Throttled {
             retry_after: l.retry_after_secs,
-        })?;
+        });
+    }
     let records = skin.records.clone();
     let name = username.clone();
     let user = blocking(move || {
@@ -208,10 +238,18 @@ pub async fn login(
     })
     .await?;
     let Some(user) = user else {
+        skin.audit.record(
+            Event {
+                detail: Some("invalid credentials"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
         return Err(SkinError::Unauthorized(
             "No active account found with the given credentials".into(),
         ));
     };
+    skin.audit.record(ev, Outcome::Ok);
     skin.limiters.login.refund(LOGINS, &ip, &username);
     Ok(Json(login_body(&skin, &user)))
 }
@@ -303,6 +341,12 @@ pub async fn create_token(
         store.flush()
     })
     .await?;
+    audit_ok(
+        &skin,
+        "private_token_created",
+        &caller.user.email,
+        &rec.id.to_string(),
+    );
     let mut v = token_view(&rec);
     v["data"] = data.into();
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -357,6 +401,12 @@ pub async fn delete_token(
     })
     .await?;
     if found {
+        audit_ok(
+            &skin,
+            "private_token_deleted",
+            &caller.user.email,
+            &id.to_string(),
+        );
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(SkinError::not_found("Token"))
@@ -438,9 +488,10 @@ pub struct NewUser {
 /// `POST /api/v1/appliance/skin/users/` (platform admins only) → 201.
 pub async fn admin_add_user(
     State(skin): State<Arc<Skin>>,
-    _admin: crate::http::extract::AdminUser,
+    admin: crate::http::extract::AdminUser,
     Json(b): Json<NewUser>,
 ) -> SkinResult<Response> {
+    let email = b.email.clone();
     let (records, store) = (skin.records.clone(), skin.store.clone());
     let out = blocking(move || {
         let r = add_user(&records, &b.company, &b.email, &b.password);
@@ -449,5 +500,20 @@ pub async fn admin_add_user(
     })
     .await?
     .map_err(SkinError::BadRequest)?;
+    audit_ok(&skin, "user_added", &admin.0, &email);
     Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// Record a user's or admin's account action in the audit trail.
+pub fn audit_ok(skin: &Skin, action: &str, actor: &str, object: &str) {
+    skin.audit.record(
+        Event {
+            family: "skin",
+            action,
+            actor: Some(actor),
+            object: Some(object),
+            ..Default::default()
+        },
+        Outcome::Ok,
+    );
 }

@@ -436,6 +436,12 @@ pub async fn pdf(
 ) -> SkinResult<Response> {
     let (_, sub) = super::v1::subject(&skin, &caller, ids.0, ids.1, ids.2).await?;
     let img = super::v1::image(&skin, &caller, ids).await?;
+    super::accounts::audit_ok(
+        &skin,
+        "report_read",
+        &caller.user.email,
+        &img.id.to_string(),
+    );
     let want_anon = q
         .anonymised
         .or(body.and_then(|b| b.0.anonymised))

@@ -126,6 +126,17 @@ pub fn sweep(skin: &Skin, now: u64) -> Result<(usize, usize), StoreError> {
         skin.store.flush()?;
         skin.store.run_cleanup()?;
         tracing::info!(erased, cleared, "skin retention sweep");
+        let detail = format!("{erased} image(s) erased, {cleared} result set(s) cleared");
+        skin.audit.record(
+            crate::audit::Event {
+                family: "skin",
+                action: "retention_sweep",
+                actor: Some("retention"),
+                detail: Some(&detail),
+                ..Default::default()
+            },
+            crate::audit::Outcome::Ok,
+        );
     }
     Ok((erased, cleared))
 }

@@ -497,6 +497,7 @@ pub async fn delete_subject(
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
 ) -> SkinResult<StatusCode> {
     subject(&skin, &caller, c, d, s).await?;
+    super::accounts::audit_ok(&skin, "subject_deleted", &caller.user.email, &s.to_string());
     let (records, store) = (skin.records.clone(), skin.store.clone());
     blocking(move || {
         let images = SkinStore::scan(&records.images, |i: &Image| i.subject_id == s)?;
@@ -524,6 +525,12 @@ pub async fn erase_subject_photos(
 ) -> SkinResult<Json<Value>> {
     subject(&skin, &caller, c, d, s).await?;
     let n = super::retention::erase_images(&skin, move |i| i.subject_id == s, true).await?;
+    super::accounts::audit_ok(
+        &skin,
+        "subject_photos_erased",
+        &caller.user.email,
+        &s.to_string(),
+    );
     Ok(Json(json!({"erased_images": n})))
 }
 
@@ -546,6 +553,12 @@ pub async fn clear_subject_metadata(
     })
     .await?;
     super::retention::clear_results(&skin, move |i| i.subject_id == s).await?;
+    super::accounts::audit_ok(
+        &skin,
+        "subject_metadata_cleared",
+        &caller.user.email,
+        &s.to_string(),
+    );
     Ok(Json(subject_view(&sub, &ds)))
 }
 
