@@ -383,6 +383,18 @@ async fn quick_start_flow() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "no token, no image");
+    let r = s
+        .client
+        .get(s.url(&format!(
+            "/api/v1/companies/{}/datasets/?token={}",
+            t.company, t.token
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "no token in the URL of an ordinary call");
+    // Results carry the application id the client attached.
+    assert!(rows.iter().all(|r| r["application_id"] == FM2), "{rows:?}");
 
     // A second photo a moment later: history has both, smoothing averages them.
     let (_, b2) = call(
@@ -533,10 +545,22 @@ async fn v3_flow_and_upload_rules() {
         "POST",
         &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
         &t.token,
-        Some(json!({"front": "my_selfie.jpg", "meta": {}})),
+        Some(
+            json!({"front": "my_selfie.jpg", "meta": {}, "creation_time": "2026-11-02T08:30:00Z"}),
+        ),
     )
     .await;
     assert_eq!(st, 200, "{up}");
+    let (st, bad) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
+        &t.token,
+        Some(json!({"front": "x.jpg", "creation_time": "yesterday"})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert!(bad["creation_time"].is_array(), "{bad}");
     let bid = up["image_batch_id"].as_str().unwrap().to_string();
     let front = &up["front"];
     assert_eq!(front["method"], "PUT");
@@ -564,6 +588,8 @@ async fn v3_flow_and_upload_rules() {
         .await
         .unwrap();
     assert_eq!(r.status(), 415);
+    let r = s.client.put(&url).body(Vec::new()).send().await.unwrap();
+    assert_eq!(r.status(), 400, "an empty upload is a bad request");
     let r = s
         .client
         .put(&url)
@@ -637,6 +663,35 @@ async fn v3_flow_and_upload_rules() {
     .await;
     assert_eq!(st, 200);
     assert_eq!(info["images"]["front"]["name"], "my_selfie.jpg");
+    assert_eq!(
+        info["created_at"], "2026-11-02T08:30:00Z",
+        "the client's creation_time"
+    );
+    // Python's requests sends True; an unknown ordering is ignored, as in DRF.
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!(
+            "/api/v3/companies/{}/batches/{bid}/results/?with_masks=True&svg_masks=False",
+            t.company
+        ),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!(
+            "/api/v3/companies/{}/batches/?ordering=bogus&page_size=0",
+            t.company
+        ),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
     assert_eq!(info["subject"]["id"], sid.as_str());
     // A second (empty) batch: the list pages DRF-style.
     let (_, _) = call(
@@ -698,6 +753,15 @@ async fn bad_input_is_refused_clearly() {
     let s = start(|c| c.skin_api.max_image_bytes = 2_000_000).await;
     let t = tenant(&s, "acme-bad", None).await;
     let (sid, bid) = subject_and_batch(&s, &t, "bad").await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &image_path(&t, &sid, &bid),
+        &t.token,
+        Some(json!({"side_id": "front", "b64data": "AAAA"})),
+    )
+    .await;
+    assert_eq!(st, 400, "a wrong type is a 400, as DRF answers: {v}");
     let (st, v) = upload_b64(&s, &t, &sid, &bid, 4, &selfie(0)).await;
     assert_eq!(st, 400);
     assert!(

@@ -195,6 +195,15 @@ fn v6_kind(ip: Ipv6Addr) -> Option<&'static str> {
         // NAT64 embeds an IPv4 address in the last 32 bits.
         let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         return v4_kind(v4);
+    } else if s[0] == 0x2002 {
+        // 6to4 (RFC 3056) embeds an IPv4 address in bits 16-47: a relay
+        // would deliver to it.
+        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+        return v4_kind(v4);
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        // Teredo (RFC 4380) hides the client's IPv4 address (XORed); the
+        // tunnel can reach behind NATs, so it is never a plain public host.
+        "Teredo tunnel (2001::/32)"
     } else {
         return None;
     })
@@ -303,6 +312,9 @@ mod tests {
             ("https://[::ffff:a9fe:a9fe]/", "link-local"),
             ("https://[::127.0.0.1]/", "loopback"),
             ("https://[64:ff9b::a9fe:a9fe]/", "link-local"),
+            ("https://[2002:7f00:1::]/", "loopback"),
+            ("https://[2002:a00:1::1]/", "private"),
+            ("https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/", "Teredo"),
             ("https://[fe80::1]/", "link-local"),
             ("https://[fd00::1]/", "unique local"),
             ("https://[ff02::1]/", "multicast"),

@@ -16,8 +16,9 @@
 //!
 //! A token is taken from `Authorization` (`Bearer <t>`, the quick-start's
 //! `Bearer: <t>`, or the bare token the websocket examples send), from the
-//! PDF call's `access-token` header, or from `?token=` (image files,
-//! websockets).
+//! PDF call's `access-token` header, from `?token=` only on image files,
+//! v1 results and websockets (a token in a URL ends up in logs), and on
+//! websockets also from a `token` or `access_token` cookie.
 
 use std::sync::Arc;
 
@@ -79,6 +80,24 @@ pub fn presented_token(parts: &Parts) -> Option<String> {
     }
     if let Some(h) = header("access-token") {
         return Some(h.to_string());
+    }
+    // A token in a URL ends up in logs: only where the reference puts it
+    // there (image files, results links) or a browser cannot send a
+    // header (websockets).
+    let path = parts.uri.path();
+    let websocket = path.starts_with("/notifications") || path.contains("/results_streaming");
+    let in_query = websocket
+        || path.starts_with("/images/")
+        || path.trim_end_matches('/').ends_with("/results");
+    if websocket {
+        for name in ["token", "access_token"] {
+            if let Some(t) = crate::http::extract::cookie(&parts.headers, name) {
+                return Some(t.to_string());
+            }
+        }
+    }
+    if !in_query {
+        return None;
     }
     parts.uri.query().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
@@ -354,8 +373,8 @@ pub async fn create_token(
 
 #[derive(Debug, Deserialize)]
 pub struct PageQuery {
-    pub page: Option<u64>,
-    pub page_size: Option<u64>,
+    pub page: Option<String>,
+    pub page_size: Option<String>,
 }
 
 /// `GET /api/v1/auth/private_tokens/`: the caller's, paginated.
@@ -375,8 +394,8 @@ pub async fn list_tokens(
         &skin.origin(&parts),
         &parts,
         views,
-        q.page,
-        q.page_size,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
     )?))
 }
 

@@ -26,6 +26,44 @@ pub struct NewImage {
     pub meta: Value,
     /// None: the bytes come later through a signed upload URL.
     pub bytes: Option<Vec<u8>>,
+    /// When the photo was taken, if the client says (RFC 3339 and unix
+    /// seconds); else now. History and smoothing go by it.
+    pub taken_at: Option<(String, u64)>,
+}
+
+/// A client's `creation_time`: RFC 3339, or a date and time without an
+/// offset (taken as UTC), at most a day ahead of the appliance's clock.
+pub fn taken_at(field: &'static str, v: Option<&str>) -> SkinResult<Option<(String, u64)>> {
+    use time::format_description::well_known::Rfc3339;
+    let Some(s) = v.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let bad = || {
+        SkinError::Field(
+            field,
+            "Datetime has wrong format. Use RFC 3339, e.g. 2026-11-30T09:15:00Z.".into(),
+        )
+    };
+    let t = time::OffsetDateTime::parse(s, &Rfc3339).or_else(|_| {
+        let fmt = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]"
+        );
+        time::PrimitiveDateTime::parse(s, &fmt)
+            .map(|p| p.assume_utc())
+            .map_err(|_| bad())
+    })?;
+    let unix = t.unix_timestamp();
+    if unix < 0 {
+        return Err(bad());
+    }
+    if unix as u64 > unix_now() + 86_400 {
+        return Err(SkinError::Field(field, "Must not be in the future.".into()));
+    }
+    let text = t
+        .to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .map_err(|_| bad())?;
+    Ok(Some((text, unix as u64)))
 }
 
 /// The blob key of image `id`'s photo.
@@ -92,8 +130,12 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         side_id: side.id,
         light_id: new.light_id,
         name: new.name.trim().to_string(),
-        creation_time: now_rfc3339(),
-        created_unix: unix_now(),
+        creation_time: new
+            .taken_at
+            .as_ref()
+            .map(|t| t.0.clone())
+            .unwrap_or_else(now_rfc3339),
+        created_unix: new.taken_at.as_ref().map(|t| t.1).unwrap_or_else(unix_now),
         blob: new.bytes.as_ref().map(|_| blob_key(id)),
         status: match (&new.bytes, queued) {
             (None, _) => ImageStatus::AwaitingUpload,
@@ -103,6 +145,7 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         error: None,
         enabled: enabled_for(ds),
         app_run_id: ds.run.as_ref().map(|r| r.id),
+        application_id: ds.run.as_ref().map(|r| r.application_id),
         results: Vec::new(),
         aux: Vec::new(),
         quality_issues: Vec::new(),

@@ -25,6 +25,7 @@ pub mod error;
 pub mod geometry;
 pub mod hooks;
 pub mod intake;
+pub mod lenient;
 pub mod measure;
 pub mod paging;
 pub mod present;

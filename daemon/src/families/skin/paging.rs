@@ -2,7 +2,8 @@
 //! reference API uses: `?page=` (1-based) and `?page_size=` (default 20,
 //! at most 100) → `{count, next, previous, results}`, where `next` and
 //! `previous` are the request's own URL with `page` changed (null at the
-//! ends). A page past the last is 404, as in DRF.
+//! ends). A page past the last (or not a number) is 404 and a page size
+//! that is not a positive number means the default, as in DRF.
 
 use axum::http::request::Parts;
 use serde_json::{json, Value};
@@ -36,13 +37,22 @@ pub fn page(
     origin: &str,
     parts: &Parts,
     items: Vec<Value>,
-    page: Option<u64>,
-    size: Option<u64>,
+    page: Option<&str>,
+    size: Option<&str>,
 ) -> SkinResult<Value> {
-    let size = size.unwrap_or(DEFAULT_PAGE_SIZE).clamp(1, MAX_PAGE_SIZE);
-    let page = page.unwrap_or(1);
+    // As DRF: a page size that is not a positive number means the default.
+    let size = size
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .min(MAX_PAGE_SIZE);
     let count = items.len() as u64;
     let last = count.div_ceil(size).max(1);
+    let page = match page.map(str::trim) {
+        None => 1,
+        Some("last") => last,
+        Some(p) => p.parse::<u64>().unwrap_or(0),
+    };
     if page == 0 || page > last {
         return Err(SkinError::NotFound("Invalid page.".into()));
     }

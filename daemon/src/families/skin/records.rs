@@ -156,6 +156,10 @@ pub struct Image {
     /// Algorithms to run (from the dataset's run when queued).
     pub enabled: Vec<u32>,
     pub app_run_id: Option<Uuid>,
+    /// The application id the client attached (the appliance's, or the
+    /// reference's alias), echoed in results.
+    #[serde(default)]
+    pub application_id: Option<Uuid>,
     pub results: Vec<AlgoResult>,
     pub aux: Vec<AuxImage>,
     /// Quality reason codes (`NO_FACE`, `BLURRY`, ...).
@@ -383,6 +387,7 @@ mod tests {
             error: None,
             enabled: vec![40, 30],
             app_run_id: None,
+            application_id: None,
             results: vec![],
             aux: vec![],
             quality_issues: vec![],

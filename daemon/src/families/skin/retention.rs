@@ -242,6 +242,7 @@ mod tests {
             error: None,
             enabled: vec![40],
             app_run_id: None,
+            application_id: None,
             results: vec![super::super::records::AlgoResult {
                 id: Uuid::now_v7(),
                 algorithm_version_id: 40,

@@ -258,6 +258,13 @@ impl Family for Skin {
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {
+        // axum refuses a body or query that does not deserialize with 422;
+        // the reference (Django REST framework) answers 400.
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
         super::error::body(status, message)
     }
 

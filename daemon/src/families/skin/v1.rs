@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::accounts::Caller;
 use super::catalog::{self, FACE_DETECTOR};
 use super::error::{SkinError, SkinResult};
+use super::lenient;
 use super::records::*;
 use super::service::Skin;
 use super::smoothing::{self, Method};
@@ -128,9 +129,13 @@ pub async fn attach_application(
 #[derive(Debug, Default, Deserialize)]
 pub struct DatasetBody {
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub image_type_id: Option<u32>,
+    #[serde(default, deserialize_with = "lenient::opt_opt_u32")]
     pub expire_images_after_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "lenient::opt_opt_u32")]
     pub expire_metadata_after_days: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub clean_images_as_soon_as_ready: Option<bool>,
     pub custom_branding: Option<Value>,
 }
@@ -231,8 +236,8 @@ pub async fn create_dataset(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
-    pub page: Option<u64>,
-    pub page_size: Option<u64>,
+    pub page: Option<String>,
+    pub page_size: Option<String>,
     pub q: Option<String>,
 }
 
@@ -258,8 +263,8 @@ pub async fn list_datasets(
         &skin.origin(&parts),
         &parts,
         views,
-        q.page,
-        q.page_size,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
     )?))
 }
 
@@ -458,8 +463,8 @@ pub async fn list_subjects(
         &skin.origin(&parts),
         &parts,
         views,
-        q.page,
-        q.page_size,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
     )?))
 }
 
@@ -623,14 +628,16 @@ pub async fn list_subject_batches(
         &skin.origin(&parts),
         &parts,
         views,
-        q.page,
-        q.page_size,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
     )?))
 }
 
 #[derive(Debug, Deserialize)]
 pub struct ImageBody {
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub side_id: Option<u32>,
+    #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub light_id: Option<u32>,
     pub b64data: Option<String>,
     pub name: Option<String>,
@@ -678,21 +685,32 @@ pub async fn upload_image(
             name,
             meta: body.meta.unwrap_or(Value::Null),
             bytes: Some(bytes),
+            taken_at: None,
         },
     )
     .await?;
     Ok((StatusCode::CREATED, Json(image_view(&img))).into_response())
 }
 
+/// `GET .../batches/{b}/images/` (paginated, by side).
 pub async fn list_batch_images(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
+    parts: Parts,
     Path((c, d, s, b)): Path<(Uuid, Uuid, Uuid, Uuid)>,
+    Query(q): Query<ListQuery>,
 ) -> SkinResult<Json<Value>> {
     batch(&skin, &caller, (c, d, s, b)).await?;
     let records = skin.records.clone();
     let imgs = blocking(move || records.batch_images(b)).await?;
-    Ok(Json(Value::Array(imgs.iter().map(image_view).collect())))
+    let views = imgs.iter().map(image_view).collect();
+    Ok(Json(super::paging::page(
+        &skin.origin(&parts),
+        &parts,
+        views,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
+    )?))
 }
 
 pub async fn get_image(
@@ -872,9 +890,27 @@ pub async fn all_results(
 
 #[derive(Debug, Default, Deserialize)]
 pub struct SmoothQuery {
-    pub sample_time_window: Option<u32>,
-    pub sample_max_size: Option<usize>,
+    pub sample_time_window: Option<String>,
+    pub sample_max_size: Option<String>,
     pub smoothing_method: Option<String>,
+}
+
+/// A positive whole number query parameter, or its default.
+fn positive(field: &'static str, v: Option<&str>, default: u32) -> SkinResult<u32> {
+    match v {
+        None => Ok(default),
+        Some(s) => s
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                SkinError::Field(
+                    field,
+                    "Ensure this value is a whole number greater than 0.".into(),
+                )
+            }),
+    }
 }
 
 /// `GET .../images/{i}/smoothed_results/`: each main metric of the
@@ -893,13 +929,8 @@ pub async fn smoothed_results(
             "Use mean, mean_without_outliers or linear_approximation.".into(),
         )
     })?;
-    let window = q.sample_time_window.unwrap_or(14);
-    let max = q.sample_max_size.unwrap_or(10);
-    if window == 0 || max == 0 {
-        return Err(SkinError::BadRequest(
-            "sample_time_window and sample_max_size must be positive".into(),
-        ));
-    }
+    let window = positive("sample_time_window", q.sample_time_window.as_deref(), 14)?;
+    let max = positive("sample_max_size", q.sample_max_size.as_deref(), 10)? as usize;
     let records = skin.records.clone();
     let subject = img.subject_id;
     let history =

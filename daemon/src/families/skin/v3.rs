@@ -155,7 +155,11 @@ pub async fn start_upload(
             ));
         }
     }
-    let bt = new_batch(c, ds.id, sub.id, b.meta.unwrap_or(Value::Null));
+    let taken = intake::taken_at("creation_time", b.creation_time.as_deref())?;
+    let mut bt = new_batch(c, ds.id, sub.id, b.meta.unwrap_or(Value::Null));
+    if let Some((t, _)) = &taken {
+        bt.creation_time = t.clone();
+    }
     store_batch(&skin, &bt).await?;
     let origin = skin.origin(&parts);
     let mut out = Map::new();
@@ -170,6 +174,7 @@ pub async fn start_upload(
                 name,
                 meta: Value::Null,
                 bytes: None,
+                taken_at: taken.clone(),
             },
         )
         .await?;
@@ -232,6 +237,7 @@ pub async fn signed_upload_url_v1(
             }),
             meta: b.meta.unwrap_or(Value::Null),
             bytes: None,
+            taken_at: intake::taken_at("creation_time", b.creation_time.as_deref())?,
         },
     )
     .await?;
@@ -262,7 +268,12 @@ pub async fn put_upload(
             "The upload URL has expired or its signature does not match; ask for a new one.".into(),
         ));
     }
-    if body.is_empty() || body.len() > skin.config.skin_api.max_image_bytes {
+    if body.is_empty() {
+        return Err(SkinError::BadRequest(
+            "The upload is empty; send the photo's bytes.".into(),
+        ));
+    }
+    if body.len() > skin.config.skin_api.max_image_bytes {
         return Err(SkinError::PayloadTooLarge(format!(
             "The upload must be 1 to {} bytes, got {}.",
             skin.config.skin_api.max_image_bytes,
@@ -347,6 +358,7 @@ pub async fn compute(
                 if let Some(ds) = &ds {
                     i.enabled = intake::enabled_for(ds);
                     i.app_run_id = ds.run.as_ref().map(|r| r.id);
+                    i.application_id = ds.run.as_ref().map(|r| r.application_id);
                 }
             })?;
             queue.enqueue(img.id)?;
@@ -360,8 +372,11 @@ pub async fn compute(
 
 #[derive(Debug, Deserialize)]
 pub struct ResultsQuery {
-    pub expiration_seconds: Option<u64>,
+    #[serde(default, deserialize_with = "super::lenient::opt_u32")]
+    pub expiration_seconds: Option<u32>,
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub with_masks: Option<bool>,
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub svg_masks: Option<bool>,
 }
 
@@ -421,7 +436,7 @@ fn masks_json(skin: &Skin, origin: &str, i: &Image, svg: bool, ttl: u64) -> Valu
 /// The batch's computed parameters: the front image's, with per-side
 /// masks, and the detection errors by side.
 fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery) -> Value {
-    let ttl = q.expiration_seconds.unwrap_or(3600).clamp(1, 7 * 86_400);
+    let ttl = (q.expiration_seconds.unwrap_or(3600) as u64).clamp(1, 7 * 86_400);
     let front = imgs.iter().find(|i| i.side_id == 1).or(imgs.first());
     let mut params = front
         .and_then(|i| i.parameters.clone())
@@ -477,7 +492,7 @@ pub async fn batch_results(
         "image_batch_id": bt.id,
         "subject_id": bt.subject_id,
         "all_algorithms_calculated": p["all_algorithms_calculated"],
-        "face_skin_metrics_3": {"application_id": catalog::APPLICATION_ID, "parameters": p["parameters"]},
+        "face_skin_metrics_3": {"application_id": super::views::app_id(imgs.first()), "parameters": p["parameters"]},
         "detection_errors": p["detection_errors"],
         "quality_issues": p["quality_issues"],
         "predicted_images": p["predicted_images"],
@@ -516,7 +531,7 @@ pub async fn parameters(
             .map(|(id, imgs)| {
                 let p = batch_parameters(&skin, &origin, imgs, &q);
                 json!({"image_batch_id": id, "subject_id": s, "parameters": p["parameters"], "survey_results": [],
-                    "all_algorithms_calculated": p["all_algorithms_calculated"], "sc_app_id": catalog::APPLICATION_ID,
+                    "all_algorithms_calculated": p["all_algorithms_calculated"], "sc_app_id": super::views::app_id(imgs.first()),
                     "can_watch_predicted_images": true, "predicted_images": p["predicted_images"],
                     "detection_errors": p["detection_errors"]})
             })
@@ -557,7 +572,7 @@ pub async fn batch_info(
         "id": bt.id, "images": images,
         "subject": sub.map(|s| json!({"id": s.id, "name": s.name})),
         "dataset": ds.map(|d| json!({"id": d.id, "name": d.name})),
-        "connected_applications": [catalog::APPLICATION_ID],
+        "connected_applications": [super::views::app_id(imgs.first())],
         "created_at": bt.creation_time, "meta": bt.meta,
     })))
 }
@@ -568,8 +583,8 @@ pub struct BatchListQuery {
     pub dataset_id: Option<Uuid>,
     pub subject_id: Option<Uuid>,
     pub q: Option<String>,
-    pub page: Option<u64>,
-    pub page_size: Option<u64>,
+    pub page: Option<String>,
+    pub page_size: Option<String>,
 }
 
 /// `GET /api/v3/companies/{c}/batches/?ordering&q&page&page_size&dataset_id&subject_id`:
@@ -583,16 +598,11 @@ pub async fn list_batches(
     Query(q): Query<BatchListQuery>,
 ) -> SkinResult<Json<Value>> {
     caller.company(c)?;
-    let ascending = match q.ordering.as_deref() {
-        None | Some("-creation_time") | Some("-created_at") => false,
-        Some("creation_time") | Some("created_at") => true,
-        Some(o) => {
-            return Err(SkinError::Field(
-                "ordering",
-                format!("Unknown ordering {o:?}; use creation_time or -creation_time."),
-            ))
-        }
-    };
+    // As DRF's ordering filter: an unknown field is ignored.
+    let ascending = matches!(
+        q.ordering.as_deref().map(str::trim),
+        Some("creation_time") | Some("created_at") | Some("id")
+    );
     let records = skin.records.clone();
     let (dsf, sf) = (q.dataset_id, q.subject_id);
     let needle = q.q.clone().unwrap_or_default().to_lowercase();
@@ -630,7 +640,7 @@ pub async fn list_batches(
         &skin.origin(&parts),
         &parts,
         rows,
-        q.page,
-        q.page_size,
+        q.page.as_deref(),
+        q.page_size.as_deref(),
     )?))
 }

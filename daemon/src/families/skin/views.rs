@@ -15,7 +15,7 @@ pub fn side_json(side_id: u32) -> Value {
 
 fn connected(ds: &Dataset) -> Value {
     match &ds.run {
-        Some(r) => json!([{"id": catalog::APPLICATION_ID, "name": catalog::APPLICATION_NAME,
+        Some(r) => json!([{"id": r.application_id, "name": catalog::APPLICATION_NAME,
             "application_run_id": r.id, "enabled_algorithms": r.enabled_algorithms}]),
         None => json!([]),
     }
@@ -99,7 +99,7 @@ pub fn batch_view(b: &Batch, images: &[Image]) -> Value {
         "id": b.id, "creation_time": b.creation_time, "subject_id": b.subject_id,
         "dataset_id": b.dataset_id, "meta": b.meta,
         "images": images.iter().map(image_view).collect::<Vec<_>>(),
-        "connected_applications": [catalog::APPLICATION_ID],
+        "connected_applications": [app_id(images.first())],
     })
 }
 
@@ -109,7 +109,7 @@ fn row(i: &Image, r: &AlgoResult) -> Value {
         "algorithm_version_id": r.algorithm_version_id,
         "algorithm_tech_name": catalog::algorithm(r.algorithm_version_id).map(|a| a.tech_name),
         "creation_time": r.creation_time,
-        "application_id": catalog::APPLICATION_ID,
+        "application_id": app_id(Some(i)),
         "application_name": catalog::APPLICATION_NAME,
         "application_description": catalog::APPLICATION_DESCRIPTION,
         "application_run_id": i.app_run_id,
@@ -147,4 +147,10 @@ pub fn extension(content_type: &str) -> &'static str {
         "image/svg+xml" => "svg",
         _ => "jpg",
     }
+}
+
+/// The application id an image was analysed under, as the client named it.
+pub fn app_id(i: Option<&Image>) -> uuid::Uuid {
+    i.and_then(|i| i.application_id)
+        .unwrap_or(catalog::APPLICATION_ID)
 }
