@@ -517,10 +517,11 @@ async fn client_signed_tokens_and_every_rejection() {
         ok(&claims("clinic-a", user, "admin")),
         "role",
     ));
+    // Key ids are per organisation: clinic-b has no key of that id.
     cases.push((
         "iss not the key's org",
         ok(&claims("clinic-b", "lab@clinic-b.test", "user")),
-        "iss",
+        "kid",
     ));
     for (name, token, claim) in &cases {
         let (st, v) = call(&s, "POST", "/pbs", token, None).await;
@@ -553,6 +554,7 @@ async fn client_signed_tokens_and_every_rejection() {
     // Revocation takes effect at once.
     s.manage(Command::Pbs(PbsCommand::KeyRevoke {
         kid: "scanner-1".into(),
+        org: None,
     }))
     .await;
     let (st, v) = call(
@@ -668,6 +670,70 @@ async fn roles_and_organisation_isolation() {
     )
     .await;
     assert_eq!(st, 404, "another organisation's user");
+    // Names are per organisation (issue 18 item 8): clinic-a registering
+    // clinic-b's user name and key id gets users and keys of its own,
+    // learns nothing of clinic-b's, and clinic-b's keep working.
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs/admin/users",
+        &admin,
+        Some(
+            json!({"user": "lab@clinic-b.test", "role": "user", "password": "a different long pw"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert!(
+        !v.to_string().contains("clinic-b\"") && !v.to_string().contains("another"),
+        "{v}"
+    );
+    let org_of = |pw: &'static str| {
+        let (s, hash) = (&s, hex::encode(sha2::Sha256::digest(pw.as_bytes())));
+        async move {
+            let v = json(
+                s.client
+                    .post(s.url("/auth/login"))
+                    .json(&json!({"user": "lab@clinic-b.test", "pass_hash": hash}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await;
+            v["results"]["user"]["organisation"].clone()
+        }
+    };
+    assert_eq!(org_of("correct horse battery").await, "clinic-b");
+    assert_eq!(org_of("a different long pw").await, "clinic-a");
+    let (_, v) = call(&s, "GET", "/pbs/admin/users", &admin, None).await;
+    assert!(v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|u| u["organisation"] == "clinic-a"));
+    // clinic-b registers the key id clinic-a uses; clinic-a's tokens still verify.
+    s.manage(Command::Pbs(PbsCommand::KeyAdd {
+        org: "clinic-b".into(),
+        pem: std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap(),
+        kid: Some("k-admin".into()),
+    }))
+    .await;
+    let token = sign(
+        "RS256",
+        Some("k-admin"),
+        &claims("clinic-a", "lab@clinic-a.test", "user"),
+        "client_pkcs8.pem",
+    );
+    let (st, v) = call(&s, "POST", "/pbs", &token, None).await;
+    assert_eq!(st, 201, "{v}");
+    let token = sign(
+        "RS256",
+        Some("k-admin"),
+        &claims("clinic-b", "lab@clinic-b.test", "user"),
+        "client_pkcs8.pem",
+    );
+    let (st, v) = call(&s, "POST", "/pbs", &token, None).await;
+    assert_eq!(st, 201, "clinic-b's own key of the same id: {v}");
     s.stop().await;
 }
 

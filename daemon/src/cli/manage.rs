@@ -47,13 +47,13 @@ fn audited(cmd: &Command) -> Option<(&'static str, &'static str, String)> {
         Command::Pbs(P::UserAdd { org, user, .. }) => {
             ("pbs", "user_added", format!("{org}/{user}"))
         }
-        Command::Pbs(P::UserRemove { user }) => ("pbs", "user_removed", user.clone()),
+        Command::Pbs(P::UserRemove { user, .. }) => ("pbs", "user_removed", user.clone()),
         Command::Pbs(P::KeyAdd { org, kid, .. }) => (
             "pbs",
             "key_added",
             format!("{org}/{}", kid.clone().unwrap_or_default()),
         ),
-        Command::Pbs(P::KeyRevoke { kid }) => ("pbs", "key_revoked", kid.clone()),
+        Command::Pbs(P::KeyRevoke { kid, .. }) => ("pbs", "key_revoked", kid.clone()),
         Command::Pbs(P::OrgSecret { org }) => ("pbs", "callback_secret_shown", org.clone()),
         Command::Skin(S::UserAdd { company, email, .. }) => {
             ("skin", "user_added", format!("{company}/{email}"))

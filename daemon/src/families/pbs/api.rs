@@ -94,15 +94,16 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         ));
     }
     let (store, who, lookup) = (app.clinic.clone(), user.clone(), user.clone());
+    // The login names no organisation: the user whose password it is,
+    // among the organisations that have this user name.
     let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
-        match store.pbs.get_user(&lookup)? {
-            Some(u) if crate::auth::password::verify(&hash, &u.pass_hash) => Ok(Some(u)),
-            Some(_) => Ok(None),
-            None => {
-                crate::auth::password::burn_time(&hash);
-                Ok(None)
-            }
+        let users = store.pbs.users_named(&lookup)?;
+        if users.is_empty() {
+            crate::auth::password::burn_time(&hash);
         }
+        Ok(users
+            .into_iter()
+            .find(|u| crate::auth::password::verify(&hash, &u.pass_hash)))
     })
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))??;

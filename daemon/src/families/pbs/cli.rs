@@ -73,6 +73,9 @@ pub enum PbsUsers {
     },
     Remove {
         user: String,
+        /// The user's organisation (needed when the name is in several).
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -93,6 +96,9 @@ pub enum PbsKeys {
     },
     Revoke {
         kid: String,
+        /// The key's organisation (needed when the id is in several).
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -122,7 +128,7 @@ where
                     password: read_password(password_stdin)?,
                 },
                 PbsUsers::List { org } => PbsCommand::UserList { org },
-                PbsUsers::Remove { user } => PbsCommand::UserRemove { user },
+                PbsUsers::Remove { user, org } => PbsCommand::UserRemove { user, org },
             };
             print(send(cmd).await?)
         }
@@ -135,7 +141,7 @@ where
                     kid,
                 },
                 PbsKeys::List { org } => PbsCommand::KeyList { org },
-                PbsKeys::Revoke { kid } => PbsCommand::KeyRevoke { kid },
+                PbsKeys::Revoke { kid, org } => PbsCommand::KeyRevoke { kid, org },
             };
             print(send(cmd).await?)
         }

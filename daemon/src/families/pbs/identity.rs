@@ -134,11 +134,15 @@ impl Clinic {
                 _ => None,
             };
             let keys = match &kid {
-                Some(k) => match self.pbs.get_key(k) {
+                // Key ids are per organisation: the token's `iss` names it.
+                Some(k) => match self.pbs.get_key(&claims.iss, k) {
                     Ok(Some(key)) => vec![key],
                     Ok(None) => {
                         return Err(err(
-                            Rejection::new("kid", format!("no key {k:?} is registered")),
+                            Rejection::new(
+                                "kid",
+                                format!("organisation {:?} has no key {k:?}", claims.iss),
+                            ),
                             &mut fail,
                         ))
                     }

@@ -24,6 +24,9 @@ pub enum PbsCommand {
     },
     UserRemove {
         user: String,
+        /// Needed when the user name is in several organisations.
+        #[serde(default)]
+        org: Option<String>,
     },
     KeyAdd {
         org: String,
@@ -35,6 +38,9 @@ pub enum PbsCommand {
     },
     KeyRevoke {
         kid: String,
+        /// Needed when the key id is in several organisations.
+        #[serde(default)]
+        org: Option<String>,
     },
     OrgSecret {
         org: String,
@@ -52,10 +58,10 @@ pub fn execute(store: &Store, cmd: PbsCommand) -> Result<Value, String> {
             password,
         } => org::add_user(&pbs, &org, &user, &role, &password),
         PbsCommand::UserList { org: o } => org::list_users(&pbs, o.as_deref()),
-        PbsCommand::UserRemove { user } => org::remove_user(&pbs, None, &user),
+        PbsCommand::UserRemove { user, org: o } => org::remove_user(&pbs, o.as_deref(), &user),
         PbsCommand::KeyAdd { org: o, pem, kid } => org::add_key(&pbs, &o, &pem, kid.as_deref()),
         PbsCommand::KeyList { org: o } => org::list_keys(&pbs, o.as_deref()),
-        PbsCommand::KeyRevoke { kid } => org::revoke_key(&pbs, None, &kid),
+        PbsCommand::KeyRevoke { kid, org: o } => org::revoke_key(&pbs, o.as_deref(), &kid),
         PbsCommand::OrgSecret { org: o } => org::org_secret(&pbs, &o),
     }
 }

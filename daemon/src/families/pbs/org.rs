@@ -60,12 +60,9 @@ pub fn add_user(
         return Err("the password must be at least 8 characters".into());
     }
     let pass_sha = hex::encode(sha2::Sha256::digest(password.as_bytes()));
-    let existing = store.get_user(&email).map_err(|e| e.to_string())?;
-    if let Some(u) = &existing {
-        if u.org != org {
-            return Err(format!("{email} is already a user of another organisation"));
-        }
-    }
+    // Per organisation: another organisation's user of the same name is
+    // another user, and nothing about it is told here.
+    let existing = store.get_user(org, &email).map_err(|e| e.to_string())?;
     let (org_rec, new_org) = store.ensure_org(org).map_err(|e| e.to_string())?;
     let rec = UserRecord {
         id: existing
@@ -92,16 +89,45 @@ pub fn add_user(
     }))
 }
 
+/// Remove user `email` of `org`; without an organisation (the local
+/// command line, which sees them all) the one organisation that has it.
 pub fn remove_user(store: &PbsStore, org: Option<&str>, email: &str) -> Result<Value, String> {
     let email = email.trim().to_ascii_lowercase();
-    match store.get_user(&email).map_err(|e| e.to_string())? {
-        Some(u) if org.is_none_or(|o| o == u.org) => {
-            store.remove_user(&email).map_err(|e| e.to_string())?;
-            store.flush().map_err(|e| e.to_string())?;
-            Ok(user_json(&u))
-        }
-        _ => Err(format!("no user {email}")),
+    let e = |e: crate::store::StoreError| e.to_string();
+    let user = match org {
+        Some(o) => store.get_user(o, &email).map_err(e)?,
+        None => one_of(
+            store.users_named(&email).map_err(e)?,
+            |u| &u.org,
+            &email,
+            "--org",
+        )?,
+    };
+    let Some(u) = user else {
+        return Err(format!("no user {email}"));
+    };
+    store.remove_user(&u.org, &email).map_err(e)?;
+    store.flush().map_err(e)?;
+    Ok(user_json(&u))
+}
+
+/// The single record of `found`, None when empty; several (one name in
+/// several organisations, only seen by the local command line) asks for
+/// the organisation.
+fn one_of<T>(
+    mut found: Vec<T>,
+    org: impl Fn(&T) -> &String,
+    name: &str,
+    flag: &str,
+) -> Result<Option<T>, String> {
+    if found.len() > 1 {
+        let orgs: Vec<&str> = found.iter().map(|x| org(x).as_str()).collect();
+        return Err(format!(
+            "{name} exists in several organisations ({}); give {flag} ORG",
+            orgs.join(", ")
+        ));
     }
+    Ok(found.pop())
 }
 
 pub fn list_users(store: &PbsStore, org: Option<&str>) -> Result<Value, String> {
@@ -135,8 +161,12 @@ pub fn add_key(store: &PbsStore, org: &str, pem: &str, kid: Option<&str>) -> Res
         }
         None => hex::encode(sha2::Sha256::digest(&der))[..32].to_string(),
     };
-    if store.get_key(&kid).map_err(|e| e.to_string())?.is_some() {
-        return Err(format!("a key with kid {kid:?} is already registered"));
+    if store
+        .get_key(org, &kid)
+        .map_err(|e| e.to_string())?
+        .is_some()
+    {
+        return Err(format!("{org} already has a key with kid {kid:?}"));
     }
     let rec = KeyRecord {
         kid,
@@ -151,9 +181,23 @@ pub fn add_key(store: &PbsStore, org: &str, pem: &str, kid: Option<&str>) -> Res
     Ok(key_json(&rec))
 }
 
+/// Revoke key `kid` of `org` (without an organisation: the one that has it).
 pub fn revoke_key(store: &PbsStore, org: Option<&str>, kid: &str) -> Result<Value, String> {
-    match store.get_key(kid).map_err(|e| e.to_string())? {
-        Some(mut k) if org.is_none_or(|o| o == k.org) => {
+    let e = |e: crate::store::StoreError| e.to_string();
+    let key = match org {
+        Some(o) => store.get_key(o, kid).map_err(e)?,
+        None => {
+            let all: Vec<KeyRecord> = store
+                .list_keys(None)
+                .map_err(e)?
+                .into_iter()
+                .filter(|k| k.kid == kid)
+                .collect();
+            one_of(all, |k| &k.org, kid, "--org")?
+        }
+    };
+    match key {
+        Some(mut k) => {
             if k.revoked_at.is_none() {
                 k.revoked_at = Some(now_rfc3339());
                 store.put_key(&k).map_err(|e| e.to_string())?;

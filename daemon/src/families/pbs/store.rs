@@ -154,7 +154,7 @@ impl PbsStore {
     /// The family's trees in the appliance's database.
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let t = |n: &str| db.open_tree(n);
-        Ok(Self {
+        let s = Self {
             orgs: t("pbs_orgs")?,
             users: t("pbs_users")?,
             keys: t("pbs_keys")?,
@@ -162,7 +162,38 @@ impl PbsStore {
             callbacks: t("pbs_callbacks")?,
             jti: t("pbs_jti")?,
             db: db.clone(),
-        })
+        };
+        s.scope_old_records()?;
+        Ok(s)
+    }
+
+    /// The tree key of `name` within organisation `org`: user e-mails and
+    /// key ids are per organisation, so one organisation's names say
+    /// nothing about, and never collide with, another's.
+    fn scoped(org: &str, name: &str) -> Vec<u8> {
+        format!("{org}\0{name}").into_bytes()
+    }
+
+    /// Users and keys an older version stored under their bare name move
+    /// under their organisation.
+    fn scope_old_records(&self) -> Result<(), StoreError> {
+        for item in self.users.iter() {
+            let (k, v) = item?;
+            if !k.contains(&0) {
+                let u: UserRecord = dec(&v)?;
+                self.users.insert(Self::scoped(&u.org, &u.email), v)?;
+                self.users.remove(k)?;
+            }
+        }
+        for item in self.keys.iter() {
+            let (k, v) = item?;
+            if !k.contains(&0) {
+                let key: KeyRecord = dec(&v)?;
+                self.keys.insert(Self::scoped(&key.org, &key.kid), v)?;
+                self.keys.remove(k)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn flush(&self) -> Result<(), StoreError> {
@@ -191,18 +222,35 @@ impl PbsStore {
     }
 
     pub fn put_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-        self.users.insert(u.email.as_bytes(), enc(u))?;
+        self.users.insert(Self::scoped(&u.org, &u.email), enc(u))?;
         Ok(())
     }
 
-    pub fn get_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.users.get(email)?.map(|v| dec(&v)).transpose()
+    /// User `email` of organisation `org`.
+    pub fn get_user(&self, org: &str, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users
+            .get(Self::scoped(org, email))?
+            .map(|v| dec(&v))
+            .transpose()
+    }
+
+    /// Every organisation's user named `email` (login names no
+    /// organisation), in organisation order.
+    pub fn users_named(&self, email: &str) -> Result<Vec<UserRecord>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.users.iter() {
+            let u: UserRecord = dec(&item?.1)?;
+            if u.email == email {
+                out.push(u);
+            }
+        }
+        Ok(out)
     }
 
     /// A user of `org` by id or e-mail (a token's `sub` may be either).
     pub fn find_user(&self, org: &str, sub: &str) -> Result<Option<UserRecord>, StoreError> {
-        if let Some(u) = self.get_user(sub)? {
-            return Ok((u.org == org).then_some(u));
+        if let Some(u) = self.get_user(org, sub)? {
+            return Ok(Some(u));
         }
         for item in self.users.iter() {
             let (_, v) = item?;
@@ -225,19 +273,26 @@ impl PbsStore {
         Ok(out)
     }
 
-    pub fn remove_user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
-        self.users.remove(email)?.map(|v| dec(&v)).transpose()
+    pub fn remove_user(&self, org: &str, email: &str) -> Result<Option<UserRecord>, StoreError> {
+        self.users
+            .remove(Self::scoped(org, email))?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     // ---- client signing keys ----
 
     pub fn put_key(&self, k: &KeyRecord) -> Result<(), StoreError> {
-        self.keys.insert(k.kid.as_bytes(), enc(k))?;
+        self.keys.insert(Self::scoped(&k.org, &k.kid), enc(k))?;
         Ok(())
     }
 
-    pub fn get_key(&self, kid: &str) -> Result<Option<KeyRecord>, StoreError> {
-        self.keys.get(kid)?.map(|v| dec(&v)).transpose()
+    /// Key `kid` of organisation `org`.
+    pub fn get_key(&self, org: &str, kid: &str) -> Result<Option<KeyRecord>, StoreError> {
+        self.keys
+            .get(Self::scoped(org, kid))?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     pub fn list_keys(&self, org: Option<&str>) -> Result<Vec<KeyRecord>, StoreError> {
@@ -378,5 +433,60 @@ impl PbsStore {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(org: &str, email: &str) -> UserRecord {
+        UserRecord {
+            id: Uuid::new_v4(),
+            email: email.into(),
+            org: org.into(),
+            role: Role::User,
+            screen_name: "lab".into(),
+            pass_hash: "x".into(),
+            created_at: String::new(),
+        }
+    }
+
+    /// One user name in two organisations is two users; records an older
+    /// version kept under the bare name move under their organisation.
+    #[test]
+    fn users_and_keys_are_per_organisation_and_old_records_move() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        {
+            let s = PbsStore::open(&db).unwrap();
+            s.put_user(&user("a", "lab@x.test")).unwrap();
+            s.put_user(&user("b", "lab@x.test")).unwrap();
+            assert_eq!(s.users_named("lab@x.test").unwrap().len(), 2);
+            assert_eq!(s.get_user("b", "lab@x.test").unwrap().unwrap().org, "b");
+            assert!(s.get_user("c", "lab@x.test").unwrap().is_none());
+            s.remove_user("a", "lab@x.test").unwrap();
+            assert_eq!(s.users_named("lab@x.test").unwrap().len(), 1);
+            // As an older version stored them.
+            let old = user("c", "old@x.test");
+            s.users.insert(old.email.as_bytes(), enc(&old)).unwrap();
+            let k = KeyRecord {
+                kid: "k1".into(),
+                org: "c".into(),
+                rsa_der_b64: String::new(),
+                bits: 2048,
+                created_at: String::new(),
+                revoked_at: None,
+            };
+            s.keys.insert(k.kid.as_bytes(), enc(&k)).unwrap();
+        }
+        let s = PbsStore::open(&db).unwrap();
+        assert_eq!(
+            s.get_user("c", "old@x.test").unwrap().unwrap().email,
+            "old@x.test"
+        );
+        assert_eq!(s.get_key("c", "k1").unwrap().unwrap().kid, "k1");
+        assert!(s.get_key("a", "k1").unwrap().is_none());
+        assert!(s.users.iter().keys().all(|k| k.unwrap().contains(&0)));
     }
 }
