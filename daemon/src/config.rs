@@ -431,7 +431,44 @@ fn apply_env(
     }
 }
 
+/// `ARGUS_*` variables read outside the configuration: the config file's
+/// path, the log filter, the AVX-512 switch, and the tools' and tests' own.
+const OTHER_ENV: &[&str] = &[
+    "ARGUS_CONFIG",
+    "ARGUS_LOG",
+    "ARGUS_NO_AVX512",
+    "ARGUS_KEY",
+    "ARGUS_BENCH_BATCHES",
+    "ARGUS_KEEP_REPORT",
+];
+
+/// Every variable name that sets something: each leaf and each section
+/// (a section's own name switches its `enabled`).
+fn env_names(value: &toml::Value, prefix: &str, out: &mut Vec<String>) {
+    if let toml::Value::Table(t) = value {
+        for (key, v) in t {
+            let name = format!("{prefix}_{}", key.to_uppercase());
+            env_names(v, &name, out);
+            out.push(name);
+        }
+    }
+}
+
 impl Config {
+    /// The `ARGUS_*` names among `vars` that set nothing (a typo, or a
+    /// setting that does not exist), for a warning at start.
+    pub fn unknown_env(vars: &[String]) -> Vec<String> {
+        let mut known = Vec::new();
+        if let Ok(v) = toml::Value::try_from(Config::default()) {
+            env_names(&v, "ARGUS", &mut known);
+        }
+        vars.iter()
+            .filter(|k| k.starts_with("ARGUS_"))
+            .filter(|k| !known.contains(k) && !OTHER_ENV.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
     /// Defaults, then `file` (if any), then `ARGUS_*` from the environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let vars: Vec<(String, String)> = std::env::vars()
@@ -617,6 +654,25 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_argus_variables_are_named() {
+        let vars: Vec<String> = [
+            "ARGUS_LISTEN",
+            "ARGUS_TLS",
+            "ARGUS_SKIN_API_UPLOAD_URL_SECS",
+            "ARGUS_LOG",
+            "ARGUS_LISTNE",
+            "ARGUS_TLS_ENABLE",
+            "PATH",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            Config::unknown_env(&vars),
+            vec!["ARGUS_LISTNE", "ARGUS_TLS_ENABLE"]
+        );
+    }
+
     use super::*;
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {

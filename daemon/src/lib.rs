@@ -368,6 +368,15 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     tracing::debug!(config = %config.redacted(), "configuration");
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .collect();
+    for name in Config::unknown_env(&names) {
+        tracing::warn!(
+            variable = %name,
+            "{name} sets nothing: no setting has that name (see config/argusd.toml; a.b is ARGUS_A_B)"
+        );
+    }
     let running = start(config).await?;
     // READY=1 only now: the model answered its warm-up inference.
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
