@@ -390,13 +390,7 @@ pub async fn list_tokens(
         blocking(move || SkinStore::scan(&records.tokens, |t: &PrivateToken| t.user_id == me))
             .await?;
     let views: Vec<Value> = all.iter().rev().map(token_view).collect();
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        views,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, views, &q.page, &q.page_size)
 }
 
 /// `DELETE /api/v1/auth/private_tokens/{id}/` → 204; refused at once.

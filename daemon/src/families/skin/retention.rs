@@ -18,8 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use uuid::Uuid;
-
 use super::error::SkinResult;
 use super::records::{Dataset, Image, ImageStatus, SkinStore};
 use super::service::Skin;
@@ -200,15 +198,11 @@ pub async fn clear_results(
     .await?)
 }
 
-/// Ids of a company's images (for tests and tools).
-pub fn company_images(records: &SkinStore, company: Uuid) -> Result<Vec<Image>, StoreError> {
-    SkinStore::scan(&records.images, |i: &Image| i.company_id == company)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::Value;
+    use uuid::Uuid;
 
     fn ds() -> Dataset {
         Dataset {

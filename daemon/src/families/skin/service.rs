@@ -41,6 +41,36 @@ impl Deref for Skin {
 }
 
 impl Skin {
+    /// Store `v` under `id` in the tree `tree` picks, and flush, off the
+    /// async workers.
+    pub async fn save<T: serde::Serialize>(
+        &self,
+        tree: fn(&SkinStore) -> &sled::Tree,
+        id: uuid::Uuid,
+        v: &T,
+    ) -> super::error::SkinResult<()> {
+        let bytes = crate::store::enc(v);
+        let (records, store) = (self.records.clone(), self.store.clone());
+        crate::store::blocking(move || {
+            tree(&records).insert(id.as_bytes(), bytes)?;
+            store.flush()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Page `page` of `items`, DRF-style, with links back to this request.
+    pub fn page(
+        &self,
+        parts: &Parts,
+        items: Vec<serde_json::Value>,
+        page: &Option<String>,
+        size: &Option<String>,
+    ) -> super::error::SkinResult<axum::Json<serde_json::Value>> {
+        let origin = self.origin(parts);
+        super::paging::page(&origin, parts, items, page.as_deref(), size.as_deref()).map(axum::Json)
+    }
+
     /// `scheme://host` of the appliance as this request reached it.
     pub fn origin(&self, parts: &Parts) -> String {
         let host = parts

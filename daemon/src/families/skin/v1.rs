@@ -225,12 +225,7 @@ pub async fn create_dataset(
         ));
     }
     apply_dataset(&mut ds, b)?;
-    let (records, store, d) = (skin.records.clone(), skin.store.clone(), ds.clone());
-    blocking(move || {
-        SkinStore::put(&records.datasets, d.id, &d)?;
-        store.flush()
-    })
-    .await?;
+    skin.save(|r| &r.datasets, ds.id, &ds).await?;
     Ok((StatusCode::CREATED, Json(dataset_view(&ds))).into_response())
 }
 
@@ -259,13 +254,7 @@ pub async fn list_datasets(
     })
     .await?;
     let views = all.iter().rev().map(dataset_view).collect();
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        views,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, views, &q.page, &q.page_size)
 }
 
 /// The caller's dataset `d` of company `c`, or 404.
@@ -346,12 +335,7 @@ pub async fn update_dataset(
 ) -> SkinResult<Json<Value>> {
     let mut ds = dataset(&skin, &caller, c, d).await?;
     apply_dataset(&mut ds, b)?;
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), ds.clone());
-    blocking(move || {
-        SkinStore::put(&records.datasets, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
+    skin.save(|r| &r.datasets, ds.id, &ds).await?;
     let s2 = skin.clone();
     tokio::spawn(async move { super::retention::sweep_now(&s2).await });
     Ok(Json(dataset_view(&ds)))
@@ -414,7 +398,6 @@ fn apply_subject(sub: &mut Subject, b: SubjectBody) -> SkinResult<()> {
 pub async fn create_subject(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
-    parts: Parts,
     Path((c, d)): Path<(Uuid, Uuid)>,
     Json(b): Json<SubjectBody>,
 ) -> SkinResult<Response> {
@@ -431,13 +414,7 @@ pub async fn create_subject(
         creation_time: now_rfc3339(),
     };
     apply_subject(&mut sub, b)?;
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), sub.clone());
-    blocking(move || {
-        SkinStore::put(&records.subjects, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
-    let _ = parts;
+    skin.save(|r| &r.subjects, sub.id, &sub).await?;
     Ok((StatusCode::CREATED, Json(subject_view(&sub, &ds))).into_response())
 }
 
@@ -459,13 +436,7 @@ pub async fn list_subjects(
     })
     .await?;
     let views = all.iter().rev().map(|s| subject_view(s, &ds)).collect();
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        views,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, views, &q.page, &q.page_size)
 }
 
 pub async fn get_subject(
@@ -485,12 +456,7 @@ pub async fn patch_subject(
 ) -> SkinResult<Json<Value>> {
     let (ds, mut sub) = subject(&skin, &caller, c, d, s).await?;
     apply_subject(&mut sub, b)?;
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), sub.clone());
-    blocking(move || {
-        SkinStore::put(&records.subjects, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
+    skin.save(|r| &r.subjects, sub.id, &sub).await?;
     Ok(Json(subject_view(&sub, &ds)))
 }
 
@@ -551,12 +517,7 @@ pub async fn clear_subject_metadata(
     sub.birth_date = None;
     sub.biological_sex = None;
     sub.meta = Value::Null;
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), sub.clone());
-    blocking(move || {
-        SkinStore::put(&records.subjects, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
+    skin.save(|r| &r.subjects, sub.id, &sub).await?;
     super::retention::clear_results(&skin, move |i| i.subject_id == s).await?;
     super::accounts::audit_ok(
         &skin,
@@ -586,12 +547,7 @@ pub async fn create_batch(
         s,
         body.and_then(|Json(b)| b.meta).unwrap_or(Value::Null),
     );
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), b.clone());
-    blocking(move || {
-        SkinStore::put(&records.batches, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
+    skin.save(|r| &r.batches, b.id, &b).await?;
     Ok((StatusCode::CREATED, Json(batch_view(&b, &[]))).into_response())
 }
 
@@ -624,13 +580,7 @@ pub async fn list_subject_batches(
             .collect::<Result<Vec<_>, crate::store::StoreError>>()
     })
     .await?;
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        views,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, views, &q.page, &q.page_size)
 }
 
 #[derive(Debug, Deserialize)]
@@ -704,13 +654,7 @@ pub async fn list_batch_images(
     let records = skin.records.clone();
     let imgs = blocking(move || records.batch_images(b)).await?;
     let views = imgs.iter().map(image_view).collect();
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        views,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, views, &q.page, &q.page_size)
 }
 
 pub async fn get_image(

@@ -109,13 +109,7 @@ async fn batch_any(
 }
 
 async fn store_batch(skin: &Skin, b: &Batch) -> SkinResult<()> {
-    let (records, store, x) = (skin.records.clone(), skin.store.clone(), b.clone());
-    blocking(move || {
-        SkinStore::put(&records.batches, x.id, &x)?;
-        store.flush()
-    })
-    .await?;
-    Ok(())
+    skin.save(|r| &r.batches, b.id, b).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -636,11 +630,5 @@ pub async fn list_batches(
     } else {
         rows.into_iter().rev().collect()
     };
-    Ok(Json(super::paging::page(
-        &skin.origin(&parts),
-        &parts,
-        rows,
-        q.page.as_deref(),
-        q.page_size.as_deref(),
-    )?))
+    skin.page(&parts, rows, &q.page, &q.page_size)
 }
