@@ -289,6 +289,21 @@ fn bad_configuration_fails_start_up_with_every_problem() {
     );
 }
 
+/// Run an `argusd ... users add ... --password-stdin` command with the
+/// tests' password on standard input.
+fn add_user_from_stdin(dir: &std::path::Path, args: &[&str]) {
+    let mut add = argusd(dir);
+    add.args(args).stdin(Stdio::piped()).stdout(Stdio::piped());
+    let mut child = add.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
 fn sigkill(child: &Child) {
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     unsafe { kill(child.id() as i32, 9) };
@@ -299,27 +314,19 @@ fn sigkill(child: &Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pbs_analysis_finishes_after_sigkill_mid_study() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut add = argusd(tmp.path());
-    add.args([
-        "pbs",
-        "users",
-        "add",
-        "--org",
-        "clinic",
-        "--user",
-        "lab@clinic.test",
-        "--password-stdin",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user_from_stdin(
+        tmp.path(),
+        &[
+            "pbs",
+            "users",
+            "add",
+            "--org",
+            "clinic",
+            "--user",
+            "lab@clinic.test",
+            "--password-stdin",
+        ],
+    );
 
     let (child, addr) = serve(tmp.path(), None);
     let http = reqwest::Client::new();
@@ -458,27 +465,19 @@ async fn pbs_analysis_finishes_after_sigkill_mid_study() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skin_analysis_finishes_after_sigkill() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut add = argusd(tmp.path());
-    add.args([
-        "skin",
-        "users",
-        "add",
-        "--company",
-        "Acme",
-        "--email",
-        "dev@acme.test",
-        "--password-stdin",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::piped());
-    let mut child = add.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct horse battery\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    add_user_from_stdin(
+        tmp.path(),
+        &[
+            "skin",
+            "users",
+            "add",
+            "--company",
+            "Acme",
+            "--email",
+            "dev@acme.test",
+            "--password-stdin",
+        ],
+    );
 
     let (child, addr) = serve(tmp.path(), None);
     let http = reqwest::Client::new();
