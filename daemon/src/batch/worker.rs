@@ -158,6 +158,9 @@ pub struct Batcher<W: Workload = FaceWork> {
     work: Arc<W>,
     thread: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
+    /// One per item this batcher can hold at once (queued, or in the batch
+    /// that runs): see [`Batcher::ticket`].
+    tickets: Arc<tokio::sync::Semaphore>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -219,6 +222,7 @@ impl<W: Workload> Batcher<W> {
             input_height,
             frames: backend.letterboxes_frames(),
         };
+        let tickets = Arc::new(tokio::sync::Semaphore::new(policy.max_depth.max(1) + max_batch));
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(Policy {
                 max_batch,
@@ -245,6 +249,7 @@ impl<W: Workload> Batcher<W> {
             work,
             thread: Mutex::new(Some(thread)),
             metrics,
+            tickets,
         })
     }
 
@@ -273,10 +278,21 @@ impl<W: Workload> Batcher<W> {
         lock(&self.shared.queue).len()
     }
 
-    /// Whether a new item would be refused now (the queue at its depth),
-    /// so a request can be turned away before its upload is read.
+    /// Whether a new item would be refused now (the queue at its depth, or
+    /// every [`ticket`](Self::ticket) taken), so a request can be turned
+    /// away before its upload is read.
     pub fn is_full(&self) -> bool {
-        lock(&self.shared.queue).is_full()
+        self.tickets.available_permits() == 0 || lock(&self.shared.queue).is_full()
+    }
+
+    /// A place for one item among those this batcher can hold at once
+    /// (`queue_depth` queued plus one running batch), taken before costly
+    /// work that precedes `submit` (a request's decode) and kept until the
+    /// answer is in; `None` when all are taken. Without tickets, under
+    /// overload every request that found the queue open decoded its image
+    /// and most then found it full; with them no decode is wasted.
+    pub fn ticket(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.tickets.clone().try_acquire_owned().ok()
     }
 
     /// Queue one item; the receiver resolves when its batch ran.

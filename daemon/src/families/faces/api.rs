@@ -20,6 +20,7 @@ use super::schema::{
 use super::store::{ImageRecord, JobRecord};
 use super::Faces;
 use crate::app::App;
+use crate::batch::Batcher;
 use crate::detect::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiKeyAuth;
@@ -223,26 +224,48 @@ async fn admit(
 }
 
 /// The upload's image field, read within `limits.body_read_timeout_secs`
-/// (408 past it), then an in-flight slot (503 when none is free): a slot
-/// is only taken once the upload is in, so slow or stalled clients cannot
-/// hold the slots the others need.
-pub(crate) async fn upload_then_slot(
-    app: &App,
-    req: Request,
-) -> Result<(Upload, OwnedSemaphorePermit), ApiError> {
+/// (408 past it), then an in-flight slot (503 when none is free) and a
+/// batcher ticket (429 when the queue has no place left): both are only
+/// taken once the upload is in, so slow or stalled clients cannot hold what
+/// the others need, and before the decode, so no image is decoded for a
+/// request the queue would refuse.
+pub(crate) async fn upload_then_slot(app: &App, batcher: &Batcher, req: Request) -> Result<(Upload, Slot), ApiError> {
     let secs = app.config.limits.body_read_timeout_secs.max(1);
     let read = async { read_image_field(Multipart::from_request(req, &()).await).await };
     let upload = tokio::time::timeout(std::time::Duration::from_secs(secs), read)
         .await
         .map_err(|_| ApiError::Timeout(format!("the upload did not arrive within {secs} s")))??;
-    let permit = app
+    let retry_after = app.config.limits.retry_after_secs;
+    let in_flight = app
         .in_flight
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: app.config.limits.retry_after_secs,
-        })?;
-    Ok((upload, permit))
+        .map_err(|_| ApiError::Overloaded { retry_after })?;
+    let ticket = batcher
+        .ticket()
+        .ok_or(ApiError::QueueFull { retry_after })?;
+    Ok((
+        upload,
+        Slot {
+            _in_flight: in_flight,
+            ticket: Some(ticket),
+        },
+    ))
+}
+
+/// What an admitted upload holds: its in-flight slot until the answer is
+/// sent, its batcher ticket until the inference is done.
+pub(crate) struct Slot {
+    _in_flight: OwnedSemaphorePermit,
+    ticket: Option<OwnedSemaphorePermit>,
+}
+
+impl Slot {
+    /// The batch ran: the ticket goes to the next request while this one
+    /// masks, encodes and stores.
+    pub fn inference_done(&mut self) {
+        self.ticket = None;
+    }
 }
 
 pub(crate) struct Upload {
@@ -576,8 +599,9 @@ pub async fn detect(
     .await;
     // A refused upload's body is read to the end by http::linger.
     let (key, params) = checks?;
-    let (upload, _permit) = upload_then_slot(&app, req).await?;
+    let (upload, mut slot) = upload_then_slot(&app, &app.batcher, req).await?;
     let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
+    slot.inference_done();
     let (w, h) = prep.image.dimensions();
     let mut t = Timings {
         total_ms: pipeline::ms(start.elapsed()),
@@ -628,8 +652,9 @@ pub async fn mask(
     }
     .await;
     let (key, params, mq) = checks?;
-    let (upload, _permit) = upload_then_slot(&app, req).await?;
+    let (upload, mut slot) = upload_then_slot(&app, &app.batcher, req).await?;
     let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
+    slot.inference_done();
     let (w, h) = prep.image.dimensions();
     let channels = prep.channels;
     let (format, image_format) = (mq.format, prep.format);
