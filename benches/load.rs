@@ -184,7 +184,10 @@ struct RssSampler {
 
 impl RssSampler {
     fn start(pid: Option<u32>) -> Self {
-        let (peak_kib, stop) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (peak_kib, stop) = (
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
         if let Some(pid) = pid {
             let (p, s) = (peak_kib.clone(), stop.clone());
             tokio::spawn(async move {

@@ -45,25 +45,51 @@ fn detect_and_mask_files_offline() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines[0]["face_count"], 3);
-    assert_eq!(lines[1]["face_count"], 0);
+    // The detect API's own answer, plus the file it is about.
+    assert_eq!(lines[0]["summary"]["face_count"], 3);
+    assert_eq!(lines[0]["detections"].as_array().unwrap().len(), 3);
+    assert_eq!(lines[0]["image"]["width"], 1200, "{}", lines[0]);
+    assert_eq!(lines[0]["processing"]["model"], "centerface");
+    assert_eq!(lines[0]["file"], "tests/fixtures/group.jpg");
+    assert_eq!(lines[1]["summary"]["face_count"], 0);
+    // A directory holding a.jpg and a.png (same stem) and a nested copy:
+    // every output gets a path of its own.
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(photos.join("sub")).unwrap();
+    std::fs::write(photos.join("a.jpg"), common::fixture("astronaut.jpg")).unwrap();
+    std::fs::write(photos.join("a.png"), common::fixture("astronaut.png")).unwrap();
+    std::fs::write(photos.join("sub/a.jpg"), common::fixture("astronaut.jpg")).unwrap();
+    std::fs::write(photos.join("notes.txt"), "not an image").unwrap();
     let dir = tmp.path().join("out");
     let out = run_ok(
         argusd(tmp.path())
-            .args([
-                "mask",
-                "tests/fixtures/astronaut.jpg",
-                "--method",
-                "pixelate",
-                "--format",
-                "png",
-                "--out",
-            ])
-            .arg(&dir),
+            .args(["mask", "--method", "pixelate", "--format", "png", "--out"])
+            .arg(&dir)
+            .arg(&photos),
     );
-    assert!(out.contains("1 face(s) masked"), "{out}");
-    let img = image::open(dir.join("astronaut.masked.png")).unwrap();
-    assert_eq!(img.width(), 512);
+    assert_eq!(out.matches("1 face(s) masked").count(), 3, "{out}");
+    for name in ["a.jpg.masked.png", "a.png.masked.png", "sub/a.masked.png"] {
+        let img = image::open(dir.join(name)).unwrap();
+        assert_eq!(img.width(), 512, "{name}");
+    }
+    // Flags take the API's ranges; a value outside is refused with the range.
+    for (flag, value) in [
+        ("--strength", "0"),
+        ("--confidence", "5"),
+        ("--padding", "3"),
+        ("--quality", "101"),
+        ("--method", "blur"),
+    ] {
+        let o = argusd(tmp.path())
+            .args(["mask", "tests/fixtures/astronaut.jpg", "--out"])
+            .arg(&dir)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(flag), "{flag} {value}: {err}");
+    }
     // A bad file is reported, the exit code says so.
     let o = argusd(tmp.path())
         .args(["detect", "Cargo.toml"])
@@ -75,6 +101,15 @@ fn detect_and_mask_files_offline() {
 
 /// Start `argusd serve` on an ephemeral port; returns the child and its address.
 fn serve(state: &std::path::Path, notify: Option<&std::path::Path>) -> (Child, String) {
+    let (child, addr, _) = serve_logged(state, notify);
+    (child, addr)
+}
+
+/// The daemon's JSON log lines, as they come.
+type Log = std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>;
+
+/// [`serve`], also keeping every log line the daemon writes.
+fn serve_logged(state: &std::path::Path, notify: Option<&std::path::Path>) -> (Child, String, Log) {
     let mut c = argusd(state);
     c.args(["serve"])
         .env("ARGUS_LISTEN", "127.0.0.1:0")
@@ -87,19 +122,22 @@ fn serve(state: &std::path::Path, notify: Option<&std::path::Path>) -> (Child, S
     let mut child = c.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let log = Log::default();
+    let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                 if v["fields"]["message"] == "argusd ready" {
                     let _ = tx.send(v["fields"]["addr"].as_str().unwrap_or_default().to_string());
                 }
+                lines.lock().unwrap().push(v);
             }
         }
     });
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("daemon became ready");
-    (child, addr)
+    (child, addr, log)
 }
 
 #[test]
@@ -309,10 +347,11 @@ fn sigkill(child: &Child) {
     unsafe { kill(child.id() as i32, 9) };
 }
 
-/// A daemon killed (SIGKILL, no chance to flush or drain) in the middle of
-/// a PBS analysis finishes that analysis after it is started again.
+/// A PBS analysis reports progress per tile, stops at the next tile on
+/// SIGTERM, and finishes after the daemon is started again; a second
+/// signal during a slow stop exits at once, without losing the study.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pbs_analysis_finishes_after_sigkill_mid_study() {
+async fn pbs_analysis_stops_promptly_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     add_user_from_stdin(
         tmp.path(),
@@ -328,7 +367,7 @@ async fn pbs_analysis_finishes_after_sigkill_mid_study() {
         ],
     );
 
-    let (child, addr) = serve(tmp.path(), None);
+    let (child, addr, log) = serve_logged(tmp.path(), None);
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     let hash = {
@@ -406,20 +445,83 @@ async fn pbs_analysis_finishes_after_sigkill_mid_study() {
             v["results"].clone()
         }
     };
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let s = status(http.clone(), base.clone(), token.clone()).await;
-        let p = s["progress"].as_f64().unwrap();
-        if p > 0.0 {
-            assert!(p < 1.0, "killed mid-study, not after: {s}");
-            break;
+    // Progress moves within a file, tile by tile.
+    let wait_mid_file = |http: reqwest::Client, base: String, token: String| {
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let s = status(http.clone(), base.clone(), token.clone()).await;
+                let p = s["progress"].as_f64().unwrap();
+                let msg = s["progress_message"].as_str().unwrap_or_default();
+                if msg.contains("tile") && p > 0.0 {
+                    assert!(p < 1.0, "stopped mid-study, not after: {s}");
+                    return;
+                }
+                assert!(Instant::now() < deadline, "no progress: {s}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        assert!(Instant::now() < deadline, "no progress: {s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    sigkill(&child);
+    };
+    wait_mid_file(http.clone(), base.clone(), token.clone()).await;
+    // SIGTERM mid-file: the analysis stops at the next tile, says so, and
+    // the daemon exits cleanly within seconds.
+    let stopping = Instant::now();
+    sigterm(&child);
     let mut child = child;
-    child.wait().unwrap();
+    assert!(child.wait().unwrap().success());
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(20), "stopping took {took:?}");
+    let stopped = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("stopped for shutdown"))
+        })
+        .cloned()
+        .expect("the stop is logged");
+    let f = &stopped["fields"];
+    assert!(f["tiles_done"].as_u64() < f["tiles"].as_u64(), "{stopped}");
+
+    // Restarted, it resumes. A stop held up by an upload that never ends
+    // says what it waits for, and a second signal exits at once (130).
+    let key = run_ok(argusd(tmp.path()).args(["keys", "create", "--name", "stall"]));
+    let (child, addr, log) = serve_logged(tmp.path(), None);
+    let base = format!("http://{addr}");
+    let token = login(http.clone(), base.clone()).await;
+    wait_mid_file(http.clone(), base.clone(), token.clone()).await;
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /api/v1/detect HTTP/1.1\r\nHost: x\r\nX-API-Key: {}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n",
+        key.trim()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(&child);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let waiting = loop {
+        let said = log.lock().unwrap().iter().find_map(|v| {
+            let m = v["fields"]["message"].as_str()?;
+            m.starts_with("stopping: still waiting")
+                .then(|| v["fields"]["waiting_for"].to_string())
+        });
+        if let Some(w) = said {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "a slow stop says nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(waiting.contains("HTTP connections"), "{waiting}");
+    let second = Instant::now();
+    sigterm(&child);
+    let mut child = child;
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    assert!(second.elapsed() < Duration::from_secs(5));
+    drop(stalled);
 
     let (child, addr) = serve(tmp.path(), None);
     let base = format!("http://{addr}");

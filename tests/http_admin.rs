@@ -564,6 +564,58 @@ async fn storage_off_answers_501_and_writes_nothing() {
     s.stop().await;
 }
 
+/// `storage.keep_originals = false`: the masked output and the record are
+/// kept, the unmasked original never reaches the disk.
+#[tokio::test]
+async fn originals_are_not_kept_when_configured_so() {
+    let s = start(|c| c.storage.keep_originals = false).await;
+    s.new_admin("admin", PW).await;
+    let key = s.new_key("k").await;
+    let r = s
+        .post_image("/api/v1/mask", Some(&key), fixture("astronaut.jpg"))
+        .await;
+    assert_eq!(r.status(), 200);
+    let image_id = r.headers()["x-image-id"].to_str().unwrap().to_string();
+    let job_id = r.headers()["x-job-id"].to_str().unwrap().to_string();
+    let get = |p: String| s.client.get(s.url(&p)).basic_auth("admin", Some(PW)).send();
+    let img = json(
+        get(format!("/api/v1/admin/images/{image_id}"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(img["original_url"].is_null(), "{img}");
+    assert!(img["processed_url"].is_string(), "{img}");
+    let r = get(format!("/api/v1/admin/images/{image_id}/download"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(json(r).await["detail"]
+        .as_str()
+        .unwrap()
+        .contains("keep_originals"));
+    let r = get(format!("/api/v1/admin/jobs/{job_id}/download"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the masked output is kept");
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("blobs/originals"))
+            .map(|d| d.count())
+            .unwrap_or(0),
+        0
+    );
+    // Deleting such an image works too.
+    let r = s
+        .client
+        .delete(s.url(&format!("/api/v1/admin/images/{image_id}")))
+        .basic_auth("admin", Some(PW))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn restart_keeps_keys_admins_images_and_jobs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -223,6 +223,14 @@ pub struct StorageConfig {
     pub enabled: bool,
     /// Lifetime of signed download URLs, in seconds.
     pub signed_url_ttl_secs: u64,
+    /// Keep the uploaded (unmasked) original of each request. false: only
+    /// the record and the masked output are kept; the admin API's
+    /// `original_url` is null and the original's download answers 404.
+    pub keep_originals: bool,
+    /// Days an uploaded image (original, masked outputs, records) is kept;
+    /// older ones are deleted by an hourly sweep, as the admin DELETE does.
+    /// 0 keeps them until deleted.
+    pub retention_days: u32,
 }
 
 /// Outgoing calls (PBS callbacks, webhooks), all through `outbound::client`.
@@ -386,6 +394,8 @@ impl Default for StorageConfig {
         Self {
             enabled: true,
             signed_url_ttl_secs: 300,
+            keep_originals: true,
+            retention_days: 0,
         }
     }
 }
@@ -558,6 +568,12 @@ impl Config {
         }
         if self.batch.max_wait_ms > 1000 {
             p.push("batch.max_wait_ms above 1000 would stall every request".into());
+        }
+        if self.storage.retention_days > 36_500 {
+            p.push(
+                "storage.retention_days must be at most 36500 (0 keeps images until deleted)"
+                    .into(),
+            );
         }
         if self.limits.max_in_flight == 0 {
             p.push("limits.max_in_flight must be at least 1".into());

@@ -83,6 +83,20 @@ impl JobQueue {
             }),
         );
     }
+
+    /// Progress within a unit of work (a file's tiles): the same event
+    /// with only `fraction` (0 to 1) and `message`.
+    pub fn progress_fraction(&self, events: &EventBus, id: Uuid, fraction: f64, message: &str) {
+        events.publish(
+            &self.topic(id),
+            "progress",
+            serde_json::json!({
+                "job": id,
+                "fraction": fraction.clamp(0.0, 1.0),
+                "message": message,
+            }),
+        );
+    }
 }
 
 /// Run `work` on every queued job until `shutdown` flips to true. `work`

@@ -14,7 +14,7 @@ const INFERENCE: &[&str] = &[
 /// The platform shared by every family.
 const PLATFORM: &[&str] = &[
     "app", "audit", "http", "auth", "store", "config", "metrics", "jobs", "webhooks", "events",
-    "outbound",
+    "outbound", "offline",
 ];
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -16,7 +16,8 @@
 //!   (credentials and their extractors), [`store`] (sled engine, blobs,
 //!   the async wrapper), [`jobs`] (durable job queue), [`webhooks`]
 //!   (signed, retried delivery), [`outbound`] (the one outgoing client and
-//!   its address policy), [`events`] (broadcast bus), [`config`],
+//!   its address policy), [`events`] (broadcast bus), [`offline`] (the
+//!   offline commands' files and progress bar), [`config`],
 //!   [`metrics`]. It knows no family.
 //! - **inference**: [`frame`] (the types that cross the stack), [`batch`]
 //!   (micro-batcher), [`detect`] (face detection for every family), [`backend`] (CPU, wgpu, CUDA behind one trait, the
@@ -54,6 +55,7 @@ pub mod jobs;
 mod layering;
 pub mod metrics;
 pub mod model;
+pub mod offline;
 pub mod outbound;
 pub mod store;
 pub mod train;
@@ -126,7 +128,8 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Background tasks, each with what it is (named while stopping).
+    tasks: Vec<(String, tokio::task::JoinHandle<()>)>,
     control: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -288,16 +291,19 @@ async fn listen(
     })?;
     let (tx, rx) = watch::channel(false);
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let mut tasks = vec![tokio::spawn(http::serve(
-        listener,
-        tls,
-        router,
-        rx.clone(),
-        grace,
-    ))];
-    tasks.push(tokio::spawn(webhooks.run(rx.clone())));
+    let mut tasks = vec![(
+        "HTTP connections".to_string(),
+        tokio::spawn(http::serve(listener, tls, router, rx.clone(), grace)),
+    )];
+    tasks.push((
+        "webhook deliveries".into(),
+        tokio::spawn(webhooks.run(rx.clone())),
+    ));
     for family in app.families() {
-        tasks.extend(family.clone().spawn_background(rx.clone()));
+        let name = format!("{} background work", family.name());
+        for t in family.clone().spawn_background(rx.clone()) {
+            tasks.push((name.clone(), t));
+        }
     }
     let mut metrics_addr = None;
     if let Some(maddr) = config.metrics.listen {
@@ -309,7 +315,10 @@ async fn listen(
             })?;
         metrics_addr = l.local_addr().ok();
         let r = http::metrics_router(app.clone());
-        tasks.push(tokio::spawn(http::serve(l, None, r, rx, grace)));
+        tasks.push((
+            "metrics listener".into(),
+            tokio::spawn(http::serve(l, None, r, rx, grace)),
+        ));
     }
     first_steps(&app, addr);
     let control =
@@ -337,9 +346,7 @@ impl Running {
     pub async fn stop(mut self) {
         self.app.set_draining();
         let _ = self.shutdown.send(true);
-        for t in self.tasks.drain(..) {
-            let _ = t.await;
-        }
+        wait_naming(std::mem::take(&mut self.tasks)).await;
         if let Some(c) = self.control.take() {
             c.abort();
             // The task holds the store: wait until it is dropped, so the
@@ -359,6 +366,30 @@ impl Running {
         })
         .await;
         tracing::info!("argusd stopped");
+    }
+}
+
+/// Wait for every task to end, saying every 2 s which ones are still
+/// running, so a slow stop is never silent.
+async fn wait_naming(mut tasks: Vec<(String, tokio::task::JoinHandle<()>)>) {
+    let started = std::time::Instant::now();
+    let mut next_note = Duration::from_secs(2);
+    loop {
+        tasks.retain(|(_, t)| !t.is_finished());
+        if tasks.is_empty() {
+            return;
+        }
+        if started.elapsed() >= next_note {
+            let mut names: Vec<&str> = tasks.iter().map(|(n, _)| n.as_str()).collect();
+            names.dedup();
+            tracing::info!(
+                waiting_for = %names.join(", "),
+                seconds = started.elapsed().as_secs(),
+                "stopping: still waiting (a second Ctrl-C or SIGTERM exits at once)"
+            );
+            next_note += Duration::from_secs(2);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -382,7 +413,16 @@ pub async fn run(
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     shutdown.await;
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    tracing::info!("shutting down: draining connections");
+    tracing::info!("shutting down: draining connections and stopping background work");
+    // A second signal does not wait: everything acknowledged is already
+    // durable, and unfinished analyses resume at the next start.
+    tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!(
+            "second stop signal: exiting now; unfinished work resumes at the next start"
+        );
+        std::process::exit(130);
+    });
     running.stop().await;
     Ok(())
 }

@@ -222,7 +222,9 @@ impl<W: Workload> Batcher<W> {
             input_height,
             frames: backend.letterboxes_frames(),
         };
-        let tickets = Arc::new(tokio::sync::Semaphore::new(policy.max_depth.max(1) + max_batch));
+        let tickets = Arc::new(tokio::sync::Semaphore::new(
+            policy.max_depth.max(1) + max_batch,
+        ));
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::new(Policy {
                 max_batch,

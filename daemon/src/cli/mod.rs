@@ -205,12 +205,24 @@ pub fn load_config(cli: &Cli) -> Result<Config, CliError> {
     Ok(c)
 }
 
+/// Say on stderr, once per process, which state directory a command used
+/// (absolute) and how: through the running daemon or opened directly.
+pub fn note_state(state_dir: &Path, how: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let abs = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        eprintln!("argusd: state directory {} ({how})", abs.display());
+    });
+}
+
 /// Run a management command through the daemon if one owns the state dir,
 /// else against the store directly.
 pub async fn manage(state_dir: &Path, cmd: Manage) -> Result<serde_json::Value, CliError> {
     if let Some(r) = control::send(state_dir, &cmd).await {
+        note_state(state_dir, "through the running daemon's control socket");
         return r.map_err(CliError::Failed);
     }
+    note_state(state_dir, "no daemon running on it: opened directly");
     let dir = state_dir.to_path_buf();
     tokio::task::spawn_blocking(move || {
         let store =
@@ -223,8 +235,31 @@ pub async fn manage(state_dir: &Path, cmd: Manage) -> Result<serde_json::Value, 
     .map_err(|e| CliError::Failed(e.to_string()))?
 }
 
+/// Whether a command runs offline: it neither reads the state directory
+/// nor talks to a daemon.
+fn is_offline(c: &Command) -> bool {
+    matches!(
+        c,
+        Command::Detect(_)
+            | Command::Mask(_)
+            | Command::Train { .. }
+            | Command::Pbs {
+                action: pbs_cli::PbsAction::Count { .. } | pbs_cli::PbsAction::Classify { .. },
+            }
+            | Command::Skin {
+                action: skin_cli::SkinAction::Analyze(_),
+            }
+    )
+}
+
 pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
     let config = load_config(&cli)?;
+    if is_offline(&cli.command) {
+        note_state(
+            &config.state_dir,
+            "not used: this command runs offline and talks to no daemon",
+        );
+    }
     match cli.command {
         Command::Serve(_) => {
             crate::run(config, crate::shutdown_signal()).await?;
@@ -287,6 +322,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             limit,
             verify,
         } => {
+            note_state(&config.state_dir, "audit files read directly");
             let a = &config.audit;
             let log =
                 crate::audit::AuditLog::new(&config.state_dir, a.max_file_bytes, a.keep_files);

@@ -35,6 +35,18 @@ impl MaskMethod {
         }
     }
 
+    /// `strength` when the request gives none: 199 (the reference's default,
+    /// a kernel size) for the blurs; for `pixelate` 1, which leaves the block
+    /// to the privacy floor (a tenth of the box's longer side, so about ten
+    /// blocks across a face), since a 199 px block turns a typical face into
+    /// one flat square that no longer looks pixelated.
+    pub fn default_strength(self) -> u32 {
+        match self {
+            Self::Pixelate => 1,
+            _ => 199,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Gaussian => "gaussian",
@@ -334,6 +346,37 @@ mod tests {
         let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / vals.len() as f32).sqrt();
         // Uniform noise has sd ~74; the floor's blur must crush it.
         assert!(sd < 10.0, "sd after blur {sd}");
+    }
+
+    /// The default pixelation of a typical 160 px face is a grid of blocks
+    /// (about ten across), not one flat square, and no finer than the floor.
+    #[test]
+    fn default_pixelation_looks_pixelated() {
+        let mut img = noisy(200, 200);
+        let strength = MaskMethod::Pixelate.default_strength();
+        apply(
+            &mut img,
+            &[[20.0, 20.0, 180.0, 180.0]],
+            MaskParams {
+                strength,
+                ..params(MaskMethod::Pixelate)
+            },
+        );
+        let mut runs = 1;
+        for x in 21..180 {
+            if img.get_pixel(x, 100) != img.get_pixel(x - 1, 100) {
+                runs += 1;
+            }
+        }
+        assert!((8..=12).contains(&runs), "{runs} blocks across the face");
+        // The reference's 199 gives one block over the same face.
+        let mut flat = noisy(200, 200);
+        apply(
+            &mut flat,
+            &[[20.0, 20.0, 180.0, 180.0]],
+            params(MaskMethod::Pixelate),
+        );
+        assert_eq!(flat.get_pixel(21, 100), flat.get_pixel(178, 100));
     }
 
     #[test]

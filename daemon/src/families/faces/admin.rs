@@ -199,7 +199,7 @@ fn image_view(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
         sha256: img.sha256.clone(),
         job_count: jobs.len(),
         created_at: img.created_at.clone(),
-        original_url: blob_url(app, &img.blob),
+        original_url: img.blob.as_deref().map(|k| blob_url(app, k)),
         processed_url: latest_processed.map(|k| blob_url(app, k)),
     }
 }
@@ -323,7 +323,12 @@ pub async fn download_image(
 ) -> Result<Response, ApiError> {
     require_storage(&app)?;
     let img = find_image(&app, &id).await?;
-    Ok(redirect(blob_url(&app, &img.blob)))
+    match &img.blob {
+        Some(k) => Ok(redirect(blob_url(&app, k))),
+        None => Err(ApiError::NotFound(
+            "The original of this image was not kept (storage.keep_originals is off)".into(),
+        )),
+    }
 }
 
 pub async fn list_jobs(
@@ -489,7 +494,7 @@ pub async fn test_mask(
         total_ms: pipeline::ms(start.elapsed()),
     };
     Ok(Json(schema::MaskPreview {
-        detection: detect_response(&app, &rid.0, (None, None), &prep, &det, params, t),
+        detection: detect_response(&app.batcher, &rid.0, (None, None), &prep, &det, params, t),
         masking: schema::Masking {
             method: mask.method.as_str(),
             strength: mask.strength,

@@ -168,7 +168,7 @@ pub(crate) fn mask_params(q: &HashMap<String, String>) -> Result<MaskQuery, ApiE
     Ok(MaskQuery {
         mask: MaskParams {
             method,
-            strength: q_int(q, "strength", 199, 1, 999)? as u32,
+            strength: q_int(q, "strength", method.default_strength() as i64, 1, 999)? as u32,
             padding: q_f32(q, "padding", 0.15, 0.0, 2.0)?,
         },
         format,
@@ -229,7 +229,11 @@ async fn admit(
 /// taken once the upload is in, so slow or stalled clients cannot hold what
 /// the others need, and before the decode, so no image is decoded for a
 /// request the queue would refuse.
-pub(crate) async fn upload_then_slot(app: &App, batcher: &Batcher, req: Request) -> Result<(Upload, Slot), ApiError> {
+pub(crate) async fn upload_then_slot(
+    app: &App,
+    batcher: &Batcher,
+    req: Request,
+) -> Result<(Upload, Slot), ApiError> {
     let secs = app.config.limits.body_read_timeout_secs.max(1);
     let read = async { read_image_field(Multipart::from_request(req, &()).await).await };
     let upload = tokio::time::timeout(std::time::Duration::from_secs(secs), read)
@@ -403,8 +407,10 @@ pub(crate) struct Timings {
     pub total_ms: f64,
 }
 
+/// The detect answer (reference 004's schema) of one analysed image; the
+/// offline `argusd detect --json` prints the same.
 pub(crate) fn detect_response(
-    app: &Faces,
+    batcher: &Batcher,
     request_id: &str,
     ids: (Option<Uuid>, Option<Uuid>),
     prep: &Prepared,
@@ -413,7 +419,7 @@ pub(crate) fn detect_response(
     t: Timings,
 ) -> DetectResponse {
     let (w, h) = prep.image.dimensions();
-    let info = app.batcher.info();
+    let info = batcher.info();
     let r = |v: f64| (v * 100.0).round() / 100.0;
     DetectResponse {
         request_id: request_id.to_string(),
@@ -428,7 +434,7 @@ pub(crate) fn detect_response(
         detections: detections(&det.faces, w, h),
         summary: summary(&det.faces, w, h),
         processing: Processing {
-            model: app.model_name,
+            model: super::MODEL_NAME,
             input_size: [info.input_width, info.input_height],
             confidence_threshold: clean(params.confidence),
             nms_threshold: clean(params.nms_threshold),
@@ -454,7 +460,7 @@ pub(crate) fn detect_response(
             input_bytes: prep.input_bytes,
             output_bytes: t.output_bytes,
             input_pixels: w as u64 * h as u64,
-            model_name: app.model_name,
+            model_name: super::MODEL_NAME,
             queue_ms: r(det.queue_ms),
             batch_size: det.batch_size,
             backend: info.backend,
@@ -485,6 +491,7 @@ pub(crate) struct ToStore {
 /// Write blobs and records and flush, so what the response acknowledges is on disk.
 pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64), ApiError> {
     let (store, records) = (app.store.clone(), app.records.clone());
+    let keep_original = app.config.storage.keep_originals;
     let t0 = Instant::now();
     let (image_id, job_id) =
         tokio::task::spawn_blocking(move || -> Result<(Uuid, Uuid), ApiError> {
@@ -497,8 +504,10 @@ pub(crate) async fn persist(app: &Faces, s: ToStore) -> Result<(Uuid, Uuid, f64)
                 .first()
                 .copied()
                 .unwrap_or("bin");
-            let blob = format!("originals/{image_id}.{ext}");
-            store.blobs.put(&blob, &s.original)?;
+            let blob = keep_original.then(|| format!("originals/{image_id}.{ext}"));
+            if let Some(key) = &blob {
+                store.blobs.put(key, &s.original)?;
+            }
             let processed = match &s.processed {
                 Some((bytes, f)) => {
                     let key = format!("processed/{job_id}.{}", f.extension());
@@ -634,7 +643,7 @@ pub async fn detect(
         t.storage_ms = Some(storage_ms);
     }
     t.total_ms = pipeline::ms(start.elapsed());
-    let body = detect_response(&app, &rid.0, ids, &prep, &det, params, t);
+    let body = detect_response(&app.batcher, &rid.0, ids, &prep, &det, params, t);
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 

@@ -24,6 +24,9 @@ use crate::families::Startup;
 use crate::http::error::detail;
 use crate::RunError;
 
+/// The detector the appliance runs, as answers name it.
+pub const MODEL_NAME: &str = "centerface";
+
 /// The face family's state: the platform's, plus its batcher.
 pub struct Faces {
     pub app: Arc<App>,
@@ -66,7 +69,7 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
         app: ctx.app.clone(),
         batcher: Arc::new(batcher),
         records,
-        model_name: "centerface",
+        model_name: MODEL_NAME,
     }))
 }
 
@@ -124,7 +127,46 @@ impl Family for Faces {
         self.batcher.healthy()
     }
 
+    fn spawn_background(
+        self: Arc<Self>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let days = self.config.storage.retention_days;
+        if days == 0 || !self.config.storage.enabled {
+            return Vec::new();
+        }
+        vec![tokio::spawn(retention(self, days, shutdown))]
+    }
+
     fn stop(&self) {
         self.batcher.shutdown();
+    }
+}
+
+/// `storage.retention_days`: at start and every hour, delete the images
+/// older than that (records, original, masked outputs). It works from the
+/// records' times, so days that passed while the appliance was off are
+/// caught up at the next start.
+async fn retention(faces: Arc<Faces>, days: u32, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let f = faces.clone();
+        let swept =
+            tokio::task::spawn_blocking(move || f.records.sweep_older_than(&f.store, days)).await;
+        match swept {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                deleted = n,
+                days,
+                "retention: deleted images older than storage.retention_days"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "retention sweep failed; tried again in an hour")
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
     }
 }

@@ -214,7 +214,8 @@ pub struct ImageView {
     pub sha256: String,
     pub job_count: usize,
     pub created_at: String,
-    pub original_url: String,
+    /// Null when `storage.keep_originals` is off.
+    pub original_url: Option<String>,
     pub processed_url: Option<String>,
 }
 

@@ -18,7 +18,10 @@ pub struct ImageRecord {
     pub channels: u8,
     pub size_bytes: u64,
     pub sha256: String,
-    pub blob: String,
+    /// The original's blob key; None when `storage.keep_originals` is off
+    /// (records from before that setting always have one).
+    #[serde(default)]
+    pub blob: Option<String>,
     pub created_at: String,
 }
 
@@ -155,7 +158,7 @@ impl FacesStore {
             return Ok(None);
         };
         let jobs = self.jobs_for_image(id)?;
-        let mut blob_keys = vec![img.blob.clone()];
+        let mut blob_keys: Vec<String> = img.blob.iter().cloned().collect();
         blob_keys.extend(jobs.iter().filter_map(|j| j.processed_blob.clone()));
         let mut links = Vec::new();
         for j in &jobs {
@@ -181,6 +184,40 @@ impl FacesStore {
             .map_err(|e| StoreError::Corrupt(format!("delete transaction: {e:?}")))?;
         self.db.flush()?;
         Ok(Some(blob_keys))
+    }
+
+    /// Images created before `cutoff`, oldest first (ids are UUIDv7, so the
+    /// tree is in creation order and the scan stops at the first newer one).
+    pub fn created_before(&self, cutoff: time::OffsetDateTime) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.images.iter() {
+            let (_, v) = kv?;
+            let rec: ImageRecord = dec(&v)?;
+            let created = time::OffsetDateTime::parse(
+                &rec.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|e| StoreError::Corrupt(format!("image {}: created_at: {e}", rec.id)))?;
+            if created >= cutoff {
+                break;
+            }
+            out.push(rec.id);
+        }
+        Ok(out)
+    }
+
+    /// Delete every image older than `days` (the `storage.retention_days`
+    /// sweep) with its jobs and blobs; the number deleted.
+    pub fn sweep_older_than(&self, store: &Store, days: u32) -> Result<usize, StoreError> {
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days.into());
+        let old = self.created_before(cutoff)?;
+        for id in &old {
+            self.delete_image(*id)?;
+        }
+        if !old.is_empty() {
+            store.run_cleanup()?;
+        }
+        Ok(old.len())
     }
 
     /// Counts for the admin API; blob totals from the platform `store`.
@@ -222,7 +259,7 @@ mod tests {
             channels: 3,
             size_bytes: 3,
             sha256: "x".into(),
-            blob: format!("originals/{n}.jpg"),
+            blob: Some(format!("originals/{n}.jpg")),
             created_at: now_rfc3339(),
         }
     }
@@ -255,25 +292,67 @@ mod tests {
     fn delete_queues_cleanup_and_survives_reopen() {
         let d = tempfile::tempdir().unwrap();
         let rec = image(1);
+        let blob = rec.blob.as_deref().unwrap();
         {
             let s = Store::open(d.path()).unwrap();
             let f = FacesStore::open(&s).unwrap();
-            s.blobs.put(&rec.blob, b"jpegbytes").unwrap();
+            s.blobs.put(blob, b"jpegbytes").unwrap();
             f.put_image(&rec).unwrap();
             // Make the blob undeletable: replace it by a non-empty directory.
-            std::fs::remove_file(s.blobs.path(&rec.blob).unwrap()).unwrap();
-            std::fs::create_dir_all(s.blobs.path(&rec.blob).unwrap().join("x")).unwrap();
+            std::fs::remove_file(s.blobs.path(blob).unwrap()).unwrap();
+            std::fs::create_dir_all(s.blobs.path(blob).unwrap().join("x")).unwrap();
             assert_eq!(
                 f.delete_image(rec.id).unwrap().unwrap(),
-                vec![rec.blob.clone()]
+                vec![blob.to_string()]
             );
             assert!(f.get_image(rec.id).unwrap().is_none());
             assert_eq!(s.run_cleanup().unwrap(), (0, 1));
         }
         let s = Store::open(d.path()).unwrap();
         assert_eq!(s.pending_cleanups(), 1);
-        std::fs::remove_dir_all(s.blobs.path(&rec.blob).unwrap()).unwrap();
+        std::fs::remove_dir_all(s.blobs.path(blob).unwrap()).unwrap();
         assert_eq!(s.run_cleanup().unwrap(), (1, 0));
         assert_eq!(s.pending_cleanups(), 0);
+    }
+
+    #[test]
+    fn retention_sweep_deletes_only_older_images_and_their_blobs() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let f = FacesStore::open(&s).unwrap();
+        let days_ago = |n: i64| {
+            (time::OffsetDateTime::now_utc() - time::Duration::days(n))
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap()
+        };
+        let mut recs = Vec::new();
+        for (n, age) in [(1u8, 40), (2, 31), (3, 29), (4, 0)] {
+            let mut r = image(n);
+            r.created_at = days_ago(age);
+            s.blobs
+                .put(r.blob.as_deref().unwrap(), b"jpegbytes")
+                .unwrap();
+            f.put_image(&r).unwrap();
+            recs.push(r);
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        // An image kept without its original (keep_originals off).
+        let mut no_original = image(5);
+        no_original.blob = None;
+        no_original.created_at = days_ago(0);
+        f.put_image(&no_original).unwrap();
+        assert_eq!(f.sweep_older_than(&s, 30).unwrap(), 2);
+        for (r, kept) in recs.iter().zip([false, false, true, true]) {
+            assert_eq!(
+                f.get_image(r.id).unwrap().is_some(),
+                kept,
+                "{:?}",
+                r.filename
+            );
+            let on_disk = s.blobs.get(r.blob.as_deref().unwrap()).unwrap().is_some();
+            assert_eq!(on_disk, kept, "{:?}", r.filename);
+        }
+        assert!(f.get_image(no_original.id).unwrap().is_some());
+        assert_eq!(f.sweep_older_than(&s, 30).unwrap(), 0);
     }
 }

@@ -46,11 +46,21 @@ pub enum PbsAction {
         #[arg(long)]
         crops_dir: Option<PathBuf>,
     },
-    /// P(parasitized) of single-cell crops (any size; made 50x50 grayscale).
+    /// P(parasitized) of single-cell crops, each made 50x50 grayscale. Make
+    /// crops from smear photos with `argusd pbs count --crops-dir DIR PHOTO`;
+    /// a file that cannot be one cell (larger than 400 px, smaller than
+    /// 16 px, or far from square) is refused, since the classifier gives
+    /// meaningless, often confident, numbers for anything else.
     Classify {
+        /// Crop image files, or directories of them.
+        #[arg(required = true)]
         crops: Vec<PathBuf>,
+        /// Print one JSON object per line and crop.
         #[arg(long)]
         json: bool,
+        /// Classify files that do not look like single-cell crops anyway.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -165,7 +175,7 @@ where
             )
             .await
         }
-        PbsAction::Classify { crops, json } => classify(config, crops, json).await,
+        PbsAction::Classify { crops, json, force } => classify(config, crops, json, force).await,
     }
 }
 
@@ -187,9 +197,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         crops_dir,
     } = args;
     let malaria = malaria || crops_dir.is_some();
-    if images.is_empty() {
-        return Err(CliError::Usage("give at least one smear photo".into()));
-    }
+    let inputs = crate::offline::expand(&images).map_err(CliError::Usage)?;
     let b = local_cell_batchers(config)?;
     let native = rbc_diameter_px
         .or((config.pbs.native_rbc_diameter_px > 0.0).then_some(config.pbs.native_rbc_diameter_px));
@@ -200,14 +208,23 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
             .to_vec(),
     };
     let mut failed = 0;
-    for path in &images {
+    let bar = crate::offline::progress(inputs.len() as u64, "photos");
+    for input in &inputs {
+        let path = &input.path;
+        let name = input.rel.display().to_string();
+        bar.set_message(name.clone());
+        let on_tile = |t: usize, n: usize| bar.set_message(format!("{name}: tile {t} of {n}"));
+        let watch = pipeline::Watch {
+            on_tile: Some(&on_tile),
+            stop: None,
+        };
         let res = async {
             let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
             let img = crate::imaging::decode(&bytes, &limits)
                 .map_err(|e| e.to_string())?
                 .image;
             let img = Arc::new(img);
-            let r = pipeline::analyse(&b, img.clone(), native, config.cells, malaria)
+            let r = pipeline::analyse(&b, img.clone(), native, config.cells, malaria, &watch)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(dir) = &crops_dir {
@@ -227,7 +244,8 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
             Ok::<_, String>(r)
         }
         .await;
-        match res {
+        bar.inc(1);
+        bar.suspend(|| match res {
             Ok((a, t)) if json => println!(
                 "{}",
                 serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
@@ -253,24 +271,61 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                 failed += 1;
                 eprintln!("{}: {e}", path.display());
             }
-        }
+        });
     }
+    bar.finish_and_clear();
     b.tiles.shutdown();
     b.crops.shutdown();
     Ok(if failed > 0 { 1 } else { 0 })
 }
 
-/// `argusd pbs classify`: P(parasitized) of each crop.
-async fn classify(config: &Config, crops: Vec<PathBuf>, json: bool) -> Result<i32, CommandError> {
-    if crops.is_empty() {
-        return Err(CliError::Usage("give at least one crop image".into()));
+/// Largest and smallest side, in pixels, of an image taken as one cell:
+/// red cells in the NIH set's crops are 100-200 px across, the crops
+/// `pbs count --crops-dir` writes are 50 px, and a cell photographed at
+/// higher magnification stays well under 400 px.
+const CELL_CROP_PX: (u32, u32) = (16, 400);
+
+/// Why an image of `w` x `h` pixels cannot be a single-cell crop, if it cannot.
+pub fn crop_problem(w: u32, h: u32) -> Option<String> {
+    let (lo, hi) = CELL_CROP_PX;
+    let hint = "make single-cell crops with `argusd pbs count --crops-dir DIR SMEAR_PHOTO`, or pass --force";
+    if w.max(h) > hi {
+        return Some(format!(
+            "{w}x{h} px is a photo, not one cell (a single-cell crop is at most {hi} px); {hint}"
+        ));
     }
+    if w.min(h) < lo {
+        return Some(format!(
+            "{w}x{h} px is too small for a cell (at least {lo} px); {hint}"
+        ));
+    }
+    if w.max(h) > 2 * w.min(h) {
+        return Some(format!(
+            "{w}x{h} px is far from square, so not one round cell; {hint}"
+        ));
+    }
+    None
+}
+
+/// `argusd pbs classify`: P(parasitized) of each crop.
+async fn classify(
+    config: &Config,
+    crops: Vec<PathBuf>,
+    json: bool,
+    force: bool,
+) -> Result<i32, CommandError> {
+    let inputs = crate::offline::expand(&crops).map_err(CliError::Usage)?;
     let b = local_cell_batchers(config)?;
     let mut failed = 0;
     let n = crate::model::malaria::CROP as u32;
-    for path in &crops {
+    for input in &inputs {
+        let path = &input.path;
         let res = async {
-            let img = image::open(path).map_err(|e| e.to_string())?.into_luma8();
+            let img = image::open(path).map_err(|e| e.to_string())?;
+            if let Some(why) = crop_problem(img.width(), img.height()).filter(|_| !force) {
+                return Err(why);
+            }
+            let img = img.into_luma8();
             let img = image::imageops::resize(&img, n, n, image::imageops::FilterType::Triangle);
             let p = pipeline::classify(&b.crops, vec![img.into_raw()])
                 .await
@@ -302,4 +357,20 @@ fn local_cell_batchers(config: &Config) -> Result<pipeline::CellBatchers, CliErr
         crate::backend::resolve(config.backend).map_err(|e| CliError::Failed(e.to_string()))?;
     super::start_cell_batchers(config, &target, &models, Arc::new(Metrics::new()))
         .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crop_problem;
+
+    #[test]
+    fn only_cell_sized_images_pass_as_crops() {
+        for (w, h) in [(50, 50), (142, 130), (100, 190), (400, 400), (16, 20)] {
+            assert_eq!(crop_problem(w, h), None, "{w}x{h}");
+        }
+        for (w, h) in [(512, 512), (1200, 800), (401, 300), (10, 10), (40, 100)] {
+            let why = crop_problem(w, h).expect("refused");
+            assert!(why.contains("--crops-dir"), "{why}");
+        }
+    }
 }

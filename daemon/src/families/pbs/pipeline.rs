@@ -165,6 +165,36 @@ pub enum CellError {
     Inference(String),
     #[error("the image is too small to analyse ({0}x{1})")]
     TooSmall(u32, u32),
+    /// The caller's stop flag turned true (the daemon is shutting down).
+    #[error("stopped after {done} of {total} tile(s)")]
+    Stopped { done: usize, total: usize },
+}
+
+/// What the caller of [`analyse`] can watch and stop, checked as each tile
+/// of the photo comes back from the UNets.
+#[derive(Default, Clone)]
+pub struct Watch<'a> {
+    /// Called with (tiles done, tiles in the photo) as each tile's maps arrive.
+    pub on_tile: Option<&'a (dyn Fn(usize, usize) + Send + Sync)>,
+    /// When this turns true the analysis stops at once with
+    /// [`CellError::Stopped`]; tiles already queued are left to the batcher.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Watch<'_> {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
+
+    /// Resolves when the stop flag turns true; never without one.
+    async fn until_stopped(&self) {
+        match self.stop.clone() {
+            Some(mut s) => {
+                let _ = s.wait_for(|v| *v).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
 }
 
 /// Timings of one analysis, in milliseconds.
@@ -387,15 +417,41 @@ async fn run_all<W: Workload>(
 /// tiles) never fills the bounded queue by itself.
 const TILES_IN_FLIGHT: usize = 64;
 
-/// Run tiles through the UNet batcher, keeping their order.
+/// Run tiles through the UNet batcher, keeping their order; `watch` sees
+/// each tile arrive and can stop the run between any two.
 pub async fn run_tiles(
     batcher: &Batcher<TileWork>,
     tiles: &smear::Tiles,
+    watch: &Watch<'_>,
 ) -> Result<Vec<TileMaps>, CellError> {
-    let mut out = Vec::with_capacity(tiles.count);
-    for start in (0..tiles.count).step_by(TILES_IN_FLIGHT) {
-        let end = (start + TILES_IN_FLIGHT).min(tiles.count);
-        out.extend(run_all(batcher, (start..end).map(|i| tiles.tile(i).to_vec())).await?);
+    let total = tiles.count;
+    let mut out = Vec::with_capacity(total);
+    for start in (0..total).step_by(TILES_IN_FLIGHT) {
+        let end = (start + TILES_IN_FLIGHT).min(total);
+        let rxs = (start..end)
+            .map(|i| batcher.submit_item(tiles.tile(i).to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for rx in rxs {
+            if watch.stopped() {
+                return Err(CellError::Stopped {
+                    done: out.len(),
+                    total,
+                });
+            }
+            let r = tokio::select! {
+                r = rx => r,
+                _ = watch.until_stopped() => {
+                    return Err(CellError::Stopped { done: out.len(), total });
+                }
+            };
+            let r = r
+                .map_err(|_| CellError::Inference("the backend thread stopped".into()))?
+                .map_err(CellError::Inference)?;
+            out.push(r.output);
+            if let Some(f) = watch.on_tile {
+                f(out.len(), total);
+            }
+        }
     }
     Ok(out)
 }
@@ -415,13 +471,15 @@ pub struct CellBatchers {
 }
 
 /// Analyse one decoded smear photo end to end: counts, boxes and, when
-/// `malaria` is set, P(parasitized) for every red cell.
+/// `malaria` is set, P(parasitized) for every red cell. `watch` reports
+/// each tile and stops the analysis between tiles ([`CellError::Stopped`]).
 pub async fn analyse(
     b: &CellBatchers,
     img: std::sync::Arc<RgbImage>,
     native_rbc_diameter: Option<f32>,
     params: CountParams,
     malaria: bool,
+    watch: &Watch<'_>,
 ) -> Result<(SmearAnalysis, CellTimings), CellError> {
     let mut timings = CellTimings::default();
     let scale = scale_for(native_rbc_diameter, &params);
@@ -432,7 +490,7 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))??;
     timings.preprocess_ms = ms(t);
     let t = Instant::now();
-    let maps = run_tiles(&b.tiles, &tiles).await?;
+    let maps = run_tiles(&b.tiles, &tiles, watch).await?;
     timings.inference_ms = ms(t);
     let t = Instant::now();
     let orig = img.dimensions();

@@ -110,7 +110,34 @@ async fn analyse_study(
                 break;
             }
         };
-        let analysed = cells::analyse(&clinic.cells, img, native, params, malaria).await;
+        // Progress moves with every tile (written at most 4 times a second,
+        // not flushed: it is a view, the per-file results are the state).
+        let last = std::sync::Mutex::new(std::time::Instant::now());
+        let on_tile = |t: usize, n: usize| {
+            let mut at = last.lock().unwrap_or_else(|e| e.into_inner());
+            if t < n && at.elapsed() < std::time::Duration::from_millis(250) {
+                return;
+            }
+            *at = std::time::Instant::now();
+            let fraction = (i as f64 + t as f64 / n.max(1) as f64) / total as f64;
+            let message = format!("file {} of {total}: tile {t} of {n}", i + 1);
+            let saved = pbs.update_study(id, |s| {
+                s.progress = (fraction as f32).min(0.99);
+                s.progress_message = message.clone();
+                Ok(())
+            });
+            if let Err(e) = saved {
+                tracing::warn!(study = %id, error = %e, "could not save progress");
+            }
+            clinic
+                .queue
+                .progress_fraction(&clinic.events, id, fraction, &message);
+        };
+        let watch = cells::Watch {
+            on_tile: Some(&on_tile),
+            stop: Some(shutdown.clone()),
+        };
+        let analysed = cells::analyse(&clinic.cells, img, native, params, malaria, &watch).await;
         let result = match analysed {
             Ok((a, t)) => {
                 let c = &a.counts;
@@ -121,6 +148,19 @@ async fn analyse_study(
                 let mut r = file_result(&a, &params, malaria);
                 r.timings_ms = serde_json::to_value(t).ok();
                 serde_json::to_value(r).expect("file results serialize")
+            }
+            Err(cells::CellError::Stopped { done, total: tiles }) => {
+                // Left queued with the files finished so far: this file
+                // starts again after restart.
+                tracing::info!(
+                    study = %id,
+                    file = i + 1,
+                    files = total,
+                    tiles_done = done,
+                    tiles,
+                    "PBS analysis stopped for shutdown; it resumes at the next start"
+                );
+                return Ok(());
             }
             Err(cells::CellError::Submit(e)) => {
                 // Queue full: the interactive APIs come first; try again soon.
