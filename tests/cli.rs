@@ -446,20 +446,18 @@ async fn pbs_analysis_stops_promptly_and_resumes() {
         }
     };
     // Progress moves within a file, tile by tile.
-    let wait_mid_file = |http: reqwest::Client, base: String, token: String| {
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(300);
-            loop {
-                let s = status(http.clone(), base.clone(), token.clone()).await;
-                let p = s["progress"].as_f64().unwrap();
-                let msg = s["progress_message"].as_str().unwrap_or_default();
-                if msg.contains("tile") && p > 0.0 {
-                    assert!(p < 1.0, "stopped mid-study, not after: {s}");
-                    return;
-                }
-                assert!(Instant::now() < deadline, "no progress: {s}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let wait_mid_file = |http: reqwest::Client, base: String, token: String| async move {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let s = status(http.clone(), base.clone(), token.clone()).await;
+            let p = s["progress"].as_f64().unwrap();
+            let msg = s["progress_message"].as_str().unwrap_or_default();
+            if msg.contains("tile") && p > 0.0 {
+                assert!(p < 1.0, "stopped mid-study, not after: {s}");
+                return;
             }
+            assert!(Instant::now() < deadline, "no progress: {s}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
     wait_mid_file(http.clone(), base.clone(), token.clone()).await;

@@ -112,12 +112,9 @@ fn drop_parts(faces: Vec<Face>) -> Vec<Face> {
     let mut keep = vec![false; faces.len()];
     for (n, &i) in by_area.iter().enumerate() {
         let f = &faces[i];
-        let inside = by_area[..n].iter().any(|&k| {
-            let b = &faces[k];
-            let iw = (f.x2.min(b.x2) - f.x1.max(b.x1)).max(0.0);
-            let ih = (f.y2.min(b.y2) - f.y1.max(b.y1)).max(0.0);
-            keep[k] && iw * ih >= 0.6 * f.area()
-        });
+        let inside = by_area[..n]
+            .iter()
+            .any(|&k| keep[k] && faces[k].intersection(f) >= 0.6 * f.area());
         keep[i] = !inside;
     }
     faces

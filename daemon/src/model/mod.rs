@@ -33,10 +33,15 @@ impl Face {
         (self.x2 - self.x1).max(0.0) * (self.y2 - self.y1).max(0.0)
     }
 
-    pub fn iou(&self, o: &Face) -> f32 {
+    /// Area (square pixels) this box shares with `o`.
+    pub fn intersection(&self, o: &Face) -> f32 {
         let w = (self.x2.min(o.x2) - self.x1.max(o.x1)).max(0.0);
         let h = (self.y2.min(o.y2) - self.y1.max(o.y1)).max(0.0);
-        let inter = w * h;
+        w * h
+    }
+
+    pub fn iou(&self, o: &Face) -> f32 {
+        let inter = self.intersection(o);
         let union = self.area() + o.area() - inter;
         if union <= 0.0 {
             0.0
