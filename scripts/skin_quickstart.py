@@ -7,8 +7,8 @@
         python3 scripts/skin_quickstart.py selfie.jpg [https://127.0.0.1:8443]
 
 The appliance's certificate is self-signed: this script trusts
-state/tls/cert.pem when it exists, and otherwise does not verify (a test
-box only)."""
+$ARGUS_STATE_DIR/tls/cert.pem (state/ by default) when it exists, and
+otherwise says so and does not verify (a test box only)."""
 
 import base64
 import datetime
@@ -23,8 +23,10 @@ from websockets.sync.client import connect
 
 photo = sys.argv[1]
 SAAS_HOST = sys.argv[2] if len(sys.argv) > 2 else "https://127.0.0.1:8443"
-CA = "state/tls/cert.pem"
+CA = os.path.join(os.environ.get("ARGUS_STATE_DIR", "state"), "tls", "cert.pem")
 verify = CA if os.path.exists(CA) else False
+if not verify:
+    print(f"no certificate at {CA}: not verifying the appliance's TLS certificate", file=sys.stderr)
 ws_ssl = ssl.create_default_context(cafile=CA) if verify else ssl._create_unverified_context()
 if not verify:
     requests.packages.urllib3.disable_warnings()

@@ -90,6 +90,22 @@ fn detect_and_mask_files_offline() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(flag), "{flag} {value}: {err}");
     }
+    // Output closed after the first line (`| head -1`): the command ends
+    // quietly (SIGPIPE), never with a panic.
+    let mut child = argusd(tmp.path())
+        .args(["detect", "--json", "tests/fixtures"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("\"summary\""), "{first}");
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
     // A bad file is reported, the exit code says so.
     let o = argusd(tmp.path())
         .args(["detect", "Cargo.toml"])

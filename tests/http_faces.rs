@@ -297,6 +297,23 @@ async fn mask_hides_faces_and_leaves_the_rest_alone() {
                 b[2] - (b[2] - b[0]) / 4,
                 b[3] - (b[3] - b[1]) / 4,
             ];
+            if method == "pixelate" {
+                // Block edges are sharp by design: count what is left
+                // instead, a few flat blocks where there were thousands of
+                // colours.
+                let mut colours = std::collections::HashSet::new();
+                for y in inner[1]..inner[3] {
+                    for x in inner[0]..inner[2] {
+                        colours.insert(masked.get_pixel(x, y).0);
+                    }
+                }
+                assert!(
+                    colours.len() <= 25,
+                    "{method}: face {b:?} keeps {} colours",
+                    colours.len()
+                );
+                continue;
+            }
             let (before, after) = (detail(&original, inner), detail(&masked, inner));
             assert!(
                 after < 0.15 * before,

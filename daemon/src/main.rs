@@ -24,6 +24,14 @@ fn init_tracing(format: &str) {
 
 fn main() -> std::process::ExitCode {
     let cli = argus::cli::Cli::parse();
+    if !matches!(cli.command, argus::cli::Command::Serve(_)) {
+        // A command whose output is closed (`argusd detect ... | head`) ends
+        // quietly, as Unix tools do, instead of panicking on EPIPE. The
+        // daemon keeps Rust's ignored SIGPIPE: a client that hangs up is an
+        // error to handle, not a reason to exit.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let log_format = argus::cli::load_config(&cli)
         .map(|c| c.log_format)
         .unwrap_or_else(|_| "auto".into());

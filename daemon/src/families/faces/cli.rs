@@ -95,7 +95,7 @@ pub struct MaskArgs {
     method: String,
     /// Blur kernel size, or pixelation block edge in px, 1 to 999; never
     /// weaker than the privacy floor. Default: 199 for the blurs; for
-    /// pixelate the floor, about ten blocks across each face.
+    /// pixelate six blocks across each face.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=999))]
     strength: Option<u32>,
     /// Share of the face box added on each side before masking, 0 to 2.
