@@ -384,6 +384,31 @@ async fn pbs_analysis_stops_promptly_and_resumes() {
     );
 
     let (child, addr, log) = serve_logged(tmp.path(), None);
+    // The start-up log says where each family starts and, with no API key
+    // or admin yet, the command (this very binary) that makes one.
+    {
+        let lines = log.lock().unwrap();
+        let serving = |family: &str| {
+            lines
+                .iter()
+                .find(|v| v["fields"]["message"] == "serving" && v["fields"]["family"] == family)
+                .map(|v| v["fields"]["urls"].as_str().unwrap_or_default().to_string())
+                .unwrap_or_default()
+        };
+        assert!(serving("skin").contains(&format!("http://{addr}/api/v1/login/")));
+        assert!(serving("pbs").contains(&format!("http://{addr}/pbs")));
+        assert!(serving("faces").contains(&format!("http://{addr}/api/v1/detect")));
+        let hint = |start: &str| {
+            lines
+                .iter()
+                .filter_map(|v| v["fields"]["message"].as_str())
+                .find(|m| m.starts_with(start))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(hint("no API key yet").contains(&format!("{BIN} keys create")));
+        assert!(hint("no admin user yet").contains(&format!("{BIN} admin create")));
+    }
     let http = reqwest::Client::new();
     let base = format!("http://{addr}");
     let hash = {

@@ -192,6 +192,11 @@ pub trait Family: Send + Sync + 'static {
     /// Path prefixes the family owns: a request under one that matches no
     /// route is answered in this family's error shape.
     fn prefixes(&self) -> &'static [&'static str];
+    /// Where a new user starts with this family: (what, path) pairs the
+    /// start-up log turns into URLs.
+    fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Its routes, with its state applied.
     fn router(self: Arc<Self>) -> axum::Router;
     /// An error in this family's body shape (axum's own rejections, the

@@ -237,12 +237,23 @@ fn first_steps(app: &App, addr: SocketAddr) {
     let base = format!("{scheme}://{host}:{}", addr.port());
     tracing::info!(
         health = %format!("{base}/health"),
-        detect = %format!("{base}/api/v1/detect"),
-        pbs = %format!("{base}/pbs"),
         metrics = %format!("{base}/metrics"),
         "serving"
     );
+    for family in app.families() {
+        let urls: Vec<String> = family
+            .entry_points()
+            .iter()
+            .map(|(what, path)| format!("{what} {base}{path}"))
+            .collect();
+        tracing::info!(family = family.name(), urls = %urls.join(", "), "serving");
+    }
     let dir = app.config.state_dir.display();
+    // The command as this very binary: `argusd` is not on the PATH of a
+    // checkout that ran `cargo run`.
+    let argusd = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "argusd".into());
     let no_keys = app
         .store
         .list_keys(1, 1)
@@ -250,12 +261,12 @@ fn first_steps(app: &App, addr: SocketAddr) {
         .unwrap_or(false);
     if no_keys && app.config.auth.api_key_enabled {
         tracing::info!(
-            "no API key yet: create one with `ARGUS_STATE_DIR={dir} argusd keys create --name NAME`"
+            "no API key yet: create one with `ARGUS_STATE_DIR={dir} {argusd} keys create --name NAME`"
         );
     }
     if app.store.admin_count() == 0 {
         tracing::info!(
-            "no admin user yet: create one with `echo 'a-long-password' | ARGUS_STATE_DIR={dir} argusd admin create --username admin --password-stdin`"
+            "no admin user yet: create one with `echo 'a-long-password' | ARGUS_STATE_DIR={dir} {argusd} admin create --username admin --password-stdin`"
         );
     }
 }

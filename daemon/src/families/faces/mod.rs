@@ -82,6 +82,14 @@ impl Family for Faces {
         &["/api/v1/", "/blobs/"]
     }
 
+    fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("detect", "/api/v1/detect"),
+            ("mask", "/api/v1/mask"),
+            ("admin", "/api/v1/admin/stats"),
+        ]
+    }
+
     fn router(self: Arc<Self>) -> Router {
         let limit = self.config.limits.max_body_bytes;
         let admin = Router::new()

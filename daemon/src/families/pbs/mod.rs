@@ -138,6 +138,10 @@ impl Family for Pbs {
         &["/pbs", "/auth/", "/heartbeat"]
     }
 
+    fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
+        &[("login", "/auth/login"), ("studies", "/pbs")]
+    }
+
     fn router(self: Arc<Self>) -> Router {
         Router::new()
             .route("/auth/login", post(api::login))

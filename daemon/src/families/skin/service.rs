@@ -279,6 +279,13 @@ impl Family for Skin {
         ]
     }
 
+    fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("login", "/api/v1/login/"),
+            ("algorithms", "/api/v1/dicts/algorithms/"),
+        ]
+    }
+
     fn router(self: Arc<Self>) -> Router {
         // A b64 image is 4/3 of its bytes, plus the JSON around it.
         let limit = self.config.skin_api.max_image_bytes / 3 * 4 + 64 * 1024;
