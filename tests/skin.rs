@@ -319,4 +319,39 @@ fn the_cli_prints_the_analysis_as_json() {
     assert_eq!(r[1]["quality"]["issues"][0]["code"], "no_face");
     assert_eq!(v["unavailable"].as_object().unwrap().len(), 22);
     assert!(v["unavailable"]["pores"].is_string());
+
+    // A directory with two photos of one stem: each gets its own outputs,
+    // and the command says which are whose.
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    std::fs::create_dir_all(&photos).unwrap();
+    let lisa = std::fs::read(format!("{ROOT}/tests/fixtures/skin_lisa1.jpg")).unwrap();
+    std::fs::write(photos.join("a.jpg"), &lisa).unwrap();
+    image::load_from_memory(&lisa)
+        .unwrap()
+        .save(photos.join("a.png"))
+        .unwrap();
+    let dir = tmp.path().join("out");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+        .args(["--state-dir", tmp.path().to_str().unwrap()])
+        .args(["skin", "analyze", "--out"])
+        .arg(&dir)
+        .arg(&photos)
+        .env("ARGUS_BACKEND", "cpu")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for stem in ["a.jpg", "a.png"] {
+        for suffix in ["aligned.jpg", "redness.png", "anonymised.jpg", "masks.svg"] {
+            assert!(
+                dir.join(format!("{stem}.{suffix}")).exists(),
+                "{stem}.{suffix}"
+            );
+        }
+        assert!(
+            err.contains(&format!("{}.*", dir.join(stem).display())),
+            "{err}"
+        );
+    }
 }

@@ -82,6 +82,20 @@ fn is_image_name(p: &Path) -> bool {
 /// `a.png.masked.png`), and a clash left after that (the same name from two
 /// directories) gets `-2`, `-3`, ... before the suffix.
 pub fn output_paths(inputs: &[Input], out: &Path, suffix: &str, ext: &str) -> Vec<PathBuf> {
+    output_stems(inputs, out)
+        .into_iter()
+        .map(|stem| {
+            let mut name = stem.into_os_string();
+            name.push(format!("{suffix}.{ext}"));
+            PathBuf::from(name)
+        })
+        .collect()
+}
+
+/// The paths of [`output_paths`] before the suffix and extension, for a
+/// command that writes several files per input (`skin analyze --out`:
+/// `STEM.aligned.jpg`, `STEM.masks.svg`, ...).
+pub fn output_stems(inputs: &[Input], out: &Path) -> Vec<PathBuf> {
     let plain = |i: &Input| i.rel.with_extension("");
     let mut uses: HashMap<PathBuf, usize> = HashMap::new();
     for i in inputs {
@@ -102,7 +116,6 @@ pub fn output_paths(inputs: &[Input], out: &Path, suffix: &str, ext: &str) -> Ve
             if *n > 1 {
                 name.push(format!("-{n}"));
             }
-            name.push(format!("{suffix}.{ext}"));
             out.join(base.with_file_name(name))
         })
         .collect()

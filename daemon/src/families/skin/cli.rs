@@ -77,14 +77,17 @@ pub fn execute(store: &crate::store::Store, cmd: SkinCommand) -> Result<serde_js
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
-    /// Photos (JPEG, PNG, WebP, ...).
+    /// Photos (JPEG, PNG, WebP, ...), or directories searched recursively
+    /// for them.
     #[arg(required = true)]
     pub images: Vec<PathBuf>,
     /// Print the full analysis as JSON.
     #[arg(long)]
     pub json: bool,
     /// Write per photo `<stem>.aligned.jpg`, `<stem>.redness.png`,
-    /// `<stem>.anonymised.jpg` and `<stem>.masks.svg` here.
+    /// `<stem>.anonymised.jpg` and `<stem>.masks.svg` here (a directory's
+    /// tree mirrored; two photos never share a stem: `a.jpg` and `a.png`
+    /// become `a.jpg.*` and `a.png.*`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -131,10 +134,12 @@ fn local_batchers(config: &Config) -> Result<SkinBatchers, CommandError> {
 }
 
 async fn analyze_files(config: &Config, args: AnalyzeArgs) -> Result<i32, CommandError> {
+    let inputs = crate::offline::expand(&args.images).map_err(CommandError::Usage)?;
+    let stems = args
+        .out
+        .as_ref()
+        .map(|dir| crate::offline::output_stems(&inputs, dir));
     let batchers = local_batchers(config)?;
-    if let Some(dir) = &args.out {
-        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
-    }
     let limits = crate::imaging::DecodeLimits {
         max_pixels: config.limits.max_pixels,
         formats: config.limits.formats.clone(),
@@ -144,31 +149,36 @@ async fn analyze_files(config: &Config, args: AnalyzeArgs) -> Result<i32, Comman
     };
     let mut results = Vec::new();
     let mut code = 0;
-    let mut stems = std::collections::HashSet::new();
-    for path in &args.images {
+    let bar = crate::offline::progress(inputs.len() as u64, "photos");
+    for (n, input) in inputs.iter().enumerate() {
+        let path = &input.path;
+        bar.set_message(input.rel.display().to_string());
         let outcome = match std::fs::read(path) {
             Ok(bytes) => analyze(&batchers, bytes, limits.clone(), config.skin, want)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        bar.inc(1);
         match outcome {
             Ok(a) => {
-                if let Some(dir) = &args.out {
-                    write_images(dir, &unique_stem(path, &mut stems), &a)?;
+                if let Some(stem) = stems.as_ref().map(|s| &s[n]) {
+                    write_images(stem, &a)?;
+                    bar.suspend(|| eprintln!("{} -> {}.*", path.display(), stem.display()));
                 }
                 if !args.json {
-                    print_summary(path, &a);
+                    bar.suspend(|| print_summary(path, &a));
                 }
                 results.push(file_json(path, serde_json::to_value(&a).map_err(failed)?));
             }
             Err(e) => {
-                eprintln!("{}: {e}", path.display());
+                bar.suspend(|| eprintln!("{}: {e}", path.display()));
                 code = 1;
                 results.push(serde_json::json!({"file": path.display().to_string(), "error": e}));
             }
         }
     }
+    bar.finish_and_clear();
     batchers.shutdown();
     if args.json {
         let unavailable: serde_json::Map<String, serde_json::Value> = super::UNAVAILABLE
@@ -188,25 +198,16 @@ fn file_json(path: &Path, mut v: serde_json::Value) -> serde_json::Value {
     v
 }
 
-/// The file stem of `path`, with `-2`, `-3`... when an earlier photo of
-/// this run had the same one, so no output overwrites another.
-fn unique_stem(path: &Path, used: &mut std::collections::HashSet<String>) -> String {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    let mut name = stem.clone();
-    let mut n = 1;
-    while !used.insert(name.clone()) {
-        n += 1;
-        name = format!("{stem}-{n}");
+/// Write the images of one analysis as `STEM.aligned.jpg`, `.redness.png`,
+/// `.anonymised.jpg` and `.masks.svg` (the stem's directory is created).
+fn write_images(stem: &Path, a: &Analysis) -> Result<(), CommandError> {
+    if let Some(dir) = stem.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("{}: {e}", dir.display())))?;
     }
-    name
-}
-
-fn write_images(dir: &Path, stem: &str, a: &Analysis) -> Result<(), CommandError> {
     let write = |suffix: &str, bytes: &[u8]| {
-        let p = dir.join(format!("{stem}.{suffix}"));
+        let mut name = stem.as_os_str().to_os_string();
+        name.push(format!(".{suffix}"));
+        let p = std::path::PathBuf::from(name);
         std::fs::write(&p, bytes).map_err(|e| failed(format!("{}: {e}", p.display())))
     };
     if let Some(img) = &a.images {
