@@ -19,7 +19,6 @@ use super::schema::{
 };
 use super::store::{ImageRecord, JobRecord};
 use super::Faces;
-use crate::app::App;
 use crate::batch::Batcher;
 use crate::detect::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
 use crate::http::error::ApiError;
@@ -230,8 +229,7 @@ async fn admit(
 /// the others need, and before the decode, so no image is decoded for a
 /// request the queue would refuse.
 pub(crate) async fn upload_then_slot(
-    app: &App,
-    batcher: &Batcher,
+    app: &Faces,
     req: Request,
 ) -> Result<(Upload, Slot), ApiError> {
     let secs = app.config.limits.body_read_timeout_secs.max(1);
@@ -245,7 +243,8 @@ pub(crate) async fn upload_then_slot(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded { retry_after })?;
-    let ticket = batcher
+    let ticket = app
+        .batcher
         .ticket()
         .ok_or(ApiError::QueueFull { retry_after })?;
     Ok((
@@ -608,7 +607,7 @@ pub async fn detect(
     .await;
     // A refused upload's body is read to the end by http::linger.
     let (key, params) = checks?;
-    let (upload, mut slot) = upload_then_slot(&app, &app.batcher, req).await?;
+    let (upload, mut slot) = upload_then_slot(&app, req).await?;
     let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
     slot.inference_done();
     let (w, h) = prep.image.dimensions();
@@ -661,7 +660,7 @@ pub async fn mask(
     }
     .await;
     let (key, params, mq) = checks?;
-    let (upload, mut slot) = upload_then_slot(&app, &app.batcher, req).await?;
+    let (upload, mut slot) = upload_then_slot(&app, req).await?;
     let (prep, det, _reservation) = run_detection(&app, upload.bytes.clone(), params).await?;
     slot.inference_done();
     let (w, h) = prep.image.dimensions();
