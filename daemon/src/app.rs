@@ -197,8 +197,9 @@ pub trait Family: Send + Sync + 'static {
     fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
-    /// Its routes, with its state applied.
-    fn router(self: Arc<Self>) -> axum::Router;
+    /// Its routes, with its state applied, each registered through
+    /// `utoipa_axum::routes!` so that it is documented in `/openapi.json`.
+    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter;
     /// An error in this family's body shape (axum's own rejections, the
     /// router's 404 and 405 included). `message` is safe to show.
     fn error_body(&self, status: axum::http::StatusCode, message: &str)

@@ -166,8 +166,20 @@ impl ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct FailureReason(pub &'static str);
 
+/// The face family's and the platform's error body (reference 004):
+/// `{"detail": "why"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"detail": "Missing API key: send it in the X-API-Key header"}))]
+pub struct Detail {
+    /// What went wrong, safe to show to the caller.
+    pub detail: String,
+}
+
 pub fn detail(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "detail": message }).to_string();
+    let body = serde_json::to_string(&Detail {
+        detail: message.to_string(),
+    })
+    .expect("a string serializes");
     (
         status,
         [(

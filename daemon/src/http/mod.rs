@@ -4,6 +4,7 @@
 pub mod error;
 pub mod extract;
 pub mod linger;
+pub mod openapi;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -14,7 +15,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -109,16 +109,9 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
 /// The whole API: the platform's routes, then every family's, each behind
 /// [`family_shape`]; a path no route matches is answered in the shape of
 /// the family whose prefix it is under (the face family's otherwise).
+/// Every route is documented in `/openapi.json` ([`openapi`]).
 pub fn router(app: Arc<App>) -> Router {
-    let mut router = Router::new()
-        .route("/metrics", get(metrics))
-        .with_state(app.clone());
-    for family in app.families() {
-        let f = family.clone();
-        router = router.merge(family.clone().router().layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| family_shape(f.clone(), req, next),
-        )));
-    }
+    let (router, _) = documented_router(app.clone());
     let fallback_app = app.clone();
     with_middleware(
         router.fallback(move |req: Request| {
@@ -129,13 +122,37 @@ pub fn router(app: Arc<App>) -> Router {
     )
 }
 
+/// Every route with the OpenAPI document that describes it (already set
+/// as the one `/openapi.json` serves).
+pub fn documented_router(app: Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
+    let document = Arc::new(openapi::Document::default());
+    let (mut router, mut doc) = utoipa_axum::router::OpenApiRouter::with_openapi(openapi::base())
+        .merge(platform_routes(app.clone()))
+        .merge(openapi::routes(document.clone()))
+        .split_for_parts();
+    for family in app.families() {
+        let f = family.clone();
+        let (routes, part) = family.clone().router().split_for_parts();
+        doc.merge(part);
+        router = router.merge(routes.layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| family_shape(f.clone(), req, next),
+        )));
+    }
+    document.set(&doc);
+    (router, doc)
+}
+
+fn platform_routes(app: Arc<App>) -> utoipa_axum::router::OpenApiRouter {
+    utoipa_axum::router::OpenApiRouter::new()
+        .routes(utoipa_axum::routes!(metrics))
+        .with_state(app)
+}
+
 /// Only `/metrics`, for `metrics.listen`.
 pub fn metrics_router(app: Arc<App>) -> Router {
+    let (router, _) = platform_routes(app.clone()).split_for_parts();
     with_middleware(
-        Router::new()
-            .route("/metrics", get(metrics))
-            .fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") })
-            .with_state(app.clone()),
+        router.fallback(|| async { detail(StatusCode::NOT_FOUND, "Not Found") }),
         app,
     )
 }
@@ -236,6 +253,13 @@ pub async fn family_shape(family: Arc<dyn Family>, req: Request, next: Next) -> 
 }
 
 /// Prometheus text format of every metric.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = openapi::TAG_PLATFORM,
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
+               content_type = "text/plain")),
+)]
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.metrics
         .stored_bytes

@@ -90,7 +90,7 @@ impl Family for Faces {
         ]
     }
 
-    fn router(self: Arc<Self>) -> Router {
+    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
         let limit = self.config.limits.max_body_bytes;
         let admin = Router::new()
             .route("/auth/login", post(admin::login))
@@ -115,7 +115,7 @@ impl Family for Faces {
                     .patch(admin::patch_key)
                     .delete(admin::delete_key),
             );
-        Router::new()
+        let plain = Router::new()
             .route("/health", get(api::health))
             .route("/live", get(api::live))
             .route("/ready", get(api::ready))
@@ -124,7 +124,8 @@ impl Family for Faces {
             .nest("/api/v1/admin", admin)
             .route("/blobs/{kind}/{name}", get(admin::blob))
             .layer(DefaultBodyLimit::max(limit))
-            .with_state(self)
+            .with_state(self);
+        utoipa_axum::router::OpenApiRouter::from(plain)
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {

@@ -142,8 +142,8 @@ impl Family for Pbs {
         &[("login", "/auth/login"), ("studies", "/pbs")]
     }
 
-    fn router(self: Arc<Self>) -> Router {
-        Router::new()
+    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
+        let plain = Router::new()
             .route("/auth/login", post(api::login))
             .route("/auth/hello", post(api::hello).get(api::hello))
             .route("/heartbeat", get(api::heartbeat))
@@ -165,7 +165,8 @@ impl Family for Pbs {
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.limits.max_body_bytes,
             ))
-            .with_state(self)
+            .with_state(self);
+        utoipa_axum::router::OpenApiRouter::from(plain)
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {

@@ -286,12 +286,14 @@ impl Family for Skin {
         ]
     }
 
-    fn router(self: Arc<Self>) -> Router {
+    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
         // A b64 image is 4/3 of its bytes, plus the JSON around it.
         let limit = self.config.skin_api.max_image_bytes / 3 * 4 + 64 * 1024;
-        routes()
-            .layer(DefaultBodyLimit::max(limit))
-            .with_state(self)
+        utoipa_axum::router::OpenApiRouter::from(
+            routes()
+                .layer(DefaultBodyLimit::max(limit))
+                .with_state(self),
+        )
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {
