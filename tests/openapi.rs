@@ -149,13 +149,7 @@ async fn every_documented_operation_is_served() {
     for (method, path) in &ops {
         let concrete: String = path
             .split('/')
-            .map(|seg| {
-                if seg.starts_with('{') {
-                    "x1"
-                } else {
-                    seg
-                }
-            })
+            .map(|seg| if seg.starts_with('{') { "x1" } else { seg })
             .collect::<Vec<_>>()
             .join("/");
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
@@ -176,10 +170,9 @@ async fn every_documented_operation_is_served() {
     for (method, path) in &ops {
         let line = format!("route=\"{path}\"");
         let meth = format!("method=\"{method}\"");
-        if !metrics
-            .lines()
-            .any(|l| l.starts_with("argus_http_requests_total{") && l.contains(&line) && l.contains(&meth))
-        {
+        if !metrics.lines().any(|l| {
+            l.starts_with("argus_http_requests_total{") && l.contains(&line) && l.contains(&meth)
+        }) {
             missing.push(format!("{method} {path}"));
         }
     }

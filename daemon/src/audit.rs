@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::store::{now_rfc3339, sha256_hex, unix_now};
 
 /// The outcome of an audited action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Ok,
@@ -37,7 +37,7 @@ pub enum Outcome {
 }
 
 /// One audit record as written.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Record {
     pub time: String,
     pub unix: u64,

@@ -74,12 +74,21 @@ fn paginated<T>(items: Vec<T>, total: u64, p: &Page) -> schema::Page<T> {
 
 // ---- session ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct LoginBody {
     username: String,
+    #[schema(format = Password)]
     password: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_login",
+    request_body(content = LoginBody, content_type = "application/json"),
+    responses((status = 204, description = "Signed in: sets the argus_admin_session cookie (HttpOnly, Secure, SameSite=Strict)."), (status = 401, description = "Wrong user name or password.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 429, description = "Too many failed sign-ins from this address or for this user; see Retry-After.", body = crate::http::error::Detail)),
+)]
 pub async fn login(
     State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,
@@ -138,6 +147,14 @@ pub async fn login(
     Ok(resp)
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth/session",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_session",
+    responses((status = 200, description = "Who is signed in.", body = super::schema::Session), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn session(admin: Admin) -> Json<schema::Session> {
     Json(schema::Session {
         authenticated: true,
@@ -145,6 +162,13 @@ pub async fn session(admin: Admin) -> Json<schema::Session> {
     })
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_logout",
+    responses((status = 204, description = "Signed out; the cookie is cleared.")),
+)]
 pub async fn logout(
     State(app): State<Arc<Faces>>,
     headers: HeaderMap,
@@ -204,6 +228,14 @@ fn image_view(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/stats",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_stats",
+    responses((status = 200, description = "Totals over stored images and jobs.", body = super::schema::Stats), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn stats(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -225,6 +257,15 @@ pub async fn stats(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/images",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_list_images",
+    params(super::schema::PageQuery),
+    responses((status = 200, description = "A page of stored uploads, newest first.", body = super::schema::Page<ImageView>), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn list_images(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -263,6 +304,15 @@ async fn find_job(app: &Faces, id: &str) -> Result<JobRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound("Job not found".into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/images/{image_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_get_image",
+    params(("image_id" = String, Path, description = "The image's id (UUID).")),
+    responses((status = 200, description = "The upload and its jobs.", body = ImageDetail), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such image.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn get_image(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -278,6 +328,15 @@ pub async fn get_image(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/images/{image_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_delete_image",
+    params(("image_id" = String, Path, description = "The image's id (UUID).")),
+    responses((status = 204, description = "The upload, its jobs and their files are deleted."), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such image.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn delete_image(
     State(app): State<Arc<Faces>>,
     a: Admin,
@@ -316,6 +375,15 @@ fn redirect(url: String) -> Response {
     r
 }
 
+#[utoipa::path(
+    get,
+    path = "/images/{image_id}/download",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_download_image",
+    params(("image_id" = String, Path, description = "The image's id (UUID).")),
+    responses((status = 302, description = "Redirect to a signed URL of the original."), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such image or kept original.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn download_image(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -331,6 +399,15 @@ pub async fn download_image(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_list_jobs",
+    params(super::schema::PageQuery, super::schema::JobsQuery),
+    responses((status = 200, description = "A page of jobs, newest first.", body = super::schema::Page<JobView>), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn list_jobs(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -358,6 +435,15 @@ pub async fn list_jobs(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_get_job",
+    params(("job_id" = String, Path, description = "The job's id (UUID).")),
+    responses((status = 200, description = "The job with its parameters and detections.", body = JobDetail), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such job.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn get_job(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -374,6 +460,15 @@ pub async fn get_job(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}/download",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_download_job",
+    params(("job_id" = String, Path, description = "The job's id (UUID).")),
+    responses((status = 302, description = "Redirect to a signed URL of the masked output."), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such job or output.", body = crate::http::error::Detail), (status = 501, description = "Storage is disabled (storage.enabled = false).", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn download_job(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -390,6 +485,14 @@ pub async fn download_job(
 }
 
 /// Serve a blob by signed URL: no admin credentials, like a presigned object URL.
+#[utoipa::path(
+    get,
+    path = "/blobs/{kind}/{name}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_blob",
+    params(("kind" = String, Path, description = "`originals` or `processed`."), ("name" = String, Path, description = "The blob's name."), super::schema::BlobQuery),
+    responses((status = 200, description = "The stored file (original or masked output).", content_type = "application/octet-stream"), (status = 401, description = "Signature wrong or expired.", body = crate::http::error::Detail), (status = 404, description = "No such file.", body = crate::http::error::Detail)),
+)]
 pub async fn blob(
     State(app): State<Arc<Faces>>,
     Path((kind, name)): Path<(String, String)>,
@@ -431,6 +534,16 @@ pub async fn blob(
 
 // ---- preview ----
 
+#[utoipa::path(
+    post,
+    path = "/test/mask",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_test_mask",
+    params(super::schema::DetectQuery, super::schema::MaskQuery),
+    request_body(content = super::schema::ImageUpload, content_type = "multipart/form-data"),
+    responses((status = 200, description = "Detection, masking and the masked image (base64), nothing stored.", body = super::schema::MaskPreview), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 400, description = "Malformed multipart body or not an image.", body = crate::http::error::Detail), (status = 408, description = "The upload did not arrive in time.", body = crate::http::error::Detail), (status = 413, description = "Body or image over the limits.", body = crate::http::error::Detail), (status = 415, description = "Not a supported image format.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 429, description = "Rate limit or inference queue full; see Retry-After.", body = crate::http::error::Detail), (status = 503, description = "Overloaded or not ready; see Retry-After.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn test_mask(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -534,11 +647,20 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
     Ok(n.to_string())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct CreateKey {
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api-keys",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_create_key",
+    request_body(content = CreateKey, content_type = "application/json"),
+    responses((status = 201, description = "The new key; `key` is shown this once.", body = CreatedKey), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn create_key(
     State(app): State<Arc<Faces>>,
     a: Admin,
@@ -557,6 +679,15 @@ pub async fn create_key(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api-keys",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_list_keys",
+    params(super::schema::PageQuery),
+    responses((status = 200, description = "A page of API keys (previews only, never a key).", body = super::schema::Page<KeyView>), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn list_keys(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -579,6 +710,15 @@ async fn find_key(app: &Faces, id: &str) -> Result<ApiKeyRecord, ApiError> {
         .ok_or_else(|| ApiError::NotFound("API key not found".into()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api-keys/{key_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_get_key",
+    params(("key_id" = String, Path, description = "The API key's id (UUID).")),
+    responses((status = 200, description = "The key (preview only).", body = KeyView), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such API key.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn get_key(
     State(app): State<Arc<Faces>>,
     _a: Admin,
@@ -587,13 +727,24 @@ pub async fn get_key(
     Ok(Json(key_view(&find_key(&app, &id).await?)))
 }
 
-#[derive(Deserialize)]
+/// Rename a key, or deactivate (`false`) / reactivate it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchKey {
     name: Option<String>,
     is_active: Option<bool>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api-keys/{key_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_patch_key",
+    params(("key_id" = String, Path, description = "The API key's id (UUID).")),
+    request_body(content = PatchKey, content_type = "application/json"),
+    responses((status = 200, description = "The key after the change.", body = KeyView), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such API key.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn patch_key(
     State(app): State<Arc<Faces>>,
     a: Admin,
@@ -621,6 +772,15 @@ pub async fn patch_key(
     Ok(Json(key_view(&rec)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api-keys/{key_id}",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "faces_admin_delete_key",
+    params(("key_id" = String, Path, description = "The API key's id (UUID).")),
+    responses((status = 204, description = "Deleted; requests with it are refused at once."), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 404, description = "No such API key.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn delete_key(
     State(app): State<Arc<Faces>>,
     a: Admin,
@@ -655,6 +815,15 @@ fn audit_ok(app: &Faces, action: &str, admin: &str, ip: &str, object: &str) {
 
 /// `GET /api/v1/admin/audit?since=&action=&limit=`: the audit trail,
 /// oldest first (the last `limit`, default 200, at most 10000).
+#[utoipa::path(
+    get,
+    path = "/audit",
+    tag = crate::http::openapi::TAG_FACES_ADMIN,
+    operation_id = "admin_audit",
+    params(super::schema::AuditQuery),
+    responses((status = 200, description = "The audit trail (every family's), oldest first; each line chained to the previous by SHA-256.", body = Vec<crate::audit::Record>), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail)),
+    security(("admin_session" = []), ("admin_basic" = [])),
+)]
 pub async fn audit(
     State(app): State<Arc<Faces>>,
     _a: Admin,

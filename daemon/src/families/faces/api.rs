@@ -41,6 +41,13 @@ impl From<PipelineError> for ApiError {
 
 // ---- health ----
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = crate::http::openapi::TAG_FACES,
+    operation_id = "faces_health",
+    responses((status = 200, description = "Ready: model loaded, storage writable.", body = super::schema::Health), (status = 503, description = "Not ready; the body says what is missing.", body = super::schema::Health)),
+)]
 pub async fn health(State(app): State<Arc<Faces>>) -> Response {
     let info = app.batcher.info();
     let model_loaded = app.batcher.healthy();
@@ -80,10 +87,24 @@ pub async fn health(State(app): State<Arc<Faces>>) -> Response {
     (status, Json(body)).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/live",
+    tag = crate::http::openapi::TAG_FACES,
+    operation_id = "faces_live",
+    responses((status = 200, description = "The process answers.", body = super::schema::Status)),
+)]
 pub async fn live() -> Response {
     (StatusCode::OK, Json(Status { status: "alive" })).into_response()
 }
 
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = crate::http::openapi::TAG_FACES,
+    operation_id = "faces_ready",
+    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading or device lost).", body = crate::http::error::Detail)),
+)]
 pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
     if app.is_ready() {
         (StatusCode::OK, Json(Status { status: "ready" })).into_response()
@@ -589,6 +610,16 @@ pub(crate) async fn run_detection(
     Ok((prep, det, reservation))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/detect",
+    tag = crate::http::openapi::TAG_FACES,
+    operation_id = "faces_detect",
+    params(super::schema::DetectQuery),
+    request_body(content = super::schema::ImageUpload, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The faces found, with landmarks and timings.", body = super::schema::DetectResponse), (status = 400, description = "Malformed multipart body or not an image.", body = crate::http::error::Detail), (status = 401, description = "Missing or unknown X-API-Key.", body = crate::http::error::Detail), (status = 408, description = "The upload did not arrive in time.", body = crate::http::error::Detail), (status = 413, description = "Body or image over the limits.", body = crate::http::error::Detail), (status = 415, description = "Not a supported image format.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 429, description = "Rate limit or inference queue full; see Retry-After.", body = crate::http::error::Detail), (status = 503, description = "Overloaded or not ready; see Retry-After.", body = crate::http::error::Detail)),
+    security(("api_key" = [])),
+)]
 pub async fn detect(
     State(app): State<Arc<Faces>>,
     Extension(rid): Extension<RequestId>,
@@ -646,6 +677,16 @@ pub async fn detect(
     Ok((StatusCode::OK, Json(body)).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/mask",
+    tag = crate::http::openapi::TAG_FACES,
+    operation_id = "faces_mask",
+    params(super::schema::DetectQuery, super::schema::MaskQuery),
+    request_body(content = super::schema::ImageUpload, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The photo with every face masked, in the asked format; X-Face-Count, X-Inference-Ms, X-Mask-Ms, X-Encode-Ms, X-Total-Ms, X-Model and (storage on) X-Image-Id, X-Job-Id headers.", content(("image/jpeg"), ("image/png"), ("image/webp"))), (status = 400, description = "Malformed multipart body or not an image.", body = crate::http::error::Detail), (status = 401, description = "Missing or unknown X-API-Key.", body = crate::http::error::Detail), (status = 408, description = "The upload did not arrive in time.", body = crate::http::error::Detail), (status = 413, description = "Body or image over the limits.", body = crate::http::error::Detail), (status = 415, description = "Not a supported image format.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 429, description = "Rate limit or inference queue full; see Retry-After.", body = crate::http::error::Detail), (status = 503, description = "Overloaded or not ready; see Retry-After.", body = crate::http::error::Detail)),
+    security(("api_key" = [])),
+)]
 pub async fn mask(
     State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,

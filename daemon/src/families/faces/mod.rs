@@ -15,8 +15,8 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::{App, Family};
 use crate::batch::Batcher;
@@ -90,42 +90,33 @@ impl Family for Faces {
         ]
     }
 
-    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
+    fn router(self: Arc<Self>) -> OpenApiRouter {
         let limit = self.config.limits.max_body_bytes;
-        let admin = Router::new()
-            .route("/auth/login", post(admin::login))
-            .route("/auth/session", get(admin::session))
-            .route("/auth/logout", post(admin::logout))
-            .route("/stats", get(admin::stats))
-            .route("/images", get(admin::list_images))
-            .route(
-                "/images/{image_id}",
-                get(admin::get_image).delete(admin::delete_image),
-            )
-            .route("/images/{image_id}/download", get(admin::download_image))
-            .route("/jobs", get(admin::list_jobs))
-            .route("/jobs/{job_id}", get(admin::get_job))
-            .route("/jobs/{job_id}/download", get(admin::download_job))
-            .route("/test/mask", post(admin::test_mask))
-            .route("/audit", get(admin::audit))
-            .route("/api-keys", get(admin::list_keys).post(admin::create_key))
-            .route(
-                "/api-keys/{key_id}",
-                get(admin::get_key)
-                    .patch(admin::patch_key)
-                    .delete(admin::delete_key),
-            );
-        let plain = Router::new()
-            .route("/health", get(api::health))
-            .route("/live", get(api::live))
-            .route("/ready", get(api::ready))
-            .route("/api/v1/detect", post(api::detect))
-            .route("/api/v1/mask", post(api::mask))
+        let admin = OpenApiRouter::new()
+            .routes(routes!(admin::login))
+            .routes(routes!(admin::session))
+            .routes(routes!(admin::logout))
+            .routes(routes!(admin::stats))
+            .routes(routes!(admin::list_images))
+            .routes(routes!(admin::get_image, admin::delete_image))
+            .routes(routes!(admin::download_image))
+            .routes(routes!(admin::list_jobs))
+            .routes(routes!(admin::get_job))
+            .routes(routes!(admin::download_job))
+            .routes(routes!(admin::test_mask))
+            .routes(routes!(admin::audit))
+            .routes(routes!(admin::list_keys, admin::create_key))
+            .routes(routes!(admin::get_key, admin::patch_key, admin::delete_key));
+        OpenApiRouter::new()
+            .routes(routes!(api::health))
+            .routes(routes!(api::live))
+            .routes(routes!(api::ready))
+            .routes(routes!(api::detect))
+            .routes(routes!(api::mask))
             .nest("/api/v1/admin", admin)
-            .route("/blobs/{kind}/{name}", get(admin::blob))
+            .routes(routes!(admin::blob))
             .layer(DefaultBodyLimit::max(limit))
-            .with_state(self);
-        utoipa_axum::router::OpenApiRouter::from(plain)
+            .with_state(self)
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {

@@ -4,15 +4,16 @@
 //! confidences and ratios to 0.0001; times in milliseconds to 0.01.
 
 use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Point {
     pub x: f64,
     pub y: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct BBox {
     pub x1: f64,
     pub y1: f64,
@@ -20,14 +21,14 @@ pub struct BBox {
     pub y2: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Size {
     pub width: f64,
     pub height: f64,
 }
 
 /// A box relative to the image: centre, width and height in 0..1.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Relative {
     pub x_center: f64,
     pub y_center: f64,
@@ -36,7 +37,7 @@ pub struct Relative {
 }
 
 /// The five CenterFace landmarks, named as the reference names them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Landmarks {
     pub left_eye: Point,
     pub right_eye: Point,
@@ -45,7 +46,7 @@ pub struct Landmarks {
     pub right_mouth: Point,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Detection {
     pub index: usize,
     pub bbox: BBox,
@@ -57,7 +58,7 @@ pub struct Detection {
     pub relative: Relative,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Summary {
     pub face_count: usize,
     pub avg_confidence: f64,
@@ -68,7 +69,7 @@ pub struct Summary {
     pub face_area_ratio: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImageInfo {
     pub width: u32,
     pub height: u32,
@@ -76,7 +77,7 @@ pub struct ImageInfo {
     pub size_bytes: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Processing {
     pub model: &'static str,
     pub input_size: [usize; 2],
@@ -89,7 +90,7 @@ pub struct Processing {
 /// Where the time went. `blob_ms` is packing into the batch buffer;
 /// `queue_ms`, `batch_size` and `backend` (extensions of the reference)
 /// say how the request was batched.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Profiling {
     pub decode_ms: f64,
     pub preprocess_ms: f64,
@@ -116,7 +117,7 @@ pub struct Profiling {
 }
 
 /// `POST /api/v1/detect` (and the JSON part of a mask preview).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DetectResponse {
     pub request_id: String,
     /// Stored upload and job (null with storage off).
@@ -130,7 +131,7 @@ pub struct DetectResponse {
 }
 
 /// `GET /health`: 200 when `status` is "ok", else 503.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     /// "ok" or "unavailable".
     pub status: &'static str,
@@ -157,7 +158,7 @@ pub struct Health {
 }
 
 /// `GET /live` and `GET /ready`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Status {
     pub status: &'static str,
 }
@@ -165,7 +166,7 @@ pub struct Status {
 // ---- the admin API ----
 
 /// A page of a listing: `page` is 1-based, `pages` at least 1.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: u64,
@@ -175,7 +176,7 @@ pub struct Page<T> {
 }
 
 /// A job as listed; `processed_url` is a signed download URL.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobView {
     pub id: Uuid,
     pub image_id: Uuid,
@@ -191,7 +192,7 @@ pub struct JobView {
 }
 
 /// `GET /api/v1/admin/jobs/{id}`: the job with its parameters and output.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: JobView,
@@ -202,7 +203,7 @@ pub struct JobDetail {
 }
 
 /// An uploaded image as listed; URLs are signed downloads.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImageView {
     pub id: Uuid,
     pub filename: Option<String>,
@@ -220,21 +221,21 @@ pub struct ImageView {
 }
 
 /// `GET /api/v1/admin/images/{id}`: the image and its jobs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ImageDetail {
     #[serde(flatten)]
     pub image: ImageView,
     pub jobs: Vec<JobView>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobsByType {
     pub detect: u64,
     pub mask: u64,
 }
 
 /// `GET /api/v1/admin/stats`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Stats {
     pub total_images: u64,
     pub total_jobs: u64,
@@ -246,7 +247,7 @@ pub struct Stats {
 }
 
 /// An API key as shown (never the key itself, only a preview).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     pub name: String,
@@ -260,7 +261,7 @@ pub struct KeyView {
 }
 
 /// `POST /api/v1/admin/api-keys`: the new key, shown this once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
@@ -268,13 +269,13 @@ pub struct CreatedKey {
 }
 
 /// `GET /api/v1/admin/auth/session`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Session {
     pub authenticated: bool,
     pub username: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Masking {
     pub method: &'static str,
     pub strength: u32,
@@ -282,7 +283,7 @@ pub struct Masking {
     pub regions_masked: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MaskOutput {
     pub format: &'static str,
     pub quality: u8,
@@ -292,10 +293,112 @@ pub struct MaskOutput {
 
 /// `POST /api/v1/admin/test/mask`: the detection, how it was masked, and
 /// the masked image.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MaskPreview {
     #[serde(flatten)]
     pub detection: DetectResponse,
     pub masking: Masking,
     pub output: MaskOutput,
+}
+
+// ---- what the handlers read, for the OpenAPI document ----
+//
+// The handlers parse their query strings by hand (for the reference's
+// exact messages); these describe the same names, defaults and ranges.
+
+/// Query parameters of `POST /api/v1/detect` (and of `/mask`).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct DetectQuery {
+    /// Minimum face confidence, 0..1.
+    #[param(minimum = 0.0, maximum = 1.0, default = 0.5)]
+    pub confidence: Option<f32>,
+    /// IoU above which overlapping boxes are merged by non-maximum suppression, 0..1.
+    #[param(minimum = 0.0, maximum = 1.0, default = 0.4)]
+    pub nms_threshold: Option<f32>,
+    /// Keep at most this many faces, the most confident first; 0 keeps all.
+    #[param(minimum = 0, maximum = 10000, default = 0)]
+    pub max_faces: Option<u32>,
+}
+
+/// Query parameters of `POST /api/v1/mask` beyond [`DetectQuery`].
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct MaskQuery {
+    /// `gaussian`, `pixelate`, `solid` or `elliptical`.
+    #[param(default = "gaussian")]
+    pub method: Option<String>,
+    /// Blur kernel or pixel block size; without it each method's default
+    /// (pixelate: six blocks across each face).
+    #[param(minimum = 1, maximum = 999)]
+    pub strength: Option<u32>,
+    /// Box padding as a fraction of the face size.
+    #[param(minimum = 0.0, maximum = 2.0, default = 0.15)]
+    pub padding: Option<f32>,
+    /// Output format: `jpeg`, `png` or `webp`.
+    #[param(default = "jpeg")]
+    pub format: Option<String>,
+    /// JPEG/WebP quality.
+    #[param(minimum = 1, maximum = 100, default = 95)]
+    pub quality: Option<u8>,
+}
+
+/// Paging of the admin listings.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageQuery {
+    /// 1-based page number.
+    #[param(minimum = 1, maximum = 1000000, default = 1)]
+    pub page: Option<u64>,
+    #[param(minimum = 1, maximum = 100, default = 20)]
+    pub per_page: Option<u64>,
+}
+
+/// Filters of `GET /api/v1/admin/jobs`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct JobsQuery {
+    /// `detect` or `mask`.
+    pub job_type: Option<String>,
+    /// A masking method.
+    pub method: Option<String>,
+}
+
+/// `GET /api/v1/admin/audit` filters.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AuditQuery {
+    /// Only records at or after this Unix time (seconds).
+    #[param(default = 0)]
+    pub since: Option<u64>,
+    /// Only this action (e.g. `login`, `key_created`).
+    pub action: Option<String>,
+    /// The last this many records.
+    #[param(minimum = 1, maximum = 10000, default = 200)]
+    pub limit: Option<u64>,
+}
+
+/// The signature of a blob download URL (made by the admin API's redirects).
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct BlobQuery {
+    /// Unix time after which the URL is refused.
+    pub expires: u64,
+    /// HMAC-SHA256 of the blob key and `expires`, hex.
+    pub signature: String,
+}
+
+/// The upload: a multipart form with the photo in the `image` field
+/// (JPEG, PNG, WebP, BMP, TIFF, GIF; at most `limits.max_body_bytes`).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ImageUpload {
+    #[schema(value_type = String, format = Binary)]
+    pub image: Vec<u8>,
 }
