@@ -215,7 +215,8 @@ pub async fn family_shape(family: Arc<dyn Family>, req: Request, next: Next) -> 
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // The console's error pages are HTML made for a person: kept.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     let mut resp = if is_json {
         resp
     } else {

@@ -44,6 +44,7 @@ pub const TAG_FACES_ADMIN: &str = "faces-admin";
 pub const TAG_PBS: &str = "blood-smears";
 pub const TAG_SKIN: &str = "skin";
 pub const TAG_PLATFORM: &str = "platform";
+pub const TAG_CONSOLE: &str = "console";
 
 /// The document's frame: info, tags and security schemes. Paths and
 /// schemas are merged in from every family's router.
@@ -125,6 +126,10 @@ pub fn base() -> OpenApi {
                 "Selfie skin analysis: companies, datasets, subjects, results.",
             ),
             tag(TAG_PLATFORM, "Metrics and this documentation."),
+            tag(
+                TAG_CONSOLE,
+                "The operator's browser console (HTML pages and forms).",
+            ),
         ]))
         .build()
 }

@@ -81,6 +81,59 @@ pub struct LoginBody {
     password: String,
 }
 
+/// Check an operator's user name and password (rate limited per address
+/// and user, audited) and open a session; returns its `Set-Cookie` value.
+/// Errors: 429 when limited, 401 on wrong credentials.
+pub(super) async fn sign_in(
+    app: &Faces,
+    ip: &str,
+    username: String,
+    password: String,
+) -> Result<String, ApiError> {
+    let ev = Event {
+        family: "platform",
+        action: "admin_login",
+        actor: Some(&username),
+        address: Some(ip),
+        ..Default::default()
+    };
+    if let Err(e) = login_gate(app, ip, &username) {
+        app.audit.record(
+            Event {
+                detail: Some("rate limited"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
+        return Err(e);
+    }
+    if !check_admin_password(app, username.clone(), password).await? {
+        app.audit.record(
+            Event {
+                detail: Some("invalid credentials"),
+                ..ev
+            },
+            Outcome::Denied,
+        );
+        return Err(ApiError::Unauthorized("Invalid credentials".into()));
+    }
+    app.audit.record(ev, Outcome::Ok);
+    app.limiters.login.refund(ADMIN_LOGINS, ip, &username);
+    let token = random_token();
+    let ttl = app.config.auth.session_ttl_secs;
+    let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
+    let rec = SessionRecord {
+        username,
+        expires_at: unix_now() + ttl,
+    };
+    blocking(move || store.put_session(&key, &rec)).await?;
+    app.store.flush_async().await?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={ttl}"
+    );
+    Ok(cookie)
+}
+
 #[utoipa::path(
     post,
     path = "/auth/login",
@@ -98,47 +151,7 @@ pub async fn login(
         .map(|c| c.0 .0.ip().to_string())
         .unwrap_or_else(|| "unknown".into());
     let b: LoginBody = parse_json(&body)?;
-    let ev = Event {
-        family: "platform",
-        action: "admin_login",
-        actor: Some(&b.username),
-        address: Some(&ip),
-        ..Default::default()
-    };
-    if let Err(e) = login_gate(&app, &ip, &b.username) {
-        app.audit.record(
-            Event {
-                detail: Some("rate limited"),
-                ..ev
-            },
-            Outcome::Denied,
-        );
-        return Err(e);
-    }
-    if !check_admin_password(&app, b.username.clone(), b.password).await? {
-        app.audit.record(
-            Event {
-                detail: Some("invalid credentials"),
-                ..ev
-            },
-            Outcome::Denied,
-        );
-        return Err(ApiError::Unauthorized("Invalid credentials".into()));
-    }
-    app.audit.record(ev, Outcome::Ok);
-    app.limiters.login.refund(ADMIN_LOGINS, &ip, &b.username);
-    let token = random_token();
-    let ttl = app.config.auth.session_ttl_secs;
-    let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
-    let rec = SessionRecord {
-        username: b.username,
-        expires_at: unix_now() + ttl,
-    };
-    blocking(move || store.put_session(&key, &rec)).await?;
-    app.store.flush_async().await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={ttl}"
-    );
+    let cookie = sign_in(&app, &ip, b.username, b.password).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(
         header::SET_COOKIE,
@@ -668,15 +681,26 @@ pub async fn create_key(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let b: CreateKey = parse_json(&body)?;
-    let name = valid_name(&b.name)?;
+    let created = new_key(&app, &a.0, &ip, &b.name).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// Create an API key named `name` (1-100 printable characters), audited
+/// as `admin`'s; the full key is in the result this once.
+pub(super) async fn new_key(
+    app: &Faces,
+    admin: &str,
+    ip: &str,
+    name: &str,
+) -> Result<CreatedKey, ApiError> {
+    let name = valid_name(name)?;
     let store = app.store.clone();
     let (full, rec) = blocking(move || keys::create(&store, &name)).await?;
-    audit_ok(&app, "key_created", &a.0, &ip, &rec.id.to_string());
-    let created = CreatedKey {
+    audit_ok(app, "key_created", admin, ip, &rec.id.to_string());
+    Ok(CreatedKey {
         view: key_view(&rec),
         key: full,
-    };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    })
 }
 
 #[utoipa::path(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod api;
 pub mod cli;
+pub mod console;
 pub mod schema;
 pub mod store;
 
@@ -79,7 +80,7 @@ impl Family for Faces {
     }
 
     fn prefixes(&self) -> &'static [&'static str] {
-        &["/api/v1/", "/blobs/"]
+        &["/api/v1/", "/blobs/", "/console"]
     }
 
     fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
@@ -87,6 +88,7 @@ impl Family for Faces {
             ("detect", "/api/v1/detect"),
             ("mask", "/api/v1/mask"),
             ("admin", "/api/v1/admin/stats"),
+            ("console", "/console"),
         ]
     }
 
@@ -115,6 +117,17 @@ impl Family for Faces {
             .routes(routes!(api::mask))
             .nest("/api/v1/admin", admin)
             .routes(routes!(admin::blob))
+            .routes(routes!(console::dashboard))
+            .routes(routes!(console::login_form, console::login))
+            .routes(routes!(console::logout))
+            .routes(routes!(console::images))
+            .routes(routes!(console::image))
+            .routes(routes!(console::delete_image))
+            .routes(routes!(console::jobs))
+            .routes(routes!(console::keys, console::create_key))
+            .routes(routes!(console::key_action))
+            .routes(routes!(console::test_page))
+            .routes(routes!(console::asset))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self)
     }
