@@ -15,6 +15,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::caller::{access, Caller};
@@ -28,8 +29,9 @@ use crate::http::extract::ClientIp;
 use crate::http::ClientAddr;
 use crate::store::{blocking, now_rfc3339, StoreError};
 
-pub use super::envelope::{envelope_error, Envelope, PbsError};
+pub use super::envelope::{envelope_error, Envelope, EnvelopeBody, ErrorBody, PbsError};
 use super::envelope::{parse_json, Res, VERSION};
+use crate::http::openapi::TAG_PBS;
 
 fn clinic(app: &Pbs) -> &Arc<Clinic> {
     &app.clinic
@@ -49,14 +51,53 @@ async fn own_study(app: &Pbs, p: &Principal, id: &str) -> Result<StudyRecord, Pb
 
 // ---- auth ----
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /auth/login`: a user name and the hex SHA-256 of the password
+/// (never the password itself).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(
+    as = pbs::LoginRequest,
+    example = json!({
+        "user": "ali@example.com",
+        "pass_hash": "5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8"
+    })
+)]
 pub struct LoginBody {
+    /// The user's e-mail address (case does not matter).
     #[serde(default)]
     user: String,
+    /// The hex SHA-256 of the password: 64 hex digits.
     #[serde(default)]
     pass_hash: String,
 }
 
+/// Sign in with a user name and password hash.
+///
+/// Answers 202 with a session token (`results.token.HY_APP_AUTH_v1`) to
+/// send as `Authorization: Bearer <token>`. The password is sent as its
+/// hex SHA-256; a raw password is refused (400). Unknown users and wrong
+/// passwords are one 401. Attempts are limited per client address and per
+/// user name (429 with `Retry-After`, in seconds).
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    operation_id = "pbs_login",
+    tag = TAG_PBS,
+    request_body(content = LoginBody, content_type = "application/json",
+                 description = "The user and the hex SHA-256 of the password."),
+    responses(
+        (status = 202, description = "Signed in: the session token and the user.",
+         body = EnvelopeBody<schema::Login>),
+        (status = 400, description = "The body is not the expected JSON, `user` is missing, \
+         or `pass_hash` is not 64 hex digits.", body = ErrorBody),
+        (status = 401, description = "Unknown user or wrong password (`results.claim` is \
+         `user`).", body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_body_bytes`.",
+         body = ErrorBody),
+        (status = 429, description = "Too many attempts from this address or for this user.",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Res {
     let started = Instant::now();
     let ip = parts
@@ -149,8 +190,26 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
     ))
 }
 
-/// What is right or wrong with the presented token. Looks only: the token's
-/// `jti` is not used up.
+/// Check a token: what is right or wrong with it.
+///
+/// Verifies the `Authorization` token as every authenticated route does,
+/// without spending it (a client-signed token's `jti` stays usable).
+/// Answers 200 with who the token speaks for, or 401 with the claim at
+/// fault and what the appliance expects (`aud`, algorithms).
+#[utoipa::path(
+    post,
+    path = "/auth/hello",
+    operation_id = "pbs_hello",
+    tag = TAG_PBS,
+    security((), ("pbs_jwt" = [])),
+    responses(
+        (status = 200, description = "The token is accepted.",
+         body = EnvelopeBody<schema::HelloValid>),
+        (status = 401, description = "The token is missing or refused; `results` says why.",
+         body = EnvelopeBody<schema::HelloRefused>),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn hello(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     let started = Instant::now();
     let h = headers
@@ -198,6 +257,39 @@ pub async fn hello(State(app): State<Arc<Pbs>>, headers: HeaderMap) -> Res {
     }
 }
 
+/// Check a token: what is right or wrong with it (as `POST /auth/hello`).
+#[utoipa::path(
+    get,
+    path = "/auth/hello",
+    operation_id = "pbs_hello_get",
+    tag = TAG_PBS,
+    security((), ("pbs_jwt" = [])),
+    responses(
+        (status = 200, description = "The token is accepted.",
+         body = EnvelopeBody<schema::HelloValid>),
+        (status = 401, description = "The token is missing or refused; `results` says why.",
+         body = EnvelopeBody<schema::HelloRefused>),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
+pub async fn hello_get(app: State<Arc<Pbs>>, headers: HeaderMap) -> Res {
+    hello(app, headers).await
+}
+
+/// Is the blood-smear service up? Not enveloped, and needs no token.
+///
+/// 200 when the cell models' batchers are running, 503 (same body) when
+/// they are not.
+#[utoipa::path(
+    get,
+    path = "/heartbeat",
+    operation_id = "pbs_heartbeat",
+    tag = TAG_PBS,
+    responses(
+        (status = 200, description = "The service is up.", body = schema::Heartbeat),
+        (status = 503, description = "The analysis is not running.", body = schema::Heartbeat),
+    ),
+)]
 pub async fn heartbeat(State(app): State<Arc<Pbs>>) -> Response {
     let started = Instant::now();
     let beat = hex::encode(rand::random::<[u8; 10]>());
@@ -218,9 +310,15 @@ pub async fn heartbeat(State(app): State<Arc<Pbs>>) -> Response {
 
 // ---- studies ----
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /pbs`: optional tags to find the study by later. No personal
+/// data (PII, PHI) in tags.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(as = pbs::CreateStudy, example = json!({"tags": {"patient_proxy_id": "PPID12345"}}))]
 pub struct CreateBody {
+    /// At most 64; keys 1 to 128 bytes, values at most 512 bytes. Values
+    /// are strings (numbers and booleans are stored as strings).
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     tags: BTreeMap<String, Value>,
 }
 
@@ -250,6 +348,31 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
     Ok(out)
 }
 
+/// Create a study (a PBS id) to upload a smear's photos into.
+///
+/// The body is optional (empty means no tags). Answers 201 with
+/// `results.pbs_study_id`. Roles: admin, user, device.
+#[utoipa::path(
+    post,
+    path = "/pbs",
+    operation_id = "pbs_create_study",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    request_body(content = Option<CreateBody>, content_type = "application/json",
+                 description = "Tags; the body may be empty."),
+    responses(
+        (status = 201, description = "The study was created.",
+         body = EnvelopeBody<schema::StudyCreated>),
+        (status = 400, description = "The body is not the expected JSON, or a tag breaks \
+         the limits.", body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not create studies.",
+         body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_body_bytes`.",
+         body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn create_study(
     State(app): State<Arc<Pbs>>,
     caller: Caller<access::CreateStudy>,
@@ -289,6 +412,34 @@ pub async fn create_study(
     ))
 }
 
+/// Find the organisation's studies by tags.
+///
+/// Every query parameter is a tag filter `tag.KEY=VALUE`; a study must
+/// carry all of them. No parameter lists every study of the caller's
+/// organisation. Roles: admin, user, service.
+#[utoipa::path(
+    get,
+    path = "/pbs",
+    operation_id = "pbs_find_studies",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(
+        ("tags" = Option<BTreeMap<String, String>>, Query, style = Form, explode,
+         description = "Tag filters, each written `tag.KEY=VALUE` \
+         (`?tag.patient_proxy_id=PPID12345`). Any other parameter is a 400.",
+         example = json!({"tag.patient_proxy_id": "PPID12345"})),
+    ),
+    responses(
+        (status = 200, description = "The studies that carry every tag asked for.",
+         body = EnvelopeBody<schema::StudyList>),
+        (status = 400, description = "A query parameter that is not `tag.KEY`.",
+         body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not search studies.",
+         body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn find_studies(
     State(app): State<Arc<Pbs>>,
     caller: Caller<access::Search>,
@@ -331,9 +482,17 @@ pub async fn find_studies(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// How the type of an uploaded file is told: one of the two is needed.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadQuery {
+    /// The file's name; its extension gives the type (`.jpg`, `.jpeg`,
+    /// `.png`, `.tif`, `.tiff`, `.bmp`, `.webp`).
+    #[param(example = "MS12_12.jpg")]
     file_name: Option<String>,
+    /// The file's type (`image/jpeg`, `image/png`, `image/tiff`,
+    /// `image/bmp`, `image/webp`); wins over `file_name`.
+    #[param(example = "image/jpeg")]
     content_type: Option<String>,
 }
 
@@ -362,6 +521,57 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
     }
 }
 
+/// Add a photo of the smear to a study.
+///
+/// The whole body is the image (not multipart, not a form); its type comes
+/// from the `content_type` or `file_name` query parameter, not from the
+/// `Content-Type` header. At most `pbs.max_file_bytes` per file and
+/// `pbs.max_files_per_study` files. The image is decoded on arrival, so a
+/// file the analysis could not read is refused here. Idempotent: the same
+/// bytes again answer 200 with `duplicate: true`. No more files once tasks
+/// were requested (409). Roles: admin, user, device.
+#[utoipa::path(
+    post,
+    path = "/pbs/{id}/files",
+    operation_id = "pbs_upload_file",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The study's `pbs_study_id`."),
+        UploadQuery,
+    ),
+    request_body(
+        description = "The image file's bytes, as the whole body.",
+        content(
+            ("image/jpeg"),
+            ("image/png"),
+            ("image/tiff"),
+            ("image/bmp"),
+            ("image/webp"),
+            ("application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "The file was added.",
+         body = EnvelopeBody<schema::FileAdded>),
+        (status = 200, description = "These bytes were already in the study \
+         (`duplicate: true`); nothing changed.", body = EnvelopeBody<schema::FileAdded>),
+        (status = 400, description = "No usable `file_name` or `content_type`, an empty \
+         body, or a file that is not a usable image.", body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not upload files.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 409, description = "Tasks were already requested for the study, or it \
+         holds the most files allowed.", body = ErrorBody),
+        (status = 413, description = "The file is over `pbs.max_file_bytes`, or too large \
+         to decode.", body = ErrorBody),
+        (status = 503, description = "The appliance's decode memory is in use; try again.",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn upload_file(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
@@ -485,10 +695,24 @@ pub async fn upload_file(
     ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `POST /pbs/{id}/tasks`: the analyses to run, and where to announce the
+/// reports.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(
+    as = pbs::TasksRequest,
+    example = json!({
+        "diagnostic_tasks": ["MALARIA_ANY_ANY", "CBC_COUNTS"],
+        "callback_url": "https://lis.example.com/pbs_report_is_ready/c7d453a9"
+    })
+)]
 pub struct TasksBody {
+    /// One or more of `MALARIA_ANY_ANY` (malaria parasites in red cells)
+    /// and `CBC_COUNTS` (red cell, white cell and platelet counts).
     #[serde(default)]
     diagnostic_tasks: Vec<String>,
+    /// An `https://` URL with a valid certificate, POSTed a signed
+    /// `{pbs_study_id, report_status, progress}` when the reports are
+    /// ready. Private and loopback addresses are refused.
     #[serde(default)]
     callback_url: Option<String>,
 }
@@ -501,6 +725,37 @@ fn known_tasks() -> String {
         .join("; ")
 }
 
+/// Close a study to new files and queue its analysis.
+///
+/// Answers 202 at once; the analysis runs in the background (poll
+/// `/pbs/{id}/status` or wait for the callback). Asking again once the
+/// reports are ready runs a new revision. Roles: admin, user, device.
+#[utoipa::path(
+    post,
+    path = "/pbs/{id}/tasks",
+    operation_id = "pbs_request_tasks",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(("id" = Uuid, Path, description = "The study's `pbs_study_id`.")),
+    request_body(content = TasksBody, content_type = "application/json",
+                 description = "The tasks and an optional callback URL."),
+    responses(
+        (status = 202, description = "The analysis is queued.",
+         body = EnvelopeBody<schema::TasksAccepted>),
+        (status = 400, description = "The body is not the expected JSON, no or an unknown \
+         task, a refused `callback_url`, or a study without files.", body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not request tasks.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 409, description = "The study is already queued or processing.",
+         body = ErrorBody),
+        (status = 413, description = "The body is over `limits.max_body_bytes`.",
+         body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn request_tasks(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
@@ -589,6 +844,28 @@ pub async fn request_tasks(
     ))
 }
 
+/// A study's analysis status and progress.
+///
+/// `report_status` is `open` (taking files), `queued`, `processing`,
+/// `ready` or `failed`; `progress` runs from 0 to 1. Roles: all.
+#[utoipa::path(
+    get,
+    path = "/pbs/{id}/status",
+    operation_id = "pbs_study_status",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(("id" = Uuid, Path, description = "The study's `pbs_study_id`.")),
+    responses(
+        (status = 200, description = "The study's status.",
+         body = EnvelopeBody<schema::StudyStatus>),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not read study status.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn study_status(
     State(app): State<Arc<Pbs>>,
     Path(id): Path<String>,
@@ -612,11 +889,45 @@ pub async fn study_status(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+/// Which revision of a report to read.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReportQuery {
+    /// A revision number from 1, or `latest` (the default).
+    #[param(example = "latest")]
     version: Option<String>,
 }
 
+/// A task's report on a study: the latest revision, or `version`.
+///
+/// `results.report` holds the one report under the task's name. Roles:
+/// admin, user, service (not device).
+#[utoipa::path(
+    get,
+    path = "/pbs/{id}/report/{task}",
+    operation_id = "pbs_study_report",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The study's `pbs_study_id`."),
+        ("task" = String, Path, description = "`MALARIA_ANY_ANY` or `CBC_COUNTS`.",
+         example = "MALARIA_ANY_ANY"),
+        ReportQuery,
+    ),
+    responses(
+        (status = 200, description = "The report.", body = EnvelopeBody<schema::ReportView>),
+        (status = 400, description = "An unknown task, or a query that does not parse.",
+         body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not read reports.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation, the task \
+         was not requested for it, or no such version.", body = ErrorBody),
+        (status = 409, description = "The task was requested but its report is not ready \
+         yet.", body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
 pub async fn study_report(
     State(app): State<Arc<Pbs>>,
     ClientIp(ip): ClientIp,

@@ -6,10 +6,12 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::identity::AuthFailure;
 use crate::http::error::{ErrorKind, FailureReason};
@@ -86,6 +88,92 @@ impl PbsError {
     }
 }
 
+/// `debug_info`: how long the appliance took and which build answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::DebugInfo, example = json!({"delta": "1.2ms", "version": VERSION}))]
+pub struct DebugInfo {
+    /// Time from the request's arrival to the answer, in Rust's `Duration`
+    /// notation (`"463.02ms"`, `"59.07µs"`).
+    pub delta: String,
+    /// `argusd.<crate version>`.
+    #[schema(value_type = String)]
+    pub version: &'static str,
+}
+
+impl DebugInfo {
+    fn since(started: Instant) -> Self {
+        Self {
+            delta: format!("{:?}", started.elapsed()),
+            version: VERSION,
+        }
+    }
+}
+
+/// The envelope every PBS answer but the heartbeat comes in, with the
+/// route's `results`. The HTTP status equals `status`. Fields are in the
+/// order they have always been written in (alphabetical).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::Envelope<T>)]
+pub struct EnvelopeBody<T> {
+    pub debug_info: DebugInfo,
+    /// Empty on success.
+    pub error: String,
+    pub results: T,
+    /// The HTTP status code of the answer.
+    pub status: u16,
+    /// A message for the end user; empty on success.
+    pub user_message: String,
+}
+
+/// Which claim of a refused token was at fault, and why.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::AuthRejection, example = json!({"claim": "exp", "reason": "the token expired 30 s ago"}))]
+pub struct AuthRejection {
+    /// `token` (missing or malformed), `user` (login), `alg`, `kid`,
+    /// `signature`, `payload`, `iss`, `aud`, `sub`, `role`, `jti`, `iat`,
+    /// `nbf` or `exp`.
+    #[schema(value_type = String)]
+    pub claim: &'static str,
+    pub reason: String,
+}
+
+/// Every PBS error: the envelope with `results` null, except a refused
+/// token (401), whose `results` names the claim at fault.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::Error,
+    example = json!({
+        "debug_info": {"delta": "25.1µs", "version": VERSION},
+        "error": "no PBS study 62dd0300-880e-4069-bea8-66c9ca73c207",
+        "results": null,
+        "status": 404,
+        "user_message": "Not found."
+    })
+)]
+pub struct ErrorBody {
+    pub debug_info: DebugInfo,
+    /// What went wrong, for the developer.
+    pub error: String,
+    /// Null, or for a 401 the claim at fault.
+    pub results: Option<AuthRejection>,
+    /// The HTTP status code of the answer.
+    pub status: u16,
+    /// A message that can be shown to the end user.
+    pub user_message: String,
+}
+
+impl ErrorBody {
+    fn new(status: StatusCode, error: String, user_message: &str) -> Self {
+        Self {
+            debug_info: DebugInfo::since(Instant::now()),
+            error,
+            results: None,
+            status: status.as_u16(),
+            user_message: user_message.into(),
+        }
+    }
+}
+
 /// The envelope, with `debug_info` timings.
 pub struct Envelope {
     status: StatusCode,
@@ -93,7 +181,6 @@ pub struct Envelope {
     pub(super) error: String,
     pub(super) user_message: String,
     started: Instant,
-    extra: Vec<(&'static str, String)>,
 }
 
 impl Envelope {
@@ -106,70 +193,64 @@ impl Envelope {
             error: String::new(),
             user_message: String::new(),
             started,
-            extra: Vec::new(),
         }
     }
 }
 
 impl IntoResponse for Envelope {
     fn into_response(self) -> Response {
-        let body = json!({
-            "status": self.status.as_u16(),
-            "results": self.results,
-            "error": self.error,
-            "user_message": self.user_message,
-            "debug_info": {
-                "delta": format!("{:?}", self.started.elapsed()),
-                "version": VERSION,
-            },
-        });
-        let mut r = (self.status, Json(body)).into_response();
-        for (k, v) in self.extra {
-            if let Ok(v) = v.parse() {
-                r.headers_mut().insert(k, v);
-            }
-        }
-        r
+        let body = EnvelopeBody {
+            debug_info: DebugInfo::since(self.started),
+            error: self.error,
+            results: self.results,
+            status: self.status.as_u16(),
+            user_message: self.user_message,
+        };
+        (self.status, Json(body)).into_response()
     }
 }
 
 /// An error the router or an extractor produced (unknown path, wrong
 /// method, a path or query that does not parse), as an envelope.
 pub fn envelope_error(status: StatusCode, message: &str) -> Response {
-    let mut e = Envelope::ok(status, Value::Null, Instant::now());
-    e.error = message.to_string();
-    e.user_message = match status {
+    let user_message = match status {
         StatusCode::NOT_FOUND => "Not found.",
         StatusCode::METHOD_NOT_ALLOWED => "This address does not take that method.",
         s if s.is_server_error() => "Something went wrong on the appliance.",
         _ => "The request could not be used; see error.",
-    }
-    .into();
-    e.into_response()
+    };
+    (
+        status,
+        Json(ErrorBody::new(status, message.into(), user_message)),
+    )
+        .into_response()
 }
 
 /// An error as an envelope; `started` is unknown here, so delta is ~0.
 impl IntoResponse for PbsError {
     fn into_response(self) -> Response {
-        let mut e = Envelope::ok(self.status(), Value::Null, Instant::now());
-        e.error = self.to_string();
-        e.user_message = self.user_message().into();
+        let status = self.status();
+        let mut body = ErrorBody::new(status, self.to_string(), self.user_message());
+        if let Self::Unauthorized(f) = &self {
+            body.results = Some(AuthRejection {
+                claim: f.rejection.claim,
+                reason: f.rejection.reason.clone(),
+            });
+        }
+        let mut r = (status, Json(body)).into_response();
         match &self {
-            Self::Unauthorized(f) => {
-                e.results = json!({
-                    "claim": f.rejection.claim,
-                    "reason": f.rejection.reason,
-                });
-                e.extra.push(("www-authenticate", "Bearer".into()));
+            Self::Unauthorized(_) => {
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooMany(secs) | Self::Busy(_, secs) => {
-                e.extra.push(("retry-after", secs.to_string()))
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
             Self::Store(err) => tracing::error!(error = %err, "PBS store error"),
             Self::Internal(err) => tracing::error!(error = %err, "PBS internal error"),
             _ => {}
         }
-        let mut r = e.into_response();
         r.extensions_mut()
             .insert(FailureReason(self.kind().reason()));
         r

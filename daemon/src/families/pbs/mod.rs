@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{delete, get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use clinic::{is_known_task, Clinic, TASKS};
 
@@ -142,31 +142,26 @@ impl Family for Pbs {
         &[("login", "/auth/login"), ("studies", "/pbs")]
     }
 
-    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
-        let plain = Router::new()
-            .route("/auth/login", post(api::login))
-            .route("/auth/hello", post(api::hello).get(api::hello))
-            .route("/heartbeat", get(api::heartbeat))
-            .route("/pbs", post(api::create_study).get(api::find_studies))
-            .route(
-                "/pbs/admin/users",
-                get(admin::list_users).post(admin::add_user),
-            )
-            .route("/pbs/admin/users/{email}", delete(admin::remove_user))
-            .route(
-                "/pbs/admin/keys",
-                get(admin::list_keys).post(admin::add_key),
-            )
-            .route("/pbs/admin/keys/{kid}", delete(admin::revoke_key))
-            .route("/pbs/{id}/files", post(api::upload_file))
-            .route("/pbs/{id}/tasks", post(api::request_tasks))
-            .route("/pbs/{id}/status", get(api::study_status))
-            .route("/pbs/{id}/report/{task}", get(api::study_report))
+    fn router(self: Arc<Self>) -> OpenApiRouter {
+        // One `routes!` per path: the handlers' `#[utoipa::path]` give the
+        // methods and document them.
+        OpenApiRouter::new()
+            .routes(routes!(api::login))
+            .routes(routes!(api::hello, api::hello_get))
+            .routes(routes!(api::heartbeat))
+            .routes(routes!(api::create_study, api::find_studies))
+            .routes(routes!(admin::list_users, admin::add_user))
+            .routes(routes!(admin::remove_user))
+            .routes(routes!(admin::list_keys, admin::add_key))
+            .routes(routes!(admin::revoke_key))
+            .routes(routes!(api::upload_file))
+            .routes(routes!(api::request_tasks))
+            .routes(routes!(api::study_status))
+            .routes(routes!(api::study_report))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.limits.max_body_bytes,
             ))
-            .with_state(self);
-        utoipa_axum::router::OpenApiRouter::from(plain)
+            .with_state(self)
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {

@@ -1,23 +1,42 @@
 //! The PBS family's documented `results` (reference 003), as typed structs;
-//! each travels inside the envelope (`envelope::Envelope`).
+//! each travels inside the envelope (`envelope::Envelope`). Their OpenAPI
+//! schemas are derived from these same structs, named `pbs.<Struct>` so
+//! they never collide with another family's.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{KeyRecord, StudyRecord, UserRecord};
 
 /// A user of an organisation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::User,
+    example = json!({
+        "id": "03349841-588d-56b3-b93c-52d0983f9c75",
+        "email": "ali@example.com",
+        "user_name": "ali@example.com",
+        "screen_name": "ali",
+        "organisation": "clinic-1",
+        "role": "device",
+        "created_at": "2025-05-01T09:30:00Z"
+    })
+)]
 pub struct UserView {
     pub id: Uuid,
     pub email: String,
+    /// The e-mail address again (the reference's `user_name`).
     pub user_name: String,
+    /// The part of the e-mail address before `@`.
     pub screen_name: String,
     pub organisation: String,
     /// "admin", "user", "device" or "service".
+    #[schema(value_type = String)]
     pub role: &'static str,
+    /// RFC 3339.
     pub created_at: String,
 }
 
@@ -37,24 +56,47 @@ impl From<&UserRecord> for UserView {
 
 /// `POST /pbs/admin/users` (and `argusd pbs users add`): the user, whether
 /// it existed, and the organisation's callback secret when this created it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::UserAdded)]
 pub struct UserAdded {
     #[serde(flatten)]
     pub user: UserView,
+    /// True when the user existed and its password and role were reset.
     pub updated: bool,
+    /// The secret the organisation's report callbacks are signed with;
+    /// only present when this call created the organisation.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub callback_secret: Option<String>,
 }
 
 /// An organisation's public key for client-signed tokens.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::Key,
+    example = json!({
+        "kid": "4f1c2a9e0b7d4e6f8a1b2c3d4e5f6a7b",
+        "organisation": "clinic-1",
+        "bits": 2048,
+        "algorithms": ["RS256", "RS384"],
+        "created_at": "2025-05-01T09:30:00Z",
+        "revoked_at": null,
+        "active": true
+    })
+)]
 pub struct KeyView {
+    /// The key's id, the `kid` header of tokens it signs.
     pub kid: String,
     pub organisation: String,
+    /// The RSA modulus size.
     pub bits: usize,
+    /// Always `["RS256", "RS384"]`.
+    #[schema(value_type = Vec<String>)]
     pub algorithms: [&'static str; 2],
+    /// RFC 3339.
     pub created_at: String,
+    /// RFC 3339, when revoked.
     pub revoked_at: Option<String>,
+    /// False once revoked: tokens it signs are refused.
     pub active: bool,
 }
 
@@ -79,24 +121,46 @@ pub struct OrgSecret {
     pub callback_secret: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The session token, under the reference's name.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::Token)]
 pub struct Token {
+    /// The session JWT: send it as `Authorization: Bearer <token>` (or bare).
     #[serde(rename = "HY_APP_AUTH_v1")]
     pub hy_app_auth_v1: String,
 }
 
-#[derive(Debug, Serialize)]
+/// The user a login signed in.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::LoginUser)]
 pub struct LoginUser {
     pub email: String,
     pub id: Uuid,
     pub screen_name: String,
     pub user_name: String,
     pub organisation: String,
+    /// "admin", "user", "device" or "service".
+    #[schema(value_type = String)]
     pub role: &'static str,
 }
 
 /// `POST /auth/login` (202).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::Login,
+    example = json!({
+        "login_timestamp": "1682945428455621477",
+        "token": {"HY_APP_AUTH_v1": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9..."},
+        "user": {
+            "email": "ali@example.com",
+            "id": "03349841-588d-56b3-b93c-52d0983f9c75",
+            "screen_name": "ali",
+            "user_name": "ali@example.com",
+            "organisation": "clinic-1",
+            "role": "user"
+        }
+    })
+)]
 pub struct Login {
     /// Nanoseconds since the Unix epoch, as a string.
     pub login_timestamp: String,
@@ -105,56 +169,121 @@ pub struct Login {
 }
 
 /// `/auth/hello` with a token that is accepted.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::HelloValid,
+    example = json!({
+        "valid": true,
+        "organisation": "clinic-1",
+        "user": "scanner-7@clinic-1.example",
+        "user_id": "01234567-789d-46b7-b38c-45d4562f5c12",
+        "role": "device",
+        "verified_with": "key 4f1c2a9e0b7d4e6f8a1b2c3d4e5f6a7b",
+        "audience": "argus.clinic-1.example"
+    })
+)]
 pub struct HelloValid {
+    /// Always true here.
     pub valid: bool,
     pub organisation: String,
+    /// The user's e-mail address.
     pub user: String,
     pub user_id: Uuid,
+    /// "admin", "user", "device" or "service".
+    #[schema(value_type = String)]
     pub role: &'static str,
     /// "session" or the key id a client-signed token was verified with.
     pub verified_with: String,
+    /// The `aud` tokens must carry: the appliance's public host name.
     pub audience: String,
 }
 
 /// `/auth/hello` with a token that is refused (401): what was wrong.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::HelloRefused,
+    example = json!({
+        "valid": false,
+        "claim": "aud",
+        "reason": "aud must be argus.clinic-1.example",
+        "alg": "RS384",
+        "kid": null,
+        "iss": "clinic-1",
+        "expected_audience": "argus.clinic-1.example",
+        "accepted_algorithms": ["RS256 (with kid)", "RS384"]
+    })
+)]
 pub struct HelloRefused {
+    /// Always false here.
     pub valid: bool,
+    /// The claim at fault (see `pbs.AuthRejection`).
     pub claim: String,
     pub reason: String,
+    /// What was read from the token before it was refused.
+    #[schema(value_type = Option<String>)]
     pub alg: Option<&'static str>,
     pub kid: Option<String>,
     pub iss: Option<String>,
+    /// The `aud` tokens must carry.
     pub expected_audience: String,
+    #[schema(value_type = Vec<String>)]
     pub accepted_algorithms: [&'static str; 2],
 }
 
 /// `GET /heartbeat` (not enveloped).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::Heartbeat,
+    example = json!({
+        "delta": "59.078µs",
+        "heartbeat": "a7ef8fba741237f693c3",
+        "request_timestamp": 1680716829,
+        "version": "argusd.0.1.0"
+    })
+)]
 pub struct Heartbeat {
+    /// Time taken, in Rust's `Duration` notation.
     pub delta: String,
+    /// 20 random hex digits, new on every call.
     pub heartbeat: String,
     /// Unix seconds.
     pub request_timestamp: u64,
+    /// `argusd.<crate version>`.
+    #[schema(value_type = String)]
     pub version: &'static str,
 }
 
 /// `POST /pbs` (201).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::StudyCreated,
+    example = json!({
+        "pbs_study_id": "c7d453a9-676d-4b9f-a505-8a9021b76dfd",
+        "tags": {"patient_proxy_id": "PPID12345"}
+    })
+)]
 pub struct StudyCreated {
+    /// The study's id: keep it to upload files, request tasks and read
+    /// reports.
     pub pbs_study_id: Uuid,
+    /// The tags as stored (numbers and booleans become strings).
     pub tags: BTreeMap<String, String>,
 }
 
 /// A study as searched.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::StudySummary)]
 pub struct StudySummary {
     pub pbs_study_id: Uuid,
     pub tags: BTreeMap<String, String>,
+    /// RFC 3339.
     pub created_at: String,
+    /// "open", "queued", "processing", "ready" or "failed".
+    #[schema(value_type = String)]
     pub report_status: &'static str,
+    /// How many files the study holds.
     pub files: usize,
+    /// The tasks last requested.
     pub tasks: Vec<String>,
 }
 
@@ -172,51 +301,137 @@ impl From<&StudyRecord> for StudySummary {
 }
 
 /// `GET /pbs?tag.KEY=VALUE`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::StudyList,
+    example = json!({
+        "pbs_studies": [{
+            "pbs_study_id": "c7d453a9-676d-4b9f-a505-8a9021b76dfd",
+            "tags": {"patient_proxy_id": "PPID12345"},
+            "created_at": "2025-05-01T09:30:00Z",
+            "report_status": "ready",
+            "files": 3,
+            "tasks": ["MALARIA_ANY_ANY"]
+        }],
+        "count": 1
+    })
+)]
 pub struct StudyList {
+    /// The caller's organisation's studies that carry every tag asked for.
     pub pbs_studies: Vec<StudySummary>,
+    /// How many there are.
     pub count: usize,
 }
 
 /// `POST /pbs/{id}/files` (201; `duplicate` when the same bytes were
 /// already uploaded, 200).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::FileAdded,
+    example = json!({
+        "pbs_study_id": "c7d453a9-676d-4b9f-a505-8a9021b76dfd",
+        "file_id": "sha224-i-4d58b0cee1e38f75f93e2e605d1e6ad44c24a975d0c3b53367de7c86"
+    })
+)]
 pub struct FileAdded {
     pub pbs_study_id: Uuid,
+    /// `sha224-i-` and the hex SHA-224 of the file's bytes.
     pub file_id: String,
+    /// Present (true) only when these bytes were already in the study.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     pub duplicate: bool,
 }
 
 /// `POST /pbs/{id}/tasks` (202).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::TasksAccepted,
+    example = json!({
+        "pbs_study_id": "48ae6352-d15d-440a-83f3-05a1f68aa11b",
+        "tasks": ["MALARIA_ANY_ANY"]
+    })
+)]
 pub struct TasksAccepted {
     pub pbs_study_id: Uuid,
+    /// The tasks queued, without repeats.
     pub tasks: Vec<String>,
 }
 
 /// `GET /pbs/{id}/status`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::StudyStatus,
+    example = json!({
+        "pbs_study_id": "62dd0300-880e-4069-bea8-66c9ca73c207",
+        "report_status": "ready",
+        "progress": 1.0,
+        "progress_message": "Reports are ready",
+        "files": 3,
+        "tasks": ["MALARIA_ANY_ANY"],
+        "error": null
+    })
+)]
 pub struct StudyStatus {
     pub pbs_study_id: Uuid,
     /// "open", "queued", "processing", "ready" or "failed".
+    #[schema(value_type = String)]
     pub report_status: &'static str,
     /// 0 to 1.
     pub progress: f32,
     pub progress_message: String,
+    /// How many files the study holds.
     pub files: usize,
+    /// The tasks requested.
     pub tasks: Vec<String>,
+    /// Why the analysis failed, when `report_status` is "failed".
     pub error: Option<String>,
 }
 
 /// `GET /pbs/{id}/report/{task}`: revision `version` of `versions`;
 /// `report` holds the one task's report under its name.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(
+    as = pbs::ReportView,
+    example = json!({
+        "pbs_study_id": "4bb7fe9e-b608-4d68-adbe-8655c991f494",
+        "version": 1,
+        "versions": 1,
+        "report": {
+            "MALARIA_ANY_ANY": {
+                "positive_count": 12,
+                "negative_count": 3,
+                "files": [{
+                    "file_id": "sha224-i-4d58b0cee1e38f75f93e2e605d1e6ad44c24a975d0c3b53367de7c86",
+                    "positive_count": 12,
+                    "negative_count": 3
+                }],
+                "model": "malaria_cnn (argus, trained on NIH malaria cell images)",
+                "parasite_threshold": 0.5,
+                "created_at": "2025-05-01T09:31:12Z"
+            }
+        }
+    })
+)]
 pub struct ReportView {
     pub pbs_study_id: Uuid,
+    /// The revision shown, from 1.
     pub version: usize,
+    /// How many revisions exist (each new task request makes one).
     pub versions: usize,
+    /// One entry: the task's name and its report.
+    #[schema(value_type = BTreeMap<String, TaskReport>)]
     pub report: BTreeMap<String, serde_json::Value>,
+}
+
+/// A task's report as stored (`CBC_COUNTS` or `MALARIA_ANY_ANY`); the
+/// runner serializes one of these two structs into the study.
+#[derive(ToSchema)]
+#[serde(untagged)]
+#[schema(as = pbs::TaskReport)]
+pub enum TaskReport {
+    Cbc(CbcReport),
+    Malaria(MalariaReport),
 }
 
 /// What one file gave, kept in the study as it comes (so a restart resumes
@@ -238,7 +453,9 @@ pub struct FileResult {
     pub timings_ms: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Serialize)]
+/// One file's counts in a `CBC_COUNTS` report.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::CbcFile)]
 pub struct CbcFile {
     pub file_id: String,
     pub rbc: u64,
@@ -247,17 +464,26 @@ pub struct CbcFile {
 }
 
 /// The `CBC_COUNTS` report: counts in total and per file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::CbcReport)]
 pub struct CbcReport {
+    /// Red blood cells counted.
     pub rbc: u64,
+    /// White blood cells counted.
     pub wbc: u64,
     pub platelets: u64,
     pub files: Vec<CbcFile>,
+    /// The model that counted them.
+    #[schema(value_type = String)]
     pub model: &'static str,
+    /// RFC 3339.
     pub created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+/// One file's cells in a `MALARIA_ANY_ANY` report (absent counts: the
+/// file gave none).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::MalariaFile)]
 pub struct MalariaFile {
     pub file_id: String,
     pub positive_count: Option<u64>,
@@ -266,13 +492,20 @@ pub struct MalariaFile {
 
 /// The `MALARIA_ANY_ANY` report: parasitized (positive) and uninfected
 /// (negative) whole red cells, in total and per file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::MalariaReport)]
 pub struct MalariaReport {
+    /// Parasitized red cells.
     pub positive_count: u64,
+    /// Uninfected red cells.
     pub negative_count: u64,
     pub files: Vec<MalariaFile>,
+    /// The classifier that judged them.
+    #[schema(value_type = String)]
     pub model: &'static str,
+    /// The classifier's probability at or above which a cell is positive.
     pub parasite_threshold: f32,
+    /// RFC 3339.
     pub created_at: String,
 }
 
