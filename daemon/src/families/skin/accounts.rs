@@ -26,13 +26,15 @@ use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::{request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::error::{SkinError, SkinResult};
+use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::records::{Company, PrivateToken, SkinStore, User};
 use super::service::Skin;
+use super::views::Page;
 use crate::audit::{Event, Outcome};
 use crate::auth::{jwt, password, random_token};
 use crate::http::extract::client_ip;
@@ -180,32 +182,111 @@ impl FromRequestParts<Arc<Skin>> for Caller {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A user's credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"username": "jane@clinic.example", "password": "correct horse battery"}))]
 pub struct LoginBody {
+    /// The user's e-mail address (also accepted as `email`).
     #[serde(alias = "email")]
     pub username: Option<String>,
     pub password: Option<String>,
 }
 
-fn login_body(skin: &Skin, user: &User) -> Value {
-    let access = skin.sign(user, "access", skin.config.skin_api.access_token_secs);
-    json!({
-        "id": user.id, "email": user.email, "username": user.email, "company_id": user.company_id,
-        "token_access": access, "access_token": access,
-        "refresh_token": skin.sign(user, "refresh", skin.config.skin_api.refresh_token_secs),
-        "expires_in": skin.config.skin_api.access_token_secs,
-        "is_verified": true,
-        "profile": {"metadata": {}, "full_name": user.full_name, "kyc_enabled": false,
-            "terms_payment_accepted_at": null, "terms_and_policy_accepted_at": null, "feature_flags": []},
-    })
+/// The reference's user profile; the appliance keeps only the full name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Profile {
+    /// Always empty.
+    pub feature_flags: Vec<String>,
+    pub full_name: String,
+    /// Always false.
+    pub kyc_enabled: bool,
+    /// Always `{}`.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Map<String, Value>,
+    /// Always null.
+    pub terms_and_policy_accepted_at: Option<String>,
+    /// Always null.
+    pub terms_payment_accepted_at: Option<String>,
 }
 
-/// `POST /api/v1/login/`.
+/// A successful login: the user and a pair of tokens. (Fields in
+/// alphabetical order, as the body has always had them.)
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"access_token": "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+    "company_id": "0190f5a4-8a8e-7c3e-9a51-3f4f8a0c2b11", "email": "jane@clinic.example",
+    "expires_in": 3600, "id": "0190f5a4-8a8e-7c3e-9a51-3f4f8a0c2b12", "is_verified": true,
+    "profile": {"feature_flags": [], "full_name": "Jane Roe", "kyc_enabled": false, "metadata": {},
+        "terms_and_policy_accepted_at": null, "terms_payment_accepted_at": null},
+    "refresh_token": "eyJhbGciOiJIUzI1NiJ9.e30.sig2", "token_access": "eyJhbGciOiJIUzI1NiJ9.e30.sig",
+    "username": "jane@clinic.example"}))]
+pub struct LoginResponse {
+    /// The access token (HS256 JWT): `Authorization: Bearer <token>`.
+    pub access_token: String,
+    pub company_id: Uuid,
+    pub email: String,
+    /// Seconds the access token is valid (`skin_api.access_token_secs`).
+    pub expires_in: u64,
+    pub id: Uuid,
+    /// Always true.
+    pub is_verified: bool,
+    pub profile: Profile,
+    /// For `POST /api/v1/auth/refresh/` (`skin_api.refresh_token_secs`).
+    pub refresh_token: String,
+    /// The access token again, under the reference's other name.
+    pub token_access: String,
+    /// The e-mail address.
+    pub username: String,
+}
+
+fn login_body(skin: &Skin, user: &User) -> LoginResponse {
+    let access = skin.sign(user, "access", skin.config.skin_api.access_token_secs);
+    LoginResponse {
+        access_token: access.clone(),
+        company_id: user.company_id,
+        email: user.email.clone(),
+        expires_in: skin.config.skin_api.access_token_secs,
+        id: user.id,
+        is_verified: true,
+        profile: Profile {
+            feature_flags: Vec::new(),
+            full_name: user.full_name.clone(),
+            kyc_enabled: false,
+            metadata: serde_json::Map::new(),
+            terms_and_policy_accepted_at: None,
+            terms_payment_accepted_at: None,
+        },
+        refresh_token: skin.sign(user, "refresh", skin.config.skin_api.refresh_token_secs),
+        token_access: access,
+        username: user.email.clone(),
+    }
+}
+
+/// Log in with an e-mail address and password.
+///
+/// Answers an access token (HS256 JWT, valid `skin_api.access_token_secs`,
+/// 1 h by default) and a refresh token. Attempts are limited per client
+/// address and per user name (`auth.admin_login_per_minute`) before any
+/// password is checked: over the limit, 429 with `Retry-After` (seconds).
+/// A UTF-8 byte-order mark before the JSON is ignored.
+#[utoipa::path(
+    post,
+    path = "/api/v1/login/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in.", body = LoginResponse),
+        (status = 400, description = "Not JSON, or `username` or `password` missing.", body = SkinErrorBody),
+        (status = 401, description = "No active account with these credentials.", body = SkinErrorBody),
+        (status = 429, description = "Too many attempts; `Retry-After` says when to try again (seconds).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn login(
     State(skin): State<Arc<Skin>>,
     parts: Parts,
     body: axum::body::Bytes,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<LoginResponse>> {
     let b: LoginBody = serde_json::from_slice(crate::http::without_bom(&body))
         .map_err(|e| SkinError::BadRequest(format!("JSON parse error - {e}")))?;
     let username = b.username.unwrap_or_default().trim().to_string();
@@ -273,17 +354,77 @@ pub async fn login(
     Ok(Json(login_body(&skin, &user)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Log in (`POST /api/v1/login/` under the reference's other path).
+///
+/// The same operation as `POST /api/v1/login/`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_auth_login",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "Logged in.", body = LoginResponse),
+        (status = 400, description = "Not JSON, or `username` or `password` missing.", body = SkinErrorBody),
+        (status = 401, description = "No active account with these credentials.", body = SkinErrorBody),
+        (status = 429, description = "Too many attempts; `Retry-After` says when to try again (seconds).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
+pub async fn auth_login(
+    skin: State<Arc<Skin>>,
+    parts: Parts,
+    body: axum::body::Bytes,
+) -> SkinResult<Json<LoginResponse>> {
+    login(skin, parts, body).await
+}
+
+/// A refresh token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"refresh": "eyJhbGciOiJIUzI1NiJ9.e30.sig2"}))]
 pub struct RefreshBody {
+    /// The login's `refresh_token` (also accepted as `refresh_token`).
     #[serde(alias = "refresh_token")]
     pub refresh: Option<String>,
 }
 
-/// `POST /api/v1/auth/refresh/`.
+/// A new access token, under each name clients read it by, and a new
+/// refresh token.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefreshResponse {
+    /// The access token (SimpleJWT's name).
+    pub access: String,
+    /// The access token (the login's name).
+    pub access_token: String,
+    /// Seconds the access token is valid.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// The access token (the reference's other name).
+    pub token_access: String,
+}
+
+/// Trade a refresh token for a new access token.
+///
+/// The refresh token must be one this appliance signed and unexpired
+/// (`skin_api.refresh_token_secs`); its user must still exist.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_refresh",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new access token.", body = RefreshResponse),
+        (status = 400, description = "Not JSON, or `refresh` missing.", body = SkinErrorBody),
+        (status = 401, description = "The refresh token is invalid or expired.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn refresh(
     State(skin): State<Arc<Skin>>,
     Json(b): Json<RefreshBody>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<RefreshResponse>> {
     let token = b
         .refresh
         .ok_or_else(|| SkinError::Field("refresh", "This field is required.".into()))?;
@@ -294,24 +435,95 @@ pub async fn refresh(
         .await?
         .ok_or_else(invalid)?;
     let access = skin.sign(&user, "access", skin.config.skin_api.access_token_secs);
-    Ok(Json(json!({
-        "access": access, "access_token": access, "token_access": access,
-        "refresh_token": skin.sign(&user, "refresh", skin.config.skin_api.refresh_token_secs),
-        "expires_in": skin.config.skin_api.access_token_secs,
-    })))
+    Ok(Json(RefreshResponse {
+        access: access.clone(),
+        access_token: access.clone(),
+        expires_in: skin.config.skin_api.access_token_secs,
+        refresh_token: skin.sign(&user, "refresh", skin.config.skin_api.refresh_token_secs),
+        token_access: access,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Refresh (`POST /api/v1/auth/refresh/` under the reference's other path).
+///
+/// The same operation as `POST /api/v1/auth/refresh/`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/refresh/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_refresh_alias",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new access token.", body = RefreshResponse),
+        (status = 400, description = "Not JSON, or `refresh` missing.", body = SkinErrorBody),
+        (status = 401, description = "The refresh token is invalid or expired.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
+pub async fn refresh_alias(
+    skin: State<Arc<Skin>>,
+    body: Json<RefreshBody>,
+) -> SkinResult<Json<RefreshResponse>> {
+    refresh(skin, body).await
+}
+
+/// A private token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "kiosk 3", "expiration_time": "2026-01-01T00:00:00Z"}))]
 pub struct NewToken {
+    /// 1 to 255 characters.
     pub name: Option<String>,
+    /// When it stops working: RFC 3339, in the future.
     pub expiration_time: Option<String>,
 }
 
-fn token_view(t: &PrivateToken) -> Value {
-    json!({"id": t.id, "name": t.name, "expiration_time": t.expiration_time, "created_at": t.created_at})
+/// A private token (its secret only in the answer that created it).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"created_at": "2025-01-31T09:30:00Z",
+    "data": "skn_4f9c0d6e2b7a41c5a8e3f1d2c6b9a7e0", "expiration_time": "2026-01-01T00:00:00Z",
+    "id": "0190f5a4-c1d2-7e3f-8a4b-5c6d7e8f9a0b", "name": "kiosk 3"}))]
+pub struct TokenView {
+    pub created_at: String,
+    /// The token itself (`Authorization: Bearer <data>`): shown once, at
+    /// creation; only its sha256 is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// RFC 3339, as given.
+    pub expiration_time: String,
+    pub id: Uuid,
+    pub name: String,
 }
 
-/// `POST /api/v1/auth/private_tokens/` → 201 with `data`, the token (once).
+fn token_view(t: &PrivateToken) -> TokenView {
+    TokenView {
+        created_at: t.created_at.clone(),
+        data: None,
+        expiration_time: t.expiration_time.clone(),
+        id: t.id,
+        name: t.name.clone(),
+    }
+}
+
+/// Create a private token (a long-lived API token) for the caller.
+///
+/// The answer's `data` is the token; it is shown this once (only its
+/// sha256 is kept).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/private_tokens/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_create_private_token",
+    request_body = NewToken,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Created; `data` is the token.", body = TokenView),
+        (status = 400, description = "Not JSON, or a field is missing or invalid (name length, expiration in the past or not RFC 3339).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn create_token(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -367,33 +579,68 @@ pub async fn create_token(
         &rec.id.to_string(),
     );
     let mut v = token_view(&rec);
-    v["data"] = data.into();
+    v.data = Some(data);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// DRF page-number pagination.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// 1-based page number, or `last`; past the last page: 404.
     pub page: Option<String>,
+    /// Items per page: default 20, at most 100; not a positive number
+    /// means the default.
     pub page_size: Option<String>,
 }
 
-/// `GET /api/v1/auth/private_tokens/`: the caller's, paginated.
+/// The caller's private tokens, newest first, paginated (never their
+/// secrets).
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/private_tokens/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_list_private_tokens",
+    params(PageQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of tokens.", body = Page<TokenView>),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "`page` is past the last page or not a number (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_tokens(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Query(q): Query<PageQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<TokenView>>> {
     let records = skin.records.clone();
     let me = caller.user.id;
     let all =
         blocking(move || SkinStore::scan(&records.tokens, |t: &PrivateToken| t.user_id == me))
             .await?;
-    let views: Vec<Value> = all.iter().rev().map(token_view).collect();
+    let views: Vec<TokenView> = all.iter().rev().map(token_view).collect();
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 
-/// `DELETE /api/v1/auth/private_tokens/{id}/` → 204; refused at once.
+/// Delete one of the caller's private tokens; it is refused from then on.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/private_tokens/{token_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_delete_private_token",
+    params(("token_id" = Uuid, Path, description = "The token's id.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "`token_id` is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such token of the caller's.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn delete_token(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -433,7 +680,7 @@ pub fn add_user(
     company: &str,
     email: &str,
     pw: &str,
-) -> Result<Value, String> {
+) -> Result<AddedUser, String> {
     let company = company.trim();
     let email = email.trim().to_lowercase();
     if company.is_empty() || company.chars().count() > 255 {
@@ -473,32 +720,101 @@ pub fn add_user(
         created_at: now_rfc3339(),
     };
     records.put_user(&u).map_err(e)?;
-    Ok(json!({"id": u.id, "email": u.email, "company_id": c.id, "company": c.name}))
+    Ok(AddedUser {
+        company: c.name,
+        company_id: c.id,
+        email: u.email,
+        id: u.id,
+    })
 }
 
-/// `GET /api/v1/appliance/skin/users/`: every user (platform admins only).
+/// A user added (or whose password was set) and their company.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"company": "Clinic A", "company_id": "0190f5a4-8a8e-7c3e-9a51-3f4f8a0c2b11",
+    "email": "jane@clinic.example", "id": "0190f5a4-8a8e-7c3e-9a51-3f4f8a0c2b12"}))]
+pub struct AddedUser {
+    /// The company's name.
+    pub company: String,
+    pub company_id: Uuid,
+    pub email: String,
+    pub id: Uuid,
+}
+
+/// A user of the skin API, as the appliance's admin sees it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub company_id: Uuid,
+    pub email: String,
+    pub id: Uuid,
+}
+
+/// Every skin API user of every company (the appliance's administrator).
+///
+/// Authenticated as the platform's admin routes are: the admin console's
+/// session cookie, or the operator's user name and password (HTTP Basic;
+/// attempts are rate limited).
+#[utoipa::path(
+    get,
+    path = "/api/v1/appliance/skin/users/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_admin_list_users",
+    security(("admin_session" = []), ("admin_basic" = [])),
+    responses(
+        (status = 200, description = "Every user.", body = [UserView]),
+        (status = 401, description = "Not the appliance's administrator.", body = SkinErrorBody),
+        (status = 429, description = "Too many Basic attempts; `Retry-After` says when to try again.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn admin_list_users(
     State(skin): State<Arc<Skin>>,
     _admin: crate::http::extract::AdminUser,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Vec<UserView>>> {
     let records = skin.records.clone();
     let users = blocking(move || SkinStore::scan(&records.users, |_: &User| true)).await?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         users
             .iter()
-            .map(|u| json!({"id": u.id, "email": u.email, "company_id": u.company_id}))
+            .map(|u| UserView {
+                company_id: u.company_id,
+                email: u.email.clone(),
+                id: u.id,
+            })
             .collect(),
-    )))
+    ))
 }
 
-#[derive(Debug, Deserialize)]
+/// A user to add to a company (created when new).
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"company": "Clinic A", "email": "jane@clinic.example", "password": "correct horse battery"}))]
 pub struct NewUser {
+    /// The company's name, 1 to 255 characters; created when new.
     pub company: String,
+    /// The user's e-mail address (their login name); an existing user of
+    /// the same company gets the new password.
     pub email: String,
+    /// At least 8 characters.
     pub password: String,
 }
 
-/// `POST /api/v1/appliance/skin/users/` (platform admins only) → 201.
+/// Add a skin API user (the appliance's administrator), as `argusd skin
+/// users add` does.
+#[utoipa::path(
+    post,
+    path = "/api/v1/appliance/skin/users/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_admin_add_user",
+    request_body = NewUser,
+    security(("admin_session" = []), ("admin_basic" = [])),
+    responses(
+        (status = 201, description = "Added (or the password set).", body = AddedUser),
+        (status = 400, description = "Not JSON, a field missing, or invalid (company name, e-mail, password under 8 characters, e-mail of another company).", body = SkinErrorBody),
+        (status = 401, description = "Not the appliance's administrator.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 429, description = "Too many Basic attempts; `Retry-After` says when to try again.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn admin_add_user(
     State(skin): State<Arc<Skin>>,
     admin: crate::http::extract::AdminUser,

@@ -5,7 +5,8 @@
 //! selfie, sides 1 front / 2 right / 3 left, light 1 regular); the others
 //! are the appliance's own and stable.
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The appliance's application ("argus Skin Metrics").
@@ -134,17 +135,50 @@ pub fn for_parameter(name: &str) -> Option<Algorithm> {
 }
 
 /// One dictionary entry, as `/api/v1/dicts/algorithms/` lists it.
-pub fn algorithm_json(a: &Algorithm) -> Value {
-    json!({
-        "id": a.id,
-        "version": VERSION,
-        "tech_name": a.tech_name,
-        "algorithm_family": {"name": a.family, "tech_name": a.parameter.unwrap_or("face_detector")},
-        "description": a.description,
-        "parameter": a.parameter,
-        "is_available": a.unavailable.is_none(),
-        "unavailable_reason": a.unavailable,
-    })
+/// An algorithm as the dictionary and the application list show it.
+/// (Fields in alphabetical order: the order its JSON has always had.)
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"algorithm_family": {"name": "Redness", "tech_name": "redness"},
+    "description": "Mean CIE a* and Diffey erythema index (100 log10 R/G, linear light) over the face's skin and per area", "id": 30,
+    "is_available": true, "parameter": "redness", "tech_name": "selfie_v2.redness",
+    "unavailable_reason": null, "version": "1.0.0"}))]
+pub struct AlgorithmView {
+    /// The metric family (`tech_name` is the v3 parameter it fills, or
+    /// `face_detector`).
+    pub algorithm_family: NameView,
+    pub description: String,
+    pub id: u32,
+    /// False for the reference's algorithms the appliance does not compute.
+    pub is_available: bool,
+    /// The v3 parameter it fills; null for the face detector.
+    pub parameter: Option<String>,
+    pub tech_name: String,
+    /// Why it is not available; null when it is.
+    pub unavailable_reason: Option<String>,
+    pub version: String,
+}
+
+/// A display name and its machine name.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NameView {
+    pub name: String,
+    pub tech_name: String,
+}
+
+pub fn algorithm_json(a: &Algorithm) -> AlgorithmView {
+    AlgorithmView {
+        algorithm_family: NameView {
+            name: a.family.into(),
+            tech_name: a.parameter.unwrap_or("face_detector").into(),
+        },
+        description: a.description.into(),
+        id: a.id,
+        is_available: a.unavailable.is_none(),
+        parameter: a.parameter.map(Into::into),
+        tech_name: a.tech_name.into(),
+        unavailable_reason: a.unavailable.map(Into::into),
+        version: VERSION.into(),
+    }
 }
 
 /// A side of a selfie batch.
@@ -187,27 +221,86 @@ pub const LIGHT_REGULAR: u32 = 1;
 /// Image type 1 (selfie), the only one the appliance analyses.
 pub const SELFIE: u32 = 1;
 
-pub fn image_type_json() -> Value {
-    json!({
-        "id": SELFIE,
-        "name": "Selfie",
-        "tech_name": "selfie",
-        "sides": SIDES.iter().map(|s| json!({"id": s.id, "name": s.name, "tech_name": s.tech_name})).collect::<Vec<_>>(),
-        "lights": [{"id": LIGHT_REGULAR, "name": "Regular", "tech_name": "regular"}],
-    })
+/// A dictionary entry with an id: a side, a light, a sex, an image type.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Named {
+    pub id: u32,
+    pub name: String,
+    pub tech_name: String,
+}
+
+impl From<Side> for Named {
+    fn from(s: Side) -> Self {
+        Named {
+            id: s.id,
+            name: s.name.into(),
+            tech_name: s.tech_name.into(),
+        }
+    }
+}
+
+/// An image type with its sides and lights (`/api/v1/dicts/image_types/`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(example = json!({"id": 1, "lights": [{"id": 1, "name": "Regular", "tech_name": "regular"}],
+    "name": "Selfie", "sides": [{"id": 1, "name": "Front", "tech_name": "front"}], "tech_name": "selfie"}))]
+pub struct ImageType {
+    pub id: u32,
+    pub lights: Vec<Named>,
+    pub name: String,
+    pub sides: Vec<Named>,
+    pub tech_name: String,
+}
+
+impl ImageType {
+    /// Without its sides and lights, as an image names its type.
+    pub fn named(&self) -> Named {
+        Named {
+            id: self.id,
+            name: self.name.clone(),
+            tech_name: self.tech_name.clone(),
+        }
+    }
+}
+
+pub fn image_type_json() -> ImageType {
+    ImageType {
+        id: SELFIE,
+        lights: vec![Named {
+            id: LIGHT_REGULAR,
+            name: "Regular".into(),
+            tech_name: "regular".into(),
+        }],
+        name: "Selfie".into(),
+        sides: SIDES.iter().copied().map(Named::from).collect(),
+        tech_name: "selfie".into(),
+    }
+}
+
+/// The application (`GET .../applications/`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApplicationView {
+    /// The computed algorithms.
+    pub algorithms: Vec<AlgorithmView>,
+    /// Other ids accepted for it (the reference's Face Metrics 2.0).
+    pub aliases: Vec<Uuid>,
+    pub default_enabled_algorithms: Vec<u32>,
+    pub description: String,
+    pub id: Uuid,
+    pub image_type_ids: Vec<u32>,
+    pub name: String,
 }
 
 /// The application, as `GET .../applications/` lists it.
-pub fn application_json() -> Value {
-    json!({
-        "id": APPLICATION_ID,
-        "name": APPLICATION_NAME,
-        "description": APPLICATION_DESCRIPTION,
-        "aliases": [FACE_METRICS_2_ID],
-        "image_type_ids": [SELFIE],
-        "algorithms": COMPUTED.iter().map(algorithm_json).collect::<Vec<_>>(),
-        "default_enabled_algorithms": computed_ids(),
-    })
+pub fn application_json() -> ApplicationView {
+    ApplicationView {
+        algorithms: COMPUTED.iter().map(algorithm_json).collect(),
+        aliases: vec![FACE_METRICS_2_ID],
+        default_enabled_algorithms: computed_ids(),
+        description: APPLICATION_DESCRIPTION.into(),
+        id: APPLICATION_ID,
+        image_type_ids: vec![SELFIE],
+        name: APPLICATION_NAME.into(),
+    }
 }
 
 /// Whether `id` names the appliance's application.

@@ -61,7 +61,8 @@ pub fn execute(store: &crate::store::Store, cmd: SkinCommand) -> Result<serde_js
             company,
             email,
             password,
-        } => super::accounts::add_user(&records, &company, &email, &password),
+        } => super::accounts::add_user(&records, &company, &email, &password)
+            .map(|u| serde_json::json!(u)),
         SkinCommand::UserList => {
             let users =
                 SkinStore::scan(&records.users, |_: &User| true).map_err(|e| e.to_string())?;

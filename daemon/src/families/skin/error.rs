@@ -61,9 +61,42 @@ impl SkinError {
     }
 }
 
+/// The family's error body: `{"detail": "..."}`, or for fields that
+/// failed validation `{"<field>": ["..."]}` (Django REST framework's two
+/// shapes). Every error answer of the skin routes is one of them.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[schema(example = json!({"detail": "Dataset not found."}))]
+pub enum SkinErrorBody {
+    /// What went wrong, safe to show to the caller (5xx: always
+    /// `Internal server error`; the cause is in the log).
+    Detail { detail: String },
+    /// The messages of each field that failed validation, by field name.
+    #[schema(example = json!({"name": ["Must be 1 to 512 characters."]}))]
+    Fields(std::collections::BTreeMap<String, Vec<String>>),
+}
+
+impl SkinErrorBody {
+    fn into_response(self, status: StatusCode) -> Response {
+        let json = serde_json::to_string(&self).expect("an error body serializes");
+        (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            json,
+        )
+            .into_response()
+    }
+}
+
 /// The family's error body for a status and message.
 pub fn body(status: StatusCode, message: &str) -> Response {
-    crate::http::error::detail(status, message)
+    SkinErrorBody::Detail {
+        detail: message.to_string(),
+    }
+    .into_response(status)
 }
 
 impl IntoResponse for SkinError {
@@ -71,15 +104,10 @@ impl IntoResponse for SkinError {
         let kind = self.kind();
         let status = kind.status();
         let mut resp = match &self {
-            Self::Field(field, msg) => (
-                status,
-                [(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )],
-                serde_json::json!({ *field: [msg] }).to_string(),
-            )
-                .into_response(),
+            Self::Field(field, msg) => {
+                SkinErrorBody::Fields([(field.to_string(), vec![msg.clone()])].into())
+                    .into_response(status)
+            }
             Self::Internal(e) => {
                 tracing::error!(error = %e, "skin request failed");
                 body(status, "Internal server error")

@@ -22,8 +22,9 @@
 //! `results_truncated` is true, and the receiver reads `results_url`.
 
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{SkinError, SkinResult};
@@ -32,13 +33,26 @@ use super::service::Skin;
 use crate::store::{blocking, now_rfc3339, unix_now, StoreError};
 use crate::webhooks::Delivery;
 
-#[derive(Debug, Deserialize)]
+/// A dataset's webhook.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"url": "https://crm.clinic.example/hooks/skin", "method": "post",
+    "authorization": "bearer", "authorization_value": "s3cret", "enabled": true}))]
 pub struct WebhookBody {
+    /// Required: HTTPS, not an internal address unless `outbound.allow`
+    /// permits it.
     pub url: Option<String>,
+    /// `post` (default: the event in a JSON body) or `get` (the ids as
+    /// query parameters).
     pub method: Option<String>,
+    /// The receiver's credentials: `query` (adds
+    /// `authorization_key=authorization_value` to the URL), `basic`,
+    /// `bearer`, or none.
     pub authorization: Option<String>,
+    /// Required with `query` and `basic`.
     pub authorization_key: Option<String>,
+    /// Required with an `authorization`.
     pub authorization_value: Option<String>,
+    /// Default true.
     pub enabled: Option<bool>,
     /// Accepted for compatibility; the appliance has no surveys.
     pub add_survey_answers: Option<bool>,
@@ -46,16 +60,45 @@ pub struct WebhookBody {
     pub merge_webhooks: Option<bool>,
 }
 
+/// A dataset's webhook as the API shows it (never the
+/// `authorization_value`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"authorization": "bearer", "authorization_key": null,
+    "creation_time": "2025-01-31T09:40:00Z", "dataset_id": "0190f5a4-9b1c-7d2e-8f3a-1c2d3e4f5a6b",
+    "enabled": true, "id": "0190f5a6-1a2b-7c3d-8e4f-9a0b1c2d3e4f", "method": "post",
+    "secret_key": "9f2c...e81a", "signature_header": "x-argus-signature",
+    "url": "https://crm.clinic.example/hooks/skin"}))]
+pub struct WebhookView {
+    pub authorization: Option<String>,
+    pub authorization_key: Option<String>,
+    pub creation_time: String,
+    pub dataset_id: Uuid,
+    pub enabled: bool,
+    pub id: Uuid,
+    pub method: String,
+    /// The HMAC-SHA256 key of the signature header (hex): only in the
+    /// answer that set the webhook. The header is `t=<unix
+    /// seconds>,v1=<hex HMAC(secret_key, "<t>.<body>")>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<String>,
+    pub signature_header: String,
+    pub url: String,
+}
+
 /// The webhook as the API shows it (`secret_key` only when it is set).
-pub fn view(w: &Webhook, with_secret: bool) -> Value {
-    let mut v = json!({"id": w.id, "dataset_id": w.dataset_id, "url": w.url, "method": w.method,
-        "authorization": w.authorization, "authorization_key": w.authorization_key,
-        "enabled": w.enabled, "creation_time": w.creation_time,
-        "signature_header": crate::webhooks::SIGNATURE_HEADER});
-    if with_secret {
-        v["secret_key"] = w.secret_key.clone().into();
+pub fn view(w: &Webhook, with_secret: bool) -> WebhookView {
+    WebhookView {
+        authorization: w.authorization.clone(),
+        authorization_key: w.authorization_key.clone(),
+        creation_time: w.creation_time.clone(),
+        dataset_id: w.dataset_id,
+        enabled: w.enabled,
+        id: w.id,
+        method: w.method.clone(),
+        secret_key: with_secret.then(|| w.secret_key.clone()),
+        signature_header: crate::webhooks::SIGNATURE_HEADER.into(),
+        url: w.url.clone(),
     }
-    v
 }
 
 /// Check and store dataset `d`'s webhook.

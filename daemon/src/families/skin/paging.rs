@@ -5,10 +5,9 @@
 //! ends). A page past the last (or not a number) is 404 and a page size
 //! that is not a positive number means the default, as in DRF.
 
-use axum::http::request::Parts;
-use serde_json::{json, Value};
-
 use super::error::{SkinError, SkinResult};
+use super::views::Page;
+use axum::http::request::Parts;
 
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
 pub const MAX_PAGE_SIZE: u64 = 100;
@@ -33,13 +32,13 @@ fn link(origin: &str, parts: &Parts, page: u64) -> String {
 
 /// Page `page` of `items`; `origin` is `scheme://host` of the appliance
 /// as the client reached it.
-pub fn page(
+pub fn page<T>(
     origin: &str,
     parts: &Parts,
-    items: Vec<Value>,
+    items: Vec<T>,
     page: Option<&str>,
     size: Option<&str>,
-) -> SkinResult<Value> {
+) -> SkinResult<Page<T>> {
     // As DRF: a page size that is not a positive number means the default.
     let size = size
         .and_then(|s| s.trim().parse::<u64>().ok())
@@ -56,15 +55,15 @@ pub fn page(
     if page == 0 || page > last {
         return Err(SkinError::NotFound("Invalid page.".into()));
     }
-    let results: Vec<Value> = items
+    let results: Vec<T> = items
         .into_iter()
         .skip(((page - 1) * size) as usize)
         .take(size as usize)
         .collect();
-    Ok(json!({
-        "count": count,
-        "next": (page < last).then(|| link(origin, parts, page + 1)),
-        "previous": (page > 1).then(|| link(origin, parts, page - 1)),
-        "results": results,
-    }))
+    Ok(Page {
+        count,
+        next: (page < last).then(|| link(origin, parts, page + 1)),
+        previous: (page > 1).then(|| link(origin, parts, page - 1)),
+        results,
+    })
 }

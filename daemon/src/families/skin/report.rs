@@ -23,11 +23,12 @@ use printpdf::{
     PdfSaveOptions, Point, Pt, RawImage, Rgb, TextItem, XObjectTransform,
 };
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::accounts::Caller;
 use super::catalog::{self, FACE_DETECTOR};
-use super::error::{SkinError, SkinResult};
+use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::records::{Image, SkinStore, Subject};
 use super::service::Skin;
 use crate::store::blocking;
@@ -37,8 +38,13 @@ const PAGE_W: f32 = 595.0;
 const PAGE_H: f32 = 842.0;
 const MARGIN: f32 = 40.0;
 
-#[derive(Debug, Default, Deserialize)]
+/// How to draw the report (in the query or the JSON body).
+#[derive(Debug, Default, Deserialize, ToSchema, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[schema(example = json!({"anonymised": true}))]
 pub struct ReportOptions {
+    /// Show the anonymised copy of the photo (always, once the original
+    /// is erased). Default false.
     pub anonymised: Option<bool>,
     /// The reference's browser options: accepted, unused.
     pub timeout: Option<u64>,
@@ -426,7 +432,27 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
         .save(&PdfSaveOptions::default(), &mut Vec::new()))
 }
 
-/// The report endpoint.
+/// A one-page A4 PDF report of an image: the photo with the face's area
+/// outlines, each computed metric with its value and band, the parameters
+/// not computed, and the subject's history of each metric as a chart. The
+/// token may come in the `access-token` header, as the reference sends it.
+/// `GET` and `POST` are the same operation.
+#[utoipa::path(
+    method(post, get),
+    path = "/service/pdf-generator/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/pdf/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_pdf_report",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ("image_id" = Uuid, Path, description = "An image of the batch."), ReportOptions),
+    request_body = Option<ReportOptions>,
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The report, `Content-Disposition: attachment`.", content_type = "application/pdf", body = Vec<u8>),
+        (status = 400, description = "A path id is not a UUID, or the body or query is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token (`access-token` header or `Authorization`), or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such image (or batch, subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn pdf(
     State(skin): State<Arc<Skin>>,
     caller: Caller,

@@ -134,7 +134,7 @@ fn detected(skin: &Skin, id: Uuid, d: &Detected) {
         Ok(Some(img)) => {
             let topic = company_topic(img.company_id);
             for r in super::views::result_rows(&img).into_iter().take(1) {
-                skin.events.publish(&topic, "result", r);
+                skin.events.publish(&topic, "result", serde_json::json!(r));
             }
         }
         Ok(None) => {}
@@ -272,8 +272,9 @@ async fn finish(
 fn tell(skin: &Skin, img: &Image, started: Instant) {
     let topic = company_topic(img.company_id);
     for row in super::views::result_rows(img) {
-        if row["algorithm_version_id"] != FACE_DETECTOR {
-            skin.events.publish(&topic, "result", row);
+        if row.algorithm_version_id != FACE_DETECTOR {
+            skin.events
+                .publish(&topic, "result", serde_json::json!(row));
         }
     }
     skin.events

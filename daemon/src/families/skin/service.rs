@@ -9,8 +9,9 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{request::Parts, StatusCode};
 use axum::response::Response;
-use axum::routing::{delete, get, post, put, MethodRouter};
-use axum::Router;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
+use utoipa_axum::routes;
 
 use super::records::SkinStore;
 use super::work::SkinBatchers;
@@ -60,13 +61,13 @@ impl Skin {
     }
 
     /// Page `page` of `items`, DRF-style, with links back to this request.
-    pub fn page(
+    pub fn page<T>(
         &self,
         parts: &Parts,
-        items: Vec<serde_json::Value>,
+        items: Vec<T>,
         page: &Option<String>,
         size: &Option<String>,
-    ) -> super::error::SkinResult<axum::Json<serde_json::Value>> {
+    ) -> super::error::SkinResult<axum::Json<super::views::Page<T>>> {
         let origin = self.origin(parts);
         super::paging::page(&origin, parts, items, page.as_deref(), size.as_deref()).map(axum::Json)
     }
@@ -124,139 +125,109 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
     }))
 }
 
-type R = Router<Arc<Skin>>;
+type Routes = UtoipaMethodRouter<Arc<Skin>>;
 
-/// `path` with its trailing slash and without.
-fn both(r: R, path: &str, m: MethodRouter<Arc<Skin>>) -> R {
-    let bare = path.trim_end_matches('/');
-    if bare == path {
-        return r.route(path, m);
-    }
-    r.route(path, m.clone()).route(bare, m)
+/// The operations of a path item, by method.
+fn operations(item: &mut PathItem) -> [(&'static str, &mut Option<Operation>); 8] {
+    [
+        ("get", &mut item.get),
+        ("put", &mut item.put),
+        ("post", &mut item.post),
+        ("delete", &mut item.delete),
+        ("options", &mut item.options),
+        ("head", &mut item.head),
+        ("patch", &mut item.patch),
+        ("trace", &mut item.trace),
+    ]
 }
 
-fn routes() -> R {
-    let c = "/api/v1/companies/{company_id}";
-    let d = format!("{c}/datasets/{{dataset_id}}");
-    let s = format!("{d}/subjects/{{subject_id}}");
-    let b = format!("{s}/batches/{{batch_id}}");
-    let i = format!("{b}/images/{{image_id}}");
-    let v3c = "/api/v3/companies/{company_id}";
-    let mut r = Router::new();
-    for (path, m) in [
-        ("/api/v1/login/", post(accounts::login)),
-        ("/api/v1/auth/login/", post(accounts::login)),
-        ("/api/v1/auth/refresh/", post(accounts::refresh)),
-        ("/api/v1/refresh/", post(accounts::refresh)),
-        (
-            "/api/v1/auth/private_tokens/",
-            post(accounts::create_token).get(accounts::list_tokens),
-        ),
-        (
-            "/api/v1/auth/private_tokens/{token_id}/",
-            delete(accounts::delete_token),
-        ),
-        (
-            "/api/v1/appliance/skin/users/",
-            get(accounts::admin_list_users).post(accounts::admin_add_user),
-        ),
-        ("/api/v1/dicts/image_types/", get(v1::image_types)),
-        ("/api/v1/dicts/algorithms/", get(v1::algorithms)),
-        ("/notifications/", get(streams::notifications)),
-    ] {
-        r = both(r, path, m);
+/// `routes` served at each path with its trailing slash and without (the
+/// reference writes the slash; clients drop it). The slash-less copy of
+/// each operation is documented too, with `_noslash` after its
+/// operationId. A handler bound to several methods (`method(put, post,
+/// patch)`) has one operation per method, each id followed by the method.
+fn both((schemas, mut paths, handler): Routes) -> Routes {
+    let mut copies = Vec::new();
+    for (path, item) in paths.paths.iter_mut() {
+        let mut seen = std::collections::HashMap::new();
+        for (_, op) in operations(item).into_iter() {
+            if let Some(id) = op.as_ref().and_then(|o| o.operation_id.clone()) {
+                *seen.entry(id).or_insert(0) += 1;
+            }
+        }
+        for (method, op) in operations(item) {
+            if let Some(op) = op {
+                if let Some(id) = op.operation_id.as_mut().filter(|id| seen[id.as_str()] > 1) {
+                    id.push('_');
+                    id.push_str(method);
+                }
+            }
+        }
+        let bare = path.trim_end_matches('/');
+        if bare == path {
+            continue;
+        }
+        let mut copy = item.clone();
+        for (_, op) in operations(&mut copy) {
+            if let Some(op) = op {
+                if let Some(id) = op.operation_id.as_mut() {
+                    id.push_str("_noslash");
+                }
+                let same = format!("The same operation as `{path}` (with the trailing slash).");
+                op.description = Some(match op.description.take() {
+                    Some(d) => format!("{d}\n\n{same}"),
+                    None => same,
+                });
+            }
+        }
+        copies.push((bare.to_string(), copy));
     }
-    let owned: Vec<(String, MethodRouter<Arc<Skin>>)> = vec![
-        (format!("{c}/applications/"), get(v1::applications)),
-        (
-            format!("{c}/applications/{{app_id}}/runs/"),
-            post(v1::attach_application),
-        ),
-        (format!("{c}/results_streaming/"), get(streams::results)),
-        (
-            format!("{c}/datasets/"),
-            post(v1::create_dataset).get(v1::list_datasets),
-        ),
-        (
-            format!("{d}/"),
-            get(v1::get_dataset)
-                .put(v1::update_dataset)
-                .post(v1::update_dataset)
-                .patch(v1::update_dataset),
-        ),
-        (
-            format!("{d}/webhooks/"),
-            post(v1::set_webhook)
-                .get(v1::get_webhook)
-                .delete(v1::delete_webhook),
-        ),
-        (
-            format!("{d}/subjects/"),
-            post(v1::create_subject).get(v1::list_subjects),
-        ),
-        (
-            format!("{s}/"),
-            get(v1::get_subject)
-                .patch(v1::patch_subject)
-                .delete(v1::delete_subject),
-        ),
-        (
-            format!("{s}/delete_photos/"),
-            post(v1::erase_subject_photos),
-        ),
-        (
-            format!("{s}/clear_metadata/"),
-            post(v1::clear_subject_metadata),
-        ),
-        (format!("{s}/all_results/"), get(v1::all_results)),
-        (
-            format!("{s}/batches/"),
-            post(v1::create_batch).get(v1::list_subject_batches),
-        ),
-        (
-            format!("{b}/images/"),
-            post(v1::upload_image).get(v1::list_batch_images),
-        ),
-        (format!("{i}/"), get(v1::get_image)),
-        (format!("{i}/results/"), get(v1::image_results)),
-        (format!("{i}/aux/"), get(v1::image_aux)),
-        (format!("{i}/smoothed_results/"), get(v1::smoothed_results)),
-        (
-            format!("{c}/subjects/{{subject_id}}/signed_upload_url/"),
-            post(v3::signed_upload_url_v1),
-        ),
-        (
-            format!("{v3c}/subjects/{{subject_id}}/upload/"),
-            post(v3::start_upload),
-        ),
-        (
-            format!("{v3c}/subjects/{{subject_id}}/parameters/"),
-            get(v3::parameters),
-        ),
-        (format!("{v3c}/batches/"), get(v3::list_batches)),
-        (format!("{v3c}/batches/{{batch_id}}/"), get(v3::batch_info)),
-        (
-            format!("{v3c}/batches/{{batch_id}}/compute/"),
-            post(v3::compute),
-        ),
-        (
-            format!("{v3c}/batches/{{batch_id}}/results/"),
-            get(v3::batch_results),
-        ),
-        (
-            "/api/v3/uploads/{upload_id}/".to_string(),
-            put(v3::put_upload),
-        ),
-        ("/images/{file}".to_string(), get(v1::image_file)),
-        (
-            "/service/pdf-generator/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/pdf/".to_string(),
-            post(report::pdf).get(report::pdf),
-        ),
+    paths.paths.extend(copies);
+    (schemas, paths, handler)
+}
+
+fn routes() -> OpenApiRouter<Arc<Skin>> {
+    let all: Vec<Routes> = vec![
+        routes!(accounts::login),
+        routes!(accounts::auth_login),
+        routes!(accounts::refresh),
+        routes!(accounts::refresh_alias),
+        routes!(accounts::create_token, accounts::list_tokens),
+        routes!(accounts::delete_token),
+        routes!(accounts::admin_list_users, accounts::admin_add_user),
+        routes!(v1::image_types),
+        routes!(v1::algorithms),
+        routes!(streams::notifications),
+        routes!(v1::applications),
+        routes!(v1::attach_application),
+        routes!(streams::results),
+        routes!(v1::create_dataset, v1::list_datasets),
+        routes!(v1::get_dataset, v1::update_dataset),
+        routes!(v1::set_webhook, v1::get_webhook, v1::delete_webhook),
+        routes!(v1::create_subject, v1::list_subjects),
+        routes!(v1::get_subject, v1::patch_subject, v1::delete_subject),
+        routes!(v1::erase_subject_photos),
+        routes!(v1::clear_subject_metadata),
+        routes!(v1::all_results),
+        routes!(v1::create_batch, v1::list_subject_batches),
+        routes!(v1::upload_image, v1::list_batch_images),
+        routes!(v1::get_image),
+        routes!(v1::image_results),
+        routes!(v1::image_aux),
+        routes!(v1::smoothed_results),
+        routes!(v3::signed_upload_url_v1),
+        routes!(v3::start_upload),
+        routes!(v3::parameters),
+        routes!(v3::list_batches),
+        routes!(v3::batch_info),
+        routes!(v3::compute),
+        routes!(v3::batch_results),
+        routes!(v3::put_upload),
+        routes!(v1::image_file),
+        routes!(report::pdf),
     ];
-    for (path, m) in owned {
-        r = both(r, &path, m);
-    }
-    r
+    all.into_iter()
+        .fold(OpenApiRouter::new(), |r, m| r.routes(both(m)))
 }
 
 impl Family for Skin {
@@ -286,14 +257,12 @@ impl Family for Skin {
         ]
     }
 
-    fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter {
+    fn router(self: Arc<Self>) -> OpenApiRouter {
         // A b64 image is 4/3 of its bytes, plus the JSON around it.
         let limit = self.config.skin_api.max_image_bytes / 3 * 4 + 64 * 1024;
-        utoipa_axum::router::OpenApiRouter::from(
-            routes()
-                .layer(DefaultBodyLimit::max(limit))
-                .with_state(self),
-        )
+        routes()
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
     }
 
     fn error_body(&self, status: StatusCode, message: &str) -> Response {

@@ -23,19 +23,42 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::accounts::Caller;
-use super::error::{SkinError, SkinResult};
+use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::runner::company_topic;
 use super::service::Skin;
 
-#[derive(Debug, Default, Deserialize)]
+/// Whose notifications.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct NotifyQuery {
+    /// The token's user (any other: 403); may be left out.
     pub user_id: Option<Uuid>,
 }
 
-/// `GET /notifications/?user_id=` (websocket).
+/// Websocket: a JSON message per processed image of the caller's company
+/// (`{event: "image_processed", image_id, batch_id, subject_id,
+/// dataset_id, status, is_ok, quality_issues, detection_error, ...}`). A
+/// client that falls behind loses the oldest messages and is told how
+/// many (`{event: "messages_lost", count}`).
+#[utoipa::path(
+    get,
+    path = "/notifications/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_notifications",
+    params(NotifyQuery, ("token" = Option<String>, Query, description = "The access or private token, where a header cannot be sent (browsers' websockets).")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the websocket protocol; then one JSON text message per event."),
+        (status = 400, description = "Not a websocket upgrade request, or a parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token (header, `?token=` or a `token`/`access_token` cookie), or not a valid one.", body = SkinErrorBody),
+        (status = 403, description = "`user_id` is not the token's user.", body = SkinErrorBody),
+        (status = 426, description = "The connection cannot be upgraded."),
+    ),
+)]
 pub async fn notifications(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -51,7 +74,25 @@ pub async fn notifications(
     Ok(ws.on_upgrade(move |socket| follow(skin, socket, company, "image", "notifications")))
 }
 
-/// `GET /api/v1/companies/{c}/results_streaming/` (websocket).
+/// Websocket: a JSON message per algorithm result of the company's images
+/// as it is stored (the v1 result row), the face detector's first. A
+/// client that falls behind loses the oldest messages and is told how
+/// many.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/results_streaming/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_results_streaming",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("token" = Option<String>, Query, description = "The access or private token, where a header cannot be sent (browsers' websockets).")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 101, description = "Switching to the websocket protocol; then one JSON text message per event."),
+        (status = 400, description = "Not a websocket upgrade request, or a parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token (header, `?token=` or a `token`/`access_token` cookie), or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "Not the caller's company.", body = SkinErrorBody),
+        (status = 426, description = "The connection cannot be upgraded."),
+    ),
+)]
 pub async fn results(
     State(skin): State<Arc<Skin>>,
     caller: Caller,

@@ -11,13 +11,15 @@ use axum::http::{header, request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::accounts::Caller;
-use super::catalog::{self, FACE_DETECTOR};
-use super::error::{SkinError, SkinResult};
+use super::catalog::{self, AlgorithmView, ApplicationView, ImageType, Named, FACE_DETECTOR};
+use super::error::{SkinError, SkinErrorBody, SkinResult};
+use super::hooks::{WebhookBody, WebhookView};
 use super::lenient;
 use super::records::*;
 use super::service::Skin;
@@ -26,37 +28,114 @@ use crate::store::{blocking, now_rfc3339};
 
 pub use super::views::*;
 
-/// `GET /api/v1/dicts/image_types/` (no auth).
-pub async fn image_types() -> Json<Value> {
-    Json(json!([catalog::image_type_json()]))
+/// The image types the appliance analyses (selfies), with their sides
+/// and lights. No authentication.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dicts/image_types/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_image_types",
+    responses(
+        (status = 200, description = "The image types.", body = [ImageType]),
+    ),
+)]
+pub async fn image_types() -> Json<Vec<ImageType>> {
+    Json(vec![catalog::image_type_json()])
 }
 
-/// `GET /api/v1/dicts/algorithms/` (no auth): every algorithm, the ones
-/// the appliance does not compute with `is_available: false` and why.
-pub async fn algorithms() -> Json<Value> {
-    Json(Value::Array(
+/// Every algorithm of the reference, with whether the appliance computes
+/// it: the ones it does not have `is_available: false` and the reason.
+/// No authentication.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dicts/algorithms/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_algorithms",
+    responses(
+        (status = 200, description = "The algorithms.", body = [AlgorithmView]),
+    ),
+)]
+pub async fn algorithms() -> Json<Vec<AlgorithmView>> {
+    Json(
         catalog::algorithms()
             .iter()
             .map(catalog::algorithm_json)
             .collect(),
-    ))
+    )
 }
 
-/// `GET /api/v1/companies/{c}/applications/`.
-pub async fn applications(caller: Caller, Path(c): Path<Uuid>) -> SkinResult<Json<Value>> {
+/// The applications the company can attach to a dataset: the appliance's
+/// one, with the algorithms it computes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/applications/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_applications",
+    params(("company_id" = Uuid, Path, description = "The caller's company.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The application.", body = [ApplicationView]),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "Not the caller's company.", body = SkinErrorBody),
+    ),
+)]
+pub async fn applications(
+    caller: Caller,
+    Path(c): Path<Uuid>,
+) -> SkinResult<Json<Vec<ApplicationView>>> {
     caller.company(c)?;
-    Ok(Json(json!([catalog::application_json()])))
+    Ok(Json(vec![catalog::application_json()]))
 }
 
-#[derive(Debug, Deserialize)]
+/// The dataset to attach the application to, and what it runs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"dataset_id": "0190f5a4-9b1c-7d2e-8f3a-1c2d3e4f5a6b", "enabled_algorithms": [30, 31]}))]
 pub struct RunBody {
+    /// Required.
     pub dataset_id: Option<Uuid>,
+    /// Algorithm ids (`/api/v1/dicts/algorithms/`, available ones only);
+    /// default: every computed one. The face detector (40) is always added.
     pub enabled_algorithms: Option<Vec<u32>>,
 }
 
-/// `POST .../applications/{app_id}/runs/`: attach the application to a
-/// dataset with the algorithms to run (all computed ones by default; the
-/// face detector always).
+/// An application run: the application attached to a dataset.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"application_id": "61726775-732d-4000-8000-736b696e0001",
+    "creation_time": "2025-01-31T09:30:30Z", "dataset_id": "0190f5a4-9b1c-7d2e-8f3a-1c2d3e4f5a6b",
+    "enabled_algorithms": [30, 31, 40], "id": "0190f5a4-a1b2-7c3d-8e4f-5a6b7c8d9e0f",
+    "message": "Application argus Skin Metrics has been successfully attached to dataset 0190f5a4-9b1c-7d2e-8f3a-1c2d3e4f5a6b"}))]
+pub struct AttachedRun {
+    pub application_id: Uuid,
+    pub creation_time: String,
+    pub dataset_id: Uuid,
+    /// Sorted, with the face detector.
+    pub enabled_algorithms: Vec<u32>,
+    /// The run's id (`application_run_id` in results).
+    pub id: Uuid,
+    pub message: String,
+}
+
+/// Attach the application to a dataset with the algorithms to run (every
+/// computed one by default; the face detector always). Images uploaded
+/// from then on are analysed at once; attaching again replaces the run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/applications/{app_id}/runs/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_attach_application",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("app_id" = Uuid, Path, description = "The application (`GET .../applications/`; the reference's Face Metrics 2.0 id is accepted too).")),
+    request_body = RunBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Attached.", body = AttachedRun),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, `dataset_id` is missing, or an algorithm is unknown or not available.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such application, or no such dataset of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn attach_application(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -119,24 +198,45 @@ pub async fn attach_application(
     .ok_or_else(|| SkinError::not_found("Dataset"))?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": run.id, "application_id": app_id, "dataset_id": ds.id,
-            "enabled_algorithms": run.enabled_algorithms, "creation_time": run.creation_time,
-            "message": format!("Application {} has been successfully attached to dataset {}", catalog::APPLICATION_NAME, ds.id)})),
+        Json(AttachedRun {
+            application_id: app_id,
+            creation_time: run.creation_time,
+            dataset_id: ds.id,
+            enabled_algorithms: run.enabled_algorithms,
+            id: run.id,
+            message: format!(
+                "Application {} has been successfully attached to dataset {}",
+                catalog::APPLICATION_NAME,
+                ds.id
+            ),
+        }),
     )
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A dataset's fields; on update, only those given change. Numbers and
+/// booleans are also accepted as strings (form-style clients).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Spring trial", "image_type_id": 1, "expire_images_after_days": 30}))]
 pub struct DatasetBody {
+    /// 1 to 512 characters; required on creation.
     pub name: Option<String>,
+    /// Only 1 (selfie); required on creation.
     #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub image_type_id: Option<u32>,
+    /// Erase photos this many days (1 to 365) after upload; null: keep.
     #[serde(default, deserialize_with = "lenient::opt_opt_u32")]
+    #[schema(value_type = Option<u32>)]
     pub expire_images_after_days: Option<Option<u32>>,
+    /// Clear names, metadata and results this many days (1 to 365) after
+    /// creation; null: keep.
     #[serde(default, deserialize_with = "lenient::opt_opt_u32")]
+    #[schema(value_type = Option<u32>)]
     pub expire_metadata_after_days: Option<Option<u32>>,
+    /// Erase each photo as soon as its analysis is done.
     #[serde(default, deserialize_with = "lenient::opt_bool")]
     pub clean_images_as_soon_as_ready: Option<bool>,
+    /// Stored and echoed.
     pub custom_branding: Option<Value>,
 }
 
@@ -197,7 +297,24 @@ fn apply_dataset(ds: &mut Dataset, b: DatasetBody) -> SkinResult<()> {
     Ok(())
 }
 
-/// `POST /api/v1/companies/{c}/datasets/` → 201.
+/// Create a dataset (a folder of subjects, with its retention rules).
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_create_dataset",
+    params(("company_id" = Uuid, Path, description = "The caller's company.")),
+    request_body = DatasetBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = DatasetView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "Not the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn create_dataset(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -229,21 +346,43 @@ pub async fn create_dataset(
     Ok((StatusCode::CREATED, Json(dataset_view(&ds))).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// DRF page-number pagination, with a name search.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// 1-based page number, or `last`; past the last page: 404.
     pub page: Option<String>,
+    /// Items per page: default 20, at most 100; not a positive number
+    /// means the default.
     pub page_size: Option<String>,
+    /// Case-insensitive substring of the name (datasets, subjects;
+    /// ignored for batches and images).
     pub q: Option<String>,
 }
 
-/// `GET /api/v1/companies/{c}/datasets/` (paginated, `q` searches names).
+/// The company's datasets, newest first, paginated; `q` searches names.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_list_datasets",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ListQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of datasets.", body = Page<DatasetView>),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "Not the caller's company; or `page` past the last page (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_datasets(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path(c): Path<Uuid>,
     parts: Parts,
     Query(q): Query<ListQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<DatasetView>>> {
     caller.company(c)?;
     let records = skin.records.clone();
     let needle = q.q.clone().unwrap_or_default().to_lowercase();
@@ -315,24 +454,57 @@ pub async fn image(
         .ok_or_else(|| SkinError::not_found("Image"))
 }
 
-/// `GET .../datasets/{d}/`.
+/// A dataset.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_get_dataset",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The dataset.", body = DatasetView),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company (another company's ids are 404 too).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn get_dataset(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d)): Path<(Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<DatasetView>> {
     Ok(Json(dataset_view(&dataset(&skin, &caller, c, d).await?)))
 }
 
-/// `PUT`/`POST`/`PATCH .../datasets/{d}/`: name and retention fields.
-/// Turning on `clean_images_as_soon_as_ready` erases the photos already
-/// analysed at the next sweep, which runs at once.
+/// Update a dataset's name and retention fields (only those given; `PUT`,
+/// `POST` and `PATCH` are the same operation). Retention runs at once:
+/// turning on `clean_images_as_soon_as_ready` erases the photos already
+/// analysed, and shorter limits apply to what is already stored.
+#[utoipa::path(
+    method(put, post, patch),
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_update_dataset",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    request_body = DatasetBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The updated dataset.", body = DatasetView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company (another company's ids are 404 too).", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn update_dataset(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d)): Path<(Uuid, Uuid)>,
     Json(b): Json<DatasetBody>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<DatasetView>> {
     let mut ds = dataset(&skin, &caller, c, d).await?;
     apply_dataset(&mut ds, b)?;
     skin.save(|r| &r.datasets, ds.id, &ds).await?;
@@ -341,11 +513,20 @@ pub async fn update_dataset(
     Ok(Json(dataset_view(&ds)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A subject's fields; on update, only those given change (null clears).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Jane Roe", "birth_date": "1990-04-12", "biological_sex": 1, "meta": {"crm_id": "A-1042"}}))]
 pub struct SubjectBody {
+    /// 1 to 512 characters; required on creation.
     pub name: Option<String>,
+    /// `YYYY-MM-DD`, or null.
+    #[schema(value_type = Option<String>, format = Date)]
     pub birth_date: Option<Option<String>>,
+    /// 1 (female), 2 (male), 3 (other), their `tech_name`, an object with
+    /// that `id`, or null.
+    #[schema(value_type = Option<Value>)]
     pub biological_sex: Option<Option<Value>>,
+    /// Anything; stored and echoed.
     pub meta: Option<Value>,
 }
 
@@ -394,7 +575,24 @@ fn apply_subject(sub: &mut Subject, b: SubjectBody) -> SkinResult<()> {
     Ok(())
 }
 
-/// `POST .../datasets/{d}/subjects/` → 201.
+/// Create a subject in a dataset.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_create_subject",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    request_body = SubjectBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Created.", body = SubjectView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company (another company's ids are 404 too).", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn create_subject(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -418,14 +616,29 @@ pub async fn create_subject(
     Ok((StatusCode::CREATED, Json(subject_view(&sub, &ds))).into_response())
 }
 
-/// `GET .../datasets/{d}/subjects/` (paginated, `q` searches names).
+/// The dataset's subjects, newest first, paginated; `q` searches names.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_list_subjects",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ListQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of subjects.", body = Page<SubjectView>),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company (another company's ids are 404 too); or `page` past the last page (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_subjects(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Path((c, d)): Path<(Uuid, Uuid)>,
     Query(q): Query<ListQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<SubjectView>>> {
     let ds = dataset(&skin, &caller, c, d).await?;
     let records = skin.records.clone();
     let needle = q.q.clone().unwrap_or_default().to_lowercase();
@@ -439,29 +652,77 @@ pub async fn list_subjects(
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 
+/// A subject.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_get_subject",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The subject.", body = SubjectView),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn get_subject(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<SubjectView>> {
     let (ds, sub) = subject(&skin, &caller, c, d, s).await?;
     Ok(Json(subject_view(&sub, &ds)))
 }
 
+/// Update a subject's fields (only those given).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_patch_subject",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    request_body = SubjectBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The updated subject.", body = SubjectView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn patch_subject(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
     Json(b): Json<SubjectBody>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<SubjectView>> {
     let (ds, mut sub) = subject(&skin, &caller, c, d, s).await?;
     apply_subject(&mut sub, b)?;
     skin.save(|r| &r.subjects, sub.id, &sub).await?;
     Ok(Json(subject_view(&sub, &ds)))
 }
 
-/// `DELETE .../subjects/{s}/` → 204: the subject, its batches, images,
-/// results and files.
+/// Delete a subject with its batches, images, results and files.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_delete_subject",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn delete_subject(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -487,13 +748,35 @@ pub async fn delete_subject(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST .../subjects/{s}/delete_photos/`: erase every photo of the
-/// subject (and the images made from them); results stay.
+/// How many images had their photo erased.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"erased_images": 3}))]
+pub struct Erased {
+    pub erased_images: usize,
+}
+
+/// Erase every photo of the subject (and the images made from them);
+/// results stay.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/delete_photos/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_erase_subject_photos",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "Erased.", body = Erased),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn erase_subject_photos(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Erased>> {
     subject(&skin, &caller, c, d, s).await?;
     let n = super::retention::erase_images(&skin, move |i| i.subject_id == s, true).await?;
     super::accounts::audit_ok(
@@ -502,16 +785,31 @@ pub async fn erase_subject_photos(
         &caller.user.email,
         &s.to_string(),
     );
-    Ok(Json(json!({"erased_images": n})))
+    Ok(Json(Erased { erased_images: n }))
 }
 
-/// `POST .../subjects/{s}/clear_metadata/`: the subject's name, birth
-/// date, sex and meta, and every result, are cleared; photos stay.
+/// Clear the subject's name (to `(cleared)`), birth date, sex and meta,
+/// and every result of its images; photos stay.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/clear_metadata/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_clear_subject_metadata",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The cleared subject.", body = SubjectView),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn clear_subject_metadata(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<SubjectView>> {
     let (ds, mut sub) = subject(&skin, &caller, c, d, s).await?;
     sub.name = "(cleared)".into();
     sub.birth_date = None;
@@ -528,12 +826,33 @@ pub async fn clear_subject_metadata(
     Ok(Json(subject_view(&sub, &ds)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A batch's metadata.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"meta": {"visit": 2}}))]
 pub struct BatchBody {
+    /// Anything; stored and echoed.
     pub meta: Option<Value>,
 }
 
-/// `POST .../subjects/{s}/batches/` → 201 `{id, ...}`.
+/// Create a batch (the photos of one sitting) for a subject. The body is
+/// optional.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_create_batch",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset.")),
+    request_body = Option<BatchBody>,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Created (no images yet).", body = BatchView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn create_batch(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -563,13 +882,29 @@ pub fn new_batch(c: Uuid, d: Uuid, s: Uuid, meta: Value) -> Batch {
     }
 }
 
+/// The subject's batches with their images, newest first, paginated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_list_subject_batches",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ListQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of batches.", body = Page<BatchView>),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company; or `page` past the last page (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_subject_batches(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
     Query(q): Query<ListQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<BatchView>>> {
     subject(&skin, &caller, c, d, s).await?;
     let records = skin.records.clone();
     let views = blocking(move || {
@@ -583,21 +918,48 @@ pub async fn list_subject_batches(
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 
-#[derive(Debug, Deserialize)]
+/// A photo, base64-encoded in JSON.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"side_id": 1, "light_id": 1, "b64data": "data:image/jpeg;base64,/9j/4AAQSkZJRg..."}))]
 pub struct ImageBody {
+    /// 1 front (default), 2 right, 3 left.
     #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub side_id: Option<u32>,
+    /// 1 regular (default; the only light).
     #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub light_id: Option<u32>,
+    /// Required: the JPEG, PNG, WebP, BMP or TIFF bytes in base64 (a
+    /// `data:` URL prefix is accepted), at most `skin_api.max_image_bytes`
+    /// decoded (30 MiB).
     pub b64data: Option<String>,
+    /// Default: the side's `tech_name`.
     pub name: Option<String>,
+    /// Anything; stored and echoed.
     pub meta: Option<Value>,
 }
 
-/// `POST .../batches/{b}/images/` with `{side_id, light_id, b64data}` →
-/// 201 `{id, ...}`. The photo is checked (format, still, size) and stored;
-/// when the dataset has the application attached it is queued for
-/// analysis at once.
+/// Upload a photo to a batch. It is checked (format, a still image, its
+/// size) and stored; when the dataset has the application attached it is
+/// queued for analysis at once (poll `.../results/`, or follow the
+/// websockets or the dataset's webhook).
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_upload_image",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject.")),
+    request_body = ImageBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Stored (and queued when the application is attached).", body = ImageView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, `b64data` is missing or not base64, or the bytes are not an image the appliance reads.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such batch (or subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 413, description = "The body or the decoded image is larger than allowed (`skin_api.max_image_bytes`).", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`, or the image format is not supported.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn upload_image(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -642,14 +1004,29 @@ pub async fn upload_image(
     Ok((StatusCode::CREATED, Json(image_view(&img))).into_response())
 }
 
-/// `GET .../batches/{b}/images/` (paginated, by side).
+/// The batch's images, by side, paginated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_list_batch_images",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ListQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of images.", body = Page<ImageView>),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such batch (or subject, dataset) of the caller's company; or `page` past the last page (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_batch_images(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Path((c, d, s, b)): Path<(Uuid, Uuid, Uuid, Uuid)>,
     Query(q): Query<ListQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<ImageView>>> {
     batch(&skin, &caller, (c, d, s, b)).await?;
     let records = skin.records.clone();
     let imgs = blocking(move || records.batch_images(b)).await?;
@@ -657,30 +1034,68 @@ pub async fn list_batch_images(
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 
+/// An image and its analysis state.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_get_image",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ("image_id" = Uuid, Path, description = "An image of the batch.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The image.", body = ImageView),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such image (or batch, subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn get_image(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path(ids): Path<(Uuid, Uuid, Uuid, Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<ImageView>> {
     Ok(Json(image_view(&image(&skin, &caller, ids).await?)))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Filters of an image's results: a row is listed only when it matches
+/// every one given.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
+    /// The dataset's application run the image was analysed under.
     pub application_run_id: Option<Uuid>,
+    /// The application (the appliance's id or the reference's alias).
     pub application_id: Option<Uuid>,
+    /// The application's name (`argus Skin Metrics`).
     pub application_name: Option<String>,
 }
 
-/// `GET .../images/{i}/results/`: one row per algorithm that has
-/// finished; polled early, the rows so far (and `all_algorithms_calculated`
-/// on each row says whether more are coming).
+/// The image's results: one row per algorithm that has finished. Polled
+/// early, the rows so far (`all_algorithms_calculated` on each row says
+/// whether more are coming); filters that do not match give `[]`.
+/// The token may also be given as `?token=` (a results link).
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/results/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_image_results",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ("image_id" = Uuid, Path, description = "An image of the batch."), ResultsQuery, ("token" = Option<String>, Query, description = "The access or private token, where a header cannot be sent (it ends up in logs: prefer the header).")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The rows so far.", body = [ResultRow]),
+        (status = 400, description = "A path id is not a UUID, or a query parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such image (or batch, subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn image_results(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path(ids): Path<(Uuid, Uuid, Uuid, Uuid, Uuid)>,
     Query(q): Query<ResultsQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Vec<ResultRow>>> {
     let img = image(&skin, &caller, ids).await?;
     if q.application_id
         .is_some_and(|a| !catalog::is_application(a))
@@ -690,26 +1105,58 @@ pub async fn image_results(
         || q.application_run_id
             .is_some_and(|r| Some(r) != img.app_run_id)
     {
-        return Ok(Json(json!([])));
+        return Ok(Json(Vec::new()));
     }
-    Ok(Json(Value::Array(result_rows(&img))))
+    Ok(Json(result_rows(&img)))
 }
 
-/// `GET .../images/{i}/aux/`: the images the analysis made, each with
-/// the results it illustrates; files at `/images/{id}.jpg?token=`.
+/// The images the analysis made (aligned face, anonymised photo, redness
+/// heat map, area masks), each with the results it illustrates; the files
+/// are at `/images/{id}.{ext}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/aux/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_image_aux",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ("image_id" = Uuid, Path, description = "An image of the batch.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The auxiliary images.", body = [AuxRow]),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such image (or batch, subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn image_aux(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path(ids): Path<(Uuid, Uuid, Uuid, Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Vec<AuxRow>>> {
     let img = image(&skin, &caller, ids).await?;
-    Ok(Json(Value::Array(aux_rows(&img))))
+    Ok(Json(aux_rows(&img)))
 }
 
-/// `GET /images/{aux_id}.jpg?token=` (or any extension; the bytes keep
-/// their own type): an auxiliary image, or the original photo by the
-/// image's own id, for a caller of the owning company or through a signed
-/// URL (`?expires&signature`, from the v3 results).
+/// A stored image file: an auxiliary image by its id, or the original
+/// photo by the image's id (`{id}.jpg`; any extension, the bytes keep
+/// their own type). For a caller of the owning company (token in the
+/// header or `?token=`), or through a signed URL (`?expires&signature`,
+/// from the v3 results) with no token.
+#[utoipa::path(
+    get,
+    path = "/images/{file}",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_image_file",
+    params(("file" = String, Path, description = "`{id}.{ext}`: an image's or an auxiliary image's id."), super::v3::SignedQuery, ("token" = Option<String>, Query, description = "The access or private token, where a header cannot be sent.")),
+    security(("skin_token" = []), ()),
+    responses(
+        (status = 200, description = "The file, `Cache-Control: private, no-store`.", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/svg+xml"), (Vec<u8> = "application/octet-stream"))),
+        (status = 400, description = "A query parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No valid token and no valid signature.", body = SkinErrorBody),
+        (status = 404, description = "No such file of the caller's company, or the photo was erased.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn image_file(
     State(skin): State<Arc<Skin>>,
     caller: Result<Caller, SkinError>,
@@ -772,10 +1219,25 @@ pub async fn image_file(
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A range of upload times.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// From this day (`YYYY-MM-DD`, from 00:00 UTC) or time (RFC 3339).
     pub date_from: Option<String>,
+    /// To this day (`YYYY-MM-DD`, to 23:59:59 UTC) or time (RFC 3339).
     pub date_to: Option<String>,
+}
+
+/// An analysed image of the subject's history, with its results.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    pub all_algorithms_calculated: bool,
+    pub batch_id: Uuid,
+    pub creation_time: String,
+    pub image_id: Uuid,
+    pub results: Vec<ResultRow>,
+    pub side: Option<Named>,
 }
 
 /// A date (`YYYY-MM-DD`, the start of that day UTC) or an RFC 3339 time,
@@ -792,15 +1254,29 @@ fn parse_when(field: &'static str, s: &str, end_of_day: bool) -> SkinResult<u64>
     Ok(if end_of_day { t + 86_399 } else { t })
 }
 
-/// `GET .../subjects/{s}/all_results/?date_from&date_to`: the subject's
-/// skin diary: every analysed image in the range, oldest first, with its
-/// results.
+/// The subject's skin diary: every analysed image uploaded in the range,
+/// oldest first, with its results.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/all_results/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_all_results",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), HistoryQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The history.", body = [HistoryEntry]),
+        (status = 400, description = "A path id is not a UUID, or `date_from` or `date_to` is neither `YYYY-MM-DD` nor RFC 3339.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn all_results(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
     Query(q): Query<HistoryQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Vec<HistoryEntry>>> {
     subject(&skin, &caller, c, d, s).await?;
     let from = q
         .date_from
@@ -824,19 +1300,51 @@ pub async fn all_results(
         })
     })
     .await?;
-    Ok(Json(Value::Array(
+    Ok(Json(
         imgs.iter()
-            .map(|i| json!({"image_id": i.id, "batch_id": i.batch_id, "side": side_json(i.side_id), "creation_time": i.creation_time,
-                "all_algorithms_calculated": i.all_calculated(), "results": result_rows(i)}))
+            .map(|i| HistoryEntry {
+                all_algorithms_calculated: i.all_calculated(),
+                batch_id: i.batch_id,
+                creation_time: i.creation_time.clone(),
+                image_id: i.id,
+                results: result_rows(i),
+                side: side_json(i.side_id),
+            })
             .collect(),
-    )))
+    ))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// How to smooth.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SmoothQuery {
+    /// Days before the image to take samples from (default 14; a whole
+    /// number over 0).
     pub sample_time_window: Option<String>,
+    /// At most this many samples, the nearest (default 10; over 0).
     pub sample_max_size: Option<String>,
+    /// `mean` (default), `mean_without_outliers` or `linear_approximation`.
     pub smoothing_method: Option<String>,
+}
+
+/// A metric of the image, smoothed over the subject's history.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"algorithm_version_id": 30, "parameter": "redness", "sample_max_size": 10,
+    "sample_time_window": 14, "samples": 4, "smoothing_method": "mean",
+    "tech_name": "selfie_v2.redness", "value": 13.87}))]
+pub struct SmoothedRow {
+    pub algorithm_version_id: u32,
+    /// The v3 parameter.
+    pub parameter: Option<String>,
+    pub sample_max_size: usize,
+    /// Days.
+    pub sample_time_window: u32,
+    /// How many samples went in.
+    pub samples: usize,
+    pub smoothing_method: String,
+    pub tech_name: String,
+    /// The smoothed main value, in the metric's own unit, to 2 decimals.
+    pub value: f64,
 }
 
 /// A positive whole number query parameter, or its default.
@@ -857,14 +1365,29 @@ fn positive(field: &'static str, v: Option<&str>, default: u32) -> SkinResult<u3
     }
 }
 
-/// `GET .../images/{i}/smoothed_results/`: each main metric of the
-/// image, smoothed over the subject's history (see [`smoothing`]).
+/// Each main metric of the image, smoothed over the subject's history up
+/// to the image (see [`smoothing`]); metrics with no sample are left out.
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/smoothed_results/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_smoothed_results",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company."), ("subject_id" = Uuid, Path, description = "A subject of the dataset."), ("batch_id" = Uuid, Path, description = "A batch of the subject."), ("image_id" = Uuid, Path, description = "An image of the batch."), SmoothQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The smoothed metrics.", body = [SmoothedRow]),
+        (status = 400, description = "A path id is not a UUID, or a query parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such image (or batch, subject, dataset) of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn smoothed_results(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path(ids): Path<(Uuid, Uuid, Uuid, Uuid, Uuid)>,
     Query(q): Query<SmoothQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Vec<SmoothedRow>>> {
     let img = image(&skin, &caller, ids).await?;
     let method_name = q.smoothing_method.unwrap_or_else(|| "mean".into());
     let method = Method::parse(&method_name).ok_or_else(|| {
@@ -897,31 +1420,73 @@ pub async fn smoothed_results(
             .collect();
         let samples = smoothing::window(&series, img.created_unix, window, max);
         if let Some(v) = smoothing::smooth(method, &samples, img.created_unix) {
-            out.push(json!({"algorithm_version_id": alg.id, "tech_name": alg.tech_name, "parameter": alg.parameter,
-                "value": (v * 100.0).round() / 100.0, "samples": samples.len(),
-                "smoothing_method": method_name, "sample_time_window": window, "sample_max_size": max}));
+            out.push(SmoothedRow {
+                algorithm_version_id: alg.id,
+                parameter: alg.parameter.map(Into::into),
+                sample_max_size: max,
+                sample_time_window: window,
+                samples: samples.len(),
+                smoothing_method: method_name.clone(),
+                tech_name: alg.tech_name.into(),
+                value: (v * 100.0).round() / 100.0,
+            });
         }
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Json(out))
 }
 
-/// `POST .../datasets/{d}/webhooks/` (again: replaces it) → 201.
+/// Set the dataset's webhook (posting again replaces it): called when
+/// each image of the dataset has its results or failed, signed with
+/// `X-Argus-Signature` (its `secret_key` is in this answer only).
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/webhooks/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_set_webhook",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    request_body = WebhookBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "Set; `secret_key` signs the calls.", body = WebhookView),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (the URL must be HTTPS and not an internal address unless `outbound.allow` permits it).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company (another company's ids are 404 too).", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn set_webhook(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d)): Path<(Uuid, Uuid)>,
-    Json(b): Json<super::hooks::WebhookBody>,
+    Json(b): Json<WebhookBody>,
 ) -> SkinResult<Response> {
     dataset(&skin, &caller, c, d).await?;
     let w = super::hooks::configure(&skin, d, b).await?;
     Ok((StatusCode::CREATED, Json(super::hooks::view(&w, true))).into_response())
 }
 
+/// The dataset's webhook (without its secret).
+#[utoipa::path(
+    get,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/webhooks/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_get_webhook",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The webhook.", body = WebhookView),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company, or it has no webhook.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn get_webhook(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d)): Path<(Uuid, Uuid)>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<WebhookView>> {
     dataset(&skin, &caller, c, d).await?;
     let records = skin.records.clone();
     let w = blocking(move || SkinStore::get::<Webhook>(&records.webhooks, d))
@@ -930,6 +1495,22 @@ pub async fn get_webhook(
     Ok(Json(super::hooks::view(&w, false)))
 }
 
+/// Remove the dataset's webhook.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/webhooks/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_delete_webhook",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such dataset of the caller's company, or it has no webhook.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn delete_webhook(
     State(skin): State<Arc<Skin>>,
     caller: Caller,

@@ -17,19 +17,20 @@ use axum::http::{request::Parts, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::accounts::Caller;
 use super::catalog;
-use super::error::{SkinError, SkinResult};
+use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::intake::{self, NewImage};
 use super::records::*;
 use super::service::Skin;
 use super::v1::new_batch;
-use super::views::{extension, image_view};
+use super::views::{extension, status_name, BatchView, Page};
 use crate::store::{blocking, unix_now};
 
 /// HMAC of `what` until `expires`.
@@ -53,18 +54,61 @@ pub fn file_url(skin: &Skin, origin: &str, id: Uuid, ext: &str, ttl: u64) -> Str
     )
 }
 
-fn upload_target(skin: &Skin, origin: &str, img: &Image) -> Value {
+/// The headers to send with a signed upload.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UploadHeaders {
+    #[serde(rename = "Content-Type")]
+    pub content_type: String,
+    /// `1,<max bytes>`: the sizes the upload may have.
+    #[serde(rename = "X-Goog-Content-Length-Range")]
+    pub length_range: String,
+}
+
+/// Where and how to upload one photo: `PUT` its bytes to `url` before
+/// `expires_at`, once.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"content_type": "application/octet-stream", "expires_at": 1738316700,
+    "headers": {"Content-Type": "application/octet-stream", "X-Goog-Content-Length-Range": "1,31457280"},
+    "id": "0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1", "method": "PUT",
+    "url": "https://appliance.local/api/v3/uploads/0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1/?expires=1738316700&signature=5d1c..."}))]
+pub struct UploadTarget {
+    /// The batch (the v1 signed upload URL only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<Uuid>,
+    pub content_type: String,
+    /// Unix seconds (`skin_api.upload_url_secs` from now, 15 min).
+    pub expires_at: u64,
+    pub headers: UploadHeaders,
+    /// The image the upload fills.
+    pub id: Uuid,
+    /// The image again (the v1 signed upload URL only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<Uuid>,
+    /// `PUT`.
+    pub method: String,
+    /// The signed URL on this appliance.
+    pub url: String,
+}
+
+fn upload_target(skin: &Skin, origin: &str, img: &Image) -> UploadTarget {
     let exp = unix_now() + skin.config.skin_api.upload_url_secs;
     let sig = signature(&skin.upload_key, &format!("upload:{}", img.id), exp);
-    json!({
-        "url": format!("{origin}/api/v3/uploads/{}/?expires={exp}&signature={sig}", img.id),
-        "method": "PUT",
-        "headers": {"Content-Type": "application/octet-stream",
-            "X-Goog-Content-Length-Range": format!("1,{}", skin.config.skin_api.max_image_bytes)},
-        "content_type": "application/octet-stream",
-        "id": img.id,
-        "expires_at": exp,
-    })
+    UploadTarget {
+        batch_id: None,
+        content_type: "application/octet-stream".into(),
+        expires_at: exp,
+        headers: UploadHeaders {
+            content_type: "application/octet-stream".into(),
+            length_range: format!("1,{}", skin.config.skin_api.max_image_bytes),
+        },
+        id: img.id,
+        image_id: None,
+        method: "PUT".into(),
+        url: format!(
+            "{origin}/api/v3/uploads/{}/?expires={exp}&signature={sig}",
+            img.id
+        ),
+    }
 }
 
 /// The caller's subject `s` (any dataset of the company), with its dataset.
@@ -112,24 +156,63 @@ async fn store_batch(skin: &Skin, b: &Batch) -> SkinResult<()> {
     skin.save(|r| &r.batches, b.id, b).await
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The photos to upload: a file name per side (at least one).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"front": "front.jpg", "creation_time": "2025-01-31T09:32:00Z"}))]
 pub struct UploadBody {
+    /// The front photo's name (1 to 255 characters).
     pub front: Option<String>,
+    /// The left photo's name.
     pub left: Option<String>,
+    /// The right photo's name.
     pub right: Option<String>,
+    /// When the photos were taken (RFC 3339, not in the future); default
+    /// now.
     pub creation_time: Option<String>,
+    /// Stored with the batch and echoed.
     pub meta: Option<Value>,
 }
 
-/// `POST /api/v3/companies/{c}/subjects/{s}/upload/`: a new batch and a
-/// signed PUT URL per side named.
+/// A new batch and where to upload each side named.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StartedUpload {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front: Option<UploadTarget>,
+    /// The batch: `POST .../batches/{id}/compute/` once the uploads are done.
+    pub image_batch_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<UploadTarget>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub right: Option<UploadTarget>,
+}
+
+/// Start an upload: a new batch for the subject and a signed PUT URL per
+/// side named (`PUT /api/v3/uploads/{upload_id}/`), then
+/// `POST .../batches/{batch_id}/compute/`.
+#[utoipa::path(
+    post,
+    path = "/api/v3/companies/{company_id}/subjects/{subject_id}/upload/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_start_upload",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("subject_id" = Uuid, Path, description = "A subject of the company (any dataset).")),
+    request_body = UploadBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The batch and the upload URLs.", body = StartedUpload),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, no side is named, a name is empty or too long, or `creation_time` is invalid or in the future.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn start_upload(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Path((c, s)): Path<(Uuid, Uuid)>,
     Json(b): Json<UploadBody>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<StartedUpload>> {
     let (ds, sub) = subject_any(&skin, &caller, c, s).await?;
     let sides: Vec<(u32, String)> = [(1, b.front), (2, b.right), (3, b.left)]
         .into_iter()
@@ -156,7 +239,12 @@ pub async fn start_upload(
     }
     store_batch(&skin, &bt).await?;
     let origin = skin.origin(&parts);
-    let mut out = Map::new();
+    let mut out = StartedUpload {
+        front: None,
+        image_batch_id: bt.id,
+        left: None,
+        right: None,
+    };
     for (side, name) in sides {
         let img = intake::add_image(
             &skin,
@@ -172,26 +260,56 @@ pub async fn start_upload(
             },
         )
         .await?;
-        let tech = catalog::side(side).map(|s| s.tech_name).unwrap_or("front");
-        out.insert(tech.into(), upload_target(&skin, &origin, &img));
+        let slot = match side {
+            2 => &mut out.right,
+            3 => &mut out.left,
+            _ => &mut out.front,
+        };
+        *slot = Some(upload_target(&skin, &origin, &img));
     }
-    out.insert("image_batch_id".into(), json!(bt.id));
-    Ok(Json(Value::Object(out)))
+    Ok(Json(out))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// One photo to upload through a signed URL.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[schema(example = json!({"side_id": 1, "name": "front.jpg"}))]
 pub struct V1SignedBody {
+    /// A batch of the subject; default: a new one.
     pub batch_id: Option<Uuid>,
+    /// 1 front (default), 2 right, 3 left.
     pub side_id: Option<u32>,
+    /// 1 regular (default).
     pub light_id: Option<u32>,
+    /// Default: the side's `tech_name`.
     pub name: Option<String>,
+    /// Stored with the image and echoed.
     pub meta: Option<Value>,
+    /// Stored with a new batch.
     pub app_args: Option<Value>,
+    /// When the photo was taken (RFC 3339, not in the future).
     pub creation_time: Option<String>,
 }
 
-/// `POST /api/v1/companies/{c}/subjects/{s}/signed_upload_url/` → 201:
-/// one signed PUT URL; the batch is made when none is given.
+/// A signed PUT URL for one photo of the subject
+/// (`PUT /api/v3/uploads/{upload_id}/`); the batch is made when none is
+/// given.
+#[utoipa::path(
+    post,
+    path = "/api/v1/companies/{company_id}/subjects/{subject_id}/signed_upload_url/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_signed_upload_url",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("subject_id" = Uuid, Path, description = "A subject of the company (any dataset).")),
+    request_body = V1SignedBody,
+    security(("skin_token" = [])),
+    responses(
+        (status = 201, description = "The upload URL, with `image_id` and `batch_id`.", body = UploadTarget),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, or a field is invalid (`{\"<field>\": [\"...\"]}`).", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject (or batch) of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn signed_upload_url_v1(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -236,18 +354,43 @@ pub async fn signed_upload_url_v1(
     )
     .await?;
     let mut v = upload_target(&skin, &skin.origin(&parts), &img);
-    v["image_id"] = json!(img.id);
-    v["batch_id"] = json!(bt.id);
+    v.image_id = Some(img.id);
+    v.batch_id = Some(bt.id);
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// A signed URL's signature.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SignedQuery {
+    /// Unix seconds after which the URL is refused.
     pub expires: Option<u64>,
+    /// Hex HMAC-SHA256 of the URL's object and `expires`.
     pub signature: Option<String>,
 }
 
-/// `PUT /api/v3/uploads/{image_id}/?expires&signature`: the photo's bytes.
+/// Upload a photo's bytes to a signed URL (from `.../upload/` or
+/// `.../signed_upload_url/`). No token: the signature stands for it. Each
+/// URL takes one successful upload of 1 byte to `skin_api.max_image_bytes`
+/// (30 MiB).
+#[utoipa::path(
+    put,
+    path = "/api/v3/uploads/{upload_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_put_upload",
+    params(("upload_id" = Uuid, Path, description = "The image the URL was issued for."), SignedQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The photo's bytes (JPEG, PNG, WebP, BMP or TIFF)."),
+    responses(
+        (status = 200, description = "Stored."),
+        (status = 400, description = "`upload_id` is not a UUID, or the body is empty or not an image the appliance reads.", body = SkinErrorBody),
+        (status = 403, description = "The URL is not signed, has expired, or its signature does not match.", body = SkinErrorBody),
+        (status = 404, description = "No such upload.", body = SkinErrorBody),
+        (status = 409, description = "The URL has already been used.", body = SkinErrorBody),
+        (status = 413, description = "Larger than `skin_api.max_image_bytes`.", body = SkinErrorBody),
+        (status = 415, description = "Not an image format the appliance reads.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn put_upload(
     State(skin): State<Arc<Skin>>,
     Path(id): Path<Uuid>,
@@ -311,13 +454,32 @@ pub async fn put_upload(
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Options of a computation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 pub struct ComputeBody {
+    /// Stored with the batch.
     pub app_args: Option<Value>,
 }
 
-/// `POST /api/v3/companies/{c}/batches/{b}/compute/` → 200, no body: the
-/// uploaded photos are queued. A side whose upload has not arrived: 400.
+/// Queue the batch's uploaded photos for analysis; then poll
+/// `.../results/`. The body is optional.
+#[utoipa::path(
+    post,
+    path = "/api/v3/companies/{company_id}/batches/{batch_id}/compute/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_compute",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("batch_id" = Uuid, Path, description = "A batch of the company.")),
+    request_body = Option<ComputeBody>,
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "Queued (no body)."),
+        (status = 400, description = "A path id is not a UUID, the body is not JSON, a side's upload has not arrived, or the batch has no images.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such batch of the caller's company.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn compute(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -364,12 +526,18 @@ pub async fn compute(
     Ok(StatusCode::OK)
 }
 
-#[derive(Debug, Deserialize)]
+/// What the results carry.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ResultsQuery {
+    /// Seconds the file URLs in the answer stay valid (default 3600, 1 s
+    /// to 7 days).
     #[serde(default, deserialize_with = "super::lenient::opt_u32")]
     pub expiration_seconds: Option<u32>,
+    /// Add each parameter's area masks (default true).
     #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub with_masks: Option<bool>,
+    /// Masks as a signed SVG file URL (default true) rather than polygons.
     #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub svg_masks: Option<bool>,
 }
@@ -471,7 +639,25 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
     })
 }
 
-/// `GET /api/v3/companies/{c}/batches/{b}/results/`.
+/// The batch's results: the front image's `parameters` (with area masks
+/// per side), detection errors and quality issues by side, signed URLs of
+/// the photos and derived images, and the parameters the appliance does
+/// not compute. Poll until `all_algorithms_calculated`.
+#[utoipa::path(
+    get,
+    path = "/api/v3/companies/{company_id}/batches/{batch_id}/results/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_batch_results",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("batch_id" = Uuid, Path, description = "A batch of the company."), ResultsQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The results so far.", body = Object, example = json!({"all_algorithms_calculated": true, "detection_errors": {}, "face_skin_metrics_3": {"application_id": "61726775-732d-4000-8000-736b696e0001", "parameters": {"redness": {"value": 14.2, "masks": {"front": {"svg": "https://appliance.local/images/0190f5a5-4e5f-7a6b-9c7d-8e9fa0b1c2d3.svg?expires=1738319400&signature=..."}}}}}, "image_batch_id": "0190f5a5-1b2c-7d3e-8f4a-5b6c7d8e9fa0", "predicted_images": {"front": {"aligned_face": null, "anonymised": null, "original": null}}, "quality_issues": {"front": []}, "subject_id": "0190f5a5-0a1b-7c2d-9e3f-4a5b6c7d8e9f", "unavailable_parameters": ["puffiness"]})),
+        (status = 400, description = "A path id is not a UUID, or a query parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such batch of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn batch_results(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -494,8 +680,23 @@ pub async fn batch_results(
     })))
 }
 
-/// `GET /api/v3/companies/{c}/subjects/{s}/parameters/`: per batch,
-/// newest first.
+/// The subject's parameters per batch, newest first (batches without
+/// images are left out).
+#[utoipa::path(
+    get,
+    path = "/api/v3/companies/{company_id}/subjects/{subject_id}/parameters/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_parameters",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("subject_id" = Uuid, Path, description = "A subject of the company (any dataset).")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "One entry per batch.", body = [Object], example = json!([{"all_algorithms_calculated": true, "can_watch_predicted_images": true, "detection_errors": {}, "image_batch_id": "0190f5a5-1b2c-7d3e-8f4a-5b6c7d8e9fa0", "parameters": {"redness": {"value": 14.2}}, "predicted_images": {"front": {"aligned_face": null, "anonymised": null, "original": null}}, "sc_app_id": "61726775-732d-4000-8000-736b696e0001", "subject_id": "0190f5a5-0a1b-7c2d-9e3f-4a5b6c7d8e9f", "survey_results": []}])),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such subject of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn parameters(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -533,7 +734,23 @@ pub async fn parameters(
     )))
 }
 
-/// `GET /api/v3/companies/{c}/batches/{b}/`.
+/// A batch: its images by side (with signed URLs valid 1 h), subject,
+/// dataset and application.
+#[utoipa::path(
+    get,
+    path = "/api/v3/companies/{company_id}/batches/{batch_id}/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_batch_info",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("batch_id" = Uuid, Path, description = "A batch of the company.")),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "The batch.", body = Object, example = json!({"connected_applications": ["61726775-732d-4000-8000-736b696e0001"], "created_at": "2025-01-31T09:32:00Z", "dataset": {"id": "0190f5a4-9b1c-7d2e-8f3a-1c2d3e4f5a6b", "name": "Spring trial"}, "id": "0190f5a5-1b2c-7d3e-8f4a-5b6c7d8e9fa0", "images": {"front": {"created_at": "2025-01-31T09:32:00Z", "id": "0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1", "meta": null, "name": "front.jpg", "original_image_id": "0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1", "signed_url": null, "status": "awaiting_upload"}}, "meta": null, "subject": {"id": "0190f5a5-0a1b-7c2d-9e3f-4a5b6c7d8e9f", "name": "Jane Roe"}})),
+        (status = 400, description = "A path id is not a UUID.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "No such batch of the caller's company.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn batch_info(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
@@ -558,7 +775,7 @@ pub async fn batch_info(
                 side_name(i).to_string(),
                 json!({"id": i.id, "name": i.name, "created_at": i.creation_time,
                 "signed_url": i.blob.as_ref().map(|_| file_url(&skin, &origin, i.id, "jpg", 3600)),
-                "original_image_id": i.id, "meta": i.meta, "status": image_view(i)["status"]}),
+                "original_image_id": i.id, "meta": i.meta, "status": status_name(i.status)}),
             )
         })
         .collect();
@@ -571,26 +788,49 @@ pub async fn batch_info(
     })))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Filters, order and page of the batch list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BatchListQuery {
+    /// `creation_time` (also `created_at`, `id`): oldest first; anything
+    /// else: newest first.
     pub ordering: Option<String>,
+    /// Only this dataset's.
     pub dataset_id: Option<Uuid>,
+    /// Only this subject's.
     pub subject_id: Option<Uuid>,
+    /// Case-insensitive substring of the subject's or an image's name.
     pub q: Option<String>,
+    /// 1-based page number, or `last`; past the last page: 404.
     pub page: Option<String>,
+    /// Items per page: default 20, at most 100.
     pub page_size: Option<String>,
 }
 
-/// `GET /api/v3/companies/{c}/batches/?ordering&q&page&page_size&dataset_id&subject_id`:
-/// newest first unless `ordering=creation_time`; `q` matches the
-/// subject's name or an image's name.
+/// The company's batches with their images, newest first unless
+/// `ordering=creation_time`, paginated.
+#[utoipa::path(
+    get,
+    path = "/api/v3/companies/{company_id}/batches/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_v3_list_batches",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), BatchListQuery),
+    security(("skin_token" = [])),
+    responses(
+        (status = 200, description = "A page of batches.", body = Page<BatchView>),
+        (status = 400, description = "A path id is not a UUID, or a query parameter is invalid.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "Not the caller's company; or `page` past the last page (`Invalid page.`).", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
 pub async fn list_batches(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     parts: Parts,
     Path(c): Path<Uuid>,
     Query(q): Query<BatchListQuery>,
-) -> SkinResult<Json<Value>> {
+) -> SkinResult<Json<Page<BatchView>>> {
     caller.company(c)?;
     // As DRF's ordering filter: an unknown field is ignored.
     let ascending = matches!(
