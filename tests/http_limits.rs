@@ -272,12 +272,12 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     let metrics = s.metrics().await;
     let dropped: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("argus_batch_dropped_total{"))
+        .find(|l| l.starts_with("argus_batch_dropped_total{model=\"centerface\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     let batches: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("argus_batch_size_count{"))
+        .find(|l| l.starts_with("argus_batch_size_count{model=\"centerface\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(dropped >= 1.0, "no queued request was dropped:\n{metrics}");

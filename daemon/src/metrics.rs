@@ -2,6 +2,15 @@
 //!
 //! Names carry the `argus_` prefix and base units; labels are bounded (route
 //! template, method, status, model, backend, reason), never a raw path or id.
+//!
+//! A label value known in advance (a batcher's model, an outcome of a fixed
+//! set) is exported at zero from the start: a series that appears only with
+//! its first event hides that event from `rate()` and `increase()`, and
+//! would leave the dashboards and alerts in `ops/` nothing to read on an
+//! idle appliance. Labels whose values come with traffic (route, status,
+//! failure reason) appear with their first request.
+
+use std::path::Path;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -38,7 +47,15 @@ pub struct Metrics {
     pub skin_analyses: IntCounterVec,
     pub skin_algorithm_seconds: HistogramVec,
     pub skin_open_sockets: IntGaugeVec,
+    pub queue_capacity: IntGaugeVec,
+    pub ready: IntGauge,
+    pub webhook_pending: IntGaugeVec,
+    pub state_fs_avail: IntGauge,
+    pub state_fs_size: IntGauge,
 }
+
+/// Outcomes of a webhook or callback delivery attempt.
+pub const DELIVERY_OUTCOMES: &[&str] = &["delivered", "retried", "abandoned"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -231,6 +248,37 @@ impl Metrics {
                 &["kind"],
             )
             .expect("static metric definition"),
+            queue_capacity: IntGaugeVec::new(
+                opts(
+                    "argus_batch_queue_capacity",
+                    "Requests the micro-batch queue holds at most; beyond it new ones are refused.",
+                ),
+                &["model"],
+            )
+            .expect("static metric definition"),
+            ready: IntGauge::with_opts(opts(
+                "argus_ready",
+                "1 when the appliance is ready for traffic, as /ready answers (every family's models warm and answering, not draining); sampled at each scrape.",
+            ))
+            .expect("static metric definition"),
+            webhook_pending: IntGaugeVec::new(
+                opts(
+                    "argus_webhook_pending",
+                    "Webhook and callback deliveries waiting to be sent or retried, by API family; sampled at each scrape.",
+                ),
+                &["family"],
+            )
+            .expect("static metric definition"),
+            state_fs_avail: IntGauge::with_opts(opts(
+                "argus_state_filesystem_avail_bytes",
+                "Bytes available to the daemon on the filesystem of its state directory (statvfs f_bavail); sampled at each scrape.",
+            ))
+            .expect("static metric definition"),
+            state_fs_size: IntGauge::with_opts(opts(
+                "argus_state_filesystem_size_bytes",
+                "Size in bytes of the filesystem of the state directory; sampled at each scrape.",
+            ))
+            .expect("static metric definition"),
         };
         let r = &m.registry;
         for c in [
@@ -257,6 +305,11 @@ impl Metrics {
             Box::new(m.skin_analyses.clone()),
             Box::new(m.skin_algorithm_seconds.clone()),
             Box::new(m.skin_open_sockets.clone()),
+            Box::new(m.queue_capacity.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.webhook_pending.clone()),
+            Box::new(m.state_fs_avail.clone()),
+            Box::new(m.state_fs_size.clone()),
         ] {
             r.register(c).expect("metric names are unique");
         }
@@ -267,7 +320,67 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("metric names are unique");
+        m.declare_fixed_labels();
         m
+    }
+
+    /// Export at zero every series whose label values are a fixed set,
+    /// named in the metric's help text.
+    fn declare_fixed_labels(&self) {
+        for format in ["jpeg", "png", "webp"] {
+            for encoder in ["device", "host"] {
+                self.masked_frames.with_label_values(&[format, encoder]);
+            }
+        }
+        for by in ["request", "batch"] {
+            self.frame_uploads.with_label_values(&[by]);
+        }
+        for kind in ["rbc", "wbc", "platelet"] {
+            self.cells_counted.with_label_values(&[kind]);
+        }
+        for status in ["ready", "failed"] {
+            self.pbs_studies.with_label_values(&[status]);
+        }
+        for outcome in ["analysed", "no_face", "failed"] {
+            self.skin_analyses.with_label_values(&[outcome]);
+        }
+        for stage in ["decode", "detect", "face_mesh", "iris_and_age", "measure"] {
+            self.skin_algorithm_seconds.with_label_values(&[stage]);
+        }
+        for kind in ["notifications", "results"] {
+            self.skin_open_sockets.with_label_values(&[kind]);
+        }
+    }
+
+    /// Export a batcher's series at zero from its start: its queue (and
+    /// the queue's capacity), waits, batch sizes, inference time on
+    /// `backend`, drops and device fallback (0: not fallen back).
+    pub fn declare_batcher(&self, model: &str, backend: &str, capacity: usize) {
+        self.queue_depth.with_label_values(&[model]).set(0);
+        self.queue_capacity
+            .with_label_values(&[model])
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        self.queue_wait.with_label_values(&[model]);
+        self.batch_size.with_label_values(&[model]);
+        self.inference.with_label_values(&[model, backend]);
+        self.dropped_requests.with_label_values(&[model]);
+        self.backend_fallback.with_label_values(&[model]).set(0);
+    }
+
+    /// Sample the free and total space of the filesystem holding `dir`.
+    /// A failure (the directory gone) is logged and leaves the last values.
+    pub fn sample_filesystem(&self, dir: &Path) {
+        match filesystem_space(dir) {
+            Ok((avail, size)) => {
+                self.state_fs_avail
+                    .set(i64::try_from(avail).unwrap_or(i64::MAX));
+                self.state_fs_size
+                    .set(i64::try_from(size).unwrap_or(i64::MAX));
+            }
+            Err(e) => {
+                tracing::debug!(dir = %dir.display(), error = %e, "statvfs of the state directory failed")
+            }
+        }
     }
 
     /// The text exposition format.
@@ -277,6 +390,35 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// (available to unprivileged users, total) bytes of the filesystem
+/// holding `path`.
+#[cfg(unix)]
+// The statvfs fields are u64 on some targets and u32 on others.
+#[allow(clippy::useless_conversion)]
+fn filesystem_space(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call,
+    // and `st` points to writable memory the size of a `statvfs`.
+    if unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    let block = u64::from(st.f_frsize);
+    Ok((
+        u64::from(st.f_bavail).saturating_mul(block),
+        u64::from(st.f_blocks).saturating_mul(block),
+    ))
+}
+
+#[cfg(not(unix))]
+fn filesystem_space(_path: &Path) -> std::io::Result<(u64, u64)> {
+    Err(std::io::ErrorKind::Unsupported.into())
 }
 
 impl Default for Metrics {

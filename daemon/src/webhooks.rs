@@ -9,7 +9,7 @@
 //! with v1 = HMAC-SHA256(secret, "<t>.<body>"), the scheme Stripe and Svix
 //! made common: the receiver recomputes it and rejects old `t`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, DELIVERY_OUTCOMES};
 use crate::outbound::{self, Policy};
 use crate::store::{dec, enc, unix_now, Store, StoreError};
 
@@ -88,6 +88,8 @@ pub struct Webhooks {
     /// Per-family outcome counters kept for compatibility (e.g.
     /// `argus_pbs_callbacks_total{outcome}`), besides the shared one.
     family_counters: Mutex<HashMap<String, IntCounterVec>>,
+    /// Families that send webhooks, exported at zero before their first.
+    families: Mutex<BTreeSet<String>>,
 }
 
 impl Webhooks {
@@ -105,6 +107,7 @@ impl Webhooks {
             metrics,
             wake: tokio::sync::Notify::new(),
             family_counters: Mutex::new(HashMap::new()),
+            families: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -113,10 +116,61 @@ impl Webhooks {
         &self.policy
     }
 
+    /// `family` sends webhooks: export its delivery outcomes and backlog
+    /// at zero from now on.
+    pub fn declare_family(&self, family: &str) {
+        for outcome in DELIVERY_OUTCOMES {
+            self.metrics
+                .webhook_deliveries
+                .with_label_values(&[family, outcome]);
+        }
+        self.metrics.webhook_pending.with_label_values(&[family]);
+        if let Ok(mut f) = self.families.lock() {
+            f.insert(family.to_string());
+        }
+    }
+
     /// Also count `family`'s outcomes in `counter` (label: outcome).
     pub fn count_outcomes_in(&self, family: &str, counter: IntCounterVec) {
+        self.declare_family(family);
+        for outcome in DELIVERY_OUTCOMES {
+            counter.with_label_values(&[outcome]);
+        }
         if let Ok(mut m) = self.family_counters.lock() {
             m.insert(family.to_string(), counter);
+        }
+    }
+
+    /// Set `argus_webhook_pending` from the queue as it is now: every
+    /// family declared or seen before (zero when it has none left) and any
+    /// other that has some.
+    pub fn sample_pending(&self) {
+        let mut counts: BTreeMap<String, i64> = self
+            .families
+            .lock()
+            .map(|f| f.iter().map(|n| (n.clone(), 0)).collect())
+            .unwrap_or_default();
+        for key in self.tree.iter().keys() {
+            match key {
+                Ok(k) => {
+                    let k = String::from_utf8_lossy(&k);
+                    let family = k.split_once('/').map_or(&*k, |(f, _)| f);
+                    *counts.entry(family.to_string()).or_default() += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "counting pending webhooks failed");
+                    return;
+                }
+            }
+        }
+        if let Ok(mut f) = self.families.lock() {
+            f.extend(counts.keys().cloned());
+        }
+        for (family, n) in counts {
+            self.metrics
+                .webhook_pending
+                .with_label_values(&[&family])
+                .set(n);
         }
     }
 

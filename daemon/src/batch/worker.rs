@@ -222,6 +222,7 @@ impl<W: Workload> Batcher<W> {
             input_height,
             frames: backend.letterboxes_frames(),
         };
+        metrics.declare_batcher(work.model(), info.backend, policy.max_depth);
         let tickets = Arc::new(tokio::sync::Semaphore::new(
             policy.max_depth.max(1) + max_batch,
         ));

@@ -265,6 +265,9 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.metrics
         .stored_bytes
         .set(app.store.blobs.total_bytes() as i64);
+    app.metrics.ready.set(i64::from(app.is_ready()));
+    app.webhooks.sample_pending();
+    app.metrics.sample_filesystem(&app.config.state_dir);
     (
         [(
             header::CONTENT_TYPE,

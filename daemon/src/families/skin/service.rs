@@ -107,6 +107,8 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
     let db = app.store.db();
     let records = SkinStore::open(db).map_err(|e| store_error(app, e))?;
     let queue = JobQueue::open(&app.store, "skin").map_err(|e| store_error(app, e))?;
+    // Dataset webhooks (hooks.rs) go through the platform's delivery queue.
+    app.webhooks.declare_family("skin");
     let token_key = app
         .store
         .secret("skin_token_key")
