@@ -197,6 +197,11 @@ pub trait Family: Send + Sync + 'static {
     fn entry_points(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// Its pages in the operator console: (label, path) pairs of the
+    /// console's navigation, in order.
+    fn console_pages(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
     /// Its routes, with its state applied, each registered through
     /// `utoipa_axum::routes!` so that it is documented in `/openapi.json`.
     fn router(self: Arc<Self>) -> utoipa_axum::router::OpenApiRouter;

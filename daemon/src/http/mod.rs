@@ -1,6 +1,7 @@
 //! The listener: TLS (rustls) or plain TCP -> hyper-util auto (HTTP/1.1 and
 //! HTTP/2) -> one axum router; request ids, metrics, graceful shutdown.
 
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod linger;

@@ -17,142 +17,27 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use sha2::Sha256;
 
 use super::admin::{self, Admin};
 use super::schema::{ImageDetail, ImageView, JobView, KeyView, Page, Stats};
 use super::Faces;
 use crate::auth::{ct_eq, random_token};
+use crate::http::console::{api_error, page_error, render, Operator};
 use crate::http::error::ApiError;
-use crate::http::extract::{cookie, ClientIp, SESSION_COOKIE};
+use crate::http::extract::{cookie, ClientIp};
 use crate::http::openapi::TAG_CONSOLE;
-use crate::store::{blocking, sha256_hex, unix_now};
 
 /// The double-submit cookie of the sign-in form.
 const LOGIN_COOKIE: &str = "argus_console_login";
 
-/// A signed-in operator and the CSRF token of their session.
-pub struct Operator {
-    pub username: String,
-    pub csrf: String,
-}
-
-fn csrf_for(app: &Faces, session_token: &str) -> Result<String, ApiError> {
-    let key = app
-        .store
-        .secret("console_csrf_key")
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let mut m = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
-    m.update(b"console-csrf\n");
-    m.update(session_token.as_bytes());
-    Ok(hex::encode(m.finalize().into_bytes()))
-}
-
-impl FromRequestParts<Arc<Faces>> for Operator {
-    /// Not signed in: to the sign-in page.
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, app: &Arc<Faces>) -> Result<Self, Response> {
-        let to_login = || Redirect::to("/console/login").into_response();
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE).map(str::to_string) else {
-            return Err(to_login());
-        };
-        let (store, h) = (app.store.clone(), sha256_hex(token.as_bytes()));
-        let session = blocking(move || store.get_session(&h))
-            .await
-            .map_err(|e| ApiError::from(e).into_response())?;
-        match session {
-            Some(s) if s.expires_at > unix_now() => Ok(Operator {
-                username: s.username,
-                csrf: csrf_for(app, &token).map_err(IntoResponse::into_response)?,
-            }),
-            _ => Err(to_login()),
-        }
-    }
-}
-
-impl Operator {
-    fn admin(&self) -> Admin {
-        Admin(self.username.clone())
-    }
-
-    /// Refuse a form whose token is not this session's (403).
-    fn check(&self, sent: &str) -> Result<(), Response> {
-        if ct_eq(sent.as_bytes(), self.csrf.as_bytes()) {
-            Ok(())
-        } else {
-            Err(page_error(
-                StatusCode::FORBIDDEN,
-                "The form expired or did not come from this console; reload the page and try again.",
-            ))
-        }
-    }
-}
-
-/// Headers every console page carries: nothing loads from elsewhere, no
-/// framing, no caching of pages that show keys and faces.
-fn html(status: StatusCode, body: String) -> Response {
-    let mut r = (status, Html(body)).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    r
-}
-
-fn render(status: StatusCode, t: &impl Template) -> Response {
-    match t.render() {
-        Ok(body) => html(status, body),
-        Err(e) => ApiError::Internal(format!("template: {e}")).into_response(),
-    }
-}
-
-#[derive(Template)]
-#[template(path = "console/error.html")]
-struct ErrorPage<'a> {
-    status: u16,
-    message: &'a str,
-}
-
-fn page_error(status: StatusCode, message: &str) -> Response {
-    render(
-        status,
-        &ErrorPage {
-            status: status.as_u16(),
-            message,
-        },
-    )
-}
-
-/// An admin API error as a page with the same status and message.
-fn api_error(e: ApiError) -> Response {
-    let status = e.status();
-    let msg = if status.is_server_error() {
-        "Something went wrong on the appliance; see its log.".to_string()
-    } else {
-        e.to_string()
-    };
-    page_error(status, &msg)
+/// The operator as the admin API's handlers take them.
+fn admin_of(op: &Operator) -> Admin {
+    Admin(op.username.clone())
 }
 
 // ---- sign in and out ----
@@ -318,7 +203,7 @@ fn requests_to(app: &Faces, route: &str) -> u64 {
     security(("admin_session" = [])))]
 pub async fn dashboard(State(app): State<Arc<Faces>>, op: Operator) -> Response {
     let stats = if app.storage_enabled() {
-        match admin::stats(State(app.clone()), op.admin()).await {
+        match admin::stats(State(app.clone()), admin_of(&op)).await {
             Ok(s) => Some(s.0),
             Err(e) => return api_error(e),
         }
@@ -334,7 +219,7 @@ pub async fn dashboard(State(app): State<Arc<Faces>>, op: Operator) -> Response 
         StatusCode::OK,
         &Dashboard {
             op: &op,
-            nav: "dashboard",
+            nav: "/console",
             stats,
             backend: info.backend,
             device: &info.device,
@@ -369,12 +254,12 @@ pub async fn images(
     op: Operator,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match admin::list_images(State(app), op.admin(), Query(q)).await {
+    match admin::list_images(State(app), admin_of(&op), Query(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &ImagesPage {
                 op: &op,
-                nav: "images",
+                nav: "/console/images",
                 page: page.0,
             },
         ),
@@ -401,12 +286,12 @@ pub async fn image(
     op: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match admin::get_image(State(app), op.admin(), Path(id)).await {
+    match admin::get_image(State(app), admin_of(&op), Path(id)).await {
         Ok(image) => render(
             StatusCode::OK,
             &ImagePage {
                 op: &op,
-                nav: "images",
+                nav: "/console/images",
                 image: image.0,
             },
         ),
@@ -433,7 +318,7 @@ pub async fn delete_image(
     if let Err(r) = op.check(&f.csrf) {
         return r;
     }
-    match admin::delete_image(State(app), op.admin(), ip, Path(id)).await {
+    match admin::delete_image(State(app), admin_of(&op), ip, Path(id)).await {
         Ok(_) => Redirect::to("/console/images").into_response(),
         Err(e) => api_error(e),
     }
@@ -461,12 +346,12 @@ pub async fn jobs(
 ) -> Response {
     let job_type = q.get("job_type").cloned().unwrap_or_default();
     let method = q.get("method").cloned().unwrap_or_default();
-    match admin::list_jobs(State(app), op.admin(), Query(q)).await {
+    match admin::list_jobs(State(app), admin_of(&op), Query(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &JobsPage {
                 op: &op,
-                nav: "jobs",
+                nav: "/console/jobs",
                 page: page.0,
                 job_type: &job_type,
                 method: &method,
@@ -501,12 +386,12 @@ async fn keys_page(
     } else {
         StatusCode::OK
     };
-    match admin::list_keys(State(app), op.admin(), Query(q)).await {
+    match admin::list_keys(State(app), admin_of(&op), Query(q)).await {
         Ok(page) => render(
             status,
             &KeysPage {
                 op,
-                nav: "keys",
+                nav: "/console/keys",
                 page: page.0,
                 created,
                 error,
@@ -599,7 +484,7 @@ pub async fn key_action(
         "deactivate" => serde_json::json!({ "is_active": false }),
         "activate" => serde_json::json!({ "is_active": true }),
         "delete" => {
-            return match admin::delete_key(State(app), op.admin(), ip, Path(id)).await {
+            return match admin::delete_key(State(app), admin_of(&op), ip, Path(id)).await {
                 Ok(_) => Redirect::to("/console/keys").into_response(),
                 Err(e) => api_error(e),
             }
@@ -612,7 +497,7 @@ pub async fn key_action(
         }
     };
     let body = Bytes::from(patch.to_string());
-    match admin::patch_key(State(app.clone()), op.admin(), ip, Path(id), body).await {
+    match admin::patch_key(State(app.clone()), admin_of(&op), ip, Path(id), body).await {
         Ok(_) => Redirect::to("/console/keys").into_response(),
         Err(ApiError::Invalid(m)) => keys_page(app, &op, HashMap::new(), None, Some(m)).await,
         Err(e) => api_error(e),
@@ -641,7 +526,7 @@ pub async fn test_page(op: Operator) -> Response {
         StatusCode::OK,
         &TestPage {
             op: &op,
-            nav: "test",
+            nav: "/console/test",
             methods: &crate::imaging::MaskMethod::ALL,
             formats: &crate::imaging::OutputFormat::ALL,
         },
@@ -656,16 +541,8 @@ pub async fn test_page(op: Operator) -> Response {
     responses((status = 200, description = "The asset."),
               (status = 404, description = "No such asset.", body = crate::http::error::Detail)))]
 pub async fn asset(Path(asset): Path<String>) -> Response {
-    let (ctype, body): (&str, &'static str) = match asset.as_str() {
-        "console.css" => (
-            "text/css",
-            include_str!("../../../assets/console/console.css"),
-        ),
-        "console.js" => (
-            "text/javascript",
-            include_str!("../../../assets/console/console.js"),
-        ),
-        _ => return ApiError::NotFound("No such asset".into()).into_response(),
+    let Some((ctype, body)) = crate::http::console::asset(&asset) else {
+        return ApiError::NotFound("No such asset".into()).into_response();
     };
     let mut r = ([(header::CONTENT_TYPE, ctype)], body).into_response();
     r.headers_mut()

@@ -92,6 +92,16 @@ impl Family for Faces {
         ]
     }
 
+    fn console_pages(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            ("Dashboard", "/console"),
+            ("Images", "/console/images"),
+            ("Jobs", "/console/jobs"),
+            ("API keys", "/console/keys"),
+            ("Test masking", "/console/test"),
+        ]
+    }
+
     fn router(self: Arc<Self>) -> OpenApiRouter {
         let limit = self.config.limits.max_body_bytes;
         let admin = OpenApiRouter::new()
