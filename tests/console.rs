@@ -397,3 +397,64 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
     assert!(body.contains("&lt;script&gt;") || body.contains("&#60;script&#62;"));
     s.stop().await;
 }
+
+/// `/docs` renders the document with the embedded Swagger UI: no request
+/// leaves the appliance (the page's CSP would block it) and every family's
+/// operations are listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_docs_render_in_the_browser() {
+    let Some(exe) = chromium() else {
+        eprintln!("skipped: no chromium (apt-get install chromium, or set ARGUS_CHROMIUM)");
+        return;
+    };
+    let s = start(|_| {}).await;
+    let base = s.base.replace("127.0.0.1", "localhost");
+    let profile = tempfile::tempdir().unwrap();
+    let config = BrowserConfig::builder()
+        .chrome_executable(exe)
+        .no_sandbox()
+        .new_headless_mode()
+        .user_data_dir(profile.path())
+        .window_size(1280, 900)
+        .args([
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .build()
+        .unwrap();
+    let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
+    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let page = browser.new_page(format!("{base}/docs")).await.unwrap();
+    until(
+        &page,
+        "!!window.ui && window.ui.specSelectors.operations().size > 40 && \
+         document.querySelector('.info .title') !== null && \
+         document.querySelector('.info .title').textContent.includes('argus')",
+        "Swagger UI listing the operations",
+    )
+    .await;
+    let tags = js(
+        &page,
+        "window.ui.specSelectors.taggedOperations().keySeq().toArray()",
+    )
+    .await;
+    for tag in ["faces", "blood-smears", "skin", "console", "platform"] {
+        assert!(
+            tags.as_array().unwrap().iter().any(|t| t == tag),
+            "no {tag} section in {tags}"
+        );
+    }
+    // Swagger UI draws the sections progressively; the first are on screen.
+    shot(&page, "05-api-docs.png").await;
+    let drawn = js(&page, "document.querySelectorAll('.opblock').length").await;
+    assert!(drawn.as_u64().unwrap() > 0, "no operation drawn");
+    browser.close().await.unwrap();
+    let _ = browser.wait().await;
+    events.abort();
+    s.stop().await;
+}
