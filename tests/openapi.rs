@@ -116,8 +116,11 @@ async fn the_document_is_valid_openapi_3_1() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 
     // The reference validator, where CI installed it (`.ci/run` does).
-    let file = s.dir.join("openapi.json");
-    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    // Kept as a test artefact for a look (and for clients' generators).
+    let dir = std::path::Path::new(common::ROOT).join("target/test-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
     match std::process::Command::new("python3")
         .args(["-m", "openapi_spec_validator"])
         .arg(&file)
