@@ -72,6 +72,8 @@ pub struct App {
     /// The audit trail of security events.
     pub audit: Arc<crate::audit::AuditLog>,
     ready: AtomicBool,
+    /// When the process started serving (uptime, average rates).
+    pub started: std::time::Instant,
     /// The families serving, once they have started; emptied at stop, since
     /// each family holds the `App` too.
     families: RwLock<Vec<Arc<dyn Family>>>,
@@ -87,6 +89,7 @@ impl App {
     ) -> Self {
         let a = &config.auth;
         Self {
+            started: std::time::Instant::now(),
             limiters: Limiters {
                 detect: RateLimiter::new(a.detect_per_minute),
                 mask: RateLimiter::new(a.mask_per_minute),

@@ -174,8 +174,10 @@ struct Dashboard<'a> {
     max_batch: usize,
     queue_len: usize,
     ready: bool,
-    requests: Vec<(String, u64)>,
+    /// (route, requests, average per second since start).
+    requests: Vec<(String, u64, String)>,
     faces_detected: u64,
+    uptime: String,
 }
 
 /// Requests served on `route` since start, every method and status.
@@ -211,9 +213,12 @@ pub async fn dashboard(State(app): State<Arc<Faces>>, op: Operator) -> Response 
         None
     };
     let info = app.batcher.info();
+    let secs = app.started.elapsed().as_secs();
     let mut requests = Vec::new();
     for route in ["/api/v1/detect", "/api/v1/mask"] {
-        requests.push((route.to_string(), requests_to(&app, route)));
+        let n = requests_to(&app, route);
+        let per_s = n as f64 / secs.max(1) as f64;
+        requests.push((route.to_string(), n, format!("{per_s:.2}")));
     }
     render(
         StatusCode::OK,
@@ -229,6 +234,7 @@ pub async fn dashboard(State(app): State<Arc<Faces>>, op: Operator) -> Response 
             ready: app.is_ready(),
             requests,
             faces_detected: app.metrics.faces_detected.get(),
+            uptime: format!("{}h {:02}m {:02}s", secs / 3600, secs / 60 % 60, secs % 60),
         },
     )
 }
