@@ -392,7 +392,7 @@ async fn keys_page(
     } else {
         StatusCode::OK
     };
-    match admin::list_keys(State(app), admin_of(&op), Query(q)).await {
+    match admin::list_keys(State(app), admin_of(op), Query(q)).await {
         Ok(page) => render(
             status,
             &KeysPage {

@@ -11,6 +11,7 @@ pub mod callbacks;
 pub mod caller;
 pub mod cli;
 pub mod clinic;
+pub mod console;
 pub mod envelope;
 pub mod identity;
 pub mod manage;
@@ -142,6 +143,10 @@ impl Family for Pbs {
         &[("login", "/auth/login"), ("studies", "/pbs")]
     }
 
+    fn console_pages(&self) -> &'static [(&'static str, &'static str)] {
+        &[("Studies", "/console/studies")]
+    }
+
     fn router(self: Arc<Self>) -> OpenApiRouter {
         // One `routes!` per path: the handlers' `#[utoipa::path]` give the
         // methods and document them.
@@ -158,6 +163,9 @@ impl Family for Pbs {
             .routes(routes!(api::request_tasks))
             .routes(routes!(api::study_status))
             .routes(routes!(api::study_report))
+            .routes(routes!(console::studies))
+            .routes(routes!(console::study))
+            .routes(routes!(console::study_file))
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.limits.max_body_bytes,
             ))

@@ -108,7 +108,7 @@ impl Workload for CropWork {
 
 pub use crate::config::CountParams;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CellKind {
     Rbc,
@@ -117,7 +117,7 @@ pub enum CellKind {
 }
 
 /// One counted cell, in the original image's pixels.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CellBox {
     pub kind: CellKind,
     pub x: u32,
@@ -125,7 +125,7 @@ pub struct CellBox {
     pub width: u32,
     pub height: u32,
     /// For red cells once classified: P(parasitized).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_parasitized: Option<f32>,
 }
 

@@ -140,6 +140,8 @@ async fn analyse_study(
         let analysed = cells::analyse(&clinic.cells, img, native, params, malaria, &watch).await;
         let result = match analysed {
             Ok((a, t)) => {
+                // The boxes behind the counts, for the console's overlay.
+                pbs.put_cells(id, &f.file_id, &a.cells)?;
                 let c = &a.counts;
                 for (kind, n) in [("rbc", c.rbc), ("wbc", c.wbc), ("platelet", c.platelets)] {
                     let counter = clinic.metrics.cells_counted.with_label_values(&[kind]);

@@ -1,6 +1,7 @@
 //! Records of the blood-smear (PBS) family: organisations, users, client
 //! signing keys, studies, their files and reports, the analysis queue,
-//! pending callbacks and seen token ids. All in sled trees of the one
+//! pending callbacks, seen token ids, and the cells each file's latest
+//! analysis found (for the console's overlays). All in sled trees of the one
 //! database; image bytes are blobs under `blobs/pbs/`.
 
 use std::collections::BTreeMap;
@@ -8,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::pipeline::CellBox;
 use crate::store::{dec, enc, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -147,6 +149,8 @@ pub struct PbsStore {
     pub(super) studies: sled::Tree,
     pub(super) callbacks: sled::Tree,
     pub(super) jti: sled::Tree,
+    /// Study id ++ file id -> the cells the file's latest analysis found.
+    pub(super) cells: sled::Tree,
     pub(super) db: sled::Db,
 }
 
@@ -161,6 +165,7 @@ impl PbsStore {
             studies: t("pbs_studies")?,
             callbacks: t("pbs_callbacks")?,
             jti: t("pbs_jti")?,
+            cells: t("pbs_cells")?,
             db: db.clone(),
         };
         s.scope_old_records()?;
@@ -409,6 +414,66 @@ impl PbsStore {
             }
         }
         Ok(out)
+    }
+
+    /// Every organisation's studies, newest first: page `page` (from 1) of
+    /// `per_page`, and how many there are in all.
+    pub fn list_studies(
+        &self,
+        page: usize,
+        per_page: usize,
+    ) -> Result<(Vec<StudyRecord>, usize), StoreError> {
+        let mut all = Vec::new();
+        for item in self.studies.iter() {
+            all.push(dec::<StudyRecord>(&item?.1)?);
+        }
+        // By time (RFC 3339 with a varying number of subsecond digits does
+        // not sort as text); the id breaks ties.
+        let when = |s: &StudyRecord| {
+            time::OffsetDateTime::parse(
+                &s.created_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map(|t| t.unix_timestamp_nanos())
+            .unwrap_or(0)
+        };
+        all.sort_by_cached_key(|s| (std::cmp::Reverse(when(s)), s.id));
+        let total = all.len();
+        let start = page.saturating_sub(1).saturating_mul(per_page);
+        let items = all.into_iter().skip(start).take(per_page).collect();
+        Ok((items, total))
+    }
+
+    fn cells_key(study: Uuid, file_id: &str) -> Vec<u8> {
+        let mut k = study.as_bytes().to_vec();
+        k.extend_from_slice(file_id.as_bytes());
+        k
+    }
+
+    /// Keep the cells an analysis of `file_id` found (replacing an older
+    /// analysis's).
+    pub fn put_cells(
+        &self,
+        study: Uuid,
+        file_id: &str,
+        cells: &[CellBox],
+    ) -> Result<(), StoreError> {
+        self.cells
+            .insert(Self::cells_key(study, file_id), enc(&cells))?;
+        Ok(())
+    }
+
+    /// The cells the latest analysis of `file_id` found; `None` when it was
+    /// analysed before these were kept, or not yet.
+    pub fn get_cells(
+        &self,
+        study: Uuid,
+        file_id: &str,
+    ) -> Result<Option<Vec<CellBox>>, StoreError> {
+        self.cells
+            .get(Self::cells_key(study, file_id))?
+            .map(|v| dec(&v))
+            .transpose()
     }
 
     // ---- callbacks an older version kept here (see callbacks::migrate_pending) ----
