@@ -2,7 +2,8 @@
 //! to `002_*.txt`, endpoint table in `skin-api.md`). This folder holds the
 //! analysis itself (library code and the `argusd skin analyze` command)
 //! and its HTTP surface ([`service`]: accounts, datasets, subjects,
-//! batches, uploads, results, history, websockets, webhooks, retention).
+//! batches, uploads, results, history, websockets, webhooks, retention)
+//! and its pages in the operator console ([`console`]).
 //!
 //! What is computed, and from what (each metric's formula and source is on
 //! its item):
@@ -19,8 +20,10 @@
 pub mod accounts;
 pub mod analyze;
 pub mod catalog;
+pub mod chart;
 pub mod cli;
 pub mod color;
+pub mod console;
 pub mod error;
 pub mod geometry;
 pub mod hooks;

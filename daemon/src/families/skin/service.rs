@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::records::SkinStore;
 use super::work::SkinBatchers;
-use super::{accounts, report, streams, v1, v3};
+use super::{accounts, console, report, streams, v1, v3};
 use crate::app::{App, Family};
 use crate::families::Startup;
 use crate::jobs::JobQueue;
@@ -228,8 +228,12 @@ fn routes() -> OpenApiRouter<Arc<Skin>> {
         routes!(v1::image_file),
         routes!(report::pdf),
     ];
-    all.into_iter()
-        .fold(OpenApiRouter::new(), |r, m| r.routes(both(m)))
+    // The console's pages need no trailing-slash twins.
+    let pages = OpenApiRouter::new()
+        .routes(routes!(console::subjects))
+        .routes(routes!(console::subject))
+        .routes(routes!(console::image_file));
+    all.into_iter().fold(pages, |r, m| r.routes(both(m)))
 }
 
 impl Family for Skin {
@@ -257,6 +261,10 @@ impl Family for Skin {
             ("login", "/api/v1/login/"),
             ("algorithms", "/api/v1/dicts/algorithms/"),
         ]
+    }
+
+    fn console_pages(&self) -> &'static [(&'static str, &'static str)] {
+        &[("Skin subjects", "/console/skin")]
     }
 
     fn router(self: Arc<Self>) -> OpenApiRouter {
