@@ -6,141 +6,25 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use chromiumoxide::browser::{Browser, BrowserConfig};
 use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::Page;
+use common::browser::{at, click, fill, js, shot, until, Chromium};
 use common::{start, Server, ROOT};
-use futures_util::StreamExt;
 
 const PW: &str = "correct-horse-battery";
 
-fn chromium() -> Option<PathBuf> {
-    std::env::var_os("ARGUS_CHROMIUM")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            [
-                "/usr/bin/chromium",
-                "/usr/bin/chromium-browser",
-                "/usr/bin/google-chrome",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|p| p.exists())
-}
-
-fn artefacts() -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-artifacts/console");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(page: &Page, name: &str) {
-    let path = artefacts().join(name);
-    page.save_screenshot(
-        ScreenshotParams::builder()
-            .format(CaptureScreenshotFormat::Png)
-            .full_page(true)
-            .build(),
-        &path,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
-}
-
-async fn js(page: &Page, expr: &str) -> serde_json::Value {
-    page.evaluate(expr)
-        .await
-        .unwrap_or_else(|e| panic!("{expr}: {e}"))
-        .into_value()
-        .unwrap_or(serde_json::Value::Null)
-}
-
-/// Wait until `expr` is true in the page (a navigation may be under way).
-async fn until(page: &Page, expr: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(v) = page.evaluate(expr).await {
-            if v.into_value::<bool>().unwrap_or(false) {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            shot(page, "timeout.png").await;
-            let html = page.content().await.unwrap_or_default();
-            let url = page.url().await.ok().flatten().unwrap_or_default();
-            panic!("timed out waiting for {what} at {url}:\n{html}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn fill(page: &Page, selector: &str, text: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap()
-        .type_str(text)
-        .await
-        .unwrap();
-}
-
-async fn click(page: &Page, selector: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-/// The path the page is on.
-async fn at(page: &Page) -> String {
-    js(page, "location.pathname")
-        .await
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_signs_in_creates_a_key_previews_masking_and_signs_out() {
-    let Some(exe) = chromium() else {
-        eprintln!("skipped: no chromium (apt-get install chromium, or set ARGUS_CHROMIUM)");
-        return;
-    };
     let s = start(|_| {}).await;
     s.new_admin("operator", PW).await;
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost.
     let base = s.base.replace("127.0.0.1", "localhost");
-    let profile = tempfile::tempdir().unwrap();
-    let config = BrowserConfig::builder()
-        .chrome_executable(exe)
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile.path())
-        .window_size(1280, 900)
-        .args([
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let Some(chrome) = Chromium::launch(1280, 900).await else {
+        return;
+    };
+    let browser = &chrome.browser;
 
     // Not signed in: the console sends us to the sign-in page.
     let page = browser.new_page(format!("{base}/console")).await.unwrap();
@@ -280,9 +164,7 @@ async fn an_operator_signs_in_creates_a_key_previews_masking_and_signs_out() {
     .await;
     shot(&page, "04-signed-out.png").await;
 
-    browser.close().await.unwrap();
-    let _ = browser.wait().await;
-    events.abort();
+    chrome.close().await;
     s.stop().await;
 }
 
@@ -403,32 +285,12 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
 /// operations are listed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_docs_render_in_the_browser() {
-    let Some(exe) = chromium() else {
-        eprintln!("skipped: no chromium (apt-get install chromium, or set ARGUS_CHROMIUM)");
-        return;
-    };
     let s = start(|_| {}).await;
     let base = s.base.replace("127.0.0.1", "localhost");
-    let profile = tempfile::tempdir().unwrap();
-    let config = BrowserConfig::builder()
-        .chrome_executable(exe)
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile.path())
-        .window_size(1280, 900)
-        .args([
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let Some(chrome) = Chromium::launch(1280, 900).await else {
+        return;
+    };
+    let browser = &chrome.browser;
     let page = browser.new_page(format!("{base}/docs")).await.unwrap();
     until(
         &page,
@@ -453,8 +315,6 @@ async fn the_api_docs_render_in_the_browser() {
     shot(&page, "05-api-docs.png").await;
     let drawn = js(&page, "document.querySelectorAll('.opblock').length").await;
     assert!(drawn.as_u64().unwrap() > 0, "no operation drawn");
-    browser.close().await.unwrap();
-    let _ = browser.wait().await;
-    events.abort();
+    chrome.close().await;
     s.stop().await;
 }

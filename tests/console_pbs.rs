@@ -9,17 +9,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argus::cli::manage::Command;
 use argus::families::pbs::manage::PbsCommand;
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::Page;
-use common::{fixture, json, start, Server, ROOT};
-use futures_util::StreamExt;
+use common::browser::{click, fill, js, shot, until, Chromium};
+use common::{fixture, json, start, Server};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -29,88 +24,6 @@ fn configure(c: &mut argus::config::Config) {
     c.pbs.public_host = "argus.test".into();
     // The smear fixture's red cells are ~100 px: analyse at the tuned scale.
     c.pbs.native_rbc_diameter_px = 100.0;
-}
-
-fn chromium() -> Option<PathBuf> {
-    std::env::var_os("ARGUS_CHROMIUM")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            [
-                "/usr/bin/chromium",
-                "/usr/bin/chromium-browser",
-                "/usr/bin/google-chrome",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|p| p.exists())
-}
-
-fn artefacts() -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-artifacts/console");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(page: &Page, name: &str) {
-    let path = artefacts().join(name);
-    page.save_screenshot(
-        ScreenshotParams::builder()
-            .format(CaptureScreenshotFormat::Png)
-            .full_page(true)
-            .build(),
-        &path,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
-}
-
-async fn js(page: &Page, expr: &str) -> Value {
-    page.evaluate(expr)
-        .await
-        .unwrap_or_else(|e| panic!("{expr}: {e}"))
-        .into_value()
-        .unwrap_or(Value::Null)
-}
-
-/// Wait until `expr` is true in the page (a navigation may be under way).
-async fn until(page: &Page, expr: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(v) = page.evaluate(expr).await {
-            if v.into_value::<bool>().unwrap_or(false) {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            shot(page, "pbs-timeout.png").await;
-            let html = page.content().await.unwrap_or_default();
-            let url = page.url().await.ok().flatten().unwrap_or_default();
-            panic!("timed out waiting for {what} at {url}:\n{html}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn fill(page: &Page, selector: &str, text: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap()
-        .type_str(text)
-        .await
-        .unwrap();
-}
-
-async fn click(page: &Page, selector: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap();
 }
 
 // ---- the PBS API, as tests/http_pbs.rs calls it ----
@@ -201,10 +114,6 @@ async fn counted_study(s: &Server, org: &str) -> (String, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
-    let Some(exe) = chromium() else {
-        eprintln!("skipped: no chromium (apt-get install chromium, or set ARGUS_CHROMIUM)");
-        return;
-    };
     let s = start(configure).await;
     s.new_admin("operator", PW).await;
     let (id, cbc) = counted_study(&s, "clinic-a").await;
@@ -215,26 +124,10 @@ async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost. A tablet's width.
     let base = s.base.replace("127.0.0.1", "localhost");
-    let profile = tempfile::tempdir().unwrap();
-    let config = BrowserConfig::builder()
-        .chrome_executable(exe)
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile.path())
-        .window_size(820, 1180)
-        .args([
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let Some(chrome) = Chromium::launch(820, 1180).await else {
+        return;
+    };
+    let browser = &chrome.browser;
 
     let page = browser
         .new_page(format!("{base}/console/studies"))
@@ -332,9 +225,7 @@ async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
     assert!(alt.as_str().unwrap().contains("cells marked"), "{alt}");
     shot(&page, "11-pbs-study.png").await;
 
-    browser.close().await.unwrap();
-    let _ = browser.wait().await;
-    events.abort();
+    chrome.close().await;
     s.stop().await;
 }
 

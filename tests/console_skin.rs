@@ -9,104 +9,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argus::cli::manage::Command;
 use argus::families::skin::cli::SkinCommand;
 use base64::Engine;
-use chromiumoxide::browser::{Browser, BrowserConfig};
-use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
-use chromiumoxide::page::ScreenshotParams;
-use chromiumoxide::Page;
-use common::{fixture, json, start, Server, ROOT};
-use futures_util::StreamExt;
+use common::browser::{click, fill, js, shot, until, Chromium};
+use common::{fixture, json, start, Server};
 use serde_json::{json, Value};
 
 const PW: &str = "correct-horse-battery";
 const FM2: &str = "8b5b3acc-480b-4412-8d2c-ebe6ab4384d7";
-
-fn chromium() -> Option<PathBuf> {
-    std::env::var_os("ARGUS_CHROMIUM")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain(
-            [
-                "/usr/bin/chromium",
-                "/usr/bin/chromium-browser",
-                "/usr/bin/google-chrome",
-            ]
-            .map(PathBuf::from),
-        )
-        .find(|p| p.exists())
-}
-
-fn artefacts() -> PathBuf {
-    let dir = Path::new(ROOT).join("target/test-artifacts/console");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn shot(page: &Page, name: &str) {
-    let path = artefacts().join(name);
-    page.save_screenshot(
-        ScreenshotParams::builder()
-            .format(CaptureScreenshotFormat::Png)
-            .full_page(true)
-            .build(),
-        &path,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
-}
-
-async fn js(page: &Page, expr: &str) -> Value {
-    page.evaluate(expr)
-        .await
-        .unwrap_or_else(|e| panic!("{expr}: {e}"))
-        .into_value()
-        .unwrap_or(Value::Null)
-}
-
-/// Wait until `expr` is true in the page (a navigation may be under way).
-async fn until(page: &Page, expr: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(v) = page.evaluate(expr).await {
-            if v.into_value::<bool>().unwrap_or(false) {
-                return;
-            }
-        }
-        if Instant::now() > deadline {
-            shot(page, "skin-timeout.png").await;
-            let html = page.content().await.unwrap_or_default();
-            let url = page.url().await.ok().flatten().unwrap_or_default();
-            panic!("timed out waiting for {what} at {url}:\n{html}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn fill(page: &Page, selector: &str, text: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap()
-        .type_str(text)
-        .await
-        .unwrap();
-}
-
-async fn click(page: &Page, selector: &str) {
-    page.find_element(selector)
-        .await
-        .unwrap_or_else(|e| panic!("{selector}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
 
 // ---- the skin API, as tests/http_skin.rs drives it ----
 
@@ -229,10 +142,6 @@ fn tinted(red: i16, light: i16) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_follows_a_subjects_skin_history() {
-    let Some(exe) = chromium() else {
-        eprintln!("skipped: no chromium (apt-get install chromium, or set ARGUS_CHROMIUM)");
-        return;
-    };
     let s = start(|_| {}).await;
     s.new_admin("operator", PW).await;
     let (token, path, sid) = subject(&s, "clinic-north", "Lisa").await;
@@ -244,27 +153,10 @@ async fn an_operator_follows_a_subjects_skin_history() {
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost.
     let base = s.base.replace("127.0.0.1", "localhost");
-    let profile = tempfile::tempdir().unwrap();
-    let config = BrowserConfig::builder()
-        .chrome_executable(exe)
-        .no_sandbox()
-        .new_headless_mode()
-        .user_data_dir(profile.path())
-        // A tablet held in landscape.
-        .window_size(1024, 768)
-        .args([
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .build()
-        .unwrap();
-    let (mut browser, mut handler) = Browser::launch(config).await.expect("chromium starts");
-    let events = tokio::spawn(async move { while handler.next().await.is_some() {} });
+    let Some(chrome) = Chromium::launch(1024, 768).await else {
+        return;
+    };
+    let browser = &chrome.browser;
 
     let page = browser
         .new_page(format!("{base}/console/skin"))
@@ -390,9 +282,7 @@ async fn an_operator_follows_a_subjects_skin_history() {
         3
     );
 
-    browser.close().await.unwrap();
-    let _ = browser.wait().await;
-    events.abort();
+    chrome.close().await;
     s.stop().await;
 }
 

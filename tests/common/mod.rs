@@ -2,6 +2,7 @@
 //! directory, the real model and the photos in tests/fixtures.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};
