@@ -277,6 +277,43 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
         "names are escaped"
     );
     assert!(body.contains("&lt;script&gt;") || body.contains("&#60;script&#62;"));
+
+    // The admin JSON API takes the same cookie, but not from another
+    // site or another service on this host (cookies ignore the port).
+    for (name, value) in [
+        ("sec-fetch-site", "same-site"),
+        ("origin", "http://localhost:3000"),
+    ] {
+        let r = client
+            .post(s.url("/api/v1/admin/api-keys"))
+            .header("cookie", &session)
+            .header("content-type", "text/plain")
+            .header(name, value)
+            .body(r#"{"name":"riding the cookie"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+    }
+    let same = client
+        .post(s.url("/api/v1/admin/api-keys"))
+        .header("cookie", &session)
+        .header("sec-fetch-site", "same-origin")
+        .json(&serde_json::json!({"name": "from the console"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 201);
+    let listed = client
+        .get(s.url("/api/v1/admin/api-keys"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!listed.contains("riding the cookie"));
     s.stop().await;
 }
 

@@ -110,6 +110,10 @@ pub enum ApiError {
     /// HTTP Basic challenge for the admin API.
     #[error("{0}")]
     UnauthorizedBasic(String),
+    /// Authenticated, but this request is not allowed (e.g. a cross-site
+    /// request riding on the session cookie).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     /// The upload did not arrive within `limits.body_read_timeout_secs`.
@@ -139,6 +143,7 @@ impl ApiError {
             Self::BadRequest(_) => ErrorKind::BadRequest,
             Self::Invalid(_) => ErrorKind::Invalid,
             Self::Unauthorized(_) | Self::UnauthorizedBasic(_) => ErrorKind::Unauthorized,
+            Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::NotFound(_) => ErrorKind::NotFound,
             Self::Timeout(_) => ErrorKind::Timeout,
             Self::PayloadTooLarge(_) => ErrorKind::PayloadTooLarge,

@@ -104,6 +104,7 @@ where
             let (store, h) = (app.store.clone(), sha256_hex(token.as_bytes()));
             if let Some(s) = tokio::task::spawn_blocking(move || store.get_session(&h)).await?? {
                 if s.expires_at > unix_now() {
+                    same_site_only(parts)?;
                     return Ok(AdminUser(s.username));
                 }
             }
@@ -154,6 +155,39 @@ where
         );
         Err(ApiError::UnauthorizedBasic("Invalid credentials".into()))
     }
+}
+
+/// A request that changes state on the strength of the session cookie
+/// must come from the appliance's own pages. SameSite=Strict keeps other
+/// sites' requests from carrying the cookie, but not other services on the
+/// same host (cookies ignore the port) or sibling subdomains; browsers say
+/// where a request comes from in `Sec-Fetch-Site` and `Origin`. Clients
+/// that send neither (curl with a cookie jar) are not browsers and pass.
+fn same_site_only(parts: &Parts) -> Result<(), ApiError> {
+    if matches!(
+        parts.method,
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) {
+        return Ok(());
+    }
+    let h = &parts.headers;
+    let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if fetch_site.is_some_and(|v| v != "same-origin") {
+        return Err(ApiError::Forbidden(
+            "Cross-site request refused: the admin session only works from this appliance's own pages".into(),
+        ));
+    }
+    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let (Some(o), Some(host)) = (origin, host) {
+        let o_host = o.split_once("://").map_or(o, |(_, rest)| rest);
+        if o == "null" || !o_host.eq_ignore_ascii_case(host) {
+            return Err(ApiError::Forbidden(
+                "Cross-origin request refused: the admin session only works from this appliance's own pages".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A caller of the face API: the API key it presented in `X-API-Key`

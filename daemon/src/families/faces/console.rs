@@ -121,7 +121,17 @@ pub async fn login(
             } else {
                 e.to_string()
             };
-            login_page(status, Some(&msg), &f.username)
+            // Keep the limiter's Retry-After on the page.
+            let retry = e
+                .into_response()
+                .headers()
+                .get(header::RETRY_AFTER)
+                .cloned();
+            let mut page = login_page(status, Some(&msg), &f.username);
+            if let Some(v) = retry {
+                page.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            page
         }
     }
 }

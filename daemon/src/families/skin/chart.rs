@@ -155,7 +155,8 @@ pub fn line_chart(s: &Series) -> Option<Chart> {
     let y = |v: f64| bottom - (v - y0) / (y1 - y0) * (bottom - top);
     let mut y_ticks = Vec::new();
     let mut v = y0;
-    while v <= y1 + step / 2.0 {
+    // Capped: a step below the values' float precision would never move.
+    while v <= y1 + step / 2.0 && y_ticks.len() < 20 {
         y_ticks.push(Tick {
             at: y(v),
             label: number(v, step),
