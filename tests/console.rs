@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use chromiumoxide::cdp::browser_protocol::dom::SetFileInputFilesParams;
-use common::browser::{at, click, fill, js, shot, until, Chromium};
+use common::browser::{at, browser_base, click, fill, js, shot, until, Chromium};
 use common::{start, Server, ROOT};
 
 const PW: &str = "correct-horse-battery";
@@ -20,7 +20,7 @@ async fn an_operator_signs_in_creates_a_key_previews_masking_and_signs_out() {
     s.new_admin("operator", PW).await;
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost.
-    let base = s.base.replace("127.0.0.1", "localhost");
+    let base = browser_base(&s.base);
     let Some(chrome) = Chromium::launch(1280, 900).await else {
         return;
     };
@@ -323,7 +323,7 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_docs_render_in_the_browser() {
     let s = start(|_| {}).await;
-    let base = s.base.replace("127.0.0.1", "localhost");
+    let base = browser_base(&s.base);
     let Some(chrome) = Chromium::launch(1280, 900).await else {
         return;
     };

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use argus::cli::manage::Command;
 use argus::families::pbs::manage::PbsCommand;
-use common::browser::{click, fill, js, shot, until, Chromium};
+use common::browser::{browser_base, click, js, shot, sign_in, until, Chromium};
 use common::{fixture, json, start, Server};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -123,7 +123,7 @@ async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
 
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost. A tablet's width.
-    let base = s.base.replace("127.0.0.1", "localhost");
+    let base = browser_base(&s.base);
     let Some(chrome) = Chromium::launch(820, 1180).await else {
         return;
     };
@@ -133,15 +133,7 @@ async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
         .new_page(format!("{base}/console/studies"))
         .await
         .unwrap();
-    until(
-        &page,
-        "location.pathname === '/console/login' && !!document.getElementById('sign-in')",
-        "the sign-in page",
-    )
-    .await;
-    fill(&page, "#username", "operator").await;
-    fill(&page, "#password", PW).await;
-    click(&page, "#sign-in").await;
+    sign_in(&page, "operator", PW).await;
     until(&page, "location.pathname === '/console'", "the dashboard").await;
 
     // The list: the study, its organisation and state, and the navigation.

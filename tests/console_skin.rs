@@ -14,7 +14,7 @@ use std::time::Duration;
 use argus::cli::manage::Command;
 use argus::families::skin::cli::SkinCommand;
 use base64::Engine;
-use common::browser::{click, fill, js, shot, until, Chromium};
+use common::browser::{browser_base, click, js, shot, sign_in, until, Chromium};
 use common::{fixture, json, start, Server};
 use serde_json::{json, Value};
 
@@ -152,7 +152,7 @@ async fn an_operator_follows_a_subjects_skin_history() {
 
     // localhost, not 127.0.0.1: the browser keeps the console's Secure
     // cookies on plain HTTP only for localhost.
-    let base = s.base.replace("127.0.0.1", "localhost");
+    let base = browser_base(&s.base);
     let Some(chrome) = Chromium::launch(1024, 768).await else {
         return;
     };
@@ -162,15 +162,7 @@ async fn an_operator_follows_a_subjects_skin_history() {
         .new_page(format!("{base}/console/skin"))
         .await
         .unwrap();
-    until(
-        &page,
-        "location.pathname === '/console/login' && !!document.getElementById('sign-in')",
-        "the sign-in page",
-    )
-    .await;
-    fill(&page, "#username", "operator").await;
-    fill(&page, "#password", PW).await;
-    click(&page, "#sign-in").await;
+    sign_in(&page, "operator", PW).await;
     until(
         &page,
         "!!document.getElementById('backend')",

@@ -171,3 +171,16 @@ pub async fn at(page: &Page) -> String {
         .unwrap_or("")
         .to_string()
 }
+
+/// On the sign-in page the console sent `page` to: sign in as `user`.
+pub async fn sign_in(page: &Page, user: &str, password: &str) {
+    until(
+        page,
+        "location.pathname === '/console/login' && !!document.getElementById('sign-in')",
+        "the sign-in page",
+    )
+    .await;
+    fill(page, "#username", user).await;
+    fill(page, "#password", password).await;
+    click(page, "#sign-in").await;
+}
