@@ -38,6 +38,7 @@ fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: b
         positive_count: malaria.then_some(pos as u64),
         negative_count: malaria.then_some(neg as u64),
         timings_ms: None,
+        differential: None,
     }
 }
 
@@ -317,6 +318,7 @@ fn build_report(
                 })
                 .collect(),
             model: "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",
+            differential: None,
             created_at: created_at.to_string(),
         }),
     };

@@ -424,14 +424,16 @@ pub struct ReportView {
     pub report: BTreeMap<String, serde_json::Value>,
 }
 
-/// A task's report as stored (`CBC_COUNTS` or `MALARIA_ANY_ANY`); the
-/// runner serializes one of these two structs into the study.
+/// A task's report as stored (`CBC_COUNTS`, `MALARIA_ANY_ANY` or
+/// `WBC_DIFFERENTIAL`); the runner serializes one of these structs into the
+/// study.
 #[derive(ToSchema)]
 #[serde(untagged)]
 #[schema(as = pbs::TaskReport)]
 pub enum TaskReport {
     Cbc(CbcReport),
     Malaria(MalariaReport),
+    Differential(WbcDifferentialReport),
 }
 
 /// What one file gave, kept in the study as it comes (so a restart resumes
@@ -451,6 +453,10 @@ pub struct FileResult {
     pub negative_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timings_ms: Option<serde_json::Value>,
+    /// Every white cell found, classified (absent: the file was analysed
+    /// before the differential existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential: Option<Vec<DifferentialCell>>,
 }
 
 /// One file's counts in a `CBC_COUNTS` report.
@@ -476,6 +482,96 @@ pub struct CbcReport {
     /// The model that counted them.
     #[schema(value_type = String)]
     pub model: &'static str,
+    /// The white-cell differential of the same cells (absent when a file
+    /// was analysed before the differential existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub differential: Option<WbcDifferential>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The classes of the white-cell differential, in report order: the
+/// leukocyte classes, then `erythroblast` (nucleated red cells, reported
+/// per 100 leukocytes as labs do, not as a share of them).
+pub const DIFFERENTIAL_CLASSES: [&str; 8] = [
+    "neutrophil_segmented",
+    "neutrophil_band",
+    "lymphocyte",
+    "monocyte",
+    "eosinophil",
+    "basophil",
+    "immature_granulocyte",
+    "erythroblast",
+];
+
+/// One class of a differential.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+#[schema(as = pbs::DifferentialClass)]
+pub struct DifferentialClass {
+    /// One of [`DIFFERENTIAL_CLASSES`].
+    #[schema(example = "lymphocyte")]
+    pub class: String,
+    /// Cells classified as this class.
+    pub count: u64,
+    /// Percent of the classified leukocytes (for `erythroblast`: per 100
+    /// classified leukocytes). 0 when no leukocyte was classified.
+    pub percent: f64,
+}
+
+/// One white cell of a differential, for review by a technologist.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
+#[schema(as = pbs::DifferentialCell)]
+pub struct DifferentialCell {
+    /// Bounding box in the original photo's pixels.
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    /// The class, or absent when the classifier was not confident enough
+    /// (or called it something that is not a white cell): the cell is
+    /// counted under `review`, never forced into a class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// The classifier's probability per class (the differential classes
+    /// plus `platelet`), summing to 1.
+    pub probabilities: BTreeMap<String, f32>,
+}
+
+/// One file's part of a differential.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = pbs::DifferentialFile)]
+pub struct DifferentialFile {
+    pub file_id: String,
+    pub classes: Vec<DifferentialClass>,
+    /// White cells left for review.
+    pub review: u64,
+    pub cells: Vec<DifferentialCell>,
+}
+
+/// A white-cell differential: counts and percentages per class over the
+/// cells seen in the uploaded fields, plus the cells left for review.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = pbs::WbcDifferential)]
+pub struct WbcDifferential {
+    /// Leukocytes given a class (erythroblasts not included).
+    pub leukocytes_classified: u64,
+    /// White cells the classifier left for review.
+    pub review: u64,
+    pub classes: Vec<DifferentialClass>,
+    pub files: Vec<DifferentialFile>,
+    /// The classifier.
+    #[schema(value_type = String)]
+    pub model: &'static str,
+    /// The top class's probability below which a cell is left for review.
+    pub min_confidence: f32,
+}
+
+/// The `WBC_DIFFERENTIAL` report.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::WbcDifferentialReport)]
+pub struct WbcDifferentialReport {
+    #[serde(flatten)]
+    pub differential: WbcDifferential,
     /// RFC 3339.
     pub created_at: String,
 }
