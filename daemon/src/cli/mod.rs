@@ -132,6 +132,29 @@ pub enum TrainModel {
         #[arg(long)]
         init: Option<PathBuf>,
     },
+    /// The white-cell classifier of the differential, on PBC.
+    Wbc {
+        /// Tar of PBC's JPEGs in one folder per class.
+        #[arg(long, default_value = "../shared/data/pbc/pbc_normal.tar")]
+        data: PathBuf,
+        #[arg(long, default_value = "models/wbc")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        #[arg(long, default_value_t = 20261130)]
+        seed: u64,
+        /// Share of images held out, in percent.
+        #[arg(long, default_value_t = 15)]
+        holdout_pct: u64,
+        /// Top-class probability below which a cell is left for review (for
+        /// the report's figures; the daemon's own is `cells.wbc_min_confidence`).
+        #[arg(long, default_value_t = 0.7)]
+        min_confidence: f32,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -372,6 +395,39 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 init,
             };
             let report = tokio::task::spawn_blocking(move || crate::train::malaria::train(&args))
+                .await
+                .map_err(|e| CliError::Failed(e.to_string()))?
+                .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok(0)
+        }
+        Command::Train {
+            model:
+                TrainModel::Wbc {
+                    data,
+                    out,
+                    epochs,
+                    batch,
+                    lr,
+                    seed,
+                    holdout_pct,
+                    min_confidence,
+                },
+        } => {
+            let args = crate::train::wbc::TrainArgs {
+                data,
+                out,
+                epochs,
+                batch,
+                lr,
+                seed,
+                holdout_pct,
+                min_confidence,
+            };
+            let report = tokio::task::spawn_blocking(move || crate::train::wbc::train(&args))
                 .await
                 .map_err(|e| CliError::Failed(e.to_string()))?
                 .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;

@@ -10,6 +10,7 @@ pub mod malaria;
 pub mod nhwc;
 pub mod ops;
 pub mod unet;
+pub mod wbc;
 
 use std::path::Path;
 
