@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod pbs;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};

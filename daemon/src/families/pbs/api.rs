@@ -889,19 +889,27 @@ pub async fn study_status(
     ))
 }
 
-/// Which revision of a report to read.
+/// Which revision of a report to read, and in which form.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReportQuery {
     /// A revision number from 1, or `latest` (the default).
     #[param(example = "latest")]
     version: Option<String>,
+    /// `json` (the default: the envelope) or `fhir`: the report alone as an
+    /// HL7 FHIR R4 `DiagnosticReport` (`application/fhir+json`) with its
+    /// observations, specimen and device contained.
+    #[param(example = "fhir")]
+    format: Option<String>,
 }
 
 /// A task's report on a study: the latest revision, or `version`.
 ///
-/// `results.report` holds the one report under the task's name. Roles:
-/// admin, user, service (not device).
+/// `results.report` holds the one report under the task's name. With
+/// `format=fhir` the answer is the report alone as an HL7 FHIR R4
+/// `DiagnosticReport` (`application/fhir+json`, not enveloped; errors stay
+/// in the envelope). Counts are of cells seen in the uploaded fields, not
+/// concentrations. Roles: admin, user, service (not device).
 #[utoipa::path(
     get,
     path = "/pbs/{id}/report/{task}",
@@ -915,9 +923,13 @@ pub struct ReportQuery {
         ReportQuery,
     ),
     responses(
-        (status = 200, description = "The report.", body = EnvelopeBody<schema::ReportView>),
-        (status = 400, description = "An unknown task, or a query that does not parse.",
-         body = ErrorBody),
+        (status = 200, description = "The report: the envelope, or with `format=fhir` a FHIR R4 \
+         `DiagnosticReport` (https://hl7.org/fhir/R4/diagnosticreport.html) with contained \
+         `Observation`s, `Specimen` and `Device`.",
+         content((EnvelopeBody<schema::ReportView> = "application/json"),
+                 (Value = "application/fhir+json"))),
+        (status = 400, description = "An unknown task or `format`, or a query that does not \
+         parse.", body = ErrorBody),
         (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
         (status = 403, description = "The token's role may not read reports.",
          body = ErrorBody),
@@ -934,7 +946,7 @@ pub async fn study_report(
     Path((id, task)): Path<(String, String)>,
     Query(q): Query<ReportQuery>,
     caller: Caller<access::ReadReport>,
-) -> Res {
+) -> Result<Response, PbsError> {
     let started = Instant::now();
     let p = caller.0;
     let s = own_study(&app, &p, &id).await?;
@@ -955,6 +967,15 @@ pub async fn study_report(
             known_tasks()
         )));
     }
+    let fhir = match q.format.as_deref() {
+        None | Some("") | Some("json") => false,
+        Some("fhir") => true,
+        Some(f) => {
+            return Err(PbsError::BadRequest(format!(
+                "unknown format {f:?}; formats: json (the default), fhir"
+            )))
+        }
+    };
     let versions = s.reports.get(&task).map(Vec::as_slice).unwrap_or(&[]);
     if versions.is_empty() {
         return Err(if s.tasks.contains(&task) {
@@ -979,6 +1000,17 @@ pub async fn study_report(
                 ))
             })?,
     };
+    if fhir {
+        let src = super::fhir::Source::study(&s, &task, n);
+        let report = super::fhir::diagnostic_report(&task, &versions[n - 1], &src)
+            .map_err(|e| PbsError::Internal(e.to_string()))?;
+        let body = serde_json::to_vec(&report).map_err(|e| PbsError::Internal(e.to_string()))?;
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, super::fhir::CONTENT_TYPE)],
+            body,
+        )
+            .into_response());
+    }
     Ok(Envelope::ok(
         StatusCode::OK,
         schema::ReportView {
@@ -988,5 +1020,6 @@ pub async fn study_report(
             report: BTreeMap::from([(task.clone(), versions[n - 1].clone())]),
         },
         started,
-    ))
+    )
+    .into_response())
 }

@@ -8,9 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Subcommand;
+use sha2::Digest;
+use uuid::Uuid;
 
+use super::fhir;
 use super::manage::PbsCommand;
 use super::pipeline;
+use super::schema::{self, CbcFile, CbcReport, MalariaFile, MalariaReport};
 use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -45,6 +49,12 @@ pub enum PbsAction {
         /// Write each red-cell crop the classifier saw here, named with its P(parasitized).
         #[arg(long)]
         crops_dir: Option<PathBuf>,
+        /// Print one HL7 FHIR R4 Bundle (type collection) for all the photos
+        /// together: a DiagnosticReport for CBC_COUNTS, and with --malaria one
+        /// for MALARIA_ANY_ANY, as `GET /pbs/{id}/report/{task}?format=fhir`
+        /// gives. Nothing is printed unless every photo was analysed.
+        #[arg(long, conflicts_with = "json")]
+        fhir: bool,
     },
     /// P(parasitized) of single-cell crops, each made 50x50 grayscale. Make
     /// crops from smear photos with `argusd pbs count --crops-dir DIR PHOTO`;
@@ -162,6 +172,7 @@ where
             rbc_diameter_px,
             malaria,
             crops_dir,
+            fhir,
         } => {
             count(
                 config,
@@ -171,6 +182,7 @@ where
                     rbc_diameter_px,
                     malaria,
                     crops_dir,
+                    fhir,
                 },
             )
             .await
@@ -185,6 +197,7 @@ struct CountArgs {
     rbc_diameter_px: Option<f32>,
     malaria: bool,
     crops_dir: Option<PathBuf>,
+    fhir: bool,
 }
 
 /// `argusd pbs count`: cells per smear photo, optionally the red-cell crops.
@@ -195,7 +208,10 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         rbc_diameter_px,
         malaria,
         crops_dir,
+        fhir,
     } = args;
+    let started_at = crate::store::now_rfc3339();
+    let mut counted = Counted::default();
     let malaria = malaria || crops_dir.is_some();
     let inputs = crate::offline::expand(&images).map_err(CliError::Usage)?;
     let b = local_cell_batchers(config)?;
@@ -220,6 +236,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         };
         let res = async {
             let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+            let file_id = format!("sha224-i-{}", hex::encode(sha2::Sha224::digest(&bytes)));
             let img = crate::imaging::decode(&bytes, &limits)
                 .map_err(|e| e.to_string())?
                 .image;
@@ -241,16 +258,17 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                         .map_err(|e| e.to_string())?;
                 }
             }
-            Ok::<_, String>(r)
+            Ok::<_, String>((r, file_id))
         }
         .await;
         bar.inc(1);
         bar.suspend(|| match res {
-            Ok((a, t)) if json => println!(
+            Ok(((a, _), file_id)) if fhir => counted.add(&a, file_id, name.clone(), config),
+            Ok(((a, t), _)) if json => println!(
                 "{}",
                 serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
             ),
-            Ok((a, _)) => {
+            Ok(((a, _), _)) => {
                 let (pos, neg) = pipeline::malaria_counts(&a, &config.cells);
                 println!(
                     "{}: {}x{}, rbc {}, wbc {}, platelets {}{}",
@@ -276,7 +294,94 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
     bar.finish_and_clear();
     b.tiles.shutdown();
     b.crops.shutdown();
+    if fhir && failed == 0 {
+        let reports = counted
+            .fhir(malaria, &started_at, &config.cells)
+            .map_err(|e| CliError::Failed(e.to_string()))?;
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+    }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// What `pbs count --fhir` collects from each photo.
+#[derive(Default)]
+struct Counted {
+    cbc: Vec<CbcFile>,
+    malaria: Vec<MalariaFile>,
+    names: Vec<String>,
+}
+
+impl Counted {
+    fn add(&mut self, a: &pipeline::SmearAnalysis, file_id: String, name: String, config: &Config) {
+        let (pos, neg) = pipeline::malaria_counts(a, &config.cells);
+        self.cbc.push(CbcFile {
+            file_id: file_id.clone(),
+            rbc: a.counts.rbc as u64,
+            wbc: a.counts.wbc as u64,
+            platelets: a.counts.platelets as u64,
+        });
+        self.malaria.push(MalariaFile {
+            file_id,
+            positive_count: Some(pos as u64),
+            negative_count: Some(neg as u64),
+        });
+        self.names.push(name);
+    }
+
+    /// The photos' reports, as the server would store them, in FHIR.
+    fn fhir(
+        self,
+        malaria: bool,
+        started_at: &str,
+        params: &pipeline::CountParams,
+    ) -> Result<serde_json::Value, fhir::FhirError> {
+        let now = crate::store::now_rfc3339();
+        let sum = |f: fn(&CbcFile) -> u64| self.cbc.iter().map(f).sum();
+        let cbc = CbcReport {
+            rbc: sum(|f| f.rbc),
+            wbc: sum(|f| f.wbc),
+            platelets: sum(|f| f.platelets),
+            files: self.cbc,
+            model: schema::CBC_MODEL,
+            differential: None,
+            created_at: now.clone(),
+        };
+        let src = |task: &str| fhir::Source {
+            id: format!(
+                "{}-{}",
+                Uuid::new_v4(),
+                task.to_ascii_lowercase().replace('_', "-")
+            ),
+            identifier: None,
+            patient_proxy_id: None,
+            received_at: started_at.to_string(),
+            fields: self.names.clone(),
+        };
+        let mut reports = vec![fhir::diagnostic_report(
+            "CBC_COUNTS",
+            &serde_json::to_value(&cbc).expect("reports serialize"),
+            &src("CBC_COUNTS"),
+        )?];
+        if malaria {
+            let m = MalariaReport {
+                positive_count: self.malaria.iter().filter_map(|f| f.positive_count).sum(),
+                negative_count: self.malaria.iter().filter_map(|f| f.negative_count).sum(),
+                files: self.malaria,
+                model: schema::MALARIA_MODEL,
+                parasite_threshold: params.parasite_threshold,
+                created_at: now.clone(),
+            };
+            reports.push(fhir::diagnostic_report(
+                "MALARIA_ANY_ANY",
+                &serde_json::to_value(&m).expect("reports serialize"),
+                &src("MALARIA_ANY_ANY"),
+            )?);
+        }
+        Ok(fhir::bundle(&reports, &now))
+    }
 }
 
 /// Largest and smallest side, in pixels, of an image taken as one cell:

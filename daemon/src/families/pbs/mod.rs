@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clinic;
 pub mod console;
 pub mod envelope;
+pub mod fhir;
 pub mod identity;
 pub mod manage;
 pub mod org;

@@ -469,6 +469,11 @@ pub struct CbcFile {
     pub platelets: u64,
 }
 
+/// The model named in `CBC_COUNTS` reports.
+pub const CBC_MODEL: &str = "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)";
+/// The model named in `MALARIA_ANY_ANY` reports.
+pub const MALARIA_MODEL: &str = "malaria_cnn (argus, trained on NIH malaria cell images)";
+
 /// The `CBC_COUNTS` report: counts in total and per file.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = pbs::CbcReport)]

@@ -1,0 +1,521 @@
+//! The blood-smear (PBS) family's FHIR R4 reports: every one validated
+//! against the official FHIR R4 JSON schema (tests/fixtures/fhir), built
+//! from a hand-made differential and served by the real server for real
+//! studies (`GET /pbs/{id}/report/{task}?format=fhir`), with the numbers
+//! checked against the JSON report.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use argus::families::pbs::fhir::{self, Source, DIFFERENTIAL_LOINC, LOCAL, LOINC, SNOMED};
+use argus::families::pbs::schema::{
+    DifferentialCell, DifferentialClass, DifferentialFile, WbcDifferential, WbcDifferentialReport,
+    DIFFERENTIAL_CLASSES,
+};
+use common::pbs::{call, configure, login, new_study, setup_org, upload, wait_ready};
+use common::{fixture, start, ROOT};
+use serde_json::{json, Value};
+
+/// The official schema, compiled once (it is 3 MB; compiling takes a while).
+fn validator() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let text = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/fhir/fhir.schema.json"))
+            .expect("the FHIR schema fixture");
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::draft6::new(&schema).expect("the FHIR schema compiles")
+    })
+}
+
+/// Panics with every schema error of `resource`.
+fn assert_valid_fhir(resource: &Value) {
+    let errors: Vec<String> = validator()
+        .iter_errors(resource)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not valid FHIR R4 ({} errors):\n{}\n{}",
+        errors.len(),
+        errors.join("\n"),
+        serde_json::to_string_pretty(resource).unwrap()
+    );
+}
+
+/// The contained resource with `id`.
+fn contained<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["contained"]
+        .as_array()
+        .expect("contained")
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no contained {id}: {report}"))
+}
+
+/// The contained observation coded `system|code`.
+fn observation<'a>(report: &'a Value, system: &str, code: &str) -> &'a Value {
+    report["contained"]
+        .as_array()
+        .expect("contained")
+        .iter()
+        .filter(|r| r["resourceType"] == "Observation")
+        .find(|o| {
+            o["code"]["coding"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["system"] == system && c["code"] == code)
+        })
+        .unwrap_or_else(|| panic!("no observation {system}|{code}"))
+}
+
+/// Every `result` resolves to a contained Observation, and each contained
+/// Observation is a result.
+fn check_references(report: &Value) {
+    let results: Vec<&str> = report["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|r| r["reference"].as_str().expect("local reference"))
+        .collect();
+    for r in &results {
+        let id = r.strip_prefix('#').expect("a contained reference");
+        assert_eq!(contained(report, id)["resourceType"], "Observation");
+    }
+    let observations = report["contained"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["resourceType"] == "Observation")
+        .count();
+    assert_eq!(observations, results.len());
+    assert_eq!(report["specimen"][0]["reference"], "#specimen");
+    assert_eq!(contained(report, "specimen")["resourceType"], "Specimen");
+    assert_eq!(contained(report, "device")["resourceType"], "Device");
+}
+
+fn cells(o: &Value) -> u64 {
+    assert_eq!(o["valueQuantity"]["code"], "{cells}", "{o}");
+    assert_eq!(o["valueQuantity"]["system"], "http://unitsofmeasure.org");
+    o["valueQuantity"]["value"].as_u64().expect("a whole count")
+}
+
+fn hand_made_differential() -> WbcDifferentialReport {
+    // 40 leukocytes classified (erythroblasts not among them), 3 for review.
+    let counts = [14u64, 2, 12, 5, 3, 1, 3, 2];
+    let leukocytes: u64 = counts[..7].iter().sum();
+    let classes: Vec<DifferentialClass> = DIFFERENTIAL_CLASSES
+        .iter()
+        .zip(counts)
+        .map(|(c, n)| DifferentialClass {
+            class: c.to_string(),
+            count: n,
+            percent: 100.0 * n as f64 / leukocytes as f64,
+        })
+        .collect();
+    let cell = |class: Option<&str>| DifferentialCell {
+        x: 10,
+        y: 20,
+        width: 30,
+        height: 30,
+        class: class.map(String::from),
+        probabilities: [("lymphocyte".to_string(), 0.4), ("monocyte".into(), 0.35)]
+            .into_iter()
+            .collect(),
+    };
+    WbcDifferentialReport {
+        differential: WbcDifferential {
+            leukocytes_classified: leukocytes,
+            review: 3,
+            classes: classes.clone(),
+            files: vec![DifferentialFile {
+                file_id: "sha224-i-00".into(),
+                classes,
+                review: 3,
+                cells: vec![cell(None), cell(None), cell(None), cell(Some("lymphocyte"))],
+            }],
+            model: "wbc_classifier (test)",
+            min_confidence: 0.6,
+        },
+        created_at: "2025-05-01T09:31:12Z".into(),
+    }
+}
+
+#[test]
+fn a_differential_is_valid_fhir_with_each_loinc_code_on_its_class() {
+    let r = hand_made_differential();
+    let stored = serde_json::to_value(&r).unwrap();
+    let src = Source {
+        id: "c7d453a9-676d-4b9f-a505-8a9021b76dfd-wbc-differential-v1".into(),
+        identifier: Some("c7d453a9-676d-4b9f-a505-8a9021b76dfd/WBC_DIFFERENTIAL/1".into()),
+        patient_proxy_id: Some("PPID12345".into()),
+        received_at: "2025-05-01T09:30:00Z".into(),
+        fields: vec!["sha224-i-00".into()],
+    };
+    let report =
+        serde_json::to_value(fhir::diagnostic_report("WBC_DIFFERENTIAL", &stored, &src).unwrap())
+            .unwrap();
+    assert_valid_fhir(&report);
+    check_references(&report);
+    assert_eq!(report["resourceType"], "DiagnosticReport");
+    assert_eq!(report["status"], "final");
+    assert_eq!(report["code"]["coding"][0]["code"], "69738-3");
+    assert_eq!(report["subject"]["identifier"]["value"], "PPID12345");
+    assert_eq!(report["issued"], "2025-05-01T09:31:12Z");
+
+    // Each class's observation: its LOINC term, its percent, its count.
+    let d = &r.differential;
+    for (class, code, _) in DIFFERENTIAL_LOINC {
+        let c = d.classes.iter().find(|c| c.class == class).unwrap();
+        let o = observation(&report, LOINC, code);
+        let local = o["code"]["coding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["system"] == LOCAL)
+            .unwrap();
+        assert_eq!(local["code"], class, "LOINC {code} is on {}", local["code"]);
+        let v = o["valueQuantity"]["value"].as_f64().unwrap();
+        assert!(
+            (v - c.percent).abs() < 1e-3,
+            "{class}: {v} vs {}",
+            c.percent
+        );
+        let unit = if class == "erythroblast" {
+            "/100{WBCs}"
+        } else {
+            "%"
+        };
+        assert_eq!(o["valueQuantity"]["code"], unit, "{class}");
+        assert_eq!(o["component"][0]["valueQuantity"]["value"], c.count);
+    }
+    // The codes themselves, spelled out (a swapped table would pass above).
+    for (class, code) in [
+        ("neutrophil_segmented", "32200-8"),
+        ("neutrophil_band", "764-1"),
+        ("lymphocyte", "736-9"),
+        ("monocyte", "5905-5"),
+        ("eosinophil", "713-8"),
+        ("basophil", "706-2"),
+        ("immature_granulocyte", "71695-1"),
+        ("erythroblast", "58413-6"),
+    ] {
+        let o = observation(&report, LOCAL, class);
+        assert!(
+            o["code"]["coding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["system"] == LOINC && c["code"] == code),
+            "{class} is not coded {code}: {o}"
+        );
+    }
+    // Neutrophils (770-8) are segmented + band.
+    let n = observation(&report, LOINC, "770-8");
+    let want = 100.0 * 16.0 / 40.0;
+    assert!((n["valueQuantity"]["value"].as_f64().unwrap() - want).abs() < 1e-3);
+    assert_eq!(n["component"][0]["valueQuantity"]["value"], 16);
+    // The cells left for review, and the classifier with its threshold.
+    assert_eq!(cells(observation(&report, LOCAL, "wbc-review")), 3);
+    assert_eq!(
+        cells(observation(&report, LOCAL, "leukocytes-classified")),
+        40
+    );
+    let device = contained(&report, "device");
+    assert!(device["version"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["value"] == "wbc_classifier (test)"));
+    assert_eq!(device["property"][0]["valueQuantity"][0]["value"], 0.6);
+
+    // No subject without a patient proxy id; the schema still holds.
+    let anonymous = Source {
+        patient_proxy_id: None,
+        ..src
+    };
+    let report = serde_json::to_value(
+        fhir::diagnostic_report("WBC_DIFFERENTIAL", &stored, &anonymous).unwrap(),
+    )
+    .unwrap();
+    assert!(report.get("subject").is_none());
+    assert!(contained(&report, "specimen").get("subject").is_none());
+    assert_valid_fhir(&report);
+}
+
+#[test]
+fn the_schema_check_catches_what_is_not_fhir() {
+    // The validator is not vacuous: broken reports fail it.
+    let src = Source {
+        id: "x".into(),
+        identifier: None,
+        patient_proxy_id: None,
+        received_at: "2025-05-01T09:30:00Z".into(),
+        fields: vec![],
+    };
+    let stored = serde_json::to_value(hand_made_differential()).unwrap();
+    let good =
+        serde_json::to_value(fhir::diagnostic_report("WBC_DIFFERENTIAL", &stored, &src).unwrap())
+            .unwrap();
+    assert_valid_fhir(&good);
+    let mut bad = good.clone();
+    bad["status"] = json!("done");
+    assert!(
+        !validator().is_valid(&bad),
+        "a status outside the code list"
+    );
+    let mut bad = good.clone();
+    bad["issued"] = json!("yesterday");
+    assert!(!validator().is_valid(&bad), "an instant that is not one");
+    let mut bad = good.clone();
+    bad["contained"][2]["valueQuantity"]["value"] = json!("12");
+    assert!(!validator().is_valid(&bad), "a decimal given as a string");
+    let mut bad = good;
+    bad["conclusions"] = json!("typo");
+    assert!(!validator().is_valid(&bad), "an element R4 does not have");
+    // A report that is not the task's is refused, not guessed at.
+    assert!(fhir::diagnostic_report("CBC_COUNTS", &stored, &src).is_err());
+    assert!(fhir::diagnostic_report("PBS_V1", &stored, &src).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_served_as_fhir_and_agree_with_the_json() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-f").await;
+    let token = login(&s, "lab@clinic-f.test").await;
+    let id = new_study(&s, &token, json!({"patient_proxy_id": "PPID-F1"})).await;
+    let (st, v) = upload(
+        &s,
+        &id,
+        "file_name=full.jpg",
+        &token,
+        fixture("smear_cbc.jpg"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS", "MALARIA_ANY_ANY"]})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let done = wait_ready(&s, &id, &token).await;
+    assert_eq!(done["results"]["report_status"], "ready", "{done}");
+
+    let fhir_of = |task: &str, query: &str| {
+        let url = s.url(&format!("/pbs/{id}/report/{task}?format=fhir{query}"));
+        let rb = s.client.get(url).header("Authorization", &token);
+        async move {
+            let r = rb.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+            assert!(ct.starts_with("application/fhir+json"), "{ct}");
+            r.json::<Value>().await.unwrap()
+        }
+    };
+
+    // CBC_COUNTS: the counts are the JSON report's, coded locally as counts.
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    let cbc = &v["results"]["report"]["CBC_COUNTS"];
+    let report = fhir_of("CBC_COUNTS", "").await;
+    assert_valid_fhir(&report);
+    check_references(&report);
+    assert_eq!(report["resourceType"], "DiagnosticReport");
+    assert_eq!(report["status"], "final");
+    assert_eq!(report["subject"]["identifier"]["value"], "PPID-F1");
+    assert_eq!(
+        report["identifier"][0]["value"],
+        format!("{id}/CBC_COUNTS/1")
+    );
+    assert_eq!(report["issued"], cbc["created_at"]);
+    for (code, key) in [
+        ("rbc-seen", "rbc"),
+        ("wbc-seen", "wbc"),
+        ("platelets-seen", "platelets"),
+    ] {
+        let o = observation(&report, LOCAL, code);
+        assert_eq!(cells(o), cbc[key].as_u64().unwrap(), "{code}");
+        assert!(o["note"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("not a concentration"));
+    }
+    assert!(cbc["rbc"].as_u64().unwrap() > 0, "{cbc}");
+    // No concentration term anywhere (6690-2 WBC, 789-8 RBC, 777-3 PLT).
+    let text = report.to_string();
+    for code in ["6690-2", "789-8", "777-3", "57021-8"] {
+        assert!(!text.contains(&format!("\"{code}\"")), "{code} in {text}");
+    }
+    let device = contained(&report, "device");
+    assert!(device["version"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|v| v["value"] == cbc["model"]));
+    // Explicit `version=1` and `format=json` keep answering as before.
+    let again = fhir_of("CBC_COUNTS", "&version=1").await;
+    assert_eq!(again["id"], report["id"]);
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS?format=json"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(&v["results"]["report"]["CBC_COUNTS"], cbc);
+
+    // MALARIA_ANY_ANY: the finding and counts agree with the JSON report.
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/MALARIA_ANY_ANY"),
+        &token,
+        None,
+    )
+    .await;
+    let m = &v["results"]["report"]["MALARIA_ANY_ANY"];
+    let (pos, neg) = (
+        m["positive_count"].as_u64().unwrap(),
+        m["negative_count"].as_u64().unwrap(),
+    );
+    assert!(pos + neg > 0, "{m}");
+    let report = fhir_of("MALARIA_ANY_ANY", "").await;
+    assert_valid_fhir(&report);
+    check_references(&report);
+    let finding = observation(&report, LOINC, "51587-4");
+    let value = &finding["valueCodeableConcept"]["coding"][0];
+    assert_eq!(value["system"], SNOMED);
+    let want = if pos > 0 { "260373001" } else { "260415000" };
+    assert_eq!(value["code"], want, "{pos} positive");
+    assert_eq!(cells(observation(&report, LOCAL, "rbc-parasitized")), pos);
+    assert_eq!(
+        cells(observation(&report, LOCAL, "rbc-classified")),
+        pos + neg
+    );
+    let share = observation(&report, LOCAL, "rbc-parasitized-percent");
+    assert_eq!(share["valueQuantity"]["code"], "%");
+    let got = share["valueQuantity"]["value"].as_f64().unwrap();
+    assert!((got - 100.0 * pos as f64 / (pos + neg) as f64).abs() < 1e-3);
+    assert_eq!(
+        contained(&report, "device")["property"][0]["valueQuantity"][0]["value"],
+        m["parasite_threshold"]
+    );
+
+    // An unknown format: 400 in the PBS envelope.
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS?format=xml"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("fhir"), "{v}");
+    assert!(v["results"].is_null());
+    // Errors stay enveloped with format=fhir too.
+    let (st, _) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS?format=fhir&version=9"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404);
+
+    // The OpenAPI document names the parameter and the FHIR answer.
+    let doc: Value = s
+        .client
+        .get(s.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let op = &doc["paths"]["/pbs/{id}/report/{task}"]["get"];
+    assert!(op["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "format" && p["in"] == "query"));
+    assert!(op["responses"]["200"]["content"]
+        .get("application/fhir+json")
+        .is_some());
+    s.stop().await;
+}
+
+#[test]
+fn the_cli_prints_a_bundle_of_the_photos_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = format!("{ROOT}/tests/fixtures/smear_cbc.jpg");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+            .current_dir(ROOT)
+            .env("ARGUS_STATE_DIR", tmp.path())
+            .env("ARGUS_LOG_FORMAT", "json")
+            .env("ARGUS_BACKEND", "cpu")
+            .env_remove("ARGUS_CONFIG")
+            .args(["pbs", "count", "--rbc-diameter-px", "100"])
+            .args(extra)
+            .arg(&photo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The same photo's counts, as `--json` prints them.
+    let plain: Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
+    let counts = &plain["analysis"]["counts"];
+    let bundle: Value = serde_json::from_str(&run(&["--fhir", "--malaria"])).unwrap();
+    assert_valid_fhir(&bundle);
+    assert_eq!(bundle["resourceType"], "Bundle");
+    assert_eq!(bundle["type"], "collection");
+    let reports: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    assert_eq!(reports.len(), 2);
+    let cbc = reports[0];
+    check_references(cbc);
+    assert!(cbc.get("subject").is_none(), "the CLI knows no patient");
+    for (code, key) in [
+        ("rbc-seen", "rbc"),
+        ("wbc-seen", "wbc"),
+        ("platelets-seen", "platelets"),
+    ] {
+        assert_eq!(
+            cells(observation(cbc, LOCAL, code)),
+            counts[key].as_u64().unwrap(),
+            "{code}"
+        );
+    }
+    let malaria = reports[1];
+    check_references(malaria);
+    let classified = cells(observation(malaria, LOCAL, "rbc-classified"));
+    assert!(
+        classified > 0 && classified <= counts["rbc"].as_u64().unwrap(),
+        "{classified}"
+    );
+    observation(malaria, LOINC, "51587-4");
+}
