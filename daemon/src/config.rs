@@ -76,10 +76,19 @@ pub struct PbsConfig {
     pub max_file_bytes: usize,
     /// Most files one study may hold.
     pub max_files_per_study: usize,
-    /// Red-cell diameter in the clinic's photos, in pixels (from the
-    /// microscope's microns per pixel: ~7.5 um divided by um/px). 0: assume
-    /// photos at the scale BCCD was taken at.
+    /// Red-cell diameter in the clinic's photos, in pixels, used only for a
+    /// photo whose own red cells cannot be measured (too few clean single
+    /// cells, or a measure no red cell has; the photo's result then carries
+    /// a warning). Every other photo is analysed at the size measured from
+    /// it (`imaging::rbc_size`), so photos at any magnification count
+    /// alike. 0: use 7.5 um at `microns_per_px` if that is set, else BCCD's
+    /// ~100 px.
     pub native_rbc_diameter_px: f32,
+    /// The camera's microns per pixel at the sample. When set, each photo's
+    /// red-cell diameter is also reported in microns (with a warning when
+    /// it is outside what red cells measure), and 7.5 um at this scale is
+    /// the fallback size when `native_rbc_diameter_px` is 0. 0: unknown.
+    pub microns_per_px: f32,
     /// Extra PEM root certificates trusted for callback URLs (besides the
     /// public web roots), e.g. a clinic's own CA. Empty: none.
     pub callback_ca_file: PathBuf,
@@ -99,6 +108,7 @@ impl Default for PbsConfig {
             max_file_bytes: 30 * 1024 * 1024,
             max_files_per_study: 200,
             native_rbc_diameter_px: 0.0,
+            microns_per_px: 0.0,
             callback_ca_file: PathBuf::new(),
             callback_max_attempts: 12,
             callback_retry_base_ms: 2000,
@@ -626,6 +636,17 @@ impl Config {
         }
         if self.state_dir.as_os_str().is_empty() {
             p.push("state_dir must be set".into());
+        }
+        for (name, v) in [
+            (
+                "pbs.native_rbc_diameter_px",
+                self.pbs.native_rbc_diameter_px,
+            ),
+            ("pbs.microns_per_px", self.pbs.microns_per_px),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                p.push(format!("{name} must be 0 (unset) or positive, got {v}"));
+            }
         }
         if p.is_empty() {
             Ok(())

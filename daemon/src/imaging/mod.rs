@@ -5,6 +5,7 @@ pub mod budget;
 pub mod decode;
 pub mod encode;
 pub mod mask;
+pub mod rbc_size;
 pub mod resize;
 pub mod segment;
 pub mod smear;

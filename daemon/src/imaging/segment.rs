@@ -166,6 +166,38 @@ pub fn distance_transform(fg: &[bool], width: usize, height: usize) -> Vec<f32> 
     out
 }
 
+/// Exact squared Euclidean distance from each pixel to the nearest pixel of
+/// `sources` (0 on a source; pixels outside the map are not sources;
+/// `f32::INFINITY`-like 1e20 when there is none).
+pub fn squared_distance_to(sources: &[bool], width: usize, height: usize) -> Vec<f32> {
+    const INF: f32 = 1e20;
+    let mut grid: Vec<f32> = sources.iter().map(|&s| if s { 0.0 } else { INF }).collect();
+    let n = width.max(height);
+    let (mut f, mut d, mut v, mut z) = (
+        vec![0f32; n],
+        vec![0f32; n],
+        vec![0usize; n],
+        vec![0f32; n + 1],
+    );
+    for x in 0..width {
+        for y in 0..height {
+            f[y] = grid[y * width + x];
+        }
+        edt_1d(&f[..height], &mut d[..height], &mut v, &mut z);
+        for y in 0..height {
+            grid[y * width + x] = d[y].min(INF);
+        }
+    }
+    for y in 0..height {
+        f[..width].copy_from_slice(&grid[y * width..(y + 1) * width]);
+        edt_1d(&f[..width], &mut d[..width], &mut v, &mut z);
+        for (g, &dd) in grid[y * width..(y + 1) * width].iter_mut().zip(&d[..width]) {
+            *g = dd.min(INF);
+        }
+    }
+    grid
+}
+
 #[derive(PartialEq)]
 struct Item {
     priority: f32,

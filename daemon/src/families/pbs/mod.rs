@@ -19,6 +19,7 @@ pub mod manage;
 pub mod org;
 pub mod pipeline;
 pub mod runner;
+pub mod scale;
 pub mod schema;
 pub mod store;
 

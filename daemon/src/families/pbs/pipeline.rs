@@ -1,6 +1,16 @@
-//! Blood-smear analysis: scale normalisation -> CLAHE -> tiles through the
-//! three cell UNets (batched) -> counts from the stitched maps -> red-cell
-//! crops through the malaria classifier (batched).
+//! Blood-smear analysis: red-cell size of the photo -> scale normalisation
+//! -> CLAHE -> tiles through the three cell UNets (batched) -> counts from
+//! the stitched maps -> red-cell crops through the malaria classifier
+//! (batched).
+//!
+//! Scale: the nets were trained on red cells ~`rbc_diameter_px` (50 px)
+//! across. Each photo's own red-cell diameter is measured from its colours
+//! (Otsu mask of the green channel, holes filled, median equivalent
+//! diameter of the clean single round cells: [`crate::imaging::rbc_size`]),
+//! and the photo is resampled by `rbc_diameter_px / diameter`, so the same
+//! smear gives the same counts at any magnification. When the photo gives
+//! no usable measure, the operator's size is used instead, with a warning
+//! ([`super::scale`]).
 //!
 //! Counting (all sizes relative to the expected red-cell diameter `d` the
 //! image is resampled to):
@@ -106,6 +116,7 @@ impl Workload for CropWork {
     }
 }
 
+pub use super::scale::{RbcScale, ScaleSettings};
 pub use crate::config::CountParams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -146,6 +157,10 @@ pub struct SmearAnalysis {
     pub counts: Counts,
     pub cells: Vec<CellBox>,
     pub tiles: usize,
+    /// The red-cell size the photo was analysed at and how it was found
+    /// (`None` when counted from maps alone, as the evaluation tools do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_size: Option<RbcScale>,
     #[serde(skip)]
     rbc_labels: Vec<u32>,
     /// Watershed regions of `rbc_labels`, in the order of the Rbc entries of `cells`.
@@ -209,19 +224,24 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Red-cell diameter assumed when the photo's is not known: BCCD's
-/// (its red-cell boxes are ~100 px across in 640x480 photos).
+/// Red-cell diameter assumed when neither the photo nor the config gives
+/// one: BCCD's (its red-cell boxes are ~100 px across in 640x480 photos).
 pub const ASSUMED_NATIVE_RBC_PX: f32 = 100.0;
 
+/// Smallest and largest resampling factor: a photo is reduced at most 10x
+/// and enlarged at most 4x (beyond that, enlarging adds no detail).
+pub const MIN_SCALE: f32 = 0.1;
+pub const MAX_SCALE: f32 = 4.0;
+
 /// The resampling factor that brings red cells to `params.rbc_diameter_px`.
-/// `native_diameter_px`: the red-cell diameter in this image, when known
-/// (from the microscope's microns per pixel: ~7.5 um / um-per-px).
+/// `native_diameter_px`: the red-cell diameter in this image
+/// ([`super::scale::estimate`]); `None` or nonsense: BCCD's.
 pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
     let native = match native_diameter_px {
         Some(d) if d.is_finite() && d > 1.0 => d,
         _ => ASSUMED_NATIVE_RBC_PX,
     };
-    (params.rbc_diameter_px / native).clamp(0.1, 4.0)
+    (params.rbc_diameter_px / native).clamp(MIN_SCALE, MAX_SCALE)
 }
 
 /// Resample, equalise and tile. Blocking.
@@ -319,6 +339,7 @@ pub fn count(
         },
         cells,
         tiles: maps.len(),
+        rbc_size: None,
         rbc_labels,
         rbc_regions,
         scaled_w: sw,
@@ -470,24 +491,29 @@ pub struct CellBatchers {
     pub crops: Batcher<CropWork>,
 }
 
-/// Analyse one decoded smear photo end to end: counts, boxes and, when
-/// `malaria` is set, P(parasitized) for every red cell. `watch` reports
-/// each tile and stops the analysis between tiles ([`CellError::Stopped`]).
+/// Analyse one decoded smear photo end to end: its red-cell size (measured
+/// or as `sizes` says), counts, boxes and, when `malaria` is set,
+/// P(parasitized) for every red cell. `watch` reports each tile and stops
+/// the analysis between tiles ([`CellError::Stopped`]).
 pub async fn analyse(
     b: &CellBatchers,
     img: std::sync::Arc<RgbImage>,
-    native_rbc_diameter: Option<f32>,
+    sizes: &ScaleSettings,
     params: CountParams,
     malaria: bool,
     watch: &Watch<'_>,
 ) -> Result<(SmearAnalysis, CellTimings), CellError> {
     let mut timings = CellTimings::default();
-    let scale = scale_for(native_rbc_diameter, &params);
     let t = Instant::now();
     let prep_img = img.clone();
-    let (tiles, sw, sh) = tokio::task::spawn_blocking(move || prepare(&prep_img, scale))
-        .await
-        .map_err(|e| CellError::Inference(e.to_string()))??;
+    let sizes = *sizes;
+    let (rbc_size, (tiles, sw, sh), scale) = tokio::task::spawn_blocking(move || {
+        let rbc_size = super::scale::estimate(&prep_img, &sizes, &params);
+        let scale = scale_for(Some(rbc_size.rbc_diameter_px), &params);
+        prepare(&prep_img, scale).map(|p| (rbc_size, p, scale))
+    })
+    .await
+    .map_err(|e| CellError::Inference(e.to_string()))??;
     timings.preprocess_ms = ms(t);
     let t = Instant::now();
     let maps = run_tiles(&b.tiles, &tiles, watch).await?;
@@ -510,6 +536,7 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.count_ms = ms(t);
+    analysis.rbc_size = Some(rbc_size);
     if malaria && !crops.is_empty() {
         let t = Instant::now();
         let (indices, crops): (Vec<usize>, Vec<Vec<u8>>) = crops.into_iter().unzip();

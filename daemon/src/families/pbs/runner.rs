@@ -39,6 +39,7 @@ fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: b
         negative_count: malaria.then_some(neg as u64),
         timings_ms: None,
         differential: None,
+        rbc_size: a.rbc_size.clone(),
     }
 }
 
@@ -55,8 +56,7 @@ async fn analyse_study(
     let malaria = study.tasks.iter().any(|t| t == "MALARIA_ANY_ANY");
     let total = study.files.len().max(1);
     let params = clinic.config.cells;
-    let native = (clinic.config.pbs.native_rbc_diameter_px > 0.0)
-        .then_some(clinic.config.pbs.native_rbc_diameter_px);
+    let sizes = cells::ScaleSettings::from_config(&clinic.config.pbs);
     let limits = DecodeLimits {
         max_pixels: clinic.config.limits.max_pixels,
         formats: ["jpeg", "png", "webp", "bmp", "tiff", "gif"]
@@ -138,7 +138,7 @@ async fn analyse_study(
             on_tile: Some(&on_tile),
             stop: Some(shutdown.clone()),
         };
-        let analysed = cells::analyse(&clinic.cells, img, native, params, malaria, &watch).await;
+        let analysed = cells::analyse(&clinic.cells, img, &sizes, params, malaria, &watch).await;
         let result = match analysed {
             Ok((a, t)) => {
                 // The boxes behind the counts, for the console's overlay.
@@ -315,6 +315,7 @@ fn build_report(
                     rbc: r.rbc,
                     wbc: r.wbc,
                     platelets: r.platelets,
+                    rbc_size: r.rbc_size.clone(),
                 })
                 .collect(),
             model: "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",

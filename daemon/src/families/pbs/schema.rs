@@ -9,6 +9,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::scale::RbcScale;
 use super::store::{KeyRecord, StudyRecord, UserRecord};
 
 /// A user of an organisation.
@@ -457,6 +458,10 @@ pub struct FileResult {
     /// before the differential existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub differential: Option<Vec<DifferentialCell>>,
+    /// The red-cell size the photo was analysed at (absent in results kept
+    /// before it was measured per photo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_size: Option<RbcScale>,
 }
 
 /// One file's counts in a `CBC_COUNTS` report.
@@ -467,6 +472,10 @@ pub struct CbcFile {
     pub rbc: u64,
     pub wbc: u64,
     pub platelets: u64,
+    /// The photo's red-cell size, measured from the photo, that it was
+    /// resampled from before counting, and any warning about it (null for
+    /// files analysed before sizes were measured per photo).
+    pub rbc_size: Option<RbcScale>,
 }
 
 /// The model named in `CBC_COUNTS` reports.

@@ -1,0 +1,296 @@
+//! Check the red-cell size estimate (`imaging::rbc_size`) and the counts it
+//! leads to on BCCD (`../shared/data/bccd`, MIT).
+//!
+//!     cargo run --release --example bccd_scale -- --split train
+//!     cargo run --release --example bccd_scale -- --split val --counts --factors 0.5,1,2
+//!
+//! Size: per photo, the estimate against the median box side ((w + h) / 2)
+//! of its isolated red cells (boxes not cut by the photo's edge and not
+//! overlapping any other box; BCCD leaves many overlapping cells unboxed, so
+//! counts of boxes are no measure of size). Printed: the ratio's median,
+//! spread and the share of photos within 10% and 20%, and the raw
+//! calibration factor `box / (estimate / BOX_PER_MASK)` (fit on train only).
+//!
+//! Counts (`--counts`): each photo resampled by each factor, its red-cell
+//! size estimated, brought to the nets' scale and counted with the default
+//! parameters on the CPU backend; white-cell exact rate and platelet MAE
+//! against the boxes, and the agreement with the photo's own native-size
+//! counts (white cells equal, red cells within 10%, platelets within 1).
+//! The data is read from ../shared/data; nothing of it is written anywhere.
+
+use std::path::{Path, PathBuf};
+
+use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet};
+use argus::families::pbs::pipeline::{self as cells, CountParams};
+use argus::families::pbs::scale::{self, ScaleSettings};
+use argus::imaging::rbc_size;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+#[derive(Default)]
+struct Truth {
+    rbc: usize,
+    wbc: usize,
+    plt: usize,
+    /// Median side of the isolated red-cell boxes, if there are 3 or more.
+    rbc_box_px: Option<f32>,
+    isolated: usize,
+    /// Median side of the red-cell boxes not cut by the edge, if 3 or more.
+    uncut_box_px: Option<f32>,
+}
+
+fn tag(s: &str, name: &str) -> Option<i64> {
+    let a = s.find(&format!("<{name}>"))? + name.len() + 2;
+    let b = s[a..].find(&format!("</{name}>"))? + a;
+    s[a..b].trim().parse::<f64>().ok().map(|v| v.round() as i64)
+}
+
+fn truth(xml: &str) -> Truth {
+    let (w, h) = (
+        tag(xml, "width").unwrap_or(0),
+        tag(xml, "height").unwrap_or(0),
+    );
+    let mut boxes = Vec::new();
+    let mut t = Truth::default();
+    for obj in xml.split("<object>").skip(1) {
+        let name = obj
+            .split("<name>")
+            .nth(1)
+            .and_then(|s| s.split("</name>").next())
+            .unwrap_or("");
+        let b = [
+            tag(obj, "xmin"),
+            tag(obj, "ymin"),
+            tag(obj, "xmax"),
+            tag(obj, "ymax"),
+        ];
+        match name {
+            "RBC" => t.rbc += 1,
+            "WBC" => t.wbc += 1,
+            "Platelets" => t.plt += 1,
+            _ => {}
+        }
+        if let [Some(x0), Some(y0), Some(x1), Some(y1)] = b {
+            boxes.push((name == "RBC", [x0, y0, x1, y1]));
+        }
+    }
+    let overlaps =
+        |a: &[i64; 4], b: &[i64; 4]| a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+    let mut sides: Vec<f32> = boxes
+        .iter()
+        .enumerate()
+        .filter(|(_, (rbc, b))| *rbc && b[0] > 1 && b[1] > 1 && b[2] < w - 1 && b[3] < h - 1)
+        .filter(|(i, (_, b))| {
+            boxes
+                .iter()
+                .enumerate()
+                .all(|(j, (_, o))| j == *i || !overlaps(b, o))
+        })
+        .map(|(_, (_, b))| ((b[2] - b[0]) + (b[3] - b[1])) as f32 / 2.0)
+        .collect();
+    t.isolated = sides.len();
+    if sides.len() >= 3 {
+        sides.sort_by(f32::total_cmp);
+        t.rbc_box_px = Some(sides[sides.len() / 2]);
+    }
+    let mut uncut: Vec<f32> = boxes
+        .iter()
+        .filter(|(rbc, b)| *rbc && b[0] > 1 && b[1] > 1 && b[2] < w - 1 && b[3] < h - 1)
+        .map(|(_, b)| ((b[2] - b[0]) + (b[3] - b[1])) as f32 / 2.0)
+        .collect();
+    if uncut.len() >= 3 {
+        uncut.sort_by(f32::total_cmp);
+        t.uncut_box_px = Some(uncut[uncut.len() / 2]);
+    }
+    t
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn quantile(v: &[f32], q: f32) -> f32 {
+    let mut v = v.to_vec();
+    v.sort_by(f32::total_cmp);
+    v[((v.len() - 1) as f32 * q).round() as usize]
+}
+
+fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
+    if f == 1.0 {
+        return img.clone();
+    }
+    let w = (img.width() as f32 * f).round() as u32;
+    let h = (img.height() as f32 * f).round() as u32;
+    image::imageops::resize(img, w, h, image::imageops::FilterType::CatmullRom)
+}
+
+/// Counts of one photo at the scale its estimate gives.
+fn counts(
+    unets: &mut CpuBackend,
+    img: &image::RgbImage,
+    params: &CountParams,
+) -> anyhow::Result<(cells::Counts, scale::RbcScale)> {
+    let s = scale::estimate(img, &ScaleSettings::default(), params);
+    let f = cells::scale_for(Some(s.rbc_diameter_px), params);
+    let (tiles, sw, sh) = cells::prepare(img, f)?;
+    let mut maps = Vec::with_capacity(tiles.count);
+    for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
+        let count = chunk.len() / tiles.tile(0).len();
+        match unets.run(Batch::CellTiles {
+            data: chunk.to_vec(),
+            count,
+        })? {
+            BatchOutput::CellTiles(m) => maps.extend(m),
+            _ => anyhow::bail!("unexpected output"),
+        }
+    }
+    let a = cells::count(&maps, tiles.cols, sw, sh, f, img.dimensions(), params);
+    Ok((a.counts, s))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let data = PathBuf::from(arg(&args, "--data").unwrap_or(format!("{ROOT}/../shared/data/bccd")));
+    let split = arg(&args, "--split").unwrap_or("train".into());
+    let limit: usize = arg(&args, "--limit")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(usize::MAX);
+    let factors: Vec<f32> = arg(&args, "--factors")
+        .unwrap_or("0.5,0.75,1,1.5,2".into())
+        .split(',')
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()?;
+    let verbose = args.iter().any(|a| a == "--verbose");
+    let only = arg(&args, "--id");
+    let ids: Vec<String> = std::fs::read_to_string(data.join(format!("{split}.txt")))?
+        .lines()
+        .filter(|l| only.as_ref().is_none_or(|o| l.trim() == o))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
+        .take(limit)
+        .collect();
+    let load = |id: &str| -> anyhow::Result<(image::RgbImage, Truth)> {
+        let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
+        let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
+        Ok((img, truth(&xml)))
+    };
+
+    // Size against the boxes.
+    let (mut isolated, mut uncut) = (Vec::new(), Vec::new());
+    let mut no_estimate = 0;
+    for id in &ids {
+        let (img, t) = load(id)?;
+        let m = rbc_size::measure(&img);
+        if verbose {
+            println!(
+                "{id}: estimate {:?} from {} cells; boxes: isolated {} median {:?}, uncut median {:?}",
+                m.diameter_px, m.cells, t.isolated, t.rbc_box_px, t.uncut_box_px
+            );
+        }
+        let Some(d) = m.diameter_px else {
+            no_estimate += 1;
+            continue;
+        };
+        isolated.extend(t.rbc_box_px.map(|b| d / b));
+        uncut.extend(t.uncut_box_px.map(|b| d / b));
+    }
+    println!("{split}: {} photos; no estimate {no_estimate}", ids.len());
+    for (what, ratios) in [
+        ("isolated boxes (3 or more)", &isolated),
+        ("boxes not cut by the edge (3 or more)", &uncut),
+    ] {
+        if ratios.is_empty() {
+            continue;
+        }
+        let within = |tol: f32| ratios.iter().filter(|r| (*r - 1.0).abs() <= tol).count();
+        let n = ratios.len() as f32;
+        println!(
+            "  estimate / median side of {what}: median {:.3}, IQR {:.3}-{:.3}, 5-95% {:.3}-{:.3}; within 10% {:.1}%, within 20% {:.1}% (n={})",
+            quantile(ratios, 0.5),
+            quantile(ratios, 0.25),
+            quantile(ratios, 0.75),
+            quantile(ratios, 0.05),
+            quantile(ratios, 0.95),
+            100.0 * within(0.1) as f32 / n,
+            100.0 * within(0.2) as f32 / n,
+            ratios.len()
+        );
+        println!(
+            "    calibration: BOX_PER_MASK would be {:.3} (it is {})",
+            rbc_size::BOX_PER_MASK / quantile(ratios, 0.5),
+            rbc_size::BOX_PER_MASK
+        );
+    }
+    if !args.iter().any(|a| a == "--counts") {
+        return Ok(());
+    }
+
+    let models = ModelPaths::in_dir(Path::new(&format!("{ROOT}/models")));
+    let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16)?;
+    let params = CountParams::default();
+    #[derive(Default, Clone, Copy)]
+    struct Tally {
+        n: usize,
+        wbc_exact: usize,
+        plt_abs: usize,
+        same_wbc: usize,
+        rbc_in_10: usize,
+        plt_in_1: usize,
+        fallback: usize,
+    }
+    let mut tallies = vec![Tally::default(); factors.len()];
+    for id in &ids {
+        let (img, t) = load(id)?;
+        let (native, native_size) = counts(&mut unets, &img, &params)?;
+        for (f, tally) in factors.iter().zip(tallies.iter_mut()) {
+            let (c, s) = if *f == 1.0 {
+                (native.clone(), native_size.clone())
+            } else {
+                counts(&mut unets, &resample(&img, *f), &params)?
+            };
+            tally.n += 1;
+            tally.wbc_exact += (c.wbc == t.wbc) as usize;
+            tally.plt_abs += c.platelets.abs_diff(t.plt);
+            tally.same_wbc += (c.wbc == native.wbc) as usize;
+            tally.rbc_in_10 +=
+                ((c.rbc as f32 - native.rbc as f32).abs() <= 0.1 * native.rbc as f32) as usize;
+            tally.plt_in_1 += (c.platelets.abs_diff(native.platelets) <= 1) as usize;
+            tally.fallback += (s.source != scale::ScaleSource::Photo) as usize;
+            if verbose {
+                println!(
+                    "{id} x{f}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
+                    s.rbc_diameter_px,
+                    s.source,
+                    c.rbc,
+                    c.wbc,
+                    c.platelets,
+                    native.rbc,
+                    native.wbc,
+                    native.platelets,
+                    t.rbc,
+                    t.wbc,
+                    t.plt
+                );
+            }
+        }
+    }
+    println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
+    println!("|---|---|---|---|---|---|---|");
+    for (f, t) in factors.iter().zip(&tallies) {
+        let n = t.n.max(1) as f32;
+        let pct = |k: usize| 100.0 * k as f32 / n;
+        println!(
+            "| {f} | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.1}% | {} |",
+            pct(t.wbc_exact),
+            t.plt_abs as f32 / n,
+            pct(t.same_wbc),
+            pct(t.rbc_in_10),
+            pct(t.plt_in_1),
+            t.fallback
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,301 @@
+//! The red-cell size each smear photo is analysed at: measured from the
+//! photo ([`crate::imaging::rbc_size`]), or, when the photo gives no
+//! trustworthy measure, the operator's `pbs.native_rbc_diameter_px`, the
+//! size `pbs.microns_per_px` implies (7.5 um cells), or BCCD's ~100 px, in
+//! that order, with a warning saying so. The pipeline then resamples the
+//! photo so red cells are `cells.rbc_diameter_px` across.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::pipeline::{self, CountParams};
+use crate::config::PbsConfig;
+use crate::imaging::rbc_size;
+
+/// Typical diameter of a normal red cell, microns (normocytes are 6-9 um;
+/// ~7.5 um in fixed, stained thin smears).
+pub const TYPICAL_RBC_UM: f32 = 7.5;
+
+/// Red cells narrower than this many pixels lose the detail the nets need
+/// (the edge between touching cells, platelets next to them): counted, but
+/// with a warning.
+pub const SMALLEST_RELIABLE_PX: f32 = 15.0;
+
+/// A measured diameter under this many pixels cannot be red cells (it is
+/// stain debris or noise taken for cells): it is not used.
+pub const SMALLEST_PLAUSIBLE_PX: f32 = 6.0;
+
+/// Diameters, in microns, outside which a measure with a known
+/// `microns_per_px` is worth a warning (beyond marked micro- and
+/// macrocytosis: more likely a wrong `microns_per_px`).
+pub const PLAUSIBLE_UM: (f32, f32) = (4.5, 12.0);
+
+/// How the red-cell size of the photos is decided.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ScaleSettings {
+    /// Red cells are this many pixels across: no estimate is made
+    /// (`argusd pbs count --rbc-diameter-px`).
+    pub given_px: Option<f32>,
+    /// The operator's diameter for photos that give no estimate
+    /// (`pbs.native_rbc_diameter_px`).
+    pub fallback_px: Option<f32>,
+    /// The camera's microns per pixel (`pbs.microns_per_px`).
+    pub microns_per_px: Option<f32>,
+}
+
+impl ScaleSettings {
+    /// The settings of the config's `[pbs]` section (0 means unset).
+    pub fn from_config(pbs: &PbsConfig) -> Self {
+        let set = |v: f32| (v.is_finite() && v > 0.0).then_some(v);
+        Self {
+            given_px: None,
+            fallback_px: set(pbs.native_rbc_diameter_px),
+            microns_per_px: set(pbs.microns_per_px),
+        }
+    }
+}
+
+/// Where the red-cell size a photo was analysed at came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = pbs::ScaleSource)]
+pub enum ScaleSource {
+    /// Measured from the photo's own red cells.
+    Photo,
+    /// Given for the run (`argusd pbs count --rbc-diameter-px`).
+    Given,
+    /// The photo gave no usable measure: `pbs.native_rbc_diameter_px`.
+    Configured,
+    /// The photo gave no usable measure: 7.5 um at `pbs.microns_per_px`.
+    MicronsPerPx,
+    /// The photo gave no usable measure and nothing is configured: BCCD's
+    /// ~100 px.
+    Assumed,
+}
+
+/// The red-cell size one photo was analysed at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(as = pbs::RbcSize)]
+pub struct RbcScale {
+    /// Red-cell diameter in the photo, pixels: the one the photo was
+    /// resampled from (to `cells.rbc_diameter_px`).
+    pub rbc_diameter_px: f32,
+    /// The same in microns, when `pbs.microns_per_px` is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rbc_diameter_um: Option<f32>,
+    /// Where `rbc_diameter_px` came from.
+    pub source: ScaleSource,
+    /// The photo's own measure, pixels, when it gave one (also when it was
+    /// not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_px: Option<f32>,
+    /// Clean single red cells the measure is the median of.
+    pub cells_measured: usize,
+    /// Why the counts of this photo may be off (its cells too small for
+    /// the nets, no usable measure, a size no red cell has); absent when
+    /// none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// The diameter when the photo's own measure is not used, and its source.
+fn fallback(s: &ScaleSettings) -> (f32, ScaleSource) {
+    if let Some(d) = s.fallback_px {
+        (d, ScaleSource::Configured)
+    } else if let Some(um) = s.microns_per_px {
+        (TYPICAL_RBC_UM / um, ScaleSource::MicronsPerPx)
+    } else {
+        (pipeline::ASSUMED_NATIVE_RBC_PX, ScaleSource::Assumed)
+    }
+}
+
+fn describe(source: ScaleSource) -> &'static str {
+    match source {
+        ScaleSource::Configured => "pbs.native_rbc_diameter_px",
+        ScaleSource::MicronsPerPx => "7.5 um at pbs.microns_per_px",
+        _ => "BCCD's size; set pbs.native_rbc_diameter_px or pbs.microns_per_px",
+    }
+}
+
+/// Decide the red-cell size of a photo of `dims` from its measure.
+pub fn decide(
+    measured: rbc_size::RbcSize,
+    dims: (u32, u32),
+    settings: &ScaleSettings,
+    params: &CountParams,
+) -> RbcScale {
+    let mut warnings = Vec::new();
+    let (diameter, source) = match (settings.given_px, measured.diameter_px) {
+        (Some(d), _) => (d, ScaleSource::Given),
+        (None, Some(d)) if d < SMALLEST_PLAUSIBLE_PX || d > 0.5 * dims.0.min(dims.1) as f32 => {
+            let (f, src) = fallback(settings);
+            warnings.push(format!(
+                "the photo's red cells measured {d:.1} px across, which cannot be right; \
+                 analysed at {f:.1} px ({})",
+                describe(src)
+            ));
+            (f, src)
+        }
+        (None, Some(d)) => (d, ScaleSource::Photo),
+        (None, None) => {
+            let (f, src) = fallback(settings);
+            warnings.push(format!(
+                "too few clean single red cells to measure their size ({} found, {} needed); \
+                 analysed at {f:.1} px ({})",
+                measured.cells,
+                rbc_size::MIN_CELLS,
+                describe(src)
+            ));
+            (f, src)
+        }
+    };
+    let (smallest, largest) = (
+        params.rbc_diameter_px / pipeline::MAX_SCALE,
+        params.rbc_diameter_px / pipeline::MIN_SCALE,
+    );
+    if diameter < SMALLEST_RELIABLE_PX {
+        warnings.push(format!(
+            "red cells are {diameter:.1} px across, under the {SMALLEST_RELIABLE_PX} px the \
+             nets resolve reliably{}; take the photo at a higher magnification",
+            if diameter < smallest {
+                format!(" (and enlarged at most {}x)", pipeline::MAX_SCALE)
+            } else {
+                String::new()
+            }
+        ));
+    } else if diameter > largest {
+        warnings.push(format!(
+            "red cells are {diameter:.0} px across, over the {largest:.0} px the photo can be \
+             reduced from; take the photo at a lower magnification"
+        ));
+    }
+    let um = settings.microns_per_px.map(|m| diameter * m);
+    if let (Some(um), ScaleSource::Photo) = (um, source) {
+        if um < PLAUSIBLE_UM.0 || um > PLAUSIBLE_UM.1 {
+            warnings.push(format!(
+                "red cells measured {um:.1} um across (normal 6-9 um): check pbs.microns_per_px"
+            ));
+        }
+    }
+    RbcScale {
+        rbc_diameter_px: diameter,
+        rbc_diameter_um: um,
+        source,
+        measured_px: measured.diameter_px,
+        cells_measured: measured.cells,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+    }
+}
+
+/// Measure a photo's red cells (unless `settings.given_px`) and decide the
+/// size it is analysed at. Blocking; linear in the pixels.
+pub fn estimate(img: &image::RgbImage, settings: &ScaleSettings, params: &CountParams) -> RbcScale {
+    let measured = match settings.given_px {
+        Some(_) => rbc_size::RbcSize {
+            diameter_px: None,
+            cells: 0,
+        },
+        None => rbc_size::measure(img),
+    };
+    decide(measured, img.dimensions(), settings, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(d: Option<f32>, cells: usize) -> rbc_size::RbcSize {
+        rbc_size::RbcSize {
+            diameter_px: d,
+            cells,
+        }
+    }
+
+    const DIMS: (u32, u32) = (640, 480);
+
+    #[test]
+    fn the_photo_measure_is_used_when_plausible() {
+        let p = CountParams::default();
+        let s = decide(
+            measured(Some(92.0), 20),
+            DIMS,
+            &ScaleSettings::default(),
+            &p,
+        );
+        assert_eq!((s.rbc_diameter_px, s.source), (92.0, ScaleSource::Photo));
+        assert_eq!((s.rbc_diameter_um, s.warning), (None, None));
+        let with_um = ScaleSettings {
+            microns_per_px: Some(0.08),
+            fallback_px: Some(60.0),
+            ..Default::default()
+        };
+        let s = decide(measured(Some(92.0), 20), DIMS, &with_um, &p);
+        assert_eq!(s.source, ScaleSource::Photo);
+        assert!((s.rbc_diameter_um.unwrap() - 7.36).abs() < 1e-3);
+        assert_eq!(s.warning, None);
+    }
+
+    #[test]
+    fn no_measure_falls_back_in_order_and_says_so() {
+        let p = CountParams::default();
+        let none = measured(None, 2);
+        let s = decide(none, DIMS, &ScaleSettings::default(), &p);
+        assert_eq!((s.rbc_diameter_px, s.source), (100.0, ScaleSource::Assumed));
+        assert!(s.warning.unwrap().contains("2 found"));
+        let um = ScaleSettings {
+            microns_per_px: Some(0.1),
+            ..Default::default()
+        };
+        let s = decide(none, DIMS, &um, &p);
+        assert_eq!(
+            (s.rbc_diameter_px, s.source),
+            (75.0, ScaleSource::MicronsPerPx)
+        );
+        let both = ScaleSettings {
+            fallback_px: Some(80.0),
+            ..um
+        };
+        let s = decide(none, DIMS, &both, &p);
+        assert_eq!(
+            (s.rbc_diameter_px, s.source),
+            (80.0, ScaleSource::Configured)
+        );
+        assert!(s.warning.unwrap().contains("native_rbc_diameter_px"));
+    }
+
+    #[test]
+    fn absurd_or_small_measures_are_flagged() {
+        let p = CountParams::default();
+        let d = ScaleSettings::default();
+        for absurd in [3.0, 300.0] {
+            let s = decide(measured(Some(absurd), 9), DIMS, &d, &p);
+            assert_eq!(s.source, ScaleSource::Assumed, "{absurd}");
+            assert_eq!(s.measured_px, Some(absurd));
+            assert!(s.warning.unwrap().contains("cannot be right"));
+        }
+        let s = decide(measured(Some(11.0), 40), DIMS, &d, &p);
+        assert_eq!((s.rbc_diameter_px, s.source), (11.0, ScaleSource::Photo));
+        assert!(s.warning.unwrap().contains("higher magnification"));
+        let s = decide(measured(Some(900.0), 6), (4000, 3000), &d, &p);
+        assert!(s.warning.unwrap().contains("lower magnification"));
+        let um = ScaleSettings {
+            microns_per_px: Some(0.5),
+            ..d
+        };
+        let s = decide(measured(Some(50.0), 30), DIMS, &um, &p);
+        assert!(s.warning.unwrap().contains("check pbs.microns_per_px"));
+    }
+
+    #[test]
+    fn a_given_size_skips_the_measure() {
+        let p = CountParams::default();
+        let img = image::RgbImage::from_pixel(64, 64, image::Rgb([200, 200, 200]));
+        let given = ScaleSettings {
+            given_px: Some(70.0),
+            ..Default::default()
+        };
+        let s = estimate(&img, &given, &p);
+        assert_eq!((s.rbc_diameter_px, s.source), (70.0, ScaleSource::Given));
+        assert_eq!(s.warning, None);
+    }
+}
