@@ -410,12 +410,14 @@ mod tests {
     #[test]
     fn an_opening_keeps_what_discs_of_the_radius_cover() {
         // A 21x21 square: discs of radius 5 fit (minus the corners' rounding),
-        // discs of radius 11 do not.
+        // discs of radius 12 do not. (Distances run between pixel centres,
+        // so a disc of radius r covers pixels closer than r to its centre:
+        // a 21-px side holds r = 11.)
         let (w, h) = (41, 41);
         let mask: Vec<bool> = (0..w * h)
             .map(|i| (10..31).contains(&(i % w)) && (10..31).contains(&(i / w)))
             .collect();
-        let areas = granulometry(&mask, w, h, &[1.0, 5.0, 11.0]);
+        let areas = granulometry(&mask, w, h, &[1.0, 5.0, 12.0]);
         assert_eq!(areas[0], 441);
         assert!(areas[1] > 400 && areas[1] < 441, "{areas:?}");
         assert_eq!(areas[2], 0);
