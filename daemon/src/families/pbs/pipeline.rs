@@ -5,8 +5,9 @@
 //!
 //! Scale: the nets were trained on red cells ~`rbc_diameter_px` (50 px)
 //! across. Each photo's own red-cell diameter is measured from its colours
-//! (Otsu mask of the green channel, holes filled, median equivalent
-//! diameter of the clean single round cells: [`crate::imaging::rbc_size`]),
+//! (Otsu mask of the green channel, holes filled, purple pixels removed;
+//! the peak of its granulometric pattern spectrum, calibrated to BCCD's
+//! boxes on its train split: [`crate::imaging::rbc_size`]),
 //! and the photo is resampled by `rbc_diameter_px / diameter`, so the same
 //! smear gives the same counts at any magnification. When the photo gives
 //! no usable measure, the operator's size is used instead, with a warning
