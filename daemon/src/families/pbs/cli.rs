@@ -330,6 +330,7 @@ impl Counted {
             rbc: a.counts.rbc as u64,
             wbc: a.counts.wbc as u64,
             platelets: a.counts.platelets as u64,
+            rbc_size: a.rbc_size.clone(),
         });
         self.malaria.push(MalariaFile {
             file_id,
