@@ -1,5 +1,6 @@
 //! The clinic path on the CPU backend: the three cell UNets per batch of
-//! 188x188 tiles, the malaria classifier per batch of crops, and one whole
+//! 188x188 tiles, the malaria classifier per batch of crops, the white-cell
+//! classifier of the differential per batch of windows, and one whole
 //! smear photo end to end (equalise, tile, UNets, count, crop, classify).
 //!
 //!     cargo bench --bench cells
@@ -17,6 +18,7 @@ fn bench(c: &mut Criterion) {
     let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
     let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16).unwrap();
     let mut classifier = CpuBackend::load(&models, ModelSet::Crops, 256).unwrap();
+    let mut wbc = CpuBackend::load(&models, ModelSet::WbcCrops, 32).unwrap();
     let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
         .unwrap()
         .into_rgb8();
@@ -55,6 +57,30 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // Real pixels: a window of the smear, as the pipeline cuts them (3.4
+    // red-cell diameters of ~100 px).
+    let (w, h) = img.dimensions();
+    let window = argus::model::wbc::sample_window(
+        img.as_raw(),
+        w as usize,
+        h as usize,
+        w as f32 / 2.0,
+        h as f32 / 2.0,
+        argus::model::wbc::WINDOW_RBC * 100.0,
+    );
+    for n in [1usize, 8, 32] {
+        let data = window.repeat(n);
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("wbc_crops", n), &data, |b, d| {
+            b.iter(|| {
+                wbc.run(Batch::WbcCrops {
+                    data: d.clone(),
+                    count: n,
+                })
+                .unwrap()
+            })
+        });
+    }
     g.throughput(Throughput::Elements(1));
     g.bench_function("smear_end_to_end_1226x652", |b| {
         b.iter(|| {
@@ -77,7 +103,11 @@ fn bench(c: &mut Criterion) {
             let crops = cells::rbc_crops(&img, &a);
             let count = crops.len();
             let data: Vec<u8> = crops.into_iter().flat_map(|(_, c)| c).collect();
-            classifier.run(Batch::Crops { data, count }).unwrap()
+            classifier.run(Batch::Crops { data, count }).unwrap();
+            let windows = argus::families::pbs::differential::wbc_windows(&img, &a, 100.0);
+            let count = windows.len();
+            let data: Vec<f32> = windows.into_iter().flat_map(|(_, w)| w).collect();
+            wbc.run(Batch::WbcCrops { data, count }).unwrap()
         })
     });
     g.finish();

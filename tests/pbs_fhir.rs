@@ -299,7 +299,7 @@ async fn reports_are_served_as_fhir_and_agree_with_the_json() {
         "POST",
         &format!("/pbs/{id}/tasks"),
         &token,
-        Some(json!({"diagnostic_tasks": ["CBC_COUNTS", "MALARIA_ANY_ANY"]})),
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS", "MALARIA_ANY_ANY", "WBC_DIFFERENTIAL"]})),
     )
     .await;
     assert_eq!(st, 202, "{v}");
@@ -413,6 +413,46 @@ async fn reports_are_served_as_fhir_and_agree_with_the_json() {
         contained(&report, "device")["property"][0]["valueQuantity"][0]["value"],
         m["parasite_threshold"]
     );
+
+    // WBC_DIFFERENTIAL of the real cells: each class's percentage as the
+    // JSON report has it, and the CBC report carries the same panel.
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/WBC_DIFFERENTIAL"),
+        &token,
+        None,
+    )
+    .await;
+    let d = &v["results"]["report"]["WBC_DIFFERENTIAL"];
+    assert!(
+        d["files"][0]["cells"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{d}"
+    );
+    let report = fhir_of("WBC_DIFFERENTIAL", "").await;
+    assert_valid_fhir(&report);
+    check_references(&report);
+    assert_eq!(report["code"]["coding"][0]["code"], "69738-3");
+    for (class, code, _) in DIFFERENTIAL_LOINC {
+        let want = d["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["class"] == class)
+            .unwrap();
+        let o = observation(&report, LOINC, code);
+        let got = o["valueQuantity"]["value"].as_f64().unwrap();
+        let want = want["percent"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-3, "{class}: {got} vs {want}");
+    }
+    assert_eq!(
+        cells(observation(&report, LOCAL, "wbc-review")),
+        d["review"].as_u64().unwrap()
+    );
+    let cbc_fhir = fhir_of("CBC_COUNTS", "").await;
+    observation(&cbc_fhir, LOINC, "770-8");
 
     // An unknown format: 400 in the PBS envelope.
     let (st, v) = call(

@@ -153,6 +153,13 @@ pub enum Batch {
         data: Vec<u8>,
         count: usize,
     },
+    /// White-cell windows for the differential classifier: each
+    /// `model::wbc::CROP` square, interleaved RGB as 0-255 floats
+    /// (`model::wbc::sample_window`).
+    WbcCrops {
+        data: Vec<f32>,
+        count: usize,
+    },
 }
 
 /// The face mesh's answer for one crop, in that crop's pixels.
@@ -194,6 +201,9 @@ pub enum BatchOutput {
     Eyes(Vec<EyePoints>),
     /// The age model's 81 class probabilities per chip.
     AgeProbs(Vec<Vec<f32>>),
+    /// The white-cell classifier's probabilities per crop, in the order of
+    /// `model::wbc::CLASSES`.
+    WbcProbs(Vec<[f32; 9]>),
 }
 
 /// The `count` crops of `side` x `side` x `channels` bytes in `data`.

@@ -64,7 +64,7 @@ impl<D: Compute> AccelBackend<D> {
                 &cpu,
                 |vb| GpuMalaria::load(d, vb),
             )?)),
-            ModelSet::FaceMesh | ModelSet::Iris | ModelSet::Age => {
+            ModelSet::FaceMesh | ModelSet::Iris | ModelSet::Age | ModelSet::WbcCrops => {
                 return Err(BackendError::Unavailable(
                     name.into(),
                     format!("no {name} port of the {set:?} model yet; `backend::start` runs it on the CPU"),

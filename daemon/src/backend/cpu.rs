@@ -11,6 +11,7 @@ use crate::model::face_mesh::FaceMesh;
 use crate::model::iris::IrisNet;
 use crate::model::malaria::MalariaNet;
 use crate::model::unet::{Heads, Unet};
+use crate::model::wbc::WbcNet;
 use crate::model::{centerface::CenterFace, load_weights, Face};
 
 enum Models {
@@ -20,6 +21,7 @@ enum Models {
     Mesh(Box<FaceMesh>),
     Iris(Box<IrisNet>),
     Age(Box<AgeNet>),
+    Wbc(Box<WbcNet>),
 }
 
 pub struct CpuBackend {
@@ -85,6 +87,15 @@ impl CpuBackend {
                 &device,
                 AgeNet::load,
             )?)),
+            ModelSet::WbcCrops => {
+                let path = models.get("wbc_cnn")?;
+                Models::Wbc(Box::new(WbcNet::from_safetensors(path, &device).map_err(
+                    |source| BackendError::Load {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )?))
+            }
         };
         Ok(Self {
             device,
@@ -150,6 +161,25 @@ pub fn eyes(
         .collect())
 }
 
+/// The white-cell classifier on `model::wbc::CROP`-square RGB windows.
+pub fn wbc_probs(
+    model: &WbcNet,
+    data: &[f32],
+    count: usize,
+    device: &Device,
+) -> Result<Vec<[f32; 9]>, BackendError> {
+    use crate::model::wbc::CROP;
+    let each = CROP * CROP * 3;
+    if data.len() != count * each {
+        return Err(BackendError::BadBatch(format!(
+            "{} floats for {count} white-cell crops of {CROP}x{CROP}x3",
+            data.len()
+        )));
+    }
+    let crops: Vec<&[f32]> = data.chunks_exact(each).collect();
+    Ok(model.classify(&crops, device)?)
+}
+
 /// The age model on 64x64 RGB chips: 81 class probabilities each.
 pub fn age_probs(
     model: &AgeNet,
@@ -198,6 +228,9 @@ impl Backend for CpuBackend {
             }
             (Models::Age(m), Batch::AgeChips { data, count }) => Ok(BatchOutput::AgeProbs(
                 age_probs(m, &data, count, &self.device)?,
+            )),
+            (Models::Wbc(m), Batch::WbcCrops { data, count }) => Ok(BatchOutput::WbcProbs(
+                wbc_probs(m, &data, count, &self.device)?,
             )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),

@@ -27,6 +27,8 @@ pub enum ModelSet {
     FaceMesh,
     Iris,
     Age,
+    /// The white-cell classifier of the differential.
+    WbcCrops,
 }
 
 impl ModelSet {

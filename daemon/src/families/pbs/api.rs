@@ -706,8 +706,11 @@ pub async fn upload_file(
     })
 )]
 pub struct TasksBody {
-    /// One or more of `MALARIA_ANY_ANY` (malaria parasites in red cells)
-    /// and `CBC_COUNTS` (red cell, white cell and platelet counts).
+    /// One or more of `MALARIA_ANY_ANY` (malaria parasites in red cells),
+    /// `CBC_COUNTS` (red cell, white cell and platelet counts, with the
+    /// white-cell differential) and `WBC_DIFFERENTIAL` (white cells by
+    /// class, each cell's box and probabilities, unsure cells left for
+    /// review).
     #[serde(default)]
     diagnostic_tasks: Vec<String>,
     /// An `https://` URL with a valid certificate, POSTed a signed
@@ -918,7 +921,7 @@ pub struct ReportQuery {
     security(("pbs_jwt" = [])),
     params(
         ("id" = Uuid, Path, description = "The study's `pbs_study_id`."),
-        ("task" = String, Path, description = "`MALARIA_ANY_ANY` or `CBC_COUNTS`.",
+        ("task" = String, Path, description = "`MALARIA_ANY_ANY`, `CBC_COUNTS` or `WBC_DIFFERENTIAL`.",
          example = "MALARIA_ANY_ANY"),
         ReportQuery,
     ),

@@ -11,10 +11,11 @@ use clap::Subcommand;
 use sha2::Digest;
 use uuid::Uuid;
 
+use super::differential;
 use super::fhir;
 use super::manage::PbsCommand;
 use super::pipeline;
-use super::schema::{self, CbcFile, CbcReport, MalariaFile, MalariaReport};
+use super::schema::{self, CbcFile, CbcReport, DifferentialCell, MalariaFile, MalariaReport};
 use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -289,6 +290,14 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                     },
                     a.rbc_size.as_ref().map(size_text).unwrap_or_default()
                 );
+                let cells = differential::cells_of(&a, config.cells.wbc_min_confidence);
+                if !cells.is_empty() {
+                    println!(
+                        "{}: white cells: {}",
+                        path.display(),
+                        differential::summary_text(&cells)
+                    );
+                }
                 if let Some(w) = a.rbc_size.as_ref().and_then(|s| s.warning.as_ref()) {
                     println!("{}: warning: {w}", path.display());
                 }
@@ -300,8 +309,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         });
     }
     bar.finish_and_clear();
-    b.tiles.shutdown();
-    b.crops.shutdown();
+    b.shutdown();
     if fhir && failed == 0 {
         let reports = counted
             .fhir(malaria, &started_at, &config.cells)
@@ -319,6 +327,8 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
 struct Counted {
     cbc: Vec<CbcFile>,
     malaria: Vec<MalariaFile>,
+    /// Each file's classified white cells.
+    cells: Vec<(String, Vec<DifferentialCell>)>,
     names: Vec<String>,
 }
 
@@ -332,6 +342,10 @@ impl Counted {
             platelets: a.counts.platelets as u64,
             rbc_size: a.rbc_size.clone(),
         });
+        self.cells.push((
+            file_id.clone(),
+            differential::cells_of(a, config.cells.wbc_min_confidence),
+        ));
         self.malaria.push(MalariaFile {
             file_id,
             positive_count: Some(pos as u64),
@@ -355,7 +369,10 @@ impl Counted {
             platelets: sum(|f| f.platelets),
             files: self.cbc,
             model: schema::CBC_MODEL,
-            differential: None,
+            differential: Some(differential::summarise(
+                &self.cells,
+                params.wbc_min_confidence,
+            )),
             created_at: now.clone(),
         };
         let src = |task: &str| fhir::Source {
@@ -484,8 +501,7 @@ async fn classify(
             }
         }
     }
-    b.tiles.shutdown();
-    b.crops.shutdown();
+    b.shutdown();
     Ok(if failed > 0 { 1 } else { 0 })
 }
 

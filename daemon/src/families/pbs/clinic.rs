@@ -13,14 +13,21 @@ use crate::store::{Store, StoreError};
 use crate::webhooks::Webhooks;
 
 /// Tasks this appliance can run, with what each reports.
-pub const TASKS: [(&str, &str); 2] = [
+pub const TASKS: [(&str, &str); 3] = [
     (
         "MALARIA_ANY_ANY",
         "malaria parasites in red cells: positive_count, negative_count",
     ),
     (
         "CBC_COUNTS",
-        "red cells, white cells and platelets, per file and in total",
+        "red cells, white cells and platelets, per file and in total, with the white-cell \
+         differential",
+    ),
+    (
+        "WBC_DIFFERENTIAL",
+        "white cells by class (neutrophil segmented/band, lymphocyte, monocyte, eosinophil, \
+         basophil, immature granulocyte; nucleated red cells per 100 leukocytes), each cell's \
+         box and probabilities, cells the classifier is unsure of left for review",
     ),
 ];
 
@@ -69,6 +76,6 @@ impl Clinic {
     }
 
     pub fn healthy(&self) -> bool {
-        self.cells.tiles.healthy() && self.cells.crops.healthy()
+        self.cells.healthy()
     }
 }

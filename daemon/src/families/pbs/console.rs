@@ -485,6 +485,7 @@ mod tests {
             width: 30,
             height: 40,
             p_parasitized: p,
+            wbc_probabilities: None,
         }
     }
 

@@ -12,6 +12,7 @@ pub mod caller;
 pub mod cli;
 pub mod clinic;
 pub mod console;
+pub mod differential;
 pub mod envelope;
 pub mod fhir;
 pub mod identity;
@@ -127,9 +128,23 @@ pub fn start_cell_batchers(
         backend::start(target, models, ModelSet::Crops, 256)?,
         crop_policy,
         (model::malaria::CROP, model::malaria::CROP),
+        metrics.clone(),
+    )?;
+    // A smear field holds a few white cells: batches gather them across
+    // photos and studies.
+    let wbc_policy = Policy {
+        max_batch: 32,
+        max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+        max_depth: 4_096,
+    };
+    let wbc = Batcher::start_work(
+        differential::WbcWork,
+        backend::start(target, models, ModelSet::WbcCrops, 32)?,
+        wbc_policy,
+        (model::wbc::CROP, model::wbc::CROP),
         metrics,
     )?;
-    Ok(pipeline::CellBatchers { tiles, crops })
+    Ok(pipeline::CellBatchers { tiles, crops, wbc })
 }
 
 impl Family for Pbs {
@@ -191,7 +206,6 @@ impl Family for Pbs {
     }
 
     fn stop(&self) {
-        self.clinic.cells.tiles.shutdown();
-        self.clinic.cells.crops.shutdown();
+        self.clinic.cells.shutdown();
     }
 }

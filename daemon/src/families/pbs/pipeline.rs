@@ -1,7 +1,8 @@
 //! Blood-smear analysis: red-cell size of the photo -> scale normalisation
 //! -> CLAHE -> tiles through the three cell UNets (batched) -> counts from
-//! the stitched maps -> red-cell crops through the malaria classifier
-//! (batched).
+//! the stitched maps -> white-cell windows through the differential's
+//! classifier ([`super::differential`], batched) and red-cell crops through
+//! the malaria classifier (batched).
 //!
 //! Scale: the nets were trained on red cells ~`rbc_diameter_px` (50 px)
 //! across. Each photo's own red-cell diameter is measured from its colours
@@ -139,6 +140,10 @@ pub struct CellBox {
     /// For red cells once classified: P(parasitized).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_parasitized: Option<f32>,
+    /// For white cells once classified: the differential classifier's
+    /// probabilities, in the order of `model::wbc::CLASSES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wbc_probabilities: Option<[f32; 9]>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -295,6 +300,7 @@ pub fn count(
         width: (((r.x1 - r.x0) as f32 * inv).ceil() as u32).min(orig.0),
         height: (((r.y1 - r.y0) as f32 * inv).ceil() as u32).min(orig.1),
         p_parasitized: None,
+        wbc_probabilities: None,
     };
     let mut cells = Vec::new();
 
@@ -490,10 +496,26 @@ pub async fn classify(
 pub struct CellBatchers {
     pub tiles: Batcher<TileWork>,
     pub crops: Batcher<CropWork>,
+    /// White-cell windows for the differential.
+    pub wbc: Batcher<super::differential::WbcWork>,
+}
+
+impl CellBatchers {
+    pub fn healthy(&self) -> bool {
+        self.tiles.healthy() && self.crops.healthy() && self.wbc.healthy()
+    }
+
+    /// Stop every batcher (queued work is answered with an error).
+    pub fn shutdown(&self) {
+        self.tiles.shutdown();
+        self.crops.shutdown();
+        self.wbc.shutdown();
+    }
 }
 
 /// Analyse one decoded smear photo end to end: its red-cell size (measured
-/// or as `sizes` says), counts, boxes and, when `malaria` is set,
+/// or as `sizes` says), counts, boxes, the differential classifier's
+/// probabilities for every white cell and, when `malaria` is set,
 /// P(parasitized) for every red cell. `watch` reports each tile and stops
 /// the analysis between tiles ([`CellError::Stopped`]).
 pub async fn analyse(
@@ -522,7 +544,8 @@ pub async fn analyse(
     let t = Instant::now();
     let orig = img.dimensions();
     let cols = tiles.cols;
-    let (mut analysis, crops) = {
+    let native_d = rbc_size.rbc_diameter_px;
+    let (mut analysis, crops, windows) = {
         let img = img.clone();
         tokio::task::spawn_blocking(move || {
             let a = count(&maps, cols, sw, sh, scale, orig, &params);
@@ -531,13 +554,23 @@ pub async fn analyse(
             } else {
                 Vec::new()
             };
-            (a, crops)
+            let windows = super::differential::wbc_windows(&img, &a, native_d);
+            (a, crops, windows)
         })
         .await
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.count_ms = ms(t);
     analysis.rbc_size = Some(rbc_size);
+    if !windows.is_empty() {
+        let t = Instant::now();
+        let (indices, windows): (Vec<usize>, Vec<Vec<f32>>) = windows.into_iter().unzip();
+        let p = run_all(&b.wbc, windows).await?;
+        timings.inference_ms += ms(t);
+        for (i, p) in indices.into_iter().zip(p) {
+            analysis.cells[i].wbc_probabilities = Some(p);
+        }
+    }
     if malaria && !crops.is_empty() {
         let t = Instant::now();
         let (indices, crops): (Vec<usize>, Vec<Vec<u8>>) = crops.into_iter().unzip();

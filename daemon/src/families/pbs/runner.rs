@@ -7,7 +7,11 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::schema::{CallbackBody, CbcFile, CbcReport, FileResult, MalariaFile, MalariaReport};
+use super::differential;
+use super::schema::{
+    CallbackBody, CbcFile, CbcReport, DifferentialCell, FileResult, MalariaFile, MalariaReport,
+    WbcDifferentialReport, CBC_MODEL, MALARIA_MODEL,
+};
 use super::Clinic;
 use crate::families::pbs::pipeline as cells;
 use crate::families::pbs::store::ReportStatus;
@@ -38,7 +42,7 @@ fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: b
         positive_count: malaria.then_some(pos as u64),
         negative_count: malaria.then_some(neg as u64),
         timings_ms: None,
-        differential: None,
+        differential: Some(differential::cells_of(a, params.wbc_min_confidence)),
         rbc_size: a.rbc_size.clone(),
     }
 }
@@ -288,6 +292,13 @@ fn build_report(
         })
         .collect();
     let sum = |k: fn(&FileResult) -> u64| -> u64 { per_file.iter().map(|(_, r)| k(r)).sum() };
+    // Files analysed before the differential existed have no cells: the
+    // differential covers only the files that have them.
+    let cells: Vec<(String, Vec<DifferentialCell>)> = per_file
+        .iter()
+        .filter_map(|(id, r)| Some((id.to_string(), r.differential.clone()?)))
+        .collect();
+    let differential = differential::summarise(&cells, params.wbc_min_confidence);
     let report = match task {
         "MALARIA_ANY_ANY" => serde_json::to_value(MalariaReport {
             positive_count: sum(|r| r.positive_count.unwrap_or(0)),
@@ -300,8 +311,12 @@ fn build_report(
                     negative_count: r.negative_count,
                 })
                 .collect(),
-            model: "malaria_cnn (argus, trained on NIH malaria cell images)",
+            model: MALARIA_MODEL,
             parasite_threshold: params.parasite_threshold,
+            created_at: created_at.to_string(),
+        }),
+        "WBC_DIFFERENTIAL" => serde_json::to_value(WbcDifferentialReport {
+            differential,
             created_at: created_at.to_string(),
         }),
         _ => serde_json::to_value(CbcReport {
@@ -318,8 +333,8 @@ fn build_report(
                     rbc_size: r.rbc_size.clone(),
                 })
                 .collect(),
-            model: "cbc_unet (cbc 1.1.0 rbc/wbc/plt UNets)",
-            differential: None,
+            model: CBC_MODEL,
+            differential: (!cells.is_empty()).then_some(differential),
             created_at: created_at.to_string(),
         }),
     };

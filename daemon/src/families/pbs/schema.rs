@@ -507,16 +507,11 @@ pub struct CbcReport {
 /// The classes of the white-cell differential, in report order: the
 /// leukocyte classes, then `erythroblast` (nucleated red cells, reported
 /// per 100 leukocytes as labs do, not as a share of them).
-pub const DIFFERENTIAL_CLASSES: [&str; 8] = [
-    "neutrophil_segmented",
-    "neutrophil_band",
-    "lymphocyte",
-    "monocyte",
-    "eosinophil",
-    "basophil",
-    "immature_granulocyte",
-    "erythroblast",
-];
+pub const DIFFERENTIAL_CLASSES: [&str; 8] = {
+    // The classifier's classes less its last, `platelet`.
+    let c = crate::model::wbc::CLASSES;
+    [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]
+};
 
 /// One class of a differential.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]

@@ -1,0 +1,167 @@
+//! The white-cell differential through the real server: a smear photo at
+//! its own size and at half magnification, `WBC_DIFFERENTIAL` and
+//! `CBC_COUNTS` asked together, the trained classifier on the CPU.
+
+mod common;
+
+use argus::families::pbs::schema::DIFFERENTIAL_CLASSES;
+use common::pbs::{call, configure, login, new_study, setup_org, upload, wait_ready};
+use common::{fixture, start};
+use serde_json::{json, Value};
+
+/// The fixture at `factor` of its size, as a PNG.
+fn rescaled(name: &str, factor: f32) -> Vec<u8> {
+    let img = image::load_from_memory(&fixture(name)).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let out = image::imageops::resize(
+        &img,
+        (w as f32 * factor).round() as u32,
+        (h as f32 * factor).round() as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let mut png = Vec::new();
+    out.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+/// The checks every differential (a study's or a file's) must pass.
+fn check_classes(classes: &Value, review: u64, cells: &[Value]) {
+    let names: Vec<&str> = classes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["class"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, DIFFERENTIAL_CLASSES, "every class, in report order");
+    let count = |k: &str| cells.iter().filter(|c| c["class"] == k).count() as u64;
+    let mut classified = 0;
+    for c in classes.as_array().unwrap() {
+        let k = c["class"].as_str().unwrap();
+        assert_eq!(c["count"].as_u64().unwrap(), count(k), "{k}");
+        classified += c["count"].as_u64().unwrap();
+    }
+    let unsure = cells.iter().filter(|c| c.get("class").is_none()).count() as u64;
+    assert_eq!(review, unsure, "cells without a class are the review count");
+    assert_eq!(classified + review, cells.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn white_cells_are_classified_at_any_magnification() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-d").await;
+    let token = login(&s, "lab@clinic-d.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    for (name, body) in [
+        ("native.jpg", fixture("smear_cbc.jpg")),
+        ("half.png", rescaled("smear_cbc.jpg", 0.5)),
+    ] {
+        let (st, v) = upload(&s, &id, &format!("file_name={name}"), &token, body).await;
+        assert_eq!(st, 201, "{v}");
+    }
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["WBC_DIFFERENTIAL", "CBC_COUNTS"]})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let done = wait_ready(&s, &id, &token).await;
+    assert_eq!(done["results"]["report_status"], "ready", "{done}");
+
+    let report = |task: &'static str| {
+        let path = format!("/pbs/{id}/report/{task}");
+        let s = &s;
+        let token = &token;
+        async move {
+            let (st, v) = call(s, "GET", &path, token, None).await;
+            assert_eq!(st, 200, "{v}");
+            v["results"]["report"][task].clone()
+        }
+    };
+    let diff = report("WBC_DIFFERENTIAL").await;
+    let cbc = report("CBC_COUNTS").await;
+
+    // One white cell per file: the file's differential holds exactly the
+    // white cells the count found, each with its box and 9 probabilities.
+    let files = diff["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{diff}");
+    let mut all_cells = Vec::new();
+    for (f, counted) in files.iter().zip(cbc["files"].as_array().unwrap()) {
+        assert_eq!(f["file_id"], counted["file_id"]);
+        let cells = f["cells"].as_array().unwrap();
+        assert_eq!(cells.len() as u64, counted["wbc"].as_u64().unwrap(), "{f}");
+        check_classes(&f["classes"], f["review"].as_u64().unwrap(), cells);
+        for c in cells {
+            let p = c["probabilities"].as_object().unwrap();
+            assert_eq!(p.len(), 9, "{c}");
+            let total: f64 = p.values().map(|v| v.as_f64().unwrap()).sum();
+            assert!((total - 1.0).abs() < 1e-3, "{c}");
+            assert!(c["width"].as_u64().unwrap() > 0);
+            if let Some(k) = c["class"].as_str() {
+                let top = p[k].as_f64().unwrap();
+                let neutro = p["neutrophil_segmented"].as_f64().unwrap()
+                    + p["neutrophil_band"].as_f64().unwrap();
+                let sure = if k.starts_with("neutrophil") {
+                    neutro
+                } else {
+                    top
+                };
+                assert!(
+                    sure >= diff["min_confidence"].as_f64().unwrap() - 1e-6,
+                    "{c}"
+                );
+            }
+        }
+        all_cells.extend(cells.iter().cloned());
+    }
+    check_classes(
+        &diff["classes"],
+        diff["review"].as_u64().unwrap(),
+        &all_cells,
+    );
+
+    // The fixture's one white cell (a neutrophil, SOURCES.md) is called a
+    // neutrophil at both magnifications: the window follows the red cells.
+    for f in files {
+        let cells = f["cells"].as_array().unwrap();
+        assert_eq!(cells.len(), 1, "{f}");
+        let class = cells[0]["class"].as_str().unwrap_or("review");
+        assert!(
+            class.starts_with("neutrophil"),
+            "{}: {class}: {}",
+            f["file_id"],
+            cells[0]
+        );
+    }
+    let leukocytes = diff["leukocytes_classified"].as_u64().unwrap();
+    assert_eq!(leukocytes, 2, "{diff}");
+    let percent: f64 = diff["classes"].as_array().unwrap()[..7]
+        .iter()
+        .map(|c| c["percent"].as_f64().unwrap())
+        .sum();
+    assert!((percent - 100.0).abs() < 0.02, "{percent}");
+
+    // CBC_COUNTS carries the same differential.
+    let mut inner = diff.clone();
+    inner.as_object_mut().unwrap().remove("created_at");
+    assert_eq!(cbc["differential"], inner);
+
+    // The task list names the new task; an unknown one is still refused.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["WBC_DIFF"]})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("WBC_DIFFERENTIAL"),
+        "{v}"
+    );
+    s.stop().await;
+}
