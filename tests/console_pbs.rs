@@ -202,6 +202,25 @@ async fn an_operator_finds_a_study_and_sees_its_counts_and_cells() {
     )
     .await;
     assert_eq!(red.as_u64(), Some(rbc));
+    // The differential inside CBC_COUNTS: a row per class plus review, and
+    // each white cell's mark says what the classifier made of it.
+    let rows = js(
+        &page,
+        "document.querySelectorAll('#differential tbody tr').length",
+    )
+    .await;
+    assert_eq!(rows.as_u64(), Some(9), "8 classes and review");
+    let titles = js(
+        &page,
+        "Array.from(document.querySelectorAll('#file-1 svg.cells rect.wbc title')).map(t => t.textContent)",
+    )
+    .await;
+    let titles = titles.as_array().unwrap();
+    assert_eq!(titles.len() as u64, wbc);
+    for t in titles {
+        let t = t.as_str().unwrap();
+        assert!(t.starts_with("White cell: "), "{t}");
+    }
     // The overlay covers the photo exactly.
     let same = js(
         &page,

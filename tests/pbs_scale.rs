@@ -101,8 +101,7 @@ async fn counts_hold_from_half_to_double_magnification() {
             }
         }
     }
-    b.tiles.shutdown();
-    b.crops.shutdown();
+    b.shutdown();
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
@@ -116,8 +115,7 @@ async fn an_unmeasurable_photo_falls_back_and_says_so() {
     // A blank field: no cells to measure.
     let blank = image::RgbImage::from_pixel(320, 240, image::Rgb([225, 215, 210]));
     let a = analyse(&b, &config, blank).await;
-    b.tiles.shutdown();
-    b.crops.shutdown();
+    b.shutdown();
     let s = a.rbc_size.expect("a size");
     assert_eq!(
         (s.rbc_diameter_px, s.source),

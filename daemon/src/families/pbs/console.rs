@@ -163,7 +163,27 @@ struct CbcStored {
     platelets: u64,
     files: Vec<CbcFileStored>,
     model: String,
+    differential: Option<DifferentialStored>,
     created_at: String,
+}
+
+/// A white-cell differential as stored (in `WBC_DIFFERENTIAL` or inside
+/// `CBC_COUNTS`).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct DifferentialStored {
+    leukocytes_classified: u64,
+    review: u64,
+    classes: Vec<super::schema::DifferentialClass>,
+    model: String,
+    min_confidence: f32,
+}
+
+/// The latest differential, from `WBC_DIFFERENTIAL` or else `CBC_COUNTS`.
+struct DifferentialSummary {
+    /// The report it is from, with its revision: `WBC_DIFFERENTIAL`, revision 2.
+    source: String,
+    report: DifferentialStored,
 }
 
 #[derive(Deserialize, Default)]
@@ -265,14 +285,35 @@ const CLASSES: [(&str, &str); 4] = [
     ("plt", "Platelet"),
 ];
 
-fn mark(c: &CellBox, threshold: f32) -> Mark {
+/// A white cell's title: its class, or why it is left for review.
+fn wbc_title(p: Option<&[f32; 9]>, min_confidence: f32) -> String {
+    use crate::model::wbc::{decide, CLASSES};
+    let Some(p) = p else {
+        return "White cell".into();
+    };
+    let label = |k: usize| CLASSES[k].replace('_', " ");
+    let top = (0..p.len()).fold(0, |a, i| if p[i] > p[a] { i } else { a });
+    match decide(p, min_confidence) {
+        Some(k) => format!("White cell: {} (p = {:.2})", label(k), p[k]),
+        None => format!(
+            "White cell: left for review (likeliest {}, p = {:.2})",
+            label(top),
+            p[top]
+        ),
+    }
+}
+
+fn mark(c: &CellBox, threshold: f32, min_confidence: f32) -> Mark {
     let (class, title) = match (c.kind, c.p_parasitized) {
         (CellKind::Rbc, Some(p)) if p >= threshold => {
             ("rbc-pos", format!("Red cell, parasitized (p = {p:.2})"))
         }
         (CellKind::Rbc, Some(p)) => ("rbc", format!("Red cell (p parasitized = {p:.2})")),
         (CellKind::Rbc, None) => ("rbc", "Red cell".to_string()),
-        (CellKind::Wbc, _) => ("wbc", "White cell".to_string()),
+        (CellKind::Wbc, _) => (
+            "wbc",
+            wbc_title(c.wbc_probabilities.as_ref(), min_confidence),
+        ),
         (CellKind::Platelet, _) => ("plt", "Platelet".to_string()),
     };
     Mark {
@@ -312,15 +353,18 @@ fn file_views(
     s: &StudyRecord,
     cells: Vec<Option<Vec<CellBox>>>,
     cbc: Option<&CbcSummary>,
-    threshold: f32,
+    (threshold, min_confidence): (f32, f32),
 ) -> Vec<FileView> {
     s.files
         .iter()
         .zip(cells)
         .enumerate()
         .map(|(i, (f, cells))| {
-            let marks: Option<Vec<Mark>> =
-                cells.map(|cs| cs.iter().map(|c| mark(c, threshold)).collect());
+            let marks: Option<Vec<Mark>> = cells.map(|cs| {
+                cs.iter()
+                    .map(|c| mark(c, threshold, min_confidence))
+                    .collect()
+            });
             let legend = CLASSES
                 .iter()
                 .filter_map(|&(class, label)| {
@@ -359,6 +403,7 @@ struct StudyPage<'a> {
     error: Option<String>,
     tasks: Vec<TaskRow>,
     cbc: Option<CbcSummary>,
+    differential: Option<DifferentialSummary>,
     malaria: Option<MalariaSummary>,
     files: Vec<FileView>,
 }
@@ -395,8 +440,25 @@ pub async fn study(State(app): State<Arc<Pbs>>, op: Operator, Path(id): Path<Str
         Ok(c) => c,
         Err(e) => return api_error(ApiError::from(e)),
     };
-    let cbc = latest::<CbcStored>(&s, "CBC_COUNTS")
+    let mut cbc = latest::<CbcStored>(&s, "CBC_COUNTS")
         .map(|(version, report)| CbcSummary { version, report });
+    let differential = match latest::<DifferentialStored>(&s, "WBC_DIFFERENTIAL") {
+        Some((version, report)) => Some(DifferentialSummary {
+            source: format!("WBC_DIFFERENTIAL, revision {version}"),
+            report,
+        }),
+        None => cbc.as_mut().and_then(|c| {
+            Some(DifferentialSummary {
+                source: format!("CBC_COUNTS, revision {}", c.version),
+                report: c.report.differential.take()?,
+            })
+        }),
+    };
+    let min_confidence = differential
+        .as_ref()
+        .map_or(app.config.cells.wbc_min_confidence, |d| {
+            d.report.min_confidence
+        });
     let malaria =
         latest::<MalariaStored>(&s, "MALARIA_ANY_ANY").map(|(version, report)| MalariaSummary {
             version,
@@ -418,8 +480,9 @@ pub async fn study(State(app): State<Arc<Pbs>>, op: Operator, Path(id): Path<Str
             tags: s.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             error: s.error.clone(),
             tasks: task_rows(&s),
-            files: file_views(&s, cells, cbc.as_ref(), threshold),
+            files: file_views(&s, cells, cbc.as_ref(), (threshold, min_confidence)),
             cbc,
+            differential,
             malaria,
         },
     )
@@ -491,6 +554,7 @@ mod tests {
 
     #[test]
     fn marks_are_coloured_by_class_and_parasitized_cells_stand_out() {
+        let mark = |c: &CellBox, t| mark(c, t, 0.7);
         assert_eq!(mark(&cell(CellKind::Rbc, None), 0.5).class, "rbc");
         assert_eq!(mark(&cell(CellKind::Rbc, Some(0.2)), 0.5).class, "rbc");
         assert_eq!(mark(&cell(CellKind::Rbc, Some(0.9)), 0.5).class, "rbc-pos");
@@ -498,6 +562,24 @@ mod tests {
         let p = mark(&cell(CellKind::Platelet, None), 0.5);
         assert!(p.circle);
         assert_eq!((p.cx, p.cy), (25.0, 40.0));
+    }
+
+    #[test]
+    fn white_cells_are_titled_by_class_or_review() {
+        let mut p = [0.0f32; 9];
+        p[2] = 0.93;
+        p[3] = 0.07;
+        assert_eq!(
+            wbc_title(Some(&p), 0.7),
+            "White cell: lymphocyte (p = 0.93)"
+        );
+        p[2] = 0.5;
+        p[3] = 0.5;
+        assert_eq!(
+            wbc_title(Some(&p), 0.7),
+            "White cell: left for review (likeliest lymphocyte, p = 0.50)"
+        );
+        assert_eq!(wbc_title(None, 0.7), "White cell");
     }
 
     #[test]
