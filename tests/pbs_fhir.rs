@@ -245,6 +245,40 @@ fn a_differential_is_valid_fhir_with_each_loinc_code_on_its_class() {
 }
 
 #[test]
+fn no_percentages_without_a_classified_leukocyte() {
+    // Every white cell left for review: the counts, never "0 %" per class.
+    let mut r = hand_made_differential();
+    r.differential.leukocytes_classified = 0;
+    for c in &mut r.differential.classes {
+        c.count = 0;
+        c.percent = 0.0;
+    }
+    let src = Source {
+        id: "c7d453a9-676d-4b9f-a505-8a9021b76dfd-wbc-differential-v1".into(),
+        identifier: None,
+        patient_proxy_id: None,
+        received_at: "2025-05-01T09:30:00Z".into(),
+        fields: vec!["sha224-i-00".into()],
+    };
+    let stored = serde_json::to_value(&r).unwrap();
+    let report =
+        serde_json::to_value(fhir::diagnostic_report("WBC_DIFFERENTIAL", &stored, &src).unwrap())
+            .unwrap();
+    assert_valid_fhir(&report);
+    check_references(&report);
+    assert_eq!(cells(observation(&report, LOCAL, "wbc-review")), 3);
+    assert_eq!(
+        cells(observation(&report, LOCAL, "leukocytes-classified")),
+        0
+    );
+    let text = report.to_string();
+    for (_, code, _) in DIFFERENTIAL_LOINC {
+        assert!(!text.contains(&format!("\"{code}\"")), "{code} in {text}");
+    }
+    assert!(!text.contains("\"770-8\""));
+}
+
+#[test]
 fn the_schema_check_catches_what_is_not_fhir() {
     // The validator is not vacuous: broken reports fail it.
     let src = Source {

@@ -554,6 +554,15 @@ impl Config {
                 d.min_face_px
             ));
         }
+        let c = &self.cells;
+        for (name, v) in [
+            ("cells.parasite_threshold", c.parasite_threshold),
+            ("cells.wbc_min_confidence", c.wbc_min_confidence),
+        ] {
+            if v.is_nan() || v <= 0.0 || v > 1.0 {
+                p.push(format!("{name} is a probability in (0, 1], got {v}"));
+            }
+        }
         let s = self.skin.detector_input;
         if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {
             p.push(format!(
@@ -776,6 +785,21 @@ mod tests {
             Err(ConfigError::Invalid(v)) => assert_eq!(v.len(), 3, "{v:?}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn classifier_thresholds_are_probabilities() {
+        for bad in [0.0, 70.0, f32::NAN] {
+            let mut c = Config::default();
+            c.cells.wbc_min_confidence = bad;
+            match c.validate() {
+                Err(ConfigError::Invalid(v)) => {
+                    assert!(v[0].contains("cells.wbc_min_confidence"), "{v:?}")
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        Config::default().validate().unwrap();
     }
 }
 

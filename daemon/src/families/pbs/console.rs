@@ -172,6 +172,9 @@ struct CbcStored {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct DifferentialStored {
+    /// Set for a `WBC_DIFFERENTIAL` report (inside `CBC_COUNTS` it is the
+    /// CBC report's).
+    created_at: String,
     leukocytes_classified: u64,
     review: u64,
     classes: Vec<super::schema::DifferentialClass>,
@@ -294,6 +297,12 @@ fn wbc_title(p: Option<&[f32; 9]>, min_confidence: f32) -> String {
     let label = |k: usize| CLASSES[k].replace('_', " ");
     let top = (0..p.len()).fold(0, |a, i| if p[i] > p[a] { i } else { a });
     match decide(p, min_confidence) {
+        // Sure of the lineage only: the pooled probability decided it.
+        Some(k @ (0 | 1)) if p[k] < min_confidence => format!(
+            "White cell: {} (p = {:.2} as a neutrophil, the likelier form)",
+            label(k),
+            p[0] + p[1]
+        ),
         Some(k) => format!("White cell: {} (p = {:.2})", label(k), p[k]),
         None => format!(
             "White cell: left for review (likeliest {}, p = {:.2})",
@@ -442,17 +451,25 @@ pub async fn study(State(app): State<Arc<Pbs>>, op: Operator, Path(id): Path<Str
     };
     let mut cbc = latest::<CbcStored>(&s, "CBC_COUNTS")
         .map(|(version, report)| CbcSummary { version, report });
-    let differential = match latest::<DifferentialStored>(&s, "WBC_DIFFERENTIAL") {
-        Some((version, report)) => Some(DifferentialSummary {
+    // The newer of the two: a study re-run with one task keeps the other's
+    // older report, and the marks below are from the latest run.
+    let own = latest::<DifferentialStored>(&s, "WBC_DIFFERENTIAL").map(|(version, report)| {
+        DifferentialSummary {
             source: format!("WBC_DIFFERENTIAL, revision {version}"),
             report,
-        }),
-        None => cbc.as_mut().and_then(|c| {
-            Some(DifferentialSummary {
-                source: format!("CBC_COUNTS, revision {}", c.version),
-                report: c.report.differential.take()?,
-            })
-        }),
+        }
+    });
+    let in_cbc = cbc.as_mut().and_then(|c| {
+        let mut report = c.report.differential.take()?;
+        report.created_at = c.report.created_at.clone();
+        Some(DifferentialSummary {
+            source: format!("CBC_COUNTS, revision {}", c.version),
+            report,
+        })
+    });
+    let differential = match (own, in_cbc) {
+        (Some(a), Some(b)) if b.report.created_at > a.report.created_at => Some(b),
+        (a, b) => a.or(b),
     };
     let min_confidence = differential
         .as_ref()
@@ -580,6 +597,14 @@ mod tests {
             "White cell: left for review (likeliest lymphocyte, p = 0.50)"
         );
         assert_eq!(wbc_title(None, 0.7), "White cell");
+        let mut n = [0.0f32; 9];
+        n[0] = 0.4;
+        n[1] = 0.5;
+        n[6] = 0.1;
+        assert_eq!(
+            wbc_title(Some(&n), 0.7),
+            "White cell: neutrophil band (p = 0.90 as a neutrophil, the likelier form)"
+        );
     }
 
     #[test]

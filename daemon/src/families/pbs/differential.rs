@@ -117,6 +117,22 @@ pub fn cell(
     }
 }
 
+/// `cell` with its class decided again at `min_confidence` from its kept
+/// probabilities (a cell without all nine is left as it was).
+pub fn redecide(cell: &DifferentialCell, min_confidence: f32) -> DifferentialCell {
+    let mut p = [0f32; 9];
+    for (v, name) in p.iter_mut().zip(CLASSES) {
+        match cell.probabilities.get(name) {
+            Some(x) => *v = *x,
+            None => return cell.clone(),
+        }
+    }
+    DifferentialCell {
+        class: wbc::decide(&p, min_confidence).map(|k| CLASSES[k].to_string()),
+        ..cell.clone()
+    }
+}
+
 /// Every classified white cell of `analysis`, in the order of its cells.
 pub fn cells_of(analysis: &SmearAnalysis, min_confidence: f32) -> Vec<DifferentialCell> {
     analysis
@@ -245,6 +261,19 @@ mod tests {
         let leuko_sum: f64 = d.classes[..7].iter().map(|c| c.percent).sum();
         assert!((leuko_sum - 100.0).abs() < 1e-9);
         assert_eq!(d.files[0].review, 1);
+    }
+
+    #[test]
+    fn classes_follow_the_threshold_they_are_decided_at() {
+        let mut c = classified(Some("lymphocyte"));
+        for (i, name) in CLASSES.iter().enumerate() {
+            let v = [0.0, 0.0, 0.8, 0.2, 0.0, 0.0, 0.0, 0.0, 0.0][i];
+            c.probabilities.insert(name.to_string(), v);
+        }
+        assert_eq!(redecide(&c, 0.7).class.as_deref(), Some("lymphocyte"));
+        assert_eq!(redecide(&c, 0.9).class, None, "left for review at 0.9");
+        let bare = classified(Some("monocyte"));
+        assert_eq!(redecide(&bare, 0.9).class.as_deref(), Some("monocyte"));
     }
 
     #[test]

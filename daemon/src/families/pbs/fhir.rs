@@ -506,6 +506,11 @@ impl Results<'_> {
              they are in no percentage. {COUNT_NOTE}",
             d.min_confidence
         ));
+        if d.leukocytes_classified == 0 {
+            // No percentage means anything: "0 % neutrophils" would read as
+            // a result. The two counts above say what there was.
+            return Ok(());
+        }
         let of = |class: &str| d.classes.iter().find(|c| c.class == class);
         for c in &d.classes {
             let id = format!("wbc-{}", c.class.replace('_', "-"));

@@ -294,11 +294,22 @@ fn build_report(
     let sum = |k: fn(&FileResult) -> u64| -> u64 { per_file.iter().map(|(_, r)| k(r)).sum() };
     // Files analysed before the differential existed have no cells: the
     // differential covers only the files that have them.
+    // Classes are decided again from the kept probabilities, so the whole
+    // report follows the threshold it names even if it changed mid-study.
+    let min_confidence = params.wbc_min_confidence;
     let cells: Vec<(String, Vec<DifferentialCell>)> = per_file
         .iter()
-        .filter_map(|(id, r)| Some((id.to_string(), r.differential.clone()?)))
+        .filter_map(|(id, r)| {
+            let cells = r.differential.as_ref()?;
+            let cells = cells
+                .iter()
+                .map(|c| differential::redecide(c, min_confidence))
+                .collect();
+            Some((id.to_string(), cells))
+        })
         .collect();
-    let differential = differential::summarise(&cells, params.wbc_min_confidence);
+    let every_file = !per_file.is_empty() && cells.len() == per_file.len();
+    let differential = differential::summarise(&cells, min_confidence);
     let report = match task {
         "MALARIA_ANY_ANY" => serde_json::to_value(MalariaReport {
             positive_count: sum(|r| r.positive_count.unwrap_or(0)),
@@ -334,7 +345,7 @@ fn build_report(
                 })
                 .collect(),
             model: CBC_MODEL,
-            differential: (!cells.is_empty()).then_some(differential),
+            differential: every_file.then_some(differential),
             created_at: created_at.to_string(),
         }),
     };

@@ -496,8 +496,9 @@ pub struct CbcReport {
     /// The model that counted them.
     #[schema(value_type = String)]
     pub model: &'static str,
-    /// The white-cell differential of the same cells (absent when a file
-    /// was analysed before the differential existed).
+    /// The white-cell differential of the same cells (absent when any file
+    /// was analysed before the differential existed; `WBC_DIFFERENTIAL`
+    /// then covers the files that have one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub differential: Option<WbcDifferential>,
     /// RFC 3339.
