@@ -10,12 +10,15 @@
 //! BCCD's red-cell boxes are incomplete, so red-cell MAE is reported, not tuned for.
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use argus::backend::{
     cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps,
 };
 use argus::families::pbs::pipeline::{self as cells, CountParams};
+
+#[path = "bccd_common.rs"]
+mod bccd_common;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -32,12 +35,6 @@ fn truth(xml: &str) -> Truth {
         wbc: n("WBC"),
         plt: n("Platelets"),
     }
-}
-
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
 }
 
 struct Cached {
@@ -89,25 +86,14 @@ fn score(cache: &[Cached], p: &CountParams) -> Score {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let data = PathBuf::from(arg(&args, "--data").unwrap_or(format!("{ROOT}/../shared/data/bccd")));
-    let split = arg(&args, "--split").unwrap_or("val".into());
-    let limit: usize = arg(&args, "--limit")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(usize::MAX);
-    let scales: Vec<f32> = arg(&args, "--scales")
+    let (data, _, ids) = bccd_common::photos(&args, "val")?;
+    let scales: Vec<f32> = bccd_common::arg(&args, "--scales")
         .unwrap_or("1.0".into())
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
     let malaria = args.iter().any(|a| a == "--malaria");
     let sweep = !args.iter().any(|a| a == "--no-sweep");
-    let ids: Vec<String> = std::fs::read_to_string(data.join(format!("{split}.txt")))?
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .take(limit)
-        .collect();
     let models = ModelPaths::in_dir(Path::new(&format!("{ROOT}/models")));
     let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16)?;
     let mut classifier = if malaria {

@@ -18,12 +18,15 @@
 //! counts (white cells equal, red cells within 10%, platelets within 1).
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet};
 use argus::families::pbs::pipeline::{self as cells, CountParams};
 use argus::families::pbs::scale::{self, ScaleSettings};
 use argus::imaging::rbc_size;
+
+#[path = "bccd_common.rs"]
+mod bccd_common;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -105,12 +108,6 @@ fn truth(xml: &str) -> Truth {
     t
 }
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn quantile(v: &[f32], q: f32) -> f32 {
     let mut v = v.to_vec();
     v.sort_by(f32::total_cmp);
@@ -152,26 +149,13 @@ fn counts(
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let data = PathBuf::from(arg(&args, "--data").unwrap_or(format!("{ROOT}/../shared/data/bccd")));
-    let split = arg(&args, "--split").unwrap_or("train".into());
-    let limit: usize = arg(&args, "--limit")
-        .map(|v| v.parse())
-        .transpose()?
-        .unwrap_or(usize::MAX);
-    let factors: Vec<f32> = arg(&args, "--factors")
+    let (data, split, ids) = bccd_common::photos(&args, "train")?;
+    let factors: Vec<f32> = bccd_common::arg(&args, "--factors")
         .unwrap_or("0.5,0.75,1,1.5,2".into())
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
     let verbose = args.iter().any(|a| a == "--verbose");
-    let only = arg(&args, "--id");
-    let ids: Vec<String> = std::fs::read_to_string(data.join(format!("{split}.txt")))?
-        .lines()
-        .filter(|l| only.as_ref().is_none_or(|o| l.trim() == o))
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.trim().to_string())
-        .take(limit)
-        .collect();
     let load = |id: &str| -> anyhow::Result<(image::RgbImage, Truth)> {
         let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
         let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
