@@ -335,6 +335,80 @@ async fn a_refused_upload_is_read_to_the_end_so_the_client_sees_why() {
     s.stop().await;
 }
 
+/// Over HTTP/2 a refused upload is answered at once and its stream reset
+/// with NO_ERROR (RFC 9113 8.1, http::linger): the client is asked for
+/// little more than the stream window of a 24 MiB body the server was never
+/// going to read, still gets the answer that says why, and one connection
+/// survives far more refusals than h2's 1024 locally caused resets after
+/// which it would close the connection (what frames arriving on a stream it
+/// had already forgotten would cost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_refusals_stop_the_upload_and_keep_the_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let s = start(|c| c.auth.api_key_enabled = true).await;
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/detect", s.base);
+    let chunk = axum::body::Bytes::from(vec![0u8; 16 * 1024]);
+    let upload = |chunks: usize, pulled: Arc<AtomicUsize>| {
+        let chunk = chunk.clone();
+        let body = futures_util::stream::iter((0..chunks).map(move |_| {
+            pulled.fetch_add(chunk.len(), Ordering::Relaxed);
+            Ok::<_, std::io::Error>(chunk.clone())
+        }));
+        client
+            .post(&url)
+            .header("content-type", "multipart/form-data; boundary=x")
+            .body(reqwest::Body::wrap_stream(body))
+            .send()
+    };
+
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let r = upload(24 * 64, pulled.clone()).await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("API key"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = pulled.load(Ordering::Relaxed);
+    assert!(
+        sent < 1 << 20,
+        "the client was asked for {sent} bytes of a refused 24 MiB upload"
+    );
+
+    let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let (answered, failed) = (answered.clone(), failed.clone());
+        let requests: Vec<_> = (0..100)
+            .map(|_| upload(16, Arc::new(AtomicUsize::new(0))))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for r in requests {
+                match r.await {
+                    Ok(r) if r.status() == 401 => answered.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(
+        (
+            answered.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed)
+        ),
+        (1600, 0),
+        "every refused upload must get its 401 over the one connection"
+    );
+    assert!(s.health_ok().await);
+    s.stop().await;
+}
+
 /// Clients that send headers and a little of their upload, then stall,
 /// hold no in-flight slot: with every slot's worth of them connected, a
 /// normal request still gets 200; each stalled one gets 408 once the body

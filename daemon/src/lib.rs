@@ -143,12 +143,13 @@ fn open_store(dir: &Path) -> Result<Store, RunError> {
 /// Validate the config, open the store, load and warm up the model, bind.
 pub async fn start(config: Config) -> Result<Running, RunError> {
     config.validate()?;
-    if config.cpu_threads > 0 {
-        // Only the first call in a process can size the global pool.
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.cpu_threads)
-            .build_global();
-    }
+    // Only the first call in a process can size the global pool. Its
+    // threads are named so an operator (and `top -H`) can tell inference
+    // from request handling.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .num_threads(config.cpu_threads)
+        .thread_name(|i| format!("argus-infer-{i}"))
+        .build_global();
     let state_dir = config.state_dir.clone();
     let store = {
         let dir = state_dir.clone();
