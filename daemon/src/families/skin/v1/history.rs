@@ -197,7 +197,10 @@ pub async fn smoothed_results(
                     .results
                     .iter()
                     .find(|r| r.algorithm_version_id == alg.id && r.is_ok)?;
-                Some((i.created_unix, super::super::present::main_value(&r.result)?))
+                Some((
+                    i.created_unix,
+                    super::super::present::main_value(&r.result)?,
+                ))
             })
             .collect();
         let samples = smoothing::window(&series, img.created_unix, window, max);

@@ -29,7 +29,11 @@ pub async fn set_webhook(
 ) -> SkinResult<Response> {
     dataset(&skin, &caller, c, d).await?;
     let w = super::super::hooks::configure(&skin, d, b).await?;
-    Ok((StatusCode::CREATED, Json(super::super::hooks::view(&w, true))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(super::super::hooks::view(&w, true)),
+    )
+        .into_response())
 }
 
 /// The dataset's webhook (without its secret).

@@ -1,0 +1,216 @@
+//! A study's files: the upload and how its type is told.
+
+use super::*;
+
+/// How the type of an uploaded file is told: one of the two is needed.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// The file's name; its extension gives the type (`.jpg`, `.jpeg`,
+    /// `.png`, `.tif`, `.tiff`, `.bmp`, `.webp`).
+    #[param(example = "MS12_12.jpg")]
+    file_name: Option<String>,
+    /// The file's type (`image/jpeg`, `image/png`, `image/tiff`,
+    /// `image/bmp`, `image/webp`); wins over `file_name`.
+    #[param(example = "image/jpeg")]
+    content_type: Option<String>,
+}
+
+/// The declared type: from `content_type`, else `file_name`'s extension.
+fn declared_type(q: &UploadQuery) -> Option<&'static str> {
+    let by_mime = |m: &str| match m.trim().to_ascii_lowercase().as_str() {
+        "image/jpeg" | "image/jpg" => Some("image/jpeg"),
+        "image/png" => Some("image/png"),
+        "image/tiff" => Some("image/tiff"),
+        "image/bmp" => Some("image/bmp"),
+        "image/webp" => Some("image/webp"),
+        _ => None,
+    };
+    if let Some(ct) = q.content_type.as_deref().filter(|c| !c.is_empty()) {
+        return by_mime(ct);
+    }
+    let name = q.file_name.as_deref()?;
+    let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
+    match ext.as_str() {
+        "jpg" | "jpeg" | "jpe" => Some("image/jpeg"),
+        "png" => Some("image/png"),
+        "tif" | "tiff" => Some("image/tiff"),
+        "bmp" => Some("image/bmp"),
+        "webp" => Some("image/webp"),
+        _ => None,
+    }
+}
+
+/// Add a photo of the smear to a study.
+///
+/// The whole body is the image (not multipart, not a form); its type comes
+/// from the `content_type` or `file_name` query parameter, not from the
+/// `Content-Type` header. At most `pbs.max_file_bytes` per file and
+/// `pbs.max_files_per_study` files. The image is decoded on arrival, so a
+/// file the analysis could not read is refused here. Idempotent: the same
+/// bytes again answer 200 with `duplicate: true`. No more files once tasks
+/// were requested (409). Roles: admin, user, device.
+#[utoipa::path(
+    post,
+    path = "/pbs/{id}/files",
+    operation_id = "pbs_upload_file",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The study's `pbs_study_id`."),
+        UploadQuery,
+    ),
+    request_body(
+        description = "The image file's bytes, as the whole body.",
+        content(
+            ("image/jpeg"),
+            ("image/png"),
+            ("image/tiff"),
+            ("image/bmp"),
+            ("image/webp"),
+            ("application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "The file was added.",
+         body = EnvelopeBody<schema::FileAdded>),
+        (status = 200, description = "These bytes were already in the study \
+         (`duplicate: true`); nothing changed.", body = EnvelopeBody<schema::FileAdded>),
+        (status = 400, description = "No usable `file_name` or `content_type`, an empty \
+         body, or a file that is not a usable image.", body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not upload files.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 409, description = "Tasks were already requested for the study, or it \
+         holds the most files allowed.", body = ErrorBody),
+        (status = 413, description = "The file is over `pbs.max_file_bytes`, or too large \
+         to decode.", body = ErrorBody),
+        (status = 503, description = "The appliance's decode memory is in use; try again.",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
+pub async fn upload_file(
+    State(app): State<Arc<Pbs>>,
+    Path(id): Path<String>,
+    Query(q): Query<UploadQuery>,
+    caller: Caller<access::Upload>,
+    body: axum::body::Body,
+) -> Res {
+    let started = Instant::now();
+    let limit = app.config.pbs.max_file_bytes;
+    let checked = async {
+        let p = caller.0;
+        let study = own_study(&app, &p, &id).await?;
+        let Some(content_type) = declared_type(&q) else {
+            return Err(PbsError::BadRequest(match (&q.file_name, &q.content_type) {
+                (None, None) => "give file_name (e.g. MS12_12.jpg) or content_type (e.g. image/jpeg) so the file type can be determined".into(),
+                _ => "the file type could not be determined; accepted: JPEG, PNG, TIFF, BMP, WebP (by file_name extension or content_type)".into(),
+            }));
+        };
+        if study.frozen {
+            return Err(PbsError::Conflict(
+                "tasks were already requested for this study; no more files can be added".into(),
+            ));
+        }
+        Ok((study, content_type))
+    }
+    .await;
+    // A refused upload's body is read to the end by http::linger.
+    let (study, content_type) = checked?;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        PbsError::TooLarge(format!(
+            "the body is over the limit of {limit} bytes (or the upload broke off)"
+        ))
+    })?;
+    if body.is_empty() {
+        return Err(PbsError::BadRequest(
+            "the body is empty; send the image bytes as the body".into(),
+        ));
+    }
+    let file_id = format!("sha224-i-{}", hex::encode(sha2::Sha224::digest(&body)));
+    if study.files.iter().any(|f| f.file_id == file_id) {
+        return Ok(Envelope::ok(
+            StatusCode::OK,
+            schema::FileAdded {
+                pbs_study_id: study.id,
+                file_id,
+                duplicate: true,
+            },
+            started,
+        ));
+    }
+    if study.files.len() >= app.config.pbs.max_files_per_study {
+        return Err(PbsError::Conflict(format!(
+            "the study already holds {} files, the most allowed",
+            study.files.len()
+        )));
+    }
+    // Decode now, so a file the analysis could not read is refused here.
+    let _reservation = app.decode_budget.reserve(&body).await?;
+    let limits = crate::imaging::DecodeLimits {
+        max_pixels: app.config.limits.max_pixels,
+        formats: ["jpeg", "png", "webp", "bmp", "tiff"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let data = body.clone();
+    let (w, h) = tokio::task::spawn_blocking(move || {
+        crate::imaging::decode(&data, &limits).map(|d| (d.image.width(), d.image.height()))
+    })
+    .await
+    .map_err(|e| PbsError::Internal(e.to_string()))?
+    .map_err(|e| PbsError::BadRequest(format!("the file is not a usable image: {e}")))?;
+    let ext = content_type.rsplit('/').next().unwrap_or("bin");
+    let blob = format!("pbs/{}.{ext}", &file_id["sha224-i-".len()..]);
+    {
+        let (store, blob, data) = (app.store.clone(), blob.clone(), body.clone());
+        tokio::task::spawn_blocking(move || store.blobs.put(&blob, &data))
+            .await
+            .map_err(|e| PbsError::Internal(e.to_string()))??;
+    }
+    let rec = FileRecord {
+        file_id: file_id.clone(),
+        file_name: q.file_name.clone(),
+        content_type: content_type.into(),
+        bytes: body.len(),
+        width: w,
+        height: h,
+        blob,
+        uploaded_at: now_rfc3339(),
+    };
+    let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
+    let outcome = blocking(move || {
+        pbs.update_study(sid, |s| {
+            if s.frozen {
+                return Ok(Err(()));
+            }
+            if !s.files.iter().any(|f| f.file_id == rec.file_id) {
+                s.files.push(rec.clone());
+            }
+            Ok(Ok(()))
+        })
+    })
+    .await?;
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(())) => {
+            return Err(PbsError::Conflict(
+                "tasks were requested for this study meanwhile; the file was not added".into(),
+            ))
+        }
+        None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
+    }
+    app.store.flush_async().await?;
+    Ok(Envelope::ok(
+        StatusCode::CREATED,
+        schema::FileAdded {
+            pbs_study_id: study.id,
+            file_id,
+            duplicate: false,
+        },
+        started,
+    ))
+}
