@@ -335,15 +335,13 @@ async fn a_refused_upload_is_read_to_the_end_so_the_client_sees_why() {
     s.stop().await;
 }
 
-/// Over HTTP/2 a refused upload is answered at once and its stream reset
-/// with NO_ERROR (RFC 9113 8.1, http::linger): the client is asked for
-/// little more than the stream window of a 24 MiB body the server was never
-/// going to read, still gets the answer that says why, and one connection
-/// survives far more refusals than h2's 1024 locally caused resets after
-/// which it would close the connection (what frames arriving on a stream it
-/// had already forgotten would cost).
+/// Over HTTP/2 a refused upload gets the answer that says why, whatever
+/// its size, and one connection carries far more refusals than the 1,024
+/// locally caused stream resets after which h2 would close it with GOAWAY
+/// (http::linger reads refused bodies to the end rather than resetting
+/// their streams; BENCHMARKS.md says why).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_refusals_stop_the_upload_and_keep_the_connection() {
+async fn http2_refusals_are_answered_and_keep_the_connection() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     let s = start(|c| c.auth.api_key_enabled = true).await;
@@ -353,12 +351,11 @@ async fn http2_refusals_stop_the_upload_and_keep_the_connection() {
         .unwrap();
     let url = format!("{}/api/v1/detect", s.base);
     let chunk = axum::body::Bytes::from(vec![0u8; 16 * 1024]);
-    let upload = |chunks: usize, pulled: Arc<AtomicUsize>| {
+    let upload = |chunks: usize| {
         let chunk = chunk.clone();
-        let body = futures_util::stream::iter((0..chunks).map(move |_| {
-            pulled.fetch_add(chunk.len(), Ordering::Relaxed);
-            Ok::<_, std::io::Error>(chunk.clone())
-        }));
+        let body = futures_util::stream::iter(
+            (0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
         client
             .post(&url)
             .header("content-type", "multipart/form-data; boundary=x")
@@ -366,25 +363,16 @@ async fn http2_refusals_stop_the_upload_and_keep_the_connection() {
             .send()
     };
 
-    let pulled = Arc::new(AtomicUsize::new(0));
-    let r = upload(24 * 64, pulled.clone()).await.unwrap();
+    let r = upload(24 * 64).await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("API key"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = pulled.load(Ordering::Relaxed);
-    assert!(
-        sent < 1 << 20,
-        "the client was asked for {sent} bytes of a refused 24 MiB upload"
-    );
 
     let (answered, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (answered, failed) = (answered.clone(), failed.clone());
-        let requests: Vec<_> = (0..100)
-            .map(|_| upload(16, Arc::new(AtomicUsize::new(0))))
-            .collect();
+        let requests: Vec<_> = (0..100).map(|_| upload(16)).collect();
         tasks.push(tokio::spawn(async move {
             for r in requests {
                 match r.await {

@@ -39,7 +39,8 @@ pub struct Config {
     pub models_dir: PathBuf,
     /// Inference backend: "auto", "cpu", "cuda" or "wgpu".
     pub backend: BackendKind,
-    /// CPU threads for inference (0: one per core).
+    /// CPU threads for inference, named `argus-infer-N` (0: `RAYON_NUM_THREADS`
+    /// when set, else one per core).
     pub cpu_threads: usize,
     /// Seconds to let in-flight requests finish after SIGTERM.
     pub shutdown_grace_secs: u64,

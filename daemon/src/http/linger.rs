@@ -1,25 +1,12 @@
-//! What happens to the unread rest of a refused upload.
+//! Refused uploads are read to the end before the refusal goes out.
 //!
-//! Most HTTP/1.1 clients write the whole request body before they read the
+//! Most HTTP clients write the whole request body before they read the
 //! response. A handler that refuses an upload (too large, bad token, closed
-//! study, full queue) without reading all of it leaves bytes unread, hyper
-//! then closes the connection, and the client sees a broken pipe or a reset
-//! instead of the 4xx that says why. So each request's body is lent to the
-//! handler; when the answer is an error and the handler dropped the body
-//! unread, an HTTP/1.1 body is read and thrown away, within bounds, before
-//! answering.
-//!
-//! HTTP/2 has a better way (RFC 9113 8.1): answer at once, then reset the
-//! stream with NO_ERROR, which tells the client to stop sending without
-//! failing the request. The client cannot have sent more than the stream's
-//! flow-control window ([`H2_STREAM_WINDOW`], nginx's preread size), so a
-//! refusal under overload costs both sides that much of the body rather
-//! than all of it. The unread body is kept [`H2_HOLD`] after the answer
-//! before it is dropped (which sends the reset): DATA frames the client had
-//! already sent then land on a stream h2 still knows, instead of on a
-//! forgotten one, where each would make h2 send a STREAM_CLOSED reset and
-//! count it towards its per-connection limit of locally caused resets
-//! (1024, then GOAWAY, which would fail every request on the connection).
+//! study) without reading all of it leaves bytes unread, hyper then closes
+//! the connection, and the client sees a broken pipe or a reset instead of
+//! the 4xx that says why. So each request's body is lent to the handler;
+//! when the answer is an error and the handler dropped the body unread,
+//! the rest is read and thrown away, within bounds, before answering.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -34,15 +21,6 @@ use http_body::{Frame, SizeHint};
 
 /// Beyond this many unread bytes the connection is closed instead.
 pub const MAX_BYTES: u64 = 64 << 20;
-/// The HTTP/2 flow-control window a stream starts with, in bytes: what a
-/// client may send before the handler reads (nginx's
-/// `http2_body_preread_size` default). Reading the body opens it further.
-pub const H2_STREAM_WINDOW: u32 = 64 << 10;
-/// The HTTP/2 connection window, in bytes: room for the first
-/// [`H2_STREAM_WINDOW`] of this many streams' bodies at once.
-pub const H2_CONNECTION_WINDOW: u32 = 64 * H2_STREAM_WINDOW;
-/// How long a refused HTTP/2 body is kept unread after the answer.
-pub const H2_HOLD: Duration = Duration::from_millis(50);
 /// A client still sending after this long is cut off.
 pub const MAX_TIME: Duration = Duration::from_secs(10);
 
@@ -89,12 +67,10 @@ impl Drop for Lent {
     }
 }
 
-/// Middleware: lend the body; after an error answer, drain what was left
-/// unread (HTTP/1.1) or reset the stream (HTTP/2).
+/// Middleware: lend the body, and drain what an error answer left unread.
 pub async fn linger(req: Request, next: Next) -> Response {
     let home: Home = Arc::default();
     let (parts, body) = req.into_parts();
-    let h2 = parts.version == axum::http::Version::HTTP_2;
     let lent = Lent {
         body: Some(body),
         home: home.clone(),
@@ -105,15 +81,8 @@ pub async fn linger(req: Request, next: Next) -> Response {
     let stalled = resp.status() == axum::http::StatusCode::REQUEST_TIMEOUT;
     if !stalled && (resp.status().is_client_error() || resp.status().is_server_error()) {
         let left = home.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match left {
-            Some(body) if h2 => {
-                tokio::spawn(async move {
-                    tokio::time::sleep(H2_HOLD).await;
-                    drop(body);
-                });
-            }
-            Some(body) => drain(body).await,
-            None => {}
+        if let Some(body) = left {
+            drain(body).await;
         }
     }
     resp

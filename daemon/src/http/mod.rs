@@ -298,10 +298,7 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)))
-        // A refused upload stops at the stream window (see `linger`).
-        .initial_stream_window_size(linger::H2_STREAM_WINDOW)
-        .initial_connection_window_size(linger::H2_CONNECTION_WINDOW);
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     loop {
         let (stream, addr) = tokio::select! {

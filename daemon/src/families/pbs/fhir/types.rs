@@ -87,7 +87,7 @@ impl Quantity {
 }
 
 /// `v` as a JSON number, rounded to 4 decimals (no float noise in reports).
-pub(super) fn number(v: f64, what: &'static str) -> Result<serde_json::Number, FhirError> {
+fn number(v: f64, what: &'static str) -> Result<serde_json::Number, FhirError> {
     let r = (v * 1e4).round() / 1e4;
     serde_json::Number::from_f64(r).ok_or(FhirError::NotFinite(what))
 }
