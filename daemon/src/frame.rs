@@ -270,7 +270,8 @@ pub fn decode_faces(
         .collect())
 }
 
-/// Run the three cell UNets on a batch of tiles.
+/// Run the three cell UNets on a batch of tiles: on the CPU through the
+/// NHWC kernels ([`Unet::forward_tiles`]), elsewhere through candle.
 pub fn cell_tiles(
     rbc: &Unet,
     wbc: &Unet,
@@ -284,6 +285,29 @@ pub fn cell_tiles(
             "{} values for {count} tiles of {TILE_IN}x{TILE_IN}x3",
             data.len()
         )));
+    }
+    if device.is_cpu() {
+        // The NHWC kernels; the three nets share nothing but the tile.
+        let (r, w, p) = (
+            rbc.forward_tiles(&data, count),
+            wbc.forward_tiles(&data, count),
+            plt.forward_tiles(&data, count),
+        );
+        return r
+            .into_iter()
+            .zip(w)
+            .zip(p)
+            .map(|(((rbc, edge), (wbc, _)), (platelets, _))| {
+                Ok(TileMaps {
+                    rbc,
+                    rbc_edge: edge.ok_or_else(|| {
+                        BackendError::BadBatch("the rbc net has no edge head".into())
+                    })?,
+                    wbc,
+                    platelets,
+                })
+            })
+            .collect();
     }
     let x = Tensor::from_vec(data, (count, 3, TILE_IN, TILE_IN), device)?;
     let r = rbc.forward(&x)?;

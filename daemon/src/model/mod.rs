@@ -9,6 +9,7 @@ pub mod iris;
 pub mod malaria;
 pub mod nhwc;
 pub mod ops;
+pub mod simd;
 pub mod unet;
 pub mod wbc;
 

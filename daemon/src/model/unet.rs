@@ -15,7 +15,9 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
+use super::nhwc::{self, pooling as pool, Dense3x3, Map, Pointwise, Upsample2x2};
 use super::ops;
 
 /// Tile edge the nets take.
@@ -39,6 +41,18 @@ impl ConvRelu {
         })
     }
 
+    /// The 3x3 conv for the NHWC kernels.
+    fn dense(&self) -> Result<Dense3x3> {
+        let (cout, cin) = (self.w.dim(0)?, self.w.dim(1)?);
+        Ok(Dense3x3::new(
+            &flat(&self.w)?,
+            &flat(&self.b)?,
+            cout,
+            cin,
+            1,
+        ))
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if self.w.dim(2)? == 1 {
             return ops::pointwise(x, &self.w, &self.b, true);
@@ -49,6 +63,17 @@ impl ConvRelu {
         let (_, _, h, w) = y.dims4()?;
         y.narrow(2, 1, h - 2)?.narrow(3, 1, w - 2)
     }
+}
+
+/// A tensor's values in order.
+fn flat(t: &Tensor) -> Result<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+/// The 1x1 squeeze conv for the NHWC kernels.
+fn stem_pointwise(c: &ConvRelu) -> Result<Pointwise> {
+    let (cout, cin) = (c.w.dim(0)?, c.w.dim(1)?);
+    Ok(Pointwise::new(&flat(&c.w)?, &flat(&c.b)?, cout, cin))
 }
 
 /// Two unpadded 3x3 conv + ReLU.
@@ -115,6 +140,7 @@ pub struct UnetOutput {
 }
 
 pub struct Unet {
+    cpu: Kernels,
     stem: ConvRelu,
     squeeze: ConvRelu,
     stem2: ConvRelu,
@@ -138,17 +164,74 @@ impl Unet {
             .into_iter()
             .map(|(i, cin, cout, crop)| UpStage::load(vb.pp(format!("dec{i}")), cin, cout, crop))
             .collect::<Result<Vec<_>>>()?;
+        let stem = ConvRelu::load(vb.pp("enc1.0"), 96, 3, 3)?;
+        let squeeze = ConvRelu::load(vb.pp("enc1.1"), 32, 96, 1)?;
+        let stem2 = ConvRelu::load(vb.pp("enc1.2"), 32, 32, 3)?;
+        let mask = head("mask")?;
+        let edge = match heads {
+            Heads::MaskEdge => Some(head("edge")?),
+            Heads::Mask => None,
+        };
+        let cpu = Kernels {
+            stem: stem.dense()?,
+            squeeze: stem_pointwise(&squeeze)?,
+            stem2: stem2.dense()?,
+            enc: enc
+                .iter()
+                .map(|d| Ok([d.a.dense()?, d.b.dense()?]))
+                .collect::<Result<_>>()?,
+            dec: dec
+                .iter()
+                .map(|s| {
+                    let (cin, cout) = (s.up_w.dim(0)?, s.up_w.dim(1)?);
+                    Ok(CpuUpStage {
+                        up: Upsample2x2::new(&flat(&s.up_w)?, &flat(&s.up_b)?, cin, cout),
+                        crop: s.crop,
+                        convs: [s.convs.a.dense()?, s.convs.b.dense()?],
+                    })
+                })
+                .collect::<Result<_>>()?,
+            heads: {
+                // Both heads as one 32 -> 1|2 product: channel 0 mask, 1 edge.
+                let hs: Vec<&(Tensor, Tensor)> = std::iter::once(&mask).chain(&edge).collect();
+                let (mut w, mut b) = (Vec::new(), Vec::new());
+                for (hw, hb) in &hs {
+                    w.extend(flat(hw)?);
+                    b.extend(flat(hb)?);
+                }
+                Pointwise::new(&w, &b, hs.len(), 32)
+            },
+        };
         Ok(Self {
-            stem: ConvRelu::load(vb.pp("enc1.0"), 96, 3, 3)?,
-            squeeze: ConvRelu::load(vb.pp("enc1.1"), 32, 96, 1)?,
-            stem2: ConvRelu::load(vb.pp("enc1.2"), 32, 32, 3)?,
+            cpu,
+            stem,
+            squeeze,
+            stem2,
             enc,
             dec,
-            mask: head("mask")?,
-            edge: match heads {
-                Heads::MaskEdge => Some(head("edge")?),
-                Heads::Mask => None,
-            },
+            mask,
+            edge,
+        })
+    }
+
+    /// Sigmoid maps for `count` tiles of `data` (each `3 × 188 × 188`, NCHW
+    /// BGR in [-1, 1]) on the NHWC CPU kernels: per tile the mask and, for
+    /// [`Heads::MaskEdge`], the edge map, each 100 × 100 row-major. Tiles run
+    /// in parallel on the rayon pool, each layer also split by rows.
+    ///
+    /// # Panics
+    /// If `data` is not `count` whole tiles.
+    pub fn forward_tiles(&self, data: &[f32], count: usize) -> Vec<(Vec<f32>, Option<Vec<f32>>)> {
+        let n = 3 * TILE_IN * TILE_IN;
+        assert_eq!(
+            data.len(),
+            count * n,
+            "unet: not {count} tiles of 3x{TILE_IN}x{TILE_IN}"
+        );
+        nhwc::on_pool(|| {
+            data.par_chunks_exact(n)
+                .map(|tile| self.cpu.forward(tile))
+                .collect()
         })
     }
 
@@ -183,12 +266,66 @@ impl Unet {
     }
 }
 
+/// The same net on the NHWC CPU kernels, packed at load. Unpadded 3x3
+/// convs are [`Dense3x3::forward_padded`] on the unpadded map: its
+/// "padding" is then the map's own outer pixels, which is exactly a valid
+/// convolution.
+struct Kernels {
+    stem: Dense3x3,
+    squeeze: Pointwise,
+    stem2: Dense3x3,
+    enc: Vec<[Dense3x3; 2]>,
+    dec: Vec<CpuUpStage>,
+    heads: Pointwise,
+}
+
+struct CpuUpStage {
+    up: Upsample2x2,
+    crop: usize,
+    convs: [Dense3x3; 2],
+}
+
+impl Kernels {
+    /// One `3 × 188 × 188` tile to its (mask, edge) sigmoid maps.
+    fn forward(&self, tile: &[f32]) -> (Vec<f32>, Option<Vec<f32>>) {
+        let x = Map::from_chw(tile, 3, TILE_IN, TILE_IN);
+        let y = self.stem.forward_padded(&x, true);
+        let y = nhwc::pointwise_map(&self.squeeze, &y, true, None);
+        let mut skips = vec![self.stem2.forward_padded(&y, true)];
+        for [a, b] in &self.enc {
+            let pooled = pool::max_pool2x2(skips.last().expect("e1"));
+            skips.push(b.forward_padded(&a.forward_padded(&pooled, true), true));
+        }
+        let mut y = skips.pop().expect("e4");
+        for s in &self.dec {
+            let skip = skips.pop().expect("skip per stage");
+            let cat = pool::concat_cropped(&skip, s.crop, &s.up.forward(&y));
+            y = s.convs[1].forward_padded(&s.convs[0].forward_padded(&cat, true), true);
+        }
+        let heads = nhwc::pointwise_map(&self.heads, &y, false, None);
+        let sigmoid = |v: &f32| 1.0 / (1.0 + (-v).exp());
+        let c = heads.c;
+        let mask = heads.data.iter().step_by(c).map(sigmoid).collect();
+        let edge = (c == 2).then(|| heads.data[1..].iter().step_by(2).map(sigmoid).collect());
+        (mask, edge)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use candle_core::Device;
 
     const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+    fn max_diff(got: &[f32], want: &Tensor) -> f32 {
+        let want = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max)
+    }
 
     pub(crate) fn net(name: &str, heads: Heads) -> Unet {
         let path = format!("{ROOT}/models/cbc/{name}.safetensors");
@@ -215,13 +352,27 @@ mod tests {
             ("wbc", Heads::Mask),
             ("plt", Heads::Mask),
         ] {
-            let out = net(name, heads).forward(tile).unwrap();
+            let net = net(name, heads);
+            let out = net.forward(tile).unwrap();
             assert_eq!(out.mask.dims(), &[1, 1, TILE_OUT, TILE_OUT]);
-            let e = crate::model::max_abs_diff(&out.mask, &golden[&format!("{name}_mask")]);
+            let want_mask = &golden[&format!("{name}_mask")];
+            let e = crate::model::max_abs_diff(&out.mask, want_mask);
             assert!(e < 1e-3, "{name} mask: max abs error {e}");
             if let Some(edge) = out.edge {
                 let e = crate::model::max_abs_diff(&edge, &golden["rbc_edge"]);
                 assert!(e < 1e-3, "rbc edge: max abs error {e}");
+            }
+            // The NHWC kernels, twice in one batch (tiles run in parallel).
+            let x = tile.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let two = [x.clone(), x].concat();
+            for (mask, edge) in net.forward_tiles(&two, 2) {
+                let e = max_diff(&mask, want_mask);
+                assert!(e < 1e-3, "{name} nhwc mask: max abs error {e}");
+                assert_eq!(edge.is_some(), heads == Heads::MaskEdge);
+                if let Some(edge) = edge {
+                    let e = max_diff(&edge, &golden["rbc_edge"]);
+                    assert!(e < 1e-3, "rbc nhwc edge: max abs error {e}");
+                }
             }
         }
     }

@@ -58,7 +58,15 @@ impl Dense3x3 {
     /// On a map with a one-pixel zero border: every tap of every output
     /// pixel is then a whole input pixel at a fixed offset, which the GEMM
     /// kernel gathers itself (no im2col buffer).
+    ///
+    /// On an unpadded map this is the unpadded ("valid") convolution, two
+    /// pixels smaller each way.
     pub fn forward_padded(&self, p: &Map, relu: bool) -> Map {
+        assert_eq!(p.c, self.cin, "dense 3x3: input channels");
+        assert!(
+            p.h >= 3 && p.w >= 3,
+            "dense 3x3: map smaller than the kernel"
+        );
         let (h, w, c, s) = (p.h - 2, p.w - 2, self.cin, self.stride);
         let (ho, wo, cout) = (self.out_dim(h), self.out_dim(w), self.pw.cout());
         let pr = p.row_len();

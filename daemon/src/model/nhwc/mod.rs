@@ -11,6 +11,7 @@
 mod conv;
 pub mod depthwise;
 pub mod pointwise;
+pub mod pooling;
 
 pub use conv::{Dense3x3, Upsample2x2};
 pub use depthwise::Depthwise;

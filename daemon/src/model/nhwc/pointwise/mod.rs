@@ -5,27 +5,46 @@
 //! convolutions, the 3x3 convolutions after im2col, and the 2x2 transposed
 //! convolutions (one GEMM to 4 × cout columns, then a scatter).
 //!
-//! On x86-64 with AVX-512 the weights are packed once, at load, into panels of
-//! 32 output channels (`k × 32`, zero-padded), and a register tile of up to 14
-//! pixels × 32 channels accumulates over all of `k` with one broadcast per
-//! pixel and two vector loads per step, so bias, ReLU and the residual are
-//! applied while the tile is still in registers. Elsewhere the portable `gemm`
-//! crate runs the product and the epilogue is a second pass.
+//! With AVX-512, AVX2 or NEON the weights are packed once, at load, into
+//! panels of two to four vectors' worth of output channels (`k × width`,
+//! zero-padded), and a register tile of several pixels × one panel
+//! accumulates over all of `k` with one broadcast per pixel and one vector
+//! load per panel vector per step; bias, ReLU and the residual are applied
+//! while the tile is still in registers (`avx512.rs`, `avx2.rs`, `neon.rs`).
+//! Elsewhere the portable `gemm` crate runs the product and the epilogue is
+//! a second pass.
 
-/// Output channels per packed panel (two 16-lane vectors).
-const PANEL: usize = 32;
-/// Pixels per register tile: 14 × 2 accumulators + 2 weight vectors fit the
-/// 32 vector registers.
 #[cfg(target_arch = "x86_64")]
-const MR: usize = 14;
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+use crate::model::simd::{self, Isa};
 
 #[derive(Debug, Clone)]
 enum Weights {
-    /// Panels of `k × PANEL`, zero-padded past `cout`; bias padded likewise.
-    #[cfg(target_arch = "x86_64")]
-    Panels(Vec<f32>),
+    /// Panels of `k × isa.panel()`, zero-padded past `cout`; bias padded
+    /// likewise to whole panels.
+    Packed(Isa, Vec<f32>),
     /// `k × cout`, row-major (the weight matrix transposed).
     Plain(Vec<f32>),
+}
+
+/// Panel width (output channels) and tile height (pixels) of each kernel:
+/// the accumulators (height × panel vectors) plus the panel's vectors fill
+/// the register file without spilling.
+fn panel_and_rows(isa: Isa) -> (usize, usize) {
+    match isa {
+        // 14 × 2 accumulators + 2 weight vectors of the 32 zmm registers.
+        Isa::Avx512 => (32, 14),
+        // 6 × 2 accumulators + 2 weight vectors + 1 broadcast of 16 ymm.
+        Isa::Avx2 => (16, 6),
+        // 6 × 4 accumulators + 4 weight vectors of the 32 q registers.
+        Isa::Neon => (16, 6),
+        Isa::Portable => unreachable!("the portable path is not packed"),
+    }
 }
 
 /// A `[cout × k]` weight matrix and its bias, packed for the CPU this runs on.
@@ -41,42 +60,45 @@ impl Pointwise {
     /// `w` is `[cout × k]` row-major (a conv weight `[cout, cin, 1, 1]` as
     /// stored, or any matrix whose rows are output channels).
     pub fn new(w: &[f32], b: &[f32], cout: usize, k: usize) -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if crate::model::avx512::available() {
-            return Self::panels(w, b, cout, k);
-        }
-        Self::plain(w, b, cout, k)
+        Self::for_isa(simd::best(), w, b, cout, k)
     }
 
     /// The portable layout, whatever the CPU (tests compare the two).
     pub fn plain(w: &[f32], b: &[f32], cout: usize, k: usize) -> Self {
-        assert_eq!(w.len(), cout * k, "pointwise weight is not cout × k");
-        assert_eq!(b.len(), cout, "pointwise bias is not cout");
-        let mut t = vec![0f32; k * cout];
-        for o in 0..cout {
-            for i in 0..k {
-                t[i * cout + o] = w[o * k + i];
-            }
-        }
-        Self {
-            k,
-            cout,
-            bias: b.to_vec(),
-            weights: Weights::Plain(t),
-        }
+        Self::for_isa(Isa::Portable, w, b, cout, k)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn panels(w: &[f32], b: &[f32], cout: usize, k: usize) -> Self {
+    /// Packed for `isa`'s kernels.
+    ///
+    /// # Panics
+    /// If this CPU cannot run `isa` ([`simd::supported`]), or on sizes that
+    /// do not match.
+    pub fn for_isa(isa: Isa, w: &[f32], b: &[f32], cout: usize, k: usize) -> Self {
+        assert!(simd::supported(isa), "this CPU has no {isa}");
         assert_eq!(w.len(), cout * k, "pointwise weight is not cout × k");
         assert_eq!(b.len(), cout, "pointwise bias is not cout");
-        let n = cout.div_ceil(PANEL);
-        let mut p = vec![0f32; n * k * PANEL];
-        let mut bias = vec![0f32; n * PANEL];
+        if isa == Isa::Portable {
+            let mut t = vec![0f32; k * cout];
+            for o in 0..cout {
+                for i in 0..k {
+                    t[i * cout + o] = w[o * k + i];
+                }
+            }
+            return Self {
+                k,
+                cout,
+                bias: b.to_vec(),
+                weights: Weights::Plain(t),
+            };
+        }
+        let width = panel_and_rows(isa).0;
+        let n = cout.div_ceil(width);
+        let mut p = vec![0f32; n * k * width];
+        let mut bias = vec![0f32; n * width];
         for o in 0..cout {
-            let (panel, lane) = (o / PANEL, o % PANEL);
+            let (panel, lane) = (o / width, o % width);
             for i in 0..k {
-                p[(panel * k + i) * PANEL + lane] = w[o * k + i];
+                p[(panel * k + i) * width + lane] = w[o * k + i];
             }
             bias[o] = b[o];
         }
@@ -84,7 +106,7 @@ impl Pointwise {
             k,
             cout,
             bias,
-            weights: Weights::Panels(p),
+            weights: Weights::Packed(isa, p),
         }
     }
 
@@ -145,11 +167,10 @@ impl Pointwise {
             assert_eq!(r.len(), out.len(), "pointwise residual has the wrong size");
         }
         match &self.weights {
-            #[cfg(target_arch = "x86_64")]
-            Weights::Panels(p) => {
-                // SAFETY: panels were only built where AVX-512F was detected;
-                // every read was bounds-checked above.
-                unsafe { self.run_panels(p, x, g, m, out, relu, residual) }
+            Weights::Packed(isa, p) => {
+                // SAFETY: panels are only built for an ISA this CPU has
+                // (`for_isa`); every read was bounds-checked above.
+                unsafe { self.run_packed(*isa, p, x, g, m, out, relu, residual) }
             }
             Weights::Plain(t) => {
                 if g.segs == [(0, self.k)] && g.stride == self.k {
@@ -205,12 +226,13 @@ impl Pointwise {
     }
 
     /// # Safety
-    /// AVX-512F must be available; `x` is m × k, `out` (and `residual`) m × cout.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
+    /// The CPU supports `isa`; `panels` were packed for it; `x` holds the
+    /// gathered inputs of m pixels (bounds checked by the caller), `out` (and
+    /// `residual`) m × cout.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn run_panels(
+    unsafe fn run_packed(
         &self,
+        isa: Isa,
         panels: &[f32],
         x: &[f32],
         g: &Gather,
@@ -220,23 +242,24 @@ impl Pointwise {
         residual: Option<&[f32]>,
     ) {
         let (k, cout) = (self.k, self.cout);
+        let (width, mr) = panel_and_rows(isa);
         let res = residual.map_or(std::ptr::null(), |r| r.as_ptr());
         let mut p0 = 0;
         while p0 < m {
-            let rows = (m - p0).min(MR);
-            for j in 0..cout.div_ceil(PANEL) {
-                let o0 = j * PANEL;
-                let valid = (cout - o0).min(PANEL);
-                let masks = [lane_mask(valid), lane_mask(valid.saturating_sub(16))];
-                let args = Tile {
+            let rows = (m - p0).min(mr);
+            for j in 0..cout.div_ceil(width) {
+                let o0 = j * width;
+                // SAFETY (all the offsets): rows ≤ mr pixels from p0 and
+                // `valid` channels from o0 lie inside x, out and the panel.
+                let t = Tile {
                     x: unsafe { x.as_ptr().add(p0 * g.stride) },
                     stride: g.stride,
                     segs: g.segs,
-                    panel: unsafe { panels.as_ptr().add(j * k * PANEL) },
+                    panel: unsafe { panels.as_ptr().add(j * k * width) },
                     bias: unsafe { self.bias.as_ptr().add(o0) },
                     out: unsafe { out.as_mut_ptr().add(p0 * cout + o0) },
                     ld: cout,
-                    masks,
+                    valid: (cout - o0).min(width),
                     relu,
                     res: if res.is_null() {
                         res
@@ -244,27 +267,21 @@ impl Pointwise {
                         unsafe { res.add(p0 * cout + o0) }
                     },
                 };
-                // SAFETY: rows ≤ MR pixels from p0 and `valid` channels from
-                // o0 lie inside x, out and the panel.
+                // SAFETY: the CPU has `isa` (forwarded); the tile is in bounds.
                 unsafe {
-                    if valid > 16 {
-                        by_rows::<2>(rows, &args)
-                    } else {
-                        by_rows::<1>(rows, &args)
+                    match isa {
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx512 => avx512::tile(rows, &t),
+                        #[cfg(target_arch = "x86_64")]
+                        Isa::Avx2 => avx2::tile(rows, &t),
+                        #[cfg(target_arch = "aarch64")]
+                        Isa::Neon => neon::tile(rows, &t),
+                        _ => unreachable!("no {isa} kernel on this architecture"),
                     }
                 }
             }
             p0 += rows;
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn lane_mask(lanes: usize) -> u16 {
-    if lanes >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << lanes) - 1) as u16
     }
 }
 
@@ -280,8 +297,10 @@ pub struct Gather<'a> {
 }
 
 /// One register tile's operands: `x` and `out`/`res` point at its first
-/// pixel (and, for out/res, first channel); output rows of `ld` floats.
-#[cfg(target_arch = "x86_64")]
+/// pixel (and, for out/res, first channel); output rows of `ld` floats;
+/// `valid` of the panel's channels exist (the rest are padding, never
+/// stored); `res` is null when there is no residual.
+#[allow(dead_code)] // fields unused where no kernel is built (not x86-64 or aarch64)
 struct Tile<'a> {
     x: *const f32,
     stride: usize,
@@ -290,83 +309,9 @@ struct Tile<'a> {
     bias: *const f32,
     out: *mut f32,
     ld: usize,
-    masks: [u16; 2],
+    valid: usize,
     relu: bool,
     res: *const f32,
-}
-
-/// Picks the tile height at compile time so the accumulators stay in registers.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn by_rows<const NV: usize>(rows: usize, t: &Tile<'_>) {
-    // SAFETY: forwarded.
-    unsafe {
-        match rows {
-            14 => tile::<14, NV>(t),
-            13 => tile::<13, NV>(t),
-            12 => tile::<12, NV>(t),
-            11 => tile::<11, NV>(t),
-            10 => tile::<10, NV>(t),
-            9 => tile::<9, NV>(t),
-            8 => tile::<8, NV>(t),
-            7 => tile::<7, NV>(t),
-            6 => tile::<6, NV>(t),
-            5 => tile::<5, NV>(t),
-            4 => tile::<4, NV>(t),
-            3 => tile::<3, NV>(t),
-            2 => tile::<2, NV>(t),
-            1 => tile::<1, NV>(t),
-            _ => unreachable!("tile height {rows} > {MR}"),
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn tile<const ROWS: usize, const NV: usize>(t: &Tile<'_>) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm512_setzero_ps(); NV]; ROWS];
-    let mut wr = t.panel;
-    for &(off, len) in t.segs {
-        // SAFETY: the caller checked every segment of every pixel in bounds.
-        let xs = unsafe { t.x.add(off) };
-        for i in 0..len {
-            // SAFETY: one panel row (PANEL floats, zero-padded) per input.
-            let mut w = [_mm512_setzero_ps(); NV];
-            for (v, wv) in w.iter_mut().enumerate() {
-                *wv = unsafe { _mm512_loadu_ps(wr.add(16 * v)) };
-            }
-            wr = unsafe { wr.add(PANEL) };
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                // SAFETY: pixel r < ROWS of the tile, input i of the segment.
-                let a = _mm512_set1_ps(unsafe { *xs.add(r * t.stride + i) });
-                for v in 0..NV {
-                    acc_r[v] = _mm512_fmadd_ps(a, w[v], acc_r[v]);
-                }
-            }
-        }
-    }
-    let zero = _mm512_setzero_ps();
-    for v in 0..NV {
-        // SAFETY: the bias is padded to whole panels.
-        let b = unsafe { _mm512_loadu_ps(t.bias.add(16 * v)) };
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut y = _mm512_add_ps(acc_r[v], b);
-            if t.relu {
-                y = _mm512_max_ps(y, zero);
-            }
-            let at = r * t.ld + 16 * v;
-            if !t.res.is_null() {
-                // SAFETY: masked to the valid channels of this pixel.
-                y = _mm512_add_ps(y, unsafe {
-                    _mm512_maskz_loadu_ps(t.masks[v], t.res.add(at))
-                });
-            }
-            // SAFETY: as above.
-            unsafe { _mm512_mask_storeu_ps(t.out.add(at), t.masks[v], y) };
-        }
-    }
 }
 
 #[cfg(test)]
@@ -397,8 +342,8 @@ mod tests {
         out
     }
 
-    /// Every tile height and panel width, with ReLU and a residual, against a
-    /// plain f64 sum; both layouts.
+    /// Every tile height and panel width, with and without ReLU and a
+    /// residual, against a plain f64 sum; every kernel this CPU can run.
     #[test]
     fn matches_the_definition_for_awkward_shapes() {
         for (m, k, cout) in [
@@ -407,6 +352,9 @@ mod tests {
             (29, 24, 144),
             (40, 160, 960),
             (17, 96, 24),
+            (7, 5, 9),
+            (6, 8, 16),
+            (19, 33, 37),
         ] {
             let (w, b, x, r) = (
                 lcg(cout * k, 1),
@@ -414,23 +362,35 @@ mod tests {
                 lcg(m * k, 3),
                 lcg(m * cout, 4),
             );
-            let want: Vec<f32> = reference(&w, &b, &x, cout, k)
-                .iter()
-                .zip(&r)
-                .map(|(v, r)| v.max(0.0) + r)
-                .collect();
-            for pw in [
-                Pointwise::new(&w, &b, cout, k),
-                Pointwise::plain(&w, &b, cout, k),
+            let plain = reference(&w, &b, &x, cout, k);
+            for (relu, res) in [
+                (true, Some(&r)),
+                (false, None),
+                (true, None),
+                (false, Some(&r)),
             ] {
-                let mut got = vec![f32::NAN; m * cout];
-                pw.run(&x, &mut got, true, Some(&r));
-                let err = got
+                let want: Vec<f32> = plain
                     .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(err < 1e-4, "m {m} k {k} cout {cout}: max error {err}");
+                    .enumerate()
+                    .map(|(i, &v)| {
+                        let v = if relu { v.max(0.0) } else { v };
+                        v + res.map_or(0.0, |r| r[i])
+                    })
+                    .collect();
+                for isa in simd::all_supported() {
+                    let pw = Pointwise::for_isa(isa, &w, &b, cout, k);
+                    let mut got = vec![f32::NAN; m * cout];
+                    pw.run(&x, &mut got, relu, res.map(Vec::as_slice));
+                    let err = got
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0f32, f32::max);
+                    assert!(
+                        err < 1e-4,
+                        "{isa} m {m} k {k} cout {cout} relu {relu}: max error {err}"
+                    );
+                }
             }
         }
     }

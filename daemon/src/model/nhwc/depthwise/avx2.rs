@@ -1,0 +1,99 @@
+//! The AVX2/FMA depthwise row: 8-channel groups, in runs of 4 interior
+//! pixels at stride 1 (3 at stride 2) that share their loads: 9 weight
+//! vectors + 4 accumulators + 1 input of the 16 ymm registers. Edge pixels
+//! and channels past the last whole group take the portable loop.
+
+use std::arch::x86_64::*;
+
+use super::Depthwise;
+
+/// # Safety
+/// AVX2 and FMA are available; rows are `win × c`, `out` is `wout × c`.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn row(
+    dw: &Depthwise,
+    rows: [&[f32]; 3],
+    win: usize,
+    wout: usize,
+    out: &mut [f32],
+) {
+    let (c, s) = (dw.c, dw.stride);
+    let full = c / 8 * 8;
+    let px = if s == 1 { 4 } else { 3 };
+    let r = rows.map(|r| r.as_ptr());
+    let mut ox = 0;
+    while ox < wout {
+        let n = if ox + px <= wout && dw.interior(ox, win) && dw.interior(ox + px - 1, win) {
+            // SAFETY: all px pixels are interior.
+            unsafe {
+                match s {
+                    1 => run::<4, 1>(dw, r, ox, full, out.as_mut_ptr()),
+                    _ => run::<3, 2>(dw, r, ox, full, out.as_mut_ptr()),
+                }
+            }
+            px
+        } else if dw.interior(ox, win) {
+            // SAFETY: as above, one pixel.
+            unsafe {
+                match s {
+                    1 => run::<1, 1>(dw, r, ox, full, out.as_mut_ptr()),
+                    _ => run::<1, 2>(dw, r, ox, full, out.as_mut_ptr()),
+                }
+            }
+            1
+        } else {
+            dw.pixel_portable(rows, win, ox, &mut out[ox * c..][..c], 0..c);
+            ox += 1;
+            continue;
+        };
+        if full < c {
+            for p in ox..ox + n {
+                dw.pixel_portable(rows, win, p, &mut out[p * c..][..c], full..c);
+            }
+        }
+        ox += n;
+    }
+}
+
+/// Channels `0..full` of `PX` consecutive interior output pixels from `ox`,
+/// stride `S`.
+///
+/// # Safety
+/// AVX2/FMA; every input column the run reads is inside the rows; `full`
+/// is a multiple of 8 no greater than `c`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn run<const PX: usize, const S: usize>(
+    dw: &Depthwise,
+    r: [*const f32; 3],
+    ox: usize,
+    full: usize,
+    out: *mut f32,
+) {
+    let c = dw.c;
+    let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
+    let zero = _mm256_setzero_ps();
+    let base = (ox * S - 1) * c;
+    let cols = (PX - 1) * S + 3;
+    let mut c0 = 0;
+    while c0 < full {
+        // SAFETY: tap rows of w hold c ≥ c0 + 8 floats.
+        let wv: [__m256; 9] = std::array::from_fn(|t| unsafe { _mm256_loadu_ps(w.add(t * c + c0)) });
+        let mut acc = [unsafe { _mm256_loadu_ps(b.add(c0)) }; PX];
+        for (dy, row) in r.iter().enumerate() {
+            for j in 0..cols {
+                // SAFETY: column ox·S - 1 + j is inside the row.
+                let x = unsafe { _mm256_loadu_ps(row.add(base + j * c + c0)) };
+                for (p, a) in acc.iter_mut().enumerate() {
+                    if j >= p * S && j - p * S < 3 {
+                        *a = _mm256_fmadd_ps(x, wv[dy * 3 + j - p * S], *a);
+                    }
+                }
+            }
+        }
+        for (p, a) in acc.iter().enumerate() {
+            // SAFETY: output pixel ox + p < wout.
+            unsafe { _mm256_storeu_ps(out.add((ox + p) * c + c0), _mm256_max_ps(*a, zero)) };
+        }
+        c0 += 8;
+    }
+}
