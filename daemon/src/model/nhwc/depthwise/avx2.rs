@@ -77,7 +77,8 @@ unsafe fn run<const PX: usize, const S: usize>(
     let mut c0 = 0;
     while c0 < full {
         // SAFETY: tap rows of w hold c ≥ c0 + 8 floats.
-        let wv: [__m256; 9] = std::array::from_fn(|t| unsafe { _mm256_loadu_ps(w.add(t * c + c0)) });
+        let wv: [__m256; 9] =
+            std::array::from_fn(|t| unsafe { _mm256_loadu_ps(w.add(t * c + c0)) });
         let mut acc = [unsafe { _mm256_loadu_ps(b.add(c0)) }; PX];
         for (dy, row) in r.iter().enumerate() {
             for j in 0..cols {

@@ -13,7 +13,13 @@ use super::Depthwise;
 /// registers and sweeping the row per group measured 2x slower: every
 /// load then lands on a different cache line.)
 #[target_feature(enable = "avx512f")]
-pub(super) unsafe fn row(dw: &Depthwise, rows: [&[f32]; 3], win: usize, wout: usize, out: &mut [f32]) {
+pub(super) unsafe fn row(
+    dw: &Depthwise,
+    rows: [&[f32]; 3],
+    win: usize,
+    wout: usize,
+    out: &mut [f32],
+) {
     let (c, s) = (dw.c, dw.stride);
     let r = rows.map(|r| r.as_ptr());
     let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
@@ -88,8 +94,7 @@ pub(super) unsafe fn row(dw: &Depthwise, rows: [&[f32]; 3], win: usize, wout: us
                         for (dx, col) in cols.iter().enumerate() {
                             if let Some(ix) = col {
                                 let x = _mm512_maskz_loadu_ps(m, row.add(ix * c + c0));
-                                let wv =
-                                    _mm512_maskz_loadu_ps(m, w.add((dy * 3 + dx) * c + c0));
+                                let wv = _mm512_maskz_loadu_ps(m, w.add((dy * 3 + dx) * c + c0));
                                 acc = _mm512_fmadd_ps(x, wv, acc);
                             }
                         }

@@ -67,13 +67,14 @@ unsafe fn kernel<const ROWS: usize, const NV: usize>(t: &Tile<'_>) {
         }
     }
     let zero = _mm256_setzero_ps();
-    for v in 0..NV {
-        // SAFETY: the bias is padded to whole panels.
-        let b = unsafe { _mm256_loadu_ps(t.bias.add(8 * v)) };
-        let full = lanes[v] == 8;
-        let mask = lane_mask(lanes[v]);
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut y = _mm256_add_ps(acc_r[v], b);
+    let masks = [lane_mask(lanes[0]), lane_mask(lanes[1])];
+    // The accumulators are consumed by value, never indexed at run time:
+    // a run-time index keeps the array in memory, and LLVM then stores every
+    // accumulator to the stack on every step of the loop above.
+    for (r, acc_r) in acc.into_iter().enumerate() {
+        for (v, a) in acc_r.into_iter().enumerate() {
+            // SAFETY: the bias is padded to whole panels.
+            let mut y = _mm256_add_ps(a, unsafe { _mm256_loadu_ps(t.bias.add(8 * v)) });
             if t.relu {
                 y = _mm256_max_ps(y, zero);
             }
@@ -81,16 +82,16 @@ unsafe fn kernel<const ROWS: usize, const NV: usize>(t: &Tile<'_>) {
             // SAFETY: whole vectors only where all 8 channels are valid,
             // masked to the valid channels otherwise.
             unsafe {
-                if full {
+                if lanes[v] == 8 {
                     if !t.res.is_null() {
                         y = _mm256_add_ps(y, _mm256_loadu_ps(t.res.add(at)));
                     }
                     _mm256_storeu_ps(t.out.add(at), y);
                 } else {
                     if !t.res.is_null() {
-                        y = _mm256_add_ps(y, _mm256_maskload_ps(t.res.add(at), mask));
+                        y = _mm256_add_ps(y, _mm256_maskload_ps(t.res.add(at), masks[v]));
                     }
-                    _mm256_maskstore_ps(t.out.add(at), mask, y);
+                    _mm256_maskstore_ps(t.out.add(at), masks[v], y);
                 }
             }
         }

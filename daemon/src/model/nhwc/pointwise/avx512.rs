@@ -81,11 +81,11 @@ unsafe fn kernel<const ROWS: usize, const NV: usize>(t: &Tile<'_>) {
         }
     }
     let zero = _mm512_setzero_ps();
-    for v in 0..NV {
-        // SAFETY: the bias is padded to whole panels.
-        let b = unsafe { _mm512_loadu_ps(t.bias.add(16 * v)) };
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut y = _mm512_add_ps(acc_r[v], b);
+    // Consumed by value, never indexed at run time (see the AVX2 kernel).
+    for (r, acc_r) in acc.into_iter().enumerate() {
+        for (v, a) in acc_r.into_iter().enumerate() {
+            // SAFETY: the bias is padded to whole panels.
+            let mut y = _mm512_add_ps(a, unsafe { _mm512_loadu_ps(t.bias.add(16 * v)) });
             if t.relu {
                 y = _mm512_max_ps(y, zero);
             }

@@ -51,15 +51,15 @@ unsafe fn kernel<const ROWS: usize>(t: &Tile<'_>) {
         }
     }
     let zero = vdupq_n_f32(0.0);
-    for v in 0..4 {
-        let lanes = t.valid.saturating_sub(4 * v).min(4);
-        if lanes == 0 {
-            break;
-        }
-        // SAFETY: the bias is padded to whole panels.
-        let b = unsafe { vld1q_f32(t.bias.add(4 * v)) };
-        for (r, acc_r) in acc.iter().enumerate() {
-            let mut y = vaddq_f32(acc_r[v], b);
+    // Consumed by value, never indexed at run time (see the AVX2 kernel).
+    for (r, acc_r) in acc.into_iter().enumerate() {
+        for (v, a) in acc_r.into_iter().enumerate() {
+            let lanes = t.valid.saturating_sub(4 * v).min(4);
+            if lanes == 0 {
+                break;
+            }
+            // SAFETY: the bias is padded to whole panels.
+            let mut y = vaddq_f32(a, unsafe { vld1q_f32(t.bias.add(4 * v)) });
             if t.relu {
                 y = vmaxq_f32(y, zero);
             }
