@@ -150,6 +150,11 @@ pub async fn start(config: Config) -> Result<Running, RunError> {
         .num_threads(config.cpu_threads)
         .thread_name(|i| format!("argus-infer-{i}"))
         .build_global();
+    tracing::info!(
+        kernels = %crate::model::simd::best(),
+        threads = rayon::current_num_threads(),
+        "CPU inference kernels"
+    );
     let state_dir = config.state_dir.clone();
     let store = {
         let dir = state_dir.clone();

@@ -9,7 +9,7 @@ use crate::frame::{cell_tiles, decode_faces, split_crops, split_exact, EyePoints
 use crate::model::age::AgeNet;
 use crate::model::face_mesh::FaceMesh;
 use crate::model::iris::IrisNet;
-use crate::model::malaria::MalariaNet;
+use crate::model::malaria::{MalariaKernels, MalariaNet};
 use crate::model::unet::{Heads, Unet};
 use crate::model::wbc::WbcNet;
 use crate::model::{centerface::CenterFace, load_weights, Face};
@@ -17,7 +17,7 @@ use crate::model::{centerface::CenterFace, load_weights, Face};
 enum Models {
     Faces(Box<CenterFace>),
     Cells(Box<[Unet; 3]>),
-    Crops(Box<MalariaNet>),
+    Crops(Box<MalariaKernels>),
     Mesh(Box<FaceMesh>),
     Iris(Box<IrisNet>),
     Age(Box<AgeNet>),
@@ -70,7 +70,7 @@ impl CpuBackend {
             ModelSet::Crops => Models::Crops(Box::new(load_with(
                 models.get("malaria_cnn")?,
                 &device,
-                MalariaNet::load,
+                |vb| MalariaKernels::new(&MalariaNet::load(vb)?),
             )?)),
             ModelSet::FaceMesh => Models::Mesh(Box::new(load_with(
                 models.get("face_mesh")?,
@@ -218,7 +218,7 @@ impl Backend for CpuBackend {
                 cell_tiles(&nets[0], &nets[1], &nets[2], data, count, &self.device)?,
             )),
             (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
-                m.classify(&split_crops(&data, count)?, &self.device)?,
+                m.classify(&split_crops(&data, count)?)?,
             )),
             (Models::Mesh(m), Batch::MeshCrops { data, count }) => {
                 Ok(BatchOutput::Mesh(face_mesh(m, &data, count, &self.device)?))

@@ -13,6 +13,9 @@
 
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
+use rayon::prelude::*;
+
+use super::nhwc::{self, pooling, Dense3x3, Map};
 
 /// Crop edge the classifier takes.
 pub const CROP: usize = 50;
@@ -102,9 +105,115 @@ impl MalariaNet {
     }
 }
 
+/// The classifier on the NHWC CPU kernels (`model::nhwc`), packed from a
+/// loaded net's weights: the CPU backend's inference path. (Training runs
+/// the candle graph, whose weights change under it; pack after training.)
+pub struct MalariaKernels {
+    convs: Vec<Dense3x3>,
+    fc_w: Vec<f32>,
+    fc_b: f32,
+}
+
+impl MalariaKernels {
+    pub fn new(net: &MalariaNet) -> Result<Self> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let convs = net
+            .convs
+            .iter()
+            .map(|c| {
+                let w = c.weight();
+                let (cout, cin) = (w.dim(0)?, w.dim(1)?);
+                let b = match c.bias() {
+                    Some(b) => flat(b)?,
+                    None => vec![0.0; cout],
+                };
+                Ok(Dense3x3::new(&flat(w)?, &b, cout, cin, 1))
+            })
+            .collect::<Result<_>>()?;
+        let fc_b = match net.fc.bias() {
+            Some(b) => flat(b)?[0],
+            None => 0.0,
+        };
+        Ok(Self {
+            convs,
+            fc_w: flat(net.fc.weight())?,
+            fc_b,
+        })
+    }
+
+    /// P(parasitized) for a batch of 50x50 grayscale crops, crops in
+    /// parallel; the same values as [`MalariaNet::classify`].
+    pub fn classify(&self, crops: &[&[u8]]) -> Result<Vec<f32>> {
+        if let Some(c) = crops.iter().find(|c| c.len() != CROP * CROP) {
+            candle_core::bail!("malaria: crop must be {CROP}x{CROP}, got {} bytes", c.len());
+        }
+        Ok(nhwc::on_pool(|| {
+            crops.par_iter().map(|c| self.probability(c)).collect()
+        }))
+    }
+
+    fn probability(&self, gray: &[u8]) -> f32 {
+        let mut x = Map::from_chw(&planes(gray), CHANNELS, CROP, CROP);
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(&x, true);
+            if i + 1 < self.convs.len() {
+                x = pooling::max_pool2x2(&x);
+            }
+        }
+        // Global average pool, then the linear unit.
+        let mut mean = vec![0f32; x.c];
+        for px in x.data.chunks_exact(x.c) {
+            for (m, v) in mean.iter_mut().zip(px) {
+                *m += v;
+            }
+        }
+        let n = (x.h * x.w) as f32;
+        let logit = self.fc_b
+            + mean
+                .iter()
+                .zip(&self.fc_w)
+                .map(|(m, w)| m / n * w)
+                .sum::<f32>();
+        1.0 / (1.0 + (-logit).exp())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The NHWC path against the candle graph, on the shipped weights and
+    /// crops of varied content.
+    #[test]
+    fn kernels_match_the_candle_graph() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/malaria/malaria.safetensors"
+        );
+        let net =
+            MalariaNet::load(crate::model::load_weights(path.as_ref(), &Device::Cpu).unwrap())
+                .unwrap();
+        let crops: Vec<Vec<u8>> = (0..5u32)
+            .map(|k| {
+                (0..CROP * CROP)
+                    .map(|i| {
+                        let (y, x) = ((i / CROP) as i32 - 25, (i % CROP) as i32 - 25);
+                        if x * x + y * y > 400 {
+                            0
+                        } else {
+                            (60 + (i as u32 * (7 + k) + k * 31) % 150) as u8
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
+        let want = net.classify(&refs, &Device::Cpu).unwrap();
+        let got = MalariaKernels::new(&net).unwrap().classify(&refs).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{got:?} vs {want:?}");
+        }
+    }
 
     #[test]
     fn planes_remove_the_cells_own_brightness() {
