@@ -11,7 +11,7 @@ use crate::model::face_mesh::FaceMesh;
 use crate::model::iris::IrisNet;
 use crate::model::malaria::{MalariaKernels, MalariaNet};
 use crate::model::unet::{Heads, Unet};
-use crate::model::wbc::WbcNet;
+use crate::model::wbc::{WbcKernels, WbcNet};
 use crate::model::{centerface::CenterFace, load_weights, Face};
 
 enum Models {
@@ -21,7 +21,7 @@ enum Models {
     Mesh(Box<FaceMesh>),
     Iris(Box<IrisNet>),
     Age(Box<AgeNet>),
-    Wbc(Box<WbcNet>),
+    Wbc(Box<WbcKernels>),
 }
 
 pub struct CpuBackend {
@@ -89,12 +89,14 @@ impl CpuBackend {
             )?)),
             ModelSet::WbcCrops => {
                 let path = models.get("wbc_cnn")?;
-                Models::Wbc(Box::new(WbcNet::from_safetensors(path, &device).map_err(
-                    |source| BackendError::Load {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                )?))
+                Models::Wbc(Box::new(
+                    WbcNet::from_safetensors(path, &device)
+                        .and_then(|net| WbcKernels::new(&net))
+                        .map_err(|source| BackendError::Load {
+                            path: path.to_path_buf(),
+                            source,
+                        })?,
+                ))
             }
         };
         Ok(Self {
@@ -163,10 +165,9 @@ pub fn eyes(
 
 /// The white-cell classifier on `model::wbc::CROP`-square RGB windows.
 pub fn wbc_probs(
-    model: &WbcNet,
+    model: &WbcKernels,
     data: &[f32],
     count: usize,
-    device: &Device,
 ) -> Result<Vec<[f32; 9]>, BackendError> {
     use crate::model::wbc::CROP;
     let each = CROP * CROP * 3;
@@ -177,7 +178,7 @@ pub fn wbc_probs(
         )));
     }
     let crops: Vec<&[f32]> = data.chunks_exact(each).collect();
-    Ok(model.classify(&crops, device)?)
+    Ok(model.classify(&crops)?)
 }
 
 /// The age model on 64x64 RGB chips: 81 class probabilities each.
@@ -229,9 +230,9 @@ impl Backend for CpuBackend {
             (Models::Age(m), Batch::AgeChips { data, count }) => Ok(BatchOutput::AgeProbs(
                 age_probs(m, &data, count, &self.device)?,
             )),
-            (Models::Wbc(m), Batch::WbcCrops { data, count }) => Ok(BatchOutput::WbcProbs(
-                wbc_probs(m, &data, count, &self.device)?,
-            )),
+            (Models::Wbc(m), Batch::WbcCrops { data, count }) => {
+                Ok(BatchOutput::WbcProbs(wbc_probs(m, &data, count)?))
+            }
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),
             )),

@@ -27,6 +27,8 @@
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use super::nhwc::{self, pooling, Dense3x3, Map};
+
 /// Crop edge the classifier takes, in pixels.
 pub const CROP: usize = 64;
 /// Window edge in red-cell diameters.
@@ -337,9 +339,114 @@ impl WbcNet {
     }
 }
 
+/// The classifier on the NHWC CPU kernels (`model::nhwc`), packed from a
+/// loaded net's weights: the CPU backend's inference path. (Training runs
+/// the candle graph on `Var`s; pack after training.)
+pub struct WbcKernels {
+    convs: Vec<Dense3x3>,
+    /// `[C_last × CLASSES]`, row-major.
+    fc_w: Vec<f32>,
+    fc_b: Vec<f32>,
+}
+
+impl WbcKernels {
+    pub fn new(net: &WbcNet) -> Result<Self> {
+        let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let convs = net
+            .convs
+            .iter()
+            .map(|(w, b)| {
+                let (k, cout) = w.dims2()?;
+                let cin = k / 9;
+                // [9·cin, cout] with rows (tap, c) -> [cout, cin, 3, 3].
+                let u = flat(w)?;
+                let mut std = vec![0f32; cout * cin * 9];
+                for tap in 0..9 {
+                    for c in 0..cin {
+                        for o in 0..cout {
+                            std[(o * cin + c) * 9 + tap] = u[(tap * cin + c) * cout + o];
+                        }
+                    }
+                }
+                Ok(Dense3x3::new(&std, &flat(b)?, cout, cin, 1))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            convs,
+            fc_w: flat(&net.fc_w)?,
+            fc_b: flat(&net.fc_b)?,
+        })
+    }
+
+    /// Class probabilities, as [`WbcNet::classify`] gives them, crops in
+    /// parallel.
+    pub fn classify(&self, crops: &[&[f32]]) -> Result<Vec<[f32; 9]>> {
+        if let Some(c) = crops.iter().find(|c| c.len() != CROP * CROP * 3) {
+            candle_core::bail!("wbc: crop must be {CROP}x{CROP}x3, got {}", c.len());
+        }
+        Ok(nhwc::on_pool(|| {
+            crops.par_iter().map(|c| self.probabilities(c)).collect()
+        }))
+    }
+
+    fn probabilities(&self, crop: &[f32]) -> [f32; 9] {
+        let mut x = Map::zeros(CROP, CROP, 3);
+        x.data.copy_from_slice(&planes(crop));
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = conv.forward(&x, true);
+            if POOL_AFTER.contains(&i) {
+                x = pooling::max_pool2x2(&x);
+            }
+        }
+        let mut mean = vec![0f32; x.c];
+        for px in x.data.chunks_exact(x.c) {
+            for (m, v) in mean.iter_mut().zip(px) {
+                *m += v;
+            }
+        }
+        let n = (x.h * x.w) as f32;
+        let mut logits = [0f32; 9];
+        for (j, l) in logits.iter_mut().enumerate() {
+            *l = self.fc_b[j]
+                + mean
+                    .iter()
+                    .enumerate()
+                    .map(|(c, m)| m / n * self.fc_w[c * 9 + j])
+                    .sum::<f32>();
+        }
+        let top = logits.iter().copied().fold(f32::MIN, f32::max);
+        let e = logits.map(|l| (l - top).exp());
+        let sum: f32 = e.iter().sum();
+        e.map(|v| v / sum)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The NHWC path against the candle graph, on the shipped weights and
+    /// varied windows.
+    #[test]
+    fn kernels_match_the_candle_graph() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/wbc/wbc.safetensors");
+        let net = WbcNet::from_safetensors(path.as_ref(), &Device::Cpu).unwrap();
+        let crops: Vec<Vec<f32>> = (0..4usize)
+            .map(|k| {
+                (0..CROP * CROP * 3)
+                    .map(|i| ((i * (13 + k) + 40 * k) % 230) as f32 + 20.0)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = crops.iter().map(Vec::as_slice).collect();
+        let want = net.classify(&refs, &Device::Cpu).unwrap();
+        let got = WbcKernels::new(&net).unwrap().classify(&refs).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                assert!((a - b).abs() < 1e-4, "{g:?} vs {w:?}");
+            }
+        }
+    }
 
     /// The unfold convolution against the definition, on odd sizes.
     #[test]
