@@ -161,19 +161,8 @@ impl MalariaKernels {
             }
         }
         // Global average pool, then the linear unit.
-        let mut mean = vec![0f32; x.c];
-        for px in x.data.chunks_exact(x.c) {
-            for (m, v) in mean.iter_mut().zip(px) {
-                *m += v;
-            }
-        }
-        let n = (x.h * x.w) as f32;
-        let logit = self.fc_b
-            + mean
-                .iter()
-                .zip(&self.fc_w)
-                .map(|(m, w)| m / n * w)
-                .sum::<f32>();
+        let mean = nhwc::global_mean(&x);
+        let logit = self.fc_b + mean.iter().zip(&self.fc_w).map(|(m, w)| m * w).sum::<f32>();
         1.0 / (1.0 + (-logit).exp())
     }
 }

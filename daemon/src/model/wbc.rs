@@ -398,20 +398,14 @@ impl WbcKernels {
                 x = pooling::max_pool2x2(&x);
             }
         }
-        let mut mean = vec![0f32; x.c];
-        for px in x.data.chunks_exact(x.c) {
-            for (m, v) in mean.iter_mut().zip(px) {
-                *m += v;
-            }
-        }
-        let n = (x.h * x.w) as f32;
+        let mean = nhwc::global_mean(&x);
         let mut logits = [0f32; 9];
         for (j, l) in logits.iter_mut().enumerate() {
             *l = self.fc_b[j]
                 + mean
                     .iter()
                     .enumerate()
-                    .map(|(c, m)| m / n * self.fc_w[c * 9 + j])
+                    .map(|(c, m)| m * self.fc_w[c * 9 + j])
                     .sum::<f32>();
         }
         let top = logits.iter().copied().fold(f32::MIN, f32::max);

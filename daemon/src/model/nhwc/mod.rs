@@ -199,6 +199,19 @@ pub fn pointwise_map(pw: &Pointwise, x: &Map, relu: bool, residual: Option<&Map>
     out
 }
 
+/// The mean of each channel over all pixels (global average pooling).
+pub fn global_mean(x: &Map) -> Vec<f32> {
+    let mut mean = vec![0f32; x.c];
+    for px in x.data.chunks_exact(x.c) {
+        for (m, v) in mean.iter_mut().zip(px) {
+            *m += v;
+        }
+    }
+    let n = (x.h * x.w) as f32;
+    mean.iter_mut().for_each(|m| *m /= n);
+    mean
+}
+
 impl Drop for Map {
     fn drop(&mut self) {
         pool::give(std::mem::take(&mut self.data));

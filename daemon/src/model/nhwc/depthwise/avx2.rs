@@ -9,7 +9,6 @@ use super::Depthwise;
 
 /// # Safety
 /// AVX2 and FMA are available; rows are `win × c`, `out` is `wout × c`.
-#[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn row(
     dw: &Depthwise,
     rows: [&[f32]; 3],
@@ -17,42 +16,21 @@ pub(super) unsafe fn row(
     wout: usize,
     out: &mut [f32],
 ) {
-    let (c, s) = (dw.c, dw.stride);
-    let full = c / 8 * 8;
-    let px = if s == 1 { 4 } else { 3 };
+    let full = dw.c / 8 * 8;
+    let px = if dw.stride == 1 { 4 } else { 3 };
     let r = rows.map(|r| r.as_ptr());
-    let mut ox = 0;
-    while ox < wout {
-        let n = if ox + px <= wout && dw.interior(ox, win) && dw.interior(ox + px - 1, win) {
-            // SAFETY: all px pixels are interior.
-            unsafe {
-                match s {
-                    1 => run::<4, 1>(dw, r, ox, full, out.as_mut_ptr()),
-                    _ => run::<3, 2>(dw, r, ox, full, out.as_mut_ptr()),
-                }
-            }
-            px
-        } else if dw.interior(ox, win) {
-            // SAFETY: as above, one pixel.
-            unsafe {
-                match s {
-                    1 => run::<1, 1>(dw, r, ox, full, out.as_mut_ptr()),
-                    _ => run::<1, 2>(dw, r, ox, full, out.as_mut_ptr()),
-                }
-            }
-            1
-        } else {
-            dw.pixel_portable(rows, win, ox, &mut out[ox * c..][..c], 0..c);
-            ox += 1;
-            continue;
-        };
-        if full < c {
-            for p in ox..ox + n {
-                dw.pixel_portable(rows, win, p, &mut out[p * c..][..c], full..c);
+    dw.sweep(rows, win, wout, out, full, px, |ox, wide, o| {
+        // SAFETY: the CPU has the ISA (forwarded); `sweep` passes only
+        // pixels (px of them when `wide`) that are all interior.
+        unsafe {
+            match (dw.stride, wide) {
+                (1, true) => run::<4, 1>(dw, r, ox, full, o),
+                (_, true) => run::<3, 2>(dw, r, ox, full, o),
+                (1, false) => run::<1, 1>(dw, r, ox, full, o),
+                _ => run::<1, 2>(dw, r, ox, full, o),
             }
         }
-        ox += n;
-    }
+    });
 }
 
 /// Channels `0..full` of `PX` consecutive interior output pixels from `ox`,

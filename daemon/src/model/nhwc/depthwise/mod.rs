@@ -146,6 +146,45 @@ impl Depthwise {
         }
     }
 
+    /// One output row for the AVX2 and NEON kernels: runs of `px` interior
+    /// pixels go to `run(ox, true, out)`, single interior pixels to
+    /// `run(ox, false, out)` (both for channels `0..full`, the whole
+    /// vectors), edge pixels and channels `full..c` to the portable loop.
+    #[allow(clippy::too_many_arguments, dead_code)] // unused on CPUs with neither kernel
+    fn sweep(
+        &self,
+        rows: [&[f32]; 3],
+        win: usize,
+        wout: usize,
+        out: &mut [f32],
+        full: usize,
+        px: usize,
+        mut run: impl FnMut(usize, bool, *mut f32),
+    ) {
+        let c = self.c;
+        let mut ox = 0;
+        while ox < wout {
+            let n = if ox + px <= wout && self.interior(ox, win) && self.interior(ox + px - 1, win)
+            {
+                run(ox, true, out.as_mut_ptr());
+                px
+            } else if self.interior(ox, win) {
+                run(ox, false, out.as_mut_ptr());
+                1
+            } else {
+                self.pixel_portable(rows, win, ox, &mut out[ox * c..][..c], 0..c);
+                ox += 1;
+                continue;
+            };
+            if full < c {
+                for p in ox..ox + n {
+                    self.pixel_portable(rows, win, p, &mut out[p * c..][..c], full..c);
+                }
+            }
+            ox += n;
+        }
+    }
+
     /// Whether output pixel `ox` reads three real input columns (no padding).
     fn interior(&self, ox: usize, win: usize) -> bool {
         ox * self.stride >= 1 && ox * self.stride + 1 < win
