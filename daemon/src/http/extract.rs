@@ -231,8 +231,7 @@ where
             refused("invalid API key", None);
             return Err(ApiError::Unauthorized("Invalid API key".into()));
         };
-        let store = app.store.clone();
-        match tokio::task::spawn_blocking(move || store.key_by_hash(&hash)).await?? {
+        match app.store.key_by_hash(&hash) {
             Some(r) if r.is_active => Ok(ApiKeyAuth(Some(r))),
             Some(r) => {
                 refused("revoked API key", Some(&r.id.to_string()));

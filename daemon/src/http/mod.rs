@@ -51,6 +51,52 @@ fn sane_request_id(v: &HeaderValue) -> Option<String> {
     .then(|| s.to_string())
 }
 
+/// A refusal that asks the client to come back later: 429, or 503 with
+/// `Retry-After` (queue full, rate limited, overloaded, not ready).
+fn sheds_load(resp: &Response) -> bool {
+    matches!(resp.status().as_u16(), 429 | 503) && resp.headers().contains_key(header::RETRY_AFTER)
+}
+
+/// Load-shedding refusals are logged one line per interval, not one per
+/// request: under a flood of ten times what the appliance can serve, a line
+/// per refusal costs a write for each and buries everything else in the
+/// log. The first refusal after a quiet interval is logged at once; each
+/// request's own line is at debug level, and exact counts are in
+/// `argus_http_requests_total`.
+struct ShedLog {
+    count: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<Instant>>,
+}
+
+static SHED_LOG: ShedLog = ShedLog {
+    count: std::sync::atomic::AtomicU64::new(0),
+    last: std::sync::Mutex::new(None),
+};
+
+impl ShedLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn refused(&self) {
+        use std::sync::atomic::Ordering;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < Self::INTERVAL) {
+            return;
+        }
+        let since = last.map(|t| t.elapsed().as_secs());
+        *last = Some(Instant::now());
+        let refused = self.count.swap(0, Ordering::Relaxed);
+        tracing::warn!(
+            refused,
+            seconds = since,
+            "refusing requests with Retry-After (queue full, rate limited or overloaded); \
+             each one is logged at debug level"
+        );
+    }
+}
+
 /// Request id, tracing span, metrics, and JSON bodies for the router's own 404/405.
 pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -98,7 +144,10 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         app.metrics.failures.with_label_values(&[family, r]).inc();
     }
     span.in_scope(|| {
-        if status.is_server_error() {
+        if sheds_load(&resp) {
+            tracing::debug!(status = status.as_u16(), ms = secs * 1e3, "request done");
+            SHED_LOG.refused();
+        } else if status.is_server_error() {
             tracing::warn!(status = status.as_u16(), ms = secs * 1e3, "request done");
         } else {
             tracing::info!(status = status.as_u16(), ms = secs * 1e3, "request done");
@@ -297,6 +346,11 @@ pub async fn serve(
         .header_read_timeout(Duration::from_secs(30));
     builder
         .http2()
+        // Uploads arrive in frames of up to 256 KiB instead of h2's default
+        // 16 KiB: each frame wakes the task reading the body, and at
+        // hundreds of uploads a second (most refused and drained, under
+        // overload) those wake-ups were a large part of the CPU per request.
+        .max_frame_size(256 * 1024)
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);

@@ -320,12 +320,13 @@ impl CenterFace {
         let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
         let plane = oh * ow;
         let mut all = Vec::with_capacity(n * HEAD_CHANNELS * plane);
-        for i in 0..n {
-            let mut maps = nhwc::on_pool(|| self.forward_image(&input(i)).to_chw());
-            for v in &mut maps[..plane] {
+        for maps in nhwc::whole_images(n, |i| self.forward_image(&input(i)).to_chw()) {
+            all.extend(maps);
+        }
+        for image in all.chunks_exact_mut(HEAD_CHANNELS * plane) {
+            for v in &mut image[..plane] {
                 *v = 1.0 / (1.0 + (-*v).exp());
             }
-            all.extend(maps);
         }
         let out = Tensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &candle_core::Device::Cpu)?;
         Ok(Output {
@@ -463,6 +464,36 @@ mod tests {
             assert_eq!(max_abs_diff(p, q), 0.0);
         }
         assert!(model.forward_rgb8(&hwc[1..], 1, h, w).is_err());
+    }
+
+    /// A batch runs whole images on separate threads (and the odd one out
+    /// split over them): each image's maps are those it gets alone.
+    #[test]
+    fn a_batch_gives_each_image_its_own_maps() {
+        let model = model(&Device::Cpu);
+        let (h, w) = (96, 128);
+        let photo = image::load_from_memory(include_bytes!("../../../tests/fixtures/group.jpg"))
+            .unwrap()
+            .to_rgb8();
+        // Three different crops: the faces and background of the group photo.
+        let images: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                image::imageops::crop_imm(&photo, 300 + 200 * i, 150, w as u32, h as u32)
+                    .to_image()
+                    .into_raw()
+            })
+            .collect();
+        let all = model.forward_rgb8(&images.concat(), 3, h, w).unwrap();
+        for (i, image) in images.iter().enumerate() {
+            let one = model.forward_rgb8(image, 1, h, w).unwrap();
+            for (p, q) in [
+                (&all.heatmap, &one.heatmap),
+                (&all.landmarks, &one.landmarks),
+            ] {
+                let d = max_abs_diff(&p.narrow(0, i, 1).unwrap(), q);
+                assert!(d < 1e-5, "image {i}: {d}");
+            }
+        }
     }
 
     #[test]
