@@ -1,7 +1,8 @@
 //! Dynamic micro-batching policy, as plain data.
 //!
-//! A batch closes when it is full or when its oldest request has waited
-//! `max_wait`; requests whose client has gone are dropped before they cost
+//! A batch closes when it is full, when its oldest request has waited
+//! `max_wait`, or when no other request is on its way (waiting would only
+//! delay the ones queued); requests whose client has gone are dropped before they cost
 //! an inference. The queue is bounded: a push past `max_depth` is refused,
 //! which the HTTP layer turns into 429 with Retry-After.
 
@@ -84,7 +85,15 @@ impl<T: Cancel> Queue<T> {
         Ok(())
     }
 
+    /// The next batch, assuming more requests may be on their way.
     pub fn next(&mut self, now: Instant) -> Next<T> {
+        self.next_expecting(now, true)
+    }
+
+    /// The next batch; with `more_coming` false (every request admitted
+    /// for this queue is already in it) the queued ones go at once, since
+    /// waiting `max_wait` could gain no company for them.
+    pub fn next_expecting(&mut self, now: Instant, more_coming: bool) -> Next<T> {
         let before = self.items.len();
         self.items.retain(|e| !e.item.is_cancelled());
         self.dropped += (before - self.items.len()) as u64;
@@ -92,7 +101,7 @@ impl<T: Cancel> Queue<T> {
             return Next::Empty;
         };
         let deadline = oldest.enqueued + self.policy.max_wait;
-        if self.items.len() >= self.policy.max_batch || deadline <= now {
+        if self.items.len() >= self.policy.max_batch || deadline <= now || !more_coming {
             let n = self.items.len().min(self.policy.max_batch);
             Next::Ready(self.items.drain(..n).collect())
         } else {
@@ -128,6 +137,20 @@ mod tests {
 
     fn ids(v: &[Entry<Item>]) -> Vec<u32> {
         v.iter().map(|e| e.item.0).collect()
+    }
+
+    #[test]
+    fn goes_at_once_when_no_one_else_is_coming() {
+        let live = Cell::new(false);
+        let t0 = Instant::now();
+        let mut q = Queue::new(policy());
+        q.push(Item(1, &live), t0).ok().unwrap();
+        assert!(matches!(q.next_expecting(t0, true), Next::WaitUntil(_)));
+        match q.next_expecting(t0, false) {
+            Next::Ready(v) => assert_eq!(ids(&v), [1]),
+            _ => panic!("expected a batch"),
+        }
+        assert!(matches!(q.next_expecting(t0, false), Next::Empty));
     }
 
     #[test]
