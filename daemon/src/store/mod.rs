@@ -431,9 +431,25 @@ mod tests {
     #[test]
     fn the_key_cache_follows_every_change_and_a_reopen() {
         let d = tempfile::tempdir().unwrap();
-        let (k1, mut r1) = crate::auth::keys::generate("one");
-        let (k2, r2) = crate::auth::keys::generate("two");
-        let h = |k: &str| crate::auth::keys::hash_presented(k).unwrap();
+        // Records as `auth::keys` makes them (store must not import auth).
+        let key = |name: &str| {
+            let k = format!("xyl_{}", Uuid::new_v4().simple());
+            let rec = ApiKeyRecord {
+                id: Uuid::now_v7(),
+                name: name.into(),
+                key_hash: sha256_hex(k.as_bytes()),
+                key_prefix: k[..8].into(),
+                key_suffix: k[k.len() - 4..].into(),
+                is_active: true,
+                request_count: 0,
+                last_used_at: None,
+                created_at: now_rfc3339(),
+            };
+            (k, rec)
+        };
+        let (k1, mut r1) = key("one");
+        let (k2, r2) = key("two");
+        let h = |k: &str| sha256_hex(k.as_bytes());
         {
             let s = Store::open(d.path()).unwrap();
             s.put_key(&r1).unwrap();
