@@ -2,6 +2,7 @@
 //! convolutions, both on the pointwise GEMM kernel.
 
 use super::{par_rows, pointwise::Gather, with_scratch, Map, Pointwise};
+use crate::model::simd::{self, Isa};
 
 /// Dense 3x3 convolution, padding 1, stride 1 or 2, bias and optional ReLU.
 ///
@@ -18,6 +19,12 @@ pub struct Dense3x3 {
 impl Dense3x3 {
     /// `w` as stored: `[cout, cin, 3, 3]`.
     pub fn new(w: &[f32], b: &[f32], cout: usize, cin: usize, stride: usize) -> Self {
+        Self::for_isa(simd::best(), w, b, cout, cin, stride)
+    }
+
+    /// On `isa`'s kernels (tests run every one the CPU has); panics as
+    /// [`Pointwise::for_isa`] does.
+    pub fn for_isa(isa: Isa, w: &[f32], b: &[f32], cout: usize, cin: usize, stride: usize) -> Self {
         assert_eq!(
             w.len(),
             cout * cin * 9,
@@ -36,7 +43,7 @@ impl Dense3x3 {
         Self {
             cin,
             stride,
-            pw: Pointwise::new(&m, b, cout, k),
+            pw: Pointwise::for_isa(isa, &m, b, cout, k),
         }
     }
 
@@ -105,6 +112,11 @@ pub struct Upsample2x2 {
 impl Upsample2x2 {
     /// `w` as stored for a transposed convolution: `[cin, cout, 2, 2]`.
     pub fn new(w: &[f32], b: &[f32], cin: usize, cout: usize) -> Self {
+        Self::for_isa(simd::best(), w, b, cin, cout)
+    }
+
+    /// On `isa`'s kernels; panics as [`Pointwise::for_isa`] does.
+    pub fn for_isa(isa: Isa, w: &[f32], b: &[f32], cin: usize, cout: usize) -> Self {
         assert_eq!(
             w.len(),
             cin * cout * 4,
@@ -123,7 +135,7 @@ impl Upsample2x2 {
         }
         Self {
             cout,
-            pw: Pointwise::new(&m, &bias, 4 * cout, cin),
+            pw: Pointwise::for_isa(isa, &m, &bias, 4 * cout, cin),
         }
     }
 
@@ -174,36 +186,51 @@ mod tests {
     }
 
     /// The NHWC dense 3x3 (from NCHW and from NHWC input) against the NCHW
-    /// op, which is itself checked against candle's conv2d.
+    /// op, which is itself checked against candle's conv2d, on every
+    /// instruction set this CPU has (the gathering GEMM tile differs per
+    /// set: 14x32 on AVX-512, 6x16 on AVX2 and NEON).
     #[test]
     fn dense3x3_matches_the_nchw_op() {
-        for (cin, cout, h, w, s) in [(3, 32, 10, 14, 2), (24, 24, 7, 9, 1), (5, 15, 6, 6, 2)] {
-            let (x, wt, b) = (
-                rand(&[1, cin, h, w]),
-                rand(&[cout, cin, 3, 3]),
-                rand(&[cout]),
-            );
-            let want = flat(&ops::dense3x3(&x, &wt, &b, s, true).unwrap());
-            let d = Dense3x3::new(&flat(&wt), &flat(&b), cout, cin, s);
-            let from_chw = d.forward_chw(&flat(&x), h, w, true);
-            assert!(max_diff(&from_chw.to_chw(), &want) < 1e-4);
-            let map = Map::from_chw(&flat(&x), cin, h, w);
-            assert!(max_diff(&d.forward(&map, true).to_chw(), &want) < 1e-4);
+        for isa in simd::all_supported() {
+            for (cin, cout, h, w, s) in [
+                (3, 32, 10, 14, 2),
+                (24, 24, 7, 9, 1),
+                (5, 15, 6, 6, 2),
+                (16, 40, 9, 31, 1),
+            ] {
+                let (x, wt, b) = (
+                    rand(&[1, cin, h, w]),
+                    rand(&[cout, cin, 3, 3]),
+                    rand(&[cout]),
+                );
+                let want = flat(&ops::dense3x3(&x, &wt, &b, s, true).unwrap());
+                let d = Dense3x3::for_isa(isa, &flat(&wt), &flat(&b), cout, cin, s);
+                let from_chw = d.forward_chw(&flat(&x), h, w, true);
+                let e = max_diff(&from_chw.to_chw(), &want);
+                assert!(e < 1e-4, "{isa} {cin}->{cout} {h}x{w}/{s}: {e}");
+                let map = Map::from_chw(&flat(&x), cin, h, w);
+                let e = max_diff(&d.forward(&map, true).to_chw(), &want);
+                assert!(e < 1e-4, "{isa} {cin}->{cout} {h}x{w}/{s}: {e}");
+            }
         }
     }
 
     #[test]
     fn upsample_matches_the_nchw_op() {
-        let (cin, cout, h, w) = (24, 24, 5, 7);
-        let (x, wt, b) = (
-            rand(&[1, cin, h, w]),
-            rand(&[cin, cout, 2, 2]),
-            rand(&[cout]),
-        );
-        let want = flat(&ops::upsample2x2(&x, &wt, &b, true).unwrap());
-        let u = Upsample2x2::new(&flat(&wt), &flat(&b), cin, cout);
-        let got = u.forward(&Map::from_chw(&flat(&x), cin, h, w));
-        assert_eq!((got.h, got.w, got.c), (2 * h, 2 * w, cout));
-        assert!(max_diff(&got.to_chw(), &want) < 1e-4);
+        for isa in simd::all_supported() {
+            for (cin, cout, h, w) in [(24, 24, 5, 7), (17, 9, 3, 11)] {
+                let (x, wt, b) = (
+                    rand(&[1, cin, h, w]),
+                    rand(&[cin, cout, 2, 2]),
+                    rand(&[cout]),
+                );
+                let want = flat(&ops::upsample2x2(&x, &wt, &b, true).unwrap());
+                let u = Upsample2x2::for_isa(isa, &flat(&wt), &flat(&b), cin, cout);
+                let got = u.forward(&Map::from_chw(&flat(&x), cin, h, w));
+                assert_eq!((got.h, got.w, got.c), (2 * h, 2 * w, cout));
+                let e = max_diff(&got.to_chw(), &want);
+                assert!(e < 1e-4, "{isa} {cin}->{cout} {h}x{w}: {e}");
+            }
+        }
     }
 }
