@@ -86,11 +86,11 @@ fn bench(c: &mut Criterion) {
         ),
         (
             ModelSet::Age,
-            Batch::AgeChips {
-                data: vec![127; 64 * 64 * 3],
+            Batch::AgeCrops {
+                data: vec![127; 112 * 112 * 3],
                 count: 1,
             },
-            "age-64",
+            "age-112",
         ),
     ] {
         let mut be = CpuBackend::load(&models, set, 1).unwrap();
@@ -112,7 +112,7 @@ fn batch_clone(b: &Batch) -> Batch {
             data: data.clone(),
             count: *count,
         },
-        Batch::AgeChips { data, count } => Batch::AgeChips {
+        Batch::AgeCrops { data, count } => Batch::AgeCrops {
             data: data.clone(),
             count: *count,
         },

@@ -150,7 +150,7 @@ fn main() {
             faces.push((p, a));
         }
     }
-    let times_1_8mp = run.times.clone();
+    let times_canada = run.times.clone();
     println!("## Skin pipeline on `../shared/data/faces`\n");
     let mae = errs.iter().map(|e| e.abs()).sum::<f32>() / errs.len().max(1) as f32;
     let bias = errs.iter().sum::<f32>() / errs.len().max(1) as f32;
@@ -205,7 +205,12 @@ fn main() {
     }
     let mut v: Vec<f32> = zoom.iter().filter_map(|z| z.1).collect();
     v.sort_by(f32::total_cmp);
-    let median = v.get(v.len() / 2).copied().unwrap_or(f32::NAN);
+    // The middle value, or the mean of the two middle ones.
+    let median = match v.len() {
+        0 => f32::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
     println!(
         "- ITA across camera distances (zoom): {}; median {median:.2}°, largest deviation {:.2}°",
         zoom.iter()
@@ -287,9 +292,9 @@ fn main() {
         }
     );
 
-    let mut t = times_1_8mp;
+    let mut t = times_canada;
     t.sort_by(f64::total_cmp);
-    println!("- time per 1350x1350 photo (1.8 MP, decode to metrics, {} threads): median {:.0} ms, p90 {:.0} ms",
+    println!("- time per 1350x1800 canada photo (2.4 MP, decode to metrics, {} threads): median {:.0} ms, p90 {:.0} ms",
         rayon::current_num_threads(), t[t.len() / 2], t[t.len() * 9 / 10]);
     b.shutdown();
 }

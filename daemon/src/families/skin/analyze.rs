@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::geometry::{dist, mid, similarity, Affine, Border, Pyramid};
+use super::geometry::{dist, mid, Affine, Border, Pyramid};
 use super::measure::{self, Colour, DarkCircle, Exposure, Rgb};
 use super::quality::{self, Reason};
 use super::regions::{self, Area};
@@ -130,10 +130,10 @@ pub struct DarkCircles {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct AgeMetric {
-    /// Expected age, years (one decimal).
+    /// Apparent age, years (one decimal): the age net's mean over the face
+    /// crop and its mirror image. The net is a regression and gives no
+    /// confidence.
     pub value: f32,
-    /// The most likely class's probability.
-    pub confidence: f32,
 }
 
 /// The metrics computed for a photo; a metric withheld by a gate is absent
@@ -318,32 +318,53 @@ fn eye_rois(pts: &[[f32; 2]]) -> [(Affine, bool); 2] {
     [roi(pts[33], pts[133], false), roi(pts[362], pts[263], true)]
 }
 
-/// dlib's 5-point face-chip template (unit square; `get_face_chip_details`)
-/// and the mesh points that stand for dlib's eye corners and nose base.
-const CHIP_TEMPLATE: [[f32; 2]; 5] = [
-    [0.859_567_5, 0.213_498_15],
-    [0.646_060_5, 0.228_967_44],
-    [0.120_575_06, 0.213_727_45],
-    [0.334_085_06, 0.229_064_24],
-    [0.490_112_3, 0.627_797_5],
+/// Inner lip line: with `regions::LIPS` it stands for the 20 mouth points
+/// of the 68-point scheme whose mean face-api takes as the mouth centre.
+const INNER_LIPS: [usize; 20] = [
+    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,
 ];
-const CHIP_MESH_POINTS: [usize; 5] = [263, 362, 33, 133, 2];
-const CHIP_PADDING: f32 = 0.2;
 
-/// The map from age-chip pixels to the image (dlib's alignment, padding 0.2).
-fn age_chip_map(pts: &[[f32; 2]]) -> Affine {
-    let size = age::INPUT_SIZE as f32;
-    let from: Vec<[f32; 2]> = CHIP_TEMPLATE
-        .iter()
-        .map(|p| {
-            [
-                size * (CHIP_PADDING + p[0]) / (2.0 * CHIP_PADDING + 1.0),
-                size * (CHIP_PADDING + p[1]) / (2.0 * CHIP_PADDING + 1.0),
-            ]
-        })
-        .collect();
-    let to: Vec<[f32; 2]> = CHIP_MESH_POINTS.iter().map(|&i| pts[i]).collect();
-    similarity(&from, &to)
+/// The map from age-crop pixels to the image: face-api's upright square
+/// (`FaceLandmarks.align`, see `models/skin/age_graph.md`), side
+/// `mean(|mouth - eye|) / 0.45`, corner at `centroid(eyes, mouth) - (0.5,
+/// 0.43) x side`; eye and mouth centres are means of mesh contours.
+fn age_crop_map(pts: &[[f32; 2]]) -> Affine {
+    let centre = |idx: &mut dyn Iterator<Item = usize>| {
+        let (mut s, mut n) = ([0f32; 2], 0f32);
+        for i in idx {
+            s = [s[0] + pts[i][0], s[1] + pts[i][1]];
+            n += 1.0;
+        }
+        [s[0] / n, s[1] / n]
+    };
+    let re = centre(&mut regions::RIGHT_EYE.iter().copied());
+    let le = centre(&mut regions::LEFT_EYE.iter().copied());
+    let mc = centre(&mut regions::LIPS.iter().chain(INNER_LIPS.iter()).copied());
+    let side = (dist(mc, le) + dist(mc, re)) / 2.0 / 0.45;
+    let c = [(re[0] + le[0] + mc[0]) / 3.0, (re[1] + le[1] + mc[1]) / 3.0];
+    let s = side / age::INPUT_SIZE as f32;
+    // Crop centre coordinates -> image centre coordinates.
+    Affine {
+        m: [
+            s,
+            0.0,
+            c[0] - 0.5 * side + 0.5 * s - 0.5,
+            0.0,
+            s,
+            c[1] - 0.43 * side + 0.5 * s - 0.5,
+        ],
+    }
+}
+
+/// A crop (HWC u8 RGB, `size` square) mirrored left to right.
+fn mirrored(crop: &[u8], size: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(crop.len());
+    for row in crop.chunks_exact(size * 3) {
+        for px in row.chunks_exact(3).rev() {
+            out.extend_from_slice(px);
+        }
+    }
+    out
 }
 
 /// The aligned face crop: upright, `ALIGNED_IOD_PX` between the eyes, the
@@ -779,22 +800,26 @@ async fn eyes_and_age(
     pts: &[[f32; 2]],
 ) -> Result<(Option<f32>, Option<AgeMetric>, Pyramid), AnalyzeError> {
     let rois = eye_rois(pts);
-    let chip = age_chip_map(pts);
+    let face = age_crop_map(pts);
     let s = iris::INPUT_SIZE;
-    let (crops, chip_px, pyr) = blocking(move || {
+    let (crops, face_px, pyr) = blocking(move || {
         let c: Vec<Vec<u8>> = rois
             .iter()
             .map(|(m, _)| pyr.warp(m, s, s, Border::Replicate))
             .collect();
-        let a = pyr.warp(&chip, age::INPUT_SIZE, age::INPUT_SIZE, Border::Zero);
+        let a = pyr.warp(&face, age::INPUT_SIZE, age::INPUT_SIZE, Border::Zero);
         (c, a, pyr)
     })
     .await?;
     let mut crops = crops.into_iter();
-    let (r, l, probs) = tokio::join!(
+    // The crop and its mirror image: their mean is blind to a front
+    // camera's mirroring and measured closer (models/skin/age_graph.md).
+    let face_mirrored = mirrored(&face_px, age::INPUT_SIZE);
+    let (r, l, age_a, age_b) = tokio::join!(
         infer(&b.eyes, crops.next().unwrap_or_default()),
         infer(&b.eyes, crops.next().unwrap_or_default()),
-        infer(&b.age, chip_px),
+        infer(&b.age, face_px),
+        infer(&b.age, face_mirrored),
     );
     let iod = dist(mid(pts[33], pts[133]), mid(pts[263], pts[362]));
     let mut diameters = Vec::new();
@@ -812,14 +837,11 @@ async fn eyes_and_age(
     }
     let iris_px =
         (!diameters.is_empty()).then(|| diameters.iter().sum::<f32>() / diameters.len() as f32);
-    let probs = probs?;
-    let value = age::expected_age(&probs);
-    let confidence = probs.iter().copied().fold(0.0, f32::max);
+    let value = (age_a? + age_b?) / 2.0;
     Ok((
         iris_px,
         Some(AgeMetric {
             value: (value * 10.0).round() / 10.0,
-            confidence,
         }),
         pyr,
     ))

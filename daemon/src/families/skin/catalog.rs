@@ -81,7 +81,7 @@ const COMPUTED: [Algorithm; 6] = [
         parameter: Some("age"),
         tech_name: "selfie_v2.perceived_age",
         family: "Perceived age",
-        description: "Expected age from dlib's age model on a 5-point aligned face chip",
+        description: "Apparent age in years from face-api's age net (TinyXception) on an upright face crop and its mirror image",
         unavailable: None,
     },
 ];

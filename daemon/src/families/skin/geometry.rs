@@ -1,6 +1,5 @@
-//! Plane geometry for the skin pipeline: affine maps, the least-squares
-//! similarity that aligns a face chip, rotated crops sampled through an
-//! image pyramid, and polygon rasterisation.
+//! Plane geometry for the skin pipeline: affine maps, rotated crops sampled
+//! through an image pyramid, and polygon rasterisation.
 //!
 //! Convention: pixel `i`'s centre is at `i` ("centre" coordinates). Model
 //! outputs are in "edge" coordinates (pixel `i` spans `[i, i+1)`); subtract
@@ -63,46 +62,10 @@ impl Affine {
     }
 }
 
-/// The similarity transform (rotation, uniform scale, translation) that
-/// maps `from` onto `to` with the least squared error (Umeyama 1991; the
-/// same estimate as dlib's `find_similarity_transform`).
-pub fn similarity(from: &[[f32; 2]], to: &[[f32; 2]]) -> Affine {
-    let n = from.len().min(to.len()).max(1) as f64;
-    let mean = |p: &[[f32; 2]]| {
-        p.iter().fold([0f64; 2], |acc, q| {
-            [acc[0] + q[0] as f64 / n, acc[1] + q[1] as f64 / n]
-        })
-    };
-    let (mf, mt) = (mean(from), mean(to));
-    let (mut num_a, mut num_b, mut den) = (0f64, 0f64, 0f64);
-    for (f, t) in from.iter().zip(to) {
-        let (x, y) = (f[0] as f64 - mf[0], f[1] as f64 - mf[1]);
-        let (u, v) = (t[0] as f64 - mt[0], t[1] as f64 - mt[1]);
-        num_a += x * u + y * v;
-        num_b += x * v - y * u;
-        den += x * x + y * y;
-    }
-    let (a, b) = if den > 0.0 {
-        (num_a / den, num_b / den)
-    } else {
-        (1.0, 0.0)
-    };
-    Affine {
-        m: [
-            a as f32,
-            -b as f32,
-            (mt[0] - a * mf[0] + b * mf[1]) as f32,
-            b as f32,
-            a as f32,
-            (mt[1] - b * mf[0] - a * mf[1]) as f32,
-        ],
-    }
-}
-
 /// What a sample outside the image reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Border {
-    /// Black (dlib's `extract_image_chip`).
+    /// Black (as face-api pads a face crop that leaves the image).
     Zero,
     /// The nearest edge pixel (MediaPipe's OpenCV warp).
     Replicate,
@@ -266,19 +229,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn similarity_recovers_a_known_map() {
-        let truth = Affine {
+    fn inverse_undoes_the_map() {
+        let m = Affine {
             m: [0.8, -0.6, 10.0, 0.6, 0.8, -5.0],
         };
-        let from = [[0.0, 0.0], [10.0, 0.0], [0.0, 7.0], [4.0, 9.0], [8.0, 3.0]];
-        let to: Vec<_> = from.iter().map(|&p| truth.apply(p)).collect();
-        let got = similarity(&from, &to);
-        for (g, t) in got.m.iter().zip(truth.m) {
-            assert!((g - t).abs() < 1e-4, "{got:?}");
-        }
-        let back = got.inverse().unwrap();
-        let p = back.apply(got.apply([3.0, 4.0]));
+        let p = m.inverse().unwrap().apply(m.apply([3.0, 4.0]));
         assert!((p[0] - 3.0).abs() < 1e-4 && (p[1] - 4.0).abs() < 1e-4);
+        assert!(Affine {
+            m: [1.0, 2.0, 0.0, 2.0, 4.0, 0.0]
+        }
+        .inverse()
+        .is_none());
     }
 
     #[test]

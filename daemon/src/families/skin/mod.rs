@@ -11,7 +11,7 @@
 //!   ([`measure`], [`color`]);
 //! - `redness`: a* and the erythema index per area, with a heat map;
 //! - `dark_circles`: under-eye against malar skin, ΔL* and ΔE*ab;
-//! - `age`: the dlib age model on a 5-point aligned chip ([`crate::model::age`]).
+//! - `age`: face-api's age net on an upright face crop ([`crate::model::age`]).
 //!
 //! The face is found by CenterFace, fitted with MediaPipe's face mesh and
 //! iris models ([`crate::model::face_mesh`], [`crate::model::iris`]), and

@@ -182,13 +182,7 @@ fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
                     "numeric",
                     json!({"unit": "year"}),
                 ),
-                vec![metric(
-                    "Confidence",
-                    "confidence",
-                    json!(r2(g.confidence)),
-                    "numeric",
-                    json!({}),
-                )],
+                vec![],
             )]
         }
         _ => return None,
@@ -221,7 +215,7 @@ fn parameter(a: &Analysis, param: &str) -> Option<Value> {
         "age" => {
             let g = m.age.as_ref()?;
             let decade = (g.value.max(0.0) / 10.0).floor() as u32 * 10;
-            json!({"tag": format!("{decade}-{}", decade + 9), "age": r1(g.value), "value": r1(g.value), "confidence": r2(g.confidence)})
+            json!({"tag": format!("{decade}-{}", decade + 9), "age": r1(g.value), "value": r1(g.value)})
         }
         _ => return None,
     })

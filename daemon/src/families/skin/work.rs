@@ -1,5 +1,5 @@
 //! The skin models' micro-batched workloads: face-mesh crops, eye crops
-//! and age chips from many requests share batches, each kind on its own
+//! and age crops from many requests share batches, each kind on its own
 //! batcher (CPU models; see `backend::ModelSet::on_gpu`).
 
 use std::sync::Arc;
@@ -84,12 +84,12 @@ impl Workload for EyeWork {
     }
 }
 
-/// 64x64 RGB aligned face chips -> the age model's 81 probabilities.
+/// 112x112 RGB face crops -> the age model's estimate, years.
 pub struct AgeWork;
 
 impl Workload for AgeWork {
     type Item = Vec<u8>;
-    type Output = Vec<f32>;
+    type Output = f32;
 
     fn model(&self) -> &'static str {
         "age"
@@ -101,11 +101,11 @@ impl Workload for AgeWork {
         vec![127; age::INPUT_SIZE.pow(2) * 3]
     }
     fn pack(&self, items: Vec<Self::Item>) -> Batch {
-        pack(items, |data, count| Batch::AgeChips { data, count })
+        pack(items, |data, count| Batch::AgeCrops { data, count })
     }
     fn unpack(&self, out: BatchOutput) -> Option<Vec<Self::Output>> {
         match out {
-            BatchOutput::AgeProbs(v) => Some(v),
+            BatchOutput::Ages(v) => Some(v),
             _ => None,
         }
     }
