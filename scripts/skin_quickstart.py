@@ -16,6 +16,7 @@ import json
 import os
 import ssl
 import sys
+import tempfile
 import time
 
 import requests
@@ -87,9 +88,11 @@ pdf = requests.post(f"{SAAS_HOST}/service/pdf-generator/companies/{company_id}/d
                     f"/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/pdf/",
                     headers={"access-token": token}, json={"timeout": 30000, "waitUntil": "networkidle0"},
                     verify=verify)
-with open("report.pdf", "wb") as f:
+# Into the temporary directory, so a run leaves nothing in the working tree.
+pdf_path = os.path.join(tempfile.gettempdir(), f"skin_report_{image_id}.pdf")
+with open(pdf_path, "wb") as f:
     f.write(pdf.content)
-print("PDF report:", pdf.headers["content-type"], len(pdf.content), "bytes -> report.pdf")
+print("PDF report:", pdf.headers["content-type"], len(pdf.content), "bytes ->", pdf_path)
 
 # The v3 flow: signed upload URL served by the appliance, PUT, compute, results.
 V3 = f"{SAAS_HOST}/api/v3/companies/{company_id}"

@@ -24,6 +24,7 @@ pub mod chart;
 pub mod cli;
 pub mod color;
 pub mod console;
+mod crops;
 pub mod error;
 pub mod geometry;
 pub mod hooks;
