@@ -434,6 +434,8 @@ pub struct FaceMesh {
     backbone: Vec<ResUnit>,
     mesh: Head,
     flag: Head,
+    /// The same weights packed for the NHWC CPU kernels.
+    kernels: super::face_mesh_nhwc::MeshKernels,
 }
 
 impl FaceMesh {
@@ -460,10 +462,13 @@ impl FaceMesh {
             backbone,
             mesh: Head::load(vb.pp("mesh"), &[2, 1, 1], &[1], 3 * NUM_LANDMARKS)?,
             flag: Head::load(vb.pp("flag"), &[2], &[1], 1)?,
+            kernels: super::face_mesh_nhwc::MeshKernels::load(&vb, &BACKBONE, NUM_LANDMARKS)?,
         })
     }
 
-    /// x: [N, 3, 192, 192] RGB in [0, 1].
+    /// x: [N, 3, 192, 192] RGB in [0, 1]. On the CPU this runs on the NHWC
+    /// kernels, one image per thread ([`super::nhwc::whole_images`]);
+    /// elsewhere on candle's ops.
     pub fn forward(&self, x: &Tensor) -> Result<FaceMeshOutput> {
         let (n, c, h, w) = x.dims4()?;
         if (c, h, w) != (3, INPUT_SIZE, INPUT_SIZE) {
@@ -472,6 +477,30 @@ impl FaceMesh {
                 x.dims()
             );
         }
+        if !x.device().is_cpu() {
+            return self.forward_candle(x);
+        }
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let plane = 3 * h * w;
+        let outs = super::nhwc::whole_images(n, |i| {
+            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
+        });
+        let mut landmarks = Vec::with_capacity(n * 3 * NUM_LANDMARKS);
+        let mut logits = Vec::with_capacity(n);
+        for (l, f) in outs {
+            landmarks.extend_from_slice(&l);
+            logits.push(f);
+        }
+        Ok(FaceMeshOutput {
+            landmarks: Tensor::from_vec(landmarks, (n, NUM_LANDMARKS, 3), x.device())?,
+            presence_logit: Tensor::from_vec(logits, n, x.device())?,
+        })
+    }
+
+    /// The same on candle's ops (with this module's CPU ops where the
+    /// tensors are on the CPU): the path other devices take.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<FaceMeshOutput> {
+        let n = x.dim(0)?;
         let mut h = self.stem.forward(x)?;
         for u in &self.backbone {
             h = u.forward(&h)?;
@@ -623,18 +652,26 @@ pub(crate) mod tests {
         let (vb, golden) = weights_and_golden("face_mesh");
         let model = FaceMesh::load(vb).unwrap();
         let x = &golden["input"];
-        let out = model.forward(x).unwrap();
-        let lm = max_abs_diff(&out.landmarks.i(0).unwrap(), &golden["landmarks"]);
-        let logit = max_abs_diff(&out.presence_logit, &golden["face_flag_logit"]);
-        let ms = time_ms(|| {
-            model.forward(x).unwrap();
-        });
-        println!(
-            "face mesh: landmarks max |diff| {lm:.3e} px, logit {logit:.3e}; forward {ms:.1} ms"
-        );
-        assert!(lm < 1e-3, "landmarks differ by {lm} px");
-        assert!(logit < 1e-3, "presence logit differs by {logit}");
-        assert!(out.presence_logit.i(0).unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        // The NHWC kernels (what the CPU runs) and candle's ops (the other
+        // devices' path) each against TFLite.
+        type Path = fn(&FaceMesh, &Tensor) -> Result<FaceMeshOutput>;
+        for (name, f) in [
+            ("nhwc", FaceMesh::forward as Path),
+            ("candle", FaceMesh::forward_candle as Path),
+        ] {
+            let out = f(&model, x).unwrap();
+            let lm = max_abs_diff(&out.landmarks.i(0).unwrap(), &golden["landmarks"]);
+            let logit = max_abs_diff(&out.presence_logit, &golden["face_flag_logit"]);
+            let ms = time_ms(|| {
+                f(&model, x).unwrap();
+            });
+            println!(
+                "face mesh ({name}): landmarks max |diff| {lm:.3e} px, logit {logit:.3e}; forward {ms:.1} ms"
+            );
+            assert!(lm < 1e-3, "{name}: landmarks differ by {lm} px");
+            assert!(logit < 1e-3, "{name}: presence logit differs by {logit}");
+            assert!(out.presence_logit.i(0).unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        }
     }
 
     #[test]

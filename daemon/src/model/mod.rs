@@ -5,6 +5,7 @@ pub mod avx512;
 pub mod centerface;
 pub mod decode;
 pub mod face_mesh;
+mod face_mesh_nhwc;
 pub mod iris;
 pub mod malaria;
 pub mod nhwc;

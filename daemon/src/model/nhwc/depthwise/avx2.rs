@@ -49,7 +49,7 @@ unsafe fn run<const PX: usize, const S: usize>(
 ) {
     let c = dw.c;
     let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
-    let zero = _mm256_setzero_ps();
+    let zero = _mm256_set1_ps(dw.floor);
     let base = (ox * S - 1) * c;
     let cols = (PX - 1) * S + 3;
     let mut c0 = 0;

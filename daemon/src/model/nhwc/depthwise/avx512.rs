@@ -23,7 +23,7 @@ pub(super) unsafe fn row(
     let (c, s) = (dw.c, dw.stride);
     let r = rows.map(|r| r.as_ptr());
     let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
-    let zero = _mm512_setzero_ps();
+    let zero = _mm512_set1_ps(dw.floor);
     let full = c / 16 * 16;
     let tail = ((1u32 << (c - full)) - 1) as u16;
     // Runs of interior pixels share their loads: each input column is
@@ -121,7 +121,7 @@ unsafe fn run<const PX: usize, const S: usize>(
 ) {
     let c = dw.c;
     let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
-    let zero = _mm512_setzero_ps();
+    let zero = _mm512_set1_ps(dw.floor);
     let base = (ox * S - 1) * c;
     let cols = (PX - 1) * S + 3;
     let mut c0 = 0;

@@ -1,5 +1,5 @@
 //! Depthwise 3x3 convolution (padding 1, stride 1 or 2) with bias and ReLU
-//! over NHWC rows.
+//! (or none) over NHWC rows.
 //!
 //! In NHWC a pixel's channels are contiguous, so one output pixel of a
 //! channel group is nine vector multiply-adds against nine weight vectors.
@@ -28,6 +28,8 @@ pub struct Depthwise {
     stride: usize,
     w: Vec<f32>,
     b: Vec<f32>,
+    /// Outputs are `max(sum, floor)`: 0 is ReLU, -inf no activation.
+    floor: f32,
     isa: Isa,
 }
 
@@ -58,8 +60,16 @@ impl Depthwise {
             stride,
             w: t,
             b: b.to_vec(),
+            floor: 0.0,
             isa,
         }
+    }
+
+    /// The same layer with no activation after it (a separable conv's
+    /// depthwise half, a pointwise conv following).
+    pub fn without_relu(mut self) -> Self {
+        self.floor = f32::NEG_INFINITY;
+        self
     }
 
     pub fn channels(&self) -> usize {
@@ -75,7 +85,8 @@ impl Depthwise {
         (d - 1) / self.stride + 1
     }
 
-    /// One output row, ReLU applied, from the three input rows it reads
+    /// One output row, ReLU applied (unless [`without_relu`](Self::without_relu)),
+    /// from the three input rows it reads
     /// (`rows[0]` above, `rows[2]` below; padding rows are zeros), each
     /// `win × c`. `out` is `out_dim(win) × c`.
     pub fn row(&self, rows: [&[f32]; 3], win: usize, out: &mut [f32]) {
@@ -142,7 +153,7 @@ impl Depthwise {
             }
         }
         for v in o.iter_mut() {
-            *v = v.max(0.0);
+            *v = v.max(self.floor);
         }
     }
 
@@ -198,7 +209,7 @@ mod tests {
     /// Against the definition, every kernel this CPU can run, both strides,
     /// odd widths (edge pixels, runs of interior pixels and a remainder),
     /// channel counts that are and are not whole vectors of 4, 8 and 16, and
-    /// a zero padding row above.
+    /// a zero padding row above; with ReLU and without.
     #[test]
     fn matches_the_definition() {
         for (c, win) in [(40, 37), (43, 37), (5, 9), (16, 3), (24, 2), (7, 1)] {
@@ -218,11 +229,13 @@ mod tests {
         };
         let zeros = vec![0f32; win * c];
         let (r1, r2) = (row(1), row(2));
-        for (stride, isa) in [1, 2]
-            .into_iter()
-            .flat_map(|s| simd::all_supported().into_iter().map(move |i| (s, i)))
-        {
+        for (stride, isa, relu) in [1, 2].into_iter().flat_map(|s| {
+            simd::all_supported()
+                .into_iter()
+                .flat_map(move |i| [(s, i, true), (s, i, false)])
+        }) {
             let dw = Depthwise::for_isa(isa, &w, &b, c, stride);
+            let dw = if relu { dw } else { dw.without_relu() };
             let wout = dw.out_dim(win);
             let mut got = vec![f32::NAN; wout * c];
             dw.row([&zeros, &r1, &r2], win, &mut got);
@@ -237,11 +250,11 @@ mod tests {
                             }
                         }
                     }
-                    let want = s.max(0.0);
+                    let want = if relu { s.max(0.0) } else { s };
                     let v = got[ox * c + ch];
                     assert!(
                         (v - want).abs() < 1e-4,
-                        "{isa} c{c} w{win} s{stride} ({ox},{ch}): {v} vs {want}"
+                        "{isa} c{c} w{win} s{stride} relu {relu} ({ox},{ch}): {v} vs {want}"
                     );
                 }
             }

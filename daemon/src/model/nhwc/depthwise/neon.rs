@@ -49,7 +49,7 @@ unsafe fn run<const PX: usize, const S: usize>(
 ) {
     let c = dw.c;
     let (w, b) = (dw.w.as_ptr(), dw.b.as_ptr());
-    let zero = vdupq_n_f32(0.0);
+    let zero = vdupq_n_f32(dw.floor);
     let base = (ox * S - 1) * c;
     let cols = (PX - 1) * S + 3;
     let mut c0 = 0;
