@@ -9,7 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::crops::{
-    age_crop_map, aligned_map, eye_rois, mesh_to_image, mirrored, roi_from_detection,
+    age_crop, aligned_map, black_outside, eye_rois, mesh_to_image, mirrored, roi_from_detection,
     roi_from_mesh, xy,
 };
 use super::geometry::{dist, mid, Affine, Border, Pyramid};
@@ -632,14 +632,16 @@ async fn eyes_and_age(
     pts: &[[f32; 2]],
 ) -> Result<(Option<f32>, Option<AgeMetric>, Pyramid), AnalyzeError> {
     let rois = eye_rois(pts);
-    let face = age_crop_map(pts);
+    let (w, h) = pyr.base().dimensions();
+    let (face, keep) = age_crop(pts, w, h);
     let s = iris::INPUT_SIZE;
     let (crops, face_px, pyr) = blocking(move || {
         let c: Vec<Vec<u8>> = rois
             .iter()
             .map(|(m, _)| pyr.warp(m, s, s, Border::Replicate))
             .collect();
-        let a = pyr.warp(&face, age::INPUT_SIZE, age::INPUT_SIZE, Border::Zero);
+        let mut a = pyr.warp(&face, age::INPUT_SIZE, age::INPUT_SIZE, Border::Zero);
+        black_outside(&mut a, age::INPUT_SIZE, &face, keep);
         (c, a, pyr)
     })
     .await?;

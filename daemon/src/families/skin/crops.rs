@@ -88,41 +88,64 @@ pub(super) fn eye_rois(pts: &[[f32; 2]]) -> [(Affine, bool); 2] {
     [roi(pts[33], pts[133], false), roi(pts[362], pts[263], true)]
 }
 
-/// Inner lip line: with `regions::LIPS` it stands for the 20 mouth points
-/// of the 68-point scheme whose mean face-api takes as the mouth centre.
-const INNER_LIPS: [usize; 20] = [
-    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308, 415, 310, 311, 312, 13, 82, 81, 80, 191,
+/// Mesh points standing for the 68-point scheme's outline as face-api's
+/// box sees it: the brows (17-26, whose upper edge is the box's top), the jaw
+/// from ear to ear (0-16, the sides and the chin at the bottom).
+const LANDMARKS_68_OUTLINE: [usize; 41] = [
+    // brows, upper and lower edges
+    70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276,
+    // jaw, the subject's right ear to left ear through the chin
+    234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152, 377, 400, 378, 379, 365, 397, 288, 361,
+    323, 454,
 ];
 
-/// The map from age-crop pixels to the image: face-api's upright square
-/// (`FaceLandmarks.align`, see `models/skin/age_graph.md`), side
-/// `mean(|mouth - eye|) / 0.45`, corner at `centroid(eyes, mouth) - (0.5,
-/// 0.43) x side`; eye and mouth centres are means of mesh contours.
-pub(super) fn age_crop_map(pts: &[[f32; 2]]) -> Affine {
-    let centre = |idx: &mut dyn Iterator<Item = usize>| {
-        let (mut s, mut n) = ([0f32; 2], 0f32);
-        for i in idx {
-            s = [s[0] + pts[i][0], s[1] + pts[i][1]];
-            n += 1.0;
-        }
-        [s[0] / n, s[1] / n]
+/// face-api's face crop for its age net (`FaceLandmarks.align()` with its
+/// defaults, i.e. `alignMinBbox(0.2)`; `models/skin/age_graph.md`): the
+/// landmarks' bounding box grown by 10% of its size on each side, clipped
+/// to the image, centred in a square whose bars are black, that square
+/// scaled to the net's input. Returns the map from crop pixels to the image
+/// (centre coordinates) and the clipped box `[x0, y0, x1, y1]` in image
+/// edge coordinates, outside which the crop must be black.
+pub(super) fn age_crop(pts: &[[f32; 2]], width: u32, height: u32) -> (Affine, [f32; 4]) {
+    let (mut x0, mut y0, mut x1, mut y1) = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for &i in LANDMARKS_68_OUTLINE.iter() {
+        // Centre -> edge coordinates (face-api's pixel positions).
+        let (x, y) = (pts[i][0] + 0.5, pts[i][1] + 0.5);
+        x0 = x0.min(x);
+        x1 = x1.max(x);
+        y0 = y0.min(y);
+        y1 = y1.max(y);
+    }
+    let (pw, ph) = (0.1 * (x1 - x0), 0.1 * (y1 - y0));
+    let b = [
+        (x0 - pw).max(0.0),
+        (y0 - ph).max(0.0),
+        (x1 + pw).min(width as f32),
+        (y1 + ph).min(height as f32),
+    ];
+    let side = (b[2] - b[0]).max(b[3] - b[1]).max(1.0);
+    // The square's corner: the box centred in it.
+    let (sx, sy) = ((b[0] + b[2] - side) / 2.0, (b[1] + b[3] - side) / 2.0);
+    let k = side / age::INPUT_SIZE as f32;
+    // Crop pixel u (centre u + 0.5 in edge units) -> image centre coordinates.
+    let map = Affine {
+        m: [k, 0.0, sx + 0.5 * k - 0.5, 0.0, k, sy + 0.5 * k - 0.5],
     };
-    let re = centre(&mut regions::RIGHT_EYE.iter().copied());
-    let le = centre(&mut regions::LEFT_EYE.iter().copied());
-    let mc = centre(&mut regions::LIPS.iter().chain(INNER_LIPS.iter()).copied());
-    let side = (dist(mc, le) + dist(mc, re)) / 2.0 / 0.45;
-    let c = [(re[0] + le[0] + mc[0]) / 3.0, (re[1] + le[1] + mc[1]) / 3.0];
-    let s = side / age::INPUT_SIZE as f32;
-    // Crop centre coordinates -> image centre coordinates.
-    Affine {
-        m: [
-            s,
-            0.0,
-            c[0] - 0.5 * side + 0.5 * s - 0.5,
-            0.0,
-            s,
-            c[1] - 0.43 * side + 0.5 * s - 0.5,
-        ],
+    (map, b)
+}
+
+/// Black out the crop's pixels (HWC u8 RGB, `size` square) whose source,
+/// through `map`, lies outside `keep` (image edge coordinates): face-api's
+/// bars beside a face box that is not square.
+pub(super) fn black_outside(crop: &mut [u8], size: usize, map: &Affine, keep: [f32; 4]) {
+    for (v, row) in crop.chunks_exact_mut(size * 3).enumerate() {
+        for (u, px) in row.chunks_exact_mut(3).enumerate() {
+            let [x, y] = map.apply([u as f32, v as f32]);
+            let (x, y) = (x + 0.5, y + 0.5);
+            if x < keep[0] || x >= keep[2] || y < keep[1] || y >= keep[3] {
+                px.fill(0);
+            }
+        }
     }
 }
 
@@ -186,43 +209,56 @@ pub(super) fn xy(p: &[[f32; 3]]) -> Vec<[f32; 2]> {
 mod tests {
     use super::*;
 
-    /// Mesh points with every eye point at one spot per eye and every lip
-    /// point at the mouth: face-api's square then has a known place.
-    fn points(re: [f32; 2], le: [f32; 2], mouth: [f32; 2]) -> Vec<[f32; 2]> {
+    /// A face box 60 wide and 100 tall: face-api's box grown 10% a side,
+    /// centred in a square with black bars left and right.
+    #[test]
+    fn age_crop_is_face_apis_padded_box_in_a_square() {
         let mut pts = vec![[0f32; 2]; 468];
-        for &i in regions::RIGHT_EYE.iter() {
-            pts[i] = re;
+        // Outline points on the box [100, 200] .. [160, 300] (centre coords).
+        for (n, &i) in LANDMARKS_68_OUTLINE.iter().enumerate() {
+            let t = n as f32 / (LANDMARKS_68_OUTLINE.len() - 1) as f32;
+            pts[i] = [
+                100.0 + 60.0 * t,
+                200.0 + 100.0 * (1.0 - (2.0 * t - 1.0).abs()),
+            ];
         }
-        for &i in regions::LEFT_EYE.iter() {
-            pts[i] = le;
+        let (map, keep) = age_crop(&pts, 1000, 1000);
+        // Edge box [100.5, 200.5, 160.5, 300.5] grown by 6 and 10.
+        let want = [94.5, 190.5, 166.5, 310.5];
+        for (k, w) in keep.iter().zip(want) {
+            assert!((k - w).abs() < 1e-3, "{keep:?}");
         }
-        for &i in regions::LIPS.iter().chain(INNER_LIPS.iter()) {
-            pts[i] = mouth;
-        }
-        pts
+        let n = age::INPUT_SIZE as f32;
+        // The square is the box's height (120) wide, centred on the box.
+        assert!((map.scale() - 120.0 / n).abs() < 1e-4);
+        let corner = map.apply([-0.5, -0.5]);
+        assert!(
+            (corner[0] + 0.5 - (130.5 - 60.0)).abs() < 1e-3,
+            "{corner:?}"
+        );
+        assert!((corner[1] + 0.5 - 190.5).abs() < 1e-3, "{corner:?}");
+        let mut crop = vec![200u8; age::INPUT_SIZE * age::INPUT_SIZE * 3];
+        black_outside(&mut crop, age::INPUT_SIZE, &map, keep);
+        let px = |u: usize, v: usize| crop[(v * age::INPUT_SIZE + u) * 3];
+        // Bars of (120 - 72) / 2 = 24 image px = 22.4 crop px each side.
+        assert_eq!((px(0, 50), px(21, 50)), (0, 0));
+        assert_eq!((px(23, 50), px(88, 50)), (200, 200));
+        assert_eq!((px(90, 50), px(111, 50)), (0, 0));
+        assert_eq!((px(56, 0), px(56, 111)), (200, 200));
     }
 
+    /// At the image's edge the box is clipped and the square holds it
+    /// centred, bars on both sides (face-api's `padToSquare`).
     #[test]
-    fn age_crop_is_face_apis_square() {
-        let (re, le, mc) = ([100.0, 200.0], [160.0, 200.0], [130.0, 245.0]);
-        let m = age_crop_map(&points(re, le, mc));
-        // side = mean eye-to-mouth distance / 0.45
-        let side = dist(mc, re) / 0.45;
-        let n = age::INPUT_SIZE as f32;
-        assert!((m.scale() - side / n).abs() < 1e-4);
-        // The crop's top-left edge is centroid - (0.5, 0.43) x side.
-        let c = [(re[0] + le[0] + mc[0]) / 3.0, (re[1] + le[1] + mc[1]) / 3.0];
-        let corner = m.apply([-0.5, -0.5]);
-        assert!(
-            (corner[0] + 0.5 - (c[0] - 0.5 * side)).abs() < 1e-3,
-            "{corner:?}"
-        );
-        assert!(
-            (corner[1] + 0.5 - (c[1] - 0.43 * side)).abs() < 1e-3,
-            "{corner:?}"
-        );
-        // Upright: no rotation whatever the face's roll (face-api's rect).
-        assert_eq!((m.m[1], m.m[3]), (0.0, 0.0));
+    fn age_crop_clips_at_the_border() {
+        let mut pts = vec![[0f32; 2]; 468];
+        for (n, &i) in LANDMARKS_68_OUTLINE.iter().enumerate() {
+            let t = n as f32 / (LANDMARKS_68_OUTLINE.len() - 1) as f32;
+            pts[i] = [-20.0 + 80.0 * t, 10.0 + 80.0 * t];
+        }
+        let (_, keep) = age_crop(&pts, 640, 480);
+        assert_eq!(keep[0], 0.0);
+        assert_eq!(keep[1], 2.5);
     }
 
     #[test]
