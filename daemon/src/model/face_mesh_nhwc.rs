@@ -19,19 +19,23 @@ use super::nhwc::{self, pooling, Dense3x3, Depthwise, Map, Pointwise};
 use candle_core::Result;
 
 /// A conv's weight and bias under `vb`, flat.
-fn params(vb: &VarBuilder, w_shape: &[usize], cout: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+pub(super) fn params(
+    vb: &VarBuilder,
+    w_shape: &[usize],
+    cout: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let w = vb.get(w_shape, "weight")?.flatten_all()?.to_vec1::<f32>()?;
     let b = vb.get(cout, "bias")?.to_vec1::<f32>()?;
     Ok((w, b))
 }
 
 /// PReLU slopes under `vb` (`<vb>.weight`, one per channel).
-fn slopes(vb: &VarBuilder, c: usize) -> Result<Vec<f32>> {
+pub(super) fn slopes(vb: &VarBuilder, c: usize) -> Result<Vec<f32>> {
     vb.get(c, "weight")?.to_vec1::<f32>()
 }
 
 /// `x` where `x >= 0`, else `alpha[c] * x`, in place over whole pixels.
-fn prelu(x: &mut [f32], alpha: &[f32]) {
+pub(super) fn prelu(x: &mut [f32], alpha: &[f32]) {
     for px in x.chunks_exact_mut(alpha.len()) {
         for (v, a) in px.iter_mut().zip(alpha) {
             if *v < 0.0 {
@@ -42,7 +46,12 @@ fn prelu(x: &mut [f32], alpha: &[f32]) {
 }
 
 /// A 1x1 conv (+ residual) then PReLU, each thread's rows while in cache.
-fn pointwise_prelu(pw: &Pointwise, x: &Map, residual: Option<&Map>, alpha: &[f32]) -> Map {
+pub(super) fn pointwise_prelu(
+    pw: &Pointwise,
+    x: &Map,
+    residual: Option<&Map>,
+    alpha: &[f32],
+) -> Map {
     let mut out = Map::recycled(x.h, x.w, pw.cout());
     nhwc::par_rows(&mut out, 1, |rows, dst| {
         pw.run(
@@ -59,13 +68,13 @@ fn pointwise_prelu(pw: &Pointwise, x: &Map, residual: Option<&Map>, alpha: &[f32
 /// How many rows (or columns) of a one-pixel-padded map to skip so the
 /// kernels' padding-1 convolution is TensorFlow's SAME one: 1 when SAME
 /// pads nothing before (stride 2 on an even size), else 0.
-fn same_skip(n: usize, stride: usize) -> usize {
+pub(super) fn same_skip(n: usize, stride: usize) -> usize {
     1 - same_pads(n, 3, stride).0
 }
 
 /// A padded map (`h + 2` x `w + 2`) without its first `skip` rows and
 /// columns: still padded after, as the kernels expect.
-fn skip_front(p: &Map, skip: usize) -> Map {
+pub(super) fn skip_front(p: &Map, skip: usize) -> Map {
     if skip == 0 {
         return p.clone();
     }
@@ -80,7 +89,7 @@ fn skip_front(p: &Map, skip: usize) -> Map {
 
 /// Depthwise 3x3 with TensorFlow SAME padding (no activation). `w`: the
 /// layer's weights as stored, `[c, 1, 3, 3]`.
-fn depthwise_same(dw: &Depthwise, w: &[f32], x: &Map) -> Map {
+pub(super) fn depthwise_same(dw: &Depthwise, w: &[f32], x: &Map) -> Map {
     let (s, c) = (dw.stride(), x.c);
     let (rs, cs) = (same_skip(x.h, s), same_skip(x.w, s));
     let win = x.w - cs;
@@ -119,7 +128,7 @@ fn depthwise_same(dw: &Depthwise, w: &[f32], x: &Map) -> Map {
 
 /// The unit's shortcut when it is not the input itself: the input's 2x2
 /// max-pool (stride 2) with zero channels up to `cout`.
-fn shortcut(x: &Map, stride: usize, cout: usize) -> Map {
+pub(super) fn shortcut(x: &Map, stride: usize, cout: usize) -> Map {
     let pooled;
     let x = if stride == 2 {
         pooled = pooling::max_pool2x2(x);

@@ -125,6 +125,8 @@ pub struct IrisNet {
     backbone: Vec<Unit>,
     contour: Head,
     iris: Head,
+    /// The same weights packed for the NHWC CPU kernels.
+    kernels: super::iris_nhwc::IrisKernels,
 }
 
 impl IrisNet {
@@ -139,10 +141,18 @@ impl IrisNet {
                 .collect::<Result<_>>()?,
             contour: Head::load(vb.pp("contour"), 3 * NUM_CONTOUR)?,
             iris: Head::load(vb.pp("iris"), 3 * NUM_IRIS)?,
+            kernels: super::iris_nhwc::IrisKernels::load(
+                &vb,
+                &BACKBONE,
+                &HEAD_DOWN,
+                (3 * NUM_CONTOUR, 3 * NUM_IRIS),
+            )?,
         })
     }
 
-    /// x: [N, 3, 64, 64] RGB in [0, 1], a left eye.
+    /// x: [N, 3, 64, 64] RGB in [0, 1], a left eye. On the CPU this runs
+    /// on the NHWC kernels, one image per thread in a batch
+    /// ([`super::nhwc::whole_images`]); elsewhere on candle's ops.
     pub fn forward(&self, x: &Tensor) -> Result<IrisOutput> {
         let (n, c, h, w) = x.dims4()?;
         if (c, h, w) != (3, INPUT_SIZE, INPUT_SIZE) {
@@ -151,6 +161,29 @@ impl IrisNet {
                 x.dims()
             );
         }
+        if !x.device().is_cpu() {
+            return self.forward_candle(x);
+        }
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let plane = 3 * h * w;
+        let outs = super::nhwc::whole_images(n, |i| {
+            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
+        });
+        let (mut contour, mut iris) = (Vec::new(), Vec::new());
+        for (c, i) in outs {
+            contour.extend_from_slice(&c);
+            iris.extend_from_slice(&i);
+        }
+        Ok(IrisOutput {
+            contour: Tensor::from_vec(contour, (n, NUM_CONTOUR, 3), x.device())?,
+            iris: Tensor::from_vec(iris, (n, NUM_IRIS, 3), x.device())?,
+        })
+    }
+
+    /// The same on candle's ops (with the face mesh's CPU ops where the
+    /// tensors are on the CPU): the path other devices take.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<IrisOutput> {
+        let n = x.dim(0)?;
         let mut h = self.stem_prelu.forward(&self.stem_conv.forward(x)?)?;
         for u in &self.backbone {
             h = u.forward(&h)?;
@@ -185,15 +218,25 @@ mod tests {
         let (vb, golden) = weights_and_golden("iris");
         let model = IrisNet::load(vb).unwrap();
         let x = &golden["input"];
-        let out = model.forward(x).unwrap();
-        let dc = max_abs_diff(&out.contour.i(0).unwrap(), &golden["eye_contour"]);
-        let di = max_abs_diff(&out.iris.i(0).unwrap(), &golden["iris"]);
-        let ms = time_ms(|| {
-            model.forward(x).unwrap();
-        });
-        println!("iris: contour max |diff| {dc:.3e} px, iris {di:.3e} px; forward {ms:.1} ms");
-        assert!(dc < 1e-3, "eye contour differs by {dc} px");
-        assert!(di < 1e-3, "iris differs by {di} px");
+        // The NHWC kernels (what the CPU runs) and candle's ops (the other
+        // devices' path) each against TFLite.
+        type Path = fn(&IrisNet, &Tensor) -> Result<IrisOutput>;
+        for (name, f) in [
+            ("nhwc", IrisNet::forward as Path),
+            ("candle", IrisNet::forward_candle as Path),
+        ] {
+            let out = f(&model, x).unwrap();
+            let dc = max_abs_diff(&out.contour.i(0).unwrap(), &golden["eye_contour"]);
+            let di = max_abs_diff(&out.iris.i(0).unwrap(), &golden["iris"]);
+            let ms = time_ms(|| {
+                f(&model, x).unwrap();
+            });
+            println!(
+                "iris ({name}): contour max |diff| {dc:.3e} px, iris {di:.3e} px; forward {ms:.1} ms"
+            );
+            assert!(dc < 1e-3, "{name}: eye contour differs by {dc} px");
+            assert!(di < 1e-3, "{name}: iris differs by {di} px");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod face_mesh;
 mod face_mesh_nhwc;
 pub mod iris;
+mod iris_nhwc;
 pub mod malaria;
 pub mod nhwc;
 pub mod ops;
