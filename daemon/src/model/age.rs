@@ -127,6 +127,8 @@ pub struct AgeNet {
     mains: [Main; 2],
     exit_sep: Separable,
     fc: Linear,
+    /// The same weights packed for the NHWC CPU kernels.
+    kernels: super::age_nhwc::AgeKernels,
 }
 
 impl AgeNet {
@@ -146,18 +148,35 @@ impl AgeNet {
             ],
             exit_sep: Separable::load(vb.pp("exit.sep"), 256, 512)?,
             fc: candle_nn::linear(512, 1, vb.pp("fc_age"))?,
+            kernels: super::age_nhwc::AgeKernels::load(&vb)?,
         })
     }
 
-    /// x: [N, 3, 112, 112] normalised crops (`input_from_rgb8`) -> ages [N], years.
+    /// x: [N, 3, 112, 112] normalised crops (`input_from_rgb8`) -> ages [N],
+    /// years. On the CPU this runs on the NHWC kernels, one image per thread
+    /// in a batch ([`super::nhwc::whole_images`]); elsewhere on candle's ops.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (_, c, h, w) = x.dims4()?;
+        let (n, c, h, w) = x.dims4()?;
         if (c, h, w) != (3, INPUT_SIZE, INPUT_SIZE) {
             candle_core::bail!(
                 "age: input must be [N, 3, {INPUT_SIZE}, {INPUT_SIZE}], got {:?}",
                 x.dims()
             );
         }
+        if !x.device().is_cpu() {
+            return self.forward_candle(x);
+        }
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
+        let plane = 3 * h * w;
+        let ages = super::nhwc::whole_images(n, |i| {
+            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
+        });
+        Tensor::from_vec(ages, n, x.device())
+    }
+
+    /// The same on candle's ops (with the face mesh's CPU ops where the
+    /// tensors are on the CPU): the path other devices take.
+    pub fn forward_candle(&self, x: &Tensor) -> Result<Tensor> {
         let [entry0, entry1, exit] = &self.reductions;
         let mut h = self.conv_in.forward(x)?.relu()?;
         h = entry1.forward(&entry0.forward(&h)?)?;
@@ -185,16 +204,24 @@ mod tests {
         let (vb, golden) = weights_and_golden("age");
         let model = AgeNet::load(vb).unwrap();
         let x = &golden["input"];
-        let age = model.forward(x).unwrap().to_vec1::<f32>().unwrap()[0];
         let want = golden["age"].to_vec1::<f32>().unwrap()[0];
-        let ms = time_ms(|| {
-            model.forward(x).unwrap();
-        });
-        println!(
-            "age: {age} vs {want} years ({:.3e}); forward {ms:.1} ms",
-            (age - want).abs()
-        );
-        assert!((age - want).abs() < 1e-3, "age {age}, want {want}");
+        // The NHWC kernels (what the CPU runs) and candle's ops (the other
+        // devices' path) each against TensorFlow.js.
+        type Path = fn(&AgeNet, &Tensor) -> Result<Tensor>;
+        for (name, f) in [
+            ("nhwc", AgeNet::forward as Path),
+            ("candle", AgeNet::forward_candle as Path),
+        ] {
+            let age = f(&model, x).unwrap().to_vec1::<f32>().unwrap()[0];
+            let ms = time_ms(|| {
+                f(&model, x).unwrap();
+            });
+            println!(
+                "age ({name}): {age} vs {want} years ({:.3e}); forward {ms:.1} ms",
+                (age - want).abs()
+            );
+            assert!((age - want).abs() < 1e-3, "{name}: age {age}, want {want}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Model code: architectures, their fused ops and their post-processing.
 
 pub mod age;
+mod age_nhwc;
 pub mod avx512;
 pub mod centerface;
 pub mod decode;
