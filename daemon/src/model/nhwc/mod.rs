@@ -1,4 +1,5 @@
-//! CPU inference in NHWC layout: the layers of CenterFace as kernels over
+//! CPU inference in NHWC layout: the layers of CenterFace, the cell nets and
+//! the skin models (face mesh, iris, age) as kernels over
 //! pixel rows, with the weights packed once at load.
 //!
 //! NCHW suits candle's generic ops, but on a CPU the MobileNetV2 layers want
