@@ -166,11 +166,7 @@ impl AgeNet {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let plane = 3 * h * w;
-        let ages = super::nhwc::whole_images(n, |i| {
-            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
-        });
+        let ages = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         Tensor::from_vec(ages, n, x.device())
     }
 

@@ -480,11 +480,7 @@ impl FaceMesh {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let plane = 3 * h * w;
-        let outs = super::nhwc::whole_images(n, |i| {
-            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
-        });
+        let outs = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         let mut landmarks = Vec::with_capacity(n * 3 * NUM_LANDMARKS);
         let mut logits = Vec::with_capacity(n);
         for (l, f) in outs {

@@ -164,11 +164,7 @@ impl IrisNet {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let plane = 3 * h * w;
-        let outs = super::nhwc::whole_images(n, |i| {
-            self.kernels.forward_chw(&data[i * plane..][..plane], h, w)
-        });
+        let outs = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         let (mut contour, mut iris) = (Vec::new(), Vec::new());
         for (c, i) in outs {
             contour.extend_from_slice(&c);
