@@ -714,7 +714,7 @@ fn measure_face(
         data: &crop,
     };
     let white_balance = measure::sclera_balance(&img, &areas);
-    let balanced = white_balance.map(|wb| measure::apply_balance(&crop, wb.gains));
+    let balanced = white_balance.map(|wb| measure::apply_balance(&crop, wb.matrix));
     let colour_img = Rgb {
         width: w,
         height: h,

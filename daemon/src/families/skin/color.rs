@@ -38,13 +38,75 @@ pub fn encode(lin: f32) -> u8 {
     (v * 255.0).round() as u8
 }
 
+/// Linear sRGB -> CIE XYZ (D65), IEC 61966-2-1.
+const SRGB_TO_XYZ: [[f64; 3]; 3] = [
+    [0.412_456_4, 0.357_576_1, 0.180_437_5],
+    [0.212_672_9, 0.715_152_2, 0.072_175_0],
+    [0.019_333_9, 0.119_192, 0.950_304_1],
+];
+
+/// CIE XYZ -> the CAT16 cone-like space (Li et al. 2017, "Comprehensive
+/// colour solutions: CAM16, CAT16, and CAM16-UCS", Color Res. Appl. 42).
+const XYZ_TO_CAT16: [[f64; 3]; 3] = [
+    [0.401_288, 0.650_173, -0.051_461],
+    [-0.250_268, 1.204_414, 0.045_854],
+    [-0.002_079, 0.048_952, 0.953_127],
+];
+
+fn mul(a: &[[f64; 3]; 3], b: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    std::array::from_fn(|i| std::array::from_fn(|j| (0..3).map(|k| a[i][k] * b[k][j]).sum()))
+}
+
+fn apply(m: &[[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
+    std::array::from_fn(|i| (0..3).map(|k| m[i][k] * v[k]).sum())
+}
+
+fn inverse(m: &[[f64; 3]; 3]) -> [[f64; 3]; 3] {
+    let c = |i: usize, j: usize| {
+        let (r0, r1) = ((i + 1) % 3, (i + 2) % 3);
+        let (c0, c1) = ((j + 1) % 3, (j + 2) % 3);
+        m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0]
+    };
+    let det: f64 = (0..3).map(|j| m[0][j] * c(0, j)).sum();
+    // The adjugate is the transposed cofactor matrix.
+    std::array::from_fn(|i| std::array::from_fn(|j| c(j, i) / det))
+}
+
+/// A complete von Kries adaptation in the CAT16 space that takes `source`
+/// (a linear sRGB colour seen as white) to the D65 white of the same
+/// luminance Y, as a matrix on linear sRGB, with the cone-space gains.
+///
+/// Scaling the camera's own R, G and B instead ("wrong von Kries") shifts
+/// saturated colours such as skin differently from the white it balances;
+/// a sharpened cone space is what the CIE's colour appearance models use
+/// for the same job (CIE 248:2022 adopts CAT16).
+pub fn cat16_to_d65(source: [f64; 3]) -> ([[f32; 3]; 3], [f32; 3]) {
+    let xyz = apply(&SRGB_TO_XYZ, source);
+    let target = WHITE.map(|w| w * xyz[1]);
+    let (s, d) = (apply(&XYZ_TO_CAT16, xyz), apply(&XYZ_TO_CAT16, target));
+    let gains: [f64; 3] = std::array::from_fn(|i| d[i] / s[i]);
+    let mut diag = [[0.0; 3]; 3];
+    (0..3).for_each(|i| diag[i][i] = gains[i]);
+    let cone = mul(&XYZ_TO_CAT16, &SRGB_TO_XYZ);
+    let m = mul(&inverse(&cone), &mul(&diag, &cone));
+    (m.map(|r| r.map(|v| v as f32)), gains.map(|g| g as f32))
+}
+
+/// Linear light in [0, 1] -> sRGB byte through a 65536-entry table: the
+/// per-pixel form of [`encode`] for whole images.
+pub fn encode_fast(lin: f32) -> u8 {
+    static LUT: OnceLock<Vec<u8>> = OnceLock::new();
+    let t = LUT.get_or_init(|| (0..=u16::MAX).map(|i| encode(i as f32 / 65535.0)).collect());
+    t[(lin.clamp(0.0, 1.0) * 65535.0).round() as usize]
+}
+
 /// CIE L*a*b* (D65) of an sRGB pixel: L* in [0, 100], a* and b* roughly
 /// in [-128, 127]. sRGB -> XYZ by the IEC 61966-2-1 matrix, then CIE 1976.
 pub fn lab([r, g, b]: [u8; 3]) -> [f32; 3] {
-    let (r, g, b) = (linear(r) as f64, linear(g) as f64, linear(b) as f64);
-    let x = 0.412_456_4 * r + 0.357_576_1 * g + 0.180_437_5 * b;
-    let y = 0.212_672_9 * r + 0.715_152_2 * g + 0.072_175_0 * b;
-    let z = 0.019_333_9 * r + 0.119_192 * g + 0.950_304_1 * b;
+    let [x, y, z] = apply(
+        &SRGB_TO_XYZ,
+        [linear(r) as f64, linear(g) as f64, linear(b) as f64],
+    );
     let f = |t: f64| {
         const D: f64 = 6.0 / 29.0;
         if t > D * D * D {
@@ -169,6 +231,41 @@ mod tests {
     fn encode_inverts_linear() {
         for v in 0..=255u8 {
             assert_eq!(encode(linear(v)), v);
+        }
+    }
+
+    #[test]
+    fn cat16_takes_the_source_white_to_neutral() {
+        // A warm "white" (the sclera under tungsten-ish light).
+        let src = [0.55, 0.42, 0.25];
+        let (m, gains) = cat16_to_d65(src);
+        let out: [f32; 3] = std::array::from_fn(|i| (0..3).map(|k| m[i][k] * src[k] as f32).sum());
+        // Neutral in sRGB means equal channels; Y is kept.
+        let y = |c: [f32; 3]| 0.2126729 * c[0] + 0.7151522 * c[1] + 0.072175 * c[2];
+        assert!(
+            (out[0] - out[1]).abs() < 1e-4 && (out[1] - out[2]).abs() < 1e-4,
+            "{out:?}"
+        );
+        assert!((y(out) - y(src.map(|v| v as f32))).abs() < 1e-4);
+        assert!(gains[2] > 1.5 && gains[0] < 1.0, "{gains:?}");
+        // Already neutral: identity.
+        let (id, g) = cat16_to_d65([0.3, 0.3, 0.3]);
+        for i in 0..3 {
+            assert!((g[i] - 1.0).abs() < 1e-4);
+            for j in 0..3 {
+                assert!((id[i][j] - (i == j) as u8 as f32).abs() < 1e-4, "{id:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn encode_fast_matches_encode() {
+        for i in 0..=1000 {
+            let l = i as f32 / 1000.0;
+            assert!((encode_fast(l) as i32 - encode(l) as i32).abs() <= 1, "{l}");
+        }
+        for v in 0..=255u8 {
+            assert_eq!(encode_fast(linear(v)), v);
         }
     }
 

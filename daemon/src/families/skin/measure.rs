@@ -218,8 +218,9 @@ use image::ImageEncoder;
 
 /// The correction for the camera's white balance, from the sclera: the
 /// whites of the eyes are close to neutral, so their colour in the photo
-/// is the light's and the camera's cast. Gains in linear RGB (von Kries)
-/// make the sclera neutral at its own mean level.
+/// is the light's and the camera's cast. A von Kries adaptation in the
+/// CAT16 cone space ([`color::cat16_to_d65`]) takes the sclera to D65
+/// white at its own luminance.
 ///
 /// Cameras re-balance as the framing changes (the same face read b* 8 to
 /// 17.5 from 15 to 60 cm in the `zoom` set, and its sclera drifted by as
@@ -229,15 +230,18 @@ use image::ImageEncoder;
 pub struct WhiteBalance {
     /// The sclera's mean CIE L*a*b* as the camera recorded it.
     pub sclera_lab: [f32; 3],
-    /// Linear-light gains applied to R, G and B.
+    /// The adaptation's gains on the three CAT16 cone responses.
     pub gains: [f32; 3],
+    /// The same adaptation as a 3x3 matrix on linear sRGB (rows R, G, B).
+    pub matrix: [[f32; 3]; 3],
     /// Sclera pixels measured (aligned-crop pixels).
     pub pixels: usize,
 }
 
-/// Gains outside this range mean coloured light or a misread eye, not a
-/// camera's cast: no correction then.
-const GAIN_RANGE: std::ops::RangeInclusive<f32> = 0.6..=1.6;
+/// A sclera whose R, G and B (linear) stray from their mean by a factor
+/// outside this range is coloured light or a misread eye, not a camera's
+/// cast: no correction then.
+const CAST_RANGE: std::ops::RangeInclusive<f32> = 0.6..=1.6;
 const SCLERA_SHRINK: f32 = 0.8;
 
 /// Measure the sclera: the brightest 30% (by luma) of the unclipped pixels
@@ -269,31 +273,41 @@ pub fn sclera_balance(img: &Rgb, areas: &Areas) -> Option<WhiteBalance> {
             lin[c] += color::linear(p[c]) as f64 / top.len() as f64;
         }
     }
-    let mean = (lin[0] + lin[1] + lin[2]) / 3.0;
     if lin.iter().any(|&v| v <= 1e-4) {
         return None;
     }
-    let gains = lin.map(|v| (mean / v) as f32);
-    if !gains.iter().all(|g| GAIN_RANGE.contains(g)) {
+    let mean = (lin[0] + lin[1] + lin[2]) / 3.0;
+    if !lin
+        .iter()
+        .all(|&v| CAST_RANGE.contains(&((mean / v) as f32)))
+    {
         return None;
     }
+    let (matrix, gains) = color::cat16_to_d65(lin);
     let srgb = lin.map(|v| color::encode(v as f32));
     Some(WhiteBalance {
         sclera_lab: color::lab(srgb),
         gains,
+        matrix,
         pixels: top.len(),
     })
 }
 
-/// `data` (RGB bytes) with the white-balance gains applied in linear light.
-pub fn apply_balance(data: &[u8], gains: [f32; 3]) -> Vec<u8> {
-    let luts: [[u8; 256]; 3] = std::array::from_fn(|c| {
-        std::array::from_fn(|v| color::encode((color::linear(v as u8) * gains[c]).min(1.0)))
-    });
-    data.iter()
-        .enumerate()
-        .map(|(i, &v)| luts[i % 3][v as usize])
-        .collect()
+/// `data` (RGB bytes) through the white balance's matrix in linear light.
+pub fn apply_balance(data: &[u8], m: [[f32; 3]; 3]) -> Vec<u8> {
+    let mut out = vec![0u8; data.len()];
+    for (o, p) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
+        let l = [
+            color::linear(p[0]),
+            color::linear(p[1]),
+            color::linear(p[2]),
+        ];
+        for c in 0..3 {
+            let v = m[c][0] * l[0] + m[c][1] * l[1] + m[c][2] * l[2];
+            o[c] = color::encode_fast(v);
+        }
+    }
+    out
 }
 
 /// Exposure of the face's skin (OFIQ-style, ISO/IEC 29794-5): the shares
@@ -386,6 +400,26 @@ mod tests {
 
     fn flat(w: usize, h: usize, p: [u8; 3]) -> Vec<u8> {
         (0..w * h).flat_map(|_| p).collect()
+    }
+
+    #[test]
+    fn balance_takes_a_cast_sclera_to_neutral_and_keeps_its_order() {
+        // A bluish "white" (a camera balanced for warmer light) and a skin
+        // tone under the same cast.
+        let sclera = [200u8, 214, 236];
+        let skin = [214u8, 176, 160];
+        let lin = sclera.map(|v| color::linear(v) as f64);
+        let (m, _) = color::cat16_to_d65(lin);
+        let out = apply_balance(&[sclera, skin].concat(), m);
+        let s = color::lab([out[0], out[1], out[2]]);
+        assert!(s[1].abs() < 0.7 && s[2].abs() < 0.7, "{s:?}");
+        let (before, after) = (color::lab(skin), color::lab([out[3], out[4], out[5]]));
+        // Warmer after, lightness nearly kept.
+        assert!(after[2] > before[2] + 3.0, "{before:?} -> {after:?}");
+        assert!(
+            (after[0] - before[0]).abs() < 2.0,
+            "{before:?} -> {after:?}"
+        );
     }
 
     #[test]
