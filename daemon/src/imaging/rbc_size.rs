@@ -20,15 +20,20 @@
 //! 3. the pattern spectrum, the area lost per step of `ln r`, peaks at the
 //!    radius of the commonest object by area: the red cells, which cover
 //!    most of a smear (purple objects are gone, debris is small). The peak
-//!    is found on a copy of at most [`COARSE_PIXELS`] over all radii, then
-//!    refined at 4% steps around it, on a copy where cells are about
-//!    [`FINE_RADIUS_PX`] in radius; the diameter is twice the peak radius
-//!    times [`BOX_PER_MASK`], which expresses it as BCCD's annotators drew
-//!    boxes (the size the nets were trained at).
+//!    is found on the photo resampled to about [`COARSE_PIXELS`] over all
+//!    radii, then refined at 4% steps around it on the photo resampled so
+//!    that cells are [`FINE_RADIUS_PX`] in radius, each copy with its own
+//!    mask; the diameter is twice the peak radius times [`BOX_PER_MASK`],
+//!    which expresses it as BCCD's annotators drew boxes (the size the
+//!    nets were trained at).
 //!
 //! Every step follows a resampling of the photo (a histogram threshold,
-//! colour ratios, Euclidean distances, radii on a geometric scale), so the
-//! measure scales with the magnification; `tests/pbs_scale.rs` checks that
+//! colour ratios, Euclidean distances, radii on a geometric scale), and
+//! both passes work on copies brought to a fixed size (the fine one to a
+//! fixed cell size), so the measure scales with the magnification; until
+//! 2026-12-01 the mask was made at the photo's own resolution and binned
+//! by whole pixels, which let the same field's estimate move by 5-19%
+//! between magnifications. `tests/pbs_scale.rs` checks that
 //! on rescaled copies of a real smear, and the `bccd_scale` example
 //! measures it against BCCD's boxes.
 
@@ -44,12 +49,12 @@ pub const MIN_CELLS: usize = 5;
 
 /// BCCD's box side of an isolated red cell over this measure's raw
 /// diameter (twice the spectrum's peak radius): the median of the ratio
-/// over the 40 photos of BCCD's **train** split that have 3 or more
+/// over the 39 photos of BCCD's **train** split that have 3 or more
 /// isolated red-cell boxes (`bccd_scale` example). The measure falls short
 /// of the boxes because the Otsu mask sits inside a cell's drawn outline
 /// and the peak is the size of the commonest inscribed disc, which a
 /// deformed or crowded cell is wider than.
-pub const BOX_PER_MASK: f32 = 1.26;
+pub const BOX_PER_MASK: f32 = 1.22;
 
 /// What the photo gave.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -166,29 +171,6 @@ pub fn fill_holes(fg: &[bool], width: usize, height: usize) -> Vec<bool> {
     outside.iter().map(|&o| !o).collect()
 }
 
-/// Majority downsampling of a mask by `k` (blocks of k x k; a partial
-/// block at the right and bottom edges is dropped).
-fn downsample(mask: &[bool], width: usize, height: usize, k: usize) -> (Vec<bool>, usize, usize) {
-    if k <= 1 {
-        return (mask.to_vec(), width, height);
-    }
-    let (w, h) = (width / k, height / k);
-    let mut out = vec![false; w * h];
-    for y in 0..h {
-        for x in 0..w {
-            let mut n = 0;
-            for yy in y * k..(y + 1) * k {
-                n += mask[yy * width + x * k..yy * width + (x + 1) * k]
-                    .iter()
-                    .filter(|&&m| m)
-                    .count();
-            }
-            out[y * w + x] = 2 * n >= k * k;
-        }
-    }
-    (out, w, h)
-}
-
 /// The granulometry of `mask`: for each radius, the area left by an
 /// opening with a disc of that radius (the union of all discs of that
 /// radius that fit inside the mask). Discs may reach past the photo's
@@ -277,54 +259,73 @@ pub const COARSE_PIXELS: usize = 320 * 240;
 /// Radius, in pixels, the fine pass wants the cells to have.
 pub const FINE_RADIUS_PX: f32 = 24.0;
 
-/// The red-cell diameter from a cell mask (see the module's header).
-pub fn diameter_from_mask(mask: &[bool], width: usize, height: usize) -> RbcSize {
+/// Pixels the fine pass may resample a photo to at most (a photo whose
+/// cells are tiny is not blown up past this).
+pub const FINE_MAX_PIXELS: usize = 4_000_000;
+
+/// Measure the red-cell diameter of a smear photo. Blocking; linear in
+/// the pixels.
+///
+/// Both passes measure a resampled copy of the photo, not of its mask:
+/// the coarse pass a copy of about [`COARSE_PIXELS`], the fine pass a copy
+/// in which the coarse size is [`FINE_RADIUS_PX`] in radius, and each
+/// copy gets its own cell mask. The same smear photographed at another
+/// magnification thus gives nearly the same copies, and so the same
+/// measure, rather than masks of different detail binned by whole pixels.
+pub fn measure(img: &RgbImage) -> RbcSize {
     let none = RbcSize {
         diameter_px: None,
         cells: 0,
     };
-    // Coarse: the whole range of sizes on a small copy.
-    let k = ((width * height) as f32 / COARSE_PIXELS as f32)
-        .sqrt()
-        .floor()
-        .max(1.0) as usize;
-    let (m, w, h) = downsample(mask, width, height, k);
-    if w < 8 || h < 8 {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < 3 || h < 3 {
         return none;
     }
-    let rs = radii(1.5, w.min(h) as f32 / 3.0, 1.12);
-    let g = granulometry(&m, w, h, &rs);
+    let resized = |s: f32| {
+        let (rw, rh) = (
+            ((w as f32 * s).round() as u32).max(8),
+            ((h as f32 * s).round() as u32).max(8),
+        );
+        if (rw as usize, rh as usize) == (w, h) {
+            return std::borrow::Cow::Borrowed(img);
+        }
+        std::borrow::Cow::Owned(image::imageops::resize(
+            img,
+            rw,
+            rh,
+            image::imageops::FilterType::Triangle,
+        ))
+    };
+    // Coarse: the whole range of sizes on a small copy.
+    let s = (COARSE_PIXELS as f32 / (w * h) as f32).sqrt().min(1.0);
+    let small = resized(s);
+    let (sw, sh) = (small.width() as usize, small.height() as usize);
+    if sw < 8 || sh < 8 {
+        return none;
+    }
+    let rs = radii(1.5, sw.min(sh) as f32 / 3.0, 1.12);
+    let g = granulometry(&cell_mask(&small), sw, sh, &rs);
     let Some((coarse, _)) = spectrum_peak(&rs, &g) else {
         return none;
     };
-    let coarse = coarse * k as f32;
-    // Fine: around the coarse peak, with cells ~FINE_RADIUS_PX across.
-    let k = (coarse / FINE_RADIUS_PX).floor().max(1.0) as usize;
-    let (m, w, h) = downsample(mask, width, height, k);
-    let r0 = coarse / k as f32;
+    let coarse = coarse * w as f32 / sw as f32;
+    // Fine: around the coarse peak, with cells ~FINE_RADIUS_PX in radius.
+    let cap = (FINE_MAX_PIXELS as f32 / (w * h) as f32).sqrt();
+    let s = (FINE_RADIUS_PX / coarse).min(cap);
+    let fine = resized(s);
+    let (fw, fh) = (fine.width() as usize, fine.height() as usize);
+    let scale = w as f32 / fw as f32;
+    let r0 = coarse / scale;
     let rs = radii(r0 * 0.6, r0 * 1.7, 1.04);
-    let g = granulometry(&m, w, h, &rs);
+    let g = granulometry(&cell_mask(&fine), fw, fh, &rs);
     let Some((r, band)) = spectrum_peak(&rs, &g) else {
         return none;
     };
     let cells = (band as f32 / (std::f32::consts::PI * r * r)).floor() as usize;
     RbcSize {
-        diameter_px: (cells >= MIN_CELLS).then_some(2.0 * r * k as f32 * BOX_PER_MASK),
+        diameter_px: (cells >= MIN_CELLS).then_some(2.0 * r * scale * BOX_PER_MASK),
         cells,
     }
-}
-
-/// Measure the red-cell diameter of a smear photo. Blocking; linear in
-/// the pixels.
-pub fn measure(img: &RgbImage) -> RbcSize {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if w < 3 || h < 3 {
-        return RbcSize {
-            diameter_px: None,
-            cells: 0,
-        };
-    }
-    diameter_from_mask(&cell_mask(img), w, h)
 }
 
 #[cfg(test)]
