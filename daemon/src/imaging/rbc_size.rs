@@ -20,7 +20,7 @@
 //! 3. the pattern spectrum, the area lost per step of `ln r`, peaks at the
 //!    radius of the commonest object by area: the red cells, which cover
 //!    most of a smear (purple objects are gone, debris is small). The peak
-//!    is found on the photo resampled to about [`COARSE_PIXELS`] over all
+//!    is found on the photo resampled to at most [`COARSE_PIXELS`] over all
 //!    radii, then refined at 4% steps around it on the photo resampled so
 //!    that cells are [`FINE_RADIUS_PX`] in radius, each copy with its own
 //!    mask; the diameter is twice the peak radius times [`BOX_PER_MASK`],
@@ -264,11 +264,13 @@ pub const FINE_RADIUS_PX: f32 = 24.0;
 pub const FINE_MAX_PIXELS: usize = 4_000_000;
 
 /// Measure the red-cell diameter of a smear photo. Blocking; linear in
-/// the pixels.
+/// the pixels (a photo of cells under [`FINE_RADIUS_PX`] in radius is
+/// enlarged for the fine pass, to [`FINE_MAX_PIXELS`] at most).
 ///
 /// Both passes measure a resampled copy of the photo, not of its mask:
-/// the coarse pass a copy of about [`COARSE_PIXELS`], the fine pass a copy
-/// in which the coarse size is [`FINE_RADIUS_PX`] in radius, and each
+/// the coarse pass a copy of at most [`COARSE_PIXELS`] (a smaller photo as
+/// it is), the fine pass a copy in which the coarse size is
+/// [`FINE_RADIUS_PX`] in radius (where [`FINE_MAX_PIXELS`] allows), and each
 /// copy gets its own cell mask. The same smear photographed at another
 /// magnification thus gives nearly the same copies, and so the same
 /// measure, rather than masks of different detail binned by whole pixels.
@@ -283,8 +285,8 @@ pub fn measure(img: &RgbImage) -> RbcSize {
     }
     let resized = |s: f32| {
         let (rw, rh) = (
-            ((w as f32 * s).round() as u32).max(8),
-            ((h as f32 * s).round() as u32).max(8),
+            ((w as f32 * s).round() as u32).max(1),
+            ((h as f32 * s).round() as u32).max(1),
         );
         if (rw as usize, rh as usize) == (w, h) {
             return std::borrow::Cow::Borrowed(img);
@@ -309,11 +311,19 @@ pub fn measure(img: &RgbImage) -> RbcSize {
         return none;
     };
     let coarse = coarse * w as f32 / sw as f32;
-    // Fine: around the coarse peak, with cells ~FINE_RADIUS_PX in radius.
-    let cap = (FINE_MAX_PIXELS as f32 / (w * h) as f32).sqrt();
-    let s = (FINE_RADIUS_PX / coarse).min(cap);
+    // Fine: around the coarse peak, with cells ~FINE_RADIUS_PX in radius;
+    // a photo of small cells is enlarged to FINE_MAX_PIXELS at most.
+    let s = FINE_RADIUS_PX / coarse;
+    let s = if s > 1.0 {
+        s.min((FINE_MAX_PIXELS as f32 / (w * h) as f32).sqrt().max(1.0))
+    } else {
+        s
+    };
     let fine = resized(s);
     let (fw, fh) = (fine.width() as usize, fine.height() as usize);
+    if fw < 8 || fh < 8 {
+        return none;
+    }
     let scale = w as f32 / fw as f32;
     let r0 = coarse / scale;
     let rs = radii(r0 * 0.6, r0 * 1.7, 1.04);
@@ -406,6 +416,11 @@ mod tests {
         assert!(m.cells < MIN_CELLS);
         let blank = RgbImage::from_pixel(100, 100, image::Rgb([200, 200, 200]));
         assert_eq!(measure(&blank).diameter_px, None);
+        // Slivers and specks are too small to measure, not stretched.
+        for (w, h) in [(3, 3), (7, 7), (5, 300), (2000, 6)] {
+            let img = synthetic(w, h, 40.0, &grid(3, 60.0));
+            assert_eq!(measure(&img).diameter_px, None, "{w}x{h}");
+        }
     }
 
     #[test]

@@ -238,8 +238,9 @@ pub struct WhiteBalance {
     pub pixels: usize,
 }
 
-/// A sclera whose R, G and B (linear) stray from their mean by a factor
-/// outside this range is coloured light or a misread eye, not a camera's
+/// A sclera for which the mean of its linear R, G and B over any one of
+/// them falls outside this range (one channel under 0.625 or over 1.67
+/// times the mean) is coloured light or a misread eye, not a camera's
 /// cast: no correction then.
 const CAST_RANGE: std::ops::RangeInclusive<f32> = 0.6..=1.6;
 const SCLERA_SHRINK: f32 = 0.8;
