@@ -815,6 +815,9 @@ pub struct CountParams {
     pub threshold: f32,
     /// Minimum marker area of a red cell, as a fraction of d^2.
     pub rbc_min_area: f32,
+    /// Minimum red-cell area (the watershed region, not its marker), as a
+    /// fraction of d^2; a whole red cell is about pi/4.
+    pub rbc_min_cell_area: f32,
     /// Minimum white-cell area, as a fraction of d^2.
     pub wbc_min_area: f32,
     /// Minimum platelet area, as a fraction of d^2.
@@ -834,7 +837,8 @@ impl Default for CountParams {
             rbc_diameter_px: 50.0,
             threshold: 0.4,
             rbc_min_area: 0.02,
-            wbc_min_area: 0.05,
+            rbc_min_cell_area: 0.15,
+            wbc_min_area: 0.3,
             platelet_min_area: 0.02,
             parasite_threshold: 0.5,
             wbc_min_confidence: 0.7,

@@ -318,7 +318,13 @@ pub fn count(
         .collect();
     let dist = segment::distance_transform(&body, sw, sh);
     let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
-    let rbc_regions = segment::regions_of(&rbc_labels, sw);
+    let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
+    // What the watershed leaves under a fifth of a cell is a corner of a
+    // clump or a sliver at the photo's edge, and it comes and goes with the
+    // resampling: counted, it moved the count of the same field by a cell
+    // or two between rescaled copies (models/cbc/MODEL_CARD.md).
+    let min_cell = (params.rbc_min_cell_area * d2) as usize;
+    rbc_regions.retain(|r| r.area >= min_cell);
     for r in &rbc_regions {
         cells.push(to_box(CellKind::Rbc, r));
     }
@@ -625,7 +631,7 @@ mod tests {
     }
 
     #[test]
-    fn counts_touching_red_cells_apart_and_ignores_specks() {
+    fn counts_touching_red_cells_apart_and_ignores_specks_and_fragments() {
         let mut maps = blank_maps(1);
         let params = CountParams {
             rbc_diameter_px: 30.0,
@@ -641,6 +647,10 @@ mod tests {
         }
         paint(&mut maps[0].wbc, 70.0, 75.0, 14.0, 0.9);
         paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9); // a speck
+                                                       // Fragments: a red one under a fifth of a cell (0.09 d^2), a white
+                                                       // one under the white-cell minimum (0.13 d^2).
+        paint(&mut maps[0].rbc, 85.0, 40.0, 5.0, 0.95);
+        paint(&mut maps[0].wbc, 20.0, 60.0, 6.0, 0.9);
         paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);
         let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
         assert_eq!((a.counts.rbc, a.counts.wbc, a.counts.platelets), (2, 1, 1));
