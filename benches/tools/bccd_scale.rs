@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --example bccd_scale -- --split train
 //!     cargo run --release --example bccd_scale -- --split val --counts --factors 0.5,1,2
+//!     cargo run --release --example bccd_scale -- --split train --limit 20 --counts --exact-scale
 //!
 //! Size: per photo, the estimate against the median box side ((w + h) / 2)
 //! of its isolated red cells (boxes not cut by the photo's edge and not
@@ -16,9 +17,10 @@
 //! parameters on the CPU backend; white-cell exact rate and platelet MAE
 //! against the boxes, and the agreement with the photo's own native-size
 //! counts (white cells equal, red cells within 10%, platelets within 1).
-//! With `--exact-scale`, each copy is analysed at the native photo's scale
+//! With `--counts --exact-scale`, each copy is analysed at the native photo's scale
 //! divided by the factor instead of its own estimate: what is left of the
-//! disagreement then is the counter's, not the size measure's.
+//! disagreement then is the counter's, not the size measure's (the
+//! printed sizes and fall-backs are still each copy's own estimate).
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
 use std::path::Path;
@@ -126,7 +128,8 @@ fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
     image::imageops::resize(img, w, h, image::imageops::FilterType::CatmullRom)
 }
 
-/// Counts of one photo at the scale its estimate gives.
+/// Counts of one photo at the scale its estimate gives, or at `exact`
+/// (the estimate is still made and returned, for the report).
 fn counts(
     unets: &mut CpuBackend,
     img: &image::RgbImage,

@@ -19,7 +19,8 @@
 //! - red cells: markers are the connected parts of `mask - edge > t` at
 //!   least `rbc_min_area * d^2` large; every pixel of `mask > t` is given to a
 //!   marker by watershed on the distance transform, so touching cells split
-//!   along the predicted boundaries;
+//!   along the predicted boundaries; regions under `rbc_min_cell_area * d^2`
+//!   are not counted;
 //! - white cells and platelets: connected components of `mask > t` with
 //!   minimum areas.
 
@@ -169,7 +170,9 @@ pub struct SmearAnalysis {
     pub rbc_size: Option<RbcScale>,
     #[serde(skip)]
     rbc_labels: Vec<u32>,
-    /// Watershed regions of `rbc_labels`, in the order of the Rbc entries of `cells`.
+    /// The counted watershed regions of `rbc_labels` (those of at least
+    /// `rbc_min_cell_area`; the labels keep the others), in the order of
+    /// the Rbc entries of `cells`.
     #[serde(skip)]
     rbc_regions: Vec<segment::Region>,
     #[serde(skip)]
@@ -646,9 +649,9 @@ mod tests {
             }
         }
         paint(&mut maps[0].wbc, 70.0, 75.0, 14.0, 0.9);
-        paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9); // a speck
-                                                       // Fragments: a red one under a fifth of a cell (0.09 d^2), a white
-                                                       // one under the white-cell minimum (0.13 d^2).
+        // A speck, and fragments: a red one under a fifth of a cell
+        // (0.09 d^2), a white one under the white-cell minimum (0.13 d^2).
+        paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9);
         paint(&mut maps[0].rbc, 85.0, 40.0, 5.0, 0.95);
         paint(&mut maps[0].wbc, 20.0, 60.0, 6.0, 0.9);
         paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);

@@ -1,5 +1,6 @@
 //! What one analysed selfie gives: geometry, quality verdicts and metrics
-//! (serialised into the v3 and SDK answers), and the pictures made on request.
+//! (serialised into the v1 and v3 answers and `argusd skin`'s JSON), and the
+//! pictures made on request.
 
 use std::collections::BTreeMap;
 
