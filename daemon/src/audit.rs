@@ -8,7 +8,7 @@
 //! where `outcome` is `ok`, `denied` or `failed` and `prev` is the
 //! SHA-256 (hex) of the line before it (the previous file's last line
 //! across a rotation), so a line changed or removed later breaks the chain
-//! ([`verify_chain`]). Never a secret: user names, key ids and prefixes,
+//! ([`AuditLog::verify_chain`]). Never a secret: user names, key ids and prefixes,
 //! object ids, not passwords or tokens.
 //!
 //! Files are created owner-only, opened for append, and each line is

@@ -1,12 +1,12 @@
 //! Webhook delivery shared by every family: a family enqueues a
 //! [`Delivery`]; it is persisted (one sled tree, flushed with the
-//! family's own records), sent through the [`outbound`](crate::outbound)
+//! family's own records), sent through the [`outbound`]
 //! client (address checks on every attempt), signed, and retried with
 //! doubling delays across restarts until it succeeds or runs out of
 //! attempts. Nothing here runs on a request's path.
 //!
 //! A signed delivery carries `X-Argus-Signature: t=<unix seconds>,v1=<hex>`
-//! with v1 = HMAC-SHA256(secret, "<t>.<body>"), the scheme Stripe and Svix
+//! with `v1 = HMAC-SHA256(secret, "<t>.<body>")`, the scheme Stripe and Svix
 //! made common: the receiver recomputes it and rejects old `t`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

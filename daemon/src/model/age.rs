@@ -13,7 +13,7 @@
 //! eight public age sets.
 //!
 //! Input: the face's square crop (`age_graph.md` says which), RGB,
-//! `(pixel - mean[c]) / 255`, NCHW [N, 3, 112, 112]. Output: ages [N], years.
+//! `(pixel - mean[c]) / 255`, NCHW `[N, 3, 112, 112]`. Output: ages `[N]`, years.
 
 use candle_core::{Device, Module, Result, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
@@ -152,7 +152,7 @@ impl AgeNet {
         })
     }
 
-    /// x: [N, 3, 112, 112] normalised crops (`input_from_rgb8`) -> ages [N],
+    /// x: `[N, 3, 112, 112]` normalised crops (`input_from_rgb8`) -> ages `[N]`,
     /// years. On the CPU this runs on the NHWC kernels, one image per thread
     /// in a batch ([`super::nhwc::whole_images`]); elsewhere on candle's ops.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {

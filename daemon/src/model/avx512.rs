@@ -1,7 +1,7 @@
 //! AVX-512 kernel for 1x1 convolutions (x86-64 with AVX-512F only; callers
 //! check [`available`] and fall back to the portable GEMM path otherwise).
 //!
-//! out[o, j] = act(bias[o] + Σ_c w[o, c] · x[c, j]) with x and out row-major
+//! `out[o, j] = act(bias[o] + Σ_c w[o, c] · x[c, j])` with x and out row-major
 //! over j (the H×W plane). Activations are already contiguous along j, so no
 //! packing is needed: a register block of R output channels × V vectors of 16
 //! columns accumulates over all input channels, broadcasting one weight per

@@ -16,7 +16,7 @@ pub struct HeadMaps<'a> {
 ///
 /// For cell (row, col): s_h = exp(scale0)*4, s_w = exp(scale1)*4, the box
 /// centre is ((col + off_x + 0.5)*4, (row + off_y + 0.5)*4), and landmark j is
-/// (lm[2j+1]*s_w + x1, lm[2j]*s_h + y1). Boxes are clipped to the input.
+/// `(lm[2j+1]*s_w + x1, lm[2j]*s_h + y1)`. Boxes are clipped to the input.
 pub fn candidates(m: &HeadMaps, threshold: f32, input_w: f32, input_h: f32) -> Vec<Face> {
     let plane = m.h * m.w;
     let mut out = Vec::new();

@@ -425,7 +425,7 @@ impl Head {
 pub struct FaceMeshOutput {
     /// [N, 468, 3]: (x, y, z) in pixels of the 192x192 input.
     pub landmarks: Tensor,
-    /// [N]: face-presence logit; the face is there when it is > 0.
+    /// `[N]`: face-presence logit; the face is there when it is > 0.
     pub presence_logit: Tensor,
 }
 

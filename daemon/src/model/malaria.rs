@@ -75,7 +75,7 @@ impl MalariaNet {
         })
     }
 
-    /// Parasitized logits, [N].
+    /// Parasitized logits, `[N]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = x.clone();
         for (i, conv) in self.convs.iter().enumerate() {

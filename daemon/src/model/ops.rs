@@ -266,8 +266,8 @@ fn relu_in_place(v: &mut [f32]) {
     }
 }
 
-/// 1x1 convolution: x [N,Cin,H,W], w [Cout,Cin(,1,1)], b [Cout], then
-/// optional ReLU, then an optional residual [N,Cout,H,W] added (fused, so
+/// 1x1 convolution: x `[N,Cin,H,W]`, w `[Cout,Cin(,1,1)]`, b `[Cout]`, then
+/// optional ReLU, then an optional residual `[N,Cout,H,W]` added (fused, so
 /// no separate elementwise pass over the output).
 #[derive(Debug, Clone)]
 pub struct Pointwise {
@@ -333,7 +333,7 @@ impl CustomOp3 for Pointwise {
 }
 
 /// Transposed convolution with kernel 2, stride 2, no padding:
-/// x [N,Cin,H,W], w [Cin,Cout,2,2], b [Cout] -> [N,Cout,2H,2W].
+/// x `[N,Cin,H,W]`, w `[Cin,Cout,2,2]`, b `[Cout]` -> `[N,Cout,2H,2W]`.
 ///
 /// The windows never overlap, so it is one GEMM ([Cout*4, Cin] · [Cin, HW])
 /// whose rows are scattered into the 2x2 positions.
@@ -411,7 +411,7 @@ impl CustomOp3 for Upsample2x2 {
     }
 }
 
-/// Dense 3x3 convolution, padding 1: x [N,Cin,H,W], w [Cout,Cin,3,3], b [Cout].
+/// Dense 3x3 convolution, padding 1: x `[N,Cin,H,W]`, w `[Cout,Cin,3,3]`, b `[Cout]`.
 ///
 /// im2col on bands of output rows (each band's patch matrix fits in cache)
 /// followed by one GEMM per band, bands in parallel. Used where channels are

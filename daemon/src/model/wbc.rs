@@ -234,7 +234,7 @@ impl CustomOp1 for Fold3x3 {
 }
 
 /// A 3x3 convolution, padding 1, stride 1, on NHWC as unfold + matmul.
-/// `w`: [9 * C_in, C_out]; `b`: [C_out].
+/// `w`: `[9 * C_in, C_out]`; `b`: `[C_out]`.
 pub fn conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let (n, h, wd, c) = x.dims4()?;
     let cout = w.dim(1)?;

@@ -18,7 +18,7 @@ impl Blobs {
         Ok(Self { root })
     }
 
-    /// Absolute path of a blob key ("originals/<id>.jpg"); None for a key
+    /// Absolute path of a blob key (`"originals/<id>.jpg"`); None for a key
     /// that could escape the blob directory.
     pub fn path(&self, key: &str) -> Option<PathBuf> {
         let ok = !key.is_empty()

@@ -66,7 +66,7 @@ pub struct Report {
     /// Top-1 accuracy with band and segmented neutrophils as one class (the
     /// 8 PBC folders).
     pub accuracy_8: f64,
-    /// [true][predicted], 9 classes in `classes` order.
+    /// `[true][predicted]`, 9 classes in `classes` order.
     pub confusion: Vec<Vec<usize>>,
     pub min_confidence: f32,
     /// Share of held-out cells left for review at `min_confidence`.

@@ -1,7 +1,7 @@
 //! The face family (`../shared/reference/004_*.txt`): `/api/v1/detect`,
 //! `/api/v1/mask`, the admin API under `/api/v1/admin`, signed blob
 //! downloads, and the health endpoints the reference service answers.
-//! Errors are `{"detail": "..."}` ([`ApiError`]).
+//! Errors are `{"detail": "..."}` ([`ApiError`](crate::http::error::ApiError)).
 
 pub mod admin;
 pub mod api;

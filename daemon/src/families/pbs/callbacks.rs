@@ -4,7 +4,7 @@
 //! address-checked, retried with doubling delays across restarts).
 //!
 //! Each POST carries `X-Argus-Signature: t=<unix seconds>,v1=<hex>`, where
-//! v1 = HMAC-SHA256(key, "<t>.<body>") and the key is the organisation's
+//! `v1 = HMAC-SHA256(key, "<t>.<body>")` and the key is the organisation's
 //! callback secret (hex-decoded; `argusd pbs users add` prints it when it
 //! creates the organisation, `argusd pbs org-secret ORG` shows it again).
 

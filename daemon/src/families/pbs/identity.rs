@@ -20,7 +20,7 @@ pub struct Principal {
     pub org: String,
     pub user: UserRecord,
     pub role: Role,
-    /// "session" or "key <kid>".
+    /// `"session"` or `"key <kid>"`.
     pub via: String,
 }
 

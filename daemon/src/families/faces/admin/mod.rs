@@ -2,7 +2,7 @@
 //! downloads its redirects point at.
 
 //!
-//! [`api_keys`] holds the API-key endpoints.
+//! `api_keys` holds the API-key endpoints.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;

@@ -19,9 +19,9 @@
 //! | eosinophils | LOINC 713-8 | Eosinophils/100 leukocytes in Blood by Automated count |
 //! | basophils | LOINC 706-2 | Basophils/100 leukocytes in Blood by Automated count |
 //! | immature granulocytes | LOINC 71695-1 | Immature granulocytes/100 leukocytes in Blood by Automated count |
-//! | nucleated red cells | LOINC 58413-6 | Nucleated erythrocytes/100 leukocytes [Ratio] in Blood by Automated count |
+//! | nucleated red cells | LOINC 58413-6 | Nucleated erythrocytes/100 leukocytes \[Ratio\] in Blood by Automated count |
 //! | leukocytes classified, cells left for review | local `leukocytes-classified`, `wbc-review` | no LOINC term |
-//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected / 260415000 Not detected | Plasmodium sp [Presence] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
+//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected / 260415000 Not detected | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
 //! | parasitized / classified red cells, share parasitized | local `rbc-parasitized`, `rbc-classified`, `rbc-parasitized-percent` | counts of cells seen; LOINC's parasitaemia terms are for a counted microscopy protocol (thick/thin film), which this is not |
 //! | report codes | `WBC_DIFFERENTIAL`: LOINC 69738-3 Differential panel, method unspecified - Blood; `CBC_COUNTS`, `MALARIA_ANY_ANY`: local | a CBC panel (57021-8) promises concentrations and haemoglobin the appliance does not measure |
 //!

@@ -20,7 +20,7 @@
 //! v1 results and websockets (a token in a URL ends up in logs), and on
 //! websockets also from a `token` or `access_token` cookie.
 //!
-//! [`tokens`] holds the private tokens, [`users`] the appliance admin's
+//! `tokens` holds the private tokens, `users` the appliance admin's
 //! user endpoints and the shared `add_user`.
 
 use std::sync::Arc;

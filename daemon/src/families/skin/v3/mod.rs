@@ -9,7 +9,7 @@
 //! used: 409. Files in results are signed the same way
 //! (`/images/{id}.jpg?expires&signature`, `expiration_seconds` long).
 //!
-//! [`upload`] holds the signed uploads, [`results`] what a batch gives back;
+//! `upload` holds the signed uploads, `results` what a batch gives back;
 //! this file the pieces both use and compute.
 
 use std::sync::Arc;
