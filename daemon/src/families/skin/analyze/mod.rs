@@ -17,36 +17,20 @@ use super::measure::{self, Colour, DarkCircle, Exposure, Rgb};
 use super::quality::{self, Reason};
 use super::regions::{self, Area};
 use super::work::SkinBatchers;
-use crate::batch::{Batcher, SubmitError, Workload};
+use crate::batch::{Batcher, Workload};
 use crate::config::SkinParams;
 use crate::detect::{self, DetectParams, PipelineError};
 use crate::frame::MeshPoints;
-use crate::imaging::{DecodeLimits, ImagingError};
+use crate::imaging::DecodeLimits;
 use crate::model::{age, face_mesh, iris, Face};
 
 /// Mean adult human iris diameter, mm (horizontal visible iris diameter,
 /// 11.7 ± 0.5 mm; Rüfer et al. 2005): the photo's ruler.
 pub const IRIS_DIAMETER_MM: f32 = 11.7;
 
-#[derive(Debug, thiserror::Error)]
-pub enum AnalyzeError {
-    #[error(transparent)]
-    Imaging(#[from] ImagingError),
-    #[error(transparent)]
-    Submit(#[from] SubmitError),
-    #[error("inference failed: {0}")]
-    Inference(String),
-}
-
-impl From<PipelineError> for AnalyzeError {
-    fn from(e: PipelineError) -> Self {
-        match e {
-            PipelineError::Imaging(e) => Self::Imaging(e),
-            PipelineError::Submit(e) => Self::Submit(e),
-            PipelineError::Inference(e) => Self::Inference(e),
-        }
-    }
-}
+/// What analysing a selfie can fail with: the same as the face pipeline it
+/// starts with (the photo, a full queue, the backend), so one type.
+pub type AnalyzeError = PipelineError;
 
 mod shapes;
 
