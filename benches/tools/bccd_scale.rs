@@ -128,14 +128,34 @@ fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
     image::imageops::resize(img, w, h, image::imageops::FilterType::CatmullRom)
 }
 
-/// Counts of one photo at the scale its estimate gives, or at `exact`
-/// (the estimate is still made and returned, for the report).
-fn counts(
+/// The nets' maps of one photo at the scale its estimate gives, or at
+/// `exact` (the estimate is still made and returned, for the report), and a
+/// counter of them: counting is cheap, so each `--edge-weights` value
+/// recounts the same maps.
+struct Analysed {
+    maps: Vec<argus::backend::TileMaps>,
+    cols: usize,
+    sw: usize,
+    sh: usize,
+    f: f32,
+    dims: (u32, u32),
+}
+
+impl Analysed {
+    fn count(&self, params: &CountParams) -> cells::Counts {
+        cells::count(
+            &self.maps, self.cols, self.sw, self.sh, self.f, self.dims, params,
+        )
+        .counts
+    }
+}
+
+fn analyse(
     unets: &mut CpuBackend,
     img: &image::RgbImage,
     params: &CountParams,
     exact: Option<f32>,
-) -> anyhow::Result<(cells::Counts, scale::RbcScale)> {
+) -> anyhow::Result<(Analysed, scale::RbcScale)> {
     let s = scale::estimate(img, &ScaleSettings::default(), params);
     let f = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
     let (tiles, sw, sh) = cells::prepare(img, f)?;
@@ -150,8 +170,15 @@ fn counts(
             _ => anyhow::bail!("unexpected output"),
         }
     }
-    let a = cells::count(&maps, tiles.cols, sw, sh, f, img.dimensions(), params);
-    Ok((a.counts, s))
+    let a = Analysed {
+        maps,
+        cols: tiles.cols,
+        sw,
+        sh,
+        f,
+        dims: img.dimensions(),
+    };
+    Ok((a, s))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -222,69 +249,98 @@ fn main() -> anyhow::Result<()> {
 
     let models = ModelPaths::in_dir(Path::new(&format!("{ROOT}/models")));
     let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16)?;
-    let params = CountParams::default();
+    let base = CountParams::default();
+    let supports: Vec<f32> = match bccd_common::arg(&args, "--circle-supports") {
+        Some(v) => v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
+        None => vec![base.rbc_circle_support],
+    };
+    let grid = supports;
     #[derive(Default, Clone, Copy)]
     struct Tally {
         n: usize,
         wbc_exact: usize,
         plt_abs: usize,
+        rbc_abs: usize,
+        rbc_signed: i64,
         same_wbc: usize,
         rbc_in_10: usize,
         plt_in_1: usize,
         fallback: usize,
     }
-    let mut tallies = vec![Tally::default(); factors.len()];
+    let mut tallies = vec![vec![Tally::default(); factors.len()]; grid.len()];
     for id in &ids {
         let (img, t) = load(id)?;
-        let (native, native_size) = counts(&mut unets, &img, &params, None)?;
-        for (f, tally) in factors.iter().zip(tallies.iter_mut()) {
-            let (c, s) = if *f == 1.0 {
-                (native.clone(), native_size.clone())
-            } else {
-                let native_scale = cells::scale_for(Some(native_size.rbc_diameter_px), &params);
+        let (native_maps, native_size) = analyse(&mut unets, &img, &base, None)?;
+        let copies = factors
+            .iter()
+            .map(|f| {
+                if *f == 1.0 {
+                    return Ok(None);
+                }
+                let native_scale = cells::scale_for(Some(native_size.rbc_diameter_px), &base);
                 let exact = exact_scale.then_some(native_scale / f);
-                counts(&mut unets, &resample(&img, *f), &params, exact)?
+                analyse(&mut unets, &resample(&img, *f), &base, exact).map(Some)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (cs, row) in grid.iter().zip(tallies.iter_mut()) {
+            let params = CountParams {
+                rbc_circle_support: *cs,
+                ..base
             };
-            tally.n += 1;
-            tally.wbc_exact += (c.wbc == t.wbc) as usize;
-            tally.plt_abs += c.platelets.abs_diff(t.plt);
-            tally.same_wbc += (c.wbc == native.wbc) as usize;
-            tally.rbc_in_10 +=
-                ((c.rbc as f32 - native.rbc as f32).abs() <= 0.1 * native.rbc as f32) as usize;
-            tally.plt_in_1 += (c.platelets.abs_diff(native.platelets) <= 1) as usize;
-            tally.fallback += (s.source != scale::ScaleSource::Photo) as usize;
-            if verbose {
-                println!(
-                    "{id} x{f}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
-                    s.rbc_diameter_px,
-                    s.source,
-                    c.rbc,
-                    c.wbc,
-                    c.platelets,
-                    native.rbc,
-                    native.wbc,
-                    native.platelets,
-                    t.rbc,
-                    t.wbc,
-                    t.plt
-                );
+            let native = native_maps.count(&params);
+            for ((f, tally), copy) in factors.iter().zip(row.iter_mut()).zip(&copies) {
+                let (c, s) = match copy {
+                    None => (native.clone(), &native_size),
+                    Some((a, s)) => (a.count(&params), s),
+                };
+                tally.n += 1;
+                tally.wbc_exact += (c.wbc == t.wbc) as usize;
+                tally.plt_abs += c.platelets.abs_diff(t.plt);
+                tally.rbc_abs += c.rbc.abs_diff(t.rbc);
+                tally.rbc_signed += c.rbc as i64 - t.rbc as i64;
+                tally.same_wbc += (c.wbc == native.wbc) as usize;
+                tally.rbc_in_10 +=
+                    ((c.rbc as f32 - native.rbc as f32).abs() <= 0.1 * native.rbc as f32) as usize;
+                tally.plt_in_1 += (c.platelets.abs_diff(native.platelets) <= 1) as usize;
+                tally.fallback += (s.source != scale::ScaleSource::Photo) as usize;
+                if verbose {
+                    println!(
+                        "{id} x{f} c{cs}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
+                        s.rbc_diameter_px,
+                        s.source,
+                        c.rbc,
+                        c.wbc,
+                        c.platelets,
+                        native.rbc,
+                        native.wbc,
+                        native.platelets,
+                        t.rbc,
+                        t.wbc,
+                        t.plt
+                    );
+                }
             }
         }
     }
-    println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
-    println!("|---|---|---|---|---|---|---|");
-    for (f, t) in factors.iter().zip(&tallies) {
-        let n = t.n.max(1) as f32;
-        let pct = |k: usize| 100.0 * k as f32 / n;
-        println!(
-            "| {f} | {:.1}% | {:.2} | {:.1}% | {:.1}% | {:.1}% | {} |",
-            pct(t.wbc_exact),
-            t.plt_abs as f32 / n,
-            pct(t.same_wbc),
-            pct(t.rbc_in_10),
-            pct(t.plt_in_1),
-            t.fallback
-        );
+    for (cs, row) in grid.iter().zip(&tallies) {
+        println!("rbc_circle_support {cs}:");
+        println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | RBC MAE (bias) vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
+        println!("|---|---|---|---|---|---|---|---|");
+        for (f, t) in factors.iter().zip(row) {
+            let n = t.n.max(1) as f32;
+            let pct = |k: usize| 100.0 * k as f32 / n;
+            println!(
+                "| {f} | {:.1}% | {:.2} | {:.2} ({:+.2}) | {:.1}% | {:.1}% | {:.1}% | {} |",
+                pct(t.wbc_exact),
+                t.plt_abs as f32 / n,
+                t.rbc_abs as f32 / n,
+                t.rbc_signed as f32 / n,
+                pct(t.same_wbc),
+                pct(t.rbc_in_10),
+                pct(t.plt_in_1),
+                t.fallback
+            );
+        }
     }
     Ok(())
 }

@@ -564,6 +564,18 @@ impl Config {
                 p.push(format!("{name} is a probability in (0, 1], got {v}"));
             }
         }
+        if !(0.0..=1.0).contains(&c.rbc_circle_support) {
+            p.push(format!(
+                "cells.rbc_circle_support must be 0 (off) to 1, got {}",
+                c.rbc_circle_support
+            ));
+        }
+        if !(c.rbc_min_separation > 0.0 && c.rbc_min_separation <= 2.0) {
+            p.push(format!(
+                "cells.rbc_min_separation must be in (0, 2] (a fraction of the red-cell diameter), got {}",
+                c.rbc_min_separation
+            ));
+        }
         let s = self.skin.detector_input;
         if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {
             p.push(format!(
@@ -815,6 +827,15 @@ pub struct CountParams {
     pub threshold: f32,
     /// Minimum marker area of a red cell, as a fraction of d^2.
     pub rbc_min_area: f32,
+    /// Support (mean boundary-map value along the outline, 0-1) a circle
+    /// 0.4-0.6 d in radius needs to mark a red cell
+    /// ([`crate::imaging::circles`]); this splits clumps of overlapping
+    /// cells whose shared boundaries are too faint for the threshold.
+    /// 0 turns it off (markers from the threshold alone, as before
+    /// 2026-12-02). 0.25 was chosen on BCCD train (models/cbc/MODEL_CARD.md).
+    pub rbc_circle_support: f32,
+    /// Smallest distance between two red-cell centres, as a fraction of d.
+    pub rbc_min_separation: f32,
     /// Minimum red-cell area (the watershed region, not its marker), as a
     /// fraction of d^2; a whole red cell is about pi/4.
     pub rbc_min_cell_area: f32,
@@ -837,6 +858,8 @@ impl Default for CountParams {
             rbc_diameter_px: 50.0,
             threshold: 0.4,
             rbc_min_area: 0.02,
+            rbc_circle_support: 0.25,
+            rbc_min_separation: 0.5,
             rbc_min_cell_area: 0.15,
             wbc_min_area: 0.3,
             platelet_min_area: 0.02,

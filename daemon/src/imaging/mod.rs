@@ -2,6 +2,7 @@
 //! callers run it off the tokio workers (`spawn_blocking`).
 
 pub mod budget;
+pub mod circles;
 pub mod decode;
 pub mod encode;
 pub mod mask;

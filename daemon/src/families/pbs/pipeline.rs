@@ -17,10 +17,14 @@
 //! Counting (all sizes relative to the expected red-cell diameter `d` the
 //! image is resampled to):
 //! - red cells: markers are the connected parts of `mask - edge > t` at
-//!   least `rbc_min_area * d^2` large; every pixel of `mask > t` is given to a
-//!   marker by watershed on the distance transform, so touching cells split
-//!   along the predicted boundaries; regions under `rbc_min_cell_area * d^2`
-//!   are not counted;
+//!   least `rbc_min_area * d^2` large. Where overlapping cells share a
+//!   boundary too faint for that threshold, one marker would cover a whole
+//!   clump, so each marker that holds the centre of a circle of the
+//!   red-cell size in the boundary map (a circular Hough transform,
+//!   [`crate::imaging::circles`], support `rbc_circle_support`) is replaced
+//!   by a small disc at each such centre. Every pixel of `mask > t` is
+//!   given to a marker by watershed on the distance transform; regions
+//!   under `rbc_min_cell_area * d^2` are not counted;
 //! - white cells and platelets: connected components of `mask > t` with
 //!   minimum areas.
 
@@ -30,7 +34,7 @@ use image::RgbImage;
 
 use crate::backend::{Batch, BatchOutput, TileMaps};
 use crate::batch::{Batcher, SubmitError, Workload};
-use crate::imaging::{segment, smear};
+use crate::imaging::{circles, segment, smear};
 use crate::model::malaria::CROP;
 use crate::model::unet::TILE_IN;
 
@@ -315,10 +319,13 @@ pub fn count(
     let keep: Vec<bool> = std::iter::once(false)
         .chain(marker_regions.iter().map(|r| r.area >= min_marker))
         .collect();
-    let markers: Vec<u32> = marker_labels
+    let mut markers: Vec<u32> = marker_labels
         .iter()
         .map(|&l| if keep[l as usize] { l } else { 0 })
         .collect();
+    if params.rbc_circle_support > 0.0 {
+        markers = circle_markers(&markers, &edge, &body, sw, sh, params);
+    }
     let dist = segment::distance_transform(&body, sw, sh);
     let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
     let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
@@ -361,6 +368,70 @@ pub fn count(
         scaled_w: sw,
         rbc_diameter: params.rbc_diameter_px,
     }
+}
+
+/// Radii, as fractions of d, of the circles that mark red cells: a red
+/// cell is d across, and the size measure is good to about 10-20%.
+const CIRCLE_RADII: (f32, f32) = (0.4, 0.6);
+
+/// Radius, as a fraction of d, of the marker disc put at a circle's centre:
+/// small enough that the discs of two cells a separation apart never touch.
+const CENTRE_DISC: f32 = 0.2;
+
+/// Markers of red cells from circles of the red-cell size in the boundary
+/// map: a disc around each circle's centre, plus every threshold marker
+/// (`markers`, labels from 1) that holds no circle's centre, such as a cell
+/// the photo's edge cuts, which shows too little outline to vote. Returns
+/// a label image of the same shape, labels from 1.
+fn circle_markers(
+    markers: &[u32],
+    edge: &[f32],
+    body: &[bool],
+    sw: usize,
+    sh: usize,
+    params: &CountParams,
+) -> Vec<u32> {
+    let d = params.rbc_diameter_px;
+    let found = circles::find(
+        edge,
+        body,
+        sw,
+        sh,
+        (
+            (CIRCLE_RADII.0 * d).floor() as usize,
+            (CIRCLE_RADII.1 * d).ceil() as usize,
+        ),
+        params.rbc_circle_support,
+        params.rbc_min_separation * d,
+    );
+    let max = markers.iter().copied().max().unwrap_or(0) as usize;
+    let mut replaced = vec![false; max + 1];
+    for c in &found {
+        replaced[markers[c.y * sw + c.x] as usize] = true;
+    }
+    replaced[0] = true;
+    let mut out: Vec<u32> = markers
+        .iter()
+        .map(|&m| if replaced[m as usize] { 0 } else { m })
+        .collect();
+    let r = CENTRE_DISC * d;
+    let reach = r.ceil() as i64;
+    for (k, c) in found.iter().enumerate() {
+        let label = (max + 1 + k) as u32;
+        for dy in -reach..=reach {
+            for dx in -reach..=reach {
+                let (x, y) = (c.x as i64 + dx, c.y as i64 + dy);
+                if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
+                    continue;
+                }
+                let i = y as usize * sw + x as usize;
+                if ((dx * dx + dy * dy) as f32) <= r * r && body[i] && out[i] == 0 {
+                    out[i] = label;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether a red cell is whole enough to classify: not cut by the photo's
@@ -657,6 +728,46 @@ mod tests {
         paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);
         let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
         assert_eq!((a.counts.rbc, a.counts.wbc, a.counts.platelets), (2, 1, 1));
+    }
+
+    #[test]
+    fn splits_a_clump_whose_shared_boundaries_are_too_faint_to_threshold() {
+        // Three overlapping red cells in one blob of mask; their outlines
+        // in the boundary map are at 0.35, so `mask - edge` stays above the
+        // threshold everywhere and the threshold makes one marker of them.
+        let mut maps = blank_maps(1);
+        let d = 30.0;
+        let cells = [(25.0, 50.0), (47.0, 50.0), (69.0, 52.0)];
+        for &(cx, cy) in &cells {
+            paint(&mut maps[0].rbc, cx, cy, d / 2.0, 0.95);
+        }
+        for y in 0..TILE_OUT {
+            for x in 0..TILE_OUT {
+                let on = cells
+                    .iter()
+                    .any(|&(cx, cy)| ((x as f32 - cx).hypot(y as f32 - cy) - d / 2.0).abs() < 1.0);
+                if on {
+                    maps[0].rbc_edge[y * TILE_OUT + x] = 0.35;
+                }
+            }
+        }
+        let with = CountParams {
+            rbc_diameter_px: d,
+            ..Default::default()
+        };
+        let without = CountParams {
+            rbc_circle_support: 0.0,
+            ..with
+        };
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &without);
+        assert_eq!(a.counts.rbc, 1);
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &with);
+        assert_eq!(a.counts.rbc, 3);
+        // Each region is one cell: about a cell's area, none a sliver.
+        for r in &a.rbc_regions {
+            let area = r.area as f32 / (d * d);
+            assert!((0.4..=1.0).contains(&area), "{r:?}");
+        }
     }
 
     #[test]

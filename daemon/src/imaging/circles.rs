@@ -1,0 +1,203 @@
+//! Centres of round cells from a boundary map, by a circular Hough
+//! transform over a known range of radii (Duda and Hart, "Use of the Hough
+//! transformation to detect lines and curves in pictures", CACM 15(1),
+//! 1972). Red cells overlap in clumps where no threshold of the boundary map
+//! separates them, but each one's outline is still mostly there: voting
+//! along whole circles of the expected size finds the centre of each cell
+//! from whatever part of its outline shows, and the vote moves little when
+//! the photo is resampled, unlike a threshold on a faint boundary.
+
+/// A circle found: centre in map pixels, its radius and its support (the
+/// mean boundary value along the circle, 0-1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Circle {
+    pub x: usize,
+    pub y: usize,
+    pub radius: f32,
+    pub support: f32,
+}
+
+/// Boundary values under this do not vote (they are the net's background
+/// noise, and skipping them makes the transform cheap).
+const MIN_VOTE: f32 = 0.1;
+
+/// Circles of radius `radii.0..=radii.1` px (whole pixels) in `boundary`
+/// (`width` x `height`, values 0-1, row-major) whose support is at least
+/// `min_support`, whose centre lies where `inside` is true, and no two
+/// closer than `min_separation` px (the stronger is kept).
+/// Cost: O(boundary pixels x radii x circumference).
+pub fn find(
+    boundary: &[f32],
+    inside: &[bool],
+    width: usize,
+    height: usize,
+    radii: (usize, usize),
+    min_support: f32,
+    min_separation: f32,
+) -> Vec<Circle> {
+    let n = width * height;
+    let (r0, r1) = (radii.0.max(1), radii.1.max(radii.0.max(1)));
+    // Best support per pixel over all radii, and the radius that gave it.
+    let mut best = vec![0f32; n];
+    let mut best_r = vec![0f32; n];
+    let voters: Vec<(usize, usize, f32)> = boundary
+        .iter()
+        .enumerate()
+        .filter(|(_, &v)| v >= MIN_VOTE)
+        .map(|(i, &v)| (i % width, i / width, v))
+        .collect();
+    // Votes land in a copy padded by the largest radius on every side, so
+    // the inner loop is a bare add at a fixed offset per ring point.
+    let pad = r1;
+    let pw = width + 2 * pad;
+    let mut acc = vec![0f32; pw * (height + 2 * pad)];
+    for r in r0..=r1 {
+        let offsets: Vec<isize> = ring(r)
+            .iter()
+            .map(|&(dx, dy)| dy as isize * pw as isize + dx as isize)
+            .collect();
+        let norm = 1.0 / offsets.len() as f32;
+        acc.iter_mut().for_each(|a| *a = 0.0);
+        for &(x, y, v) in &voters {
+            let at = ((y + pad) * pw + x + pad) as isize;
+            for &o in &offsets {
+                acc[(at + o) as usize] += v;
+            }
+        }
+        for y in 0..height {
+            let row = &acc[(y + pad) * pw + pad..][..width];
+            for (x, &a) in row.iter().enumerate() {
+                let i = y * width + x;
+                let s = a * norm;
+                if s > best[i] {
+                    best[i] = s;
+                    best_r[i] = r as f32;
+                }
+            }
+        }
+    }
+    let mut candidates: Vec<usize> = (0..n)
+        .filter(|&i| inside[i] && best[i] >= min_support)
+        .collect();
+    candidates.sort_by(|&a, &b| best[b].total_cmp(&best[a]).then(a.cmp(&b)));
+    // Each accepted centre blocks the disc around it, so the greedy pass is
+    // linear in the candidates whatever the number of cells.
+    let mut blocked = vec![false; n];
+    let sep = min_separation.max(0.0);
+    let reach = sep.ceil() as i64;
+    let mut out: Vec<Circle> = Vec::new();
+    for i in candidates {
+        if blocked[i] {
+            continue;
+        }
+        let (x, y) = (i % width, i / width);
+        out.push(Circle {
+            x,
+            y,
+            radius: best_r[i],
+            support: best[i],
+        });
+        for dy in -reach..=reach {
+            for dx in -reach..=reach {
+                let (bx, by) = (x as i64 + dx, y as i64 + dy);
+                if bx >= 0
+                    && by >= 0
+                    && (bx as usize) < width
+                    && (by as usize) < height
+                    && ((dx * dx + dy * dy) as f32) < sep * sep
+                {
+                    blocked[by as usize * width + bx as usize] = true;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The distinct whole-pixel offsets of a circle of radius `r`.
+fn ring(r: usize) -> Vec<(i64, i64)> {
+    let steps = ((2.0 * std::f32::consts::PI * r as f32).ceil() as usize).max(8);
+    let mut v: Vec<(i64, i64)> = (0..steps)
+        .map(|k| {
+            let a = k as f32 * 2.0 * std::f32::consts::PI / steps as f32;
+            (
+                (r as f32 * a.cos()).round() as i64,
+                (r as f32 * a.sin()).round() as i64,
+            )
+        })
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: usize = 120;
+    const H: usize = 70;
+
+    /// A boundary map with the outline (1 px wide, value `v`) of each
+    /// circle, leaving out the arc of each that lies inside an earlier one,
+    /// as the outline of a cell under another is hidden.
+    fn outlines(circles: &[(f32, f32, f32)], v: f32) -> Vec<f32> {
+        let mut m = vec![0f32; W * H];
+        for (k, &(cx, cy, r)) in circles.iter().enumerate() {
+            for y in 0..H {
+                for x in 0..W {
+                    let (fx, fy) = (x as f32, y as f32);
+                    let on = ((fx - cx).hypot(fy - cy) - r).abs() < 0.5;
+                    let hidden = circles[..k]
+                        .iter()
+                        .any(|&(ox, oy, or)| (fx - ox).hypot(fy - oy) < or - 0.5);
+                    if on && !hidden {
+                        m[y * W + x] = v;
+                    }
+                }
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn finds_each_cell_of_an_overlapping_row_from_its_visible_arc() {
+        let cells = [(25.0, 35.0, 14.0), (47.0, 35.0, 14.0), (69.0, 37.0, 14.0)];
+        let map = outlines(&cells, 0.6);
+        let found = find(&map, &vec![true; W * H], W, H, (11, 17), 0.2, 12.0);
+        assert_eq!(found.len(), 3, "{found:?}");
+        for &(cx, cy, r) in &cells {
+            let c = found
+                .iter()
+                .find(|c| (c.x as f32 - cx).hypot(c.y as f32 - cy) <= 1.5)
+                .unwrap_or_else(|| panic!("no circle at ({cx}, {cy}): {found:?}"));
+            assert!((c.radius - r).abs() <= 1.0, "{c:?}");
+            assert!(c.support > 0.2 && c.support <= 0.6, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn a_blank_or_too_faint_map_and_centres_outside_give_nothing() {
+        let inside = vec![true; W * H];
+        assert!(find(&vec![0.0; W * H], &inside, W, H, (11, 17), 0.2, 12.0).is_empty());
+        // Outlines under the voting floor do not count at all.
+        let faint = outlines(&[(40.0, 35.0, 14.0)], 0.09);
+        assert!(find(&faint, &inside, W, H, (11, 17), 0.01, 12.0).is_empty());
+        // A centre where `inside` is false (e.g. background) is no cell.
+        let one = outlines(&[(40.0, 35.0, 14.0)], 0.8);
+        assert!(find(&one, &vec![false; W * H], W, H, (11, 17), 0.2, 12.0).is_empty());
+        assert_eq!(find(&one, &inside, W, H, (11, 17), 0.2, 12.0).len(), 1);
+    }
+
+    #[test]
+    fn circles_closer_than_the_separation_keep_the_stronger() {
+        // Two outlines 8 px apart: with a 12 px separation one centre,
+        // the stronger (whole) one; with 6 px, both.
+        let map = outlines(&[(40.0, 35.0, 14.0), (48.0, 35.0, 14.0)], 0.8);
+        let inside = vec![true; W * H];
+        let one = find(&map, &inside, W, H, (11, 17), 0.3, 12.0);
+        assert_eq!(one.len(), 1, "{one:?}");
+        assert!((one[0].x as f32 - 40.0).abs() <= 1.0, "{one:?}");
+        assert_eq!(find(&map, &inside, W, H, (11, 17), 0.3, 6.0).len(), 2);
+    }
+}
