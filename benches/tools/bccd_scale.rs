@@ -16,7 +16,11 @@
 //! size estimated, brought to the nets' scale and counted with the default
 //! parameters on the CPU backend; white-cell exact rate and platelet MAE
 //! against the boxes, and the agreement with the photo's own native-size
-//! counts (white cells equal, red cells within 10%, platelets within 1).
+//! counts (white cells equal, red cells within 10%, platelets within 1),
+//! and the red-cell MAE and bias against the boxes (which BCCD leaves
+//! incomplete in crowded fields). `--circle-supports 0,0.25` recounts the
+//! same maps with each `cells.rbc_circle_support` (0: threshold markers
+//! only), one table each.
 //! With `--counts --exact-scale`, each copy is analysed at the native photo's scale
 //! divided by the factor instead of its own estimate: what is left of the
 //! disagreement then is the counter's, not the size measure's (the
@@ -130,7 +134,7 @@ fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
 
 /// The nets' maps of one photo at the scale its estimate gives, or at
 /// `exact` (the estimate is still made and returned, for the report), and a
-/// counter of them: counting is cheap, so each `--edge-weights` value
+/// counter of them: counting is cheap, so each `--circle-supports` value
 /// recounts the same maps.
 struct Analysed {
     maps: Vec<argus::backend::TileMaps>,
@@ -254,7 +258,6 @@ fn main() -> anyhow::Result<()> {
         Some(v) => v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
         None => vec![base.rbc_circle_support],
     };
-    let grid = supports;
     #[derive(Default, Clone, Copy)]
     struct Tally {
         n: usize,
@@ -267,7 +270,7 @@ fn main() -> anyhow::Result<()> {
         plt_in_1: usize,
         fallback: usize,
     }
-    let mut tallies = vec![vec![Tally::default(); factors.len()]; grid.len()];
+    let mut tallies = vec![vec![Tally::default(); factors.len()]; supports.len()];
     for id in &ids {
         let (img, t) = load(id)?;
         let (native_maps, native_size) = analyse(&mut unets, &img, &base, None)?;
@@ -282,7 +285,7 @@ fn main() -> anyhow::Result<()> {
                 analyse(&mut unets, &resample(&img, *f), &base, exact).map(Some)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (cs, row) in grid.iter().zip(tallies.iter_mut()) {
+        for (cs, row) in supports.iter().zip(tallies.iter_mut()) {
             let params = CountParams {
                 rbc_circle_support: *cs,
                 ..base
@@ -322,7 +325,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    for (cs, row) in grid.iter().zip(&tallies) {
+    for (cs, row) in supports.iter().zip(&tallies) {
         println!("rbc_circle_support {cs}:");
         println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | RBC MAE (bias) vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
         println!("|---|---|---|---|---|---|---|---|");

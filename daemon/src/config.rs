@@ -834,7 +834,8 @@ pub struct CountParams {
     /// 0 turns it off (markers from the threshold alone, as before
     /// 2026-12-02). 0.25 was chosen on BCCD train (models/cbc/MODEL_CARD.md).
     pub rbc_circle_support: f32,
-    /// Smallest distance between two red-cell centres, as a fraction of d.
+    /// Smallest distance between two circles' centres (above), as a
+    /// fraction of d; of two nearer circles the better supported is kept.
     pub rbc_min_separation: f32,
     /// Minimum red-cell area (the watershed region, not its marker), as a
     /// fraction of d^2; a whole red cell is about pi/4.

@@ -7,8 +7,9 @@
 //! from whatever part of its outline shows, and the vote moves little when
 //! the photo is resampled, unlike a threshold on a faint boundary.
 
-/// A circle found: centre in map pixels, its radius and its support (the
-/// mean boundary value along the circle, 0-1).
+/// A circle found: centre in map pixels, its radius in pixels and its
+/// support (the mean boundary value along the circle, 0-1, values under
+/// [`MIN_VOTE`] counted as 0).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Circle {
     pub x: usize,
@@ -19,13 +20,19 @@ pub struct Circle {
 
 /// Boundary values under this do not vote (they are the net's background
 /// noise, and skipping them makes the transform cheap).
-const MIN_VOTE: f32 = 0.1;
+pub const MIN_VOTE: f32 = 0.1;
 
 /// Circles of radius `radii.0..=radii.1` px (whole pixels) in `boundary`
 /// (`width` x `height`, values 0-1, row-major) whose support is at least
 /// `min_support`, whose centre lies where `inside` is true, and no two
-/// closer than `min_separation` px (the stronger is kept).
-/// Cost: O(boundary pixels x radii x circumference).
+/// closer than `min_separation` px (the stronger is kept). Strongest first.
+///
+/// Cost: about 2 pi r adds per boundary pixel over `MIN_VOTE` and radius
+/// (at the counter's d = 50 px and radii 20-30 px, about 1,650 per such
+/// pixel), and 12 bytes per map pixel.
+///
+/// # Panics
+/// When `boundary` or `inside` is not `width * height` long.
 pub fn find(
     boundary: &[f32],
     inside: &[bool],
@@ -36,15 +43,17 @@ pub fn find(
     min_separation: f32,
 ) -> Vec<Circle> {
     let n = width * height;
+    assert_eq!(boundary.len(), n, "boundary map is not width x height");
+    assert_eq!(inside.len(), n, "inside mask is not width x height");
+    assert!(n <= u32::MAX as usize, "map of {n} pixels");
     let (r0, r1) = (radii.0.max(1), radii.1.max(radii.0.max(1)));
-    // Best support per pixel over all radii, and the radius that gave it.
     let mut best = vec![0f32; n];
     let mut best_r = vec![0f32; n];
-    let voters: Vec<(usize, usize, f32)> = boundary
+    let voters: Vec<(u32, f32)> = boundary
         .iter()
         .enumerate()
         .filter(|(_, &v)| v >= MIN_VOTE)
-        .map(|(i, &v)| (i % width, i / width, v))
+        .map(|(i, &v)| (i as u32, v))
         .collect();
     // Votes land in a copy padded by the largest radius on every side, so
     // the inner loop is a bare add at a fixed offset per ring point.
@@ -58,7 +67,8 @@ pub fn find(
             .collect();
         let norm = 1.0 / offsets.len() as f32;
         acc.iter_mut().for_each(|a| *a = 0.0);
-        for &(x, y, v) in &voters {
+        for &(i, v) in &voters {
+            let (x, y) = (i as usize % width, i as usize / width);
             let at = ((y + pad) * pw + x + pad) as isize;
             for &o in &offsets {
                 acc[(at + o) as usize] += v;
@@ -187,6 +197,29 @@ mod tests {
         let one = outlines(&[(40.0, 35.0, 14.0)], 0.8);
         assert!(find(&one, &vec![false; W * H], W, H, (11, 17), 0.2, 12.0).is_empty());
         assert_eq!(find(&one, &inside, W, H, (11, 17), 0.2, 12.0).len(), 1);
+    }
+
+    #[test]
+    fn only_centres_inside_count_and_the_border_cuts_no_circle_short() {
+        // Two whole outlines, `inside` true only on the left half: the left
+        // one. A third cut by the left border (half its outline in the
+        // map) is still found at its centre.
+        let map = outlines(
+            &[(30.0, 35.0, 14.0), (85.0, 35.0, 14.0), (4.0, 35.0, 14.0)],
+            0.8,
+        );
+        let left: Vec<bool> = (0..W * H).map(|i| i % W < 55).collect();
+        let found = find(&map, &left, W, H, (11, 17), 0.3, 12.0);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found
+            .iter()
+            .any(|c| c.x.abs_diff(30) <= 1 && c.y.abs_diff(35) <= 1));
+        assert!(found
+            .iter()
+            .any(|c| c.x.abs_diff(4) <= 1 && c.y.abs_diff(35) <= 1));
+        // A map smaller than the radii: no panic, and no circle fits.
+        let tiny = vec![0.8f32; 100];
+        assert!(find(&tiny, &[true; 100], 10, 10, (11, 17), 0.3, 12.0).is_empty());
     }
 
     #[test]

@@ -375,7 +375,8 @@ pub fn count(
 const CIRCLE_RADII: (f32, f32) = (0.4, 0.6);
 
 /// Radius, as a fraction of d, of the marker disc put at a circle's centre:
-/// small enough that the discs of two cells a separation apart never touch.
+/// the discs of centres 0.4 d or more apart never touch (nearer ones, with
+/// `rbc_min_separation` under 0.4, keep their own labels all the same).
 const CENTRE_DISC: f32 = 0.2;
 
 /// Markers of red cells from circles of the red-cell size in the boundary
@@ -759,14 +760,17 @@ mod tests {
             rbc_circle_support: 0.0,
             ..with
         };
+        // A fourth cell apart, with no outline at all: no circle marks it,
+        // so its threshold marker is kept, under a label of its own.
+        paint(&mut maps[0].rbc, 50.0, 12.0, d / 2.0 - 3.0, 0.95);
         let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &without);
-        assert_eq!(a.counts.rbc, 1);
+        assert_eq!(a.counts.rbc, 2);
         let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &with);
-        assert_eq!(a.counts.rbc, 3);
+        assert_eq!(a.counts.rbc, 4);
         // Each region is one cell: about a cell's area, none a sliver.
         for r in &a.rbc_regions {
             let area = r.area as f32 / (d * d);
-            assert!((0.4..=1.0).contains(&area), "{r:?}");
+            assert!((0.3..=1.0).contains(&area), "{r:?}");
         }
     }
 
