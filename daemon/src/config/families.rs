@@ -1,0 +1,224 @@
+//! The families' sections of the configuration: `[pbs]`, `[cells]`,
+//! `[skin]`, `[skin_api]` and `[audit]`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PbsConfig {
+    /// The appliance's public host name: client tokens' `aud` must equal it.
+    pub public_host: String,
+    /// Lifetime of `/auth/login` session tokens, in seconds.
+    pub session_ttl_secs: u64,
+    /// Largest accepted smear photo upload, in bytes.
+    pub max_file_bytes: usize,
+    /// Most files one study may hold.
+    pub max_files_per_study: usize,
+    /// Red-cell diameter in the clinic's photos, in pixels, used only for a
+    /// photo whose own red cells cannot be measured (too few clean single
+    /// cells, or a measure no red cell has; the photo's result then carries
+    /// a warning). Every other photo is analysed at the size measured from
+    /// it (`imaging::rbc_size`), so photos at any magnification count
+    /// alike. 0: use 7.5 um at `microns_per_px` if that is set, else BCCD's
+    /// ~100 px.
+    pub native_rbc_diameter_px: f32,
+    /// The camera's microns per pixel at the sample. When set, each photo's
+    /// red-cell diameter is also reported in microns (with a warning when
+    /// it is outside what red cells measure), and 7.5 um at this scale is
+    /// the fallback size when `native_rbc_diameter_px` is 0. 0: unknown.
+    pub microns_per_px: f32,
+    /// Extra PEM root certificates trusted for callback URLs (besides the
+    /// public web roots), e.g. a clinic's own CA. Empty: none.
+    pub callback_ca_file: PathBuf,
+    /// Delivery attempts per callback before it is given up.
+    pub callback_max_attempts: u32,
+    /// First retry delay in milliseconds; doubles per attempt (max 10 min).
+    pub callback_retry_base_ms: u64,
+    /// Timeout of one callback POST, in seconds.
+    pub callback_timeout_secs: u64,
+}
+
+impl Default for PbsConfig {
+    fn default() -> Self {
+        Self {
+            public_host: "argus.local".into(),
+            session_ttl_secs: 43_200,
+            max_file_bytes: 30 * 1024 * 1024,
+            max_files_per_study: 200,
+            native_rbc_diameter_px: 0.0,
+            microns_per_px: 0.0,
+            callback_ca_file: PathBuf::new(),
+            callback_max_attempts: 12,
+            callback_retry_base_ms: 2000,
+            callback_timeout_secs: 10,
+        }
+    }
+}
+
+/// Tunables of the counter (config `[cells]`), sizes relative to the red-cell
+/// diameter `rbc_diameter_px` that images are resampled to.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CountParams {
+    /// Red-cell diameter, in pixels, the nets see after resampling.
+    pub rbc_diameter_px: f32,
+    /// Probability above which a map pixel belongs to a cell.
+    pub threshold: f32,
+    /// Minimum marker area of a red cell, as a fraction of d^2.
+    pub rbc_min_area: f32,
+    /// Support (mean boundary-map value along the outline, 0-1) a circle
+    /// 0.4-0.6 d in radius needs to mark a red cell
+    /// ([`crate::imaging::circles`]); this splits clumps of overlapping
+    /// cells whose shared boundaries are too faint for the threshold.
+    /// 0 turns it off (markers from the threshold alone, as before
+    /// 2026-12-02). 0.25 was chosen on BCCD train (models/cbc/MODEL_CARD.md).
+    pub rbc_circle_support: f32,
+    /// Smallest distance between two circles' centres (above), as a
+    /// fraction of d; of two nearer circles the better supported is kept.
+    pub rbc_min_separation: f32,
+    /// Minimum red-cell area (the watershed region, not its marker), as a
+    /// fraction of d^2; a whole red cell is about pi/4.
+    pub rbc_min_cell_area: f32,
+    /// Minimum white-cell area, as a fraction of d^2.
+    pub wbc_min_area: f32,
+    /// Minimum platelet area, as a fraction of d^2.
+    pub platelet_min_area: f32,
+    /// Classifier probability from which a red cell counts as parasitized.
+    pub parasite_threshold: f32,
+    /// White-cell classifier probability below which a cell of the
+    /// differential is left for review instead of given a class
+    /// (`model::wbc::decide`). 0.7 left 4.9% of PBC's held-out cells for
+    /// review, and 98.7% of the rest were right (models/wbc/MODEL_CARD.md).
+    pub wbc_min_confidence: f32,
+}
+
+impl Default for CountParams {
+    fn default() -> Self {
+        Self {
+            rbc_diameter_px: 50.0,
+            threshold: 0.4,
+            rbc_min_area: 0.02,
+            rbc_circle_support: 0.25,
+            rbc_min_separation: 0.5,
+            rbc_min_cell_area: 0.15,
+            wbc_min_area: 0.3,
+            platelet_min_area: 0.02,
+            parasite_threshold: 0.5,
+            wbc_min_confidence: 0.7,
+        }
+    }
+}
+
+/// The quality gates of skin analysis (config `[skin]`). A photo that
+/// fails one gets no metric that the failure would falsify; each failure
+/// has a reason code (`families::skin::quality`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkinParams {
+    /// Side of the square the skin family letterboxes photos into for face
+    /// detection (a multiple of 32). A selfie's face is large, so a small
+    /// input finds it, at a quarter of the default detector's cost.
+    pub detector_input: u32,
+    /// Detector confidence from which a face counts.
+    pub face_confidence: f32,
+    /// A second face at least this share of the main face's box area makes
+    /// the photo ambiguous (`multiple_faces`).
+    pub second_face_area_ratio: f32,
+    /// Smallest inter-ocular distance (eye centre to eye centre), pixels.
+    pub min_iod_px: f32,
+    /// Largest head turn (yaw), nod (pitch) and tilt (roll), degrees.
+    pub max_yaw_deg: f32,
+    pub max_pitch_deg: f32,
+    pub max_roll_deg: f32,
+    /// Smallest variance of the Laplacian of the face, at 80 px between the eyes.
+    pub min_sharpness: f32,
+    /// Largest share of face pixels at luma <= 25 (OFIQ's under-exposure range).
+    pub max_underexposed_share: f32,
+    /// Largest share of face pixels at luma >= 247 (OFIQ's over-exposure range).
+    pub max_overexposed_share: f32,
+    /// Smallest mean luma (0-255) of the face's skin.
+    pub min_mean_luma: f32,
+    /// Smallest face-mesh presence score; below it the face is occluded or
+    /// not a face.
+    pub min_presence: f32,
+}
+
+impl Default for SkinParams {
+    fn default() -> Self {
+        Self {
+            detector_input: 320,
+            face_confidence: 0.5,
+            second_face_area_ratio: 0.4,
+            min_iod_px: 80.0,
+            max_yaw_deg: 20.0,
+            max_pitch_deg: 20.0,
+            max_roll_deg: 30.0,
+            min_sharpness: 40.0,
+            max_underexposed_share: 0.25,
+            max_overexposed_share: 0.10,
+            min_mean_luma: 40.0,
+            min_presence: 0.5,
+        }
+    }
+}
+
+/// The skin family's API (config `[skin_api]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SkinApiConfig {
+    /// Lifetime of a login's `access_token`, seconds (the reference: 1 h).
+    pub access_token_secs: u64,
+    /// Lifetime of a login's `refresh_token`, seconds.
+    pub refresh_token_secs: u64,
+    /// Lifetime of a v3 signed upload URL, seconds.
+    pub upload_url_secs: u64,
+    /// Largest image upload (b64 decoded, or a signed PUT), bytes (the
+    /// reference: 30 MiB).
+    pub max_image_bytes: usize,
+    /// Delivery attempts per webhook before it is given up.
+    pub webhook_max_attempts: u32,
+    /// First webhook retry delay, ms; doubles per attempt (max 10 min).
+    pub webhook_retry_base_ms: u64,
+    /// Largest webhook payload for one image, bytes (the reference: 1 MB);
+    /// a payload over it is sent without its parameters, which the
+    /// receiver then reads from the results endpoint.
+    pub webhook_max_payload_bytes: usize,
+    /// Seconds between retention sweeps.
+    pub retention_sweep_secs: u64,
+}
+
+impl Default for SkinApiConfig {
+    fn default() -> Self {
+        Self {
+            access_token_secs: 3600,
+            refresh_token_secs: 30 * 86_400,
+            upload_url_secs: 900,
+            max_image_bytes: 30 * 1024 * 1024,
+            webhook_max_attempts: 12,
+            webhook_retry_base_ms: 2000,
+            webhook_max_payload_bytes: 1_000_000,
+            retention_sweep_secs: 3600,
+        }
+    }
+}
+
+/// The audit log (config `[audit]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Size at which `audit.log` rotates to `audit.log.1`, bytes.
+    pub max_file_bytes: u64,
+    /// Rotated files kept besides the current one.
+    pub keep_files: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 10 * 1024 * 1024,
+            keep_files: 20,
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The platform's sections of the configuration: TLS, limits, batching,
+//! the face detector, auth, storage, outgoing calls and metrics.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve HTTPS. Plain HTTP is only allowed on a loopback address unless
+    /// `allow_plain_http_off_loopback` is set.
+    pub enabled: bool,
+    /// PEM certificate chain; empty: a self-signed one is made once in state_dir/tls.
+    pub cert: PathBuf,
+    /// PEM private key for `cert`.
+    pub key: PathBuf,
+    /// Host names put in the generated self-signed certificate.
+    pub self_signed_names: Vec<String>,
+    /// Permit plain HTTP on a non-loopback address (not recommended).
+    pub allow_plain_http_off_loopback: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest decoded image, in pixels (width × height), checked before decoding.
+    pub max_pixels: u64,
+    /// Image formats accepted for upload.
+    pub formats: Vec<String>,
+    /// Requests in flight (decoding, queued or in inference) before new ones get 503.
+    pub max_in_flight: usize,
+    /// Seconds a client is told to wait (Retry-After) when refused for load.
+    pub retry_after_secs: u64,
+    /// Seconds an upload may take to arrive; past it the answer is 408 and
+    /// the connection is closed, so slow or stalled clients hold nothing.
+    pub body_read_timeout_secs: u64,
+    /// Memory all decoded images in flight may hold together, in bytes
+    /// (each reserves width x height x 12 from its header before decoding).
+    /// 0: a quarter of the machine's memory, at least 256 MiB.
+    pub decode_budget_bytes: u64,
+    /// Milliseconds a request waits for its share of the decode budget
+    /// before it is refused with 503 and Retry-After.
+    pub decode_wait_ms: u64,
+}
+
+impl Limits {
+    /// `decode_budget_bytes`, with 0 resolved for this machine.
+    pub fn decode_budget(&self) -> u64 {
+        match self.decode_budget_bytes {
+            0 => crate::imaging::budget::default_budget_bytes(),
+            n => n,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Most images run together on the CPU backend.
+    pub max_batch_size: usize,
+    /// Most images run together on a GPU backend, where one dispatch per
+    /// layer serves the whole batch and bigger batches pay.
+    pub gpu_max_batch_size: usize,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    pub max_wait_ms: u64,
+    /// Requests waiting for inference before new ones get 429.
+    pub queue_depth: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Model input width; every image is letterboxed into it. Multiple of 32.
+    pub input_width: u32,
+    /// Model input height. Multiple of 32.
+    pub input_height: u32,
+    /// "auto": photos too large for one pass to see a `min_face_px` face
+    /// are also detected tile by tile at near-native resolution; "off":
+    /// one pass only.
+    pub tiling: Tiling,
+    /// The smallest face, in original pixels, tiling must find.
+    pub min_face_px: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tiling {
+    Auto,
+    Off,
+}
+
+impl DetectorConfig {
+    /// The `detect::DetectParams::tile_min_face_px` these settings ask for.
+    pub fn tile_min_face_px(&self) -> Option<f32> {
+        (self.tiling == Tiling::Auto).then_some(self.min_face_px)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require `X-API-Key` on detect and mask.
+    pub api_key_enabled: bool,
+    /// Requests per minute per key (per client address when keys are off).
+    pub detect_per_minute: u32,
+    pub mask_per_minute: u32,
+    /// Admin login attempts per minute per client address.
+    pub admin_login_per_minute: u32,
+    /// Admin session lifetime in seconds.
+    pub session_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Keep uploaded originals, masked outputs and job records (admin
+    /// listings answer 501 when off). Keys and admin users are always kept.
+    pub enabled: bool,
+    /// Lifetime of signed download URLs, in seconds.
+    pub signed_url_ttl_secs: u64,
+    /// Keep the uploaded (unmasked) original of each request. false: only
+    /// the record and the masked output are kept; the admin API's
+    /// `original_url` is null and the original's download answers 404.
+    pub keep_originals: bool,
+    /// Days an uploaded image (original, masked outputs, records) is kept;
+    /// older ones are deleted by an hourly sweep, as the admin DELETE does.
+    /// 0 keeps them until deleted.
+    pub retention_days: u32,
+}
+
+/// Outgoing calls (PBS callbacks, webhooks), all through `outbound::client`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Internal hosts outgoing calls may reach: host names, addresses or
+    /// CIDR networks (`"lis.clinic.local"`, `"10.20.0.0/16"`, `"fd00::/8"`).
+    /// Loopback, link-local, private (RFC 1918), unique-local and CGNAT
+    /// addresses are refused unless listed here.
+    pub allow: Vec<String>,
+    /// Extra PEM root certificates trusted for outgoing HTTPS (besides the
+    /// public roots). `pbs.callback_ca_file` is the older name of this.
+    pub ca_file: PathBuf,
+    /// Timeout of one outgoing call, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            allow: Vec::new(),
+            ca_file: PathBuf::new(),
+            timeout_secs: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Also serve /metrics on this address (plain HTTP); unset: only on the API listener.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+            self_signed_names: vec!["localhost".into(), "argus.local".into()],
+            allow_plain_http_off_loopback: false,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 30 * 1024 * 1024,
+            max_pixels: 40_000_000,
+            formats: ["jpeg", "png", "webp", "bmp"].map(String::from).to_vec(),
+            max_in_flight: 64,
+            retry_after_secs: 1,
+            body_read_timeout_secs: 30,
+            decode_budget_bytes: 0,
+            decode_wait_ms: 2000,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// The batch size cap for the backend that was picked.
+    pub fn max_batch_for(&self, target: &crate::backend::Target) -> usize {
+        if target.is_gpu() {
+            self.gpu_max_batch_size
+        } else {
+            self.max_batch_size
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 4,
+            gpu_max_batch_size: 32,
+            max_wait_ms: 3,
+            queue_depth: 32,
+        }
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            input_width: 640,
+            input_height: 640,
+            tiling: Tiling::Auto,
+            min_face_px: 40.0,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_key_enabled: true,
+            detect_per_minute: 300,
+            mask_per_minute: 150,
+            admin_login_per_minute: 10,
+            session_ttl_secs: 43_200,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            signed_url_ttl_secs: 300,
+            keep_originals: true,
+            retention_days: 0,
+        }
+    }
+}
