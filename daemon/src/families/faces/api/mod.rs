@@ -119,6 +119,29 @@ pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
 
 // ---- parameters ----
 
+/// Query parameter `name` parsed as `T` within `min..=max`, `default` when
+/// absent; anything else is a 400 naming the range (`what`: "a number").
+fn q_in<T>(
+    q: &HashMap<String, String>,
+    name: &str,
+    (default, min, max): (T, T, T),
+    what: &str,
+    ok: impl Fn(&T) -> bool,
+) -> Result<T, ApiError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let Some(s) = q.get(name) else {
+        return Ok(default);
+    };
+    match s.trim().parse::<T>() {
+        Ok(v) if ok(&v) && v >= min && v <= max => Ok(v),
+        _ => Err(ApiError::Invalid(format!(
+            "{name} must be {what} between {min} and {max}, got {s:?}"
+        ))),
+    }
+}
+
 pub(crate) fn q_f32(
     q: &HashMap<String, String>,
     name: &str,
@@ -126,15 +149,9 @@ pub(crate) fn q_f32(
     min: f32,
     max: f32,
 ) -> Result<f32, ApiError> {
-    match q.get(name) {
-        None => Ok(default),
-        Some(s) => match s.trim().parse::<f32>() {
-            Ok(v) if v.is_finite() && v >= min && v <= max => Ok(v),
-            _ => Err(ApiError::Invalid(format!(
-                "{name} must be a number between {min} and {max}, got {s:?}"
-            ))),
-        },
-    }
+    q_in(q, name, (default, min, max), "a number", |v: &f32| {
+        v.is_finite()
+    })
 }
 
 pub(crate) fn q_int(
@@ -144,15 +161,7 @@ pub(crate) fn q_int(
     min: i64,
     max: i64,
 ) -> Result<i64, ApiError> {
-    match q.get(name) {
-        None => Ok(default),
-        Some(s) => match s.trim().parse::<i64>() {
-            Ok(v) if v >= min && v <= max => Ok(v),
-            _ => Err(ApiError::Invalid(format!(
-                "{name} must be an integer between {min} and {max}, got {s:?}"
-            ))),
-        },
-    }
+    q_in(q, name, (default, min, max), "an integer", |_| true)
 }
 
 pub(crate) fn detect_params(q: &HashMap<String, String>) -> Result<DetectParams, ApiError> {
@@ -651,4 +660,32 @@ pub async fn mask(
         resp_headers.insert("x-job-id", hv(j.to_string()));
     }
     Ok((StatusCode::OK, resp_headers, out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_numbers_take_defaults_ranges_and_refuse_the_rest() {
+        let q = |k: &str, v: &str| HashMap::from([(k.to_string(), v.to_string())]);
+        assert_eq!(q_f32(&HashMap::new(), "c", 0.5, 0.0, 1.0).unwrap(), 0.5);
+        assert_eq!(q_f32(&q("c", " 0.25 "), "c", 0.5, 0.0, 1.0).unwrap(), 0.25);
+        assert_eq!(q_int(&q("n", "7"), "n", 1, 0, 10).unwrap(), 7);
+        for bad in ["NaN", "inf", "2", "-0.1", "x"] {
+            match q_f32(&q("c", bad), "c", 0.5, 0.0, 1.0) {
+                Err(ApiError::Invalid(m)) => assert_eq!(
+                    m,
+                    format!("c must be a number between 0 and 1, got {bad:?}")
+                ),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        match q_int(&q("n", "1.5"), "n", 1, 0, 10) {
+            Err(ApiError::Invalid(m)) => {
+                assert_eq!(m, "n must be an integer between 0 and 10, got \"1.5\"")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
