@@ -185,6 +185,60 @@ fn analyse(
     Ok((a, s))
 }
 
+/// Per factor, how far each rescaled copy's estimate strays from the
+/// native photo's estimate times the factor (`--size-consistency`): the
+/// share within 5% and 10%, and the copies where one side fell back.
+fn size_consistency(
+    ids: &[String],
+    factors: &[f32],
+    load: &dyn Fn(&str) -> anyhow::Result<(image::RgbImage, Truth)>,
+    verbose: bool,
+) -> anyhow::Result<()> {
+    let mut rows = vec![(0usize, 0usize, 0usize, 0usize); factors.len()];
+    for id in ids {
+        let (img, _) = load(id)?;
+        let native = rbc_size::measure(&img).diameter_px;
+        for (f, row) in factors.iter().zip(rows.iter_mut()) {
+            if *f == 1.0 {
+                continue;
+            }
+            let copy = rbc_size::measure(&resample(&img, *f)).diameter_px;
+            row.0 += 1;
+            match (native, copy) {
+                (Some(n), Some(c)) => {
+                    let off = (c / (n * f) - 1.0).abs();
+                    row.1 += (off <= 0.05) as usize;
+                    row.2 += (off <= 0.10) as usize;
+                    if verbose && off > 0.10 {
+                        println!(
+                            "{id} x{f}: native {n:.1} px, copy {:.1} px ({:+.1}%)",
+                            c / f,
+                            100.0 * (c / (n * f) - 1.0)
+                        );
+                    }
+                }
+                _ => row.3 += 1,
+            }
+        }
+    }
+    println!("| factor | copies | within 5% of native x factor | within 10% | a side fell back |");
+    println!("|---|---|---|---|---|");
+    for (f, r) in factors.iter().zip(&rows) {
+        if *f == 1.0 {
+            continue;
+        }
+        let n = r.0.max(1) as f32;
+        println!(
+            "| {f} | {} | {:.1}% | {:.1}% | {} |",
+            r.0,
+            100.0 * r.1 as f32 / n,
+            100.0 * r.2 as f32 / n,
+            r.3
+        );
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (data, split, ids) = bccd_common::photos(&args, "train")?;
@@ -246,6 +300,9 @@ fn main() -> anyhow::Result<()> {
             rbc_size::BOX_PER_MASK / quantile(ratios, 0.5),
             rbc_size::BOX_PER_MASK
         );
+    }
+    if args.iter().any(|a| a == "--size-consistency") {
+        size_consistency(&ids, &factors, &load, verbose)?;
     }
     if !args.iter().any(|a| a == "--counts") {
         return Ok(());
