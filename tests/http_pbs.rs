@@ -191,7 +191,8 @@ async fn study_flow_with_counts_malaria_and_revisions() {
     // border, many touching), one neutrophil, about 6 platelets. The
     // platelets are smaller and paler than BCCD's, and the platelet net
     // finds 1-3 of them depending on the measured scale (1 at 104 px, 2 at
-    // 95-101 px; models/cbc/MODEL_CARD.md, "Limits"): at least one.
+    // 95-101 px; models/cbc/MODEL_CARD.md, the fixture's paragraph under
+    // "Scale from the photo", and "Limits"): at least one.
     let rbc = full["rbc"].as_u64().unwrap();
     assert!((45..=110).contains(&rbc), "red cells {rbc}: {full}");
     assert_eq!(full["wbc"], 1, "{full}");

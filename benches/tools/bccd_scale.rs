@@ -12,6 +12,11 @@
 //! spread and the share of photos within 10% and 20%, and the raw
 //! calibration factor `box / (estimate / BOX_PER_MASK)` (fit on train only).
 //!
+//! Size consistency (`--size-consistency`): each photo resampled by each
+//! factor and measured again; per factor, the share of copies whose
+//! estimate lies within 5% and 10% of the native photo's estimate times the
+//! factor, and the copies where either side gave no estimate. No nets run.
+//!
 //! Counts (`--counts`): each photo resampled by each factor, its red-cell
 //! size estimated, brought to the nets' scale and counted with the default
 //! parameters on the CPU backend; white-cell exact rate and platelet MAE
@@ -194,7 +199,14 @@ fn size_consistency(
     load: &dyn Fn(&str) -> anyhow::Result<(image::RgbImage, Truth)>,
     verbose: bool,
 ) -> anyhow::Result<()> {
-    let mut rows = vec![(0usize, 0usize, 0usize, 0usize); factors.len()];
+    #[derive(Default, Clone, Copy)]
+    struct Row {
+        copies: usize,
+        within_5: usize,
+        within_10: usize,
+        fell_back: usize,
+    }
+    let mut rows = vec![Row::default(); factors.len()];
     for id in ids {
         let (img, _) = load(id)?;
         let native = rbc_size::measure(&img).diameter_px;
@@ -203,12 +215,12 @@ fn size_consistency(
                 continue;
             }
             let copy = rbc_size::measure(&resample(&img, *f)).diameter_px;
-            row.0 += 1;
+            row.copies += 1;
             match (native, copy) {
                 (Some(n), Some(c)) => {
                     let off = (c / (n * f) - 1.0).abs();
-                    row.1 += (off <= 0.05) as usize;
-                    row.2 += (off <= 0.10) as usize;
+                    row.within_5 += (off <= 0.05) as usize;
+                    row.within_10 += (off <= 0.10) as usize;
                     if verbose && off > 0.10 {
                         println!(
                             "{id} x{f}: native {n:.1} px, copy {:.1} px ({:+.1}%)",
@@ -217,7 +229,7 @@ fn size_consistency(
                         );
                     }
                 }
-                _ => row.3 += 1,
+                _ => row.fell_back += 1,
             }
         }
     }
@@ -227,13 +239,13 @@ fn size_consistency(
         if *f == 1.0 {
             continue;
         }
-        let n = r.0.max(1) as f32;
+        let n = r.copies.max(1) as f32;
         println!(
             "| {f} | {} | {:.1}% | {:.1}% | {} |",
-            r.0,
-            100.0 * r.1 as f32 / n,
-            100.0 * r.2 as f32 / n,
-            r.3
+            r.copies,
+            100.0 * r.within_5 as f32 / n,
+            100.0 * r.within_10 as f32 / n,
+            r.fell_back
         );
     }
     Ok(())
