@@ -267,9 +267,26 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     for t in tasks {
         t.await.unwrap();
     }
-    // Let the backend thread reach the abandoned entries.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let metrics = s.metrics().await;
+    // Let the backend thread reach the abandoned entries: until the queue
+    // is empty (a loaded CI machine can take longer than a fixed pause; the
+    // queue held 9 after 1.5 s once), 60 s at most.
+    let gauge = |metrics: &str, name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = s.metrics().await;
+        if gauge(&m, "argus_batch_queue_depth{model=\"centerface\"}") == 0.0
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let dropped: f64 = metrics
         .lines()
         .find(|l| l.starts_with("argus_batch_dropped_total{model=\"centerface\"}"))
