@@ -312,6 +312,15 @@ fn spectrum_peak(radii: &[f32], areas: &[usize], accept: (f32, f32)) -> Option<(
     Some((r, band))
 }
 
+/// The fine pass's radii around the coarse guess `r0` (pixels of the fine
+/// copy), at 4% steps, and the radii it accepts a peak within: 0.6-1.7
+/// `r0`. Sizes 2 sigma past 1.7 `r0` are measured as well, so the
+/// smoothing near that end sees whole kernels ([`spectrum_peak`]).
+fn fine_radii(r0: f32) -> (Vec<f32>, (f32, f32)) {
+    let pad = (2.0 * SPECTRUM_SIGMA).exp();
+    (radii(r0 * 0.6, r0 * 1.7 * pad, 1.04), (r0 * 0.6, r0 * 1.7))
+}
+
 /// Pixels a photo is measured in at most, for the first, coarse pass.
 pub const COARSE_PIXELS: usize = 320 * 240;
 
@@ -387,12 +396,9 @@ pub fn measure(img: &RgbImage) -> RbcSize {
     }
     let scale = w as f32 / fw as f32;
     let r0 = coarse / scale;
-    // Sizes 2 sigma past the accepted 1.7 r0 are measured as well, so the
-    // smoothing near that end sees whole kernels (spectrum_peak).
-    let pad = (2.0 * SPECTRUM_SIGMA).exp();
-    let rs = radii(r0 * 0.6, r0 * 1.7 * pad, 1.04);
+    let (rs, accept) = fine_radii(r0);
     let g = granulometry(&cell_mask(&fine), fw, fh, &rs);
-    let Some((r, band)) = spectrum_peak(&rs, &g, (r0 * 0.6, r0 * 1.7)) else {
+    let Some((r, band)) = spectrum_peak(&rs, &g, accept) else {
         return none;
     };
     let cells = (band as f32 / (std::f32::consts::PI * r * r)).floor() as usize;
@@ -547,12 +553,9 @@ mod tests {
 
     #[test]
     fn the_fine_window_finds_an_off_centre_peak_and_refuses_one_past_it() {
-        // The fine pass's radii around a coarse guess r0 = 24, as `measure`
-        // takes them: 0.6 r0 to 2 sigma past 1.7 r0.
+        // The radii `measure` takes around a coarse guess of 24 px.
         let r0 = 24.0;
-        let pad = (2.0 * SPECTRUM_SIGMA).exp();
-        let rs = radii(r0 * 0.6, r0 * 1.7 * pad, 1.04);
-        let window = (r0 * 0.6, r0 * 1.7);
+        let (rs, window) = fine_radii(r0);
         // Cells 20% off the guess: the window's ends must not pull them.
         // Over a broad tail of small debris holding about as much area
         // as the cells, the smoothing pulls them toward it by a few per
