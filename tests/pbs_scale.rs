@@ -105,6 +105,68 @@ async fn counts_hold_from_half_to_double_magnification() {
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// A field of fewer than `cells.scale_samples_below_rbc` red cells is
+/// analysed at three scales around its measured one and keeps the analysis
+/// of the median red-cell count; its rescaled copies still count alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_field_is_counted_at_three_scales_and_its_copies_agree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::base_config(tmp.path());
+    let mut once = config.clone();
+    once.cells.scale_samples = 1;
+    let b = batchers(&config);
+    let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
+        .unwrap()
+        .into_rgb8();
+    // The left 40% of the field: about 25 red cells.
+    let crop = image::imageops::crop_imm(&img, 0, 0, 490, 652).to_image();
+    let single = analyse(&b, &once, crop.clone()).await;
+    let native = analyse(&b, &config, crop.clone()).await;
+    let c0 = native.counts.clone();
+    println!(
+        "crop: once rbc {} ({} tiles, scale {:.4}); three scales rbc {} wbc {} platelets {} ({} tiles, kept scale {:.4})",
+        single.counts.rbc, single.tiles, single.scale, c0.rbc, c0.wbc, c0.platelets, native.tiles, native.scale
+    );
+    assert!(
+        (1..config.cells.scale_samples_below_rbc).contains(&single.counts.rbc),
+        "the crop should be a small field: {:?}",
+        single.counts
+    );
+    let scales = pipeline::sample_scales(single.scale, &config.cells);
+    assert_eq!(scales.len(), 3);
+    assert!(
+        scales.contains(&native.scale),
+        "{} of {scales:?}",
+        native.scale
+    );
+    let tiles: usize = scales
+        .iter()
+        .map(|&s| pipeline::prepare(&crop, s).unwrap().0.count)
+        .sum();
+    assert_eq!(native.tiles, tiles);
+    let mut problems = Vec::new();
+    for f in FACTORS {
+        let (w, h) = (
+            (crop.width() as f32 * f).round() as u32,
+            (crop.height() as f32 * f).round() as u32,
+        );
+        let scaled = image::imageops::resize(&crop, w, h, image::imageops::FilterType::CatmullRom);
+        let c = analyse(&b, &config, scaled).await.counts;
+        println!(
+            "crop x{f}: rbc {} wbc {} platelets {}",
+            c.rbc, c.wbc, c.platelets
+        );
+        if c.wbc != c0.wbc
+            || (c.rbc as f32 - c0.rbc as f32).abs() > 0.1 * c0.rbc as f32
+            || c.platelets.abs_diff(c0.platelets) > 1
+        {
+            problems.push(format!("x{f}: {c:?} (native {c0:?})"));
+        }
+    }
+    b.shutdown();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmeasurable_photo_falls_back_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();

@@ -30,6 +30,11 @@
 //! divided by the factor instead of its own estimate: what is left of the
 //! disagreement then is the counter's, not the size measure's (the
 //! printed sizes and fall-backs are still each copy's own estimate).
+//! With `--counts --jitter`, the "copies" are the native photo itself
+//! analysed at its measured scale times each factor (`--factors
+//! 0.96,0.98,1,1.02,1.04`): how much the count moves with the scale alone.
+//! Each analysis takes the pipeline's scale samples (`cells.scale_samples`,
+//! median red-cell count); `--scale-samples 1` analyses once.
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
 use std::path::Path;
@@ -141,7 +146,7 @@ fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
 /// `exact` (the estimate is still made and returned, for the report), and a
 /// counter of them: counting is cheap, so each `--circle-supports` value
 /// recounts the same maps.
-struct Analysed {
+struct Run {
     maps: Vec<argus::backend::TileMaps>,
     cols: usize,
     sw: usize,
@@ -150,12 +155,22 @@ struct Analysed {
     dims: (u32, u32),
 }
 
+/// One photo's runs, one per scale sample (`cells::sample_scales`, taken
+/// when the pipeline would take them); its count is the run the pipeline
+/// keeps (`cells::median_index`).
+struct Analysed {
+    runs: Vec<Run>,
+}
+
 impl Analysed {
     fn count(&self, params: &CountParams) -> cells::Counts {
-        cells::count(
-            &self.maps, self.cols, self.sw, self.sh, self.f, self.dims, params,
-        )
-        .counts
+        let mut counts: Vec<cells::Counts> = self
+            .runs
+            .iter()
+            .map(|r| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params).counts)
+            .collect();
+        let rbc: Vec<usize> = counts.iter().map(|c| c.rbc).collect();
+        counts.swap_remove(cells::median_index(&rbc))
     }
 }
 
@@ -166,28 +181,39 @@ fn analyse(
     exact: Option<f32>,
 ) -> anyhow::Result<(Analysed, scale::RbcScale)> {
     let s = scale::estimate(img, &ScaleSettings::default(), params);
-    let f = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
-    let (tiles, sw, sh) = cells::prepare(img, f)?;
-    let mut maps = Vec::with_capacity(tiles.count);
-    for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
-        let count = chunk.len() / tiles.tile(0).len();
-        match unets.run(Batch::CellTiles {
-            data: chunk.to_vec(),
-            count,
-        })? {
-            BatchOutput::CellTiles(m) => maps.extend(m),
-            _ => anyhow::bail!("unexpected output"),
+    let f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
+    let mut runs: Vec<Run> = Vec::new();
+    for f in cells::sample_scales(f0, params) {
+        if let [r] = runs.as_slice() {
+            let first = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+            if first.counts.rbc >= params.scale_samples_below_rbc
+                || r.maps.len() > params.scale_samples_max_tiles
+            {
+                break;
+            }
         }
+        let (tiles, sw, sh) = cells::prepare(img, f)?;
+        let mut maps = Vec::with_capacity(tiles.count);
+        for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
+            let count = chunk.len() / tiles.tile(0).len();
+            match unets.run(Batch::CellTiles {
+                data: chunk.to_vec(),
+                count,
+            })? {
+                BatchOutput::CellTiles(m) => maps.extend(m),
+                _ => anyhow::bail!("unexpected output"),
+            }
+        }
+        runs.push(Run {
+            maps,
+            cols: tiles.cols,
+            sw,
+            sh,
+            f,
+            dims: img.dimensions(),
+        });
     }
-    let a = Analysed {
-        maps,
-        cols: tiles.cols,
-        sw,
-        sh,
-        f,
-        dims: img.dimensions(),
-    };
-    Ok((a, s))
+    Ok((Analysed { runs }, s))
 }
 
 /// Per factor, how far each rescaled copy's estimate strays from the
@@ -261,6 +287,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Result<_, _>>()?;
     let verbose = args.iter().any(|a| a == "--verbose");
     let exact_scale = args.iter().any(|a| a == "--exact-scale");
+    let jitter = args.iter().any(|a| a == "--jitter");
     let load = |id: &str| -> anyhow::Result<(image::RgbImage, Truth)> {
         let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
         let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
@@ -322,7 +349,10 @@ fn main() -> anyhow::Result<()> {
 
     let models = ModelPaths::in_dir(Path::new(&format!("{ROOT}/models")));
     let mut unets = CpuBackend::load(&models, ModelSet::CellTiles, 16)?;
-    let base = CountParams::default();
+    let mut base = CountParams::default();
+    if let Some(n) = bccd_common::arg(&args, "--scale-samples") {
+        base.scale_samples = n.parse()?;
+    }
     let supports: Vec<f32> = match bccd_common::arg(&args, "--circle-supports") {
         Some(v) => v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
         None => vec![base.rbc_circle_support],
@@ -350,6 +380,9 @@ fn main() -> anyhow::Result<()> {
                     return Ok(None);
                 }
                 let native_scale = cells::scale_for(Some(native_size.rbc_diameter_px), &base);
+                if jitter {
+                    return analyse(&mut unets, &img, &base, Some(native_scale * f)).map(Some);
+                }
                 let exact = exact_scale.then_some(native_scale / f);
                 analyse(&mut unets, &resample(&img, *f), &base, exact).map(Some)
             })

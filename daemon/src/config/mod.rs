@@ -288,6 +288,18 @@ impl Config {
                 c.rbc_min_separation
             ));
         }
+        if !(1..=9).contains(&c.scale_samples) || c.scale_samples.is_multiple_of(2) {
+            p.push(format!(
+                "cells.scale_samples must be odd, 1 to 9 (the median of them is kept), got {}",
+                c.scale_samples
+            ));
+        }
+        if !(0.0..=0.2).contains(&c.scale_spread) {
+            p.push(format!(
+                "cells.scale_spread must be 0 to 0.2 (a fraction of the scale), got {}",
+                c.scale_spread
+            ));
+        }
         let s = self.skin.detector_input;
         if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {
             p.push(format!(
@@ -525,5 +537,27 @@ mod tests {
             }
         }
         Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn scale_samples_are_an_odd_count_with_a_small_spread() {
+        for (samples, spread, field) in [
+            (2, 0.02, "cells.scale_samples"),
+            (0, 0.02, "cells.scale_samples"),
+            (11, 0.02, "cells.scale_samples"),
+            (3, 0.5, "cells.scale_spread"),
+            (3, f32::NAN, "cells.scale_spread"),
+        ] {
+            let mut c = Config::default();
+            c.cells.scale_samples = samples;
+            c.cells.scale_spread = spread;
+            match c.validate() {
+                Err(ConfigError::Invalid(v)) => assert!(v[0].contains(field), "{v:?}"),
+                other => panic!("{samples} {spread}: {other:?}"),
+            }
+        }
+        let mut c = Config::default();
+        c.cells.scale_samples = 1;
+        c.validate().unwrap();
     }
 }

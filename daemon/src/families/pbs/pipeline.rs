@@ -167,6 +167,7 @@ pub struct SmearAnalysis {
     pub scale: f32,
     pub counts: Counts,
     pub cells: Vec<CellBox>,
+    /// Tiles run through the UNets, over every scale sample.
     pub tiles: usize,
     /// The red-cell size the photo was analysed at and how it was found
     /// (`None` when counted from maps alone, as the evaluation tools do).
@@ -594,6 +595,102 @@ impl CellBatchers {
     }
 }
 
+/// The scales one photo is analysed at: `scale` (first) and, with
+/// `params.scale_samples` above 1, multipliers spread evenly over
+/// `1 +- params.scale_spread`, each within [`MIN_SCALE`, `MAX_SCALE`].
+pub fn sample_scales(scale: f32, params: &CountParams) -> Vec<f32> {
+    let n = params.scale_samples.max(1) as usize;
+    let mut out = vec![scale];
+    if n == 1 || params.scale_spread <= 0.0 {
+        return out;
+    }
+    let step = 2.0 * params.scale_spread / (n - 1) as f32;
+    for i in (0..n).filter(|&i| 2 * i + 1 != n) {
+        let m = 1.0 - params.scale_spread + step * i as f32;
+        out.push((scale * m).clamp(MIN_SCALE, MAX_SCALE));
+    }
+    out
+}
+
+/// Which of several scale samples' red-cell counts to keep: the first
+/// (in sample order) whose count is the median (the lower median of an
+/// even number). 0 for an empty slice.
+pub fn median_index(rbc_counts: &[usize]) -> usize {
+    let mut sorted = rbc_counts.to_vec();
+    sorted.sort_unstable();
+    let Some(&median) = sorted.get(sorted.len().saturating_sub(1) / 2) else {
+        return 0;
+    };
+    rbc_counts.iter().position(|&c| c == median).unwrap_or(0)
+}
+
+/// Resample, tile, run through the UNets and count one scale sample,
+/// adding to `timings`. `done` tiles of earlier samples are finished, of
+/// about `total` in all; `watch` sees `(done + this sample's, total)` (the
+/// total grows once the first sample decides that more are needed).
+#[allow(clippy::too_many_arguments)]
+async fn analyse_at(
+    b: &CellBatchers,
+    img: &std::sync::Arc<RgbImage>,
+    scale: f32,
+    params: &CountParams,
+    watch: &Watch<'_>,
+    done: usize,
+    total: usize,
+    timings: &mut CellTimings,
+) -> Result<SmearAnalysis, CellError> {
+    let t = Instant::now();
+    let prep_img = img.clone();
+    let (tiles, sw, sh) = tokio::task::spawn_blocking(move || prepare(&prep_img, scale))
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))??;
+    timings.preprocess_ms += ms(t);
+    let t = Instant::now();
+    let total = total.max(done + tiles.count);
+    let progress = |d: usize, _: usize| {
+        if let Some(f) = watch.on_tile {
+            f(done + d, total);
+        }
+    };
+    let sample_watch = Watch {
+        on_tile: Some(&progress),
+        stop: watch.stop.clone(),
+    };
+    let maps = run_tiles(&b.tiles, &tiles, &sample_watch)
+        .await
+        .map_err(|e| match e {
+            CellError::Stopped { done: d, .. } => CellError::Stopped {
+                done: done + d,
+                total,
+            },
+            e => e,
+        })?;
+    timings.inference_ms += ms(t);
+    let t = Instant::now();
+    let (orig, cols, params) = (img.dimensions(), tiles.cols, *params);
+    let a = tokio::task::spawn_blocking(move || count(&maps, cols, sw, sh, scale, orig, &params))
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))?;
+    timings.count_ms += ms(t);
+    Ok(a)
+}
+
+/// The analysis, of one per scale sample, whose red-cell count is the
+/// median ([`median_index`]); its `tiles` become the tiles run over all.
+fn keep_median(mut samples: Vec<SmearAnalysis>) -> SmearAnalysis {
+    if samples.len() > 1 {
+        tracing::debug!(
+            samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
+            "red cells per scale sample"
+        );
+    }
+    let tiles = samples.iter().map(|a| a.tiles).sum();
+    let rbc: Vec<usize> = samples.iter().map(|a| a.counts.rbc).collect();
+    let mut kept = samples.swap_remove(median_index(&rbc));
+    kept.tiles = tiles;
+    kept
+}
+
 /// Analyse one decoded smear photo end to end: its red-cell size (measured
 /// or as `sizes` says), counts, boxes, the differential classifier's
 /// probabilities for every white cell and, when `malaria` is set,
@@ -609,27 +706,39 @@ pub async fn analyse(
 ) -> Result<(SmearAnalysis, CellTimings), CellError> {
     let mut timings = CellTimings::default();
     let t = Instant::now();
-    let prep_img = img.clone();
-    let sizes = *sizes;
-    let (rbc_size, (tiles, sw, sh), scale) = tokio::task::spawn_blocking(move || {
-        let rbc_size = super::scale::estimate(&prep_img, &sizes, &params);
-        let scale = scale_for(Some(rbc_size.rbc_diameter_px), &params);
-        prepare(&prep_img, scale).map(|p| (rbc_size, p, scale))
-    })
-    .await
-    .map_err(|e| CellError::Inference(e.to_string()))??;
+    let (rbc_size, scale) = {
+        let img = img.clone();
+        let sizes = *sizes;
+        tokio::task::spawn_blocking(move || {
+            let rbc_size = super::scale::estimate(&img, &sizes, &params);
+            let scale = scale_for(Some(rbc_size.rbc_diameter_px), &params);
+            (rbc_size, scale)
+        })
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))?
+    };
     timings.preprocess_ms = ms(t);
+    let first = analyse_at(b, &img, scale, &params, watch, 0, 1, &mut timings).await?;
+    let mut samples = vec![first];
+    let scales = sample_scales(scale, &params);
+    if scales.len() > 1
+        && samples[0].counts.rbc < params.scale_samples_below_rbc
+        && samples[0].tiles <= params.scale_samples_max_tiles
+    {
+        // Each sample needs about as many tiles as the first.
+        let total = samples[0].tiles * scales.len();
+        for &s in &scales[1..] {
+            let done = samples.iter().map(|a| a.tiles).sum();
+            let a = analyse_at(b, &img, s, &params, watch, done, total, &mut timings).await?;
+            samples.push(a);
+        }
+    }
     let t = Instant::now();
-    let maps = run_tiles(&b.tiles, &tiles, watch).await?;
-    timings.inference_ms = ms(t);
-    let t = Instant::now();
-    let orig = img.dimensions();
-    let cols = tiles.cols;
     let native_d = rbc_size.rbc_diameter_px;
     let (mut analysis, crops, windows) = {
         let img = img.clone();
         tokio::task::spawn_blocking(move || {
-            let a = count(&maps, cols, sw, sh, scale, orig, &params);
+            let a = keep_median(samples);
             let crops = if malaria {
                 rbc_crops(&img, &a)
             } else {
@@ -641,7 +750,7 @@ pub async fn analyse(
         .await
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
-    timings.count_ms = ms(t);
+    timings.count_ms += ms(t);
     analysis.rbc_size = Some(rbc_size);
     if !windows.is_empty() {
         let t = Instant::now();
@@ -783,5 +892,39 @@ mod tests {
         assert!((scale_for(None, &p) - 0.4).abs() < 1e-6);
         assert!((scale_for(Some(20.0), &p) - 2.0).abs() < 1e-6);
         assert!((scale_for(Some(f32::NAN), &p) - 0.4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn scale_samples_straddle_the_measured_scale_and_start_with_it() {
+        let mut p = CountParams::default();
+        let s = sample_scales(0.5, &p);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], 0.5);
+        assert!((s[1] - 0.49).abs() < 1e-6 && (s[2] - 0.51).abs() < 1e-6);
+        p.scale_samples = 5;
+        let s = sample_scales(0.5, &p);
+        let want = [0.5, 0.49, 0.495, 0.505, 0.51];
+        assert!(
+            s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{s:?}"
+        );
+        p.scale_samples = 1;
+        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
+        p.scale_samples = 3;
+        p.scale_spread = 0.0;
+        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
+        p.scale_spread = 0.02;
+        assert!(sample_scales(MAX_SCALE, &p).iter().all(|&f| f <= MAX_SCALE));
+    }
+
+    #[test]
+    fn the_kept_sample_has_the_median_count_and_ties_keep_the_earlier() {
+        assert_eq!(median_index(&[14, 12, 14]), 0);
+        assert_eq!(median_index(&[12, 15, 14]), 2);
+        assert_eq!(median_index(&[15, 12, 13]), 2);
+        assert_eq!(median_index(&[13, 13, 13]), 0);
+        assert_eq!(median_index(&[9, 13, 13]), 1);
+        assert_eq!(median_index(&[7]), 0);
+        assert_eq!(median_index(&[]), 0);
     }
 }
