@@ -14,6 +14,13 @@
 //! no usable measure, the operator's size is used instead, with a warning
 //! ([`super::scale`]).
 //!
+//! Scale samples: a field's red-cell count moves by a cell or two when its
+//! scale moves by 2%, which is over 10% of a small field. A photo whose
+//! first analysis counts fewer than `scale_samples_below_rbc` red cells is
+//! analysed again at its scale x0.98 and x1.02 (`scale_samples`,
+//! `scale_spread`), and the analysis with the median red-cell count is
+//! kept, boxes and all ([`sample_scales`], [`median_index`]).
+//!
 //! Counting (all sizes relative to the expected red-cell diameter `d` the
 //! image is resampled to):
 //! - red cells: markers are the connected parts of `mask - edge > t` at
