@@ -121,7 +121,31 @@ async fn a_small_field_is_counted_at_three_scales_and_its_copies_agree() {
     // The left 40% of the field: about 25 red cells.
     let crop = image::imageops::crop_imm(&img, 0, 0, 490, 652).to_image();
     let single = analyse(&b, &once, crop.clone()).await;
-    let native = analyse(&b, &config, crop.clone()).await;
+    // Progress over the three samples only moves forward and ends complete.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_tile = |t: usize, n: usize| seen.lock().unwrap().push((t, n));
+    let watch = pipeline::Watch {
+        on_tile: Some(&on_tile),
+        stop: None,
+    };
+    let sizes = ScaleSettings::from_config(&config.pbs);
+    let (native, _) = pipeline::analyse(
+        &b,
+        Arc::new(crop.clone()),
+        &sizes,
+        config.cells,
+        false,
+        &watch,
+    )
+    .await
+    .unwrap();
+    let seen = seen.into_inner().unwrap();
+    assert!(
+        seen.iter().all(|&(t, n)| n == native.tiles && t <= n)
+            && seen.windows(2).all(|w| w[0].0 < w[1].0)
+            && seen.last() == Some(&(native.tiles, native.tiles)),
+        "{seen:?}"
+    );
     let c0 = native.counts.clone();
     println!(
         "crop: once rbc {} ({} tiles, scale {:.4}); three scales rbc {} wbc {} platelets {} ({} tiles, kept scale {:.4})",

@@ -25,7 +25,7 @@
 //! and the red-cell MAE and bias against the boxes (which BCCD leaves
 //! incomplete in crowded fields). `--circle-supports 0,0.25` recounts the
 //! same maps with each `cells.rbc_circle_support` (0: threshold markers
-//! only), one table each.
+//! only), one table each; `--min-separations 0.5,0.7` likewise.
 //! With `--counts --exact-scale`, each copy is analysed at the native photo's scale
 //! divided by the factor instead of its own estimate: what is left of the
 //! disagreement then is the counter's, not the size measure's (the
@@ -156,8 +156,8 @@ struct Run {
 }
 
 /// One photo's runs, one per scale sample (`cells::sample_scales`, taken
-/// when the pipeline would take them); its count is the run the pipeline
-/// keeps (`cells::median_index`).
+/// when the pipeline would take them at the base parameters); its count is
+/// the run the pipeline keeps (`cells::median_index`).
 struct Analysed {
     runs: Vec<Run>,
 }
@@ -169,6 +169,12 @@ impl Analysed {
             .iter()
             .map(|r| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params).counts)
             .collect();
+        // The runs were taken at the base parameters; a swept value whose
+        // first count is not a small field's keeps that first count, as the
+        // pipeline would.
+        if counts[0].rbc >= params.scale_samples_below_rbc {
+            return counts.swap_remove(0);
+        }
         let rbc: Vec<usize> = counts.iter().map(|c| c.rbc).collect();
         counts.swap_remove(cells::median_index(&rbc))
     }
@@ -183,7 +189,14 @@ fn analyse(
     let s = scale::estimate(img, &ScaleSettings::default(), params);
     let f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
     let mut runs: Vec<Run> = Vec::new();
-    for f in cells::sample_scales(f0, params) {
+    let mut scales = cells::sample_scales(f0, params);
+    if scales
+        .iter()
+        .any(|&f| cells::tiles_at(img.dimensions(), f).is_err())
+    {
+        scales.truncate(1);
+    }
+    for f in scales {
         if let [r] = runs.as_slice() {
             let first = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
             if first.counts.rbc >= params.scale_samples_below_rbc
@@ -352,11 +365,23 @@ fn main() -> anyhow::Result<()> {
     let mut base = CountParams::default();
     if let Some(n) = bccd_common::arg(&args, "--scale-samples") {
         base.scale_samples = n.parse()?;
+        anyhow::ensure!(
+            base.scale_samples % 2 == 1 && base.scale_samples <= 9,
+            "--scale-samples must be odd, 1 to 9"
+        );
     }
-    let supports: Vec<f32> = match bccd_common::arg(&args, "--circle-supports") {
-        Some(v) => v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?,
-        None => vec![base.rbc_circle_support],
+    let list = |name: &str, default: f32| -> anyhow::Result<Vec<f32>> {
+        match bccd_common::arg(&args, name) {
+            Some(v) => Ok(v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?),
+            None => Ok(vec![default]),
+        }
     };
+    let mut supports = Vec::new();
+    for cs in list("--circle-supports", base.rbc_circle_support)? {
+        for sep in list("--min-separations", base.rbc_min_separation)? {
+            supports.push((cs, sep));
+        }
+    }
     #[derive(Default, Clone, Copy)]
     struct Tally {
         n: usize,
@@ -387,9 +412,10 @@ fn main() -> anyhow::Result<()> {
                 analyse(&mut unets, &resample(&img, *f), &base, exact).map(Some)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (cs, row) in supports.iter().zip(tallies.iter_mut()) {
+        for (&(cs, sep), row) in supports.iter().zip(tallies.iter_mut()) {
             let params = CountParams {
-                rbc_circle_support: *cs,
+                rbc_circle_support: cs,
+                rbc_min_separation: sep,
                 ..base
             };
             let native = native_maps.count(&params);
@@ -410,7 +436,7 @@ fn main() -> anyhow::Result<()> {
                 tally.fallback += (s.source != scale::ScaleSource::Photo) as usize;
                 if verbose {
                     println!(
-                        "{id} x{f} c{cs}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
+                        "{id} x{f} c{cs} s{sep}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
                         s.rbc_diameter_px,
                         s.source,
                         c.rbc,
@@ -427,8 +453,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    for (cs, row) in supports.iter().zip(&tallies) {
-        println!("rbc_circle_support {cs}:");
+    for ((cs, sep), row) in supports.iter().zip(&tallies) {
+        println!("rbc_circle_support {cs}, rbc_min_separation {sep}:");
         println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | RBC MAE (bias) vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
         println!("|---|---|---|---|---|---|---|---|");
         for (f, t) in factors.iter().zip(row) {

@@ -105,12 +105,12 @@ pub struct CountParams {
     pub scale_spread: f32,
     /// The other samples are analysed only when the first (at the measured
     /// scale) counts fewer red cells than this: a cell or two is 5-15% of a
-    /// field of 15-40, and under 5% of a larger one.
+    /// field of 15-40, and under 5% of a larger one. 0 turns sampling off.
     pub scale_samples_below_rbc: usize,
     /// Photos that need more tiles than this at their measured scale are
     /// analysed once whatever `scale_samples` says: each extra sample costs
     /// as much as the first, and this bounds what a sparse but large photo
-    /// costs.
+    /// costs. 0 turns sampling off.
     pub scale_samples_max_tiles: usize,
 }
 

@@ -283,11 +283,18 @@ impl Tiles {
     }
 }
 
+/// Columns and rows of the tiles [`tile`] cuts from a width x height image.
+pub fn tile_grid(width: usize, height: usize) -> (usize, usize) {
+    (
+        width.div_ceil(TILE_OUT).max(1),
+        height.div_ceil(TILE_OUT).max(1),
+    )
+}
+
 /// Cut 188-px tiles every 100 px so that their 100-px centres cover the
 /// image exactly (zero padding around it, as the nets were trained).
 pub fn tile(rgb: &[u8], width: usize, height: usize) -> Tiles {
-    let cols = width.div_ceil(TILE_OUT).max(1);
-    let rows = height.div_ceil(TILE_OUT).max(1);
+    let (cols, rows) = tile_grid(width, height);
     let plane = TILE_IN * TILE_IN;
     let mut data = vec![0f32; cols * rows * 3 * plane];
     // Zero pixels map to -1 after scaling.

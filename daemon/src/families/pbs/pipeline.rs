@@ -170,7 +170,8 @@ pub struct Counts {
 pub struct SmearAnalysis {
     pub width: u32,
     pub height: u32,
-    /// Factor the image was resampled by before the nets.
+    /// Factor the image was resampled by before the nets: that of the kept
+    /// scale sample, within `cells.scale_spread` of the measured size's.
     pub scale: f32,
     pub counts: Counts,
     pub cells: Vec<CellBox>,
@@ -265,14 +266,28 @@ pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
     (params.rbc_diameter_px / native).clamp(MIN_SCALE, MAX_SCALE)
 }
 
-/// Resample, equalise and tile. Blocking.
-pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize), CellError> {
-    let (w0, h0) = img.dimensions();
+/// Width and height of a `w0 x h0` image resampled by `scale`;
+/// [`CellError::TooSmall`] when a side would be under 8 px.
+pub fn scaled_size((w0, h0): (u32, u32), scale: f32) -> Result<(usize, usize), CellError> {
     let sw = ((w0 as f32 * scale).round() as usize).max(1);
     let sh = ((h0 as f32 * scale).round() as usize).max(1);
     if sw < 8 || sh < 8 {
         return Err(CellError::TooSmall(w0, h0));
     }
+    Ok((sw, sh))
+}
+
+/// Tiles [`prepare`] cuts from a `w0 x h0` image at `scale`.
+pub fn tiles_at(dims: (u32, u32), scale: f32) -> Result<usize, CellError> {
+    let (sw, sh) = scaled_size(dims, scale)?;
+    let (cols, rows) = smear::tile_grid(sw, sh);
+    Ok(cols * rows)
+}
+
+/// Resample, equalise and tile. Blocking.
+pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize), CellError> {
+    let (w0, h0) = img.dimensions();
+    let (sw, sh) = scaled_size((w0, h0), scale)?;
     let scaled = if (sw, sh) == (w0 as usize, h0 as usize) {
         img.clone()
     } else {
@@ -603,18 +618,23 @@ impl CellBatchers {
 }
 
 /// The scales one photo is analysed at: `scale` (first) and, with
-/// `params.scale_samples` above 1, multipliers spread evenly over
-/// `1 +- params.scale_spread`, each within [`MIN_SCALE`, `MAX_SCALE`].
+/// `params.scale_samples` (odd) above 1, multipliers spread evenly over
+/// `1 +- params.scale_spread`. Only `scale` when a multiplied one would
+/// fall outside [`MIN_SCALE`], [`MAX_SCALE`]: a clamped sample would repeat
+/// another and fix the median in advance.
 pub fn sample_scales(scale: f32, params: &CountParams) -> Vec<f32> {
     let n = params.scale_samples.max(1) as usize;
+    debug_assert!(n % 2 == 1, "scale_samples must be odd, got {n}");
     let mut out = vec![scale];
     if n == 1 || params.scale_spread <= 0.0 {
         return out;
     }
     let step = 2.0 * params.scale_spread / (n - 1) as f32;
     for i in (0..n).filter(|&i| 2 * i + 1 != n) {
-        let m = 1.0 - params.scale_spread + step * i as f32;
-        out.push((scale * m).clamp(MIN_SCALE, MAX_SCALE));
+        out.push(scale * (1.0 - params.scale_spread + step * i as f32));
+    }
+    if out.iter().any(|s| !(MIN_SCALE..=MAX_SCALE).contains(s)) {
+        out.truncate(1);
     }
     out
 }
@@ -631,19 +651,25 @@ pub fn median_index(rbc_counts: &[usize]) -> usize {
     rbc_counts.iter().position(|&c| c == median).unwrap_or(0)
 }
 
+/// Where one photo's tiles stand, for [`Watch::on_tile`]: `done` tiles of
+/// earlier scale samples are finished, of `total` over all samples.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
 /// Resample, tile, run through the UNets and count one scale sample,
-/// adding to `timings`. `done` tiles of earlier samples are finished, of
-/// about `total` in all; `watch` sees `(done + this sample's, total)` (the
-/// total grows once the first sample decides that more are needed).
-#[allow(clippy::too_many_arguments)]
+/// adding to `timings`; `watch` sees `(progress.done + this sample's tiles
+/// done, progress.total)`. Errors: [`CellError::TooSmall`],
+/// [`CellError::Stopped`] (counted over all samples), the batcher's.
 async fn analyse_at(
     b: &CellBatchers,
     img: &std::sync::Arc<RgbImage>,
     scale: f32,
     params: &CountParams,
     watch: &Watch<'_>,
-    done: usize,
-    total: usize,
+    progress: Progress,
     timings: &mut CellTimings,
 ) -> Result<SmearAnalysis, CellError> {
     let t = Instant::now();
@@ -653,14 +679,15 @@ async fn analyse_at(
         .map_err(|e| CellError::Inference(e.to_string()))??;
     timings.preprocess_ms += ms(t);
     let t = Instant::now();
+    let Progress { done, total } = progress;
     let total = total.max(done + tiles.count);
-    let progress = |d: usize, _: usize| {
+    let on_tile = |d: usize, _: usize| {
         if let Some(f) = watch.on_tile {
             f(done + d, total);
         }
     };
     let sample_watch = Watch {
-        on_tile: Some(&progress),
+        on_tile: Some(&on_tile),
         stop: watch.stop.clone(),
     };
     let maps = run_tiles(&b.tiles, &tiles, &sample_watch)
@@ -685,12 +712,6 @@ async fn analyse_at(
 /// The analysis, of one per scale sample, whose red-cell count is the
 /// median ([`median_index`]); its `tiles` become the tiles run over all.
 fn keep_median(mut samples: Vec<SmearAnalysis>) -> SmearAnalysis {
-    if samples.len() > 1 {
-        tracing::debug!(
-            samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
-            "red cells per scale sample"
-        );
-    }
     let tiles = samples.iter().map(|a| a.tiles).sum();
     let rbc: Vec<usize> = samples.iter().map(|a| a.counts.rbc).collect();
     let mut kept = samples.swap_remove(median_index(&rbc));
@@ -725,20 +746,46 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.preprocess_ms = ms(t);
-    let first = analyse_at(b, &img, scale, &params, watch, 0, 1, &mut timings).await?;
-    let mut samples = vec![first];
+    let orig = img.dimensions();
+    let first_tiles = tiles_at(orig, scale)?;
+    // Sampling is decided by the first count, but the progress total must
+    // be known before it: the tiles of every sample that would be taken.
     let scales = sample_scales(scale, &params);
-    if scales.len() > 1
-        && samples[0].counts.rbc < params.scale_samples_below_rbc
-        && samples[0].tiles <= params.scale_samples_max_tiles
-    {
-        // Each sample needs about as many tiles as the first.
-        let total = samples[0].tiles * scales.len();
-        for &s in &scales[1..] {
-            let done = samples.iter().map(|a| a.tiles).sum();
-            let a = analyse_at(b, &img, s, &params, watch, done, total, &mut timings).await?;
+    let sample_tiles: Vec<usize> = scales
+        .iter()
+        .filter_map(|&s| tiles_at(orig, s).ok())
+        .collect();
+    let may_sample = scales.len() > 1
+        && sample_tiles.len() == scales.len()
+        && first_tiles <= params.scale_samples_max_tiles;
+    let total = if may_sample {
+        sample_tiles.iter().sum()
+    } else {
+        first_tiles
+    };
+    let mut progress = Progress { done: 0, total };
+    let first = analyse_at(b, &img, scale, &params, watch, progress, &mut timings).await?;
+    let mut samples = vec![first];
+    if may_sample && samples[0].counts.rbc < params.scale_samples_below_rbc {
+        for (&s, &n) in scales.iter().zip(&sample_tiles).skip(1) {
+            progress.done += samples.last().map_or(0, |a| a.tiles);
+            if watch.stopped() {
+                return Err(CellError::Stopped {
+                    done: progress.done,
+                    total,
+                });
+            }
+            let a = analyse_at(b, &img, s, &params, watch, progress, &mut timings).await?;
+            debug_assert_eq!(a.tiles, n);
             samples.push(a);
         }
+        tracing::debug!(
+            samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
+            "red cells per scale sample"
+        );
+    } else if let (true, Some(f)) = (may_sample, watch.on_tile) {
+        // The total counted samples not taken: this photo is done.
+        f(first_tiles, first_tiles);
     }
     let t = Instant::now();
     let native_d = rbc_size.rbc_diameter_px;
@@ -921,7 +968,9 @@ mod tests {
         p.scale_spread = 0.0;
         assert_eq!(sample_scales(0.5, &p), vec![0.5]);
         p.scale_spread = 0.02;
-        assert!(sample_scales(MAX_SCALE, &p).iter().all(|&f| f <= MAX_SCALE));
+        // A sample past the limits would repeat another: none is taken.
+        assert_eq!(sample_scales(MAX_SCALE, &p), vec![MAX_SCALE]);
+        assert_eq!(sample_scales(MIN_SCALE * 1.01, &p), vec![MIN_SCALE * 1.01]);
     }
 
     #[test]

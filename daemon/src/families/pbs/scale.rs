@@ -78,7 +78,9 @@ pub enum ScaleSource {
 #[schema(as = pbs::RbcSize)]
 pub struct RbcScale {
     /// Red-cell diameter in the photo, pixels: the one the photo was
-    /// resampled from (to `cells.rbc_diameter_px`).
+    /// resampled from (to `cells.rbc_diameter_px`), or within
+    /// `cells.scale_spread` of it when another scale sample's counts were
+    /// kept (the result's `scale` says which).
     pub rbc_diameter_px: f32,
     /// The same in microns, when `pbs.microns_per_px` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

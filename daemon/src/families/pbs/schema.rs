@@ -443,7 +443,7 @@ pub enum TaskReport {
 pub struct FileResult {
     pub width: u32,
     pub height: u32,
-    /// The factor the photo was resampled by.
+    /// The factor the photo was resampled by (the kept scale sample's).
     pub scale: f32,
     pub rbc: u64,
     pub wbc: u64,
