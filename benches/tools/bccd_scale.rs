@@ -34,7 +34,8 @@
 //! analysed at its measured scale times each factor (`--factors
 //! 0.96,0.98,1,1.02,1.04`): how much the count moves with the scale alone.
 //! Each analysis takes the pipeline's scale samples (`cells.scale_samples`,
-//! median red-cell count); `--scale-samples 1` analyses once.
+//! median red-cell count); `--scale-samples 1` analyses once, and
+//! `--scale-samples 5 --scale-spread 0.03` tries other samples.
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
 use std::path::Path;
@@ -369,6 +370,9 @@ fn main() -> anyhow::Result<()> {
             base.scale_samples % 2 == 1 && base.scale_samples <= 9,
             "--scale-samples must be odd, 1 to 9"
         );
+    }
+    if let Some(v) = bccd_common::arg(&args, "--scale-spread") {
+        base.scale_spread = v.parse()?;
     }
     let list = |name: &str, default: f32| -> anyhow::Result<Vec<f32>> {
         match bccd_common::arg(&args, name) {
