@@ -4,6 +4,25 @@
 
 use std::path::PathBuf;
 
+use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, TileMaps};
+use argus::imaging::smear::Tiles;
+
+/// Every tile of `tiles` through the three cell UNets, 8 at a time, in order.
+pub fn run_unets(unets: &mut CpuBackend, tiles: &Tiles) -> anyhow::Result<Vec<TileMaps>> {
+    let mut maps = Vec::with_capacity(tiles.count);
+    for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
+        let count = chunk.len() / tiles.tile(0).len();
+        match unets.run(Batch::CellTiles {
+            data: chunk.to_vec(),
+            count,
+        })? {
+            BatchOutput::CellTiles(m) => maps.extend(m),
+            _ => anyhow::bail!("unexpected output"),
+        }
+    }
+    Ok(maps)
+}
+
 /// The value after `name` on the command line.
 pub fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()

@@ -109,17 +109,7 @@ fn main() -> anyhow::Result<()> {
             let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
             let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
             let (tiles, sw, sh) = cells::prepare(&img, scale)?;
-            let mut maps = Vec::with_capacity(tiles.count);
-            for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
-                let count = chunk.len() / tiles.tile(0).len();
-                match unets.run(Batch::CellTiles {
-                    data: chunk.to_vec(),
-                    count,
-                })? {
-                    BatchOutput::CellTiles(m) => maps.extend(m),
-                    _ => anyhow::bail!("unexpected output"),
-                }
-            }
+            let maps = bccd_common::run_unets(&mut unets, &tiles)?;
             cache.push(Cached {
                 maps,
                 cols: tiles.cols,

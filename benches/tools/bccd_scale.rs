@@ -40,7 +40,7 @@
 
 use std::path::Path;
 
-use argus::backend::{cpu::CpuBackend, Backend, Batch, BatchOutput, ModelPaths, ModelSet};
+use argus::backend::{cpu::CpuBackend, ModelPaths, ModelSet};
 use argus::families::pbs::pipeline::{self as cells, CountParams};
 use argus::families::pbs::scale::{self, ScaleSettings};
 use argus::imaging::rbc_size;
@@ -207,17 +207,7 @@ fn analyse(
             }
         }
         let (tiles, sw, sh) = cells::prepare(img, f)?;
-        let mut maps = Vec::with_capacity(tiles.count);
-        for chunk in tiles.data.chunks(8 * tiles.tile(0).len()) {
-            let count = chunk.len() / tiles.tile(0).len();
-            match unets.run(Batch::CellTiles {
-                data: chunk.to_vec(),
-                count,
-            })? {
-                BatchOutput::CellTiles(m) => maps.extend(m),
-                _ => anyhow::bail!("unexpected output"),
-            }
-        }
+        let maps = bccd_common::run_unets(unets, &tiles)?;
         runs.push(Run {
             maps,
             cols: tiles.cols,
