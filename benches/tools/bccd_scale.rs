@@ -173,7 +173,7 @@ impl Analysed {
         // The runs were taken at the base parameters; a swept value whose
         // first count is not a small field's keeps that first count, as the
         // pipeline would.
-        if counts[0].rbc >= params.scale_samples_below_rbc {
+        if !cells::wants_more_samples(counts[0].rbc, params) {
             return counts.swap_remove(0);
         }
         let rbc: Vec<usize> = counts.iter().map(|c| c.rbc).collect();
@@ -190,19 +190,10 @@ fn analyse(
     let s = scale::estimate(img, &ScaleSettings::default(), params);
     let f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
     let mut runs: Vec<Run> = Vec::new();
-    let mut scales = cells::sample_scales(f0, params);
-    if scales
-        .iter()
-        .any(|&f| cells::tiles_at(img.dimensions(), f).is_err())
-    {
-        scales.truncate(1);
-    }
-    for f in scales {
+    for (f, _) in cells::sample_plan(img.dimensions(), f0, params)? {
         if let [r] = runs.as_slice() {
             let first = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
-            if first.counts.rbc >= params.scale_samples_below_rbc
-                || r.maps.len() > params.scale_samples_max_tiles
-            {
+            if !cells::wants_more_samples(first.counts.rbc, params) {
                 break;
             }
         }

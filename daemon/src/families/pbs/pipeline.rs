@@ -639,6 +639,34 @@ pub fn sample_scales(scale: f32, params: &CountParams) -> Vec<f32> {
     out
 }
 
+/// The scales a photo at `scale` is analysed at, each with the tiles it
+/// needs, the measured one first ([`sample_scales`]). More than one only
+/// when none of them is too small and the first needs at most
+/// `scale_samples_max_tiles` tiles; whether the others are taken then
+/// depends on the first count ([`wants_more_samples`]).
+/// Errors: [`CellError::TooSmall`] for `scale` itself.
+pub fn sample_plan(
+    dims: (u32, u32),
+    scale: f32,
+    params: &CountParams,
+) -> Result<Vec<(f32, usize)>, CellError> {
+    let first = (scale, tiles_at(dims, scale)?);
+    let plan: Option<Vec<(f32, usize)>> = sample_scales(scale, params)
+        .into_iter()
+        .map(|s| tiles_at(dims, s).ok().map(|n| (s, n)))
+        .collect();
+    match plan {
+        Some(plan) if plan.len() > 1 && first.1 <= params.scale_samples_max_tiles => Ok(plan),
+        _ => Ok(vec![first]),
+    }
+}
+
+/// Whether a first analysis of `first_rbc` red cells is a small field,
+/// whose count the other scale samples steady.
+pub fn wants_more_samples(first_rbc: usize, params: &CountParams) -> bool {
+    first_rbc < params.scale_samples_below_rbc
+}
+
 /// Which of several scale samples' red-cell counts to keep: the first
 /// (in sample order) whose count is the median (the lower median of an
 /// even number). 0 for an empty slice.
@@ -746,28 +774,16 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.preprocess_ms = ms(t);
-    let orig = img.dimensions();
-    let first_tiles = tiles_at(orig, scale)?;
     // Sampling is decided by the first count, but the progress total must
     // be known before it: the tiles of every sample that would be taken.
-    let scales = sample_scales(scale, &params);
-    let sample_tiles: Vec<usize> = scales
-        .iter()
-        .filter_map(|&s| tiles_at(orig, s).ok())
-        .collect();
-    let may_sample = scales.len() > 1
-        && sample_tiles.len() == scales.len()
-        && first_tiles <= params.scale_samples_max_tiles;
-    let total = if may_sample {
-        sample_tiles.iter().sum()
-    } else {
-        first_tiles
-    };
+    let plan = sample_plan(img.dimensions(), scale, &params)?;
+    let total = plan.iter().map(|&(_, n)| n).sum();
     let mut progress = Progress { done: 0, total };
     let first = analyse_at(b, &img, scale, &params, watch, progress, &mut timings).await?;
+    let sampling = plan.len() > 1;
     let mut samples = vec![first];
-    if may_sample && samples[0].counts.rbc < params.scale_samples_below_rbc {
-        for (&s, &n) in scales.iter().zip(&sample_tiles).skip(1) {
+    if sampling && wants_more_samples(samples[0].counts.rbc, &params) {
+        for &(s, n) in &plan[1..] {
             progress.done += samples.last().map_or(0, |a| a.tiles);
             if watch.stopped() {
                 return Err(CellError::Stopped {
@@ -783,9 +799,9 @@ pub async fn analyse(
             samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
             "red cells per scale sample"
         );
-    } else if let (true, Some(f)) = (may_sample, watch.on_tile) {
+    } else if let (true, Some(f)) = (sampling, watch.on_tile) {
         // The total counted samples not taken: this photo is done.
-        f(first_tiles, first_tiles);
+        f(plan[0].1, plan[0].1);
     }
     let t = Instant::now();
     let native_d = rbc_size.rbc_diameter_px;
@@ -982,5 +998,26 @@ mod tests {
         assert_eq!(median_index(&[9, 13, 13]), 1);
         assert_eq!(median_index(&[7]), 0);
         assert_eq!(median_index(&[]), 0);
+    }
+
+    #[test]
+    fn the_sample_plan_gives_each_scale_its_tiles_or_only_the_first() {
+        let mut p = CountParams::default();
+        let plan = sample_plan((640, 480), 0.5, &p).unwrap();
+        let scales: Vec<f32> = plan.iter().map(|&(s, _)| s).collect();
+        assert_eq!(scales, sample_scales(0.5, &p));
+        // 320x240 -> 4x3 tiles; 314x235 -> 4x3; 326x245 -> 4x3.
+        assert!(plan.iter().all(|&(_, n)| n == 12), "{plan:?}");
+        p.scale_samples_max_tiles = 11;
+        assert_eq!(sample_plan((640, 480), 0.5, &p).unwrap(), vec![(0.5, 12)]);
+        // 7.6 -> 8 px at the scale, 7.45 -> 7 at x0.98: no samples, the
+        // first still runs.
+        p = CountParams::default();
+        assert_eq!(sample_plan((38, 38), 0.2, &p).unwrap(), vec![(0.2, 1)]);
+        assert!(matches!(
+            sample_plan((8, 8), 0.5, &p),
+            Err(CellError::TooSmall(8, 8))
+        ));
+        assert!(wants_more_samples(39, &p) && !wants_more_samples(40, &p));
     }
 }
