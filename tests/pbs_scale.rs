@@ -140,11 +140,16 @@ async fn a_small_field_is_counted_at_three_scales_and_its_copies_agree() {
     .await
     .unwrap();
     let seen = seen.into_inner().unwrap();
+    // The total is known before the first analysis decides the rest, so
+    // it bounds the tiles run (a refined scale, the samples).
+    let total = seen.first().map_or(0, |s| s.1);
     assert!(
-        seen.iter().all(|&(t, n)| n == native.tiles && t <= n)
+        total >= native.tiles
+            && seen.iter().all(|&(t, n)| n == total && t <= n)
             && seen.windows(2).all(|w| w[0].0 < w[1].0)
-            && seen.last() == Some(&(native.tiles, native.tiles)),
-        "{seen:?}"
+            && seen.last() == Some(&(total, total)),
+        "{} tiles run: {seen:?}",
+        native.tiles
     );
     let c0 = native.counts.clone();
     println!(
@@ -163,10 +168,19 @@ async fn a_small_field_is_counted_at_three_scales_and_its_copies_agree() {
         "{} of {scales:?}",
         native.scale
     );
-    let tiles: usize = scales
-        .iter()
-        .map(|&s| pipeline::prepare(&crop, s).unwrap().0.count)
-        .sum();
+    let tiles_at = |s: f32| pipeline::prepare(&crop, s).unwrap().0.count;
+    let mut tiles: usize = scales.iter().map(|&s| tiles_at(s)).sum();
+    // When the red cells' outline refined the colour measure's scale, the
+    // first analysis at that scale was run too.
+    let size = native.rbc_size.as_ref().unwrap();
+    let measured = pipeline::scale_for(size.measured_px, &config.cells);
+    if (measured - single.scale).abs() > 1e-6 {
+        tiles += tiles_at(measured);
+    }
+    println!(
+        "crop: colour measure {:?} px (scale {measured:.4}), analysed at {:.1} px",
+        size.measured_px, size.rbc_diameter_px
+    );
     assert_eq!(native.tiles, tiles);
     let mut problems = Vec::new();
     for f in FACTORS {
@@ -211,4 +225,81 @@ async fn an_unmeasurable_photo_falls_back_and_says_so() {
     assert!((a.scale - 50.0 / 80.0).abs() < 1e-6, "{}", a.scale);
     let w = s.warning.expect("a warning");
     assert!(w.contains("too few clean single red cells"), "{w}");
+}
+
+/// The colour measure's scale is refined by the red cells' outline in a
+/// first analysis: with the outline's target set 10% above what the
+/// fixture shows, the photo is analysed again at a 10% larger scale, and
+/// the size reported follows, the colour measure kept beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_red_cells_outline_refines_the_measured_scale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = common::base_config(tmp.path());
+    config.cells.rbc_outline_radius = 0.0;
+    config.cells.scale_samples = 1;
+    let b = batchers(&config);
+    let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
+        .unwrap()
+        .into_rgb8();
+    let plain = analyse(&b, &config, img.clone()).await;
+    let outline = plain
+        .rbc_outline
+        .expect("the fixture's cells show an outline");
+    let size = plain.rbc_size.clone().unwrap();
+    assert!((0.35..0.65).contains(&outline), "{outline}");
+    // The fixture is large, so its outline is measured on a probe of its
+    // centre: that probe, at the same scale, shows this outline.
+    let (x, y, w, h) = pipeline::probe_rect(img.dimensions(), plain.scale).expect("a probe");
+    let probe_img = image::imageops::crop_imm(&img, x, y, w, h).to_image();
+    let at_plain = ScaleSettings {
+        given_px: Some(config.cells.rbc_diameter_px / plain.scale),
+        ..Default::default()
+    };
+    let watch = pipeline::Watch::default();
+    let (probed, _) = pipeline::analyse(
+        &b,
+        Arc::new(probe_img),
+        &at_plain,
+        config.cells,
+        false,
+        &watch,
+    )
+    .await
+    .unwrap();
+    let probe_outline = probed.rbc_outline.expect("the probe shows an outline");
+    assert!(
+        (probe_outline / outline - 1.0).abs() < 0.05,
+        "{probe_outline} {outline}"
+    );
+    config.cells.rbc_outline_radius = probe_outline * 1.1;
+    let refined = analyse(&b, &config, img.clone()).await;
+    let s = refined.rbc_size.clone().unwrap();
+    println!(
+        "fixture: outline {outline:.4} d (probe {probe_outline:.4}) at scale {:.4}; refined to {:.4}, outline then {:?}; rbc {} -> {}",
+        plain.scale, refined.scale, refined.rbc_outline, plain.counts.rbc, refined.counts.rbc
+    );
+    assert!((refined.scale / plain.scale - 1.1).abs() < 1e-4);
+    let probe = pipeline::tiles_at((w, h), plain.scale).unwrap();
+    assert_eq!(probe, pipeline::PROBE_TILES.0 * pipeline::PROBE_TILES.1);
+    assert_eq!(
+        refined.tiles,
+        probe + pipeline::prepare(&img, refined.scale).unwrap().0.count
+    );
+    assert_eq!(s.measured_px, size.measured_px);
+    assert!((s.rbc_diameter_px * 1.1 - size.rbc_diameter_px).abs() < 0.01 * size.rbc_diameter_px);
+    // The outline follows the scale, if less than in proportion (the
+    // fixture: +6.6% for +10%): at the refined scale it is nearer the
+    // target by more than half the gap.
+    let again = refined.rbc_outline.unwrap();
+    let target = config.cells.rbc_outline_radius;
+    assert!(
+        (again - target).abs() < 0.5 * (outline - target).abs(),
+        "outline {outline} -> {again}, target {target}"
+    );
+    // Within the gap, the first analysis stands.
+    config.cells.rbc_outline_radius = probe_outline * 1.02;
+    let kept = analyse(&b, &config, img).await;
+    b.shutdown();
+    assert_eq!((kept.scale, kept.tiles), (plain.scale, probe + plain.tiles));
+    assert_eq!(kept.counts.rbc, plain.counts.rbc);
 }

@@ -35,7 +35,11 @@
 //! 0.96,0.98,1,1.02,1.04`): how much the count moves with the scale alone.
 //! Each analysis takes the pipeline's scale samples (`cells.scale_samples`,
 //! median red-cell count); `--scale-samples 1` analyses once, and
-//! `--scale-samples 5 --scale-spread 0.03` tries other samples.
+//! `--scale-samples 5 --scale-spread 0.03` tries other samples, and
+//! `--no-refine` leaves the colour measure's scale unrefined by the red
+//! cells' outline (`cells.rbc_outline_radius` 0). `--radii` prints each
+//! photo's outline radius (`NATIVE` lines: against its boxes; `RADII`: each
+//! copy's against the native's).
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
 use std::path::Path;
@@ -156,6 +160,11 @@ struct Run {
     dims: (u32, u32),
 }
 
+/// The red cells' outline radius of a run, a fraction of d (`--radii`).
+fn ring_radius(r: &Run, params: &CountParams) -> Option<f32> {
+    cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params).rbc_outline
+}
+
 /// One photo's runs, one per scale sample (`cells::sample_scales`, taken
 /// when the pipeline would take them at the base parameters); its count is
 /// the run the pipeline keeps (`cells::median_index`).
@@ -181,32 +190,70 @@ impl Analysed {
     }
 }
 
+/// The nets' maps of `img` at scale `f`.
+fn run_at(unets: &mut CpuBackend, img: &image::RgbImage, f: f32) -> anyhow::Result<Run> {
+    let (tiles, sw, sh) = cells::prepare(img, f)?;
+    let maps = bccd_common::run_unets(unets, &tiles)?;
+    Ok(Run {
+        maps,
+        cols: tiles.cols,
+        sw,
+        sh,
+        f,
+        dims: img.dimensions(),
+    })
+}
+
+/// As the pipeline analyses a photo: the red cells' outline from a first
+/// run at its measured scale (of a probe of a large photo,
+/// `cells::probe_rect`), a run at the scale the outline gives when it
+/// refines the measure (`cells::refined_scale`; neither with `exact`), then
+/// the other scale samples around that when the field is small.
 fn analyse(
     unets: &mut CpuBackend,
     img: &image::RgbImage,
     params: &CountParams,
     exact: Option<f32>,
 ) -> anyhow::Result<(Analysed, scale::RbcScale)> {
-    let s = scale::estimate(img, &ScaleSettings::default(), params);
-    let f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
-    let mut runs: Vec<Run> = Vec::new();
-    for (f, _) in cells::sample_plan(img.dimensions(), f0, params)? {
-        if let [r] = runs.as_slice() {
-            let first = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
-            if !cells::wants_more_samples(first.counts.rbc, params) {
-                break;
+    let mut s = scale::estimate(img, &ScaleSettings::default(), params);
+    let mut f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
+    let counted = |r: &Run| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+    let refine =
+        exact.is_none() && s.source == scale::ScaleSource::Photo && params.rbc_outline_radius > 0.0;
+    let mut whole = None;
+    if refine {
+        // The outline from a probe of a large photo, or a whole first run.
+        let outline = match cells::probe_rect(img.dimensions(), f0) {
+            Some((x, y, w, h)) => {
+                let probe = image::imageops::crop_imm(img, x, y, w, h).to_image();
+                counted(&run_at(unets, &probe, f0)?).rbc_outline
             }
+            None => {
+                let r = run_at(unets, img, f0)?;
+                let outline = counted(&r).rbc_outline;
+                whole = Some(r);
+                outline
+            }
+        };
+        if let Some(f) = cells::refined_scale(f0, outline, params) {
+            whole = None;
+            f0 = f;
+            s.rbc_diameter_px = params.rbc_diameter_px / f;
         }
-        let (tiles, sw, sh) = cells::prepare(img, f)?;
-        let maps = bccd_common::run_unets(unets, &tiles)?;
-        runs.push(Run {
-            maps,
-            cols: tiles.cols,
-            sw,
-            sh,
-            f,
-            dims: img.dimensions(),
-        });
+    }
+    let first = match whole {
+        Some(r) => r,
+        None => run_at(unets, img, f0)?,
+    };
+    let first_rbc = counted(&first).counts.rbc;
+    let mut runs = vec![first];
+    if cells::wants_more_samples(first_rbc, params) {
+        for (f, _) in cells::sample_plan(img.dimensions(), f0, params)?
+            .into_iter()
+            .skip(1)
+        {
+            runs.push(run_at(unets, img, f)?);
+        }
     }
     Ok((Analysed { runs }, s))
 }
@@ -283,6 +330,7 @@ fn main() -> anyhow::Result<()> {
     let verbose = args.iter().any(|a| a == "--verbose");
     let exact_scale = args.iter().any(|a| a == "--exact-scale");
     let jitter = args.iter().any(|a| a == "--jitter");
+    let radii = args.iter().any(|a| a == "--radii");
     let load = |id: &str| -> anyhow::Result<(image::RgbImage, Truth)> {
         let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
         let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
@@ -355,6 +403,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = bccd_common::arg(&args, "--scale-spread") {
         base.scale_spread = v.parse()?;
     }
+    if args.iter().any(|a| a == "--no-refine") {
+        base.rbc_outline_radius = 0.0;
+    }
     let list = |name: &str, default: f32| -> anyhow::Result<Vec<f32>> {
         match bccd_common::arg(&args, name) {
             Some(v) => Ok(v.split(',').map(|s| s.parse()).collect::<Result<_, _>>()?),
@@ -397,6 +448,30 @@ fn main() -> anyhow::Result<()> {
                 analyse(&mut unets, &resample(&img, *f), &base, exact).map(Some)
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        if radii {
+            let rn = ring_radius(&native_maps.runs[0], &base);
+            let sn = native_maps.runs[0].f;
+            println!(
+                "NATIVE {id}: ring {rn:?} d, scale {sn:.4}, granulometry {:.1} px, isolated boxes {:?} px, uncut boxes {:?} px",
+                native_size.rbc_diameter_px, t.rbc_box_px, t.uncut_box_px
+            );
+            for (f, copy) in factors.iter().zip(&copies) {
+                let Some((a, _)) = copy else { continue };
+                let rc = ring_radius(&a.runs[0], &base);
+                // A copy at f holds cells f times the native's; a jittered run is
+                // the native photo itself.
+                let rel = if jitter { 1.0 } else { *f } * a.runs[0].f / sn;
+                if let (Some(rn), Some(rc)) = (rn, rc) {
+                    println!(
+                        "RADII {id} x{f}: native ring {rn:.4} d, copy scale/exact {rel:.4}, ring/native {:.4}, corrected {:.4}",
+                        rc / rn,
+                        rel * rn / rc
+                    );
+                } else {
+                    println!("RADII {id} x{f}: no ring (native {rn:?}, copy {rc:?})");
+                }
+            }
+        }
         for (&(cs, sep), row) in supports.iter().zip(tallies.iter_mut()) {
             let params = CountParams {
                 rbc_circle_support: cs,

@@ -300,6 +300,18 @@ impl Config {
                 c.scale_spread
             ));
         }
+        if !(c.rbc_outline_radius == 0.0 || (0.35..=0.65).contains(&c.rbc_outline_radius)) {
+            p.push(format!(
+                "cells.rbc_outline_radius must be 0 (off) or 0.35 to 0.65 (a fraction of the red-cell diameter), got {}",
+                c.rbc_outline_radius
+            ));
+        }
+        if !(c.scale_refine_above > 0.0 && c.scale_refine_above <= 0.2) {
+            p.push(format!(
+                "cells.scale_refine_above must be in (0, 0.2] (a fraction of the scale), got {}",
+                c.scale_refine_above
+            ));
+        }
         let s = self.skin.detector_input;
         if !(64..=1280).contains(&s) || !s.is_multiple_of(32) {
             p.push(format!(
@@ -558,6 +570,28 @@ mod tests {
         }
         let mut c = Config::default();
         c.cells.scale_samples = 1;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_outline_radius_is_off_or_a_cell_sized_fraction() {
+        for (radius, above, field) in [
+            (0.2, 0.04, "cells.rbc_outline_radius"),
+            (0.9, 0.04, "cells.rbc_outline_radius"),
+            (f32::NAN, 0.04, "cells.rbc_outline_radius"),
+            (0.45, 0.0, "cells.scale_refine_above"),
+            (0.45, 0.5, "cells.scale_refine_above"),
+        ] {
+            let mut c = Config::default();
+            c.cells.rbc_outline_radius = radius;
+            c.cells.scale_refine_above = above;
+            match c.validate() {
+                Err(ConfigError::Invalid(v)) => assert!(v[0].contains(field), "{v:?}"),
+                other => panic!("{radius} {above}: {other:?}"),
+            }
+        }
+        let mut c = Config::default();
+        c.cells.rbc_outline_radius = 0.0;
         c.validate().unwrap();
     }
 }

@@ -80,7 +80,10 @@ pub struct RbcScale {
     /// Red-cell diameter in the photo, pixels: the one the photo was
     /// resampled from (to `cells.rbc_diameter_px`), or within
     /// `cells.scale_spread` of it when another scale sample's counts were
-    /// kept (the result's `scale` says which).
+    /// kept (the result's `scale` says which). With `source` `photo`, the
+    /// colour measure (`measured_px`) as refined by the red cells' outline
+    /// in a first analysis, when that was more than
+    /// `cells.scale_refine_above` off (`pipeline::refined_scale`).
     pub rbc_diameter_px: f32,
     /// The same in microns, when `pbs.microns_per_px` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]

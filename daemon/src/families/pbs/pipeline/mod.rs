@@ -14,10 +14,17 @@
 //! no usable measure, the operator's size is used instead, with a warning
 //! ([`super::scale`]).
 //!
+//! Refinement: the colour measure scatters by about +-10% from photo to
+//! photo. The first analysis's boundary map shows the red cells' outline,
+//! whose radius ([`crate::imaging::circles::outline_radius`]) follows the
+//! cells the nets see; when it is more than `scale_refine_above` from
+//! `rbc_outline_radius`, the photo is analysed again at the scale that
+//! brings it there ([`refined_scale`]).
+//!
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose
-//! first analysis counts fewer than `scale_samples_below_rbc` red cells is
-//! analysed again at its scale x0.98 and x1.02 (`scale_samples`,
+//! first (or refined) analysis counts fewer than `scale_samples_below_rbc`
+//! red cells is analysed again at its scale x0.98 and x1.02 (`scale_samples`,
 //! `scale_spread`), and the analysis with the median red-cell count is
 //! kept, boxes and all ([`sample_scales`], [`median_index`]).
 //!
@@ -41,9 +48,19 @@ use image::RgbImage;
 
 use crate::backend::{Batch, BatchOutput, TileMaps};
 use crate::batch::{Batcher, SubmitError, Workload};
-use crate::imaging::{circles, segment, smear};
+use crate::imaging::{segment, smear};
 use crate::model::malaria::CROP;
 use crate::model::unet::TILE_IN;
+
+mod count;
+mod scales;
+
+pub use count::{count, rbc_crops};
+use scales::keep_median;
+pub use scales::{
+    median_index, probe_rect, refined_scale, sample_plan, sample_scales, tiles_bound,
+    wants_more_samples, MAX_REFINE, PROBE_ABOVE_TILES, PROBE_TILES,
+};
 
 /// Smear tiles through the three UNets.
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,6 +198,12 @@ pub struct SmearAnalysis {
     /// (`None` when counted from maps alone, as the evaluation tools do).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rbc_size: Option<RbcScale>,
+    /// Radius of the red cells' outline in the boundary map at `scale`,
+    /// as a fraction of `cells.rbc_diameter_px`
+    /// ([`crate::imaging::circles::outline_radius`]); `None` with the
+    /// circles off or fewer than 3 of them.
+    #[serde(skip)]
+    pub rbc_outline: Option<f32>,
     #[serde(skip)]
     rbc_labels: Vec<u32>,
     /// The counted watershed regions of `rbc_labels` (those of at least
@@ -302,228 +325,6 @@ pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize
     Ok((smear::tile(&eq, sw, sh), sw, sh))
 }
 
-/// Count cells from the stitched maps. Blocking.
-pub fn count(
-    maps: &[TileMaps],
-    cols: usize,
-    sw: usize,
-    sh: usize,
-    scale: f32,
-    orig: (u32, u32),
-    params: &CountParams,
-) -> SmearAnalysis {
-    let stitch = |f: fn(&TileMaps) -> &[f32]| {
-        let v: Vec<&[f32]> = maps.iter().map(f).collect();
-        smear::stitch(&v, cols, sw, sh)
-    };
-    let rbc = stitch(|m| &m.rbc);
-    let edge = stitch(|m| &m.rbc_edge);
-    let wbc = stitch(|m| &m.wbc);
-    let plt = stitch(|m| &m.platelets);
-    let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
-    let t = params.threshold;
-    let inv = 1.0 / scale;
-    let to_box = |kind, r: &segment::Region| CellBox {
-        kind,
-        x: (r.x0 as f32 * inv).floor() as u32,
-        y: (r.y0 as f32 * inv).floor() as u32,
-        width: (((r.x1 - r.x0) as f32 * inv).ceil() as u32).min(orig.0),
-        height: (((r.y1 - r.y0) as f32 * inv).ceil() as u32).min(orig.1),
-        p_parasitized: None,
-        wbc_probabilities: None,
-    };
-    let mut cells = Vec::new();
-
-    // Red cells: markers from mask minus boundary, then watershed.
-    let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
-    let inner: Vec<bool> = rbc.iter().zip(&edge).map(|(&m, &e)| m - e > t).collect();
-    let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
-    let min_marker = (params.rbc_min_area * d2) as usize;
-    let keep: Vec<bool> = std::iter::once(false)
-        .chain(marker_regions.iter().map(|r| r.area >= min_marker))
-        .collect();
-    let mut markers: Vec<u32> = marker_labels
-        .iter()
-        .map(|&l| if keep[l as usize] { l } else { 0 })
-        .collect();
-    if params.rbc_circle_support > 0.0 {
-        markers = circle_markers(&markers, &edge, &body, sw, sh, params);
-    }
-    let dist = segment::distance_transform(&body, sw, sh);
-    let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
-    let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
-    // What the watershed leaves under a fifth of a cell is a corner of a
-    // clump or a sliver at the photo's edge, and it comes and goes with the
-    // resampling: counted, it moved the count of the same field by a cell
-    // or two between rescaled copies (models/cbc/MODEL_CARD.md).
-    let min_cell = (params.rbc_min_cell_area * d2) as usize;
-    rbc_regions.retain(|r| r.area >= min_cell);
-    for r in &rbc_regions {
-        cells.push(to_box(CellKind::Rbc, r));
-    }
-
-    for (map, kind, min) in [
-        (&wbc, CellKind::Wbc, params.wbc_min_area),
-        (&plt, CellKind::Platelet, params.platelet_min_area),
-    ] {
-        let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
-        let (_, regions) = segment::components(&fg, sw, sh);
-        let min = (min * d2) as usize;
-        for r in regions.iter().filter(|r| r.area >= min) {
-            cells.push(to_box(kind, r));
-        }
-    }
-    let n = |k| cells.iter().filter(|c| c.kind == k).count();
-    SmearAnalysis {
-        width: orig.0,
-        height: orig.1,
-        scale,
-        counts: Counts {
-            rbc: n(CellKind::Rbc),
-            wbc: n(CellKind::Wbc),
-            platelets: n(CellKind::Platelet),
-        },
-        cells,
-        tiles: maps.len(),
-        rbc_size: None,
-        rbc_labels,
-        rbc_regions,
-        scaled_w: sw,
-        rbc_diameter: params.rbc_diameter_px,
-    }
-}
-
-/// Radii, as fractions of d, of the circles that mark red cells: a red
-/// cell is d across, and the size measure is good to about 10-20%.
-const CIRCLE_RADII: (f32, f32) = (0.4, 0.6);
-
-/// Radius, as a fraction of d, of the marker disc put at a circle's centre:
-/// the discs of centres 0.4 d or more apart never touch (nearer ones, with
-/// `rbc_min_separation` under 0.4, keep their own labels all the same).
-const CENTRE_DISC: f32 = 0.2;
-
-/// Markers of red cells from circles of the red-cell size in the boundary
-/// map: a disc around each circle's centre, plus every threshold marker
-/// (`markers`, labels from 1) that holds no circle's centre, such as a cell
-/// the photo's edge cuts, which shows too little outline to vote. Returns
-/// a label image of the same shape, labels from 1.
-fn circle_markers(
-    markers: &[u32],
-    edge: &[f32],
-    body: &[bool],
-    sw: usize,
-    sh: usize,
-    params: &CountParams,
-) -> Vec<u32> {
-    let d = params.rbc_diameter_px;
-    let found = circles::find(
-        edge,
-        body,
-        sw,
-        sh,
-        (
-            (CIRCLE_RADII.0 * d).floor() as usize,
-            (CIRCLE_RADII.1 * d).ceil() as usize,
-        ),
-        params.rbc_circle_support,
-        params.rbc_min_separation * d,
-    );
-    let max = markers.iter().copied().max().unwrap_or(0) as usize;
-    let mut replaced = vec![false; max + 1];
-    for c in &found {
-        replaced[markers[c.y * sw + c.x] as usize] = true;
-    }
-    replaced[0] = true;
-    let mut out: Vec<u32> = markers
-        .iter()
-        .map(|&m| if replaced[m as usize] { 0 } else { m })
-        .collect();
-    let r = CENTRE_DISC * d;
-    let reach = r.ceil() as i64;
-    for (k, c) in found.iter().enumerate() {
-        let label = (max + 1 + k) as u32;
-        for dy in -reach..=reach {
-            for dx in -reach..=reach {
-                let (x, y) = (c.x as i64 + dx, c.y as i64 + dy);
-                if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
-                    continue;
-                }
-                let i = y as usize * sw + x as usize;
-                if ((dx * dx + dy * dy) as f32) <= r * r && body[i] && out[i] == 0 {
-                    out[i] = label;
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Whether a red cell is whole enough to classify: not cut by the photo's
-/// edge and not a sliver the watershed left (under a quarter of a typical
-/// cell). The classifier was trained on whole cells only.
-fn classifiable(r: &segment::Region, sw: usize, sh: usize, d: f32) -> bool {
-    r.x0 > 0 && r.y0 > 0 && r.x1 < sw && r.y1 < sh && r.area as f32 >= 0.25 * 0.785 * d * d
-}
-
-/// Each classifiable red cell as the classifier wants it: its bounding box
-/// from the original photo, pixels outside the cell black, grayscale,
-/// stretched to 50x50 (the form of the NIH crops). The cell's outline is
-/// the watershed region, interpolated bilinearly so the resampled label map
-/// does not leave a staircase edge. Returns (index into `analysis.cells`,
-/// crop) pairs.
-pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<(usize, Vec<u8>)> {
-    let sw = analysis.scaled_w;
-    let sh = analysis.rbc_labels.len() / sw.max(1);
-    let scale = analysis.scale;
-    let regions = &analysis.rbc_regions;
-    let rbc_indices: Vec<usize> = analysis
-        .cells
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.kind == CellKind::Rbc)
-        .map(|(i, _)| i)
-        .collect();
-    let labels = &analysis.rbc_labels;
-    let mut out = Vec::with_capacity(regions.len());
-    for (r, &cell_index) in regions.iter().zip(&rbc_indices) {
-        if !classifiable(r, sw, sh, analysis.rbc_diameter) {
-            continue;
-        }
-        let (bw, bh) = ((r.x1 - r.x0) as f32, (r.y1 - r.y0) as f32);
-        let inside = |x: i64, y: i64| -> f32 {
-            if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
-                0.0
-            } else {
-                (labels[y as usize * sw + x as usize] == r.label) as u8 as f32
-            }
-        };
-        let mut crop = vec![0u8; CROP * CROP];
-        for cy in 0..CROP {
-            for cx in 0..CROP {
-                // Sample position in scaled-map pixels (centres at +0.5).
-                let mx = r.x0 as f32 + (cx as f32 + 0.5) * bw / CROP as f32 - 0.5;
-                let my = r.y0 as f32 + (cy as f32 + 0.5) * bh / CROP as f32 - 0.5;
-                let (fx, fy) = (mx.floor(), my.floor());
-                let (ax, ay) = (mx - fx, my - fy);
-                let (ix, iy) = (fx as i64, fy as i64);
-                let m = (inside(ix, iy) * (1.0 - ax) + inside(ix + 1, iy) * ax) * (1.0 - ay)
-                    + (inside(ix, iy + 1) * (1.0 - ax) + inside(ix + 1, iy + 1) * ax) * ay;
-                if m < 0.5 {
-                    continue;
-                }
-                let ox = (((mx + 0.5) / scale) as u32).min(img.width() - 1);
-                let oy = (((my + 0.5) / scale) as u32).min(img.height() - 1);
-                let p = img.get_pixel(ox, oy).0;
-                let g = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
-                // Keep cell pixels above the classifier's background cut-off.
-                crop[cy * CROP + cx] = (g.round() as u8).max(9);
-            }
-        }
-        out.push((cell_index, crop));
-    }
-    out
-}
-
 /// Submit every item, then collect the outputs in order. All are queued
 /// before the first is awaited, so they can share batches.
 async fn run_all<W: Workload>(
@@ -617,70 +418,9 @@ impl CellBatchers {
     }
 }
 
-/// The scales one photo is analysed at: `scale` (first) and, with
-/// `params.scale_samples` (odd) above 1, multipliers spread evenly over
-/// `1 +- params.scale_spread`. Only `scale` when a multiplied one would
-/// fall outside [`MIN_SCALE`], [`MAX_SCALE`]: a clamped sample would repeat
-/// another and fix the median in advance.
-pub fn sample_scales(scale: f32, params: &CountParams) -> Vec<f32> {
-    let n = params.scale_samples.max(1) as usize;
-    debug_assert!(n % 2 == 1, "scale_samples must be odd, got {n}");
-    let mut out = vec![scale];
-    if n == 1 || params.scale_spread <= 0.0 {
-        return out;
-    }
-    let step = 2.0 * params.scale_spread / (n - 1) as f32;
-    for i in (0..n).filter(|&i| 2 * i + 1 != n) {
-        out.push(scale * (1.0 - params.scale_spread + step * i as f32));
-    }
-    if out.iter().any(|s| !(MIN_SCALE..=MAX_SCALE).contains(s)) {
-        out.truncate(1);
-    }
-    out
-}
-
-/// The scales a photo at `scale` is analysed at, each with the tiles it
-/// needs, the measured one first ([`sample_scales`]). More than one only
-/// when none of them is too small and the first needs at most
-/// `scale_samples_max_tiles` tiles; whether the others are taken then
-/// depends on the first count ([`wants_more_samples`]).
-/// Errors: [`CellError::TooSmall`] for `scale` itself.
-pub fn sample_plan(
-    dims: (u32, u32),
-    scale: f32,
-    params: &CountParams,
-) -> Result<Vec<(f32, usize)>, CellError> {
-    let first = (scale, tiles_at(dims, scale)?);
-    let plan: Option<Vec<(f32, usize)>> = sample_scales(scale, params)
-        .into_iter()
-        .map(|s| tiles_at(dims, s).ok().map(|n| (s, n)))
-        .collect();
-    match plan {
-        Some(plan) if plan.len() > 1 && first.1 <= params.scale_samples_max_tiles => Ok(plan),
-        _ => Ok(vec![first]),
-    }
-}
-
-/// Whether a first analysis of `first_rbc` red cells is a small field,
-/// whose count the other scale samples steady.
-pub fn wants_more_samples(first_rbc: usize, params: &CountParams) -> bool {
-    first_rbc < params.scale_samples_below_rbc
-}
-
-/// Which of several scale samples' red-cell counts to keep: the first
-/// (in sample order) whose count is the median (the lower median of an
-/// even number). 0 for an empty slice.
-pub fn median_index(rbc_counts: &[usize]) -> usize {
-    let mut sorted = rbc_counts.to_vec();
-    sorted.sort_unstable();
-    let Some(&median) = sorted.get(sorted.len().saturating_sub(1) / 2) else {
-        return 0;
-    };
-    rbc_counts.iter().position(|&c| c == median).unwrap_or(0)
-}
-
 /// Where one photo's tiles stand, for [`Watch::on_tile`]: `done` tiles of
-/// earlier scale samples are finished, of `total` over all samples.
+/// earlier analyses (a probe, scale samples) are finished, of at most
+/// `total` over all ([`tiles_bound`]).
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     done: usize,
@@ -737,14 +477,51 @@ async fn analyse_at(
     Ok(a)
 }
 
-/// The analysis, of one per scale sample, whose red-cell count is the
-/// median ([`median_index`]); its `tiles` become the tiles run over all.
-fn keep_median(mut samples: Vec<SmearAnalysis>) -> SmearAnalysis {
-    let tiles = samples.iter().map(|a| a.tiles).sum();
-    let rbc: Vec<usize> = samples.iter().map(|a| a.counts.rbc).collect();
-    let mut kept = samples.swap_remove(median_index(&rbc));
-    kept.tiles = tiles;
-    kept
+/// The scale a photo is analysed at, from the colour measure's `scale`:
+/// when `refine`, refined by the red cells' outline ([`refined_scale`])
+/// measured on a probe of a large photo ([`probe_rect`]) or on a whole
+/// first analysis, which is returned too when the scale stands. Progress
+/// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
+#[allow(clippy::too_many_arguments)]
+async fn settle_scale(
+    b: &CellBatchers,
+    img: &std::sync::Arc<RgbImage>,
+    scale: f32,
+    refine: bool,
+    params: &CountParams,
+    watch: &Watch<'_>,
+    progress: &mut Progress,
+    timings: &mut CellTimings,
+) -> Result<(f32, Option<SmearAnalysis>), CellError> {
+    if !refine || params.rbc_outline_radius <= 0.0 {
+        return Ok((scale, None));
+    }
+    let (outline, whole) = match probe_rect(img.dimensions(), scale) {
+        Some((x, y, w, h)) => {
+            let probe = image::imageops::crop_imm(img.as_ref(), x, y, w, h).to_image();
+            let probe = std::sync::Arc::new(probe);
+            let a = analyse_at(b, &probe, scale, params, watch, *progress, timings).await?;
+            progress.done += a.tiles;
+            (a.rbc_outline, None)
+        }
+        None => {
+            let a = analyse_at(b, img, scale, params, watch, *progress, timings).await?;
+            progress.done += a.tiles;
+            (a.rbc_outline, Some(a))
+        }
+    };
+    match refined_scale(scale, outline, params) {
+        Some(refined) => {
+            tracing::debug!(
+                from = scale,
+                to = refined,
+                ?outline,
+                "scale refined by the red cells' outline"
+            );
+            Ok((refined, None))
+        }
+        None => Ok((scale, whole)),
+    }
 }
 
 /// Analyse one decoded smear photo end to end: its red-cell size (measured
@@ -762,7 +539,7 @@ pub async fn analyse(
 ) -> Result<(SmearAnalysis, CellTimings), CellError> {
     let mut timings = CellTimings::default();
     let t = Instant::now();
-    let (rbc_size, scale) = {
+    let (mut rbc_size, scale) = {
         let img = img.clone();
         let sizes = *sizes;
         tokio::task::spawn_blocking(move || {
@@ -774,17 +551,40 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.preprocess_ms = ms(t);
-    // Sampling is decided by the first count, but the progress total must
-    // be known before it: the tiles of every sample that would be taken.
-    let plan = sample_plan(img.dimensions(), scale, &params)?;
-    let total = plan.iter().map(|&(_, n)| n).sum();
+    let dims = img.dimensions();
+    // A size given or configured is the operator's; only the photo's own
+    // colour measure is refined by the cells' outline.
+    let refine = rbc_size.source == super::scale::ScaleSource::Photo;
+    let total = tiles_bound(dims, scale, refine, &params)?;
     let mut progress = Progress { done: 0, total };
-    let first = analyse_at(b, &img, scale, &params, watch, progress, &mut timings).await?;
-    let sampling = plan.len() > 1;
+    let measured = scale;
+    let (scale, whole) = settle_scale(
+        b,
+        &img,
+        scale,
+        refine,
+        &params,
+        watch,
+        &mut progress,
+        &mut timings,
+    )
+    .await?;
+    if scale != measured {
+        rbc_size.rbc_diameter_px = params.rbc_diameter_px / scale;
+        rbc_size.rbc_diameter_um = sizes.microns_per_px.map(|m| rbc_size.rbc_diameter_px * m);
+    }
+    let first = match whole {
+        Some(a) => a,
+        None => {
+            let a = analyse_at(b, &img, scale, &params, watch, progress, &mut timings).await?;
+            progress.done += a.tiles;
+            a
+        }
+    };
+    let plan = sample_plan(dims, scale, &params)?;
     let mut samples = vec![first];
-    if sampling && wants_more_samples(samples[0].counts.rbc, &params) {
+    if plan.len() > 1 && wants_more_samples(samples[0].counts.rbc, &params) {
         for &(s, n) in &plan[1..] {
-            progress.done += samples.last().map_or(0, |a| a.tiles);
             if watch.stopped() {
                 return Err(CellError::Stopped {
                     done: progress.done,
@@ -793,22 +593,25 @@ pub async fn analyse(
             }
             let a = analyse_at(b, &img, s, &params, watch, progress, &mut timings).await?;
             debug_assert_eq!(a.tiles, n);
+            progress.done += a.tiles;
             samples.push(a);
         }
         tracing::debug!(
             samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
             "red cells per scale sample"
         );
-    } else if let (true, Some(f)) = (sampling, watch.on_tile) {
-        // The total counted samples not taken: this photo is done.
-        f(plan[0].1, plan[0].1);
     }
+    if let (true, Some(f)) = (progress.done < total, watch.on_tile) {
+        // The total bounded analyses not taken: this photo is done.
+        f(total, total);
+    }
+    let tiles_run = progress.done;
     let t = Instant::now();
     let native_d = rbc_size.rbc_diameter_px;
     let (mut analysis, crops, windows) = {
         let img = img.clone();
         tokio::task::spawn_blocking(move || {
-            let a = keep_median(samples);
+            let a = keep_median(samples, tiles_run);
             let crops = if malaria {
                 rbc_crops(&img, &a)
             } else {
@@ -860,98 +663,6 @@ pub fn malaria_counts(a: &SmearAnalysis, params: &CountParams) -> (usize, usize)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::unet::TILE_OUT;
-
-    fn blank_maps(n: usize) -> Vec<TileMaps> {
-        let z = vec![0f32; TILE_OUT * TILE_OUT];
-        (0..n)
-            .map(|_| TileMaps {
-                rbc: z.clone(),
-                rbc_edge: z.clone(),
-                wbc: z.clone(),
-                platelets: z.clone(),
-            })
-            .collect()
-    }
-
-    fn paint(m: &mut [f32], cx: f32, cy: f32, r: f32, v: f32) {
-        for y in 0..TILE_OUT {
-            for x in 0..TILE_OUT {
-                if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r {
-                    m[y * TILE_OUT + x] = v;
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn counts_touching_red_cells_apart_and_ignores_specks_and_fragments() {
-        let mut maps = blank_maps(1);
-        let params = CountParams {
-            rbc_diameter_px: 30.0,
-            ..Default::default()
-        };
-        // Two touching red cells with a predicted boundary between them.
-        paint(&mut maps[0].rbc, 30.0, 30.0, 15.0, 0.95);
-        paint(&mut maps[0].rbc, 58.0, 30.0, 15.0, 0.95);
-        for y in 0..TILE_OUT {
-            for x in 42..46 {
-                maps[0].rbc_edge[y * TILE_OUT + x] = 0.9;
-            }
-        }
-        paint(&mut maps[0].wbc, 70.0, 75.0, 14.0, 0.9);
-        // A speck, and fragments: a red one under a fifth of a cell
-        // (0.09 d^2), a white one under the white-cell minimum (0.13 d^2).
-        paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9);
-        paint(&mut maps[0].rbc, 85.0, 40.0, 5.0, 0.95);
-        paint(&mut maps[0].wbc, 20.0, 60.0, 6.0, 0.9);
-        paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);
-        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
-        assert_eq!((a.counts.rbc, a.counts.wbc, a.counts.platelets), (2, 1, 1));
-    }
-
-    #[test]
-    fn splits_a_clump_whose_shared_boundaries_are_too_faint_to_threshold() {
-        // Three overlapping red cells in one blob of mask; their outlines
-        // in the boundary map are at 0.35, so `mask - edge` stays above the
-        // threshold everywhere and the threshold makes one marker of them.
-        let mut maps = blank_maps(1);
-        let d = 30.0;
-        let cells = [(25.0, 50.0), (47.0, 50.0), (69.0, 52.0)];
-        for &(cx, cy) in &cells {
-            paint(&mut maps[0].rbc, cx, cy, d / 2.0, 0.95);
-        }
-        for y in 0..TILE_OUT {
-            for x in 0..TILE_OUT {
-                let on = cells
-                    .iter()
-                    .any(|&(cx, cy)| ((x as f32 - cx).hypot(y as f32 - cy) - d / 2.0).abs() < 1.0);
-                if on {
-                    maps[0].rbc_edge[y * TILE_OUT + x] = 0.35;
-                }
-            }
-        }
-        let with = CountParams {
-            rbc_diameter_px: d,
-            ..Default::default()
-        };
-        let without = CountParams {
-            rbc_circle_support: 0.0,
-            ..with
-        };
-        // A fourth cell apart, with no outline at all: no circle marks it,
-        // so its threshold marker is kept, under a label of its own.
-        paint(&mut maps[0].rbc, 50.0, 12.0, d / 2.0 - 3.0, 0.95);
-        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &without);
-        assert_eq!(a.counts.rbc, 2);
-        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &with);
-        assert_eq!(a.counts.rbc, 4);
-        // Each region is one cell: about a cell's area, none a sliver.
-        for r in &a.rbc_regions {
-            let area = r.area as f32 / (d * d);
-            assert!((0.3..=1.0).contains(&area), "{r:?}");
-        }
-    }
 
     #[test]
     fn scale_follows_the_known_cell_size() {
@@ -962,62 +673,5 @@ mod tests {
         assert!((scale_for(None, &p) - 0.4).abs() < 1e-6);
         assert!((scale_for(Some(20.0), &p) - 2.0).abs() < 1e-6);
         assert!((scale_for(Some(f32::NAN), &p) - 0.4).abs() < 1e-6);
-    }
-
-    #[test]
-    fn scale_samples_straddle_the_measured_scale_and_start_with_it() {
-        let mut p = CountParams::default();
-        let s = sample_scales(0.5, &p);
-        assert_eq!(s.len(), 3);
-        assert_eq!(s[0], 0.5);
-        assert!((s[1] - 0.49).abs() < 1e-6 && (s[2] - 0.51).abs() < 1e-6);
-        p.scale_samples = 5;
-        let s = sample_scales(0.5, &p);
-        let want = [0.5, 0.49, 0.495, 0.505, 0.51];
-        assert!(
-            s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
-            "{s:?}"
-        );
-        p.scale_samples = 1;
-        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
-        p.scale_samples = 3;
-        p.scale_spread = 0.0;
-        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
-        p.scale_spread = 0.02;
-        // A sample past the limits would repeat another: none is taken.
-        assert_eq!(sample_scales(MAX_SCALE, &p), vec![MAX_SCALE]);
-        assert_eq!(sample_scales(MIN_SCALE * 1.01, &p), vec![MIN_SCALE * 1.01]);
-    }
-
-    #[test]
-    fn the_kept_sample_has_the_median_count_and_ties_keep_the_earlier() {
-        assert_eq!(median_index(&[14, 12, 14]), 0);
-        assert_eq!(median_index(&[12, 15, 14]), 2);
-        assert_eq!(median_index(&[15, 12, 13]), 2);
-        assert_eq!(median_index(&[13, 13, 13]), 0);
-        assert_eq!(median_index(&[9, 13, 13]), 1);
-        assert_eq!(median_index(&[7]), 0);
-        assert_eq!(median_index(&[]), 0);
-    }
-
-    #[test]
-    fn the_sample_plan_gives_each_scale_its_tiles_or_only_the_first() {
-        let mut p = CountParams::default();
-        let plan = sample_plan((640, 480), 0.5, &p).unwrap();
-        let scales: Vec<f32> = plan.iter().map(|&(s, _)| s).collect();
-        assert_eq!(scales, sample_scales(0.5, &p));
-        // 320x240 -> 4x3 tiles; 314x235 -> 4x3; 326x245 -> 4x3.
-        assert!(plan.iter().all(|&(_, n)| n == 12), "{plan:?}");
-        p.scale_samples_max_tiles = 11;
-        assert_eq!(sample_plan((640, 480), 0.5, &p).unwrap(), vec![(0.5, 12)]);
-        // 7.6 -> 8 px at the scale, 7.45 -> 7 at x0.98: no samples, the
-        // first still runs.
-        p = CountParams::default();
-        assert_eq!(sample_plan((38, 38), 0.2, &p).unwrap(), vec![(0.2, 1)]);
-        assert!(matches!(
-            sample_plan((8, 8), 0.5, &p),
-            Err(CellError::TooSmall(8, 8))
-        ));
-        assert!(wants_more_samples(39, &p) && !wants_more_samples(40, &p));
     }
 }

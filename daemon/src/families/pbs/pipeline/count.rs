@@ -1,0 +1,379 @@
+//! Counting cells from the stitched maps of the three UNets (the method is
+//! in [`super`]'s docs), and the red cells' crops for the malaria
+//! classifier.
+
+use image::RgbImage;
+
+use super::{CellBox, CellKind, CountParams, Counts, SmearAnalysis};
+use crate::backend::TileMaps;
+use crate::imaging::{circles, segment, smear};
+use crate::model::malaria::CROP;
+
+/// Count cells from the stitched maps. Blocking.
+pub fn count(
+    maps: &[TileMaps],
+    cols: usize,
+    sw: usize,
+    sh: usize,
+    scale: f32,
+    orig: (u32, u32),
+    params: &CountParams,
+) -> SmearAnalysis {
+    let stitch = |f: fn(&TileMaps) -> &[f32]| {
+        let v: Vec<&[f32]> = maps.iter().map(f).collect();
+        smear::stitch(&v, cols, sw, sh)
+    };
+    let rbc = stitch(|m| &m.rbc);
+    let edge = stitch(|m| &m.rbc_edge);
+    let wbc = stitch(|m| &m.wbc);
+    let plt = stitch(|m| &m.platelets);
+    let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
+    let t = params.threshold;
+    let inv = 1.0 / scale;
+    let to_box = |kind, r: &segment::Region| CellBox {
+        kind,
+        x: (r.x0 as f32 * inv).floor() as u32,
+        y: (r.y0 as f32 * inv).floor() as u32,
+        width: (((r.x1 - r.x0) as f32 * inv).ceil() as u32).min(orig.0),
+        height: (((r.y1 - r.y0) as f32 * inv).ceil() as u32).min(orig.1),
+        p_parasitized: None,
+        wbc_probabilities: None,
+    };
+    let mut cells = Vec::new();
+
+    // Red cells: markers from mask minus boundary, then watershed.
+    let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
+    let inner: Vec<bool> = rbc.iter().zip(&edge).map(|(&m, &e)| m - e > t).collect();
+    let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
+    let min_marker = (params.rbc_min_area * d2) as usize;
+    let keep: Vec<bool> = std::iter::once(false)
+        .chain(marker_regions.iter().map(|r| r.area >= min_marker))
+        .collect();
+    let mut markers: Vec<u32> = marker_labels
+        .iter()
+        .map(|&l| if keep[l as usize] { l } else { 0 })
+        .collect();
+    let mut rbc_outline = None;
+    if params.rbc_circle_support > 0.0 {
+        let d = params.rbc_diameter_px;
+        let found = circles::find(
+            &edge,
+            &body,
+            sw,
+            sh,
+            (
+                (CIRCLE_RADII.0 * d).floor() as usize,
+                (CIRCLE_RADII.1 * d).ceil() as usize,
+            ),
+            params.rbc_circle_support,
+            params.rbc_min_separation * d,
+        );
+        // The strongest circles are enough for the common outline, and
+        // they bound its cost on a field of thousands of cells.
+        let strongest = &found[..found.len().min(OUTLINE_CENTRES)];
+        let radii = (OUTLINE_RADII.0 * d, OUTLINE_RADII.1 * d);
+        rbc_outline = circles::outline_radius(&edge, sw, sh, strongest, radii, 3).map(|r| r / d);
+        markers = circle_markers(&markers, &found, &body, sw, sh, params);
+    }
+    let dist = segment::distance_transform(&body, sw, sh);
+    let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
+    let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
+    // What the watershed leaves under a fifth of a cell is a corner of a
+    // clump or a sliver at the photo's edge, and it comes and goes with the
+    // resampling: counted, it moved the count of the same field by a cell
+    // or two between rescaled copies (models/cbc/MODEL_CARD.md).
+    let min_cell = (params.rbc_min_cell_area * d2) as usize;
+    rbc_regions.retain(|r| r.area >= min_cell);
+    for r in &rbc_regions {
+        cells.push(to_box(CellKind::Rbc, r));
+    }
+
+    for (map, kind, min) in [
+        (&wbc, CellKind::Wbc, params.wbc_min_area),
+        (&plt, CellKind::Platelet, params.platelet_min_area),
+    ] {
+        let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
+        let (_, regions) = segment::components(&fg, sw, sh);
+        let min = (min * d2) as usize;
+        for r in regions.iter().filter(|r| r.area >= min) {
+            cells.push(to_box(kind, r));
+        }
+    }
+    let n = |k| cells.iter().filter(|c| c.kind == k).count();
+    SmearAnalysis {
+        width: orig.0,
+        height: orig.1,
+        scale,
+        counts: Counts {
+            rbc: n(CellKind::Rbc),
+            wbc: n(CellKind::Wbc),
+            platelets: n(CellKind::Platelet),
+        },
+        cells,
+        tiles: maps.len(),
+        rbc_size: None,
+        rbc_outline,
+        rbc_labels,
+        rbc_regions,
+        scaled_w: sw,
+        rbc_diameter: params.rbc_diameter_px,
+    }
+}
+
+/// Radii, as fractions of d, of the circles that mark red cells: a red
+/// cell is d across, and the size measure is good to about 10-20%.
+const CIRCLE_RADII: (f32, f32) = (0.4, 0.6);
+
+/// Radius, as a fraction of d, of the marker disc put at a circle's centre:
+/// the discs of centres 0.4 d or more apart never touch (nearer ones, with
+/// `rbc_min_separation` under 0.4, keep their own labels all the same).
+const CENTRE_DISC: f32 = 0.2;
+
+/// Radii, as fractions of d, over which the red cells' common outline is
+/// looked for ([`circles::outline_radius`]): wider than [`CIRCLE_RADII`],
+/// so that an outline at either end of those still shows as a peak.
+const OUTLINE_RADII: (f32, f32) = (0.3, 0.7);
+
+/// At most this many circles, the strongest, give the common outline.
+const OUTLINE_CENTRES: usize = 256;
+
+/// Markers of red cells from the circles of the red-cell size found in the
+/// boundary map (`found`): a disc around each circle's centre, plus every threshold marker
+/// (`markers`, labels from 1) that holds no circle's centre, such as a cell
+/// the photo's edge cuts, which shows too little outline to vote. Returns
+/// a label image of the same shape, labels from 1.
+fn circle_markers(
+    markers: &[u32],
+    found: &[circles::Circle],
+    body: &[bool],
+    sw: usize,
+    sh: usize,
+    params: &CountParams,
+) -> Vec<u32> {
+    let d = params.rbc_diameter_px;
+    let max = markers.iter().copied().max().unwrap_or(0) as usize;
+    let mut replaced = vec![false; max + 1];
+    for c in found {
+        replaced[markers[c.y * sw + c.x] as usize] = true;
+    }
+    replaced[0] = true;
+    let mut out: Vec<u32> = markers
+        .iter()
+        .map(|&m| if replaced[m as usize] { 0 } else { m })
+        .collect();
+    let r = CENTRE_DISC * d;
+    let reach = r.ceil() as i64;
+    for (k, c) in found.iter().enumerate() {
+        let label = (max + 1 + k) as u32;
+        for dy in -reach..=reach {
+            for dx in -reach..=reach {
+                let (x, y) = (c.x as i64 + dx, c.y as i64 + dy);
+                if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
+                    continue;
+                }
+                let i = y as usize * sw + x as usize;
+                if ((dx * dx + dy * dy) as f32) <= r * r && body[i] && out[i] == 0 {
+                    out[i] = label;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Whether a red cell is whole enough to classify: not cut by the photo's
+/// edge and not a sliver the watershed left (under a quarter of a typical
+/// cell). The classifier was trained on whole cells only.
+fn classifiable(r: &segment::Region, sw: usize, sh: usize, d: f32) -> bool {
+    r.x0 > 0 && r.y0 > 0 && r.x1 < sw && r.y1 < sh && r.area as f32 >= 0.25 * 0.785 * d * d
+}
+
+/// Each classifiable red cell as the classifier wants it: its bounding box
+/// from the original photo, pixels outside the cell black, grayscale,
+/// stretched to 50x50 (the form of the NIH crops). The cell's outline is
+/// the watershed region, interpolated bilinearly so the resampled label map
+/// does not leave a staircase edge. Returns (index into `analysis.cells`,
+/// crop) pairs.
+pub fn rbc_crops(img: &RgbImage, analysis: &SmearAnalysis) -> Vec<(usize, Vec<u8>)> {
+    let sw = analysis.scaled_w;
+    let sh = analysis.rbc_labels.len() / sw.max(1);
+    let scale = analysis.scale;
+    let regions = &analysis.rbc_regions;
+    let rbc_indices: Vec<usize> = analysis
+        .cells
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.kind == CellKind::Rbc)
+        .map(|(i, _)| i)
+        .collect();
+    let labels = &analysis.rbc_labels;
+    let mut out = Vec::with_capacity(regions.len());
+    for (r, &cell_index) in regions.iter().zip(&rbc_indices) {
+        if !classifiable(r, sw, sh, analysis.rbc_diameter) {
+            continue;
+        }
+        let (bw, bh) = ((r.x1 - r.x0) as f32, (r.y1 - r.y0) as f32);
+        let inside = |x: i64, y: i64| -> f32 {
+            if x < 0 || y < 0 || x >= sw as i64 || y >= sh as i64 {
+                0.0
+            } else {
+                (labels[y as usize * sw + x as usize] == r.label) as u8 as f32
+            }
+        };
+        let mut crop = vec![0u8; CROP * CROP];
+        for cy in 0..CROP {
+            for cx in 0..CROP {
+                // Sample position in scaled-map pixels (centres at +0.5).
+                let mx = r.x0 as f32 + (cx as f32 + 0.5) * bw / CROP as f32 - 0.5;
+                let my = r.y0 as f32 + (cy as f32 + 0.5) * bh / CROP as f32 - 0.5;
+                let (fx, fy) = (mx.floor(), my.floor());
+                let (ax, ay) = (mx - fx, my - fy);
+                let (ix, iy) = (fx as i64, fy as i64);
+                let m = (inside(ix, iy) * (1.0 - ax) + inside(ix + 1, iy) * ax) * (1.0 - ay)
+                    + (inside(ix, iy + 1) * (1.0 - ax) + inside(ix + 1, iy + 1) * ax) * ay;
+                if m < 0.5 {
+                    continue;
+                }
+                let ox = (((mx + 0.5) / scale) as u32).min(img.width() - 1);
+                let oy = (((my + 0.5) / scale) as u32).min(img.height() - 1);
+                let p = img.get_pixel(ox, oy).0;
+                let g = 0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32;
+                // Keep cell pixels above the classifier's background cut-off.
+                crop[cy * CROP + cx] = (g.round() as u8).max(9);
+            }
+        }
+        out.push((cell_index, crop));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::unet::TILE_OUT;
+
+    fn blank_maps(n: usize) -> Vec<TileMaps> {
+        let z = vec![0f32; TILE_OUT * TILE_OUT];
+        (0..n)
+            .map(|_| TileMaps {
+                rbc: z.clone(),
+                rbc_edge: z.clone(),
+                wbc: z.clone(),
+                platelets: z.clone(),
+            })
+            .collect()
+    }
+
+    fn paint(m: &mut [f32], cx: f32, cy: f32, r: f32, v: f32) {
+        for y in 0..TILE_OUT {
+            for x in 0..TILE_OUT {
+                if (x as f32 - cx).powi(2) + (y as f32 - cy).powi(2) <= r * r {
+                    m[y * TILE_OUT + x] = v;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn counts_touching_red_cells_apart_and_ignores_specks_and_fragments() {
+        let mut maps = blank_maps(1);
+        let params = CountParams {
+            rbc_diameter_px: 30.0,
+            ..Default::default()
+        };
+        // Two touching red cells with a predicted boundary between them.
+        paint(&mut maps[0].rbc, 30.0, 30.0, 15.0, 0.95);
+        paint(&mut maps[0].rbc, 58.0, 30.0, 15.0, 0.95);
+        for y in 0..TILE_OUT {
+            for x in 42..46 {
+                maps[0].rbc_edge[y * TILE_OUT + x] = 0.9;
+            }
+        }
+        paint(&mut maps[0].wbc, 70.0, 75.0, 14.0, 0.9);
+        // A speck, and fragments: a red one under a fifth of a cell
+        // (0.09 d^2), a white one under the white-cell minimum (0.13 d^2).
+        paint(&mut maps[0].wbc, 20.0, 80.0, 1.0, 0.9);
+        paint(&mut maps[0].rbc, 85.0, 40.0, 5.0, 0.95);
+        paint(&mut maps[0].wbc, 20.0, 60.0, 6.0, 0.9);
+        paint(&mut maps[0].platelets, 85.0, 10.0, 3.0, 0.9);
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
+        assert_eq!((a.counts.rbc, a.counts.wbc, a.counts.platelets), (2, 1, 1));
+    }
+
+    #[test]
+    fn splits_a_clump_whose_shared_boundaries_are_too_faint_to_threshold() {
+        // Three overlapping red cells in one blob of mask; their outlines
+        // in the boundary map are at 0.35, so `mask - edge` stays above the
+        // threshold everywhere and the threshold makes one marker of them.
+        let mut maps = blank_maps(1);
+        let d = 30.0;
+        let cells = [(25.0, 50.0), (47.0, 50.0), (69.0, 52.0)];
+        for &(cx, cy) in &cells {
+            paint(&mut maps[0].rbc, cx, cy, d / 2.0, 0.95);
+        }
+        for y in 0..TILE_OUT {
+            for x in 0..TILE_OUT {
+                let on = cells
+                    .iter()
+                    .any(|&(cx, cy)| ((x as f32 - cx).hypot(y as f32 - cy) - d / 2.0).abs() < 1.0);
+                if on {
+                    maps[0].rbc_edge[y * TILE_OUT + x] = 0.35;
+                }
+            }
+        }
+        let with = CountParams {
+            rbc_diameter_px: d,
+            ..Default::default()
+        };
+        let without = CountParams {
+            rbc_circle_support: 0.0,
+            ..with
+        };
+        // A fourth cell apart, with no outline at all: no circle marks it,
+        // so its threshold marker is kept, under a label of its own.
+        paint(&mut maps[0].rbc, 50.0, 12.0, d / 2.0 - 3.0, 0.95);
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &without);
+        assert_eq!(a.counts.rbc, 2);
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &with);
+        assert_eq!(a.counts.rbc, 4);
+        // Each region is one cell: about a cell's area, none a sliver.
+        for r in &a.rbc_regions {
+            let area = r.area as f32 / (d * d);
+            assert!((0.3..=1.0).contains(&area), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn the_outline_of_the_counted_cells_is_measured() {
+        // Four cells apart, outlines of radius 0.45 d in the boundary map.
+        let mut maps = blank_maps(1);
+        let d = 30.0;
+        let cells = [(22.0, 22.0), (70.0, 24.0), (24.0, 72.0), (72.0, 74.0)];
+        for &(cx, cy) in &cells {
+            paint(&mut maps[0].rbc, cx, cy, 0.5 * d, 0.95);
+        }
+        for (i, e) in maps[0].rbc_edge.iter_mut().enumerate() {
+            let (x, y) = ((i % TILE_OUT) as f32, (i / TILE_OUT) as f32);
+            for &(cx, cy) in &cells {
+                let off = (x - cx).hypot(y - cy) - 0.45 * d;
+                *e = e.max(0.6 * (-off * off / 2.0).exp());
+            }
+        }
+        let params = CountParams {
+            rbc_diameter_px: d,
+            ..Default::default()
+        };
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
+        assert_eq!(a.counts.rbc, 4);
+        let r = a.rbc_outline.unwrap();
+        assert!((r - 0.45).abs() < 0.01, "{r}");
+        let off = CountParams {
+            rbc_circle_support: 0.0,
+            ..params
+        };
+        assert_eq!(
+            count(&maps, 1, 100, 100, 1.0, (100, 100), &off).rbc_outline,
+            None
+        );
+    }
+}

@@ -1,0 +1,319 @@
+//! The scales one photo is analysed at: the colour measure's, refined by
+//! the red cells' outline, and the scale samples around it whose median
+//! red-cell count is kept (the reasons are in [`super`]'s docs).
+
+use super::{tiles_at, CellError, CountParams, SmearAnalysis, MAX_SCALE, MIN_SCALE};
+use crate::model::unet::TILE_OUT;
+
+/// The scales one photo is analysed at: `scale` (first) and, with
+/// `params.scale_samples` (odd) above 1, multipliers spread evenly over
+/// `1 +- params.scale_spread`. Only `scale` when a multiplied one would
+/// fall outside [`MIN_SCALE`], [`MAX_SCALE`]: a clamped sample would repeat
+/// another and fix the median in advance.
+pub fn sample_scales(scale: f32, params: &CountParams) -> Vec<f32> {
+    let n = params.scale_samples.max(1) as usize;
+    debug_assert!(n % 2 == 1, "scale_samples must be odd, got {n}");
+    let mut out = vec![scale];
+    if n == 1 || params.scale_spread <= 0.0 {
+        return out;
+    }
+    let step = 2.0 * params.scale_spread / (n - 1) as f32;
+    for i in (0..n).filter(|&i| 2 * i + 1 != n) {
+        out.push(scale * (1.0 - params.scale_spread + step * i as f32));
+    }
+    if out.iter().any(|s| !(MIN_SCALE..=MAX_SCALE).contains(s)) {
+        out.truncate(1);
+    }
+    out
+}
+
+/// The scales a photo at `scale` is analysed at, each with the tiles it
+/// needs, the measured one first ([`sample_scales`]). More than one only
+/// when none of them is too small and the first needs at most
+/// `scale_samples_max_tiles` tiles; whether the others are taken then
+/// depends on the first count ([`wants_more_samples`]).
+/// Errors: [`CellError::TooSmall`] for `scale` itself.
+pub fn sample_plan(
+    dims: (u32, u32),
+    scale: f32,
+    params: &CountParams,
+) -> Result<Vec<(f32, usize)>, CellError> {
+    let first = (scale, tiles_at(dims, scale)?);
+    let plan: Option<Vec<(f32, usize)>> = sample_scales(scale, params)
+        .into_iter()
+        .map(|s| tiles_at(dims, s).ok().map(|n| (s, n)))
+        .collect();
+    match plan {
+        Some(plan) if plan.len() > 1 && first.1 <= params.scale_samples_max_tiles => Ok(plan),
+        _ => Ok(vec![first]),
+    }
+}
+
+/// Largest correction, as a fraction of the scale, the red cells' outline
+/// may make to the colour measure's ([`refined_scale`]): the corrections
+/// of BCCD train's photos ran from -23% to +14% (5-95%), and an
+/// outline further off is more likely something else's (the circles are
+/// looked for within 0.4-0.6 d only).
+pub const MAX_REFINE: f32 = 0.25;
+
+/// The scale at which the red cells' outline, `outline` (a fraction of d)
+/// at `scale`, would be `params.rbc_outline_radius`, when that is more than
+/// `params.scale_refine_above` and at most [`MAX_REFINE`] from `scale` and
+/// within [`MIN_SCALE`], [`MAX_SCALE`]; `None` otherwise (and with the
+/// refinement off or no outline). The outline grows with the scale in
+/// proportion (BCCD copies at 0.5-2x: the outline's ratio followed the
+/// scale's to within 4% on 96-99% of them).
+pub fn refined_scale(scale: f32, outline: Option<f32>, params: &CountParams) -> Option<f32> {
+    if params.rbc_outline_radius <= 0.0 {
+        return None;
+    }
+    let f = params.rbc_outline_radius / outline.filter(|r| *r > 0.0)?;
+    let off = (f - 1.0).abs();
+    let refined = scale * f;
+    (off > params.scale_refine_above
+        && off <= MAX_REFINE
+        && (MIN_SCALE..=MAX_SCALE).contains(&refined))
+    .then_some(refined)
+}
+
+/// Tiles, across and down, of the probe a large photo's outline is
+/// measured on ([`probe_rect`]): 300x200 px at the nets' scale, about 24
+/// red cells' worth, as many as a whole 640x480 BCCD photo holds.
+pub const PROBE_TILES: (usize, usize) = (3, 2);
+
+/// A photo that needs more tiles than this at its measured scale has its
+/// outline measured on a probe instead of a whole first analysis.
+pub const PROBE_ABOVE_TILES: usize = 12;
+
+/// The centre part of a photo of `dims` whose outline stands for the
+/// whole one's at `scale`, as `(x, y, width, height)` in the photo's
+/// pixels: [`PROBE_TILES`] at the nets' scale (turned to the photo's
+/// orientation). `None` when the whole photo needs at most
+/// [`PROBE_ABOVE_TILES`] tiles: then its first analysis is whole, and is
+/// kept when the scale is not refined. A large photo's whole first
+/// analysis would be thrown away whenever the scale is (70% of BCCD's
+/// photos), nearly doubling its cost; a probe costs 6 tiles.
+pub fn probe_rect(dims: (u32, u32), scale: f32) -> Option<(u32, u32, u32, u32)> {
+    if tiles_at(dims, scale).ok()? <= PROBE_ABOVE_TILES {
+        return None;
+    }
+    let (long, short) = (
+        (PROBE_TILES.0 * TILE_OUT) as f32,
+        (PROBE_TILES.1 * TILE_OUT) as f32,
+    );
+    let (pw, ph) = if dims.0 >= dims.1 {
+        (long, short)
+    } else {
+        (short, long)
+    };
+    // Whole photo pixels whose scaled size stays within the probe's tiles.
+    let w = ((pw / scale).floor() as u32).min(dims.0);
+    let h = ((ph / scale).floor() as u32).min(dims.1);
+    Some(((dims.0 - w) / 2, (dims.1 - h) / 2, w, h))
+}
+
+/// At most how many tiles a photo of `dims` at `scale` is run through over
+/// all its analyses: the first (or the probe, [`probe_rect`]), a refined
+/// one when `refine` (at most [`MAX_REFINE`] larger) and the other scale
+/// samples around the larger of them. It is the progress total known
+/// before the first analysis, which decides the rest. Errors:
+/// [`CellError::TooSmall`] for `scale`.
+pub fn tiles_bound(
+    dims: (u32, u32),
+    scale: f32,
+    refine: bool,
+    params: &CountParams,
+) -> Result<usize, CellError> {
+    let plan = sample_plan(dims, scale, params)?;
+    let unrefined: usize = plan.iter().map(|&(_, n)| n).sum();
+    if !refine || params.rbc_outline_radius <= 0.0 {
+        return Ok(unrefined);
+    }
+    let top = (scale * (1.0 + MAX_REFINE)).min(MAX_SCALE);
+    let sampled = params.scale_samples > 1
+        && params.scale_spread > 0.0
+        && params.scale_samples_below_rbc > 0
+        && params.scale_samples_max_tiles > 0;
+    let others = if sampled {
+        let widest = (top * (1.0 + params.scale_spread)).min(MAX_SCALE);
+        (params.scale_samples as usize - 1) * tiles_at(dims, widest)?
+    } else {
+        0
+    };
+    // A first analysis at a refined scale, with its samples.
+    let refined = tiles_at(dims, top)? + others;
+    match probe_rect(dims, scale) {
+        // The probe, then the analyses at the measured or a refined scale.
+        Some((_, _, w, h)) => Ok(tiles_at((w, h), scale)? + unrefined.max(refined)),
+        // The whole first analysis, then its samples or the refined ones.
+        None => Ok(unrefined.max(plan[0].1 + refined)),
+    }
+}
+
+/// Whether a first analysis of `first_rbc` red cells is a small field,
+/// whose count the other scale samples steady.
+pub fn wants_more_samples(first_rbc: usize, params: &CountParams) -> bool {
+    first_rbc < params.scale_samples_below_rbc
+}
+
+/// Which of several scale samples' red-cell counts to keep: the first
+/// (in sample order) whose count is the median (the lower median of an
+/// even number). 0 for an empty slice.
+pub fn median_index(rbc_counts: &[usize]) -> usize {
+    let mut sorted = rbc_counts.to_vec();
+    sorted.sort_unstable();
+    let Some(&median) = sorted.get(sorted.len().saturating_sub(1) / 2) else {
+        return 0;
+    };
+    rbc_counts.iter().position(|&c| c == median).unwrap_or(0)
+}
+
+/// The analysis, of one per scale sample, whose red-cell count is the
+/// median ([`median_index`]); its `tiles` become `tiles`, those run over
+/// all analyses.
+pub(super) fn keep_median(mut samples: Vec<SmearAnalysis>, tiles: usize) -> SmearAnalysis {
+    let rbc: Vec<usize> = samples.iter().map(|a| a.counts.rbc).collect();
+    let mut kept = samples.swap_remove(median_index(&rbc));
+    kept.tiles = tiles;
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_samples_straddle_the_measured_scale_and_start_with_it() {
+        let mut p = CountParams::default();
+        let s = sample_scales(0.5, &p);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0], 0.5);
+        assert!((s[1] - 0.49).abs() < 1e-6 && (s[2] - 0.51).abs() < 1e-6);
+        p.scale_samples = 5;
+        let s = sample_scales(0.5, &p);
+        let want = [0.5, 0.49, 0.495, 0.505, 0.51];
+        assert!(
+            s.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{s:?}"
+        );
+        p.scale_samples = 1;
+        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
+        p.scale_samples = 3;
+        p.scale_spread = 0.0;
+        assert_eq!(sample_scales(0.5, &p), vec![0.5]);
+        p.scale_spread = 0.02;
+        // A sample past the limits would repeat another: none is taken.
+        assert_eq!(sample_scales(MAX_SCALE, &p), vec![MAX_SCALE]);
+        assert_eq!(sample_scales(MIN_SCALE * 1.01, &p), vec![MIN_SCALE * 1.01]);
+    }
+
+    #[test]
+    fn the_kept_sample_has_the_median_count_and_ties_keep_the_earlier() {
+        assert_eq!(median_index(&[14, 12, 14]), 0);
+        assert_eq!(median_index(&[12, 15, 14]), 2);
+        assert_eq!(median_index(&[15, 12, 13]), 2);
+        assert_eq!(median_index(&[13, 13, 13]), 0);
+        assert_eq!(median_index(&[9, 13, 13]), 1);
+        assert_eq!(median_index(&[7]), 0);
+        assert_eq!(median_index(&[]), 0);
+    }
+
+    #[test]
+    fn the_sample_plan_gives_each_scale_its_tiles_or_only_the_first() {
+        let mut p = CountParams::default();
+        let plan = sample_plan((640, 480), 0.5, &p).unwrap();
+        let scales: Vec<f32> = plan.iter().map(|&(s, _)| s).collect();
+        assert_eq!(scales, sample_scales(0.5, &p));
+        // 320x240 -> 4x3 tiles; 314x235 -> 4x3; 326x245 -> 4x3.
+        assert!(plan.iter().all(|&(_, n)| n == 12), "{plan:?}");
+        p.scale_samples_max_tiles = 11;
+        assert_eq!(sample_plan((640, 480), 0.5, &p).unwrap(), vec![(0.5, 12)]);
+        // 7.6 -> 8 px at the scale, 7.45 -> 7 at x0.98: no samples, the
+        // first still runs.
+        p = CountParams::default();
+        assert_eq!(sample_plan((38, 38), 0.2, &p).unwrap(), vec![(0.2, 1)]);
+        assert!(matches!(
+            sample_plan((8, 8), 0.5, &p),
+            Err(CellError::TooSmall(8, 8))
+        ));
+        assert!(wants_more_samples(39, &p) && !wants_more_samples(40, &p));
+    }
+
+    #[test]
+    fn the_outline_refines_the_scale_only_beyond_the_gap_and_within_reach() {
+        let p = CountParams::default();
+        let r = p.rbc_outline_radius;
+        // Cells 10% small in the nets' view: enlarge by 10%.
+        let s = refined_scale(0.5, Some(r / 1.1), &p).unwrap();
+        assert!((s - 0.55).abs() < 1e-5, "{s}");
+        let s = refined_scale(0.5, Some(r / 0.9), &p).unwrap();
+        assert!((s - 0.45).abs() < 1e-5, "{s}");
+        // Within the gap, beyond reach, no outline, off, or out of range.
+        assert_eq!(refined_scale(0.5, Some(r * 1.03), &p), None);
+        assert_eq!(refined_scale(0.5, Some(r / 1.3), &p), None);
+        assert_eq!(refined_scale(0.5, None, &p), None);
+        assert_eq!(refined_scale(0.5, Some(0.0), &p), None);
+        let off = CountParams {
+            rbc_outline_radius: 0.0,
+            ..p
+        };
+        assert_eq!(refined_scale(0.5, Some(r / 1.1), &off), None);
+        assert_eq!(refined_scale(MAX_SCALE, Some(r / 1.1), &p), None);
+    }
+
+    #[test]
+    fn the_tiles_bound_covers_a_refined_analysis_and_its_samples() {
+        let p = CountParams::default();
+        let dims = (640, 480);
+        let plan: usize = sample_plan(dims, 0.5, &p)
+            .unwrap()
+            .iter()
+            .map(|x| x.1)
+            .sum();
+        assert_eq!(tiles_bound(dims, 0.5, false, &p).unwrap(), plan);
+        let bound = tiles_bound(dims, 0.5, true, &p).unwrap();
+        // Every refined scale within reach, with its samples, fits.
+        for k in 0..=50 {
+            let s = 0.5 * (1.0 - MAX_REFINE + 2.0 * MAX_REFINE * k as f32 / 50.0);
+            let refined: usize = sample_plan(dims, s, &p).unwrap().iter().map(|x| x.1).sum();
+            assert!(12 + refined <= bound, "{s}: {refined} + 12 > {bound}");
+        }
+        let off = CountParams {
+            rbc_outline_radius: 0.0,
+            ..p
+        };
+        assert_eq!(tiles_bound(dims, 0.5, true, &off).unwrap(), plan);
+        // A large photo: a probe of 6 tiles, then a full analysis within
+        // reach with its samples (here none: over the samples' tile limit).
+        let big = (1226, 652);
+        let (_, _, w, h) = probe_rect(big, 0.48).unwrap();
+        let probe = tiles_at((w, h), 0.48).unwrap();
+        let bound = tiles_bound(big, 0.48, true, &p).unwrap();
+        for k in 0..=50 {
+            let s = 0.48 * (1.0 - MAX_REFINE + 2.0 * MAX_REFINE * k as f32 / 50.0);
+            let refined: usize = sample_plan(big, s, &p).unwrap().iter().map(|x| x.1).sum();
+            assert!(
+                probe + refined <= bound,
+                "{s}: {probe} + {refined} > {bound}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_large_photo_is_probed_at_its_centre_in_six_tiles() {
+        // 640x480 at 0.5: 12 tiles, no probe; at 0.7, 20 tiles: a probe.
+        assert_eq!(probe_rect((640, 480), 0.5), None);
+        let (x, y, w, h) = probe_rect((640, 480), 0.7).unwrap();
+        assert_eq!((w, h), (428, 285));
+        assert_eq!((x, y), ((640 - 428) / 2, (480 - 285) / 2));
+        assert_eq!(tiles_at((w, h), 0.7).unwrap(), 6);
+        // Portrait photos get a portrait probe.
+        let (_, _, w, h) = probe_rect((652, 1226), 0.48).unwrap();
+        assert!(h > w, "{w}x{h}");
+        assert_eq!(tiles_at((w, h), 0.48).unwrap(), 6);
+        // Never larger than the photo.
+        let (x, y, w, h) = probe_rect((3000, 150), 0.5).unwrap();
+        assert_eq!((x, y, h), ((3000 - 600) / 2, 0, 150));
+        assert_eq!(w, 600);
+    }
+}
