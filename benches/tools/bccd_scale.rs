@@ -39,7 +39,9 @@
 //! `--no-refine` leaves the colour measure's scale unrefined by the red
 //! cells' outline (`cells.rbc_outline_radius` 0). `--radii` prints each
 //! photo's outline radius (`NATIVE` lines: against its boxes; `RADII`: each
-//! copy's against the native's).
+//! copy's against the native's); with `--no-refine` it shows what the
+//! outline would correct, as the model card reports it (with refinement on,
+//! the scales printed are already corrected).
 //! The data is read from ../shared/data; nothing of it is written anywhere.
 
 use std::path::Path;
@@ -218,8 +220,7 @@ fn analyse(
     let mut s = scale::estimate(img, &ScaleSettings::default(), params);
     let mut f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
     let counted = |r: &Run| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
-    let refine =
-        exact.is_none() && s.source == scale::ScaleSource::Photo && params.rbc_outline_radius > 0.0;
+    let refine = exact.is_none() && s.source == scale::ScaleSource::Photo && cells::refines(params);
     let mut whole = None;
     if refine {
         // The outline from a probe of a large photo, or a whole first run.
@@ -452,8 +453,8 @@ fn main() -> anyhow::Result<()> {
             let rn = ring_radius(&native_maps.runs[0], &base);
             let sn = native_maps.runs[0].f;
             println!(
-                "NATIVE {id}: ring {rn:?} d, scale {sn:.4}, granulometry {:.1} px, isolated boxes {:?} px, uncut boxes {:?} px",
-                native_size.rbc_diameter_px, t.rbc_box_px, t.uncut_box_px
+                "NATIVE {id}: ring {rn:?} d, scale {sn:.4}, granulometry {:?} px, isolated boxes {:?} px, uncut boxes {:?} px",
+                native_size.measured_px, t.rbc_box_px, t.uncut_box_px
             );
             for (f, copy) in factors.iter().zip(&copies) {
                 let Some((a, _)) = copy else { continue };

@@ -58,7 +58,7 @@ mod scales;
 pub use count::{count, rbc_crops};
 use scales::keep_median;
 pub use scales::{
-    median_index, probe_rect, refined_scale, sample_plan, sample_scales, tiles_bound,
+    median_index, probe_rect, refined_scale, refines, sample_plan, sample_scales, tiles_bound,
     wants_more_samples, MAX_REFINE, PROBE_ABOVE_TILES, PROBE_TILES,
 };
 
@@ -188,11 +188,14 @@ pub struct SmearAnalysis {
     pub width: u32,
     pub height: u32,
     /// Factor the image was resampled by before the nets: that of the kept
-    /// scale sample, within `cells.scale_spread` of the measured size's.
+    /// scale sample, within `cells.scale_spread` of the measured size's as
+    /// refined by the red cells' outline ([`refined_scale`]).
     pub scale: f32,
     pub counts: Counts,
     pub cells: Vec<CellBox>,
-    /// Tiles run through the UNets, over every scale sample.
+    /// Tiles run through the UNets over every analysis of the photo: a
+    /// probe or a first analysis the refinement set aside, and every scale
+    /// sample.
     pub tiles: usize,
     /// The red-cell size the photo was analysed at and how it was found
     /// (`None` when counted from maps alone, as the evaluation tools do).
@@ -201,7 +204,8 @@ pub struct SmearAnalysis {
     /// Radius of the red cells' outline in the boundary map at `scale`,
     /// as a fraction of `cells.rbc_diameter_px`
     /// ([`crate::imaging::circles::outline_radius`]); `None` with the
-    /// circles off or fewer than 3 of them.
+    /// circles off, fewer than 3 of them, or a profile that peaks at either
+    /// end of 0.3-0.7 d.
     #[serde(skip)]
     pub rbc_outline: Option<f32>,
     #[serde(skip)]
@@ -493,7 +497,7 @@ async fn settle_scale(
     progress: &mut Progress,
     timings: &mut CellTimings,
 ) -> Result<(f32, Option<SmearAnalysis>), CellError> {
-    if !refine || params.rbc_outline_radius <= 0.0 {
+    if !refine || !refines(params) {
         return Ok((scale, None));
     }
     let (outline, whole) = match probe_rect(img.dimensions(), scale) {
