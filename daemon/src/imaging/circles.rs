@@ -203,14 +203,8 @@ pub fn outline_radius(
     if k == 0 || k + 1 == steps {
         return None;
     }
-    let (a, b, c) = (profile[k - 1], profile[k], profile[k + 1]);
-    let curve = a - 2.0 * b + c;
-    let shift = if curve < 0.0 {
-        0.5 * (a - c) / curve
-    } else {
-        0.0
-    };
-    Some(radii.0 + PROFILE_STEP * (k as f32 + shift.clamp(-0.5, 0.5)))
+    let shift = super::peak_offset(profile[k - 1], profile[k], profile[k + 1]);
+    Some(radii.0 + PROFILE_STEP * (k as f32 + shift))
 }
 
 /// The distinct whole-pixel offsets of a circle of radius `r`.

@@ -11,6 +11,19 @@ pub mod resize;
 pub mod segment;
 pub mod smear;
 
+/// Where the peak of a sampled curve lies between its samples: the vertex
+/// of the parabola through three equally spaced samples `a`, `b`, `c`
+/// (`b` the highest), as an offset from `b` in sample steps, within
+/// -0.5..=0.5; 0 where the three do not bend down.
+pub fn peak_offset(a: f32, b: f32, c: f32) -> f32 {
+    let curve = a - 2.0 * b + c;
+    if curve < 0.0 {
+        (0.5 * (a - c) / curve).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    }
+}
+
 pub use decode::{decode, DecodeLimits, Decoded};
 pub use encode::{encode, encode_with_alpha, OutputFormat};
 pub use mask::{MaskMethod, MaskParams};

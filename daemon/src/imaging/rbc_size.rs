@@ -291,15 +291,9 @@ fn spectrum_peak(radii: &[f32], areas: &[usize], accept: (f32, f32)) -> Option<(
     if smooth[k] <= 0.0 || k == 0 || k + 1 >= smooth.len() {
         return None;
     }
-    let (a, b, c) = (smooth[k - 1], smooth[k], smooth[k + 1]);
-    let denom = a - 2.0 * b + c;
-    let shift = if denom < 0.0 {
-        0.5 * (a - c) / denom
-    } else {
-        0.0
-    };
+    let shift = super::peak_offset(smooth[k - 1], smooth[k], smooth[k + 1]);
     let step = centres[k + 1] - centres[k];
-    let r = (centres[k] + shift.clamp(-0.5, 0.5) * step).exp();
+    let r = (centres[k] + shift * step).exp();
     if r < accept.0 || r > accept.1 {
         return None;
     }
