@@ -37,7 +37,8 @@
 //! median red-cell count); `--scale-samples 1` analyses once, and
 //! `--scale-samples 5 --scale-spread 0.03` tries other samples, and
 //! `--no-refine` leaves the colour measure's scale unrefined by the red
-//! cells' outline (`cells.rbc_outline_radius` 0). `--radii` prints each
+//! cells' outline (`cells.rbc_outline_radius` 0); `--refine-above 0.02`
+//! sets the gap above which it refines (`cells.scale_refine_above`). `--radii` prints each
 //! photo's outline radius (`NATIVE` lines: against its boxes; `RADII`: each
 //! copy's against the native's); with `--no-refine` it shows what the
 //! outline would correct, as the model card reports it (with refinement on,
@@ -239,7 +240,7 @@ fn analyse(
         if let Some(f) = cells::refined_scale(f0, outline, params) {
             whole = None;
             f0 = f;
-            s.rbc_diameter_px = params.rbc_diameter_px / f;
+            s.refine(params.rbc_diameter_px / f, &ScaleSettings::default(), params);
         }
     }
     let first = match whole {
@@ -403,6 +404,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = bccd_common::arg(&args, "--scale-spread") {
         base.scale_spread = v.parse()?;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--refine-above") {
+        base.scale_refine_above = v.parse()?;
     }
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;

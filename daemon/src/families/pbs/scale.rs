@@ -154,6 +154,29 @@ pub fn decide(
             (f, src)
         }
     };
+    warnings.extend(size_warnings(diameter, source, settings, params));
+    let um = settings.microns_per_px.map(|m| diameter * m);
+    RbcScale {
+        rbc_diameter_px: diameter,
+        rbc_diameter_um: um,
+        source,
+        measured_px: measured.diameter_px,
+        cells_measured: measured.cells,
+        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+    }
+}
+
+/// What is wrong with red cells `diameter` px across from `source`, for
+/// the nets: too small to resolve, too large to reduce to their size, or,
+/// with `settings.microns_per_px` and a measure from the photo, a size in
+/// microns no red cell has. Empty when nothing is.
+fn size_warnings(
+    diameter: f32,
+    source: ScaleSource,
+    settings: &ScaleSettings,
+    params: &CountParams,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
     let (smallest, largest) = (
         params.rbc_diameter_px / pipeline::MAX_SCALE,
         params.rbc_diameter_px / pipeline::MIN_SCALE,
@@ -182,13 +205,26 @@ pub fn decide(
             ));
         }
     }
-    RbcScale {
-        rbc_diameter_px: diameter,
-        rbc_diameter_um: um,
-        source,
-        measured_px: measured.diameter_px,
-        cells_measured: measured.cells,
-        warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+    warnings
+}
+
+impl RbcScale {
+    /// The photo's measure as refined by the red cells' outline
+    /// (`pipeline::refined_scale`): `diameter_px` becomes the size the
+    /// photo is analysed at, in pixels and microns, and the warnings are
+    /// those of that size, not of the colour measure's (`measured_px`
+    /// keeps it). Only a measure from the photo is refined; for any other
+    /// `source` nothing changes.
+    pub fn refine(&mut self, diameter_px: f32, settings: &ScaleSettings, params: &CountParams) {
+        if self.source != ScaleSource::Photo {
+            return;
+        }
+        self.rbc_diameter_px = diameter_px;
+        self.rbc_diameter_um = settings.microns_per_px.map(|m| diameter_px * m);
+        // A photo measure carries no warning about where its size came
+        // from, only about the size itself.
+        let warnings = size_warnings(diameter_px, self.source, settings, params);
+        self.warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     }
 }
 
@@ -302,5 +338,37 @@ mod tests {
         let s = estimate(&img, &given, &p);
         assert_eq!((s.rbc_diameter_px, s.source), (70.0, ScaleSource::Given));
         assert_eq!(s.warning, None);
+    }
+
+    #[test]
+    fn a_refined_size_carries_its_own_warnings() {
+        let p = CountParams::default();
+        let coarse = ScaleSettings {
+            microns_per_px: Some(0.5),
+            ..Default::default()
+        };
+        // 16 px measured (8 um, no warning) refined to 14 px: under the
+        // nets' 15.
+        let mut s = decide(measured(Some(16.0), 30), DIMS, &coarse, &p);
+        assert_eq!(s.warning, None);
+        s.refine(14.0, &coarse, &p);
+        assert_eq!((s.rbc_diameter_px, s.measured_px), (14.0, Some(16.0)));
+        assert!((s.rbc_diameter_um.unwrap() - 7.0).abs() < 1e-5);
+        let w = s.warning.clone().unwrap();
+        assert!(w.contains("14.0 px") && !w.contains("um across"), "{w}");
+        // And back: 440 px measured (44 um, warned) refined to 70 px (7 um).
+        let fine = ScaleSettings {
+            microns_per_px: Some(0.1),
+            ..Default::default()
+        };
+        let mut s = decide(measured(Some(440.0), 30), (4000, 3000), &fine, &p);
+        assert!(s.warning.as_deref().unwrap().contains("44.0 um"));
+        s.refine(70.0, &fine, &p);
+        assert_eq!(s.warning, None);
+        // Only the photo's own measure is refined.
+        let mut s = decide(measured(None, 2), DIMS, &fine, &p);
+        let before = s.clone();
+        s.refine(70.0, &fine, &p);
+        assert_eq!(s, before);
     }
 }

@@ -574,8 +574,7 @@ pub async fn analyse(
     )
     .await?;
     if scale != measured {
-        rbc_size.rbc_diameter_px = params.rbc_diameter_px / scale;
-        rbc_size.rbc_diameter_um = sizes.microns_per_px.map(|m| rbc_size.rbc_diameter_px * m);
+        rbc_size.refine(params.rbc_diameter_px / scale, sizes, &params);
     }
     let first = match whole {
         Some(a) => a,
