@@ -240,7 +240,11 @@ fn analyse(
         if let Some(f) = cells::refined_scale(f0, outline, params) {
             whole = None;
             f0 = f;
-            s.refine(params.rbc_diameter_px / f, &ScaleSettings::default(), params);
+            s.refine(
+                params.rbc_diameter_px / f,
+                &ScaleSettings::default(),
+                params,
+            );
         }
     }
     let first = match whole {
