@@ -427,7 +427,14 @@ fn size_text(s: &pipeline::RbcScale) -> String {
         .map(|u| format!(" ({u:.1} um)"))
         .unwrap_or_default();
     let from = match s.source {
-        ScaleSource::Photo => format!("measured from {} cells", s.cells_measured),
+        ScaleSource::Photo => match s.measured_px {
+            // The outline moved the size: say both, or the two look inconsistent.
+            Some(m) if (m - s.rbc_diameter_px).abs() >= 0.05 => format!(
+                "measured from {} cells ({m:.1} px by colour, refined by their outline)",
+                s.cells_measured
+            ),
+            _ => format!("measured from {} cells", s.cells_measured),
+        },
         ScaleSource::Given => "given".into(),
         ScaleSource::Configured => "from pbs.native_rbc_diameter_px".into(),
         ScaleSource::MicronsPerPx => "from pbs.microns_per_px".into(),
@@ -517,7 +524,40 @@ fn local_cell_batchers(config: &Config) -> Result<pipeline::CellBatchers, CliErr
 
 #[cfg(test)]
 mod tests {
-    use super::crop_problem;
+    use super::{crop_problem, size_text};
+    use crate::families::pbs::scale::{RbcScale, ScaleSource};
+
+    /// A size the outline moved is printed with the colour measure it came
+    /// from; one it left alone, or a size given, with just its source.
+    #[test]
+    fn a_refined_size_says_what_it_was_refined_from() {
+        let mut s = RbcScale {
+            rbc_diameter_px: 110.0,
+            rbc_diameter_um: Some(11.0),
+            source: ScaleSource::Photo,
+            measured_px: Some(130.0),
+            cells_measured: 42,
+            warning: None,
+        };
+        let text = size_text(&s);
+        assert!(text.contains("110.0 px (11.0 um)"), "{text}");
+        assert!(
+            text.contains("measured from 42 cells (130.0 px by colour, refined by their outline)"),
+            "{text}"
+        );
+        s.measured_px = Some(110.0);
+        assert!(
+            size_text(&s).ends_with("measured from 42 cells"),
+            "{}",
+            size_text(&s)
+        );
+        s.source = ScaleSource::Given;
+        assert!(
+            size_text(&s).ends_with("px (11.0 um) given"),
+            "{}",
+            size_text(&s)
+        );
+    }
 
     #[test]
     fn only_cell_sized_images_pass_as_crops() {

@@ -90,8 +90,8 @@ pub struct RbcScale {
     pub rbc_diameter_um: Option<f32>,
     /// Where `rbc_diameter_px` came from.
     pub source: ScaleSource,
-    /// The photo's own measure, pixels, when it gave one (also when it was
-    /// not used).
+    /// The photo's own colour measure, pixels, when it gave one (also when
+    /// it was not used), before any refinement by the red cells' outline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_px: Option<f32>,
     /// Clean single red cells the measure is the median of.
