@@ -85,8 +85,16 @@ impl FaceBatch {
         self.thresholds.len()
     }
 
-    /// Every image letterboxed on the host, packed HWC one after another.
+    /// Every image letterboxed on the host, packed HWC one after another
+    /// (what a device backend uploads in one copy).
     pub fn packed(&self) -> Result<Vec<u8>, BackendError> {
+        Ok(self.host_images()?.concat())
+    }
+
+    /// Every image letterboxed on the host, `width * height * 3` RGB bytes
+    /// each: borrowed when the request letterboxed it, made here from a
+    /// whole frame otherwise. Errors: a count or a size that does not fit.
+    pub fn host_images(&self) -> Result<Vec<std::borrow::Cow<'_, [u8]>>, BackendError> {
         let per = self.width * self.height * 3;
         if self.images.len() != self.len() {
             return Err(BackendError::BadBatch(format!(
@@ -95,27 +103,25 @@ impl FaceBatch {
                 self.len()
             )));
         }
-        let mut out = Vec::with_capacity(self.len() * per);
-        for image in &self.images {
-            match image {
-                FaceImage::Letterboxed(p) if p.len() == per => out.extend_from_slice(p),
-                FaceImage::Letterboxed(p) => {
-                    return Err(BackendError::BadBatch(format!(
-                        "{} bytes for a {}x{} input",
-                        p.len(),
-                        self.width,
-                        self.height
-                    )))
+        self.images
+            .iter()
+            .map(|image| match image {
+                FaceImage::Letterboxed(p) if p.len() == per => {
+                    Ok(std::borrow::Cow::Borrowed(&p[..]))
                 }
+                FaceImage::Letterboxed(p) => Err(BackendError::BadBatch(format!(
+                    "{} bytes for a {}x{} input",
+                    p.len(),
+                    self.width,
+                    self.height
+                ))),
                 FaceImage::Frame(f, _) => {
-                    let lb =
-                        crate::imaging::resize::letterbox(f, self.width as u32, self.height as u32)
-                            .map_err(|e| BackendError::BadBatch(e.to_string()))?;
-                    out.extend_from_slice(&lb.pixels);
+                    crate::imaging::resize::letterbox(f, self.width as u32, self.height as u32)
+                        .map(|lb| std::borrow::Cow::Owned(lb.pixels))
+                        .map_err(|e| BackendError::BadBatch(e.to_string()))
                 }
-            }
-        }
-        Ok(out)
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -5,7 +5,7 @@ use std::path::Path;
 use candle_core::Device;
 
 use super::{Backend, BackendError, Batch, BatchOutput, FaceBatch, ModelPaths, ModelSet};
-use crate::frame::{cell_tiles, decode_faces, split_crops, split_exact, EyePoints, MeshPoints};
+use crate::frame::{cell_tiles, split_crops, split_exact, EyePoints, MeshPoints};
 use crate::model::age::AgeNet;
 use crate::model::face_mesh::FaceMesh;
 use crate::model::iris::IrisNet;
@@ -108,10 +108,21 @@ impl CpuBackend {
 }
 
 /// Run CenterFace on a batch and decode each image's candidates.
+///
+/// Each image goes to the model as its own slice and its head maps are
+/// decoded where they are: gathering the batch into one buffer and its
+/// outputs into tensors cost four copies of every map on the batcher thread,
+/// while the inference threads waited (4.5% of a 2-vCPU machine under load).
 pub fn detect(model: &CenterFace, batch: &FaceBatch) -> Result<Vec<Vec<Face>>, BackendError> {
-    let pixels = batch.packed()?;
-    let out = model.forward_rgb8(&pixels, batch.len(), batch.height, batch.width)?;
-    decode_faces(&out, batch)
+    let images = batch.host_images()?;
+    let slices: Vec<&[u8]> = images.iter().map(|p| &p[..]).collect();
+    let maps = model.forward_rgb8_each(&slices, batch.height, batch.width)?;
+    let (w, h) = (batch.width as f32, batch.height as f32);
+    Ok(maps
+        .iter()
+        .zip(&batch.thresholds)
+        .map(|(m, &t)| crate::model::decode::candidates(&m.head(), t, w, h))
+        .collect())
 }
 
 /// Rows of a [N, K, 3] tensor as N vectors of K points.

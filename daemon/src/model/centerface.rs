@@ -14,6 +14,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::decode;
 use super::nhwc::{self, Dense3x3, Depthwise, Map, Pointwise, Upsample2x2};
 
 /// (expansion, output channels, repeats, first stride) of MobileNetV2.
@@ -233,6 +234,33 @@ pub struct Output {
     pub landmarks: Tensor,
 }
 
+/// One image's head outputs, channel-major as in [`Output`] (`15 × h × w`
+/// floats at stride 4: heatmap with the sigmoid applied, scale, offset,
+/// landmarks), held as a plain vector so the batch's host-side decode reads
+/// it in place instead of through tensor copies.
+#[derive(Debug, Clone)]
+pub struct ImageMaps {
+    data: Vec<f32>,
+    /// Rows and columns of each map (the input's `h / 4`, `w / 4`).
+    pub h: usize,
+    pub w: usize,
+}
+
+impl ImageMaps {
+    /// The maps as the decoder reads them.
+    pub fn head(&self) -> decode::HeadMaps<'_> {
+        let plane = self.h * self.w;
+        decode::HeadMaps {
+            heatmap: &self.data[..plane],
+            scale: &self.data[plane..3 * plane],
+            offset: &self.data[3 * plane..5 * plane],
+            landmarks: &self.data[5 * plane..],
+            h: self.h,
+            w: self.w,
+        }
+    }
+}
+
 pub struct CenterFace {
     stem: Dense3x3,
     blocks: Vec<InvertedResidual>,
@@ -310,6 +338,44 @@ impl CenterFace {
         })
     }
 
+    /// RGB8 images of `w × h` each (`h·w·3` bytes, interleaved), one slice
+    /// per image, to each image's head maps: what the CPU backend decodes.
+    /// The images run whole on separate threads (`nhwc::whole_images`), and
+    /// nothing is gathered into one batch buffer first.
+    ///
+    /// Errors: `h`, `w` not multiples of 32, or a slice of the wrong length.
+    pub fn forward_rgb8_each(
+        &self,
+        images: &[&[u8]],
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<ImageMaps>> {
+        check_input(3, h, w)?;
+        if let Some(bad) = images.iter().find(|p| p.len() != h * w * 3) {
+            candle_core::bail!("centerface: {} bytes for an image of {w}x{h}", bad.len());
+        }
+        Ok(self.maps(images.len(), h, w, |i| {
+            Map::padded_from_hwc_u8(images[i], 3, h, w)
+        }))
+    }
+
+    fn maps(
+        &self,
+        n: usize,
+        h: usize,
+        w: usize,
+        input: impl Fn(usize) -> Map + Sync,
+    ) -> Vec<ImageMaps> {
+        let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
+        nhwc::whole_images(n, |i| {
+            let mut data = self.forward_image(&input(i)).to_chw();
+            for v in &mut data[..oh * ow] {
+                *v = 1.0 / (1.0 + (-*v).exp());
+            }
+            ImageMaps { data, h: oh, w: ow }
+        })
+    }
+
     fn run(
         &self,
         n: usize,
@@ -318,15 +384,9 @@ impl CenterFace {
         input: impl Fn(usize) -> Map + Sync,
     ) -> Result<Output> {
         let (oh, ow) = (h / OUT_STRIDE, w / OUT_STRIDE);
-        let plane = oh * ow;
-        let mut all = Vec::with_capacity(n * HEAD_CHANNELS * plane);
-        for maps in nhwc::whole_images(n, |i| self.forward_image(&input(i)).to_chw()) {
-            all.extend(maps);
-        }
-        for image in all.chunks_exact_mut(HEAD_CHANNELS * plane) {
-            for v in &mut image[..plane] {
-                *v = 1.0 / (1.0 + (-*v).exp());
-            }
+        let mut all = Vec::with_capacity(n * HEAD_CHANNELS * oh * ow);
+        for maps in self.maps(n, h, w, input) {
+            all.extend(maps.data);
         }
         let out = Tensor::from_vec(all, (n, HEAD_CHANNELS, oh, ow), &candle_core::Device::Cpu)?;
         Ok(Output {
@@ -494,6 +554,56 @@ mod tests {
                 assert!(d < 1e-5, "image {i}: {d}");
             }
         }
+    }
+
+    /// The per-image path the CPU backend takes reads the same maps as the
+    /// batched tensors, and refuses a slice of the wrong size.
+    #[test]
+    fn per_image_maps_are_the_batch_outputs() {
+        let model = model(&Device::Cpu);
+        let (h, w) = (96, 128);
+        let photo = image::load_from_memory(include_bytes!("../../../tests/fixtures/group.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let images: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                image::imageops::crop_imm(&photo, 250 + 220 * i, 140, w as u32, h as u32)
+                    .to_image()
+                    .into_raw()
+            })
+            .collect();
+        let slices: Vec<&[u8]> = images.iter().map(|p| &p[..]).collect();
+        let each = model.forward_rgb8_each(&slices, h, w).unwrap();
+        let all = model.forward_rgb8(&images.concat(), 3, h, w).unwrap();
+        assert_eq!(each.len(), 3);
+        for (i, m) in each.iter().enumerate() {
+            let head = m.head();
+            assert_eq!((m.h, m.w), (h / OUT_STRIDE, w / OUT_STRIDE));
+            for (got, t) in [
+                (head.heatmap, &all.heatmap),
+                (head.scale, &all.scale),
+                (head.offset, &all.offset),
+                (head.landmarks, &all.landmarks),
+            ] {
+                let want = t
+                    .narrow(0, i, 1)
+                    .unwrap()
+                    .contiguous()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
+                assert_eq!(got, &want[..], "image {i}");
+            }
+        }
+        assert!(head_in_unit_range(&each[0]));
+        let short = &images[0][1..];
+        assert!(model.forward_rgb8_each(&[&images[0], short], h, w).is_err());
+    }
+
+    fn head_in_unit_range(m: &ImageMaps) -> bool {
+        m.head().heatmap.iter().all(|p| (0.0..=1.0).contains(p))
     }
 
     #[test]
