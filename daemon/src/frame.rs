@@ -3,6 +3,7 @@
 //! them. A leaf of the stack: `gpu`, `backend` and `batch` all use it, and it
 //! uses only `model` and `imaging`.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -86,7 +87,8 @@ impl FaceBatch {
     }
 
     /// Every image letterboxed on the host, packed HWC one after another
-    /// (what a device backend uploads in one copy).
+    /// (`len * width * height * 3` bytes): the host reference the device
+    /// backends' tests compare against.
     pub fn packed(&self) -> Result<Vec<u8>, BackendError> {
         Ok(self.host_images()?.concat())
     }
@@ -94,7 +96,7 @@ impl FaceBatch {
     /// Every image letterboxed on the host, `width * height * 3` RGB bytes
     /// each: borrowed when the request letterboxed it, made here from a
     /// whole frame otherwise. Errors: a count or a size that does not fit.
-    pub fn host_images(&self) -> Result<Vec<std::borrow::Cow<'_, [u8]>>, BackendError> {
+    pub fn host_images(&self) -> Result<Vec<Cow<'_, [u8]>>, BackendError> {
         let per = self.width * self.height * 3;
         if self.images.len() != self.len() {
             return Err(BackendError::BadBatch(format!(
@@ -106,9 +108,7 @@ impl FaceBatch {
         self.images
             .iter()
             .map(|image| match image {
-                FaceImage::Letterboxed(p) if p.len() == per => {
-                    Ok(std::borrow::Cow::Borrowed(&p[..]))
-                }
+                FaceImage::Letterboxed(p) if p.len() == per => Ok(Cow::Borrowed(&p[..])),
                 FaceImage::Letterboxed(p) => Err(BackendError::BadBatch(format!(
                     "{} bytes for a {}x{} input",
                     p.len(),
@@ -117,7 +117,7 @@ impl FaceBatch {
                 ))),
                 FaceImage::Frame(f, _) => {
                     crate::imaging::resize::letterbox(f, self.width as u32, self.height as u32)
-                        .map(|lb| std::borrow::Cow::Owned(lb.pixels))
+                        .map(|lb| Cow::Owned(lb.pixels))
                         .map_err(|e| BackendError::BadBatch(e.to_string()))
                 }
             })

@@ -247,14 +247,15 @@ pub struct ImageMaps {
 }
 
 impl ImageMaps {
-    /// The maps as the decoder reads them.
+    /// The maps as the decoder reads them: channel 0 the heatmap, 1-2 the
+    /// scale, 3-4 the offset, 5-14 the landmarks.
     pub fn head(&self) -> decode::HeadMaps<'_> {
         let plane = self.h * self.w;
         decode::HeadMaps {
             heatmap: &self.data[..plane],
             scale: &self.data[plane..3 * plane],
             offset: &self.data[3 * plane..5 * plane],
-            landmarks: &self.data[5 * plane..],
+            landmarks: &self.data[5 * plane..HEAD_CHANNELS * plane],
             h: self.h,
             w: self.w,
         }
@@ -359,6 +360,8 @@ impl CenterFace {
         }))
     }
 
+    /// Each image's head maps (`15 × h/4 × w/4`, channel-major), the heatmap
+    /// through the sigmoid, images whole on separate threads.
     fn maps(
         &self,
         n: usize,
@@ -526,23 +529,29 @@ mod tests {
         assert!(model.forward_rgb8(&hwc[1..], 1, h, w).is_err());
     }
 
+    /// Three `w × h` RGB8 crops of the group photo, the first at `(x, y)`,
+    /// each `step` px right of the last.
+    fn group_crops((x, y): (u32, u32), step: u32, w: usize, h: usize) -> Vec<Vec<u8>> {
+        let photo = image::load_from_memory(include_bytes!("../../../tests/fixtures/group.jpg"))
+            .unwrap()
+            .to_rgb8();
+        (0..3)
+            .map(|i| {
+                image::imageops::crop_imm(&photo, x + step * i, y, w as u32, h as u32)
+                    .to_image()
+                    .into_raw()
+            })
+            .collect()
+    }
+
     /// A batch runs whole images on separate threads (and the odd one out
     /// split over them): each image's maps are those it gets alone.
     #[test]
     fn a_batch_gives_each_image_its_own_maps() {
         let model = model(&Device::Cpu);
         let (h, w) = (96, 128);
-        let photo = image::load_from_memory(include_bytes!("../../../tests/fixtures/group.jpg"))
-            .unwrap()
-            .to_rgb8();
         // Three different crops: the faces and background of the group photo.
-        let images: Vec<Vec<u8>> = (0..3)
-            .map(|i| {
-                image::imageops::crop_imm(&photo, 300 + 200 * i, 150, w as u32, h as u32)
-                    .to_image()
-                    .into_raw()
-            })
-            .collect();
+        let images = group_crops((300, 150), 200, w, h);
         let all = model.forward_rgb8(&images.concat(), 3, h, w).unwrap();
         for (i, image) in images.iter().enumerate() {
             let one = model.forward_rgb8(image, 1, h, w).unwrap();
@@ -562,16 +571,7 @@ mod tests {
     fn per_image_maps_are_the_batch_outputs() {
         let model = model(&Device::Cpu);
         let (h, w) = (96, 128);
-        let photo = image::load_from_memory(include_bytes!("../../../tests/fixtures/group.jpg"))
-            .unwrap()
-            .to_rgb8();
-        let images: Vec<Vec<u8>> = (0..3)
-            .map(|i| {
-                image::imageops::crop_imm(&photo, 250 + 220 * i, 140, w as u32, h as u32)
-                    .to_image()
-                    .into_raw()
-            })
-            .collect();
+        let images = group_crops((250, 140), 220, w, h);
         let slices: Vec<&[u8]> = images.iter().map(|p| &p[..]).collect();
         let each = model.forward_rgb8_each(&slices, h, w).unwrap();
         let all = model.forward_rgb8(&images.concat(), 3, h, w).unwrap();
