@@ -331,9 +331,6 @@ impl Config {
         if self.batch.gpu_max_batch_size == 0 || self.batch.gpu_max_batch_size > 256 {
             p.push("batch.gpu_max_batch_size must be 1..=256".into());
         }
-        if self.batch.queue_depth == 0 {
-            p.push("batch.queue_depth must be at least 1".into());
-        }
         if self.batch.max_wait_ms > 1000 {
             p.push("batch.max_wait_ms above 1000 would stall every request".into());
         }
@@ -449,6 +446,18 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn queue_depth_zero_counts_batches_of_the_backend() {
+        use crate::backend::Target;
+        let mut b = BatchConfig::default();
+        assert_eq!(b.queue_depth, 0);
+        assert_eq!(b.queue_depth_for(&Target::Cpu), 3 * b.max_batch_size);
+        b.max_batch_size = 8;
+        assert_eq!(b.queue_depth_for(&Target::Cpu), 24);
+        b.queue_depth = 20;
+        assert_eq!(b.queue_depth_for(&Target::Cpu), 20);
+    }
+
     #[test]
     fn unknown_argus_variables_are_named() {
         let vars: Vec<String> = [

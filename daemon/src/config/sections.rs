@@ -67,9 +67,18 @@ pub struct BatchConfig {
     pub gpu_max_batch_size: usize,
     /// Longest a request waits for others to join its batch, in milliseconds.
     pub max_wait_ms: u64,
-    /// Requests waiting for inference before new ones get 429.
+    /// Requests waiting for inference before new ones get 429; 0 (the
+    /// default) counts it in batches of the backend that serves the queue:
+    /// [`QUEUE_BATCHES`] of them (see [`BatchConfig::queue_depth_for`]).
     pub queue_depth: usize,
 }
+
+/// Batches a queue holds when `batch.queue_depth` is 0: one gathering while
+/// one runs, and one to spare for a burst. More only adds waiting: under
+/// overload every request beyond it would wait longer for the same rate,
+/// and each one's decoded photo is memory touched for nothing (measured in
+/// BENCHMARKS.md, "The batch's copies off the batcher thread").
+pub const QUEUE_BATCHES: usize = 3;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -201,6 +210,17 @@ impl BatchConfig {
             self.max_batch_size
         }
     }
+
+    /// Requests the queue in front of `target`'s backend holds: the
+    /// configured `queue_depth`, or when it is 0, [`QUEUE_BATCHES`] batches
+    /// of [`max_batch_for`](Self::max_batch_for) (12 on the CPU backend's
+    /// default batch of 4, 96 on a GPU's 32).
+    pub fn queue_depth_for(&self, target: &crate::backend::Target) -> usize {
+        match self.queue_depth {
+            0 => QUEUE_BATCHES * self.max_batch_for(target).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for BatchConfig {
@@ -209,7 +229,7 @@ impl Default for BatchConfig {
             max_batch_size: 4,
             gpu_max_batch_size: 32,
             max_wait_ms: 3,
-            queue_depth: 32,
+            queue_depth: 0,
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn face_batcher(
     let policy = Policy {
         max_batch,
         max_wait: std::time::Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: cfg.batch.queue_depth,
+        max_depth: cfg.batch.queue_depth_for(target),
     };
     Ok(Batcher::start(
         backend,

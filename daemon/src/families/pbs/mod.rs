@@ -99,16 +99,15 @@ pub fn start_cell_batchers(
     use crate::backend::{self, ModelSet};
     use crate::model;
     let max_batch = cfg.batch.max_batch_for(target);
-    let policy = Policy {
+    // Smear tiles come from the analysis queue (one study at a time) and the
+    // CLI (one photo at a time), each photo keeping `TILES_IN_FLIGHT` queued:
+    // the depth is room for several such, whatever `batch.queue_depth` says
+    // of the request queues (a depth below `TILES_IN_FLIGHT` would refuse a
+    // photo's own tiles).
+    let tile_policy = Policy {
         max_batch,
         max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
-        max_depth: cfg.batch.queue_depth,
-    };
-    // Smear tiles come in bursts of tens per photo: a deeper queue, and
-    // batches of the configured size.
-    let tile_policy = Policy {
-        max_depth: cfg.batch.queue_depth.max(1) * 16,
-        ..policy
+        max_depth: pipeline::TILES_IN_FLIGHT * 8,
     };
     let tiles = Batcher::start_work(
         pipeline::TileWork,

@@ -137,7 +137,7 @@ impl SkinBatchers {
         let policy = Policy {
             max_batch,
             max_wait: Duration::from_millis(batch.max_wait_ms),
-            max_depth: batch.queue_depth.max(1) * 2,
+            max_depth: batch.queue_depth_for(&Target::Cpu) * 2,
         };
         let mesh = Batcher::start_work(
             MeshWork,

@@ -352,7 +352,7 @@ async fn run_all<W: Workload>(
 
 /// Tiles one photo keeps queued at a time: a large photo (hundreds of
 /// tiles) never fills the bounded queue by itself.
-const TILES_IN_FLIGHT: usize = 64;
+pub const TILES_IN_FLIGHT: usize = 64;
 
 /// Run tiles through the UNet batcher, keeping their order; `watch` sees
 /// each tile arrive and can stop the run between any two.
