@@ -240,6 +240,71 @@ async fn full_queue_answers_429_and_full_admission_503() {
     s.stop().await;
 }
 
+/// Requests admitted together whose photos are tiled (too large for one
+/// pass to see a small face) each add their tiles to a queue the others
+/// fill: an admitted request waits for room rather than getting 429 after
+/// its upload, decode and whole-photo pass.
+#[tokio::test]
+async fn admitted_tiled_photos_wait_for_room_in_a_full_queue() {
+    // Batches of two into a queue of two: one photo's tiles fill it.
+    let s = start(|c| {
+        c.auth.api_key_enabled = false;
+        c.storage.enabled = false;
+        c.batch.max_batch_size = 2;
+        c.batch.queue_depth = 2;
+    })
+    .await;
+    let bg = image::load_from_memory(&fixture("coffee.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let big = image::imageops::resize(&bg, 2400, 1800, image::imageops::FilterType::Triangle);
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 85)
+        .encode_image(&big)
+        .unwrap();
+    let jpeg = jpeg.into_inner();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, url, body) = (s.client.clone(), s.url("/api/v1/detect"), jpeg.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .post(url)
+                .multipart(Server::image_form(body, "big.jpg"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let ok = answers.iter().filter(|a| a.0 == 200).count();
+    assert!(
+        answers.iter().all(|a| a.0 == 200 || a.0 == 429),
+        "{answers:?}"
+    );
+    let m = s.metrics().await;
+    let count = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // A 429 may only come before the upload is decoded: every decoded
+    // photo was answered.
+    let decoded = count("argus_image_decode_duration_seconds_count");
+    assert_eq!(decoded, ok as f64, "{answers:?}");
+    assert!(ok >= 2, "{answers:?}");
+    let batches = count("argus_batch_size_count{model=\"centerface\"}");
+    assert!(
+        batches > 2.0 * ok as f64,
+        "the photos were not tiled: {batches} batches"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn requests_whose_client_left_are_dropped_before_inference() {
     let s = start(|c| {
@@ -494,6 +559,8 @@ async fn decoded_pixels_in_flight_share_one_memory_budget() {
         c.storage.enabled = false;
         c.limits.decode_budget_bytes = BUDGET;
         c.limits.decode_wait_ms = 1500;
+        // Room for all 32 in the queue: this is the memory budget's test.
+        c.batch.queue_depth = 32;
     })
     .await;
     let png = big_png();

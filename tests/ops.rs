@@ -256,10 +256,12 @@ async fn dashboard_and_alerts_read_only_exported_metrics() {
         let line = format!("argus_webhook_pending{{family=\"{family}\"}} 0");
         assert!(scrape.lines().any(|l| l == line), "{line} in\n{scrape}");
     }
+    // The default depth: three CPU batches.
+    let capacity = 3 * argus::config::Config::default().batch.max_batch_size;
     assert!(
         scrape
             .lines()
-            .any(|l| l == "argus_batch_queue_capacity{model=\"centerface\"} 32"),
+            .any(|l| l == format!("argus_batch_queue_capacity{{model=\"centerface\"}} {capacity}")),
         "{scrape}"
     );
 }

@@ -1,13 +1,14 @@
 //! Face detection for every family: decode -> letterbox -> batched
 //! inference -> boxes in original pixels -> NMS (-> mask -> encode).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use image::{ImageFormat, RgbImage};
 
 pub use crate::backend::masker::{mask_and_encode, Encoding, Masked, Masker};
-use crate::batch::{Batcher, SubmitError};
+use crate::batch::{Batcher, Refused, SubmitError};
 use crate::frame::{FaceImage, Resident};
 use crate::imaging::{self, resize, DecodeLimits, ImagingError};
 use crate::model::{decode::nms, Face};
@@ -124,6 +125,50 @@ fn drop_parts(faces: Vec<Face>) -> Vec<Face> {
         .collect()
 }
 
+/// Longest a tile of an admitted request waits for room in a full queue
+/// before the request gets 429 (each batch the backend takes makes room).
+const TILE_ROOM_WAIT: Duration = Duration::from_secs(10);
+/// How often a tile with none of its photo's own tiles queued looks for room.
+const TILE_ROOM_POLL: Duration = Duration::from_millis(5);
+
+/// Where a tile lies in its photo: offset, and original pixels per model pixel.
+struct TileAt {
+    ox: f32,
+    oy: f32,
+    inv: f32,
+    rect: [u32; 4],
+}
+
+/// A queued tile's faces in original pixels, less those its edges cut and
+/// those wider than `max_w` (the whole-photo pass reports those).
+async fn tile_faces(
+    (rx, at): (crate::batch::worker::Reply<Vec<Face>>, TileAt),
+    iw: u32,
+    ih: u32,
+    max_w: f32,
+) -> Result<Vec<Face>, PipelineError> {
+    let r = rx
+        .await
+        .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))?
+        .map_err(PipelineError::Inference)?;
+    let cut = cut_edges(at.rect, iw, ih);
+    let TileAt { ox, oy, inv, .. } = at;
+    Ok(r.output
+        .into_iter()
+        .map(|f| Face {
+            score: f.score,
+            x1: ox + f.x1 * inv,
+            y1: oy + f.y1 * inv,
+            x2: ox + f.x2 * inv,
+            y2: oy + f.y2 * inv,
+            landmarks: f.landmarks.map(|[lx, ly]| [ox + lx * inv, oy + ly * inv]),
+        })
+        // A face the tile cuts is part of one: the overlap holds it whole in
+        // a neighbour, or the whole-photo pass sees it.
+        .filter(|f| !cut(f) && f.x2 - f.x1 < max_w)
+        .collect())
+}
+
 /// Detect on the tiles of `image` (see [`tiles`]), a batch's worth at a
 /// time so one photo never fills the queue; candidates in original pixels.
 async fn detect_tiles(
@@ -140,35 +185,44 @@ async fn detect_tiles(
     let (global, _, _) = resize::fit(image.width(), image.height(), tw, th);
     let max_w = 1.5 * MIN_DETECTOR_FACE_PX / global;
     let mut out = Vec::new();
+    let (iw, ih) = image.dimensions();
     for chunk in rects.chunks(info.max_batch.max(1)) {
-        let mut waiting = Vec::with_capacity(chunk.len());
+        let mut waiting = VecDeque::with_capacity(chunk.len());
         for &[x, y, w, h] in chunk {
             let tile = image::imageops::crop_imm(image, x, y, w, h).to_image();
             let lb = resize::letterbox(&tile, tw, th)?;
-            let rx = batcher.submit(FaceImage::Letterboxed(lb.pixels), confidence)?;
-            waiting.push((rx, x as f32, y as f32, 1.0 / lb.scale, [x, y, w, h]));
+            let mut item = (FaceImage::Letterboxed(lb.pixels), confidence);
+            // The request was admitted (its ticket is held): a queue full of
+            // others' work is a wait, not a refusal after all that was done.
+            let deadline = Instant::now() + TILE_ROOM_WAIT;
+            let rx = loop {
+                match batcher.try_submit_item(item) {
+                    Ok(rx) => break rx,
+                    Err(Refused::Failed(e)) => return Err(e.into()),
+                    Err(Refused::Full(_)) if Instant::now() >= deadline => {
+                        return Err(SubmitError::QueueFull.into())
+                    }
+                    Err(Refused::Full(back)) => {
+                        item = back;
+                        // Room comes when a batch is taken: this photo's
+                        // oldest queued tile, or anyone's.
+                        match waiting.pop_front() {
+                            Some(t) => out.extend(tile_faces(t, iw, ih, max_w).await?),
+                            None => tokio::time::sleep(TILE_ROOM_POLL).await,
+                        }
+                    }
+                }
+            };
+            let at = TileAt {
+                ox: x as f32,
+                oy: y as f32,
+                inv: 1.0 / lb.scale,
+                rect: [x, y, w, h],
+            };
+            waiting.push_back((rx, at));
         }
-        for (rx, ox, oy, inv, rect) in waiting {
-            let r = rx
-                .await
-                .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))?
-                .map_err(PipelineError::Inference)?;
-            let cut = cut_edges(rect, image.width(), image.height());
-            out.extend(
-                r.output
-                    .into_iter()
-                    .map(|f| Face {
-                        score: f.score,
-                        x1: ox + f.x1 * inv,
-                        y1: oy + f.y1 * inv,
-                        x2: ox + f.x2 * inv,
-                        y2: oy + f.y2 * inv,
-                        landmarks: f.landmarks.map(|[lx, ly]| [ox + lx * inv, oy + ly * inv]),
-                    })
-                    // A face the tile cuts is part of one: the overlap holds it
-                    // whole in a neighbour, or the whole-photo pass sees it.
-                    .filter(|f| !cut(f) && f.x2 - f.x1 < max_w),
-            );
+        while let Some(t) = waiting.pop_front() {
+            out.extend(tile_faces(t, iw, ih, max_w).await?);
         }
     }
     Ok((out, rects.len()))

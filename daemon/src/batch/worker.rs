@@ -131,6 +131,14 @@ pub enum SubmitError {
     WrongSize { got: usize, want: usize },
 }
 
+/// Why [`Batcher::try_submit_item`] did not queue an item.
+#[derive(Debug)]
+pub enum Refused<T> {
+    /// The queue is at its depth: the item, to try again once it drains.
+    Full(T),
+    Failed(SubmitError),
+}
+
 #[derive(Debug, Clone)]
 pub struct BatcherInfo {
     pub backend: &'static str,
@@ -306,9 +314,19 @@ impl<W: Workload> Batcher<W> {
 
     /// Queue one item; the receiver resolves when its batch ran.
     pub fn submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, SubmitError> {
-        self.work.check(&item)?;
+        self.try_submit_item(item).map_err(|r| match r {
+            Refused::Full(_) => SubmitError::QueueFull,
+            Refused::Failed(e) => e,
+        })
+    }
+
+    /// [`submit_item`](Self::submit_item), except that a full queue hands
+    /// the item back, for a caller that may wait and try again (a request
+    /// already admitted, adding its photo's tiles).
+    pub fn try_submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, Refused<W::Item>> {
+        self.work.check(&item).map_err(Refused::Failed)?;
         if self.shared.stop.load(Ordering::Relaxed) {
-            return Err(SubmitError::ShutDown);
+            return Err(Refused::Failed(SubmitError::ShutDown));
         }
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -319,7 +337,7 @@ impl<W: Workload> Batcher<W> {
         let depth = {
             let mut q = lock(&self.shared.queue);
             q.push(job, Instant::now())
-                .map_err(|_| SubmitError::QueueFull)?;
+                .map_err(|job| Refused::Full(job.item))?;
             q.len()
         };
         self.metrics
