@@ -201,6 +201,16 @@ async fn burst(s: &Server, n: usize) -> Vec<(u16, Option<String>)> {
     out
 }
 
+/// The value of the first line of a Prometheus scrape starting with `name`
+/// (its labels included); 0 when there is none.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn full_queue_answers_429_and_full_admission_503() {
     // One image per batch and a queue of one: a burst must overflow it.
@@ -286,12 +296,7 @@ async fn admitted_tiled_photos_wait_for_room_in_a_full_queue() {
         "{answers:?}"
     );
     let m = s.metrics().await;
-    let count = |name: &str| -> f64 {
-        m.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let count = |name: &str| metric(&m, name);
     // A 429 may only come before the upload is decoded: every decoded
     // photo was answered.
     let decoded = count("argus_image_decode_duration_seconds_count");
@@ -335,13 +340,7 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
     // Let the backend thread reach the abandoned entries: until the queue
     // is empty (a loaded CI machine can take longer than a fixed pause; the
     // queue held 9 after 1.5 s once), 60 s at most.
-    let gauge = |metrics: &str, name: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let gauge = metric;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let m = s.metrics().await;
