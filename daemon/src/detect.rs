@@ -1,14 +1,13 @@
 //! Face detection for every family: decode -> letterbox -> batched
 //! inference -> boxes in original pixels -> NMS (-> mask -> encode).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::{ImageFormat, RgbImage};
 
 pub use crate::backend::masker::{mask_and_encode, Encoding, Masked, Masker};
-use crate::batch::{Batcher, Refused, SubmitError};
+use crate::batch::{Batcher, SubmitError};
 use crate::frame::{FaceImage, Resident};
 use crate::imaging::{self, resize, DecodeLimits, ImagingError};
 use crate::model::{decode::nms, Face};
@@ -125,11 +124,10 @@ fn drop_parts(faces: Vec<Face>) -> Vec<Face> {
         .collect()
 }
 
-/// Longest a tile of an admitted request waits for room in a full queue
-/// before the request gets 429 (each batch the backend takes makes room).
-const TILE_ROOM_WAIT: Duration = Duration::from_secs(10);
-/// How often a tile with none of its photo's own tiles queued looks for room.
-const TILE_ROOM_POLL: Duration = Duration::from_millis(5);
+/// Longest an admitted request's photo or tile waits for room in a full
+/// queue before the request gets 429 (each batch the backend takes makes
+/// room; see [`Batcher::submit_admitted`]).
+const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a tile lies in its photo: offset, and original pixels per model pixel.
 struct TileAt {
@@ -187,41 +185,24 @@ async fn detect_tiles(
     let mut out = Vec::new();
     let (iw, ih) = image.dimensions();
     for chunk in rects.chunks(info.max_batch.max(1)) {
-        let mut waiting = VecDeque::with_capacity(chunk.len());
+        let mut waiting = Vec::with_capacity(chunk.len());
         for &[x, y, w, h] in chunk {
             let tile = image::imageops::crop_imm(image, x, y, w, h).to_image();
             let lb = resize::letterbox(&tile, tw, th)?;
-            let mut item = (FaceImage::Letterboxed(lb.pixels), confidence);
-            // The request was admitted (its ticket is held): a queue full of
-            // others' work is a wait, not a refusal after all that was done.
-            let deadline = Instant::now() + TILE_ROOM_WAIT;
-            let rx = loop {
-                match batcher.try_submit_item(item) {
-                    Ok(rx) => break rx,
-                    Err(Refused::Failed(e)) => return Err(e.into()),
-                    Err(Refused::Full(_)) if Instant::now() >= deadline => {
-                        return Err(SubmitError::QueueFull.into())
-                    }
-                    Err(Refused::Full(back)) => {
-                        item = back;
-                        // Room comes when a batch is taken: this photo's
-                        // oldest queued tile, or anyone's.
-                        match waiting.pop_front() {
-                            Some(t) => out.extend(tile_faces(t, iw, ih, max_w).await?),
-                            None => tokio::time::sleep(TILE_ROOM_POLL).await,
-                        }
-                    }
-                }
-            };
+            // The request was admitted: a queue full of others' work is a
+            // wait, not a refusal after all that was done.
+            let rx = batcher
+                .submit_admitted((FaceImage::Letterboxed(lb.pixels), confidence), ROOM_WAIT)
+                .await?;
             let at = TileAt {
                 ox: x as f32,
                 oy: y as f32,
                 inv: 1.0 / lb.scale,
                 rect: [x, y, w, h],
             };
-            waiting.push_back((rx, at));
+            waiting.push((rx, at));
         }
-        while let Some(t) = waiting.pop_front() {
+        for t in waiting {
             out.extend(tile_faces(t, iw, ih, max_w).await?);
         }
     }
@@ -350,7 +331,10 @@ pub async fn detect(
         FaceImage::Frame(f, copy) => Some((f.clone(), copy.clone())),
         FaceImage::Letterboxed(_) => None,
     };
-    let result = match batcher.submit(input, params.confidence) {
+    let result = match batcher
+        .submit_admitted((input, params.confidence), ROOM_WAIT)
+        .await
+    {
         Ok(rx) => rx
             .await
             .map_err(|_| PipelineError::Inference("the backend thread stopped".into()))

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -157,6 +157,9 @@ struct Shared<W: Workload> {
     tickets: Arc<tokio::sync::Semaphore>,
     ticket_count: usize,
     wake: Condvar,
+    /// Told whenever the queue makes room (a batch taken, stale items
+    /// dropped): see [`Batcher::submit_admitted`].
+    room: tokio::sync::Notify,
     stop: AtomicBool,
     healthy: AtomicBool,
 }
@@ -246,6 +249,7 @@ impl<W: Workload> Batcher<W> {
             tickets: tickets.clone(),
             ticket_count: policy.max_depth.max(1) + max_batch,
             wake: Condvar::new(),
+            room: tokio::sync::Notify::new(),
             stop: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
         });
@@ -348,10 +352,46 @@ impl<W: Workload> Batcher<W> {
         Ok(rx)
     }
 
+    /// Queue one item of a request already admitted (it holds a
+    /// [`ticket`](Self::ticket) or its family's own admission): a full
+    /// queue, filled by work that takes no tickets (other photos' tiles),
+    /// is waited out until the backend takes a batch, for at most `wait`.
+    /// Refusing then, after the upload and decode were paid for, would
+    /// waste them and answer 429 to a request that was let in.
+    ///
+    /// Errors: [`SubmitError::QueueFull`] once `wait` has passed with no
+    /// room; the others as [`submit_item`](Self::submit_item).
+    pub async fn submit_admitted(
+        &self,
+        mut item: W::Item,
+        wait: Duration,
+    ) -> Result<Reply<W::Output>, SubmitError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before the try, so room made between a refusal
+            // and the await still wakes this waiter.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_submit_item(item) {
+                Ok(rx) => return Ok(rx),
+                Err(Refused::Failed(e)) => return Err(e),
+                Err(Refused::Full(back)) => {
+                    item = back;
+                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                        return Err(SubmitError::QueueFull);
+                    }
+                }
+            }
+        }
+    }
+
     /// Finish queued work, then stop the thread.
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake.notify_all();
+        // Waiters for room try again and find the batcher shut down.
+        self.shared.room.notify_waiters();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
         }
@@ -397,6 +437,7 @@ fn run_loop<W: Workload>(
                 let next = q.next_expecting(Instant::now(), more);
                 let dropped = q.dropped() - dropped_before;
                 if dropped > 0 {
+                    shared.room.notify_waiters();
                     metrics
                         .dropped_requests
                         .with_label_values(&[model])
@@ -422,6 +463,7 @@ fn run_loop<W: Workload>(
                 }
             }
         };
+        shared.room.notify_waiters();
         metrics
             .queue_depth
             .with_label_values(&[model])
