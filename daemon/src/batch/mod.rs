@@ -3,4 +3,4 @@
 pub mod queue;
 pub mod worker;
 
-pub use worker::{Batcher, BatcherInfo, FaceWork, JobResult, Refused, SubmitError, Workload};
+pub use worker::{Batcher, BatcherInfo, FaceWork, JobResult, SubmitError, Workload};

@@ -133,7 +133,7 @@ pub enum SubmitError {
 
 /// Why [`Batcher::try_submit_item`] did not queue an item.
 #[derive(Debug)]
-pub enum Refused<T> {
+enum Refused<T> {
     /// The queue is at its depth: the item, to try again once it drains.
     Full(T),
     Failed(SubmitError),
@@ -158,7 +158,7 @@ struct Shared<W: Workload> {
     ticket_count: usize,
     wake: Condvar,
     /// Told whenever the queue makes room (a batch taken, stale items
-    /// dropped): see [`Batcher::submit_admitted`].
+    /// dropped) and when the batcher stops: see [`Batcher::submit_admitted`].
     room: tokio::sync::Notify,
     stop: AtomicBool,
     healthy: AtomicBool,
@@ -199,15 +199,6 @@ impl Batcher<FaceWork> {
             frames: backend.letterboxes_frames(),
         };
         Self::start_work(work, backend, policy, (input_width, input_height), metrics)
-    }
-
-    /// Queue one image; the receiver resolves when its batch ran.
-    pub fn submit(
-        &self,
-        image: FaceImage,
-        threshold: f32,
-    ) -> Result<Reply<Vec<Face>>, SubmitError> {
-        self.submit_item((image, threshold))
     }
 }
 
@@ -259,7 +250,10 @@ impl<W: Workload> Batcher<W> {
                 (shared.clone(), metrics.clone(), info.clone(), work.clone());
             std::thread::Builder::new()
                 .name(format!("argus-{}-{}", info.backend, work.model()))
-                .spawn(move || run_loop(backend, work, shared, metrics, info))
+                .spawn(move || {
+                    let _end = ThreadEnd(shared.clone());
+                    run_loop(backend, work, shared, metrics, info)
+                })
                 .map_err(|e| BackendError::Unavailable("thread".into(), e.to_string()))?
         };
         Ok(Self {
@@ -325,9 +319,9 @@ impl<W: Workload> Batcher<W> {
     }
 
     /// [`submit_item`](Self::submit_item), except that a full queue hands
-    /// the item back, for a caller that may wait and try again (a request
-    /// already admitted, adding its photo's tiles).
-    pub fn try_submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, Refused<W::Item>> {
+    /// the item back, for [`submit_admitted`](Self::submit_admitted) to
+    /// try again once there is room.
+    fn try_submit_item(&self, item: W::Item) -> Result<Reply<W::Output>, Refused<W::Item>> {
         self.work.check(&item).map_err(Refused::Failed)?;
         if self.shared.stop.load(Ordering::Relaxed) {
             return Err(Refused::Failed(SubmitError::ShutDown));
@@ -416,6 +410,24 @@ impl<W: Workload> Shared<W> {
             .ticket_count
             .saturating_sub(self.tickets.available_permits());
         taken == 0 || taken > queued
+    }
+}
+
+/// Ends the batcher with its thread, a panic included: queued items are
+/// answered (their reply senders dropped: "the backend thread stopped"),
+/// new ones refused, and waiters for room let go, rather than left waiting
+/// on a queue nothing takes from.
+struct ThreadEnd<W: Workload>(Arc<Shared<W>>);
+
+impl<W: Workload> Drop for ThreadEnd<W> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        if std::thread::panicking() {
+            self.0.healthy.store(false, Ordering::Relaxed);
+            tracing::error!("a batcher thread panicked; its queue is answered with errors");
+        }
+        drop(lock(&self.0.queue).drain_all());
+        self.0.room.notify_waiters();
     }
 }
 
@@ -537,5 +549,64 @@ fn fail_all<W: Workload>(
     shared.healthy.store(false, Ordering::Relaxed);
     for r in replies {
         let _ = r.send(Err(msg.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{self, ModelPaths, ModelSet, Target};
+
+    /// The real CenterFace on the CPU behind a batcher of one-image batches
+    /// and a queue of one, so a burst of a few images overfills it.
+    fn tight_batcher() -> Batcher {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../models");
+        let models = ModelPaths::in_dir(root.as_ref());
+        let cpu = backend::start(&Target::Cpu, &models, ModelSet::Faces, 1).unwrap();
+        let policy = Policy {
+            max_batch: 1,
+            max_wait: Duration::from_millis(1),
+            max_depth: 1,
+        };
+        Batcher::start(cpu, policy, 320, 224, Arc::new(Metrics::new())).unwrap()
+    }
+
+    fn blank() -> (FaceImage, f32) {
+        (FaceImage::Letterboxed(vec![128; 320 * 224 * 3]), 0.5)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn admitted_items_wait_for_room_where_plain_ones_are_refused() {
+        let b = tight_batcher();
+        // Submitted in a tight loop, far faster than one inference: the
+        // queue of one is full by the third.
+        let plain: Vec<_> = (0..8).map(|_| b.submit_item(blank())).collect();
+        assert!(plain
+            .iter()
+            .any(|r| matches!(r, Err(SubmitError::QueueFull))));
+        for rx in plain.into_iter().flatten() {
+            rx.await.unwrap().unwrap();
+        }
+        let b = Arc::new(b);
+        let admitted: Vec<_> = (0..8)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let rx = b.submit_admitted(blank(), Duration::from_secs(30)).await;
+                    rx.expect("an admitted item waits for room").await
+                })
+            })
+            .collect();
+        for t in admitted {
+            assert_eq!(t.await.unwrap().unwrap().unwrap().batch_size, 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn admitted_items_are_refused_once_the_batcher_stopped() {
+        let b = tight_batcher();
+        b.shutdown();
+        let r = b.submit_admitted(blank(), Duration::from_secs(30)).await;
+        assert!(matches!(r, Err(SubmitError::ShutDown)));
     }
 }

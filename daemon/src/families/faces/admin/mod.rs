@@ -582,6 +582,12 @@ pub async fn test_mask(
     })();
     let (_permit, params, mq) = checks?;
     let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
+    // A place in the queue before the decode, as the API's requests take
+    // (`admission`): its detection then waits for room rather than being
+    // refused after the decode.
+    let _ticket = app.batcher.ticket().ok_or(ApiError::QueueFull {
+        retry_after: app.config.limits.retry_after_secs,
+    })?;
     let (mut prep, det, _reservation) = run_detection(&app, upload.bytes, params).await?;
     let faces = det.faces.clone();
     let (format, quality, mask) = (mq.format, mq.quality, mq.mask);
