@@ -43,7 +43,13 @@
 //! copy's against the native's); with `--no-refine` it shows what the
 //! outline would correct, as the model card reports it (with refinement on,
 //! the scales printed are already corrected).
-//! The data is read from ../shared/data; nothing of it is written anywhere.
+//! `--dump-regions FILE` writes, per photo, factor and analysis (scale
+//! sample), a line `id factor sample rbc_count width height` followed by
+//! the area of each counted red-cell region in d^2 (`e` after one the
+//! photo's edge cuts), for recounting offline (the model card's "Counting
+//! by area"); it holds no pixels.
+//! The data is read from ../shared/data; nothing of it is written anywhere
+//! but the numbers above.
 
 use std::path::Path;
 
@@ -440,6 +446,10 @@ fn main() -> anyhow::Result<()> {
         fallback: usize,
     }
     let mut tallies = vec![vec![Tally::default(); factors.len()]; supports.len()];
+    let mut dump = match bccd_common::arg(&args, "--dump-regions") {
+        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p)?)),
+        None => None,
+    };
     for id in &ids {
         let (img, t) = load(id)?;
         let (native_maps, native_size) = analyse(&mut unets, &img, &base, None)?;
@@ -478,6 +488,30 @@ fn main() -> anyhow::Result<()> {
                     );
                 } else {
                     println!("RADII {id} x{f}: no ring (native {rn:?}, copy {rc:?})");
+                }
+            }
+        }
+        if let Some(out) = dump.as_mut() {
+            use std::io::Write;
+            for (f, copy) in factors.iter().zip(&copies) {
+                let a = match copy {
+                    None => &native_maps,
+                    Some((a, _)) => a,
+                };
+                for (k, r) in a.runs.iter().enumerate() {
+                    let c = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, &base);
+                    let d2 = base.rbc_diameter_px * base.rbc_diameter_px;
+                    write!(out, "{id} {f} {k} {} {} {}", c.counts.rbc, r.sw, r.sh)?;
+                    for g in c.rbc_regions() {
+                        let edge = g.x0 == 0 || g.y0 == 0 || g.x1 >= r.sw || g.y1 >= r.sh;
+                        write!(
+                            out,
+                            " {:.4}{}",
+                            g.area as f32 / d2,
+                            if edge { "e" } else { "" }
+                        )?;
+                    }
+                    writeln!(out)?;
                 }
             }
         }

@@ -221,6 +221,13 @@ pub struct SmearAnalysis {
     rbc_diameter: f32,
 }
 
+impl SmearAnalysis {
+    /// The counted red cells' watershed regions, at the nets' scale.
+    pub fn rbc_regions(&self) -> &[segment::Region] {
+        &self.rbc_regions
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CellError {
     #[error(transparent)]
