@@ -623,3 +623,61 @@ async fn decoded_pixels_in_flight_share_one_memory_budget() {
     );
     s.stop().await;
 }
+
+/// Every family's bodies have the deadline, not only the face uploads: a
+/// login (skin, clinic, console) or JSON body that stalls part way is
+/// answered 408 in the family's JSON shape once `body_read_timeout_secs`
+/// pass, and the connection is closed (issue 18, item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_time_out_on_every_family() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| {
+        c.storage.enabled = false;
+        c.limits.body_read_timeout_secs = 2;
+    })
+    .await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let cases = [
+        ("/api/v1/login/", "application/json", "{\"username\": \"a"),
+        ("/auth/login", "application/json", "{\"email\": \"a"),
+        (
+            "/console/login",
+            "application/x-www-form-urlencoded",
+            "username=admin&pass",
+        ),
+    ];
+    let mut stalled = Vec::new();
+    for (path, ctype, start) in cases {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {ctype}\r\n\
+             Content-Length: 100000\r\n\r\n{start}"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        stalled.push((path, tcp));
+    }
+    let began = std::time::Instant::now();
+    for (path, mut tcp) in stalled {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "{path}: the stalled connection was not closed"
+        );
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("did not arrive within 2 s"), "{path}: {text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(body).is_ok(),
+            "{path}: not the family's JSON: {text}"
+        );
+    }
+    assert!(
+        began.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(s.health_ok().await);
+    s.stop().await;
+}

@@ -2,6 +2,7 @@
 //! HTTP/2) -> one axum router; request ids, metrics, graceful shutdown.
 
 pub mod console;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod linger;
@@ -209,6 +210,10 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 
 fn with_middleware(router: Router, app: Arc<App>) -> Router {
     router
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            deadline::body_deadline,
+        ))
         .layer(axum::middleware::from_fn(linger::linger))
         .layer(axum::middleware::from_fn_with_state(app, observe))
 }
