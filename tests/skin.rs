@@ -232,6 +232,27 @@ async fn each_quality_gate_fires_on_a_real_transformed_photo() {
         a.face.map(|f| f.pose)
     );
 
+    // Upside down: the detector's landmarks say so, and the mesh must be
+    // fitted that way up (it was once fitted upright and read level).
+    let a = run(png(&image::imageops::rotate180(&img))).await;
+    let roll = a.face.as_ref().map(|f| f.pose.roll);
+    assert!(
+        codes(&a).contains(&"pose_out_of_range") && roll.is_some_and(|r| r.abs() > 150.0),
+        "{:?} {roll:?}",
+        codes(&a)
+    );
+    assert!(a.metrics.ita.is_none() && a.metrics.age.is_none());
+
+    // Black and white: no colour metric from the grey, age still read.
+    let grey = image::DynamicImage::ImageLuma8(image::imageops::grayscale(&img)).to_rgb8();
+    let a = run(png(&grey)).await;
+    assert_eq!(codes(&a), ["monochrome"]);
+    for m in ["ita", "skintone", "redness", "dark_circles"] {
+        assert_eq!(a.withheld[m], ["monochrome"], "{m}");
+    }
+    assert!(a.metrics.ita.is_none() && a.metrics.redness.is_none());
+    assert!(a.metrics.age.is_some() && !a.withheld.contains_key("age"));
+
     let small = image::imageops::resize(&img, 180, 240, image::imageops::FilterType::Triangle);
     let a = run(png(&small)).await;
     assert!(codes(&a).contains(&"face_too_small"), "{:?}", codes(&a));

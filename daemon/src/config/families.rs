@@ -185,6 +185,9 @@ pub struct SkinParams {
     /// Smallest face-mesh presence score; below it the face is occluded or
     /// not a face.
     pub min_presence: f32,
+    /// Smallest mean chroma of the skin (largest minus smallest channel,
+    /// 0-255); below it the photo has no colour (`monochrome`).
+    pub min_skin_chroma: f32,
 }
 
 impl Default for SkinParams {
@@ -202,6 +205,7 @@ impl Default for SkinParams {
             max_overexposed_share: 0.10,
             min_mean_luma: 40.0,
             min_presence: 0.5,
+            min_skin_chroma: 4.0,
         }
     }
 }

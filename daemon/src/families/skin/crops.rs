@@ -31,10 +31,22 @@ pub(super) fn face_roi(center: [f32; 2], long_side: f32, angle: f32) -> Affine {
     Affine::square_roi(center, long_side * 1.5, angle, face_mesh::INPUT_SIZE)
 }
 
-/// The ROI from a detection: its box, turned so its eyes are level.
+/// The ROI from a detection: its box, turned so its eyes are level and its
+/// mouth below them, whichever way up the photo is. Ordering the eyes by
+/// their x in the photo instead would keep every ROI within 90 degrees of
+/// upright: an upside-down face was cropped upright, the mesh fitted to it
+/// as if it were, and the pose read level.
 pub(super) fn roi_from_detection(f: &Face) -> Affine {
     let (mut a, mut b) = (f.landmarks[0], f.landmarks[1]);
-    if a[0] > b[0] {
+    let eyes = [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0];
+    let (ml, mr) = (f.landmarks[3], f.landmarks[4]);
+    let down = [
+        (ml[0] + mr[0]) / 2.0 - eyes[0],
+        (ml[1] + mr[1]) / 2.0 - eyes[1],
+    ];
+    // With y down, the mouth lies clockwise of the eye line's direction: a
+    // positive cross product. A mirrored labelling of the eyes flips it.
+    if (b[0] - a[0]) * down[1] - (b[1] - a[1]) * down[0] < 0.0 {
         std::mem::swap(&mut a, &mut b);
     }
     let angle = (b[1] - a[1]).atan2(b[0] - a[0]);

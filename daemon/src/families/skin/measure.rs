@@ -321,6 +321,23 @@ pub struct Exposure {
     pub mean_luma: f32,
 }
 
+/// Mean chroma of the skin as the camera recorded it: per pixel, its
+/// largest channel minus its smallest (0-255), averaged over `skin`.
+/// Skin of any tone under any usual light reads tens of levels; a
+/// black-and-white photo reads 0, plus a level or two of JPEG chroma noise.
+pub fn chroma(img: &Rgb, skin: &Mask) -> f32 {
+    let (mut n, mut sum) = (0usize, 0u64);
+    for (i, &b) in skin.bits.iter().enumerate() {
+        if b == 0 {
+            continue;
+        }
+        let [r, g, b] = img.px(i);
+        n += 1;
+        sum += (r.max(g).max(b) - r.min(g).min(b)) as u64;
+    }
+    sum as f32 / n.max(1) as f32
+}
+
 pub fn exposure(img: &Rgb, skin: &Mask) -> Exposure {
     let (mut n, mut under, mut over, mut sum) = (0usize, 0usize, 0usize, 0f64);
     for (i, &b) in skin.bits.iter().enumerate() {

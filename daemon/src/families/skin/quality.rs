@@ -19,6 +19,9 @@ pub enum Reason {
     Overexposed,
     /// The face mesh's presence score is low: the face is covered or cut off.
     Occluded,
+    /// The face's skin has no colour: a black-and-white photo or a filter
+    /// that removed it, so every colour measure would read the grey.
+    Monochrome,
 }
 
 impl Reason {
@@ -32,6 +35,7 @@ impl Reason {
             Reason::Underexposed => "underexposed",
             Reason::Overexposed => "overexposed",
             Reason::Occluded => "occluded",
+            Reason::Monochrome => "monochrome",
         }
     }
 
@@ -50,16 +54,32 @@ impl Reason {
             Reason::Occluded => {
                 "the face is covered or cut off: remove what hides it and keep it in frame"
             }
+            Reason::Monochrome => {
+                "the photo has no colour: take a colour photo, without black-and-white filters"
+            }
         }
     }
 }
 
 /// The failures that withhold `metric`. Every metric needs one clear,
-/// unhidden face; the colour metrics need it evenly exposed and, as they
-/// compare areas, facing the camera; age needs a sharp face.
+/// unhidden face; the colour metrics need it in colour, evenly exposed
+/// and, as they compare areas, facing the camera; age needs a sharp face
+/// (its net reads a grey face as well as a coloured one), dark circles a
+/// sharp one in colour (their delta E is a colour difference).
 pub fn blocking(metric: &str) -> &'static [Reason] {
     use Reason::*;
-    const ALL: &[Reason] = &[
+    const DARK_CIRCLES: &[Reason] = &[
+        NoFace,
+        MultipleFaces,
+        FaceTooSmall,
+        PoseOutOfRange,
+        Blurred,
+        Underexposed,
+        Overexposed,
+        Occluded,
+        Monochrome,
+    ];
+    const AGE: &[Reason] = &[
         NoFace,
         MultipleFaces,
         FaceTooSmall,
@@ -77,9 +97,11 @@ pub fn blocking(metric: &str) -> &'static [Reason] {
         Underexposed,
         Overexposed,
         Occluded,
+        Monochrome,
     ];
     match metric {
         "ita" | "skintone" | "redness" => COLOUR,
-        _ => ALL,
+        "dark_circles" => DARK_CIRCLES,
+        _ => AGE,
     }
 }

@@ -398,6 +398,7 @@ fn gate(
         Reason::Overexposed,
         m.exposure.overexposed_share > p.max_overexposed_share,
     );
+    add(Reason::Monochrome, m.chroma < p.min_skin_chroma);
     issues.sort();
 }
 
@@ -531,6 +532,8 @@ struct Measured {
     white_balance: Option<measure::WhiteBalance>,
     colour: Colour,
     exposure: Exposure,
+    /// [`measure::chroma`] of the skin before white balance.
+    chroma: f32,
     sharpness: f32,
     masks: BTreeMap<Area, String>,
     images: Option<Images>,
@@ -566,6 +569,7 @@ fn measure_face(
     };
     let (colour, skin) = measure::colour(&colour_img, &areas);
     let exposure = measure::exposure(&img, &skin);
+    let chroma = measure::chroma(&img, &skin);
     let oval = regions::Mask::polygon(w, h, &areas.polygons[&Area::FaceOval]);
     let sharpness = measure::sharpness(&img, &oval, true);
     let masks = image_areas
@@ -607,6 +611,7 @@ fn measure_face(
         white_balance,
         colour,
         exposure,
+        chroma,
         sharpness,
         masks,
         images,
