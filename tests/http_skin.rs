@@ -1129,3 +1129,167 @@ async fn analysis_resumes_after_restart() {
     );
     s.stop().await;
 }
+
+/// What trying the API as a client found (2026-12-03), each against the
+/// reference: a stream's results say "all calculated" only on the last;
+/// an upload URL left to expire does not hold its batch back; history and
+/// the v3 batch list follow when the photos were taken, not when they were
+/// uploaded; images uploaded before the application was attached are
+/// analysed once it is ("all images from Dataset will be processed", 000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
+    let s = start(|c| c.skin_api.upload_url_secs = 1).await;
+    let t = tenant(&s, "edges", None).await;
+    let mut stream = ws(
+        &s,
+        &format!("/api/v1/companies/{}/results_streaming/", t.company),
+        &t.token,
+    )
+    .await;
+    let (sid, bid) = subject_and_batch(&s, &t, "edges").await;
+    let (st, img) = upload_b64(&s, &t, &sid, &bid, 1, &selfie(0)).await;
+    assert_eq!(st, 201, "{img}");
+    let ipath = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid),
+        img["id"].as_str().unwrap()
+    );
+    let rows = results_when_done(&s, &t, &ipath).await;
+    assert!(rows.len() > 2, "{rows:?}");
+    let mut flags = Vec::new();
+    for _ in 0..rows.len() {
+        flags.push(next_json(&mut stream).await["all_algorithms_calculated"] == true);
+    }
+    let mut want = vec![false; rows.len()];
+    *want.last_mut().unwrap() = true;
+    assert_eq!(flags, want, "only the last streamed result is the end");
+
+    // A signed URL for the right side, never used: once it has expired the
+    // batch goes on without it.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/subjects/{sid}/signed_upload_url/",
+            t.company
+        ),
+        &t.token,
+        Some(json!({"batch_id": bid, "side_id": 2})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let results = format!("/api/v3/companies/{}/batches/{bid}/results/", t.company);
+    let (_, v) = call(&s, "GET", &results, &t.token, None).await;
+    assert_eq!(
+        v["all_algorithms_calculated"], false,
+        "an upload is pending"
+    );
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (_, v) = call(&s, "GET", &results, &t.token, None).await;
+    assert_eq!(v["all_algorithms_calculated"], true, "{v}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/subjects/{sid}/signed_upload_url/",
+            t.company
+        ),
+        &t.token,
+        Some(json!({"batch_id": bid, "side_id": 2})),
+    )
+    .await;
+    assert_eq!(st, 201, "a new URL for the side: {v}");
+
+    // A photo taken before the first, uploaded after it.
+    let (st, up) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/subjects/{sid}/upload/", t.company),
+        &t.token,
+        Some(json!({"front": "old.jpg", "creation_time": "2026-11-01T09:00:00Z"})),
+    )
+    .await;
+    assert_eq!(st, 200, "{up}");
+    let old = up["image_batch_id"].as_str().unwrap().to_string();
+    let r = s
+        .client
+        .put(up["front"]["url"].as_str().unwrap())
+        .header("content-type", "application/octet-stream")
+        .body(selfie(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v3/companies/{}/batches/{old}/compute/", t.company),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let history = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/{sid}/all_results/",
+        t.company, t.dataset
+    );
+    let mut h = Value::Null;
+    for _ in 0..600 {
+        (_, h) = call(&s, "GET", &history, &t.token, None).await;
+        if h.as_array().is_some_and(|a| a.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h[0]["batch_id"], old.as_str(), "oldest first: {h}");
+    assert_eq!(h[1]["batch_id"], bid.as_str(), "{h}");
+    let list = |o: &str| {
+        format!(
+            "/api/v3/companies/{}/batches/?subject_id={sid}&ordering={o}",
+            t.company
+        )
+    };
+    let (_, asc) = call(&s, "GET", &list("creation_time"), &t.token, None).await;
+    let (_, desc) = call(&s, "GET", &list("-creation_time"), &t.token, None).await;
+    assert_eq!(asc["results"][0]["id"], old.as_str(), "{asc}");
+    assert_eq!(desc["results"][0]["id"], bid.as_str(), "{desc}");
+
+    // A dataset with no application yet: its upload waits, and is
+    // analysed once the application is attached.
+    let (st, ds) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/companies/{}/datasets/", t.company),
+        &t.token,
+        Some(json!({"name": "later", "image_type_id": 1})),
+    )
+    .await;
+    assert_eq!(st, 201, "{ds}");
+    let later = Tenant {
+        token: t.token.clone(),
+        company: t.company.clone(),
+        user: t.user.clone(),
+        dataset: ds["id"].as_str().unwrap().to_string(),
+    };
+    let (sid2, bid2) = subject_and_batch(&s, &later, "later").await;
+    let (st, img2) = upload_b64(&s, &later, &sid2, &bid2, 1, &selfie(2)).await;
+    assert_eq!(st, 201, "{img2}");
+    assert_eq!(img2["status"], "uploaded", "{img2}");
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/companies/{}/applications/{FM2}/runs/", t.company),
+        &t.token,
+        Some(json!({"dataset_id": later.dataset})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let ipath2 = format!(
+        "{}{}/",
+        image_path(&later, &sid2, &bid2),
+        img2["id"].as_str().unwrap()
+    );
+    let rows2 = results_when_done(&s, &later, &ipath2).await;
+    assert_eq!(rows2.len(), rows.len(), "{rows2:?}");
+    s.stop().await;
+}

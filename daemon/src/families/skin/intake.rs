@@ -156,6 +156,10 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         processed_at: None,
         processed_unix: None,
         meta: new.meta,
+        upload_expires_unix: new
+            .bytes
+            .is_none()
+            .then(|| crate::store::unix_now() + skin.config.skin_api.upload_url_secs),
     };
     let (records, store, queue, x) = (
         skin.records.clone(),

@@ -178,9 +178,23 @@ pub struct Image {
     pub processed_unix: Option<u64>,
     #[serde(default)]
     pub meta: Value,
+    /// Unix seconds when the signed upload URL of an image created without
+    /// its bytes stops being accepted (`skin_api.upload_url_secs` after it
+    /// was issued).
+    #[serde(default)]
+    pub upload_expires_unix: Option<u64>,
 }
 
 impl Image {
+    /// Still awaiting its bytes, though its upload URL has expired: no PUT
+    /// can fill it any more, so its batch goes on without it (a new URL
+    /// for the side, `/compute/` on the rest, results complete without it)
+    /// and the retention sweep deletes it.
+    pub fn upload_lapsed(&self, now: u64) -> bool {
+        self.status == ImageStatus::AwaitingUpload
+            && self.upload_expires_unix.is_some_and(|e| e < now)
+    }
+
     /// Every enabled algorithm has a stored result.
     pub fn all_calculated(&self) -> bool {
         self.status == ImageStatus::Failed
@@ -346,9 +360,13 @@ impl SkinStore {
         Ok(())
     }
 
-    /// The images of batch `batch`, by side.
+    /// The images of batch `batch`, by side, without those whose upload
+    /// lapsed ([`Image::upload_lapsed`]).
     pub fn batch_images(&self, batch: Uuid) -> Result<Vec<Image>, StoreError> {
-        let mut v = Self::scan(&self.images, |i: &Image| i.batch_id == batch)?;
+        let now = crate::store::unix_now();
+        let mut v = Self::scan(&self.images, |i: &Image| {
+            i.batch_id == batch && !i.upload_lapsed(now)
+        })?;
         v.sort_by_key(|i| i.side_id);
         Ok(v)
     }
@@ -398,6 +416,7 @@ mod tests {
             processed_at: None,
             processed_unix: None,
             meta: Value::Null,
+            upload_expires_unix: None,
         };
         SkinStore::put(&s.images, id, &img).unwrap();
         assert!(!img.all_calculated());

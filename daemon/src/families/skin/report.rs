@@ -251,6 +251,10 @@ fn draw_chart(ops: &mut Vec<Op>, title: &str, series: &[(u64, f64)], bx: (f32, f
         text(ops, x0 + 4.0, y0 + h / 2.0, 7.0, false, "no results");
         return;
     }
+    // The time axis runs from the first point to the last: in time order,
+    // whatever order the caller gave.
+    let mut series = series.to_vec();
+    series.sort_by_key(|s| s.0);
     let (t0, t1) = (series[0].0 as f64, series[series.len() - 1].0 as f64);
     let lo = series.iter().map(|s| s.1).fold(f64::INFINITY, f64::min);
     let hi = series.iter().map(|s| s.1).fold(f64::NEG_INFINITY, f64::max);
@@ -481,9 +485,10 @@ pub async fn pdf(
             _ => None,
         };
         let sid = sub.id;
-        let history = SkinStore::scan(&records.images, |i: &Image| {
+        let mut history = SkinStore::scan(&records.images, |i: &Image| {
             i.subject_id == sid && !i.results.is_empty()
         })?;
+        history.sort_by_key(|i| (i.created_unix, i.id));
         Ok(ReportData {
             subject: sub,
             image: img,

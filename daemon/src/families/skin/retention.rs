@@ -107,6 +107,16 @@ pub fn sweep(skin: &Skin, now: u64) -> Result<(usize, usize), StoreError> {
             || d.clean_images_as_soon_as_ready
     })?;
     let (mut erased, mut cleared) = (0, 0);
+    // Records of uploads that can no longer come: nothing to erase but the
+    // record, which no view shows (`SkinStore::batch_images`).
+    let lapsed = SkinStore::scan(&skin.records.images, |i: &Image| i.upload_lapsed(now))?;
+    for img in &lapsed {
+        skin.records.images.remove(img.id.as_bytes())?;
+    }
+    if !lapsed.is_empty() {
+        skin.store.flush()?;
+        tracing::info!(count = lapsed.len(), "skin: lapsed uploads removed");
+    }
     for ds in &datasets {
         for img in SkinStore::scan(&skin.records.images, |i: &Image| i.dataset_id == ds.id)? {
             let d = due(ds, &img, now);
@@ -253,6 +263,7 @@ mod tests {
             processed_at: None,
             processed_unix: None,
             meta: Value::Null,
+            upload_expires_unix: None,
         }
     }
 

@@ -268,14 +268,20 @@ async fn finish(
 }
 
 /// Publish each metric's result (the detector's went out at detection),
-/// then the image's notification.
+/// then the image's notification. The results are stored together, but a
+/// stream client reads them one at a time and may stop at the first that
+/// says all are calculated: only the last one says so.
 fn tell(skin: &Skin, img: &Image, started: Instant) {
     let topic = company_topic(img.company_id);
-    for row in super::views::result_rows(img) {
-        if row.algorithm_version_id != FACE_DETECTOR {
-            skin.events
-                .publish(&topic, "result", serde_json::json!(row));
-        }
+    let mut rows: Vec<_> = super::views::result_rows(img)
+        .into_iter()
+        .filter(|r| r.algorithm_version_id != FACE_DETECTOR)
+        .collect();
+    let last = rows.len().saturating_sub(1);
+    for (k, row) in rows.iter_mut().enumerate() {
+        row.all_algorithms_calculated &= k == last;
+        skin.events
+            .publish(&topic, "result", serde_json::json!(row));
     }
     skin.events
         .publish(&topic, "image", notification(img, started));

@@ -553,6 +553,7 @@ pub mod tests {
             processed_at: Some(t),
             processed_unix: Some(1_738_315_804),
             meta: Value::Null,
+            upload_expires_unix: None,
         };
         (ds, sub, b, img)
     }

@@ -73,7 +73,7 @@ pub async fn all_results(
         .transpose()?
         .unwrap_or(u64::MAX);
     let records = skin.records.clone();
-    let imgs = blocking(move || {
+    let mut imgs = blocking(move || {
         SkinStore::scan(&records.images, |i: &Image| {
             i.subject_id == s
                 && i.created_unix >= from
@@ -82,6 +82,9 @@ pub async fn all_results(
         })
     })
     .await?;
+    // By when each photo was taken, not when it was uploaded: a back-dated
+    // upload (`creation_time`) takes its place in the history.
+    imgs.sort_by_key(|i| (i.created_unix, i.id));
     Ok(Json(
         imgs.iter()
             .map(|i| HistoryEntry {

@@ -128,9 +128,41 @@ pub struct AttachedRun {
     pub message: String,
 }
 
+/// The images of `ds` uploaded while no application was attached, queued
+/// with its run's algorithms ("after Application and Dataset are linked
+/// all images from Dataset will be processed", reference 000). A batch
+/// still awaiting one of its uploads is left for its `/compute/`.
+fn queue_waiting(
+    records: &SkinStore,
+    queue: &crate::jobs::JobQueue,
+    ds: &Dataset,
+) -> Result<(), crate::store::StoreError> {
+    let now = crate::store::unix_now();
+    let images = SkinStore::scan(&records.images, |i: &Image| i.dataset_id == ds.id)?;
+    let awaiting: std::collections::HashSet<Uuid> = images
+        .iter()
+        .filter(|i| i.status == ImageStatus::AwaitingUpload && !i.upload_lapsed(now))
+        .map(|i| i.batch_id)
+        .collect();
+    for img in images
+        .iter()
+        .filter(|i| i.status == ImageStatus::Uploaded && !awaiting.contains(&i.batch_id))
+    {
+        records.update_image(img.id, |i| {
+            i.status = ImageStatus::Queued;
+            i.enabled = crate::families::skin::intake::enabled_for(ds);
+            i.app_run_id = ds.run.as_ref().map(|r| r.id);
+            i.application_id = ds.run.as_ref().map(|r| r.application_id);
+        })?;
+        queue.enqueue(img.id)?;
+    }
+    Ok(())
+}
+
 /// Attach the application to a dataset with the algorithms to run (every
 /// computed one by default; the face detector always). Images uploaded
-/// from then on are analysed at once; attaching again replaces the run.
+/// from then on are analysed at once, and those already uploaded are
+/// queued now; attaching again replaces the run.
 #[utoipa::path(
     post,
     path = "/api/v1/companies/{company_id}/applications/{app_id}/runs/",
@@ -194,7 +226,12 @@ pub async fn attach_application(
         enabled_algorithms: algs,
         creation_time: now_rfc3339(),
     };
-    let (records, store, r) = (skin.records.clone(), skin.store.clone(), run.clone());
+    let (records, store, queue, r) = (
+        skin.records.clone(),
+        skin.store.clone(),
+        skin.queue.clone(),
+        run.clone(),
+    );
     let ds = blocking(move || {
         let Some(mut ds) =
             SkinStore::get::<Dataset>(&records.datasets, d)?.filter(|x| x.company_id == c)
@@ -203,11 +240,13 @@ pub async fn attach_application(
         };
         ds.run = Some(r);
         SkinStore::put(&records.datasets, ds.id, &ds)?;
+        queue_waiting(&records, &queue, &ds)?;
         store.flush()?;
         Ok(Some(ds))
     })
     .await?
     .ok_or_else(|| SkinError::not_found("Dataset"))?;
+    skin.queue.wake();
     Ok((
         StatusCode::CREATED,
         Json(AttachedRun {

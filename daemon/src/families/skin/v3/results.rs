@@ -353,16 +353,37 @@ pub async fn list_batches(
                     .is_some_and(|n| n.contains(&needle))
                 || imgs.iter().any(|i| i.name.to_lowercase().contains(&needle));
             if hit {
-                out.push(crate::families::skin::views::batch_view(&b, &imgs));
+                // When its photos were taken (a back-dated upload's
+                // `creation_time`), else when the batch was made.
+                let taken = imgs
+                    .iter()
+                    .map(|i| i.created_unix)
+                    .min()
+                    .or_else(|| rfc3339_unix(&b.creation_time))
+                    .unwrap_or(0);
+                out.push((
+                    taken,
+                    b.id,
+                    crate::families::skin::views::batch_view(&b, &imgs),
+                ));
             }
         }
+        out.sort_by_key(|(t, id, _)| (*t, *id));
         Ok(out)
     })
     .await?;
-    let rows = if ascending {
-        rows
+    let rows = rows.into_iter().map(|(_, _, v)| v);
+    let rows: Vec<_> = if ascending {
+        rows.collect()
     } else {
-        rows.into_iter().rev().collect()
+        rows.rev().collect()
     };
     skin.page(&parts, rows, &q.page, &q.page_size)
+}
+
+/// Unix seconds of an RFC 3339 time.
+fn rfc3339_unix(s: &str) -> Option<u64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
 }

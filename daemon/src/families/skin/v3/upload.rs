@@ -83,7 +83,9 @@ pub struct UploadTarget {
 }
 
 fn upload_target(skin: &Skin, origin: &str, img: &Image) -> UploadTarget {
-    let exp = unix_now() + skin.config.skin_api.upload_url_secs;
+    let exp = img
+        .upload_expires_unix
+        .unwrap_or_else(|| unix_now() + skin.config.skin_api.upload_url_secs);
     let sig = signature(&skin.upload_key, &format!("upload:{}", img.id), exp);
     UploadTarget {
         batch_id: None,
