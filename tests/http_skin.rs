@@ -641,6 +641,13 @@ async fn v3_flow_and_upload_rules() {
     let r = s.client.get(svg).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().contains("<svg"));
+    let r = s
+        .client
+        .get(svg.replace("signature=", "signature=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "a link that no longer opens says why");
     let (st, p) = call(
         &s,
         "GET",
@@ -793,6 +800,20 @@ async fn bad_input_is_refused_clearly() {
     .await;
     assert_eq!(st, 400);
     assert!(v["expire_images_after_days"].is_array(), "{v}");
+    // A field of the wrong kind is keyed by its name, in DRF's words.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/api/v1/companies/{}/datasets/", t.company),
+        &t.token,
+        Some(json!({"name": "x", "image_type_id": 1, "expire_images_after_days": -1})),
+    )
+    .await;
+    assert_eq!(st, 400);
+    assert_eq!(
+        v["expire_images_after_days"][0], "Ensure this value is greater than or equal to 0.",
+        "{v}"
+    );
     // No face: analysed, and the detection error says so.
     let (st, img) = upload_b64(&s, &t, &sid, &bid, 1, &fixture("coffee.jpg")).await;
     assert_eq!(st, 201);
@@ -1291,5 +1312,46 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     );
     let rows2 = results_when_done(&s, &later, &ipath2).await;
     assert_eq!(rows2.len(), rows.len(), "{rows2:?}");
+
+    // Smoothing steadies a photo's own values; a photo with none gets none.
+    let (_, sm) = call(
+        &s,
+        "GET",
+        &format!("{ipath}smoothed_results/"),
+        &t.token,
+        None,
+    )
+    .await;
+    assert!(sm.as_array().is_some_and(|a| !a.is_empty()), "{sm}");
+    let (st, b3) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
+            t.company, t.dataset
+        ),
+        &t.token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{b3}");
+    let bid3 = b3["id"].as_str().unwrap().to_string();
+    let (st, img3) = upload_b64(&s, &t, &sid, &bid3, 1, &fixture("coffee.jpg")).await;
+    assert_eq!(st, 201, "{img3}");
+    let ipath3 = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid3),
+        img3["id"].as_str().unwrap()
+    );
+    results_when_done(&s, &t, &ipath3).await;
+    let (st, sm) = call(
+        &s,
+        "GET",
+        &format!("{ipath3}smoothed_results/"),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!((st, sm), (200, json!([])));
     s.stop().await;
 }

@@ -77,7 +77,7 @@ pub enum SkinErrorBody {
 }
 
 impl SkinErrorBody {
-    fn into_response(self, status: StatusCode) -> Response {
+    pub fn into_response(self, status: StatusCode) -> Response {
         let json = serde_json::to_string(&self).expect("an error body serializes");
         (
             status,
@@ -92,6 +92,28 @@ impl SkinErrorBody {
 }
 
 /// The family's error body for a status and message.
+/// A JSON body's field that did not deserialize, from axum's rejection text
+/// (`Failed to deserialize the JSON body into the target type: FIELD: WHY
+/// at line L column C`), so that it can be answered keyed by the field as
+/// the reference's other field errors are: (field, why).
+pub fn json_field_error(message: &str) -> Option<(String, String)> {
+    let rest =
+        message.strip_prefix("Failed to deserialize the JSON body into the target type: ")?;
+    let (field, why) = rest.split_once(": ")?;
+    if field.is_empty()
+        || !field
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']'))
+    {
+        return None;
+    }
+    let why = match why.rfind(" at line ") {
+        Some(i) => &why[..i],
+        None => why,
+    };
+    Some((field.to_string(), why.to_string()))
+}
+
 pub fn body(status: StatusCode, message: &str) -> Response {
     SkinErrorBody::Detail {
         detail: message.to_string(),

@@ -6,11 +6,53 @@
 
 use serde::{Deserialize, Deserializer};
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrText {
-    Num(u64),
-    Text(String),
+/// A non-negative integer from a JSON number or text, refused with DRF's
+/// words (an untagged enum would say only that no variant matched).
+struct NumOrText(u64);
+
+const NOT_INTEGER: &str = "A valid integer is required.";
+const NEGATIVE: &str = "Ensure this value is greater than or equal to 0.";
+
+impl<'de> Deserialize<'de> for NumOrText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = NumOrText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<NumOrText, E> {
+                Ok(NumOrText(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<NumOrText, E> {
+                u64::try_from(n)
+                    .map(NumOrText)
+                    .map_err(|_| E::custom(NEGATIVE))
+            }
+            fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<NumOrText, E> {
+                // DRF takes 3.0 as 3, and refuses 3.5.
+                if x.fract() != 0.0 || !x.is_finite() {
+                    Err(E::custom(NOT_INTEGER))
+                } else if x < 0.0 {
+                    Err(E::custom(NEGATIVE))
+                } else if x >= u64::MAX as f64 {
+                    Err(E::custom("Ensure this value is less than 4294967296."))
+                } else {
+                    Ok(NumOrText(x as u64))
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NumOrText, E> {
+                match s.trim().parse::<i128>() {
+                    Ok(n) if n < 0 => Err(E::custom(NEGATIVE)),
+                    Ok(n) => u64::try_from(n)
+                        .map(NumOrText)
+                        .map_err(|_| E::custom("Ensure this value is less than 4294967296.")),
+                    Err(_) => Err(E::custom(NOT_INTEGER)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -21,14 +63,7 @@ enum BoolOrText {
     Text(String),
 }
 
-fn to_u32<E: serde::de::Error>(v: NumOrText) -> Result<u32, E> {
-    let n = match v {
-        NumOrText::Num(n) => n,
-        NumOrText::Text(s) => s
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| E::custom(format!("A valid integer is required, not {s:?}.")))?,
-    };
+fn to_u32<E: serde::de::Error>(NumOrText(n): NumOrText) -> Result<u32, E> {
     u32::try_from(n).map_err(|_| E::custom("Ensure this value is less than 4294967296."))
 }
 
@@ -98,8 +133,12 @@ mod tests {
         assert_eq!((v.n, v.days, v.b), (Some(2), Some(None), Some(false)));
         let v = t("{}").unwrap();
         assert_eq!((v.n, v.days, v.b), (None, None, None));
-        assert!(t(r#"{"n": "one"}"#).is_err());
-        assert!(t(r#"{"n": -1}"#).is_err());
+        let msg = |s: &str| t(s).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(msg(r#"{"n": "one"}"#).starts_with(NOT_INTEGER));
+        assert!(msg(r#"{"n": 2.5}"#).starts_with(NOT_INTEGER));
+        assert!(msg(r#"{"n": -1}"#).starts_with(NEGATIVE));
+        assert!(msg(r#"{"days": "-5"}"#).starts_with(NEGATIVE));
+        assert_eq!(t(r#"{"n": 3.0}"#).unwrap().n, Some(3));
         assert!(t(r#"{"b": "maybe"}"#).is_err());
         let uri: axum::http::Uri = "/x?n=3&b=False".parse().unwrap();
         let q = axum::extract::Query::<T>::try_from_uri(&uri).unwrap().0;

@@ -283,6 +283,10 @@ impl Family for Skin {
         } else {
             status
         };
+        if let Some((field, why)) = super::error::json_field_error(message) {
+            return super::error::SkinErrorBody::Fields([(field, vec![why])].into())
+                .into_response(status);
+        }
         super::error::body(status, message)
     }
 

@@ -151,7 +151,9 @@ fn positive(field: &'static str, v: Option<&str>, default: u32) -> SkinResult<u3
 }
 
 /// Each main metric of the image, smoothed over the subject's history up
-/// to the image (see [`smoothing`]); metrics with no sample are left out.
+/// to the image (see [`smoothing`]); only the metrics the image itself
+/// measured: smoothing steadies a photo's values, it does not make up one
+/// its photo could not give (no face, a gate failed, not uploaded yet).
 #[utoipa::path(
     get,
     path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/{subject_id}/batches/{batch_id}/images/{image_id}/smoothed_results/",
@@ -189,10 +191,14 @@ pub async fn smoothed_results(
         blocking(move || SkinStore::scan(&records.images, |i: &Image| i.subject_id == subject))
             .await?;
     let mut out = Vec::new();
-    for alg in catalog::algorithms()
-        .iter()
-        .filter(|a| a.unavailable.is_none() && a.id != FACE_DETECTOR)
-    {
+    for alg in catalog::algorithms().iter().filter(|a| {
+        a.unavailable.is_none()
+            && a.id != FACE_DETECTOR
+            && img
+                .results
+                .iter()
+                .any(|r| r.algorithm_version_id == a.id && r.is_ok)
+    }) {
         let series: Vec<(u64, f64)> = history
             .iter()
             .filter_map(|i| {

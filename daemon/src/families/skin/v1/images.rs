@@ -328,7 +328,8 @@ pub async fn image_aux(
     responses(
         (status = 200, description = "The file, `Cache-Control: private, no-store`.", content((Vec<u8> = "image/jpeg"), (Vec<u8> = "image/png"), (Vec<u8> = "image/svg+xml"), (Vec<u8> = "application/octet-stream"))),
         (status = 400, description = "A query parameter is invalid.", body = SkinErrorBody),
-        (status = 401, description = "No valid token and no valid signature.", body = SkinErrorBody),
+        (status = 401, description = "No valid token and no signature.", body = SkinErrorBody),
+        (status = 403, description = "No valid token, and a signature that has expired or does not match.", body = SkinErrorBody),
         (status = 404, description = "No such file of the caller's company, or the photo was erased.", body = SkinErrorBody),
         (status = 500, description = "Internal error.", body = SkinErrorBody),
     ),
@@ -351,9 +352,17 @@ pub async fn image_file(
         }
         _ => false,
     };
+    let signed_link = signed.expires.is_some() || signed.signature.is_some();
     let company = match caller {
         _ if by_signature => None,
         Ok(c) => Some(c.user.company_id),
+        // A signed link that no longer opens says why, as upload URLs do,
+        // rather than asking for credentials its holder never had.
+        Err(_) if signed_link => {
+            return Err(SkinError::Forbidden(
+                "This link has expired or its signature does not match; ask for a new one.".into(),
+            ))
+        }
         Err(e) => return Err(e),
     };
     let mine = move |c: Uuid| company.is_none_or(|m| m == c);
