@@ -1353,5 +1353,76 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     )
     .await;
     assert_eq!((st, sm), (200, json!([])));
+
+    // A face too small for any metric: v3 parameters say why.
+    let (_, b4) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
+            t.company, t.dataset
+        ),
+        &t.token,
+        Some(json!({})),
+    )
+    .await;
+    let bid4 = b4["id"].as_str().unwrap().to_string();
+    let photo = image::load_from_memory(&selfie(0)).unwrap().to_rgb8();
+    let small = image::imageops::resize(&photo, 180, 240, image::imageops::FilterType::Triangle);
+    let mut png = std::io::Cursor::new(Vec::new());
+    small.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let (st, img4) = upload_b64(&s, &t, &sid, &bid4, 1, png.get_ref()).await;
+    assert_eq!(st, 201, "{img4}");
+    let ipath4 = format!(
+        "{}{}/",
+        image_path(&t, &sid, &bid4),
+        img4["id"].as_str().unwrap()
+    );
+    results_when_done(&s, &t, &ipath4).await;
+    let (_, params) = call(
+        &s,
+        "GET",
+        &format!("/api/v3/companies/{}/subjects/{sid}/parameters/", t.company),
+        &t.token,
+        None,
+    )
+    .await;
+    let entry = params
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["image_batch_id"] == bid4.as_str())
+        .unwrap_or_else(|| panic!("{params}"));
+    assert!(
+        entry["detection_errors"]["front"]
+            .as_str()
+            .is_some_and(|e| e.contains("face_too_small")),
+        "{entry}"
+    );
+
+    // Metadata cleared: the results and the face's measures are gone, and
+    // the image reads finished, not as if still being analysed.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid2}/clear_metadata/",
+            later.company, later.dataset
+        ),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = call(&s, "GET", &ipath, &t.token, None).await;
+    assert!(
+        v["face"]["face"]["pose"].is_object(),
+        "an analysed image shows its face: {v}"
+    );
+    let (_, v) = call(&s, "GET", &ipath2, &t.token, None).await;
+    assert_eq!(v["all_algorithms_calculated"], true, "{v}");
+    assert!(v["face"].is_null(), "{v}");
+    let (_, r) = call(&s, "GET", &format!("{ipath2}results/"), &t.token, None).await;
+    assert_eq!(r, json!([]));
     s.stop().await;
 }

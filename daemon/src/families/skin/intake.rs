@@ -160,6 +160,7 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
             .bytes
             .is_none()
             .then(|| crate::store::unix_now() + skin.config.skin_api.upload_url_secs),
+        results_cleared_unix: None,
     };
     let (records, store, queue, x) = (
         skin.records.clone(),

@@ -183,6 +183,11 @@ pub struct Image {
     /// was issued).
     #[serde(default)]
     pub upload_expires_unix: Option<u64>,
+    /// Unix seconds when its results were cleared (the dataset's
+    /// `expire_metadata_after_days`, or the subject's `clear_metadata/`):
+    /// the analysis is over, its results deliberately gone.
+    #[serde(default)]
+    pub results_cleared_unix: Option<u64>,
 }
 
 impl Image {
@@ -198,6 +203,7 @@ impl Image {
     /// Every enabled algorithm has a stored result.
     pub fn all_calculated(&self) -> bool {
         self.status == ImageStatus::Failed
+            || self.results_cleared_unix.is_some()
             || self
                 .enabled
                 .iter()
@@ -417,6 +423,7 @@ mod tests {
             processed_unix: None,
             meta: Value::Null,
             upload_expires_unix: None,
+            results_cleared_unix: None,
         };
         SkinStore::put(&s.images, id, &img).unwrap();
         assert!(!img.all_calculated());

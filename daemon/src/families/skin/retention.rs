@@ -94,6 +94,9 @@ fn clear_one(skin: &Skin, img: &Image) -> Result<(), StoreError> {
         i.masks.clear();
         i.quality_issues.clear();
         i.detection_error = None;
+        // The face's geometry and quality measures are results too.
+        i.face = serde_json::Value::Null;
+        i.results_cleared_unix = Some(crate::store::unix_now());
     })?;
     Ok(())
 }
@@ -264,6 +267,7 @@ mod tests {
             processed_unix: None,
             meta: Value::Null,
             upload_expires_unix: None,
+            results_cleared_unix: None,
         }
     }
 

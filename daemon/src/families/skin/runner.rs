@@ -227,6 +227,7 @@ async fn finish(
             .collect();
         i.processed_at = Some(now.clone());
         i.processed_unix = Some(unix_now());
+        i.results_cleared_unix = None;
         i.error = None;
     })?;
     let Some(updated) = updated else {
@@ -310,6 +311,7 @@ async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
         i.error = Some(why.clone());
         i.processed_at = Some(now_rfc3339());
         i.processed_unix = Some(unix_now());
+        i.results_cleared_unix = None;
     })?;
     let delivery = match &updated {
         Some(u) => super::hooks::delivery_for(skin, u)?,

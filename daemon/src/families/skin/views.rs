@@ -554,6 +554,7 @@ pub mod tests {
             processed_unix: Some(1_738_315_804),
             meta: Value::Null,
             upload_expires_unix: None,
+            results_cleared_unix: None,
         };
         (ds, sub, b, img)
     }

@@ -117,9 +117,11 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
     let errors: Map<String, Value> = imgs
         .iter()
         .filter_map(|i| {
+            // A failed quality gate is why a side has no values, too.
+            let gates = (!i.quality_issues.is_empty()).then(|| i.quality_issues.join(", "));
             Some((
                 side_name(i).to_string(),
-                json!(i.detection_error.clone().or(i.error.clone())?),
+                json!(i.detection_error.clone().or(i.error.clone()).or(gates)?),
             ))
         })
         .collect();
@@ -222,7 +224,7 @@ pub async fn parameters(
                 json!({"image_batch_id": id, "subject_id": s, "parameters": p["parameters"], "survey_results": [],
                     "all_algorithms_calculated": p["all_algorithms_calculated"], "sc_app_id": crate::families::skin::views::app_id(imgs.first()),
                     "can_watch_predicted_images": true, "predicted_images": p["predicted_images"],
-                    "detection_errors": p["detection_errors"]})
+                    "detection_errors": p["detection_errors"], "quality_issues": p["quality_issues"]})
             })
             .collect(),
     )))
