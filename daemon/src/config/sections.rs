@@ -35,9 +35,15 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Seconds a client is told to wait (Retry-After) when refused for load.
     pub retry_after_secs: u64,
-    /// Seconds an upload may take to arrive; past it the answer is 408 and
-    /// the connection is closed, so slow or stalled clients hold nothing.
+    /// Seconds any request body may take to arrive, plus one second for
+    /// every `body_min_bytes_per_sec` bytes it has sent: a body that falls
+    /// behind is answered 408 and its connection closed, so slow or stalled
+    /// clients hold nothing, while a large upload over a slow link that
+    /// keeps moving gets through.
     pub body_read_timeout_secs: u64,
+    /// The slowest average rate a body may arrive at once its first
+    /// `body_read_timeout_secs` are spent, bytes per second.
+    pub body_min_bytes_per_sec: u64,
     /// Memory all decoded images in flight may hold together, in bytes
     /// (each reserves width x height x 12 from its header before decoding).
     /// 0: a quarter of the machine's memory, at least 256 MiB.
@@ -195,6 +201,7 @@ impl Default for Limits {
             max_in_flight: 64,
             retry_after_secs: 1,
             body_read_timeout_secs: 30,
+            body_min_bytes_per_sec: 8192,
             decode_budget_bytes: 0,
             decode_wait_ms: 2000,
         }

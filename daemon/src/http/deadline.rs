@@ -5,10 +5,14 @@
 //! before reading (a login's limiter entry, a JSON upload's buffer) for as
 //! long as TCP keeps the connection open. The face uploads had their own
 //! timeout; the JSON, form and PUT bodies of the other families had none
-//! (issue 18, item 4). So the body each handler reads fails once
-//! `limits.body_read_timeout_secs` have passed since the request came in
-//! and the client is still not sending, and the answer becomes a 408 in
-//! the shape of the family that owns the path, with `Connection: close`.
+//! (issue 18, item 4). So the body each handler reads fails when it is
+//! waiting on the client past its deadline: `limits.body_read_timeout_secs`
+//! after the request came in, plus one second for every
+//! `limits.body_min_bytes_per_sec` bytes received so far. A stalled client
+//! or a trickle (slowloris) is cut after about the timeout; a large upload
+//! over a slow link that keeps up that minimum average rate is not. The
+//! answer becomes a 408 in the shape of the family that owns the path,
+//! with `Connection: close`.
 //!
 //! Data the client has already sent is always handed over, however late
 //! the handler reads it: the deadline only cuts a body that is waiting on
@@ -38,6 +42,9 @@ struct Deadline {
     sleep: Pin<Box<tokio::time::Sleep>>,
     fired: Arc<AtomicBool>,
     secs: u64,
+    start: tokio::time::Instant,
+    min_rate: u64,
+    received: u64,
 }
 
 impl HttpBody for Deadline {
@@ -49,6 +56,17 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            let n = match &frame {
+                Some(Ok(f)) => f.data_ref().map_or(0, |d| d.len() as u64),
+                _ => 0,
+            };
+            if n > 0 {
+                // Each byte in earns the body more time, at the minimum rate.
+                self.received += n;
+                let earned = Duration::from_secs_f64(self.received as f64 / self.min_rate as f64);
+                let deadline = self.start + Duration::from_secs(self.secs) + earned;
+                self.sleep.as_mut().reset(deadline);
+            }
             return Poll::Ready(frame);
         }
         if self.sleep.as_mut().poll(cx).is_pending() {
@@ -77,6 +95,7 @@ pub async fn body_deadline(State(app): State<Arc<App>>, req: Request, next: Next
         return next.run(req).await;
     }
     let secs = app.config.limits.body_read_timeout_secs.max(1);
+    let min_rate = app.config.limits.body_min_bytes_per_sec.max(1);
     let fired = Arc::new(AtomicBool::new(false));
     let path = req.uri().path().to_string();
     let (parts, inner) = req.into_parts();
@@ -85,6 +104,9 @@ pub async fn body_deadline(State(app): State<Arc<App>>, req: Request, next: Next
         sleep: Box::pin(tokio::time::sleep(Duration::from_secs(secs))),
         fired: fired.clone(),
         secs,
+        start: tokio::time::Instant::now(),
+        min_rate,
+        received: 0,
     };
     let resp = next.run(Request::from_parts(parts, Body::new(body))).await;
     // A handler that answered without the rest of the body keeps its answer;

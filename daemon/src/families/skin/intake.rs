@@ -184,6 +184,16 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         SkinStore::put(&records.images, x.id, &x)?;
         if x.status == ImageStatus::Queued {
             queue.enqueue(x.id)?;
+        } else if x.status == ImageStatus::Uploaded {
+            // The application may have been attached since the request read
+            // its dataset; the attachment's scan may then have missed this
+            // image, so look again now that it is stored.
+            let ds: Option<Dataset> = SkinStore::get(&records.datasets, x.dataset_id)?;
+            if let Some(ds) = ds.filter(|d| d.run.is_some()) {
+                if queue_if_uploaded(&records, x.id, Some(&ds))? {
+                    queue.enqueue(x.id)?;
+                }
+            }
         }
         store.flush()?;
         Ok(true)
@@ -198,10 +208,37 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
             ),
         ));
     }
-    if queued {
+    if img.blob.is_some() {
         skin.queue.wake();
     }
     Ok(img)
+}
+
+/// Mark image `id` queued with `ds`'s run, if it is still only uploaded:
+/// the check is inside the atomic update, so of two paths queueing it at
+/// once (an attachment and a `/compute/`, or two attachments) one does.
+/// Returns whether this call queued it; the caller then enqueues it.
+pub fn queue_if_uploaded(
+    records: &super::records::SkinStore,
+    id: Uuid,
+    ds: Option<&Dataset>,
+) -> Result<bool, crate::store::StoreError> {
+    let mut changed = false;
+    records.update_image(id, |i| {
+        // Called again when the update retries: decided afresh each time.
+        changed = i.status == ImageStatus::Uploaded;
+        if !changed {
+            return;
+        }
+        i.status = ImageStatus::Queued;
+        i.results_cleared_unix = None;
+        if let Some(ds) = ds {
+            i.enabled = enabled_for(ds);
+            i.app_run_id = ds.run.as_ref().map(|r| r.id);
+            i.application_id = ds.run.as_ref().map(|r| r.application_id);
+        }
+    })?;
+    Ok(changed)
 }
 
 /// The algorithms an image of `ds` runs: its run's, or every computed one.

@@ -42,7 +42,13 @@ impl<'de> Deserialize<'de> for NumOrText {
                 }
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NumOrText, E> {
-                match s.trim().parse::<i128>() {
+                // DRF takes "3.0" as 3, as it takes 3.0.
+                let s = s.trim();
+                let s = match s.split_once('.') {
+                    Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+                    _ => s,
+                };
+                match s.parse::<i128>() {
                     Ok(n) if n < 0 => Err(E::custom(NEGATIVE)),
                     Ok(n) => u64::try_from(n)
                         .map(NumOrText)
@@ -55,12 +61,42 @@ impl<'de> Deserialize<'de> for NumOrText {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum BoolOrText {
-    Bool(bool),
-    Num(u64),
-    Text(String),
+/// A boolean from `true`/`false`, 0/1 or their spellings as text,
+/// refused in DRF's words.
+struct BoolOrText(bool);
+
+impl<'de> Deserialize<'de> for BoolOrText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = BoolOrText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a boolean")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<BoolOrText, E> {
+                Ok(BoolOrText(b))
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<BoolOrText, E> {
+                match n {
+                    0 => Ok(BoolOrText(false)),
+                    1 => Ok(BoolOrText(true)),
+                    _ => Err(E::custom("Must be a valid boolean.")),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<BoolOrText, E> {
+                Err(E::custom("Must be a valid boolean."))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<BoolOrText, E> {
+                Err(E::custom("Must be a valid boolean."))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<BoolOrText, E> {
+                parse_bool(s)
+                    .map(BoolOrText)
+                    .ok_or_else(|| E::custom("Must be a valid boolean."))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn to_u32<E: serde::de::Error>(NumOrText(n): NumOrText) -> Result<u32, E> {
@@ -92,19 +128,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 
 /// `Option<bool>` from a boolean, 0/1 or text.
 pub fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-    use serde::de::Error;
-    Option::<BoolOrText>::deserialize(d)?
-        .map(|v| match v {
-            BoolOrText::Bool(b) => Ok(b),
-            BoolOrText::Num(0) => Ok(false),
-            BoolOrText::Num(1) => Ok(true),
-            BoolOrText::Num(n) => Err(D::Error::custom(format!(
-                "Must be a valid boolean, not {n}."
-            ))),
-            BoolOrText::Text(s) => parse_bool(&s)
-                .ok_or_else(|| D::Error::custom(format!("Must be a valid boolean, not {s:?}."))),
-        })
-        .transpose()
+    Ok(Option::<BoolOrText>::deserialize(d)?.map(|BoolOrText(b)| b))
 }
 
 #[cfg(test)]
@@ -139,6 +163,14 @@ mod tests {
         assert!(msg(r#"{"n": -1}"#).starts_with(NEGATIVE));
         assert!(msg(r#"{"days": "-5"}"#).starts_with(NEGATIVE));
         assert_eq!(t(r#"{"n": 3.0}"#).unwrap().n, Some(3));
+        assert_eq!(t(r#"{"n": "3.00"}"#).unwrap().n, Some(3));
+        assert!(msg(r#"{"n": "3.5"}"#).starts_with(NOT_INTEGER));
+        assert!(msg(r#"{"b": -1}"#).starts_with("Must be a valid boolean."));
+        assert!(
+            msg(r#"{"b": []}"#).contains("a boolean"),
+            "{}",
+            msg(r#"{"b": []}"#)
+        );
         assert!(t(r#"{"b": "maybe"}"#).is_err());
         let uri: axum::http::Uri = "/x?n=3&b=False".parse().unwrap();
         let q = axum::extract::Query::<T>::try_from_uri(&uri).unwrap().0;

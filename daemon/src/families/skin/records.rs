@@ -366,6 +366,24 @@ impl SkinStore {
         Ok(())
     }
 
+    /// Give uploads stored before their expiry was recorded one: the time
+    /// their id was made (a v7 UUID, when the URL was issued) plus `ttl`
+    /// seconds, so that they too lapse. Returns how many were dated.
+    pub fn date_old_uploads(&self, ttl: u64) -> Result<usize, StoreError> {
+        let old = Self::scan(&self.images, |i: &Image| {
+            i.status == ImageStatus::AwaitingUpload && i.upload_expires_unix.is_none()
+        })?;
+        for img in &old {
+            let issued = img.id.get_timestamp().map_or(0, |t| t.to_unix().0);
+            self.update_image(img.id, |i| {
+                if i.upload_expires_unix.is_none() {
+                    i.upload_expires_unix = Some(issued + ttl);
+                }
+            })?;
+        }
+        Ok(old.len())
+    }
+
     /// The images of batch `batch`, by side, without those whose upload
     /// lapsed ([`Image::upload_lapsed`]).
     pub fn batch_images(&self, batch: Uuid) -> Result<Vec<Image>, StoreError> {

@@ -96,7 +96,10 @@ fn clear_one(skin: &Skin, img: &Image) -> Result<(), StoreError> {
         i.detection_error = None;
         // The face's geometry and quality measures are results too.
         i.face = serde_json::Value::Null;
-        i.results_cleared_unix = Some(crate::store::unix_now());
+        // Only a finished analysis is over; one still to run is not.
+        if matches!(i.status, ImageStatus::Done | ImageStatus::Failed) {
+            i.results_cleared_unix = Some(crate::store::unix_now());
+        }
     })?;
     Ok(())
 }
@@ -114,7 +117,17 @@ pub fn sweep(skin: &Skin, now: u64) -> Result<(usize, usize), StoreError> {
     // record, which no view shows (`SkinStore::batch_images`).
     let lapsed = SkinStore::scan(&skin.records.images, |i: &Image| i.upload_lapsed(now))?;
     for img in &lapsed {
-        skin.records.images.remove(img.id.as_bytes())?;
+        // Removed only if still lapsed: a PUT that was verified in its
+        // URL's last second may have filled it since the scan.
+        skin.records
+            .images
+            .fetch_and_update(img.id.as_bytes(), |old| {
+                let old = old?;
+                match serde_json::from_slice::<Image>(old) {
+                    Ok(cur) if cur.upload_lapsed(now) => None,
+                    _ => Some(old.to_vec()),
+                }
+            })?;
     }
     if !lapsed.is_empty() {
         skin.store.flush()?;

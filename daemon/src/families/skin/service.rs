@@ -106,6 +106,9 @@ pub fn start(ctx: &Startup) -> Result<Arc<dyn Family>, RunError> {
     let batchers = SkinBatchers::start(&app.config, &ctx.target, &ctx.models, app.metrics.clone())?;
     let db = app.store.db();
     let records = SkinStore::open(db).map_err(|e| store_error(app, e))?;
+    records
+        .date_old_uploads(app.config.skin_api.upload_url_secs)
+        .map_err(|e| store_error(app, e))?;
     let queue = JobQueue::open(&app.store, "skin").map_err(|e| store_error(app, e))?;
     // Dataset webhooks (hooks.rs) go through the platform's delivery queue.
     app.webhooks.declare_family("skin");

@@ -56,8 +56,8 @@ pub(super) async fn admit(
     Ok(key)
 }
 
-/// The upload's image field, read within `limits.body_read_timeout_secs`
-/// (408 past it), then an in-flight slot (503 when none is free) and a
+/// The upload's image field, read under the platform's body deadline
+/// (`http::deadline`: 408 when the client falls behind), then an in-flight slot (503 when none is free) and a
 /// batcher ticket (429 when the queue has no place left): both are only
 /// taken once the upload is in, so slow or stalled clients cannot hold what
 /// the others need, and before the decode, so no image is decoded for a
@@ -66,11 +66,7 @@ pub(crate) async fn upload_then_slot(
     app: &Faces,
     req: Request,
 ) -> Result<(Upload, Slot), ApiError> {
-    let secs = app.config.limits.body_read_timeout_secs.max(1);
-    let read = async { read_image_field(Multipart::from_request(req, &()).await).await };
-    let upload = tokio::time::timeout(std::time::Duration::from_secs(secs), read)
-        .await
-        .map_err(|_| ApiError::Timeout(format!("the upload did not arrive within {secs} s")))??;
+    let upload = read_image_field(Multipart::from_request(req, &()).await).await?;
     let retry_after = app.config.limits.retry_after_secs;
     let in_flight = app
         .in_flight

@@ -148,13 +148,9 @@ fn queue_waiting(
         .iter()
         .filter(|i| i.status == ImageStatus::Uploaded && !awaiting.contains(&i.batch_id))
     {
-        records.update_image(img.id, |i| {
-            i.status = ImageStatus::Queued;
-            i.enabled = crate::families::skin::intake::enabled_for(ds);
-            i.app_run_id = ds.run.as_ref().map(|r| r.id);
-            i.application_id = ds.run.as_ref().map(|r| r.application_id);
-        })?;
-        queue.enqueue(img.id)?;
+        if crate::families::skin::intake::queue_if_uploaded(records, img.id, Some(ds))? {
+            queue.enqueue(img.id)?;
+        }
     }
     Ok(())
 }

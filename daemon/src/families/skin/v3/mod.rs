@@ -136,15 +136,9 @@ pub async fn compute(
     blocking(move || {
         let ds: Option<Dataset> = SkinStore::get(&records.datasets, bt.dataset_id)?;
         for img in imgs.iter().filter(|i| i.status == ImageStatus::Uploaded) {
-            records.update_image(img.id, |i| {
-                i.status = ImageStatus::Queued;
-                if let Some(ds) = &ds {
-                    i.enabled = intake::enabled_for(ds);
-                    i.app_run_id = ds.run.as_ref().map(|r| r.id);
-                    i.application_id = ds.run.as_ref().map(|r| r.application_id);
-                }
-            })?;
-            queue.enqueue(img.id)?;
+            if intake::queue_if_uploaded(&records, img.id, ds.as_ref())? {
+                queue.enqueue(img.id)?;
+            }
         }
         store.flush()
     })

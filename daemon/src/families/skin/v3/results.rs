@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::{batch_any, file_url, subject_any};
 use crate::families::skin::accounts::Caller;
 use crate::families::skin::catalog;
+use crate::families::skin::catalog::FACE_DETECTOR;
 use crate::families::skin::error::{SkinErrorBody, SkinResult};
 use crate::families::skin::records::*;
 use crate::families::skin::service::Skin;
@@ -117,8 +118,14 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
     let errors: Map<String, Value> = imgs
         .iter()
         .filter_map(|i| {
-            // A failed quality gate is why a side has no values, too.
-            let gates = (!i.quality_issues.is_empty()).then(|| i.quality_issues.join(", "));
+            // A failed quality gate is why a side has no values, too, when
+            // it withheld every metric (a blurred photo keeps its colour).
+            let none_ok = !i
+                .results
+                .iter()
+                .any(|r| r.algorithm_version_id != FACE_DETECTOR && r.is_ok);
+            let gates =
+                (none_ok && !i.quality_issues.is_empty()).then(|| i.quality_issues.join(", "));
             Some((
                 side_name(i).to_string(),
                 json!(i.detection_error.clone().or(i.error.clone()).or(gates)?),
