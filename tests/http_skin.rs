@@ -149,6 +149,23 @@ async fn subject_and_batch(s: &Server, t: &Tenant, name: &str) -> (String, Strin
     (sid, b["id"].as_str().unwrap().to_string())
 }
 
+/// Another batch of subject `sid`; returns its id.
+async fn new_batch(s: &Server, t: &Tenant, sid: &str) -> String {
+    let (st, b) = call(
+        s,
+        "POST",
+        &format!(
+            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
+            t.company, t.dataset
+        ),
+        &t.token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(st, 201, "{b}");
+    b["id"].as_str().unwrap().to_string()
+}
+
 fn image_path(t: &Tenant, sid: &str, bid: &str) -> String {
     format!(
         "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/{bid}/images/",
@@ -397,18 +414,7 @@ async fn quick_start_flow() {
     assert!(rows.iter().all(|r| r["application_id"] == FM2), "{rows:?}");
 
     // A second photo a moment later: history has both, smoothing averages them.
-    let (_, b2) = call(
-        &s,
-        "POST",
-        &format!(
-            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
-            t.company, t.dataset
-        ),
-        &t.token,
-        Some(json!({})),
-    )
-    .await;
-    let bid2 = b2["id"].as_str().unwrap().to_string();
+    let bid2 = new_batch(&s, &t, &sid).await;
     let (st, img2) = upload_b64(&s, &t, &sid, &bid2, 1, &selfie(1)).await;
     assert_eq!(st, 201);
     let ipath2 = format!(
@@ -1187,17 +1193,12 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
 
     // A signed URL for the right side, never used: once it has expired the
     // batch goes on without it.
-    let (st, v) = call(
-        &s,
-        "POST",
-        &format!(
-            "/api/v1/companies/{}/subjects/{sid}/signed_upload_url/",
-            t.company
-        ),
-        &t.token,
-        Some(json!({"batch_id": bid, "side_id": 2})),
-    )
-    .await;
+    let right_url = format!(
+        "/api/v1/companies/{}/subjects/{sid}/signed_upload_url/",
+        t.company
+    );
+    let right = json!({"batch_id": bid, "side_id": 2});
+    let (st, v) = call(&s, "POST", &right_url, &t.token, Some(right.clone())).await;
     assert_eq!(st, 201, "{v}");
     let results = format!("/api/v3/companies/{}/batches/{bid}/results/", t.company);
     let (_, v) = call(&s, "GET", &results, &t.token, None).await;
@@ -1208,17 +1209,7 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     tokio::time::sleep(Duration::from_millis(2200)).await;
     let (_, v) = call(&s, "GET", &results, &t.token, None).await;
     assert_eq!(v["all_algorithms_calculated"], true, "{v}");
-    let (st, v) = call(
-        &s,
-        "POST",
-        &format!(
-            "/api/v1/companies/{}/subjects/{sid}/signed_upload_url/",
-            t.company
-        ),
-        &t.token,
-        Some(json!({"batch_id": bid, "side_id": 2})),
-    )
-    .await;
+    let (st, v) = call(&s, "POST", &right_url, &t.token, Some(right)).await;
     assert_eq!(st, 201, "a new URL for the side: {v}");
 
     // A photo taken before the first, uploaded after it.
@@ -1323,19 +1314,7 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     )
     .await;
     assert!(sm.as_array().is_some_and(|a| !a.is_empty()), "{sm}");
-    let (st, b3) = call(
-        &s,
-        "POST",
-        &format!(
-            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
-            t.company, t.dataset
-        ),
-        &t.token,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(st, 201, "{b3}");
-    let bid3 = b3["id"].as_str().unwrap().to_string();
+    let bid3 = new_batch(&s, &t, &sid).await;
     let (st, img3) = upload_b64(&s, &t, &sid, &bid3, 1, &fixture("coffee.jpg")).await;
     assert_eq!(st, 201, "{img3}");
     let ipath3 = format!(
@@ -1355,18 +1334,7 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     assert_eq!((st, sm), (200, json!([])));
 
     // A face too small for any metric: v3 parameters say why.
-    let (_, b4) = call(
-        &s,
-        "POST",
-        &format!(
-            "/api/v1/companies/{}/datasets/{}/subjects/{sid}/batches/",
-            t.company, t.dataset
-        ),
-        &t.token,
-        Some(json!({})),
-    )
-    .await;
-    let bid4 = b4["id"].as_str().unwrap().to_string();
+    let bid4 = new_batch(&s, &t, &sid).await;
     let photo = image::load_from_memory(&selfie(0)).unwrap().to_rgb8();
     let small = image::imageops::resize(&photo, 180, 240, image::imageops::FilterType::Triangle);
     let mut png = std::io::Cursor::new(Vec::new());
