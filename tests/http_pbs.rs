@@ -275,6 +275,46 @@ async fn study_flow_with_counts_malaria_and_revisions() {
     )
     .await;
     assert_eq!(st, 404);
+    // A query that does not parse is a 400, as the API document says.
+    for q in ["version=abc", "version=1.0", "versoin=1"] {
+        let (st, v) = call(
+            &s,
+            "GET",
+            &format!("/pbs/{id}/report/CBC_COUNTS?{q}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(st, 400, "{q}: {v}");
+    }
+    // Fields no client sends by intent are refused, not dropped; tags
+    // that cannot be kept exactly too.
+    for body in [
+        json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback": "https://x.example/"}),
+        json!({"diagnostic_task": ["CBC_COUNTS"]}),
+    ] {
+        let (st, v) = call(&s, "POST", &format!("/pbs/{id}/tasks"), &token, Some(body)).await;
+        assert_eq!(st, 400, "{v}");
+    }
+    for body in [
+        json!({"tag": {"a": "b"}}),
+        json!({"tags": {"n": 123456789012345678901234567890u128 as f64}}),
+        json!({"tags": {"a\u{0}b": "x"}}),
+    ] {
+        let (st, v) = call(&s, "POST", "/pbs", &token, Some(body.clone())).await;
+        assert_eq!(st, 400, "{body}: {v}");
+    }
+    // The kept thresholds read as configured, not as f32 noise.
+    let (_, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    let text = v.to_string();
+    assert!(text.contains("\"min_confidence\":0.7"), "{text}");
 
     // Heartbeat needs no auth.
     let v = json(s.client.get(s.url("/heartbeat")).send().await.unwrap()).await;
@@ -470,6 +510,27 @@ async fn client_signed_tokens_and_every_rejection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_reset_ends_the_users_sessions() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    let old = login(&s, "lab@clinic-a.test").await;
+    let other = login(&s, "admin@clinic-a.test").await;
+    let (st, _) = call(&s, "GET", "/pbs", &old, None).await;
+    assert_eq!(st, 200);
+    // Session times are in whole seconds: the reset comes in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    common::pbs::add_user(&s, "clinic-a", "lab@clinic-a.test", "user").await;
+    let (st, v) = call(&s, "GET", "/pbs", &old, None).await;
+    assert_eq!(st, 401, "{v}");
+    assert!(v["error"].to_string().contains("log in again"), "{v}");
+    // Another user's session is untouched, and the user logs in again.
+    assert_eq!(call(&s, "GET", "/pbs", &other, None).await.0, 200);
+    let new = login(&s, "lab@clinic-a.test").await;
+    assert_eq!(call(&s, "GET", "/pbs", &new, None).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_and_organisation_isolation() {
     let s = start(configure).await;
     setup_org(&s, "clinic-a").await;
@@ -647,8 +708,20 @@ async fn bad_uploads_get_clear_errors() {
     setup_org(&s, "clinic-a").await;
     let token = login(&s, "lab@clinic-a.test").await;
     let id = new_study(&s, &token, json!({})).await;
+    // A photo too small to analyse at any scale the analysis may pick:
+    // refused here, not failing the whole study later.
+    let small = {
+        let img = image::load_from_memory(&fixture("smear_cbc.jpg"))
+            .unwrap()
+            .to_rgb8();
+        let crop = image::imageops::crop_imm(&img, 100, 100, 400, 60).to_image();
+        let mut out = std::io::Cursor::new(Vec::new());
+        crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        out.into_inner()
+    };
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
         ("", fixture("smear_cbc.jpg"), 400, "file_name"),
+        ("file_name=strip.png", small, 400, "at least 75 px"),
         ("file_name=notes.txt", b"hello".to_vec(), 400, "type"),
         ("file_name=empty.jpg", Vec::new(), 400, "empty"),
         (
@@ -713,6 +786,60 @@ async fn bad_uploads_get_clear_errors() {
     let (st, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
     assert_eq!((st, v["results"]["files"].clone()), (200, json!(0)));
     assert!(s.health_ok().await);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_uploads_never_pass_the_file_limit() {
+    let s = start(|c| {
+        configure(c);
+        c.pbs.max_files_per_study = 3;
+    })
+    .await;
+    setup_org(&s, "clinic-a").await;
+    let token = login(&s, "lab@clinic-a.test").await;
+    let id = new_study(&s, &token, json!({})).await;
+    let img = image::load_from_memory(&fixture("smear_cbc.jpg"))
+        .unwrap()
+        .to_rgb8();
+    let files: Vec<Vec<u8>> = (0..8u32)
+        .map(|i| {
+            let crop = image::imageops::crop_imm(&img, 40 * i, 30 * i, 120, 100).to_image();
+            let mut out = std::io::Cursor::new(Vec::new());
+            crop.write_to(&mut out, image::ImageFormat::Png).unwrap();
+            out.into_inner()
+        })
+        .collect();
+    let sent: Vec<_> = files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let req = s
+                .client
+                .post(s.url(&format!("/pbs/{id}/files?file_name=f{i}.png")))
+                .header("Authorization", &token)
+                .body(f);
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                (r.status().as_u16(), json(r).await)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in sent {
+        answers.push(t.await.unwrap());
+    }
+    let added = answers.iter().filter(|(st, _)| *st == 201).count();
+    assert_eq!(added, 3, "{answers:?}");
+    for (st, v) in answers.iter().filter(|(st, _)| *st != 201) {
+        assert_eq!(*st, 409, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("holds 3 files"),
+            "{v}"
+        );
+    }
+    let (st, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
+    assert_eq!((st, v["results"]["files"].clone()), (200, json!(3)));
     s.stop().await;
 }
 
@@ -793,6 +920,25 @@ async fn callback_is_signed_and_retried_after_a_failure() {
         .metrics()
         .await
         .contains("argus_pbs_callbacks_total{outcome=\"delivered\"} 1"));
+    // Asked again with `callback_url: null`: the callback is removed, so
+    // the new revision is announced to no one.
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("/pbs/{id}/tasks"),
+        &token,
+        Some(json!({"diagnostic_tasks": ["CBC_COUNTS"], "callback_url": null})),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    wait_ready(&s, &id, &token).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(got.lock().unwrap().len(), 2, "no callback after null");
+    let m = s.metrics().await;
+    assert!(
+        m.contains("argus_pbs_callbacks_total{outcome=\"delivered\"} 1"),
+        "{m}"
+    );
     s.stop().await;
 }
 

@@ -279,6 +279,63 @@ fn no_percentages_without_a_classified_leukocyte() {
 }
 
 #[test]
+fn no_negative_malaria_finding_without_a_cell_examined() {
+    // A blank or cell-free photo: the coded finding must not read as a
+    // negative result, and no "0 %" share is given.
+    let src = Source {
+        id: "c7d453a9-676d-4b9f-a505-8a9021b76dfd-malaria-any-any-v1".into(),
+        identifier: None,
+        patient_proxy_id: None,
+        received_at: "2025-05-01T09:30:00Z".into(),
+        fields: vec!["sha224-i-00".into()],
+    };
+    let stored = |pos: u64, neg: u64| {
+        json!({
+            "positive_count": pos,
+            "negative_count": neg,
+            "files": [],
+            "model": "malaria-cnn",
+            "parasite_threshold": 0.5,
+            "created_at": "2025-05-01T09:31:00Z",
+        })
+    };
+    let finding = |report: &Value| {
+        observation(report, LOINC, "51587-4")["valueCodeableConcept"]["coding"][0]["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let none = serde_json::to_value(
+        fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(0, 0), &src).unwrap(),
+    )
+    .unwrap();
+    assert_valid_fhir(&none);
+    check_references(&none);
+    assert_eq!(finding(&none), "82334004", "{none}");
+    assert!(!none.to_string().contains("260415000"));
+    assert!(!none.to_string().contains("\"rbc-parasitized-percent\""));
+    assert!(none["conclusion"]
+        .as_str()
+        .unwrap()
+        .contains("indeterminate"));
+    assert_eq!(cells(observation(&none, LOCAL, "rbc-classified")), 0);
+
+    let negative = serde_json::to_value(
+        fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(0, 40), &src).unwrap(),
+    )
+    .unwrap();
+    assert_valid_fhir(&negative);
+    assert_eq!(finding(&negative), "260415000");
+    let share = observation(&negative, LOCAL, "rbc-parasitized-percent");
+    assert_eq!(share["valueQuantity"]["value"].as_f64(), Some(0.0));
+    let positive = serde_json::to_value(
+        fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(2, 38), &src).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(finding(&positive), "260373001");
+}
+
+#[test]
 fn the_schema_check_catches_what_is_not_fhir() {
     // The validator is not vacuous: broken reports fail it.
     let src = Source {

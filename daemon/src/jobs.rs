@@ -19,7 +19,10 @@ use crate::store::{Store, StoreError};
 /// One family's queue of job ids.
 pub struct JobQueue {
     name: String,
+    /// Job id -> when it was queued (a big-endian sequence number from
+    /// the database's id generator, increasing across restarts).
     tree: sled::Tree,
+    db: sled::Db,
     wake: tokio::sync::Notify,
 }
 
@@ -29,14 +32,20 @@ impl JobQueue {
         Ok(Self {
             name: name.to_string(),
             tree: store.db().open_tree(format!("{name}_queue"))?,
+            db: store.db().clone(),
             wake: tokio::sync::Notify::new(),
         })
     }
 
-    /// Queue `id`; durable with the next store flush. Call
-    /// [`JobQueue::wake`] once flushed.
+    /// Queue `id` behind every job queued before it; durable with the
+    /// next store flush. Call [`JobQueue::wake`] once flushed. A job
+    /// queued again while still queued keeps its place.
     pub fn enqueue(&self, id: Uuid) -> Result<(), StoreError> {
-        self.tree.insert(id.as_bytes(), &[])?;
+        let seq = self.db.generate_id()?.to_be_bytes();
+        // Err(current) only means it is queued already.
+        let _ = self
+            .tree
+            .compare_and_swap(id.as_bytes(), None::<&[u8]>, Some(&seq[..]))?;
         Ok(())
     }
 
@@ -46,16 +55,18 @@ impl JobQueue {
         Ok(())
     }
 
-    /// Queued ids, in key order.
+    /// Queued ids, first come first: in the order they were queued (jobs
+    /// queued by an older version, with no sequence number, first).
     pub fn queued(&self) -> Result<Vec<Uuid>, StoreError> {
         let mut out = Vec::new();
         for item in self.tree.iter() {
-            let (k, _) = item?;
+            let (k, seq) = item?;
             if let Ok(id) = Uuid::from_slice(&k) {
-                out.push(id);
+                out.push((seq, id));
             }
         }
-        Ok(out)
+        out.sort();
+        Ok(out.into_iter().map(|(_, id)| id).collect())
     }
 
     /// Let the runner look at the queue now.
@@ -146,6 +157,33 @@ mod tests {
 
     /// Jobs survive a reopen; the runner works each, retries a failing
     /// one, and stops on shutdown.
+    #[test]
+    fn jobs_come_out_in_the_order_they_were_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        // Random ids, so key order is not queue order.
+        let ids: Vec<Uuid> = (0..20).map(|_| Uuid::new_v4()).collect();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let q = JobQueue::open(&store, "test").unwrap();
+            for id in &ids {
+                q.enqueue(*id).unwrap();
+            }
+            // Queued again while queued: keeps its place.
+            q.enqueue(ids[0]).unwrap();
+            assert_eq!(q.queued().unwrap(), ids);
+            store.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let q = JobQueue::open(&store, "test").unwrap();
+        assert_eq!(q.queued().unwrap(), ids, "after a reopen");
+        // Done and queued again: now last.
+        q.dequeue(ids[0]).unwrap();
+        q.enqueue(ids[0]).unwrap();
+        let mut want = ids[1..].to_vec();
+        want.push(ids[0]);
+        assert_eq!(q.queued().unwrap(), want);
+    }
+
     #[tokio::test]
     async fn queued_jobs_survive_restart_and_failures_are_retried() {
         let dir = tempfile::tempdir().unwrap();

@@ -309,8 +309,8 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, ImagingErr
     if let Some(n) = animation_frames(bytes, format) {
         return Err(ImagingError::UnsupportedCoding(format!(
             "animated {name} images ({n} frames) are not supported: only still images are \
-             processed, and one frame would leave the faces in the others untouched; send each \
-             frame as a still image"
+             processed, and one frame would leave the others unexamined; send each frame as a \
+             still image"
         )));
     }
     // Size from the header bytes alone, before any decoder buffers anything:

@@ -250,6 +250,15 @@ impl Clinic {
                 &mut fail,
             ));
         }
+        if session && claims.iat < user.password_set_unix {
+            return Err(err(
+                Rejection::new(
+                    "iat",
+                    "the user's password was set again after this session began; log in again",
+                ),
+                &mut fail,
+            ));
+        }
         if !session && !consume_jti {
             // Looking only (/auth/hello): say so if the id is spent, as the
             // real endpoints would.

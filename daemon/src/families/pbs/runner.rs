@@ -125,7 +125,7 @@ async fn analyse_study(
             }
             *at = std::time::Instant::now();
             let fraction = (i as f64 + t as f64 / n.max(1) as f64) / total as f64;
-            let message = format!("file {} of {total}: tile {t} of {n}", i + 1);
+            let message = format!("file {} of {total}: tile {t} (of at most {n})", i + 1);
             let saved = pbs.update_study(id, |s| {
                 s.progress = (fraction as f32).min(0.99);
                 s.progress_message = message.clone();

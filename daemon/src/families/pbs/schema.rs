@@ -12,6 +12,26 @@ use uuid::Uuid;
 use super::scale::RbcScale;
 use super::store::{KeyRecord, StudyRecord, UserRecord};
 
+/// An `f32` as its shortest decimal (0.7, not 0.699999988079071): widened
+/// to f64 as it is, an f32 prints its binary error, in every answer and in
+/// the reports kept as JSON.
+pub(crate) fn short(v: f32) -> f64 {
+    format!("{v}").parse().unwrap_or(f64::from(v))
+}
+
+fn ser_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(short(*v))
+}
+
+/// A fraction to three decimals, as [`short`] writes it.
+fn ser_fraction<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(short((v * 1000.0).round() / 1000.0))
+}
+
+fn ser_f32_map<S: serde::Serializer>(m: &BTreeMap<String, f32>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|(k, v)| (k, short(*v))))
+}
+
 /// A user of an organisation.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(
@@ -379,6 +399,7 @@ pub struct StudyStatus {
     #[schema(value_type = String)]
     pub report_status: &'static str,
     /// 0 to 1.
+    #[serde(serialize_with = "ser_fraction")]
     pub progress: f32,
     pub progress_message: String,
     /// How many files the study holds.
@@ -444,6 +465,7 @@ pub struct FileResult {
     pub width: u32,
     pub height: u32,
     /// The factor the photo was resampled by (the kept scale sample's).
+    #[serde(serialize_with = "ser_f32")]
     pub scale: f32,
     pub rbc: u64,
     pub wbc: u64,
@@ -544,6 +566,7 @@ pub struct DifferentialCell {
     pub class: Option<String>,
     /// The classifier's probability per class (the differential classes
     /// plus `platelet`), summing to 1.
+    #[serde(serialize_with = "ser_f32_map")]
     pub probabilities: BTreeMap<String, f32>,
 }
 
@@ -573,6 +596,7 @@ pub struct WbcDifferential {
     #[schema(value_type = String)]
     pub model: &'static str,
     /// The top class's probability below which a cell is left for review.
+    #[serde(serialize_with = "ser_f32")]
     pub min_confidence: f32,
 }
 
@@ -610,6 +634,7 @@ pub struct MalariaReport {
     #[schema(value_type = String)]
     pub model: &'static str,
     /// The classifier's probability at or above which a cell is positive.
+    #[serde(serialize_with = "ser_f32")]
     pub parasite_threshold: f32,
     /// RFC 3339.
     pub created_at: String,
@@ -620,5 +645,6 @@ pub struct MalariaReport {
 pub struct CallbackBody {
     pub pbs_study_id: Uuid,
     pub report_status: &'static str,
+    #[serde(serialize_with = "ser_fraction")]
     pub progress: f32,
 }

@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Why the atomic update refused to add a file.
+enum Refused {
+    Frozen,
+    Full,
+}
+
 /// How the type of an uploaded file is told: one of the two is needed.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -47,7 +53,9 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
 /// from the `content_type` or `file_name` query parameter, not from the
 /// `Content-Type` header. At most `pbs.max_file_bytes` per file and
 /// `pbs.max_files_per_study` files. The image is decoded on arrival, so a
-/// file the analysis could not read is refused here. Idempotent: the same
+/// file the analysis could not read (or one too small to analyse, under
+/// 75 px a side) is refused here; a file whose bytes are another accepted
+/// type than declared is kept as what its bytes are. Idempotent: the same
 /// bytes again answer 200 with `duplicate: true`. No more files once tasks
 /// were requested (409). Roles: admin, user, device.
 #[utoipa::path(
@@ -77,7 +85,8 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
         (status = 200, description = "These bytes were already in the study \
          (`duplicate: true`); nothing changed.", body = EnvelopeBody<schema::FileAdded>),
         (status = 400, description = "No usable `file_name` or `content_type`, an empty \
-         body, or a file that is not a usable image.", body = ErrorBody),
+         body, a file that is not a usable image, or one too small to analyse.",
+         body = ErrorBody),
         (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
         (status = 403, description = "The token's role may not upload files.",
          body = ErrorBody),
@@ -145,7 +154,7 @@ pub async fn upload_file(
     if study.files.len() >= app.config.pbs.max_files_per_study {
         return Err(PbsError::Conflict(format!(
             "the study already holds {} files, the most allowed",
-            study.files.len()
+            app.config.pbs.max_files_per_study
         )));
     }
     // Decode now, so a file the analysis could not read is refused here.
@@ -157,12 +166,33 @@ pub async fn upload_file(
             .to_vec(),
     };
     let data = body.clone();
-    let (w, h) = tokio::task::spawn_blocking(move || {
-        crate::imaging::decode(&data, &limits).map(|d| (d.image.width(), d.image.height()))
+    let (w, h, format) = tokio::task::spawn_blocking(move || {
+        crate::imaging::decode(&data, &limits)
+            .map(|d| (d.image.width(), d.image.height(), d.format))
     })
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))?
     .map_err(|e| PbsError::BadRequest(format!("the file is not a usable image: {e}")))?;
+    // The analysis resamples each photo to the nets' scale, at most by
+    // MIN_SCALE; a side that would shrink under 8 px there fails the whole
+    // study later, so it is refused now, while the client can still act.
+    let min_side = crate::families::pbs::pipeline::min_analysable_side();
+    if w.min(h) < min_side {
+        return Err(PbsError::BadRequest(format!(
+            "the image is {w}x{h} px; a smear photo needs at least {min_side} px on each side \
+             to be analysed"
+        )));
+    }
+    // The bytes say what the file is; a mislabelled upload is kept as
+    // what it really is.
+    let content_type = match crate::imaging::decode::format_name(format) {
+        "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "tiff" => "image/tiff",
+        "bmp" => "image/bmp",
+        "webp" => "image/webp",
+        _ => content_type,
+    };
     let ext = content_type.rsplit('/').next().unwrap_or("bin");
     let blob = format!("pbs/{}.{ext}", &file_id["sha224-i-".len()..]);
     {
@@ -182,12 +212,18 @@ pub async fn upload_file(
         uploaded_at: now_rfc3339(),
     };
     let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
+    let max_files = app.config.pbs.max_files_per_study;
     let outcome = blocking(move || {
         pbs.update_study(sid, |s| {
             if s.frozen {
-                return Ok(Err(()));
+                return Ok(Err(Refused::Frozen));
             }
             if !s.files.iter().any(|f| f.file_id == rec.file_id) {
+                // Checked again here, inside the atomic update: parallel
+                // uploads all passed the first check on an older record.
+                if s.files.len() >= max_files {
+                    return Ok(Err(Refused::Full));
+                }
                 s.files.push(rec.clone());
             }
             Ok(Ok(()))
@@ -196,10 +232,15 @@ pub async fn upload_file(
     .await?;
     match outcome {
         Some(Ok(())) => {}
-        Some(Err(())) => {
+        Some(Err(Refused::Frozen)) => {
             return Err(PbsError::Conflict(
                 "tasks were requested for this study meanwhile; the file was not added".into(),
             ))
+        }
+        Some(Err(Refused::Full)) => {
+            return Err(PbsError::Conflict(format!(
+                "the study already holds {max_files} files, the most allowed"
+            )))
         }
         None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
     }

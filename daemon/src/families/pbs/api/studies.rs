@@ -6,6 +6,7 @@ use super::*;
 /// data (PII, PHI) in tags.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[schema(as = pbs::CreateStudy, example = json!({"tags": {"patient_proxy_id": "PPID12345"}}))]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// At most 64; keys 1 to 128 bytes, values at most 512 bytes. Values
     /// are strings (numbers and booleans are stored as strings).
@@ -22,6 +23,16 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
     for (k, v) in tags {
         let v = match v {
             Value::String(s) => s,
+            // Past 2^53 a JSON number has already lost digits when parsed:
+            // an identifier stored so would not be the one sent.
+            Value::Number(n)
+                if n.as_f64()
+                    .is_some_and(|f| f.abs() >= 9_007_199_254_740_992.0) =>
+            {
+                return Err(PbsError::BadRequest(format!(
+                    "tag {k:?}: the number is too long to keep exactly; send it as a string"
+                )))
+            }
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             _ => {
@@ -30,6 +41,11 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
                 )))
             }
         };
+        if k.chars().any(char::is_control) {
+            return Err(PbsError::BadRequest(format!(
+                "tag {k:?}: keys may not hold control characters"
+            )));
+        }
         if k.is_empty() || k.len() > 128 || v.len() > 512 {
             return Err(PbsError::BadRequest(format!(
                 "tag {k:?}: keys are 1 to 128 bytes, values at most 512"

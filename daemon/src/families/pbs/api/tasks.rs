@@ -6,6 +6,7 @@ use super::*;
 /// `POST /pbs/{id}/tasks`: the analyses to run, and where to announce the
 /// reports.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(
     as = pbs::TasksRequest,
     example = json!({
@@ -23,9 +24,17 @@ pub struct TasksBody {
     diagnostic_tasks: Vec<String>,
     /// An `https://` URL with a valid certificate, POSTed a signed
     /// `{pbs_study_id, report_status, progress}` when the reports are
-    /// ready. Private and loopback addresses are refused.
-    #[serde(default)]
-    callback_url: Option<String>,
+    /// ready. Private and loopback addresses are refused. Absent: the
+    /// study's callback stays as it was; `null`: it is removed.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    callback_url: Option<Option<String>>,
+}
+
+/// A field that is there, `null` or not: `Some(None)` for `null`, so an
+/// absent field (`None`, by `default`) and `null` differ.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 fn known_tasks() -> String {
@@ -95,7 +104,7 @@ pub async fn request_tasks(
             tasks.push(t.clone());
         }
     }
-    if let Some(url) = &b.callback_url {
+    if let Some(Some(url)) = &b.callback_url {
         // The same check runs before every delivery attempt, on the
         // address actually connected to.
         if let Err(why) = app.webhooks.policy().check_url(url, false).await {
@@ -119,8 +128,8 @@ pub async fn request_tasks(
             // Asking again once the reports exist runs a new revision.
             s.frozen = true;
             s.tasks = new_tasks.clone();
-            if callback_url.is_some() {
-                s.callback_url = callback_url.clone();
+            if let Some(url) = &callback_url {
+                s.callback_url = url.clone();
             }
             s.status = ReportStatus::Queued;
             s.progress = 0.0;
@@ -203,6 +212,7 @@ pub async fn study_status(
 /// Which revision of a report to read, and in which form.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// A revision number from 1, or `latest` (the default).
     #[param(example = "latest")]
@@ -247,7 +257,7 @@ pub struct ReportQuery {
         (status = 404, description = "No such study in the caller's organisation, the task \
          was not requested for it, or no such version.", body = ErrorBody),
         (status = 409, description = "The task was requested but its report is not ready \
-         yet.", body = ErrorBody),
+         yet, or the analysis failed (the error says why).", body = ErrorBody),
         (status = 500, description = "The appliance's store failed.", body = ErrorBody),
     ),
 )]
@@ -255,12 +265,16 @@ pub async fn study_report(
     State(app): State<Arc<Pbs>>,
     ClientIp(ip): ClientIp,
     Path((id, task)): Path<(String, String)>,
-    Query(q): Query<ReportQuery>,
+    q: Result<Query<ReportQuery>, QueryRejection>,
     caller: Caller<access::ReadReport>,
 ) -> Result<Response, PbsError> {
     let started = Instant::now();
     let p = caller.0;
     let s = own_study(&app, &p, &id).await?;
+    let answer = q
+        .map_err(|e| PbsError::BadRequest(e.body_text()))
+        .and_then(|Query(q)| report_of(&s, &task, &q, started));
+    // Recorded once the outcome is known: a refused read is no read.
     app.audit.record(
         Event {
             family: "pbs",
@@ -270,9 +284,23 @@ pub async fn study_report(
             object: Some(&format!("{id}/{task}")),
             ..Default::default()
         },
-        Outcome::Ok,
+        if answer.is_ok() {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        },
     );
-    if !clinic::is_known_task(&task) {
+    answer
+}
+
+/// The answer of [`study_report`] for a study the caller may read.
+fn report_of(
+    s: &StudyRecord,
+    task: &str,
+    q: &ReportQuery,
+    started: Instant,
+) -> Result<Response, PbsError> {
+    if !clinic::is_known_task(task) {
         return Err(PbsError::BadRequest(format!(
             "unknown task {task:?}; known tasks: {}",
             known_tasks()
@@ -287,33 +315,43 @@ pub async fn study_report(
             )))
         }
     };
-    let versions = s.reports.get(&task).map(Vec::as_slice).unwrap_or(&[]);
+    let versions = s.reports.get(task).map(Vec::as_slice).unwrap_or(&[]);
     if versions.is_empty() {
-        return Err(if s.tasks.contains(&task) {
+        return Err(if !s.tasks.iter().any(|t| t == task) {
+            PbsError::NotFound(format!("{task} was not requested for this study"))
+        } else if matches!(s.status, ReportStatus::Failed) {
+            // It will never be ready: say why, not "not ready yet".
+            PbsError::Conflict(format!(
+                "the {task} report could not be made: the analysis failed ({})",
+                s.error.as_deref().unwrap_or("no reason recorded")
+            ))
+        } else {
             PbsError::Conflict(format!(
                 "the {task} report is not ready yet (status {})",
                 s.status.as_str()
             ))
-        } else {
-            PbsError::NotFound(format!("{task} was not requested for this study"))
         });
     }
     let n = match q.version.as_deref() {
         None | Some("") | Some("latest") => versions.len(),
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=versions.len()).contains(n))
-            .ok_or_else(|| {
-                PbsError::NotFound(format!(
-                    "version {v:?} does not exist; versions 1 to {}",
-                    versions.len()
+        Some(v) => {
+            let n = v.parse::<usize>().map_err(|_| {
+                PbsError::BadRequest(format!(
+                    "version {v:?} is not a revision number (1, 2, ...) or latest"
                 ))
-            })?,
+            })?;
+            if !(1..=versions.len()).contains(&n) {
+                return Err(PbsError::NotFound(format!(
+                    "version {n} does not exist; versions 1 to {}",
+                    versions.len()
+                )));
+            }
+            n
+        }
     };
     if fhir {
-        let src = super::super::fhir::Source::study(&s, &task, n);
-        let report = super::super::fhir::diagnostic_report(&task, &versions[n - 1], &src)
+        let src = super::super::fhir::Source::study(s, task, n);
+        let report = super::super::fhir::diagnostic_report(task, &versions[n - 1], &src)
             .map_err(|e| PbsError::Internal(e.to_string()))?;
         let body = serde_json::to_vec(&report).map_err(|e| PbsError::Internal(e.to_string()))?;
         return Ok((
@@ -331,7 +369,7 @@ pub async fn study_report(
             pbs_study_id: s.id,
             version: n,
             versions: versions.len(),
-            report: BTreeMap::from([(task.clone(), versions[n - 1].clone())]),
+            report: BTreeMap::from([(task.to_string(), versions[n - 1].clone())]),
         },
         started,
     )

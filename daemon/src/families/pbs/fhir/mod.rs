@@ -21,8 +21,8 @@
 //! | immature granulocytes | LOINC 71695-1 | Immature granulocytes/100 leukocytes in Blood by Automated count |
 //! | nucleated red cells | LOINC 58413-6 | Nucleated erythrocytes/100 leukocytes \[Ratio\] in Blood by Automated count |
 //! | leukocytes classified, cells left for review | local `leukocytes-classified`, `wbc-review` | no LOINC term |
-//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected / 260415000 Not detected | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
-//! | parasitized / classified red cells, share parasitized | local `rbc-parasitized`, `rbc-classified`, `rbc-parasitized-percent` | counts of cells seen; LOINC's parasitaemia terms are for a counted microscopy protocol (thick/thin film), which this is not |
+//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected / 260415000 Not detected / 82334004 Indeterminate (no whole red cell was classified) | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
+//! | parasitized / classified red cells, share parasitized | local `rbc-parasitized`, `rbc-classified`, `rbc-parasitized-percent` (absent when no cell was classified) | counts of cells seen; LOINC's parasitaemia terms are for a counted microscopy protocol (thick/thin film), which this is not |
 //! | report codes | `WBC_DIFFERENTIAL`: LOINC 69738-3 Differential panel, method unspecified - Blood; `CBC_COUNTS`, `MALARIA_ANY_ANY`: local | a CBC panel (57021-8) promises concentrations and haemoglobin the appliance does not measure |
 //!
 //! The "automated count" terms are the closest LOINC has for a differential
@@ -431,19 +431,30 @@ pub fn diagnostic_report(
                 out: Vec::new(),
             };
             let (l, display) = MALARIA_LOINC;
+            // With no whole red cell in the photos nothing was examined: a
+            // lab system reads the coded value, so "Not detected" would be
+            // a negative result the appliance never obtained.
             let (finding, finding_display) = if r.positive_count > 0 {
                 ("260373001", "Detected")
+            } else if classified == 0 {
+                ("82334004", "Indeterminate")
             } else {
                 ("260415000", "Not detected")
             };
             let o = res.push("malaria", CodeableConcept::code(LOINC, l, display));
             o.value_codeable_concept =
                 Some(CodeableConcept::code(SNOMED, finding, finding_display));
-            o.note = note(format!(
-                "Detected when at least one red cell is called parasitized: {} of {classified} \
-                 whole red cells classified.",
-                r.positive_count
-            ));
+            o.note = note(if classified == 0 {
+                "Indeterminate: no whole red cell was found in the uploaded fields, so none \
+                 was examined for parasites."
+                    .to_string()
+            } else {
+                format!(
+                    "Detected when at least one red cell is called parasitized: {} of \
+                     {classified} whole red cells classified.",
+                    r.positive_count
+                )
+            });
             o.derived_from = vec![
                 Reference::local("rbc-parasitized"),
                 Reference::local("rbc-classified"),
@@ -458,31 +469,37 @@ pub fn diagnostic_report(
                 "Whole red cells classified for parasites in the uploaded fields",
                 classified,
             );
-            let share = if classified == 0 {
-                0.0
-            } else {
-                100.0 * r.positive_count as f64 / classified as f64
-            };
-            let o = res.push(
-                "rbc-parasitized-percent",
-                CodeableConcept::code(
-                    LOCAL,
+            // A share of no cells means nothing ("0 %" would read as a
+            // result), as with the differential's percentages.
+            if classified > 0 {
+                let share = 100.0 * r.positive_count as f64 / classified as f64;
+                let o = res.push(
                     "rbc-parasitized-percent",
-                    "Parasitized red cells per 100 red cells classified",
-                ),
-            );
-            o.value_quantity = Some(Quantity::percent(share, "parasitized share")?);
-            o.note = note(
-                "The share of the classified red cells, in the uploaded fields only; 0 when none \
-                 was classified.",
-            );
-            let conclusion = format!(
-                "Plasmodium {}: {} of {classified} red cells classified as parasitized in {} \
-                 field(s).",
-                finding_display.to_lowercase(),
-                r.positive_count,
-                src.fields.len()
-            );
+                    CodeableConcept::code(
+                        LOCAL,
+                        "rbc-parasitized-percent",
+                        "Parasitized red cells per 100 red cells classified",
+                    ),
+                );
+                o.value_quantity = Some(Quantity::percent(share, "parasitized share")?);
+                o.note =
+                    note("The share of the classified red cells, in the uploaded fields only.");
+            }
+            let conclusion = if classified == 0 {
+                format!(
+                    "Malaria screen indeterminate: no whole red cell was found in {} field(s), so \
+                     none was examined; photograph the smear's monolayer and repeat.",
+                    src.fields.len()
+                )
+            } else {
+                format!(
+                    "Plasmodium {}: {} of {classified} red cells classified as parasitized in {} \
+                     field(s).",
+                    finding_display.to_lowercase(),
+                    r.positive_count,
+                    src.fields.len()
+                )
+            };
             (
                 CodeableConcept::code(
                     LOCAL,
@@ -567,7 +584,7 @@ fn model_version(kind: &str, model: &str) -> DeviceVersion {
 fn threshold(code: &str, display: &str, v: f32) -> Result<DeviceProperty, FhirError> {
     Ok(DeviceProperty {
         kind: CodeableConcept::code(LOCAL, code, display),
-        value_quantity: vec![Quantity::plain(f64::from(v), "threshold")?],
+        value_quantity: vec![Quantity::plain(super::schema::short(v), "threshold")?],
     })
 }
 

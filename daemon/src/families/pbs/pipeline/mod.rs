@@ -300,6 +300,12 @@ pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
     (params.rbc_diameter_px / native).clamp(MIN_SCALE, MAX_SCALE)
 }
 
+/// The shortest side, in px, a photo needs so that [`scaled_size`] at any
+/// scale the analysis may pick (down to [`MIN_SCALE`]) keeps 8 px: 75.
+pub fn min_analysable_side() -> u32 {
+    (7.5 / MIN_SCALE).ceil() as u32
+}
+
 /// Width and height of a `w0 x h0` image resampled by `scale`;
 /// [`CellError::TooSmall`] when a side would be under 8 px.
 pub fn scaled_size((w0, h0): (u32, u32), scale: f32) -> Result<(usize, usize), CellError> {
