@@ -279,21 +279,45 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
     assert!(body.contains("&lt;script&gt;") || body.contains("&#60;script&#62;"));
 
     // The admin JSON API takes the same cookie, but not from another
-    // site or another service on this host (cookies ignore the port).
-    for (name, value) in [
-        ("sec-fetch-site", "same-site"),
-        ("origin", "http://localhost:3000"),
-    ] {
-        let r = client
+    // site or another service on this host (cookies ignore the port), over
+    // HTTP/1.1 or HTTP/2 (which names the host in `:authority`, not in a
+    // Host header).
+    let h2 = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for c in [&client, &h2] {
+        for (name, value) in [
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://localhost:3000"),
+            ("origin", "https://evil.example"),
+            ("origin", "null"),
+        ] {
+            let r = c
+                .post(s.url("/api/v1/admin/api-keys"))
+                .header("cookie", &session)
+                .header("content-type", "text/plain")
+                .header(name, value)
+                .body(r#"{"name":"riding the cookie"}"#)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{:?} {name}: {value}", r.version());
+        }
+    }
+    // The appliance's own origin passes on both.
+    let own = s.url("").trim_end_matches('/').to_string();
+    for c in [&client, &h2] {
+        let r = c
             .post(s.url("/api/v1/admin/api-keys"))
             .header("cookie", &session)
-            .header("content-type", "text/plain")
-            .header(name, value)
-            .body(r#"{"name":"riding the cookie"}"#)
+            .header("origin", &own)
+            .json(&serde_json::json!({"name": "own origin"}))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert_eq!(r.status(), 201, "{:?}", r.version());
     }
     let same = client
         .post(s.url("/api/v1/admin/api-keys"))

@@ -88,6 +88,29 @@ async fn session_login_logout_and_expiry() {
 }
 
 #[tokio::test]
+async fn a_password_reset_ends_the_admins_sessions() {
+    // `admin create` again for an existing admin: its sessions end, another
+    // admin's stay.
+    let s = start(|_| {}).await;
+    s.new_admin("admin", PW).await;
+    s.new_admin("other", PW).await;
+    let mine = session_cookie(&login(&s, "admin", PW).await);
+    let theirs = session_cookie(&login(&s, "other", PW).await);
+    s.new_admin("admin", "a-brand-new-password").await;
+    for (cookie, want) in [(mine, 401), (theirs, 200)] {
+        let r = s
+            .client
+            .get(s.url("/api/v1/admin/auth/session"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn basic_auth_and_login_rate_limit() {
     let s = start(|c| c.auth.admin_login_per_minute = 3).await;
     s.new_admin("ops", PW).await;
@@ -143,7 +166,7 @@ async fn images_jobs_downloads_and_delete() {
     .await;
     let r = s
         .client
-        .post(s.url("/api/v1/mask?method=solid"))
+        .post(s.url("/api/v1/mask?method=solid&confidence=0.6"))
         .header("X-API-Key", &key)
         .multipart(Server::image_form(fixture("group.jpg"), "group.jpg"))
         .send()
@@ -280,6 +303,8 @@ async fn images_jobs_downloads_and_delete() {
     assert_eq!(v["face_count"], 3);
     assert_eq!(v["detections"].as_array().unwrap().len(), 3);
     assert_eq!(v["params"]["method"], "solid");
+    // Parameters are kept as the client wrote them, not as f32 noise.
+    assert_eq!(v["params"]["confidence"], json!(0.6), "{}", v["params"]);
 
     let v = json(admin("/api/v1/admin/stats").send().await.unwrap()).await;
     assert_eq!(
@@ -515,6 +540,19 @@ async fn mask_preview_returns_json_with_the_image() {
     );
     assert_eq!(image::load_from_memory(&png).unwrap().width(), 1200);
     assert!(v["profiling"]["mask_ms"].is_number() && v["profiling"]["encode_ms"].is_number());
+    // Pixelate's default block size is no `strength` a client could send
+    // back (1-999): it reads null, not 0.
+    let r = s
+        .client
+        .post(s.url("/api/v1/admin/test/mask?method=pixelate&confidence=0.6"))
+        .basic_auth("admin", Some(PW))
+        .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert!(v["masking"]["strength"].is_null(), "{}", v["masking"]);
     s.stop().await;
 }
 
@@ -542,7 +580,15 @@ async fn storage_off_answers_501_and_writes_nothing() {
             .await
             .unwrap();
         assert_eq!(r.status(), 501, "{p}");
-        assert!(json(r).await["detail"].is_string());
+        // Says why, not "Internal server error".
+        let v = json(r).await;
+        assert!(
+            v["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Storage is disabled"),
+            "{p}: {v}"
+        );
     }
     assert_eq!(
         std::fs::read_dir(s.dir.join("blobs/originals"))

@@ -48,6 +48,20 @@ async fn health_reports_model_backend_and_storage() {
             "{p}"
         );
     }
+    // The image store goes away: /ready agrees with /health, so a load
+    // balancer stops sending uploads that would fail; /live stays up.
+    let originals = s.dir.join("blobs/originals");
+    let moved = s.dir.join("blobs/originals.away");
+    std::fs::rename(&originals, &moved).unwrap();
+    for (p, want) in [("/health", 503), ("/ready", 503), ("/live", 200)] {
+        let st = s.client.get(s.url(p)).send().await.unwrap().status();
+        assert_eq!(st, want, "{p} without the image store");
+    }
+    std::fs::rename(&moved, &originals).unwrap();
+    assert_eq!(
+        s.client.get(s.url("/ready")).send().await.unwrap().status(),
+        200
+    );
     s.stop().await;
 }
 

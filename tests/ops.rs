@@ -218,8 +218,27 @@ async fn dashboard_and_alerts_read_only_exported_metrics() {
             .status(),
         404
     );
+    // An invented method is one `other` series, however many a client
+    // makes up.
+    for m in ["XYZZY", "M12345", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = s
+            .client
+            .request(method, s.url("/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 405, "{m}");
+    }
     let scrape = s.metrics().await;
     s.stop().await;
+    for m in ["XYZZY", "M12345", "PROPFIND"] {
+        assert!(
+            !scrape.contains(&format!("method=\"{m}\"")),
+            "{m} is a label value"
+        );
+    }
+    assert!(scrape.contains("method=\"other\""), "{scrape}");
     let types = exported_types(&scrape);
 
     // The check itself catches a misspelt name and a histogram suffix on a

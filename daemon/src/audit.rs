@@ -73,12 +73,91 @@ struct Current {
     last_hash: String,
 }
 
+/// Refused or failed events of one kind from one address written per
+/// minute; past it they are counted, and the count is written with the
+/// next such event after the minute. Without it a client sending bad keys
+/// (2,000 a second, unauthenticated) could push every earlier record out
+/// of the rotation in minutes; a person mistyping a password never nears
+/// it. Events that succeed are always written.
+pub const REPEATS_PER_MINUTE: u32 = 30;
+
+/// Repeats of (family, action, address) in the current minute.
+#[derive(Default)]
+struct Repeats {
+    by_key: std::collections::HashMap<(String, String, String), Window>,
+}
+
+struct Window {
+    minute: u64,
+    written: u32,
+    /// Counted, not written, in `since`'s minute and any after it.
+    suppressed: u64,
+    since: u64,
+}
+
+/// What to do with one refused event.
+#[derive(Debug, PartialEq)]
+enum Admit {
+    Write,
+    /// The last one written this minute: say that more are counted.
+    WriteLast,
+    /// A new minute after suppressed ones: write their count first.
+    WriteAfter {
+        suppressed: u64,
+        since: u64,
+    },
+    Count,
+}
+
+impl Repeats {
+    fn admit(&mut self, key: (String, String, String), now: u64) -> Admit {
+        let minute = now / 60;
+        if self.by_key.len() > 10_000 {
+            // Bounded memory: forget windows of past minutes.
+            self.by_key
+                .retain(|_, w| w.minute + 1 >= minute || w.suppressed > 0 && w.minute == minute);
+        }
+        let w = self.by_key.entry(key).or_insert(Window {
+            minute,
+            written: 0,
+            suppressed: 0,
+            since: now,
+        });
+        let mut after = None;
+        if w.minute != minute {
+            if w.suppressed > 0 {
+                after = Some((w.suppressed, w.since));
+            }
+            *w = Window {
+                minute,
+                written: 0,
+                suppressed: 0,
+                since: now,
+            };
+        }
+        if w.written >= REPEATS_PER_MINUTE {
+            if w.suppressed == 0 {
+                w.since = now;
+            }
+            w.suppressed += 1;
+            return Admit::Count;
+        }
+        w.written += 1;
+        match after {
+            Some((suppressed, since)) => Admit::WriteAfter { suppressed, since },
+            None if w.written == REPEATS_PER_MINUTE => Admit::WriteLast,
+            None => Admit::Write,
+        }
+    }
+}
+
 /// The appliance's audit log.
 pub struct AuditLog {
     dir: PathBuf,
     max_bytes: u64,
     keep: usize,
     current: Mutex<Option<Current>>,
+    repeats: Mutex<Repeats>,
 }
 
 fn open_append(path: &Path) -> std::io::Result<File> {
@@ -109,6 +188,7 @@ impl AuditLog {
             max_bytes: max_bytes.max(4096),
             keep: keep.max(1),
             current: Mutex::new(None),
+            repeats: Mutex::new(Repeats::default()),
         }
     }
 
@@ -151,8 +231,63 @@ impl AuditLog {
 
     /// Append `ev` with `outcome`. A failure to write is logged, never
     /// fails the request it describes.
+    /// Refused and failed events beyond [`REPEATS_PER_MINUTE`] of a kind
+    /// from one address are counted, not written; the count is written as
+    /// a `repeats_not_written` record (its `detail` says how many, since
+    /// when) before the next such event after that minute.
     pub fn record(&self, ev: Event<'_>, outcome: Outcome) {
-        if let Err(e) = self.try_record(&ev, outcome) {
+        let mut summary = None;
+        if outcome != Outcome::Ok {
+            let key = (
+                ev.family.to_string(),
+                ev.action.to_string(),
+                ev.address.unwrap_or_default().to_string(),
+            );
+            let admit = self
+                .repeats
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .admit(key, unix_now());
+            match admit {
+                Admit::Count => return,
+                Admit::Write => {}
+                Admit::WriteLast => {
+                    summary = Some(format!(
+                        "{REPEATS_PER_MINUTE} {} events from this address this minute; further \
+                         ones this minute are counted, not written",
+                        ev.action
+                    ));
+                }
+                Admit::WriteAfter { suppressed, since } => {
+                    let detail = format!(
+                        "{suppressed} more {} events from this address were counted, not \
+                         written, from unix time {since}",
+                        ev.action
+                    );
+                    let note = Event {
+                        action: "repeats_not_written",
+                        detail: Some(&detail),
+                        object: Some(ev.action),
+                        ..ev.clone()
+                    };
+                    self.write(&note, outcome);
+                }
+            }
+        }
+        self.write(&ev, outcome);
+        if let Some(detail) = summary {
+            let note = Event {
+                action: "repeats_not_written",
+                detail: Some(&detail),
+                object: Some(ev.action),
+                ..ev
+            };
+            self.write(&note, outcome);
+        }
+    }
+
+    fn write(&self, ev: &Event<'_>, outcome: Outcome) {
+        if let Err(e) = self.try_record(ev, outcome) {
             tracing::error!(action = ev.action, error = %e, "writing the audit log failed");
         }
     }
@@ -261,6 +396,72 @@ mod tests {
             address: Some("127.0.0.1"),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn refused_repeats_are_counted_past_the_minutes_share() {
+        let mut r = Repeats::default();
+        let key = || {
+            (
+                "faces".to_string(),
+                "credential_refused".to_string(),
+                "10.0.0.9".to_string(),
+            )
+        };
+        let t0 = 60 * 1000;
+        let got: Vec<Admit> = (0..REPEATS_PER_MINUTE + 5)
+            .map(|i| r.admit(key(), t0 + u64::from(i) % 60))
+            .collect();
+        assert!(got[..REPEATS_PER_MINUTE as usize - 1]
+            .iter()
+            .all(|a| *a == Admit::Write));
+        assert_eq!(got[REPEATS_PER_MINUTE as usize - 1], Admit::WriteLast);
+        assert!(got[REPEATS_PER_MINUTE as usize..]
+            .iter()
+            .all(|a| *a == Admit::Count));
+        // Another address is its own count.
+        let other = (
+            "faces".into(),
+            "credential_refused".into(),
+            "10.0.0.8".into(),
+        );
+        assert_eq!(r.admit(other, t0 + 1), Admit::Write);
+        // The next minute: the count first, then writing again.
+        match r.admit(key(), t0 + 61) {
+            Admit::WriteAfter {
+                suppressed: 5,
+                since,
+            } => assert!(since >= t0),
+            a => panic!("{a:?}"),
+        }
+        assert_eq!(r.admit(key(), t0 + 62), Admit::Write);
+    }
+
+    #[test]
+    fn a_flood_of_refusals_writes_a_bounded_number_of_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::new(dir.path(), 1 << 20, 3);
+        for i in 0..1000 {
+            log.record(ev("credential_refused", &format!("k{i}")), Outcome::Denied);
+        }
+        // Successes are never held back.
+        for i in 0..50 {
+            log.record(ev("login", &format!("user{i}")), Outcome::Ok);
+        }
+        let all = log.read(0, None, 10_000).unwrap();
+        let refused = all
+            .iter()
+            .filter(|r| r.action == "credential_refused")
+            .count();
+        // Within one minute: the share and one note; across a minute's
+        // edge, at most twice that and the count.
+        assert!(
+            (REPEATS_PER_MINUTE as usize..=2 * REPEATS_PER_MINUTE as usize).contains(&refused),
+            "{refused}"
+        );
+        assert!(all.iter().any(|r| r.action == "repeats_not_written"));
+        assert_eq!(all.iter().filter(|r| r.action == "login").count(), 50);
+        assert!(log.verify_chain().is_ok());
     }
 
     #[test]

@@ -48,6 +48,27 @@ impl Default for DetectParams {
 /// (its heat map has a stride of 4; a 60 px face shrunk to 10 px by a
 /// 12 MP letterbox scored 0.30, the same face at full size 0.92).
 pub const MIN_DETECTOR_FACE_PX: f32 = 20.0;
+/// Scores below this are never candidates, whatever `confidence` asks:
+/// RetinaFace's evaluation on WIDER FACE keeps boxes from 0.02 up (Deng et
+/// al., 2019, reference code), and below it every heat-map cell of the
+/// background would be a box (a 12 MP photo at 0: 688,504 candidates, 25 s
+/// of NMS).
+pub const MIN_CANDIDATE_SCORE: f32 = 0.02;
+/// At most this many candidates, the best, from one detector pass (the
+/// whole photo, or one tile) go to NMS: RetinaFace's `top_k`. A tile sees
+/// at most a few hundred faces, each a handful of candidates at the
+/// default confidence.
+pub const PASS_TOP_K: usize = 5000;
+
+/// The `k` best-scoring of `faces` (all of them when there are fewer).
+fn best(mut faces: Vec<Face>, k: usize) -> Vec<Face> {
+    if faces.len() > k {
+        faces.select_nth_unstable_by(k, |a, b| b.score.total_cmp(&a.score));
+        faces.truncate(k);
+    }
+    faces
+}
+
 /// The size tiles bring the smallest wanted face to, detector pixels.
 const TILE_FACE_PX: f32 = 32.0;
 
@@ -58,7 +79,9 @@ const TILE_FACE_PX: f32 = 32.0;
 /// already sees `min_face`.
 pub fn tiles(w: u32, h: u32, tw: u32, th: u32, min_face: f32) -> Vec<[u32; 4]> {
     let (global, _, _) = resize::fit(w, h, tw, th);
-    if min_face * global >= MIN_DETECTOR_FACE_PX || w == 0 || h == 0 {
+    // A photo narrower than the face looked for holds none whole: tiling a
+    // 2 px wide strip would only multiply passes over padding.
+    if min_face * global >= MIN_DETECTOR_FACE_PX || (w.min(h) as f32) < min_face {
         return Vec::new();
     }
     let scale = (TILE_FACE_PX / min_face.max(1.0)).min(1.0);
@@ -86,6 +109,35 @@ pub fn tiles(w: u32, h: u32, tw: u32, th: u32, min_face: f32) -> Vec<[u32; 4]> {
     ys.iter()
         .flat_map(|&y| xs.iter().map(move |&x| [x, y, sw, sh]))
         .collect()
+}
+
+/// Most tiles a `w` x `h` photo may take: four times what its area needs
+/// in whole `tw` x `th` detector tiles at `min_face`'s scale, plus 16. A
+/// photo of ordinary shape needs fewer (12 MP at 4:3: 35 of 96; 40 MP at
+/// 4:3: 154 of 268; a 20000x2000 panorama: 196 of 268); only a long thin
+/// strip, each of whose tiles is mostly padding, goes over (60x600000:
+/// 780 of 244), and it would cost a pass per tile.
+pub fn max_tiles(w: u32, h: u32, tw: u32, th: u32, min_face: f32) -> usize {
+    let scale = (TILE_FACE_PX / min_face.max(1.0)).min(1.0);
+    let tile_area = (tw as f64 / scale as f64) * (th as f64 / scale as f64);
+    4 * ((w as f64 * h as f64) / tile_area.max(1.0)).ceil() as usize + 16
+}
+
+/// [`ImagingError::TooManyTiles`] when `w` x `h` needs more tiles than
+/// [`max_tiles`] allows: checked before any pass, so the refusal costs no
+/// inference.
+pub fn check_tiles(w: u32, h: u32, tw: u32, th: u32, min_face: f32) -> Result<(), ImagingError> {
+    let n = tiles(w, h, tw, th, min_face).len();
+    let max = max_tiles(w, h, tw, th, min_face);
+    if n > max {
+        return Err(ImagingError::TooManyTiles {
+            width: w,
+            height: h,
+            tiles: n,
+            max,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a face found on tile `[x, y, w, h]` touches one of the tile's
@@ -151,7 +203,7 @@ async fn tile_faces(
         .map_err(PipelineError::Inference)?;
     let cut = cut_edges(at.rect, iw, ih);
     let TileAt { ox, oy, inv, .. } = at;
-    Ok(r.output
+    Ok(best(r.output, PASS_TOP_K)
         .into_iter()
         .map(|f| Face {
             score: f.score,
@@ -326,6 +378,15 @@ pub async fn detect(
     prep: &mut Prepared,
     params: DetectParams,
 ) -> Result<Detected, PipelineError> {
+    let params = DetectParams {
+        confidence: params.confidence.max(MIN_CANDIDATE_SCORE),
+        ..params
+    };
+    if let Some(min_face) = params.tile_min_face_px {
+        let info = batcher.info();
+        let (tw, th) = (info.input_width as u32, info.input_height as u32);
+        check_tiles(prep.image.width(), prep.image.height(), tw, th, min_face)?;
+    }
     let input = std::mem::replace(&mut prep.model_input, FaceImage::Letterboxed(Vec::new()));
     let lent = match &input {
         FaceImage::Frame(f, copy) => Some((f.clone(), copy.clone())),
@@ -352,8 +413,7 @@ pub async fn detect(
     let t0 = Instant::now();
     let (w, h) = (prep.image.width() as f32, prep.image.height() as f32);
     let inv = 1.0 / prep.scale;
-    let candidates: Vec<Face> = result
-        .output
+    let candidates: Vec<Face> = best(result.output, PASS_TOP_K)
         .into_iter()
         .map(|f| Face {
             score: f.score,
@@ -367,6 +427,7 @@ pub async fn detect(
         .collect();
     let mut candidates = candidates;
     let mut tiles = 0;
+    let tiles_started = Instant::now();
     if let Some(min_face) = params.tile_min_face_px {
         let (more, n) = detect_tiles(batcher, &prep.image, params.confidence, min_face).await?;
         candidates.extend(more.into_iter().map(|f| Face {
@@ -379,6 +440,13 @@ pub async fn detect(
         tiles = n;
     }
     let t1 = Instant::now();
+    // The tile passes are inference (with their queue waits), not
+    // post-processing.
+    let tiles_ms = if tiles > 0 {
+        ms(t1 - tiles_started)
+    } else {
+        0.0
+    };
     let n = candidates.len();
     let mut faces = nms(candidates, params.nms_threshold);
     if tiles > 0 {
@@ -393,9 +461,9 @@ pub async fn detect(
         candidates_before_nms: n,
         queue_ms: result.queue_ms,
         pack_ms: result.pack_ms,
-        inference_ms: result.inference_ms,
+        inference_ms: result.inference_ms + tiles_ms,
         batch_size: result.batch_size,
-        postprocess_ms: ms(t1 - t0),
+        postprocess_ms: ms(tiles_started - t0),
         nms_ms: ms(t2 - t1),
         tiles,
     })
@@ -467,5 +535,36 @@ mod tests {
         // A larger minimum face needs fewer tiles; one the whole pass sees, none.
         assert!(tiles(4032, 3024, 640, 640, 80.0).len() < t.len());
         assert!(tiles(4032, 3024, 640, 640, 200.0).is_empty());
+    }
+
+    #[test]
+    fn a_pass_keeps_only_its_best_candidates() {
+        let many: Vec<Face> = (0..20)
+            .map(|i| face(0.0, 0.0, 10.0, 10.0, i as f32 / 20.0))
+            .collect();
+        let mut kept: Vec<f32> = best(many.clone(), 5).iter().map(|f| f.score).collect();
+        kept.sort_by(f32::total_cmp);
+        assert_eq!(kept, vec![0.75, 0.8, 0.85, 0.9, 0.95]);
+        assert_eq!(best(many, 50).len(), 20);
+    }
+
+    #[test]
+    fn long_thin_strips_are_not_tiled_pass_by_pass() {
+        // Narrower than the face looked for: no tiles at all.
+        assert!(tiles(2, 19_000_000, 640, 640, 40.0).is_empty());
+        assert!(check_tiles(2, 19_000_000, 640, 640, 40.0).is_ok());
+        // Wide enough for a face but thousands of tiles of padding: refused.
+        let err = check_tiles(60, 600_000, 640, 640, 40.0).unwrap_err();
+        assert!(
+            matches!(err, ImagingError::TooManyTiles { tiles, max, .. } if tiles > max),
+            "{err}"
+        );
+        // Ordinary shapes up to the pixel limit pass: 12 MP, 40 MP at 4:3,
+        // a 10:1 panorama of 40 MP.
+        for (w, h) in [(4032, 3024), (7300, 5480), (20000, 2000)] {
+            let n = tiles(w, h, 640, 640, 40.0).len();
+            assert!(n > 0, "{w}x{h}");
+            assert!(check_tiles(w, h, 640, 640, 40.0).is_ok(), "{w}x{h}: {n}");
+        }
     }
 }

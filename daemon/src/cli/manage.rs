@@ -155,7 +155,12 @@ pub fn execute(store: &Store, cmd: Command) -> Result<Value, String> {
                     created_at: now_rfc3339(),
                 })
                 .map_err(|e| e.to_string())?;
-            json!({"username": username, "updated": existed})
+            // A new password ends the old one's sessions: a session taken
+            // with a leaked password must not outlive the reset.
+            let ended = store
+                .end_sessions_of(&username)
+                .map_err(|e| e.to_string())?;
+            json!({"username": username, "updated": existed, "sessions_ended": ended})
         }
         Command::Pbs(cmd) => pbs_manage::execute(store, cmd)?,
         Command::Skin(cmd) => skin_cli::execute(store, cmd)?,

@@ -199,9 +199,13 @@ pub fn detail(status: StatusCode, message: &str) -> Response {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Only faults are hidden; "not on this appliance" and "busy" are
+        // answers the client should read.
         let message = if status.is_server_error()
-            && !matches!(self, Self::Overloaded { .. } | Self::Unavailable(_))
-        {
+            && !matches!(
+                self,
+                Self::Overloaded { .. } | Self::Unavailable(_) | Self::NotImplemented(_)
+            ) {
             tracing::error!(error = %self, "request failed");
             "Internal server error".to_string()
         } else {
@@ -238,7 +242,9 @@ impl IntoResponse for ApiError {
 impl From<ImagingError> for ApiError {
     fn from(e: ImagingError) -> Self {
         match e {
-            ImagingError::TooManyPixels { .. } => Self::PayloadTooLarge(e.to_string()),
+            ImagingError::TooManyPixels { .. } | ImagingError::TooManyTiles { .. } => {
+                Self::PayloadTooLarge(e.to_string())
+            }
             ImagingError::UnsupportedFormat(..)
             | ImagingError::UnknownFormat
             | ImagingError::UnsupportedCoding(_) => Self::UnsupportedMediaType(e.to_string()),

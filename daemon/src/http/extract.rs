@@ -178,16 +178,26 @@ fn same_site_only(parts: &Parts) -> Result<(), ApiError> {
         ));
     }
     let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-    if let (Some(o), Some(host)) = (origin, host) {
+    if let Some(o) = origin {
         let o_host = o.split_once("://").map_or(o, |(_, rest)| rest);
-        if o == "null" || !o_host.eq_ignore_ascii_case(host) {
+        let same = request_host(parts).is_some_and(|host| o_host.eq_ignore_ascii_case(host));
+        if o == "null" || !same {
             return Err(ApiError::Forbidden(
                 "Cross-origin request refused: the admin session only works from this appliance's own pages".into(),
             ));
         }
     }
     Ok(())
+}
+
+/// The host (and port) a request was sent to: HTTP/1.1's `Host` header,
+/// or HTTP/2's `:authority`, which arrives in the URI and not as a header.
+pub fn request_host(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
 /// A caller of the face API: the API key it presented in `X-API-Key`

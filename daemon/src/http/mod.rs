@@ -98,6 +98,25 @@ impl ShedLog {
     }
 }
 
+/// The `method` label of a request's metrics: the standard methods by
+/// name, any other as `other`, so a client inventing methods cannot add
+/// series without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
 /// Request id, tracing span, metrics, and JSON bodies for the router's own 404/405.
 pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -112,7 +131,7 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().as_str().to_string();
+    let method = method_label(req.method()).to_string();
     let span = tracing::info_span!("request", id = %rid, method = %method, route = %route);
     let mut resp = next.run(req).instrument(span.clone()).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED

@@ -49,6 +49,13 @@ impl MaskMethod {
         }
     }
 
+    /// `strength` as a client would send it back: None for pixelate's
+    /// automatic block size ([`PIXELATE_AUTO`], which is not a valid
+    /// `strength`).
+    pub fn given_strength(self, strength: u32) -> Option<u32> {
+        (!(self == Self::Pixelate && strength == PIXELATE_AUTO)).then_some(strength)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Gaussian => "gaussian",

@@ -47,6 +47,18 @@ pub enum ImagingError {
         pixels: u64,
         max: u64,
     },
+    /// A long thin strip whose face search would take a detector pass per
+    /// few pixels ([`crate::detect::max_tiles`]).
+    #[error(
+        "image is {width}x{height}: its shape would need {tiles} detector tiles to find small \
+         faces, more than the {max} allowed for its area; crop it into pieces of ordinary shape"
+    )]
+    TooManyTiles {
+        width: u32,
+        height: u32,
+        tiles: usize,
+        max: usize,
+    },
     #[error("image is {width}x{height}; the smallest accepted is {min}x{min}")]
     TooSmall { width: u32, height: u32, min: u32 },
     #[error("the image could not be decoded: {0}")]

@@ -379,6 +379,20 @@ impl Store {
         Ok(())
     }
 
+    /// End every session of admin `username` (its password changed, or it
+    /// was removed); returns how many.
+    pub fn end_sessions_of(&self, username: &str) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for r in self.sessions.iter() {
+            let (k, v) = r?;
+            if dec::<SessionRecord>(&v).is_ok_and(|s| s.username == username) {
+                self.sessions.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Drop sessions past their expiry.
     pub fn purge_sessions(&self, now: u64) -> Result<usize, StoreError> {
         let mut n = 0;

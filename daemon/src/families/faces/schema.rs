@@ -278,7 +278,9 @@ pub struct Session {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Masking {
     pub method: &'static str,
-    pub strength: u32,
+    /// Kernel size (blurs) or block size in px (pixelate); null for
+    /// pixelate's default, six blocks across each face.
+    pub strength: Option<u32>,
     pub padding: f64,
     pub regions_masked: usize,
 }

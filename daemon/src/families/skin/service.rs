@@ -74,10 +74,8 @@ impl Skin {
 
     /// `scheme://host` of the appliance as this request reached it.
     pub fn origin(&self, parts: &Parts) -> String {
-        let host = parts
-            .headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
+        // HTTP/2 names the host in the URI's authority, not a header.
+        let host = crate::http::extract::request_host(parts)
             .filter(|h| {
                 h.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))

@@ -634,7 +634,7 @@ pub async fn test_mask(
         detection: detect_response(&app.batcher, &rid.0, (None, None), &prep, &det, params, t),
         masking: schema::Masking {
             method: mask.method.as_str(),
-            strength: mask.strength,
+            strength: mask.method.given_strength(mask.strength),
             padding: super::api::clean(mask.padding),
             regions_masked: regions,
         },

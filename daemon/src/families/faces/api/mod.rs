@@ -55,11 +55,7 @@ impl From<PipelineError> for ApiError {
 pub async fn health(State(app): State<Arc<Faces>>) -> Response {
     let info = app.batcher.info();
     let model_loaded = app.batcher.healthy();
-    let storage_ready = app
-        .store
-        .blobs
-        .path("originals/probe")
-        .is_some_and(|p| p.parent().is_some_and(|d| d.is_dir()));
+    let storage_ready = storage_ready(&app);
     let ready = app.is_ready() && storage_ready;
     let body = Health {
         status: if ready { "ok" } else { "unavailable" },
@@ -70,7 +66,7 @@ pub async fn health(State(app): State<Arc<Faces>>) -> Response {
         database_enabled: true,
         database_ready: true,
         storage_enabled: app.storage_enabled(),
-        storage_ready: !app.storage_enabled() || storage_ready,
+        storage_ready,
         backend: info.backend,
         device: info.device.clone(),
         fallback: app.batcher.fallback().map(str::to_string),
@@ -107,14 +103,27 @@ pub async fn live() -> Response {
     path = "/ready",
     tag = crate::http::openapi::TAG_FACES,
     operation_id = "faces_ready",
-    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading or device lost).", body = crate::http::error::Detail)),
+    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading, device lost, or the image store not writable).", body = crate::http::error::Detail)),
 )]
 pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
-    if app.is_ready() {
-        (StatusCode::OK, Json(Status { status: "ready" })).into_response()
-    } else {
+    if !app.is_ready() {
         ApiError::Unavailable("not ready".into()).into_response()
+    } else if !storage_ready(&app) {
+        // Every stored request would fail: take no traffic, as /health says.
+        ApiError::Unavailable("not ready: the image store is not writable".into()).into_response()
+    } else {
+        (StatusCode::OK, Json(Status { status: "ready" })).into_response()
     }
+}
+
+/// Whether uploads can be stored: storage off, or its folder is there.
+fn storage_ready(app: &Faces) -> bool {
+    !app.storage_enabled()
+        || app
+            .store
+            .blobs
+            .path("originals/probe")
+            .is_some_and(|p| p.parent().is_some_and(|d| d.is_dir()))
 }
 
 // ---- parameters ----
@@ -627,9 +636,10 @@ pub async fn mask(
                 job_type: "mask",
                 method: Some(mq.mask.method.as_str().into()),
                 params: json!({
-                    "confidence": params.confidence, "nms_threshold": clean(params.nms_threshold),
+                    "confidence": clean(params.confidence), "nms_threshold": clean(params.nms_threshold),
                     "max_faces": params.max_faces, "method": mq.mask.method.as_str(),
-                    "strength": mq.mask.strength, "padding": clean(mq.mask.padding),
+                    "strength": mq.mask.method.given_strength(mq.mask.strength),
+                    "padding": clean(mq.mask.padding),
                     "format": format.as_str(), "quality": mq.quality,
                 }),
                 detections: detections_json(&det.faces, w, h),
