@@ -845,3 +845,67 @@ async fn transparent_uploads_keep_alpha_and_never_reveal_what_it_hid() {
     }
     s.stop().await;
 }
+
+/// `cors.allow_origins`: a listed origin's page may call the API from a
+/// browser (preflight, then the call, its headers readable); any other
+/// origin gets no CORS headers, and cookies are never allowed across.
+/// Without the setting a preflight is refused as before.
+#[tokio::test]
+async fn listed_origins_may_call_from_a_browser_and_others_may_not() {
+    let preflight = |s: &Server, origin: &str| {
+        s.client
+            .request(reqwest::Method::OPTIONS, s.url("/api/v1/detect"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-api-key")
+            .send()
+    };
+    let s = start(|c| c.cors.allow_origins = vec!["https://kiosk.example.com".into()]).await;
+    let key = s.new_key("kiosk").await;
+    let r = preflight(&s, "https://kiosk.example.com").await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let h = r.headers();
+    assert_eq!(
+        h["access-control-allow-origin"],
+        "https://kiosk.example.com"
+    );
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-api-key"));
+    assert!(h.get("access-control-allow-credentials").is_none());
+    let r = preflight(&s, "https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The call itself: its timing headers are readable by the page.
+    let r = s
+        .client
+        .post(s.url("/api/v1/detect"))
+        .header("origin", "https://kiosk.example.com")
+        .header("x-api-key", &key)
+        .multipart(Server::image_form(fixture("astronaut.jpg"), "a.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "https://kiosk.example.com"
+    );
+    assert!(r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("x-request-id"));
+    s.stop().await;
+
+    let s = start(|_| {}).await;
+    let r = preflight(&s, "https://kiosk.example.com").await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    s.stop().await;
+
+    // A setting that is no origin stops the start with the reason.
+    let mut c = argus::config::Config::default();
+    c.cors.allow_origins = vec!["https://kiosk.example.com/app".into(), "kiosk".into()];
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("cors.allow_origins"), "{err}");
+}

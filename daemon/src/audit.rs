@@ -73,81 +73,128 @@ struct Current {
     last_hash: String,
 }
 
-/// Refused or failed events of one kind from one address written per
-/// minute; past it they are counted, and the count is written with the
-/// next such event after the minute. Without it a client sending bad keys
-/// (2,000 a second, unauthenticated) could push every earlier record out
-/// of the rotation in minutes; a person mistyping a password never nears
-/// it. Events that succeed are always written.
+/// Refused or failed events of one kind from one address (an IPv6
+/// client's /64) written per minute; past it they are counted, and the
+/// count is written as a `repeats_not_written` record once the minute is
+/// over. Without it a client sending bad keys (2,000 a second,
+/// unauthenticated) could push every earlier record out of the rotation
+/// in minutes; a person mistyping a password never nears it. Events that
+/// succeed are always written.
 pub const REPEATS_PER_MINUTE: u32 = 30;
+/// The same for one kind of event from all addresses together, against a
+/// flood from many addresses.
+pub const KIND_PER_MINUTE: u32 = 300;
+/// Distinct actors (user names, key ids) a count names.
+const ACTORS_NAMED: usize = 10;
+/// Addresses followed at once; past it new ones share one count.
+const ADDRESSES_FOLLOWED: usize = 10_000;
 
-/// Repeats of (family, action, address) in the current minute.
+type Key = (String, String, String);
+
+/// Refused events per (family, action, address) in the current minute.
 #[derive(Default)]
 struct Repeats {
-    by_key: std::collections::HashMap<(String, String, String), Window>,
-}
-
-struct Window {
     minute: u64,
-    written: u32,
-    /// Counted, not written, in `since`'s minute and any after it.
-    suppressed: u64,
-    since: u64,
+    by_key: std::collections::HashMap<Key, Window>,
+    by_kind: std::collections::HashMap<(String, String), u32>,
 }
 
-/// What to do with one refused event.
-#[derive(Debug, PartialEq)]
-enum Admit {
-    Write,
-    /// The last one written this minute: say that more are counted.
-    WriteLast,
-    /// A new minute after suppressed ones: write their count first.
-    WriteAfter {
-        suppressed: u64,
-        since: u64,
-    },
-    Count,
+#[derive(Default)]
+struct Window {
+    written: u32,
+    /// Counted, not written.
+    counted: u64,
+    /// Distinct actors of the counted ones, at most [`ACTORS_NAMED`].
+    actors: Vec<String>,
+    more_actors: bool,
+}
+
+/// What was counted, not written, in a minute that is over.
+struct Counted {
+    family: String,
+    action: String,
+    address: String,
+    minute: u64,
+    counted: u64,
+    actors: Vec<String>,
+    more_actors: bool,
+}
+
+/// The part of an address that names a client: the whole IPv4 address,
+/// an IPv6 address's /64 (a single client may hold all of it).
+fn client_prefix(address: &str) -> String {
+    match address.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => address.to_string(),
+    }
 }
 
 impl Repeats {
-    fn admit(&mut self, key: (String, String, String), now: u64) -> Admit {
+    /// Whether to write a refused event now (`true`) or only count it, and
+    /// the counts of the minute that is over, to write first.
+    fn admit(
+        &mut self,
+        family: &str,
+        action: &str,
+        address: &str,
+        actor: Option<&str>,
+        now: u64,
+    ) -> (bool, Vec<Counted>) {
         let minute = now / 60;
-        if self.by_key.len() > 10_000 {
-            // Bounded memory: forget windows of past minutes.
-            self.by_key
-                .retain(|_, w| w.minute + 1 >= minute || w.suppressed > 0 && w.minute == minute);
+        let mut over = Vec::new();
+        if minute != self.minute {
+            let past = self.minute;
+            over = std::mem::take(&mut self.by_key)
+                .into_iter()
+                .filter(|(_, w)| w.counted > 0)
+                .map(|((family, action, address), w)| Counted {
+                    family,
+                    action,
+                    address,
+                    minute: past,
+                    counted: w.counted,
+                    actors: w.actors,
+                    more_actors: w.more_actors,
+                })
+                .collect();
+            over.sort_by(|a, b| {
+                (&a.family, &a.action, &a.address).cmp(&(&b.family, &b.action, &b.address))
+            });
+            self.by_kind.clear();
+            self.minute = minute;
         }
-        let w = self.by_key.entry(key).or_insert(Window {
-            minute,
-            written: 0,
-            suppressed: 0,
-            since: now,
-        });
-        let mut after = None;
-        if w.minute != minute {
-            if w.suppressed > 0 {
-                after = Some((w.suppressed, w.since));
+        let key_of = |address: &str| (family.to_string(), action.to_string(), address.to_string());
+        let mut key = key_of(&client_prefix(address));
+        if self.by_key.len() >= ADDRESSES_FOLLOWED && !self.by_key.contains_key(&key) {
+            key = key_of("(other addresses)");
+        }
+        let kind = self
+            .by_kind
+            .entry((family.to_string(), action.to_string()))
+            .or_default();
+        let w = self.by_key.entry(key).or_default();
+        if w.written < REPEATS_PER_MINUTE && *kind < KIND_PER_MINUTE {
+            w.written += 1;
+            *kind += 1;
+            return (true, over);
+        }
+        w.counted += 1;
+        if let Some(a) = actor {
+            if !w.actors.iter().any(|x| x == a) {
+                if w.actors.len() < ACTORS_NAMED {
+                    w.actors.push(a.chars().take(128).collect());
+                } else {
+                    w.more_actors = true;
+                }
             }
-            *w = Window {
-                minute,
-                written: 0,
-                suppressed: 0,
-                since: now,
-            };
         }
-        if w.written >= REPEATS_PER_MINUTE {
-            if w.suppressed == 0 {
-                w.since = now;
-            }
-            w.suppressed += 1;
-            return Admit::Count;
-        }
-        w.written += 1;
-        match after {
-            Some((suppressed, since)) => Admit::WriteAfter { suppressed, since },
-            None if w.written == REPEATS_PER_MINUTE => Admit::WriteLast,
-            None => Admit::Write,
-        }
+        (false, over)
     }
 }
 
@@ -231,59 +278,62 @@ impl AuditLog {
 
     /// Append `ev` with `outcome`. A failure to write is logged, never
     /// fails the request it describes.
+    ///
     /// Refused and failed events beyond [`REPEATS_PER_MINUTE`] of a kind
-    /// from one address are counted, not written; the count is written as
-    /// a `repeats_not_written` record (its `detail` says how many, since
-    /// when) before the next such event after that minute.
+    /// from one address, or [`KIND_PER_MINUTE`] from all, are counted, not
+    /// written. Once their minute is over (at the next refused event of
+    /// any kind) each count is written as a `repeats_not_written` record:
+    /// `object` the action, `address` the client, `detail` how many, in
+    /// which minute, and which actors (user names, key ids) they named.
+    /// Counts of the minute the daemon stops in are lost.
     pub fn record(&self, ev: Event<'_>, outcome: Outcome) {
-        let mut summary = None;
         if outcome != Outcome::Ok {
-            let key = (
-                ev.family.to_string(),
-                ev.action.to_string(),
-                ev.address.unwrap_or_default().to_string(),
-            );
-            let admit = self
+            let (write, over) = self
                 .repeats
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .admit(key, unix_now());
-            match admit {
-                Admit::Count => return,
-                Admit::Write => {}
-                Admit::WriteLast => {
-                    summary = Some(format!(
-                        "{REPEATS_PER_MINUTE} {} events from this address this minute; further \
-                         ones this minute are counted, not written",
-                        ev.action
-                    ));
-                }
-                Admit::WriteAfter { suppressed, since } => {
-                    let detail = format!(
-                        "{suppressed} more {} events from this address were counted, not \
-                         written, from unix time {since}",
-                        ev.action
-                    );
-                    let note = Event {
-                        action: "repeats_not_written",
-                        detail: Some(&detail),
-                        object: Some(ev.action),
-                        ..ev.clone()
-                    };
-                    self.write(&note, outcome);
-                }
+                .admit(
+                    ev.family,
+                    ev.action,
+                    ev.address.unwrap_or_default(),
+                    ev.actor,
+                    unix_now(),
+                );
+            for c in over {
+                self.write_count(&c);
+            }
+            if !write {
+                return;
             }
         }
         self.write(&ev, outcome);
-        if let Some(detail) = summary {
-            let note = Event {
-                action: "repeats_not_written",
-                detail: Some(&detail),
-                object: Some(ev.action),
-                ..ev
-            };
-            self.write(&note, outcome);
+    }
+
+    fn write_count(&self, c: &Counted) {
+        let mut actors = c.actors.join(", ");
+        if c.more_actors {
+            actors.push_str(", and others");
         }
+        let named = if actors.is_empty() {
+            String::new()
+        } else {
+            format!("; actors: {actors}")
+        };
+        let detail = format!(
+            "{} more {} events counted, not written, in the minute from unix time {}{named}",
+            c.counted,
+            c.action,
+            c.minute * 60
+        );
+        let note = Event {
+            family: &c.family,
+            action: "repeats_not_written",
+            actor: None,
+            address: Some(&c.address),
+            object: Some(&c.action),
+            detail: Some(&detail),
+        };
+        self.write(&note, Outcome::Denied);
     }
 
     fn write(&self, ev: &Event<'_>, outcome: Outcome) {
@@ -401,40 +451,50 @@ mod tests {
     #[test]
     fn refused_repeats_are_counted_past_the_minutes_share() {
         let mut r = Repeats::default();
-        let key = || {
-            (
-                "faces".to_string(),
-                "credential_refused".to_string(),
-                "10.0.0.9".to_string(),
-            )
-        };
         let t0 = 60 * 1000;
-        let got: Vec<Admit> = (0..REPEATS_PER_MINUTE + 5)
-            .map(|i| r.admit(key(), t0 + u64::from(i) % 60))
+        let n = REPEATS_PER_MINUTE as usize;
+        let kind = ("faces", "credential_refused");
+        let got: Vec<bool> = (0..n + 5)
+            .map(|i| {
+                let actor = format!("k{}", i % 3);
+                let at = t0 + i as u64 % 60;
+                r.admit(kind.0, kind.1, "10.0.0.9", Some(&actor), at).0
+            })
             .collect();
-        assert!(got[..REPEATS_PER_MINUTE as usize - 1]
-            .iter()
-            .all(|a| *a == Admit::Write));
-        assert_eq!(got[REPEATS_PER_MINUTE as usize - 1], Admit::WriteLast);
-        assert!(got[REPEATS_PER_MINUTE as usize..]
-            .iter()
-            .all(|a| *a == Admit::Count));
-        // Another address is its own count.
-        let other = (
-            "faces".into(),
-            "credential_refused".into(),
-            "10.0.0.8".into(),
-        );
-        assert_eq!(r.admit(other, t0 + 1), Admit::Write);
-        // The next minute: the count first, then writing again.
-        match r.admit(key(), t0 + 61) {
-            Admit::WriteAfter {
-                suppressed: 5,
-                since,
-            } => assert!(since >= t0),
-            a => panic!("{a:?}"),
+        assert!(got[..n].iter().all(|w| *w) && got[n..].iter().all(|w| !*w));
+        // Another address is its own count; an IPv6 client is its /64.
+        assert!(r.admit(kind.0, kind.1, "10.0.0.8", None, t0 + 1).0);
+        for i in 0..n {
+            let a = format!("2001:db8:1:2::{i:x}");
+            assert!(r.admit(kind.0, kind.1, &a, None, t0 + 2).0);
         }
-        assert_eq!(r.admit(key(), t0 + 62), Admit::Write);
+        assert!(
+            !r.admit(kind.0, kind.1, "2001:db8:1:2::ffff", None, t0 + 2)
+                .0
+        );
+        // The next minute: the counts of the last, then writing again.
+        let (write, over) = r.admit(kind.0, kind.1, "10.0.0.9", None, t0 + 61);
+        assert!(write);
+        assert_eq!(over.len(), 2, "the IPv4 client and the /64");
+        let c = over.iter().find(|c| c.address == "10.0.0.9").unwrap();
+        assert_eq!((c.counted, c.actors.len(), c.minute), (5, 3, t0 / 60));
+        assert!(over
+            .iter()
+            .any(|c| c.address == "2001:db8:1:2::/64" && c.counted == 1));
+    }
+
+    #[test]
+    fn many_addresses_together_are_bounded_too() {
+        let mut r = Repeats::default();
+        let written = (0..2000)
+            .filter(|i| {
+                let a = format!("10.1.{}.{}", i / 250, i % 250);
+                r.admit("pbs", "credential_refused", &a, None, 600).0
+            })
+            .count();
+        assert_eq!(written, KIND_PER_MINUTE as usize);
+        // Another kind of event is not held back by this one.
+        assert!(r.admit("pbs", "login", "10.9.9.9", None, 600).0);
     }
 
     #[test]
@@ -448,18 +508,33 @@ mod tests {
         for i in 0..50 {
             log.record(ev("login", &format!("user{i}")), Outcome::Ok);
         }
+        // The count is written once the minute is over, at the next
+        // refused event.
+        log.repeats.lock().unwrap().minute -= 1;
+        log.record(ev("credential_refused", "late"), Outcome::Denied);
         let all = log.read(0, None, 10_000).unwrap();
         let refused = all
             .iter()
             .filter(|r| r.action == "credential_refused")
             .count();
-        // Within one minute: the share and one note; across a minute's
-        // edge, at most twice that and the count.
-        assert!(
-            (REPEATS_PER_MINUTE as usize..=2 * REPEATS_PER_MINUTE as usize).contains(&refused),
-            "{refused}"
-        );
-        assert!(all.iter().any(|r| r.action == "repeats_not_written"));
+        // Within one minute: the share and "late"; across a minute's edge,
+        // at most twice the share and "late".
+        let share = REPEATS_PER_MINUTE as usize;
+        assert!((share + 1..=2 * share + 1).contains(&refused), "{refused}");
+        let notes: Vec<&Record> = all
+            .iter()
+            .filter(|r| r.action == "repeats_not_written")
+            .collect();
+        assert!(!notes.is_empty());
+        assert!(notes.iter().all(|r| r.actor.is_none()));
+        let counted: usize = notes
+            .iter()
+            .map(|r| {
+                let d = r.detail.as_deref().unwrap();
+                d.split(' ').next().unwrap().parse::<usize>().unwrap()
+            })
+            .sum();
+        assert_eq!(counted + refused, 1001, "each refusal written or counted");
         assert_eq!(all.iter().filter(|r| r.action == "login").count(), 50);
         assert!(log.verify_chain().is_ok());
     }

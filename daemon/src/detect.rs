@@ -60,6 +60,11 @@ pub const MIN_CANDIDATE_SCORE: f32 = 0.02;
 /// default confidence.
 pub const PASS_TOP_K: usize = 5000;
 
+/// At most this many candidates, the best, of one request (all its passes)
+/// go to NMS, whose cost grows with candidates times faces kept: a
+/// tiled photo of a texture that scores everywhere stays under a second.
+pub const REQUEST_TOP_K: usize = 20_000;
+
 /// The `k` best-scoring of `faces` (all of them when there are fewer).
 fn best(mut faces: Vec<Face>, k: usize) -> Vec<Face> {
     if faces.len() > k {
@@ -283,6 +288,15 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The photo's width and height, wherever the frame is: lent to the
+    /// batch as the model input before `detect`, in `image` after it.
+    pub fn dimensions(&self) -> (u32, u32) {
+        match &self.model_input {
+            FaceImage::Frame(f, _) if self.image.width() == 0 => f.dimensions(),
+            _ => self.image.dimensions(),
+        }
+    }
+
     /// Put the frame on `masker`'s device now, on the request's thread,
     /// so the batch letterboxes it there and the masker reuses it: the
     /// frame goes up once, and not on the backend's thread. Where that
@@ -385,7 +399,10 @@ pub async fn detect(
     if let Some(min_face) = params.tile_min_face_px {
         let info = batcher.info();
         let (tw, th) = (info.input_width as u32, info.input_height as u32);
-        check_tiles(prep.image.width(), prep.image.height(), tw, th, min_face)?;
+        // Before the pass: on a device backend the frame is the model
+        // input until then, and `prep.image` is empty.
+        let (w, h) = prep.dimensions();
+        check_tiles(w, h, tw, th, min_face)?;
     }
     let input = std::mem::replace(&mut prep.model_input, FaceImage::Letterboxed(Vec::new()));
     let lent = match &input {
@@ -448,7 +465,17 @@ pub async fn detect(
         0.0
     };
     let n = candidates.len();
-    let mut faces = nms(candidates, params.nms_threshold);
+    let candidates = best(candidates, REQUEST_TOP_K);
+    // Many candidates: NMS is milliseconds or more of CPU, kept off the
+    // async workers.
+    let mut faces = if candidates.len() > 2_000 {
+        let iou = params.nms_threshold;
+        tokio::task::spawn_blocking(move || nms(candidates, iou))
+            .await
+            .map_err(|e| PipelineError::Inference(format!("NMS stopped: {e}")))?
+    } else {
+        nms(candidates, params.nms_threshold)
+    };
     if tiles > 0 {
         faces = drop_parts(faces);
     }
@@ -535,6 +562,21 @@ mod tests {
         // A larger minimum face needs fewer tiles; one the whole pass sees, none.
         assert!(tiles(4032, 3024, 640, 640, 80.0).len() < t.len());
         assert!(tiles(4032, 3024, 640, 640, 200.0).is_empty());
+    }
+
+    #[test]
+    fn a_lent_frame_still_gives_the_photos_size() {
+        let img = RgbImage::from_pixel(300, 120, image::Rgb([90, 120, 150]));
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, ImageFormat::Png).unwrap();
+        let limits = DecodeLimits {
+            max_pixels: 40_000_000,
+            formats: vec!["png".into()],
+        };
+        for frames in [false, true] {
+            let p = prepare(png.get_ref(), &limits, 640, 640, frames).unwrap();
+            assert_eq!(p.dimensions(), (300, 120), "frames: {frames}");
+        }
     }
 
     #[test]

@@ -155,8 +155,6 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Jobs survive a reopen; the runner works each, retries a failing
-    /// one, and stops on shutdown.
     #[test]
     fn jobs_come_out_in_the_order_they_were_queued() {
         let dir = tempfile::tempdir().unwrap();
@@ -184,6 +182,8 @@ mod tests {
         assert_eq!(q.queued().unwrap(), want);
     }
 
+    /// Jobs survive a reopen; the runner works each, retries a failing
+    /// one, and stops on shutdown.
     #[tokio::test]
     async fn queued_jobs_survive_restart_and_failures_are_retried() {
         let dir = tempfile::tempdir().unwrap();

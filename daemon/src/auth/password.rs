@@ -13,6 +13,14 @@ pub fn hash(password: &str) -> Result<String, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A short fingerprint of a stored password hash (16 hex digits of
+/// SHA-256), kept with a session when it starts: setting the password
+/// again makes a new salted hash, so the sessions of the old one no
+/// longer match and end, even one whose login raced the reset.
+pub fn tag(phc: &str) -> String {
+    crate::store::sha256_hex(format!("argus-session:{phc}").as_bytes())[..16].to_string()
+}
+
 pub fn verify(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
         .map(|h| {

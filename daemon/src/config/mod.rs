@@ -70,6 +70,8 @@ pub struct Config {
     pub skin_api: SkinApiConfig,
     /// The audit trail of security events (`state_dir/audit/`).
     pub audit: AuditConfig,
+    /// Which other origins' web pages may call the API from a browser.
+    pub cors: CorsConfig,
 }
 
 impl Config {
@@ -119,6 +121,7 @@ impl Default for Config {
             skin: Default::default(),
             skin_api: Default::default(),
             audit: Default::default(),
+            cors: Default::default(),
         }
     }
 }
@@ -402,6 +405,16 @@ impl Config {
             if !v.is_finite() || v < 0.0 {
                 p.push(format!("{name} must be 0 (unset) or positive, got {v}"));
             }
+        }
+        for o in &self.cors.allow_origins {
+            if !sections::is_origin(o) {
+                p.push(format!(
+                    "cors.allow_origins: {o:?} is not an origin (scheme://host[:port], no path) or \"*\""
+                ));
+            }
+        }
+        if self.cors.allow_origins.len() > 1 && self.cors.allow_origins.iter().any(|o| o == "*") {
+            p.push("cors.allow_origins: \"*\" stands alone".into());
         }
         if p.is_empty() {
             Ok(())

@@ -147,6 +147,37 @@ pub struct StorageConfig {
     pub retention_days: u32,
 }
 
+/// Browser clients on other origins (a kiosk's web app, a clinic portal).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins (`https://kiosk.example.com`, `http://10.0.0.5:3000`) whose
+    /// pages may call the API from a browser, or `["*"]` for any. Empty:
+    /// no CORS headers, so browsers keep other origins' pages out. Cookies
+    /// are never shared across origins (the console's session stays its
+    /// own); the families' keys and tokens travel in headers, which the
+    /// preflight allows.
+    pub allow_origins: Vec<String>,
+}
+
+/// Whether `o` is `*` or an origin as browsers send it: `http` or `https`,
+/// a host, an optional port, nothing after.
+pub fn is_origin(o: &str) -> bool {
+    if o == "*" {
+        return true;
+    }
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let Ok(u) = url::Url::parse(o) else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@'])
+        && u.host().is_some()
+}
+
 /// Outgoing calls (PBS callbacks, webhooks), all through `outbound::client`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

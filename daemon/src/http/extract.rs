@@ -56,18 +56,21 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Whether `pw` is admin `username`'s password; argon2 off the runtime's
 /// threads, and as slow for an unknown user as for a known one.
+/// The `password::tag` of the hash `pw` was verified against, or None
+/// when it does not verify (or there is no such admin).
 pub async fn check_admin_password(
     app: &App,
     username: String,
     pw: String,
-) -> Result<bool, ApiError> {
+) -> Result<Option<String>, ApiError> {
     let store = app.store.clone();
     Ok(
         tokio::task::spawn_blocking(move || match store.get_admin(&username) {
-            Ok(Some(rec)) => Ok(password::verify(&pw, &rec.password_hash)),
+            Ok(Some(rec)) => Ok(password::verify(&pw, &rec.password_hash)
+                .then(|| password::tag(&rec.password_hash))),
             Ok(None) => {
                 password::burn_time(&pw);
-                Ok(false)
+                Ok(None)
             }
             Err(e) => Err(e),
         })
@@ -102,11 +105,21 @@ where
         let app: &App = state;
         if let Some(token) = cookie(&parts.headers, SESSION_COOKIE) {
             let (store, h) = (app.store.clone(), sha256_hex(token.as_bytes()));
-            if let Some(s) = tokio::task::spawn_blocking(move || store.get_session(&h)).await?? {
-                if s.expires_at > unix_now() {
-                    same_site_only(parts)?;
-                    return Ok(AdminUser(s.username));
-                }
+            // A session counts while it is unexpired and its admin still
+            // has the password it began with.
+            let live = tokio::task::spawn_blocking(move || {
+                let Some(s) = store.get_session(&h)? else {
+                    return Ok::<_, crate::store::StoreError>(None);
+                };
+                let same_password = store.get_admin(&s.username)?.is_some_and(|a| {
+                    !s.password_tag.is_empty() && password::tag(&a.password_hash) == s.password_tag
+                });
+                Ok((same_password && s.expires_at > unix_now()).then_some(s.username))
+            })
+            .await??;
+            if let Some(username) = live {
+                same_site_only(parts)?;
+                return Ok(AdminUser(username));
             }
         }
         let basic = parts
@@ -142,7 +155,10 @@ where
             );
             return Err(e);
         }
-        if check_admin_password(app, user.to_string(), pw.to_string()).await? {
+        if check_admin_password(app, user.to_string(), pw.to_string())
+            .await?
+            .is_some()
+        {
             app.limiters.login.refund(ADMIN_LOGINS, &ip, user);
             return Ok(AdminUser(user.to_string()));
         }

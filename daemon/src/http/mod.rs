@@ -98,6 +98,13 @@ impl ShedLog {
     }
 }
 
+/// An `f32` as the shortest decimal that reads back as it (0.7, not
+/// 0.699999988079071): widened to f64 as it is, an f32 prints its binary
+/// error in JSON. For parameters and thresholds in answers and records.
+pub fn decimal(v: f32) -> f64 {
+    v.to_string().parse().unwrap_or(f64::from(v))
+}
+
 /// The `method` label of a request's metrics: the standard methods by
 /// name, any other as `other`, so a client inventing methods cannot add
 /// series without bound.
@@ -131,8 +138,8 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = method_label(req.method()).to_string();
-    let span = tracing::info_span!("request", id = %rid, method = %method, route = %route);
+    let method = method_label(req.method());
+    let span = tracing::info_span!("request", id = %rid, method = %req.method(), route = %route);
     let mut resp = next.run(req).instrument(span.clone()).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED
         && !resp.headers().contains_key(header::CONTENT_TYPE)
@@ -150,11 +157,11 @@ pub async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) 
     let secs = start.elapsed().as_secs_f64();
     app.metrics
         .http_requests
-        .with_label_values(&[&route, &method, status.as_str()])
+        .with_label_values(&[&route, method, status.as_str()])
         .inc();
     app.metrics
         .http_duration
-        .with_label_values(&[&route, &method])
+        .with_label_values(&[&route, method])
         .observe(secs);
     if let Some(FailureReason(r)) = resp.extensions().get::<FailureReason>() {
         let family = resp
@@ -228,13 +235,71 @@ pub fn metrics_router(app: Arc<App>) -> Router {
 }
 
 fn with_middleware(router: Router, app: Arc<App>) -> Router {
-    router
+    let router = router
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             deadline::body_deadline,
         ))
-        .layer(axum::middleware::from_fn(linger::linger))
-        .layer(axum::middleware::from_fn_with_state(app, observe))
+        .layer(axum::middleware::from_fn(linger::linger));
+    // Outside the routes, so a preflight is answered whatever methods the
+    // route takes; inside `observe`, so it is counted and logged.
+    let router = match cors(&app.config.cors) {
+        Some(layer) => router.layer(layer),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn_with_state(app, observe))
+}
+
+/// The CORS rules of `cors.allow_origins`; None when empty (no CORS
+/// headers at all). Never credentials: cookies (the console's session)
+/// stay same-origin; keys and tokens come in the headers allowed here.
+fn cors(c: &crate::config::CorsConfig) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if c.allow_origins.is_empty() {
+        return None;
+    }
+    let origin = if c.allow_origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        // Validated at start (config::sections::is_origin).
+        AllowOrigin::list(
+            c.allow_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    let name = |n: &'static str| header::HeaderName::from_static(n);
+    Some(
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods([
+                axum::http::Method::GET,
+                axum::http::Method::POST,
+                axum::http::Method::PUT,
+                axum::http::Method::PATCH,
+                axum::http::Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("x-api-key"),
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                name("x-request-id"),
+                name("x-face-count"),
+                name("x-inference-ms"),
+                name("x-mask-ms"),
+                name("x-encode-ms"),
+                name("x-total-ms"),
+                name("x-model"),
+                name("x-image-id"),
+                name("x-job-id"),
+                header::RETRY_AFTER,
+                header::CONTENT_DISPOSITION,
+            ])
+            .max_age(std::time::Duration::from_secs(600)),
+    )
 }
 
 /// The family that owns `path`: the one with the longest matching prefix

@@ -71,6 +71,11 @@ pub struct AdminRecord {
 pub struct SessionRecord {
     pub username: String,
     pub expires_at: u64,
+    /// `auth::password::tag` of the admin's password hash at login: the
+    /// session ends when the password is set again. Empty in sessions
+    /// stored before this was kept, which therefore end at the upgrade.
+    #[serde(default)]
+    pub password_tag: String,
 }
 
 pub struct Store {
@@ -379,8 +384,8 @@ impl Store {
         Ok(())
     }
 
-    /// End every session of admin `username` (its password changed, or it
-    /// was removed); returns how many.
+    /// End every session of admin `username` (its password was set
+    /// again); returns how many.
     pub fn end_sessions_of(&self, username: &str) -> Result<usize, StoreError> {
         let mut n = 0;
         for r in self.sessions.iter() {

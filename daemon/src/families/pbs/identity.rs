@@ -250,10 +250,13 @@ impl Clinic {
                 &mut fail,
             ));
         }
-        if session && claims.iat < user.password_set_unix {
+        // A session carries the tag of the password hash it was opened
+        // with: setting the password again (a new salted hash) ends it.
+        let tag = parsed.claims.get("pws").and_then(|v| v.as_str());
+        if session && tag != Some(crate::auth::password::tag(&user.pass_hash).as_str()) {
             return Err(err(
                 Rejection::new(
-                    "iat",
+                    "pws",
                     "the user's password was set again after this session began; log in again",
                 ),
                 &mut fail,
@@ -315,6 +318,7 @@ impl Clinic {
             "org": user.org,
             "role": user.role.as_str(),
             "iat": now,
+            "pws": crate::auth::password::tag(&user.pass_hash),
             "exp": now + self.config.pbs.session_ttl_secs.min(jwt::MAX_AGE_SECS * 12),
             "jti": uuid::Uuid::new_v4().to_string(),
         });

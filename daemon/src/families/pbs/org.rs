@@ -78,7 +78,6 @@ pub fn add_user(
             .as_ref()
             .map(|u| u.created_at.clone())
             .unwrap_or_else(now_rfc3339),
-        password_set_unix: crate::store::unix_now(),
     };
     store.put_user(&rec).map_err(|e| e.to_string())?;
     store.flush().map_err(|e| e.to_string())?;

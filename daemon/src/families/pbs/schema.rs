@@ -12,12 +12,9 @@ use uuid::Uuid;
 use super::scale::RbcScale;
 use super::store::{KeyRecord, StudyRecord, UserRecord};
 
-/// An `f32` as its shortest decimal (0.7, not 0.699999988079071): widened
-/// to f64 as it is, an f32 prints its binary error, in every answer and in
-/// the reports kept as JSON.
-pub(crate) fn short(v: f32) -> f64 {
-    format!("{v}").parse().unwrap_or(f64::from(v))
-}
+/// An `f32` as its shortest decimal (0.7, not 0.699999988079071), in
+/// every answer and in the reports kept as JSON.
+pub(crate) use crate::http::decimal as short;
 
 fn ser_f32<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(short(*v))

@@ -60,11 +60,6 @@ pub struct UserRecord {
     /// argon2id PHC string of the hex sha256 of the password.
     pub pass_hash: String,
     pub created_at: String,
-    /// When the password was last set (Unix seconds; 0 for users stored
-    /// before this was recorded): session tokens issued before it are
-    /// refused, so a reset ends the sessions a leaked password opened.
-    #[serde(default)]
-    pub password_set_unix: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -518,7 +513,6 @@ mod tests {
             role: Role::User,
             screen_name: "lab".into(),
             pass_hash: "x".into(),
-            password_set_unix: 0,
             created_at: String::new(),
         }
     }

@@ -112,7 +112,7 @@ pub(super) async fn sign_in(
         );
         return Err(e);
     }
-    if !check_admin_password(app, username.clone(), password).await? {
+    let Some(password_tag) = check_admin_password(app, username.clone(), password).await? else {
         app.audit.record(
             Event {
                 detail: Some("invalid credentials"),
@@ -121,7 +121,7 @@ pub(super) async fn sign_in(
             Outcome::Denied,
         );
         return Err(ApiError::Unauthorized("Invalid credentials".into()));
-    }
+    };
     app.audit.record(ev, Outcome::Ok);
     app.limiters.login.refund(ADMIN_LOGINS, ip, &username);
     let token = random_token();
@@ -130,6 +130,7 @@ pub(super) async fn sign_in(
     let rec = SessionRecord {
         username,
         expires_at: unix_now() + ttl,
+        password_tag,
     };
     blocking(move || store.put_session(&key, &rec)).await?;
     app.store.flush_async().await?;

@@ -103,14 +103,15 @@ pub async fn live() -> Response {
     path = "/ready",
     tag = crate::http::openapi::TAG_FACES,
     operation_id = "faces_ready",
-    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading, device lost, or the image store not writable).", body = crate::http::error::Detail)),
+    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading, device lost, or the image store's folder missing).", body = crate::http::error::Detail)),
 )]
 pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
     if !app.is_ready() {
         ApiError::Unavailable("not ready".into()).into_response()
     } else if !storage_ready(&app) {
         // Every stored request would fail: take no traffic, as /health says.
-        ApiError::Unavailable("not ready: the image store is not writable".into()).into_response()
+        ApiError::Unavailable("not ready: the image store's folder is missing".into())
+            .into_response()
     } else {
         (StatusCode::OK, Json(Status { status: "ready" })).into_response()
     }
@@ -221,9 +222,7 @@ pub(crate) fn mask_params(q: &HashMap<String, String>) -> Result<MaskQuery, ApiE
 // ---- response shapes ----
 
 /// An f32 parameter as the decimal the client wrote (0.85, not 0.8500000238).
-pub(crate) fn clean(v: f32) -> f64 {
-    v.to_string().parse().unwrap_or(v as f64)
-}
+pub(crate) use crate::http::decimal as clean;
 
 fn r2(v: f32) -> f64 {
     (v as f64 * 100.0).round() / 100.0
@@ -346,7 +345,8 @@ pub(crate) fn detect_response(
         processing: Processing {
             model: super::MODEL_NAME,
             input_size: [info.input_width, info.input_height],
-            confidence_threshold: clean(params.confidence),
+            // What was applied: scores under the floor are never candidates.
+            confidence_threshold: clean(params.confidence.max(crate::detect::MIN_CANDIDATE_SCORE)),
             nms_threshold: clean(params.nms_threshold),
             inference_ms: r(det.inference_ms),
             total_ms: r(t.total_ms),

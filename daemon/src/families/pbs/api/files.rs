@@ -194,7 +194,9 @@ pub async fn upload_file(
         _ => content_type,
     };
     let ext = content_type.rsplit('/').next().unwrap_or("bin");
-    let blob = format!("pbs/{}.{ext}", &file_id["sha224-i-".len()..]);
+    // One blob per study and content: a refused upload's blob can then be
+    // removed without asking whether another study holds the same bytes.
+    let blob = format!("pbs/{}-{}.{ext}", study.id, &file_id["sha224-i-".len()..]);
     {
         let (store, blob, data) = (app.store.clone(), blob.clone(), body.clone());
         tokio::task::spawn_blocking(move || store.blobs.put(&blob, &data))
@@ -208,7 +210,7 @@ pub async fn upload_file(
         bytes: body.len(),
         width: w,
         height: h,
-        blob,
+        blob: blob.clone(),
         uploaded_at: now_rfc3339(),
     };
     let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
@@ -230,6 +232,25 @@ pub async fn upload_file(
         })
     })
     .await?;
+    if !matches!(outcome, Some(Ok(()))) {
+        // Not added: the blob written above goes, unless the study holds
+        // the same bytes from a parallel upload (refused uploads must not
+        // fill the disk).
+        let (pbs, store, blob) = (app.clinic.pbs.clone(), app.store.clone(), blob.clone());
+        let removed = tokio::task::spawn_blocking(move || {
+            let held = pbs
+                .get_study(sid)?
+                .is_some_and(|s| s.files.iter().any(|f| f.blob == blob));
+            if !held {
+                store.blobs.delete(&blob)?;
+            }
+            Ok::<_, StoreError>(())
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(error = %e, "could not remove the blob of a refused upload");
+        }
+    }
     match outcome {
         Some(Ok(())) => {}
         Some(Err(Refused::Frozen)) => {

@@ -23,11 +23,13 @@ fn check_tags(tags: BTreeMap<String, Value>) -> Result<BTreeMap<String, String>,
     for (k, v) in tags {
         let v = match v {
             Value::String(s) => s,
-            // Past 2^53 a JSON number has already lost digits when parsed:
-            // an identifier stored so would not be the one sent.
+            // Integers are kept exactly up to 64 bits; a longer one, or one
+            // with a fraction or exponent, was parsed as an f64, and past
+            // 2^53 that has lost digits: the tag would not be the one sent.
             Value::Number(n)
-                if n.as_f64()
-                    .is_some_and(|f| f.abs() >= 9_007_199_254_740_992.0) =>
+                if n.is_f64()
+                    && n.as_f64()
+                        .is_some_and(|f| f.abs() >= 9_007_199_254_740_992.0) =>
             {
                 return Err(PbsError::BadRequest(format!(
                     "tag {k:?}: the number is too long to keep exactly; send it as a string"
