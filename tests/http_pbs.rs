@@ -510,6 +510,48 @@ async fn client_signed_tokens_and_every_rejection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_deletes_a_study_and_its_photos() {
+    let s = start(configure).await;
+    setup_org(&s, "clinic-a").await;
+    setup_org(&s, "clinic-b").await;
+    let lab = login(&s, "lab@clinic-a.test").await;
+    let admin = login(&s, "admin@clinic-a.test").await;
+    let other = login(&s, "admin@clinic-b.test").await;
+    let id = new_study(&s, &lab, json!({"patient_proxy_id": "P1"})).await;
+    let (st, _) = upload(
+        &s,
+        &id,
+        "file_name=a.png",
+        &lab,
+        fixture("smear_cbc_crop.png"),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let path = format!("/pbs/{id}");
+    // A user may not delete; another organisation's admin does not see it.
+    assert_eq!(call(&s, "DELETE", &path, &lab, None).await.0, 403);
+    assert_eq!(call(&s, "DELETE", &path, &other, None).await.0, 404);
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("blobs/pbs")).unwrap().count(),
+        1
+    );
+    let (st, v) = call(&s, "DELETE", &path, &admin, None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["results"]["deleted"], true);
+    assert_eq!(v["results"]["files"], 1);
+    assert_eq!(
+        std::fs::read_dir(s.dir.join("blobs/pbs")).unwrap().count(),
+        0
+    );
+    let (st, _) = call(&s, "GET", &format!("{path}/status"), &admin, None).await;
+    assert_eq!(st, 404);
+    let (_, v) = call(&s, "GET", "/pbs?tag.patient_proxy_id=P1", &admin, None).await;
+    assert_eq!(v["results"]["count"], 0);
+    assert_eq!(call(&s, "DELETE", &path, &admin, None).await.0, 404);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_reset_ends_the_users_sessions() {
     let s = start(configure).await;
     setup_org(&s, "clinic-a").await;

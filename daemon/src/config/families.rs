@@ -16,6 +16,10 @@ pub struct PbsConfig {
     pub max_file_bytes: usize,
     /// Most files one study may hold.
     pub max_files_per_study: usize,
+    /// Days a study (its record, photos and the cells found) is kept; older
+    /// ones are deleted by an hourly sweep, as `DELETE /pbs/{id}` does. 0
+    /// keeps them until deleted.
+    pub retention_days: u32,
     /// Red-cell diameter in the clinic's photos, in pixels, used only for a
     /// photo whose own red cells cannot be measured (too few clean single
     /// cells, or a measure no red cell has; the photo's result then carries
@@ -47,6 +51,7 @@ impl Default for PbsConfig {
             session_ttl_secs: 43_200,
             max_file_bytes: 30 * 1024 * 1024,
             max_files_per_study: 200,
+            retention_days: 0,
             native_rbc_diameter_px: 0.0,
             microns_per_px: 0.0,
             callback_ca_file: PathBuf::new(),

@@ -337,6 +337,11 @@ impl Config {
         if self.batch.max_wait_ms > 1000 {
             p.push("batch.max_wait_ms above 1000 would stall every request".into());
         }
+        if self.pbs.retention_days > 36_500 {
+            p.push(
+                "pbs.retention_days must be at most 36500 (0 keeps studies until deleted)".into(),
+            );
+        }
         if self.storage.retention_days > 36_500 {
             p.push(
                 "storage.retention_days must be at most 36500 (0 keeps images until deleted)"

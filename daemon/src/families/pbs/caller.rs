@@ -45,6 +45,7 @@ pub mod access {
         ReadReport: "read reports",
         Search: "search studies",
         ManageOrg: "manage the organisation's users and keys",
+        DeleteStudy: "delete studies",
     );
 }
 

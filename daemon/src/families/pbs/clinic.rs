@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::store::PbsStore;
+use super::store::{PbsStore, StudyRemoval};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::families::pbs::pipeline::CellBatchers;
@@ -77,5 +77,39 @@ impl Clinic {
 
     pub fn healthy(&self) -> bool {
         self.cells.healthy()
+    }
+
+    /// Delete study `id`: its record, the cells found, and its photos
+    /// unless another study holds the same blob; flushed before it
+    /// returns. Refused (`Busy`) while its analysis is queued or running.
+    /// Blocking.
+    pub fn delete_study(&self, id: uuid::Uuid) -> Result<StudyRemoval, StoreError> {
+        let removal = self.pbs.remove_study(id)?;
+        if let StudyRemoval::Removed(s) = &removal {
+            // The record goes first: a crash between leaves files no study
+            // names, never a study whose photos are gone.
+            self.store.flush()?;
+            let blobs = s.files.iter().map(|f| f.blob.clone()).collect();
+            for blob in self.pbs.unheld_blobs(blobs)? {
+                self.store.blobs.delete(&blob)?;
+            }
+        }
+        Ok(removal)
+    }
+
+    /// `pbs.retention_days`: delete the studies created more than `days`
+    /// ago, except those being analysed (taken at a later sweep). Returns
+    /// how many went. Blocking.
+    pub fn sweep_older_than(&self, days: u32) -> Result<usize, StoreError> {
+        let cutoff = (time::OffsetDateTime::now_utc() - time::Duration::days(days.into()))
+            .format(&time::format_description::well_known::Rfc3339)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut n = 0;
+        for id in self.pbs.created_before(&cutoff)? {
+            if matches!(self.delete_study(id)?, StudyRemoval::Removed(_)) {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 }

@@ -2,7 +2,8 @@
 //! organisation, a user and a role, and what each role may do.
 //!
 //! Roles (the token's `role` must equal the user's registered role):
-//! - `admin`: everything below, plus the organisation's users and keys;
+//! - `admin`: everything below, plus the organisation's users and keys and
+//!   deleting studies;
 //! - `user`: create, upload, request tasks, read status, reports, search;
 //! - `device` (a scanner): create, upload, request tasks, read status; no
 //!   reports and no search, so a stolen device token reads no results;
@@ -33,6 +34,7 @@ pub enum Action {
     ReadReport,
     Search,
     ManageOrg,
+    DeleteStudy,
 }
 
 impl Action {
@@ -40,7 +42,7 @@ impl Action {
         use Action::*;
         match role {
             Role::Admin => true,
-            Role::User => self != ManageOrg,
+            Role::User => !matches!(self, ManageOrg | DeleteStudy),
             Role::Device => matches!(self, CreateStudy | Upload | RequestTasks | ReadStatus),
             Role::Service => matches!(self, ReadStatus | ReadReport | Search),
         }

@@ -178,6 +178,7 @@ impl Family for Pbs {
             .routes(routes!(api::upload_file))
             .routes(routes!(api::request_tasks))
             .routes(routes!(api::study_status))
+            .routes(routes!(api::delete_study))
             .routes(routes!(api::study_report))
             .routes(routes!(console::studies))
             .routes(routes!(console::study))
@@ -201,10 +202,48 @@ impl Family for Pbs {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         // Studies queued before a stop or crash are resumed here.
-        vec![tokio::spawn(runner::run(self.clinic.clone(), shutdown))]
+        let mut tasks = vec![tokio::spawn(runner::run(
+            self.clinic.clone(),
+            shutdown.clone(),
+        ))];
+        let days = self.clinic.config.pbs.retention_days;
+        if days > 0 {
+            tasks.push(tokio::spawn(retention(self.clinic.clone(), days, shutdown)));
+        }
+        tasks
     }
 
     fn stop(&self) {
         self.clinic.cells.shutdown();
+    }
+}
+
+/// `pbs.retention_days`: at start and every hour, delete the studies older
+/// than that (records, cells, photos). It works from the studies' creation
+/// times, so days that passed while the appliance was off are caught up at
+/// the next start.
+async fn retention(
+    clinic: Arc<Clinic>,
+    days: u32,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let c = clinic.clone();
+        match tokio::task::spawn_blocking(move || c.sweep_older_than(days)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                deleted = n,
+                days,
+                "retention: deleted PBS studies older than pbs.retention_days"
+            ),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "PBS retention sweep failed; tried again in an hour")
+            }
+            Err(e) => tracing::warn!(error = %e, "PBS retention sweep panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
     }
 }

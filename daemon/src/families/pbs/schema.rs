@@ -271,6 +271,18 @@ pub struct Heartbeat {
     pub version: &'static str,
 }
 
+/// A study that was deleted.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = pbs::StudyDeleted)]
+pub struct StudyDeleted {
+    pub pbs_study_id: Uuid,
+    /// Always true: the record, its reports, the cells found and its
+    /// photos are gone.
+    pub deleted: bool,
+    /// How many photos it held.
+    pub files: usize,
+}
+
 /// `POST /pbs` (201).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(

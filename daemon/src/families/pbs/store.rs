@@ -131,6 +131,15 @@ pub struct StudyRecord {
     pub error: Option<String>,
 }
 
+/// What [`PbsStore::remove_study`] did.
+#[derive(Debug)]
+pub enum StudyRemoval {
+    Removed(Box<StudyRecord>),
+    /// Not removed: its analysis is queued or running.
+    Busy(ReportStatus),
+    Missing,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallbackRecord {
     pub study: Uuid,
@@ -378,6 +387,57 @@ impl PbsStore {
             .transpose()
     }
 
+    /// Remove study `id` and the cells its analyses found, atomically
+    /// against other writers, unless its analysis is queued or running.
+    /// Its blobs are the caller's to remove ([`PbsStore::unheld_blobs`]).
+    pub fn remove_study(&self, id: Uuid) -> Result<StudyRemoval, StoreError> {
+        loop {
+            let Some(old) = self.studies.get(id.as_bytes())? else {
+                return Ok(StudyRemoval::Missing);
+            };
+            let rec: StudyRecord = dec(&old)?;
+            if matches!(rec.status, ReportStatus::Queued | ReportStatus::Processing) {
+                return Ok(StudyRemoval::Busy(rec.status));
+            }
+            if self
+                .studies
+                .compare_and_swap(id.as_bytes(), Some(old), None::<Vec<u8>>)?
+                .is_ok()
+            {
+                for k in self.cells.scan_prefix(id.as_bytes()).keys() {
+                    self.cells.remove(k?)?;
+                }
+                return Ok(StudyRemoval::Removed(Box::new(rec)));
+            }
+        }
+    }
+
+    /// Those of `blobs` no study holds any more (blobs of the older layout,
+    /// named by content alone, may be shared).
+    pub fn unheld_blobs(&self, blobs: Vec<String>) -> Result<Vec<String>, StoreError> {
+        let mut left: std::collections::HashSet<String> = blobs.into_iter().collect();
+        for item in self.studies.iter() {
+            let s: StudyRecord = dec(&item?.1)?;
+            for f in &s.files {
+                left.remove(&f.blob);
+            }
+        }
+        Ok(left.into_iter().collect())
+    }
+
+    /// Ids of studies created before `cutoff` (RFC 3339 UTC strings, as
+    /// stored, compare in time order).
+    pub fn created_before(&self, cutoff: &str) -> Result<Vec<Uuid>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.studies.iter() {
+            let s: StudyRecord = dec(&item?.1)?;
+            if s.created_at.as_str() < cutoff {
+                out.push(s.id);
+            }
+        }
+        Ok(out)
+    }
+
     /// Read-modify-write of one study, atomic against other writers.
     pub fn update_study<T>(
         &self,
@@ -553,5 +613,89 @@ mod tests {
         assert_eq!(s.get_key("c", "k1").unwrap().unwrap().kid, "k1");
         assert!(s.get_key("a", "k1").unwrap().is_none());
         assert!(s.users.iter().keys().all(|k| k.unwrap().contains(&0)));
+    }
+
+    fn study(created_at: &str, blob: &str, status: ReportStatus) -> StudyRecord {
+        StudyRecord {
+            id: Uuid::new_v4(),
+            org: "a".into(),
+            created_by: "lab@x.test".into(),
+            created_at: created_at.into(),
+            tags: BTreeMap::new(),
+            files: vec![FileRecord {
+                file_id: format!("sha224-i-{blob}"),
+                file_name: None,
+                content_type: "image/png".into(),
+                bytes: 1,
+                width: 100,
+                height: 100,
+                blob: blob.into(),
+                uploaded_at: created_at.into(),
+            }],
+            frozen: false,
+            tasks: Vec::new(),
+            callback_url: None,
+            status,
+            progress: 0.0,
+            progress_message: String::new(),
+            reports: BTreeMap::new(),
+            partial: BTreeMap::new(),
+            error: None,
+        }
+    }
+
+    /// Removal takes the record and its cells, never a study being
+    /// analysed, and names only the blobs no other study holds.
+    #[test]
+    fn studies_are_removed_with_their_cells_unless_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = PbsStore::open(&db).unwrap();
+        let old = study(
+            "2025-01-01T00:00:00Z",
+            "pbs/shared.png",
+            ReportStatus::Ready,
+        );
+        let new = study("2026-12-01T00:00:00Z", "pbs/shared.png", ReportStatus::Open);
+        let busy = study(
+            "2025-01-02T00:00:00Z",
+            "pbs/busy.png",
+            ReportStatus::Processing,
+        );
+        for st in [&old, &new, &busy] {
+            s.put_study(st).unwrap();
+            s.put_cells(st.id, "f", &[]).unwrap();
+        }
+        let mut before = s.created_before("2026-01-01T00:00:00Z").unwrap();
+        before.sort();
+        let mut want = vec![old.id, busy.id];
+        want.sort();
+        assert_eq!(before, want);
+        assert!(matches!(
+            s.remove_study(busy.id).unwrap(),
+            StudyRemoval::Busy(ReportStatus::Processing)
+        ));
+        assert!(s.get_study(busy.id).unwrap().is_some());
+        assert!(matches!(
+            s.remove_study(old.id).unwrap(),
+            StudyRemoval::Removed(_)
+        ));
+        assert!(s.get_study(old.id).unwrap().is_none());
+        assert!(s.get_cells(old.id, "f").unwrap().is_none());
+        assert!(s.get_cells(new.id, "f").unwrap().is_some());
+        assert!(matches!(
+            s.remove_study(old.id).unwrap(),
+            StudyRemoval::Missing
+        ));
+        // The shared blob is still the other study's.
+        assert!(s
+            .unheld_blobs(vec!["pbs/shared.png".into()])
+            .unwrap()
+            .is_empty());
+        s.remove_study(new.id).unwrap();
+        assert_eq!(
+            s.unheld_blobs(vec!["pbs/shared.png".into()]).unwrap(),
+            vec!["pbs/shared.png".to_string()]
+        );
     }
 }

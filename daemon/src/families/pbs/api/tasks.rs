@@ -164,6 +164,76 @@ pub async fn request_tasks(
     ))
 }
 
+/// Delete a study: its record, reports, the cells found and its photos.
+///
+/// Not in the cloud API: the appliance keeps a clinic's photos on its own
+/// disk, and a clinic must be able to remove them (also done for every
+/// study by `pbs.retention_days`). Refused with 409 while the study's
+/// analysis is queued or running. Roles: admin.
+#[utoipa::path(
+    delete,
+    path = "/pbs/{id}",
+    operation_id = "pbs_delete_study",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(("id" = Uuid, Path, description = "The study's `pbs_study_id`.")),
+    responses(
+        (status = 200, description = "The study was deleted.",
+         body = EnvelopeBody<schema::StudyDeleted>),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not delete studies.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 409, description = "The study's analysis is queued or running.",
+         body = ErrorBody),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
+pub async fn delete_study(
+    State(app): State<Arc<Pbs>>,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    caller: Caller<access::DeleteStudy>,
+) -> Res {
+    let started = Instant::now();
+    let p = caller.0;
+    let s = own_study(&app, &p, &id).await?;
+    let clinic = app.clinic.clone();
+    let sid = s.id;
+    let removal = blocking(move || clinic.delete_study(sid)).await?;
+    let files = match removal {
+        StudyRemoval::Removed(s) => s.files.len(),
+        StudyRemoval::Busy(status) => {
+            return Err(PbsError::Conflict(format!(
+                "the study's analysis is {}; delete it once it is ready or failed",
+                status.as_str()
+            )))
+        }
+        StudyRemoval::Missing => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
+    };
+    app.audit.record(
+        Event {
+            family: "pbs",
+            action: "study_deleted",
+            actor: Some(&p.user.email),
+            address: Some(&ip),
+            object: Some(&id),
+            ..Default::default()
+        },
+        Outcome::Ok,
+    );
+    Ok(Envelope::ok(
+        StatusCode::OK,
+        schema::StudyDeleted {
+            pbs_study_id: sid,
+            deleted: true,
+            files,
+        },
+        started,
+    ))
+}
+
 /// A study's analysis status and progress.
 ///
 /// `report_status` is `open` (taking files), `queued`, `processing`,
