@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::schema::{
-    BBox, DetectResponse, Detection, Health, ImageInfo, Landmarks, Point, Processing, Profiling,
-    Relative, Size, Status, Summary,
+    BBox, DetectResponse, Detection, ImageInfo, Landmarks, Point, Processing, Profiling, Relative,
+    Size, Summary,
 };
 use super::store::{ImageRecord, JobRecord};
 use super::Faces;
@@ -29,9 +29,11 @@ use crate::model::Face;
 use crate::store::{now_rfc3339, sha256_hex};
 
 mod admission;
+mod health;
 
 use admission::admit;
 pub(crate) use admission::{read_image_field, upload_then_slot, Route};
+pub use health::*;
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
@@ -41,90 +43,6 @@ impl From<PipelineError> for ApiError {
             PipelineError::Inference(m) => ApiError::Internal(m),
         }
     }
-}
-
-// ---- health ----
-
-#[utoipa::path(
-    get,
-    path = "/health",
-    tag = crate::http::openapi::TAG_FACES,
-    operation_id = "faces_health",
-    responses((status = 200, description = "Ready: model loaded, storage writable.", body = super::schema::Health), (status = 503, description = "Not ready; the body says what is missing.", body = super::schema::Health)),
-)]
-pub async fn health(State(app): State<Arc<Faces>>) -> Response {
-    let info = app.batcher.info();
-    let model_loaded = app.batcher.healthy();
-    let storage_ready = storage_ready(&app);
-    let ready = app.is_ready() && storage_ready;
-    let body = Health {
-        status: if ready { "ok" } else { "unavailable" },
-        model: app.model_name,
-        model_loaded,
-        input_size: [info.input_width, info.input_height],
-        supports_landmarks: true,
-        database_enabled: true,
-        database_ready: true,
-        storage_enabled: app.storage_enabled(),
-        storage_ready,
-        backend: info.backend,
-        device: info.device.clone(),
-        fallback: app.batcher.fallback().map(str::to_string),
-        max_batch_size: info.max_batch,
-        letterbox: if info.frames { "device" } else { "host" },
-        jpeg_encode: if app.batcher.masker().name() == "cpu" {
-            "host"
-        } else {
-            "device"
-        },
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body)).into_response()
-}
-
-#[utoipa::path(
-    get,
-    path = "/live",
-    tag = crate::http::openapi::TAG_FACES,
-    operation_id = "faces_live",
-    responses((status = 200, description = "The process answers.", body = super::schema::Status)),
-)]
-pub async fn live() -> Response {
-    (StatusCode::OK, Json(Status { status: "alive" })).into_response()
-}
-
-#[utoipa::path(
-    get,
-    path = "/ready",
-    tag = crate::http::openapi::TAG_FACES,
-    operation_id = "faces_ready",
-    responses((status = 200, description = "Ready to take requests.", body = super::schema::Status), (status = 503, description = "Not ready (models loading, device lost, or the image store's folder missing).", body = crate::http::error::Detail)),
-)]
-pub async fn ready(State(app): State<Arc<Faces>>) -> Response {
-    if !app.is_ready() {
-        ApiError::Unavailable("not ready".into()).into_response()
-    } else if !storage_ready(&app) {
-        // Every stored request would fail: take no traffic, as /health says.
-        ApiError::Unavailable("not ready: the image store's folder is missing".into())
-            .into_response()
-    } else {
-        (StatusCode::OK, Json(Status { status: "ready" })).into_response()
-    }
-}
-
-/// Whether uploads can be stored: storage off, or its folder is there.
-fn storage_ready(app: &Faces) -> bool {
-    !app.storage_enabled()
-        || app
-            .store
-            .blobs
-            .path("originals/probe")
-            .is_some_and(|p| p.parent().is_some_and(|d| d.is_dir()))
 }
 
 // ---- parameters ----

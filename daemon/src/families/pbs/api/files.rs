@@ -158,7 +158,48 @@ pub async fn upload_file(
         )));
     }
     // Decode now, so a file the analysis could not read is refused here.
-    let _reservation = app.decode_budget.reserve(&body).await?;
+    let (w, h, content_type) = usable_image(&app, &body, content_type).await?;
+    let ext = content_type.rsplit('/').next().unwrap_or("bin");
+    // One blob per study and content: a refused upload's blob can then be
+    // removed without asking whether another study holds the same bytes.
+    let blob = format!("pbs/{}-{}.{ext}", study.id, &file_id["sha224-i-".len()..]);
+    {
+        let (store, blob, data) = (app.store.clone(), blob.clone(), body.clone());
+        tokio::task::spawn_blocking(move || store.blobs.put(&blob, &data))
+            .await
+            .map_err(|e| PbsError::Internal(e.to_string()))??;
+    }
+    let rec = FileRecord {
+        file_id: file_id.clone(),
+        file_name: q.file_name.clone(),
+        content_type: content_type.into(),
+        bytes: body.len(),
+        width: w,
+        height: h,
+        blob: blob.clone(),
+        uploaded_at: now_rfc3339(),
+    };
+    add_file(&app, study.id, rec).await?;
+    Ok(Envelope::ok(
+        StatusCode::CREATED,
+        schema::FileAdded {
+            pbs_study_id: study.id,
+            file_id,
+            duplicate: false,
+        },
+        started,
+    ))
+}
+
+/// Decode `body` (within the decode budget) and check the analysis can
+/// use it; its width, height and its type as its bytes say
+/// (`declared` when they say nothing more precise).
+async fn usable_image(
+    app: &Pbs,
+    body: &Bytes,
+    declared: &'static str,
+) -> Result<(u32, u32, &'static str), PbsError> {
+    let _reservation = app.decode_budget.reserve(body).await?;
     let limits = crate::imaging::DecodeLimits {
         max_pixels: app.config.limits.max_pixels,
         formats: ["jpeg", "png", "webp", "bmp", "tiff"]
@@ -191,30 +232,18 @@ pub async fn upload_file(
         "tiff" => "image/tiff",
         "bmp" => "image/bmp",
         "webp" => "image/webp",
-        _ => content_type,
+        _ => declared,
     };
-    let ext = content_type.rsplit('/').next().unwrap_or("bin");
-    // One blob per study and content: a refused upload's blob can then be
-    // removed without asking whether another study holds the same bytes.
-    let blob = format!("pbs/{}-{}.{ext}", study.id, &file_id["sha224-i-".len()..]);
-    {
-        let (store, blob, data) = (app.store.clone(), blob.clone(), body.clone());
-        tokio::task::spawn_blocking(move || store.blobs.put(&blob, &data))
-            .await
-            .map_err(|e| PbsError::Internal(e.to_string()))??;
-    }
-    let rec = FileRecord {
-        file_id: file_id.clone(),
-        file_name: q.file_name.clone(),
-        content_type: content_type.into(),
-        bytes: body.len(),
-        width: w,
-        height: h,
-        blob: blob.clone(),
-        uploaded_at: now_rfc3339(),
-    };
-    let (pbs, sid) = (app.clinic.pbs.clone(), study.id);
+    Ok((w, h, content_type))
+}
+
+/// Add `rec` (its blob already written) to study `sid`, checking inside
+/// the atomic update that the study still takes files; a refused file's
+/// blob is removed. Flushed before it returns.
+async fn add_file(app: &Pbs, sid: Uuid, rec: FileRecord) -> Result<(), PbsError> {
+    let pbs = app.clinic.pbs.clone();
     let max_files = app.config.pbs.max_files_per_study;
+    let blob = rec.blob.clone();
     let outcome = blocking(move || {
         pbs.update_study(sid, |s| {
             if s.frozen {
@@ -233,10 +262,9 @@ pub async fn upload_file(
     })
     .await?;
     if !matches!(outcome, Some(Ok(()))) {
-        // Not added: the blob written above goes, unless the study holds
-        // the same bytes from a parallel upload (refused uploads must not
-        // fill the disk).
-        let (pbs, store, blob) = (app.clinic.pbs.clone(), app.store.clone(), blob.clone());
+        // Not added: the blob goes, unless the study holds the same bytes
+        // from a parallel upload (refused uploads must not fill the disk).
+        let (pbs, store) = (app.clinic.pbs.clone(), app.store.clone());
         let removed = tokio::task::spawn_blocking(move || {
             let held = pbs
                 .get_study(sid)?
@@ -263,16 +291,8 @@ pub async fn upload_file(
                 "the study already holds {max_files} files, the most allowed"
             )))
         }
-        None => return Err(PbsError::NotFound(format!("no PBS study {id}"))),
+        None => return Err(PbsError::NotFound(format!("no PBS study {sid}"))),
     }
     app.store.flush_async().await?;
-    Ok(Envelope::ok(
-        StatusCode::CREATED,
-        schema::FileAdded {
-            pbs_study_id: study.id,
-            file_id,
-            duplicate: false,
-        },
-        started,
-    ))
+    Ok(())
 }

@@ -343,174 +343,11 @@ pub fn diagnostic_report(
     }];
     let mut property = Vec::new();
     let (code, issued, obs, conclusion) = match task {
-        "CBC_COUNTS" => {
-            let r: CbcIn = parse(task, report)?;
-            versions.push(model_version("cell counting model", &r.model));
-            let mut res = Results {
-                src,
-                issued: &r.created_at,
-                out: Vec::new(),
-            };
-            res.count(
-                "rbc-seen",
-                "Red blood cells seen in the uploaded fields",
-                r.rbc,
-            );
-            res.count(
-                "wbc-seen",
-                "White blood cells seen in the uploaded fields",
-                r.wbc,
-            );
-            res.count(
-                "platelets-seen",
-                "Platelets seen in the uploaded fields",
-                r.platelets,
-            );
-            if let Some(d) = &r.differential {
-                differential_device(&mut versions, &mut property, d)?;
-                res.differential(d)?;
-            }
-            let conclusion = format!(
-                "{} red cells, {} white cells and {} platelets seen in {} field(s). {COUNT_NOTE}",
-                r.rbc,
-                r.wbc,
-                r.platelets,
-                src.fields.len()
-            );
-            (
-                CodeableConcept::code(
-                    LOCAL,
-                    "smear-cell-counts",
-                    "Cells seen in a blood smear's uploaded fields",
-                ),
-                r.created_at.clone(),
-                res.out,
-                conclusion,
-            )
-        }
+        "CBC_COUNTS" => cbc_results(task, report, src, &mut versions, &mut property)?,
         "WBC_DIFFERENTIAL" => {
-            let r: DifferentialReportIn = parse(task, report)?;
-            let d = &r.differential;
-            differential_device(&mut versions, &mut property, d)?;
-            let mut res = Results {
-                src,
-                issued: &r.created_at,
-                out: Vec::new(),
-            };
-            res.differential(d)?;
-            let conclusion = format!(
-                "White-cell differential of {} leukocytes classified in {} field(s); {} white \
-                 cell(s) left for review. Percentages are of the leukocytes classified.",
-                d.leukocytes_classified,
-                src.fields.len(),
-                d.review
-            );
-            (
-                CodeableConcept::code(
-                    LOINC,
-                    "69738-3",
-                    "Differential panel, method unspecified - Blood",
-                ),
-                r.created_at.clone(),
-                res.out,
-                conclusion,
-            )
+            differential_results(task, report, src, &mut versions, &mut property)?
         }
-        "MALARIA_ANY_ANY" => {
-            let r: MalariaIn = parse(task, report)?;
-            versions.push(model_version("parasite classifier", &r.model));
-            property.push(threshold(
-                "parasite-threshold",
-                "Probability at or above which a red cell is called parasitized",
-                r.parasite_threshold,
-            )?);
-            let classified = r.positive_count + r.negative_count;
-            let mut res = Results {
-                src,
-                issued: &r.created_at,
-                out: Vec::new(),
-            };
-            let (l, display) = MALARIA_LOINC;
-            // With no whole red cell in the photos nothing was examined: a
-            // lab system reads the coded value, so "Not detected" would be
-            // a negative result the appliance never obtained.
-            let (finding, finding_display) = if r.positive_count > 0 {
-                ("260373001", "Detected")
-            } else if classified == 0 {
-                ("82334004", "Indeterminate")
-            } else {
-                ("260415000", "Not detected")
-            };
-            let o = res.push("malaria", CodeableConcept::code(LOINC, l, display));
-            o.value_codeable_concept =
-                Some(CodeableConcept::code(SNOMED, finding, finding_display));
-            o.note = note(if classified == 0 {
-                "Indeterminate: no whole red cell was found in the uploaded fields, so none \
-                 was examined for parasites."
-                    .to_string()
-            } else {
-                format!(
-                    "Detected when at least one red cell is called parasitized: {} of \
-                     {classified} whole red cells classified.",
-                    r.positive_count
-                )
-            });
-            o.derived_from = vec![
-                Reference::local("rbc-parasitized"),
-                Reference::local("rbc-classified"),
-            ];
-            res.count(
-                "rbc-parasitized",
-                "Parasitized red cells seen in the uploaded fields",
-                r.positive_count,
-            );
-            res.count(
-                "rbc-classified",
-                "Whole red cells classified for parasites in the uploaded fields",
-                classified,
-            );
-            // A share of no cells means nothing ("0 %" would read as a
-            // result), as with the differential's percentages.
-            if classified > 0 {
-                let share = 100.0 * r.positive_count as f64 / classified as f64;
-                let o = res.push(
-                    "rbc-parasitized-percent",
-                    CodeableConcept::code(
-                        LOCAL,
-                        "rbc-parasitized-percent",
-                        "Parasitized red cells per 100 red cells classified",
-                    ),
-                );
-                o.value_quantity = Some(Quantity::percent(share, "parasitized share")?);
-                o.note =
-                    note("The share of the classified red cells, in the uploaded fields only.");
-            }
-            let conclusion = if classified == 0 {
-                format!(
-                    "Malaria screen indeterminate: no whole red cell was found in {} field(s), so \
-                     none was examined; photograph the smear's monolayer and repeat.",
-                    src.fields.len()
-                )
-            } else {
-                format!(
-                    "Plasmodium {}: {} of {classified} red cells classified as parasitized in {} \
-                     field(s).",
-                    finding_display.to_lowercase(),
-                    r.positive_count,
-                    src.fields.len()
-                )
-            };
-            (
-                CodeableConcept::code(
-                    LOCAL,
-                    "malaria-smear-screen",
-                    "Malaria screen of a blood smear's uploaded fields",
-                ),
-                r.created_at.clone(),
-                res.out,
-                conclusion,
-            )
-        }
+        "MALARIA_ANY_ANY" => malaria_results(task, report, src, &mut versions, &mut property)?,
         other => return Err(FhirError::UnknownTask(other.into())),
     };
     let subject = src.patient_proxy_id.as_deref().map(Reference::patient);
@@ -572,6 +409,200 @@ pub fn diagnostic_report(
         result,
         conclusion,
     })
+}
+
+/// What one task's report gives the `DiagnosticReport`: its code, when
+/// it was issued, its observations and its conclusion.
+type Built = (CodeableConcept, String, Vec<Observation>, String);
+
+/// The counts of cells seen (and the differential when the report has one).
+fn cbc_results(
+    task: &str,
+    report: &Value,
+    src: &Source,
+    versions: &mut Vec<DeviceVersion>,
+    property: &mut Vec<DeviceProperty>,
+) -> Result<Built, FhirError> {
+    let r: CbcIn = parse(task, report)?;
+    versions.push(model_version("cell counting model", &r.model));
+    let mut res = Results {
+        src,
+        issued: &r.created_at,
+        out: Vec::new(),
+    };
+    res.count(
+        "rbc-seen",
+        "Red blood cells seen in the uploaded fields",
+        r.rbc,
+    );
+    res.count(
+        "wbc-seen",
+        "White blood cells seen in the uploaded fields",
+        r.wbc,
+    );
+    res.count(
+        "platelets-seen",
+        "Platelets seen in the uploaded fields",
+        r.platelets,
+    );
+    if let Some(d) = &r.differential {
+        differential_device(versions, property, d)?;
+        res.differential(d)?;
+    }
+    let conclusion = format!(
+        "{} red cells, {} white cells and {} platelets seen in {} field(s). {COUNT_NOTE}",
+        r.rbc,
+        r.wbc,
+        r.platelets,
+        src.fields.len()
+    );
+    Ok((
+        CodeableConcept::code(
+            LOCAL,
+            "smear-cell-counts",
+            "Cells seen in a blood smear's uploaded fields",
+        ),
+        r.created_at.clone(),
+        res.out,
+        conclusion,
+    ))
+}
+
+/// The white-cell differential panel.
+fn differential_results(
+    task: &str,
+    report: &Value,
+    src: &Source,
+    versions: &mut Vec<DeviceVersion>,
+    property: &mut Vec<DeviceProperty>,
+) -> Result<Built, FhirError> {
+    let r: DifferentialReportIn = parse(task, report)?;
+    let d = &r.differential;
+    differential_device(versions, property, d)?;
+    let mut res = Results {
+        src,
+        issued: &r.created_at,
+        out: Vec::new(),
+    };
+    res.differential(d)?;
+    let conclusion = format!(
+        "White-cell differential of {} leukocytes classified in {} field(s); {} white \
+         cell(s) left for review. Percentages are of the leukocytes classified.",
+        d.leukocytes_classified,
+        src.fields.len(),
+        d.review
+    );
+    Ok((
+        CodeableConcept::code(
+            LOINC,
+            "69738-3",
+            "Differential panel, method unspecified - Blood",
+        ),
+        r.created_at.clone(),
+        res.out,
+        conclusion,
+    ))
+}
+
+/// The malaria finding, the counts behind it and the parasitized share.
+fn malaria_results(
+    task: &str,
+    report: &Value,
+    src: &Source,
+    versions: &mut Vec<DeviceVersion>,
+    property: &mut Vec<DeviceProperty>,
+) -> Result<Built, FhirError> {
+    let r: MalariaIn = parse(task, report)?;
+    versions.push(model_version("parasite classifier", &r.model));
+    property.push(threshold(
+        "parasite-threshold",
+        "Probability at or above which a red cell is called parasitized",
+        r.parasite_threshold,
+    )?);
+    let classified = r.positive_count + r.negative_count;
+    let mut res = Results {
+        src,
+        issued: &r.created_at,
+        out: Vec::new(),
+    };
+    let (l, display) = MALARIA_LOINC;
+    // With no whole red cell in the photos nothing was examined: a
+    // lab system reads the coded value, so "Not detected" would be
+    // a negative result the appliance never obtained.
+    let (finding, finding_display) = if r.positive_count > 0 {
+        ("260373001", "Detected")
+    } else if classified == 0 {
+        ("82334004", "Indeterminate")
+    } else {
+        ("260415000", "Not detected")
+    };
+    let o = res.push("malaria", CodeableConcept::code(LOINC, l, display));
+    o.value_codeable_concept = Some(CodeableConcept::code(SNOMED, finding, finding_display));
+    o.note = note(if classified == 0 {
+        "Indeterminate: no whole red cell was found in the uploaded fields, so none \
+         was examined for parasites."
+            .to_string()
+    } else {
+        format!(
+            "Detected when at least one red cell is called parasitized: {} of \
+             {classified} whole red cells classified.",
+            r.positive_count
+        )
+    });
+    o.derived_from = vec![
+        Reference::local("rbc-parasitized"),
+        Reference::local("rbc-classified"),
+    ];
+    res.count(
+        "rbc-parasitized",
+        "Parasitized red cells seen in the uploaded fields",
+        r.positive_count,
+    );
+    res.count(
+        "rbc-classified",
+        "Whole red cells classified for parasites in the uploaded fields",
+        classified,
+    );
+    // A share of no cells means nothing ("0 %" would read as a
+    // result), as with the differential's percentages.
+    if classified > 0 {
+        let share = 100.0 * r.positive_count as f64 / classified as f64;
+        let o = res.push(
+            "rbc-parasitized-percent",
+            CodeableConcept::code(
+                LOCAL,
+                "rbc-parasitized-percent",
+                "Parasitized red cells per 100 red cells classified",
+            ),
+        );
+        o.value_quantity = Some(Quantity::percent(share, "parasitized share")?);
+        o.note = note("The share of the classified red cells, in the uploaded fields only.");
+    }
+    let conclusion = if classified == 0 {
+        format!(
+            "Malaria screen indeterminate: no whole red cell was found in {} field(s), so \
+             none was examined; photograph the smear's monolayer and repeat.",
+            src.fields.len()
+        )
+    } else {
+        format!(
+            "Plasmodium {}: {} of {classified} red cells classified as parasitized in {} \
+             field(s).",
+            finding_display.to_lowercase(),
+            r.positive_count,
+            src.fields.len()
+        )
+    };
+    Ok((
+        CodeableConcept::code(
+            LOCAL,
+            "malaria-smear-screen",
+            "Malaria screen of a blood smear's uploaded fields",
+        ),
+        r.created_at.clone(),
+        res.out,
+        conclusion,
+    ))
 }
 
 fn model_version(kind: &str, model: &str) -> DeviceVersion {
