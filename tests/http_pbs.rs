@@ -11,7 +11,9 @@ use argus::cli::manage::Command;
 use argus::families::pbs::manage::PbsCommand;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::pbs::{call, configure, login, new_study, setup_org, upload, wait_ready, HOST};
+use common::pbs::{
+    call, configure, login, new_study, setup_org, study_with_a_photo, upload, wait_ready, HOST,
+};
 use common::receiver::receiver;
 use common::{fixture, json, start, start_in, ROOT};
 use serde_json::{json, Value};
@@ -517,16 +519,7 @@ async fn an_admin_deletes_a_study_and_its_photos() {
     let lab = login(&s, "lab@clinic-a.test").await;
     let admin = login(&s, "admin@clinic-a.test").await;
     let other = login(&s, "admin@clinic-b.test").await;
-    let id = new_study(&s, &lab, json!({"patient_proxy_id": "P1"})).await;
-    let (st, _) = upload(
-        &s,
-        &id,
-        "file_name=a.png",
-        &lab,
-        fixture("smear_cbc_crop.png"),
-    )
-    .await;
-    assert_eq!(st, 201);
+    let id = study_with_a_photo(&s, &lab, json!({"patient_proxy_id": "P1"})).await;
     let path = format!("/pbs/{id}");
     // A user may not delete; another organisation's admin does not see it.
     assert_eq!(call(&s, "DELETE", &path, &lab, None).await.0, 403);
@@ -582,16 +575,7 @@ async fn roles_and_organisation_isolation() {
     let admin = login(&s, "admin@clinic-a.test").await;
     let other = login(&s, "lab@clinic-b.test").await;
 
-    let id = new_study(&s, &device, json!({"slide": "S1"})).await;
-    let (st, _) = upload(
-        &s,
-        &id,
-        "file_name=a.png",
-        &device,
-        fixture("smear_cbc_crop.png"),
-    )
-    .await;
-    assert_eq!(st, 201);
+    let id = study_with_a_photo(&s, &device, json!({"slide": "S1"})).await;
     let (st, _) = call(&s, "GET", &format!("/pbs/{id}/status"), &device, None).await;
     assert_eq!(st, 200);
     for (path, method) in [
@@ -904,15 +888,7 @@ async fn callback_is_signed_and_retried_after_a_failure() {
     .await;
     let org = setup_org(&s, "clinic-a").await;
     let token = login(&s, "lab@clinic-a.test").await;
-    let id = new_study(&s, &token, json!({})).await;
-    upload(
-        &s,
-        &id,
-        "file_name=a.png",
-        &token,
-        fixture("smear_cbc_crop.png"),
-    )
-    .await;
+    let id = study_with_a_photo(&s, &token, json!({})).await;
     let url = format!("https://localhost:{port}/pbs_report_is_ready/{id}/sig123");
     let (st, _) = call(
         &s,
@@ -1152,16 +1128,7 @@ async fn internal_callback_urls_are_refused_at_request_time() {
     .await;
     setup_org(&s, "clinic-a").await;
     let token = login(&s, "lab@clinic-a.test").await;
-    let id = new_study(&s, &token, json!({})).await;
-    let (st, v) = upload(
-        &s,
-        &id,
-        "file_name=a.png",
-        &token,
-        fixture("smear_cbc_crop.png"),
-    )
-    .await;
-    assert_eq!(st, 201, "{v}");
+    let id = study_with_a_photo(&s, &token, json!({})).await;
     for url in [
         "https://127.0.0.1:9999/x",
         "https://169.254.169.254/",

@@ -106,6 +106,16 @@ pub async fn new_study(s: &Server, token: &str, tags: Value) -> String {
     v["results"]["pbs_study_id"].as_str().unwrap().to_string()
 }
 
+/// A new study of `token`'s organisation holding one photo (the smear
+/// crop fixture); its id.
+pub async fn study_with_a_photo(s: &Server, token: &str, tags: Value) -> String {
+    let id = new_study(s, token, tags).await;
+    let photo = super::fixture("smear_cbc_crop.png");
+    let (st, v) = upload(s, &id, "file_name=a.png", token, photo).await;
+    assert_eq!(st, 201, "{v}");
+    id
+}
+
 pub async fn wait_ready(s: &Server, id: &str, token: &str) -> Value {
     for _ in 0..1200 {
         let (st, v) = call(s, "GET", &format!("/pbs/{id}/status"), token, None).await;
