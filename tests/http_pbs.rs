@@ -545,6 +545,43 @@ async fn an_admin_deletes_a_study_and_its_photos() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_name_in_two_organisations_signs_in_to_either() {
+    let s = start(configure).await;
+    // The same user name and the same password in two organisations.
+    common::pbs::add_user(&s, "clinic-b", "lab@shared.test", "user").await;
+    common::pbs::add_user(&s, "clinic-a", "lab@shared.test", "user").await;
+    let hash = hex::encode(sha2::Sha256::digest(b"correct horse battery"));
+    for (org, want) in [
+        (None, Some("clinic-a")),
+        (Some("clinic-b"), Some("clinic-b")),
+        (Some("clinic-a"), Some("clinic-a")),
+        (Some("clinic-c"), None),
+    ] {
+        let mut body = json!({"user": "lab@shared.test", "pass_hash": hash});
+        if let Some(o) = org {
+            body["org"] = json!(o);
+        }
+        let r = s
+            .client
+            .post(s.url("/auth/login"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        let v = json(r).await;
+        match want {
+            Some(w) => {
+                assert_eq!(st, 202, "{org:?}: {v}");
+                assert_eq!(v["results"]["user"]["organisation"], w, "{org:?}: {v}");
+            }
+            None => assert_eq!(st, 401, "{org:?}: {v}"),
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_password_reset_ends_the_users_sessions() {
     let s = start(configure).await;
     setup_org(&s, "clinic-a").await;

@@ -77,6 +77,12 @@ pub struct LoginBody {
     /// The hex SHA-256 of the password: 64 hex digits.
     #[serde(default)]
     pass_hash: String,
+    /// The organisation to sign in to: optional, and needed only by a user
+    /// whose user name and password are also another organisation's user's
+    /// (without it the first of them, by organisation name, signs in).
+    /// Not in the cloud API, which has one organisation per user name.
+    #[serde(default)]
+    org: Option<String>,
 }
 
 /// Sign in with a user name and password hash.
@@ -144,10 +150,17 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         ));
     }
     let (store, who, lookup) = (app.clinic.clone(), user.clone(), user.clone());
+    let org = b
+        .org
+        .map(|o| o.trim().to_string())
+        .filter(|o| !o.is_empty());
     // The login names no organisation: the user whose password it is,
     // among the organisations that have this user name.
     let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
-        let users = store.pbs.users_named(&lookup)?;
+        let mut users = store.pbs.users_named(&lookup)?;
+        if let Some(org) = &org {
+            users.retain(|u| &u.org == org);
+        }
         if users.is_empty() {
             crate::auth::password::burn_time(&hash);
         }
