@@ -515,12 +515,14 @@ async fn api_key_crud_shows_the_key_once() {
 async fn mask_preview_returns_json_with_the_image() {
     let s = start(|_| {}).await;
     s.new_admin("admin", PW).await;
-    let r = s
-        .client
-        .post(s.url("/api/v1/admin/test/mask?method=pixelate&strength=32&format=png"))
-        .basic_auth("admin", Some(PW))
-        .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
-        .send()
+    let preview = |query: &str| {
+        s.client
+            .post(s.url(&format!("/api/v1/admin/test/mask?{query}")))
+            .basic_auth("admin", Some(PW))
+            .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
+            .send()
+    };
+    let r = preview("method=pixelate&strength=32&format=png")
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
@@ -542,14 +544,7 @@ async fn mask_preview_returns_json_with_the_image() {
     assert!(v["profiling"]["mask_ms"].is_number() && v["profiling"]["encode_ms"].is_number());
     // Pixelate's default block size is no `strength` a client could send
     // back (1-999): it reads null, not 0.
-    let r = s
-        .client
-        .post(s.url("/api/v1/admin/test/mask?method=pixelate&confidence=0.6"))
-        .basic_auth("admin", Some(PW))
-        .multipart(Server::image_form(fixture("group.jpg"), "g.jpg"))
-        .send()
-        .await
-        .unwrap();
+    let r = preview("method=pixelate&confidence=0.6").await.unwrap();
     assert_eq!(r.status(), 200);
     let v = json(r).await;
     assert!(v["masking"]["strength"].is_null(), "{}", v["masking"]);

@@ -150,10 +150,62 @@ pub async fn run<F, Fut, E>(
     }
 }
 
+/// A retention sweep: `sweep` (blocking; returns how many things it
+/// removed) at start and every hour until `shutdown`, each removal logged
+/// with `what` and `days`. It works from the records' own times, so days
+/// that passed while the appliance was off are caught up at the next
+/// start; a failed sweep is logged and tried again an hour later.
+pub async fn hourly_sweep<F>(
+    what: &'static str,
+    days: u32,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    sweep: F,
+) where
+    F: Fn() -> Result<usize, crate::store::StoreError> + Send + Sync + Clone + 'static,
+{
+    loop {
+        match tokio::task::spawn_blocking(sweep.clone()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(deleted = n, days, "retention: deleted {what}"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "retention sweep of {what} failed; tried again in an hour")
+            }
+            Err(e) => tracing::warn!(error = %e, "retention sweep of {what} panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.wait_for(|v| *v) => return,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::Mutex;
+
+    /// A sweep runs at start (a failing one does not end the task) and
+    /// the task stops on shutdown, without waiting out the hour.
+    #[tokio::test]
+    async fn a_sweep_runs_at_start_and_stops_on_shutdown() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let counted = runs.clone();
+        let task = tokio::spawn(hourly_sweep("test things", 1, rx, move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(StoreError::Corrupt("a failing sweep".into()))
+        }));
+        let ran = || runs.load(std::sync::atomic::Ordering::SeqCst);
+        while ran() < 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops on shutdown")
+            .unwrap();
+        assert_eq!(ran(), 1);
+    }
 
     #[test]
     fn jobs_come_out_in_the_order_they_were_queued() {

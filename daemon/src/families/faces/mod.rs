@@ -158,38 +158,18 @@ impl Family for Faces {
         if days == 0 || !self.config.storage.enabled {
             return Vec::new();
         }
-        vec![tokio::spawn(retention(self, days, shutdown))]
+        // `storage.retention_days`: the images older than that (records,
+        // original, masked outputs).
+        let sweep = move || self.records.sweep_older_than(&self.store, days);
+        vec![tokio::spawn(crate::jobs::hourly_sweep(
+            "images older than storage.retention_days",
+            days,
+            shutdown,
+            sweep,
+        ))]
     }
 
     fn stop(&self) {
         self.batcher.shutdown();
-    }
-}
-
-/// `storage.retention_days`: at start and every hour, delete the images
-/// older than that (records, original, masked outputs). It works from the
-/// records' times, so days that passed while the appliance was off are
-/// caught up at the next start.
-async fn retention(faces: Arc<Faces>, days: u32, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let f = faces.clone();
-        let swept =
-            tokio::task::spawn_blocking(move || f.records.sweep_older_than(&f.store, days)).await;
-        match swept {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(
-                deleted = n,
-                days,
-                "retention: deleted images older than storage.retention_days"
-            ),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "retention sweep failed; tried again in an hour")
-            }
-            Err(e) => tracing::warn!(error = %e, "retention sweep panicked"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
     }
 }

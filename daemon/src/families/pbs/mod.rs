@@ -208,42 +208,19 @@ impl Family for Pbs {
         ))];
         let days = self.clinic.config.pbs.retention_days;
         if days > 0 {
-            tasks.push(tokio::spawn(retention(self.clinic.clone(), days, shutdown)));
+            // The studies older than that (records, cells, photos).
+            let clinic = self.clinic.clone();
+            tasks.push(tokio::spawn(crate::jobs::hourly_sweep(
+                "PBS studies older than pbs.retention_days",
+                days,
+                shutdown,
+                move || clinic.sweep_older_than(days),
+            )));
         }
         tasks
     }
 
     fn stop(&self) {
         self.clinic.cells.shutdown();
-    }
-}
-
-/// `pbs.retention_days`: at start and every hour, delete the studies older
-/// than that (records, cells, photos). It works from the studies' creation
-/// times, so days that passed while the appliance was off are caught up at
-/// the next start.
-async fn retention(
-    clinic: Arc<Clinic>,
-    days: u32,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        let c = clinic.clone();
-        match tokio::task::spawn_blocking(move || c.sweep_older_than(days)).await {
-            Ok(Ok(0)) => {}
-            Ok(Ok(n)) => tracing::info!(
-                deleted = n,
-                days,
-                "retention: deleted PBS studies older than pbs.retention_days"
-            ),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "PBS retention sweep failed; tried again in an hour")
-            }
-            Err(e) => tracing::warn!(error = %e, "PBS retention sweep panicked"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
-            _ = shutdown.wait_for(|v| *v) => return,
-        }
     }
 }
