@@ -196,7 +196,11 @@ async fn images_jobs_downloads_and_delete() {
     assert_eq!(v["items"].as_array().unwrap().len(), 2);
     assert_eq!(v["items"][0]["id"], mask_image.as_str(), "newest first");
     assert_eq!(v["items"][0]["filename"], "group.jpg");
-    assert!(v["items"][0]["processed_url"].is_string());
+    // An absolute URL a client fetches as it is.
+    let processed = v["items"][0]["processed_url"].as_str().unwrap().to_string();
+    assert!(processed.starts_with(&s.url("/blobs/")), "{processed}");
+    let r = s.client.get(&processed).send().await.unwrap();
+    assert_eq!(r.status(), 200);
     assert!(
         v["items"][1]["processed_url"].is_null(),
         "a detect-only image has no processed output"
@@ -457,15 +461,18 @@ async fn api_key_crud_shows_the_key_once() {
             .status(),
         401
     );
-    assert_eq!(
-        c(reqwest::Method::POST, "/api/v1/admin/api-keys")
-            .json(&json!({"name": ""}))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        422
-    );
+    for bad in ["", "line\nforged: key_created", "esc\u{1b}[2J"] {
+        assert_eq!(
+            c(reqwest::Method::POST, "/api/v1/admin/api-keys")
+                .json(&json!({ "name": bad }))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            422,
+            "{bad:?}"
+        );
+    }
     assert_eq!(
         c(reqwest::Method::POST, "/api/v1/admin/api-keys")
             .body("{not json")

@@ -43,7 +43,7 @@ fn sign(alg: &str, kid: Option<&str>, claims: &Value, key_file: &str) -> String 
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let key = ring::signature::RsaKeyPair::from_pkcs8(&pem_der(key_file)).unwrap();
-    let enc: &'static dyn ring::signature::RsaEncoding = if alg == "RS384" {
+    let enc: &'static dyn ring::signature::RsaEncoding = if alg == "RS384" || alg == "RSA384" {
         &ring::signature::RSA_PKCS1_SHA384
     } else {
         &ring::signature::RSA_PKCS1_SHA256
@@ -105,21 +105,42 @@ async fn study_flow_with_counts_malaria_and_revisions() {
     let fid = v["results"]["file_id"].as_str().unwrap().to_string();
     let want = format!("sha224-i-{}", hex::encode(sha2::Sha224::digest(&smear)));
     assert_eq!(fid, want);
-    // Idempotent by content.
+    // Idempotent by content: the reference's 201 again, nothing added.
     let (st, v) = upload(&s, &id, "content_type=image/png", &token, smear.clone()).await;
     assert_eq!(
         (st, v["results"]["file_id"].as_str().unwrap()),
-        (200, fid.as_str())
+        (201, fid.as_str())
     );
-    let (st, _) = upload(
+    assert_eq!(v["results"]["duplicate"], true, "{v}");
+    // A generic content_type leaves the type to file_name.
+    let q = "content_type=application/octet-stream&file_name=again.png";
+    let (st, v) = upload(&s, &id, q, &token, smear.clone()).await;
+    assert_eq!(
+        (st, v["results"]["duplicate"].clone()),
+        (201, json!(true)),
+        "{v}"
+    );
+    let (st, v) = upload(
         &s,
         &id,
-        "file_name=full.jpg",
+        "content_type=application/octet-stream",
         &token,
-        fixture("smear_cbc.jpg"),
+        smear.clone(),
     )
     .await;
-    assert_eq!(st, 201);
+    assert_eq!(st, 400, "{v}");
+    // The reference's Go example posts the file to the study's own path.
+    let r = s
+        .client
+        .post(s.url(&format!("/pbs/{id}?file_name=full.jpg")))
+        .header("Authorization", &token)
+        .body(fixture("smear_cbc.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, v) = call(&s, "GET", &format!("/pbs/{id}/status"), &token, None).await;
+    assert_eq!(v["results"]["files"], 2, "{v}");
 
     // Search by tag.
     let (st, v) = call(
@@ -141,7 +162,7 @@ async fn study_flow_with_counts_malaria_and_revisions() {
         "POST",
         &format!("/pbs/{id}/tasks"),
         &token,
-        Some(json!({"diagnostic_tasks": ["pbs_v1"]})),
+        Some(json!({"diagnostic_tasks": ["PBS_V2"]})),
     )
     .await;
     assert_eq!(st, 400);
@@ -161,10 +182,16 @@ async fn study_flow_with_counts_malaria_and_revisions() {
         "POST",
         &format!("/pbs/{id}/tasks"),
         &token,
-        Some(json!({"diagnostic_tasks": ["MALARIA_ANY_ANY", "CBC_COUNTS"]})),
+        // The reference's own example asks for "pbs_v1": every task.
+        Some(json!({"diagnostic_tasks": ["pbs_v1"]})),
     )
     .await;
     assert_eq!(st, 202, "{v}");
+    assert_eq!(
+        v["results"]["tasks"],
+        json!(["MALARIA_ANY_ANY", "CBC_COUNTS", "WBC_DIFFERENTIAL"]),
+        "{v}"
+    );
     // Frozen: no more uploads.
     let (st, _) = upload(&s, &id, "file_name=late.jpg", &token, fixture("coffee.jpg")).await;
     assert_eq!(st, 409);
@@ -378,6 +405,21 @@ async fn client_signed_tokens_and_every_rejection() {
         "/pbs",
         &sign(
             "RS384",
+            None,
+            &claims("clinic-a", user, "device"),
+            "client_pkcs8.pem",
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    // The reference names the same algorithm "RSA384".
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs",
+        &sign(
+            "RSA384",
             None,
             &claims("clinic-a", user, "device"),
             "client_pkcs8.pem",
@@ -615,13 +657,29 @@ async fn roles_and_organisation_isolation() {
     let id = study_with_a_photo(&s, &device, json!({"slide": "S1"})).await;
     let (st, _) = call(&s, "GET", &format!("/pbs/{id}/status"), &device, None).await;
     assert_eq!(st, 200);
-    for (path, method) in [
-        (format!("/pbs/{id}/report/CBC_COUNTS"), "GET"),
-        ("/pbs?tag.slide=S1".into(), "GET"),
-    ] {
-        let (st, _) = call(&s, method, &path, &device, None).await;
-        assert_eq!(st, 403, "device may not {path}");
-    }
+    // A device reads the reports of its own studies (none asked for yet
+    // here: 404), not of others', and does not search.
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &device,
+        None,
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+    let theirs = study_with_a_photo(&s, &admin, json!({"slide": "S2"})).await;
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{theirs}/report/CBC_COUNTS"),
+        &device,
+        None,
+    )
+    .await;
+    assert_eq!(st, 403, "{v}");
+    let (st, _) = call(&s, "GET", "/pbs?tag.slide=S1", &device, None).await;
+    assert_eq!(st, 403, "device may not search");
     let (st, _) = call(&s, "POST", "/pbs", &service, None).await;
     assert_eq!(st, 403, "service may not create");
     let (st, _) = upload(
@@ -951,6 +1009,8 @@ async fn callback_is_signed_and_retried_after_a_failure() {
             "{head}"
         );
         let v: Value = serde_json::from_str(body).unwrap();
+        // Also under the reference's spelling of the key.
+        assert_eq!(v["pbs_stody_id"], v["pbs_study_id"], "{v}");
         assert_eq!(
             (
                 v["pbs_study_id"].as_str().unwrap(),

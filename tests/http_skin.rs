@@ -618,15 +618,20 @@ async fn v3_flow_and_upload_rules() {
             .status(),
         403
     );
-    let (st, _) = call(
-        &s,
-        "POST",
-        &format!("/api/v3/companies/{}/batches/{bid}/compute/", t.company),
-        &t.token,
-        Some(json!({"app_args": null})),
-    )
-    .await;
-    assert_eq!(st, 200);
+    // As Swagger's curl sends it: a JSON content type and no body, which
+    // the reference (DRF) reads as `{}`.
+    let r = s
+        .client
+        .post(s.url(&format!(
+            "/api/v3/companies/{}/batches/{bid}/compute/",
+            t.company
+        )))
+        .header("Authorization", format!("Bearer {}", t.token))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let mut res = Value::Null;
     for _ in 0..600 {
         let (st, v) = call(&s, "GET", &format!("/api/v3/companies/{}/batches/{bid}/results/?expiration_seconds=600&with_masks=true&svg_masks=true", t.company), &t.token, None).await;
@@ -638,7 +643,24 @@ async fn v3_flow_and_upload_rules() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let params = &res["face_skin_metrics_3"]["parameters"];
-    assert!(params["ita"]["tag"].is_string(), "{res}");
+    // The reference's labels ("Very light" ... "Dark"), the name beside.
+    let label = params["ita"]["tag"].as_str().expect("an ITA tag");
+    assert!(
+        [
+            "Very light",
+            "Light",
+            "Intermediate",
+            "Tan",
+            "Brown",
+            "Dark"
+        ]
+        .contains(&label),
+        "{res}"
+    );
+    assert_eq!(
+        params["ita"]["class"].as_str().unwrap(),
+        label.to_lowercase().replace(' ', "_")
+    );
     assert!(params["ita"]["value"].is_number());
     assert!(params["age"]["age"].is_number());
     assert!(params.get("pores").is_none(), "no made-up parameters");
@@ -1123,6 +1145,65 @@ async fn retention_and_erasure() {
             .0,
         404
     );
+    // Bulk delete: all or none.
+    let list = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/",
+        t.company, t.dataset
+    );
+    let (a, _) = subject_and_batch(&s, &t, "bulk a").await;
+    let (b, _) = subject_and_batch(&s, &t, "Bulk b").await;
+    // DRF ordering: newest first by default, by name (any case) when asked.
+    let names = |v: &Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (ordering, want) in [
+        ("", ["Bulk b", "bulk a"]),
+        ("?ordering=name", ["bulk a", "Bulk b"]),
+        ("?ordering=-creation_time", ["Bulk b", "bulk a"]),
+        ("?ordering=creation_time,colour", ["bulk a", "Bulk b"]),
+    ] {
+        let (st, v) = call(&s, "GET", &format!("{list}{ordering}"), &t.token, None).await;
+        assert_eq!(
+            (st, names(&v)),
+            (200, want.map(String::from).to_vec()),
+            "{ordering}"
+        );
+    }
+    let gone = sid.clone();
+    let (st, v) = call(
+        &s,
+        "DELETE",
+        &list,
+        &t.token,
+        Some(json!({"ids": [a, gone]})),
+    )
+    .await;
+    assert_eq!(st, 404, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains(&sid), "{v}");
+    assert_eq!(
+        call(&s, "GET", &format!("{list}{a}/"), &t.token, None)
+            .await
+            .0,
+        200,
+        "kept"
+    );
+    let (st, v) = call(&s, "DELETE", &list, &t.token, Some(json!({"ids": []}))).await;
+    assert_eq!((st, v["ids"].is_array()), (400, true), "{v}");
+    let (st, _) = call(&s, "DELETE", &list, &t.token, Some(json!({"ids": [a, b]}))).await;
+    assert_eq!(st, 204);
+    for x in [&a, &b] {
+        assert_eq!(
+            call(&s, "GET", &format!("{list}{x}/"), &t.token, None)
+                .await
+                .0,
+            404
+        );
+    }
     s.stop().await;
 }
 

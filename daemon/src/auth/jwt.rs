@@ -149,7 +149,9 @@ pub fn parse(token: &str) -> Result<Parsed, Rejection> {
     let alg = match header.get("alg").and_then(Value::as_str) {
         Some("HS256") => Alg::Hs256,
         Some("RS256") => Alg::Rs256,
-        Some("RS384") => Alg::Rs384,
+        // "RSA384" is how the reference names RS384 (RSASSA-PKCS1-v1_5,
+        // SHA-384); a client that copied it signs exactly what RS384 checks.
+        Some("RS384" | "RSA384") => Alg::Rs384,
         Some(a) if a.eq_ignore_ascii_case("none") => {
             return Err(Rejection::new(
                 "alg",

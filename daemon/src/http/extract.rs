@@ -216,6 +216,95 @@ pub fn request_host(parts: &Parts) -> Option<&str> {
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
 }
 
+/// `scheme://host[:port]` of the appliance as this request reached it, for
+/// the absolute URLs answers carry (signed downloads, page links). The
+/// host is the request's own (a client behind a name or a port mapping
+/// gets URLs it can use); one with characters no host has is replaced by
+/// the listen address. The scheme is the listener's.
+pub fn origin(parts: &Parts, config: &crate::config::Config) -> String {
+    let host = request_host(parts)
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| config.listen.to_string());
+    let scheme = if config.tls.enabled { "https" } else { "http" };
+    format!("{scheme}://{host}")
+}
+
+/// [`origin`] as an extractor.
+pub struct Origin(pub String);
+
+impl<S> FromRequestParts<Arc<S>> for Origin
+where
+    S: Deref<Target = App> + Send + Sync + 'static,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<S>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(origin(parts, &state.config)))
+    }
+}
+
+/// An optional JSON body. No body, or one of only whitespace, is `None`
+/// whatever `Content-Type` says: clients (Swagger's curl, many HTTP
+/// libraries) send `Content-Type: application/json` with nothing after it,
+/// and the reference services (Django REST framework) read that as `{}`.
+/// Any other body is JSON as axum's `Json` reads it, with its rejections
+/// (400; 415 for another content type; 413 past the route's body limit),
+/// except that a body without `Content-Type` is taken for JSON and a UTF-8
+/// byte-order mark is skipped.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<S, T> axum::extract::FromRequest<S> for OptionalJson<T>
+where
+    S: Send + Sync,
+    T: serde::de::DeserializeOwned,
+{
+    type Rejection = axum::response::Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequest as _;
+        use axum::response::IntoResponse;
+        let headers = req.headers().clone();
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let body = super::without_bom(&bytes);
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        let json = headers.get(header::CONTENT_TYPE).is_none_or(|ct| {
+            ct.to_str().is_ok_and(|ct| {
+                let essence = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            })
+        });
+        if !json {
+            // axum's own 415, which it answers before reading a body.
+            let mut again = axum::extract::Request::new(axum::body::Body::empty());
+            *again.headers_mut() = headers;
+            return match axum::Json::<T>::from_request(again, state).await {
+                Ok(axum::Json(t)) => Ok(Self(Some(t))),
+                Err(e) => Err(e.into_response()),
+            };
+        }
+        axum::Json::<T>::from_bytes(body)
+            .map(|axum::Json(t)| Self(Some(t)))
+            .map_err(IntoResponse::into_response)
+    }
+}
+
 /// A caller of the face API: the API key it presented in `X-API-Key`
 /// (active, known), or `None` when `auth.api_key_enabled` is off.
 pub struct ApiKeyAuth(pub Option<ApiKeyRecord>);

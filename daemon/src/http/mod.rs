@@ -284,6 +284,11 @@ fn cors(c: &crate::config::CorsConfig) -> Option<tower_http::cors::CorsLayer> {
                 header::CONTENT_TYPE,
                 name("x-api-key"),
                 name("x-request-id"),
+                // The skin family's: the v3 upload answer tells a client to
+                // send this header with its PUT, and the PDF report takes
+                // its token in `access-token`.
+                name("x-goog-content-length-range"),
+                name("access-token"),
             ])
             .expose_headers([
                 name("x-request-id"),

@@ -36,6 +36,13 @@ use crate::http::openapi::TAG_CONSOLE;
 const LOGIN_COOKIE: &str = "argus_console_login";
 
 /// The operator as the admin API's handlers take them.
+
+/// The console's pages link files by path, relative to the page the
+/// browser already reached (behind a TLS proxy an absolute URL built from
+/// the listener's scheme would be mixed content).
+fn same_origin() -> crate::http::extract::Origin {
+    crate::http::extract::Origin(String::new())
+}
 fn admin_of(op: &Operator) -> Admin {
     Admin(op.username.clone())
 }
@@ -270,7 +277,7 @@ pub async fn images(
     op: Operator,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match admin::list_images(State(app), admin_of(&op), Query(q)).await {
+    match admin::list_images(State(app), admin_of(&op), same_origin(), Query(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &ImagesPage {
@@ -302,7 +309,7 @@ pub async fn image(
     op: Operator,
     Path(id): Path<String>,
 ) -> Response {
-    match admin::get_image(State(app), admin_of(&op), Path(id)).await {
+    match admin::get_image(State(app), admin_of(&op), same_origin(), Path(id)).await {
         Ok(image) => render(
             StatusCode::OK,
             &ImagePage {
@@ -362,7 +369,7 @@ pub async fn jobs(
 ) -> Response {
     let job_type = q.get("job_type").cloned().unwrap_or_default();
     let method = q.get("method").cloned().unwrap_or_default();
-    match admin::list_jobs(State(app), admin_of(&op), Query(q)).await {
+    match admin::list_jobs(State(app), admin_of(&op), same_origin(), Query(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &JobsPage {

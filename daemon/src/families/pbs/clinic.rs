@@ -31,6 +31,10 @@ pub const TASKS: [(&str, &str); 3] = [
     ),
 ];
 
+/// The name the reference's examples send (`{"diagnostic_tasks":
+/// ["pbs_v1"]}`): on the appliance it asks for every task in [`TASKS`].
+pub const ALL_TASKS: &str = "pbs_v1";
+
 pub fn is_known_task(t: &str) -> bool {
     TASKS.iter().any(|(name, _)| *name == t)
 }

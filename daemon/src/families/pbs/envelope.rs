@@ -19,6 +19,24 @@ use crate::store::StoreError;
 
 pub const VERSION: &str = concat!("argusd.", env!("CARGO_PKG_VERSION"));
 
+tokio::task_local! {
+    /// When the request being answered arrived: errors are built far from
+    /// the handler that knew it (extractors, `?`), yet their `debug_info`
+    /// still tells the whole time.
+    static ARRIVED: Instant;
+}
+
+/// Middleware of the family's routes: remembers the request's arrival for
+/// [`PbsError`]'s `debug_info.delta`.
+pub async fn note_arrival(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    ARRIVED.scope(Instant::now(), next.run(req)).await
+}
+
+/// The arrival noted by [`note_arrival`]; now outside it.
+fn arrival() -> Instant {
+    ARRIVED.try_with(|t| *t).unwrap_or_else(|_| Instant::now())
+}
+
 impl From<crate::imaging::budget::BudgetError> for PbsError {
     fn from(e: crate::imaging::budget::BudgetError) -> Self {
         use crate::imaging::budget::BudgetError;
@@ -165,7 +183,7 @@ pub struct ErrorBody {
 impl ErrorBody {
     fn new(status: StatusCode, error: String, user_message: &str) -> Self {
         Self {
-            debug_info: DebugInfo::since(Instant::now()),
+            debug_info: DebugInfo::since(arrival()),
             error,
             results: None,
             status: status.as_u16(),
@@ -226,11 +244,18 @@ pub fn envelope_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-/// An error as an envelope; `started` is unknown here, so delta is ~0.
+/// An error as an envelope. A fault's text (a store error, a failed worker)
+/// is logged, not sent: `error` then says only that the appliance failed.
 impl IntoResponse for PbsError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut body = ErrorBody::new(status, self.to_string(), self.user_message());
+        let error = match &self {
+            Self::Store(_) | Self::Internal(_) => {
+                "internal error on the appliance; its log has the cause".to_string()
+            }
+            _ => self.to_string(),
+        };
+        let mut body = ErrorBody::new(status, error, self.user_message());
         if let Self::Unauthorized(f) = &self {
             body.results = Some(AuthRejection {
                 claim: f.rejection.claim,
@@ -266,4 +291,42 @@ pub fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Res
     }
     serde_json::from_slice(body)
         .map_err(|e| PbsError::BadRequest(format!("body is not the expected JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use axum::response::IntoResponse;
+
+    use super::{PbsError, ARRIVED};
+
+    async fn body_of(e: PbsError) -> serde_json::Value {
+        let r = e.into_response();
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_error_times_the_whole_request_and_hides_faults() {
+        let arrived = Instant::now() - Duration::from_millis(250);
+        let v = ARRIVED
+            .scope(arrived, async {
+                body_of(PbsError::Internal(
+                    "sled: /var/lib/argus/db: disk full".into(),
+                ))
+                .await
+            })
+            .await;
+        let delta = v["debug_info"]["delta"].as_str().unwrap();
+        assert!(delta.ends_with("ms") && !delta.ends_with("µs"), "{delta}");
+        let ms: f64 = delta.trim_end_matches("ms").parse().unwrap();
+        assert!(ms >= 250.0, "{delta}");
+        assert_eq!(v["status"], 500);
+        assert!(!v["error"].as_str().unwrap().contains("sled"), "{v}");
+
+        // A client's error is its own to read.
+        let v = body_of(PbsError::BadRequest("version \"x\" is not a number".into())).await;
+        assert_eq!(v["error"], "version \"x\" is not a number");
+    }
 }

@@ -43,7 +43,12 @@ impl Action {
         match role {
             Role::Admin => true,
             Role::User => !matches!(self, ManageOrg | DeleteStudy),
-            Role::Device => matches!(self, CreateStudy | Upload | RequestTasks | ReadStatus),
+            // A scanner reads the interpretation of what it digitised; that
+            // it created the study is checked with the study in hand.
+            Role::Device => matches!(
+                self,
+                CreateStudy | Upload | RequestTasks | ReadStatus | ReadReport
+            ),
             Role::Service => matches!(self, ReadStatus | ReadReport | Search),
         }
     }

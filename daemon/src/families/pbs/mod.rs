@@ -33,7 +33,7 @@ use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use clinic::{is_known_task, Clinic, TASKS};
+pub use clinic::{is_known_task, Clinic, ALL_TASKS, TASKS};
 
 use crate::app::{App, Family};
 use crate::batch::{queue::Policy, Batcher};
@@ -178,7 +178,7 @@ impl Family for Pbs {
             .routes(routes!(api::upload_file))
             .routes(routes!(api::request_tasks))
             .routes(routes!(api::study_status))
-            .routes(routes!(api::delete_study))
+            .routes(routes!(api::delete_study, api::upload_file_at_study))
             .routes(routes!(api::study_report))
             .routes(routes!(console::studies))
             .routes(routes!(console::study))
@@ -186,6 +186,7 @@ impl Family for Pbs {
             .layer(axum::extract::DefaultBodyLimit::max(
                 self.config.limits.max_body_bytes,
             ))
+            .layer(axum::middleware::from_fn(envelope::note_arrival))
             .with_state(self)
     }
 

@@ -236,6 +236,7 @@ async fn finish_study(
     if let Some(url) = &finished.callback_url {
         let body = serde_json::to_string(&CallbackBody {
             pbs_study_id: id,
+            pbs_stody_id: id,
             report_status: finished.status.as_str(),
             progress: finished.progress,
         })

@@ -649,10 +649,15 @@ pub struct MalariaReport {
     pub created_at: String,
 }
 
-/// The body of a report callback.
+/// The body of a report callback: `{pbs_study_id, pbs_stody_id,
+/// report_status, progress}`.
 #[derive(Debug, Serialize)]
 pub struct CallbackBody {
     pub pbs_study_id: Uuid,
+    /// The same id under the key the reference documents the callback with
+    /// (its spelling, `{"pbs_stody_id": ..., "report_status": "ready",
+    /// "progress": 1.0}`), so a receiver written to that text finds it.
+    pub pbs_stody_id: Uuid,
     pub report_status: &'static str,
     #[serde(serialize_with = "ser_fraction")]
     pub progress: f32,

@@ -308,9 +308,37 @@ pub fn is_application(id: Uuid) -> bool {
     id == APPLICATION_ID || id == FACE_METRICS_2_ID
 }
 
+/// Names of the reference's application that a client may filter results
+/// by, as it does on the cloud service ("Face Skin Metrics" in its guide,
+/// "Face Metrics 2.0" the product): the appliance's runs answer to them.
+pub const APPLICATION_NAME_ALIASES: [&str; 2] = ["Face Skin Metrics", "Face Metrics 2.0"];
+
+/// Whether `name` names the appliance's application (its own name or one
+/// of [`APPLICATION_NAME_ALIASES`]; case and surrounding spaces aside).
+pub fn is_application_name(name: &str) -> bool {
+    let n = name.trim();
+    std::iter::once(APPLICATION_NAME)
+        .chain(APPLICATION_NAME_ALIASES)
+        .any(|a| a.eq_ignore_ascii_case(n))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reference_names_of_the_application_are_accepted() {
+        for n in [
+            "argus Skin Metrics",
+            "Face Skin Metrics",
+            " face metrics 2.0 ",
+        ] {
+            assert!(is_application_name(n), "{n}");
+        }
+        for n in ["Face Metrics 1.0", "", "Skin"] {
+            assert!(!is_application_name(n), "{n}");
+        }
+    }
 
     #[test]
     fn dictionary_covers_all_27_parameters_once() {

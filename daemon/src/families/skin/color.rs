@@ -156,6 +156,37 @@ impl ItaClass {
         }
     }
 
+    /// Every class, lightest first.
+    pub const ALL: [Self; 6] = [
+        Self::VeryLight,
+        Self::Light,
+        Self::Intermediate,
+        Self::Tan,
+        Self::Brown,
+        Self::Dark,
+    ];
+
+    /// The class as the reference's skin-tone classification writes it
+    /// ("Very light", ..., "Dark"), for tags a person reads.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::VeryLight => "Very light",
+            Self::Light => "Light",
+            Self::Intermediate => "Intermediate",
+            Self::Tan => "Tan",
+            Self::Brown => "Brown",
+            Self::Dark => "Dark",
+        }
+    }
+
+    /// The label of the class named `name` (its [`Self::name`]).
+    pub fn label_of(name: &str) -> Option<&'static str> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == name)
+            .map(Self::label)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::VeryLight => "very_light",

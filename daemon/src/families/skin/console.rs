@@ -343,6 +343,7 @@ fn value_rows(i: &Image) -> Vec<ValueRow> {
         .filter(|r| r.algorithm_version_id != FACE_DETECTOR)
         .collect();
     results.sort_by_key(|r| r.algorithm_version_id);
+    let params = super::present::stored_parameters(i);
     results
         .into_iter()
         .map(|r| {
@@ -360,7 +361,7 @@ fn value_rows(i: &Image) -> Vec<ValueRow> {
             let main = &r.result["area_results"][0]["main_metric"];
             let tag = alg
                 .and_then(|a| a.parameter)
-                .and_then(|p| i.parameters.as_ref()?.get(p)?.get("tag"))
+                .and_then(|p| params.as_ref()?.get(p)?.get("tag"))
                 .map(shown)
                 .unwrap_or_default();
             ValueRow {
@@ -641,12 +642,13 @@ mod tests {
                 creation_time: String::new(),
             },
         ];
+        // Stored by an earlier version: the class's name, shown as its label.
         i.parameters = Some(serde_json::json!({"ita": {"tag": "very_light"}}));
         let rows = value_rows(&i);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].metric, "ITA");
         assert_eq!(rows[0].value, "41.5°");
-        assert_eq!(rows[0].note, "very light");
+        assert_eq!(rows[0].note, "Very light");
         assert_eq!(rows[1].value, "not computed");
         assert_eq!(rows[1].note, "Too blurry");
         assert_eq!(

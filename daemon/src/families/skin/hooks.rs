@@ -53,10 +53,13 @@ pub struct WebhookBody {
     /// Required with an `authorization`.
     pub authorization_value: Option<String>,
     /// Default true.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub enabled: Option<bool>,
     /// Accepted for compatibility; the appliance has no surveys.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub add_survey_answers: Option<bool>,
     /// Accepted for compatibility; every image gets its own call.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub merge_webhooks: Option<bool>,
 }
 

@@ -161,6 +161,7 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
             .is_none()
             .then(|| crate::store::unix_now() + skin.config.skin_api.upload_url_secs),
         results_cleared_unix: None,
+        queued_unix: None,
     };
     let (records, store, queue, x) = (
         skin.records.clone(),
@@ -232,6 +233,7 @@ pub fn queue_if_uploaded(
         }
         i.status = ImageStatus::Queued;
         i.results_cleared_unix = None;
+        i.queued_unix = Some(unix_now());
         if let Some(ds) = ds {
             i.enabled = enabled_for(ds);
             i.app_run_id = ds.run.as_ref().map(|r| r.id);

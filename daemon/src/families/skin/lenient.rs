@@ -43,11 +43,7 @@ impl<'de> Deserialize<'de> for NumOrText {
             }
             fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<NumOrText, E> {
                 // DRF takes "3.0" as 3, as it takes 3.0.
-                let s = s.trim();
-                let s = match s.split_once('.') {
-                    Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
-                    _ => s,
-                };
+                let s = whole(s);
                 match s.parse::<i128>() {
                     Ok(n) if n < 0 => Err(E::custom(NEGATIVE)),
                     Ok(n) => u64::try_from(n)
@@ -58,6 +54,15 @@ impl<'de> Deserialize<'de> for NumOrText {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// `s` without a fraction of zeros (`"3.0"` -> `"3"`), trimmed.
+fn whole(s: &str) -> &str {
+    let s = s.trim();
+    match s.split_once('.') {
+        Some((int, frac)) if !frac.is_empty() && frac.bytes().all(|b| b == b'0') => int,
+        _ => s,
     }
 }
 
@@ -117,6 +122,19 @@ pub fn opt_opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>
     ))
 }
 
+/// `Option<Vec<u32>>` whose items are numbers or numeric strings.
+pub fn opt_u32_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u32>>, D::Error> {
+    Option::<Vec<NumOrText>>::deserialize(d)?
+        .map(|v| v.into_iter().map(to_u32).collect())
+        .transpose()
+}
+
+/// A whole number as text in DRF's leniency (`"14"`, `"14.0"`; not
+/// `"14.5"`), for query parameters.
+pub fn parse_u64(s: &str) -> Option<u64> {
+    whole(s).parse::<u64>().ok()
+}
+
 /// A boolean from `true`/`false`, 1/0 or their spellings as text.
 pub fn parse_bool(s: &str) -> Option<bool> {
     match s.trim().to_ascii_lowercase().as_str() {
@@ -143,6 +161,8 @@ mod tests {
         days: Option<Option<u32>>,
         #[serde(default, deserialize_with = "opt_bool")]
         b: Option<bool>,
+        #[serde(default, deserialize_with = "opt_u32_list")]
+        ids: Option<Vec<u32>>,
     }
 
     fn t(s: &str) -> Result<T, serde_json::Error> {
@@ -175,5 +195,15 @@ mod tests {
         let uri: axum::http::Uri = "/x?n=3&b=False".parse().unwrap();
         let q = axum::extract::Query::<T>::try_from_uri(&uri).unwrap().0;
         assert_eq!((q.n, q.b), (Some(3), Some(false)));
+        assert_eq!(
+            t(r#"{"ids": [30, "31", "40.0"]}"#).unwrap().ids,
+            Some(vec![30, 31, 40])
+        );
+        assert!(msg(r#"{"ids": [30, "x"]}"#).starts_with(NOT_INTEGER));
+        assert_eq!(t(r#"{"ids": null}"#).unwrap().ids, None);
+        assert_eq!(
+            ["14", " 14.0 ", "14.5", "-1", "x"].map(parse_u64),
+            [Some(14), Some(14), None, None, None]
+        );
     }
 }

@@ -5,8 +5,9 @@
 //! `sub_metrics`), the v3 `parameters` (each `{tag, ...}`), the quality
 //! reason codes and the detection error.
 //!
-//! Tags: `ita` and `skintone` carry the ITA class (Del Bino 2006 bands),
-//! `age` its decade. `redness` and `dark_circles` carry `tag: null`: no
+//! Tags: `ita` and `skintone` carry the ITA class (Del Bino 2006 bands)
+//! as the reference labels it ("Very light" ... "Dark"; `class`/`value`
+//! keep the snake_case name), `age` its decade. `redness` and `dark_circles` carry `tag: null`: no
 //! published band maps a* or ΔL* of a selfie to a grade, and the appliance
 //! does not invent one (`tag_note` says so).
 
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::analyze::{Analysis, Detected};
 use super::catalog::{self, FACE_DETECTOR};
+use super::color::ItaClass;
 
 /// What the API stores and serves for one analysed photo.
 #[derive(Debug, Clone)]
@@ -196,21 +198,21 @@ fn parameter(a: &Analysis, param: &str) -> Option<Value> {
     Some(match param {
         "ita" => {
             let i = m.ita.as_ref()?;
-            json!({"tag": i.class, "value": r1(i.value), "l": r1(i.l), "a": r1(i.a), "b": r1(i.b),
+            json!({"tag": ItaClass::label_of(i.class), "class": i.class, "value": r1(i.value), "l": r1(i.l), "a": r1(i.a), "b": r1(i.b),
                 "areas": i.areas.iter().map(|(k, c)| (k.name().to_string(), json!({"ita": r1(c.ita), "class": c.ita_class.name(), "l": r1(c.l), "a": r1(c.a), "b": r1(c.b)}))).collect::<serde_json::Map<_, _>>()})
         }
         "skintone" => {
             let s = m.skintone.as_ref()?;
-            json!({"tag": s.value, "value": s.value, "ita": r1(s.ita)})
+            json!({"tag": ItaClass::label_of(s.value), "value": s.value, "ita": r1(s.ita)})
         }
         "redness" => {
             let r = m.redness.as_ref()?;
-            json!({"tag": null, "tag_note": NO_BAND, "score": r1(r.erythema_index), "erythema_index": r1(r.erythema_index), "a_mean": r1(r.a_mean),
+            json!({"tag": null, "tag_note": NO_BAND, "erythema_index": r1(r.erythema_index), "a_mean": r1(r.a_mean),
                 "areas": r.areas.iter().map(|(k, x)| (k.name().to_string(), json!({"erythema_index": r1(x.erythema_index), "a_mean": r1(x.a_mean), "a_p90": r1(x.a_p90)}))).collect::<serde_json::Map<_, _>>()})
         }
         "dark_circles" => {
             let d = m.dark_circles.as_ref()?;
-            json!({"tag": null, "tag_note": NO_BAND, "score": r2(d.delta_l), "delta_l": r2(d.delta_l), "delta_e": r2(d.delta_e)})
+            json!({"tag": null, "tag_note": NO_BAND, "delta_l": r2(d.delta_l), "delta_e": r2(d.delta_e)})
         }
         "age" => {
             let g = m.age.as_ref()?;
@@ -221,6 +223,37 @@ fn parameter(a: &Analysis, param: &str) -> Option<Value> {
     })
 }
 
+/// Image `img`'s stored v3 parameters as the current version presents
+/// them: an analysis stored before 2026-12-03 carried the ITA class's
+/// snake_case name as `ita`/`skintone` `tag` (now its label, the name in
+/// `class`) and a `score` on `redness` and `dark_circles` (now none; see
+/// below), and is shown as a new one would be.
+pub fn stored_parameters(img: &super::records::Image) -> Option<Value> {
+    let mut p = img.parameters.clone()?;
+    for name in ["ita", "skintone"] {
+        let Some(o) = p.get_mut(name).and_then(Value::as_object_mut) else {
+            continue;
+        };
+        let old = o.get("tag").and_then(Value::as_str).map(str::to_string);
+        if let Some(label) = old.as_deref().and_then(ItaClass::label_of) {
+            if name == "ita" {
+                o.entry("class").or_insert_with(|| json!(old));
+            }
+            o.insert("tag".into(), json!(label));
+        }
+    }
+    for name in ["redness", "dark_circles"] {
+        if let Some(o) = p.get_mut(name).and_then(Value::as_object_mut) {
+            o.remove("score");
+        }
+    }
+    Some(p)
+}
+
+// No `score` for these two: clients grade a `score` by the reference's
+// 0-100 bands (higher is better), and an erythema index or a ΔL* is
+// neither on that scale nor in that direction; a grade from it would be
+// wrong, often inverted.
 const NO_BAND: &str =
     "no published band grades this measurement on selfies; the value is reported without a grade";
 
@@ -320,4 +353,33 @@ pub fn main_value(result: &Value) -> Option<f64> {
         .get("main_metric")?
         .get("value")?
         .as_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::stored_parameters;
+
+    #[test]
+    fn parameters_stored_by_an_earlier_version_read_as_new_ones() {
+        let (_, _, _, mut img) = super::super::views::tests::records();
+        img.parameters = Some(json!({
+            "ita": {"tag": "very_light", "value": 60.1},
+            "skintone": {"tag": "tan", "value": "tan"},
+            "redness": {"tag": null, "score": 12.3, "erythema_index": 12.3},
+            "dark_circles": {"tag": null, "score": -1.2, "delta_l": -1.2},
+        }));
+        let p = stored_parameters(&img).unwrap();
+        assert_eq!(p["ita"]["tag"], "Very light");
+        assert_eq!(p["ita"]["class"], "very_light");
+        assert_eq!(p["skintone"]["tag"], "Tan");
+        assert_eq!(p["skintone"]["value"], "tan");
+        assert!(p["redness"].get("score").is_none());
+        assert!(p["dark_circles"].get("score").is_none());
+        assert_eq!(p["redness"]["erythema_index"], 12.3);
+        // A current one is left as it is.
+        img.parameters = Some(p.clone());
+        assert_eq!(stored_parameters(&img).unwrap(), p);
+    }
 }

@@ -188,6 +188,10 @@ pub struct Image {
     /// the analysis is over, its results deliberately gone.
     #[serde(default)]
     pub results_cleared_unix: Option<u64>,
+    /// Unix seconds when it was last put on the analysis queue (retention
+    /// lets a queued photo be analysed first, for a while).
+    #[serde(default)]
+    pub queued_unix: Option<u64>,
 }
 
 impl Image {
@@ -442,6 +446,7 @@ mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            queued_unix: None,
         };
         SkinStore::put(&s.images, id, &img).unwrap();
         assert!(!img.all_calculated());

@@ -44,7 +44,8 @@ const MARGIN: f32 = 40.0;
 #[schema(example = json!({"anonymised": true}))]
 pub struct ReportOptions {
     /// Show the anonymised copy of the photo (always, once the original
-    /// is erased). Default false.
+    /// is erased). Default false; `true`/`false`, 1/0 or `True` as text.
+    #[serde(default, deserialize_with = "super::lenient::opt_bool")]
     pub anonymised: Option<bool>,
     /// The reference's browser options: accepted, unused.
     pub timeout: Option<u64>,
@@ -133,7 +134,7 @@ fn path_points(d: &str) -> Vec<(f32, f32)> {
 
 /// The metric lines of the page: (label, value, band).
 fn metric_lines(img: &Image) -> Vec<(String, String, String)> {
-    let p = img.parameters.clone().unwrap_or_default();
+    let p = super::present::stored_parameters(img).unwrap_or_default();
     let num = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.1}"));
     let mut out = Vec::new();
     if let Some(i) = p.get("ita") {
@@ -462,7 +463,7 @@ pub async fn pdf(
     caller: Caller,
     Path(ids): Path<(Uuid, Uuid, Uuid, Uuid, Uuid)>,
     Query(q): Query<ReportOptions>,
-    body: Option<axum::Json<ReportOptions>>,
+    crate::http::extract::OptionalJson(body): crate::http::extract::OptionalJson<ReportOptions>,
 ) -> SkinResult<Response> {
     let (_, sub) = super::v1::subject(&skin, &caller, ids.0, ids.1, ids.2).await?;
     let img = super::v1::image(&skin, &caller, ids).await?;
@@ -474,7 +475,7 @@ pub async fn pdf(
     );
     let want_anon = q
         .anonymised
-        .or(body.and_then(|b| b.0.anonymised))
+        .or(body.and_then(|b| b.anonymised))
         .unwrap_or(false);
     let (records, store) = (skin.records.clone(), skin.store.clone());
     let data = blocking(move || {

@@ -24,6 +24,8 @@ use super::service::Skin;
 use crate::store::{blocking, unix_now, Store, StoreError};
 
 const DAY: u64 = 86_400;
+/// How long a photo on the analysis queue is kept past its expiry.
+const QUEUED_GRACE_SECS: u64 = DAY;
 
 /// What retention does to one image at time `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,8 +39,18 @@ pub fn due(ds: &Dataset, img: &Image, now: u64) -> Due {
     let age = now.saturating_sub(img.created_unix);
     let has_images = img.blob.is_some() || !img.aux.is_empty();
     let finished = matches!(img.status, ImageStatus::Done | ImageStatus::Failed);
+    // A photo on the analysis queue is analysed first, however old its
+    // `creation_time` says it is: a back-dated upload would otherwise be
+    // erased between its arrival and its analysis, and fail; the next
+    // sweep after the analysis erases it. For a day at most: a queue that
+    // does not move must not keep photos past their time.
+    let queued = img.status == ImageStatus::Queued
+        && img
+            .queued_unix
+            .is_some_and(|t| now.saturating_sub(t) < QUEUED_GRACE_SECS);
     Due {
         erase_images: has_images
+            && !queued
             && (ds
                 .expire_images_after_days
                 .is_some_and(|n| age >= n as u64 * DAY)
@@ -281,6 +293,7 @@ mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            queued_unix: None,
         }
     }
 
@@ -318,5 +331,10 @@ mod tests {
         assert!(due(&now, &i, t0).erase_images);
         // Not before its results exist.
         assert!(!due(&now, &img(t0, ImageStatus::Queued), t0 + 99 * DAY).erase_images);
+        // A back-dated photo put on the queue is analysed first, for a day.
+        let mut queued = img(t0, ImageStatus::Queued);
+        queued.queued_unix = Some(t0 + 99 * DAY);
+        assert!(!due(&d, &queued, t0 + 99 * DAY + 3600).erase_images);
+        assert!(due(&d, &queued, t0 + 100 * DAY).erase_images);
     }
 }

@@ -74,20 +74,7 @@ impl Skin {
 
     /// `scheme://host` of the appliance as this request reached it.
     pub fn origin(&self, parts: &Parts) -> String {
-        // HTTP/2 names the host in the URI's authority, not a header.
-        let host = crate::http::extract::request_host(parts)
-            .filter(|h| {
-                h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            })
-            .map(str::to_string)
-            .unwrap_or_else(|| self.config.listen.to_string());
-        let scheme = if self.config.tls.enabled {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{host}")
+        crate::http::extract::origin(parts, &self.config)
     }
 }
 
@@ -207,7 +194,7 @@ fn routes() -> OpenApiRouter<Arc<Skin>> {
         routes!(v1::create_dataset, v1::list_datasets),
         routes!(v1::get_dataset, v1::update_dataset),
         routes!(v1::set_webhook, v1::get_webhook, v1::delete_webhook),
-        routes!(v1::create_subject, v1::list_subjects),
+        routes!(v1::create_subject, v1::list_subjects, v1::delete_subjects),
         routes!(v1::get_subject, v1::patch_subject, v1::delete_subject),
         routes!(v1::erase_subject_photos),
         routes!(v1::clear_subject_metadata),

@@ -198,7 +198,7 @@ pub struct ImageUrls {
     "face": {}, "id": "0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1", "image_erased": false,
     "image_type": {"id": 1, "name": "Selfie", "tech_name": "selfie"},
     "image_type_name": "Selfie", "image_type_tech_name": "selfie",
-    "light": 1, "light_id": 1, "light_name": "Regular", "light_tech_name": "regular",
+    "light": "Regular", "light_id": 1, "light_name": "Regular", "light_tech_name": "regular",
     "meta": null, "name": "front", "original_image_id": "0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1",
     "problems": [], "quality_feedback": null, "quality_issues": [], "quality_result": true,
     "quality_score": null, "side": {"id": 1, "name": "Front", "tech_name": "front"},
@@ -222,7 +222,9 @@ pub struct ImageView {
     pub image_type: Named,
     pub image_type_name: String,
     pub image_type_tech_name: String,
-    pub light: u32,
+    /// The light's name, as text (the reference lists `light` as a
+    /// string next to the `side` object); `light_id` is its id.
+    pub light: String,
     pub light_id: u32,
     pub light_name: String,
     pub light_tech_name: String,
@@ -272,7 +274,7 @@ pub fn image_view(i: &Image) -> ImageView {
         image_type: t.named(),
         image_type_name: t.name,
         image_type_tech_name: t.tech_name,
-        light: i.light_id,
+        light: "Regular".into(),
         light_id: i.light_id,
         light_name: "Regular".into(),
         light_tech_name: "regular".into(),
@@ -311,7 +313,8 @@ pub fn image_view(i: &Image) -> ImageView {
     "id": "0190f5a5-1b2c-7d3e-8f4a-5b6c7d8e9fa0", "images": [], "meta": null,
     "subject_id": "0190f5a5-0a1b-7c2d-9e3f-4a5b6c7d8e9f"}))]
 pub struct BatchView {
-    /// The application id its images were analysed under.
+    /// The application ids its images were sent to for analysis; empty
+    /// until one was.
     pub connected_applications: Vec<Uuid>,
     pub creation_time: String,
     pub dataset_id: Uuid,
@@ -323,7 +326,7 @@ pub struct BatchView {
 
 pub fn batch_view(b: &Batch, images: &[Image]) -> BatchView {
     BatchView {
-        connected_applications: vec![app_id(images.first())],
+        connected_applications: connected_applications(images),
         creation_time: b.creation_time.clone(),
         dataset_id: b.dataset_id,
         id: b.id,
@@ -455,6 +458,23 @@ pub fn app_id(i: Option<&Image>) -> uuid::Uuid {
         .unwrap_or(catalog::APPLICATION_ID)
 }
 
+/// The applications a batch's images were sent to for analysis (queued,
+/// done or failed), each once: none while no image was.
+pub fn connected_applications(images: &[Image]) -> Vec<uuid::Uuid> {
+    let mut out: Vec<uuid::Uuid> = Vec::new();
+    for i in images {
+        let sent = matches!(
+            i.status,
+            ImageStatus::Queued | ImageStatus::Done | ImageStatus::Failed
+        );
+        let a = app_id(Some(i));
+        if sent && !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 pub mod tests {
     use serde::Serialize;
@@ -555,6 +575,7 @@ pub mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            queued_unix: None,
         };
         (ds, sub, b, img)
     }
@@ -570,5 +591,23 @@ pub mod tests {
         assert_sorted(&batch_view(&b, std::slice::from_ref(&img)));
         assert_sorted(&result_rows(&img));
         assert_sorted(&aux_rows(&img));
+    }
+
+    #[test]
+    fn a_batch_is_connected_once_an_image_was_sent_for_analysis() {
+        let (_, _, _, img) = records();
+        let waiting = Image {
+            status: ImageStatus::Uploaded,
+            ..img.clone()
+        };
+        assert!(connected_applications(std::slice::from_ref(&waiting)).is_empty());
+        let done = Image {
+            status: ImageStatus::Done,
+            ..img
+        };
+        assert_eq!(
+            connected_applications(&[waiting, done.clone(), done.clone()]),
+            vec![app_id(Some(&done))]
+        );
     }
 }

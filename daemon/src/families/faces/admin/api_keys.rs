@@ -41,6 +41,13 @@ fn valid_name(name: &str) -> Result<String, ApiError> {
     if n.is_empty() || n.chars().count() > 100 {
         return Err(ApiError::Invalid("name must be 1 to 100 characters".into()));
     }
+    // Names are shown in the console, the CLI's table and the audit log,
+    // where a newline or an escape sequence would forge lines.
+    if n.chars().any(char::is_control) {
+        return Err(ApiError::Invalid(
+            "name must be printable characters (no control characters)".into(),
+        ));
+    }
     Ok(n.to_string())
 }
 
@@ -80,6 +87,8 @@ pub(in crate::families::faces) async fn new_key(
     let name = valid_name(name)?;
     let store = app.store.clone();
     let (full, rec) = blocking(move || keys::create(&store, &name)).await?;
+    // The key is shown this once: it must be on disk before it is shown.
+    app.store.flush_async().await?;
     audit_ok(app, "key_created", admin, ip, &rec.id.to_string());
     Ok(CreatedKey {
         view: key_view(&rec),

@@ -29,8 +29,8 @@ use crate::http::{ClientAddr, RequestId};
 use crate::store::{blocking, sha256_hex, unix_now, SessionRecord, StoreError};
 
 use crate::audit::{Event, Outcome};
-use crate::http::extract::ClientIp;
 use crate::http::extract::{check_admin_password, cookie, login_gate, ADMIN_LOGINS};
+use crate::http::extract::{ClientIp, Origin};
 
 mod api_keys;
 pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
@@ -210,11 +210,19 @@ pub async fn logout(
 
 // ---- images and jobs ----
 
-fn blob_url(app: &Faces, key: &str) -> String {
+/// A signed download of `key`, on this appliance's path (what a redirect
+/// needs).
+fn blob_path(app: &Faces, key: &str) -> String {
     app.signer.url(key, app.config.storage.signed_url_ttl_secs)
 }
 
-fn job_view(app: &Faces, j: &JobRecord) -> JobView {
+/// The same as an absolute URL under `origin`: the reference's
+/// `original_url`/`processed_url` are URLs a client downloads as they are.
+fn blob_url(app: &Faces, origin: &str, key: &str) -> String {
+    format!("{origin}{}", blob_path(app, key))
+}
+
+fn job_view(app: &Faces, origin: &str, j: &JobRecord) -> JobView {
     JobView {
         id: j.id,
         image_id: j.image_id,
@@ -224,12 +232,15 @@ fn job_view(app: &Faces, j: &JobRecord) -> JobView {
         face_count: j.face_count,
         inference_ms: j.inference_ms,
         total_ms: j.total_ms,
-        processed_url: j.processed_blob.as_deref().map(|k| blob_url(app, k)),
+        processed_url: j
+            .processed_blob
+            .as_deref()
+            .map(|k| blob_url(app, origin, k)),
         created_at: j.created_at.clone(),
     }
 }
 
-fn image_view(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
+fn image_view(app: &Faces, origin: &str, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
     let latest_processed = jobs.iter().find_map(|j| j.processed_blob.as_deref());
     ImageView {
         id: img.id,
@@ -242,8 +253,8 @@ fn image_view(app: &Faces, img: &ImageRecord, jobs: &[JobRecord]) -> ImageView {
         sha256: img.sha256.clone(),
         job_count: jobs.len(),
         created_at: img.created_at.clone(),
-        original_url: img.blob.as_deref().map(|k| blob_url(app, k)),
-        processed_url: latest_processed.map(|k| blob_url(app, k)),
+        original_url: img.blob.as_deref().map(|k| blob_url(app, origin, k)),
+        processed_url: latest_processed.map(|k| blob_url(app, origin, k)),
     }
 }
 
@@ -288,6 +299,7 @@ pub async fn stats(
 pub async fn list_images(
     State(app): State<Arc<Faces>>,
     _a: Admin,
+    Origin(origin): Origin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<schema::Page<ImageView>>, ApiError> {
     require_storage(&app)?;
@@ -304,7 +316,7 @@ pub async fn list_images(
     .await?;
     let items = listed
         .iter()
-        .map(|(jobs, img)| image_view(&app, img, jobs))
+        .map(|(jobs, img)| image_view(&app, &origin, img, jobs))
         .collect();
     Ok(Json(paginated(items, total, &p)))
 }
@@ -335,6 +347,7 @@ async fn find_job(app: &Faces, id: &str) -> Result<JobRecord, ApiError> {
 pub async fn get_image(
     State(app): State<Arc<Faces>>,
     _a: Admin,
+    Origin(origin): Origin,
     Path(id): Path<String>,
 ) -> Result<Json<ImageDetail>, ApiError> {
     require_storage(&app)?;
@@ -342,8 +355,8 @@ pub async fn get_image(
     let (store, iid) = (app.records.clone(), img.id);
     let jobs = blocking(move || store.jobs_for_image(iid)).await?;
     Ok(Json(ImageDetail {
-        image: image_view(&app, &img, &jobs),
-        jobs: jobs.iter().map(|j| job_view(&app, j)).collect(),
+        image: image_view(&app, &origin, &img, &jobs),
+        jobs: jobs.iter().map(|j| job_view(&app, &origin, j)).collect(),
     }))
 }
 
@@ -411,7 +424,7 @@ pub async fn download_image(
     require_storage(&app)?;
     let img = find_image(&app, &id).await?;
     match &img.blob {
-        Some(k) => Ok(redirect(blob_url(&app, k))),
+        Some(k) => Ok(redirect(blob_path(&app, k))),
         None => Err(ApiError::NotFound(
             "The original of this image was not kept (storage.keep_originals is off)".into(),
         )),
@@ -430,6 +443,7 @@ pub async fn download_image(
 pub async fn list_jobs(
     State(app): State<Arc<Faces>>,
     _a: Admin,
+    Origin(origin): Origin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<schema::Page<JobView>>, ApiError> {
     require_storage(&app)?;
@@ -448,7 +462,7 @@ pub async fn list_jobs(
     let (store, (pg, per)) = (app.records.clone(), (p.page, p.per_page));
     let (jobs, total) = blocking(move || store.list_jobs(&filter, pg, per)).await?;
     Ok(Json(paginated(
-        jobs.iter().map(|j| job_view(&app, j)).collect(),
+        jobs.iter().map(|j| job_view(&app, &origin, j)).collect(),
         total,
         &p,
     )))
@@ -466,12 +480,13 @@ pub async fn list_jobs(
 pub async fn get_job(
     State(app): State<Arc<Faces>>,
     _a: Admin,
+    Origin(origin): Origin,
     Path(id): Path<String>,
 ) -> Result<Json<JobDetail>, ApiError> {
     require_storage(&app)?;
     let j = find_job(&app, &id).await?;
     Ok(Json(JobDetail {
-        job: job_view(&app, &j),
+        job: job_view(&app, &origin, &j),
         params: j.params.clone(),
         detections: j.detections.clone(),
         processed_content_type: j.processed_content_type.clone(),
@@ -496,7 +511,7 @@ pub async fn download_job(
     require_storage(&app)?;
     let j = find_job(&app, &id).await?;
     match &j.processed_blob {
-        Some(k) => Ok(redirect(blob_url(&app, k))),
+        Some(k) => Ok(redirect(blob_path(&app, k))),
         None => Err(ApiError::NotFound(
             "This job has no processed image (detect jobs produce none)".into(),
         )),

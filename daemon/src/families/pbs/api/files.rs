@@ -17,7 +17,8 @@ pub struct UploadQuery {
     #[param(example = "MS12_12.jpg")]
     file_name: Option<String>,
     /// The file's type (`image/jpeg`, `image/png`, `image/tiff`,
-    /// `image/bmp`, `image/webp`); wins over `file_name`.
+    /// `image/bmp`, `image/webp`); wins over `file_name`, which is used
+    /// when this is absent or not one of those.
     #[param(example = "image/jpeg")]
     content_type: Option<String>,
 }
@@ -32,8 +33,10 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
         "image/webp" => Some("image/webp"),
         _ => None,
     };
-    if let Some(ct) = q.content_type.as_deref().filter(|c| !c.is_empty()) {
-        return by_mime(ct);
+    // A generic content_type (`application/octet-stream`, what many HTTP
+    // tools send) does not hide a file_name that tells the type.
+    if let Some(t) = q.content_type.as_deref().and_then(by_mime) {
+        return Some(t);
     }
     let name = q.file_name.as_deref()?;
     let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
@@ -56,8 +59,9 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
 /// file the analysis could not read (or one too small to analyse, under
 /// 75 px a side) is refused here; a file whose bytes are another accepted
 /// type than declared is kept as what its bytes are. Idempotent: the same
-/// bytes again answer 200 with `duplicate: true`. No more files once tasks
-/// were requested (409). Roles: admin, user, device.
+/// bytes again answer 201 as the first time, with `duplicate: true`, and
+/// change nothing. No more files once tasks were requested (409). Roles:
+/// admin, user, device.
 #[utoipa::path(
     post,
     path = "/pbs/{id}/files",
@@ -80,10 +84,8 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
         ),
     ),
     responses(
-        (status = 201, description = "The file was added.",
-         body = EnvelopeBody<schema::FileAdded>),
-        (status = 200, description = "These bytes were already in the study \
-         (`duplicate: true`); nothing changed.", body = EnvelopeBody<schema::FileAdded>),
+        (status = 201, description = "The file was added, or these bytes were already in \
+         the study (`duplicate: true`, nothing changed).", body = EnvelopeBody<schema::FileAdded>),
         (status = 400, description = "No usable `file_name` or `content_type`, an empty \
          body, a file that is not a usable image, or one too small to analyse.",
          body = ErrorBody),
@@ -141,8 +143,10 @@ pub async fn upload_file(
     }
     let file_id = format!("sha224-i-{}", hex::encode(sha2::Sha224::digest(&body)));
     if study.files.iter().any(|f| f.file_id == file_id) {
+        // The reference's answer to a repeated upload is its 201: a client
+        // retrying after a lost response sees what the first try got.
         return Ok(Envelope::ok(
-            StatusCode::OK,
+            StatusCode::CREATED,
             schema::FileAdded {
                 pbs_study_id: study.id,
                 file_id,
@@ -189,6 +193,58 @@ pub async fn upload_file(
         },
         started,
     ))
+}
+
+/// Add a photo of the smear to a study, posted to the study's own path.
+///
+/// The same call as `POST /pbs/{id}/files`, with the same query, body,
+/// answers and roles: the reference's Go example posts the file to
+/// `/pbs/{id}?file_name=...`.
+#[utoipa::path(
+    post,
+    path = "/pbs/{id}",
+    operation_id = "pbs_upload_file_at_study",
+    tag = TAG_PBS,
+    security(("pbs_jwt" = [])),
+    params(
+        ("id" = Uuid, Path, description = "The study's `pbs_study_id`."),
+        UploadQuery,
+    ),
+    request_body(
+        description = "The image file's bytes, as the whole body.",
+        content(
+            ("image/jpeg"),
+            ("image/png"),
+            ("image/tiff"),
+            ("image/bmp"),
+            ("image/webp"),
+            ("application/octet-stream"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "As `POST /pbs/{id}/files`.",
+         body = EnvelopeBody<schema::FileAdded>),
+        (status = 400, description = "As `POST /pbs/{id}/files`.", body = ErrorBody),
+        (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
+        (status = 403, description = "The token's role may not upload files.",
+         body = ErrorBody),
+        (status = 404, description = "No such study in the caller's organisation.",
+         body = ErrorBody),
+        (status = 409, description = "As `POST /pbs/{id}/files`.", body = ErrorBody),
+        (status = 413, description = "As `POST /pbs/{id}/files`.", body = ErrorBody),
+        (status = 503, description = "The appliance's decode memory is in use; try again.",
+         body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
+        (status = 500, description = "The appliance's store failed.", body = ErrorBody),
+    ),
+)]
+pub async fn upload_file_at_study(
+    app: State<Arc<Pbs>>,
+    id: Path<String>,
+    q: Query<UploadQuery>,
+    caller: Caller<access::Upload>,
+    body: axum::body::Body,
+) -> Res {
+    upload_file(app, id, q, caller, body).await
 }
 
 /// Decode `body` (within the decode budget) and check the analysis can

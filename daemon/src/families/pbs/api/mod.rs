@@ -24,7 +24,7 @@ use super::schema;
 use super::Pbs;
 use crate::audit::{Event, Outcome};
 use crate::families::pbs::identity::{AuthFailure, Principal};
-use crate::families::pbs::store::{FileRecord, ReportStatus, StudyRecord, StudyRemoval};
+use crate::families::pbs::store::{FileRecord, ReportStatus, Role, StudyRecord, StudyRemoval};
 use crate::families::pbs::{self as clinic, Clinic};
 use crate::http::extract::ClientIp;
 use crate::http::ClientAddr;

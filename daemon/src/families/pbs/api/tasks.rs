@@ -19,7 +19,8 @@ pub struct TasksBody {
     /// `CBC_COUNTS` (red cell, white cell and platelet counts, with the
     /// white-cell differential) and `WBC_DIFFERENTIAL` (white cells by
     /// class, each cell's box and probabilities, unsure cells left for
-    /// review).
+    /// review); `pbs_v1` asks for all three. The answer lists the tasks by
+    /// these names.
     #[serde(default)]
     diagnostic_tasks: Vec<String>,
     /// An `https://` URL with a valid certificate, POSTed a signed
@@ -35,6 +36,28 @@ pub struct TasksBody {
 /// absent field (`None`, by `default`) and `null` differ.
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
     Option::<String>::deserialize(d).map(Some)
+}
+
+/// The tasks to run, in the order first asked, each once; `pbs_v1` (the
+/// name the reference's own examples send) stands for every task. `Err`
+/// names the first unknown task.
+fn requested_tasks(asked: &[String]) -> Result<Vec<String>, String> {
+    let mut tasks: Vec<String> = Vec::new();
+    for t in asked {
+        let names: Vec<&str> = if t == clinic::ALL_TASKS {
+            clinic::TASKS.iter().map(|(n, _)| *n).collect()
+        } else if clinic::is_known_task(t) {
+            vec![t.as_str()]
+        } else {
+            return Err(t.clone());
+        };
+        for n in names {
+            if !tasks.iter().any(|have| have == n) {
+                tasks.push(n.to_string());
+            }
+        }
+    }
+    Ok(tasks)
 }
 
 fn known_tasks() -> String {
@@ -92,18 +115,13 @@ pub async fn request_tasks(
             known_tasks()
         )));
     }
-    let mut tasks: Vec<String> = Vec::new();
-    for t in &b.diagnostic_tasks {
-        if !clinic::is_known_task(t) {
-            return Err(PbsError::BadRequest(format!(
-                "unknown task {t:?}; known tasks: {}",
-                known_tasks()
-            )));
-        }
-        if !tasks.contains(t) {
-            tasks.push(t.clone());
-        }
-    }
+    let tasks = requested_tasks(&b.diagnostic_tasks).map_err(|t| {
+        PbsError::BadRequest(format!(
+            "unknown task {t:?}; known tasks: {} (or {}, all of them)",
+            known_tasks(),
+            clinic::ALL_TASKS
+        ))
+    })?;
     if let Some(Some(url)) = &b.callback_url {
         // The same check runs before every delivery attempt, on the
         // address actually connected to.
@@ -300,7 +318,8 @@ pub struct ReportQuery {
 /// `format=fhir` the answer is the report alone as an HL7 FHIR R4
 /// `DiagnosticReport` (`application/fhir+json`, not enveloped; errors stay
 /// in the envelope). Counts are of cells seen in the uploaded fields, not
-/// concentrations. Roles: admin, user, service (not device).
+/// concentrations. Roles: admin, user, service, and a device for the
+/// studies it created.
 #[utoipa::path(
     get,
     path = "/pbs/{id}/report/{task}",
@@ -322,8 +341,8 @@ pub struct ReportQuery {
         (status = 400, description = "An unknown task or `format`, or a query that does not \
          parse.", body = ErrorBody),
         (status = 401, description = "No token, or the token was refused.", body = ErrorBody),
-        (status = 403, description = "The token's role may not read reports.",
-         body = ErrorBody),
+        (status = 403, description = "The token's role may not read reports, or a device's \
+         token asks for a study another user created.", body = ErrorBody),
         (status = 404, description = "No such study in the caller's organisation, the task \
          was not requested for it, or no such version.", body = ErrorBody),
         (status = 409, description = "The task was requested but its report is not ready \
@@ -341,9 +360,14 @@ pub async fn study_report(
     let started = Instant::now();
     let p = caller.0;
     let s = own_study(&app, &p, &id).await?;
-    let answer = q
-        .map_err(|e| PbsError::BadRequest(e.body_text()))
-        .and_then(|Query(q)| report_of(&s, &task, &q, started));
+    let answer = if p.role == Role::Device && s.created_by != p.user.email {
+        Err(PbsError::Forbidden(
+            "a device reads the reports of the studies it created, not of others".into(),
+        ))
+    } else {
+        q.map_err(|e| PbsError::BadRequest(e.body_text()))
+            .and_then(|Query(q)| report_of(&s, &task, &q, started))
+    };
     // Recorded once the outcome is known: a refused read is no read.
     app.audit.record(
         Event {
@@ -444,4 +468,33 @@ fn report_of(
         started,
     )
     .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::requested_tasks;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn pbs_v1_asks_for_every_task_once_in_order() {
+        let all = requested_tasks(&names(&["pbs_v1"])).unwrap();
+        assert_eq!(
+            all,
+            names(&["MALARIA_ANY_ANY", "CBC_COUNTS", "WBC_DIFFERENTIAL"])
+        );
+        let mixed = requested_tasks(&names(&["CBC_COUNTS", "pbs_v1", "CBC_COUNTS"])).unwrap();
+        assert_eq!(
+            mixed,
+            names(&["CBC_COUNTS", "MALARIA_ANY_ANY", "WBC_DIFFERENTIAL"])
+        );
+    }
+
+    #[test]
+    fn an_unknown_task_is_named() {
+        let err = requested_tasks(&names(&["CBC_COUNTS", "PBS_V1", "x"])).unwrap_err();
+        assert_eq!(err, "PBS_V1");
+    }
 }

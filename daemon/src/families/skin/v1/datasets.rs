@@ -134,6 +134,18 @@ pub struct ListQuery {
     /// Case-insensitive substring of the name (datasets, subjects;
     /// ignored for batches and images).
     pub q: Option<String>,
+    /// DRF ordering: `creation_time`, `name` (datasets, subjects, images)
+    /// or `id`, `-` first for descending, several comma-separated; unknown
+    /// names are ignored. Default: newest first.
+    pub ordering: Option<String>,
+}
+
+/// Order `items` (in creation order) by `q.ordering`, else newest first.
+pub(crate) fn ordered<T>(mut items: Vec<T>, q: &ListQuery, fields: &[paging::Field<T>]) -> Vec<T> {
+    if !paging::order(&mut items, q.ordering.as_deref(), fields) {
+        items.reverse();
+    }
+    items
 }
 
 /// The company's datasets, newest first, paginated; `q` searches names.
@@ -168,7 +180,12 @@ pub async fn list_datasets(
         })
     })
     .await?;
-    let views = all.iter().rev().map(dataset_view).collect();
+    let fields: [paging::Field<Dataset>; 3] = [
+        ("id", |d| Key::Id(d.id)),
+        ("creation_time", |d| Key::Id(d.id)),
+        ("name", |d| Key::Text(d.name.to_lowercase())),
+    ];
+    let views = ordered(all, &q, &fields).iter().map(dataset_view).collect();
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 

@@ -136,10 +136,9 @@ pub struct SmoothedRow {
 fn positive(field: &'static str, v: Option<&str>, default: u32) -> SkinResult<u32> {
     match v {
         None => Ok(default),
-        Some(s) => s
-            .trim()
-            .parse::<u32>()
-            .ok()
+        // DRF's integer field takes "14.0" as 14.
+        Some(s) => lenient::parse_u64(s)
+            .and_then(|n| u32::try_from(n).ok())
             .filter(|n| *n > 0)
             .ok_or_else(|| {
                 SkinError::Field(

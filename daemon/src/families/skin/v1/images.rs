@@ -33,15 +33,10 @@ pub async fn create_batch(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
-    body: Option<Json<BatchBody>>,
+    OptionalJson(body): OptionalJson<BatchBody>,
 ) -> SkinResult<Response> {
     subject(&skin, &caller, c, d, s).await?;
-    let b = new_batch(
-        c,
-        d,
-        s,
-        body.and_then(|Json(b)| b.meta).unwrap_or(Value::Null),
-    );
+    let b = new_batch(c, d, s, body.and_then(|b| b.meta).unwrap_or(Value::Null));
     skin.save(|r| &r.batches, b.id, &b).await?;
     Ok((StatusCode::CREATED, Json(batch_view(&b, &[]))).into_response())
 }
@@ -83,10 +78,16 @@ pub async fn list_subject_batches(
 ) -> SkinResult<Json<Page<BatchView>>> {
     subject(&skin, &caller, c, d, s).await?;
     let records = skin.records.clone();
+    let bs =
+        blocking(move || SkinStore::scan(&records.batches, |b: &Batch| b.subject_id == s)).await?;
+    let fields: [paging::Field<Batch>; 2] = [
+        ("id", |b| Key::Id(b.id)),
+        ("creation_time", |b| Key::Id(b.id)),
+    ];
+    let bs = ordered(bs, &q, &fields);
+    let records = skin.records.clone();
     let views = blocking(move || {
-        let bs = SkinStore::scan(&records.batches, |b: &Batch| b.subject_id == s)?;
         bs.iter()
-            .rev()
             .map(|b| Ok(batch_view(b, &records.batch_images(b.id)?)))
             .collect::<Result<Vec<_>, crate::store::StoreError>>()
     })
@@ -205,7 +206,14 @@ pub async fn list_batch_images(
 ) -> SkinResult<Json<Page<ImageView>>> {
     batch(&skin, &caller, (c, d, s, b)).await?;
     let records = skin.records.clone();
-    let imgs = blocking(move || records.batch_images(b)).await?;
+    let mut imgs = blocking(move || records.batch_images(b)).await?;
+    // Their own order (by side) unless `ordering` names another.
+    let fields: [paging::Field<Image>; 3] = [
+        ("id", |i| Key::Id(i.id)),
+        ("creation_time", |i| Key::Num(i.created_unix)),
+        ("name", |i| Key::Text(i.name.to_lowercase())),
+    ];
+    paging::order(&mut imgs, q.ordering.as_deref(), &fields);
     let views = imgs.iter().map(image_view).collect();
     skin.page(&parts, views, &q.page, &q.page_size)
 }
@@ -243,7 +251,8 @@ pub struct ResultsQuery {
     pub application_run_id: Option<Uuid>,
     /// The application (the appliance's id or the reference's alias).
     pub application_id: Option<Uuid>,
-    /// The application's name (`argus Skin Metrics`).
+    /// The application's name: `argus Skin Metrics`, or the reference's
+    /// `Face Skin Metrics` or `Face Metrics 2.0`.
     pub application_name: Option<String>,
 }
 
@@ -277,7 +286,7 @@ pub async fn image_results(
         .is_some_and(|a| !catalog::is_application(a))
         || q.application_name
             .as_deref()
-            .is_some_and(|n| n != catalog::APPLICATION_NAME)
+            .is_some_and(|n| !catalog::is_application_name(n))
         || q.application_run_id
             .is_some_and(|r| Some(r) != img.app_run_id)
     {

@@ -21,9 +21,11 @@ use super::catalog::{self, AlgorithmView, ApplicationView, ImageType, Named, FAC
 use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::hooks::{WebhookBody, WebhookView};
 use super::lenient;
+use super::paging::{self, Key};
 use super::records::*;
 use super::service::Skin;
 use super::smoothing::{self, Method};
+use crate::http::extract::OptionalJson;
 use crate::store::{blocking, now_rfc3339};
 
 pub use super::views::*;
@@ -108,6 +110,7 @@ pub struct RunBody {
     pub dataset_id: Option<Uuid>,
     /// Algorithm ids (`/api/v1/dicts/algorithms/`, available ones only);
     /// default: every computed one. The face detector (40) is always added.
+    #[serde(default, deserialize_with = "lenient::opt_u32_list")]
     pub enabled_algorithms: Option<Vec<u32>>,
 }
 

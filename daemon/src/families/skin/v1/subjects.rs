@@ -137,7 +137,15 @@ pub async fn list_subjects(
         })
     })
     .await?;
-    let views = all.iter().rev().map(|s| subject_view(s, &ds)).collect();
+    let fields: [paging::Field<Subject>; 3] = [
+        ("id", |s| Key::Id(s.id)),
+        ("creation_time", |s| Key::Id(s.id)),
+        ("name", |s| Key::Text(s.name.to_lowercase())),
+    ];
+    let views = ordered(all, &q, &fields)
+        .iter()
+        .map(|s| subject_view(s, &ds))
+        .collect();
     skin.page(&parts, views, &q.page, &q.page_size)
 }
 
@@ -219,21 +227,104 @@ pub async fn delete_subject(
 ) -> SkinResult<StatusCode> {
     subject(&skin, &caller, c, d, s).await?;
     super::super::accounts::audit_ok(&skin, "subject_deleted", &caller.user.email, &s.to_string());
+    remove_subjects(&skin, vec![s]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Remove subjects with their batches, images, results and files.
+async fn remove_subjects(skin: &Skin, mut ids: Vec<Uuid>) -> SkinResult<()> {
+    ids.sort();
     let (records, store) = (skin.records.clone(), skin.store.clone());
     blocking(move || {
-        let images = SkinStore::scan(&records.images, |i: &Image| i.subject_id == s)?;
+        let of = |s: &Uuid| ids.binary_search(s).is_ok();
+        let images = SkinStore::scan(&records.images, |i: &Image| of(&i.subject_id))?;
         for img in images {
             super::super::retention::queue_blob_cleanup(&store, &img, true)?;
             records.images.remove(img.id.as_bytes())?;
         }
-        for b in SkinStore::scan(&records.batches, |b: &Batch| b.subject_id == s)? {
+        for b in SkinStore::scan(&records.batches, |b: &Batch| of(&b.subject_id))? {
             records.batches.remove(b.id.as_bytes())?;
         }
-        records.subjects.remove(s.as_bytes())?;
+        for s in &ids {
+            records.subjects.remove(s.as_bytes())?;
+        }
         store.flush()?;
         store.run_cleanup().map(|_| ())
     })
     .await?;
+    Ok(())
+}
+
+/// The subjects to delete at once.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"ids": ["0190f5a5-2c3d-7e4f-9a5b-6c7d8e9fa0b1"]}))]
+pub struct BulkDelete {
+    /// 1 to 1000 subject ids of the dataset.
+    pub ids: Vec<Uuid>,
+}
+
+/// Delete several subjects of the dataset at once, each as `DELETE
+/// .../subjects/{subject_id}/` would. All or none: if any id is not a
+/// subject of this dataset, nothing is deleted and the 404 names it.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/companies/{company_id}/datasets/{dataset_id}/subjects/",
+    tag = crate::http::openapi::TAG_SKIN,
+    operation_id = "skin_bulk_delete_subjects",
+    params(("company_id" = Uuid, Path, description = "The caller's company."), ("dataset_id" = Uuid, Path, description = "A dataset of the company.")),
+    request_body = BulkDelete,
+    security(("skin_token" = [])),
+    responses(
+        (status = 204, description = "Deleted, every one."),
+        (status = 400, description = "A path id is not a UUID, the body is not `{\"ids\": [...]}`, or it holds no id or over 1000.", body = SkinErrorBody),
+        (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
+        (status = 404, description = "An id is not a subject of the dataset (nothing was deleted), or no such dataset.", body = SkinErrorBody),
+        (status = 415, description = "The body is not `application/json`.", body = SkinErrorBody),
+        (status = 500, description = "Internal error.", body = SkinErrorBody),
+    ),
+)]
+pub async fn delete_subjects(
+    State(skin): State<Arc<Skin>>,
+    caller: Caller,
+    Path((c, d)): Path<(Uuid, Uuid)>,
+    Json(b): Json<BulkDelete>,
+) -> SkinResult<StatusCode> {
+    dataset(&skin, &caller, c, d).await?;
+    let mut ids = b.ids;
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() || ids.len() > 1000 {
+        return Err(SkinError::Field(
+            "ids",
+            "Give 1 to 1000 subject ids.".into(),
+        ));
+    }
+    let records = skin.records.clone();
+    let (ids, mut found) = blocking(move || {
+        let found: Vec<Uuid> = SkinStore::scan(&records.subjects, |x: &Subject| {
+            x.company_id == c && x.dataset_id == d && ids.binary_search(&x.id).is_ok()
+        })?
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+        Ok::<_, crate::store::StoreError>((ids, found))
+    })
+    .await?;
+    found.sort();
+    if let Some(missing) = ids.iter().find(|i| found.binary_search(i).is_err()) {
+        return Err(SkinError::NotFound(format!(
+            "Subject {missing} not found; nothing was deleted."
+        )));
+    }
+    for s in &ids {
+        super::super::accounts::audit_ok(
+            &skin,
+            "subject_deleted",
+            &caller.user.email,
+            &s.to_string(),
+        );
+    }
+    remove_subjects(&skin, ids).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::Json;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -28,6 +27,7 @@ use super::error::{SkinError, SkinErrorBody, SkinResult};
 use super::intake;
 use super::records::*;
 use super::service::Skin;
+use crate::http::extract::OptionalJson;
 use crate::store::blocking;
 
 mod results;
@@ -111,7 +111,7 @@ pub async fn compute(
     State(skin): State<Arc<Skin>>,
     caller: Caller,
     Path((c, b)): Path<(Uuid, Uuid)>,
-    body: Option<Json<ComputeBody>>,
+    OptionalJson(body): OptionalJson<ComputeBody>,
 ) -> SkinResult<StatusCode> {
     let (mut bt, imgs) = batch_any(&skin, &caller, c, b).await?;
     if let Some(missing) = imgs
@@ -128,7 +128,7 @@ pub async fn compute(
     if imgs.is_empty() {
         return Err(SkinError::BadRequest("The batch has no images.".into()));
     }
-    if let Some(Json(ComputeBody { app_args: Some(a) })) = body {
+    if let Some(ComputeBody { app_args: Some(a) }) = body {
         bt.app_args = a;
         store_batch(&skin, &bt).await?;
     }

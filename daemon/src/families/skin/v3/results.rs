@@ -96,7 +96,7 @@ fn batch_parameters(skin: &Skin, origin: &str, imgs: &[Image], q: &ResultsQuery)
     let ttl = (q.expiration_seconds.unwrap_or(3600) as u64).clamp(1, 7 * 86_400);
     let front = imgs.iter().find(|i| i.side_id == 1).or(imgs.first());
     let mut params = front
-        .and_then(|i| i.parameters.clone())
+        .and_then(super::super::present::stored_parameters)
         .unwrap_or_else(|| json!({}));
     if q.with_masks.unwrap_or(true) {
         if let Some(obj) = params.as_object_mut() {
@@ -286,7 +286,7 @@ pub async fn batch_info(
         "id": bt.id, "images": images,
         "subject": sub.map(|s| json!({"id": s.id, "name": s.name})),
         "dataset": ds.map(|d| json!({"id": d.id, "name": d.name})),
-        "connected_applications": [crate::families::skin::views::app_id(imgs.first())],
+        "connected_applications": crate::families::skin::views::connected_applications(&imgs),
         "created_at": bt.creation_time, "meta": bt.meta,
     })))
 }

@@ -225,9 +225,11 @@ pub async fn start_upload(
 pub struct V1SignedBody {
     /// A batch of the subject; default: a new one.
     pub batch_id: Option<Uuid>,
-    /// 1 front (default), 2 right, 3 left.
+    /// 1 front (default), 2 right, 3 left (a number or its text).
+    #[serde(default, deserialize_with = "super::super::lenient::opt_u32")]
     pub side_id: Option<u32>,
     /// 1 regular (default).
+    #[serde(default, deserialize_with = "super::super::lenient::opt_u32")]
     pub light_id: Option<u32>,
     /// Default: the side's `tech_name`.
     pub name: Option<String>,
