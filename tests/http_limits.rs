@@ -319,13 +319,9 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
         c.batch.queue_depth = 64;
     })
     .await;
-    let impatient = reqwest::Client::builder()
-        .timeout(Duration::from_millis(150))
-        .build()
-        .unwrap();
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let (c, url) = (impatient.clone(), s.url("/api/v1/detect"));
+        let (c, url) = (s.client.clone(), s.url("/api/v1/detect"));
         tasks.push(tokio::spawn(async move {
             let _ = c
                 .post(url)
@@ -334,19 +330,28 @@ async fn requests_whose_client_left_are_dropped_before_inference() {
                 .await;
         }));
     }
-    for t in tasks {
-        t.await.unwrap();
+    // The clients leave once some of their requests wait in the queue (a
+    // fixed client timeout left on a loaded machine before any had reached
+    // it, and then there was nothing queued to drop).
+    let gauge = metric;
+    let depth = "argus_batch_queue_depth{model=\"centerface\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while gauge(&s.metrics().await, depth) < 2.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two requests were ever queued together"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for t in &tasks {
+        t.abort();
     }
     // Let the backend thread reach the abandoned entries: until the queue
-    // is empty (a loaded CI machine can take longer than a fixed pause; the
-    // queue held 9 after 1.5 s once), 60 s at most.
-    let gauge = metric;
+    // is empty, 60 s at most.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let metrics = loop {
         let m = s.metrics().await;
-        if gauge(&m, "argus_batch_queue_depth{model=\"centerface\"}") == 0.0
-            || std::time::Instant::now() > deadline
-        {
+        if gauge(&m, depth) == 0.0 || std::time::Instant::now() > deadline {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

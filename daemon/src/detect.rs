@@ -182,8 +182,9 @@ fn drop_parts(faces: Vec<Face>) -> Vec<Face> {
 }
 
 /// Longest an admitted request's photo or tile waits for room in a full
-/// queue before the request gets 429 (each batch the backend takes makes
-/// room; see [`Batcher::submit_admitted`]).
+/// queue while the backend takes no batch, before the request gets 429
+/// (each batch taken makes room and starts the wait again; see
+/// [`Batcher::submit_admitted`]).
 const ROOM_WAIT: Duration = Duration::from_secs(10);
 
 /// Where a tile lies in its photo: offset, and original pixels per model pixel.

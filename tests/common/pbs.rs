@@ -117,13 +117,26 @@ pub async fn study_with_a_photo(s: &Server, token: &str, tags: Value) -> String 
 }
 
 pub async fn wait_ready(s: &Server, id: &str, token: &str) -> Value {
-    for _ in 0..1200 {
+    // Stuck, not slow, fails: a study on a loaded 2-core machine takes
+    // minutes, and its progress (fraction and message) keeps moving.
+    let mut last = Value::Null;
+    let mut moved = std::time::Instant::now();
+    loop {
         let (st, v) = call(s, "GET", &format!("/pbs/{id}/status"), token, None).await;
         assert_eq!(st, 200, "{v}");
-        match v["results"]["report_status"].as_str().unwrap() {
-            "ready" | "failed" => return v,
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        let r = &v["results"];
+        if matches!(r["report_status"].as_str(), Some("ready" | "failed")) {
+            return v;
         }
+        let now = (r["progress"].clone(), r["progress_message"].clone());
+        if now != (last["progress"].clone(), last["progress_message"].clone()) {
+            moved = std::time::Instant::now();
+            last = r.clone();
+        }
+        assert!(
+            moved.elapsed() < Duration::from_secs(120),
+            "study {id} made no progress for 120 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("study {id} did not finish");
 }

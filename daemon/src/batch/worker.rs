@@ -349,18 +349,19 @@ impl<W: Workload> Batcher<W> {
     /// Queue one item of a request already admitted (it holds a
     /// [`ticket`](Self::ticket) or its family's own admission): a full
     /// queue, filled by work that takes no tickets (other photos' tiles),
-    /// is waited out until the backend takes a batch, for at most `wait`.
+    /// is waited out for as long as the backend keeps taking batches.
     /// Refusing then, after the upload and decode were paid for, would
-    /// waste them and answer 429 to a request that was let in.
+    /// waste them and answer 429 to a request that was let in; on a slow
+    /// or loaded machine the wait is long, but it moves.
     ///
     /// Errors: [`SubmitError::QueueFull`] once `wait` has passed with no
-    /// room; the others as [`submit_item`](Self::submit_item).
+    /// batch taken (the backend is stuck); the others as
+    /// [`submit_item`](Self::submit_item).
     pub async fn submit_admitted(
         &self,
         mut item: W::Item,
         wait: Duration,
     ) -> Result<Reply<W::Output>, SubmitError> {
-        let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Registered before the try, so room made between a refusal
             // and the await still wakes this waiter.
@@ -372,7 +373,9 @@ impl<W: Workload> Batcher<W> {
                 Err(Refused::Failed(e)) => return Err(e),
                 Err(Refused::Full(back)) => {
                     item = back;
-                    if tokio::time::timeout_at(deadline, room).await.is_err() {
+                    // Woken, the backend took a batch: progress, so the
+                    // next wait is a whole `wait` again.
+                    if tokio::time::timeout(wait, room).await.is_err() {
                         return Err(SubmitError::QueueFull);
                     }
                 }

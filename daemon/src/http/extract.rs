@@ -268,7 +268,6 @@ where
     type Rejection = axum::response::Response;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        use axum::extract::FromRequest as _;
         use axum::response::IntoResponse;
         let headers = req.headers().clone();
         let bytes = axum::body::Bytes::from_request(req, state)

@@ -35,14 +35,14 @@ use crate::http::openapi::TAG_CONSOLE;
 /// The double-submit cookie of the sign-in form.
 const LOGIN_COOKIE: &str = "argus_console_login";
 
-/// The operator as the admin API's handlers take them.
-
 /// The console's pages link files by path, relative to the page the
 /// browser already reached (behind a TLS proxy an absolute URL built from
 /// the listener's scheme would be mixed content).
 fn same_origin() -> crate::http::extract::Origin {
     crate::http::extract::Origin(String::new())
 }
+
+/// The operator as the admin API's handlers take them.
 fn admin_of(op: &Operator) -> Admin {
     Admin(op.username.clone())
 }

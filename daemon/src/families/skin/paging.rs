@@ -102,6 +102,9 @@ impl PartialOrd for Directed {
     }
 }
 
+/// A field's key, and whether the order by it is descending.
+type Wanted<T> = (fn(&T) -> Key, bool);
+
 /// One orderable field of a list: its name in `ordering` and its key.
 pub type Field<T> = (&'static str, fn(&T) -> Key);
 
@@ -111,7 +114,7 @@ pub type Field<T> = (&'static str, fn(&T) -> Key);
 /// `items` alone) when no usable field was named, so the list keeps its
 /// default order.
 pub fn order<T>(items: &mut [T], ordering: Option<&str>, fields: &[Field<T>]) -> bool {
-    let wanted: Vec<(fn(&T) -> Key, bool)> = ordering
+    let wanted: Vec<Wanted<T>> = ordering
         .unwrap_or("")
         .split(',')
         .filter_map(|f| {
