@@ -166,7 +166,7 @@ impl AgeNet {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let ages = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
+        let ages = super::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         Tensor::from_vec(ages, n, x.device())
     }
 

@@ -480,7 +480,7 @@ impl FaceMesh {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let outs = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
+        let outs = super::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         let mut landmarks = Vec::with_capacity(n * 3 * NUM_LANDMARKS);
         let mut logits = Vec::with_capacity(n);
         for (l, f) in outs {

@@ -164,7 +164,7 @@ impl IrisNet {
         if !x.device().is_cpu() {
             return self.forward_candle(x);
         }
-        let outs = super::nhwc::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
+        let outs = super::per_chw_image(x, |img, h, w| self.kernels.forward_chw(img, h, w))?;
         let (mut contour, mut iris) = (Vec::new(), Vec::new());
         for (c, i) in outs {
             contour.extend_from_slice(&c);

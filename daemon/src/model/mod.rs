@@ -2,7 +2,6 @@
 
 pub mod age;
 mod age_nhwc;
-pub mod avx512;
 pub mod centerface;
 pub mod decode;
 pub mod face_mesh;
@@ -10,11 +9,16 @@ mod face_mesh_nhwc;
 pub mod iris;
 mod iris_nhwc;
 pub mod malaria;
-pub mod nhwc;
 pub mod ops;
-pub mod simd;
 pub mod unet;
 pub mod wbc;
+
+#[cfg(test)]
+mod nhwc_parity;
+
+// The CPU kernels build as their own crate, optimised even in test builds;
+// re-exported so the model code reads `model::nhwc` as before.
+pub use argus_kernels::{avx512, nhwc, simd};
 
 use std::path::Path;
 
@@ -54,6 +58,20 @@ impl Face {
             inter / union
         }
     }
+}
+
+/// Each image of an NCHW tensor `[n, c, h, w]` on the CPU through `f(its c ×
+/// h × w floats, h, w)`, run as [`nhwc::whole_images`] runs them, results in order.
+pub fn per_chw_image<R: Send>(
+    x: &candle_core::Tensor,
+    f: impl Fn(&[f32], usize, usize) -> R + Sync,
+) -> candle_core::Result<Vec<R>> {
+    let (n, c, h, w) = x.dims4()?;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let plane = c * h * w;
+    Ok(nhwc::whole_images(n, |i| {
+        f(&data[i * plane..][..plane], h, w)
+    }))
 }
 
 /// Load safetensors weights as f32 on `device`, each tensor in freshly

@@ -7,6 +7,7 @@
 //! scatter. Bias and ReLU are fused in. (CenterFace runs on the NHWC kernels
 //! of `model::nhwc` instead; these ops also check those in tests.)
 
+use argus_kernels::gemm_tile;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -28,49 +29,6 @@ fn gemm_threads() -> gemm::Parallelism {
 /// Columns per tile of the tiled GEMMs: a tile of the output (Cout × TILE)
 /// stays in L2 while bias and ReLU are applied to it.
 const TILE: usize = 1024;
-
-/// `dst[.., c0..c0+n]` (rows of stride `dst_rs`) = lhs[m×k] · rhs[.., c0..c0+n]
-/// (rows of stride `rhs_rs`), single-threaded; the caller parallelises.
-///
-/// # Safety
-/// `dst` and `rhs` must be valid for m rows × `dst_rs` and k rows × `rhs_rs`
-/// elements, with `n` columns in range from where they point.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_tile(
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: &[f32],
-    rhs: *const f32,
-    rhs_rs: usize,
-    m: usize,
-    k: usize,
-    n: usize,
-) {
-    // SAFETY: forwarded from the caller's contract; lhs is a live m×k slice.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs,
-            1,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
 
 /// A raw pointer that rayon tasks may share: every task writes a disjoint
 /// column range of the buffer it points into.

@@ -21,7 +21,7 @@ mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 
-use crate::model::simd::{self, Isa};
+use crate::simd::{self, Isa};
 
 #[derive(Debug, Clone)]
 enum Weights {
@@ -200,7 +200,7 @@ impl Pointwise {
         // SAFETY: x is m × k, t is k × cout and out m × cout, all row-major
         // and live for the call.
         unsafe {
-            crate::model::ops::gemm_tile(
+            crate::gemm_tile(
                 out.as_mut_ptr(),
                 self.cout,
                 x,

@@ -5,7 +5,7 @@
 use std::arch::x86_64::*;
 
 use super::Tile;
-use crate::model::simd::avx2_lanes as lane_mask;
+use crate::simd::avx2_lanes as lane_mask;
 
 const PANEL: usize = 16;
 

@@ -19,7 +19,7 @@ mod neon;
 
 use std::ops::Range;
 
-use crate::model::simd::{self, Isa};
+use crate::simd::{self, Isa};
 
 /// Weights `[9 × c]` (tap-major, so a tap's channel group is one vector).
 #[derive(Debug, Clone)]

@@ -222,18 +222,6 @@ pub fn whole_images<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> 
     out
 }
 
-/// Each image of an NCHW tensor `[n, c, h, w]` on the CPU through `f(its c ×
-/// h × w floats, h, w)`, run as [`whole_images`] runs them, results in order.
-pub fn per_chw_image<R: Send>(
-    x: &candle_core::Tensor,
-    f: impl Fn(&[f32], usize, usize) -> R + Sync,
-) -> candle_core::Result<Vec<R>> {
-    let (n, c, h, w) = x.dims4()?;
-    let data = x.flatten_all()?.to_vec1::<f32>()?;
-    let plane = c * h * w;
-    Ok(whole_images(n, |i| f(&data[i * plane..][..plane], h, w)))
-}
-
 /// Runs `f` on a thread of the rayon pool. The layers' parallel loops are
 /// then joins among the pool's own threads; called from outside the pool,
 /// every loop is a job injected from outside, and the caller sleeps and is

@@ -26,7 +26,7 @@ pub enum Isa {
 pub fn best() -> Isa {
     static BEST: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
     *BEST.get_or_init(|| {
-        if crate::model::avx512::available() {
+        if crate::avx512::available() {
             Isa::Avx512
         } else if supported(Isa::Avx2) {
             Isa::Avx2

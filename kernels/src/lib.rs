@@ -1,0 +1,59 @@
+//! argus's CPU inference kernels, apart from the daemon so that every build
+//! profile optimises them (the workspace's `Cargo.toml` sets opt-level 3 for
+//! this crate in dev and test builds too).
+//!
+//! - [`nhwc`]: the layers of the CPU models in NHWC layout (1x1, depthwise
+//!   and dense 3x3 convolutions, 2x2 upsampling, pooling) over pixel rows.
+//! - [`simd`]: which instruction set's kernels run on this CPU.
+//! - [`avx512`]: the AVX-512 1x1 convolution of the NCHW ops.
+//! - [`gemm_tile`]: one single-threaded GEMM tile through the `gemm` crate.
+//!
+//! The crate knows nothing of models, candle, HTTP or the API families: its
+//! inputs are slices of `f32` and its outputs are [`nhwc::Map`]s or slices.
+
+pub mod avx512;
+pub mod nhwc;
+pub mod simd;
+
+/// `dst[.., c0..c0+n]` (rows of stride `dst_rs`) = lhs[m×k] · rhs[.., c0..c0+n]
+/// (rows of stride `rhs_rs`), single-threaded; the caller parallelises.
+///
+/// # Safety
+/// `dst` and `rhs` must be valid for m rows × `dst_rs` and k rows × `rhs_rs`
+/// elements, with `n` columns in range from where they point.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_tile(
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: &[f32],
+    rhs: *const f32,
+    rhs_rs: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+) {
+    // SAFETY: forwarded from the caller's contract; lhs is a live m×k slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
