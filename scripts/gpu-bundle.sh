@@ -24,7 +24,7 @@ executables() {
 
 case "$what" in
 tests)
-    cargo test --release --features cuda --no-run --lib --test http_backends \
+    cargo test --release -p argus --features cuda --no-run --lib --test http_backends \
         --message-format=json | executables > "$out/list"
     ;;
 benches)
