@@ -18,9 +18,15 @@ pub mod simd;
 /// `dst[.., c0..c0+n]` (rows of stride `dst_rs`) = lhs[m×k] · rhs[.., c0..c0+n]
 /// (rows of stride `rhs_rs`), single-threaded; the caller parallelises.
 ///
+/// # Panics
+/// When `lhs` holds fewer than `m × k` values.
+///
 /// # Safety
-/// `dst` and `rhs` must be valid for m rows × `dst_rs` and k rows × `rhs_rs`
-/// elements, with `n` columns in range from where they point.
+/// - `dst` is valid for writes of `m` rows of stride `dst_rs`, `rhs` for
+///   reads of `k` rows of stride `rhs_rs`, each row `n` columns long from
+///   where the pointer points (so `n <= dst_rs` and `n <= rhs_rs`);
+/// - the written `m × n` block of `dst` overlaps neither `lhs` nor `rhs`,
+///   and no other thread reads or writes it during the call.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_tile(
     dst: *mut f32,
@@ -32,6 +38,11 @@ pub unsafe fn gemm_tile(
     k: usize,
     n: usize,
 ) {
+    assert!(
+        lhs.len() >= m * k,
+        "gemm_tile: lhs holds {} < {m}×{k}",
+        lhs.len()
+    );
     // SAFETY: forwarded from the caller's contract; lhs is a live m×k slice.
     unsafe {
         gemm::gemm(

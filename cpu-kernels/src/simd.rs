@@ -1,6 +1,6 @@
 //! Which vector instruction set the CPU kernels run with.
 //!
-//! The NHWC kernels (`model::nhwc`) exist once per instruction set: AVX-512F
+//! The NHWC kernels ([`crate::nhwc`]) exist once per instruction set: AVX-512F
 //! (x86-64 servers), AVX2 with FMA (every x86-64 desktop and edge CPU since
 //! Haswell/Zen 1), NEON (every aarch64 board), and a portable path (the
 //! `gemm` crate and auto-vectorised loops) for anything else. The choice is

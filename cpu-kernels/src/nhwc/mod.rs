@@ -7,7 +7,7 @@
 //! needs no packing of the activations, and a depthwise convolution becomes
 //! vector multiply-adds across channels. Row bands also let an inverted
 //! residual block run expand → depthwise → project while the six-times-wider
-//! hidden rows are still in cache (see `centerface::InvertedResidual`).
+//! hidden rows are still in cache (as the daemon's CenterFace does).
 
 mod conv;
 pub mod depthwise;
