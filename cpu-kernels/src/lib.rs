@@ -7,12 +7,15 @@
 //! - [`simd`]: which instruction set's kernels run on this CPU.
 //! - [`avx512`]: the AVX-512 1x1 convolution of the NCHW ops.
 //! - [`gemm_tile`]: one single-threaded GEMM tile through the `gemm` crate.
+//! - [`resize`]: anti-aliased resampling of packed RGB8 images.
 //!
 //! The crate knows nothing of models, candle, HTTP or the API families: its
-//! inputs are slices of `f32` and its outputs are [`nhwc::Map`]s or slices.
+//! inputs are slices of `f32` (or of RGB8 bytes, for [`resize`]) and its
+//! outputs are [`nhwc::Map`]s or slices.
 
 pub mod avx512;
 pub mod nhwc;
+pub mod resize;
 pub mod simd;
 
 /// `dst[.., c0..c0+n]` (rows of stride `dst_rs`) = lhs[m×k] · rhs[.., c0..c0+n]

@@ -1,9 +1,5 @@
 //! Letterboxing into the model's fixed input size.
 
-use fast_image_resize::{
-    images::{Image, ImageRef},
-    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
-};
 use image::RgbImage;
 
 use super::ImagingError;
@@ -27,21 +23,17 @@ pub fn fit(w: u32, h: u32, width: u32, height: u32) -> (f32, u32, u32) {
     (scale, rw, rh)
 }
 
+/// `img` letterboxed into `width`×`height` RGB8 (placed by [`fit`], scaled
+/// by [`argus_kernels::resize::resize_rgb8`]'s anti-aliased bilinear
+/// convolution). `ImagingError::Corrupt` when a size is 0.
 pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> Result<Letterbox, ImagingError> {
     let (w, h) = img.dimensions();
     let (scale, rw, rh) = fit(w, h, width, height);
-    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3)
-        .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
-    let mut dst = Image::new(rw, rh, PixelType::U8x3);
-    // Convolution resampling widens its support when shrinking, so downscaled
-    // inputs are anti-aliased (a nearest or plain bilinear sample would alias).
-    let alg = ResizeAlg::Convolution(FilterType::Bilinear);
-    Resizer::new()
-        .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(alg))
+    let resized = argus_kernels::resize::resize_rgb8(img.as_raw(), (w, h), (rw, rh))
         .map_err(|e| ImagingError::Corrupt(e.to_string()))?;
     let mut pixels = vec![0u8; (width * height * 3) as usize];
     let row = (rw * 3) as usize;
-    for (y, src_row) in dst.buffer().chunks_exact(row).enumerate() {
+    for (y, src_row) in resized.chunks_exact(row).enumerate() {
         let at = y * (width * 3) as usize;
         pixels[at..at + row].copy_from_slice(src_row);
     }
