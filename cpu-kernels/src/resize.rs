@@ -39,16 +39,22 @@ pub fn resize_rgb8(
     if w == 0 || h == 0 || rw == 0 || rh == 0 {
         return Err(ResizeError(format!("cannot resize {w}x{h} to {rw}x{rh}")));
     }
-    let need = 3 * w as usize * h as usize;
-    if src.len() != need {
+    let need = (w as usize)
+        .checked_mul(h as usize)
+        .and_then(|n| n.checked_mul(3));
+    if need != Some(src.len()) {
         return Err(ResizeError(format!(
-            "a {w}x{h} RGB source is {need} bytes, not {}",
+            "a {w}x{h} RGB source is 3·{w}·{h} bytes, not {}",
             src.len()
         )));
     }
     let src =
         TypedImageRef::<U8x3>::from_buffer(w, h, src).map_err(|e| ResizeError(e.to_string()))?;
-    let mut out = vec![0u8; 3 * rw as usize * rh as usize];
+    let out_len = (rw as usize)
+        .checked_mul(rh as usize)
+        .and_then(|n| n.checked_mul(3))
+        .ok_or_else(|| ResizeError(format!("a {rw}x{rh} RGB image does not fit in memory")))?;
+    let mut out = vec![0u8; out_len];
     let mut dst = TypedImage::<U8x3>::from_buffer(rw, rh, &mut out)
         .map_err(|e| ResizeError(e.to_string()))?;
     let alg = ResizeAlg::Convolution(FilterType::Bilinear);

@@ -25,7 +25,9 @@ pub fn fit(w: u32, h: u32, width: u32, height: u32) -> (f32, u32, u32) {
 
 /// `img` letterboxed into `width`×`height` RGB8 (placed by [`fit`], scaled
 /// by [`argus_kernels::resize::resize_rgb8`]'s anti-aliased bilinear
-/// convolution). `ImagingError::Corrupt` when a size is 0.
+/// convolution). `ImagingError::Corrupt` when `img` is empty, which
+/// [`super::decode()`] never returns (it refuses images under its minimum
+/// side).
 pub fn letterbox(img: &RgbImage, width: u32, height: u32) -> Result<Letterbox, ImagingError> {
     let (w, h) = img.dimensions();
     let (scale, rw, rh) = fit(w, h, width, height);
