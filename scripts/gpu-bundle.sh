@@ -5,13 +5,14 @@
 #
 #   scripts/gpu-bundle.sh tests     # lib tests and http_backends, --features cuda
 #   scripts/gpu-bundle.sh benches   # model and imaging benches, argusd, load tool
+#   scripts/gpu-bundle.sh all       # both, for one call on a short lease
 #
 # Both hold the Vulkan loader's Debian packages too, so the wgpu backend also
 # runs on the NVIDIA GPU. Then, on the GPU machine, from the repository root:
 # scripts/gpu-run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-what=${1:?usage: gpu-bundle.sh tests|benches}
+what=${1:?usage: gpu-bundle.sh tests|benches|all}
 out=.gpu
 rm -rf "$out"
 mkdir -p "$out/bin"
@@ -22,19 +23,21 @@ executables() {
            | "\(.target.name) \(.executable)"'
 }
 
-case "$what" in
-tests)
+build_tests() {
     cargo test --release -p argus --features cuda --no-run --lib --test http_backends \
-        --message-format=json | executables > "$out/list"
-    ;;
-benches)
-    {
-        cargo bench --features cuda --no-run --bench model --bench imaging --message-format=json
-        cargo build --release --features cuda --bin argusd --example load --message-format=json
-    } | executables > "$out/list"
-    ;;
+        --message-format=json | executables
+}
+build_benches() {
+    cargo bench --features cuda --no-run --bench model --bench imaging --message-format=json | executables
+    cargo build --release --features cuda --bin argusd --example load --message-format=json | executables
+}
+
+case "$what" in
+tests) build_tests > "$out/list" ;;
+benches) build_benches > "$out/list" ;;
+all) { build_tests; build_benches; } > "$out/list" ;;
 *)
-    echo "gpu-bundle: tests or benches, not $what" >&2
+    echo "gpu-bundle: tests, benches or all, not $what" >&2
     exit 2
     ;;
 esac

@@ -5,12 +5,18 @@
 # a CUDA toolkit or PyTorch install; for wgpu, NVIDIA's Vulkan driver (the
 # loader comes in the bundle).
 #
-#   scripts/gpu-run.sh              # everything the bundle holds
-#   scripts/gpu-run.sh model        # benches bundle: one part of it
-#   scripts/gpu-run.sh imaging      #   (each fits a 10-minute call
-#   scripts/gpu-run.sh e2e          #   where the whole may not)
+#   scripts/gpu-run.sh                  # everything the bundle holds
+#   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
+#                                       #   imaging or e2e
+#   scripts/gpu-run.sh tests,model,e2e  # several, in that order
+#
+# Each part runs under a deadline (GPU_PART_SECONDS, default 300) so that a
+# hung kernel costs one part, not the whole lease. On a short lease,
+# BENCH_ARGS (say "--warm-up-time 1 --measurement-time 2") shortens the
+# criterion runs, E2E_BACKENDS picks the servers (default "cuda wgpu cpu")
+# and E2E_REQUESTS the requests per concurrency level (default 400).
 set -uo pipefail
-part=${1:-all}
+parts=${1:-all}
 cd "$(dirname "$0")/.."
 out=${OUT:-.gpu/out}
 mkdir -p "$out" .gpu/run
@@ -53,36 +59,44 @@ done
 cat "$out/machine.txt"
 
 rc=0
-case "$kind" in
-tests)
+limit=${GPU_PART_SECONDS:-300}
+bench_args=${BENCH_ARGS:-}
+
+run_tests() {
     # Every op and model on CUDA against the CPU, then a CUDA server
     # against a CPU server.
-    .gpu/run/argus gpu:: --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.log" || rc=1
-    .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 | tee "$out/http-backends.log" || rc=1
+    timeout "$limit" .gpu/run/argus gpu:: --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.log" || rc=1
+    timeout "$limit" .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 | tee "$out/http-backends.log" || rc=1
+}
+
+run_sanitize() {
     if command -v compute-sanitizer >/dev/null; then
         # Out-of-bounds and misaligned accesses in the kernels, on the op
         # tests; then shared-memory hazards in conv1x1, the one kernel with
         # a shared tile.
-        compute-sanitizer --tool memcheck --error-exitcode 9 \
+        timeout "$limit" compute-sanitizer --tool memcheck --error-exitcode 9 \
             .gpu/run/argus gpu::ops gpu::jpeg gpu::mask --test-threads 1 2>&1 | tail -n 40 | tee "$out/memcheck.log" || rc=1
-        compute-sanitizer --tool racecheck --error-exitcode 9 \
+        timeout "$limit" compute-sanitizer --tool racecheck --error-exitcode 9 \
             .gpu/run/argus gpu::ops::tests::conv1x1 --test-threads 1 2>&1 | tail -n 40 | tee "$out/racecheck.log" || rc=1
     fi
-    ;;
-benches)
+}
+
+run_model() {
     # Criterion groups per device; the CPU groups are the same-run comparison.
-    if [ "$part" = all ] || [ "$part" = model ]; then
-        .gpu/run/model --bench 'cpu|cuda|wgpu' 2>&1 | tee "$out/bench-model.log" || rc=1
-    fi
-    if [ "$part" = all ] || [ "$part" = imaging ]; then
-        .gpu/run/imaging --bench 'mask_3_faces|jpeg' 2>&1 | tee "$out/bench-imaging.log" || rc=1
-    fi
+    # shellcheck disable=SC2086
+    timeout "$limit" .gpu/run/model --bench 'cpu|cuda|wgpu' $bench_args 2>&1 | tee "$out/bench-model.log" || rc=1
+}
+
+run_imaging() {
+    # shellcheck disable=SC2086
+    timeout "$limit" .gpu/run/imaging --bench 'mask_3_faces|jpeg' $bench_args 2>&1 | tee "$out/bench-imaging.log" || rc=1
+}
+
+run_e2e() {
     # End to end: masked 1280x720 JPEG frames/s through the HTTPS server on
     # CUDA, wgpu (Vulkan), then the CPU, with the per-key rate limits out
     # of the way.
-    backends="cuda wgpu cpu"
-    [ "$part" = all ] || [ "$part" = e2e ] || backends=""
-    for backend in $backends; do
+    for backend in ${E2E_BACKENDS:-cuda wgpu cpu}; do
         state=$(mktemp -d)
         key=$(.gpu/run/argusd --state-dir "$state" keys create --name bench | grep -o 'xyl_[A-Za-z0-9_-]*')
         ARGUS_AUTH_DETECT_PER_MINUTE=1000000 ARGUS_AUTH_MASK_PER_MINUTE=1000000 \
@@ -103,9 +117,9 @@ benches)
         fi
         curl -sk https://127.0.0.1:18443/health > "$out/health-$backend.json"
         for endpoint in detect mask; do
-            .gpu/run/load --url https://127.0.0.1:18443 --key "$key" --endpoint "$endpoint" \
+            timeout "$limit" .gpu/run/load --url https://127.0.0.1:18443 --key "$key" --endpoint "$endpoint" \
                 --image tests/fixtures/group.jpg --resize 1280x720 --concurrency 1,8,32,64 \
-                --requests 400 --max-seconds 60 2>&1 | tee -a "$out/load-$backend.log" || rc=1
+                --requests "${E2E_REQUESTS:-400}" --max-seconds 60 2>&1 | tee -a "$out/load-$backend.log" || rc=1
         done
         # Who uploaded the frames and where the answers were encoded.
         curl -sk https://127.0.0.1:18443/metrics \
@@ -114,6 +128,19 @@ benches)
         wait "$pid"
         rm -rf "$state"
     done
-    ;;
-esac
+}
+
+if [ "$parts" = all ]; then
+    case "$kind" in
+    tests) parts=tests,sanitize ;;
+    benches) parts=model,imaging,e2e ;;
+    all) parts=tests,model,imaging,e2e,sanitize ;;
+    esac
+fi
+for part in ${parts//,/ }; do
+    case "$part" in
+    tests | sanitize | model | imaging | e2e) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e)" >&2 && rc=2 ;;
+    esac
+done
 exit $rc

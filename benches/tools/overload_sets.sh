@@ -6,7 +6,8 @@
 # side, and the host's steal time during it. Extra ARGUS_* settings pass
 # through the environment (e.g. ARGUS_BATCH_QUEUE_DEPTH=12).
 # usage: benches/tools/overload_sets.sh [ARGUSD_BINARY]   (N=3 RATE=500 PORT=18443)
-# Needs target/release/examples/load (cargo build --release --example load).
+# Needs target/release/examples/load (cargo build --release --example load),
+# or the load tool named by LOAD.
 set -u
 cd "$(dirname "$0")/../.."
 BIN=${1:-./target/release/argusd}; N=${N:-3}; RATE=${RATE:-500}; PORT=${PORT:-18443}
@@ -16,7 +17,7 @@ ARGUS_AUTH_DETECT_PER_MINUTE=1000000 $BIN --state-dir $D serve --listen 127.0.0.
 P=$!
 trap 'kill $P 2>/dev/null; while kill -0 $P 2>/dev/null; do sleep 0.2; done; rm -rf $D' EXIT
 for i in $(seq 120); do curl -sk https://127.0.0.1:$PORT/ready >/dev/null 2>&1 && break; sleep 0.5; done
-L="./target/release/examples/load --url https://127.0.0.1:$PORT --key $K"
+L="${LOAD:-./target/release/examples/load} --url https://127.0.0.1:$PORT --key $K"
 field() { awk -v f="$1" '{for(i=1;i<=NF;i++) if($i==f) print $(i+1)}' | tr -d '/s'; }
 closed() { $L --concurrency 8 --requests 500 2>&1 | grep closed | field images/s; }
 steal() { awk '/^cpu /{print $9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
