@@ -7,7 +7,7 @@
 #
 #   scripts/gpu-run.sh                  # everything the bundle holds
 #   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
-#                                       #   imaging or e2e
+#                                       #   imaging, e2e or profile (ncu)
 #   scripts/gpu-run.sh tests,model,e2e  # several, in that order
 #
 # Each part runs under a deadline (GPU_PART_SECONDS, default 300) so that a
@@ -65,8 +65,13 @@ bench_args=${BENCH_ARGS:-}
 run_tests() {
     # Every op and model on CUDA against the CPU, then a CUDA server
     # against a CPU server.
-    timeout "$limit" .gpu/run/argus gpu:: --test-threads 1 --nocapture 2>&1 | tee "$out/gpu-tests.log" || rc=1
-    timeout "$limit" .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 | tee "$out/http-backends.log" || rc=1
+    # TEST_FILTER narrows the first (default gpu::); a binary not carried
+    # is left out.
+    [ -e .gpu/run/argus ] && { timeout "$limit" .gpu/run/argus "${TEST_FILTER:-gpu::}" --test-threads 1 --nocapture 2>&1 \
+        | tee "$out/gpu-tests.log" || rc=1; }
+    [ -e .gpu/run/http_backends ] && { timeout "$limit" .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 \
+        | tee "$out/http-backends.log" || rc=1; }
+    return 0
 }
 
 run_sanitize() {
@@ -121,13 +126,41 @@ run_e2e() {
                 --image tests/fixtures/group.jpg --resize 1280x720 --concurrency 1,8,32,64 \
                 --requests "${E2E_REQUESTS:-400}" --max-seconds 60 2>&1 | tee -a "$out/load-$backend.log" || rc=1
         done
-        # Who uploaded the frames and where the answers were encoded.
-        curl -sk https://127.0.0.1:18443/metrics \
-            | grep -E '^argus_(device_frame_uploads|masked_frames)_total' > "$out/metrics-$backend.txt"
+        # Whether the device was lost under load, who uploaded the frames,
+        # where the answers were encoded, and what queued.
+        curl -sk --max-time 10 https://127.0.0.1:18443/health > "$out/health-$backend-after.json"
+        curl -sk --max-time 10 https://127.0.0.1:18443/metrics | grep -v '^#' > "$out/metrics-$backend.txt"
+        grep -E '^argus_(device_frame_uploads|masked_frames)_total' "$out/metrics-$backend.txt"
         kill "$pid"
         wait "$pid"
         rm -rf "$state"
     done
+}
+
+run_profile() {
+    # Where a CUDA server's time goes, kernel by kernel: Nsight Compute
+    # times the first PROFILE_LAUNCHES launches (start-up's warm-up batch
+    # and a few detect requests: each launch is replayed, so this is slow),
+    # then the server stops and ncu prints a per-kernel summary.
+    command -v ncu >/dev/null || { echo "no ncu here" >&2; return; }
+    local state key pid
+    state=$(mktemp -d)
+    key=$(.gpu/run/argusd --state-dir "$state" keys create --name profile | grep -o 'xyl_[A-Za-z0-9_-]*')
+    timeout "$limit" ncu --clock-control none --launch-count "${PROFILE_LAUNCHES:-300}" \
+        --print-summary per-kernel .gpu/run/argusd --state-dir "$state" serve --backend cuda \
+        --listen 127.0.0.1:18444 > "$out/ncu.txt" 2>&1 &
+    for _ in $(seq 120); do
+        curl -skf https://127.0.0.1:18444/health >/dev/null 2>&1 && break
+        sleep 1
+    done
+    for _ in 1 2 3 4; do
+        curl -sk -o /dev/null -w '%{http_code} %{time_total}s\n' -X POST \
+            https://127.0.0.1:18444/api/v1/detect -H "X-API-Key: $key" \
+            -F image=@tests/fixtures/group.jpg
+    done
+    pid=$(pgrep -f "argusd --state-dir $state serve") && kill -INT "$pid"
+    wait
+    rm -rf "$state"
 }
 
 if [ "$parts" = all ]; then
@@ -139,8 +172,8 @@ if [ "$parts" = all ]; then
 fi
 for part in ${parts//,/ }; do
     case "$part" in
-    tests | sanitize | model | imaging | e2e) echo "== $part" && "run_$part" ;;
-    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e)" >&2 && rc=2 ;;
+    tests | sanitize | model | imaging | e2e | profile) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, profile)" >&2 && rc=2 ;;
     esac
 done
 exit $rc

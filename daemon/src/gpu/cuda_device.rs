@@ -24,6 +24,29 @@ struct Words([u32; 16]);
 // SAFETY: plain old data, 16 u32 with C layout.
 unsafe impl DeviceRepr for Words {}
 
+/// A device buffer of 32-bit words that makes its context current on the
+/// thread that frees it.
+///
+/// cudarc frees a `CudaSlice` (`cuMemFreeAsync`) on whichever thread drops
+/// it without making the context current there first. Requests drop their
+/// resident frames on any runtime thread; on one where the context had never
+/// been current the free failed with `CUDA_ERROR_INVALID_CONTEXT`, the
+/// memory leaked, and cudarc kept the error and returned it from the next
+/// call on any thread, so a healthy device failed a batch and was retired
+/// (seen on an H200 with 8 concurrent detect requests).
+pub struct CudaBuf(CudaSlice<u32>);
+
+impl Drop for CudaBuf {
+    fn drop(&mut self) {
+        // Runs before the slice's own drop frees it. Not `bind_to_thread`:
+        // that first takes, and so would hide, an error kept from an
+        // earlier call.
+        // SAFETY: the slice holds its stream, which holds the context, so
+        // the context is alive; making it current changes only this thread.
+        let _ = unsafe { cudarc::driver::result::ctx::set_current(self.0.context().cu_ctx()) };
+    }
+}
+
 fn dev_err(e: impl std::fmt::Display) -> GpuError {
     GpuError::Run(format!("CUDA: {e}"))
 }
@@ -121,6 +144,16 @@ impl Cuda {
         }))
     }
 
+    /// Err once a sticky error has retired the context.
+    fn usable(&self) -> Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(GpuError::Run(
+                "an earlier CUDA error left the context unusable".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn failed(&self, e: DriverError) -> GpuError {
         if poisons(&e) {
             self.broken.store(true, Ordering::SeqCst);
@@ -130,7 +163,7 @@ impl Cuda {
 }
 
 impl Compute for Cuda {
-    type Buf = CudaSlice<u32>;
+    type Buf = CudaBuf;
     type Rec<'a> = CudaRecorder<'a>;
 
     fn recorder(&self) -> CudaRecorder<'_> {
@@ -140,27 +173,39 @@ impl Compute for Cuda {
         }
     }
 
-    fn upload<T: bytemuck::Pod>(&self, _label: &str, data: &[T]) -> Result<CudaSlice<u32>> {
+    fn upload<T: bytemuck::Pod>(&self, _label: &str, data: &[T]) -> Result<CudaBuf> {
+        // A retired device takes no new copies: requests then leave their
+        // frames to the backend, which runs on the CPU after a take-over.
+        self.usable()?;
         let bytes: &[u8] = bytemuck::cast_slice(data);
         // Whole, aligned words (a frame, usually) go as they are; the rest
         // is copied into words first.
         if let Ok(words) = bytemuck::try_cast_slice::<u8, u32>(bytes) {
             if !words.is_empty() {
-                return self.stream.clone_htod(words).map_err(|e| self.failed(e));
+                return self
+                    .stream
+                    .clone_htod(words)
+                    .map(CudaBuf)
+                    .map_err(|e| self.failed(e));
             }
         }
         let mut words = vec![0u32; bytes.len().div_ceil(4).max(1)];
         bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        self.stream.clone_htod(&words).map_err(|e| self.failed(e))
+        self.stream
+            .clone_htod(&words)
+            .map(CudaBuf)
+            .map_err(|e| self.failed(e))
     }
 
-    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaSlice<u32>>> {
+    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaBuf>> {
+        self.usable()?;
         let len = tensor_len(shape)?;
         Ok(Tensor {
-            buf: self
-                .stream
-                .alloc_zeros::<u32>(len.max(1))
-                .map_err(|e| self.failed(e))?,
+            buf: CudaBuf(
+                self.stream
+                    .alloc_zeros::<u32>(len.max(1))
+                    .map_err(|e| self.failed(e))?,
+            ),
             shape,
         })
     }
@@ -179,11 +224,7 @@ impl Compute for Cuda {
         )
     }
     fn health(&self) -> Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(GpuError::Run(
-                "an earlier CUDA error left the context unusable".into(),
-            ));
-        }
+        self.usable()?;
         self.ctx.bind_to_thread().map_err(dev_err)
     }
 }
@@ -195,13 +236,13 @@ pub struct CudaRecorder<'a> {
 }
 
 impl Record for CudaRecorder<'_> {
-    type Buf = CudaSlice<u32>;
+    type Buf = CudaBuf;
 
     fn dispatch(
         &mut self,
         name: &str,
         params: &[u32],
-        bufs: &[&CudaSlice<u32>],
+        bufs: &[&CudaBuf],
         groups: [u32; 3],
     ) -> Result<()> {
         let (f, block) = self.dev.funcs.get(name).ok_or_else(|| GpuError::Shader {
@@ -223,7 +264,7 @@ impl Record for CudaRecorder<'_> {
         let mut launch = self.dev.stream.launch_builder(f);
         launch.arg(&words);
         for b in bufs {
-            launch.arg(*b);
+            launch.arg(&b.0);
         }
         let cfg = LaunchConfig {
             grid_dim: (groups[0], groups[1], groups[2]),
@@ -238,21 +279,21 @@ impl Record for CudaRecorder<'_> {
             .map_err(|e| self.dev.failed(e))
     }
 
-    fn size(&self, buf: &CudaSlice<u32>) -> u64 {
-        (buf.len() * 4) as u64
+    fn size(&self, buf: &CudaBuf) -> u64 {
+        (buf.0.len() * 4) as u64
     }
 
-    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaSlice<u32>>> {
+    fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<CudaBuf>> {
         self.dev.tensor(shape)
     }
 
-    fn read(&mut self, buf: &CudaSlice<u32>, len: u64) -> Result<Readback> {
+    fn read(&mut self, buf: &CudaBuf, len: u64) -> Result<Readback> {
         // Only the words asked for cross the bus.
-        let count = (len.div_ceil(4) as usize).min(buf.len());
+        let count = (len.div_ceil(4) as usize).min(buf.0.len());
         let words = self
             .dev
             .stream
-            .clone_dtoh(&buf.slice(..count))
+            .clone_dtoh(&buf.0.slice(..count))
             .map_err(|e| self.dev.failed(e))?;
         let mut bytes: Vec<u8> = bytemuck::cast_slice(&words).to_vec();
         bytes.truncate(len as usize);
@@ -289,6 +330,23 @@ pub(crate) fn test_cuda() -> Option<Arc<Cuda>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buffer freed on a thread where the context was never current (a
+    /// request's resident frame, dropped on any runtime thread) leaves the
+    /// device healthy, and the next work on it runs.
+    #[test]
+    fn a_buffer_freed_on_a_fresh_thread_leaves_the_device_healthy() {
+        let Some(dev) = test_cuda() else { return };
+        let frame = dev.upload("frame", &vec![7u32; 1 << 18]).unwrap();
+        std::thread::spawn(move || drop(frame)).join().unwrap();
+        dev.health().unwrap();
+        let next = dev.upload("next", &[1u32, 2, 3]).unwrap();
+        let mut rec = dev.recorder();
+        let back = rec.read(&next, 12).unwrap();
+        let out = rec.finish().unwrap();
+        assert_eq!(out[back.0], bytemuck::cast_slice::<u32, u8>(&[1, 2, 3]));
+        dev.health().unwrap();
+    }
 
     #[test]
     fn only_sticky_errors_retire_the_device() {
