@@ -158,7 +158,8 @@ run_profile() {
             https://127.0.0.1:18444/api/v1/detect -H "X-API-Key: $key" \
             -F image=@tests/fixtures/group.jpg
     done
-    pid=$(pgrep -f "argusd --state-dir $state serve") && kill -INT "$pid"
+    # Anchored: timeout and ncu carry the same words in their command lines.
+    pid=$(pgrep -f "^[^ ]*argusd --state-dir $state serve") && kill -INT "$pid"
     wait
     rm -rf "$state"
 }

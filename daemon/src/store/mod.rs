@@ -205,17 +205,19 @@ impl Store {
     }
 
     /// [`flush`](Self::flush) on a blocking thread. Not sled's own
-    /// `flush_async`: in sled 0.34 (the latest release) concurrent calls
-    /// of it can wait forever (sled issues 1241 and 1308). A CUDA server
-    /// answering about 270 detect requests/s stopped answering at 32
-    /// clients that way, and `concurrent_flushes_all_complete` locks up on
-    /// two cores with it.
+    /// `flush_async`: in sled 0.34.7 (the latest stable release)
+    /// concurrent calls of it can wait forever, its flushes waiting on
+    /// writes queued behind them on sled's own pool (sled issues 1241 and
+    /// 1308). A server answering about 270 requests/s stopped answering
+    /// that way, and `concurrent_flushes_all_complete` locks up with it.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
-            .await
-            .map_err(|e| sled::Error::Io(std::io::Error::other(e)))??;
-        Ok(())
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(flushed) => flushed.map(drop).map_err(StoreError::from),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // The runtime is shutting down.
+            Err(e) => Err(sled::Error::Io(std::io::Error::other(e)).into()),
+        }
     }
 
     /// A 32-byte secret kept in the database, created on first use.
@@ -436,10 +438,11 @@ mod tests {
     fn concurrent_flushes_all_complete() {
         let d = tempfile::tempdir().unwrap();
         let store = std::sync::Arc::new(Store::open(d.path()).unwrap());
-        // On a thread of its own: a lockup blocks the runtime's workers, so
-        // the test waits from outside and fails instead of hanging.
+        // On a thread of its own: a lockup leaves `block_on` waiting for
+        // ever (and dropping the runtime would wait on the stuck flushes),
+        // so the test waits from outside and fails instead of hanging.
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let worker = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(16)
                 .enable_all()
@@ -463,8 +466,21 @@ mod tests {
             });
             let _ = tx.send(());
         });
-        let waited = rx.recv_timeout(std::time::Duration::from_secs(120));
-        assert!(waited.is_ok(), "flushes still waiting after 120 s");
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(()) => {}
+            // A task panicked: its panic is the failure.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Err(p) = worker.join() {
+                    std::panic::resume_unwind(p);
+                }
+            }
+            // sled's pool is process-wide: a lockup there would also stop
+            // every later test of this binary that flushes, so end it.
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!("concurrent_flushes_all_complete: flushes still waiting after 120 s");
+                std::process::exit(101);
+            }
+        }
     }
 
     #[test]
