@@ -28,7 +28,10 @@ build_tests() {
         --message-format=json | executables
 }
 build_benches() {
-    cargo bench --features cuda --no-run --bench model --bench imaging --message-format=json | executables
+    # The release profile, not bench's own: the same settings, but under
+    # its own name cargo would build the whole crate a second time.
+    cargo bench --profile release --features cuda --no-run --bench model --bench imaging \
+        --message-format=json | executables
     cargo build --release --features cuda --bin argusd --example load --message-format=json | executables
 }
 
