@@ -7,14 +7,15 @@
 #
 #   scripts/gpu-run.sh                  # everything the bundle holds
 #   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
-#                                       #   imaging, e2e or profile (ncu)
+#                                       #   imaging, e2e, overload or profile (ncu)
 #   scripts/gpu-run.sh tests,model,e2e  # several, in that order
 #
 # Each part runs under a deadline (GPU_PART_SECONDS, default 300) so that a
 # hung kernel costs one part, not the whole lease. On a short lease,
 # BENCH_ARGS (say "--warm-up-time 1 --measurement-time 2") shortens the
 # criterion runs, E2E_BACKENDS picks the servers (default "cuda wgpu cpu")
-# and E2E_REQUESTS the requests per concurrency level (default 400).
+# and E2E_REQUESTS the requests per concurrency level (default 400);
+# OVERLOAD_BACKENDS the servers for the 10x overload sets (default "cpu cuda").
 set -uo pipefail
 parts=${1:-all}
 cd "$(dirname "$0")/.."
@@ -67,6 +68,9 @@ run_tests() {
     # against a CPU server.
     # TEST_FILTER narrows the first (default gpu::); a binary not carried
     # is left out.
+    # The kernels' host run is left out unless GPU_TEST_HOST=1: CI runs it,
+    # and here it would take most of the deadline.
+    [ "${GPU_TEST_HOST:-0}" = 1 ] || export ARGUS_TEST_SKIP_CUDA_HOST=1
     [ -e .gpu/run/argus ] && { timeout "$limit" .gpu/run/argus "${TEST_FILTER:-gpu::}" --test-threads 1 --nocapture 2>&1 \
         | tee "$out/gpu-tests.log" || rc=1; }
     [ -e .gpu/run/http_backends ] && { timeout "$limit" .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 \
@@ -137,6 +141,17 @@ run_e2e() {
     done
 }
 
+run_overload() {
+    # Issue 18's goodput under 10x the sustained rate, on a machine where
+    # the load tool does not share two vCPUs with the daemon: alternating
+    # closed-loop and open-loop runs (benches/tools/overload_sets.sh).
+    for backend in ${OVERLOAD_BACKENDS:-cpu cuda}; do
+        ARGUS_BACKEND=$backend LOAD=.gpu/run/load LOG="$out/overload-$backend.log" RATE=${RATE:-auto} \
+            timeout "$limit" benches/tools/overload_sets.sh .gpu/run/argusd 2>&1 \
+            | tee "$out/overload-$backend.txt" || rc=1
+    done
+}
+
 run_profile() {
     # Where a CUDA server's time goes, kernel by kernel: Nsight Compute
     # times the first PROFILE_LAUNCHES launches (start-up's warm-up batch
@@ -173,8 +188,8 @@ if [ "$parts" = all ]; then
 fi
 for part in ${parts//,/ }; do
     case "$part" in
-    tests | sanitize | model | imaging | e2e | profile) echo "== $part" && "run_$part" ;;
-    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, profile)" >&2 && rc=2 ;;
+    tests | sanitize | model | imaging | e2e | overload | profile) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, overload, profile)" >&2 && rc=2 ;;
     esac
 done
 exit $rc
