@@ -46,7 +46,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match rt.block_on(argus::cli::run_command(cli)) {
+    // GPU devices outlive the runtime: its threads must be gone before a
+    // device is destroyed (see `argus::backend::hold_devices_until_exit`).
+    argus::backend::hold_devices_until_exit();
+    let result = rt.block_on(argus::cli::run_command(cli));
+    drop(rt);
+    argus::backend::release_held_devices();
+    match result {
         Ok(code) => std::process::ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("argusd: {e}");

@@ -8,7 +8,10 @@ pub mod accel;
 pub mod cpu;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod fallback;
+mod held;
 pub mod masker;
+
+pub use held::{hold_devices_until_exit, release_held_devices};
 
 use std::path::PathBuf;
 
@@ -214,6 +217,12 @@ fn open_wgpu(_hardware_only: ()) -> Result<Target, String> {
 /// then the CPU, logging why each was passed over. An explicit backend that
 /// is not compiled in or has no device is an error.
 pub fn resolve(kind: BackendKind) -> Result<Target, BackendError> {
+    let target = resolve_open(kind)?;
+    held::hold(&target);
+    Ok(target)
+}
+
+fn resolve_open(kind: BackendKind) -> Result<Target, BackendError> {
     #[cfg(feature = "wgpu")]
     let (hardware, any) = (
         crate::gpu::AdapterPolicy::Hardware,
