@@ -135,8 +135,14 @@ run_e2e() {
         curl -sk --max-time 10 https://127.0.0.1:18443/health > "$out/health-$backend-after.json"
         curl -sk --max-time 10 https://127.0.0.1:18443/metrics | grep -v '^#' > "$out/metrics-$backend.txt"
         grep -E '^argus_(device_frame_uploads|masked_frames)_total' "$out/metrics-$backend.txt"
+        # A clean stop after load is part of the check: a wgpu server once
+        # died with SIGSEGV here (the device dropped before the threads that
+        # used it, see backend::hold_devices_until_exit).
         kill "$pid"
         wait "$pid"
+        status=$?
+        echo "argusd --backend $backend stopped with status $status" | tee -a "$out/load-$backend.log"
+        [ "$status" -eq 0 ] || rc=1
         rm -rf "$state"
     done
 }
