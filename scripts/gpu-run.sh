@@ -160,14 +160,17 @@ run_overload() {
 
 run_profile() {
     # Where a CUDA server's time goes, kernel by kernel: Nsight Compute
-    # times the first PROFILE_LAUNCHES launches (start-up's warm-up batch
-    # and a few detect requests: each launch is replayed, so this is slow),
+    # times PROFILE_LAUNCHES launches after the first PROFILE_SKIP (each
+    # launch is replayed, so this is slow) while 4 detect requests run,
     # then the server stops and ncu prints a per-kernel summary.
     command -v ncu >/dev/null || { echo "no ncu here" >&2; return; }
     local state key pid
     state=$(mktemp -d)
     key=$(.gpu/run/argusd --state-dir "$state" keys create --name profile | grep -o 'xyl_[A-Za-z0-9_-]*')
-    timeout "$limit" ncu --clock-control none --launch-count "${PROFILE_LAUNCHES:-300}" \
+    # PROFILE_SKIP passes over the first launches: 300 did not get past the
+    # start-up warm-ups of the cell and skin nets (2026-12-04).
+    timeout "$limit" ncu --clock-control none --launch-skip "${PROFILE_SKIP:-0}" \
+        --launch-count "${PROFILE_LAUNCHES:-300}" \
         --print-summary per-kernel .gpu/run/argusd --state-dir "$state" serve --backend cuda \
         --listen 127.0.0.1:18444 > "$out/ncu.txt" 2>&1 &
     for _ in $(seq 120); do
