@@ -139,6 +139,9 @@ run_e2e() {
         # died with SIGSEGV here (the device dropped before the threads that
         # used it, see backend::hold_devices_until_exit).
         kill "$pid"
+        # Bounded: a stop that hangs must not spend the rest of the lease.
+        for _ in $(seq 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -0 "$pid" 2>/dev/null && { echo "argusd --backend $backend did not stop in 30 s" >&2; kill -9 "$pid"; }
         wait "$pid"
         status=$?
         echo "argusd --backend $backend stopped with status $status" | tee -a "$out/load-$backend.log"
