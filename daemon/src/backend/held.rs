@@ -86,7 +86,11 @@ mod tests {
             assert!(release_held_devices() >= 1);
             assert_eq!(Arc::strong_count(&g), 1, "released");
             hold(&Target::Wgpu(g.clone()));
-            assert_eq!(Arc::strong_count(&g), 1, "nothing is held after the release");
+            assert_eq!(
+                Arc::strong_count(&g),
+                1,
+                "nothing is held after the release"
+            );
         }
         hold_devices_until_exit();
         hold(&Target::Cpu);
