@@ -7,7 +7,9 @@
 #
 #   scripts/gpu-run.sh                  # everything the bundle holds
 #   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
-#                                       #   imaging, e2e, overload or profile (ncu)
+#                                       #   imaging, e2e, overload, profile (ncu
+#                                       #   over a server) or kernels (ncu over
+#                                       #   CenterFace in the model bench)
 #   scripts/gpu-run.sh tests,model,e2e  # several, in that order
 #
 # Each part runs under a deadline (GPU_PART_SECONDS, default 300) so that a
@@ -191,6 +193,19 @@ run_profile() {
     rm -rf "$state"
 }
 
+run_kernels() {
+    # CenterFace's kernels alone, as the daemon runs them (batches of 8
+    # 1280x720 frames already on the device), from the model bench: no
+    # other net's warm-up comes first, so the first PROFILE_LAUNCHES
+    # launches (after PROFILE_SKIP) are CenterFace's. Needs the model bench.
+    command -v ncu >/dev/null || { echo "no ncu here" >&2; return; }
+    [ -e .gpu/run/model ] || { echo "kernels: the model bench was not carried" >&2; rc=1; return; }
+    ARGUS_BENCH_BATCHES=8 timeout "$limit" ncu --clock-control none --launch-skip "${PROFILE_SKIP:-0}" \
+        --launch-count "${PROFILE_LAUNCHES:-300}" --print-summary per-kernel \
+        .gpu/run/model --bench 'centerface/cuda/resident' --profile-time 2 > "$out/ncu-model.txt" 2>&1 || rc=1
+    tail -n 5 "$out/ncu-model.txt"
+}
+
 if [ "$parts" = all ]; then
     case "$kind" in
     tests) parts=tests,sanitize ;;
@@ -200,8 +215,8 @@ if [ "$parts" = all ]; then
 fi
 for part in ${parts//,/ }; do
     case "$part" in
-    tests | sanitize | model | imaging | e2e | overload | profile) echo "== $part" && "run_$part" ;;
-    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, overload, profile)" >&2 && rc=2 ;;
+    tests | sanitize | model | imaging | e2e | overload | profile | kernels) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, overload, profile, kernels)" >&2 && rc=2 ;;
     esac
 done
 exit $rc

@@ -18,7 +18,7 @@ if [ "${1:-}" = --restore ]; then
     echo "gpu-trim: tree restored to $(git rev-parse --short HEAD)"
     exit 0
 fi
-parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,e2e,overload,profile) | --restore}
+parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,e2e,overload,profile,kernels) | --restore}
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     echo "gpu-trim: commit first: --restore is a hard reset" >&2
     exit 1
@@ -38,7 +38,7 @@ for part in ${parts//,/ }; do
     case "$part" in
     tests) bins+=(argus http_backends) ;;
     sanitize) bins+=(argus) ;;
-    model) bins+=(model) ;;
+    model | kernels) bins+=(model) ;;
     imaging) bins+=(imaging) ;;
     e2e | overload | profile) bins+=(argusd load) ;;
     *) echo "gpu-trim: no part $part" >&2 && exit 2 ;;
