@@ -176,6 +176,7 @@ const OTHER_ENV: &[&str] = &[
     "ARGUS_KEY",
     "ARGUS_BENCH_BATCHES",
     "ARGUS_KEEP_REPORT",
+    "ARGUS_TEST_SKIP_CUDA_HOST",
 ];
 
 /// Every variable name that sets something: each leaf and each section
