@@ -120,7 +120,9 @@ pub struct CountParams {
     /// A field's red-cell count moves by a cell or two when its scale moves
     /// by 2%, which is 10% of a small field; the median of three at +-2%
     /// cut BCCD val's rescaled copies off by more than 10% of the native
-    /// count from 8-14% to 5-10% per factor (models/cbc/MODEL_CARD.md).
+    /// count from 8-14% to 5-10% per factor, and five at +-3% (since
+    /// 2026-12-04) cut BCCD train's first 60 from 8-15% to 5-12% with val
+    /// as before (models/cbc/MODEL_CARD.md, "Five scale samples").
     pub scale_samples: u32,
     /// Half the range of the multipliers above, as a fraction of the scale.
     pub scale_spread: f32,
@@ -150,8 +152,8 @@ impl Default for CountParams {
             wbc_min_confidence: 0.7,
             rbc_outline_radius: 0.467,
             scale_refine_above: 0.04,
-            scale_samples: 3,
-            scale_spread: 0.02,
+            scale_samples: 5,
+            scale_spread: 0.03,
             scale_samples_below_rbc: 40,
             scale_samples_max_tiles: 64,
         }

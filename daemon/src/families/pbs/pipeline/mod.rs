@@ -24,8 +24,8 @@
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose
 //! first (or refined) analysis counts fewer than `scale_samples_below_rbc`
-//! red cells is analysed again at its scale x0.98 and x1.02 (`scale_samples`,
-//! `scale_spread`), and the analysis with the median red-cell count is
+//! red cells is analysed again at its scale x0.97, x0.985, x1.015 and x1.03
+//! (`scale_samples`, `scale_spread`), and the analysis with the median red-cell count is
 //! kept, boxes and all ([`sample_scales`], [`median_index`]).
 //!
 //! Counting (all sizes relative to the expected red-cell diameter `d` the

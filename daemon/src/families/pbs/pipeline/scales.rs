@@ -240,7 +240,7 @@ mod tests {
         assert!(plan.iter().all(|&(_, n)| n == 12), "{plan:?}");
         p.scale_samples_max_tiles = 11;
         assert_eq!(sample_plan((640, 480), 0.5, &p).unwrap(), vec![(0.5, 12)]);
-        // 7.6 -> 8 px at the scale, 7.45 -> 7 at x0.98: no samples, the
+        // 7.6 -> 8 px at the scale, 7.37 -> 7 at x0.97: no samples, the
         // first still runs.
         p = CountParams::default();
         assert_eq!(sample_plan((38, 38), 0.2, &p).unwrap(), vec![(0.2, 1)]);
