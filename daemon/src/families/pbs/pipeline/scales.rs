@@ -196,7 +196,11 @@ mod tests {
 
     #[test]
     fn scale_samples_straddle_the_measured_scale_and_start_with_it() {
-        let mut p = CountParams::default();
+        let mut p = CountParams {
+            scale_samples: 3,
+            scale_spread: 0.02,
+            ..CountParams::default()
+        };
         let s = sample_scales(0.5, &p);
         assert_eq!(s.len(), 3);
         assert_eq!(s[0], 0.5);
