@@ -279,7 +279,10 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
         "fixture: outline {outline:.4} d (probe {probe_outline:.4}) at scale {:.4}; refined to {:.4}, outline then {:?}; rbc {} -> {}",
         plain.scale, refined.scale, refined.rbc_outline, plain.counts.rbc, refined.counts.rbc
     );
-    assert!((refined.scale / plain.scale - 1.1).abs() < 1e-4);
+    // The correction is the outline's 10% less the margin, in ln.
+    let want = (1.1f32.ln() - config.cells.scale_refine_above).exp();
+    let ratio = refined.scale / plain.scale;
+    assert!((ratio - want).abs() < 1e-4, "{ratio} {want}");
     let probe = pipeline::tiles_at((w, h), plain.scale).unwrap();
     assert_eq!(probe, pipeline::PROBE_TILES.0 * pipeline::PROBE_TILES.1);
     assert_eq!(
@@ -287,15 +290,15 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
         probe + pipeline::prepare(&img, refined.scale).unwrap().0.count
     );
     assert_eq!(s.measured_px, size.measured_px);
-    assert!((s.rbc_diameter_px * 1.1 - size.rbc_diameter_px).abs() < 0.01 * size.rbc_diameter_px);
+    assert!((s.rbc_diameter_px * ratio - size.rbc_diameter_px).abs() < 0.01 * size.rbc_diameter_px);
     // The outline follows the scale, if less than in proportion (the
-    // fixture: +6.6% for +10%): at the refined scale it is nearer the
-    // target by more than half the gap.
+    // fixture: +6.6% for +10%): at the refined scale it has grown by more
+    // than half the scale's step, towards the target and not past it.
     let again = refined.rbc_outline.unwrap();
     let target = config.cells.rbc_outline_radius;
     assert!(
-        (again - target).abs() < 0.5 * (outline - target).abs(),
-        "outline {outline} -> {again}, target {target}"
+        again / outline - 1.0 > 0.5 * (ratio - 1.0) && again < target,
+        "outline {outline} -> {again} at x{ratio}, target {target}"
     );
     // Within the gap, the first analysis stands.
     config.cells.rbc_outline_radius = probe_outline * 1.02;

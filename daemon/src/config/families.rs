@@ -103,15 +103,18 @@ pub struct CountParams {
     /// scatters by about +-10% from photo to photo; the outline, measured
     /// on a first analysis, follows the cells the nets see. When it is more
     /// than `scale_refine_above` from this, the photo is analysed again at
-    /// the scale that brings it here. 0.467 is the median of BCCD train's
+    /// a scale nearer the one that brings it here. 0.467 is the median of BCCD train's
     /// photos at their colour measure (201 of 205 showed an outline), so
     /// the counting parameters tuned there keep their meaning; the outline
     /// agreed with the photos' boxes within 10% on 84-90% of them, the
     /// colour measure on 50% (models/cbc/MODEL_CARD.md). 0 turns the
     /// refinement off.
     pub rbc_outline_radius: f32,
-    /// Relative gap between the first analysis's outline radius and
-    /// `rbc_outline_radius` above which the photo is analysed again.
+    /// Margin, in `ln` of the scale (about a fraction of it), between the
+    /// first analysis's outline radius and `rbc_outline_radius`: within it
+    /// the first analysis stands; beyond it the photo is analysed again at
+    /// the outline's correction less the margin (a dead zone, so the scale
+    /// follows the outline continuously; `pipeline::refined_scale`).
     pub scale_refine_above: f32,
     /// Analyses per photo, at its measured scale times multipliers spread
     /// evenly over `1 +- scale_spread` (odd, 1..=9; 1 turns it off), when

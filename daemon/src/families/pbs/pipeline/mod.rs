@@ -18,8 +18,9 @@
 //! photo. The first analysis's boundary map shows the red cells' outline,
 //! whose radius ([`crate::imaging::circles::outline_radius`]) follows the
 //! cells the nets see; when it is more than `scale_refine_above` from
-//! `rbc_outline_radius`, the photo is analysed again at the scale that
-//! brings it there ([`refined_scale`]).
+//! `rbc_outline_radius`, the photo is analysed again at a scale moved
+//! towards it by the gap less that margin, so the scale follows the
+//! outline without a step ([`refined_scale`]).
 //!
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose

@@ -62,26 +62,35 @@ pub fn refines(params: &CountParams) -> bool {
     params.rbc_outline_radius > 0.0 && params.rbc_circle_support > 0.0
 }
 
-/// The scale at which the red cells' outline, `outline` (a fraction of d)
-/// at `scale`, would be `params.rbc_outline_radius`, when that is more than
-/// `params.scale_refine_above` and at most [`MAX_REFINE`] from `scale` and
-/// within [`MIN_SCALE`], [`MAX_SCALE`]; `None` otherwise (and with the
-/// refinement off or no outline). This takes the outline to grow with the
-/// scale in proportion; it grows somewhat less (the fixture: +6.6% for
-/// +10%), so one refinement closes about two thirds of a gap. Across
-/// rescaled BCCD copies at 0.5-2x the outline's ratio followed the scale's
-/// to within 4% on 96-99% of them.
+/// The scale the red cells' outline, `outline` (a fraction of d) at
+/// `scale`, asks for: the correction that would bring it to
+/// `params.rbc_outline_radius`, less `params.scale_refine_above`, both in
+/// `ln` of the scale (a dead zone, not a step). `None` when the gap is
+/// within that margin, more than [`MAX_REFINE`], or the refined scale
+/// would fall outside [`MIN_SCALE`], [`MAX_SCALE`] (and with the
+/// refinement off or no outline).
+///
+/// Why a dead zone: with a step (the full correction beyond the margin,
+/// none within, until 2026-12-04) a photo whose outline was 3.4% off kept
+/// its scale while a rescaled copy of it, its outline 7.7% off, moved by
+/// 8%, and the two counted 21 and 26 red cells (BCCD train 00001). Here
+/// the scale is a continuous function of the outline that moves no faster
+/// than it, so a copy's outline a few per cent off the native photo's
+/// moves its scale by no more than that. The outline grows with the scale
+/// less than in proportion (the fixture: +6.6% for +10%), so one
+/// refinement closes part of a gap; what is left is at least the margin.
 pub fn refined_scale(scale: f32, outline: Option<f32>, params: &CountParams) -> Option<f32> {
     if params.rbc_outline_radius <= 0.0 {
         return None;
     }
     let f = params.rbc_outline_radius / outline.filter(|r| *r > 0.0)?;
-    let off = (f - 1.0).abs();
-    let refined = scale * f;
-    (off > params.scale_refine_above
-        && off <= MAX_REFINE
-        && (MIN_SCALE..=MAX_SCALE).contains(&refined))
-    .then_some(refined)
+    if (f - 1.0).abs() > MAX_REFINE {
+        return None;
+    }
+    let gap = f.ln();
+    let beyond = gap.abs() - params.scale_refine_above;
+    let refined = scale * beyond.copysign(gap).exp();
+    (beyond > 0.0 && (MIN_SCALE..=MAX_SCALE).contains(&refined)).then_some(refined)
 }
 
 /// Tiles, across and down, of the probe a large photo's outline is
@@ -256,16 +265,23 @@ mod tests {
     }
 
     #[test]
-    fn the_outline_refines_the_scale_only_beyond_the_gap_and_within_reach() {
+    fn the_outline_refines_the_scale_by_its_gap_less_the_margin_within_reach() {
         let p = CountParams::default();
         let r = p.rbc_outline_radius;
-        // Cells 10% small in the nets' view: enlarge by 10%.
+        let a = p.scale_refine_above;
+        // Cells 10% small in the nets' view: enlarge by 10% less the margin.
         let s = refined_scale(0.5, Some(r / 1.1), &p).unwrap();
-        assert!((s - 0.55).abs() < 1e-5, "{s}");
+        let want = 0.5 * (1.1f32.ln() - a).exp();
+        assert!((s - want).abs() < 1e-5, "{s} {want}");
         let s = refined_scale(0.5, Some(r / 0.9), &p).unwrap();
-        assert!((s - 0.45).abs() < 1e-5, "{s}");
-        // Within the gap, beyond reach, no outline, off, or out of range.
+        let want = 0.5 * (0.9f32.ln() + a).exp();
+        assert!((s - want).abs() < 1e-5, "{s} {want}");
+        // Continuous at the margin: just past it, the scale barely moves.
+        let s = refined_scale(0.5, Some(r / (a + 0.002).exp()), &p).unwrap();
+        assert!((s / 0.5 - 1.0).abs() < 0.0025, "{s}");
+        // Within the margin, beyond reach, no outline, off, or out of range.
         assert_eq!(refined_scale(0.5, Some(r * 1.03), &p), None);
+        assert_eq!(refined_scale(0.5, Some(r / (a - 0.002).exp()), &p), None);
         assert_eq!(refined_scale(0.5, Some(r / 1.3), &p), None);
         assert_eq!(refined_scale(0.5, None, &p), None);
         assert_eq!(refined_scale(0.5, Some(0.0), &p), None);
