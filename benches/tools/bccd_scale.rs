@@ -43,6 +43,9 @@
 //! copy's against the native's); with `--no-refine` it shows what the
 //! outline would correct, as the model card reports it (with refinement on,
 //! the scales printed are already corrected).
+//! `--copy-filter triangle|catmullrom|lanczos3|nearest` makes the rescaled
+//! copies with that filter (CatmullRom by default; the pipeline resamples
+//! with Triangle).
 //! `--dump-regions FILE` writes, per photo, factor and analysis (scale
 //! sample), a line `id factor sample rbc_count width height` followed by
 //! the area of each counted red-cell region in d^2 (`e` after one the
@@ -147,13 +150,18 @@ fn quantile(v: &[f32], q: f32) -> f32 {
     v[((v.len() - 1) as f32 * q).round() as usize]
 }
 
+/// The filter rescaled copies are made with (`--copy-filter`, CatmullRom
+/// unless set): how much the counts depend on how a copy was made.
+static COPY_FILTER: std::sync::OnceLock<image::imageops::FilterType> = std::sync::OnceLock::new();
+
 fn resample(img: &image::RgbImage, f: f32) -> image::RgbImage {
     if f == 1.0 {
         return img.clone();
     }
     let w = (img.width() as f32 * f).round() as u32;
     let h = (img.height() as f32 * f).round() as u32;
-    image::imageops::resize(img, w, h, image::imageops::FilterType::CatmullRom)
+    let filter = *COPY_FILTER.get_or_init(|| image::imageops::FilterType::CatmullRom);
+    image::imageops::resize(img, w, h, filter)
 }
 
 /// The nets' maps of one photo at the scale its estimate gives, or at
@@ -339,6 +347,19 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
+    if let Some(name) = bccd_common::arg(&args, "--copy-filter") {
+        use image::imageops::FilterType;
+        let filter = match name.as_str() {
+            "triangle" => FilterType::Triangle,
+            "catmullrom" => FilterType::CatmullRom,
+            "lanczos3" => FilterType::Lanczos3,
+            "nearest" => FilterType::Nearest,
+            other => anyhow::bail!(
+                "--copy-filter: triangle, catmullrom, lanczos3 or nearest, not {other}"
+            ),
+        };
+        COPY_FILTER.set(filter).expect("set once, before any copy");
+    }
     let verbose = args.iter().any(|a| a == "--verbose");
     let exact_scale = args.iter().any(|a| a == "--exact-scale");
     let jitter = args.iter().any(|a| a == "--jitter");
