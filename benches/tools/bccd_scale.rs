@@ -38,7 +38,7 @@
 //! `--scale-samples 5 --scale-spread 0.03` tries other samples, and
 //! `--no-refine` leaves the colour measure's scale unrefined by the red
 //! cells' outline (`cells.rbc_outline_radius` 0); `--refine-above 0.02`
-//! sets the gap above which it refines (`cells.scale_refine_above`). `--radii` prints each
+//! sets the margin, in ln of the scale, beyond which it refines (`cells.scale_refine_above`). `--radii` prints each
 //! photo's outline radius (`NATIVE` lines: against its boxes; `RADII`: each
 //! copy's against the native's); with `--no-refine` it shows what the
 //! outline would correct, as the model card reports it (with refinement on,

@@ -312,7 +312,7 @@ impl Config {
         }
         if !(c.scale_refine_above > 0.0 && c.scale_refine_above <= 0.2) {
             p.push(format!(
-                "cells.scale_refine_above must be in (0, 0.2] (a fraction of the scale), got {}",
+                "cells.scale_refine_above must be in (0, 0.2] (a margin in ln of the scale), got {}",
                 c.scale_refine_above
             ));
         }

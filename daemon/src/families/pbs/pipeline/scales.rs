@@ -49,11 +49,13 @@ pub fn sample_plan(
     }
 }
 
-/// Largest correction, as a fraction of the scale, the red cells' outline
-/// may make to the colour measure's ([`refined_scale`]): the corrections
-/// of BCCD train's photos ran from -23% to +14% (5-95%), and an
-/// outline further off is more likely something else's (the circles are
-/// looked for within 0.4-0.6 d only).
+/// Largest gap, as a fraction of the scale (`target / outline - 1`), the
+/// red cells' outline may ask the colour measure's scale to close
+/// ([`refined_scale`]; less the margin, the scale moves by at most +20% or
+/// -22%): the full corrections of BCCD train's photos ran from -23% to +14%
+/// (5-95%), and an outline further off is more likely something else's
+/// (the circles are looked for within 0.4-0.6 d only). A photo beyond it
+/// keeps its colour measure: the one step left in the refinement.
 pub const MAX_REFINE: f32 = 0.25;
 
 /// Whether `params` refine a measured scale by the red cells' outline: it
@@ -73,11 +75,12 @@ pub fn refines(params: &CountParams) -> bool {
 /// Why a dead zone: with a step (the full correction beyond the margin,
 /// none within, until 2026-12-04) a photo whose outline was 3.4% off kept
 /// its scale while a rescaled copy of it, its outline 7.7% off, moved by
-/// 8%, and the two counted 21 and 26 red cells (BCCD train 00001). Here
-/// the scale is a continuous function of the outline that moves no faster
+/// 8%, and the two counted 21 and 26 red cells (BCCD train 00001; at a
+/// scale 4% off since, they still count 25-26). Within [`MAX_REFINE`] the
+/// scale is a continuous function of the outline that moves no faster
 /// than it, so a copy's outline a few per cent off the native photo's
 /// moves its scale by no more than that. The outline grows with the scale
-/// less than in proportion (the fixture: +6.6% for +10%), so one
+/// less than in proportion (the fixture: +3.3% for +5.7%), so one
 /// refinement closes part of a gap; what is left is at least the margin.
 pub fn refined_scale(scale: f32, outline: Option<f32>, params: &CountParams) -> Option<f32> {
     if params.rbc_outline_radius <= 0.0 {
