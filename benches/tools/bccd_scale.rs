@@ -46,6 +46,12 @@
 //! `--copy-filter triangle|catmullrom|lanczos3|nearest` makes the rescaled
 //! copies with that filter (CatmullRom by default; the pipeline resamples
 //! with Triangle).
+//! `--merges median,mean-maps,median:5` counts each small field each way,
+//! one table each: the scale sample with the median red-cell count (the
+//! pipeline's), one count of the samples' maps averaged on the first's grid
+//! (`cells::StitchedMaps::mean`), or the median of 5 of the samples spread
+//! over the same range (`--scale-samples 13 --merges median:3,median:5,median:7,median`
+//! compares 3, 5, 7 and 13 samples over +-3% in one run).
 //! `--dump-regions FILE` writes, per photo, factor and analysis (scale
 //! sample), a line `id factor sample rbc_count width height` followed by
 //! the area of each counted red-cell region in d^2 (`e` after one the
@@ -189,21 +195,72 @@ struct Analysed {
     runs: Vec<Run>,
 }
 
+/// How a small field's scale samples give its counts (`--merges`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Merge {
+    /// The sample with the median red-cell count (the pipeline's), of
+    /// `Some(n)` of the runs (`median:N`, spread evenly over the same range
+    /// as all of them) or of all.
+    Median(Option<usize>),
+    /// One count of the samples' maps averaged on the first's grid.
+    MeanMaps,
+}
+
+impl Merge {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        match s.split_once(':') {
+            None if s == "median" => Ok(Self::Median(None)),
+            None if s == "mean-maps" => Ok(Self::MeanMaps),
+            Some(("median", n)) => Ok(Self::Median(Some(n.parse()?))),
+            _ => anyhow::bail!("--merges: median, median:N or mean-maps, not {s}"),
+        }
+    }
+}
+
 impl Analysed {
-    fn count(&self, params: &CountParams) -> cells::Counts {
-        let mut counts: Vec<cells::Counts> = self
-            .runs
-            .iter()
-            .map(|r| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params).counts)
-            .collect();
+    /// The runs of `n` scale samples spread over the same range as all of
+    /// them (every k-th multiplier of `cells::sample_scales`' order: the
+    /// first run is the middle one); all when `n` does not divide them.
+    fn subset(&self, n: Option<usize>) -> Vec<&Run> {
+        let all = self.runs.len();
+        let Some(n) = n.filter(|&n| n > 1 && n < all && (all - 1) % (n - 1) == 0) else {
+            return self.runs.iter().collect();
+        };
+        let (k, mid) = ((all - 1) / (n - 1), (all - 1) / 2);
+        let mut out = vec![&self.runs[0]];
+        for i in (0..all).filter(|i| i % k == 0 && *i != mid) {
+            out.push(&self.runs[if i < mid { i + 1 } else { i }]);
+        }
+        out
+    }
+
+    fn count(&self, params: &CountParams, merge: Merge) -> cells::Counts {
+        let counted = |r: &Run| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+        let first = &self.runs[0];
+        let runs = match merge {
+            Merge::Median(n) => self.subset(n),
+            Merge::MeanMaps => self.runs.iter().collect(),
+        };
+        let mut counts: Vec<cells::SmearAnalysis> = vec![counted(first)];
         // The runs were taken at the base parameters; a swept value whose
         // first count is not a small field's keeps that first count, as the
         // pipeline would.
-        if !cells::wants_more_samples(counts[0].rbc, params) {
-            return counts.swap_remove(0);
+        if runs.len() == 1 || !cells::wants_more_samples(counts[0].counts.rbc, params) {
+            return counts.swap_remove(0).counts;
         }
-        let rbc: Vec<usize> = counts.iter().map(|c| c.rbc).collect();
-        counts.swap_remove(cells::median_index(&rbc))
+        if merge == Merge::MeanMaps {
+            let stitched: Vec<cells::StitchedMaps> = runs
+                .iter()
+                .map(|r| cells::StitchedMaps::stitch(&r.maps, r.cols, r.sw, r.sh))
+                .collect();
+            let refs: Vec<&cells::StitchedMaps> = stitched.iter().collect();
+            let mean = cells::StitchedMaps::mean(&refs, first.sw, first.sh);
+            return cells::count_stitched(&mean, first.maps.len(), first.f, first.dims, params)
+                .counts;
+        }
+        counts.extend(runs[1..].iter().map(|r| counted(r)));
+        let rbc: Vec<usize> = counts.iter().map(|c| c.counts.rbc).collect();
+        counts.swap_remove(cells::median_index(&rbc)).counts
     }
 }
 
@@ -429,8 +486,8 @@ fn main() -> anyhow::Result<()> {
     if let Some(n) = bccd_common::arg(&args, "--scale-samples") {
         base.scale_samples = n.parse()?;
         anyhow::ensure!(
-            base.scale_samples % 2 == 1 && base.scale_samples <= 9,
-            "--scale-samples must be odd, 1 to 9"
+            base.scale_samples % 2 == 1 && base.scale_samples <= 13,
+            "--scale-samples must be odd, 1 to 13 (the daemon takes at most 9)"
         );
     }
     if let Some(v) = bccd_common::arg(&args, "--scale-spread") {
@@ -448,10 +505,19 @@ fn main() -> anyhow::Result<()> {
             None => Ok(vec![default]),
         }
     };
+    let merges = match bccd_common::arg(&args, "--merges") {
+        None => vec![Merge::Median(None)],
+        Some(v) => v
+            .split(',')
+            .map(Merge::parse)
+            .collect::<anyhow::Result<_>>()?,
+    };
     let mut supports = Vec::new();
     for cs in list("--circle-supports", base.rbc_circle_support)? {
         for sep in list("--min-separations", base.rbc_min_separation)? {
-            supports.push((cs, sep));
+            for &merge in &merges {
+                supports.push((cs, sep, merge));
+            }
         }
     }
     #[derive(Default, Clone, Copy)]
@@ -536,17 +602,17 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        for (&(cs, sep), row) in supports.iter().zip(tallies.iter_mut()) {
+        for (&(cs, sep, merge), row) in supports.iter().zip(tallies.iter_mut()) {
             let params = CountParams {
                 rbc_circle_support: cs,
                 rbc_min_separation: sep,
                 ..base
             };
-            let native = native_maps.count(&params);
+            let native = native_maps.count(&params, merge);
             for ((f, tally), copy) in factors.iter().zip(row.iter_mut()).zip(&copies) {
                 let (c, s) = match copy {
                     None => (native.clone(), &native_size),
-                    Some((a, s)) => (a.count(&params), s),
+                    Some((a, s)) => (a.count(&params, merge), s),
                 };
                 tally.n += 1;
                 tally.wbc_exact += (c.wbc == t.wbc) as usize;
@@ -560,7 +626,7 @@ fn main() -> anyhow::Result<()> {
                 tally.fallback += (s.source != scale::ScaleSource::Photo) as usize;
                 if verbose {
                     println!(
-                        "{id} x{f} c{cs} s{sep}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
+                        "{id} x{f} c{cs} s{sep} {merge:?}: d {:.1} px ({:?}), rbc {} wbc {} plt {} (native {} {} {}; boxes {} {} {})",
                         s.rbc_diameter_px,
                         s.source,
                         c.rbc,
@@ -577,8 +643,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    for ((cs, sep), row) in supports.iter().zip(&tallies) {
-        println!("rbc_circle_support {cs}, rbc_min_separation {sep}:");
+    for ((cs, sep, merge), row) in supports.iter().zip(&tallies) {
+        println!("rbc_circle_support {cs}, rbc_min_separation {sep}, samples merged by {merge:?}:");
         println!("| factor | WBC exact vs boxes | platelet MAE vs boxes | RBC MAE (bias) vs boxes | WBC = native | RBC within 10% of native | platelets within 1 of native | fell back |");
         println!("|---|---|---|---|---|---|---|---|");
         for (f, t) in factors.iter().zip(row) {

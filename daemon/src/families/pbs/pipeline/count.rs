@@ -9,7 +9,96 @@ use crate::backend::TileMaps;
 use crate::imaging::{circles, segment, smear};
 use crate::model::malaria::CROP;
 
-/// Count cells from the stitched maps. Blocking.
+/// The three UNets' four maps of one analysis, stitched from its tiles at
+/// the size the photo was resampled to: `width` x `height` probabilities
+/// (0-1), row-major.
+#[derive(Debug, Clone)]
+pub struct StitchedMaps {
+    pub width: usize,
+    pub height: usize,
+    pub rbc: Vec<f32>,
+    pub rbc_edge: Vec<f32>,
+    pub wbc: Vec<f32>,
+    pub platelets: Vec<f32>,
+}
+
+impl StitchedMaps {
+    /// The tiles' maps (`cols` tiles across, in row-major order) put back
+    /// together into `width` x `height` maps.
+    pub fn stitch(maps: &[TileMaps], cols: usize, width: usize, height: usize) -> Self {
+        let stitch = |f: fn(&TileMaps) -> &[f32]| {
+            let v: Vec<&[f32]> = maps.iter().map(f).collect();
+            smear::stitch(&v, cols, width, height)
+        };
+        Self {
+            width,
+            height,
+            rbc: stitch(|m| &m.rbc),
+            rbc_edge: stitch(|m| &m.rbc_edge),
+            wbc: stitch(|m| &m.wbc),
+            platelets: stitch(|m| &m.platelets),
+        }
+    }
+
+    /// The pixel-wise mean of the maps of several analyses of one photo at
+    /// nearby scales, each first resampled (linear, `image`'s Triangle) to
+    /// `width` x `height`, the grid of the scale the mean stands for, as
+    /// test-time augmentation averages a net's outputs. An empty slice
+    /// gives empty maps. Only `bccd_scale --merges mean-maps` counts such a
+    /// mean: on BCCD it agreed less across rescaled copies than the sample
+    /// with the median count, which the pipeline keeps
+    /// (models/cbc/MODEL_CARD.md, "The mean of the samples' maps").
+    pub fn mean(all: &[&StitchedMaps], width: usize, height: usize) -> Self {
+        let n = width * height;
+        let mut out = Self {
+            width,
+            height,
+            rbc: vec![0.0; n],
+            rbc_edge: vec![0.0; n],
+            wbc: vec![0.0; n],
+            platelets: vec![0.0; n],
+        };
+        let w = 1.0 / all.len().max(1) as f32;
+        for m in all {
+            for (acc, map) in [
+                (&mut out.rbc, &m.rbc),
+                (&mut out.rbc_edge, &m.rbc_edge),
+                (&mut out.wbc, &m.wbc),
+                (&mut out.platelets, &m.platelets),
+            ] {
+                let resampled = resample_map(map, (m.width, m.height), (width, height));
+                for (a, v) in acc.iter_mut().zip(resampled.iter()) {
+                    *a += w * v;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A `from` map resampled to `to` (the same map when the sizes agree).
+fn resample_map(
+    map: &[f32],
+    from: (usize, usize),
+    to: (usize, usize),
+) -> std::borrow::Cow<'_, [f32]> {
+    if from == to {
+        return std::borrow::Cow::Borrowed(map);
+    }
+    let buf =
+        image::ImageBuffer::<image::Luma<f32>, &[f32]>::from_raw(from.0 as u32, from.1 as u32, map)
+            .expect("a map holds width x height values");
+    let out = image::imageops::resize(
+        &buf,
+        to.0 as u32,
+        to.1 as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    std::borrow::Cow::Owned(out.into_raw())
+}
+
+/// Count cells from the tiles' maps ([`StitchedMaps::stitch`], then
+/// [`count_stitched`]). Blocking.
 pub fn count(
     maps: &[TileMaps],
     cols: usize,
@@ -19,14 +108,21 @@ pub fn count(
     orig: (u32, u32),
     params: &CountParams,
 ) -> SmearAnalysis {
-    let stitch = |f: fn(&TileMaps) -> &[f32]| {
-        let v: Vec<&[f32]> = maps.iter().map(f).collect();
-        smear::stitch(&v, cols, sw, sh)
-    };
-    let rbc = stitch(|m| &m.rbc);
-    let edge = stitch(|m| &m.rbc_edge);
-    let wbc = stitch(|m| &m.wbc);
-    let plt = stitch(|m| &m.platelets);
+    let stitched = StitchedMaps::stitch(maps, cols, sw, sh);
+    count_stitched(&stitched, maps.len(), scale, orig, params)
+}
+
+/// Count cells from the stitched maps of a photo of `orig` size resampled
+/// by `scale`; `tiles`: the tiles they took. Blocking.
+pub fn count_stitched(
+    m: &StitchedMaps,
+    tiles: usize,
+    scale: f32,
+    orig: (u32, u32),
+    params: &CountParams,
+) -> SmearAnalysis {
+    let (sw, sh) = (m.width, m.height);
+    let (rbc, edge, wbc, plt) = (&m.rbc, &m.rbc_edge, &m.wbc, &m.platelets);
     let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
     let t = params.threshold;
     let inv = 1.0 / scale;
@@ -43,7 +139,11 @@ pub fn count(
 
     // Red cells: markers from mask minus boundary, then watershed.
     let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
-    let inner: Vec<bool> = rbc.iter().zip(&edge).map(|(&m, &e)| m - e > t).collect();
+    let inner: Vec<bool> = rbc
+        .iter()
+        .zip(edge.iter())
+        .map(|(&m, &e)| m - e > t)
+        .collect();
     let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
     let min_marker = (params.rbc_min_area * d2) as usize;
     let keep: Vec<bool> = std::iter::once(false)
@@ -57,7 +157,7 @@ pub fn count(
     if params.rbc_circle_support > 0.0 {
         let d = params.rbc_diameter_px;
         let found = circles::find(
-            &edge,
+            edge,
             &body,
             sw,
             sh,
@@ -72,7 +172,7 @@ pub fn count(
         // they bound its cost on a field of thousands of cells.
         let strongest = &found[..found.len().min(OUTLINE_CENTRES)];
         let radii = (OUTLINE_RADII.0 * d, OUTLINE_RADII.1 * d);
-        rbc_outline = circles::outline_radius(&edge, sw, sh, strongest, radii, 3).map(|r| r / d);
+        rbc_outline = circles::outline_radius(edge, sw, sh, strongest, radii, 3).map(|r| r / d);
         markers = circle_markers(&markers, &found, &body, sw, sh, params);
     }
     let dist = segment::distance_transform(&body, sw, sh);
@@ -89,8 +189,8 @@ pub fn count(
     }
 
     for (map, kind, min) in [
-        (&wbc, CellKind::Wbc, params.wbc_min_area),
-        (&plt, CellKind::Platelet, params.platelet_min_area),
+        (wbc, CellKind::Wbc, params.wbc_min_area),
+        (plt, CellKind::Platelet, params.platelet_min_area),
     ] {
         let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
         let (_, regions) = segment::components(&fg, sw, sh);
@@ -110,7 +210,7 @@ pub fn count(
             platelets: n(CellKind::Platelet),
         },
         cells,
-        tiles: maps.len(),
+        tiles,
         rbc_size: None,
         rbc_outline,
         rbc_labels,
@@ -341,6 +441,51 @@ mod tests {
             let area = r.area as f32 / (d * d);
             assert!((0.3..=1.0).contains(&area), "{r:?}");
         }
+    }
+
+    /// Maps of one cell, a disc of `r` px at the centre of a `w` x `w` grid.
+    fn disc_maps(w: usize, r: f32) -> StitchedMaps {
+        let c = w as f32 / 2.0;
+        let disc: Vec<f32> = (0..w * w)
+            .map(|i| {
+                let (x, y) = ((i % w) as f32 + 0.5, (i / w) as f32 + 0.5);
+                ((x - c).hypot(y - c) <= r) as u8 as f32
+            })
+            .collect();
+        StitchedMaps {
+            width: w,
+            height: w,
+            rbc: disc.clone(),
+            rbc_edge: vec![0.0; w * w],
+            wbc: vec![0.0; w * w],
+            platelets: disc,
+        }
+    }
+
+    #[test]
+    fn the_mean_of_maps_at_nearby_scales_lies_on_the_first_grid() {
+        // One cell seen at three scales, 20 px in radius on the first grid.
+        let maps = [
+            disc_maps(100, 20.0),
+            disc_maps(97, 19.4),
+            disc_maps(103, 20.6),
+        ];
+        let refs: Vec<&StitchedMaps> = maps.iter().collect();
+        let mean = StitchedMaps::mean(&refs, 100, 100);
+        assert_eq!(
+            (mean.width, mean.height, mean.rbc.len()),
+            (100, 100, 10_000)
+        );
+        // The cell keeps its place and size: its area above one half is
+        // within a few per cent of the first map's.
+        let area = |m: &[f32]| m.iter().filter(|&&v| v > 0.5).count() as f32;
+        let (a, a0) = (area(&mean.rbc), area(&maps[0].rbc));
+        assert!((a / a0 - 1.0).abs() < 0.03, "{a} against {a0}");
+        assert!(mean.rbc[50 * 100 + 50] > 0.99 && mean.rbc[0] < 0.01);
+        assert_eq!(mean.rbc, mean.platelets);
+        // One map alone on its own grid is itself.
+        let one = StitchedMaps::mean(&refs[..1], 100, 100);
+        assert_eq!(one.rbc, maps[0].rbc);
     }
 
     #[test]

@@ -56,7 +56,7 @@ use crate::model::unet::TILE_IN;
 mod count;
 mod scales;
 
-pub use count::{count, rbc_crops};
+pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
 use scales::keep_median;
 pub use scales::{
     median_index, probe_rect, refined_scale, refines, sample_plan, sample_scales, tiles_bound,
