@@ -223,12 +223,12 @@ impl Analysed {
     /// first run is the middle one); all when `n` does not divide them.
     fn subset(&self, n: Option<usize>) -> Vec<&Run> {
         let all = self.runs.len();
-        let Some(n) = n.filter(|&n| n > 1 && n < all && (all - 1) % (n - 1) == 0) else {
+        let Some(n) = n.filter(|&n| n > 1 && n < all && (all - 1).is_multiple_of(n - 1)) else {
             return self.runs.iter().collect();
         };
         let (k, mid) = ((all - 1) / (n - 1), (all - 1) / 2);
         let mut out = vec![&self.runs[0]];
-        for i in (0..all).filter(|i| i % k == 0 && *i != mid) {
+        for i in (0..all).filter(|i| i.is_multiple_of(k) && *i != mid) {
             out.push(&self.runs[if i < mid { i + 1 } else { i }]);
         }
         out
