@@ -44,7 +44,7 @@ impl StitchedMaps {
     /// nearby scales, each first resampled (linear, `image`'s Triangle) to
     /// `width` x `height`, the grid of the scale the mean stands for, as
     /// test-time augmentation averages a net's outputs. An empty slice
-    /// gives empty maps. Only `bccd_scale --merges mean-maps` counts such a
+    /// gives maps of zeros. Only `bccd_scale --merges mean-maps` counts such a
     /// mean: on BCCD it agreed less across rescaled copies than the sample
     /// with the median count, which the pipeline keeps
     /// (models/cbc/MODEL_CARD.md, "The mean of the samples' maps").
