@@ -45,7 +45,9 @@
 //! the scales printed are already corrected).
 //! `--copy-filter triangle|catmullrom|lanczos3|nearest` makes the rescaled
 //! copies with that filter (CatmullRom by default; the pipeline resamples
-//! with Triangle).
+//! with Triangle). `--working-blur 0.7` blurs every analysis's resampled
+//! image by a Gaussian of that sigma (px at the nets' scale) before the
+//! nets see it.
 //! `--merges median,mean-maps,median:5` counts each small field each way,
 //! one table each: the scale sample with the median red-cell count (the
 //! pipeline's), one count of the samples' maps averaged on the first's grid
@@ -264,9 +266,36 @@ impl Analysed {
     }
 }
 
+/// Gaussian blur, in px of the nets' scale, applied after the resampling
+/// and before the equalisation (`--working-blur`, none unless set): whether
+/// a softer input makes a small field's count depend less on how the photo
+/// was resampled.
+static WORKING_BLUR: std::sync::OnceLock<f32> = std::sync::OnceLock::new();
+
+/// `cells::prepare`, with the working blur above when one is set.
+fn prepare(
+    img: &image::RgbImage,
+    f: f32,
+) -> anyhow::Result<(argus::imaging::smear::Tiles, usize, usize)> {
+    let sigma = WORKING_BLUR.get().copied().unwrap_or(0.0);
+    if sigma <= 0.0 {
+        return Ok(cells::prepare(img, f)?);
+    }
+    let (sw, sh) = cells::scaled_size(img.dimensions(), f)?;
+    let scaled = image::imageops::resize(
+        img,
+        sw as u32,
+        sh as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    let soft = image::imageops::blur(&scaled, sigma);
+    let eq = argus::imaging::smear::equalise(soft.as_raw(), sw, sh);
+    Ok((argus::imaging::smear::tile(&eq, sw, sh), sw, sh))
+}
+
 /// The nets' maps of `img` at scale `f`.
 fn run_at(unets: &mut CpuBackend, img: &image::RgbImage, f: f32) -> anyhow::Result<Run> {
-    let (tiles, sw, sh) = cells::prepare(img, f)?;
+    let (tiles, sw, sh) = prepare(img, f)?;
     let maps = bccd_common::run_unets(unets, &tiles)?;
     Ok(Run {
         maps,
@@ -416,6 +445,11 @@ fn main() -> anyhow::Result<()> {
             ),
         };
         COPY_FILTER.set(filter).expect("set once, before any copy");
+    }
+    if let Some(v) = bccd_common::arg(&args, "--working-blur") {
+        WORKING_BLUR
+            .set(v.parse()?)
+            .expect("set once, before any run");
     }
     let verbose = args.iter().any(|a| a == "--verbose");
     let exact_scale = args.iter().any(|a| a == "--exact-scale");
