@@ -15,6 +15,7 @@ use super::schema::{
 use super::Clinic;
 use crate::families::pbs::pipeline as cells;
 use crate::families::pbs::store::ReportStatus;
+use crate::imaging::budget::Reservation;
 use crate::imaging::{self, DecodeLimits};
 use crate::store::{now_rfc3339, StoreError};
 
@@ -47,6 +48,30 @@ fn file_result(a: &cells::SmearAnalysis, params: &cells::CountParams, malaria: b
     }
 }
 
+/// What became of one file of a study.
+enum FileOutcome {
+    /// Its results, kept in the study record.
+    Analysed(Value),
+    /// The study fails with this message.
+    Failed(String),
+    /// Stop here and leave the study queued with the files finished so far
+    /// (shutdown, or no capacity yet): it resumes with this file.
+    Later,
+}
+
+/// What every file of one study's analysis shares.
+struct StudyRun<'a> {
+    clinic: &'a Clinic,
+    id: Uuid,
+    shutdown: &'a tokio::sync::watch::Receiver<bool>,
+    params: cells::CountParams,
+    sizes: cells::ScaleSettings,
+    limits: DecodeLimits,
+    malaria: bool,
+    /// Files in the study (at least 1, for fractions).
+    total: usize,
+}
+
 async fn analyse_study(
     clinic: &Clinic,
     id: Uuid,
@@ -57,16 +82,22 @@ async fn analyse_study(
         clinic.queue.dequeue(id)?;
         return Ok(());
     };
-    let malaria = study.tasks.iter().any(|t| t == "MALARIA_ANY_ANY");
-    let total = study.files.len().max(1);
-    let params = clinic.config.cells;
-    let sizes = cells::ScaleSettings::from_config(&clinic.config.pbs);
-    let limits = DecodeLimits {
-        max_pixels: clinic.config.limits.max_pixels,
-        formats: ["jpeg", "png", "webp", "bmp", "tiff", "gif"]
-            .map(String::from)
-            .to_vec(),
+    let run = StudyRun {
+        clinic,
+        id,
+        shutdown,
+        params: clinic.config.cells,
+        sizes: cells::ScaleSettings::from_config(&clinic.config.pbs),
+        limits: DecodeLimits {
+            max_pixels: clinic.config.limits.max_pixels,
+            formats: ["jpeg", "png", "webp", "bmp", "tiff", "gif"]
+                .map(String::from)
+                .to_vec(),
+        },
+        malaria: study.tasks.iter().any(|t| t == "MALARIA_ANY_ANY"),
+        total: study.files.len().max(1),
     };
+    let total = run.total;
     let started = std::time::Instant::now();
     pbs.update_study(id, |s| {
         s.status = ReportStatus::Processing;
@@ -82,103 +113,13 @@ async fn analyse_study(
             // Left queued with its partial results: resumed after restart.
             return Ok(());
         }
-        let bytes = match clinic.store.blobs.get(&f.blob)? {
-            Some(b) => b,
-            None => {
-                failure = Some(format!("file {} is missing from storage", f.file_id));
+        let result = match run.analyse_file(i, f).await? {
+            FileOutcome::Analysed(r) => r,
+            FileOutcome::Failed(message) => {
+                failure = Some(message);
                 break;
             }
-        };
-        // A background job waits for its share of the decode memory.
-        let _reservation = loop {
-            match clinic.decode_budget.reserve(&bytes).await {
-                Ok(r) => break Some(r),
-                Err(imaging::budget::BudgetError::Busy) if !*shutdown.borrow() => continue,
-                Err(imaging::budget::BudgetError::Busy) => return Ok(()),
-                Err(e) => {
-                    failure = Some(format!("file {}: {e}", f.file_id));
-                    break None;
-                }
-            }
-        };
-        if failure.is_some() {
-            break;
-        }
-        let lim = limits.clone();
-        let decoded = tokio::task::spawn_blocking(move || imaging::decode(&bytes, &lim))
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let img = match decoded {
-            Ok(d) => Arc::new(d.image),
-            Err(e) => {
-                failure = Some(format!("file {}: {e}", f.file_id));
-                break;
-            }
-        };
-        // Progress moves with every tile (written at most 4 times a second,
-        // not flushed: it is a view, the per-file results are the state).
-        let last = std::sync::Mutex::new(std::time::Instant::now());
-        let on_tile = |t: usize, n: usize| {
-            let mut at = last.lock().unwrap_or_else(|e| e.into_inner());
-            if t < n && at.elapsed() < std::time::Duration::from_millis(250) {
-                return;
-            }
-            *at = std::time::Instant::now();
-            let fraction = (i as f64 + t as f64 / n.max(1) as f64) / total as f64;
-            let message = format!("file {} of {total}: tile {t} (of at most {n})", i + 1);
-            let saved = pbs.update_study(id, |s| {
-                s.progress = (fraction as f32).min(0.99);
-                s.progress_message = message.clone();
-                Ok(())
-            });
-            if let Err(e) = saved {
-                tracing::warn!(study = %id, error = %e, "could not save progress");
-            }
-            clinic
-                .queue
-                .progress_fraction(&clinic.events, id, fraction, &message);
-        };
-        let watch = cells::Watch {
-            on_tile: Some(&on_tile),
-            stop: Some(shutdown.clone()),
-        };
-        let analysed = cells::analyse(&clinic.cells, img, &sizes, params, malaria, &watch).await;
-        let result = match analysed {
-            Ok((a, t)) => {
-                // The boxes behind the counts, for the console's overlay.
-                pbs.put_cells(id, &f.file_id, &a.cells)?;
-                let c = &a.counts;
-                for (kind, n) in [("rbc", c.rbc), ("wbc", c.wbc), ("platelet", c.platelets)] {
-                    let counter = clinic.metrics.cells_counted.with_label_values(&[kind]);
-                    counter.inc_by(n as u64);
-                }
-                let mut r = file_result(&a, &params, malaria);
-                r.timings_ms = serde_json::to_value(t).ok();
-                serde_json::to_value(r).expect("file results serialize")
-            }
-            Err(cells::CellError::Stopped { done, total: tiles }) => {
-                // Left queued with the files finished so far: this file
-                // starts again after restart.
-                tracing::info!(
-                    study = %id,
-                    file = i + 1,
-                    files = total,
-                    tiles_done = done,
-                    tiles,
-                    "PBS analysis stopped for shutdown; it resumes at the next start"
-                );
-                return Ok(());
-            }
-            Err(cells::CellError::Submit(e)) => {
-                // Queue full: the interactive APIs come first; try again soon.
-                tracing::info!(study = %id, error = %e, "PBS analysis waiting for capacity");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                return Ok(());
-            }
-            Err(e) => {
-                failure = Some(format!("file {}: {e}", f.file_id));
-                break;
-            }
+            FileOutcome::Later => return Ok(()),
         };
         let done = i + 1;
         pbs.update_study(id, |s| {
@@ -198,7 +139,121 @@ async fn analyse_study(
         );
         tracing::debug!(study = %id, done, total, "PBS file analysed");
     }
-    finish_study(clinic, id, failure, &params, started).await
+    finish_study(clinic, id, failure, &run.params, started).await
+}
+
+impl StudyRun<'_> {
+    /// The file's bytes decoded, once its share of the decode memory is
+    /// free (a background job waits for it), with that share: it is held
+    /// until the analysis of the image is over.
+    async fn decode(
+        &self,
+        f: &super::store::FileRecord,
+    ) -> Result<Result<(Arc<image::RgbImage>, Reservation), FileOutcome>, StoreError> {
+        let Some(bytes) = self.clinic.store.blobs.get(&f.blob)? else {
+            let message = format!("file {} is missing from storage", f.file_id);
+            return Ok(Err(FileOutcome::Failed(message)));
+        };
+        let reservation = loop {
+            match self.clinic.decode_budget.reserve(&bytes).await {
+                Ok(r) => break r,
+                Err(imaging::budget::BudgetError::Busy) if !*self.shutdown.borrow() => continue,
+                Err(imaging::budget::BudgetError::Busy) => return Ok(Err(FileOutcome::Later)),
+                Err(e) => return Ok(Err(FileOutcome::Failed(format!("file {}: {e}", f.file_id)))),
+            }
+        };
+        let lim = self.limits.clone();
+        let decoded = tokio::task::spawn_blocking(move || imaging::decode(&bytes, &lim))
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(match decoded {
+            Ok(d) => Ok((Arc::new(d.image), reservation)),
+            Err(e) => Err(FileOutcome::Failed(format!("file {}: {e}", f.file_id))),
+        })
+    }
+
+    /// Decode and analyse file `i` of the study, keeping its cells' boxes.
+    async fn analyse_file(
+        &self,
+        i: usize,
+        f: &super::store::FileRecord,
+    ) -> Result<FileOutcome, StoreError> {
+        let (clinic, id, total) = (self.clinic, self.id, self.total);
+        let (img, _reservation) = match self.decode(f).await? {
+            Ok(decoded) => decoded,
+            Err(outcome) => return Ok(outcome),
+        };
+        // Progress moves with every tile (written at most 4 times a second,
+        // not flushed: it is a view, the per-file results are the state).
+        let last = std::sync::Mutex::new(std::time::Instant::now());
+        let on_tile = |t: usize, n: usize| {
+            let mut at = last.lock().unwrap_or_else(|e| e.into_inner());
+            if t < n && at.elapsed() < std::time::Duration::from_millis(250) {
+                return;
+            }
+            *at = std::time::Instant::now();
+            let fraction = (i as f64 + t as f64 / n.max(1) as f64) / total as f64;
+            let message = format!("file {} of {total}: tile {t} (of at most {n})", i + 1);
+            let saved = clinic.pbs.update_study(id, |s| {
+                s.progress = (fraction as f32).min(0.99);
+                s.progress_message = message.clone();
+                Ok(())
+            });
+            if let Err(e) = saved {
+                tracing::warn!(study = %id, error = %e, "could not save progress");
+            }
+            clinic
+                .queue
+                .progress_fraction(&clinic.events, id, fraction, &message);
+        };
+        let watch = cells::Watch {
+            on_tile: Some(&on_tile),
+            stop: Some(self.shutdown.clone()),
+        };
+        let analysed = cells::analyse(
+            &clinic.cells,
+            img,
+            &self.sizes,
+            self.params,
+            self.malaria,
+            &watch,
+        )
+        .await;
+        match analysed {
+            Ok((a, t)) => {
+                // The boxes behind the counts, for the console's overlay.
+                clinic.pbs.put_cells(id, &f.file_id, &a.cells)?;
+                let c = &a.counts;
+                for (kind, n) in [("rbc", c.rbc), ("wbc", c.wbc), ("platelet", c.platelets)] {
+                    let counter = clinic.metrics.cells_counted.with_label_values(&[kind]);
+                    counter.inc_by(n as u64);
+                }
+                let mut r = file_result(&a, &self.params, self.malaria);
+                r.timings_ms = serde_json::to_value(t).ok();
+                let r = serde_json::to_value(r).expect("file results serialize");
+                Ok(FileOutcome::Analysed(r))
+            }
+            Err(cells::CellError::Stopped { done, total: tiles }) => {
+                // This file starts again after restart.
+                tracing::info!(
+                    study = %id,
+                    file = i + 1,
+                    files = total,
+                    tiles_done = done,
+                    tiles,
+                    "PBS analysis stopped for shutdown; it resumes at the next start"
+                );
+                Ok(FileOutcome::Later)
+            }
+            Err(cells::CellError::Submit(e)) => {
+                // Queue full: the interactive APIs come first; try again soon.
+                tracing::info!(study = %id, error = %e, "PBS analysis waiting for capacity");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                Ok(FileOutcome::Later)
+            }
+            Err(e) => Ok(FileOutcome::Failed(format!("file {}: {e}", f.file_id))),
+        }
+    }
 }
 
 /// Write the reports (or the failure), queue the callback, and take the
