@@ -297,24 +297,7 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                     username,
                     password_stdin,
                 },
-        } => {
-            let password = read_password(password_stdin)?;
-            let v = manage(
-                &config.state_dir,
-                Manage::AdminCreate { username, password },
-            )
-            .await?;
-            println!(
-                "admin user {} {}",
-                v["username"].as_str().unwrap_or_default(),
-                if v["updated"] == true {
-                    "updated"
-                } else {
-                    "created"
-                }
-            );
-            Ok(0)
-        }
+        } => admin_create(&config, username, password_stdin).await,
         Command::Pbs { action } => {
             let dir = config.state_dir.clone();
             let send = |cmd| {
@@ -344,44 +327,83 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
             action,
             limit,
             verify,
-        } => {
-            note_state(&config.state_dir, "audit files read directly");
-            let a = &config.audit;
-            let log =
-                crate::audit::AuditLog::new(&config.state_dir, a.max_file_bytes, a.keep_files);
-            if verify {
-                return match log.verify_chain() {
-                    Ok(n) => {
-                        println!("audit trail intact: {n} record(s)");
-                        Ok(0)
-                    }
-                    Err(e) => {
-                        eprintln!("audit trail broken: {e}");
-                        Ok(1)
-                    }
-                };
-            }
-            let recs = log
-                .read(since, action.as_deref(), limit)
-                .map_err(|e| CliError::Failed(e.to_string()))?;
-            for r in recs {
-                println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            }
-            Ok(0)
+        } => audit_command(&config, since, action.as_deref(), limit, verify),
+        Command::Train { model } => train_command(model).await,
+    }
+}
+
+/// `argusd admin create`: through the running daemon, or on the state
+/// directory when none runs.
+async fn admin_create(
+    config: &Config,
+    username: String,
+    password_stdin: bool,
+) -> Result<i32, CliError> {
+    let password = read_password(password_stdin)?;
+    let v = manage(
+        &config.state_dir,
+        Manage::AdminCreate { username, password },
+    )
+    .await?;
+    println!(
+        "admin user {} {}",
+        v["username"].as_str().unwrap_or_default(),
+        if v["updated"] == true {
+            "updated"
+        } else {
+            "created"
         }
-        Command::Train {
-            model:
-                TrainModel::Malaria {
-                    data,
-                    out,
-                    epochs,
-                    batch,
-                    lr,
-                    seed,
-                    holdout_pct,
-                    extra_negatives,
-                    init,
-                },
+    );
+    Ok(0)
+}
+
+/// `argusd audit`: the trail's records as JSON lines, or with `verify`
+/// whether its chain is intact (exit 1 when not).
+fn audit_command(
+    config: &Config,
+    since: u64,
+    action: Option<&str>,
+    limit: usize,
+    verify: bool,
+) -> Result<i32, CliError> {
+    note_state(&config.state_dir, "audit files read directly");
+    let a = &config.audit;
+    let log = crate::audit::AuditLog::new(&config.state_dir, a.max_file_bytes, a.keep_files);
+    if verify {
+        return match log.verify_chain() {
+            Ok(n) => {
+                println!("audit trail intact: {n} record(s)");
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("audit trail broken: {e}");
+                Ok(1)
+            }
+        };
+    }
+    let recs = log
+        .read(since, action, limit)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    for r in recs {
+        println!("{}", serde_json::to_string(&r).unwrap_or_default());
+    }
+    Ok(0)
+}
+
+/// `argusd train malaria|wbc`: train on a blocking thread and print the
+/// report as JSON.
+async fn train_command(model: TrainModel) -> Result<i32, CliError> {
+    match model {
+        TrainModel::Malaria {
+            data,
+            out,
+            epochs,
+            batch,
+            lr,
+            seed,
+            holdout_pct,
+            extra_negatives,
+            init,
         } => {
             let args = crate::train::malaria::TrainArgs {
                 data,
@@ -394,28 +416,17 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 extra_negatives,
                 init,
             };
-            let report = tokio::task::spawn_blocking(move || crate::train::malaria::train(&args))
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?
-                .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            Ok(0)
+            print_report(&train_blocking(move || crate::train::malaria::train(&args)).await?)
         }
-        Command::Train {
-            model:
-                TrainModel::Wbc {
-                    data,
-                    out,
-                    epochs,
-                    batch,
-                    lr,
-                    seed,
-                    holdout_pct,
-                    min_confidence,
-                },
+        TrainModel::Wbc {
+            data,
+            out,
+            epochs,
+            batch,
+            lr,
+            seed,
+            holdout_pct,
+            min_confidence,
         } => {
             let args = crate::train::wbc::TrainArgs {
                 data,
@@ -427,17 +438,28 @@ pub async fn run_command(cli: Cli) -> Result<i32, CliError> {
                 holdout_pct,
                 min_confidence,
             };
-            let report = tokio::task::spawn_blocking(move || crate::train::wbc::train(&args))
-                .await
-                .map_err(|e| CliError::Failed(e.to_string()))?
-                .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
-            Ok(0)
+            print_report(&train_blocking(move || crate::train::wbc::train(&args)).await?)
         }
     }
+}
+
+/// Print a training report as pretty JSON, its fields in declared order.
+fn print_report<T: serde::Serialize>(report: &T) -> Result<i32, CliError> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(report).unwrap_or_default()
+    );
+    Ok(0)
+}
+
+/// Run a training on a blocking thread; its failure is the CLI's.
+async fn train_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(|e| CliError::Failed(format!("training failed: {e:#}")))
 }
 
 /// `argusd keys create|list|revoke`.
