@@ -251,6 +251,18 @@ impl Config {
     /// Check everything at once and report every problem together.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut p = Vec::new();
+        self.inference_problems(&mut p);
+        self.api_problems(&mut p);
+        self.server_problems(&mut p);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(p))
+        }
+    }
+
+    /// The detectors' inputs and the counter's tunables.
+    fn inference_problems(&self, p: &mut Vec<String>) {
         let d = &self.detector;
         if d.input_width == 0
             || d.input_height == 0
@@ -322,6 +334,10 @@ impl Config {
                 "skin.detector_input must be a multiple of 32 in 64..=1280, got {s}"
             ));
         }
+    }
+
+    /// The families' APIs, batching, limits and authentication.
+    fn api_problems(&self, p: &mut Vec<String>) {
         let k = &self.skin_api;
         if k.access_token_secs == 0 || k.refresh_token_secs == 0 || k.upload_url_secs == 0 {
             p.push("skin_api token and upload lifetimes must be positive".into());
@@ -380,6 +396,10 @@ impl Config {
         if a.session_ttl_secs == 0 {
             p.push("auth.session_ttl_secs must be positive".into());
         }
+    }
+
+    /// Listening, TLS, logging, state, the smear photos' scale and CORS.
+    fn server_problems(&self, p: &mut Vec<String>) {
         if !self.tls.enabled
             && !self.listen.ip().is_loopback()
             && !self.tls.allow_plain_http_off_loopback
@@ -421,11 +441,6 @@ impl Config {
         }
         if self.cors.allow_origins.len() > 1 && self.cors.allow_origins.iter().any(|o| o == "*") {
             p.push("cors.allow_origins: \"*\" stands alone".into());
-        }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(p))
         }
     }
 
