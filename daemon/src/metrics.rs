@@ -57,269 +57,229 @@ pub struct Metrics {
 /// Outcomes of a webhook or callback delivery attempt.
 pub const DELIVERY_OUTCOMES: &[&str] = &["delivered", "retried", "abandoned"];
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help)
+/// A metric, registered where it is made (so none is left out of the
+/// registry); a name or label set Prometheus refuses is a bug, found by the
+/// first start.
+fn register<C>(r: &Registry, made: prometheus::Result<C>) -> C
+where
+    C: prometheus::core::Collector + Clone + 'static,
+{
+    let c = made.expect("static metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
 }
 
-fn hist(name: &str, help: &str, buckets: &[f64]) -> HistogramOpts {
-    HistogramOpts::new(name, help).buckets(buckets.to_vec())
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(r, IntCounter::with_opts(Opts::new(name, help)))
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(r, IntCounterVec::new(Opts::new(name, help), labels))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::with_opts(Opts::new(name, help)))
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, Histogram::with_opts(opts))
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, HistogramVec::new(opts, labels))
 }
 
 impl Metrics {
     pub fn new() -> Self {
+        let r = Registry::new();
         let m = Self {
-            registry: Registry::new(),
-            http_requests: IntCounterVec::new(
-                opts(
-                    "argus_http_requests_total",
-                    "HTTP requests answered, by route template, method and status.",
-                ),
+            http_requests: counter_vec(
+                &r,
+                "argus_http_requests_total",
+                "HTTP requests answered, by route template, method and status.",
                 &["route", "method", "status"],
-            )
-            .expect("static metric definition"),
-            http_duration: HistogramVec::new(
-                hist(
-                    "argus_http_request_duration_seconds",
-                    "Time from request head to response head.",
-                    LATENCY_BUCKETS,
-                ),
+            ),
+            http_duration: histogram_vec(
+                &r,
+                "argus_http_request_duration_seconds",
+                "Time from request head to response head.",
+                LATENCY_BUCKETS,
                 &["route", "method"],
-            )
-            .expect("static metric definition"),
-            queue_depth: IntGaugeVec::new(
-                opts(
-                    "argus_batch_queue_depth",
-                    "Requests waiting in the micro-batch queue.",
-                ),
+            ),
+            queue_depth: gauge_vec(
+                &r,
+                "argus_batch_queue_depth",
+                "Requests waiting in the micro-batch queue.",
                 &["model"],
-            )
-            .expect("static metric definition"),
-            queue_wait: HistogramVec::new(
-                hist(
-                    "argus_batch_queue_wait_seconds",
-                    "Time a request waited in the queue before its batch ran.",
-                    LATENCY_BUCKETS,
-                ),
+            ),
+            queue_wait: histogram_vec(
+                &r,
+                "argus_batch_queue_wait_seconds",
+                "Time a request waited in the queue before its batch ran.",
+                LATENCY_BUCKETS,
                 &["model"],
-            )
-            .expect("static metric definition"),
-            batch_size: HistogramVec::new(
-                hist(
-                    "argus_batch_size",
-                    "Images per inference batch.",
-                    BATCH_BUCKETS,
-                ),
+            ),
+            batch_size: histogram_vec(
+                &r,
+                "argus_batch_size",
+                "Images per inference batch.",
+                BATCH_BUCKETS,
                 &["model"],
-            )
-            .expect("static metric definition"),
-            inference: HistogramVec::new(
-                hist(
-                    "argus_inference_duration_seconds",
-                    "Wall time of one batched inference.",
-                    LATENCY_BUCKETS,
-                ),
+            ),
+            inference: histogram_vec(
+                &r,
+                "argus_inference_duration_seconds",
+                "Wall time of one batched inference.",
+                LATENCY_BUCKETS,
                 &["model", "backend"],
-            )
-            .expect("static metric definition"),
-            faces_detected: IntCounter::with_opts(opts(
+            ),
+            faces_detected: counter(
+                &r,
                 "argus_faces_detected_total",
                 "Faces returned by detect and mask.",
-            ))
-            .expect("static metric definition"),
-            masked_frames: IntCounterVec::new(
-                opts(
-                    "argus_masked_frames_total",
-                    "Masked frames answered, by output format and where they were encoded (device, host).",
-                ),
+            ),
+            masked_frames: counter_vec(
+                &r,
+                "argus_masked_frames_total",
+                "Masked frames answered, by output format and where they were encoded (device, host).",
                 &["format", "encoder"],
-            )
-            .expect("static metric definition"),
-            frame_uploads: IntCounterVec::new(
-                opts(
-                    "argus_device_frame_uploads_total",
-                    "Frames put on the GPU, by who uploaded them: the request (once, for both the batch and the masking) or the batch (the device's frame budget was spent, or the upload failed).",
-                ),
+            ),
+            frame_uploads: counter_vec(
+                &r,
+                "argus_device_frame_uploads_total",
+                "Frames put on the GPU, by who uploaded them: the request (once, for both the batch and the masking) or the batch (the device's frame budget was spent, or the upload failed).",
                 &["by"],
-            )
-            .expect("static metric definition"),
-            failures: IntCounterVec::new(
-                opts(
-                    "argus_failures_total",
-                    "Requests refused or failed, by API family (platform for the platform's own routes) and reason.",
-                ),
+            ),
+            failures: counter_vec(
+                &r,
+                "argus_failures_total",
+                "Requests refused or failed, by API family (platform for the platform's own routes) and reason.",
                 &["family", "reason"],
-            )
-            .expect("static metric definition"),
-            dropped_requests: IntCounterVec::new(
-                opts(
-                    "argus_batch_dropped_total",
-                    "Queued requests dropped because their client had gone.",
-                ),
+            ),
+            dropped_requests: counter_vec(
+                &r,
+                "argus_batch_dropped_total",
+                "Queued requests dropped because their client had gone.",
                 &["model"],
-            )
-            .expect("static metric definition"),
-            build_info: IntGaugeVec::new(
-                opts(
-                    "argus_build_info",
-                    "Always 1; labels say the version, backend and device in use.",
-                ),
+            ),
+            build_info: gauge_vec(
+                &r,
+                "argus_build_info",
+                "Always 1; labels say the version, backend and device in use.",
                 &["version", "backend", "device"],
-            )
-            .expect("static metric definition"),
-            backend_fallback: IntGaugeVec::new(
-                opts(
-                    "argus_backend_fallback",
-                    "1 when the model's batches run on the CPU because its GPU device failed.",
-                ),
+            ),
+            backend_fallback: gauge_vec(
+                &r,
+                "argus_backend_fallback",
+                "1 when the model's batches run on the CPU because its GPU device failed.",
                 &["model"],
-            )
-            .expect("static metric definition"),
-            stored_bytes: IntGauge::with_opts(opts(
-                "argus_storage_blob_bytes",
-                "Bytes of image blobs on disk.",
-            ))
-            .expect("static metric definition"),
-            image_decode: Histogram::with_opts(hist(
+            ),
+            stored_bytes: gauge(&r, "argus_storage_blob_bytes", "Bytes of image blobs on disk."),
+            image_decode: histogram(
+                &r,
                 "argus_image_decode_duration_seconds",
                 "Time to decode an uploaded image.",
                 LATENCY_BUCKETS,
-            ))
-            .expect("static metric definition"),
-            cells_counted: IntCounterVec::new(
-                opts(
-                    "argus_cells_counted_total",
-                    "Blood cells counted in smear photos, by kind (rbc, wbc, platelet).",
-                ),
+            ),
+            cells_counted: counter_vec(
+                &r,
+                "argus_cells_counted_total",
+                "Blood cells counted in smear photos, by kind (rbc, wbc, platelet).",
                 &["kind"],
-            )
-            .expect("static metric definition"),
-            pbs_studies: IntCounterVec::new(
-                opts(
-                    "argus_pbs_studies_total",
-                    "PBS study analyses finished, by status (ready, failed).",
-                ),
+            ),
+            pbs_studies: counter_vec(
+                &r,
+                "argus_pbs_studies_total",
+                "PBS study analyses finished, by status (ready, failed).",
                 &["status"],
-            )
-            .expect("static metric definition"),
-            pbs_study_seconds: Histogram::with_opts(hist(
+            ),
+            pbs_study_seconds: histogram(
+                &r,
                 "argus_pbs_study_duration_seconds",
                 "Time to analyse one PBS study, all its files and tasks.",
                 &[0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0],
-            ))
-            .expect("static metric definition"),
-            pbs_callbacks: IntCounterVec::new(
-                opts(
-                    "argus_pbs_callbacks_total",
-                    "Callback POST attempts, by outcome (delivered, retried, abandoned).",
-                ),
+            ),
+            pbs_callbacks: counter_vec(
+                &r,
+                "argus_pbs_callbacks_total",
+                "Callback POST attempts, by outcome (delivered, retried, abandoned).",
                 &["outcome"],
-            )
-            .expect("static metric definition"),
-            webhook_deliveries: IntCounterVec::new(
-                opts(
-                    "argus_webhook_deliveries_total",
-                    "Webhook and callback delivery attempts, by API family and outcome (delivered, retried, abandoned).",
-                ),
+            ),
+            webhook_deliveries: counter_vec(
+                &r,
+                "argus_webhook_deliveries_total",
+                "Webhook and callback delivery attempts, by API family and outcome (delivered, retried, abandoned).",
                 &["family", "outcome"],
-            )
-            .expect("static metric definition"),
-            skin_analyses: IntCounterVec::new(
-                opts(
-                    "argus_skin_analyses_total",
-                    "Selfies analysed by the skin API, by outcome (analysed, no_face, failed).",
-                ),
+            ),
+            skin_analyses: counter_vec(
+                &r,
+                "argus_skin_analyses_total",
+                "Selfies analysed by the skin API, by outcome (analysed, no_face, failed).",
                 &["outcome"],
-            )
-            .expect("static metric definition"),
-            skin_algorithm_seconds: HistogramVec::new(
-                hist(
-                    "argus_skin_algorithm_duration_seconds",
-                    "Time of each stage of a skin analysis (decode, detect, face_mesh, iris_and_age, measure).",
-                    LATENCY_BUCKETS,
-                ),
+            ),
+            skin_algorithm_seconds: histogram_vec(
+                &r,
+                "argus_skin_algorithm_duration_seconds",
+                "Time of each stage of a skin analysis (decode, detect, face_mesh, iris_and_age, measure).",
+                LATENCY_BUCKETS,
                 &["stage"],
-            )
-            .expect("static metric definition"),
-            skin_open_sockets: IntGaugeVec::new(
-                opts(
-                    "argus_skin_open_websockets",
-                    "Open websockets of the skin API, by kind (notifications, results).",
-                ),
+            ),
+            skin_open_sockets: gauge_vec(
+                &r,
+                "argus_skin_open_websockets",
+                "Open websockets of the skin API, by kind (notifications, results).",
                 &["kind"],
-            )
-            .expect("static metric definition"),
-            queue_capacity: IntGaugeVec::new(
-                opts(
-                    "argus_batch_queue_capacity",
-                    "Requests the micro-batch queue holds at most; beyond it new ones are refused.",
-                ),
+            ),
+            queue_capacity: gauge_vec(
+                &r,
+                "argus_batch_queue_capacity",
+                "Requests the micro-batch queue holds at most; beyond it new ones are refused.",
                 &["model"],
-            )
-            .expect("static metric definition"),
-            ready: IntGauge::with_opts(opts(
+            ),
+            ready: gauge(
+                &r,
                 "argus_ready",
                 "1 when the appliance is ready for traffic, as /ready answers (every family's models warm and answering, not draining); sampled at each scrape.",
-            ))
-            .expect("static metric definition"),
-            webhook_pending: IntGaugeVec::new(
-                opts(
-                    "argus_webhook_pending",
-                    "Webhook and callback deliveries waiting to be sent or retried, by API family; sampled at each scrape.",
-                ),
+            ),
+            webhook_pending: gauge_vec(
+                &r,
+                "argus_webhook_pending",
+                "Webhook and callback deliveries waiting to be sent or retried, by API family; sampled at each scrape.",
                 &["family"],
-            )
-            .expect("static metric definition"),
-            state_fs_avail: IntGauge::with_opts(opts(
+            ),
+            state_fs_avail: gauge(
+                &r,
                 "argus_state_filesystem_avail_bytes",
                 "Bytes available to the daemon on the filesystem of its state directory (statvfs f_bavail); sampled at each scrape.",
-            ))
-            .expect("static metric definition"),
-            state_fs_size: IntGauge::with_opts(opts(
+            ),
+            state_fs_size: gauge(
+                &r,
                 "argus_state_filesystem_size_bytes",
                 "Size in bytes of the filesystem of the state directory; sampled at each scrape.",
-            ))
-            .expect("static metric definition"),
+            ),
+            registry: r,
         };
-        let r = &m.registry;
-        for c in [
-            Box::new(m.http_requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(m.http_duration.clone()),
-            Box::new(m.queue_depth.clone()),
-            Box::new(m.queue_wait.clone()),
-            Box::new(m.batch_size.clone()),
-            Box::new(m.inference.clone()),
-            Box::new(m.faces_detected.clone()),
-            Box::new(m.masked_frames.clone()),
-            Box::new(m.frame_uploads.clone()),
-            Box::new(m.failures.clone()),
-            Box::new(m.dropped_requests.clone()),
-            Box::new(m.build_info.clone()),
-            Box::new(m.backend_fallback.clone()),
-            Box::new(m.stored_bytes.clone()),
-            Box::new(m.image_decode.clone()),
-            Box::new(m.cells_counted.clone()),
-            Box::new(m.pbs_studies.clone()),
-            Box::new(m.pbs_study_seconds.clone()),
-            Box::new(m.pbs_callbacks.clone()),
-            Box::new(m.webhook_deliveries.clone()),
-            Box::new(m.skin_analyses.clone()),
-            Box::new(m.skin_algorithm_seconds.clone()),
-            Box::new(m.skin_open_sockets.clone()),
-            Box::new(m.queue_capacity.clone()),
-            Box::new(m.ready.clone()),
-            Box::new(m.webhook_pending.clone()),
-            Box::new(m.state_fs_avail.clone()),
-            Box::new(m.state_fs_size.clone()),
-        ] {
-            r.register(c).expect("metric names are unique");
-        }
         // process_cpu_seconds_total, process_resident_memory_bytes, open
         // file descriptors and the like, from /proc.
         #[cfg(target_os = "linux")]
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("metric names are unique");
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         m.declare_fixed_labels();
         m
     }
