@@ -89,9 +89,9 @@ pub fn check_bytes(skin: &Skin, bytes: &[u8]) -> SkinResult<()> {
     Ok(())
 }
 
-/// Add an image to batch `bt` of dataset `ds`; with bytes, stored and
-/// (when the dataset runs the application) queued at once.
-pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> SkinResult<Image> {
+/// The side of a new image, once its side, light, name and bytes (when
+/// given) are valid; else the field at fault.
+fn check_new_image(skin: &Skin, new: &NewImage) -> SkinResult<catalog::Side> {
     let side = catalog::side(new.side_id).ok_or_else(|| {
         SkinError::Field(
             "side_id",
@@ -119,9 +119,15 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
     if let Some(b) = &new.bytes {
         check_bytes(skin, b)?;
     }
+    Ok(side)
+}
+
+/// The record of a new image of batch `bt`: awaiting its upload without
+/// bytes, else queued when the dataset runs the application, else uploaded.
+fn new_record(skin: &Skin, ds: &Dataset, bt: &Batch, new: &NewImage, side: catalog::Side) -> Image {
     let id = Uuid::now_v7();
     let queued = new.bytes.is_some() && ds.run.is_some();
-    let img = Image {
+    Image {
         id,
         company_id: bt.company_id,
         dataset_id: bt.dataset_id,
@@ -155,14 +161,21 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         face: Value::Null,
         processed_at: None,
         processed_unix: None,
-        meta: new.meta,
+        meta: new.meta.clone(),
         upload_expires_unix: new
             .bytes
             .is_none()
             .then(|| crate::store::unix_now() + skin.config.skin_api.upload_url_secs),
         results_cleared_unix: None,
         queued_unix: None,
-    };
+    }
+}
+
+/// Add an image to batch `bt` of dataset `ds`; with bytes, stored and
+/// (when the dataset runs the application) queued at once.
+pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> SkinResult<Image> {
+    let side = check_new_image(skin, &new)?;
+    let img = new_record(skin, ds, bt, &new, side);
     let (records, store, queue, x) = (
         skin.records.clone(),
         skin.store.clone(),

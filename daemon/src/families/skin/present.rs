@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 
-use super::analyze::{Analysis, Detected};
+use super::analyze::{AgeMetric, Analysis, DarkCircles, Detected, ItaMetric, Redness, Skintone};
 use super::catalog::{self, FACE_DETECTOR};
 use super::color::ItaClass;
 
@@ -51,145 +51,167 @@ fn r2(x: f32) -> f64 {
 /// analysis withheld or could not compute it.
 fn metric_result(a: &Analysis, param: &str) -> Option<Value> {
     let m = &a.metrics;
-    let raw;
-    let areas: Vec<Value> = match param {
+    let (areas, raw) = match param {
         "ita" => {
             let i = m.ita.as_ref()?;
-            raw = serde_json::to_value(i).ok()?;
-            let deg = json!({"unit": "degree", "min": -90, "max": 90});
-            let mut v = vec![area_result(
-                "face",
-                metric("ITA", "ita", json!(r1(i.value)), "numeric", deg.clone()),
-                vec![
-                    metric("L*", "l", json!(r1(i.l)), "numeric", json!({})),
-                    metric("a*", "a", json!(r1(i.a)), "numeric", json!({})),
-                    metric("b*", "b", json!(r1(i.b)), "numeric", json!({})),
-                    metric(
-                        "ITA class",
-                        "ita_class",
-                        json!(i.class),
-                        "category",
-                        json!({}),
-                    ),
-                ],
-            )];
-            for (area, c) in &i.areas {
-                v.push(area_result(
-                    area.name(),
-                    metric("ITA", "ita", json!(r1(c.ita)), "numeric", deg.clone()),
-                    vec![
-                        metric("L*", "l", json!(r1(c.l)), "numeric", json!({})),
-                        metric("a*", "a", json!(r1(c.a)), "numeric", json!({})),
-                        metric("b*", "b", json!(r1(c.b)), "numeric", json!({})),
-                    ],
-                ));
-            }
-            v
+            (ita_areas(i), serde_json::to_value(i).ok()?)
         }
         "skintone" => {
             let s = m.skintone.as_ref()?;
-            raw = serde_json::to_value(s).ok()?;
-            vec![area_result(
-                "face",
-                metric(
-                    "Skin tone",
-                    "skintone",
-                    json!(s.value),
-                    "category",
-                    json!({"categories": ["very_light", "light", "intermediate", "tan", "brown", "dark"]}),
-                ),
-                vec![metric(
-                    "ITA",
-                    "ita",
-                    json!(r1(s.ita)),
-                    "numeric",
-                    json!({"unit": "degree"}),
-                )],
-            )]
+            (skintone_areas(s), serde_json::to_value(s).ok()?)
         }
         "redness" => {
             let r = m.redness.as_ref()?;
-            raw = serde_json::to_value(r).ok()?;
-            let mut v = vec![area_result(
-                "face",
-                metric(
-                    "Erythema index",
-                    "erythema_index",
-                    json!(r1(r.erythema_index)),
-                    "numeric",
-                    json!({}),
-                ),
-                vec![metric(
-                    "a*",
-                    "a_mean",
-                    json!(r1(r.a_mean)),
-                    "numeric",
-                    json!({}),
-                )],
-            )];
-            for (area, x) in &r.areas {
-                v.push(area_result(
-                    area.name(),
-                    metric(
-                        "Erythema index",
-                        "erythema_index",
-                        json!(r1(x.erythema_index)),
-                        "numeric",
-                        json!({}),
-                    ),
-                    vec![
-                        metric("a*", "a_mean", json!(r1(x.a_mean)), "numeric", json!({})),
-                        metric(
-                            "a* (90th percentile)",
-                            "a_p90",
-                            json!(r1(x.a_p90)),
-                            "numeric",
-                            json!({}),
-                        ),
-                    ],
-                ));
-            }
-            v
+            (redness_areas(r), serde_json::to_value(r).ok()?)
         }
         "dark_circles" => {
             let d = m.dark_circles.as_ref()?;
-            raw = serde_json::to_value(d).ok()?;
-            vec![area_result(
-                "eye_area",
-                metric(
-                    "Under-eye ΔL*",
-                    "delta_l",
-                    json!(r2(d.delta_l)),
-                    "numeric",
-                    json!({}),
-                ),
-                vec![metric(
-                    "Under-eye ΔE*ab",
-                    "delta_e",
-                    json!(r2(d.delta_e)),
-                    "numeric",
-                    json!({}),
-                )],
-            )]
+            (dark_circle_areas(d), serde_json::to_value(d).ok()?)
         }
         "age" => {
             let g = m.age.as_ref()?;
-            raw = serde_json::to_value(g).ok()?;
-            vec![area_result(
-                "face",
-                metric(
-                    "Perceived age",
-                    "age",
-                    json!(r1(g.value)),
-                    "numeric",
-                    json!({"unit": "year"}),
-                ),
-                vec![],
-            )]
+            (age_areas(g), serde_json::to_value(g).ok()?)
         }
         _ => return None,
     };
     Some(json!({"area_results": areas, "raw": raw}))
+}
+
+/// ITA's area results: the face (ITA, with L*, a*, b* and the class), then
+/// each measured area (ITA with L*, a*, b*).
+fn ita_areas(i: &ItaMetric) -> Vec<Value> {
+    let deg = json!({"unit": "degree", "min": -90, "max": 90});
+    let mut v = vec![area_result(
+        "face",
+        metric("ITA", "ita", json!(r1(i.value)), "numeric", deg.clone()),
+        vec![
+            metric("L*", "l", json!(r1(i.l)), "numeric", json!({})),
+            metric("a*", "a", json!(r1(i.a)), "numeric", json!({})),
+            metric("b*", "b", json!(r1(i.b)), "numeric", json!({})),
+            metric(
+                "ITA class",
+                "ita_class",
+                json!(i.class),
+                "category",
+                json!({}),
+            ),
+        ],
+    )];
+    for (area, c) in &i.areas {
+        v.push(area_result(
+            area.name(),
+            metric("ITA", "ita", json!(r1(c.ita)), "numeric", deg.clone()),
+            vec![
+                metric("L*", "l", json!(r1(c.l)), "numeric", json!({})),
+                metric("a*", "a", json!(r1(c.a)), "numeric", json!({})),
+                metric("b*", "b", json!(r1(c.b)), "numeric", json!({})),
+            ],
+        ));
+    }
+    v
+}
+
+/// Skin tone's area result: the face's category, with its ITA.
+fn skintone_areas(s: &Skintone) -> Vec<Value> {
+    vec![area_result(
+        "face",
+        metric(
+            "Skin tone",
+            "skintone",
+            json!(s.value),
+            "category",
+            json!({"categories": ["very_light", "light", "intermediate", "tan", "brown", "dark"]}),
+        ),
+        vec![metric(
+            "ITA",
+            "ita",
+            json!(r1(s.ita)),
+            "numeric",
+            json!({"unit": "degree"}),
+        )],
+    )]
+}
+
+/// Redness's area results: the face's erythema index with its mean a*,
+/// then each area's with its mean and 90th-percentile a*.
+fn redness_areas(r: &Redness) -> Vec<Value> {
+    let mut v = vec![area_result(
+        "face",
+        metric(
+            "Erythema index",
+            "erythema_index",
+            json!(r1(r.erythema_index)),
+            "numeric",
+            json!({}),
+        ),
+        vec![metric(
+            "a*",
+            "a_mean",
+            json!(r1(r.a_mean)),
+            "numeric",
+            json!({}),
+        )],
+    )];
+    for (area, x) in &r.areas {
+        v.push(area_result(
+            area.name(),
+            metric(
+                "Erythema index",
+                "erythema_index",
+                json!(r1(x.erythema_index)),
+                "numeric",
+                json!({}),
+            ),
+            vec![
+                metric("a*", "a_mean", json!(r1(x.a_mean)), "numeric", json!({})),
+                metric(
+                    "a* (90th percentile)",
+                    "a_p90",
+                    json!(r1(x.a_p90)),
+                    "numeric",
+                    json!({}),
+                ),
+            ],
+        ));
+    }
+    v
+}
+
+/// Dark circles' area result: the under-eye's ΔL* against the malar patch
+/// below it (mean of the eyes measured), with their ΔE*ab.
+fn dark_circle_areas(d: &DarkCircles) -> Vec<Value> {
+    vec![area_result(
+        "eye_area",
+        metric(
+            "Under-eye ΔL*",
+            "delta_l",
+            json!(r2(d.delta_l)),
+            "numeric",
+            json!({}),
+        ),
+        vec![metric(
+            "Under-eye ΔE*ab",
+            "delta_e",
+            json!(r2(d.delta_e)),
+            "numeric",
+            json!({}),
+        )],
+    )]
+}
+
+/// Perceived age's area result: the face, in years.
+fn age_areas(g: &AgeMetric) -> Vec<Value> {
+    vec![area_result(
+        "face",
+        metric(
+            "Perceived age",
+            "age",
+            json!(r1(g.value)),
+            "numeric",
+            json!({"unit": "year"}),
+        ),
+        vec![],
+    )]
 }
 
 /// The v3 parameter `param`: `{tag, ...value}`.

@@ -304,21 +304,11 @@ fn draw_chart(ops: &mut Vec<Op>, title: &str, series: &[(u64, f64)], bx: (f32, f
     );
 }
 
-/// Draw the report. Errors: the photo does not decode.
-pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
-    let mut doc = PdfDocument::new("argus skin report");
-    let mut ops = Vec::new();
-    let top = PAGE_H - MARGIN;
+/// The title, the subject, image, side and time, and who computed it.
+fn draw_header(ops: &mut Vec<Op>, d: &ReportData, top: f32) {
+    text(ops, MARGIN, top - 14.0, 18.0, true, "Skin analysis report");
     text(
-        &mut ops,
-        MARGIN,
-        top - 14.0,
-        18.0,
-        true,
-        "Skin analysis report",
-    );
-    text(
-        &mut ops,
+        ops,
         MARGIN,
         top - 32.0,
         9.0,
@@ -334,7 +324,7 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
         ),
     );
     text(
-        &mut ops,
+        ops,
         MARGIN,
         top - 44.0,
         8.0,
@@ -344,11 +334,14 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
             catalog::APPLICATION_NAME
         ),
     );
-    draw_photo(&mut doc, &mut ops, d, (MARGIN, top - 340.0, 240.0, 280.0))?;
-    // Metrics, right of the photo.
-    let mx = MARGIN + 260.0;
-    let mut y = top - 70.0;
-    text(&mut ops, mx, y, 11.0, true, "Metrics");
+}
+
+/// The computed metrics, each with its value and band, from `at` (right of
+/// the photo) down; why there are none; the quality issues; and the
+/// parameters this appliance does not compute.
+fn draw_metrics(ops: &mut Vec<Op>, d: &ReportData, at: (f32, f32)) {
+    let (mx, mut y) = at;
+    text(ops, mx, y, 11.0, true, "Metrics");
     y -= 16.0;
     let lines = metric_lines(&d.image);
     if lines.is_empty() {
@@ -363,18 +356,18 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
                     d.image.quality_issues.join(", ")
                 )
             });
-        text(&mut ops, mx, y, 8.0, false, &why);
+        text(ops, mx, y, 8.0, false, &why);
         y -= 12.0;
     }
     for (label, value, band) in &lines {
-        text(&mut ops, mx, y, 9.0, true, label);
-        text(&mut ops, mx + 150.0, y, 9.0, false, value);
-        text(&mut ops, mx, y - 10.0, 7.0, false, band);
+        text(ops, mx, y, 9.0, true, label);
+        text(ops, mx + 150.0, y, 9.0, false, value);
+        text(ops, mx, y - 10.0, 7.0, false, band);
         y -= 26.0;
     }
     if !d.image.quality_issues.is_empty() {
         text(
-            &mut ops,
+            ops,
             mx,
             y,
             8.0,
@@ -384,7 +377,7 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
         y -= 12.0;
     }
     text(
-        &mut ops,
+        ops,
         mx,
         y - 4.0,
         7.0,
@@ -394,7 +387,7 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
     let names: Vec<&str> = super::UNAVAILABLE.iter().map(|(k, _)| *k).collect();
     for (i, chunk) in names.chunks(6).enumerate() {
         text(
-            &mut ops,
+            ops,
             mx,
             y - 14.0 - i as f32 * 9.0,
             6.5,
@@ -402,9 +395,12 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
             &chunk.join(", "),
         );
     }
-    // History charts under the photo: one per numeric main metric.
-    let cy = top - 420.0;
-    text(&mut ops, MARGIN, cy + 40.0, 11.0, true, "History");
+}
+
+/// History charts under the photo, from `cy` down: one per numeric main
+/// metric, two to a row.
+fn draw_history(ops: &mut Vec<Op>, d: &ReportData, cy: f32) {
+    text(ops, MARGIN, cy + 40.0, 11.0, true, "History");
     let charts: Vec<_> = catalog::algorithms()
         .into_iter()
         .filter(|a| {
@@ -425,12 +421,23 @@ pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
             .collect();
         let (col, row) = ((k % 2) as f32, (k / 2) as f32);
         draw_chart(
-            &mut ops,
+            ops,
             alg.family,
             &series,
             (MARGIN + col * 260.0, cy - row * 110.0 - 60.0, 220.0, 70.0),
         );
     }
+}
+
+/// Draw the report. Errors: the photo does not decode.
+pub fn render(d: &ReportData) -> Result<Vec<u8>, String> {
+    let mut doc = PdfDocument::new("argus skin report");
+    let mut ops = Vec::new();
+    let top = PAGE_H - MARGIN;
+    draw_header(&mut ops, d, top);
+    draw_photo(&mut doc, &mut ops, d, (MARGIN, top - 340.0, 240.0, 280.0))?;
+    draw_metrics(&mut ops, d, (MARGIN + 260.0, top - 70.0));
+    draw_history(&mut ops, d, top - 420.0);
     let page = PdfPage::new(Mm(PAGE_W * 25.4 / 72.0), Mm(PAGE_H * 25.4 / 72.0), ops);
     Ok(doc
         .with_pages(vec![page])

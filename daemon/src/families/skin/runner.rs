@@ -144,14 +144,14 @@ fn detected(skin: &Skin, id: Uuid, d: &Detected) {
     }
 }
 
-/// Store the auxiliary images, then the results, dequeue, and tell.
-async fn finish(
+/// Store the analysis's auxiliary images (aligned face, anonymised photo,
+/// redness heatmap, area masks) as blobs, each with the algorithms it
+/// illustrates.
+fn store_aux_images(
     skin: &Skin,
-    img: Image,
     a: &Analysis,
-    shown: Presented,
-    started: Instant,
-) -> Result<(), StoreError> {
+    shown: &Presented,
+) -> Result<Vec<AuxImage>, StoreError> {
     let mut aux = Vec::new();
     let redness = 30;
     if let Some(images) = &a.images {
@@ -194,6 +194,18 @@ async fn finish(
             algorithm_version_ids: algs,
         });
     }
+    Ok(aux_records)
+}
+
+/// Store the auxiliary images, then the results, dequeue, and tell.
+async fn finish(
+    skin: &Skin,
+    img: Image,
+    a: &Analysis,
+    shown: Presented,
+    started: Instant,
+) -> Result<(), StoreError> {
+    let aux_records = store_aux_images(skin, a, &shown)?;
     let now = now_rfc3339();
     let results: Vec<AlgoResult> = shown
         .results

@@ -212,23 +212,7 @@ pub async fn analyze_with(
             issues.push(Reason::MultipleFaces);
         }
     }
-    let decided = if main.is_none() {
-        vec![Reason::NoFace]
-    } else {
-        issues.clone()
-    };
-    on_detect(&Detected {
-        width,
-        height,
-        faces: faces
-            .iter()
-            .map(|f| DetectedFace {
-                bbox: [f.x1, f.y1, f.x2, f.y2],
-                score: f.score,
-            })
-            .collect(),
-        issue: issue_list(&decided).into_iter().next(),
-    });
+    on_detect(&detected(width, height, &faces, &issues));
     let Some(main) = main else {
         return Ok(without_face(width, height, timings));
     };
@@ -253,26 +237,7 @@ pub async fn analyze_with(
     let iod = measured.iod;
     let pose = pose(&pts3);
     gate(&mut issues, &params, mesh.presence, iod, &pose, &measured);
-    let metrics_out = Metrics {
-        ita: measured.colour.ita_face.as_ref().map(|c| ItaMetric {
-            value: c.ita,
-            class: c.ita_class.name(),
-            l: c.l,
-            a: c.a,
-            b: c.b,
-            areas: [Area::Forehead, Area::LeftCheek, Area::RightCheek]
-                .iter()
-                .filter_map(|a| Some((*a, measured.colour.areas.get(a)?.clone())))
-                .collect(),
-        }),
-        skintone: measured.colour.ita_face.as_ref().map(|c| Skintone {
-            value: c.ita_class.name(),
-            ita: c.ita,
-        }),
-        redness: redness(&measured.colour),
-        dark_circles: dark_circles(&measured.colour),
-        age,
-    };
+    let metrics_out = metrics_of(&measured.colour, age);
     let (metrics, withheld) = withhold(metrics_out, &issues);
     Ok(Analysis {
         width,
@@ -301,6 +266,52 @@ pub async fn analyze_with(
         timings_ms: timings,
         images: measured.images,
     })
+}
+
+/// The metrics of one face's colour measures, with its perceived age.
+fn metrics_of(colour: &Colour, age: Option<AgeMetric>) -> Metrics {
+    Metrics {
+        ita: colour.ita_face.as_ref().map(|c| ItaMetric {
+            value: c.ita,
+            class: c.ita_class.name(),
+            l: c.l,
+            a: c.a,
+            b: c.b,
+            areas: [Area::Forehead, Area::LeftCheek, Area::RightCheek]
+                .iter()
+                .filter_map(|a| Some((*a, colour.areas.get(a)?.clone())))
+                .collect(),
+        }),
+        skintone: colour.ita_face.as_ref().map(|c| Skintone {
+            value: c.ita_class.name(),
+            ita: c.ita,
+        }),
+        redness: redness(colour),
+        dark_circles: dark_circles(colour),
+        age,
+    }
+}
+
+/// The face detector's result: the faces, largest first, and the issue
+/// detection alone decides (`no_face`, else the first of `issues`).
+fn detected(width: u32, height: u32, faces: &[Face], issues: &[Reason]) -> Detected {
+    let decided = if faces.is_empty() {
+        vec![Reason::NoFace]
+    } else {
+        issues.to_vec()
+    };
+    Detected {
+        width,
+        height,
+        faces: faces
+            .iter()
+            .map(|f| DetectedFace {
+                bbox: [f.x1, f.y1, f.x2, f.y2],
+                score: f.score,
+            })
+            .collect(),
+        issue: issue_list(&decided).into_iter().next(),
+    }
 }
 
 fn issue_list(issues: &[Reason]) -> Vec<Issue> {
