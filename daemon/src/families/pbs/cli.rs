@@ -4,7 +4,7 @@
 //! `pbs classify`, which run the daemon's own pipeline on files.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Subcommand;
@@ -250,18 +250,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(dir) = &crops_dir {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-                let crops = pipeline::rbc_crops(&img, &r.0);
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                let n = crate::model::malaria::CROP as u32;
-                for (i, crop) in crops {
-                    let p = r.0.cells[i].p_parasitized.unwrap_or(f32::NAN);
-                    let out = dir.join(format!("{stem}_{i:03}_p{:.3}.png", p));
-                    image::GrayImage::from_raw(n, n, crop)
-                        .ok_or_else(|| "crop size".to_string())?
-                        .save(&out)
-                        .map_err(|e| e.to_string())?;
-                }
+                write_crops(dir, path, &img, &r.0)?;
             }
             Ok::<_, String>((r, file_id))
         }
@@ -273,35 +262,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                 "{}",
                 serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
             ),
-            Ok(((a, _), _)) => {
-                let (pos, neg) = pipeline::malaria_counts(&a, &config.cells);
-                println!(
-                    "{}: {}x{}, rbc {}, wbc {}, platelets {}{}{}",
-                    path.display(),
-                    a.width,
-                    a.height,
-                    a.counts.rbc,
-                    a.counts.wbc,
-                    a.counts.platelets,
-                    if malaria {
-                        format!(", parasitized {pos} of {}", pos + neg)
-                    } else {
-                        String::new()
-                    },
-                    a.rbc_size.as_ref().map(size_text).unwrap_or_default()
-                );
-                let cells = differential::cells_of(&a, config.cells.wbc_min_confidence);
-                if !cells.is_empty() {
-                    println!(
-                        "{}: white cells: {}",
-                        path.display(),
-                        differential::summary_text(&cells)
-                    );
-                }
-                if let Some(w) = a.rbc_size.as_ref().and_then(|s| s.warning.as_ref()) {
-                    println!("{}: warning: {w}", path.display());
-                }
-            }
+            Ok(((a, _), _)) => print_counts(path, &a, malaria, config),
             Err(e) => {
                 failed += 1;
                 eprintln!("{}: {e}", path.display());
@@ -320,6 +281,61 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         );
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// Save the red-cell crops of one analysed photo in `dir`, named for the
+/// photo, the cell and its P(parasitized).
+fn write_crops(
+    dir: &Path,
+    path: &Path,
+    img: &image::RgbImage,
+    a: &pipeline::SmearAnalysis,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let crops = pipeline::rbc_crops(img, a);
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let n = crate::model::malaria::CROP as u32;
+    for (i, crop) in crops {
+        let p = a.cells[i].p_parasitized.unwrap_or(f32::NAN);
+        let out = dir.join(format!("{stem}_{i:03}_p{:.3}.png", p));
+        image::GrayImage::from_raw(n, n, crop)
+            .ok_or_else(|| "crop size".to_string())?
+            .save(&out)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// One photo's counts as text: cells, the parasitized share, the measured
+/// red-cell size, the white cells' classes and any scale warning.
+fn print_counts(path: &Path, a: &pipeline::SmearAnalysis, malaria: bool, config: &Config) {
+    let (pos, neg) = pipeline::malaria_counts(a, &config.cells);
+    println!(
+        "{}: {}x{}, rbc {}, wbc {}, platelets {}{}{}",
+        path.display(),
+        a.width,
+        a.height,
+        a.counts.rbc,
+        a.counts.wbc,
+        a.counts.platelets,
+        if malaria {
+            format!(", parasitized {pos} of {}", pos + neg)
+        } else {
+            String::new()
+        },
+        a.rbc_size.as_ref().map(size_text).unwrap_or_default()
+    );
+    let cells = differential::cells_of(a, config.cells.wbc_min_confidence);
+    if !cells.is_empty() {
+        println!(
+            "{}: white cells: {}",
+            path.display(),
+            differential::summary_text(&cells)
+        );
+    }
+    if let Some(w) = a.rbc_size.as_ref().and_then(|s| s.warning.as_ref()) {
+        println!("{}: warning: {w}", path.display());
+    }
 }
 
 /// What `pbs count --fhir` collects from each photo.

@@ -59,8 +59,9 @@ mod scales;
 pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
 use scales::keep_median;
 pub use scales::{
-    median_index, probe_rect, refined_scale, refines, sample_plan, sample_scales, tiles_bound,
-    wants_more_samples, MAX_REFINE, PROBE_ABOVE_TILES, PROBE_TILES,
+    median_index, min_analysable_side, probe_rect, refined_scale, refines, sample_plan,
+    sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
+    ASSUMED_NATIVE_RBC_PX, MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES, PROBE_TILES,
 };
 
 /// Smear tiles through the three UNets.
@@ -281,50 +282,6 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// Red-cell diameter assumed when neither the photo nor the config gives
-/// one: BCCD's (its red-cell boxes are ~100 px across in 640x480 photos).
-pub const ASSUMED_NATIVE_RBC_PX: f32 = 100.0;
-
-/// Smallest and largest resampling factor: a photo is reduced at most 10x
-/// and enlarged at most 4x (beyond that, enlarging adds no detail).
-pub const MIN_SCALE: f32 = 0.1;
-pub const MAX_SCALE: f32 = 4.0;
-
-/// The resampling factor that brings red cells to `params.rbc_diameter_px`.
-/// `native_diameter_px`: the red-cell diameter in this image
-/// ([`super::scale::estimate`]); `None` or nonsense: BCCD's.
-pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
-    let native = match native_diameter_px {
-        Some(d) if d.is_finite() && d > 1.0 => d,
-        _ => ASSUMED_NATIVE_RBC_PX,
-    };
-    (params.rbc_diameter_px / native).clamp(MIN_SCALE, MAX_SCALE)
-}
-
-/// The shortest side, in px, a photo needs so that [`scaled_size`] at any
-/// scale the analysis may pick (down to [`MIN_SCALE`]) keeps 8 px: 75.
-pub fn min_analysable_side() -> u32 {
-    (7.5 / MIN_SCALE).ceil() as u32
-}
-
-/// Width and height of a `w0 x h0` image resampled by `scale`;
-/// [`CellError::TooSmall`] when a side would be under 8 px.
-pub fn scaled_size((w0, h0): (u32, u32), scale: f32) -> Result<(usize, usize), CellError> {
-    let sw = ((w0 as f32 * scale).round() as usize).max(1);
-    let sh = ((h0 as f32 * scale).round() as usize).max(1);
-    if sw < 8 || sh < 8 {
-        return Err(CellError::TooSmall(w0, h0));
-    }
-    Ok((sw, sh))
-}
-
-/// Tiles [`prepare`] cuts from a `w0 x h0` image at `scale`.
-pub fn tiles_at(dims: (u32, u32), scale: f32) -> Result<usize, CellError> {
-    let (sw, sh) = scaled_size(dims, scale)?;
-    let (cols, rows) = smear::tile_grid(sw, sh);
-    Ok(cols * rows)
-}
-
 /// Resample, equalise and tile. Blocking.
 pub fn prepare(img: &RgbImage, scale: f32) -> Result<(smear::Tiles, usize, usize), CellError> {
     let (w0, h0) = img.dimensions();
@@ -542,6 +499,41 @@ async fn settle_scale(
     }
 }
 
+/// The first analysis (at `scale`) and, when the plan has several scale
+/// samples and the first is a small field, the others ([`sample_plan`]),
+/// in order.
+async fn take_samples(
+    b: &CellBatchers,
+    img: &std::sync::Arc<RgbImage>,
+    (first, scale): (SmearAnalysis, f32),
+    params: &CountParams,
+    watch: &Watch<'_>,
+    progress: &mut Progress,
+    timings: &mut CellTimings,
+) -> Result<Vec<SmearAnalysis>, CellError> {
+    let plan = sample_plan(img.dimensions(), scale, params)?;
+    let mut samples = vec![first];
+    if plan.len() > 1 && wants_more_samples(samples[0].counts.rbc, params) {
+        for &(s, n) in &plan[1..] {
+            if watch.stopped() {
+                return Err(CellError::Stopped {
+                    done: progress.done,
+                    total: progress.total,
+                });
+            }
+            let a = analyse_at(b, img, s, params, watch, *progress, timings).await?;
+            debug_assert_eq!(a.tiles, n);
+            progress.done += a.tiles;
+            samples.push(a);
+        }
+        tracing::debug!(
+            samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
+            "red cells per scale sample"
+        );
+    }
+    Ok(samples)
+}
+
 /// Analyse one decoded smear photo end to end: its red-cell size (measured
 /// or as `sizes` says), counts, boxes, the differential classifier's
 /// probabilities for every white cell and, when `malaria` is set,
@@ -598,26 +590,16 @@ pub async fn analyse(
             a
         }
     };
-    let plan = sample_plan(dims, scale, &params)?;
-    let mut samples = vec![first];
-    if plan.len() > 1 && wants_more_samples(samples[0].counts.rbc, &params) {
-        for &(s, n) in &plan[1..] {
-            if watch.stopped() {
-                return Err(CellError::Stopped {
-                    done: progress.done,
-                    total,
-                });
-            }
-            let a = analyse_at(b, &img, s, &params, watch, progress, &mut timings).await?;
-            debug_assert_eq!(a.tiles, n);
-            progress.done += a.tiles;
-            samples.push(a);
-        }
-        tracing::debug!(
-            samples = ?samples.iter().map(|a| (a.scale, a.counts.rbc)).collect::<Vec<_>>(),
-            "red cells per scale sample"
-        );
-    }
+    let samples = take_samples(
+        b,
+        &img,
+        (first, scale),
+        &params,
+        watch,
+        &mut progress,
+        &mut timings,
+    )
+    .await?;
     if let (true, Some(f)) = (progress.done < total, watch.on_tile) {
         // The total bounded analyses not taken: this photo is done.
         f(total, total);
@@ -642,6 +624,20 @@ pub async fn analyse(
     };
     timings.count_ms += ms(t);
     analysis.rbc_size = Some(rbc_size);
+    classify_cells(b, &mut analysis, windows, crops, &mut timings).await?;
+    Ok((analysis, timings))
+}
+
+/// Run the white cells' windows through the differential classifier and
+/// the red cells' crops (empty unless malaria was asked for) through the
+/// malaria classifier, setting each cell's probabilities.
+async fn classify_cells(
+    b: &CellBatchers,
+    analysis: &mut SmearAnalysis,
+    windows: Vec<(usize, Vec<f32>)>,
+    crops: Vec<(usize, Vec<u8>)>,
+    timings: &mut CellTimings,
+) -> Result<(), CellError> {
     if !windows.is_empty() {
         let t = Instant::now();
         let (indices, windows): (Vec<usize>, Vec<Vec<f32>>) = windows.into_iter().unzip();
@@ -651,7 +647,7 @@ pub async fn analyse(
             analysis.cells[i].wbc_probabilities = Some(p);
         }
     }
-    if malaria && !crops.is_empty() {
+    if !crops.is_empty() {
         let t = Instant::now();
         let (indices, crops): (Vec<usize>, Vec<Vec<u8>>) = crops.into_iter().unzip();
         let p = classify(&b.crops, crops).await?;
@@ -660,7 +656,7 @@ pub async fn analyse(
             analysis.cells[i].p_parasitized = Some(p);
         }
     }
-    Ok((analysis, timings))
+    Ok(())
 }
 
 /// Parasitized / uninfected red cells of an analysed photo.
@@ -675,20 +671,4 @@ pub fn malaria_counts(a: &SmearAnalysis, params: &CountParams) -> (usize, usize)
         }
     }
     (pos, neg)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scale_follows_the_known_cell_size() {
-        let p = CountParams {
-            rbc_diameter_px: 40.0,
-            ..Default::default()
-        };
-        assert!((scale_for(None, &p) - 0.4).abs() < 1e-6);
-        assert!((scale_for(Some(20.0), &p) - 2.0).abs() < 1e-6);
-        assert!((scale_for(Some(f32::NAN), &p) - 0.4).abs() < 1e-6);
-    }
 }

@@ -1,9 +1,55 @@
-//! The scales one photo is analysed at: the colour measure's, refined by
+//! The scales one photo is analysed at (the colour measure's, refined by
 //! the red cells' outline, and the scale samples around it whose median
-//! red-cell count is kept (the reasons are in [`super`]'s docs).
+//! red-cell count is kept; the reasons are in [`super`]'s docs), and the
+//! sizes and tiles each gives.
 
-use super::{tiles_at, CellError, CountParams, SmearAnalysis, MAX_SCALE, MIN_SCALE};
+use super::{CellError, CountParams, SmearAnalysis};
+use crate::imaging::smear;
 use crate::model::unet::TILE_OUT;
+
+/// Red-cell diameter assumed when neither the photo nor the config gives
+/// one: BCCD's (its red-cell boxes are ~100 px across in 640x480 photos).
+pub const ASSUMED_NATIVE_RBC_PX: f32 = 100.0;
+
+/// Smallest and largest resampling factor: a photo is reduced at most 10x
+/// and enlarged at most 4x (beyond that, enlarging adds no detail).
+pub const MIN_SCALE: f32 = 0.1;
+pub const MAX_SCALE: f32 = 4.0;
+
+/// The resampling factor that brings red cells to `params.rbc_diameter_px`.
+/// `native_diameter_px`: the red-cell diameter in this image
+/// ([`crate::families::pbs::scale::estimate`]); `None` or nonsense: BCCD's.
+pub fn scale_for(native_diameter_px: Option<f32>, params: &CountParams) -> f32 {
+    let native = match native_diameter_px {
+        Some(d) if d.is_finite() && d > 1.0 => d,
+        _ => ASSUMED_NATIVE_RBC_PX,
+    };
+    (params.rbc_diameter_px / native).clamp(MIN_SCALE, MAX_SCALE)
+}
+
+/// The shortest side, in px, a photo needs so that [`scaled_size`] at any
+/// scale the analysis may pick (down to [`MIN_SCALE`]) keeps 8 px: 75.
+pub fn min_analysable_side() -> u32 {
+    (7.5 / MIN_SCALE).ceil() as u32
+}
+
+/// Width and height of a `w0 x h0` image resampled by `scale`;
+/// [`CellError::TooSmall`] when a side would be under 8 px.
+pub fn scaled_size((w0, h0): (u32, u32), scale: f32) -> Result<(usize, usize), CellError> {
+    let sw = ((w0 as f32 * scale).round() as usize).max(1);
+    let sh = ((h0 as f32 * scale).round() as usize).max(1);
+    if sw < 8 || sh < 8 {
+        return Err(CellError::TooSmall(w0, h0));
+    }
+    Ok((sw, sh))
+}
+
+/// Tiles [`super::prepare`] cuts from a `w0 x h0` image at `scale`.
+pub fn tiles_at(dims: (u32, u32), scale: f32) -> Result<usize, CellError> {
+    let (sw, sh) = scaled_size(dims, scale)?;
+    let (cols, rows) = smear::tile_grid(sw, sh);
+    Ok(cols * rows)
+}
 
 /// The scales one photo is analysed at: `scale` (first) and, with
 /// `params.scale_samples` (odd) above 1, multipliers spread evenly over
@@ -358,5 +404,16 @@ mod tests {
         let (x, y, w, h) = probe_rect((5000, 150), 0.5).unwrap();
         assert_eq!((x, y, h), ((5000 - 600) / 2, 0, 150));
         assert_eq!(w, 600);
+    }
+
+    #[test]
+    fn scale_follows_the_known_cell_size() {
+        let p = CountParams {
+            rbc_diameter_px: 40.0,
+            ..Default::default()
+        };
+        assert!((scale_for(None, &p) - 0.4).abs() < 1e-6);
+        assert!((scale_for(Some(20.0), &p) - 2.0).abs() < 1e-6);
+        assert!((scale_for(Some(f32::NAN), &p) - 0.4).abs() < 1e-6);
     }
 }
