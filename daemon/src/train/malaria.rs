@@ -303,6 +303,48 @@ fn seeded_varmap(rng: &mut StdRng, dev: &Device) -> candle_core::Result<VarMap> 
     Ok(varmap)
 }
 
+/// The held-out accuracy and ROC AUC on NIH crops after an epoch; the
+/// held-out normal-smear crops called parasitized are printed.
+fn check_epoch(
+    net: &MalariaNet,
+    val: &[&Sample],
+    val_labels: &[u8],
+    val_smear: &[&Sample],
+    dev: &Device,
+) -> anyhow::Result<(f64, f64)> {
+    let scores = evaluate(net, val, dev)?;
+    let (acc, _) = metrics(&scores, val_labels);
+    let auc = roc_auc(&scores, val_labels);
+    let smear_fp = evaluate(net, val_smear, dev)?
+        .iter()
+        .filter(|&&p| p >= 0.5)
+        .count();
+    eprintln!(
+        "  held-out normal-smear crops called parasitized: {smear_fp} of {}",
+        val_smear.len()
+    );
+    Ok((acc, auc))
+}
+
+/// Write the weights to `out/malaria.safetensors`.
+fn save(varmap: &VarMap, out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    let weights = out.join("malaria.safetensors");
+    let tensors: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, &weights)?;
+    Ok(())
+}
+
+/// Train the malaria classifier as `args` says (split by patient, seeded),
+/// write its weights and `training_report.json` to `args.out`, and return
+/// the report. Errors: unreadable or empty data, an unloadable `init`, or
+/// a file that cannot be written.
 pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let dev = Device::Cpu;
     let mut samples = read_tar(&args.data)?;
@@ -362,9 +404,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         for chunk in train.chunks(args.batch) {
             // Cosine decay to 5% of the initial rate.
             let progress = step as f64 / total_steps as f64;
-            opt.set_learning_rate(
-                args.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())),
-            );
+            opt.set_learning_rate(super::cosine_lr(args.lr, 0.05, progress));
             let (x, y) = batch_tensor(chunk, Some(&mut rng), &dev)?;
             let logits = net.forward(&x)?;
             let loss = bce_with_logits(&logits, &y)?;
@@ -372,17 +412,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             loss_sum += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
             step += 1;
         }
-        let scores = evaluate(&net, &val, &dev)?;
-        let (acc, _) = metrics(&scores, &val_labels);
-        let auc = roc_auc(&scores, &val_labels);
-        let smear_fp = evaluate(&net, &val_smear, &dev)?
-            .iter()
-            .filter(|&&p| p >= 0.5)
-            .count();
-        eprintln!(
-            "  held-out normal-smear crops called parasitized: {smear_fp} of {}",
-            val_smear.len()
-        );
+        let (acc, auc) = check_epoch(&net, &val, &val_labels, &val_smear, &dev)?;
         let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -402,16 +432,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let smear_scores = evaluate(&net, &val_smear, &dev)?;
     let smear_fp = smear_scores.iter().filter(|&&p| p >= 0.5).count() as f64
         / smear_scores.len().max(1) as f64;
-    std::fs::create_dir_all(&args.out)?;
-    let weights = args.out.join("malaria.safetensors");
-    let tensors: HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .expect("varmap lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    candle_core::safetensors::save(&tensors, &weights)?;
+    save(&varmap, &args.out)?;
     let report = Report {
         seed: args.seed,
         epochs: args.epochs,

@@ -250,6 +250,48 @@ fn argmax(p: &[f32; 9]) -> usize {
         .0
 }
 
+/// Held-out accuracy over the nine classes and over the eight of the
+/// differential (band and segmented neutrophils merged, [`merged`]).
+fn accuracies(p: &[[f32; 9]], truth: &[usize]) -> (f64, f64) {
+    let n = truth.len().max(1) as f64;
+    let calls = || p.iter().zip(truth).map(|(p, &t)| (argmax(p), t));
+    let acc9 = calls().filter(|&(c, t)| c == t).count() as f64 / n;
+    let acc8 = calls().filter(|&(c, t)| merged(c) == merged(t)).count() as f64 / n;
+    (acc9, acc8)
+}
+
+/// Rows: the true class; columns: the net's most probable one.
+fn confusion(p: &[[f32; 9]], truth: &[usize]) -> Vec<Vec<usize>> {
+    let mut confusion = vec![vec![0usize; CLASSES.len()]; CLASSES.len()];
+    for (p, &t) in p.iter().zip(truth) {
+        confusion[t][argmax(p)] += 1;
+    }
+    confusion
+}
+
+/// Of the held-out cells, how many are given a class at `min_confidence`
+/// ([`decide`]) and how many of those are right over the eight classes.
+/// Platelets are accepted as "platelet" here: `decide` leaves them for
+/// review in a differential, but PBC holds them as a class of their own.
+fn accepted_calls(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> (usize, usize) {
+    let (mut accepted, mut right) = (0usize, 0usize);
+    for (p, &t) in p.iter().zip(truth) {
+        let call = decide(p, min_confidence).or_else(|| {
+            (argmax(p) == crate::model::wbc::PLATELET && p[argmax(p)] >= min_confidence)
+                .then_some(crate::model::wbc::PLATELET)
+        });
+        if let Some(c) = call {
+            accepted += 1;
+            right += (merged(c) == merged(t)) as usize;
+        }
+    }
+    (accepted, right)
+}
+
+/// Train the white-cell classifier as `args` says (held-out part chosen
+/// per image, seeded), write its weights after every epoch and
+/// `training_report.json` to `args.out`, and return the report. Errors:
+/// unreadable or empty data, or a file that cannot be written.
 pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let dev = Device::Cpu;
     let (samples, skipped) = read_tar(&args.data)?;
@@ -298,9 +340,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         let mut loss_sum = 0f64;
         for (k, chunk) in train.chunks(args.batch).enumerate() {
             let progress = step as f64 / total_steps as f64;
-            opt.set_learning_rate(
-                args.lr * (0.03 + 0.97 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())),
-            );
+            opt.set_learning_rate(super::cosine_lr(args.lr, 0.03, progress));
             let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
             let mut labels = Vec::with_capacity(chunk.len());
             for s in chunk {
@@ -322,18 +362,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             }
         }
         let p = probabilities(&net, &holdout, &dev)?;
-        let acc9 = p
-            .iter()
-            .zip(&truth)
-            .filter(|(p, &t)| argmax(p) == t)
-            .count() as f64
-            / truth.len().max(1) as f64;
-        let acc8 = p
-            .iter()
-            .zip(&truth)
-            .filter(|(p, &t)| merged(argmax(p)) == merged(t))
-            .count() as f64
-            / truth.len().max(1) as f64;
+        let (acc9, acc8) = accuracies(&p, &truth);
         let entry = EpochLog {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -349,31 +378,10 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         save(&vars, &args.out)?;
     }
     let p = probabilities(&net, &holdout, &dev)?;
-    let mut confusion = vec![vec![0usize; CLASSES.len()]; CLASSES.len()];
-    for (p, &t) in p.iter().zip(&truth) {
-        confusion[t][argmax(p)] += 1;
-    }
+    let (acc9, acc8) = accuracies(&p, &truth);
+    let confusion = confusion(&p, &truth);
+    let (accepted, right) = accepted_calls(&p, &truth, args.min_confidence);
     let n = truth.len().max(1) as f64;
-    let acc9 = (0..CLASSES.len()).map(|i| confusion[i][i]).sum::<usize>() as f64 / n;
-    let acc8 = p
-        .iter()
-        .zip(&truth)
-        .filter(|(p, &t)| merged(argmax(p)) == merged(t))
-        .count() as f64
-        / n;
-    // Platelets are accepted as "platelet" here: `decide` leaves them for
-    // review in a differential, but PBC holds them as a class of their own.
-    let (mut accepted, mut right) = (0usize, 0usize);
-    for (p, &t) in p.iter().zip(&truth) {
-        let call = decide(p, args.min_confidence).or_else(|| {
-            (argmax(p) == crate::model::wbc::PLATELET && p[argmax(p)] >= args.min_confidence)
-                .then_some(crate::model::wbc::PLATELET)
-        });
-        if let Some(c) = call {
-            accepted += 1;
-            right += (merged(c) == merged(t)) as usize;
-        }
-    }
     let report = Report {
         seed: args.seed,
         epochs: args.epochs,
