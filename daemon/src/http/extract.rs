@@ -58,7 +58,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// threads, and as slow for an unknown user as for a known one.
 /// The `password::tag` of the hash `pw` was verified against, or None
 /// when it does not verify (or there is no such admin).
-pub async fn check_admin_password(
+async fn check_admin_password(
     app: &App,
     username: String,
     pw: String,
@@ -81,7 +81,7 @@ pub async fn check_admin_password(
 /// Take a login attempt of the admin console's (form and HTTP Basic) from
 /// the address and the user name before verifying; refused when either
 /// has none left (see `RateLimiter::gate`).
-pub fn login_gate(app: &App, ip: &str, user: &str) -> Result<(), ApiError> {
+fn login_gate(app: &App, ip: &str, user: &str) -> Result<(), ApiError> {
     app.limiters
         .login
         .gate(ADMIN_LOGINS, ip, user)
@@ -89,6 +89,46 @@ pub fn login_gate(app: &App, ip: &str, user: &str) -> Result<(), ApiError> {
             limit: l.limit,
             retry_after: l.retry_after_secs,
         })
+}
+
+/// One operator sign-in attempt, by the login form or HTTP Basic (`action`
+/// in the audit trail): limited per address and user (`login_gate`), the
+/// password checked, each refusal audited with its reason, and the
+/// limiter's count given back when the password is right. Returns the
+/// password hash's tag when right, None when wrong; 429 when limited.
+pub async fn admin_attempt(
+    app: &App,
+    action: &str,
+    ip: &str,
+    user: &str,
+    password: String,
+) -> Result<Option<String>, ApiError> {
+    let ev = Event {
+        family: "platform",
+        action,
+        actor: Some(user),
+        address: Some(ip),
+        ..Default::default()
+    };
+    if let Err(e) = login_gate(app, ip, user) {
+        let ev = Event {
+            detail: Some("rate limited"),
+            ..ev
+        };
+        app.audit.record(ev, Outcome::Denied);
+        return Err(e);
+    }
+    let tag = check_admin_password(app, user.to_string(), password).await?;
+    if tag.is_some() {
+        app.limiters.login.refund(ADMIN_LOGINS, ip, user);
+    } else {
+        let ev = Event {
+            detail: Some("invalid credentials"),
+            ..ev
+        };
+        app.audit.record(ev, Outcome::Denied);
+    }
+    Ok(tag)
 }
 
 /// An authenticated admin (the user name): by session cookie, or by HTTP
@@ -138,37 +178,12 @@ where
         };
         let (user, pw) = creds.split_once(':').unwrap_or((&creds, ""));
         let ip = client_ip(parts);
-        let ev = Event {
-            family: "platform",
-            action: "admin_basic_auth",
-            actor: Some(user),
-            address: Some(&ip),
-            ..Default::default()
-        };
-        if let Err(e) = login_gate(app, &ip, user) {
-            app.audit.record(
-                Event {
-                    detail: Some("rate limited"),
-                    ..ev
-                },
-                Outcome::Denied,
-            );
-            return Err(e);
-        }
-        if check_admin_password(app, user.to_string(), pw.to_string())
+        if admin_attempt(app, "admin_basic_auth", &ip, user, pw.to_string())
             .await?
             .is_some()
         {
-            app.limiters.login.refund(ADMIN_LOGINS, &ip, user);
             return Ok(AdminUser(user.to_string()));
         }
-        app.audit.record(
-            Event {
-                detail: Some("invalid credentials"),
-                ..ev
-            },
-            Outcome::Denied,
-        );
         Err(ApiError::UnauthorizedBasic("Invalid credentials".into()))
     }
 }

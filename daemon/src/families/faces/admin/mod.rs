@@ -1,15 +1,15 @@
 //! The admin API of reference 004, under /api/v1/admin, plus the signed blob
 //! downloads its redirects point at.
-
 //!
-//! `api_keys` holds the API-key endpoints.
+//! `session` holds sign-in, the session and sign-out; `api_keys` the
+//! API-key endpoints.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use base64::Engine;
@@ -22,19 +22,19 @@ use super::api::{
 use super::schema::{self, ImageDetail, ImageView, JobDetail, JobView};
 use super::store::{ImageRecord, JobFilter, JobRecord};
 use super::Faces;
-use crate::auth::random_token;
 use crate::detect as pipeline;
 use crate::http::error::ApiError;
-use crate::http::{ClientAddr, RequestId};
-use crate::store::{blocking, sha256_hex, unix_now, SessionRecord, StoreError};
+use crate::http::RequestId;
+use crate::store::{blocking, StoreError};
 
 use crate::audit::{Event, Outcome};
-use crate::http::extract::{check_admin_password, cookie, login_gate, ADMIN_LOGINS};
 use crate::http::extract::{ClientIp, Origin};
 
 mod api_keys;
+mod session;
 pub use crate::http::extract::{AdminUser as Admin, SESSION_COOKIE};
 pub use api_keys::*;
+pub use session::*;
 
 fn require_storage(app: &Faces) -> Result<(), ApiError> {
     if app.storage_enabled() {
@@ -75,137 +75,6 @@ fn paginated<T>(items: Vec<T>, total: u64, p: &Page) -> schema::Page<T> {
         per_page: p.per_page,
         pages: total.div_ceil(p.per_page).max(1),
     }
-}
-
-// ---- session ----
-
-#[derive(Deserialize, utoipa::ToSchema)]
-pub struct LoginBody {
-    username: String,
-    #[schema(format = Password)]
-    password: String,
-}
-
-/// Check an operator's user name and password (rate limited per address
-/// and user, audited) and open a session; returns its `Set-Cookie` value.
-/// Errors: 429 when limited, 401 on wrong credentials.
-pub(super) async fn sign_in(
-    app: &Faces,
-    ip: &str,
-    username: String,
-    password: String,
-) -> Result<String, ApiError> {
-    let ev = Event {
-        family: "platform",
-        action: "admin_login",
-        actor: Some(&username),
-        address: Some(ip),
-        ..Default::default()
-    };
-    if let Err(e) = login_gate(app, ip, &username) {
-        app.audit.record(
-            Event {
-                detail: Some("rate limited"),
-                ..ev
-            },
-            Outcome::Denied,
-        );
-        return Err(e);
-    }
-    let Some(password_tag) = check_admin_password(app, username.clone(), password).await? else {
-        app.audit.record(
-            Event {
-                detail: Some("invalid credentials"),
-                ..ev
-            },
-            Outcome::Denied,
-        );
-        return Err(ApiError::Unauthorized("Invalid credentials".into()));
-    };
-    app.audit.record(ev, Outcome::Ok);
-    app.limiters.login.refund(ADMIN_LOGINS, ip, &username);
-    let token = random_token();
-    let ttl = app.config.auth.session_ttl_secs;
-    let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
-    let rec = SessionRecord {
-        username,
-        expires_at: unix_now() + ttl,
-        password_tag,
-    };
-    blocking(move || store.put_session(&key, &rec)).await?;
-    app.store.flush_async().await?;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={ttl}"
-    );
-    Ok(cookie)
-}
-
-#[utoipa::path(
-    post,
-    path = "/auth/login",
-    tag = crate::http::openapi::TAG_FACES_ADMIN,
-    operation_id = "faces_admin_login",
-    request_body(content = LoginBody, content_type = "application/json"),
-    responses((status = 204, description = "Signed in: sets the argus_admin_session cookie (HttpOnly, Secure, SameSite=Strict)."), (status = 401, description = "Wrong user name or password.", body = crate::http::error::Detail), (status = 422, description = "A query parameter or body field is out of range.", body = crate::http::error::Detail), (status = 429, description = "Too many failed sign-ins from this address or for this user; see Retry-After.", body = crate::http::error::Detail)),
-)]
-pub async fn login(
-    State(app): State<Arc<Faces>>,
-    client: Option<Extension<ClientAddr>>,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let ip = client
-        .map(|c| c.0 .0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let b: LoginBody = parse_json(&body)?;
-    let cookie = sign_in(&app, &ip, b.username, b.password).await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(|e| ApiError::Internal(e.to_string()))?,
-    );
-    Ok(resp)
-}
-
-#[utoipa::path(
-    get,
-    path = "/auth/session",
-    tag = crate::http::openapi::TAG_FACES_ADMIN,
-    operation_id = "faces_admin_session",
-    responses((status = 200, description = "Who is signed in.", body = super::schema::Session), (status = 401, description = "No valid session cookie or Basic credentials.", body = crate::http::error::Detail)),
-    security(("admin_session" = []), ("admin_basic" = [])),
-)]
-pub async fn session(admin: Admin) -> Json<schema::Session> {
-    Json(schema::Session {
-        authenticated: true,
-        username: admin.0,
-    })
-}
-
-#[utoipa::path(
-    post,
-    path = "/auth/logout",
-    tag = crate::http::openapi::TAG_FACES_ADMIN,
-    operation_id = "faces_admin_logout",
-    responses((status = 204, description = "Signed out; the cookie is cleared.")),
-)]
-pub async fn logout(
-    State(app): State<Arc<Faces>>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
-        let (store, key) = (app.store.clone(), sha256_hex(token.as_bytes()));
-        blocking(move || store.delete_session(&key)).await?;
-        app.store.flush_async().await?;
-    }
-    let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&format!(
-            "{SESSION_COOKIE}=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0"
-        ))
-        .expect("static cookie"),
-    );
-    Ok(resp)
 }
 
 // ---- images and jobs ----
