@@ -107,54 +107,9 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum TrainModel {
     /// The parasitized/uninfected red-cell classifier, on the NIH crops.
-    Malaria {
-        /// Tar of PNG crops under */Parasitized/ and */Uninfected/.
-        #[arg(long, default_value = "../shared/data/nih-malaria-gray50/train.tar")]
-        data: PathBuf,
-        #[arg(long, default_value = "models/malaria")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 12)]
-        epochs: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 20261122)]
-        seed: u64,
-        /// Share of patients held out for validation, in percent.
-        #[arg(long, default_value_t = 15)]
-        holdout_pct: u64,
-        /// Directory of red-cell crops from normal smears (`pbs count
-        /// --crops-dir`), added as uninfected.
-        #[arg(long)]
-        extra_negatives: Option<PathBuf>,
-        /// Start from these weights (fine-tuning).
-        #[arg(long)]
-        init: Option<PathBuf>,
-    },
+    Malaria(crate::train::malaria::TrainArgs),
     /// The white-cell classifier of the differential, on PBC.
-    Wbc {
-        /// Tar of PBC's JPEGs in one folder per class.
-        #[arg(long, default_value = "../shared/data/pbc/pbc_normal.tar")]
-        data: PathBuf,
-        #[arg(long, default_value = "models/wbc")]
-        out: PathBuf,
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 20261130)]
-        seed: u64,
-        /// Share of images held out, in percent.
-        #[arg(long, default_value_t = 15)]
-        holdout_pct: u64,
-        /// Top-class probability below which a cell is left for review (for
-        /// the report's figures; the daemon's own is `cells.wbc_min_confidence`).
-        #[arg(long, default_value_t = 0.7)]
-        min_confidence: f32,
-    },
+    Wbc(crate::train::wbc::TrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -394,50 +349,10 @@ fn audit_command(
 /// report as JSON.
 async fn train_command(model: TrainModel) -> Result<i32, CliError> {
     match model {
-        TrainModel::Malaria {
-            data,
-            out,
-            epochs,
-            batch,
-            lr,
-            seed,
-            holdout_pct,
-            extra_negatives,
-            init,
-        } => {
-            let args = crate::train::malaria::TrainArgs {
-                data,
-                out,
-                epochs,
-                batch,
-                lr,
-                seed,
-                holdout_pct,
-                extra_negatives,
-                init,
-            };
+        TrainModel::Malaria(args) => {
             print_report(&train_blocking(move || crate::train::malaria::train(&args)).await?)
         }
-        TrainModel::Wbc {
-            data,
-            out,
-            epochs,
-            batch,
-            lr,
-            seed,
-            holdout_pct,
-            min_confidence,
-        } => {
-            let args = crate::train::wbc::TrainArgs {
-                data,
-                out,
-                epochs,
-                batch,
-                lr,
-                seed,
-                holdout_pct,
-                min_confidence,
-            };
+        TrainModel::Wbc(args) => {
             print_report(&train_blocking(move || crate::train::wbc::train(&args)).await?)
         }
     }

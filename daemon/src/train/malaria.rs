@@ -21,22 +21,34 @@ use serde::Serialize;
 
 use crate::model::malaria::{planes, MalariaNet, CHANNELS, CROP};
 
-#[derive(Debug, Clone)]
+/// `argusd train malaria`'s options.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
+    /// Tar of PNG crops under */Parasitized/ and */Uninfected/.
+    #[arg(long, default_value = "../shared/data/nih-malaria-gray50/train.tar")]
     pub data: PathBuf,
+    #[arg(long, default_value = "models/malaria")]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 12)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    #[arg(long, default_value_t = 20261122)]
     pub seed: u64,
     /// Share of patients held out for validation, in percent.
+    #[arg(long, default_value_t = 15)]
     pub holdout_pct: u64,
-    /// Optional directory of 50x50 grayscale red-cell crops from normal
-    /// smears (as `argusd pbs count --crops-dir` writes them), added as
-    /// uninfected: they teach the net what cells cropped by argusd's own
-    /// pipeline look like. Grouped by source photo for the split.
+    /// Directory of red-cell crops from normal smears (`pbs count
+    /// --crops-dir`), added as uninfected.
+    ///
+    /// 50x50 grayscale crops as argusd's own pipeline cuts them: they teach
+    /// the net what those look like. Grouped by source photo for the split.
+    #[arg(long)]
     pub extra_negatives: Option<PathBuf>,
     /// Start from these weights (fine-tuning) instead of seeded random ones.
+    #[arg(long)]
     pub init: Option<PathBuf>,
 }
 

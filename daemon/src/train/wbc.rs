@@ -32,17 +32,28 @@ use crate::model::wbc::{decide, planes, sample_window, WbcNet, CLASSES, CROP, WI
 /// 360x363 images, where red cells are ~75 px across).
 pub const PBC_RBC_PX: f32 = 30.0;
 
-#[derive(Debug, Clone)]
+/// `argusd train wbc`'s options.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
+    /// Tar of PBC's JPEGs in one folder per class.
+    #[arg(long, default_value = "../shared/data/pbc/pbc_normal.tar")]
     pub data: PathBuf,
+    #[arg(long, default_value = "models/wbc")]
     pub out: PathBuf,
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    #[arg(long, default_value_t = 2e-3)]
     pub lr: f64,
+    #[arg(long, default_value_t = 20261130)]
     pub seed: u64,
     /// Share of images held out, in percent.
+    #[arg(long, default_value_t = 15)]
     pub holdout_pct: u64,
-    /// The review threshold the report's accepted-accuracy figures use.
+    /// Top-class probability below which a cell is left for review (for
+    /// the report's figures; the daemon's own is `cells.wbc_min_confidence`).
+    #[arg(long, default_value_t = 0.7)]
     pub min_confidence: f32,
 }
 
