@@ -24,7 +24,9 @@ use super::schema;
 use super::Pbs;
 use crate::audit::{Event, Outcome};
 use crate::families::pbs::identity::{AuthFailure, Principal};
-use crate::families::pbs::store::{FileRecord, ReportStatus, Role, StudyRecord, StudyRemoval};
+use crate::families::pbs::store::{
+    FileRecord, ReportStatus, Role, StudyRecord, StudyRemoval, UserRecord,
+};
 use crate::families::pbs::{self as clinic, Clinic};
 use crate::http::extract::ClientIp;
 use crate::http::ClientAddr;
@@ -149,27 +151,11 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
             "pass_hash must be the hex sha256 of the password (64 hex digits); raw passwords are not accepted".into(),
         ));
     }
-    let (store, who, lookup) = (app.clinic.clone(), user.clone(), user.clone());
     let org = b
         .org
         .map(|o| o.trim().to_string())
         .filter(|o| !o.is_empty());
-    // The login names no organisation: the user whose password it is,
-    // among the organisations that have this user name.
-    let found = tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
-        let mut users = store.pbs.users_named(&lookup)?;
-        if let Some(org) = &org {
-            users.retain(|u| &u.org == org);
-        }
-        if users.is_empty() {
-            crate::auth::password::burn_time(&hash);
-        }
-        Ok(users
-            .into_iter()
-            .find(|u| crate::auth::password::verify(&hash, &u.pass_hash)))
-    })
-    .await
-    .map_err(|e| PbsError::Internal(e.to_string()))??;
+    let found = user_with_password(&app, user.clone(), hash, org).await?;
     let Some(u) = found else {
         app.audit.record(
             Event {
@@ -186,30 +172,64 @@ pub async fn login(State(app): State<Arc<Pbs>>, parts: Parts, body: Bytes) -> Re
         })));
     };
     app.audit.record(ev, Outcome::Ok);
-    app.limiters.login.refund("pbs", &ip, &who);
+    app.limiters.login.refund("pbs", &ip, &user);
     let token = clinic(&app).session_token(&u);
+    Ok(Envelope::ok(
+        StatusCode::ACCEPTED,
+        login_reply(&u, token),
+        started,
+    ))
+}
+
+/// The user whose password hash `hash` is, among the users named `user`
+/// (in organisation `org` when the login names one, else in any): a login
+/// need not name its organisation. Time is spent as for a real check when
+/// no such user exists, so a wrong name takes as long as a wrong password.
+async fn user_with_password(
+    app: &Pbs,
+    user: String,
+    hash: String,
+    org: Option<String>,
+) -> Result<Option<UserRecord>, PbsError> {
+    let store = app.clinic.clone();
+    tokio::task::spawn_blocking(move || -> Result<Option<_>, StoreError> {
+        let mut users = store.pbs.users_named(&user)?;
+        if let Some(org) = &org {
+            users.retain(|u| &u.org == org);
+        }
+        if users.is_empty() {
+            crate::auth::password::burn_time(&hash);
+        }
+        Ok(users
+            .into_iter()
+            .find(|u| crate::auth::password::verify(&hash, &u.pass_hash)))
+    })
+    .await
+    .map_err(|e| PbsError::Internal(e.to_string()))?
+    .map_err(PbsError::from)
+}
+
+/// The login's reply: the session token, the user, and the time of the
+/// login in nanoseconds since the epoch (the reference's string).
+fn login_reply(u: &UserRecord, token: String) -> schema::Login {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    Ok(Envelope::ok(
-        StatusCode::ACCEPTED,
-        schema::Login {
-            login_timestamp: nanos.to_string(),
-            token: schema::Token {
-                hy_app_auth_v1: token,
-            },
-            user: schema::LoginUser {
-                email: u.email.clone(),
-                id: u.id,
-                screen_name: u.screen_name.clone(),
-                user_name: u.email.clone(),
-                organisation: u.org.clone(),
-                role: u.role.as_str(),
-            },
+    schema::Login {
+        login_timestamp: nanos.to_string(),
+        token: schema::Token {
+            hy_app_auth_v1: token,
         },
-        started,
-    ))
+        user: schema::LoginUser {
+            email: u.email.clone(),
+            id: u.id,
+            screen_name: u.screen_name.clone(),
+            user_name: u.email.clone(),
+            organisation: u.org.clone(),
+            role: u.role.as_str(),
+        },
+    }
 }
 
 /// Check a token: what is right or wrong with it.
