@@ -122,7 +122,7 @@ pub fn count_stitched(
     params: &CountParams,
 ) -> SmearAnalysis {
     let (sw, sh) = (m.width, m.height);
-    let (rbc, edge, wbc, plt) = (&m.rbc, &m.rbc_edge, &m.wbc, &m.platelets);
+    let (wbc, plt) = (&m.wbc, &m.platelets);
     let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
     let t = params.threshold;
     let inv = 1.0 / scale;
@@ -137,12 +137,62 @@ pub fn count_stitched(
     };
     let mut cells = Vec::new();
 
-    // Red cells: markers from mask minus boundary, then watershed.
+    let (rbc_labels, rbc_regions, rbc_outline) = red_cells(m, params);
+    for r in &rbc_regions {
+        cells.push(to_box(CellKind::Rbc, r));
+    }
+
+    for (map, kind, min) in [
+        (wbc, CellKind::Wbc, params.wbc_min_area),
+        (plt, CellKind::Platelet, params.platelet_min_area),
+    ] {
+        let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
+        let (_, regions) = segment::components(&fg, sw, sh);
+        let min = (min * d2) as usize;
+        for r in regions.iter().filter(|r| r.area >= min) {
+            cells.push(to_box(kind, r));
+        }
+    }
+    let n = |k| cells.iter().filter(|c| c.kind == k).count();
+    SmearAnalysis {
+        width: orig.0,
+        height: orig.1,
+        scale,
+        counts: Counts {
+            rbc: n(CellKind::Rbc),
+            wbc: n(CellKind::Wbc),
+            platelets: n(CellKind::Platelet),
+        },
+        cells,
+        tiles,
+        rbc_size: None,
+        rbc_outline,
+        rbc_labels,
+        rbc_regions,
+        scaled_w: sw,
+        rbc_diameter: params.rbc_diameter_px,
+    }
+}
+
+/// The red cells of stitched maps: markers from the cell map less the
+/// boundary map (and circles in the boundary map, which split clumps whose
+/// shared boundaries are faint), grown by a watershed over the cell mask.
+/// Returns the label image, the regions counted (those of at least
+/// `rbc_min_cell_area`) and the outline radius of the strongest circles,
+/// a fraction of d.
+fn red_cells(
+    m: &StitchedMaps,
+    params: &CountParams,
+) -> (Vec<u32>, Vec<segment::Region>, Option<f32>) {
+    let (sw, sh) = (m.width, m.height);
+    let (rbc, edge) = (&m.rbc, &m.rbc_edge);
+    let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
+    let t = params.threshold;
     let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
     let inner: Vec<bool> = rbc
         .iter()
         .zip(edge.iter())
-        .map(|(&m, &e)| m - e > t)
+        .map(|(&p, &e)| p - e > t)
         .collect();
     let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
     let min_marker = (params.rbc_min_area * d2) as usize;
@@ -184,40 +234,7 @@ pub fn count_stitched(
     // or two between rescaled copies (models/cbc/MODEL_CARD.md).
     let min_cell = (params.rbc_min_cell_area * d2) as usize;
     rbc_regions.retain(|r| r.area >= min_cell);
-    for r in &rbc_regions {
-        cells.push(to_box(CellKind::Rbc, r));
-    }
-
-    for (map, kind, min) in [
-        (wbc, CellKind::Wbc, params.wbc_min_area),
-        (plt, CellKind::Platelet, params.platelet_min_area),
-    ] {
-        let fg: Vec<bool> = map.iter().map(|&p| p > t).collect();
-        let (_, regions) = segment::components(&fg, sw, sh);
-        let min = (min * d2) as usize;
-        for r in regions.iter().filter(|r| r.area >= min) {
-            cells.push(to_box(kind, r));
-        }
-    }
-    let n = |k| cells.iter().filter(|c| c.kind == k).count();
-    SmearAnalysis {
-        width: orig.0,
-        height: orig.1,
-        scale,
-        counts: Counts {
-            rbc: n(CellKind::Rbc),
-            wbc: n(CellKind::Wbc),
-            platelets: n(CellKind::Platelet),
-        },
-        cells,
-        tiles,
-        rbc_size: None,
-        rbc_outline,
-        rbc_labels,
-        rbc_regions,
-        scaled_w: sw,
-        rbc_diameter: params.rbc_diameter_px,
-    }
+    (rbc_labels, rbc_regions, rbc_outline)
 }
 
 /// Radii, as fractions of d, of the circles that mark red cells: a red
