@@ -53,7 +53,9 @@
 //! pipeline's), one count of the samples' maps averaged on the first's grid
 //! (`cells::StitchedMaps::mean`), or the median of 5 of the samples spread
 //! over the same range (`--scale-samples 13 --merges median:3,median:5,median:7,median`
-//! compares 3, 5, 7 and 13 samples over +-3% in one run).
+//! compares 3, 5, 7 and 13 samples over +-3% in one run), or `clumps`: the
+//! red cells voted clump by clump over the samples (`cells::clump_votes`),
+//! white cells and platelets the median sample's.
 //! `--dump-regions FILE` writes, per photo, factor and analysis (scale
 //! sample), a line `id factor sample rbc_count width height` followed by
 //! the area of each counted red-cell region in d^2 (`e` after one the
@@ -206,6 +208,9 @@ enum Merge {
     Median(Option<usize>),
     /// One count of the samples' maps averaged on the first's grid.
     MeanMaps,
+    /// Red cells voted clump by clump (`cells::clump_votes`); white cells
+    /// and platelets the median sample's.
+    Clumps,
 }
 
 impl Merge {
@@ -213,8 +218,9 @@ impl Merge {
         match s.split_once(':') {
             None if s == "median" => Ok(Self::Median(None)),
             None if s == "mean-maps" => Ok(Self::MeanMaps),
+            None if s == "clumps" => Ok(Self::Clumps),
             Some(("median", n)) => Ok(Self::Median(Some(n.parse()?))),
-            _ => anyhow::bail!("--merges: median, median:N or mean-maps, not {s}"),
+            _ => anyhow::bail!("--merges: median, median:N, mean-maps or clumps, not {s}"),
         }
     }
 }
@@ -241,7 +247,7 @@ impl Analysed {
         let first = &self.runs[0];
         let runs = match merge {
             Merge::Median(n) => self.subset(n),
-            Merge::MeanMaps => self.runs.iter().collect(),
+            Merge::MeanMaps | Merge::Clumps => self.runs.iter().collect(),
         };
         let mut counts: Vec<cells::SmearAnalysis> = vec![counted(first)];
         // The runs were taken at the base parameters; a swept value whose
@@ -261,8 +267,12 @@ impl Analysed {
                 .counts;
         }
         counts.extend(runs[1..].iter().map(|r| counted(r)));
+        let voted = (merge == Merge::Clumps)
+            .then(|| cells::clump_votes(&counts).iter().map(Vec::len).sum());
         let rbc: Vec<usize> = counts.iter().map(|c| c.counts.rbc).collect();
-        counts.swap_remove(cells::median_index(&rbc)).counts
+        let mut kept = counts.swap_remove(cells::median_index(&rbc)).counts;
+        kept.rbc = voted.unwrap_or(kept.rbc);
+        kept
     }
 }
 

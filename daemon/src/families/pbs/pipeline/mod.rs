@@ -55,6 +55,7 @@ use crate::model::unet::TILE_IN;
 
 mod count;
 mod scales;
+mod vote;
 
 pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
 use scales::keep_median;
@@ -63,6 +64,7 @@ pub use scales::{
     sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
     ASSUMED_NATIVE_RBC_PX, MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES, PROBE_TILES,
 };
+pub use vote::clump_votes;
 
 /// Smear tiles through the three UNets.
 #[derive(Debug, Clone, Copy, Default)]
