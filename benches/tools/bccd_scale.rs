@@ -45,10 +45,7 @@
 //! the scales printed are already corrected).
 //! `--copy-filter triangle|catmullrom|lanczos3|nearest` makes the rescaled
 //! copies with that filter (CatmullRom by default; the pipeline resamples
-//! with Triangle). `--outline-min-circles 10 --outline-support 0.1` set
-//! when a sparse field's outline comes from its weaker circles too
-//! (`cells.rbc_outline_min_circles`, 0 off; `cells.rbc_outline_support`).
-//! `--working-blur 0.7` blurs every analysis's resampled
+//! with Triangle). `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.
 //! `--merges median,mean-maps,median:5` counts each small field each way,
@@ -542,12 +539,6 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = bccd_common::arg(&args, "--refine-above") {
         base.scale_refine_above = v.parse()?;
-    }
-    if let Some(v) = bccd_common::arg(&args, "--outline-min-circles") {
-        base.rbc_outline_min_circles = v.parse()?;
-    }
-    if let Some(v) = bccd_common::arg(&args, "--outline-support") {
-        base.rbc_outline_support = v.parse()?;
     }
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;

@@ -103,28 +103,13 @@ pub struct CountParams {
     /// scatters by about +-10% from photo to photo; the outline, measured
     /// on a first analysis, follows the cells the nets see. When it is more
     /// than `scale_refine_above` from this, the photo is analysed again at
-    /// a scale nearer the one that brings it here. 0.465 is the median of
-    /// BCCD train's 205 photos at their colour measure, each showing an
-    /// outline (with `rbc_outline_min_circles` 8; 0.467 before it), so the
-    /// counting parameters tuned there keep their meaning; the outline
+    /// a scale nearer the one that brings it here. 0.467 is the median of BCCD train's
+    /// photos at their colour measure (201 of 205 showed an outline), so
+    /// the counting parameters tuned there keep their meaning; the outline
     /// agreed with the photos' boxes within 10% on 84-90% of them, the
     /// colour measure on 50% (models/cbc/MODEL_CARD.md). 0 turns the
     /// refinement off.
     pub rbc_outline_radius: f32,
-    /// A field with fewer than `rbc_outline_min_circles` circles of
-    /// `rbc_circle_support` takes its outline (above) from every circle of
-    /// at least `rbc_outline_support` instead: a handful of cells gives an
-    /// outline that moves by 5-10% with the resampling, and the weaker
-    /// circles of the same field steady it. The markers keep to
-    /// `rbc_circle_support`. Only used when under `rbc_circle_support`;
-    /// 0.1 is `imaging::circles::MIN_VOTE`, the weakest a circle can be
-    /// (models/cbc/MODEL_CARD.md, "The outline around weaker circles where
-    /// few are strong").
-    pub rbc_outline_support: f32,
-    /// See `rbc_outline_support`; 0 turns the widening off. 8 was chosen
-    /// on BCCD train's first 60 photos, against 10 and 12
-    /// (models/cbc/MODEL_CARD.md).
-    pub rbc_outline_min_circles: usize,
     /// Margin, in `ln` of the scale (about a fraction of it), between the
     /// first analysis's outline radius and `rbc_outline_radius`: within it
     /// the first analysis stands; beyond it the photo is analysed again at
@@ -168,9 +153,7 @@ impl Default for CountParams {
             platelet_min_area: 0.02,
             parasite_threshold: 0.5,
             wbc_min_confidence: 0.7,
-            rbc_outline_radius: 0.465,
-            rbc_outline_support: 0.1,
-            rbc_outline_min_circles: 8,
+            rbc_outline_radius: 0.467,
             scale_refine_above: 0.04,
             scale_samples: 5,
             scale_spread: 0.03,

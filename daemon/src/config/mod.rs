@@ -322,18 +322,6 @@ impl Config {
                 c.rbc_outline_radius
             ));
         }
-        if !(c.rbc_outline_support > 0.0 && c.rbc_outline_support <= 1.0) {
-            p.push(format!(
-                "cells.rbc_outline_support must be in (0, 1] (a mean boundary-map value), got {}",
-                c.rbc_outline_support
-            ));
-        }
-        if c.rbc_outline_min_circles > 10_000 {
-            p.push(format!(
-                "cells.rbc_outline_min_circles must be 0 (off) to 10000, got {}",
-                c.rbc_outline_min_circles
-            ));
-        }
         if !(c.scale_refine_above > 0.0 && c.scale_refine_above <= 0.2) {
             p.push(format!(
                 "cells.scale_refine_above must be in (0, 0.2] (a margin in ln of the scale), got {}",
@@ -625,27 +613,6 @@ mod tests {
         }
         let mut c = Config::default();
         c.cells.scale_samples = 1;
-        c.validate().unwrap();
-    }
-
-    #[test]
-    fn the_outline_support_is_a_boundary_value_and_the_circle_floor_bounded() {
-        for (support, min, field) in [
-            (0.0, 10, "cells.rbc_outline_support"),
-            (1.5, 10, "cells.rbc_outline_support"),
-            (f32::NAN, 10, "cells.rbc_outline_support"),
-            (0.1, 20_000, "cells.rbc_outline_min_circles"),
-        ] {
-            let mut c = Config::default();
-            c.cells.rbc_outline_support = support;
-            c.cells.rbc_outline_min_circles = min;
-            match c.validate() {
-                Err(ConfigError::Invalid(v)) => assert!(v[0].contains(field), "{v:?}"),
-                other => panic!("{support} {min}: {other:?}"),
-            }
-        }
-        let mut c = Config::default();
-        c.cells.rbc_outline_min_circles = 0;
         c.validate().unwrap();
     }
 

@@ -353,30 +353,4 @@ mod tests {
         assert!((one[0].x as f32 - 40.0).abs() <= 1.0, "{one:?}");
         assert_eq!(find(&map, &inside, W, H, (11, 17), 0.3, 6.0).len(), 2);
     }
-
-    #[test]
-    fn a_search_at_a_lower_support_begins_with_the_higher_ones_circles() {
-        // Strong, middling and faint outlines, some nearer each other than
-        // the separation: the circles of support 0.3 or more from a search
-        // at 0.12 are exactly those a search at 0.3 finds, in the same
-        // order, and the rest are all weaker (the counter relies on this to
-        // search once for both its markers and its outline).
-        let strong = outlines(&[(20.0, 20.0, 13.0), (45.0, 24.0, 13.0)], 0.8);
-        let middling = outlines(&[(52.0, 30.0, 14.0), (80.0, 45.0, 12.0)], 0.5);
-        let faint = outlines(&[(100.0, 22.0, 13.0), (30.0, 50.0, 14.0)], 0.2);
-        let map: Vec<f32> = (0..W * H)
-            .map(|i| strong[i].max(middling[i]).max(faint[i]))
-            .collect();
-        let inside = vec![true; W * H];
-        let high = find(&map, &inside, W, H, (11, 17), 0.3, 12.0);
-        let low = find(&map, &inside, W, H, (11, 17), 0.12, 12.0);
-        assert!(
-            high.len() >= 3 && low.len() > high.len(),
-            "{high:?} {low:?}"
-        );
-        let split = low.partition_point(|c| c.support >= 0.3);
-        assert_eq!(&low[..split], &high[..]);
-        assert!(low[split..].iter().all(|c| c.support < 0.3), "{low:?}");
-        assert!(low.windows(2).all(|w| w[0].support >= w[1].support));
-    }
 }

@@ -206,13 +206,6 @@ fn red_cells(
     let mut rbc_outline = None;
     if params.rbc_circle_support > 0.0 {
         let d = params.rbc_diameter_px;
-        let widen = params.rbc_outline_min_circles > 0
-            && params.rbc_outline_support < params.rbc_circle_support;
-        let support = if widen {
-            params.rbc_outline_support
-        } else {
-            params.rbc_circle_support
-        };
         let found = circles::find(
             edge,
             &body,
@@ -222,29 +215,15 @@ fn red_cells(
                 (CIRCLE_RADII.0 * d).floor() as usize,
                 (CIRCLE_RADII.1 * d).ceil() as usize,
             ),
-            support,
+            params.rbc_circle_support,
             params.rbc_min_separation * d,
         );
-        // Strongest first with a greedy separation, so the circles of the
-        // markers' support are a prefix, the same as a search at that
-        // support alone would find.
-        let marking = found.partition_point(|c| c.support >= params.rbc_circle_support);
-        let marks = &found[..marking];
-        // A sparse field shows few strong circles, and an outline from a
-        // handful of cells moved its scale by 5-10%; the weaker circles of
-        // the same field steady it (models/cbc/MODEL_CARD.md, "The outline
-        // around weaker circles where few are strong").
-        let outline_from = if widen && marks.len() < params.rbc_outline_min_circles {
-            &found[..]
-        } else {
-            marks
-        };
         // The strongest circles are enough for the common outline, and
         // they bound its cost on a field of thousands of cells.
-        let strongest = &outline_from[..outline_from.len().min(OUTLINE_CENTRES)];
+        let strongest = &found[..found.len().min(OUTLINE_CENTRES)];
         let radii = (OUTLINE_RADII.0 * d, OUTLINE_RADII.1 * d);
         rbc_outline = circles::outline_radius(edge, sw, sh, strongest, radii, 3).map(|r| r / d);
-        markers = circle_markers(&markers, marks, &body, sw, sh, params);
+        markers = circle_markers(&markers, &found, &body, sw, sh, params);
     }
     let dist = segment::distance_transform(&body, sw, sh);
     let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
@@ -558,48 +537,5 @@ mod tests {
             count(&maps, 1, 100, 100, 1.0, (100, 100), &off).rbc_outline,
             None
         );
-    }
-
-    #[test]
-    fn a_field_of_few_strong_circles_takes_its_outline_from_weaker_ones_too() {
-        // Six cells apart, outlines of radius 0.45 d: two strong (0.6), four
-        // faint (0.2, under the markers' support 0.25). Two centres are too
-        // few for an outline; with the faint ones, six measure it.
-        let mut maps = blank_maps(1);
-        let d = 30.0;
-        let cells = [
-            (18.0, 18.0, 0.6),
-            (82.0, 70.0, 0.6),
-            (50.0, 18.0, 0.2),
-            (82.0, 18.0, 0.2),
-            (18.0, 70.0, 0.2),
-            (50.0, 70.0, 0.2),
-        ];
-        for &(cx, cy, _) in &cells {
-            paint(&mut maps[0].rbc, cx, cy, 0.5 * d, 0.95);
-        }
-        for (i, e) in maps[0].rbc_edge.iter_mut().enumerate() {
-            let (x, y) = ((i % TILE_OUT) as f32, (i / TILE_OUT) as f32);
-            for &(cx, cy, v) in &cells {
-                let off = (x - cx).hypot(y - cy) - 0.45 * d;
-                *e = e.max(v * (-off * off / 2.0).exp());
-            }
-        }
-        let params = CountParams {
-            rbc_diameter_px: d,
-            ..Default::default()
-        };
-        assert!(params.rbc_outline_min_circles > 2 && params.rbc_outline_support <= 0.15);
-        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
-        let r = a.rbc_outline.unwrap();
-        assert!((r - 0.45).abs() < 0.015, "{r}");
-        // Without the widening: no outline, and the same red cells.
-        let narrow = CountParams {
-            rbc_outline_min_circles: 0,
-            ..params
-        };
-        let b = count(&maps, 1, 100, 100, 1.0, (100, 100), &narrow);
-        assert_eq!(b.rbc_outline, None);
-        assert_eq!((a.counts.rbc, b.counts.rbc), (6, 6));
     }
 }

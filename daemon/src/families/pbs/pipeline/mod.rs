@@ -20,11 +20,7 @@
 //! cells the nets see; when it is more than `scale_refine_above` from
 //! `rbc_outline_radius`, the photo is analysed again at a scale moved
 //! towards it by the gap less that margin, so the scale follows the
-//! outline without a step ([`refined_scale`]). The outline comes from the
-//! circles that mark red cells (below); a field with fewer than
-//! `rbc_outline_min_circles` of them takes it from every circle of at
-//! least `rbc_outline_support`, as a handful of cells gives an outline
-//! that moves with the resampling.
+//! outline without a step ([`refined_scale`]).
 //!
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose
