@@ -45,7 +45,12 @@
 //! the scales printed are already corrected).
 //! `--copy-filter triangle|catmullrom|lanczos3|nearest` makes the rescaled
 //! copies with that filter (CatmullRom by default; the pipeline resamples
-//! with Triangle). `--working-blur 0.7` blurs every analysis's resampled
+//! with Triangle). `--outline-radius 0.465` sets the outline the scale is
+//! refined towards (`cells.rbc_outline_radius`): moving it by a fraction of
+//! a percent moves every refined photo's scale alike, which shows how much
+//! of a difference between two runs is the counter's noise (the model
+//! card's "How much of any of these differences is noise").
+//! `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.
 //! `--merges median,mean-maps,median:5` counts each small field each way,
@@ -539,6 +544,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = bccd_common::arg(&args, "--refine-above") {
         base.scale_refine_above = v.parse()?;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--outline-radius") {
+        base.rbc_outline_radius = v.parse()?;
     }
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;
