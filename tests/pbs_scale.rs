@@ -56,53 +56,100 @@ async fn counts_hold_from_half_to_double_magnification() {
         let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
             .unwrap()
             .into_rgb8();
-        let native = analyse(&b, &config, img.clone()).await;
-        let size = native.rbc_size.clone().expect("a size");
-        assert_eq!(size.source, ScaleSource::Photo, "{name}: {size:?}");
-        let (d0, c0) = (size.rbc_diameter_px, &native.counts);
-        println!(
-            "{name} x1: d {d0:.1} px from {} cells; rbc {} wbc {} platelets {}",
-            size.cells_measured, c0.rbc, c0.wbc, c0.platelets
-        );
-        for f in FACTORS {
-            let (w, h) = (
-                (img.width() as f32 * f).round() as u32,
-                (img.height() as f32 * f).round() as u32,
-            );
-            let scaled =
-                image::imageops::resize(&img, w, h, image::imageops::FilterType::CatmullRom);
-            let a = analyse(&b, &config, scaled).await;
-            let s = a.rbc_size.clone().expect("a size");
-            let c = &a.counts;
-            println!(
-                "{name} x{f}: d {:.1} px ({:.3} of native x{f}) from {} cells; rbc {} wbc {} platelets {}{}",
-                s.rbc_diameter_px,
-                s.rbc_diameter_px / (d0 * f),
-                s.cells_measured,
-                c.rbc,
-                c.wbc,
-                c.platelets,
-                s.warning.as_deref().map(|w| format!("; warning: {w}")).unwrap_or_default()
-            );
-            if s.source != ScaleSource::Photo || (s.rbc_diameter_px / (d0 * f) - 1.0).abs() > 0.1 {
-                problems.push(format!("{name} x{f}: size {s:?}, native {d0}"));
-            }
-            if c.wbc != c0.wbc {
-                problems.push(format!("{name} x{f}: wbc {} (native {})", c.wbc, c0.wbc));
-            }
-            if (c.rbc as f32 - c0.rbc as f32).abs() > 0.1 * c0.rbc as f32 {
-                problems.push(format!("{name} x{f}: rbc {} (native {})", c.rbc, c0.rbc));
-            }
-            if c.platelets.abs_diff(c0.platelets) > 1 {
-                problems.push(format!(
-                    "{name} x{f}: platelets {} (native {})",
-                    c.platelets, c0.platelets
-                ));
-            }
-        }
+        problems.extend(copies_agree(&b, &config, name, img, &FACTORS).await.1);
     }
     b.shutdown();
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// A white-cell-centred crop from another lab (PBC: CellaVision DM96,
+/// May-Grünwald Giemsa, `SOURCES.md`): a lymphocyte and about 15 pale red
+/// cells, most cut by the edge. The white cell's dark purple takes Otsu's
+/// level over the whole photo, which left the red-cell mask empty, the
+/// photo unmeasured and analysed at the assumed 100 px (no white cell
+/// counted; `rbc_size::PURPLE_SHARE_MAX`). Measured from the photo, it
+/// counts one white cell at native size and at every copy (0.5x would be
+/// under the 75 px the pipeline analyses).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_white_cell_centred_crop_from_another_lab_is_measured_from_the_photo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::base_config(tmp.path());
+    let b = batchers(&config);
+    let name = "pbc_lymphocyte.jpg";
+    let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
+        .unwrap()
+        .into_rgb8();
+    let (native, problems) = copies_agree(&b, &config, name, img, &[0.75, 1.5, 2.0]).await;
+    b.shutdown();
+    let size = native.rbc_size.expect("a size");
+    // Its red cells are about 30 px across (PBC's 360x363 crops, here at 0.4).
+    assert!(
+        (24.0..=38.0).contains(&size.rbc_diameter_px),
+        "{name}: {size:?}"
+    );
+    assert_eq!(native.counts.wbc, 1, "{name}: {:?}", native.counts);
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Analyses `img` and its CatmullRom copies at each factor, and returns
+/// the native analysis and what breaks issue 21's targets: the photo or a
+/// copy not measured from the photo, a copy's size more than 10% from the
+/// native size times the factor, white cells other than the native count,
+/// red cells more than 10% or platelets more than 1 from it.
+async fn copies_agree(
+    b: &pipeline::CellBatchers,
+    config: &argus::config::Config,
+    name: &str,
+    img: image::RgbImage,
+    factors: &[f32],
+) -> (SmearAnalysis, Vec<String>) {
+    let mut problems = Vec::new();
+    let native = analyse(b, config, img.clone()).await;
+    let size = native.rbc_size.clone().expect("a size");
+    if size.source != ScaleSource::Photo {
+        problems.push(format!("{name}: not measured from the photo: {size:?}"));
+    }
+    let (d0, c0) = (size.rbc_diameter_px, &native.counts);
+    println!(
+        "{name} x1: d {d0:.1} px from {} cells; rbc {} wbc {} platelets {}",
+        size.cells_measured, c0.rbc, c0.wbc, c0.platelets
+    );
+    for &f in factors {
+        let (w, h) = (
+            (img.width() as f32 * f).round() as u32,
+            (img.height() as f32 * f).round() as u32,
+        );
+        let scaled = image::imageops::resize(&img, w, h, image::imageops::FilterType::CatmullRom);
+        let a = analyse(b, config, scaled).await;
+        let s = a.rbc_size.clone().expect("a size");
+        let c = &a.counts;
+        println!(
+            "{name} x{f}: d {:.1} px ({:.3} of native x{f}) from {} cells; rbc {} wbc {} platelets {}{}",
+            s.rbc_diameter_px,
+            s.rbc_diameter_px / (d0 * f),
+            s.cells_measured,
+            c.rbc,
+            c.wbc,
+            c.platelets,
+            s.warning.as_deref().map(|w| format!("; warning: {w}")).unwrap_or_default()
+        );
+        if s.source != ScaleSource::Photo || (s.rbc_diameter_px / (d0 * f) - 1.0).abs() > 0.1 {
+            problems.push(format!("{name} x{f}: size {s:?}, native {d0}"));
+        }
+        if c.wbc != c0.wbc {
+            problems.push(format!("{name} x{f}: wbc {} (native {})", c.wbc, c0.wbc));
+        }
+        if (c.rbc as f32 - c0.rbc as f32).abs() > 0.1 * c0.rbc as f32 {
+            problems.push(format!("{name} x{f}: rbc {} (native {})", c.rbc, c0.rbc));
+        }
+        if c.platelets.abs_diff(c0.platelets) > 1 {
+            problems.push(format!(
+                "{name} x{f}: platelets {} (native {})",
+                c.platelets, c0.platelets
+            ));
+        }
+    }
+    (native, problems)
 }
 
 /// A field of fewer than `cells.scale_samples_below_rbc` red cells is
