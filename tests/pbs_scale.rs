@@ -33,6 +33,13 @@ fn batchers(config: &argus::config::Config) -> pipeline::CellBatchers {
     .unwrap()
 }
 
+/// A photo of `tests/fixtures` (`SOURCES.md`).
+fn fixture(name: &str) -> image::RgbImage {
+    image::open(format!("{ROOT}/tests/fixtures/{name}"))
+        .unwrap()
+        .into_rgb8()
+}
+
 async fn analyse(
     b: &pipeline::CellBatchers,
     config: &argus::config::Config,
@@ -53,9 +60,7 @@ async fn counts_hold_from_half_to_double_magnification() {
     let b = batchers(&config);
     let mut problems = Vec::new();
     for name in SMEARS {
-        let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
-            .unwrap()
-            .into_rgb8();
+        let img = fixture(name);
         problems.extend(copies_agree(&b, &config, name, img, &FACTORS).await.1);
     }
     b.shutdown();
@@ -76,9 +81,7 @@ async fn a_white_cell_centred_crop_from_another_lab_is_measured_from_the_photo()
     let config = common::base_config(tmp.path());
     let b = batchers(&config);
     let name = "pbc_lymphocyte.jpg";
-    let img = image::open(format!("{ROOT}/tests/fixtures/{name}"))
-        .unwrap()
-        .into_rgb8();
+    let img = fixture(name);
     let (native, problems) = copies_agree(&b, &config, name, img, &[0.75, 1.5, 2.0]).await;
     b.shutdown();
     let size = native.rbc_size.expect("a size");
@@ -89,6 +92,30 @@ async fn a_white_cell_centred_crop_from_another_lab_is_measured_from_the_photo()
     );
     assert_eq!(native.counts.wbc, 1, "{name}: {:?}", native.counts);
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Another PBC crop (a band neutrophil), where the white-cell net, trained
+/// on BCCD, also takes a dense red cell at the bottom right for a white
+/// cell: that box holds no purple (nuclear) pixel, so it is not counted
+/// (`cells.wbc_min_nucleus`); with the test off, it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_red_cell_taken_for_a_white_cell_holds_no_nucleus_and_is_not_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::base_config(tmp.path());
+    let mut off = config.clone();
+    off.cells.wbc_min_nucleus = 0.0;
+    let b = batchers(&config);
+    let img = fixture("pbc_band_neutrophil.jpg");
+    let with_test = analyse(&b, &config, img.clone()).await;
+    let without = analyse(&b, &off, img).await;
+    b.shutdown();
+    assert_eq!(with_test.counts.wbc, 1, "{:?}", with_test.counts);
+    assert_eq!(without.counts.wbc, 2, "{:?}", without.counts);
+    // Only the white cells differ.
+    assert_eq!(
+        (with_test.counts.rbc, with_test.counts.platelets),
+        (without.counts.rbc, without.counts.platelets)
+    );
 }
 
 /// Analyses `img` and its CatmullRom copies at each factor, and returns
@@ -162,9 +189,7 @@ async fn a_small_field_is_counted_at_several_scales_and_its_copies_agree() {
     let mut once = config.clone();
     once.cells.scale_samples = 1;
     let b = batchers(&config);
-    let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
-        .unwrap()
-        .into_rgb8();
+    let img = fixture("smear_cbc.jpg");
     // The left 40% of the field: about 25 red cells.
     let crop = image::imageops::crop_imm(&img, 0, 0, 490, 652).to_image();
     let single = analyse(&b, &once, crop.clone()).await;
@@ -286,9 +311,7 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
     config.cells.rbc_outline_radius = 0.0;
     config.cells.scale_samples = 1;
     let b = batchers(&config);
-    let img = image::open(format!("{ROOT}/tests/fixtures/smear_cbc.jpg"))
-        .unwrap()
-        .into_rgb8();
+    let img = fixture("smear_cbc.jpg");
     let plain = analyse(&b, &config, img.clone()).await;
     let outline = plain
         .rbc_outline

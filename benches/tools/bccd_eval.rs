@@ -74,7 +74,8 @@ impl Score {
 fn score(cache: &[Cached], p: &CountParams) -> Score {
     let mut s = Score::default();
     for c in cache {
-        let a = cells::count(&c.maps, c.cols, c.sw, c.sh, c.scale, c.dims, p);
+        let mut a = cells::count(&c.maps, c.cols, c.sw, c.sh, c.scale, c.dims, p);
+        cells::drop_anucleate_white_cells(&mut a, &c.img, p.wbc_min_nucleus);
         s.n += 1;
         s.wbc_exact += (a.counts.wbc == c.truth.wbc) as usize;
         s.plt_abs += a.counts.platelets.abs_diff(c.truth.plt);

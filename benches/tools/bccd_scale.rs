@@ -190,6 +190,17 @@ struct Run {
     sh: usize,
     f: f32,
     dims: (u32, u32),
+    /// The photo (or probe) the maps are of, for the white cells' nucleus
+    /// test (`cells::drop_anucleate_white_cells`).
+    photo: image::RgbImage,
+}
+
+/// Counts a run as the pipeline does: the nets' maps, then the white cells
+/// without a nucleus dropped.
+fn count_run(r: &Run, params: &CountParams) -> cells::SmearAnalysis {
+    let mut a = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+    cells::drop_anucleate_white_cells(&mut a, &r.photo, params.wbc_min_nucleus);
+    a
 }
 
 /// The red cells' outline radius of a run, a fraction of d (`--radii`).
@@ -248,7 +259,7 @@ impl Analysed {
     }
 
     fn count(&self, params: &CountParams, merge: Merge) -> cells::Counts {
-        let counted = |r: &Run| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+        let counted = |r: &Run| count_run(r, params);
         let first = &self.runs[0];
         let runs = match merge {
             Merge::Median(n) => self.subset(n),
@@ -268,8 +279,9 @@ impl Analysed {
                 .collect();
             let refs: Vec<&cells::StitchedMaps> = stitched.iter().collect();
             let mean = cells::StitchedMaps::mean(&refs, first.sw, first.sh);
-            return cells::count_stitched(&mean, first.maps.len(), first.f, first.dims, params)
-                .counts;
+            let mut a = cells::count_stitched(&mean, first.maps.len(), first.f, first.dims, params);
+            cells::drop_anucleate_white_cells(&mut a, &first.photo, params.wbc_min_nucleus);
+            return a.counts;
         }
         counts.extend(runs[1..].iter().map(|r| counted(r)));
         let voted = (merge == Merge::Clumps)
@@ -319,6 +331,7 @@ fn run_at(unets: &mut CpuBackend, img: &image::RgbImage, f: f32) -> anyhow::Resu
         sh,
         f,
         dims: img.dimensions(),
+        photo: img.clone(),
     })
 }
 
@@ -335,7 +348,7 @@ fn analyse(
 ) -> anyhow::Result<(Analysed, scale::RbcScale)> {
     let mut s = scale::estimate(img, &ScaleSettings::default(), params);
     let mut f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
-    let counted = |r: &Run| cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, params);
+    let counted = |r: &Run| count_run(r, params);
     let refine = exact.is_none() && s.source == scale::ScaleSource::Photo && cells::refines(params);
     let mut whole = None;
     if refine {
@@ -638,7 +651,7 @@ fn main() -> anyhow::Result<()> {
                     Some((a, _)) => a,
                 };
                 for (k, r) in a.runs.iter().enumerate() {
-                    let c = cells::count(&r.maps, r.cols, r.sw, r.sh, r.f, r.dims, &base);
+                    let c = count_run(r, &base);
                     let d2 = base.rbc_diameter_px * base.rbc_diameter_px;
                     write!(out, "{id} {f} {k} {} {} {}", c.counts.rbc, r.sw, r.sh)?;
                     for g in c.rbc_regions() {

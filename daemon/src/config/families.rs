@@ -88,6 +88,13 @@ pub struct CountParams {
     pub rbc_min_cell_area: f32,
     /// Minimum white-cell area, as a fraction of d^2.
     pub wbc_min_area: f32,
+    /// Smallest purple (nuclear) area a white cell's box must hold, as a
+    /// fraction of d^2 (`pipeline::nucleus`); 0 turns the test off. 0.25 is
+    /// half the least a white cell the nets found held on BCCD's train split
+    /// (0.51; val 0.63), and above 20 of the 21 red cells they took for
+    /// white cells on PBC's crops (0-0.38) (models/cbc/MODEL_CARD.md, "White
+    /// cells without a nucleus").
+    pub wbc_min_nucleus: f32,
     /// Minimum platelet area, as a fraction of d^2.
     pub platelet_min_area: f32,
     /// Classifier probability from which a red cell counts as parasitized.
@@ -150,6 +157,7 @@ impl Default for CountParams {
             rbc_min_separation: 0.5,
             rbc_min_cell_area: 0.15,
             wbc_min_area: 0.3,
+            wbc_min_nucleus: 0.25,
             platelet_min_area: 0.02,
             parasite_threshold: 0.5,
             wbc_min_confidence: 0.7,

@@ -292,6 +292,12 @@ impl Config {
                 p.push(format!("{name} is a probability in (0, 1], got {v}"));
             }
         }
+        if !(0.0..=1.0).contains(&c.wbc_min_nucleus) {
+            p.push(format!(
+                "cells.wbc_min_nucleus must be 0 (off) to 1 d^2, got {}",
+                c.wbc_min_nucleus
+            ));
+        }
         if !(0.0..=1.0).contains(&c.rbc_circle_support) {
             p.push(format!(
                 "cells.rbc_circle_support must be 0 (off) to 1, got {}",

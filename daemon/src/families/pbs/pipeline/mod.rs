@@ -41,7 +41,9 @@
 //!   given to a marker by watershed on the distance transform; regions
 //!   under `rbc_min_cell_area * d^2` are not counted;
 //! - white cells and platelets: connected components of `mask > t` with
-//!   minimum areas.
+//!   minimum areas; a white cell whose box holds under `wbc_min_nucleus *
+//!   d^2` purple (nuclear) pixels of the photo is dropped
+//!   ([`drop_anucleate_white_cells`]).
 
 use std::time::Instant;
 
@@ -54,10 +56,12 @@ use crate::model::malaria::CROP;
 use crate::model::unet::TILE_IN;
 
 mod count;
+mod nucleus;
 mod scales;
 mod vote;
 
 pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
+pub use nucleus::{drop_anucleate_white_cells, purple_in_box};
 use scales::keep_median;
 pub use scales::{
     median_index, min_analysable_side, probe_rect, refined_scale, refines, sample_plan,
@@ -446,10 +450,14 @@ async fn analyse_at(
         })?;
     timings.inference_ms += ms(t);
     let t = Instant::now();
-    let (orig, cols, params) = (img.dimensions(), tiles.cols, *params);
-    let a = tokio::task::spawn_blocking(move || count(&maps, cols, sw, sh, scale, orig, &params))
-        .await
-        .map_err(|e| CellError::Inference(e.to_string()))?;
+    let (orig, cols, params, photo) = (img.dimensions(), tiles.cols, *params, img.clone());
+    let a = tokio::task::spawn_blocking(move || {
+        let mut a = count(&maps, cols, sw, sh, scale, orig, &params);
+        drop_anucleate_white_cells(&mut a, &photo, params.wbc_min_nucleus);
+        a
+    })
+    .await
+    .map_err(|e| CellError::Inference(e.to_string()))?;
     timings.count_ms += ms(t);
     Ok(a)
 }
