@@ -450,14 +450,10 @@ async fn analyse_at(
         })?;
     timings.inference_ms += ms(t);
     let t = Instant::now();
-    let (orig, cols, params, photo) = (img.dimensions(), tiles.cols, *params, img.clone());
-    let a = tokio::task::spawn_blocking(move || {
-        let mut a = count(&maps, cols, sw, sh, scale, orig, &params);
-        drop_anucleate_white_cells(&mut a, &photo, params.wbc_min_nucleus);
-        a
-    })
-    .await
-    .map_err(|e| CellError::Inference(e.to_string()))?;
+    let (orig, cols, params) = (img.dimensions(), tiles.cols, *params);
+    let a = tokio::task::spawn_blocking(move || count(&maps, cols, sw, sh, scale, orig, &params))
+        .await
+        .map_err(|e| CellError::Inference(e.to_string()))?;
     timings.count_ms += ms(t);
     Ok(a)
 }
@@ -620,7 +616,10 @@ pub async fn analyse(
     let (mut analysis, crops, windows) = {
         let img = img.clone();
         tokio::task::spawn_blocking(move || {
-            let a = keep_median(samples, tiles_run);
+            let mut a = keep_median(samples, tiles_run);
+            // Once, on the kept analysis: the sample is chosen by its
+            // red-cell count, which the nucleus test does not touch.
+            drop_anucleate_white_cells(&mut a, &img, params.wbc_min_nucleus);
             let crops = if malaria {
                 rbc_crops(&img, &a)
             } else {
