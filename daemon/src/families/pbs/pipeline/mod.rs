@@ -61,7 +61,7 @@ mod scales;
 mod vote;
 
 pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
-pub use nucleus::{drop_anucleate_white_cells, purple_in_box};
+pub use nucleus::drop_anucleate_white_cells;
 use scales::keep_median;
 pub use scales::{
     median_index, min_analysable_side, probe_rect, refined_scale, refines, sample_plan,
