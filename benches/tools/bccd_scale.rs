@@ -50,6 +50,9 @@
 //! a percent moves every refined photo's scale alike, which shows how much
 //! of a difference between two runs is the counter's noise (the model
 //! card's "How much of any of these differences is noise").
+//! `--edge-cut 0` and `--min-depth 0.25` set `cells.rbc_edge_cut` and
+//! `cells.rbc_min_depth` (0 counts with the circles' markers, as before
+//! 2026-12-05).
 //! `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.
@@ -563,6 +566,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--edge-cut") {
+        base.rbc_edge_cut = v.parse()?;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--min-depth") {
+        base.rbc_min_depth = v.parse()?;
     }
     let list = |name: &str, default: f32| -> anyhow::Result<Vec<f32>> {
         match bccd_common::arg(&args, name) {

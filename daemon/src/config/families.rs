@@ -74,15 +74,32 @@ pub struct CountParams {
     /// Minimum marker area of a red cell, as a fraction of d^2.
     pub rbc_min_area: f32,
     /// Support (mean boundary-map value along the outline, 0-1) a circle
-    /// 0.4-0.6 d in radius needs to mark a red cell
-    /// ([`crate::imaging::circles`]); this splits clumps of overlapping
-    /// cells whose shared boundaries are too faint for the threshold.
-    /// 0 turns it off (markers from the threshold alone, as before
-    /// 2026-12-02). 0.25 was chosen on BCCD train (models/cbc/MODEL_CARD.md).
+    /// 0.4-0.6 d in radius needs to count ([`crate::imaging::circles`]).
+    /// The strongest circles give the red cells' outline radius, which
+    /// refines the photo's scale (`rbc_outline_radius`); with
+    /// `rbc_edge_cut` 0 they also mark red cells, splitting clumps whose
+    /// shared boundaries are too faint for the threshold (as from
+    /// 2026-12-02 to 2026-12-05). 0 turns circles off (no refinement).
+    /// 0.25 was chosen on BCCD train (models/cbc/MODEL_CARD.md).
     pub rbc_circle_support: f32,
-    /// Smallest distance between two circles' centres (above), as a
-    /// fraction of d; of two nearer circles the better supported is kept.
+    /// Smallest distance between two circles' centres (above), and between
+    /// two red cells' centres (below), as a fraction of d; of two nearer
+    /// ones the better supported (deeper) is kept.
     pub rbc_min_separation: f32,
+    /// Boundary-map value from which a pixel is a red cell's outline when
+    /// the cells' centres are looked for: the cell mask less such pixels
+    /// falls apart into the cells' insides, and each inside's centre marks
+    /// a cell (`pipeline::count`, `centre_markers`). 0 turns this off: the
+    /// markers are then the mask less the boundary map over `threshold`,
+    /// split by the circles above, as before 2026-12-05. 0.05, chosen on
+    /// BCCD train, counts crowded fields' overlapping cells that the
+    /// threshold left merged (models/cbc/MODEL_CARD.md, "Cells' centres").
+    pub rbc_edge_cut: f32,
+    /// Least distance, as a fraction of d, from a red cell's centre to the
+    /// nearest outline or background (above): a red cell's inside is about
+    /// 0.4 d in radius, and the necks through gaps in faint outlines are
+    /// narrower than 0.2 d.
+    pub rbc_min_depth: f32,
     /// Minimum red-cell area (the watershed region, not its marker), as a
     /// fraction of d^2; a whole red cell is about pi/4.
     pub rbc_min_cell_area: f32,
@@ -155,6 +172,8 @@ impl Default for CountParams {
             rbc_min_area: 0.02,
             rbc_circle_support: 0.25,
             rbc_min_separation: 0.5,
+            rbc_edge_cut: 0.05,
+            rbc_min_depth: 0.2,
             rbc_min_cell_area: 0.15,
             wbc_min_area: 0.3,
             wbc_min_nucleus: 0.25,

@@ -304,6 +304,18 @@ impl Config {
                 c.rbc_circle_support
             ));
         }
+        if !(0.0..1.0).contains(&c.rbc_edge_cut) {
+            p.push(format!(
+                "cells.rbc_edge_cut must be 0 (off) or a boundary probability under 1, got {}",
+                c.rbc_edge_cut
+            ));
+        }
+        if !(0.0..=0.5).contains(&c.rbc_min_depth) {
+            p.push(format!(
+                "cells.rbc_min_depth must be 0 to 0.5 (a fraction of the red-cell diameter), got {}",
+                c.rbc_min_depth
+            ));
+        }
         if !(c.rbc_min_separation > 0.0 && c.rbc_min_separation <= 2.0) {
             p.push(format!(
                 "cells.rbc_min_separation must be in (0, 2] (a fraction of the red-cell diameter), got {}",

@@ -272,6 +272,71 @@ pub fn watershed(
     labels
 }
 
+/// Peaks of `values` (`width` x `height`, row-major): pixels at least
+/// `min_value` and no lower than any of their 8 neighbours, of which the
+/// highest are kept first and none closer than `min_separation` px to one
+/// already kept (greedy non-maximum suppression; ties go to the earlier
+/// pixel in row-major order, so the result does not depend on anything but
+/// the values). Returns the kept pixels' indices, highest first.
+///
+/// On a distance transform these are the centres of the round parts of a
+/// shape, the classic markers of a watershed that splits touching objects.
+///
+/// # Panics
+/// When `values` is not `width * height` long.
+pub fn peaks(
+    values: &[f32],
+    width: usize,
+    height: usize,
+    min_value: f32,
+    min_separation: f32,
+) -> Vec<usize> {
+    assert_eq!(values.len(), width * height, "values is not width x height");
+    let mut candidates: Vec<usize> = (0..values.len())
+        .filter(|&i| {
+            let v = values[i];
+            if v < min_value {
+                return false;
+            }
+            let (x, y) = ((i % width) as i64, (i / width) as i64);
+            N8.iter().all(|&(dx, dy)| {
+                let (nx, ny) = (x + dx, y + dy);
+                nx < 0
+                    || ny < 0
+                    || nx >= width as i64
+                    || ny >= height as i64
+                    || values[ny as usize * width + nx as usize] <= v
+            })
+        })
+        .collect();
+    candidates.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    // Kept peaks are bucketed in a grid of min_separation-sized cells, so a
+    // candidate is checked against the 3x3 buckets around it only.
+    let cell = min_separation.max(1.0);
+    let gw = (width as f32 / cell).ceil() as usize + 1;
+    let gh = (height as f32 / cell).ceil() as usize + 1;
+    let mut grid: Vec<Vec<usize>> = vec![Vec::new(); gw * gh];
+    let sep2 = min_separation * min_separation;
+    let mut kept = Vec::new();
+    for i in candidates {
+        let (x, y) = (i % width, i / width);
+        let (gx, gy) = ((x as f32 / cell) as usize, (y as f32 / cell) as usize);
+        let near = (gy.saturating_sub(1)..=(gy + 1).min(gh - 1)).any(|by| {
+            (gx.saturating_sub(1)..=(gx + 1).min(gw - 1)).any(|bx| {
+                grid[by * gw + bx].iter().any(|&k| {
+                    let (kx, ky) = ((k % width) as f32, (k / width) as f32);
+                    (kx - x as f32).powi(2) + (ky - y as f32).powi(2) < sep2
+                })
+            })
+        });
+        if !near {
+            grid[gy * gw + gx].push(i);
+            kept.push(i);
+        }
+    }
+    kept
+}
+
 /// Regions of a label image (labels 1..=max), with empty labels left out.
 pub fn regions_of(labels: &[u32], width: usize) -> Vec<Region> {
     let max = labels.iter().copied().max().unwrap_or(0) as usize;
@@ -345,6 +410,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn peaks_find_each_disc_centre_once() {
+        let (w, h) = (80, 40);
+        // Two touching discs and a small one: the distance transform peaks
+        // at each big disc's centre; the small one is under min_value.
+        let m = disc(
+            w,
+            h,
+            &[(18.0, 20.0, 12.0), (40.0, 20.0, 12.0), (68.0, 20.0, 4.0)],
+        );
+        let d = distance_transform(&m, w, h);
+        let p = peaks(&d, w, h, 8.0, 10.0);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let mut xy: Vec<(usize, usize)> = p.iter().map(|&i| (i % w, i / w)).collect();
+        xy.sort();
+        assert!(
+            xy[0].0.abs_diff(18) <= 1 && xy[0].1.abs_diff(20) <= 1,
+            "{xy:?}"
+        );
+        assert!(
+            xy[1].0.abs_diff(40) <= 1 && xy[1].1.abs_diff(20) <= 1,
+            "{xy:?}"
+        );
+        // A separation wider than the discs' distance keeps one.
+        assert_eq!(peaks(&d, w, h, 8.0, 30.0).len(), 1);
+        // A plateau gives peaks min_separation apart, not one per pixel.
+        let flat = vec![1.0f32; 25];
+        assert_eq!(peaks(&flat, 5, 5, 0.5, 3.0), vec![0, 3, 15, 18]);
     }
 
     #[test]

@@ -189,24 +189,11 @@ fn red_cells(
     let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
     let t = params.threshold;
     let body: Vec<bool> = rbc.iter().map(|&p| p > t).collect();
-    let inner: Vec<bool> = rbc
-        .iter()
-        .zip(edge.iter())
-        .map(|(&p, &e)| p - e > t)
-        .collect();
-    let (marker_labels, marker_regions) = segment::components(&inner, sw, sh);
-    let min_marker = (params.rbc_min_area * d2) as usize;
-    let keep: Vec<bool> = std::iter::once(false)
-        .chain(marker_regions.iter().map(|r| r.area >= min_marker))
-        .collect();
-    let mut markers: Vec<u32> = marker_labels
-        .iter()
-        .map(|&l| if keep[l as usize] { l } else { 0 })
-        .collect();
     let mut rbc_outline = None;
+    let mut found = Vec::new();
     if params.rbc_circle_support > 0.0 {
         let d = params.rbc_diameter_px;
-        let found = circles::find(
+        found = circles::find(
             edge,
             &body,
             sw,
@@ -223,10 +210,23 @@ fn red_cells(
         let strongest = &found[..found.len().min(OUTLINE_CENTRES)];
         let radii = (OUTLINE_RADII.0 * d, OUTLINE_RADII.1 * d);
         rbc_outline = circles::outline_radius(edge, sw, sh, strongest, radii, 3).map(|r| r / d);
-        markers = circle_markers(&markers, &found, &body, sw, sh, params);
     }
-    let dist = segment::distance_transform(&body, sw, sh);
-    let rbc_labels = segment::watershed(&markers, &dist, &body, sw, sh);
+    let rbc_labels = if params.rbc_edge_cut > 0.0 {
+        let (markers, depth) = centre_markers(&body, edge, sw, sh, params);
+        segment::watershed(&markers, &depth, &body, sw, sh)
+    } else {
+        let inner: Vec<bool> = rbc
+            .iter()
+            .zip(edge.iter())
+            .map(|(&p, &e)| p - e > t)
+            .collect();
+        let mut markers = threshold_markers(&inner, sw, sh, params);
+        if !found.is_empty() {
+            markers = circle_markers(&markers, &found, &body, sw, sh, params);
+        }
+        let dist = segment::distance_transform(&body, sw, sh);
+        segment::watershed(&markers, &dist, &body, sw, sh)
+    };
     let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
     // What the watershed leaves under a fifth of a cell is a corner of a
     // clump or a sliver at the photo's edge, and it comes and goes with the
@@ -235,6 +235,73 @@ fn red_cells(
     let min_cell = (params.rbc_min_cell_area * d2) as usize;
     rbc_regions.retain(|r| r.area >= min_cell);
     (rbc_labels, rbc_regions, rbc_outline)
+}
+
+/// The connected parts of `inner` of at least `rbc_min_area * d^2`, as
+/// markers (labels from 1; the rest 0).
+fn threshold_markers(inner: &[bool], sw: usize, sh: usize, params: &CountParams) -> Vec<u32> {
+    let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
+    let (labels, regions) = segment::components(inner, sw, sh);
+    let min_marker = (params.rbc_min_area * d2) as usize;
+    let keep: Vec<bool> = std::iter::once(false)
+        .chain(regions.iter().map(|r| r.area >= min_marker))
+        .collect();
+    labels
+        .iter()
+        .map(|&l| if keep[l as usize] { l } else { 0 })
+        .collect()
+}
+
+/// Markers of red cells at their centres, and the height the watershed
+/// floods from them. The boundary map outlines each cell, faintly where
+/// cells overlap, so the cell mask less every pixel of the boundary map of
+/// at least `rbc_edge_cut` falls apart into the cells' insides, joined
+/// only through gaps in faint outlines. Its distance transform peaks at
+/// each inside's centre and dips at those gaps: every peak at least
+/// `rbc_min_depth * d` deep (an inside at least that far from any outline)
+/// and `rbc_min_separation * d` from a higher one marks a cell. A part of
+/// the insides with no such peak but at least `rbc_min_area * d^2` (a cell
+/// the photo's edge cuts, a small or pale one) is a marker as a whole.
+/// The watershed then floods the cell mask over the same distance, so the
+/// cells' borders follow the outlines the net drew.
+///
+/// Returns the markers (labels from 1) and the distance (px).
+fn centre_markers(
+    body: &[bool],
+    edge: &[f32],
+    sw: usize,
+    sh: usize,
+    params: &CountParams,
+) -> (Vec<u32>, Vec<f32>) {
+    let d = params.rbc_diameter_px;
+    let inside: Vec<bool> = body
+        .iter()
+        .zip(edge.iter())
+        .map(|(&b, &e)| b && e < params.rbc_edge_cut)
+        .collect();
+    let depth = segment::distance_transform(&inside, sw, sh);
+    let centres = segment::peaks(
+        &depth,
+        sw,
+        sh,
+        params.rbc_min_depth * d,
+        params.rbc_min_separation * d,
+    );
+    let mut markers = threshold_markers(&inside, sw, sh, params);
+    let max = markers.iter().copied().max().unwrap_or(0) as usize;
+    let mut has_centre = vec![false; max + 1];
+    for &i in &centres {
+        has_centre[markers[i] as usize] = true;
+    }
+    for m in markers.iter_mut() {
+        if has_centre[*m as usize] {
+            *m = 0;
+        }
+    }
+    for (k, &i) in centres.iter().enumerate() {
+        markers[i] = (max + 1 + k) as u32;
+    }
+    (markers, depth)
 }
 
 /// Radii, as fractions of d, of the circles that mark red cells: a red
@@ -440,6 +507,7 @@ mod tests {
         }
         let with = CountParams {
             rbc_diameter_px: d,
+            rbc_edge_cut: 0.0,
             ..Default::default()
         };
         let without = CountParams {
@@ -458,6 +526,60 @@ mod tests {
             let area = r.area as f32 / (d * d);
             assert!((0.3..=1.0).contains(&area), "{r:?}");
         }
+        // The cells' centres (the default) split the same clump, with or
+        // without the circles.
+        for circles in [0.0, 0.25] {
+            let centres = CountParams {
+                rbc_edge_cut: 0.05,
+                rbc_circle_support: circles,
+                ..with
+            };
+            let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &centres);
+            assert_eq!(a.counts.rbc, 4, "circles at {circles}");
+        }
+    }
+
+    #[test]
+    fn cells_centres_split_a_clump_through_gaps_in_faint_outlines() {
+        // Four overlapping red cells in a row, their outlines faint (0.12)
+        // and broken: a third of each outline is missing, so the insides
+        // join through gaps, and no threshold of the boundary map or circle
+        // of the markers' support splits them. A pale half-cell cut by the
+        // map's edge shows no centre deep enough and is counted all the
+        // same, as a part of the insides of its own (a marker whole).
+        let mut maps = blank_maps(1);
+        let d = 24.0;
+        let cells = [(16.0, 50.0), (36.0, 52.0), (56.0, 49.0), (76.0, 51.0)];
+        for &(cx, cy) in &cells {
+            paint(&mut maps[0].rbc, cx, cy, d / 2.0, 0.95);
+        }
+        paint(&mut maps[0].rbc, 50.0, 104.0, d / 2.0, 0.95);
+        for (i, e) in maps[0].rbc_edge.iter_mut().enumerate() {
+            let (x, y) = ((i % TILE_OUT) as f32, (i / TILE_OUT) as f32);
+            for &(cx, cy) in &cells {
+                let angle = (y - cy).atan2(x - cx);
+                let on = ((x - cx).hypot(y - cy) - d / 2.0).abs() < 1.0;
+                if on && angle.cos() > -0.5 {
+                    *e = 0.12;
+                }
+            }
+        }
+        let params = CountParams {
+            rbc_diameter_px: d,
+            ..Default::default()
+        };
+        let a = count(&maps, 1, 100, 100, 1.0, (100, 100), &params);
+        assert_eq!(a.counts.rbc, 5, "{:?}", a.rbc_regions);
+        for r in &a.rbc_regions {
+            let area = r.area as f32 / (d * d);
+            assert!((0.15..=1.0).contains(&area), "{r:?}");
+        }
+        let before = CountParams {
+            rbc_edge_cut: 0.0,
+            ..params
+        };
+        let b = count(&maps, 1, 100, 100, 1.0, (100, 100), &before);
+        assert!(b.counts.rbc < 5, "{:?}", b.rbc_regions);
     }
 
     /// Maps of one cell, a disc of `r` px at the centre of a `w` x `w` grid.

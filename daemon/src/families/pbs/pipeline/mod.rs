@@ -31,15 +31,22 @@
 //!
 //! Counting (all sizes relative to the expected red-cell diameter `d` the
 //! image is resampled to):
-//! - red cells: markers are the connected parts of `mask - edge > t` at
-//!   least `rbc_min_area * d^2` large. Where overlapping cells share a
-//!   boundary too faint for that threshold, one marker would cover a whole
-//!   clump, so each marker that holds the centre of a circle of the
-//!   red-cell size in the boundary map (a circular Hough transform,
-//!   [`crate::imaging::circles`], support `rbc_circle_support`) is replaced
-//!   by a small disc at each such centre. Every pixel of `mask > t` is
-//!   given to a marker by watershed on the distance transform; regions
-//!   under `rbc_min_cell_area * d^2` are not counted;
+//! - red cells: the boundary map outlines each red cell, faintly where
+//!   cells overlap. The cell mask (`mask > t`) less every boundary pixel of
+//!   at least `rbc_edge_cut` falls apart into the cells' insides, joined
+//!   only through gaps in faint outlines; each peak of its distance
+//!   transform at least `rbc_min_depth * d` deep and `rbc_min_separation *
+//!   d` from a deeper one marks a cell, and a part of the insides with no
+//!   such peak but at least `rbc_min_area * d^2` (a cell cut by the photo's
+//!   edge) is a marker whole. Every pixel of the mask is given to a marker
+//!   by watershed over that distance, so borders follow the drawn outlines;
+//!   regions under `rbc_min_cell_area * d^2` are not counted. (With
+//!   `rbc_edge_cut` 0, as before 2026-12-05: markers are the parts of
+//!   `mask - edge > t`, each split at the centres of circles of the
+//!   red-cell size in the boundary map.) Circles of the red-cell size
+//!   (a circular Hough transform, [`crate::imaging::circles`], support
+//!   `rbc_circle_support`) give the cells' outline radius, which refines
+//!   the scale;
 //! - white cells and platelets: connected components of `mask > t` with
 //!   minimum areas; a white cell whose box holds under `wbc_min_nucleus *
 //!   d^2` purple (nuclear) pixels of the photo is dropped
