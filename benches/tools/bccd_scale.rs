@@ -51,8 +51,8 @@
 //! of a difference between two runs is the counter's noise (the model
 //! card's "How much of any of these differences is noise").
 //! `--edge-cut 0` and `--min-depth 0.25` set `cells.rbc_edge_cut` and
-//! `cells.rbc_min_depth` (0 counts with the circles' markers, as before
-//! 2026-12-05).
+//! `cells.rbc_min_depth` (an edge cut of 0 counts with the circles'
+//! markers, as before 2026-12-05).
 //! `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.

@@ -310,9 +310,9 @@ impl Config {
                 c.rbc_edge_cut
             ));
         }
-        if !(0.0..=0.5).contains(&c.rbc_min_depth) {
+        if !(c.rbc_min_depth > 0.0 && c.rbc_min_depth <= 0.5) {
             p.push(format!(
-                "cells.rbc_min_depth must be 0 to 0.5 (a fraction of the red-cell diameter), got {}",
+                "cells.rbc_min_depth must be in (0, 0.5] (a fraction of the red-cell diameter), got {}",
                 c.rbc_min_depth
             ));
         }

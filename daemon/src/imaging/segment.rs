@@ -292,6 +292,7 @@ pub fn peaks(
     min_separation: f32,
 ) -> Vec<usize> {
     assert_eq!(values.len(), width * height, "values is not width x height");
+    let min_separation = min_separation.max(0.0);
     let mut candidates: Vec<usize> = (0..values.len())
         .filter(|&i| {
             let v = values[i];

@@ -174,9 +174,10 @@ pub fn count_stitched(
     }
 }
 
-/// The red cells of stitched maps: markers from the cell map less the
-/// boundary map (and circles in the boundary map, which split clumps whose
-/// shared boundaries are faint), grown by a watershed over the cell mask.
+/// The red cells of stitched maps: markers at the cells' centres in the
+/// cell mask less the boundary map ([`centre_markers`]; with
+/// `rbc_edge_cut` 0, the parts of `mask - edge > t` split at the centres of
+/// circles of the red-cell size), grown by a watershed over the cell mask.
 /// Returns the label image, the regions counted (those of at least
 /// `rbc_min_cell_area`) and the outline radius of the strongest circles,
 /// a fraction of d.
@@ -280,11 +281,13 @@ fn centre_markers(
         .map(|(&b, &e)| b && e < params.rbc_edge_cut)
         .collect();
     let depth = segment::distance_transform(&inside, sw, sh);
+    // At least a pixel deep: a depth of 0 would make peaks of the
+    // background and of every outline pixel.
     let centres = segment::peaks(
         &depth,
         sw,
         sh,
-        params.rbc_min_depth * d,
+        (params.rbc_min_depth * d).max(1.0),
         params.rbc_min_separation * d,
     );
     let mut markers = threshold_markers(&inside, sw, sh, params);
@@ -304,8 +307,9 @@ fn centre_markers(
     (markers, depth)
 }
 
-/// Radii, as fractions of d, of the circles that mark red cells: a red
-/// cell is d across, and the size measure is good to about 10-20%.
+/// Radii, as fractions of d, of the circles of the red-cell size (the
+/// outline; markers too with `rbc_edge_cut` 0): a red cell is d across,
+/// and the size measure is good to about 10-20%.
 const CIRCLE_RADII: (f32, f32) = (0.4, 0.6);
 
 /// Radius, as a fraction of d, of the marker disc put at a circle's centre:
@@ -542,11 +546,12 @@ mod tests {
     #[test]
     fn cells_centres_split_a_clump_through_gaps_in_faint_outlines() {
         // Four overlapping red cells in a row, their outlines faint (0.12)
-        // and broken: a third of each outline is missing, so the insides
-        // join through gaps, and no threshold of the boundary map or circle
-        // of the markers' support splits them. A pale half-cell cut by the
-        // map's edge shows no centre deep enough and is counted all the
-        // same, as a part of the insides of its own (a marker whole).
+        // and drawn only where no other cell lies, so the insides are one
+        // part, joined where the cells overlap: no threshold of the boundary
+        // map or circle of the markers' support splits them, and only the
+        // peaks of the insides' depth do. A pale half-cell cut by the map's
+        // edge shows no centre deep enough and is counted all the same, as
+        // a part of the insides of its own (a marker whole).
         let mut maps = blank_maps(1);
         let d = 24.0;
         let cells = [(16.0, 50.0), (36.0, 52.0), (56.0, 49.0), (76.0, 51.0)];
@@ -556,10 +561,10 @@ mod tests {
         paint(&mut maps[0].rbc, 50.0, 104.0, d / 2.0, 0.95);
         for (i, e) in maps[0].rbc_edge.iter_mut().enumerate() {
             let (x, y) = ((i % TILE_OUT) as f32, (i / TILE_OUT) as f32);
+            let under = |&(cx, cy): &(f32, f32)| (x - cx).hypot(y - cy) <= d / 2.0 - 1.0;
             for &(cx, cy) in &cells {
-                let angle = (y - cy).atan2(x - cx);
                 let on = ((x - cx).hypot(y - cy) - d / 2.0).abs() < 1.0;
-                if on && angle.cos() > -0.5 {
+                if on && !cells.iter().any(under) {
                     *e = 0.12;
                 }
             }
@@ -580,6 +585,14 @@ mod tests {
         };
         let b = count(&maps, 1, 100, 100, 1.0, (100, 100), &before);
         assert!(b.counts.rbc < 5, "{:?}", b.rbc_regions);
+        // No peak deep enough: the insides' parts are markers whole, and
+        // the clump is one.
+        let shallow = CountParams {
+            rbc_min_depth: 0.5,
+            ..params
+        };
+        let c = count(&maps, 1, 100, 100, 1.0, (100, 100), &shallow);
+        assert_eq!(c.counts.rbc, 2, "{:?}", c.rbc_regions);
     }
 
     /// Maps of one cell, a disc of `r` px at the centre of a `w` x `w` grid.
