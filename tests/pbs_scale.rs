@@ -94,6 +94,46 @@ async fn a_white_cell_centred_crop_from_another_lab_is_measured_from_the_photo()
     assert!(problems.is_empty(), "{problems:#?}");
 }
 
+/// Red cells with wide pale centres, photographed at about twice BCCD's
+/// usual magnification (BCCD val 00352, MIT, read from
+/// `../shared/data/bccd`; runs where it is present, and nothing of it is
+/// kept): the colour mask holds only the cells' rims, open where they are
+/// pale, so the colour measure says 44 px against boxes of about 106. The
+/// photo was analysed at 2.4 times the nets' size and counted 53 red cells
+/// (12 boxed, about 20 in view). The red-cell net's mask fills the cells,
+/// and its size moves the scale (`pipeline::gross_scale`) before the
+/// outline refines it: about 95 px and 17 red cells at every
+/// magnification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pale_centred_cells_are_sized_by_the_red_cell_nets_mask() {
+    let path = format!("{ROOT}/../shared/data/bccd/JPEGImages/BloodImage_00352.jpg");
+    let Ok(img) = image::open(&path) else {
+        eprintln!("skipped: {path} is absent");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::base_config(tmp.path());
+    let b = batchers(&config);
+    let name = "BCCD val 00352";
+    let (native, problems) = copies_agree(&b, &config, name, img.into_rgb8(), &[0.75, 1.5]).await;
+    b.shutdown();
+    let size = native.rbc_size.expect("a size");
+    assert!(
+        size.measured_px.is_some_and(|m| m < 60.0),
+        "{name}: the colour measure no longer fails here, so this tests nothing: {size:?}"
+    );
+    assert!(
+        (80.0..=130.0).contains(&size.rbc_diameter_px),
+        "{name}: {size:?}"
+    );
+    assert!(
+        (12..=24).contains(&native.counts.rbc),
+        "{name}: {:?}",
+        native.counts
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
 /// Another PBC crop (a band neutrophil), where the white-cell net, trained
 /// on BCCD, also takes a dense red cell at the bottom right for a white
 /// cell: that box holds no purple (nuclear) pixel, so it is not counted

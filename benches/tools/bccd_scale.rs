@@ -53,6 +53,11 @@
 //! `--edge-cut 0` and `--min-depth 0.25` set `cells.rbc_edge_cut` and
 //! `cells.rbc_min_depth` (an edge cut of 0 counts with the circles'
 //! markers, as before 2026-12-05).
+//! `--gross-above 0` leaves out the red-cell net's mask check of the
+//! colour measure (`cells.scale_gross_above`, `cells::gross_scale`; as
+//! before 2026-12-05); a photo it moves prints a `GROSS` line on stderr,
+//! and `--radii` prints the mask's size (`mask ... d` on `NATIVE` lines,
+//! `MASK` lines for the copies).
 //! `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.
@@ -351,28 +356,27 @@ fn analyse(
 ) -> anyhow::Result<(Analysed, scale::RbcScale)> {
     let mut s = scale::estimate(img, &ScaleSettings::default(), params);
     let mut f0 = exact.unwrap_or_else(|| cells::scale_for(Some(s.rbc_diameter_px), params));
-    let counted = |r: &Run| count_run(r, params);
     let refine = exact.is_none() && s.source == scale::ScaleSource::Photo && cells::refines(params);
     let mut whole = None;
     if refine {
-        // The outline from a probe of a large photo, or a whole first run.
-        let outline = match cells::probe_rect(img.dimensions(), f0) {
-            Some((x, y, w, h)) => {
-                let probe = image::imageops::crop_imm(img, x, y, w, h).to_image();
-                counted(&run_at(unets, &probe, f0)?).rbc_outline
-            }
-            None => {
-                let r = run_at(unets, img, f0)?;
-                let outline = counted(&r).rbc_outline;
-                whole = Some(r);
-                outline
-            }
-        };
+        // The outline (and the net's mask size) from a probe of a large
+        // photo, or a whole first run.
+        let mut first = outline_at(unets, img, f0, params)?;
+        let measured = f0;
+        if let Some(g) = cells::gross_scale(f0, first.1, params) {
+            eprintln!("GROSS: scale {f0:.4}, mask {:?} d -> {g:.4}", first.1);
+            f0 = g;
+            first = outline_at(unets, img, f0, params)?;
+        }
+        let (outline, _, run) = first;
+        whole = run;
         if let Some(f) = cells::refined_scale(f0, outline, params) {
             whole = None;
             f0 = f;
+        }
+        if f0 != measured {
             s.refine(
-                params.rbc_diameter_px / f,
+                params.rbc_diameter_px / f0,
                 &ScaleSettings::default(),
                 params,
             );
@@ -382,7 +386,7 @@ fn analyse(
         Some(r) => r,
         None => run_at(unets, img, f0)?,
     };
-    let first_rbc = counted(&first).counts.rbc;
+    let first_rbc = count_run(&first, params).counts.rbc;
     let mut runs = vec![first];
     if cells::wants_more_samples(first_rbc, params) {
         for (f, _) in cells::sample_plan(img.dimensions(), f0, params)?
@@ -393,6 +397,29 @@ fn analyse(
         }
     }
     Ok((Analysed { runs }, s))
+}
+
+/// The outline radius and the net's mask size (fractions of d) of a
+/// probe of a large photo at `f` (`cells::probe_rect`), or of a whole run,
+/// which is returned too.
+fn outline_at(
+    unets: &mut CpuBackend,
+    img: &image::RgbImage,
+    f: f32,
+    params: &CountParams,
+) -> anyhow::Result<(Option<f32>, Option<f32>, Option<Run>)> {
+    if let Some((x, y, w, h)) = cells::probe_rect(img.dimensions(), f) {
+        let probe = image::imageops::crop_imm(img, x, y, w, h).to_image();
+        let a = count_run(&run_at(unets, &probe, f)?, params);
+        // As the pipeline's `first_look`: no outline in the probe, the
+        // whole photo.
+        if a.rbc_outline.is_some() {
+            return Ok((a.rbc_outline, a.rbc_mask_diameter(), None));
+        }
+    }
+    let r = run_at(unets, img, f)?;
+    let a = count_run(&r, params);
+    Ok((a.rbc_outline, a.rbc_mask_diameter(), Some(r)))
 }
 
 /// Per factor, how far each rescaled copy's estimate strays from the
@@ -567,6 +594,9 @@ fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;
     }
+    if let Some(v) = bccd_common::arg(&args, "--gross-above") {
+        base.scale_gross_above = v.parse()?;
+    }
     if let Some(v) = bccd_common::arg(&args, "--edge-cut") {
         base.rbc_edge_cut = v.parse()?;
     }
@@ -631,13 +661,16 @@ fn main() -> anyhow::Result<()> {
         if radii {
             let rn = ring_radius(&native_maps.runs[0], &base);
             let sn = native_maps.runs[0].f;
+            let mn = count_run(&native_maps.runs[0], &base).rbc_mask_diameter();
             println!(
-                "NATIVE {id}: ring {rn:?} d, scale {sn:.4}, granulometry {:?} px, isolated boxes {:?} px, uncut boxes {:?} px",
+                "NATIVE {id}: ring {rn:?} d, scale {sn:.4}, granulometry {:?} px, isolated boxes {:?} px, uncut boxes {:?} px, mask {mn:?} d",
                 native_size.measured_px, t.rbc_box_px, t.uncut_box_px
             );
             for (f, copy) in factors.iter().zip(&copies) {
                 let Some((a, _)) = copy else { continue };
                 let rc = ring_radius(&a.runs[0], &base);
+                let mc = count_run(&a.runs[0], &base).rbc_mask_diameter();
+                println!("MASK {id} x{f}: {mc:?} d");
                 // A copy at f holds cells f times the native's; a jittered run is
                 // the native photo itself.
                 let rel = if jitter { 1.0 } else { *f } * a.runs[0].f / sn;

@@ -140,6 +140,16 @@ pub struct CountParams {
     /// the outline's correction less the margin (a dead zone, so the scale
     /// follows the outline continuously; `pipeline::refined_scale`).
     pub scale_refine_above: f32,
+    /// Factor by which the red-cell net's mask may size the cells larger
+    /// than the nets' scale in a first analysis before the colour measure
+    /// is taken as grossly wrong and the photo is looked at again at a
+    /// scale moved down by the excess (`pipeline::gross_scale`), before the
+    /// outline refines it. A colour mask of pale-centred cells can hold
+    /// only their rims (BCCD val 00352: 44 px against boxes of 106, 53 red
+    /// cells counted for about 20); the net fills them. BCCD train's first
+    /// 60 photos lie under 1.18 of the expected size at their colour
+    /// measure (models/cbc/MODEL_CARD.md). 0 turns the check off.
+    pub scale_gross_above: f32,
     /// Analyses per photo, at its measured scale times multipliers spread
     /// evenly over `1 +- scale_spread` (odd, 1..=9; 1 turns it off), when
     /// the first counts fewer than `scale_samples_below_rbc` red cells. The
@@ -182,6 +192,7 @@ impl Default for CountParams {
             wbc_min_confidence: 0.7,
             rbc_outline_radius: 0.467,
             scale_refine_above: 0.04,
+            scale_gross_above: 1.3,
             scale_samples: 5,
             scale_spread: 0.03,
             scale_samples_below_rbc: 40,

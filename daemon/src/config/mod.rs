@@ -340,6 +340,12 @@ impl Config {
                 c.rbc_outline_radius
             ));
         }
+        if !(c.scale_gross_above == 0.0 || (1.1..=4.0).contains(&c.scale_gross_above)) {
+            p.push(format!(
+                "cells.scale_gross_above must be 0 (off) or 1.1 to 4 (a factor), got {}",
+                c.scale_gross_above
+            ));
+        }
         if !(c.scale_refine_above > 0.0 && c.scale_refine_above <= 0.2) {
             p.push(format!(
                 "cells.scale_refine_above must be in (0, 0.2] (a margin in ln of the scale), got {}",

@@ -81,9 +81,10 @@ pub struct RbcScale {
     /// resampled from (to `cells.rbc_diameter_px`), or within
     /// `cells.scale_spread` of it when another scale sample's counts were
     /// kept (the result's `scale` says which). With `source` `photo`, the
-    /// colour measure (`measured_px`) as refined by the red cells' outline
-    /// in a first analysis, when that was more than
-    /// `cells.scale_refine_above` off (`pipeline::refined_scale`).
+    /// colour measure (`measured_px`) as corrected by the red-cell net's
+    /// mask when that was grossly off (`pipeline::gross_scale`), and
+    /// refined by the red cells' outline in a first analysis, when that was
+    /// more than `cells.scale_refine_above` off (`pipeline::refined_scale`).
     pub rbc_diameter_px: f32,
     /// The same in microns, when `pbs.microns_per_px` is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,7 +92,8 @@ pub struct RbcScale {
     /// Where `rbc_diameter_px` came from.
     pub source: ScaleSource,
     /// The photo's own colour measure, pixels, when it gave one (also when
-    /// it was not used), before any refinement by the red cells' outline.
+    /// it was not used), before any correction by the red-cell net's mask
+    /// or refinement by the red cells' outline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_px: Option<f32>,
     /// Clean single red cells the measure is the median of.

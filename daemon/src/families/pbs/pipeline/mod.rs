@@ -14,6 +14,16 @@
 //! no usable measure, the operator's size is used instead, with a warning
 //! ([`super::scale`]).
 //!
+//! Gross errors: a photo whose red cells have wide pale centres can leave
+//! the colour mask only the cells' rims, open where they are pale, and
+//! measure their width (BCCD val 00352: 44 px against boxes of 106). The
+//! first analysis's red-cell mask fills those cells whole; where its size
+//! is more than `scale_gross_above` (1.3) times what the nets' scale gives
+//! ([`MASK_PER_D`]), the photo is looked at again at a scale moved down by
+//! the excess ([`gross_scale`]), before the outline refines it. A large
+//! photo's probe shows no outline when its cells are that far off, and
+//! the whole photo is looked at instead.
+//!
 //! Refinement: the colour measure scatters by about +-10% from photo to
 //! photo. The first analysis's boundary map shows the red cells' outline,
 //! whose radius ([`crate::imaging::circles::outline_radius`]) follows the
@@ -71,9 +81,10 @@ pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
 pub use nucleus::drop_anucleate_white_cells;
 use scales::keep_median;
 pub use scales::{
-    median_index, min_analysable_side, probe_rect, refined_scale, refines, sample_plan,
-    sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
-    ASSUMED_NATIVE_RBC_PX, MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES, PROBE_TILES,
+    gross_scale, median_index, min_analysable_side, probe_rect, refined_scale, refines,
+    sample_plan, sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
+    ASSUMED_NATIVE_RBC_PX, MASK_PER_D, MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES,
+    PROBE_TILES,
 };
 pub use vote::clump_votes;
 
@@ -240,6 +251,22 @@ impl SmearAnalysis {
     /// The counted red cells' watershed regions, at the nets' scale.
     pub fn rbc_regions(&self) -> &[segment::Region] {
         &self.rbc_regions
+    }
+
+    /// The red cells' size in the net's mask (every pixel the watershed
+    /// labelled), a fraction of `cells.rbc_diameter_px`
+    /// ([`crate::imaging::rbc_size::mask_diameter`]); `None` as that gives
+    /// none. The net fills a cell's central pallor, which the colour mask
+    /// may leave open, so this catches a colour measure grossly off
+    /// ([`gross_scale`]).
+    pub fn rbc_mask_diameter(&self) -> Option<f32> {
+        let w = self.scaled_w;
+        if w == 0 || self.rbc_diameter <= 0.0 {
+            return None;
+        }
+        let mask: Vec<bool> = self.rbc_labels.iter().map(|&l| l != 0).collect();
+        let h = mask.len() / w;
+        crate::imaging::rbc_size::mask_diameter(&mask, w, h).map(|px| px / self.rbc_diameter)
     }
 }
 
@@ -465,9 +492,67 @@ async fn analyse_at(
     Ok(a)
 }
 
+/// What a first look at a photo (a probe of a large one, or a whole first
+/// analysis) says of its scale.
+struct FirstLook {
+    /// The red cells' outline radius, a fraction of d.
+    outline: Option<f32>,
+    /// The red-cell net's mask diameter, a fraction of d.
+    mask: Option<f32>,
+    /// The whole analysis, when it was one.
+    whole: Option<SmearAnalysis>,
+}
+
+/// The first look at `img` at `scale`: a probe of a large photo
+/// ([`probe_rect`]) or, when the photo is small or the probe shows no
+/// outline, a whole analysis. Progress and errors as
+/// [`analyse_at`]'s; `progress.done` counts the tiles run.
+async fn first_look(
+    b: &CellBatchers,
+    img: &std::sync::Arc<RgbImage>,
+    scale: f32,
+    params: &CountParams,
+    watch: &Watch<'_>,
+    progress: &mut Progress,
+    timings: &mut CellTimings,
+) -> Result<FirstLook, CellError> {
+    if let Some((x, y, w, h)) = probe_rect(img.dimensions(), scale) {
+        let probe = image::imageops::crop_imm(img.as_ref(), x, y, w, h).to_image();
+        let probe = std::sync::Arc::new(probe);
+        let a = analyse_at(b, &probe, scale, params, watch, *progress, timings).await?;
+        progress.done += a.tiles;
+        // No outline in the probe: its cells are far from the nets' size
+        // (or it holds none), and at 2-3 times that size a probe holds too
+        // few whole cells for the mask's size either, so the whole photo
+        // is looked at.
+        if a.rbc_outline.is_some() {
+            let t = Instant::now();
+            let mask = a.rbc_mask_diameter();
+            timings.count_ms += ms(t);
+            return Ok(FirstLook {
+                outline: a.rbc_outline,
+                mask,
+                whole: None,
+            });
+        }
+    }
+    let a = analyse_at(b, img, scale, params, watch, *progress, timings).await?;
+    progress.done += a.tiles;
+    let t = Instant::now();
+    let mask = a.rbc_mask_diameter();
+    timings.count_ms += ms(t);
+    Ok(FirstLook {
+        outline: a.rbc_outline,
+        mask,
+        whole: Some(a),
+    })
+}
+
 /// The scale a photo is analysed at, from the colour measure's `scale`:
-/// when `refine`, refined by the red cells' outline ([`refined_scale`])
-/// measured on a probe of a large photo ([`probe_rect`]) or on a whole
+/// when `refine`, first moved by the red-cell net's mask where that says
+/// the colour measure is grossly off ([`gross_scale`], looking again at the
+/// new scale), then refined by the red cells' outline ([`refined_scale`]),
+/// each measured on a probe of a large photo ([`probe_rect`]) or on a whole
 /// first analysis, which is returned too when the scale stands. Progress
 /// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
 #[allow(clippy::too_many_arguments)]
@@ -484,31 +569,29 @@ async fn settle_scale(
     if !refine || !refines(params) {
         return Ok((scale, None));
     }
-    let (outline, whole) = match probe_rect(img.dimensions(), scale) {
-        Some((x, y, w, h)) => {
-            let probe = image::imageops::crop_imm(img.as_ref(), x, y, w, h).to_image();
-            let probe = std::sync::Arc::new(probe);
-            let a = analyse_at(b, &probe, scale, params, watch, *progress, timings).await?;
-            progress.done += a.tiles;
-            (a.rbc_outline, None)
-        }
-        None => {
-            let a = analyse_at(b, img, scale, params, watch, *progress, timings).await?;
-            progress.done += a.tiles;
-            (a.rbc_outline, Some(a))
-        }
-    };
-    match refined_scale(scale, outline, params) {
+    let mut scale = scale;
+    let mut look = first_look(b, img, scale, params, watch, progress, timings).await?;
+    if let Some(moved) = gross_scale(scale, look.mask, params) {
+        tracing::debug!(
+            from = scale,
+            to = moved,
+            mask = ?look.mask,
+            "colour measure corrected by the red-cell net's mask"
+        );
+        scale = moved;
+        look = first_look(b, img, scale, params, watch, progress, timings).await?;
+    }
+    match refined_scale(scale, look.outline, params) {
         Some(refined) => {
             tracing::debug!(
                 from = scale,
                 to = refined,
-                ?outline,
+                outline = ?look.outline,
                 "scale refined by the red cells' outline"
             );
             Ok((refined, None))
         }
-        None => Ok((scale, whole)),
+        None => Ok((scale, look.whole)),
     }
 }
 

@@ -104,6 +104,58 @@ pub fn sample_plan(
 /// keeps its colour measure: the one step left in the refinement.
 pub const MAX_REFINE: f32 = 0.25;
 
+/// The red-cell net's mask diameter ([`super::SmearAnalysis::rbc_mask_diameter`],
+/// a fraction of d) of a photo analysed at the nets' scale: the median over
+/// BCCD **train**'s first 60 photos at their colour measure (0.786; 5-95%
+/// 0.64-0.88), as [`refined_scale`]'s outline target was chosen. It is
+/// under 1 as the colour measure's own spectrum peak is under the boxes
+/// ([`crate::imaging::rbc_size::BOX_PER_MASK`]): the commonest inscribed
+/// disc of touching, deformed cells is smaller than their boxes.
+pub const MASK_PER_D: f32 = 0.79;
+
+/// The scale a photo first analysed at `scale` is analysed at again when
+/// the red-cell net's mask says its cells are more than `g =
+/// params.scale_gross_above` times larger than the nets' size (`q =
+/// mask_diameter / MASK_PER_D` over `g`): `scale * g / q`, moved by the
+/// excess only, so that the outline can refine it from there
+/// ([`refined_scale`]; within 1.3, the default, the outline's gap is within
+/// [`MAX_REFINE`], as the outline grows as about the 0.6th power of the
+/// scale). `None` up to that factor, with no mask diameter, with `g` 0
+/// (off), or when the move is under 1%.
+///
+/// Why: the colour measure sizes the mask of stained pixels, and a photo
+/// of cells with wide pale centres whose rims the threshold leaves open
+/// (BCCD val 00352) measures the rims' width: 44 px against boxes of 106.
+/// Analysed at 2.4 times the nets' size, each cell was counted two or
+/// three times, and the outline's refinement (at most [`MAX_REFINE`])
+/// cannot close that. The net's mask fills those cells whole at any of
+/// these scales (its size grows as about the 0.9th power of the scale on
+/// BCCD train's first 60, 0.72-1.10 for 80% of them), so its size
+/// catches the gross error. Moving by the excess only, not to the mask's
+/// own size, keeps the scale a continuous function of the mask, and as the
+/// mask follows the scale nearly in proportion, copies of one photo at
+/// other magnifications land near the same scale.
+///
+/// Only cells too large are corrected: where cells are small or pale at
+/// the nets' scale the net's mask can come out patchy, rims and fragments,
+/// and its size then falls by a third or more with a few per cent of
+/// scale (BCCD val 00028: 0.43-0.45 d in three copies, over 0.61 in the
+/// native photo), which moved copies of one photo apart, where a patchy
+/// mask cannot make cells look larger than they are. Tried both ways on
+/// BCCD (models/cbc/MODEL_CARD.md, "Sizes grossly off").
+pub fn gross_scale(scale: f32, mask_diameter: Option<f32>, params: &CountParams) -> Option<f32> {
+    let g = params.scale_gross_above;
+    if g <= 1.0 {
+        return None;
+    }
+    let q = mask_diameter.filter(|m| *m > 0.0)? / MASK_PER_D;
+    if q <= g {
+        return None;
+    }
+    let s = (scale * g / q).max(MIN_SCALE);
+    ((s / scale).ln().abs() > 0.01).then_some(s)
+}
+
 /// Whether `params` refine a measured scale by the red cells' outline: it
 /// needs a target and the circles the outline is measured around.
 pub fn refines(params: &CountParams) -> bool {
@@ -186,8 +238,12 @@ pub fn probe_rect(dims: (u32, u32), scale: f32) -> Option<(u32, u32, u32, u32)> 
 /// all its analyses: the first (or the probe, [`probe_rect`]), a refined
 /// one when `refine` (at most [`MAX_REFINE`] larger) and the other scale
 /// samples around the larger of them. It is the progress total known
-/// before the first analysis, which decides the rest. Errors:
-/// [`CellError::TooSmall`] for `scale`.
+/// before the first analysis, which decides the rest. Two cases run past
+/// it, and their progress total then grows: a photo whose colour measure
+/// the red-cell net's mask corrects ([`gross_scale`]: none of BCCD train's
+/// first 60), and a large photo whose probe shows no outline (its whole
+/// first analysis is kept when the scale stands, as it would have been).
+/// Errors: [`CellError::TooSmall`] for `scale`.
 pub fn tiles_bound(
     dims: (u32, u32),
     scale: f32,
@@ -340,6 +396,41 @@ mod tests {
         };
         assert_eq!(refined_scale(0.5, Some(r / 1.1), &off), None);
         assert_eq!(refined_scale(MAX_SCALE, Some(r / 1.1), &p), None);
+    }
+
+    #[test]
+    fn the_nets_mask_moves_a_grossly_large_scale_down_by_its_excess_only() {
+        let p = CountParams::default();
+        let g = p.scale_gross_above;
+        let m = |q: f32| Some(q * MASK_PER_D);
+        // Up to the factor, cells too small however far, or no mask: the
+        // colour measure stands.
+        for q in [1.0, 1.25, 0.8, 0.5, 0.2, g - 0.01] {
+            assert_eq!(gross_scale(0.5, m(q), &p), None, "{q}");
+        }
+        assert_eq!(gross_scale(0.5, None, &p), None);
+        assert_eq!(gross_scale(0.5, Some(0.0), &p), None);
+        // Cells twice too large: down by 2 / g.
+        let down = gross_scale(0.5, m(2.0), &p).unwrap();
+        assert!((down - 0.5 * g / 2.0).abs() < 1e-6, "{down}");
+        // Continuous across the limit: no step, only moves of at least 1%.
+        assert_eq!(gross_scale(0.5, m(g * 1.005), &p), None);
+        let just = gross_scale(0.5, m(g * 1.02), &p).unwrap();
+        assert!((just / 0.5 - 1.0 / 1.02).abs() < 1e-4, "{just}");
+        // Copies of one photo: the mask grows with the scale, so each lands
+        // on the same scale per unit of its magnification.
+        let (a, b) = (
+            gross_scale(0.6, m(2.0), &p).unwrap(),
+            gross_scale(1.2, m(4.0), &p).unwrap(),
+        );
+        assert!((b / a - 1.0).abs() < 1e-5, "{a} {b}");
+        // Never under the scale's limit; off with 0.
+        assert_eq!(gross_scale(MIN_SCALE * 1.1, m(10.0), &p), Some(MIN_SCALE));
+        let off = CountParams {
+            scale_gross_above: 0.0,
+            ..p
+        };
+        assert_eq!(gross_scale(0.5, m(3.0), &off), None);
     }
 
     #[test]
