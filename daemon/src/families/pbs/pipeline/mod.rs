@@ -503,6 +503,24 @@ struct FirstLook {
     whole: Option<SmearAnalysis>,
 }
 
+impl FirstLook {
+    /// What analysis `a` (of the whole photo when `whole`) says; the mask's
+    /// size only where the check that reads it is on (`scale_gross_above`),
+    /// its time counted as counting's.
+    fn of(a: SmearAnalysis, whole: bool, params: &CountParams, timings: &mut CellTimings) -> Self {
+        let t = Instant::now();
+        let mask = (params.scale_gross_above > 0.0)
+            .then(|| a.rbc_mask_diameter())
+            .flatten();
+        timings.count_ms += ms(t);
+        Self {
+            outline: a.rbc_outline,
+            mask,
+            whole: whole.then_some(a),
+        }
+    }
+}
+
 /// The first look at `img` at `scale`: a probe of a large photo
 /// ([`probe_rect`]) or, when the photo is small or the probe shows no
 /// outline, a whole analysis. Progress and errors as
@@ -526,26 +544,12 @@ async fn first_look(
         // few whole cells for the mask's size either, so the whole photo
         // is looked at.
         if a.rbc_outline.is_some() {
-            let t = Instant::now();
-            let mask = a.rbc_mask_diameter();
-            timings.count_ms += ms(t);
-            return Ok(FirstLook {
-                outline: a.rbc_outline,
-                mask,
-                whole: None,
-            });
+            return Ok(FirstLook::of(a, false, params, timings));
         }
     }
     let a = analyse_at(b, img, scale, params, watch, *progress, timings).await?;
     progress.done += a.tiles;
-    let t = Instant::now();
-    let mask = a.rbc_mask_diameter();
-    timings.count_ms += ms(t);
-    Ok(FirstLook {
-        outline: a.rbc_outline,
-        mask,
-        whole: Some(a),
-    })
+    Ok(FirstLook::of(a, true, params, timings))
 }
 
 /// The scale a photo is analysed at, from the colour measure's `scale`:
