@@ -577,6 +577,27 @@ async fn every_rejection_answers_in_the_detail_shape() {
         let v = json(r).await;
         assert!(v["detail"].is_string(), "{method} {path}: {v}");
     }
+    // A raw photo, or no body, where a form is expected: 422 saying the
+    // Content-Type is not a form, not axum's "Invalid `boundary`".
+    let key = s.new_key("kiosk").await;
+    for ct in [Some("image/jpeg"), None] {
+        let mut req = s
+            .client
+            .post(s.url("/api/v1/detect"))
+            .header("X-API-Key", &key);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct).body(vec![0xFF, 0xD8, 0xFF]);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 422, "{ct:?}");
+        let v = json(r).await;
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("Content-Type is not multipart/form-data")
+                && !detail.contains("Invalid"),
+            "{ct:?}: {detail}"
+        );
+    }
     let m = s
         .client
         .get(s.url("/metrics"))

@@ -250,6 +250,23 @@ pub async fn upload_file_at_study(
 /// Decode `body` (within the decode budget) and check the analysis can
 /// use it; its width, height and its type as its bytes say
 /// (`declared` when they say nothing more precise).
+/// A hint for a body that is a multipart form rather than the photo's own
+/// bytes (the upload takes the raw file, as the cloud API does; `curl -F`
+/// is a plausible mistake): empty for anything else.
+fn form_hint(body: &[u8]) -> &'static str {
+    let head = &body[..body.len().min(512)];
+    let looks_like_form = head.starts_with(b"--")
+        && head
+            .windows(19)
+            .any(|w| w.eq_ignore_ascii_case(b"content-disposition"));
+    if looks_like_form {
+        " (the body looks like a multipart form: send the image's own bytes as the body, \
+         e.g. curl --data-binary @photo.jpg)"
+    } else {
+        ""
+    }
+}
+
 async fn usable_image(
     app: &Pbs,
     body: &Bytes,
@@ -269,7 +286,12 @@ async fn usable_image(
     })
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))?
-    .map_err(|e| PbsError::BadRequest(format!("the file is not a usable image: {e}")))?;
+    .map_err(|e| {
+        PbsError::BadRequest(format!(
+            "the file is not a usable image: {e}{}",
+            form_hint(body)
+        ))
+    })?;
     // The analysis resamples each photo to the nets' scale, at most by
     // MIN_SCALE; a side that would shrink under 8 px there fails the whole
     // study later, so it is refused now, while the client can still act.
@@ -351,4 +373,19 @@ async fn add_file(app: &Pbs, sid: Uuid, rec: FileRecord) -> Result<(), PbsError>
     }
     app.store.flush_async().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::form_hint;
+
+    #[test]
+    fn a_multipart_body_gets_a_hint_and_other_bytes_none() {
+        let form = b"--------------------------a1b2\r\nContent-Disposition: form-data; \
+                     name=\"file\"; filename=\"a.jpg\"\r\n\r\n\xff\xd8";
+        assert!(form_hint(form).contains("--data-binary"));
+        assert_eq!(form_hint(b"\xff\xd8\xff\xe0 not a jpeg"), "");
+        assert_eq!(form_hint(b"--just text"), "");
+        assert_eq!(form_hint(b""), "");
+    }
 }
