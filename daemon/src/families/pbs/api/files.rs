@@ -247,9 +247,6 @@ pub async fn upload_file_at_study(
     upload_file(app, id, q, caller, body).await
 }
 
-/// Decode `body` (within the decode budget) and check the analysis can
-/// use it; its width, height and its type as its bytes say
-/// (`declared` when they say nothing more precise).
 /// A hint for a body that is a multipart form rather than the photo's own
 /// bytes (the upload takes the raw file, as the cloud API does; `curl -F`
 /// is a plausible mistake): empty for anything else.
@@ -267,6 +264,9 @@ fn form_hint(body: &[u8]) -> &'static str {
     }
 }
 
+/// Decode `body` (within the decode budget) and check the analysis can
+/// use it; its width, height and its type as its bytes say
+/// (`declared` when they say nothing more precise).
 async fn usable_image(
     app: &Pbs,
     body: &Bytes,
