@@ -110,25 +110,23 @@ pub(crate) struct Upload {
 pub(crate) async fn read_image_field(
     mp: Result<Multipart, MultipartRejection>,
 ) -> Result<Upload, ApiError> {
-    let mut mp = mp.map_err(|e| {
-        match e {
-            _ if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::PayloadTooLarge("Request body too large".into())
-            }
-            // axum says "Invalid `boundary`" whenever the Content-Type is not
-            // multipart at all (none, or a raw image's), which sends a client
-            // looking at the wrong thing.
-            MultipartRejection::InvalidBoundary(_) => ApiError::Invalid(
-                "Expected a multipart/form-data body with an 'image' file field (the request's \
-                 Content-Type is not multipart/form-data with a boundary; e.g. curl -F \
-                 image=@photo.jpg sets it)"
-                    .into(),
-            ),
-            _ => ApiError::Invalid(format!(
-                "Expected a multipart/form-data body with an 'image' file field ({})",
-                e.body_text()
-            )),
+    let mut mp = mp.map_err(|e| match e {
+        // axum says "Invalid `boundary`" whenever the Content-Type is not
+        // multipart at all (none, or a raw image's), which sends a client
+        // looking at the wrong thing.
+        MultipartRejection::InvalidBoundary(_) => ApiError::Invalid(
+            "Expected a multipart/form-data body with an 'image' file field (the request's \
+             Content-Type is not multipart/form-data with a boundary; e.g. curl -F \
+             image=@photo.jpg sets it)"
+                .into(),
+        ),
+        e if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("Request body too large".into())
         }
+        e => ApiError::Invalid(format!(
+            "Expected a multipart/form-data body with an 'image' file field ({})",
+            e.body_text()
+        )),
     })?;
     let multipart_err = |e: axum::extract::multipart::MultipartError| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -251,11 +251,12 @@ pub async fn upload_file_at_study(
 /// bytes (the upload takes the raw file, as the cloud API does; `curl -F`
 /// is a plausible mistake): empty for anything else.
 fn form_hint(body: &[u8]) -> &'static str {
+    const PART_HEADER: &[u8] = b"content-disposition";
     let head = &body[..body.len().min(512)];
     let looks_like_form = head.starts_with(b"--")
         && head
-            .windows(19)
-            .any(|w| w.eq_ignore_ascii_case(b"content-disposition"));
+            .windows(PART_HEADER.len())
+            .any(|w| w.eq_ignore_ascii_case(PART_HEADER));
     if looks_like_form {
         " (the body looks like a multipart form: send the image's own bytes as the body, \
          e.g. curl --data-binary @photo.jpg)"
