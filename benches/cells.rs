@@ -1,6 +1,7 @@
 //! The clinic path on the CPU backend: the three cell UNets per batch of
 //! 188x188 tiles, the malaria classifier per batch of crops, the white-cell
-//! classifier of the differential per batch of windows, and one whole
+//! classifier of the differential per batch of windows, the red cells' size
+//! measured from a photo's colours (`rbc_size_measure`), and one whole
 //! smear photo end to end (equalise, tile, UNets, count, crop, classify).
 //!
 //!     cargo bench --bench cells
@@ -82,6 +83,15 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.throughput(Throughput::Elements(1));
+    // The red cells' size measured from the photo's colours, which every
+    // photo without a given size pays before the nets: the fixture, and a
+    // BCCD-sized 640x480 part of it.
+    let part = image::imageops::crop_imm(&img, 0, 0, 640, 480).to_image();
+    for (name, photo) in [("1226x652", &img), ("640x480", &part)] {
+        g.bench_with_input(BenchmarkId::new("rbc_size_measure", name), photo, |b, p| {
+            b.iter(|| argus::imaging::rbc_size::measure(p))
+        });
+    }
     g.bench_function("smear_end_to_end_1226x652", |b| {
         b.iter(|| {
             let (tiles, sw2, sh2) = cells::prepare(&img, scale).unwrap();

@@ -363,7 +363,10 @@ fn analyse(
         // photo, or a whole first run.
         let mut first = outline_at(unets, img, f0, params)?;
         let measured = f0;
-        if let Some(g) = cells::gross_scale(f0, first.1, params) {
+        for _ in 0..cells::MAX_GROSS_MOVES {
+            let Some(g) = cells::gross_scale(f0, first.1, params) else {
+                break;
+            };
             eprintln!("GROSS: scale {f0:.4}, mask {:?} d -> {g:.4}", first.1);
             f0 = g;
             first = outline_at(unets, img, f0, params)?;

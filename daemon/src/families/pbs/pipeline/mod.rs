@@ -83,8 +83,8 @@ use scales::keep_median;
 pub use scales::{
     gross_scale, median_index, min_analysable_side, probe_rect, refined_scale, refines,
     sample_plan, sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
-    ASSUMED_NATIVE_RBC_PX, MASK_PER_D, MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES,
-    PROBE_TILES,
+    ASSUMED_NATIVE_RBC_PX, MASK_PER_D, MAX_GROSS_MOVES, MAX_REFINE, MAX_SCALE, MIN_SCALE,
+    PROBE_ABOVE_TILES, PROBE_TILES,
 };
 pub use vote::clump_votes;
 
@@ -555,7 +555,7 @@ async fn first_look(
 /// The scale a photo is analysed at, from the colour measure's `scale`:
 /// when `refine`, first moved by the red-cell net's mask where that says
 /// the colour measure is grossly off ([`gross_scale`], looking again at the
-/// new scale), then refined by the red cells' outline ([`refined_scale`]),
+/// new scale, up to [`MAX_GROSS_MOVES`] times), then refined by the red cells' outline ([`refined_scale`]),
 /// each measured on a probe of a large photo ([`probe_rect`]) or on a whole
 /// first analysis, which is returned too when the scale stands. Progress
 /// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
@@ -575,7 +575,10 @@ async fn settle_scale(
     }
     let mut scale = scale;
     let mut look = first_look(b, img, scale, params, watch, progress, timings).await?;
-    if let Some(moved) = gross_scale(scale, look.mask, params) {
+    for _ in 0..MAX_GROSS_MOVES {
+        let Some(moved) = gross_scale(scale, look.mask, params) else {
+            break;
+        };
         tracing::debug!(
             from = scale,
             to = moved,

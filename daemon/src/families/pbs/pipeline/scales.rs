@@ -120,7 +120,7 @@ pub const MASK_PER_D: f32 = 0.79;
 /// excess only, so that the outline can refine it from there
 /// ([`refined_scale`]; within 1.3, the default, the outline's gap is within
 /// [`MAX_REFINE`], as the outline grows as about the 0.6th power of the
-/// scale). `None` up to that factor, with no mask diameter, with `g` 0
+/// scale, once the mask agrees: [`MAX_GROSS_MOVES`]). `None` up to that factor, with no mask diameter, with `g` 0
 /// (off), or when the move is under 1%.
 ///
 /// Why: the colour measure sizes the mask of stained pixels, and a photo
@@ -155,6 +155,20 @@ pub fn gross_scale(scale: f32, mask_diameter: Option<f32>, params: &CountParams)
     let s = (scale * g / q).max(MIN_SCALE);
     ((s / scale).ln().abs() > 0.01).then_some(s)
 }
+
+/// How many times in a row [`gross_scale`] may move one photo's scale, each
+/// move read from the mask of a first look at the scale the last one gave.
+/// The move assumes that the mask's size follows the scale in proportion;
+/// it follows a little less (the 0.9th power), so after a gross move the
+/// mask can still say the cells are too large, and the outline's gap from
+/// there can be past [`MAX_REFINE`], where nothing refines it. BCCD val
+/// 00352's 1.5x copy, measured 0.78 of the nets' scale by colour: the mask
+/// (1.74 d) moved it to 0.459, where the mask still read 1.10 d (over 1.3
+/// times [`MASK_PER_D`]) and the outline was 25.2% off, so the copy was
+/// analysed a third too large and counted 21 red cells against the native
+/// photo's 17. A second move closes that; more than two gives the mask's
+/// own noise a say.
+pub const MAX_GROSS_MOVES: usize = 2;
 
 /// Whether `params` refine a measured scale by the red cells' outline: it
 /// needs a target and the circles the outline is measured around.
