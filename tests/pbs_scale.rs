@@ -142,9 +142,9 @@ async fn pale_centred_cells_are_sized_by_the_red_cell_nets_mask() {
 /// The crop holds six clean red cells, so its measured size moves by a
 /// few per cent with any change to the measure (31.9 px until 2026-12-06),
 /// and whether the net makes that mistake moves with it: it does for red
-/// cells given as 28 to 31.9 px, and not from 32 px on. The photo is
-/// analysed at 30 px, inside that range, so that this tests the nucleus
-/// check alone.
+/// cells given as 28, 29, 30, 31 and 31.9 px, and not at 32 to 36 px. The
+/// photo is analysed at 30 px, inside that range, so that this tests the
+/// nucleus check alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_red_cell_taken_for_a_white_cell_holds_no_nucleus_and_is_not_counted() {
     let tmp = tempfile::tempdir().unwrap();

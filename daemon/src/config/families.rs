@@ -144,9 +144,10 @@ pub struct CountParams {
     /// than the nets' scale in a first analysis before the colour measure
     /// is taken as grossly wrong and the photo is looked at again at a
     /// scale moved down by the excess (`pipeline::gross_scale`; twice at
-    /// most, `pipeline::MAX_GROSS_MOVES`), before the outline refines it. A colour mask of pale-centred cells can hold
-    /// only their rims (BCCD val 00352: 44 px against boxes of 106, 53 red
-    /// cells counted for about 20); the net fills them. BCCD train's first
+    /// most, `pipeline::MAX_GROSS_MOVES`), before the outline refines it.
+    /// A colour mask of pale-centred cells can hold only their rims (BCCD
+    /// val 00352: 44 px against boxes of 106, 53 red cells counted for
+    /// about 20); the net fills them. BCCD train's first
     /// 60 photos lie under 1.18 of the expected size at their colour
     /// measure (models/cbc/MODEL_CARD.md). 0 turns the check off.
     pub scale_gross_above: f32,

@@ -421,8 +421,9 @@ pub const FINE_RADIUS_PX: f32 = 24.0;
 /// the boxes stayed as it was (train's uncut-box ratio median 0.942 to
 /// 0.945, IQR 0.84-1.04 both). The median of the five gave 35 on train,
 /// steps of 6 and 12% 25 (`models/cbc/MODEL_CARD.md`, "One colour measure
-/// over five resamplings", with what the counts gained). Five passes cost
-/// about 2.5 times the one pass's time, so they run in parallel.
+/// over five resamplings", with what the counts gained). They run in
+/// parallel: on 2 threads the measure takes 1.9-2.3 times one pass's time
+/// (`BENCHMARKS.md`, `rbc_size_measure`).
 pub const FINE_RESAMPLINGS: [f32; 5] = [1.0, 1.04, 1.0 / 1.04, 1.08, 1.0 / 1.08];
 
 /// Pixels the fine pass may resample a photo to at most (a photo whose

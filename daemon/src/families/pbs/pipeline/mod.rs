@@ -555,8 +555,8 @@ async fn first_look(
 /// The scale a photo is analysed at, from the colour measure's `scale`:
 /// when `refine`, first moved by the red-cell net's mask where that says
 /// the colour measure is grossly off ([`gross_scale`], looking again at the
-/// new scale, up to [`MAX_GROSS_MOVES`] times), then refined by the red cells' outline ([`refined_scale`]),
-/// each measured on a probe of a large photo ([`probe_rect`]) or on a whole
+/// new scale, up to [`MAX_GROSS_MOVES`] times), then refined by the red
+/// cells' outline ([`refined_scale`]), each measured on a probe of a large photo ([`probe_rect`]) or on a whole
 /// first analysis, which is returned too when the scale stands. Progress
 /// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
 #[allow(clippy::too_many_arguments)]

@@ -120,8 +120,9 @@ pub const MASK_PER_D: f32 = 0.79;
 /// excess only, so that the outline can refine it from there
 /// ([`refined_scale`]; within 1.3, the default, the outline's gap is within
 /// [`MAX_REFINE`], as the outline grows as about the 0.6th power of the
-/// scale, once the mask agrees: [`MAX_GROSS_MOVES`]). `None` up to that factor, with no mask diameter, with `g` 0
-/// (off), or when the move is under 1%.
+/// scale, once the mask agrees: [`MAX_GROSS_MOVES`]). `None` up to that
+/// factor, with no mask diameter, with `g` 0 (off), or when the move is
+/// under 1%.
 ///
 /// Why: the colour measure sizes the mask of stained pixels, and a photo
 /// of cells with wide pale centres whose rims the threshold leaves open
