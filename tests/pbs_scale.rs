@@ -296,10 +296,13 @@ async fn a_small_field_is_counted_at_several_scales_and_its_copies_agree() {
     );
     let tiles_at = |s: f32| pipeline::prepare(&crop, s).unwrap().0.count;
     let mut tiles: usize = scales.iter().map(|&s| tiles_at(s)).sum();
-    // When the red cells' outline refined the colour measure's scale, the
-    // first analysis at that scale was run too.
+    // The outline's other looks around the colour measure's scale were
+    // run, and when the outline refined that scale, the first look at it.
     let size = native.rbc_size.as_ref().unwrap();
     let measured = pipeline::scale_for(size.measured_px, &config.cells);
+    let looks = pipeline::outline_look_scales(measured, &config.cells);
+    assert_eq!(looks.len(), config.cells.outline_looks as usize);
+    tiles += looks[1..].iter().map(|&s| tiles_at(s)).sum::<usize>();
     if (measured - single.scale).abs() > 1e-6 {
         tiles += tiles_at(measured);
     }
@@ -356,13 +359,16 @@ async fn an_unmeasurable_photo_falls_back_and_says_so() {
 /// The colour measure's scale is refined by the red cells' outline in a
 /// first analysis: with the outline's target set 10% above what the
 /// fixture shows, the photo is analysed again at a 10% larger scale, and
-/// the size reported follows, the colour measure kept beside it.
+/// the size reported follows, the colour measure kept beside it. First
+/// with one look at the outline, then with three (the default), whose
+/// outline is the mean of the three probes' outlines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_red_cells_outline_refines_the_measured_scale() {
     let tmp = tempfile::tempdir().unwrap();
     let mut config = common::base_config(tmp.path());
     config.cells.rbc_outline_radius = 0.0;
     config.cells.scale_samples = 1;
+    config.cells.outline_looks = 1;
     let b = batchers(&config);
     let img = fixture("smear_cbc.jpg");
     let plain = analyse(&b, &config, img.clone()).await;
@@ -425,8 +431,38 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
     );
     // Within the margin, the first analysis stands.
     config.cells.rbc_outline_radius = probe_outline * 1.02;
-    let kept = analyse(&b, &config, img).await;
-    b.shutdown();
+    let kept = analyse(&b, &config, img.clone()).await;
     assert_eq!((kept.scale, kept.tiles), (plain.scale, probe + plain.tiles));
     assert_eq!(kept.counts.rbc, plain.counts.rbc);
+
+    // Three looks: each of the probe at its own scale, as analysed alone.
+    config.cells.outline_looks = 3;
+    let mut outlines = Vec::new();
+    for s in pipeline::outline_look_scales(plain.scale, &config.cells) {
+        let (x, y, w, h) = pipeline::look_rect(img.dimensions(), s, true).expect("a probe");
+        let look_img = image::imageops::crop_imm(&img, x, y, w, h).to_image();
+        let at = ScaleSettings {
+            given_px: Some(config.cells.rbc_diameter_px / s),
+            ..Default::default()
+        };
+        let (a, _) = pipeline::analyse(&b, Arc::new(look_img), &at, config.cells, false, &watch)
+            .await
+            .unwrap();
+        assert_eq!(a.tiles, probe, "a look at x{}", s / plain.scale);
+        outlines.push(a.rbc_outline);
+    }
+    let mean = pipeline::mean_outline(&outlines).expect("the probes show an outline");
+    config.cells.rbc_outline_radius = mean * 1.1;
+    let looked = analyse(&b, &config, img.clone()).await;
+    b.shutdown();
+    println!(
+        "fixture: outlines {outlines:?} over three looks, mean {mean:.4}; refined to {:.4}",
+        looked.scale
+    );
+    let ratio = looked.scale / plain.scale;
+    assert!((ratio - want).abs() < 1e-4, "{ratio} {want}");
+    assert_eq!(
+        looked.tiles,
+        3 * probe + pipeline::prepare(&img, looked.scale).unwrap().0.count
+    );
 }

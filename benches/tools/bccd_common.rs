@@ -48,7 +48,12 @@ pub fn photos(
     let ids = std::fs::read_to_string(data.join(format!("{split}.txt")))?
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty() && only.as_deref().is_none_or(|o| *l == o))
+        .filter(|l| {
+            !l.is_empty()
+                && only
+                    .as_deref()
+                    .is_none_or(|o| o.split(',').any(|x| x == *l))
+        })
         .map(String::from)
         .take(limit)
         .collect();

@@ -58,6 +58,11 @@
 //! before 2026-12-05); a photo it moves prints a `GROSS` line on stderr,
 //! and `--radii` prints the mask's size (`mask ... d` on `NATIVE` lines,
 //! `MASK` lines for the copies).
+//! `--outline-looks 1` measures the outline on the first look alone (as
+//! before 2026-12-06; `cells.outline_looks`, 3 by default), and
+//! `--outline-step 0.03` sets the step between looks
+//! (`cells.outline_look_step`); with `--radii`, `LOOKS` lines on stderr
+//! give each look's outline.
 //! `--working-blur 0.7` blurs every analysis's resampled
 //! image by a Gaussian of that sigma (px at the nets' scale) before the
 //! nets see it.
@@ -372,6 +377,16 @@ fn analyse(
             first = outline_at(unets, img, f0, params)?;
         }
         let (outline, _, run) = first;
+        // The other looks, as the pipeline's `look_around`.
+        let mut all = vec![outline];
+        for &s in &cells::outline_look_scales(f0, params)[1..] {
+            let region = cells::look_rect(img.dimensions(), s, run.is_none());
+            all.push(outline_in(unets, img, s, region, params)?);
+        }
+        if looks_verbose() && all.len() > 1 {
+            eprintln!("LOOKS: scale {f0:.4}: {all:?}");
+        }
+        let outline = cells::mean_outline(&all);
         whole = run;
         if let Some(f) = cells::refined_scale(f0, outline, params) {
             whole = None;
@@ -423,6 +438,33 @@ fn outline_at(
     let r = run_at(unets, img, f)?;
     let a = count_run(&r, params);
     Ok((a.rbc_outline, a.rbc_mask_diameter(), Some(r)))
+}
+
+/// Whether `--radii` was given: then each photo's looks at its outline
+/// are printed (`LOOKS` lines on stderr).
+static LOOKS_VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn looks_verbose() -> bool {
+    LOOKS_VERBOSE.get().copied().unwrap_or(false)
+}
+
+/// The outline of `region` of `img` (the whole photo when `None`) at `f`.
+fn outline_in(
+    unets: &mut CpuBackend,
+    img: &image::RgbImage,
+    f: f32,
+    region: Option<(u32, u32, u32, u32)>,
+    params: &CountParams,
+) -> anyhow::Result<Option<f32>> {
+    let run = match region {
+        Some((x, y, w, h)) => run_at(
+            unets,
+            &image::imageops::crop_imm(img, x, y, w, h).to_image(),
+            f,
+        )?,
+        None => run_at(unets, img, f)?,
+    };
+    Ok(count_run(&run, params).rbc_outline)
 }
 
 /// Per factor, how far each rescaled copy's estimate strays from the
@@ -516,6 +558,7 @@ fn main() -> anyhow::Result<()> {
     let exact_scale = args.iter().any(|a| a == "--exact-scale");
     let jitter = args.iter().any(|a| a == "--jitter");
     let radii = args.iter().any(|a| a == "--radii");
+    LOOKS_VERBOSE.set(radii).expect("set once");
     let load = |id: &str| -> anyhow::Result<(image::RgbImage, Truth)> {
         let img = image::open(data.join("JPEGImages").join(format!("{id}.jpg")))?.into_rgb8();
         let xml = std::fs::read_to_string(data.join("Annotations").join(format!("{id}.xml")))?;
@@ -596,6 +639,12 @@ fn main() -> anyhow::Result<()> {
     }
     if args.iter().any(|a| a == "--no-refine") {
         base.rbc_outline_radius = 0.0;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--outline-looks") {
+        base.outline_looks = v.parse()?;
+    }
+    if let Some(v) = bccd_common::arg(&args, "--outline-step") {
+        base.outline_look_step = v.parse()?;
     }
     if let Some(v) = bccd_common::arg(&args, "--gross-above") {
         base.scale_gross_above = v.parse()?;

@@ -140,6 +140,24 @@ pub struct CountParams {
     /// the outline's correction less the margin (a dead zone, so the scale
     /// follows the outline continuously; `pipeline::refined_scale`).
     pub scale_refine_above: f32,
+    /// Looks at a photo that its red cells' outline is measured over: at the
+    /// scale the photo is first analysed at (after any move by the mask,
+    /// `scale_gross_above`) and at that scale times `(1 +
+    /// outline_look_step)^k` for k = +-1 .. +-(n - 1) / 2 (odd, 1 to 5; 1:
+    /// the first analysis alone, as before 2026-12-06). The outline taken is
+    /// the geometric mean of the looks that show one, when more than half
+    /// of them do (`pipeline::mean_outline`). One look's outline can move by 5-15%
+    /// with a few per cent of scale (BCCD train 00050: 0.42-0.49 d over
+    /// x0.92-1.08, where it should move by 8%), and a rescaled copy's look
+    /// lands on another point of that noise than the native photo's; three
+    /// looks at x1/1.04, x1 and x1.04 cut BCCD's rescaled copies off by more
+    /// than 10% of the native red-cell count from 19 to 13 of 588
+    /// (models/cbc/MODEL_CARD.md, "The outline over three looks"). Each
+    /// look costs a pass of the nets over the probe (`pipeline::probe_rect`)
+    /// or the whole photo.
+    pub outline_looks: u32,
+    /// Step between the looks above, a fraction of the scale.
+    pub outline_look_step: f32,
     /// Factor by which the red-cell net's mask may size the cells larger
     /// than the nets' scale in a first analysis before the colour measure
     /// is taken as grossly wrong and the photo is looked at again at a
@@ -194,6 +212,8 @@ impl Default for CountParams {
             rbc_outline_radius: 0.467,
             scale_refine_above: 0.04,
             scale_gross_above: 1.3,
+            outline_looks: 3,
+            outline_look_step: 0.04,
             scale_samples: 5,
             scale_spread: 0.03,
             scale_samples_below_rbc: 40,

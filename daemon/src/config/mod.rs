@@ -346,6 +346,18 @@ impl Config {
                 c.scale_gross_above
             ));
         }
+        if !(1..=5).contains(&c.outline_looks) || c.outline_looks.is_multiple_of(2) {
+            p.push(format!(
+                "cells.outline_looks must be odd, 1 to 5, got {}",
+                c.outline_looks
+            ));
+        }
+        if !(c.outline_look_step > 0.0 && c.outline_look_step <= 0.1) {
+            p.push(format!(
+                "cells.outline_look_step must be in (0, 0.1] (a fraction of the scale), got {}",
+                c.outline_look_step
+            ));
+        }
         if !(c.scale_refine_above > 0.0 && c.scale_refine_above <= 0.2) {
             p.push(format!(
                 "cells.scale_refine_above must be in (0, 0.2] (a margin in ln of the scale), got {}",
@@ -659,6 +671,29 @@ mod tests {
         }
         let mut c = Config::default();
         c.cells.rbc_outline_radius = 0.0;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_outline_looks_are_odd_and_a_few_per_cent_apart() {
+        for (looks, step, field) in [
+            (0, 0.04, "cells.outline_looks"),
+            (2, 0.04, "cells.outline_looks"),
+            (7, 0.04, "cells.outline_looks"),
+            (3, 0.0, "cells.outline_look_step"),
+            (3, 0.3, "cells.outline_look_step"),
+            (3, f32::NAN, "cells.outline_look_step"),
+        ] {
+            let mut c = Config::default();
+            c.cells.outline_looks = looks;
+            c.cells.outline_look_step = step;
+            match c.validate() {
+                Err(ConfigError::Invalid(v)) => assert!(v[0].contains(field), "{v:?}"),
+                other => panic!("{looks} {step}: {other:?}"),
+            }
+        }
+        let mut c = Config::default();
+        c.cells.outline_looks = 1;
         c.validate().unwrap();
     }
 }

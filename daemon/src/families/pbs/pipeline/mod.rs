@@ -30,7 +30,10 @@
 //! cells the nets see; when it is more than `scale_refine_above` from
 //! `rbc_outline_radius`, the photo is analysed again at a scale moved
 //! towards it by the gap less that margin, so the scale follows the
-//! outline without a step ([`refined_scale`]).
+//! outline without a step ([`refined_scale`]). One look's outline scatters
+//! by 5-15% with a few per cent of scale, so it is the mean over
+//! `outline_looks` (3) looks at x1/1.04, x1 and x1.04 ([`outline_look_scales`],
+//! [`mean_outline`]), where most of them show one.
 //!
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose
@@ -81,10 +84,10 @@ pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
 pub use nucleus::drop_anucleate_white_cells;
 use scales::keep_median;
 pub use scales::{
-    gross_scale, median_index, min_analysable_side, probe_rect, refined_scale, refines,
-    sample_plan, sample_scales, scale_for, scaled_size, tiles_at, tiles_bound, wants_more_samples,
-    ASSUMED_NATIVE_RBC_PX, MASK_PER_D, MAX_GROSS_MOVES, MAX_REFINE, MAX_SCALE, MIN_SCALE,
-    PROBE_ABOVE_TILES, PROBE_TILES,
+    gross_scale, look_rect, mean_outline, median_index, min_analysable_side, outline_look_scales,
+    probe_rect, refined_scale, refines, sample_plan, sample_scales, scale_for, scaled_size,
+    tiles_at, tiles_bound, wants_more_samples, ASSUMED_NATIVE_RBC_PX, MASK_PER_D, MAX_GROSS_MOVES,
+    MAX_REFINE, MAX_SCALE, MIN_SCALE, PROBE_ABOVE_TILES, PROBE_TILES,
 };
 pub use vote::clump_votes;
 
@@ -499,7 +502,7 @@ struct FirstLook {
     outline: Option<f32>,
     /// The red-cell net's mask diameter, a fraction of d.
     mask: Option<f32>,
-    /// The whole analysis, when it was one.
+    /// The whole analysis, when it was one (else it was of a probe).
     whole: Option<SmearAnalysis>,
 }
 
@@ -556,8 +559,10 @@ async fn first_look(
 /// when `refine`, first moved by the red-cell net's mask where that says
 /// the colour measure is grossly off ([`gross_scale`], looking again at the
 /// new scale, up to [`MAX_GROSS_MOVES`] times), then refined by the red
-/// cells' outline ([`refined_scale`]), each measured on a probe of a large photo ([`probe_rect`]) or on a whole
-/// first analysis, which is returned too when the scale stands. Progress
+/// cells' outline over a few looks around that scale ([`look_around`],
+/// [`refined_scale`]), each measured on a probe of a large photo
+/// ([`probe_rect`]) or on a whole first analysis, which is returned too
+/// when the scale stands. Progress
 /// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
 #[allow(clippy::too_many_arguments)]
 async fn settle_scale(
@@ -588,18 +593,55 @@ async fn settle_scale(
         scale = moved;
         look = first_look(b, img, scale, params, watch, progress, timings).await?;
     }
-    match refined_scale(scale, look.outline, params) {
+    let outline = look_around(b, img, scale, &look, params, watch, progress, timings).await?;
+    match refined_scale(scale, outline, params) {
         Some(refined) => {
             tracing::debug!(
                 from = scale,
                 to = refined,
-                outline = ?look.outline,
+                outline = ?outline,
                 "scale refined by the red cells' outline"
             );
             Ok((refined, None))
         }
         None => Ok((scale, look.whole)),
     }
+}
+
+/// The red cells' outline of a photo at `scale` over its looks
+/// ([`outline_look_scales`]): `first`'s, and one more look at each other
+/// scale, of that scale's probe when `first` was of a probe
+/// ([`look_rect`]), combined by [`mean_outline`]. Progress and errors as
+/// [`analyse_at`]'s; `progress.done` counts the tiles run.
+#[allow(clippy::too_many_arguments)]
+async fn look_around(
+    b: &CellBatchers,
+    img: &std::sync::Arc<RgbImage>,
+    scale: f32,
+    first: &FirstLook,
+    params: &CountParams,
+    watch: &Watch<'_>,
+    progress: &mut Progress,
+    timings: &mut CellTimings,
+) -> Result<Option<f32>, CellError> {
+    let mut outlines = vec![first.outline];
+    for &s in &outline_look_scales(scale, params)[1..] {
+        let a = match look_rect(img.dimensions(), s, first.whole.is_none()) {
+            Some((x, y, w, h)) => {
+                let probe = image::imageops::crop_imm(img.as_ref(), x, y, w, h).to_image();
+                let probe = std::sync::Arc::new(probe);
+                analyse_at(b, &probe, s, params, watch, *progress, timings).await?
+            }
+            None => analyse_at(b, img, s, params, watch, *progress, timings).await?,
+        };
+        progress.done += a.tiles;
+        outlines.push(a.rbc_outline);
+    }
+    let outline = mean_outline(&outlines);
+    if outlines.len() > 1 {
+        tracing::debug!(scale, ?outlines, ?outline, "red cells' outline over looks");
+    }
+    Ok(outline)
 }
 
 /// The first analysis (at `scale`) and, when the plan has several scale
