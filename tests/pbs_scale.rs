@@ -359,9 +359,8 @@ async fn an_unmeasurable_photo_falls_back_and_says_so() {
 /// The colour measure's scale is refined by the red cells' outline in a
 /// first analysis: with the outline's target set 10% above what the
 /// fixture shows, the photo is analysed again at a 10% larger scale, and
-/// the size reported follows, the colour measure kept beside it. First
-/// with one look at the outline, then with three (the default), whose
-/// outline is the mean of the three probes' outlines.
+/// the size reported follows, the colour measure kept beside it (one look
+/// at the outline here; three below).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_red_cells_outline_refines_the_measured_scale() {
     let tmp = tempfile::tempdir().unwrap();
@@ -431,24 +430,44 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
     );
     // Within the margin, the first analysis stands.
     config.cells.rbc_outline_radius = probe_outline * 1.02;
-    let kept = analyse(&b, &config, img.clone()).await;
+    let kept = analyse(&b, &config, img).await;
+    b.shutdown();
     assert_eq!((kept.scale, kept.tiles), (plain.scale, probe + plain.tiles));
     assert_eq!(kept.counts.rbc, plain.counts.rbc);
+}
 
-    // Three looks: each of the probe at its own scale, as analysed alone.
-    config.cells.outline_looks = 3;
+/// Over three looks (the default), the outline that refines the scale is
+/// the geometric mean of three probes' outlines, each at its own scale
+/// (x1/1.04, x1, x1.04 of the colour measure's) and each as that probe
+/// analysed alone shows it; the tiles run are the three probes' and the
+/// refined analysis's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outline_over_three_looks_is_the_mean_of_their_probes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = common::base_config(tmp.path());
+    config.cells.scale_samples = 1;
+    assert_eq!(config.cells.outline_looks, 3);
+    let b = batchers(&config);
+    let img = fixture("smear_cbc.jpg");
+    let mut unrefined = config.clone();
+    unrefined.cells.rbc_outline_radius = 0.0;
+    let plain = analyse(&b, &unrefined, img.clone()).await;
+    let probe = |s: f32| {
+        let (x, y, w, h) = pipeline::look_rect(img.dimensions(), s, true).expect("a probe");
+        image::imageops::crop_imm(&img, x, y, w, h).to_image()
+    };
+    let probe_tiles = pipeline::PROBE_TILES.0 * pipeline::PROBE_TILES.1;
+    let watch = pipeline::Watch::default();
     let mut outlines = Vec::new();
     for s in pipeline::outline_look_scales(plain.scale, &config.cells) {
-        let (x, y, w, h) = pipeline::look_rect(img.dimensions(), s, true).expect("a probe");
-        let look_img = image::imageops::crop_imm(&img, x, y, w, h).to_image();
         let at = ScaleSettings {
             given_px: Some(config.cells.rbc_diameter_px / s),
             ..Default::default()
         };
-        let (a, _) = pipeline::analyse(&b, Arc::new(look_img), &at, config.cells, false, &watch)
+        let (a, _) = pipeline::analyse(&b, Arc::new(probe(s)), &at, config.cells, false, &watch)
             .await
             .unwrap();
-        assert_eq!(a.tiles, probe, "a look at x{}", s / plain.scale);
+        assert_eq!(a.tiles, probe_tiles, "a look at x{}", s / plain.scale);
         outlines.push(a.rbc_outline);
     }
     let mean = pipeline::mean_outline(&outlines).expect("the probes show an outline");
@@ -459,10 +478,12 @@ async fn the_red_cells_outline_refines_the_measured_scale() {
         "fixture: outlines {outlines:?} over three looks, mean {mean:.4}; refined to {:.4}",
         looked.scale
     );
+    // The correction is the mean outline's 10% less the margin, in ln.
+    let want = (1.1f32.ln() - config.cells.scale_refine_above).exp();
     let ratio = looked.scale / plain.scale;
     assert!((ratio - want).abs() < 1e-4, "{ratio} {want}");
     assert_eq!(
         looked.tiles,
-        3 * probe + pipeline::prepare(&img, looked.scale).unwrap().0.count
+        3 * probe_tiles + pipeline::prepare(&img, looked.scale).unwrap().0.count
     );
 }

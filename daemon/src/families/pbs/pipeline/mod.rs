@@ -562,8 +562,8 @@ async fn first_look(
 /// cells' outline over a few looks around that scale ([`look_around`],
 /// [`refined_scale`]), each measured on a probe of a large photo
 /// ([`probe_rect`]) or on a whole first analysis, which is returned too
-/// when the scale stands. Progress
-/// and errors as [`analyse_at`]'s; `progress.done` counts the tiles run.
+/// when the scale stands. Progress and errors as [`analyse_at`]'s;
+/// `progress.done` counts the tiles run.
 #[allow(clippy::too_many_arguments)]
 async fn settle_scale(
     b: &CellBatchers,
