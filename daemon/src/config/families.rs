@@ -145,16 +145,20 @@ pub struct CountParams {
     /// `scale_gross_above`) and at that scale times `(1 +
     /// outline_look_step)^k` for k = +-1 .. +-(n - 1) / 2 (odd, 1 to 5; 1:
     /// the first analysis alone, as before 2026-12-06). The outline taken is
-    /// the geometric mean of the looks that show one, when more than half
-    /// of them do (`pipeline::mean_outline`). One look's outline can move by 5-15%
-    /// with a few per cent of scale (BCCD train 00050: 0.42-0.49 d over
-    /// x0.92-1.08, where it should move by 8%), and a rescaled copy's look
-    /// lands on another point of that noise than the native photo's; three
-    /// looks at x1/1.04, x1 and x1.04 cut BCCD's rescaled copies off by more
-    /// than 10% of the native red-cell count from 19 to 13 of 588
-    /// (models/cbc/MODEL_CARD.md, "The outline over three looks"). Each
-    /// look costs a pass of the nets over the probe (`pipeline::probe_rect`)
-    /// or the whole photo.
+    /// the geometric mean of the looks that show one, less the largest and
+    /// the smallest when four or more do, and only when more than half of
+    /// them show one (`pipeline::mean_outline`). One look's outline can move
+    /// by 5-15% with a few per cent of scale (BCCD train 00050: 0.42-0.49 d
+    /// over x0.92-1.08, where it should move by 8%), and a rescaled copy's
+    /// look lands on another point of that noise than the native photo's;
+    /// three looks cut BCCD's rescaled copies off by more than 10% of the
+    /// native red-cell count from 19 to 13 of 588. Five, the extremes
+    /// dropped, cut the copies whose scale lies more than 5% from the native
+    /// photo's from 8 to 3 but left 16 copies off, for about a fifth more
+    /// time, so three stay the default (models/cbc/MODEL_CARD.md, "The
+    /// outline over three looks" and "Five looks, the extremes dropped").
+    /// Each look costs a pass of the nets over the probe
+    /// (`pipeline::probe_rect`) or the whole photo.
     pub outline_looks: u32,
     /// Step between the looks above, a fraction of the scale.
     pub outline_look_step: f32,

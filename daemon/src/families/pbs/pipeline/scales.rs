@@ -197,8 +197,9 @@ pub fn outline_look_scales(scale: f32, params: &CountParams) -> Vec<f32> {
 
 /// The red cells' outline radius over several looks
 /// ([`outline_look_scales`]; each a fraction of d, `None` where a look
-/// showed none): the geometric mean of those that show one, `None` unless
-/// more than half of them do.
+/// showed none): the geometric mean of those that show one, less the
+/// largest and the smallest when four or more do; `None` unless more than
+/// half of the looks show one.
 ///
 /// Why a majority: in a sparse field (BCCD train 00091, 6 cells in the
 /// colour mask) one look of three can show an outline where the others and
@@ -210,11 +211,23 @@ pub fn outline_look_scales(scale: f32, params: &CountParams) -> Vec<f32> {
 /// scale, not in proportion (see [`refined_scale`]), and over looks that
 /// straddle the middle scale evenly in `ln` the mean in `ln` stands for
 /// the middle whatever the power. Why a mean, not the median: one look's
-/// outline scatters by 5-15% about its trend, and with three looks a
-/// median keeps one look's noise.
+/// outline scatters by 5-15% about its trend, and a median keeps one
+/// look's noise. Why the extremes dropped: now and then one look reads a
+/// second, larger ring (BCCD val 00030: one look of each rescaled copy at
+/// 0.47-0.50 d where the others read 0.41-0.43), which moved a mean of
+/// three by 5-7%; of five, the middle three hold (models/cbc/MODEL_CARD.md,
+/// "Five looks, the extremes dropped").
 pub fn mean_outline(outlines: &[Option<f32>]) -> Option<f32> {
-    let ln: Vec<f32> = outlines.iter().flatten().map(|r| r.ln()).collect();
-    (2 * ln.len() > outlines.len()).then(|| (ln.iter().sum::<f32>() / ln.len() as f32).exp())
+    let mut ln: Vec<f32> = outlines.iter().flatten().map(|r| r.ln()).collect();
+    if 2 * ln.len() <= outlines.len() {
+        return None;
+    }
+    if ln.len() >= 4 {
+        ln.sort_by(f32::total_cmp);
+        ln.pop();
+        ln.remove(0);
+    }
+    Some((ln.iter().sum::<f32>() / ln.len() as f32).exp())
 }
 
 /// The scale the red cells' outline, `outline` (a fraction of d) at
@@ -483,7 +496,18 @@ mod tests {
             mean_outline(&[Some(0.4), Some(0.42), None, None, None]),
             None
         );
-        assert!(mean_outline(&[Some(0.4), Some(0.42), None, Some(0.41), None]).is_some());
+        // Three of five: a mean of three, nothing dropped (that would be a median).
+        let three = mean_outline(&[Some(0.4), Some(0.42), None, Some(0.41), None]).unwrap();
+        assert!(
+            (three - (0.4f32 * 0.42 * 0.41).cbrt()).abs() < 1e-5,
+            "{three}"
+        );
+        // Of four or more, one look's second ring (or a missed ring) is dropped.
+        let five = [Some(0.42), Some(0.5), Some(0.41), Some(0.43), Some(0.3)];
+        let r = mean_outline(&five).unwrap();
+        assert!((r - (0.42f32 * 0.41 * 0.43).cbrt()).abs() < 1e-5, "{r}");
+        let four = mean_outline(&[Some(0.42), None, Some(0.5), Some(0.41), Some(0.43)]).unwrap();
+        assert!((four - (0.42f32 * 0.43).sqrt()).abs() < 1e-5, "{four}");
         assert_eq!(mean_outline(&[None]), None);
         assert_eq!(mean_outline(&[]), None);
     }
