@@ -33,7 +33,8 @@
 //! outline without a step ([`refined_scale`]). One look's outline scatters
 //! by 5-15% with a few per cent of scale, so it is the mean over
 //! `outline_looks` (3) looks at x1/1.04, x1 and x1.04 ([`outline_look_scales`],
-//! [`mean_outline`]), where most of them show one.
+//! [`mean_outline`]; over five, the extremes dropped), where most of them
+//! show one.
 //!
 //! Scale samples: a field's red-cell count moves by a cell or two when its
 //! scale moves by 2%, which is over 10% of a small field. A photo whose

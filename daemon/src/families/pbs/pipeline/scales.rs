@@ -337,15 +337,15 @@ pub fn tiles_bound(
     };
     // A first analysis at a refined scale, with its samples.
     let refined = tiles_at(dims, top)? + others;
-    let probed = probe_rect(dims, scale).is_some();
+    let probe = probe_rect(dims, scale);
     let mut looks = 0;
     for &s in &outline_look_scales(scale, params)[1..] {
-        looks += match look_rect(dims, s, probed) {
+        looks += match look_rect(dims, s, probe.is_some()) {
             Some((_, _, w, h)) => tiles_at((w, h), s)?,
             None => tiles_at(dims, s)?,
         };
     }
-    match probe_rect(dims, scale) {
+    match probe {
         // The probe and the other looks, then the analyses at the measured
         // or a refined scale.
         Some((_, _, w, h)) => Ok(tiles_at((w, h), scale)? + looks + unrefined.max(refined)),
