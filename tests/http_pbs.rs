@@ -15,7 +15,7 @@ use common::pbs::{
     call, configure, login, new_study, setup_org, study_with_a_photo, upload, wait_ready, HOST,
 };
 use common::receiver::receiver;
-use common::{fixture, json, start, start_in, ROOT};
+use common::{fixture, json, png_header, start, start_in, ROOT};
 use serde_json::{json, Value};
 use sha2::Digest;
 
@@ -838,6 +838,14 @@ async fn bad_uploads_get_clear_errors() {
             fixture("smear_cbc.jpg")[..4000].to_vec(),
             400,
             "image",
+        ),
+        // A well-formed header over `limits.max_pixels`: 413, as the
+        // faces family answers it, not "not an image".
+        (
+            "file_name=bomb.png",
+            png_header(8_000, 8_000),
+            413,
+            "pixels",
         ),
         (
             "file_name=huge.png",

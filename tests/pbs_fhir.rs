@@ -616,6 +616,22 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
     // The same photo's counts, as `--json` prints them.
     let plain: Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
     let counts = &plain["analysis"]["counts"];
+    // ...with the white-cell differential in the API's shape: every white
+    // cell counted is in a class or left for review.
+    let diff = &plain["differential"];
+    assert_eq!(diff["files"][0]["file_id"], plain["file_id"]);
+    let classed: u64 = diff["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        classed + diff["review"].as_u64().unwrap(),
+        counts["wbc"].as_u64().unwrap(),
+        "{diff}"
+    );
+    assert!(counts["wbc"].as_u64().unwrap() > 0);
     let bundle: Value = serde_json::from_str(&run(&["--fhir", "--malaria"])).unwrap();
     assert_valid_fhir(&bundle);
     assert_eq!(bundle["resourceType"], "Bundle");

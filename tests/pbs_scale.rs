@@ -53,6 +53,59 @@ async fn analyse(
         .0
 }
 
+/// [`analyse`] with every tile's progress report `(done, total)` kept.
+async fn analyse_watched(
+    b: &pipeline::CellBatchers,
+    config: &argus::config::Config,
+    img: image::RgbImage,
+) -> (SmearAnalysis, Vec<(usize, usize)>) {
+    let seen = std::sync::Mutex::new(Vec::new());
+    let on_tile = |t: usize, n: usize| seen.lock().unwrap().push((t, n));
+    let watch = pipeline::Watch {
+        on_tile: Some(&on_tile),
+        stop: None,
+    };
+    let sizes = ScaleSettings::from_config(&config.pbs);
+    let (a, _) = pipeline::analyse(b, Arc::new(img), &sizes, config.cells, false, &watch)
+        .await
+        .unwrap();
+    (a, seen.into_inner().unwrap())
+}
+
+/// Progress as a study shows it: the first total bounds the tiles run (any
+/// refined scale, the samples) and may only narrow after, so the share
+/// done never falls; it ends at the tiles run, complete. Returns the
+/// totals reported before the last.
+fn assert_progress(seen: &[(usize, usize)], tiles: usize) -> Vec<usize> {
+    let share = |(t, n): (usize, usize)| t as f64 / n as f64;
+    assert!(
+        seen.last() == Some(&(tiles, tiles))
+            && seen.iter().all(|&(t, n)| t <= n)
+            && seen
+                .windows(2)
+                .all(|w| w[0].0 <= w[1].0 && w[1].1 <= w[0].1 && share(w[0]) <= share(w[1])),
+        "{tiles} tiles run: {seen:?}"
+    );
+    seen[..seen.len() - 1].iter().map(|s| s.1).collect()
+}
+
+/// A field of many red cells takes no scale samples: once the outline has
+/// settled its scale, the bound drops the refined scales and the samples it
+/// no longer needs, so a study's progress does not jump from a few per cent
+/// to done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_narrows_once_the_scale_is_settled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = common::base_config(tmp.path());
+    let b = batchers(&config);
+    let (a, seen) = analyse_watched(&b, &config, fixture("smear_cbc.jpg")).await;
+    b.shutdown();
+    let totals = assert_progress(&seen, a.tiles);
+    assert!(a.counts.rbc >= config.cells.scale_samples_below_rbc as usize);
+    // Narrowed while the tiles ran, not only at the end.
+    assert!(totals.last() < totals.first(), "{seen:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_hold_from_half_to_double_magnification() {
     let tmp = tempfile::tempdir().unwrap();
@@ -247,35 +300,8 @@ async fn a_small_field_is_counted_at_several_scales_and_its_copies_agree() {
     let crop = image::imageops::crop_imm(&img, 0, 0, 490, 652).to_image();
     let single = analyse(&b, &once, crop.clone()).await;
     // Progress over the samples only moves forward and ends complete.
-    let seen = std::sync::Mutex::new(Vec::new());
-    let on_tile = |t: usize, n: usize| seen.lock().unwrap().push((t, n));
-    let watch = pipeline::Watch {
-        on_tile: Some(&on_tile),
-        stop: None,
-    };
-    let sizes = ScaleSettings::from_config(&config.pbs);
-    let (native, _) = pipeline::analyse(
-        &b,
-        Arc::new(crop.clone()),
-        &sizes,
-        config.cells,
-        false,
-        &watch,
-    )
-    .await
-    .unwrap();
-    let seen = seen.into_inner().unwrap();
-    // The total is known before the first analysis decides the rest, so
-    // it bounds the tiles run (a refined scale, the samples).
-    let total = seen.first().map_or(0, |s| s.1);
-    assert!(
-        total >= native.tiles
-            && seen.iter().all(|&(t, n)| n == total && t <= n)
-            && seen.windows(2).all(|w| w[0].0 < w[1].0)
-            && seen.last() == Some(&(total, total)),
-        "{} tiles run: {seen:?}",
-        native.tiles
-    );
+    let (native, seen) = analyse_watched(&b, &config, crop.clone()).await;
+    assert_progress(&seen, native.tiles);
     let c0 = native.counts.clone();
     println!(
         "crop: once rbc {} ({} tiles, scale {:.4}); sampled scales rbc {} wbc {} platelets {} ({} tiles, kept scale {:.4})",

@@ -258,10 +258,25 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         bar.inc(1);
         bar.suspend(|| match res {
             Ok(((a, _), file_id)) if fhir => counted.add(&a, file_id, name.clone(), config),
-            Ok(((a, t), _)) if json => println!(
-                "{}",
-                serde_json::json!({"file": path, "analysis": a, "timings_ms": t})
-            ),
+            Ok(((a, t), file_id)) if json => {
+                // The white-cell differential as the API's WBC_DIFFERENTIAL
+                // report gives it, over this one file.
+                let cells = differential::cells_of(&a, config.cells.wbc_min_confidence);
+                let differential = differential::summarise(
+                    &[(file_id.clone(), cells)],
+                    config.cells.wbc_min_confidence,
+                );
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "file": path,
+                        "file_id": file_id,
+                        "analysis": a,
+                        "differential": differential,
+                        "timings_ms": t,
+                    })
+                )
+            }
             Ok(((a, _), _)) => print_counts(path, &a, malaria, config),
             Err(e) => {
                 failed += 1;

@@ -96,8 +96,8 @@ fn declared_type(q: &UploadQuery) -> Option<&'static str> {
          body = ErrorBody),
         (status = 409, description = "Tasks were already requested for the study, or it \
          holds the most files allowed.", body = ErrorBody),
-        (status = 413, description = "The file is over `pbs.max_file_bytes`, or too large \
-         to decode.", body = ErrorBody),
+        (status = 413, description = "The file is over `pbs.max_file_bytes`, its image \
+         over `limits.max_pixels`, or too large to decode.", body = ErrorBody),
         (status = 503, description = "The appliance's decode memory is in use; try again.",
          body = ErrorBody, headers(("Retry-After" = u64, description = "Seconds to wait."))),
         (status = 500, description = "The appliance's store failed.", body = ErrorBody),
@@ -287,11 +287,16 @@ async fn usable_image(
     })
     .await
     .map_err(|e| PbsError::Internal(e.to_string()))?
-    .map_err(|e| {
-        PbsError::BadRequest(format!(
+    .map_err(|e| match e {
+        // As the faces family answers it (and the README's limits table):
+        // the image is well formed, only too large for `limits.max_pixels`.
+        crate::imaging::ImagingError::TooManyPixels { .. } => {
+            PbsError::TooLarge(format!("the image is too large to analyse: {e}"))
+        }
+        e => PbsError::BadRequest(format!(
             "the file is not a usable image: {e}{}",
             form_hint(body)
-        ))
+        )),
     })?;
     // The analysis resamples each photo to the nets' scale, at most by
     // MIN_SCALE; a side that would shrink under 8 px there fails the whole

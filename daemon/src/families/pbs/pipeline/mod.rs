@@ -291,7 +291,10 @@ pub enum CellError {
 /// of the photo comes back from the UNets.
 #[derive(Default, Clone)]
 pub struct Watch<'a> {
-    /// Called with (tiles done, tiles in the photo) as each tile's maps arrive.
+    /// Called with (tiles done, at most the tiles the photo will take) as
+    /// each tile's maps arrive, and once at the end with (tiles run, the
+    /// same). The second never grows: it starts at [`tiles_bound`] and
+    /// narrows once the photo's scale is settled.
     pub on_tile: Option<&'a (dyn Fn(usize, usize) + Send + Sync)>,
     /// When this turns true the analysis stops at once with
     /// [`CellError::Stopped`]; tiles already queued are left to the batcher.
@@ -439,7 +442,7 @@ impl CellBatchers {
 
 /// Where one photo's tiles stand, for [`Watch::on_tile`]: `done` tiles of
 /// earlier analyses (a probe, scale samples) are finished, of at most
-/// `total` over all ([`tiles_bound`]).
+/// `total` over all ([`tiles_bound`], narrowed once the scale is settled).
 #[derive(Debug, Clone, Copy)]
 struct Progress {
     done: usize,
@@ -728,6 +731,13 @@ pub async fn analyse(
     if scale != measured {
         rbc_size.refine(params.rbc_diameter_px / scale, sizes, &params);
     }
+    // With the scale settled, what is left is known better than the bound
+    // (which covers every scale the outline might have moved it to): the
+    // first analysis, unless settling made it, and its scale samples.
+    let plan = sample_plan(dims, scale, &params)?;
+    let left = if whole.is_some() { 0 } else { plan[0].1 }
+        + plan[1..].iter().map(|&(_, n)| n).sum::<usize>();
+    progress.total = progress.total.min(progress.done + left);
     let first = match whole {
         Some(a) => a,
         None => {
@@ -746,9 +756,9 @@ pub async fn analyse(
         &mut timings,
     )
     .await?;
-    if let (true, Some(f)) = (progress.done < total, watch.on_tile) {
-        // The total bounded analyses not taken: this photo is done.
-        f(total, total);
+    if let Some(f) = watch.on_tile {
+        // This photo is done: the bound's analyses not taken leave it.
+        f(progress.done, progress.done);
     }
     let tiles_run = progress.done;
     let t = Instant::now();
