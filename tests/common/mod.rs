@@ -27,20 +27,7 @@ pub fn png_header(w: u32, h: u32) -> Vec<u8> {
     ihdr.extend_from_slice(&w.to_be_bytes());
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let crc = {
-        let mut c = 0xffff_ffffu32;
-        for &b in &ihdr {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    };
+    let crc = crc32fast::hash(&ihdr);
     let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
     v.extend_from_slice(&13u32.to_be_bytes());
     v.extend_from_slice(&ihdr);

@@ -121,7 +121,7 @@ pub mod test_animations {
         let mut chunk = b"acTL".to_vec();
         chunk.extend(n.to_be_bytes());
         chunk.extend(0u32.to_be_bytes());
-        let crc = crc32(&chunk);
+        let crc = crc32fast::hash(&chunk);
         let ihdr_end = 8 + 12 + 13;
         let mut out = png[..ihdr_end].to_vec();
         out.extend(8u32.to_be_bytes());
@@ -129,20 +129,5 @@ pub mod test_animations {
         out.extend(crc.to_be_bytes());
         out.extend(&png[ihdr_end..]);
         out
-    }
-
-    fn crc32(data: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in data {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
     }
 }
