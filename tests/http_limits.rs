@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fixture, json, png_header, start, Server};
+use argus::imaging::test_animations::png_header;
+use common::{fixture, json, start, Server};
 
 fn one_pixel_png() -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use argus::cli::manage::Command;
 use argus::families::pbs::manage::PbsCommand;
+use argus::imaging::test_animations::png_header;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::pbs::{
     call, configure, login, new_study, setup_org, study_with_a_photo, upload, wait_ready, HOST,
 };
 use common::receiver::receiver;
-use common::{fixture, json, png_header, start, start_in, ROOT};
+use common::{fixture, json, start, start_in, ROOT};
 use serde_json::{json, Value};
 use sha2::Digest;
 

@@ -398,24 +398,12 @@ mod tests {
         }
     }
 
-    fn png_header(w: u32, h: u32) -> Vec<u8> {
-        // A valid PNG signature and IHDR chunk; no pixel data follows.
-        let mut ihdr = Vec::new();
-        ihdr.extend_from_slice(b"IHDR");
-        ihdr.extend_from_slice(&w.to_be_bytes());
-        ihdr.extend_from_slice(&h.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32fast::hash(&ihdr);
-        let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
-        v.extend_from_slice(&13u32.to_be_bytes());
-        v.extend_from_slice(&ihdr);
-        v.extend_from_slice(&crc.to_be_bytes());
-        v
-    }
-
     #[test]
     fn decompression_bomb_is_refused_from_the_header() {
-        match decode(&png_header(30_000, 30_000), &limits()) {
+        match decode(
+            &crate::imaging::test_animations::png_header(30_000, 30_000),
+            &limits(),
+        ) {
             Err(ImagingError::TooManyPixels { pixels, .. }) => assert_eq!(pixels, 900_000_000),
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("a 900 MP header must be refused"),

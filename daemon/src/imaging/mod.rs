@@ -67,11 +67,32 @@ pub enum ImagingError {
     Encode(String),
 }
 
-/// Animated images for tests (here and in `tests/`): frames are flat
-/// colours, built with the same encoders a user's tools use.
+/// Images for tests (here and in `tests/`): animations whose frames are
+/// flat colours, built with the same encoders a user's tools use, and a
+/// bare PNG header.
 #[doc(hidden)]
 pub mod test_animations {
     use image::{Delay, Frame, RgbaImage};
+
+    /// The first bytes of a PNG whose header says `w` x `h` (8-bit RGB) and
+    /// whose data is a few bytes: a decompression bomb's shape, for the limits
+    /// that are checked from the header before decoding.
+    pub fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let crc = crc32fast::hash(&ihdr);
+        let mut v = b"\x89PNG\r\n\x1a\n".to_vec();
+        v.extend_from_slice(&13u32.to_be_bytes());
+        v.extend_from_slice(&ihdr);
+        v.extend_from_slice(&crc.to_be_bytes());
+        // An IDAT chunk header follows, as in a real bomb, with a little data.
+        v.extend_from_slice(&[
+            0, 0, 0, 4, b'I', b'D', b'A', b'T', 0x78, 0x9c, 0, 0, 0, 0, 0, 0,
+        ]);
+        v
+    }
 
     fn frame(i: usize) -> RgbaImage {
         RgbaImage::from_pixel(64, 48, image::Rgba([(40 * i) as u8, 120, 200, 255]))

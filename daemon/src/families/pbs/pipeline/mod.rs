@@ -648,19 +648,18 @@ async fn look_around(
     Ok(outline)
 }
 
-/// The first analysis (at `scale`) and, when the plan has several scale
-/// samples and the first is a small field, the others ([`sample_plan`]),
-/// in order.
+/// The first analysis and, when `plan` (the photo's [`sample_plan`] at the
+/// first's scale) has several scale samples and the first is a small
+/// field, the others, in order.
 async fn take_samples(
     b: &CellBatchers,
     img: &std::sync::Arc<RgbImage>,
-    (first, scale): (SmearAnalysis, f32),
+    (first, plan): (SmearAnalysis, &[(f32, usize)]),
     params: &CountParams,
     watch: &Watch<'_>,
     progress: &mut Progress,
     timings: &mut CellTimings,
 ) -> Result<Vec<SmearAnalysis>, CellError> {
-    let plan = sample_plan(img.dimensions(), scale, params)?;
     let mut samples = vec![first];
     if plan.len() > 1 && wants_more_samples(samples[0].counts.rbc, params) {
         for &(s, n) in &plan[1..] {
@@ -749,7 +748,7 @@ pub async fn analyse(
     let samples = take_samples(
         b,
         &img,
-        (first, scale),
+        (first, &plan),
         &params,
         watch,
         &mut progress,
