@@ -57,12 +57,14 @@ pub struct TrainArgs {
     pub min_confidence: f32,
 }
 
-struct Sample {
-    rgb: Vec<u8>,
-    w: usize,
-    h: usize,
-    label: usize,
-    name: String,
+/// One labelled PBC image: interleaved RGB (`w` x `h`), its class index in
+/// [`CLASSES`] and its file name (which the held-out split hashes).
+pub struct Sample {
+    pub rgb: Vec<u8>,
+    pub w: usize,
+    pub h: usize,
+    pub label: usize,
+    pub name: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -112,7 +114,9 @@ fn label_of(folder: &str, file: &str) -> Option<usize> {
     }
 }
 
-fn read_tar(path: &Path) -> anyhow::Result<(Vec<Sample>, usize)> {
+/// Every labelled image of PBC's tar at `path`, and how many neutrophils
+/// were skipped for want of a form. Errors: an unreadable tar or image.
+pub fn read_tar(path: &Path) -> anyhow::Result<(Vec<Sample>, usize)> {
     let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut archive = tar::Archive::new(file);
     let mut out = Vec::new();
@@ -152,17 +156,21 @@ fn fnv1a(s: &str) -> u64 {
     })
 }
 
+/// Whether the seeded split holds the image `name` out of training.
+pub fn held_out(seed: u64, holdout_pct: u64, name: &str) -> bool {
+    fnv1a(&format!("{seed}:{name}")) % 100 < holdout_pct
+}
+
+/// A sample's centred window, un-augmented, as RGB (0..255) of `CROP` x
+/// `CROP`: what the held-out figures classify.
+pub fn centred_window(s: &Sample) -> Vec<f32> {
+    let side = WINDOW_RBC * PBC_RBC_PX;
+    sample_window(&s.rgb, s.w, s.h, s.w as f32 / 2.0, s.h as f32 / 2.0, side)
+}
+
 /// The un-augmented input planes of a sample: the centred window.
 fn plain(s: &Sample) -> Vec<f32> {
-    let side = WINDOW_RBC * PBC_RBC_PX;
-    planes(&sample_window(
-        &s.rgb,
-        s.w,
-        s.h,
-        s.w as f32 / 2.0,
-        s.h as f32 / 2.0,
-        side,
-    ))
+    planes(&centred_window(s))
 }
 
 fn augmented(s: &Sample, rng: &mut StdRng) -> Vec<f32> {
@@ -311,8 +319,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         "no labelled images in {}",
         args.data.display()
     );
-    let is_holdout =
-        |s: &Sample| fnv1a(&format!("{}:{}", args.seed, s.name)) % 100 < args.holdout_pct;
+    let is_holdout = |s: &Sample| held_out(args.seed, args.holdout_pct, &s.name);
     let (holdout, mut train): (Vec<&Sample>, Vec<&Sample>) =
         samples.iter().partition(|s| is_holdout(s));
     eprintln!(

@@ -1,0 +1,389 @@
+//! The white-cell classifier on PBC's held-out split and on another lab's
+//! labelled white cells, with and without the input's stain normalisation
+//! and test-time flips: how the differential carries to photos it was not
+//! trained on (issue 21, part 2).
+//!
+//! ```text
+//! cargo run --release --example wbc_eval -- [--weights models/wbc/wbc.safetensors]
+//!     [--pbc ../shared/data/pbc/pbc_normal.tar] [--bccd ../shared/data/bccd --labels FILE]
+//!     [--raw] [--tta] [--min-confidence 0.7] [--skip-pbc]
+//! ```
+//!
+//! `--labels` holds one `<Class> <id>` line per BCCD photo (`Neutrophil
+//! 00000`): the class of the photo's white cell, as the BCCD repository's
+//! `labels.csv` gives it (one class per photo; photos with two are left
+//! out). Each labelled cell is cut from the photo around BCCD's own
+//! white-cell box (the largest, where there are several) in a window of
+//! `WINDOW_RBC` red-cell diameters, the diameter being the median of the
+//! photo's red-cell boxes that the edge does not cut, as the appliance cuts
+//! it around the white-cell net's box at its measured diameter.
+//!
+//! `--raw` classifies the optical density as it is, without
+//! `model::wbc::normalise_stain` (the appliance's input before session 58).
+
+use std::path::PathBuf;
+
+use argus::model::wbc::{self, decide, sample_window, WbcNet, CLASSES, CROP, WINDOW_RBC};
+use argus::train::wbc::{centred_window, held_out, read_tar};
+use candle_core::{Device, Tensor};
+
+#[path = "bccd_common.rs"]
+#[allow(dead_code)]
+mod bccd_common;
+use bccd_common::arg;
+
+/// The five normal types of the independent check, and where the lineage
+/// of each of the classifier's classes falls among them.
+const NORMAL: [&str; 5] = [
+    "neutrophil",
+    "lymphocyte",
+    "monocyte",
+    "eosinophil",
+    "basophil",
+];
+
+fn lineage(class: usize) -> &'static str {
+    match CLASSES[class] {
+        "neutrophil_segmented" | "neutrophil_band" => "neutrophil",
+        other => other,
+    }
+}
+
+struct Options {
+    raw: bool,
+    /// Experiment: `channel` or `overall` normalisation to `refs`.
+    stain: String,
+    refs: [f32; 4],
+    q: f32,
+    tta: bool,
+    min_confidence: f32,
+}
+
+/// The 8 flips and rotations of NHWC planes (`t` in 0..8), as training
+/// augments them.
+fn turned(p: &[f32], t: u8) -> Vec<f32> {
+    let n = CROP - 1;
+    let mut out = vec![0f32; p.len()];
+    for y in 0..CROP {
+        for x in 0..CROP {
+            let (sx, sy) = match t {
+                0 => (x, y),
+                1 => (n - x, y),
+                2 => (x, n - y),
+                3 => (n - x, n - y),
+                4 => (y, x),
+                5 => (n - y, x),
+                6 => (y, n - x),
+                _ => (n - y, n - x),
+            };
+            out[(y * CROP + x) * 3..][..3].copy_from_slice(&p[(sy * CROP + sx) * 3..][..3]);
+        }
+    }
+    out
+}
+
+fn quantile(mut v: Vec<f32>, q: f32) -> f32 {
+    let k = ((v.len() as f32 * q) as usize).min(v.len() - 1);
+    *v.select_nth_unstable_by(k, f32::total_cmp).1
+}
+
+/// Per channel and summed `q`-quantiles of NHWC optical density.
+fn levels(p: &[f32], q: f32) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    for c in 0..3 {
+        out[c] = quantile(p.iter().skip(c).step_by(3).copied().collect(), q);
+    }
+    out[3] = quantile(p.chunks(3).map(|x| x.iter().sum()).collect(), q);
+    out
+}
+
+fn normalised(mut p: Vec<f32>, o: &Options) -> Vec<f32> {
+    let l = levels(&p, o.q);
+    let g = |c: usize| (o.refs[c] / l[c].max(0.05)).clamp(0.25, 4.0);
+    let gains: [f32; 3] = match o.stain.as_str() {
+        "channel" => [g(0), g(1), g(2)],
+        _ => [g(3); 3],
+    };
+    for px in p.chunks_mut(3) {
+        for c in 0..3 {
+            px[c] *= gains[c];
+        }
+    }
+    p
+}
+
+fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec<[f32; 9]>> {
+    let dev = Device::Cpu;
+    let looks: Vec<u8> = if o.tta { (0..8).collect() } else { vec![0] };
+    let mut out = Vec::with_capacity(crops.len());
+    for chunk in crops.chunks(64) {
+        let mut data = Vec::new();
+        for c in chunk {
+            let p = if o.raw {
+                wbc::optical_density(c)
+            } else if !o.stain.is_empty() {
+                normalised(wbc::optical_density(c), o)
+            } else {
+                wbc::planes(c)
+            };
+            for &t in &looks {
+                data.extend(turned(&p, t));
+            }
+        }
+        let n = chunk.len() * looks.len();
+        let x = Tensor::from_vec(data, (n, CROP, CROP, 3), &dev)?;
+        let p = candle_nn::ops::softmax(&net.forward(&x)?, 1)?.to_vec2::<f32>()?;
+        for rows in p.chunks(looks.len()) {
+            let mut a = [0f32; 9];
+            for r in rows {
+                for (v, x) in a.iter_mut().zip(r) {
+                    *v += x / rows.len() as f32;
+                }
+            }
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+fn pbc(net: &WbcNet, tar: &str, o: &Options) -> anyhow::Result<()> {
+    let (samples, _) = read_tar(&PathBuf::from(tar))?;
+    let held: Vec<_> = samples
+        .iter()
+        .filter(|s| held_out(20261130, 15, &s.name))
+        .collect();
+    let crops: Vec<Vec<f32>> = held.iter().map(|s| centred_window(s)).collect();
+    let p = classify(net, &crops, o)?;
+    let top = |p: &[f32; 9]| (0..9).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+    let right8 = held
+        .iter()
+        .zip(&p)
+        .filter(|(s, p)| lineage(top(p)) == lineage(s.label))
+        .count();
+    let (mut called, mut called_right) = (0, 0);
+    for (s, p) in held.iter().zip(&p) {
+        let call = decide(p, o.min_confidence).or_else(|| {
+            (top(p) == wbc::PLATELET && p[top(p)] >= o.min_confidence).then_some(wbc::PLATELET)
+        });
+        if let Some(c) = call {
+            called += 1;
+            called_right += (lineage(c) == lineage(s.label)) as usize;
+        }
+    }
+    let n = held.len() as f64;
+    println!(
+        "PBC held out ({} images): accuracy, 8 classes {:.3}; review {:.3}; accuracy of the called {:.3}",
+        held.len(),
+        right8 as f64 / n,
+        1.0 - called as f64 / n,
+        called_right as f64 / called.max(1) as f64
+    );
+    Ok(())
+}
+
+/// `(xmin, ymin, xmax, ymax)` of every object named `name` in a VOC file.
+fn boxes(xml: &str, name: &str) -> Vec<[f32; 4]> {
+    let tag = |s: &str, t: &str| -> Option<f32> {
+        let a = s.find(&format!("<{t}>"))? + t.len() + 2;
+        let b = s[a..].find('<')? + a;
+        s[a..b].trim().parse().ok()
+    };
+    xml.split("<object>")
+        .skip(1)
+        .filter(|o| o.contains(&format!("<name>{name}</name>")))
+        .filter_map(|o| {
+            Some([
+                tag(o, "xmin")?,
+                tag(o, "ymin")?,
+                tag(o, "xmax")?,
+                tag(o, "ymax")?,
+            ])
+        })
+        .collect()
+}
+
+/// Experiment: `CROP`-square PNG windows named `<class>_<anything>.png`.
+fn crops_dir(net: &WbcNet, dir: &str, o: &Options) -> anyhow::Result<()> {
+    let mut truth = Vec::new();
+    let mut crops = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    names.sort();
+    for path in names {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let Some(class) = name.split('_').next() else {
+            continue;
+        };
+        let img = image::open(&path)?.into_rgb8();
+        crops.push(img.as_raw().iter().map(|&v| v as f32).collect());
+        truth.push(class.to_lowercase());
+    }
+    report(net, &truth, &crops, o)
+}
+
+fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()> {
+    let dir = PathBuf::from(dir);
+    let mut truth = Vec::new();
+    let mut crops = Vec::new();
+    for line in std::fs::read_to_string(labels)?.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(class), Some(id)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let stem = format!("BloodImage_{id}");
+        let (Ok(xml), Ok(img)) = (
+            std::fs::read_to_string(dir.join("Annotations").join(format!("{stem}.xml"))),
+            image::open(dir.join("JPEGImages").join(format!("{stem}.jpg"))),
+        ) else {
+            continue;
+        };
+        let img = img.into_rgb8();
+        let (w, h) = (img.width() as f32, img.height() as f32);
+        let mut sizes: Vec<f32> = boxes(&xml, "RBC")
+            .into_iter()
+            .filter(|b| b[0] > 2.0 && b[1] > 2.0 && b[2] < w - 3.0 && b[3] < h - 3.0)
+            .map(|b| (b[2] - b[0] + b[3] - b[1]) / 2.0)
+            .collect();
+        let Some(cell) = boxes(&xml, "WBC").into_iter().max_by(|a, b| {
+            ((a[2] - a[0]) * (a[3] - a[1])).total_cmp(&((b[2] - b[0]) * (b[3] - b[1])))
+        }) else {
+            continue;
+        };
+        if sizes.len() < 3 {
+            continue;
+        }
+        sizes.sort_by(f32::total_cmp);
+        let d = sizes[sizes.len() / 2];
+        let (cx, cy) = ((cell[0] + cell[2]) / 2.0, (cell[1] + cell[3]) / 2.0);
+        crops.push(sample_window(
+            img.as_raw(),
+            w as usize,
+            h as usize,
+            cx,
+            cy,
+            WINDOW_RBC * d,
+        ));
+        truth.push(class.to_lowercase());
+    }
+    report(net, &truth, &crops, o)
+}
+
+fn report(net: &WbcNet, truth: &[String], crops: &[Vec<f32>], o: &Options) -> anyhow::Result<()> {
+    let p = classify(net, crops, o)?;
+    let cols = [
+        "neutrophil",
+        "lymphocyte",
+        "monocyte",
+        "eosinophil",
+        "basophil",
+        "immature_granulocyte",
+        "erythroblast",
+        "review",
+    ];
+    let mut table = vec![vec![0usize; cols.len()]; NORMAL.len()];
+    let mut top_right = 0;
+    for (t, p) in truth.iter().zip(&p) {
+        let Some(row) = NORMAL.iter().position(|n| n == t) else {
+            continue;
+        };
+        let call = decide(p, o.min_confidence).map_or("review", lineage);
+        let col = cols
+            .iter()
+            .position(|c| *c == call)
+            .unwrap_or(cols.len() - 1);
+        table[row][col] += 1;
+        let top = (0..9).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap_or(0);
+        top_right += (lineage(top) == t) as usize;
+    }
+    let n: usize = table.iter().flatten().sum();
+    let right: usize = (0..NORMAL.len()).map(|i| table[i][i]).sum();
+    let review: usize = table.iter().map(|r| r[cols.len() - 1]).sum();
+    println!("BCCD ({n} white cells; rows true, columns called):");
+    println!(
+        "{:<12}{}",
+        "",
+        cols.iter()
+            .map(|c| format!("{:>8.7}", c))
+            .collect::<String>()
+    );
+    for (name, row) in NORMAL.iter().zip(&table) {
+        println!(
+            "{name:<12}{}",
+            row.iter().map(|v| format!("{v:>8}")).collect::<String>()
+        );
+    }
+    let called = n - review;
+    println!(
+        "BCCD: accuracy {:.3}; review {:.3}; accuracy of the called {:.3}; confident errors {}; top class right {:.3}",
+        right as f64 / n.max(1) as f64,
+        review as f64 / n.max(1) as f64,
+        right as f64 / called.max(1) as f64,
+        called - right,
+        top_right as f64 / n.max(1) as f64
+    );
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let weights = arg(&args, "--weights").unwrap_or(format!("{root}/models/wbc/wbc.safetensors"));
+    let o = Options {
+        raw: args.iter().any(|a| a == "--raw"),
+        tta: args.iter().any(|a| a == "--tta"),
+        stain: arg(&args, "--stain").unwrap_or_default(),
+        refs: [0.0; 4],
+        q: arg(&args, "--q")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0.99),
+        min_confidence: arg(&args, "--min-confidence")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0.7),
+    };
+    let mut o = o;
+    if !o.stain.is_empty() {
+        let tar =
+            arg(&args, "--pbc").unwrap_or(format!("{root}/../shared/data/pbc/pbc_normal.tar"));
+        let (samples, _) = read_tar(&PathBuf::from(tar))?;
+        let mut per: Vec<Vec<f32>> = vec![Vec::new(); 4];
+        for s in samples
+            .iter()
+            .filter(|s| !held_out(20261130, 15, &s.name) && s.label != wbc::PLATELET)
+            .step_by(5)
+        {
+            let l = levels(&wbc::optical_density(&centred_window(s)), o.q);
+            for c in 0..4 {
+                per[c].push(l[c]);
+            }
+        }
+        for c in 0..4 {
+            o.refs[c] = quantile(per[c].clone(), 0.5);
+        }
+        println!(
+            "references (median {}-quantile of PBC training white cells): {:?}",
+            o.q, o.refs
+        );
+    }
+    let net = WbcNet::from_safetensors(&PathBuf::from(&weights), &Device::Cpu)?;
+    if let Some(dir) = arg(&args, "--crops") {
+        crops_dir(&net, &dir, &o)?;
+    }
+    if let Some(labels) = arg(&args, "--labels") {
+        let dir = arg(&args, "--bccd").unwrap_or(format!("{root}/../shared/data/bccd"));
+        bccd(&net, &dir, &labels, &o)?;
+    }
+    if !args.iter().any(|a| a == "--skip-pbc") {
+        let tar =
+            arg(&args, "--pbc").unwrap_or(format!("{root}/../shared/data/pbc/pbc_normal.tar"));
+        pbc(&net, &tar, &o)?;
+    }
+    Ok(())
+}
