@@ -57,6 +57,12 @@ struct Options {
     q: f32,
     tta: bool,
     min_confidence: f32,
+    /// Experiment: BCCD's windows averaged over each pixel's footprint.
+    smooth: bool,
+    /// Experiment: BCCD's windows this many times wider.
+    window_scale: f32,
+    /// Only BCCD's photos listed in `<split>.txt`.
+    split: Option<String>,
 }
 
 /// The 8 flips and rotations of NHWC planes (`t` in 0..8), as training
@@ -87,11 +93,24 @@ fn quantile(mut v: Vec<f32>, q: f32) -> f32 {
     *v.select_nth_unstable_by(k, f32::total_cmp).1
 }
 
-/// Per channel and summed `q`-quantiles of NHWC optical density.
+/// Per channel and summed `q`-quantiles of NHWC optical density; with
+/// `q` negative, the per-channel medians of the pixels whose summed density
+/// is over `-q` (the red cells, in most of a window).
 fn levels(p: &[f32], q: f32) -> [f32; 4] {
     let mut out = [0f32; 4];
-    for c in 0..3 {
-        out[c] = quantile(p.iter().skip(c).step_by(3).copied().collect(), q);
+    if q < 0.0 {
+        let fg: Vec<&[f32]> = p.chunks(3).filter(|x| x.iter().sum::<f32>() > -q).collect();
+        if fg.len() < 20 {
+            return [1.0; 4];
+        }
+        for c in 0..3 {
+            out[c] = quantile(fg.iter().map(|x| x[c]).collect(), 0.5);
+        }
+        out[3] = out[0] + out[1] + out[2];
+        return out;
+    }
+    for (c, o) in out.iter_mut().take(3).enumerate() {
+        *o = quantile(p.iter().skip(c).step_by(3).copied().collect(), q);
     }
     out[3] = quantile(p.chunks(3).map(|x| x.iter().sum()).collect(), q);
     out
@@ -181,6 +200,26 @@ fn pbc(net: &WbcNet, tar: &str, o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Experiment: the window as `sample_window` cuts it, each output pixel
+/// the mean of n x n bilinear samples over its footprint (n = the step,
+/// rounded up), so a window much larger than `CROP` does not alias.
+fn smooth_window(rgb: &[u8], w: usize, h: usize, cx: f32, cy: f32, side: f32) -> Vec<f32> {
+    let step = side / CROP as f32;
+    let n = step.ceil().max(1.0) as usize;
+    let mut out = vec![0f32; CROP * CROP * 3];
+    for j in 0..n {
+        for i in 0..n {
+            let dx = ((i as f32 + 0.5) / n as f32 - 0.5) * step;
+            let dy = ((j as f32 + 0.5) / n as f32 - 0.5) * step;
+            let s = sample_window(rgb, w, h, cx + dx, cy + dy, side);
+            for (o, v) in out.iter_mut().zip(s) {
+                *o += v / (n * n) as f32;
+            }
+        }
+    }
+    out
+}
+
 /// `(xmin, ymin, xmax, ymax)` of every object named `name` in a VOC file.
 fn boxes(xml: &str, name: &str) -> Vec<[f32; 4]> {
     let tag = |s: &str, t: &str| -> Option<f32> {
@@ -229,6 +268,10 @@ fn crops_dir(net: &WbcNet, dir: &str, o: &Options) -> anyhow::Result<()> {
 
 fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()> {
     let dir = PathBuf::from(dir);
+    let split = match &o.split {
+        Some(name) => Some(std::fs::read_to_string(dir.join(format!("{name}.txt")))?),
+        None => None,
+    };
     let mut truth = Vec::new();
     let mut crops = Vec::new();
     for line in std::fs::read_to_string(labels)?.lines() {
@@ -237,6 +280,12 @@ fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()
             continue;
         };
         let stem = format!("BloodImage_{id}");
+        if split
+            .as_deref()
+            .is_some_and(|s| !s.lines().any(|l| l.trim() == stem))
+        {
+            continue;
+        }
         let (Ok(xml), Ok(img)) = (
             std::fs::read_to_string(dir.join("Annotations").join(format!("{stem}.xml"))),
             image::open(dir.join("JPEGImages").join(format!("{stem}.jpg"))),
@@ -261,14 +310,12 @@ fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()
         sizes.sort_by(f32::total_cmp);
         let d = sizes[sizes.len() / 2];
         let (cx, cy) = ((cell[0] + cell[2]) / 2.0, (cell[1] + cell[3]) / 2.0);
-        crops.push(sample_window(
-            img.as_raw(),
-            w as usize,
-            h as usize,
-            cx,
-            cy,
-            WINDOW_RBC * d,
-        ));
+        let side = WINDOW_RBC * d * o.window_scale;
+        crops.push(if o.smooth {
+            smooth_window(img.as_raw(), w as usize, h as usize, cx, cy, side)
+        } else {
+            sample_window(img.as_raw(), w as usize, h as usize, cx, cy, side)
+        });
         truth.push(class.to_lowercase());
     }
     report(net, &truth, &crops, o)
@@ -338,6 +385,12 @@ fn main() -> anyhow::Result<()> {
         raw: args.iter().any(|a| a == "--raw"),
         tta: args.iter().any(|a| a == "--tta"),
         stain: arg(&args, "--stain").unwrap_or_default(),
+        split: arg(&args, "--split"),
+        smooth: args.iter().any(|a| a == "--smooth"),
+        window_scale: arg(&args, "--window-scale")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(1.0),
         refs: [0.0; 4],
         q: arg(&args, "--q")
             .map(|v| v.parse())
@@ -360,12 +413,12 @@ fn main() -> anyhow::Result<()> {
             .step_by(5)
         {
             let l = levels(&wbc::optical_density(&centred_window(s)), o.q);
-            for c in 0..4 {
-                per[c].push(l[c]);
+            for (v, x) in per.iter_mut().zip(l) {
+                v.push(x);
             }
         }
-        for c in 0..4 {
-            o.refs[c] = quantile(per[c].clone(), 0.5);
+        for (r, v) in o.refs.iter_mut().zip(per) {
+            *r = quantile(v, 0.5);
         }
         println!(
             "references (median {}-quantile of PBC training white cells): {:?}",
