@@ -6,7 +6,8 @@
 //! ```text
 //! cargo run --release --example wbc_eval -- [--weights models/wbc/wbc.safetensors]
 //!     [--pbc ../shared/data/pbc/pbc_normal.tar] [--bccd ../shared/data/bccd --labels FILE]
-//!     [--raw] [--tta] [--min-confidence 0.7] [--skip-pbc]
+//!     [--split val] [--tta] [--min-confidence 0.7] [--skip-pbc]
+//!     [--stain channel|overall [--q 0.99]] [--smooth] [--window-scale F] [--crops DIR]
 //! ```
 //!
 //! `--labels` holds one `<Class> <id>` line per BCCD photo (`Neutrophil
@@ -18,12 +19,19 @@
 //! photo's red-cell boxes that the edge does not cut, as the appliance cuts
 //! it around the white-cell net's box at its measured diameter.
 //!
-//! `--raw` classifies the optical density as it is, without
-//! `model::wbc::normalise_stain` (the appliance's input before session 58).
+//! `--tta` averages the probabilities over the 8 flips and rotations. The
+//! rest are the experiments of the model card's section on BCCD: `--stain`
+//! scales each window's optical density so that its `--q` quantile (per
+//! channel, or summed) is the median of PBC's training windows (a negative
+//! `--q` takes the median of the pixels over `-q` summed density, the red
+//! cells), `--smooth` averages BCCD's windows over each output pixel's
+//! footprint, `--window-scale` widens them, and `--crops DIR` classifies
+//! ready-made 64x64 PNG windows named `<class>_<anything>.png`.
 
 use std::path::PathBuf;
 
 use argus::model::wbc::{self, decide, sample_window, WbcNet, CLASSES, CROP, WINDOW_RBC};
+use argus::train::dihedral_source;
 use argus::train::wbc::{centred_window, held_out, read_tar};
 use candle_core::{Device, Tensor};
 
@@ -32,8 +40,7 @@ use candle_core::{Device, Tensor};
 mod bccd_common;
 use bccd_common::arg;
 
-/// The five normal types of the independent check, and where the lineage
-/// of each of the classifier's classes falls among them.
+/// The five normal types of the independent check.
 const NORMAL: [&str; 5] = [
     "neutrophil",
     "lymphocyte",
@@ -50,7 +57,6 @@ fn lineage(class: usize) -> &'static str {
 }
 
 struct Options {
-    raw: bool,
     /// Experiment: `channel` or `overall` normalisation to `refs`.
     stain: String,
     refs: [f32; 4],
@@ -72,16 +78,7 @@ fn turned(p: &[f32], t: u8) -> Vec<f32> {
     let mut out = vec![0f32; p.len()];
     for y in 0..CROP {
         for x in 0..CROP {
-            let (sx, sy) = match t {
-                0 => (x, y),
-                1 => (n - x, y),
-                2 => (x, n - y),
-                3 => (n - x, n - y),
-                4 => (y, x),
-                5 => (n - y, x),
-                6 => (y, n - x),
-                _ => (n - y, n - x),
-            };
+            let (sx, sy) = dihedral_source(x, y, n, t);
             out[(y * CROP + x) * 3..][..3].copy_from_slice(&p[(sy * CROP + sx) * 3..][..3]);
         }
     }
@@ -138,9 +135,7 @@ fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec
     for chunk in crops.chunks(64) {
         let mut data = Vec::new();
         for c in chunk {
-            let p = if o.raw {
-                wbc::optical_density(c)
-            } else if !o.stain.is_empty() {
+            let p = if !o.stain.is_empty() {
                 normalised(wbc::optical_density(c), o)
             } else {
                 wbc::planes(c)
@@ -323,16 +318,11 @@ fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()
 
 fn report(net: &WbcNet, truth: &[String], crops: &[Vec<f32>], o: &Options) -> anyhow::Result<()> {
     let p = classify(net, crops, o)?;
-    let cols = [
-        "neutrophil",
-        "lymphocyte",
-        "monocyte",
-        "eosinophil",
-        "basophil",
-        "immature_granulocyte",
-        "erythroblast",
-        "review",
-    ];
+    // The lineages the classifier can call (band and segmented as one;
+    // platelet is left for review by `decide`), then review.
+    let mut cols: Vec<&str> = (0..wbc::PLATELET).map(lineage).collect();
+    cols.dedup();
+    cols.push("review");
     let mut table = vec![vec![0usize; cols.len()]; NORMAL.len()];
     let mut top_right = 0;
     for (t, p) in truth.iter().zip(&p) {
@@ -382,7 +372,6 @@ fn main() -> anyhow::Result<()> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let weights = arg(&args, "--weights").unwrap_or(format!("{root}/models/wbc/wbc.safetensors"));
     let o = Options {
-        raw: args.iter().any(|a| a == "--raw"),
         tta: args.iter().any(|a| a == "--tta"),
         stain: arg(&args, "--stain").unwrap_or_default(),
         split: arg(&args, "--split"),

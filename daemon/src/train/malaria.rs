@@ -19,6 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::dihedral_source;
 use crate::model::malaria::{planes, MalariaNet, CHANNELS, CROP};
 
 /// `argusd train malaria`'s options.
@@ -182,16 +183,7 @@ fn augment(src: &[u8], rng: &mut StdRng) -> Vec<u8> {
     let n = CROP - 1;
     for y in 0..CROP {
         for x in 0..CROP {
-            let (sx, sy) = match t {
-                0 => (x, y),
-                1 => (n - x, y),
-                2 => (x, n - y),
-                3 => (n - x, n - y),
-                4 => (y, x),
-                5 => (n - y, x),
-                6 => (y, n - x),
-                _ => (n - y, n - x),
-            };
+            let (sx, sy) = dihedral_source(x, y, n, t);
             let p = src[sy * CROP + sx];
             out[y * CROP + x] = if p <= 8 {
                 p

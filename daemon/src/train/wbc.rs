@@ -26,6 +26,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use super::dihedral_source;
 use crate::model::wbc::{decide, planes, sample_window, WbcNet, CLASSES, CROP, WIDTHS, WINDOW_RBC};
 
 /// Red-cell diameter in the PBC copy's pixels (0.4x of CellaVision DM96's
@@ -186,16 +187,7 @@ fn augmented(s: &Sample, rng: &mut StdRng) -> Vec<f32> {
     let mut out = vec![0f32; p.len()];
     for y in 0..CROP {
         for x in 0..CROP {
-            let (sx, sy) = match t {
-                0 => (x, y),
-                1 => (n - x, y),
-                2 => (x, n - y),
-                3 => (n - x, n - y),
-                4 => (y, x),
-                5 => (n - y, x),
-                6 => (y, n - x),
-                _ => (n - y, n - x),
-            };
+            let (sx, sy) = dihedral_source(x, y, n, t);
             for c in 0..3 {
                 out[(y * CROP + x) * 3 + c] = p[(sy * CROP + sx) * 3 + c] * gain[c];
             }
