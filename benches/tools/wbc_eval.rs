@@ -40,6 +40,10 @@ use candle_core::{Device, Tensor};
 mod bccd_common;
 use bccd_common::arg;
 
+/// The held-out split of `argusd train wbc`'s defaults (the shipped run).
+const SEED: u64 = 20261130;
+const HOLDOUT_PCT: u64 = 15;
+
 /// The five normal types of the independent check.
 const NORMAL: [&str; 5] = [
     "neutrophil",
@@ -136,7 +140,7 @@ fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec
         let mut data = Vec::new();
         for c in chunk {
             let p = if !o.stain.is_empty() {
-                normalised(wbc::optical_density(c), o)
+                normalised(wbc::planes(c), o)
             } else {
                 wbc::planes(c)
             };
@@ -164,7 +168,7 @@ fn pbc(net: &WbcNet, tar: &str, o: &Options) -> anyhow::Result<()> {
     let (samples, _) = read_tar(&PathBuf::from(tar))?;
     let held: Vec<_> = samples
         .iter()
-        .filter(|s| held_out(20261130, 15, &s.name))
+        .filter(|s| held_out(SEED, HOLDOUT_PCT, &s.name))
         .collect();
     let crops: Vec<Vec<f32>> = held.iter().map(|s| centred_window(s)).collect();
     let p = classify(net, &crops, o)?;
@@ -398,10 +402,10 @@ fn main() -> anyhow::Result<()> {
         let mut per: Vec<Vec<f32>> = vec![Vec::new(); 4];
         for s in samples
             .iter()
-            .filter(|s| !held_out(20261130, 15, &s.name) && s.label != wbc::PLATELET)
+            .filter(|s| !held_out(SEED, HOLDOUT_PCT, &s.name) && s.label != wbc::PLATELET)
             .step_by(5)
         {
-            let l = levels(&wbc::optical_density(&centred_window(s)), o.q);
+            let l = levels(&wbc::planes(&centred_window(s)), o.q);
             for (v, x) in per.iter_mut().zip(l) {
                 v.push(x);
             }

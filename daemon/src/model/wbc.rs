@@ -118,13 +118,6 @@ pub fn sample_window(rgb: &[u8], w: usize, h: usize, cx: f32, cy: f32, side: f32
 /// of `CROP` x `CROP` in 0..255: optical density against the crop's own
 /// background level per channel.
 pub fn planes(rgb: &[f32]) -> Vec<f32> {
-    optical_density(rgb)
-}
-
-/// Optical density per channel of an interleaved RGB crop against the
-/// crop's own background level (the 95th percentile of the channel),
-/// clipped to [0, `OD_MAX`]; NHWC, as the crop.
-pub fn optical_density(rgb: &[f32]) -> Vec<f32> {
     debug_assert_eq!(rgb.len(), CROP * CROP * 3);
     let mut out = vec![0f32; rgb.len()];
     for c in 0..3 {
