@@ -13,11 +13,10 @@
 //! `--labels` holds one `<Class> <id>` line per BCCD photo (`Neutrophil
 //! 00000`): the class of the photo's white cell, as the BCCD repository's
 //! `labels.csv` gives it (one class per photo; photos with two are left
-//! out). Each labelled cell is cut from the photo around BCCD's own
-//! white-cell box (the largest, where there are several) in a window of
-//! `WINDOW_RBC` red-cell diameters, the diameter being the median of the
-//! photo's red-cell boxes that the edge does not cut, as the appliance cuts
-//! it around the white-cell net's box at its measured diameter.
+//! out). Each labelled cell is cut as `argus::train::bccd::white_cells`
+//! cuts it (around BCCD's white-cell box, in a window of `WINDOW_RBC`
+//! median red-cell diameters), as the appliance cuts one around the
+//! white-cell net's box at its measured diameter.
 //!
 //! `--tta` averages the probabilities over the 8 flips and rotations. The
 //! rest are the experiments of the model card's section on BCCD: `--stain`
@@ -31,6 +30,7 @@
 use std::path::PathBuf;
 
 use argus::model::wbc::{self, decide, sample_window, WbcNet, CLASSES, CROP, WINDOW_RBC};
+use argus::train::bccd::white_cells;
 use argus::train::dihedral_source;
 use argus::train::wbc::{centred_window, held_out, read_tar};
 use candle_core::{Device, Tensor};
@@ -219,27 +219,6 @@ fn smooth_window(rgb: &[u8], w: usize, h: usize, cx: f32, cy: f32, side: f32) ->
     out
 }
 
-/// `(xmin, ymin, xmax, ymax)` of every object named `name` in a VOC file.
-fn boxes(xml: &str, name: &str) -> Vec<[f32; 4]> {
-    let tag = |s: &str, t: &str| -> Option<f32> {
-        let a = s.find(&format!("<{t}>"))? + t.len() + 2;
-        let b = s[a..].find('<')? + a;
-        s[a..b].trim().parse().ok()
-    };
-    xml.split("<object>")
-        .skip(1)
-        .filter(|o| o.contains(&format!("<name>{name}</name>")))
-        .filter_map(|o| {
-            Some([
-                tag(o, "xmin")?,
-                tag(o, "ymin")?,
-                tag(o, "xmax")?,
-                tag(o, "ymax")?,
-            ])
-        })
-        .collect()
-}
-
 /// Experiment: `CROP`-square PNG windows named `<class>_<anything>.png`.
 fn crops_dir(net: &WbcNet, dir: &str, o: &Options) -> anyhow::Result<()> {
     let mut truth = Vec::new();
@@ -266,56 +245,21 @@ fn crops_dir(net: &WbcNet, dir: &str, o: &Options) -> anyhow::Result<()> {
 }
 
 fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()> {
-    let dir = PathBuf::from(dir);
-    let split = match &o.split {
-        Some(name) => Some(std::fs::read_to_string(dir.join(format!("{name}.txt")))?),
-        None => None,
-    };
+    let cells = white_cells(
+        &PathBuf::from(dir),
+        &PathBuf::from(labels),
+        o.split.as_deref(),
+    )?;
     let mut truth = Vec::new();
     let mut crops = Vec::new();
-    for line in std::fs::read_to_string(labels)?.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(class), Some(id)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let stem = format!("BloodImage_{id}");
-        if split
-            .as_deref()
-            .is_some_and(|s| !s.lines().any(|l| l.trim() == stem))
-        {
-            continue;
-        }
-        let (Ok(xml), Ok(img)) = (
-            std::fs::read_to_string(dir.join("Annotations").join(format!("{stem}.xml"))),
-            image::open(dir.join("JPEGImages").join(format!("{stem}.jpg"))),
-        ) else {
-            continue;
-        };
-        let img = img.into_rgb8();
-        let (w, h) = (img.width() as f32, img.height() as f32);
-        let mut sizes: Vec<f32> = boxes(&xml, "RBC")
-            .into_iter()
-            .filter(|b| b[0] > 2.0 && b[1] > 2.0 && b[2] < w - 3.0 && b[3] < h - 3.0)
-            .map(|b| (b[2] - b[0] + b[3] - b[1]) / 2.0)
-            .collect();
-        let Some(cell) = boxes(&xml, "WBC").into_iter().max_by(|a, b| {
-            ((a[2] - a[0]) * (a[3] - a[1])).total_cmp(&((b[2] - b[0]) * (b[3] - b[1])))
-        }) else {
-            continue;
-        };
-        if sizes.len() < 3 {
-            continue;
-        }
-        sizes.sort_by(f32::total_cmp);
-        let d = sizes[sizes.len() / 2];
-        let (cx, cy) = ((cell[0] + cell[2]) / 2.0, (cell[1] + cell[3]) / 2.0);
-        let side = WINDOW_RBC * d * o.window_scale;
+    for s in &cells {
+        let side = WINDOW_RBC * s.rbc_px * o.window_scale;
         crops.push(if o.smooth {
-            smooth_window(img.as_raw(), w as usize, h as usize, cx, cy, side)
+            smooth_window(&s.rgb, s.w, s.h, s.cx, s.cy, side)
         } else {
-            sample_window(img.as_raw(), w as usize, h as usize, cx, cy, side)
+            sample_window(&s.rgb, s.w, s.h, s.cx, s.cy, side)
         });
-        truth.push(class.to_lowercase());
+        truth.push(lineage(s.label).to_string());
     }
     report(net, &truth, &crops, o)
 }

@@ -2,8 +2,8 @@
 //! in, a probability per class out.
 //!
 //! Trained in this project (`argusd train wbc`) on the PBC dataset (Acevedo
-//! et al., Data in Brief 30 (2020) 105474, CC BY 4.0); see
-//! models/wbc/MODEL_CARD.md.
+//! et al., Data in Brief 30 (2020) 105474, CC BY 4.0) and BCCD's labelled
+//! white cells (Shenggan/BCCD_Dataset, MIT); see models/wbc/MODEL_CARD.md.
 //!
 //! **Crop.** A square window [`WINDOW_RBC`] red-cell diameters wide, centred
 //! on the cell, resampled bilinearly to [`CROP`]x[`CROP`] RGB. The window is

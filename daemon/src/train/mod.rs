@@ -1,5 +1,6 @@
 //! Training of the models this project trains itself.
 
+pub mod bccd;
 pub mod malaria;
 pub mod wbc;
 

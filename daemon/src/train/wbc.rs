@@ -1,4 +1,6 @@
-//! Training of the white-cell classifier (`argusd train wbc`) on PBC.
+//! Training of the white-cell classifier (`argusd train wbc`) on PBC, and
+//! with `--bccd-labels` on BCCD's labelled cells too (a second lab,
+//! [`super::bccd`]), usually as a fine-tune (`--init`) of a PBC-only run.
 //!
 //! Reproducible: the split, the initial weights, the shuffling and the
 //! augmentation all come from one seed; the run is single-device CPU.
@@ -56,16 +58,40 @@ pub struct TrainArgs {
     /// the report's figures; the daemon's own is `cells.wbc_min_confidence`).
     #[arg(long, default_value_t = 0.7)]
     pub min_confidence: f32,
+    /// BCCD's white-cell labels (`<Class> <id>` per photo): the cells of
+    /// BCCD's train split join the training, those of its val split are
+    /// reported as a second lab's check. PBC alone when not given.
+    #[arg(long)]
+    pub bccd_labels: Option<PathBuf>,
+    /// BCCD's folder (`Annotations/`, `JPEGImages/`, `train.txt`, `val.txt`).
+    #[arg(long, default_value = "../shared/data/bccd")]
+    pub bccd: PathBuf,
+    /// Times each BCCD training cell is drawn per epoch, each draw augmented
+    /// anew (BCCD has ~200 labelled cells to PBC's ~14,000).
+    #[arg(long, default_value_t = 10)]
+    pub bccd_repeat: usize,
+    /// Weights to start from instead of the seeded initialisation (a
+    /// fine-tune of an earlier run).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
 }
 
-/// One labelled PBC image: interleaved RGB (`w` x `h`), its class index in
-/// [`CLASSES`] and its file name (which the held-out split hashes).
+/// One labelled white cell: interleaved RGB (`w` x `h`), its class index
+/// in [`CLASSES`], its name (which the held-out split hashes), and where
+/// the cell is: its centre (`cx`, `cy`, pixels) and the red-cell diameter
+/// around it (`rbc_px`), which set the window.
 pub struct Sample {
     pub rgb: Vec<u8>,
     pub w: usize,
     pub h: usize,
     pub label: usize,
+    /// Only the label's lineage is known: a neutrophil of unknown form,
+    /// trained towards either neutrophil class.
+    pub lineage_only: bool,
     pub name: String,
+    pub cx: f32,
+    pub cy: f32,
+    pub rbc_px: f32,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,7 +113,27 @@ pub struct Report {
     pub review_rate: f64,
     /// Accuracy (8 PBC classes) of the cells given a class.
     pub accepted_accuracy_8: f64,
+    /// BCCD's val-split cells, when `--bccd-labels` is given.
+    pub bccd_val: Option<OtherLab>,
     pub epoch_log: Vec<EpochLog>,
+}
+
+/// The classifier on a second lab's labelled cells, as the differential
+/// calls them ([`decide`] at the run's `min_confidence`).
+#[derive(Debug, Serialize)]
+pub struct OtherLab {
+    pub cells: usize,
+    /// Share of cells given their true lineage.
+    pub accuracy: f64,
+    /// Share left for review.
+    pub review_rate: f64,
+    /// Cells given a wrong class.
+    pub confident_errors: usize,
+    /// Row and column names of `confusion`: the lineages, then `review`
+    /// (a column only).
+    pub lineages: Vec<&'static str>,
+    /// `[true lineage][called lineage or review]`.
+    pub confusion: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -144,7 +190,11 @@ pub fn read_tar(path: &Path) -> anyhow::Result<(Vec<Sample>, usize)> {
             w,
             h,
             label,
+            lineage_only: false,
             name: file,
+            cx: w as f32 / 2.0,
+            cy: h as f32 / 2.0,
+            rbc_px: PBC_RBC_PX,
         });
     }
     Ok((out, skipped))
@@ -165,8 +215,7 @@ pub fn held_out(seed: u64, holdout_pct: u64, name: &str) -> bool {
 /// A sample's centred window, un-augmented, as RGB (0..255) of `CROP` x
 /// `CROP`: what the held-out figures classify.
 pub fn centred_window(s: &Sample) -> Vec<f32> {
-    let side = WINDOW_RBC * PBC_RBC_PX;
-    sample_window(&s.rgb, s.w, s.h, s.w as f32 / 2.0, s.h as f32 / 2.0, side)
+    sample_window(&s.rgb, s.w, s.h, s.cx, s.cy, WINDOW_RBC * s.rbc_px)
 }
 
 /// The un-augmented input planes of a sample: the centred window.
@@ -175,10 +224,10 @@ fn plain(s: &Sample) -> Vec<f32> {
 }
 
 fn augmented(s: &Sample, rng: &mut StdRng) -> Vec<f32> {
-    let side = WINDOW_RBC * PBC_RBC_PX * rng.gen_range(0.85f32..1.18);
+    let side = WINDOW_RBC * s.rbc_px * rng.gen_range(0.85f32..1.18);
     let shift = 0.08 * side;
-    let cx = s.w as f32 / 2.0 + rng.gen_range(-shift..shift);
-    let cy = s.h as f32 / 2.0 + rng.gen_range(-shift..shift);
+    let cx = s.cx + rng.gen_range(-shift..shift);
+    let cy = s.cy + rng.gen_range(-shift..shift);
     let p = planes(&sample_window(&s.rgb, s.w, s.h, cx, cy, side));
     let all: f32 = rng.gen_range(0.8..1.25);
     let gain: [f32; 3] = std::array::from_fn(|_| all * rng.gen_range(0.75f32..1.33));
@@ -299,10 +348,146 @@ fn accepted_calls(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> (usiz
     (accepted, right)
 }
 
-/// Train the white-cell classifier as `args` says (held-out part chosen
-/// per image, seeded), write its weights after every epoch and
-/// `training_report.json` to `args.out`, and return the report. Errors:
-/// unreadable or empty data, or a file that cannot be written.
+/// Band and segmented neutrophils as one lineage, the names of
+/// [`OtherLab::lineages`].
+const LINEAGES: [&str; 8] = [
+    "neutrophil",
+    "lymphocyte",
+    "monocyte",
+    "eosinophil",
+    "basophil",
+    "immature_granulocyte",
+    "erythroblast",
+    "platelet",
+];
+
+/// A class's index in [`LINEAGES`] (the classes in order, the two
+/// neutrophil forms as one).
+fn lineage(c: usize) -> usize {
+    c.saturating_sub(1)
+}
+
+/// [`OtherLab`] figures of probabilities `p` for cells whose classes are
+/// `truth`.
+fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherLab {
+    let review = LINEAGES.len();
+    let mut confusion = vec![vec![0usize; review + 1]; review];
+    for (p, &t) in p.iter().zip(truth) {
+        let col = decide(p, min_confidence).map_or(review, lineage);
+        confusion[lineage(t)][col] += 1;
+    }
+    let n = truth.len().max(1) as f64;
+    let right: usize = (0..review).map(|i| confusion[i][i]).sum();
+    let reviewed: usize = confusion.iter().map(|r| r[review]).sum();
+    OtherLab {
+        cells: truth.len(),
+        accuracy: right as f64 / n,
+        review_rate: reviewed as f64 / n,
+        confident_errors: truth.len() - right - reviewed,
+        lineages: LINEAGES.to_vec(),
+        confusion,
+    }
+}
+
+/// Seeded initial weights, or `init`'s where given. Errors: `init`
+/// unreadable or lacking a tensor of the net.
+fn initial_vars(
+    rng: &mut StdRng,
+    init: Option<&Path>,
+    dev: &Device,
+) -> anyhow::Result<Vec<(String, Var)>> {
+    let vars = seeded_vars(rng, dev)?;
+    if let Some(path) = init {
+        let loaded = candle_core::safetensors::load(path, dev)?;
+        for (name, var) in &vars {
+            let t = loaded
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("{}: no {name}", path.display()))?;
+            var.set(t)?;
+        }
+    }
+    Ok(vars)
+}
+
+/// Mean cross-entropy of `logits` (N x 9) against, per row, the set of
+/// classes any of which is right (`mask`: 0 for those, a large negative
+/// number for the rest): `-ln` of the probability summed over the set,
+/// which for a one-class set is the usual cross-entropy.
+fn set_cross_entropy(logits: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    (logits.log_sum_exp(1)? - logits.broadcast_add(mask)?.log_sum_exp(1)?)?.mean_all()
+}
+
+/// The [`set_cross_entropy`] mask row of a sample.
+fn mask_row(s: &Sample) -> [f32; 9] {
+    std::array::from_fn(|c| {
+        let right = c == s.label || (s.lineage_only && merged(c) == merged(s.label));
+        if right {
+            0.0
+        } else {
+            -1e4
+        }
+    })
+}
+
+/// One epoch's pass over `train` (shuffled by the caller) in batches;
+/// returns the mean loss. `step` counts batches across epochs for the
+/// learning-rate schedule.
+fn epoch_pass(
+    net: &WbcNet,
+    opt: &mut AdamW,
+    train: &[&Sample],
+    args: &TrainArgs,
+    (step, total_steps): (&mut usize, usize),
+    rng: &mut StdRng,
+    epoch: usize,
+) -> anyhow::Result<f64> {
+    let dev = Device::Cpu;
+    let started = std::time::Instant::now();
+    let steps_per_epoch = train.len().div_ceil(args.batch);
+    let mut loss_sum = 0f64;
+    for (k, chunk) in train.chunks(args.batch).enumerate() {
+        let progress = *step as f64 / total_steps as f64;
+        opt.set_learning_rate(super::cosine_lr(args.lr, 0.03, progress));
+        let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
+        let mut mask = Vec::with_capacity(chunk.len() * CLASSES.len());
+        for s in chunk {
+            data.extend(augmented(s, rng));
+            mask.extend(mask_row(s));
+        }
+        let x = Tensor::from_vec(data, (chunk.len(), CROP, CROP, 3), &dev)?;
+        let m = Tensor::from_vec(mask, (chunk.len(), CLASSES.len()), &dev)?;
+        let loss = set_cross_entropy(&net.forward(&x)?, &m)?;
+        opt.backward_step(&loss)?;
+        let l = loss.to_scalar::<f32>()? as f64;
+        loss_sum += l * chunk.len() as f64;
+        *step += 1;
+        if k % 50 == 0 {
+            eprintln!(
+                "  epoch {epoch} step {k}/{steps_per_epoch} loss {l:.4} ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(loss_sum / train.len() as f64)
+}
+
+/// BCCD's labelled cells of its train and val splits, when `args` names
+/// its labels; empty otherwise.
+fn bccd_sets(args: &TrainArgs) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    let Some(labels) = &args.bccd_labels else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    Ok((
+        super::bccd::white_cells(&args.bccd, labels, Some("train"))?,
+        super::bccd::white_cells(&args.bccd, labels, Some("val"))?,
+    ))
+}
+
+/// Train the white-cell classifier as `args` says (PBC's held-out part
+/// chosen per image, seeded; BCCD's cells by its own train/val split),
+/// write its weights after every epoch and `training_report.json` to
+/// `args.out`, and return the report. Errors: unreadable or empty data, or
+/// a file that cannot be written.
 pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let dev = Device::Cpu;
     let (samples, skipped) = read_tar(&args.data)?;
@@ -311,16 +496,24 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         "no labelled images in {}",
         args.data.display()
     );
+    let (bccd_train, bccd_val) = bccd_sets(args)?;
     let is_holdout = |s: &Sample| held_out(args.seed, args.holdout_pct, &s.name);
     let (holdout, mut train): (Vec<&Sample>, Vec<&Sample>) =
         samples.iter().partition(|s| is_holdout(s));
+    let pbc_train = train.len();
+    for _ in 0..args.bccd_repeat {
+        train.extend(bccd_train.iter());
+    }
     eprintln!(
-        "wbc: {} train, {} held out, {skipped} neutrophils of unknown form skipped",
-        train.len(),
-        holdout.len()
+        "wbc: {pbc_train} PBC train (+ {} BCCD cells x {}), {} PBC held out, {} BCCD val; \
+         {skipped} PBC neutrophils of unknown form skipped",
+        bccd_train.len(),
+        args.bccd_repeat,
+        holdout.len(),
+        bccd_val.len()
     );
     let mut rng = StdRng::seed_from_u64(args.seed);
-    let vars = seeded_vars(&mut rng, &dev)?;
+    let vars = initial_vars(&mut rng, args.init.as_deref(), &dev)?;
     let by_name: HashMap<String, Tensor> = vars
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
@@ -339,43 +532,29 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             ..Default::default()
         },
     )?;
-    let steps_per_epoch = train.len().div_ceil(args.batch);
-    let total_steps = (steps_per_epoch * args.epochs).max(1);
+    let total_steps = (train.len().div_ceil(args.batch) * args.epochs).max(1);
     let truth: Vec<usize> = holdout.iter().map(|s| s.label).collect();
+    let val: Vec<&Sample> = bccd_val.iter().collect();
+    let val_truth: Vec<usize> = val.iter().map(|s| s.label).collect();
     let mut log = Vec::new();
     let mut step = 0usize;
     for epoch in 1..=args.epochs {
         let started = std::time::Instant::now();
         train.shuffle(&mut rng);
-        let mut loss_sum = 0f64;
-        for (k, chunk) in train.chunks(args.batch).enumerate() {
-            let progress = step as f64 / total_steps as f64;
-            opt.set_learning_rate(super::cosine_lr(args.lr, 0.03, progress));
-            let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
-            let mut labels = Vec::with_capacity(chunk.len());
-            for s in chunk {
-                data.extend(augmented(s, &mut rng));
-                labels.push(s.label as u32);
-            }
-            let x = Tensor::from_vec(data, (chunk.len(), CROP, CROP, 3), &dev)?;
-            let y = Tensor::from_vec(labels, chunk.len(), &dev)?;
-            let loss = candle_nn::loss::cross_entropy(&net.forward(&x)?, &y)?;
-            opt.backward_step(&loss)?;
-            let l = loss.to_scalar::<f32>()? as f64;
-            loss_sum += l * chunk.len() as f64;
-            step += 1;
-            if k % 50 == 0 {
-                eprintln!(
-                    "  epoch {epoch} step {k}/{steps_per_epoch} loss {l:.4} ({:.0} s)",
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        }
+        let loss = epoch_pass(
+            &net,
+            &mut opt,
+            &train,
+            args,
+            (&mut step, total_steps),
+            &mut rng,
+            epoch,
+        )?;
         let p = probabilities(&net, &holdout, &dev)?;
         let (acc9, acc8) = accuracies(&p, &truth);
         let entry = EpochLog {
             epoch,
-            train_loss: loss_sum / train.len() as f64,
+            train_loss: loss,
             holdout_accuracy_9: acc9,
             holdout_accuracy_8: acc8,
             seconds: started.elapsed().as_secs_f64(),
@@ -384,14 +563,30 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             "epoch {epoch}: loss {:.4} held-out acc9 {acc9:.4} acc8 {acc8:.4} ({:.0} s)",
             entry.train_loss, entry.seconds
         );
+        if !val.is_empty() {
+            let o = other_lab(
+                &probabilities(&net, &val, &dev)?,
+                &val_truth,
+                args.min_confidence,
+            );
+            eprintln!(
+                "  BCCD val ({} cells): accuracy {:.3} review {:.3} confident errors {}",
+                o.cells, o.accuracy, o.review_rate, o.confident_errors
+            );
+        }
         log.push(entry);
         save(&vars, &args.out)?;
     }
     let p = probabilities(&net, &holdout, &dev)?;
     let (acc9, acc8) = accuracies(&p, &truth);
-    let confusion = confusion(&p, &truth);
     let (accepted, right) = accepted_calls(&p, &truth, args.min_confidence);
     let n = truth.len().max(1) as f64;
+    let bccd_val = (!val.is_empty())
+        .then(|| -> anyhow::Result<OtherLab> {
+            let p = probabilities(&net, &val, &dev)?;
+            Ok(other_lab(&p, &val_truth, args.min_confidence))
+        })
+        .transpose()?;
     let report = Report {
         seed: args.seed,
         epochs: args.epochs,
@@ -400,10 +595,11 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
         holdout_images: holdout.len(),
         accuracy_9: acc9,
         accuracy_8: acc8,
-        confusion,
+        confusion: confusion(&p, &truth),
         min_confidence: args.min_confidence,
         review_rate: 1.0 - accepted as f64 / n,
         accepted_accuracy_8: right as f64 / accepted.max(1) as f64,
+        bccd_val,
         epoch_log: log,
     };
     std::fs::write(
@@ -441,6 +637,74 @@ mod tests {
             "platelet"
         );
         assert_eq!(label_of("other", "x.jpg"), None);
+    }
+
+    fn sample(label: usize, lineage_only: bool) -> Sample {
+        Sample {
+            rgb: vec![200; 3],
+            w: 1,
+            h: 1,
+            label,
+            lineage_only,
+            name: String::new(),
+            cx: 0.5,
+            cy: 0.5,
+            rbc_px: PBC_RBC_PX,
+        }
+    }
+
+    #[test]
+    fn a_one_class_set_is_the_usual_cross_entropy_and_a_neutrophil_of_unknown_form_takes_either() {
+        let dev = Device::Cpu;
+        let logits: Vec<f32> = (0..18).map(|i| ((i * 7) % 5) as f32 * 0.6 - 1.0).collect();
+        let x = Tensor::from_vec(logits, (2, 9), &dev).unwrap();
+        let rows = |s: &[Sample]| {
+            let m: Vec<f32> = s.iter().flat_map(mask_row).collect();
+            Tensor::from_vec(m, (s.len(), 9), &dev).unwrap()
+        };
+        let ours = set_cross_entropy(&x, &rows(&[sample(3, false), sample(0, false)]))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let y = Tensor::from_vec(vec![3u32, 0], 2, &dev).unwrap();
+        let usual = candle_nn::loss::cross_entropy(&x, &y)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((ours - usual).abs() < 1e-5, "{ours} vs {usual}");
+        // Either form right: the loss is -ln(p_segmented + p_band), lower
+        // than for either form alone.
+        let p = candle_nn::ops::softmax(&x, 1)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let either = set_cross_entropy(&x.narrow(0, 1, 1).unwrap(), &rows(&[sample(0, true)]))
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!((either + (p[1][0] + p[1][1]).ln()).abs() < 1e-5);
+        assert_eq!(
+            mask_row(&sample(2, true))[0],
+            -1e4,
+            "only neutrophils have forms"
+        );
+    }
+
+    #[test]
+    fn another_labs_figures_count_reviews_apart_from_errors() {
+        let mut p = vec![[0.0f32; 9]; 4];
+        p[0][1] = 0.9; // band, truly a neutrophil: right (one lineage)
+        p[1][4] = 0.95; // eosinophil, truly a neutrophil: a confident error
+        p[2][2] = 0.5; // lymphocyte at 0.5: review
+        p[3][8] = 0.9; // platelet: review, not a white cell
+        let o = other_lab(&p, &[0, 0, 2, 3], 0.7);
+        assert_eq!(o.cells, 4);
+        assert_eq!(
+            (o.accuracy, o.review_rate, o.confident_errors),
+            (0.25, 0.5, 1)
+        );
+        assert_eq!(o.confusion[0], vec![1, 0, 0, 1, 0, 0, 0, 0, 0]);
+        assert_eq!(o.confusion[1][8] + o.confusion[2][8], 2);
     }
 
     /// One step of training lowers the loss on the batch it saw: the
