@@ -245,6 +245,11 @@ fn crops_dir(net: &WbcNet, dir: &str, o: &Options) -> anyhow::Result<()> {
 }
 
 fn bccd(net: &WbcNet, dir: &str, labels: &str, o: &Options) -> anyhow::Result<()> {
+    // `white_cells` keeps one window of photo on each side of the cell.
+    anyhow::ensure!(
+        o.window_scale <= 2.0,
+        "--window-scale over 2 needs more photo than is cut"
+    );
     let cells = white_cells(
         &PathBuf::from(dir),
         &PathBuf::from(labels),

@@ -177,14 +177,11 @@ mod tests {
                 y0 + s
             )
         };
-        let xml: String = [
-            rbc(0, 50, 10),
-            rbc(20, 20, 40),
-            rbc(100, 100, 44),
-            rbc(200, 200, 50),
-        ]
-        .concat();
-        assert_eq!(rbc_diameter(&xml, 640.0, 480.0), Some(44.0));
+        // Cut by the left, right and bottom edges, and large: counted, they
+        // would move the median from 44 to 90.
+        let cut = [rbc(0, 50, 90), rbc(600, 50, 90), rbc(300, 400, 90)].concat();
+        let whole = [rbc(20, 20, 40), rbc(100, 100, 44), rbc(200, 200, 50)].concat();
+        assert_eq!(rbc_diameter(&(cut + &whole), 640.0, 480.0), Some(44.0));
         assert_eq!(rbc_diameter(&rbc(20, 20, 40), 640.0, 480.0), None);
     }
 }

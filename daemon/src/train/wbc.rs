@@ -98,8 +98,16 @@ pub struct Sample {
 pub struct Report {
     pub seed: u64,
     pub epochs: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// The weights the run started from (`--init`); `None`: seeded.
+    pub init: Option<String>,
     pub classes: Vec<&'static str>,
+    /// PBC images trained on.
     pub train_images: usize,
+    /// BCCD cells trained on, each drawn `bccd_repeat` times per epoch.
+    pub bccd_train_cells: usize,
+    pub bccd_repeat: usize,
     pub holdout_images: usize,
     /// Top-1 accuracy over the 9 classes.
     pub accuracy_9: f64,
@@ -129,6 +137,9 @@ pub struct OtherLab {
     pub review_rate: f64,
     /// Cells given a wrong class.
     pub confident_errors: usize,
+    /// Share of cells whose most probable class has their lineage,
+    /// whatever its probability.
+    pub top_class_accuracy: f64,
     /// Row and column names of `confusion`: the lineages, then `review`
     /// (a column only).
     pub lineages: Vec<&'static str>,
@@ -143,6 +154,9 @@ pub struct EpochLog {
     pub holdout_accuracy_9: f64,
     pub holdout_accuracy_8: f64,
     pub seconds: f64,
+    /// BCCD's val figures after the epoch, when BCCD is in the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bccd_val: Option<OtherLab>,
 }
 
 /// PBC's folder (and, for neutrophils, file-name prefix) to a class index;
@@ -379,11 +393,17 @@ fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherLab {
     let n = truth.len().max(1) as f64;
     let right: usize = (0..review).map(|i| confusion[i][i]).sum();
     let reviewed: usize = confusion.iter().map(|r| r[review]).sum();
+    let top_right = p
+        .iter()
+        .zip(truth)
+        .filter(|(p, &t)| lineage(argmax(p)) == lineage(t))
+        .count();
     OtherLab {
         cells: truth.len(),
         accuracy: right as f64 / n,
         review_rate: reviewed as f64 / n,
         confident_errors: truth.len() - right - reviewed,
+        top_class_accuracy: top_right as f64 / n,
         lineages: LINEAGES.to_vec(),
         confusion,
     }
@@ -396,6 +416,8 @@ fn initial_vars(
     init: Option<&Path>,
     dev: &Device,
 ) -> anyhow::Result<Vec<(String, Var)>> {
+    // Drawn even when `init` replaces them, so that the shuffling and the
+    // augmentation take the same random numbers as a seeded run.
     let vars = seeded_vars(rng, dev)?;
     if let Some(path) = init {
         let loaded = candle_core::safetensors::load(path, dev)?;
@@ -417,7 +439,9 @@ fn set_cross_entropy(logits: &Tensor, mask: &Tensor) -> candle_core::Result<Tens
     (logits.log_sum_exp(1)? - logits.broadcast_add(mask)?.log_sum_exp(1)?)?.mean_all()
 }
 
-/// The [`set_cross_entropy`] mask row of a sample.
+/// The [`set_cross_entropy`] mask row of a sample. The wrong classes get
+/// -1e4 rather than -inf: `exp` of it is 0 in f32 all the same, and a
+/// finite mask keeps `inf - inf` (a NaN gradient) out of the sums.
 fn mask_row(s: &Sample) -> [f32; 9] {
     std::array::from_fn(|c| {
         let right = c == s.label || (s.lineage_only && merged(c) == merged(s.label));
@@ -429,46 +453,61 @@ fn mask_row(s: &Sample) -> [f32; 9] {
     })
 }
 
-/// One epoch's pass over `train` (shuffled by the caller) in batches;
-/// returns the mean loss. `step` counts batches across epochs for the
-/// learning-rate schedule.
-fn epoch_pass(
-    net: &WbcNet,
-    opt: &mut AdamW,
-    train: &[&Sample],
-    args: &TrainArgs,
-    (step, total_steps): (&mut usize, usize),
-    rng: &mut StdRng,
-    epoch: usize,
-) -> anyhow::Result<f64> {
-    let dev = Device::Cpu;
-    let started = std::time::Instant::now();
-    let steps_per_epoch = train.len().div_ceil(args.batch);
-    let mut loss_sum = 0f64;
-    for (k, chunk) in train.chunks(args.batch).enumerate() {
-        let progress = *step as f64 / total_steps as f64;
-        opt.set_learning_rate(super::cosine_lr(args.lr, 0.03, progress));
-        let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
-        let mut mask = Vec::with_capacity(chunk.len() * CLASSES.len());
-        for s in chunk {
-            data.extend(augmented(s, rng));
-            mask.extend(mask_row(s));
+/// What one epoch's pass needs besides its data: the net, its optimiser,
+/// the run's options, the learning-rate schedule's position (batches done,
+/// of `total_steps`) and the loss.
+struct Pass<'a> {
+    net: &'a WbcNet,
+    opt: AdamW,
+    args: &'a TrainArgs,
+    step: usize,
+    total_steps: usize,
+    /// [`set_cross_entropy`] where some label is a lineage only; the usual
+    /// cross-entropy otherwise, so that a PBC-only run computes exactly
+    /// what it did before BCCD joined.
+    set_loss: bool,
+}
+
+impl Pass<'_> {
+    /// One epoch over `train` (shuffled by the caller) in batches; returns
+    /// the mean loss.
+    fn epoch(&mut self, train: &[&Sample], rng: &mut StdRng, epoch: usize) -> anyhow::Result<f64> {
+        let dev = Device::Cpu;
+        let started = std::time::Instant::now();
+        let steps_per_epoch = train.len().div_ceil(self.args.batch);
+        let mut loss_sum = 0f64;
+        for (k, chunk) in train.chunks(self.args.batch).enumerate() {
+            let progress = self.step as f64 / self.total_steps as f64;
+            self.opt
+                .set_learning_rate(super::cosine_lr(self.args.lr, 0.03, progress));
+            let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
+            for s in chunk {
+                data.extend(augmented(s, rng));
+            }
+            let x = Tensor::from_vec(data, (chunk.len(), CROP, CROP, 3), &dev)?;
+            let logits = self.net.forward(&x)?;
+            let loss = if self.set_loss {
+                let mask: Vec<f32> = chunk.iter().flat_map(|s| mask_row(s)).collect();
+                let m = Tensor::from_vec(mask, (chunk.len(), CLASSES.len()), &dev)?;
+                set_cross_entropy(&logits, &m)?
+            } else {
+                let labels: Vec<u32> = chunk.iter().map(|s| s.label as u32).collect();
+                let y = Tensor::from_vec(labels, chunk.len(), &dev)?;
+                candle_nn::loss::cross_entropy(&logits, &y)?
+            };
+            self.opt.backward_step(&loss)?;
+            let l = loss.to_scalar::<f32>()? as f64;
+            loss_sum += l * chunk.len() as f64;
+            self.step += 1;
+            if k % 50 == 0 {
+                eprintln!(
+                    "  epoch {epoch} step {k}/{steps_per_epoch} loss {l:.4} ({:.0} s)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
-        let x = Tensor::from_vec(data, (chunk.len(), CROP, CROP, 3), &dev)?;
-        let m = Tensor::from_vec(mask, (chunk.len(), CLASSES.len()), &dev)?;
-        let loss = set_cross_entropy(&net.forward(&x)?, &m)?;
-        opt.backward_step(&loss)?;
-        let l = loss.to_scalar::<f32>()? as f64;
-        loss_sum += l * chunk.len() as f64;
-        *step += 1;
-        if k % 50 == 0 {
-            eprintln!(
-                "  epoch {epoch} step {k}/{steps_per_epoch} loss {l:.4} ({:.0} s)",
-                started.elapsed().as_secs_f64()
-            );
-        }
+        Ok(loss_sum / train.len() as f64)
     }
-    Ok(loss_sum / train.len() as f64)
 }
 
 /// BCCD's labelled cells of its train and val splits, when `args` names
@@ -481,6 +520,64 @@ fn bccd_sets(args: &TrainArgs) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
         super::bccd::white_cells(&args.bccd, labels, Some("train"))?,
         super::bccd::white_cells(&args.bccd, labels, Some("val"))?,
     ))
+}
+
+/// The BCCD val figures of the net as it stands (`None` without BCCD).
+fn bccd_figures(
+    net: &WbcNet,
+    val: &[&Sample],
+    min_confidence: f32,
+) -> anyhow::Result<Option<OtherLab>> {
+    if val.is_empty() {
+        return Ok(None);
+    }
+    let truth: Vec<usize> = val.iter().map(|s| s.label).collect();
+    let o = other_lab(
+        &probabilities(net, val, &Device::Cpu)?,
+        &truth,
+        min_confidence,
+    );
+    eprintln!(
+        "  BCCD val ({} cells): accuracy {:.3} review {:.3} confident errors {} top class {:.3}",
+        o.cells, o.accuracy, o.review_rate, o.confident_errors, o.top_class_accuracy
+    );
+    Ok(Some(o))
+}
+
+/// The run's report from the trained net: PBC's held-out figures and
+/// BCCD's val figures, with the run's options and `log`.
+fn final_report(
+    net: &WbcNet,
+    args: &TrainArgs,
+    (pbc_train, bccd_train): (usize, usize),
+    holdout: &[&Sample],
+    val: &[&Sample],
+    log: Vec<EpochLog>,
+) -> anyhow::Result<Report> {
+    let truth: Vec<usize> = holdout.iter().map(|s| s.label).collect();
+    let p = probabilities(net, holdout, &Device::Cpu)?;
+    let (acc9, acc8) = accuracies(&p, &truth);
+    let (accepted, right) = accepted_calls(&p, &truth, args.min_confidence);
+    let n = truth.len().max(1) as f64;
+    Ok(Report {
+        seed: args.seed,
+        epochs: args.epochs,
+        lr: args.lr,
+        init: args.init.as_ref().map(|p| p.display().to_string()),
+        classes: CLASSES.to_vec(),
+        train_images: pbc_train,
+        bccd_train_cells: bccd_train,
+        bccd_repeat: args.bccd_repeat,
+        holdout_images: holdout.len(),
+        accuracy_9: acc9,
+        accuracy_8: acc8,
+        confusion: confusion(&p, &truth),
+        min_confidence: args.min_confidence,
+        review_rate: 1.0 - accepted as f64 / n,
+        accepted_accuracy_8: right as f64 / accepted.max(1) as f64,
+        bccd_val: bccd_figures(net, val, args.min_confidence)?,
+        epoch_log: log,
+    })
 }
 
 /// Train the white-cell classifier as `args` says (PBC's held-out part
@@ -501,14 +598,18 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
     let (holdout, mut train): (Vec<&Sample>, Vec<&Sample>) =
         samples.iter().partition(|s| is_holdout(s));
     let pbc_train = train.len();
-    for _ in 0..args.bccd_repeat {
+    let bccd_draws = if bccd_train.is_empty() {
+        0
+    } else {
+        args.bccd_repeat
+    };
+    for _ in 0..bccd_draws {
         train.extend(bccd_train.iter());
     }
     eprintln!(
-        "wbc: {pbc_train} PBC train (+ {} BCCD cells x {}), {} PBC held out, {} BCCD val; \
+        "wbc: {pbc_train} PBC train (+ {} BCCD cells x {bccd_draws}), {} PBC held out, {} BCCD val; \
          {skipped} PBC neutrophils of unknown form skipped",
         bccd_train.len(),
-        args.bccd_repeat,
         holdout.len(),
         bccd_val.len()
     );
@@ -524,7 +625,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             .cloned()
             .ok_or_else(|| candle_core::Error::Msg(format!("no {n}")))
     })?;
-    let mut opt = AdamW::new(
+    let opt = AdamW::new(
         vars.iter().map(|(_, v)| v.clone()).collect(),
         ParamsAdamW {
             lr: args.lr,
@@ -532,76 +633,44 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<Report> {
             ..Default::default()
         },
     )?;
-    let total_steps = (train.len().div_ceil(args.batch) * args.epochs).max(1);
+    let mut pass = Pass {
+        net: &net,
+        opt,
+        args,
+        step: 0,
+        total_steps: (train.len().div_ceil(args.batch) * args.epochs).max(1),
+        set_loss: train.iter().any(|s| s.lineage_only),
+    };
     let truth: Vec<usize> = holdout.iter().map(|s| s.label).collect();
     let val: Vec<&Sample> = bccd_val.iter().collect();
-    let val_truth: Vec<usize> = val.iter().map(|s| s.label).collect();
     let mut log = Vec::new();
-    let mut step = 0usize;
     for epoch in 1..=args.epochs {
         let started = std::time::Instant::now();
         train.shuffle(&mut rng);
-        let loss = epoch_pass(
-            &net,
-            &mut opt,
-            &train,
-            args,
-            (&mut step, total_steps),
-            &mut rng,
-            epoch,
-        )?;
-        let p = probabilities(&net, &holdout, &dev)?;
-        let (acc9, acc8) = accuracies(&p, &truth);
-        let entry = EpochLog {
+        let loss = pass.epoch(&train, &mut rng, epoch)?;
+        let (acc9, acc8) = accuracies(&probabilities(&net, &holdout, &dev)?, &truth);
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!(
+            "epoch {epoch}: loss {loss:.4} held-out acc9 {acc9:.4} acc8 {acc8:.4} ({seconds:.0} s)"
+        );
+        log.push(EpochLog {
             epoch,
             train_loss: loss,
             holdout_accuracy_9: acc9,
             holdout_accuracy_8: acc8,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        eprintln!(
-            "epoch {epoch}: loss {:.4} held-out acc9 {acc9:.4} acc8 {acc8:.4} ({:.0} s)",
-            entry.train_loss, entry.seconds
-        );
-        if !val.is_empty() {
-            let o = other_lab(
-                &probabilities(&net, &val, &dev)?,
-                &val_truth,
-                args.min_confidence,
-            );
-            eprintln!(
-                "  BCCD val ({} cells): accuracy {:.3} review {:.3} confident errors {}",
-                o.cells, o.accuracy, o.review_rate, o.confident_errors
-            );
-        }
-        log.push(entry);
+            seconds,
+            bccd_val: bccd_figures(&net, &val, args.min_confidence)?,
+        });
         save(&vars, &args.out)?;
     }
-    let p = probabilities(&net, &holdout, &dev)?;
-    let (acc9, acc8) = accuracies(&p, &truth);
-    let (accepted, right) = accepted_calls(&p, &truth, args.min_confidence);
-    let n = truth.len().max(1) as f64;
-    let bccd_val = (!val.is_empty())
-        .then(|| -> anyhow::Result<OtherLab> {
-            let p = probabilities(&net, &val, &dev)?;
-            Ok(other_lab(&p, &val_truth, args.min_confidence))
-        })
-        .transpose()?;
-    let report = Report {
-        seed: args.seed,
-        epochs: args.epochs,
-        classes: CLASSES.to_vec(),
-        train_images: train.len(),
-        holdout_images: holdout.len(),
-        accuracy_9: acc9,
-        accuracy_8: acc8,
-        confusion: confusion(&p, &truth),
-        min_confidence: args.min_confidence,
-        review_rate: 1.0 - accepted as f64 / n,
-        accepted_accuracy_8: right as f64 / accepted.max(1) as f64,
-        bccd_val,
-        epoch_log: log,
-    };
+    let report = final_report(
+        &net,
+        args,
+        (pbc_train, bccd_train.len()),
+        &holdout,
+        &val,
+        log,
+    )?;
     std::fs::write(
         args.out.join("training_report.json"),
         serde_json::to_string_pretty(&report)?,
@@ -703,8 +772,23 @@ mod tests {
             (o.accuracy, o.review_rate, o.confident_errors),
             (0.25, 0.5, 1)
         );
+        // Top classes: band (a neutrophil: right), eosinophil, lymphocyte
+        // (right), platelet.
+        assert_eq!(o.top_class_accuracy, 0.5);
         assert_eq!(o.confusion[0], vec![1, 0, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(o.confusion[1][8] + o.confusion[2][8], 2);
+    }
+
+    #[test]
+    fn lineages_follow_the_classes() {
+        for (c, name) in CLASSES.iter().enumerate() {
+            let want = if name.starts_with("neutrophil") {
+                "neutrophil"
+            } else {
+                name
+            };
+            assert_eq!(LINEAGES[lineage(c)], want);
+        }
     }
 
     /// One step of training lowers the loss on the batch it saw: the
