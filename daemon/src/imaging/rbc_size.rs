@@ -525,7 +525,7 @@ fn fine_peak(fine: &RgbImage, r0: f32) -> Option<(f32, usize)> {
 /// The diameter, in `mask`'s pixels, of the commonest object of a cell
 /// mask given by other means than colour (the red-cell net's mask, whose
 /// cells are whole discs whatever their central pallor): twice the peak
-/// radius of its pattern spectrum ([`spectrum_peak`], radii 1.5 px to a
+/// radius of its pattern spectrum (`spectrum_peak`, radii 1.5 px to a
 /// third of the short side in 12% steps), measured on the mask reduced by
 /// whole blocks (a block is set when most of it is) to at most
 /// [`COARSE_PIXELS`]. No [`BOX_PER_MASK`]: the caller calibrates it.

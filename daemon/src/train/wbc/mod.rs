@@ -28,8 +28,13 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+mod figures;
+
+pub use figures::OtherLab;
+use figures::{accepted_calls, accuracies, confusion, merged, other_lab};
+
 use super::dihedral_source;
-use crate::model::wbc::{decide, planes, sample_window, WbcNet, CLASSES, CROP, WIDTHS, WINDOW_RBC};
+use crate::model::wbc::{planes, sample_window, WbcNet, CLASSES, CROP, WIDTHS, WINDOW_RBC};
 
 /// Red-cell diameter in the PBC copy's pixels (0.4x of CellaVision DM96's
 /// 360x363 images, where red cells are ~75 px across).
@@ -124,27 +129,6 @@ pub struct Report {
     /// BCCD's val-split cells, when `--bccd-labels` is given.
     pub bccd_val: Option<OtherLab>,
     pub epoch_log: Vec<EpochLog>,
-}
-
-/// The classifier on a second lab's labelled cells, as the differential
-/// calls them ([`decide`] at the run's `min_confidence`).
-#[derive(Debug, Serialize)]
-pub struct OtherLab {
-    pub cells: usize,
-    /// Share of cells given their true lineage.
-    pub accuracy: f64,
-    /// Share left for review.
-    pub review_rate: f64,
-    /// Cells given a wrong class.
-    pub confident_errors: usize,
-    /// Share of cells whose most probable class has their lineage,
-    /// whatever its probability.
-    pub top_class_accuracy: f64,
-    /// Row and column names of `confusion`: the lineages, then `review`
-    /// (a column only).
-    pub lineages: Vec<&'static str>,
-    /// `[true lineage][called lineage or review]`.
-    pub confusion: Vec<Vec<usize>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -290,15 +274,6 @@ fn seeded_vars(rng: &mut StdRng, dev: &Device) -> candle_core::Result<Vec<(Strin
     Ok(vars)
 }
 
-/// Band and segmented neutrophils as one class (PBC's 8 folders).
-fn merged(c: usize) -> usize {
-    if c == 1 {
-        0
-    } else {
-        c
-    }
-}
-
 fn probabilities(
     net: &WbcNet,
     set: &[&Sample],
@@ -315,98 +290,6 @@ fn probabilities(
         out.extend(p.into_iter().map(|r| std::array::from_fn(|i| r[i])));
     }
     Ok(out)
-}
-
-fn argmax(p: &[f32; 9]) -> usize {
-    p.iter()
-        .enumerate()
-        .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a })
-        .0
-}
-
-/// Held-out accuracy over the nine classes and over the eight of the
-/// differential (band and segmented neutrophils merged, [`merged`]).
-fn accuracies(p: &[[f32; 9]], truth: &[usize]) -> (f64, f64) {
-    let n = truth.len().max(1) as f64;
-    let calls = || p.iter().zip(truth).map(|(p, &t)| (argmax(p), t));
-    let acc9 = calls().filter(|&(c, t)| c == t).count() as f64 / n;
-    let acc8 = calls().filter(|&(c, t)| merged(c) == merged(t)).count() as f64 / n;
-    (acc9, acc8)
-}
-
-/// Rows: the true class; columns: the net's most probable one.
-fn confusion(p: &[[f32; 9]], truth: &[usize]) -> Vec<Vec<usize>> {
-    let mut confusion = vec![vec![0usize; CLASSES.len()]; CLASSES.len()];
-    for (p, &t) in p.iter().zip(truth) {
-        confusion[t][argmax(p)] += 1;
-    }
-    confusion
-}
-
-/// Of the held-out cells, how many are given a class at `min_confidence`
-/// ([`decide`]) and how many of those are right over the eight classes.
-/// Platelets are accepted as "platelet" here: `decide` leaves them for
-/// review in a differential, but PBC holds them as a class of their own.
-fn accepted_calls(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> (usize, usize) {
-    let (mut accepted, mut right) = (0usize, 0usize);
-    for (p, &t) in p.iter().zip(truth) {
-        let call = decide(p, min_confidence).or_else(|| {
-            (argmax(p) == crate::model::wbc::PLATELET && p[argmax(p)] >= min_confidence)
-                .then_some(crate::model::wbc::PLATELET)
-        });
-        if let Some(c) = call {
-            accepted += 1;
-            right += (merged(c) == merged(t)) as usize;
-        }
-    }
-    (accepted, right)
-}
-
-/// Band and segmented neutrophils as one lineage, the names of
-/// [`OtherLab::lineages`].
-const LINEAGES: [&str; 8] = [
-    "neutrophil",
-    "lymphocyte",
-    "monocyte",
-    "eosinophil",
-    "basophil",
-    "immature_granulocyte",
-    "erythroblast",
-    "platelet",
-];
-
-/// A class's index in [`LINEAGES`] (the classes in order, the two
-/// neutrophil forms as one).
-fn lineage(c: usize) -> usize {
-    c.saturating_sub(1)
-}
-
-/// [`OtherLab`] figures of probabilities `p` for cells whose classes are
-/// `truth`.
-fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherLab {
-    let review = LINEAGES.len();
-    let mut confusion = vec![vec![0usize; review + 1]; review];
-    for (p, &t) in p.iter().zip(truth) {
-        let col = decide(p, min_confidence).map_or(review, lineage);
-        confusion[lineage(t)][col] += 1;
-    }
-    let n = truth.len().max(1) as f64;
-    let right: usize = (0..review).map(|i| confusion[i][i]).sum();
-    let reviewed: usize = confusion.iter().map(|r| r[review]).sum();
-    let top_right = p
-        .iter()
-        .zip(truth)
-        .filter(|(p, &t)| lineage(argmax(p)) == lineage(t))
-        .count();
-    OtherLab {
-        cells: truth.len(),
-        accuracy: right as f64 / n,
-        review_rate: reviewed as f64 / n,
-        confident_errors: truth.len() - right - reviewed,
-        top_class_accuracy: top_right as f64 / n,
-        lineages: LINEAGES.to_vec(),
-        confusion,
-    }
 }
 
 /// Seeded initial weights, or `init`'s where given. Errors: `init`
@@ -479,7 +362,7 @@ impl Pass<'_> {
         for (k, chunk) in train.chunks(self.args.batch).enumerate() {
             let progress = self.step as f64 / self.total_steps as f64;
             self.opt
-                .set_learning_rate(super::cosine_lr(self.args.lr, 0.03, progress));
+                .set_learning_rate(crate::train::cosine_lr(self.args.lr, 0.03, progress));
             let mut data = Vec::with_capacity(chunk.len() * CROP * CROP * 3);
             for s in chunk {
                 data.extend(augmented(s, rng));
@@ -517,8 +400,8 @@ fn bccd_sets(args: &TrainArgs) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
         return Ok((Vec::new(), Vec::new()));
     };
     Ok((
-        super::bccd::white_cells(&args.bccd, labels, Some("train"))?,
-        super::bccd::white_cells(&args.bccd, labels, Some("val"))?,
+        crate::train::bccd::white_cells(&args.bccd, labels, Some("train"))?,
+        crate::train::bccd::white_cells(&args.bccd, labels, Some("val"))?,
     ))
 }
 
@@ -757,38 +640,6 @@ mod tests {
             -1e4,
             "only neutrophils have forms"
         );
-    }
-
-    #[test]
-    fn another_labs_figures_count_reviews_apart_from_errors() {
-        let mut p = vec![[0.0f32; 9]; 4];
-        p[0][1] = 0.9; // band, truly a neutrophil: right (one lineage)
-        p[1][4] = 0.95; // eosinophil, truly a neutrophil: a confident error
-        p[2][2] = 0.5; // lymphocyte at 0.5: review
-        p[3][8] = 0.9; // platelet: review, not a white cell
-        let o = other_lab(&p, &[0, 0, 2, 3], 0.7);
-        assert_eq!(o.cells, 4);
-        assert_eq!(
-            (o.accuracy, o.review_rate, o.confident_errors),
-            (0.25, 0.5, 1)
-        );
-        // Top classes: band (a neutrophil: right), eosinophil, lymphocyte
-        // (right), platelet.
-        assert_eq!(o.top_class_accuracy, 0.5);
-        assert_eq!(o.confusion[0], vec![1, 0, 0, 1, 0, 0, 0, 0, 0]);
-        assert_eq!(o.confusion[1][8] + o.confusion[2][8], 2);
-    }
-
-    #[test]
-    fn lineages_follow_the_classes() {
-        for (c, name) in CLASSES.iter().enumerate() {
-            let want = if name.starts_with("neutrophil") {
-                "neutrophil"
-            } else {
-                name
-            };
-            assert_eq!(LINEAGES[lineage(c)], want);
-        }
     }
 
     /// One step of training lowers the loss on the batch it saw: the
