@@ -80,20 +80,17 @@ pub fn accepted_calls(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> (
     (accepted, right)
 }
 
-/// Band and segmented neutrophils as one lineage, the names of
-/// [`OtherLab::lineages`].
-pub const LINEAGES: [&str; 8] = [
-    "neutrophil",
-    "lymphocyte",
-    "monocyte",
-    "eosinophil",
-    "basophil",
-    "immature_granulocyte",
-    "erythroblast",
-    "platelet",
-];
+/// The lineages' names, the names of [`OtherLab::lineages`]: the classes
+/// in order, band and segmented neutrophils as one `neutrophil`.
+pub fn lineages() -> Vec<&'static str> {
+    CLASSES[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { "neutrophil" } else { *c })
+        .collect()
+}
 
-/// A class's index in [`LINEAGES`] (the classes in order, the two
+/// A class's index in [`lineages`] (the classes in order, the two
 /// neutrophil forms as one).
 pub fn lineage(c: usize) -> usize {
     c.saturating_sub(1)
@@ -102,7 +99,8 @@ pub fn lineage(c: usize) -> usize {
 /// [`OtherLab`] figures of probabilities `p` for cells whose classes are
 /// `truth`.
 pub fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherLab {
-    let review = LINEAGES.len();
+    let names = lineages();
+    let review = names.len();
     let mut confusion = vec![vec![0usize; review + 1]; review];
     for (p, &t) in p.iter().zip(truth) {
         let col = decide(p, min_confidence).map_or(review, lineage);
@@ -122,7 +120,7 @@ pub fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherL
         review_rate: reviewed as f64 / n,
         confident_errors: truth.len() - right - reviewed,
         top_class_accuracy: top_right as f64 / n,
-        lineages: LINEAGES.to_vec(),
+        lineages: names,
         confusion,
     }
 }
@@ -159,7 +157,9 @@ mod tests {
             } else {
                 name
             };
-            assert_eq!(LINEAGES[lineage(c)], want);
+            assert_eq!(lineages()[lineage(c)], want);
         }
+        assert_eq!(lineages().len(), 8, "eight lineages, platelet last");
+        assert_eq!(lineages()[7], "platelet");
     }
 }
