@@ -165,3 +165,90 @@ async fn white_cells_are_classified_at_any_magnification() {
     );
     s.stop().await;
 }
+
+/// `argusd pbs differential --labelled`: single-cell images in folders named
+/// for their class (two PBC cells, CC BY 4.0, `SOURCES.md`; one more in a
+/// folder that names no class, and a blank image no red cell can be measured
+/// in), through the appliance's own path and at a given size. Each image's
+/// line, the refusal, and the figures over the labelled ones.
+#[test]
+fn labelled_single_cell_images_give_the_differentials_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cells");
+    for (folder, name) in [
+        ("Lymphocyte", "pbc_lymphocyte.jpg"),
+        ("neutrophils", "pbc_band_neutrophil.jpg"),
+        ("smudge", "pbc_lymphocyte.jpg"),
+    ] {
+        std::fs::create_dir_all(dir.join(folder)).unwrap();
+        std::fs::write(dir.join(folder).join(name), fixture(name)).unwrap();
+    }
+    std::fs::create_dir_all(dir.join("mono")).unwrap();
+    image::RgbImage::from_pixel(150, 150, image::Rgb([236, 226, 228]))
+        .save(dir.join("mono/blank.png"))
+        .unwrap();
+    for given in [None, Some(30.0)] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"));
+        c.current_dir(common::ROOT)
+            .env("ARGUS_STATE_DIR", tmp.path())
+            .env("ARGUS_BACKEND", "cpu")
+            .env_remove("ARGUS_CONFIG")
+            .args(["pbs", "differential", "--labelled", "--json"]);
+        if let Some(d) = given {
+            c.args(["--rbc-diameter-px", &d.to_string()]);
+        }
+        let out = c.arg(&dir).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let cell = |label: &str| {
+            lines
+                .iter()
+                .find(|l| l["label"] == label)
+                .unwrap_or_else(|| panic!("no {label}: {lines:?}"))
+        };
+        let (lym, neu) = (cell("lymphocyte"), cell("neutrophil"));
+        assert_eq!(lym["class"], "lymphocyte", "{lym}");
+        assert!(
+            neu["top_class"].as_str().unwrap().starts_with("neutrophil"),
+            "{neu}"
+        );
+        let summary = &lines.last().unwrap()["summary"];
+        assert_eq!(summary["unlabelled_folders"], json!({"smudge": 1}));
+        match given {
+            Some(d) => {
+                // At a given size nothing is measured: the blank image's
+                // centre is classified too.
+                assert_eq!(out.status.code(), Some(0), "{stderr}");
+                assert_eq!(lines.len(), 4, "three images and the summary");
+                assert_eq!(summary["not_classified"], 0);
+                assert_eq!(summary["all"]["cells"], 3, "{summary}");
+                for l in [lym, neu] {
+                    assert_eq!(l["rbc_size_source"], "given");
+                    assert_eq!(l["located"], "image_centre");
+                    assert_eq!(l["window"][2], 3.4 * d, "{l}");
+                }
+            }
+            None => {
+                // The blank image is refused, and the exit status says so.
+                assert_eq!(out.status.code(), Some(1), "{stderr}");
+                assert!(
+                    stderr.contains("blank.png") && stderr.contains("--rbc-diameter-px"),
+                    "{stderr}"
+                );
+                assert_eq!(lines.len(), 3, "two images and the summary");
+                assert_eq!(summary["not_classified"], 1);
+                assert_eq!(summary["all"]["cells"], 2, "{summary}");
+                assert_eq!(summary["five_normal_types"]["cells"], 2, "{summary}");
+                for l in [lym, neu] {
+                    assert_eq!(l["rbc_size_source"], "photo", "{l}");
+                    assert_eq!(l["located"], "white_cell_box", "{l}");
+                    let d = l["rbc_diameter_px"].as_f64().unwrap();
+                    assert!((24.0..=38.0).contains(&d), "{l}");
+                }
+            }
+        }
+    }
+}

@@ -18,9 +18,10 @@ use crate::backend::{Batch, BatchOutput};
 use crate::batch::{SubmitError, Workload};
 use crate::model::wbc::{self, CLASSES, CROP, WINDOW_RBC};
 
-/// The model named in differential reports.
-pub const WBC_MODEL: &str =
-    "wbc_cnn (argus, trained on the PBC dataset, Acevedo et al. 2020, CC BY 4.0)";
+/// The model named in differential reports, with its training data
+/// (`models/wbc/MODEL_CARD.md`).
+pub const WBC_MODEL: &str = "wbc_cnn (argus, trained on the PBC dataset, Acevedo et al. 2020, \
+     CC BY 4.0, and the BCCD dataset's train split, MIT)";
 
 /// White-cell windows through the differential classifier.
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,10 +28,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-mod figures;
-
-pub use figures::OtherLab;
-use figures::{accepted_calls, accuracies, confusion, merged, other_lab};
+pub use crate::model::wbc::figures::OtherLab;
+use crate::model::wbc::figures::{accepted_calls, accuracies, confusion, merged, other_lab};
 
 use super::dihedral_source;
 use crate::model::wbc::{planes, sample_window, WbcNet, CLASSES, CROP, WIDTHS, WINDOW_RBC};

@@ -419,6 +419,16 @@ pub async fn classify(
     run_all(batcher, crops).await
 }
 
+/// The differential classifier's probabilities (in the order of
+/// `model::wbc::CLASSES`) for white-cell windows of `CROP` x `CROP`
+/// interleaved RGB, 0-255 ([`crate::model::wbc::sample_window`]).
+pub async fn classify_wbc(
+    batcher: &Batcher<super::differential::WbcWork>,
+    windows: Vec<Vec<f32>>,
+) -> Result<Vec<[f32; 9]>, CellError> {
+    run_all(batcher, windows).await
+}
+
 /// The batchers the clinic path needs.
 pub struct CellBatchers {
     pub tiles: Batcher<TileWork>,

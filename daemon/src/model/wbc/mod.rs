@@ -29,6 +29,8 @@ use rayon::prelude::*;
 
 use super::nhwc::{self, pooling, Dense3x3, Map};
 
+pub mod figures;
+
 /// Crop edge the classifier takes, in pixels.
 pub const CROP: usize = 64;
 /// Window edge in red-cell diameters.

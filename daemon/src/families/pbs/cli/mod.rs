@@ -1,7 +1,8 @@
 //! The PBS family's commands: `argusd pbs users|keys|org-secret` (the same
 //! actions as the organisation admin endpoints, run through the daemon's
-//! control socket when one runs) and the lab tools `pbs count` and
-//! `pbs classify`, which run the daemon's own pipeline on files.
+//! control socket when one runs) and the lab tools `pbs count`,
+//! `pbs classify` and `pbs differential`, which run the daemon's own
+//! pipeline on files.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use super::schema::{self, CbcFile, CbcReport, DifferentialCell, MalariaFile, Mal
 use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::metrics::Metrics;
+
+mod single_cells;
 
 type CliError = CommandError;
 
@@ -74,6 +77,36 @@ pub enum PbsAction {
         /// Classify files that do not look like single-cell crops anyway.
         #[arg(long)]
         force: bool,
+    },
+    /// White-cell differential of single-cell images, one white cell near
+    /// the middle of each (as CellaVision-type analysers export cells and
+    /// labelled sets such as PBC hold them), through the appliance's own
+    /// path: red-cell size measured, the white cell found, the API's
+    /// window classified (where no white cell is found over the centre,
+    /// the centre's window). With --labelled, each image's folder names its
+    /// class, and a confusion matrix, accuracy, review rate and confident
+    /// errors follow: a lab's check of the differential on its own cells.
+    Differential {
+        /// Image files, or directories of them (searched recursively).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// Print one JSON object per line and image (and the summary last).
+        #[arg(long)]
+        json: bool,
+        /// Red-cell diameter in these images, pixels: nothing is measured or
+        /// looked for, each image's centre is classified at this size (fast).
+        #[arg(long, value_parser = positive_px)]
+        rbc_diameter_px: Option<f32>,
+        /// The images share one magnification (one microscope and camera,
+        /// as one analyser's export does): each image's red cells are
+        /// measured by colour and every image's centre is classified at
+        /// the median of those measures (fast; no white cell looked for).
+        #[arg(long, conflicts_with = "rbc_diameter_px")]
+        one_magnification: bool,
+        /// Each image's folder names its true class (`Neutrophil`, `lymph`,
+        /// `eos`, `ig`, `NRBC`, ...; folders that name none are left out).
+        #[arg(long)]
+        labelled: bool,
     },
 }
 
@@ -191,6 +224,22 @@ where
             .await
         }
         PbsAction::Classify { crops, json, force } => classify(config, crops, json, force).await,
+        PbsAction::Differential {
+            images,
+            json,
+            rbc_diameter_px,
+            one_magnification,
+            labelled,
+        } => {
+            let args = single_cells::DifferentialArgs {
+                images,
+                json,
+                rbc_diameter_px,
+                one_magnification,
+                labelled,
+            };
+            single_cells::differential(config, args).await
+        }
     }
 }
 
