@@ -169,8 +169,9 @@ async fn white_cells_are_classified_at_any_magnification() {
 /// `argusd pbs differential --labelled`: single-cell images in folders named
 /// for their class (two PBC cells, CC BY 4.0, `SOURCES.md`; one more in a
 /// folder that names no class, and a blank image no red cell can be measured
-/// in), through the appliance's own path and at a given size. Each image's
-/// line, the refusal, and the figures over the labelled ones.
+/// in), through the appliance's own path, at a given size and at the set's
+/// median size. Each image's line, the refusal, and the figures over the
+/// labelled ones.
 #[test]
 fn labelled_single_cell_images_give_the_differentials_figures() {
     let tmp = tempfile::tempdir().unwrap();
@@ -187,16 +188,18 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
     image::RgbImage::from_pixel(150, 150, image::Rgb([236, 226, 228]))
         .save(dir.join("mono/blank.png"))
         .unwrap();
-    for given in [None, Some(30.0)] {
+    for size in ["measured", "given", "one magnification"] {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"));
         c.current_dir(common::ROOT)
             .env("ARGUS_STATE_DIR", tmp.path())
             .env("ARGUS_BACKEND", "cpu")
             .env_remove("ARGUS_CONFIG")
             .args(["pbs", "differential", "--labelled", "--json"]);
-        if let Some(d) = given {
-            c.args(["--rbc-diameter-px", &d.to_string()]);
-        }
+        match size {
+            "given" => c.args(["--rbc-diameter-px", "30"]),
+            "one magnification" => c.arg("--one-magnification"),
+            _ => &mut c,
+        };
         let out = c.arg(&dir).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
@@ -217,21 +220,37 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
         );
         let summary = &lines.last().unwrap()["summary"];
         assert_eq!(summary["unlabelled_folders"], json!({"smudge": 1}));
-        match given {
-            Some(d) => {
-                // At a given size nothing is measured: the blank image's
-                // centre is classified too.
+        match size {
+            "given" | "one magnification" => {
+                // At one size for all nothing is measured per image: the
+                // blank image's centre is classified too.
                 assert_eq!(out.status.code(), Some(0), "{stderr}");
                 assert_eq!(lines.len(), 4, "three images and the summary");
                 assert_eq!(summary["not_classified"], 0);
                 assert_eq!(summary["all"]["cells"], 3, "{summary}");
+                let d = match size {
+                    "given" => 30.0,
+                    _ => {
+                        // The two PBC cells' measures; the blank gives none.
+                        let set = &summary["one_magnification"];
+                        assert_eq!(set["images_measured"], 2, "{summary}");
+                        set["rbc_diameter_px"].as_f64().unwrap()
+                    }
+                };
+                assert!((24.0..=38.0).contains(&d), "{summary}");
+                let source = if size == "given" {
+                    "given"
+                } else {
+                    "set_median"
+                };
                 for l in [lym, neu] {
-                    assert_eq!(l["rbc_size_source"], "given");
+                    assert_eq!(l["rbc_size_source"], source, "{l}");
                     assert_eq!(l["located"], "image_centre");
-                    assert_eq!(l["window"][2], 3.4 * d, "{l}");
+                    let side = l["window"][2].as_f64().unwrap();
+                    assert!((side - 3.4 * d).abs() < 1e-3, "{l}");
                 }
             }
-            None => {
+            _ => {
                 // The blank image is refused, and the exit status says so.
                 assert_eq!(out.status.code(), Some(1), "{stderr}");
                 assert!(

@@ -86,28 +86,7 @@ pub enum PbsAction {
     /// the centre's window). With --labelled, each image's folder names its
     /// class, and a confusion matrix, accuracy, review rate and confident
     /// errors follow: a lab's check of the differential on its own cells.
-    Differential {
-        /// Image files, or directories of them (searched recursively).
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
-        /// Print one JSON object per line and image (and the summary last).
-        #[arg(long)]
-        json: bool,
-        /// Red-cell diameter in these images, pixels: nothing is measured or
-        /// looked for, each image's centre is classified at this size (fast).
-        #[arg(long, value_parser = positive_px)]
-        rbc_diameter_px: Option<f32>,
-        /// The images share one magnification (one microscope and camera,
-        /// as one analyser's export does): each image's red cells are
-        /// measured by colour and every image's centre is classified at
-        /// the median of those measures (fast; no white cell looked for).
-        #[arg(long, conflicts_with = "rbc_diameter_px")]
-        one_magnification: bool,
-        /// Each image's folder names its true class (`Neutrophil`, `lymph`,
-        /// `eos`, `ig`, `NRBC`, ...; folders that name none are left out).
-        #[arg(long)]
-        labelled: bool,
-    },
+    Differential(single_cells::DifferentialArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,22 +203,7 @@ where
             .await
         }
         PbsAction::Classify { crops, json, force } => classify(config, crops, json, force).await,
-        PbsAction::Differential {
-            images,
-            json,
-            rbc_diameter_px,
-            one_magnification,
-            labelled,
-        } => {
-            let args = single_cells::DifferentialArgs {
-                images,
-                json,
-                rbc_diameter_px,
-                one_magnification,
-                labelled,
-            };
-            single_cells::differential(config, args).await
-        }
+        PbsAction::Differential(args) => single_cells::differential(config, args).await,
     }
 }
 
@@ -271,12 +235,7 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
         given_px: rbc_diameter_px,
         ..pipeline::ScaleSettings::from_config(&config.pbs)
     };
-    let limits = crate::imaging::DecodeLimits {
-        max_pixels: config.limits.max_pixels,
-        formats: ["jpeg", "png", "webp", "bmp", "tiff"]
-            .map(String::from)
-            .to_vec(),
-    };
+    let limits = photo_limits(config);
     let mut failed = 0;
     let bar = crate::offline::progress(inputs.len() as u64, "photos");
     for input in &inputs {
@@ -590,6 +549,17 @@ async fn classify(
     }
     b.shutdown();
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// What the offline commands decode: the formats the API takes for smear
+/// photos, within the config's pixel limit.
+fn photo_limits(config: &Config) -> crate::imaging::DecodeLimits {
+    crate::imaging::DecodeLimits {
+        max_pixels: config.limits.max_pixels,
+        formats: ["jpeg", "png", "webp", "bmp", "tiff"]
+            .map(String::from)
+            .to_vec(),
+    }
 }
 
 /// Local tile and crop batchers for the offline pbs commands.

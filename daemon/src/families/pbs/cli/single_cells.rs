@@ -25,25 +25,42 @@ use super::{local_cell_batchers, CliError};
 use crate::app::CommandError;
 use crate::config::Config;
 use crate::families::pbs::pipeline::{self, CellKind, ScaleSettings};
-use crate::families::pbs::scale::{estimate, ScaleSource};
+use crate::families::pbs::scale::{estimate, RbcScale, ScaleSource};
 use crate::imaging::rbc_size;
 use crate::model::wbc::figures::{argmax, lineage, lineages, other_lab, OtherLab};
 use crate::model::wbc::{decide, sample_window, CLASSES, PLATELET, WINDOW_RBC};
 
 /// The options of `argusd pbs differential`.
+#[derive(Debug, clap::Args)]
 pub struct DifferentialArgs {
-    pub images: Vec<PathBuf>,
-    pub json: bool,
-    pub rbc_diameter_px: Option<f32>,
-    /// Classify every image at the median of the images' own measures.
-    pub one_magnification: bool,
-    pub labelled: bool,
+    /// Image files, or directories of them (searched recursively).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Print one JSON object per line and image (with --labelled, the
+    /// summary last).
+    #[arg(long)]
+    json: bool,
+    /// Red-cell diameter in these images, pixels: nothing is measured or
+    /// looked for, each image's centre is classified at this size (fast).
+    #[arg(long, value_parser = super::positive_px)]
+    rbc_diameter_px: Option<f32>,
+    /// The images share one magnification (one microscope and camera,
+    /// as one analyser's export does): each image's red cells are
+    /// measured by colour and every image's centre is classified at
+    /// the median of those measures (fast; no white cell looked for).
+    #[arg(long, conflicts_with = "rbc_diameter_px")]
+    one_magnification: bool,
+    /// Each image's folder names its true class (`Neutrophil`, `lymph`,
+    /// `eos`, `ig`, `NRBC`, CellaVision's `LY`, ...; folders that name
+    /// none are left out).
+    #[arg(long)]
+    labelled: bool,
 }
 
 /// Where a cell's window was centred.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Located {
+pub(super) enum Located {
     /// On the box of the white cell the white-cell net found over the
     /// image's centre.
     WhiteCellBox,
@@ -81,20 +98,36 @@ struct Classified {
 /// class indices of `model::wbc::CLASSES`. Besides these, a name that
 /// starts the name of a class (`neut`, `lymph`, `mono`, `eos`, `baso`, as
 /// LISC and others abbreviate them) stands for it.
+/// CellaVision's and PBC's file and folder codes (`LY`, `MO`, `EO`, `BA`,
+/// `SNE`, `BNE`, `MY`, `MMY`, `PMY`, `ERB`, `PLT`, `GT`) are here too.
 const ALIASES: &[(&str, usize)] = &[
     ("neutrophilsegmented", 0),
     ("segmentedneutrophil", 0),
     ("segmented", 0),
     ("sne", 0),
+    ("seg", 0),
     ("neutrophilband", 1),
     ("bandneutrophil", 1),
     ("band", 1),
     ("bne", 1),
+    ("ly", 2),
+    ("mo", 3),
+    ("eo", 4),
+    ("ba", 5),
     ("ig", 6),
+    ("my", 6),
+    ("mmy", 6),
+    ("pmy", 6),
+    ("metamyelocyte", 6),
+    ("myelocyte", 6),
+    ("promyelocyte", 6),
+    ("erb", 7),
     ("nrbc", 7),
     ("nucleatedredcell", 7),
     ("nucleatedredbloodcell", 7),
     ("thrombocyte", 8),
+    ("plt", 8),
+    ("gt", 8),
 ];
 
 /// Names a prefix of which stands for the class (index into `CLASSES`).
@@ -109,18 +142,26 @@ const PREFIXED: &[(&str, usize)] = &[
     ("platelet", 8),
 ];
 
-/// Lower case, letters and digits only.
+/// Lower case, letters and digits only, without leading digits (sets
+/// number their folders: `01_Lymphocyte`).
 fn normalised(name: &str) -> String {
     name.chars()
         .filter(char::is_ascii_alphanumeric)
         .collect::<String>()
         .to_ascii_lowercase()
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .to_string()
 }
+
+/// Folder names `--labelled` takes, for the messages.
+const NAMES_TAKEN: &str = "a class's name in any case, singular or plural, its first three or \
+     more letters (lymph, eos, baso), or CellaVision's codes (SNE, BNE, LY, MO, EO, BA, MY, ERB, \
+     PLT); also ig, NRBC, band, segmented";
 
 /// The class (index into `CLASSES`) a folder named `name` holds: a class's
 /// name in any case and spacing, singular or plural, its first three or
 /// more letters, or one of [`ALIASES`]. `None` for anything else.
-pub fn class_of_label(name: &str) -> Option<usize> {
+pub(super) fn class_of_label(name: &str) -> Option<usize> {
     let n = normalised(name);
     let singular = n.strip_suffix('s').map(str::to_string);
     [Some(n), singular].into_iter().flatten().find_map(|n| {
@@ -155,9 +196,53 @@ struct Cell {
     warning: Option<String>,
 }
 
+/// Why an image's red cells give no size to classify it at, when they
+/// give none and nothing is configured (BCCD's ~100 px, the analysis's
+/// last resort, is no size for a single cell's image).
+fn unmeasured(first: &RbcScale) -> Option<String> {
+    (first.source == ScaleSource::Assumed).then(|| {
+        let why = match first.measured_px {
+            Some(d) => {
+                format!("they measure {d:.1} px across, too small or too large to be red cells")
+            }
+            None => format!(
+                "{} clean single red cell{} found, {} needed",
+                first.cells_measured,
+                if first.cells_measured == 1 { "" } else { "s" },
+                rbc_size::MIN_CELLS
+            ),
+        };
+        format!(
+            "its red cells could not be measured ({why}); give their size with \
+             --rbc-diameter-px, or use --one-magnification for a set from one analyser"
+        )
+    })
+}
+
+/// The white cell whose box covers (`cx`, `cy`), the nearest to it by its
+/// box's centre when several do: that centre and its probabilities.
+fn cell_over(a: &pipeline::SmearAnalysis, cx: f32, cy: f32) -> Option<(f32, f32, [f32; 9])> {
+    a.cells
+        .iter()
+        .filter(|c| c.kind == CellKind::Wbc)
+        .filter_map(|c| {
+            let p = c.wbc_probabilities?;
+            let (x0, y0) = (c.x as f32, c.y as f32);
+            let (w, h) = (c.width as f32, c.height as f32);
+            let covers = (x0..=x0 + w).contains(&cx) && (y0..=y0 + h).contains(&cy);
+            covers.then_some((x0 + w / 2.0, y0 + h / 2.0, p))
+        })
+        .min_by(|a, b| {
+            (a.0 - cx)
+                .hypot(a.1 - cy)
+                .total_cmp(&(b.0 - cx).hypot(b.1 - cy))
+        })
+}
+
 /// One image through the appliance's path (or, with `given`, the centre's
 /// window at that size, its source named so). Errors: the red cells could
-/// not be measured and no size is configured, or the classifier failed.
+/// not be measured and no size is configured ([`unmeasured`]), or the
+/// analysis or the classifier failed.
 async fn classify_one(
     b: &pipeline::CellBatchers,
     config: &Config,
@@ -166,14 +251,15 @@ async fn classify_one(
 ) -> Result<Cell, String> {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let (cx, cy) = (w / 2.0, h / 2.0);
-    let centre_window =
-        |d: f32| sample_window(img.as_raw(), w as usize, h as usize, cx, cy, WINDOW_RBC * d);
+    let raw: &[u8] = img.as_raw();
+    let centre = move |d: f32| async move {
+        let window = sample_window(raw, w as usize, h as usize, cx, cy, WINDOW_RBC * d);
+        let p = pipeline::classify_wbc(&b.wbc, vec![window]).await;
+        p.map(|p| p[0]).map_err(|e| e.to_string())
+    };
     if let Some((d, source)) = given {
-        let p = pipeline::classify_wbc(&b.wbc, vec![centre_window(d)])
-            .await
-            .map_err(|e| e.to_string())?;
         return Ok(Cell {
-            p: p[0],
+            p: centre(d).await?,
             rbc_diameter_px: d,
             source: source.to_string(),
             located: Located::ImageCentre,
@@ -182,74 +268,33 @@ async fn classify_one(
         });
     }
     let sizes = ScaleSettings::from_config(&config.pbs);
-    // The first step of the analysis, taken apart so that an image whose
-    // red cells cannot be measured is refused before the nets run: BCCD's
-    // ~100 px, the analysis's last resort, is no size for a single cell's
-    // image (a refined size only ever comes from a measured one).
+    // The analysis's first step, run apart first so that an image it would
+    // analyse at BCCD's size is refused before the nets run.
     let first = {
         let (img, params) = (img.clone(), config.cells);
         tokio::task::spawn_blocking(move || estimate(&img, &sizes, &params))
             .await
             .map_err(|e| e.to_string())?
     };
-    if first.source == ScaleSource::Assumed {
-        let why = match first.measured_px {
-            Some(d) => format!("they measure {d:.1} px across, which cannot be right"),
-            None => format!(
-                "{} clean single red cells found, {} needed",
-                first.cells_measured,
-                rbc_size::MIN_CELLS
-            ),
-        };
-        return Err(format!(
-            "its red cells could not be measured ({why}); give their size with \
-             --rbc-diameter-px or --one-magnification, or set pbs.native_rbc_diameter_px or \
-             pbs.microns_per_px"
-        ));
+    if let Some(why) = unmeasured(&first) {
+        return Err(why);
     }
     let watch = pipeline::Watch::default();
     let (a, _) = pipeline::analyse(b, img.clone(), &sizes, config.cells, false, &watch)
         .await
         .map_err(|e| e.to_string())?;
-    let size = a.rbc_size.clone().ok_or("no red-cell size was decided")?;
+    let size = a.rbc_size.clone().unwrap_or(first);
     let d = size.rbc_diameter_px;
-    // The white cell over the centre; of several, the one nearest it.
-    let over_centre = a
-        .cells
-        .iter()
-        .filter(|c| c.kind == CellKind::Wbc && c.wbc_probabilities.is_some())
-        .filter(|c| {
-            let (x0, y0) = (c.x as f32, c.y as f32);
-            (x0..=x0 + c.width as f32).contains(&cx) && (y0..=y0 + c.height as f32).contains(&cy)
-        })
-        .map(|c| {
-            let (bx, by) = (
-                c.x as f32 + c.width as f32 / 2.0,
-                c.y as f32 + c.height as f32 / 2.0,
-            );
-            (
-                (bx - cx).hypot(by - cy),
-                bx,
-                by,
-                c.wbc_probabilities.unwrap_or_default(),
-            )
-        })
-        .min_by(|a, b| a.0.total_cmp(&b.0));
-    let (p, located, window) = match over_centre {
-        Some((_, bx, by, p)) => (p, Located::WhiteCellBox, [bx, by, WINDOW_RBC * d]),
-        None => {
-            let p = pipeline::classify_wbc(&b.wbc, vec![centre_window(d)])
-                .await
-                .map_err(|e| e.to_string())?;
-            (p[0], Located::ImageCentre, [cx, cy, WINDOW_RBC * d])
-        }
+    let (p, located, (x, y)) = match cell_over(&a, cx, cy) {
+        Some((x, y, p)) => (p, Located::WhiteCellBox, (x, y)),
+        None => (centre(d).await?, Located::ImageCentre, (cx, cy)),
     };
     Ok(Cell {
         p,
         rbc_diameter_px: d,
         source: source_name(size.source),
         located,
-        window,
+        window: [x, y, WINDOW_RBC * d],
         warning: size.warning,
     })
 }
@@ -267,6 +312,8 @@ fn source_name(source: ScaleSource) -> String {
 /// by folder.
 type Work = (Vec<(PathBuf, Option<usize>)>, BTreeMap<String, usize>);
 
+/// Errors: an argument that is no image or directory of them, or, with
+/// `labelled`, no image in a folder that names a class.
 fn labelled_work(images: &[PathBuf], labelled: bool) -> Result<Work, CommandError> {
     let mut unknown: BTreeMap<String, usize> = BTreeMap::new();
     let mut work = Vec::new();
@@ -284,6 +331,14 @@ fn labelled_work(images: &[PathBuf], labelled: bool) -> Result<Work, CommandErro
         };
         work.push((input.path, label));
     }
+    if work.is_empty() {
+        let folders: Vec<&str> = unknown.keys().map(String::as_str).collect();
+        return Err(CliError::Usage(format!(
+            "--labelled: no image lies in a folder that names a class (folders found: {}); \
+             folder names taken: {NAMES_TAKEN}",
+            folders.join(", ")
+        )));
+    }
     Ok((work, unknown))
 }
 
@@ -291,28 +346,65 @@ fn labelled_work(images: &[PathBuf], labelled: bool) -> Result<Work, CommandErro
 /// own colour measure (the analysis's first step, `scale::estimate`), and
 /// of those that give a usable one, the median, with how many gave one.
 /// One image's measure can be far off (a crop with few clean red cells);
-/// the median of a set is not. Errors: no image gives a measure.
+/// the median of a set is not. Blocking: decodes every image. Errors: no
+/// image gives a measure.
 fn set_median_size(
-    work: &[(PathBuf, Option<usize>)],
+    paths: &[PathBuf],
     limits: &crate::imaging::DecodeLimits,
-    config: &Config,
-) -> Result<(f32, usize), CommandError> {
-    let mut sizes: Vec<f32> = work
+    params: &pipeline::CountParams,
+) -> Result<SetSize, String> {
+    let mut sizes: Vec<f32> = paths
         .iter()
-        .filter_map(|(path, _)| {
+        .filter_map(|path| {
             let bytes = std::fs::read(path).ok()?;
             let img = crate::imaging::decode(&bytes, limits).ok()?.image;
-            let s = estimate(&img, &ScaleSettings::default(), &config.cells);
+            let s = estimate(&img, &ScaleSettings::default(), params);
             (s.source == ScaleSource::Photo).then_some(s.rbc_diameter_px)
         })
         .collect();
     if sizes.is_empty() {
-        return Err(CliError::Failed(
-            "no image's red cells could be measured; give their size with --rbc-diameter-px".into(),
-        ));
+        return Err(
+            "no image's red cells could be measured; give their size with \
+                    --rbc-diameter-px"
+                .into(),
+        );
     }
     sizes.sort_by(f32::total_cmp);
-    Ok((sizes[sizes.len() / 2], sizes.len()))
+    Ok(SetSize {
+        rbc_diameter_px: sizes[sizes.len() / 2],
+        images_measured: sizes.len(),
+    })
+}
+
+/// The size every image is classified at, and its source's name, when one
+/// is: `--rbc-diameter-px`, or the set's median (`--one-magnification`,
+/// said on stderr). `None`: each image is measured.
+async fn run_size(
+    args: &DifferentialArgs,
+    work: &[(PathBuf, Option<usize>)],
+    limits: &crate::imaging::DecodeLimits,
+    config: &Config,
+) -> Result<(Option<(f32, &'static str)>, Option<SetSize>), CommandError> {
+    if let Some(d) = args.rbc_diameter_px {
+        return Ok((Some((d, "given")), None));
+    }
+    if !args.one_magnification {
+        return Ok((None, None));
+    }
+    let paths: Vec<PathBuf> = work.iter().map(|(p, _)| p.clone()).collect();
+    let (limits, params) = (limits.clone(), config.cells);
+    let set = tokio::task::spawn_blocking(move || set_median_size(&paths, &limits, &params))
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .map_err(CliError::Failed)?;
+    eprintln!(
+        "red cells: {:.1} px across, the median of {} of {} images' measures; every image is \
+         classified at that size",
+        set.rbc_diameter_px,
+        set.images_measured,
+        work.len()
+    );
+    Ok((Some((set.rbc_diameter_px, "set_median")), Some(set)))
 }
 
 /// What the labelled images gave, for the summary.
@@ -325,34 +417,34 @@ struct Tally {
     platelets: (usize, usize),
 }
 
+impl Tally {
+    /// Count one image's result: a white cell's probabilities under its
+    /// label, a platelet apart (not a white cell), or a failure.
+    fn add(&mut self, label: Option<usize>, p: Option<&[f32; 9]>) {
+        match (label, p) {
+            (_, None) => self.failed += 1,
+            (Some(PLATELET), Some(p)) => {
+                self.platelets.0 += 1;
+                self.platelets.1 += (argmax(p) == PLATELET) as usize;
+            }
+            (Some(t), Some(p)) => {
+                self.probs.push(*p);
+                self.truth.push(t);
+            }
+            (None, Some(_)) => {}
+        }
+    }
+}
+
 /// `argusd pbs differential`: each image's cell, and with `--labelled` the
 /// figures over them. Exit status 1 when an image could not be classified.
-pub async fn differential(config: &Config, args: DifferentialArgs) -> Result<i32, CommandError> {
+pub(super) async fn differential(
+    config: &Config,
+    args: DifferentialArgs,
+) -> Result<i32, CommandError> {
     let (work, unknown) = labelled_work(&args.images, args.labelled)?;
-    let limits = crate::imaging::DecodeLimits {
-        max_pixels: config.limits.max_pixels,
-        formats: ["jpeg", "png", "webp", "bmp", "tiff"]
-            .map(String::from)
-            .to_vec(),
-    };
-    let mut set_size = None;
-    let given = match (args.rbc_diameter_px, args.one_magnification) {
-        (Some(d), _) => Some((d, "given")),
-        (None, true) => {
-            let (d, measured) = set_median_size(&work, &limits, config)?;
-            eprintln!(
-                "red cells: {d:.1} px across, the median of {measured} of {} images' measures; \
-                 every image is classified at that size",
-                work.len()
-            );
-            set_size = Some(SetSize {
-                rbc_diameter_px: d,
-                images_measured: measured,
-            });
-            Some((d, "set_median"))
-        }
-        (None, false) => None,
-    };
+    let limits = super::photo_limits(config);
+    let (given, set_size) = run_size(&args, &work, &limits, config).await?;
     let b = local_cell_batchers(config)?;
     let min_confidence = config.cells.wbc_min_confidence;
     let bar = crate::offline::progress(work.len() as u64, "images");
@@ -368,38 +460,11 @@ pub async fn differential(config: &Config, args: DifferentialArgs) -> Result<i32
         }
         .await;
         bar.inc(1);
-        bar.suspend(|| match res {
-            Ok(cell) => {
-                let out = Classified {
-                    file: path.clone(),
-                    label: label.map(|c| lineages()[lineage(c)]),
-                    class: decide(&cell.p, min_confidence).map(|c| CLASSES[c]),
-                    top_class: CLASSES[argmax(&cell.p)],
-                    probabilities: CLASSES.iter().copied().zip(cell.p).collect(),
-                    rbc_diameter_px: cell.rbc_diameter_px,
-                    rbc_size_source: cell.source,
-                    located: cell.located,
-                    window: cell.window,
-                    warning: cell.warning,
-                };
-                print_one(&out, args.json);
-                match label {
-                    Some(t) if *t == PLATELET => {
-                        tally.platelets.0 += 1;
-                        tally.platelets.1 += (out.top_class == CLASSES[PLATELET]) as usize;
-                    }
-                    Some(t) => {
-                        tally.probs.push(cell.p);
-                        tally.truth.push(*t);
-                    }
-                    None => {}
-                }
-            }
-            Err(e) => {
-                tally.failed += 1;
-                eprintln!("{}: {e}", path.display());
-            }
+        bar.suspend(|| match &res {
+            Ok(cell) => print_one(&classified(path, *label, cell, min_confidence), args.json),
+            Err(e) => eprintln!("{}: {e}", path.display()),
         });
+        tally.add(*label, res.as_ref().ok().map(|c| &c.p));
     }
     bar.finish_and_clear();
     b.shutdown();
@@ -420,6 +485,22 @@ pub async fn differential(config: &Config, args: DifferentialArgs) -> Result<i32
         }
     }
     Ok(if tally.failed > 0 { 1 } else { 0 })
+}
+
+/// One image's cell as it is printed.
+fn classified(path: &Path, label: Option<usize>, cell: &Cell, min_confidence: f32) -> Classified {
+    Classified {
+        file: path.to_path_buf(),
+        label: label.map(|c| lineages()[lineage(c)]),
+        class: decide(&cell.p, min_confidence).map(|c| CLASSES[c]),
+        top_class: CLASSES[argmax(&cell.p)],
+        probabilities: CLASSES.iter().copied().zip(cell.p).collect(),
+        rbc_diameter_px: cell.rbc_diameter_px,
+        rbc_size_source: cell.source.clone(),
+        located: cell.located,
+        window: cell.window,
+        warning: cell.warning.clone(),
+    }
 }
 
 fn print_one(c: &Classified, json: bool) {
@@ -451,18 +532,21 @@ fn print_one(c: &Classified, json: bool) {
     }
 }
 
-/// The figures over a labelled set: over every labelled class, and over the
-/// five normal types alone (neutrophil, lymphocyte, monocyte, eosinophil,
-/// basophil), the figures an independent check asks for.
+/// The figures over a labelled set: over every labelled class but
+/// platelets (the white cells and erythroblasts), and over the five normal
+/// types alone (neutrophil, lymphocyte, monocyte, eosinophil, basophil),
+/// the figures an independent check asks for.
 #[derive(Debug, Serialize)]
-pub struct Summary {
-    /// Every labelled image classified.
+pub(super) struct Summary {
+    /// Every labelled image classified, platelets apart.
     pub all: OtherLab,
     /// Those labelled with one of the five normal types.
     pub five_normal_types: OtherLab,
     /// Share of the cells given a class that were given the right one
-    /// (over `all`).
-    pub accuracy_of_called: f64,
+    /// (over `all`); `None` when none was given one.
+    pub accuracy_of_called: Option<f64>,
+    /// `cells.wbc_min_confidence`: a cell whose top class is under it is
+    /// left for review.
     pub min_confidence: f32,
     /// Labelled images that could not be classified (unreadable, or their
     /// red cells not measurable).
@@ -482,7 +566,7 @@ pub struct Summary {
 
 /// The red-cell size of a set at one magnification ([`set_median_size`]).
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct SetSize {
+pub(super) struct SetSize {
     /// The median of the images' measures, pixels.
     pub rbc_diameter_px: f32,
     /// Images whose red cells gave a measure.
@@ -493,6 +577,9 @@ pub struct SetSize {
 const NORMAL: std::ops::Range<usize> = 0..5;
 
 impl Summary {
+    /// The figures of probabilities `p` (in the order of `CLASSES`) for
+    /// cells labelled `truth` (indices into `CLASSES`), decided at
+    /// `min_confidence`; the platelets and the size are set by the caller.
     pub fn new(
         p: &[[f32; 9]],
         truth: &[usize],
@@ -508,10 +595,12 @@ impl Summary {
             .map(|(p, &t)| (*p, t))
             .unzip();
         let five_normal_types = other_lab(&np, &nt, min_confidence);
-        let called = all.cells as f64 * (1.0 - all.review_rate);
-        let right = all.accuracy * all.cells as f64;
+        let review = all.lineages.len();
+        let right: usize = (0..review).map(|i| all.confusion[i][i]).sum();
+        let reviewed: usize = all.confusion.iter().map(|r| r[review]).sum();
+        let called = all.cells - reviewed;
         Self {
-            accuracy_of_called: if called > 0.0 { right / called } else { 0.0 },
+            accuracy_of_called: (called > 0).then(|| right as f64 / called as f64),
             all,
             five_normal_types,
             min_confidence,
@@ -524,7 +613,7 @@ impl Summary {
     }
 
     /// The summary as a table for the terminal.
-    pub fn text(&self) -> String {
+    fn text(&self) -> String {
         let mut out = String::new();
         let line = |name: &str, f: &OtherLab| {
             format!(
@@ -537,12 +626,12 @@ impl Summary {
             "\nlabelled cells at min confidence {}:\n",
             self.min_confidence
         ));
-        out.push_str(&line("all white cells", &self.all));
+        out.push_str(&line("all but platelets", &self.all));
         out.push_str(&line("five normal types", &self.five_normal_types));
-        out.push_str(&format!(
-            "accuracy of the cells given a class: {:.3}\n",
-            self.accuracy_of_called
-        ));
+        out.push_str(&match self.accuracy_of_called {
+            Some(a) => format!("accuracy of the cells given a class: {a:.3}\n"),
+            None => "accuracy of the cells given a class: none was given one\n".to_string(),
+        });
         if self.not_classified > 0 {
             out.push_str(&format!(
                 "not classified (see the errors above): {}\n",
@@ -558,7 +647,9 @@ impl Summary {
         }
         for (folder, n) in &self.unlabelled_folders {
             out.push_str(&format!(
-                "left out: {n} images in folders named {folder:?}, which names no class\n"
+                "left out: {n} image{} in a folder named {folder:?}, which names no class \
+                 ({NAMES_TAKEN})\n",
+                if *n == 1 { "" } else { "s" }
             ));
         }
         let names = &self.all.lineages;
@@ -614,10 +705,31 @@ mod tests {
             ("NRBC", "erythroblast"),
             ("erythroblast", "erythroblast"),
             ("platelets", "platelet"),
+            ("LY", "lymphocyte"),
+            ("MO", "monocyte"),
+            ("EO", "eosinophil"),
+            ("BA", "basophil"),
+            ("MMY", "immature_granulocyte"),
+            ("PMY", "immature_granulocyte"),
+            ("ERB", "erythroblast"),
+            ("PLT", "platelet"),
+            ("01_Lymphocyte", "lymphocyte"),
+            ("3-eosinophils", "eosinophil"),
         ] {
             assert_eq!(class(name), Some(want), "{name}");
         }
-        for name in ["", "ne", "blast", "smudge", "artefact", "images", "cells"] {
+        for name in [
+            "",
+            "ne",
+            "blast",
+            "smudge",
+            "artefact",
+            "images",
+            "cells",
+            "rbc",
+            "erythrocyte",
+            "01",
+        ] {
             assert_eq!(class(name), None, "{name}");
         }
     }
@@ -647,7 +759,7 @@ mod tests {
         assert!((s.all.accuracy - 0.6).abs() < 1e-9);
         assert!((s.all.review_rate - 0.2).abs() < 1e-9);
         assert_eq!(s.all.confident_errors, 1);
-        assert!((s.accuracy_of_called - 0.75).abs() < 1e-9);
+        assert_eq!(s.accuracy_of_called, Some(0.75));
         assert_eq!(s.five_normal_types.cells, 4, "the erythroblast is not one");
         assert!((s.five_normal_types.accuracy - 0.5).abs() < 1e-9);
         let text = s.text();
@@ -665,5 +777,34 @@ mod tests {
             .unwrap();
         let cols: Vec<&str> = mono.split_whitespace().collect();
         assert_eq!(cols[4], "1", "monocyte called eosinophil: {mono}");
+    }
+
+    #[test]
+    fn a_set_with_every_cell_in_review_has_no_accuracy_of_the_called() {
+        let s = Summary::new(&[calling(2, 0.4)], &[2], 0.7, 0, BTreeMap::new());
+        assert_eq!(s.accuracy_of_called, None);
+        assert!(s.text().contains("none was given one"), "{}", s.text());
+    }
+
+    #[test]
+    fn an_image_without_a_measure_or_a_configured_size_is_refused_with_the_reason() {
+        let mut first = RbcScale {
+            rbc_diameter_px: 100.0,
+            rbc_diameter_um: None,
+            source: ScaleSource::Assumed,
+            measured_px: None,
+            cells_measured: 1,
+            warning: None,
+        };
+        let why = unmeasured(&first).expect("refused");
+        assert!(
+            why.contains("1 clean single red cell found, 3 needed"),
+            "{why}"
+        );
+        assert!(why.contains("--one-magnification"), "{why}");
+        first.measured_px = Some(4.6);
+        assert!(unmeasured(&first).unwrap().contains("4.6 px"));
+        first.source = ScaleSource::Configured;
+        assert_eq!(unmeasured(&first), None, "a configured size is used");
     }
 }
