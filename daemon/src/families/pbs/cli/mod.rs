@@ -40,28 +40,7 @@ pub enum PbsAction {
     /// Show an organisation's callback signing secret.
     OrgSecret { org: String },
     /// Count cells in smear photos and print counts and boxes.
-    Count {
-        images: Vec<PathBuf>,
-        #[arg(long)]
-        json: bool,
-        /// Red-cell diameter in these photos, pixels: skips measuring it
-        /// in each photo (default: measured; config's
-        /// pbs.native_rbc_diameter_px where a photo cannot be measured).
-        #[arg(long, value_parser = positive_px)]
-        rbc_diameter_px: Option<f32>,
-        /// Also classify every red cell (MALARIA_ANY_ANY).
-        #[arg(long)]
-        malaria: bool,
-        /// Write each red-cell crop the classifier saw here, named with its P(parasitized).
-        #[arg(long)]
-        crops_dir: Option<PathBuf>,
-        /// Print one HL7 FHIR R4 Bundle (type collection) for all the photos
-        /// together: a DiagnosticReport for CBC_COUNTS, and with --malaria one
-        /// for MALARIA_ANY_ANY, as `GET /pbs/{id}/report/{task}?format=fhir`
-        /// gives. Nothing is printed unless every photo was analysed.
-        #[arg(long, conflicts_with = "json")]
-        fhir: bool,
-    },
+    Count(CountArgs),
     /// P(parasitized) of single-cell crops, each made 50x50 grayscale. Make
     /// crops from smear photos with `argusd pbs count --crops-dir DIR PHOTO`;
     /// a file that cannot be one cell (larger than 400 px, smaller than
@@ -181,38 +160,35 @@ where
             print(send(cmd).await?)
         }
         PbsAction::OrgSecret { org } => print(send(PbsCommand::OrgSecret { org }).await?),
-        PbsAction::Count {
-            images,
-            json,
-            rbc_diameter_px,
-            malaria,
-            crops_dir,
-            fhir,
-        } => {
-            count(
-                config,
-                CountArgs {
-                    images,
-                    json,
-                    rbc_diameter_px,
-                    malaria,
-                    crops_dir,
-                    fhir,
-                },
-            )
-            .await
-        }
+        PbsAction::Count(args) => count(config, args).await,
         PbsAction::Classify { crops, json, force } => classify(config, crops, json, force).await,
         PbsAction::Differential(args) => single_cells::differential(config, args).await,
     }
 }
 
-struct CountArgs {
+/// The options of `argusd pbs count`.
+#[derive(Debug, clap::Args)]
+pub struct CountArgs {
+    /// Smear photos, or directories of them (searched recursively).
     images: Vec<PathBuf>,
+    #[arg(long)]
     json: bool,
+    /// Red-cell diameter in these photos, pixels: skips measuring it
+    /// in each photo (default: measured; config's
+    /// pbs.native_rbc_diameter_px where a photo cannot be measured).
+    #[arg(long, value_parser = positive_px)]
     rbc_diameter_px: Option<f32>,
+    /// Also classify every red cell (MALARIA_ANY_ANY).
+    #[arg(long)]
     malaria: bool,
+    /// Write each red-cell crop the classifier saw here, named with its P(parasitized).
+    #[arg(long)]
     crops_dir: Option<PathBuf>,
+    /// Print one HL7 FHIR R4 Bundle (type collection) for all the photos
+    /// together: a DiagnosticReport for CBC_COUNTS, and with --malaria one
+    /// for MALARIA_ANY_ANY, as `GET /pbs/{id}/report/{task}?format=fhir`
+    /// gives. Nothing is printed unless every photo was analysed.
+    #[arg(long, conflicts_with = "json")]
     fhir: bool,
 }
 
