@@ -21,6 +21,7 @@ use crate::app::{read_password, CommandError};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
+mod labels;
 mod single_cells;
 
 type CliError = CommandError;

@@ -12,7 +12,9 @@
 //! finds no white cell over the image's centre, the window is taken around
 //! the centre, which is where a single-cell image holds its cell. With
 //! `--rbc-diameter-px` nothing is measured or looked for: the window is the
-//! centre's at that size, and a large set runs in seconds.
+//! centre's at that size, and a large set runs in seconds; with
+//! `--one-magnification` that size is the median of the images' own
+//! measures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::Serialize;
 
+use super::labels::{class_of_label, folder_of, NAMES_TAKEN};
 use super::{local_cell_batchers, CliError};
 use crate::app::CommandError;
 use crate::config::Config;
@@ -92,98 +95,6 @@ struct Classified {
     window: [f32; 3],
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
-}
-
-/// Class names a labelled folder may carry, by [`normalised`] name: the
-/// class indices of `model::wbc::CLASSES`. Besides these, a name that
-/// starts the name of a class (`neut`, `lymph`, `mono`, `eos`, `baso`, as
-/// LISC and others abbreviate them) stands for it.
-/// CellaVision's and PBC's file and folder codes (`LY`, `MO`, `EO`, `BA`,
-/// `SNE`, `BNE`, `MY`, `MMY`, `PMY`, `ERB`, `PLT`, `GT`) are here too.
-const ALIASES: &[(&str, usize)] = &[
-    ("neutrophilsegmented", 0),
-    ("segmentedneutrophil", 0),
-    ("segmented", 0),
-    ("sne", 0),
-    ("seg", 0),
-    ("neutrophilband", 1),
-    ("bandneutrophil", 1),
-    ("band", 1),
-    ("bne", 1),
-    ("ly", 2),
-    ("mo", 3),
-    ("eo", 4),
-    ("ba", 5),
-    ("ig", 6),
-    ("my", 6),
-    ("mmy", 6),
-    ("pmy", 6),
-    ("metamyelocyte", 6),
-    ("myelocyte", 6),
-    ("promyelocyte", 6),
-    ("erb", 7),
-    ("nrbc", 7),
-    ("nucleatedredcell", 7),
-    ("nucleatedredbloodcell", 7),
-    ("thrombocyte", 8),
-    ("plt", 8),
-    ("gt", 8),
-];
-
-/// Names a prefix of which stands for the class (index into `CLASSES`).
-const PREFIXED: &[(&str, usize)] = &[
-    ("neutrophil", 0),
-    ("lymphocyte", 2),
-    ("monocyte", 3),
-    ("eosinophil", 4),
-    ("basophil", 5),
-    ("immaturegranulocyte", 6),
-    ("erythroblast", 7),
-    ("platelet", 8),
-];
-
-/// Lower case, letters and digits only, without leading digits (sets
-/// number their folders: `01_Lymphocyte`).
-fn normalised(name: &str) -> String {
-    name.chars()
-        .filter(char::is_ascii_alphanumeric)
-        .collect::<String>()
-        .to_ascii_lowercase()
-        .trim_start_matches(|c: char| c.is_ascii_digit())
-        .to_string()
-}
-
-/// Folder names `--labelled` takes, for the messages.
-const NAMES_TAKEN: &str = "a class's name in any case, singular or plural, its first three or \
-     more letters (lymph, eos, baso), or CellaVision's codes (SNE, BNE, LY, MO, EO, BA, MY, ERB, \
-     PLT); also ig, NRBC, band, segmented";
-
-/// The class (index into `CLASSES`) a folder named `name` holds: a class's
-/// name in any case and spacing, singular or plural, its first three or
-/// more letters, or one of [`ALIASES`]. `None` for anything else.
-pub(super) fn class_of_label(name: &str) -> Option<usize> {
-    let n = normalised(name);
-    let singular = n.strip_suffix('s').map(str::to_string);
-    [Some(n), singular].into_iter().flatten().find_map(|n| {
-        ALIASES
-            .iter()
-            .find(|(a, _)| *a == n)
-            .map(|&(_, c)| c)
-            .or_else(|| {
-                (n.len() >= 3)
-                    .then(|| PREFIXED.iter().find(|(full, _)| full.starts_with(&n)))
-                    .flatten()
-                    .map(|&(_, c)| c)
-            })
-    })
-}
-
-/// The name of the folder `path` lies in.
-fn folder_of(path: &Path) -> String {
-    path.parent()
-        .and_then(Path::file_name)
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default()
 }
 
 /// The probabilities of one image's cell and where its window lay.
@@ -684,55 +595,6 @@ fn short(name: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn folder_names_of_common_sets_name_their_classes() {
-        let class = |n: &str| class_of_label(n).map(|c| CLASSES[c]);
-        for (name, want) in [
-            ("Neutrophil", "neutrophil_segmented"),
-            ("neutrophils", "neutrophil_segmented"),
-            ("neut", "neutrophil_segmented"),
-            ("SNE", "neutrophil_segmented"),
-            ("Band neutrophil", "neutrophil_band"),
-            ("Lymphocyte", "lymphocyte"),
-            ("lymp", "lymphocyte"),
-            ("mono", "monocyte"),
-            ("eos", "eosinophil"),
-            ("EOSINOPHILS", "eosinophil"),
-            ("Baso", "basophil"),
-            ("ig", "immature_granulocyte"),
-            ("immature_granulocytes", "immature_granulocyte"),
-            ("NRBC", "erythroblast"),
-            ("erythroblast", "erythroblast"),
-            ("platelets", "platelet"),
-            ("LY", "lymphocyte"),
-            ("MO", "monocyte"),
-            ("EO", "eosinophil"),
-            ("BA", "basophil"),
-            ("MMY", "immature_granulocyte"),
-            ("PMY", "immature_granulocyte"),
-            ("ERB", "erythroblast"),
-            ("PLT", "platelet"),
-            ("01_Lymphocyte", "lymphocyte"),
-            ("3-eosinophils", "eosinophil"),
-        ] {
-            assert_eq!(class(name), Some(want), "{name}");
-        }
-        for name in [
-            "",
-            "ne",
-            "blast",
-            "smudge",
-            "artefact",
-            "images",
-            "cells",
-            "rbc",
-            "erythrocyte",
-            "01",
-        ] {
-            assert_eq!(class(name), None, "{name}");
-        }
-    }
 
     /// Probabilities that put `c` first at `p`, the rest spread evenly.
     fn calling(c: usize, p: f32) -> [f32; 9] {
