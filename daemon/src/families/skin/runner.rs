@@ -205,7 +205,18 @@ async fn finish(
     shown: Presented,
     started: Instant,
 ) -> Result<(), StoreError> {
-    let aux_records = store_aux_images(skin, a, &shown)?;
+    let ds: Option<Dataset> = SkinStore::get(&skin.records.datasets, img.dataset_id)?;
+    let clean = ds.as_ref().is_some_and(|d| d.clean_images_as_soon_as_ready);
+    // Derived photos that would be erased at once are not written at all.
+    let aux_records = if clean {
+        Vec::new()
+    } else {
+        store_aux_images(skin, a, &shown)?
+    };
+    if clean {
+        // Queued before the record says "erased", flushed with it below.
+        super::retention::queue_blob_cleanup(&skin.store, &img, false)?;
+    }
     let now = now_rfc3339();
     let results: Vec<AlgoResult> = shown
         .results
@@ -218,8 +229,6 @@ async fn finish(
             creation_time: now.clone(),
         })
         .collect();
-    let ds: Option<Dataset> = SkinStore::get(&skin.records.datasets, img.dataset_id)?;
-    let clean = ds.as_ref().is_some_and(|d| d.clean_images_as_soon_as_ready);
     let shown2 = shown.clone();
     let updated = skin.records.update_image(img.id, |i| {
         i.status = ImageStatus::Done;
@@ -241,6 +250,11 @@ async fn finish(
         i.processed_unix = Some(unix_now());
         i.results_cleared_unix = None;
         i.error = None;
+        // In the same write as the results: no reader sees them with the
+        // photo still on record.
+        if clean {
+            i.blob = None;
+        }
     })?;
     let Some(updated) = updated else {
         // Deleted while it was analysed: drop what was made for it.
@@ -250,9 +264,6 @@ async fn finish(
         skin.queue.dequeue(img.id)?;
         return skin.store.flush_async().await;
     };
-    if clean {
-        super::retention::erase_one(skin, &updated, false)?;
-    }
     let delivery = super::hooks::delivery_for(skin, &updated)?;
     if let Some(d) = &delivery {
         skin.webhooks.enqueue(d)?;
