@@ -8,6 +8,7 @@
 //!     [--pbc ../shared/data/pbc/pbc_normal.tar] [--bccd ../shared/data/bccd --labels FILE]
 //!     [--split val] [--tta] [--min-confidence 0.7] [--skip-pbc]
 //!     [--stain channel|overall [--q 0.99]] [--smooth] [--window-scale F] [--crops DIR]
+//!     [--align K]
 //! ```
 //!
 //! `--labels` holds one `<Class> <id>` line per BCCD photo (`Neutrophil
@@ -25,7 +26,13 @@
 //! `--q` takes the median of the pixels over `-q` summed density, the red
 //! cells), `--smooth` averages BCCD's windows over each output pixel's
 //! footprint, `--window-scale` widens them, and `--crops DIR` classifies
-//! ready-made 64x64 PNG windows named `<class>_<anything>.png`.
+//! ready-made 64x64 PNG windows named `<class>_<anything>.png`. `--align K`
+//! moves the first K convolutions' pre-activations, per channel, from the
+//! evaluated set's mean and spread (from up to 320 of its windows) to
+//! those of PBC's training white cells: the feature-statistics alignment
+//! of AdaBN (Li et al., "Adaptive Batch Normalization for practical domain
+//! adaptation", Pattern Recognition 80 (2018) 109-117) on a net without
+//! batch normalisation, an unsupervised adaptation to a new lab.
 
 use std::path::PathBuf;
 
@@ -73,6 +80,126 @@ struct Options {
     window_scale: f32,
     /// Only BCCD's photos listed in `<split>.txt`.
     split: Option<String>,
+    /// Experiment: the first `align` layers' pre-activations moved to the
+    /// source's per-channel mean and spread (AdaBN-like), from `source`.
+    align: usize,
+    source: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// Per-channel mean and standard deviation of NHWC `z`.
+fn channel_stats(z: &Tensor) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let c = z.dim(3)?;
+    let flat = z.reshape(((), c))?;
+    let m = flat.mean(0)?;
+    let v = flat.broadcast_sub(&m)?.sqr()?.mean(0)?;
+    let sd = (v + 1e-5)?.sqrt()?;
+    Ok((m.to_vec1()?, sd.to_vec1()?))
+}
+
+/// Forward pass that moves the first `o.align` layers' pre-activations
+/// from `target`'s statistics to the source's; with `target` empty, each
+/// layer's statistics are taken from this batch (and pushed to `target`).
+/// With `collect`, returns each layer's raw statistics instead of aligning.
+fn forward_aligned(
+    net: &WbcNet,
+    x: &Tensor,
+    o: &Options,
+    target: &mut Vec<(Vec<f32>, Vec<f32>)>,
+    collect: Option<&mut Vec<(Vec<f32>, Vec<f32>)>>,
+) -> anyhow::Result<Tensor> {
+    let dev = Device::Cpu;
+    let estimate = target.is_empty();
+    let mut collect = collect;
+    let mut x = x.clone();
+    for (i, (w, b)) in net.convs.iter().enumerate() {
+        let mut z = wbc::conv3x3(&x, w, b)?;
+        if let Some(c) = collect.as_deref_mut() {
+            c.push(channel_stats(&z)?);
+        } else if i < o.align {
+            if estimate {
+                target.push(channel_stats(&z)?);
+            }
+            let (mt, st) = &target[i];
+            let (ms, ss) = &o.source[i];
+            let scale: Vec<f32> = ss.iter().zip(st).map(|(a, b)| a / b).collect();
+            let shift: Vec<f32> = (0..mt.len()).map(|k| ms[k] - mt[k] * scale[k]).collect();
+            let n = scale.len();
+            z = z
+                .broadcast_mul(&Tensor::from_vec(scale, n, &dev)?)?
+                .broadcast_add(&Tensor::from_vec(shift, n, &dev)?)?;
+        }
+        x = z.relu()?;
+        if wbc::POOL_AFTER.contains(&i) {
+            x = wbc::max_pool2(&x)?;
+        }
+    }
+    let pooled = x.mean(2)?.mean(1)?;
+    Ok(pooled.matmul(&net.fc_w)?.broadcast_add(&net.fc_b)?)
+}
+
+fn input(crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Tensor> {
+    let mut data = Vec::new();
+    for c in crops {
+        data.extend(if !o.stain.is_empty() {
+            normalised(wbc::planes(c), o)
+        } else {
+            wbc::planes(c)
+        });
+    }
+    Ok(Tensor::from_vec(
+        data,
+        (crops.len(), CROP, CROP, 3),
+        &Device::Cpu,
+    )?)
+}
+
+/// Experiment: the source's per-layer statistics over PBC's training
+/// white cells (every 5th), chunk-averaged (equal chunks but the last).
+fn source_stats(net: &WbcNet, tar: &str, o: &Options) -> anyhow::Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let (samples, _) = read_tar(&PathBuf::from(tar))?;
+    let crops: Vec<Vec<f32>> = samples
+        .iter()
+        .filter(|s| !held_out(SEED, HOLDOUT_PCT, &s.name) && s.label != wbc::PLATELET)
+        .step_by(5)
+        .map(centred_window)
+        .collect();
+    // Pooled mean and variance: E[x] and E[x^2] per channel over chunks.
+    let mut acc: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut weight = 0f64;
+    for chunk in crops.chunks(64) {
+        let mut st = Vec::new();
+        forward_aligned(net, &input(chunk, o)?, o, &mut Vec::new(), Some(&mut st))?;
+        let wgt = chunk.len() as f64;
+        if acc.is_empty() {
+            acc = st
+                .iter()
+                .map(|(m, _)| (vec![0.0; m.len()], vec![0.0; m.len()]))
+                .collect();
+        }
+        for ((am, aq), (m, sd)) in acc.iter_mut().zip(&st) {
+            for k in 0..m.len() {
+                am[k] += wgt * m[k] as f64;
+                aq[k] += wgt * (sd[k] as f64 * sd[k] as f64 + m[k] as f64 * m[k] as f64);
+            }
+        }
+        weight += wgt;
+    }
+    println!(
+        "source statistics from {} PBC training white cells",
+        crops.len()
+    );
+    Ok(acc
+        .into_iter()
+        .map(|(m, q)| {
+            let mean: Vec<f32> = m.iter().map(|v| (v / weight) as f32).collect();
+            let sd: Vec<f32> = q
+                .iter()
+                .zip(&m)
+                .map(|(q, m)| ((q / weight - (m / weight).powi(2)).max(1e-5)).sqrt() as f32)
+                .collect();
+            (mean, sd)
+        })
+        .collect())
 }
 
 /// The 8 flips and rotations of NHWC planes (`t` in 0..8), as training
@@ -134,6 +261,23 @@ fn normalised(mut p: Vec<f32>, o: &Options) -> Vec<f32> {
 
 fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec<[f32; 9]>> {
     let dev = Device::Cpu;
+    if o.align > 0 {
+        // Target statistics from up to 320 of the set's windows, spread.
+        let step = crops.len().div_ceil(320).max(1);
+        let sample: Vec<Vec<f32>> = crops.iter().step_by(step).cloned().collect();
+        let mut target = Vec::new();
+        forward_aligned(net, &input(&sample, o)?, o, &mut target, None)?;
+        let mut out = Vec::with_capacity(crops.len());
+        for chunk in crops.chunks(64) {
+            let logits = forward_aligned(net, &input(chunk, o)?, o, &mut target, None)?;
+            for r in candle_nn::ops::softmax(&logits, 1)?.to_vec2::<f32>()? {
+                let mut a = [0f32; 9];
+                a.copy_from_slice(&r);
+                out.push(a);
+            }
+        }
+        return Ok(out);
+    }
     let looks: Vec<u8> = if o.tta { (0..8).collect() } else { vec![0] };
     let mut out = Vec::with_capacity(crops.len());
     for chunk in crops.chunks(64) {
@@ -334,6 +478,11 @@ fn main() -> anyhow::Result<()> {
             .transpose()?
             .unwrap_or(1.0),
         refs: [0.0; 4],
+        align: arg(&args, "--align")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0),
+        source: Vec::new(),
         q: arg(&args, "--q")
             .map(|v| v.parse())
             .transpose()?
@@ -368,6 +517,11 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let net = WbcNet::from_safetensors(&PathBuf::from(&weights), &Device::Cpu)?;
+    if o.align > 0 {
+        let tar =
+            arg(&args, "--pbc").unwrap_or(format!("{root}/../shared/data/pbc/pbc_normal.tar"));
+        o.source = source_stats(&net, &tar, &o)?;
+    }
     if let Some(dir) = arg(&args, "--crops") {
         crops_dir(&net, &dir, &o)?;
     }
