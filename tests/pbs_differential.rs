@@ -176,8 +176,9 @@ async fn white_cells_are_classified_at_any_magnification() {
 fn labelled_single_cell_images_give_the_differentials_figures() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cells");
+    // A class folder above a slide's folder labels the slide's images.
     for (folder, name) in [
-        ("Lymphocyte", "pbc_lymphocyte.jpg"),
+        ("Lymphocyte/slide1", "pbc_lymphocyte.jpg"),
         ("neutrophils", "pbc_band_neutrophil.jpg"),
         ("smudge", "pbc_lymphocyte.jpg"),
     ] {
@@ -214,6 +215,9 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
         };
         let (lym, neu) = (cell("lymphocyte"), cell("neutrophil"));
         assert_eq!(lym["class"], "lymphocyte", "{lym}");
+        for l in [lym, neu] {
+            assert!(l.get("warning").is_none(), "one cell's image: {l}");
+        }
         assert!(
             neu["top_class"].as_str().unwrap().starts_with("neutrophil"),
             "{neu}"
@@ -261,6 +265,7 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
                 assert_eq!(summary["not_classified"], 1);
                 assert_eq!(summary["all"]["cells"], 2, "{summary}");
                 assert_eq!(summary["five_normal_types"]["cells"], 2, "{summary}");
+                assert_eq!(summary["min_confidence"], 0.7, "as configured");
                 for l in [lym, neu] {
                     assert_eq!(l["rbc_size_source"], "photo", "{l}");
                     assert_eq!(l["located"], "white_cell_box", "{l}");
@@ -270,4 +275,27 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
             }
         }
     }
+}
+
+/// A smear photo given to `pbs differential` is classified at its centre
+/// with a warning that it is no single cell's image.
+#[test]
+fn a_smear_photo_is_warned_of() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+        .current_dir(common::ROOT)
+        .env("ARGUS_STATE_DIR", tmp.path())
+        .env("ARGUS_BACKEND", "cpu")
+        .env_remove("ARGUS_CONFIG")
+        .args(["pbs", "differential", "--json", "--rbc-diameter-px", "98.7"])
+        .arg("tests/fixtures/smear_cbc.jpg")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warning = line["warning"].as_str().unwrap_or_default();
+    assert!(
+        warning.contains("12.4 red-cell diameters") && warning.contains("pbs count"),
+        "{line}"
+    );
 }

@@ -108,7 +108,8 @@ pub enum Command {
 pub enum TrainModel {
     /// The parasitized/uninfected red-cell classifier, on the NIH crops.
     Malaria(crate::train::malaria::TrainArgs),
-    /// The white-cell classifier of the differential, on PBC.
+    /// The white-cell classifier of the differential, on PBC (and BCCD's
+    /// labelled white cells with --bccd-labels).
     Wbc(crate::train::wbc::TrainArgs),
 }
 
@@ -132,12 +133,16 @@ pub struct ServeArgs {
 pub enum KeysAction {
     /// Create a key; the full key is printed once.
     Create {
+        /// A name to tell the key by (the client or device it is for).
         #[arg(long)]
         name: String,
     },
+    /// List keys: id, name, a preview, whether active, use count and times
+    /// (never the whole key).
     List,
     /// Revoke a key by id or by its first 8 characters.
     Revoke {
+        /// The key's id, or its first 8 characters.
         key: String,
     },
 }
@@ -146,6 +151,7 @@ pub enum KeysAction {
 pub enum AdminAction {
     /// Create (or reset the password of) an admin user.
     Create {
+        /// The admin's login name.
         #[arg(long, default_value = "admin")]
         username: String,
         /// Read the password from standard input instead of prompting.

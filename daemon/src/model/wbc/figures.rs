@@ -29,9 +29,10 @@ pub struct OtherLab {
     /// Share of cells whose most probable class has their lineage,
     /// whatever its probability.
     pub top_class_accuracy: f64,
-    /// Row and column names of `confusion`: the lineages, then `review`
-    /// (a column only).
+    /// Row names of `confusion`: the lineages.
     pub lineages: Vec<&'static str>,
+    /// Column names of `confusion`: the lineages, then `review`.
+    pub columns: Vec<&'static str>,
     /// `[true lineage][called lineage or review]`.
     pub confusion: Vec<Vec<usize>>,
 }
@@ -120,6 +121,7 @@ pub fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherL
         review_rate: reviewed as f64 / n,
         confident_errors: truth.len() - right - reviewed,
         top_class_accuracy: top_right as f64 / n,
+        columns: names.iter().copied().chain(["review"]).collect(),
         lineages: names,
         confusion,
     }

@@ -99,8 +99,9 @@ fn job_view(app: &Faces, origin: &str, j: &JobRecord) -> JobView {
         method: j.method.clone(),
         status: j.status.clone(),
         face_count: j.face_count,
-        inference_ms: j.inference_ms,
-        total_ms: j.total_ms,
+        // Hundredths of a millisecond, as the detect response gives them.
+        inference_ms: (j.inference_ms * 100.0).round() / 100.0,
+        total_ms: (j.total_ms * 100.0).round() / 100.0,
         processed_url: j
             .processed_blob
             .as_deref()

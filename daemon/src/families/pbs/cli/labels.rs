@@ -96,10 +96,50 @@ pub(super) fn folder_of(path: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// The class of an image at `path`, found `rel` below the command line's
+/// argument: the nearest of its folders that names one (`lymphocyte/
+/// slide1/x.jpg` is a lymphocyte), looking no higher than the argument
+/// itself, so that a folder above what the user named (`/srv/eos/`) never
+/// labels a set. An image named on the command line is labelled by the
+/// folder it lies in.
+pub(super) fn class_of_image(path: &Path, rel: &Path) -> Option<usize> {
+    let levels = rel.components().count().max(1);
+    path.ancestors()
+        .skip(1)
+        .take(levels)
+        .filter_map(Path::file_name)
+        .find_map(|f| class_of_label(&f.to_string_lossy()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::wbc::CLASSES;
+
+    #[test]
+    fn the_nearest_folder_naming_a_class_labels_an_image_within_the_argument() {
+        let class =
+            |p: &str, rel: &str| class_of_image(Path::new(p), Path::new(rel)).map(|c| CLASSES[c]);
+        // Argument `/data/set`: a class folder above a slide folder.
+        assert_eq!(
+            class(
+                "/data/set/Lymphocyte/slide1/a.jpg",
+                "Lymphocyte/slide1/a.jpg"
+            ),
+            Some("lymphocyte")
+        );
+        // The nearest wins: `eos` inside `Neutrophil`.
+        assert_eq!(
+            class("/data/set/Neutrophil/eos/a.jpg", "Neutrophil/eos/a.jpg"),
+            Some("eosinophil")
+        );
+        // Argument `/data/set/Monocyte`: the argument names the class.
+        assert_eq!(class("/data/set/Monocyte/a.jpg", "a.jpg"), Some("monocyte"));
+        // Nothing above the argument counts: `/srv/eos` is not the user's.
+        assert_eq!(class("/srv/eos/set/slide1/a.jpg", "slide1/a.jpg"), None);
+        // A file named on the command line: its own folder.
+        assert_eq!(class("/x/baso/a.jpg", "a.jpg"), Some("basophil"));
+    }
 
     #[test]
     fn folder_names_of_common_sets_name_their_classes() {

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 
 mod labels;
 mod single_cells;
+mod summary;
 
 type CliError = CommandError;
 
@@ -39,7 +40,10 @@ pub enum PbsAction {
         action: PbsKeys,
     },
     /// Show an organisation's callback signing secret.
-    OrgSecret { org: String },
+    OrgSecret {
+        /// The organisation's name.
+        org: String,
+    },
     /// Count cells in smear photos and print counts and boxes.
     Count(CountArgs),
     /// P(parasitized) of single-cell crops, each made 50x50 grayscale. Make
@@ -71,22 +75,31 @@ pub enum PbsAction {
 
 #[derive(Debug, Subcommand)]
 pub enum PbsUsers {
-    /// Add a user (or reset their password and role); the password is read from stdin.
+    /// Add a user (or reset their password and role); the password is read
+    /// from stdin. The organisation is created with its first user, and
+    /// its callback signing secret is printed then, once.
     Add {
+        /// The user's organisation (created if new).
         #[arg(long)]
         org: String,
+        /// The user's e-mail address, their login name.
         #[arg(long)]
         user: String,
-        #[arg(long, default_value = "user")]
+        #[arg(long, default_value = "user", value_parser = ["admin", "user", "device", "service"])]
         role: String,
+        /// Read the password from stdin without a prompt (for scripts).
         #[arg(long)]
         password_stdin: bool,
     },
+    /// List users, of one organisation or of all.
     List {
+        /// Only this organisation's users.
         #[arg(long)]
         org: Option<String>,
     },
+    /// Remove a user.
     Remove {
+        /// The user's e-mail address.
         user: String,
         /// The user's organisation (needed when the name is in several).
         #[arg(long)]
@@ -98,18 +111,24 @@ pub enum PbsUsers {
 pub enum PbsKeys {
     /// Register a PEM public key file (`openssl rsa -pubout` output).
     Add {
+        /// The organisation whose devices sign with the key.
         #[arg(long)]
         org: String,
+        /// The public key's PEM file.
         pem: PathBuf,
         /// Key id tokens name in `kid` (default: derived from the key).
         #[arg(long)]
         kid: Option<String>,
     },
+    /// List registered keys, of one organisation or of all.
     List {
+        /// Only this organisation's keys.
         #[arg(long)]
         org: Option<String>,
     },
+    /// Revoke a key: tokens it signed are refused from then on.
     Revoke {
+        /// The key's id (`kid`), as `keys list` shows it.
         kid: String,
         /// The key's organisation (needed when the id is in several).
         #[arg(long)]
@@ -171,7 +190,10 @@ where
 #[derive(Debug, clap::Args)]
 pub struct CountArgs {
     /// Smear photos, or directories of them (searched recursively).
+    #[arg(required = true)]
     images: Vec<PathBuf>,
+    /// Print one JSON object per line and photo: file, file_id, analysis
+    /// (counts, cells, red-cell size), differential, timings_ms.
     #[arg(long)]
     json: bool,
     /// Red-cell diameter in these photos, pixels: skips measuring it

@@ -23,15 +23,16 @@ use std::sync::Arc;
 use image::RgbImage;
 use serde::Serialize;
 
-use super::labels::{class_of_label, folder_of, NAMES_TAKEN};
+use super::labels::{class_of_image, folder_of, NAMES_TAKEN};
+use super::summary::{SetSize, Tally};
 use super::{local_cell_batchers, CliError};
 use crate::app::CommandError;
 use crate::config::Config;
 use crate::families::pbs::pipeline::{self, CellKind, ScaleSettings};
 use crate::families::pbs::scale::{estimate, RbcScale, ScaleSource};
 use crate::imaging::rbc_size;
-use crate::model::wbc::figures::{argmax, lineage, lineages, other_lab, OtherLab};
-use crate::model::wbc::{decide, sample_window, CLASSES, PLATELET, WINDOW_RBC};
+use crate::model::wbc::figures::{argmax, lineage, lineages};
+use crate::model::wbc::{decide, sample_window, CLASSES, WINDOW_RBC};
 
 /// The options of `argusd pbs differential`.
 #[derive(Debug, clap::Args)]
@@ -54,8 +55,10 @@ pub struct DifferentialArgs {
     #[arg(long, conflicts_with = "rbc_diameter_px")]
     one_magnification: bool,
     /// Each image's folder names its true class (`Neutrophil`, `lymph`,
-    /// `eos`, `ig`, `NRBC`, CellaVision's `LY`, ...; folders that name
-    /// none are left out).
+    /// `eos`, `ig`, `NRBC`, CellaVision's `LY`, ...): the nearest of its
+    /// folders that names one, up to the directory given (so
+    /// `Lymphocyte/slide1/` is a lymphocyte's); images under no such
+    /// folder are left out and counted.
     #[arg(long)]
     labelled: bool,
 }
@@ -105,6 +108,57 @@ struct Cell {
     located: Located,
     window: [f32; 3],
     warning: Option<String>,
+}
+
+/// Longest side, in red-cell diameters, past which an image is taken for a
+/// microscope field rather than one cell's image: PBC's images span about
+/// 5 (144x145 px at 30 px red cells in the shared copy, 360x363 in the
+/// original), BCCD's 640x480 fields, each framed on a white cell, about
+/// 6.5; the fixture smear (1226x652 px, red cells 98.7 px) 12.4.
+const SINGLE_CELL_SPAN_MAX: f32 = 10.0;
+
+/// Why the image at hand may not be one cell's image, if it may not: it
+/// spans more than [`SINGLE_CELL_SPAN_MAX`] red-cell diameters of `d` px,
+/// or the white-cell net (`white_cells` found, when it ran) found cells
+/// other than the one classified.
+fn not_single_cell(
+    (w, h): (f32, f32),
+    d: f32,
+    white_cells: Option<usize>,
+    located: Located,
+) -> Option<String> {
+    let span = w.max(h) / d;
+    let other = match (white_cells, located) {
+        (Some(n), Located::WhiteCellBox) if n > 1 => Some(n - 1),
+        (Some(n), Located::ImageCentre) if n > 0 => Some(n),
+        _ => None,
+    };
+    let mut why = Vec::new();
+    if span > SINGLE_CELL_SPAN_MAX {
+        why.push(format!(
+            "it spans {span:.1} red-cell diameters, more than one cell's image does              (at most {SINGLE_CELL_SPAN_MAX})"
+        ));
+    }
+    if let Some(n) = other {
+        why.push(format!(
+            "the white-cell net found {n} white cell{} besides the one classified",
+            if n == 1 { "" } else { "s" }
+        ));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "{}: only the cell at the image's centre is classified; a smear photo's              differential is `argusd pbs count`'s",
+            why.join(" and ")
+        )
+    })
+}
+
+/// Both warnings, when there are two.
+fn joined(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Why an image's red cells give no size to classify it at, when they
@@ -175,7 +229,7 @@ async fn classify_one(
             source: source.to_string(),
             located: Located::ImageCentre,
             window: [cx, cy, WINDOW_RBC * d],
-            warning: None,
+            warning: not_single_cell((w, h), d, None, Located::ImageCentre),
         });
     }
     let sizes = ScaleSettings::from_config(&config.pbs);
@@ -200,13 +254,17 @@ async fn classify_one(
         Some((x, y, p)) => (p, Located::WhiteCellBox, (x, y)),
         None => (centre(d).await?, Located::ImageCentre, (cx, cy)),
     };
+    let white_cells = a.cells.iter().filter(|c| c.kind == CellKind::Wbc).count();
     Ok(Cell {
         p,
         rbc_diameter_px: d,
         source: source_name(size.source),
         located,
         window: [x, y, WINDOW_RBC * d],
-        warning: size.warning,
+        warning: joined(
+            size.warning,
+            not_single_cell((w, h), d, Some(white_cells), located),
+        ),
     })
 }
 
@@ -231,9 +289,8 @@ fn labelled_work(images: &[PathBuf], labelled: bool) -> Result<Work, CommandErro
     for input in crate::offline::expand(images).map_err(CliError::Usage)? {
         let label = match labelled {
             true => {
-                let folder = folder_of(&input.path);
-                let Some(c) = class_of_label(&folder) else {
-                    *unknown.entry(folder).or_default() += 1;
+                let Some(c) = class_of_image(&input.path, &input.rel) else {
+                    *unknown.entry(folder_of(&input.path)).or_default() += 1;
                     continue;
                 };
                 Some(c)
@@ -264,15 +321,20 @@ fn set_median_size(
     limits: &crate::imaging::DecodeLimits,
     params: &pipeline::CountParams,
 ) -> Result<SetSize, String> {
-    let mut sizes: Vec<f32> = paths
-        .iter()
-        .filter_map(|path| {
-            let bytes = std::fs::read(path).ok()?;
-            let img = crate::imaging::decode(&bytes, limits).ok()?.image;
-            let s = estimate(&img, &ScaleSettings::default(), params);
-            (s.source == ScaleSource::Photo).then_some(s.rbc_diameter_px)
-        })
-        .collect();
+    let measure = |path: &PathBuf| {
+        let bytes = std::fs::read(path).ok()?;
+        let img = crate::imaging::decode(&bytes, limits).ok()?.image;
+        let s = estimate(&img, &ScaleSettings::default(), params);
+        (s.source == ScaleSource::Photo).then_some(s.rbc_diameter_px)
+    };
+    let mut sizes = Vec::new();
+    let mut unmeasured = Vec::new();
+    for path in paths {
+        match measure(path) {
+            Some(d) => sizes.push(d),
+            None => unmeasured.push(path.display().to_string()),
+        }
+    }
     if sizes.is_empty() {
         return Err(
             "no image's red cells could be measured; give their size with \
@@ -284,6 +346,7 @@ fn set_median_size(
     Ok(SetSize {
         rbc_diameter_px: sizes[sizes.len() / 2],
         images_measured: sizes.len(),
+        not_measured: unmeasured,
     })
 }
 
@@ -315,36 +378,20 @@ async fn run_size(
         set.images_measured,
         work.len()
     );
-    Ok((Some((set.rbc_diameter_px, "set_median")), Some(set)))
-}
-
-/// What the labelled images gave, for the summary.
-#[derive(Default)]
-struct Tally {
-    probs: Vec<[f32; 9]>,
-    truth: Vec<usize>,
-    failed: usize,
-    /// Images labelled platelet, and how many of them are likeliest one.
-    platelets: (usize, usize),
-}
-
-impl Tally {
-    /// Count one image's result: a white cell's probabilities under its
-    /// label, a platelet apart (not a white cell), or a failure.
-    fn add(&mut self, label: Option<usize>, p: Option<&[f32; 9]>) {
-        match (label, p) {
-            (_, None) => self.failed += 1,
-            (Some(PLATELET), Some(p)) => {
-                self.platelets.0 += 1;
-                self.platelets.1 += (argmax(p) == PLATELET) as usize;
+    if !set.not_measured.is_empty() {
+        const SHOWN: usize = 10;
+        let more = set.not_measured.len().saturating_sub(SHOWN);
+        eprintln!(
+            "no measure from: {}{}",
+            set.not_measured[..set.not_measured.len().min(SHOWN)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
             }
-            (Some(t), Some(p)) => {
-                self.probs.push(*p);
-                self.truth.push(t);
-            }
-            (None, Some(_)) => {}
-        }
+        );
     }
+    Ok((Some((set.rbc_diameter_px, "set_median")), Some(set)))
 }
 
 /// `argusd pbs differential`: each image's cell, and with `--labelled` the
@@ -372,7 +419,11 @@ pub(super) async fn differential(
         .await;
         bar.inc(1);
         bar.suspend(|| match &res {
-            Ok(cell) => print_one(&classified(path, *label, cell, min_confidence), args.json),
+            Ok(cell) => print_one(
+                &classified(path, *label, cell, min_confidence),
+                args.json,
+                min_confidence,
+            ),
             Err(e) => eprintln!("{}: {e}", path.display()),
         });
         tally.add(*label, res.as_ref().ok().map(|c| &c.p));
@@ -380,22 +431,14 @@ pub(super) async fn differential(
     bar.finish_and_clear();
     b.shutdown();
     if args.labelled {
-        let mut summary = Summary::new(
-            &tally.probs,
-            &tally.truth,
-            min_confidence,
-            tally.failed,
-            unknown,
-        );
-        (summary.platelets, summary.platelets_likeliest_platelet) = tally.platelets;
-        summary.one_magnification = set_size;
+        let summary = tally.summary(min_confidence, unknown, set_size);
         if args.json {
             println!("{}", serde_json::json!({ "summary": summary }));
         } else {
             print!("{}", summary.text());
         }
     }
-    Ok(if tally.failed > 0 { 1 } else { 0 })
+    Ok(if tally.failed() > 0 { 1 } else { 0 })
 }
 
 /// One image's cell as it is printed.
@@ -414,13 +457,20 @@ fn classified(path: &Path, label: Option<usize>, cell: &Cell, min_confidence: f3
     }
 }
 
-fn print_one(c: &Classified, json: bool) {
+fn print_one(c: &Classified, json: bool, min_confidence: f32) {
     if json {
         println!("{}", serde_json::to_string(c).unwrap_or_default());
         return;
     }
     let p = |k: &str| c.probabilities.get(k).copied().unwrap_or(0.0);
+    let (seg, band) = (p(CLASSES[0]), p(CLASSES[1]));
     let call = match c.class {
+        // Called by the lineage: neither form reached it alone (`decide`).
+        Some(k) if p(k) < min_confidence && (k == CLASSES[0] || k == CLASSES[1]) => format!(
+            "{k} ({:.3}; neutrophil {:.3}: segmented {seg:.3} + band {band:.3})",
+            p(k),
+            seg + band
+        ),
         Some(k) => format!("{k} ({:.3})", p(k)),
         None => format!("review (likeliest {} {:.3})", c.top_class, p(c.top_class)),
     };
@@ -443,209 +493,21 @@ fn print_one(c: &Classified, json: bool) {
     }
 }
 
-/// The figures over a labelled set: over every labelled class but
-/// platelets (the white cells and erythroblasts), and over the five normal
-/// types alone (neutrophil, lymphocyte, monocyte, eosinophil, basophil),
-/// the figures an independent check asks for.
-#[derive(Debug, Serialize)]
-pub(super) struct Summary {
-    /// Every labelled image classified, platelets apart.
-    pub all: OtherLab,
-    /// Those labelled with one of the five normal types.
-    pub five_normal_types: OtherLab,
-    /// Share of the cells given a class that were given the right one
-    /// (over `all`); `None` when none was given one.
-    pub accuracy_of_called: Option<f64>,
-    /// `cells.wbc_min_confidence`: a cell whose top class is under it is
-    /// left for review.
-    pub min_confidence: f32,
-    /// Labelled images that could not be classified (unreadable, or their
-    /// red cells not measurable).
-    pub not_classified: usize,
-    /// Images left out because their folder names no class, by folder.
-    pub unlabelled_folders: BTreeMap<String, usize>,
-    /// Images labelled platelet, kept out of the figures: a platelet is
-    /// not a white cell, and the differential leaves a cell it takes for
-    /// one for review.
-    pub platelets: usize,
-    /// Of those, how many the classifier found likeliest a platelet.
-    pub platelets_likeliest_platelet: usize,
-    /// With `--one-magnification`: the size every image was classified at.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub one_magnification: Option<SetSize>,
-}
-
-/// The red-cell size of a set at one magnification ([`set_median_size`]).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub(super) struct SetSize {
-    /// The median of the images' measures, pixels.
-    pub rbc_diameter_px: f32,
-    /// Images whose red cells gave a measure.
-    pub images_measured: usize,
-}
-
-/// Lineage indices (of `lineages()`) of the five normal types.
-const NORMAL: std::ops::Range<usize> = 0..5;
-
-impl Summary {
-    /// The figures of probabilities `p` (in the order of `CLASSES`) for
-    /// cells labelled `truth` (indices into `CLASSES`), decided at
-    /// `min_confidence`; the platelets and the size are set by the caller.
-    pub fn new(
-        p: &[[f32; 9]],
-        truth: &[usize],
-        min_confidence: f32,
-        not_classified: usize,
-        unlabelled_folders: BTreeMap<String, usize>,
-    ) -> Self {
-        let all = other_lab(p, truth, min_confidence);
-        let (np, nt): (Vec<[f32; 9]>, Vec<usize>) = p
-            .iter()
-            .zip(truth)
-            .filter(|(_, &t)| NORMAL.contains(&lineage(t)))
-            .map(|(p, &t)| (*p, t))
-            .unzip();
-        let five_normal_types = other_lab(&np, &nt, min_confidence);
-        let review = all.lineages.len();
-        let right: usize = (0..review).map(|i| all.confusion[i][i]).sum();
-        let reviewed: usize = all.confusion.iter().map(|r| r[review]).sum();
-        let called = all.cells - reviewed;
-        Self {
-            accuracy_of_called: (called > 0).then(|| right as f64 / called as f64),
-            all,
-            five_normal_types,
-            min_confidence,
-            not_classified,
-            unlabelled_folders,
-            platelets: 0,
-            platelets_likeliest_platelet: 0,
-            one_magnification: None,
-        }
-    }
-
-    /// The summary as a table for the terminal.
-    fn text(&self) -> String {
-        let mut out = String::new();
-        let line = |name: &str, f: &OtherLab| {
-            format!(
-                "{name}: {} cells, accuracy {:.3}, left for review {:.3}, confident errors {}, \
-                 top class right {:.3}\n",
-                f.cells, f.accuracy, f.review_rate, f.confident_errors, f.top_class_accuracy
-            )
-        };
-        out.push_str(&format!(
-            "\nlabelled cells at min confidence {}:\n",
-            self.min_confidence
-        ));
-        out.push_str(&line("all but platelets", &self.all));
-        out.push_str(&line("five normal types", &self.five_normal_types));
-        out.push_str(&match self.accuracy_of_called {
-            Some(a) => format!("accuracy of the cells given a class: {a:.3}\n"),
-            None => "accuracy of the cells given a class: none was given one\n".to_string(),
-        });
-        if self.not_classified > 0 {
-            out.push_str(&format!(
-                "not classified (see the errors above): {}\n",
-                self.not_classified
-            ));
-        }
-        if self.platelets > 0 {
-            out.push_str(&format!(
-                "platelets (not white cells; kept out of the figures): {}, of which {} likeliest \
-                 a platelet\n",
-                self.platelets, self.platelets_likeliest_platelet
-            ));
-        }
-        for (folder, n) in &self.unlabelled_folders {
-            out.push_str(&format!(
-                "left out: {n} image{} in a folder named {folder:?}, which names no class \
-                 ({NAMES_TAKEN})\n",
-                if *n == 1 { "" } else { "s" }
-            ));
-        }
-        let names = &self.all.lineages;
-        out.push_str("confusion (rows: labelled; columns: called):\n");
-        out.push_str(&format!("{:>22}", ""));
-        for n in names.iter().copied().chain(["review"]) {
-            out.push_str(&format!(" {:>12}", short(n)));
-        }
-        out.push('\n');
-        for (name, row) in names.iter().zip(&self.all.confusion) {
-            if row.iter().sum::<usize>() == 0 {
-                continue;
-            }
-            out.push_str(&format!("{name:>22}"));
-            for v in row {
-                out.push_str(&format!(" {v:>12}"));
-            }
-            out.push('\n');
-        }
-        out
-    }
-}
-
-/// A column header short enough for the table.
-fn short(name: &str) -> &str {
-    match name {
-        "immature_granulocyte" => "ig",
-        other => other,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Probabilities that put `c` first at `p`, the rest spread evenly.
-    fn calling(c: usize, p: f32) -> [f32; 9] {
-        let mut v = [(1.0 - p) / 8.0; 9];
-        v[c] = p;
-        v
-    }
-
     #[test]
-    fn the_summary_counts_review_errors_and_the_five_normal_types_apart() {
-        // Labelled: 2 neutrophils (one band), a lymphocyte, a monocyte and
-        // an erythroblast. Called: right, right (as segmented: one
-        // lineage), review, wrong (eosinophil), right.
-        let truth = [0, 1, 2, 3, 7];
-        let p = [
-            calling(0, 0.9),
-            calling(0, 0.9),
-            calling(2, 0.5),
-            calling(4, 0.95),
-            calling(7, 0.8),
-        ];
-        let s = Summary::new(&p, &truth, 0.7, 1, BTreeMap::new());
-        assert_eq!(s.all.cells, 5);
-        assert!((s.all.accuracy - 0.6).abs() < 1e-9);
-        assert!((s.all.review_rate - 0.2).abs() < 1e-9);
-        assert_eq!(s.all.confident_errors, 1);
-        assert_eq!(s.accuracy_of_called, Some(0.75));
-        assert_eq!(s.five_normal_types.cells, 4, "the erythroblast is not one");
-        assert!((s.five_normal_types.accuracy - 0.5).abs() < 1e-9);
-        let text = s.text();
-        assert!(
-            text.contains("not classified (see the errors above): 1"),
-            "{text}"
-        );
-        assert!(
-            !text.lines().any(|l| l.trim_start().starts_with("basophil")),
-            "empty rows are left out: {text}"
-        );
-        let mono = text
-            .lines()
-            .find(|l| l.trim_start().starts_with("monocyte"))
-            .unwrap();
-        let cols: Vec<&str> = mono.split_whitespace().collect();
-        assert_eq!(cols[4], "1", "monocyte called eosinophil: {mono}");
-    }
-
-    #[test]
-    fn a_set_with_every_cell_in_review_has_no_accuracy_of_the_called() {
-        let s = Summary::new(&[calling(2, 0.4)], &[2], 0.7, 0, BTreeMap::new());
-        assert_eq!(s.accuracy_of_called, None);
-        assert!(s.text().contains("none was given one"), "{}", s.text());
+    fn a_field_or_other_white_cells_are_warned_of_and_a_cells_image_is_not() {
+        // PBC's 144x145 at 30 px red cells; the fixture smear at 98.7 px.
+        let cell = not_single_cell((144.0, 145.0), 30.0, Some(1), Located::WhiteCellBox);
+        assert_eq!(cell, None);
+        let field = not_single_cell((1226.0, 652.0), 98.7, None, Located::ImageCentre).unwrap();
+        assert!(field.contains("12.4 red-cell diameters"), "{field}");
+        let two = not_single_cell((144.0, 145.0), 30.0, Some(3), Located::WhiteCellBox).unwrap();
+        assert!(two.contains("2 white cells besides"), "{two}");
+        let off = not_single_cell((144.0, 145.0), 30.0, Some(1), Located::ImageCentre).unwrap();
+        assert!(off.contains("1 white cell besides"), "{off}");
     }
 
     #[test]
