@@ -96,10 +96,11 @@ fn channel_stats(z: &Tensor) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     Ok((m.to_vec1()?, sd.to_vec1()?))
 }
 
-/// Forward pass that moves the first `o.align` layers' pre-activations
-/// from `target`'s statistics to the source's; with `target` empty, each
-/// layer's statistics are taken from this batch (and pushed to `target`).
-/// With `collect`, returns each layer's raw statistics instead of aligning.
+/// Logits of a forward pass that moves the first `o.align` layers'
+/// pre-activations from `target`'s statistics to the source's; with
+/// `target` empty, each layer's statistics are taken from this batch (and
+/// pushed to `target`). With `collect`, nothing is moved and each layer's
+/// raw statistics are pushed to `collect`.
 fn forward_aligned(
     net: &WbcNet,
     x: &Tensor,
@@ -517,6 +518,12 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let net = WbcNet::from_safetensors(&PathBuf::from(&weights), &Device::Cpu)?;
+    anyhow::ensure!(
+        o.align <= net.convs.len(),
+        "--align: the net has {} convolutions",
+        net.convs.len()
+    );
+    anyhow::ensure!(!(o.align > 0 && o.tta), "--align and --tta do not combine");
     if o.align > 0 {
         let tar =
             arg(&args, "--pbc").unwrap_or(format!("{root}/../shared/data/pbc/pbc_normal.tar"));

@@ -140,9 +140,10 @@ pub enum KeysAction {
     /// List keys: id, name, a preview, whether active, use count and times
     /// (never the whole key).
     List,
-    /// Revoke a key by id or by its first 8 characters.
+    /// Revoke a key by its id, the key itself, or its first 8 characters.
     Revoke {
-        /// The key's id, or its first 8 characters.
+        /// The key's id, the key itself, or its first 8 characters
+        /// (`key_prefix` in `keys list`).
         key: String,
     },
 }

@@ -303,6 +303,49 @@ impl SkinStore {
         Ok(out)
     }
 
+    /// Read-modify-write image `id` and queue the files the change drops
+    /// (its photo, derived images) in `cleanup` (the platform's cleanup
+    /// queue), in one transaction: no crash leaves a record naming a file
+    /// already queued for deletion, nor a dropped file that is never
+    /// queued. None when the image is gone. Errors: the store's, or a
+    /// record that does not parse.
+    pub fn update_image_dropping_files(
+        &self,
+        cleanup: &sled::Tree,
+        id: Uuid,
+        // `Fn`: a transaction that meets a conflict runs again.
+        f: impl Fn(&mut Image),
+    ) -> Result<Option<Image>, StoreError> {
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+        use sled::Transactional;
+        let files = |i: &Image| -> Vec<String> {
+            i.blob
+                .iter()
+                .cloned()
+                .chain(i.aux.iter().map(|a| a.blob.clone()))
+                .collect()
+        };
+        let res = (&self.images, cleanup).transaction(|(images, cleanup)| {
+            let Some(old) = images.get(id.as_bytes())? else {
+                return Ok(None);
+            };
+            let before: Image = serde_json::from_slice(&old)
+                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+            let mut img = before.clone();
+            f(&mut img);
+            let kept = files(&img);
+            for key in files(&before).iter().filter(|k| !kept.contains(k)) {
+                cleanup.insert(key.as_bytes(), &[])?;
+            }
+            images.insert(id.as_bytes(), enc(&img))?;
+            Ok(Some(img))
+        });
+        res.map_err(|e| match e {
+            TransactionError::Abort(why) => StoreError::Corrupt(format!("image {id}: {why}")),
+            TransactionError::Storage(e) => StoreError::from(e),
+        })
+    }
+
     /// Read-modify-write image `id` atomically; None when it is gone.
     pub fn update_image(
         &self,
@@ -468,5 +511,37 @@ mod tests {
         let stored: Image = SkinStore::get(&s.images, id).unwrap().unwrap();
         assert_eq!(stored.results.len(), 2);
         assert!(s.update_image(Uuid::now_v7(), |_| {}).unwrap().is_none());
+
+        // The files an update drops are queued for deletion with it; the
+        // ones it keeps or adds are not.
+        let cleanup = db.open_tree("cleanup").unwrap();
+        let aux = |key: &str| AuxImage {
+            id: Uuid::now_v7(),
+            kind: "anonymised".into(),
+            blob: key.into(),
+            content_type: "image/jpeg".into(),
+            algorithm_version_ids: vec![],
+        };
+        s.update_image(id, |i| {
+            i.blob = Some("skin/photo.jpg".into());
+            i.aux = vec![aux("skin/old.jpg")];
+        })
+        .unwrap();
+        let after = s
+            .update_image_dropping_files(&cleanup, id, |i| {
+                i.blob = None;
+                i.aux = vec![aux("skin/new.jpg")];
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!((after.blob, after.aux.len()), (None, 1));
+        let queued: Vec<String> = cleanup
+            .iter()
+            .keys()
+            .map(|k| String::from_utf8(k.unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(queued, ["skin/old.jpg", "skin/photo.jpg"]);
+        let gone = s.update_image_dropping_files(&cleanup, Uuid::now_v7(), |_| {});
+        assert!(gone.unwrap().is_none());
     }
 }

@@ -80,39 +80,34 @@ pub fn queue_blob_cleanup(store: &Store, img: &Image, with_aux: bool) -> Result<
 /// Erase image `img`'s photo and derived images (not flushed: the caller
 /// flushes with its own writes).
 pub fn erase_one(skin: &Skin, img: &Image, keep_aux: bool) -> Result<(), StoreError> {
-    queue_blob_cleanup(&skin.store, img, !keep_aux)?;
-    skin.records.update_image(img.id, |i| {
-        i.blob = None;
-        if !keep_aux {
-            i.aux.clear();
-        }
-    })?;
+    let cleanup = skin.store.cleanup_tree();
+    skin.records
+        .update_image_dropping_files(cleanup, img.id, |i| {
+            i.blob = None;
+            if !keep_aux {
+                i.aux.clear();
+            }
+        })?;
     Ok(())
 }
 
 fn clear_one(skin: &Skin, img: &Image) -> Result<(), StoreError> {
-    queue_blob_cleanup(
-        &skin.store,
-        &Image {
-            blob: None,
-            ..img.clone()
-        },
-        true,
-    )?;
-    skin.records.update_image(img.id, |i| {
-        i.results.clear();
-        i.aux.clear();
-        i.parameters = None;
-        i.masks.clear();
-        i.quality_issues.clear();
-        i.detection_error = None;
-        // The face's geometry and quality measures are results too.
-        i.face = serde_json::Value::Null;
-        // Only a finished analysis is over; one still to run is not.
-        if matches!(i.status, ImageStatus::Done | ImageStatus::Failed) {
-            i.results_cleared_unix = Some(crate::store::unix_now());
-        }
-    })?;
+    let cleanup = skin.store.cleanup_tree();
+    skin.records
+        .update_image_dropping_files(cleanup, img.id, |i| {
+            i.results.clear();
+            i.aux.clear();
+            i.parameters = None;
+            i.masks.clear();
+            i.quality_issues.clear();
+            i.detection_error = None;
+            // The face's geometry and quality measures are results too.
+            i.face = serde_json::Value::Null;
+            // Only a finished analysis is over; one still to run is not.
+            if matches!(i.status, ImageStatus::Done | ImageStatus::Failed) {
+                i.results_cleared_unix = Some(crate::store::unix_now());
+            }
+        })?;
     Ok(())
 }
 

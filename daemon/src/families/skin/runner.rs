@@ -1,6 +1,7 @@
 //! The skin analysis queue, on the platform's job runner: a queued image
 //! is analysed (its photo through the shared micro-batchers with every
-//! other request's), its results and auxiliary images stored, its
+//! other request's), its results and auxiliary images stored (no images
+//! for a dataset that erases photos once analysed), its
 //! followers told (notifications and results websockets, the dataset's
 //! webhook), and only then taken off the queue, in one flush, so a daemon
 //! killed mid-analysis analyses it again after restart.
@@ -74,12 +75,17 @@ async fn analyse_image(
         }
     };
     let started = Instant::now();
+    // Derived images that would be erased at once are not made.
+    let keeps_images = !SkinStore::get::<Dataset>(&skin.records.datasets, img.dataset_id)?
+        .is_some_and(|d| d.clean_images_as_soon_as_ready);
     let outcome = analyze_with(
         &skin.batchers,
         bytes,
         skin.decode_limits.clone(),
         skin.config.skin,
-        Want { images: true },
+        Want {
+            images: keeps_images,
+        },
         |d| detected(skin, id, d),
     )
     .await;
@@ -197,7 +203,8 @@ fn store_aux_images(
     Ok(aux_records)
 }
 
-/// Store the auxiliary images, then the results, dequeue, and tell.
+/// Store the auxiliary images (none for a dataset that erases photos once
+/// analysed), then the results, dequeue, and tell.
 async fn finish(
     skin: &Skin,
     img: Image,
@@ -213,10 +220,6 @@ async fn finish(
     } else {
         store_aux_images(skin, a, &shown)?
     };
-    if clean {
-        // Queued before the record says "erased", flushed with it below.
-        super::retention::queue_blob_cleanup(&skin.store, &img, false)?;
-    }
     let now = now_rfc3339();
     let results: Vec<AlgoResult> = shown
         .results
@@ -230,32 +233,37 @@ async fn finish(
         })
         .collect();
     let shown2 = shown.clone();
-    let updated = skin.records.update_image(img.id, |i| {
-        i.status = ImageStatus::Done;
-        // The detector's result, stored at detection, stays as it was.
-        i.results
-            .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
-        i.results.extend(results.iter().cloned());
-        i.face = shown2.face.clone();
-        i.aux = aux_records.clone();
-        i.quality_issues = shown2.quality_issues.clone();
-        i.detection_error = shown2.detection_error.clone();
-        i.parameters = Some(shown2.parameters.clone());
-        i.masks = a
-            .masks
-            .iter()
-            .map(|(k, v)| (k.name().to_string(), v.clone()))
-            .collect();
-        i.processed_at = Some(now.clone());
-        i.processed_unix = Some(unix_now());
-        i.results_cleared_unix = None;
-        i.error = None;
-        // In the same write as the results: no reader sees them with the
-        // photo still on record.
-        if clean {
-            i.blob = None;
-        }
-    })?;
+    // The photo (when erased) and any derived images of an earlier,
+    // interrupted run are queued for deletion in the same transaction.
+    let cleanup = skin.store.cleanup_tree();
+    let updated = skin
+        .records
+        .update_image_dropping_files(cleanup, img.id, |i| {
+            i.status = ImageStatus::Done;
+            // The detector's result, stored at detection, stays as it was.
+            i.results
+                .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
+            i.results.extend(results.iter().cloned());
+            i.face = shown2.face.clone();
+            i.aux = aux_records.clone();
+            i.quality_issues = shown2.quality_issues.clone();
+            i.detection_error = shown2.detection_error.clone();
+            i.parameters = Some(shown2.parameters.clone());
+            i.masks = a
+                .masks
+                .iter()
+                .map(|(k, v)| (k.name().to_string(), v.clone()))
+                .collect();
+            i.processed_at = Some(now.clone());
+            i.processed_unix = Some(unix_now());
+            i.results_cleared_unix = None;
+            i.error = None;
+            // In the same write as the results: no reader sees them with the
+            // photo still on record.
+            if clean {
+                i.blob = None;
+            }
+        })?;
     let Some(updated) = updated else {
         // Deleted while it was analysed: drop what was made for it.
         for a in &aux_records {
@@ -329,13 +337,18 @@ pub fn notification(img: &Image, started: Instant) -> Value {
 /// The photo cannot be analysed: say why, dequeue, tell.
 async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
     let why = why.to_string();
-    let updated = skin.records.update_image(img.id, |i| {
-        i.status = ImageStatus::Failed;
-        i.error = Some(why.clone());
-        i.processed_at = Some(now_rfc3339());
-        i.processed_unix = Some(unix_now());
-        i.results_cleared_unix = None;
-    })?;
+    // The photo (when erased) and any derived images of an earlier,
+    // interrupted run are queued for deletion in the same transaction.
+    let cleanup = skin.store.cleanup_tree();
+    let updated = skin
+        .records
+        .update_image_dropping_files(cleanup, img.id, |i| {
+            i.status = ImageStatus::Failed;
+            i.error = Some(why.clone());
+            i.processed_at = Some(now_rfc3339());
+            i.processed_unix = Some(unix_now());
+            i.results_cleared_unix = None;
+        })?;
     let delivery = match &updated {
         Some(u) => super::hooks::delivery_for(skin, u)?,
         None => None,

@@ -104,11 +104,32 @@ pub(super) fn folder_of(path: &Path) -> String {
 /// folder it lies in.
 pub(super) fn class_of_image(path: &Path, rel: &Path) -> Option<usize> {
     let levels = rel.components().count().max(1);
+    // `.` and `..` name no folder: the argument `.` in `Monocyte/` is
+    // `Monocyte`.
+    let path = plain(path);
     path.ancestors()
         .skip(1)
         .take(levels)
         .filter_map(Path::file_name)
         .find_map(|f| class_of_label(&f.to_string_lossy()))
+}
+
+/// `path` made absolute with `.` and `..` resolved by name (no links
+/// followed: the folder names are the user's, not a link's target's).
+fn plain(path: &Path) -> std::path::PathBuf {
+    use std::path::Component;
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = std::path::PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -139,6 +160,15 @@ mod tests {
         assert_eq!(class("/srv/eos/set/slide1/a.jpg", "slide1/a.jpg"), None);
         // A file named on the command line: its own folder.
         assert_eq!(class("/x/baso/a.jpg", "a.jpg"), Some("basophil"));
+        // `.` and `..` stand for the folders they name.
+        assert_eq!(class("/x/Monocyte/./a.jpg", "a.jpg"), Some("monocyte"));
+        assert_eq!(class("/x/eos/slide/../a.jpg", "a.jpg"), Some("eosinophil"));
+        let here = std::env::current_dir().unwrap();
+        let named = class_of_label(&here.file_name().unwrap().to_string_lossy());
+        assert_eq!(
+            class_of_image(Path::new("./a.jpg"), Path::new("a.jpg")),
+            named
+        );
     }
 
     #[test]

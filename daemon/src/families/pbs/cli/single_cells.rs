@@ -119,35 +119,27 @@ const SINGLE_CELL_SPAN_MAX: f32 = 10.0;
 
 /// Why the image at hand may not be one cell's image, if it may not: it
 /// spans more than [`SINGLE_CELL_SPAN_MAX`] red-cell diameters of `d` px,
-/// or the white-cell net (`white_cells` found, when it ran) found cells
-/// other than the one classified.
-fn not_single_cell(
-    (w, h): (f32, f32),
-    d: f32,
-    white_cells: Option<usize>,
-    located: Located,
-) -> Option<String> {
+/// or the white-cell net (when it ran) found `outside` white cells whose
+/// centres lie outside the window classified.
+fn not_single_cell((w, h): (f32, f32), d: f32, outside: usize) -> Option<String> {
     let span = w.max(h) / d;
-    let other = match (white_cells, located) {
-        (Some(n), Located::WhiteCellBox) if n > 1 => Some(n - 1),
-        (Some(n), Located::ImageCentre) if n > 0 => Some(n),
-        _ => None,
-    };
     let mut why = Vec::new();
     if span > SINGLE_CELL_SPAN_MAX {
         why.push(format!(
-            "it spans {span:.1} red-cell diameters, more than one cell's image does              (at most {SINGLE_CELL_SPAN_MAX})"
+            "it spans {span:.1} red-cell diameters, more than one cell's image does \
+             (at most {SINGLE_CELL_SPAN_MAX})"
         ));
     }
-    if let Some(n) = other {
+    if outside > 0 {
         why.push(format!(
-            "the white-cell net found {n} white cell{} besides the one classified",
-            if n == 1 { "" } else { "s" }
+            "the white-cell net found {outside} white cell{} outside the window classified",
+            if outside == 1 { "" } else { "s" }
         ));
     }
     (!why.is_empty()).then(|| {
         format!(
-            "{}: only the cell at the image's centre is classified; a smear photo's              differential is `argusd pbs count`'s",
+            "{}: only the cell at the image's centre is classified; a smear photo's \
+             differential is `argusd pbs count`'s",
             why.join(" and ")
         )
     })
@@ -182,6 +174,22 @@ fn unmeasured(first: &RbcScale) -> Option<String> {
              --rbc-diameter-px, or use --one-magnification for a set from one analyser"
         )
     })
+}
+
+/// The classified white cells of analysis `a`: each box's centre and the
+/// cell's probabilities.
+fn white_cells(a: &pipeline::SmearAnalysis) -> impl Iterator<Item = (f32, f32, [f32; 9])> + '_ {
+    a.cells
+        .iter()
+        .filter(|c| c.kind == CellKind::Wbc)
+        .filter_map(|c| {
+            let (x0, y0) = (c.x as f32, c.y as f32);
+            Some((
+                x0 + c.width as f32 / 2.0,
+                y0 + c.height as f32 / 2.0,
+                c.wbc_probabilities?,
+            ))
+        })
 }
 
 /// The white cell whose box covers (`cx`, `cy`), the nearest to it by its
@@ -229,7 +237,7 @@ async fn classify_one(
             source: source.to_string(),
             located: Located::ImageCentre,
             window: [cx, cy, WINDOW_RBC * d],
-            warning: not_single_cell((w, h), d, None, Located::ImageCentre),
+            warning: not_single_cell((w, h), d, 0),
         });
     }
     let sizes = ScaleSettings::from_config(&config.pbs);
@@ -254,17 +262,17 @@ async fn classify_one(
         Some((x, y, p)) => (p, Located::WhiteCellBox, (x, y)),
         None => (centre(d).await?, Located::ImageCentre, (cx, cy)),
     };
-    let white_cells = a.cells.iter().filter(|c| c.kind == CellKind::Wbc).count();
+    let half = WINDOW_RBC * d / 2.0;
+    let outside = white_cells(&a)
+        .filter(|(cx, cy, _)| (cx - x).abs() > half || (cy - y).abs() > half)
+        .count();
     Ok(Cell {
         p,
         rbc_diameter_px: d,
         source: source_name(size.source),
         located,
-        window: [x, y, WINDOW_RBC * d],
-        warning: joined(
-            size.warning,
-            not_single_cell((w, h), d, Some(white_cells), located),
-        ),
+        window: [x, y, 2.0 * half],
+        warning: joined(size.warning, not_single_cell((w, h), d, outside)),
     })
 }
 
@@ -500,14 +508,23 @@ mod tests {
     #[test]
     fn a_field_or_other_white_cells_are_warned_of_and_a_cells_image_is_not() {
         // PBC's 144x145 at 30 px red cells; the fixture smear at 98.7 px.
-        let cell = not_single_cell((144.0, 145.0), 30.0, Some(1), Located::WhiteCellBox);
-        assert_eq!(cell, None);
-        let field = not_single_cell((1226.0, 652.0), 98.7, None, Located::ImageCentre).unwrap();
-        assert!(field.contains("12.4 red-cell diameters"), "{field}");
-        let two = not_single_cell((144.0, 145.0), 30.0, Some(3), Located::WhiteCellBox).unwrap();
-        assert!(two.contains("2 white cells besides"), "{two}");
-        let off = not_single_cell((144.0, 145.0), 30.0, Some(1), Located::ImageCentre).unwrap();
-        assert!(off.contains("1 white cell besides"), "{off}");
+        assert_eq!(not_single_cell((144.0, 145.0), 30.0, 0), None);
+        assert_eq!(
+            not_single_cell((1226.0, 652.0), 98.7, 0).unwrap(),
+            "it spans 12.4 red-cell diameters, more than one cell's image does (at most 10): \
+             only the cell at the image's centre is classified; a smear photo's differential is \
+             `argusd pbs count`'s"
+        );
+        let two = not_single_cell((144.0, 145.0), 30.0, 2).unwrap();
+        assert!(
+            two.starts_with("the white-cell net found 2 white cells outside"),
+            "{two}"
+        );
+        let both = not_single_cell((1226.0, 652.0), 98.7, 1).unwrap();
+        assert!(
+            both.contains("does (at most 10) and the white-cell net found 1 white cell outside"),
+            "{both}"
+        );
     }
 
     #[test]
