@@ -8,7 +8,7 @@
 //!     [--pbc ../shared/data/pbc/pbc_normal.tar] [--bccd ../shared/data/bccd --labels FILE]
 //!     [--split val] [--tta] [--min-confidence 0.7] [--skip-pbc]
 //!     [--stain channel|overall [--q 0.99]] [--smooth] [--window-scale F] [--crops DIR]
-//!     [--align K]
+//!     [--align K] [--shift S]
 //! ```
 //!
 //! `--labels` holds one `<Class> <id>` line per BCCD photo (`Neutrophil
@@ -19,7 +19,9 @@
 //! median red-cell diameters), as the appliance cuts one around the
 //! white-cell net's box at its measured diameter.
 //!
-//! `--tta` averages the probabilities over the 8 flips and rotations. The
+//! `--tta` averages the probabilities over the 8 flips and rotations, and
+//! `--shift S` over the window and four copies S crop pixels off centre
+//! (both: over all 40). The
 //! rest are the experiments of the model card's section on BCCD: `--stain`
 //! scales each window's optical density so that its `--q` quantile (per
 //! channel, or summed) is the median of PBC's training windows (a negative
@@ -73,6 +75,9 @@ struct Options {
     refs: [f32; 4],
     q: f32,
     tta: bool,
+    /// Experiment: also the windows this many crop pixels off centre,
+    /// left, right, up and down, their probabilities averaged.
+    shift: usize,
     min_confidence: f32,
     /// Experiment: BCCD's windows averaged over each pixel's footprint.
     smooth: bool,
@@ -217,6 +222,24 @@ fn turned(p: &[f32], t: u8) -> Vec<f32> {
     out
 }
 
+/// NHWC planes moved by (`dx`, `dy`) crop pixels, the edge repeated: the
+/// window centred that far off.
+fn shifted(p: &[f32], dx: isize, dy: isize) -> Vec<f32> {
+    if dx == 0 && dy == 0 {
+        return p.to_vec();
+    }
+    let n = CROP as isize;
+    let mut out = vec![0f32; p.len()];
+    for y in 0..n {
+        for x in 0..n {
+            let (sx, sy) = ((x + dx).clamp(0, n - 1), (y + dy).clamp(0, n - 1));
+            let (o, i) = (((y * n + x) * 3) as usize, ((sy * n + sx) * 3) as usize);
+            out[o..o + 3].copy_from_slice(&p[i..i + 3]);
+        }
+    }
+    out
+}
+
 fn quantile(mut v: Vec<f32>, q: f32) -> f32 {
     let k = ((v.len() as f32 * q) as usize).min(v.len() - 1);
     *v.select_nth_unstable_by(k, f32::total_cmp).1
@@ -279,7 +302,17 @@ fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec
         }
         return Ok(out);
     }
-    let looks: Vec<u8> = if o.tta { (0..8).collect() } else { vec![0] };
+    let turns: Vec<u8> = if o.tta { (0..8).collect() } else { vec![0] };
+    let s = o.shift as isize;
+    let offsets: Vec<(isize, isize)> = if s > 0 {
+        vec![(0, 0), (s, 0), (-s, 0), (0, s), (0, -s)]
+    } else {
+        vec![(0, 0)]
+    };
+    let looks: Vec<(u8, (isize, isize))> = turns
+        .iter()
+        .flat_map(|&t| offsets.iter().map(move |&d| (t, d)))
+        .collect();
     let mut out = Vec::with_capacity(crops.len());
     for chunk in crops.chunks(64) {
         let mut data = Vec::new();
@@ -289,8 +322,8 @@ fn classify(net: &WbcNet, crops: &[Vec<f32>], o: &Options) -> anyhow::Result<Vec
             } else {
                 wbc::planes(c)
             };
-            for &t in &looks {
-                data.extend(turned(&p, t));
+            for &(t, (dx, dy)) in &looks {
+                data.extend(turned(&shifted(&p, dx, dy), t));
             }
         }
         let n = chunk.len() * looks.len();
@@ -471,6 +504,10 @@ fn main() -> anyhow::Result<()> {
     let weights = arg(&args, "--weights").unwrap_or(format!("{root}/models/wbc/wbc.safetensors"));
     let o = Options {
         tta: args.iter().any(|a| a == "--tta"),
+        shift: arg(&args, "--shift")
+            .map(|v| v.parse())
+            .transpose()?
+            .unwrap_or(0),
         stain: arg(&args, "--stain").unwrap_or_default(),
         split: arg(&args, "--split"),
         smooth: args.iter().any(|a| a == "--smooth"),
@@ -523,7 +560,10 @@ fn main() -> anyhow::Result<()> {
         "--align: the net has {} convolutions",
         net.convs.len()
     );
-    anyhow::ensure!(!(o.align > 0 && o.tta), "--align and --tta do not combine");
+    anyhow::ensure!(
+        !(o.align > 0 && (o.tta || o.shift > 0)),
+        "--align does not combine with --tta or --shift"
+    );
     if o.align > 0 {
         let tar =
             arg(&args, "--pbc").unwrap_or(format!("{root}/../shared/data/pbc/pbc_normal.tar"));
