@@ -212,8 +212,10 @@ async fn finish(
     shown: Presented,
     started: Instant,
 ) -> Result<(), StoreError> {
-    let ds: Option<Dataset> = SkinStore::get(&skin.records.datasets, img.dataset_id)?;
-    let clean = ds.as_ref().is_some_and(|d| d.clean_images_as_soon_as_ready);
+    // Read again, not taken from the analysis's start: the setting may
+    // have changed while the photo was analysed.
+    let clean = SkinStore::get::<Dataset>(&skin.records.datasets, img.dataset_id)?
+        .is_some_and(|d| d.clean_images_as_soon_as_ready);
     // Derived photos that would be erased at once are not written at all.
     let aux_records = if clean {
         Vec::new()
