@@ -170,8 +170,8 @@ async fn white_cells_are_classified_at_any_magnification() {
 /// for their class (two PBC cells, CC BY 4.0, `SOURCES.md`; one more in a
 /// folder that names no class, and a blank image no red cell can be measured
 /// in), through the appliance's own path, at a given size and at the set's
-/// median size. Each image's line, the refusal, and the figures over the
-/// labelled ones.
+/// median size. Each image's line, the blank's size from the others, and
+/// the figures over the labelled ones.
 #[test]
 fn labelled_single_cell_images_give_the_differentials_figures() {
     let tmp = tempfile::tempdir().unwrap();
@@ -255,16 +255,29 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
                 }
             }
             _ => {
-                // The blank image is refused, and the exit status says so.
-                assert_eq!(out.status.code(), Some(1), "{stderr}");
+                // The blank image's red cells cannot be measured: it is
+                // classified at the median of the two PBC cells' sizes,
+                // with a warning that says so.
+                assert_eq!(out.status.code(), Some(0), "{stderr}");
+                assert_eq!(lines.len(), 4, "three images and the summary");
+                let blank = lines
+                    .iter()
+                    .find(|l| l["file"].as_str().is_some_and(|f| f.ends_with("blank.png")))
+                    .unwrap_or_else(|| panic!("no blank: {lines:?}"));
+                assert_eq!(blank["rbc_size_source"], "set_median", "{blank}");
+                assert_eq!(blank["located"], "image_centre", "{blank}");
+                let warning = blank["warning"].as_str().unwrap_or_default();
                 assert!(
-                    stderr.contains("blank.png") && stderr.contains("--rbc-diameter-px"),
-                    "{stderr}"
+                    warning.contains("could not be measured")
+                        && warning.contains("median of the 2 images"),
+                    "{blank}"
                 );
-                assert_eq!(lines.len(), 3, "two images and the summary");
-                assert_eq!(summary["not_classified"], 1);
-                assert_eq!(summary["all"]["cells"], 2, "{summary}");
-                assert_eq!(summary["five_normal_types"]["cells"], 2, "{summary}");
+                let sizes = [lym, neu].map(|l| l["rbc_diameter_px"].as_f64().unwrap());
+                let d = blank["rbc_diameter_px"].as_f64().unwrap();
+                assert!(sizes.contains(&d), "the larger of two: {d} {sizes:?}");
+                assert_eq!(summary["not_classified"], 0);
+                assert_eq!(summary["all"]["cells"], 3, "{summary}");
+                assert_eq!(summary["five_normal_types"]["cells"], 3, "{summary}");
                 assert_eq!(summary["min_confidence"], 0.7, "as configured");
                 for l in [lym, neu] {
                     assert_eq!(l["rbc_size_source"], "photo", "{l}");
@@ -297,5 +310,34 @@ fn a_smear_photo_is_warned_of() {
     assert!(
         warning.contains("12.4 red-cell diameters") && warning.contains("pbs count"),
         "{line}"
+    );
+}
+
+/// An image whose red cells cannot be measured, in a run where no other
+/// image was, is refused with the reason and what to do, and the exit
+/// status says so.
+#[test]
+fn an_unmeasurable_image_alone_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let blank = tmp.path().join("blank.png");
+    image::RgbImage::from_pixel(150, 150, image::Rgb([236, 226, 228]))
+        .save(&blank)
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+        .current_dir(common::ROOT)
+        .env("ARGUS_STATE_DIR", tmp.path())
+        .env("ARGUS_BACKEND", "cpu")
+        .env_remove("ARGUS_CONFIG")
+        .args(["pbs", "differential", "--json"])
+        .arg(&blank)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(out.stdout.is_empty(), "no cell printed");
+    assert!(
+        stderr.contains("blank.png: its red cells could not be measured")
+            && stderr.contains("--rbc-diameter-px"),
+        "{stderr}"
     );
 }

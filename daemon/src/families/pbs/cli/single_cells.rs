@@ -10,7 +10,10 @@
 //! the cell, and the classifier sees the same window, [`WINDOW_RBC`] red-cell
 //! diameters wide, that the API's `WBC_DIFFERENTIAL` gives it. Where the net
 //! finds no white cell over the image's centre, the window is taken around
-//! the centre, which is where a single-cell image holds its cell. With
+//! the centre, which is where a single-cell image holds its cell. An image
+//! whose red cells cannot be measured (a tight crop shows few whole ones)
+//! is classified last, at the centre, at the median of the sizes the
+//! run's other images measured, with a warning. With
 //! `--rbc-diameter-px` nothing is measured or looked for: the window is the
 //! centre's at that size, and a large set runs in seconds; with
 //! `--one-magnification` that size is the median of the images' own
@@ -90,8 +93,9 @@ struct Classified {
     /// Red-cell diameter the window was sized by, pixels of the image.
     rbc_diameter_px: f32,
     /// Where it came from: a `pbs count` size source (`photo`, `given`,
-    /// `configured`, `microns_per_px`), or `set_median` (the median of the
-    /// images' measures, `--one-magnification`).
+    /// `configured`, `microns_per_px`), or `set_median`: the median of the
+    /// images' measures (`--one-magnification`; or, for an image whose red
+    /// cells could not be measured, of the run's images that were).
     rbc_size_source: String,
     located: Located,
     /// The window: centre x, centre y and side, pixels of the image.
@@ -169,12 +173,27 @@ fn unmeasured(first: &RbcScale) -> Option<String> {
                 rbc_size::MIN_CELLS
             ),
         };
-        format!(
-            "its red cells could not be measured ({why}); give their size with \
-             --rbc-diameter-px, or use --one-magnification for a set from one analyser"
-        )
+        format!("its red cells could not be measured ({why})")
     })
 }
+
+/// Why an image gave no cell: its red cells could not be measured (the
+/// reason; the run may still classify it at its other images' size), or
+/// anything else failed.
+enum Refusal {
+    Unmeasured(String),
+    Failed(String),
+}
+
+impl From<String> for Refusal {
+    fn from(e: String) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
+/// The advice that ends the refusal of an image no size could be found for.
+const GIVE_A_SIZE: &str =
+    "give their size with --rbc-diameter-px, or use --one-magnification for a set from one analyser";
 
 /// The classified white cells of analysis `a`: each box's centre and the
 /// cell's probabilities.
@@ -221,7 +240,7 @@ async fn classify_one(
     config: &Config,
     img: Arc<RgbImage>,
     given: Option<(f32, &str)>,
-) -> Result<Cell, String> {
+) -> Result<Cell, Refusal> {
     let (w, h) = (img.width() as f32, img.height() as f32);
     let (cx, cy) = (w / 2.0, h / 2.0);
     let raw: &[u8] = img.as_raw();
@@ -250,7 +269,7 @@ async fn classify_one(
             .map_err(|e| e.to_string())?
     };
     if let Some(why) = unmeasured(&first) {
-        return Err(why);
+        return Err(Refusal::Unmeasured(why));
     }
     let watch = pipeline::Watch::default();
     let (a, _) = pipeline::analyse(b, img.clone(), &sizes, config.cells, false, &watch)
@@ -403,7 +422,10 @@ async fn run_size(
 }
 
 /// `argusd pbs differential`: each image's cell, and with `--labelled` the
-/// figures over them. Exit status 1 when an image could not be classified.
+/// figures over them. An image whose red cells cannot be measured is
+/// classified, after the others, at the median size of those that were
+/// (`set_median`, with a warning): the images of one run usually come from
+/// one analyser. Exit status 1 when an image could not be classified.
 pub(super) async fn differential(
     config: &Config,
     args: DifferentialArgs,
@@ -415,26 +437,43 @@ pub(super) async fn differential(
     let min_confidence = config.cells.wbc_min_confidence;
     let bar = crate::offline::progress(work.len() as u64, "images");
     let mut tally = Tally::default();
+    let mut measured = Vec::new();
+    let mut deferred = Vec::new();
+    let report =
+        |tally: &mut Tally, path: &Path, label: Option<usize>, res: Result<Cell, String>| {
+            bar.suspend(|| match &res {
+                Ok(cell) => print_one(
+                    &classified(path, label, cell, min_confidence),
+                    args.json,
+                    min_confidence,
+                ),
+                Err(e) => eprintln!("{}: {e}", path.display()),
+            });
+            tally.add(label, res.as_ref().ok().map(|c| &c.p));
+        };
     for (path, label) in &work {
         bar.set_message(path.display().to_string());
-        let res = async {
-            let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-            let img = crate::imaging::decode(&bytes, &limits)
-                .map_err(|e| e.to_string())?
-                .image;
-            classify_one(&b, config, Arc::new(img), given).await
-        }
-        .await;
+        let res = classify_file(&b, config, &limits, path, given).await;
         bar.inc(1);
-        bar.suspend(|| match &res {
-            Ok(cell) => print_one(
-                &classified(path, *label, cell, min_confidence),
-                args.json,
-                min_confidence,
-            ),
-            Err(e) => eprintln!("{}: {e}", path.display()),
-        });
-        tally.add(*label, res.as_ref().ok().map(|c| &c.p));
+        let res = match res {
+            Err(Refusal::Unmeasured(why)) => {
+                deferred.push((path, *label, why));
+                continue;
+            }
+            Err(Refusal::Failed(e)) => Err(e),
+            Ok(cell) => {
+                if cell.source == source_name(ScaleSource::Photo) {
+                    measured.push(cell.rbc_diameter_px);
+                }
+                Ok(cell)
+            }
+        };
+        report(&mut tally, path, *label, res);
+    }
+    measured.sort_by(f32::total_cmp);
+    for (path, label, why) in deferred {
+        let res = at_run_median(&b, config, &limits, path, why, &measured).await;
+        report(&mut tally, path, label, res);
     }
     bar.finish_and_clear();
     b.shutdown();
@@ -447,6 +486,52 @@ pub(super) async fn differential(
         }
     }
     Ok(if tally.failed() > 0 { 1 } else { 0 })
+}
+
+/// The image at `path`, whose red cells could not be measured (`why`),
+/// classified at its centre at the median of `measured` (the sizes of the
+/// run's images that were, sorted), with a warning that says so. Errors:
+/// `measured` is empty (the reason and what to do), or as
+/// [`classify_file`]'s.
+async fn at_run_median(
+    b: &pipeline::CellBatchers,
+    config: &Config,
+    limits: &crate::imaging::DecodeLimits,
+    path: &Path,
+    why: String,
+    measured: &[f32],
+) -> Result<Cell, String> {
+    let Some(&d) = measured.get(measured.len() / 2) else {
+        return Err(format!("{why}; {GIVE_A_SIZE}"));
+    };
+    let mut cell = classify_file(b, config, limits, path, Some((d, "set_median")))
+        .await
+        .map_err(|e| match e {
+            Refusal::Unmeasured(e) | Refusal::Failed(e) => e,
+        })?;
+    let said = format!(
+        "{why}; classified at {d:.1} px, the median of the {} images of this run that were \
+         measured",
+        measured.len()
+    );
+    cell.warning = joined(Some(said), cell.warning);
+    Ok(cell)
+}
+
+/// [`classify_one`] of the image file at `path`. Errors: as
+/// [`classify_one`]'s, and a file that cannot be read or decoded.
+async fn classify_file(
+    b: &pipeline::CellBatchers,
+    config: &Config,
+    limits: &crate::imaging::DecodeLimits,
+    path: &Path,
+    given: Option<(f32, &str)>,
+) -> Result<Cell, Refusal> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let img = crate::imaging::decode(&bytes, limits)
+        .map_err(|e| e.to_string())?
+        .image;
+    classify_one(b, config, Arc::new(img), given).await
 }
 
 /// One image's cell as it is printed.
@@ -542,7 +627,7 @@ mod tests {
             why.contains("1 clean single red cell found, 3 needed"),
             "{why}"
         );
-        assert!(why.contains("--one-magnification"), "{why}");
+        assert!(GIVE_A_SIZE.contains("--one-magnification"));
         first.measured_px = Some(4.6);
         assert!(unmeasured(&first).unwrap().contains("4.6 px"));
         first.source = ScaleSource::Configured;
