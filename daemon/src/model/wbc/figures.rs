@@ -20,15 +20,16 @@ pub fn merged(c: usize) -> usize {
 #[derive(Debug, Serialize)]
 pub struct OtherLab {
     pub cells: usize,
-    /// Share of cells given their true lineage.
-    pub accuracy: f64,
+    /// Share of cells given their true lineage; `None` (JSON `null`) for
+    /// no cells, as are the other shares.
+    pub accuracy: Option<f64>,
     /// Share left for review.
-    pub review_rate: f64,
+    pub review_rate: Option<f64>,
     /// Cells given a wrong class.
     pub confident_errors: usize,
     /// Share of cells whose most probable class has their lineage,
     /// whatever its probability.
-    pub top_class_accuracy: f64,
+    pub top_class_accuracy: Option<f64>,
     /// Row names of `confusion`: the lineages.
     pub lineages: Vec<&'static str>,
     /// Column names of `confusion`: the lineages, then `review`.
@@ -107,7 +108,7 @@ pub fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherL
         let col = decide(p, min_confidence).map_or(review, lineage);
         confusion[lineage(t)][col] += 1;
     }
-    let n = truth.len().max(1) as f64;
+    let share = |k: usize| (!truth.is_empty()).then(|| k as f64 / truth.len() as f64);
     let right: usize = (0..review).map(|i| confusion[i][i]).sum();
     let reviewed: usize = confusion.iter().map(|r| r[review]).sum();
     let top_right = p
@@ -117,10 +118,10 @@ pub fn other_lab(p: &[[f32; 9]], truth: &[usize], min_confidence: f32) -> OtherL
         .count();
     OtherLab {
         cells: truth.len(),
-        accuracy: right as f64 / n,
-        review_rate: reviewed as f64 / n,
+        accuracy: share(right),
+        review_rate: share(reviewed),
         confident_errors: truth.len() - right - reviewed,
-        top_class_accuracy: top_right as f64 / n,
+        top_class_accuracy: share(top_right),
         columns: names.iter().copied().chain(["review"]).collect(),
         lineages: names,
         confusion,
@@ -142,13 +143,21 @@ mod tests {
         assert_eq!(o.cells, 4);
         assert_eq!(
             (o.accuracy, o.review_rate, o.confident_errors),
-            (0.25, 0.5, 1)
+            (Some(0.25), Some(0.5), 1)
         );
         // Top classes: band (a neutrophil: right), eosinophil, lymphocyte
         // (right), platelet.
-        assert_eq!(o.top_class_accuracy, 0.5);
+        assert_eq!(o.top_class_accuracy, Some(0.5));
         assert_eq!(o.confusion[0], vec![1, 0, 0, 1, 0, 0, 0, 0, 0]);
         assert_eq!(o.confusion[1][8] + o.confusion[2][8], 2);
+        // No cells: no shares (not 0.0, which would read as all wrong).
+        let none = other_lab(&[], &[], 0.7);
+        assert_eq!(
+            (none.cells, none.accuracy, none.top_class_accuracy),
+            (0, None, None)
+        );
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["review_rate"].is_null(), "{json}");
     }
 
     #[test]

@@ -418,9 +418,14 @@ fn bccd_figures(
         &truth,
         min_confidence,
     );
+    let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     eprintln!(
-        "  BCCD val ({} cells): accuracy {:.3} review {:.3} confident errors {} top class {:.3}",
-        o.cells, o.accuracy, o.review_rate, o.confident_errors, o.top_class_accuracy
+        "  BCCD val ({} cells): accuracy {} review {} confident errors {} top class {}",
+        o.cells,
+        f(o.accuracy),
+        f(o.review_rate),
+        o.confident_errors,
+        f(o.top_class_accuracy)
     );
     Ok(Some(o))
 }

@@ -150,16 +150,15 @@ impl Summary {
 
     /// The summary as a table for the terminal.
     pub(super) fn text(&self) -> String {
-        let line = |name: &str, f: &OtherLab| {
-            if f.cells == 0 {
-                return format!("{name}: no cells\n");
-            }
-            format!(
-                "{name}: {} cells, accuracy {:.3}, left for review {:.3}, confident errors {}, \
-                 top class right {:.3}\n",
-                f.cells, f.accuracy, f.review_rate, f.confident_errors, f.top_class_accuracy
-            )
-        };
+        let line =
+            |name: &str, f: &OtherLab| match (f.accuracy, f.review_rate, f.top_class_accuracy) {
+                (Some(a), Some(r), Some(t)) => format!(
+                "{name}: {} cells, accuracy {a:.3}, left for review {r:.3}, confident errors {}, \
+                 top class right {t:.3}\n",
+                f.cells, f.confident_errors
+            ),
+                _ => format!("{name}: no cells\n"),
+            };
         if self.all.cells == 0 {
             return format!("\nno labelled white cell was classified\n{}", self.notes());
         }
@@ -262,12 +261,12 @@ mod tests {
         ];
         let s = Summary::new(&p, &truth, 0.7, 1, BTreeMap::new());
         assert_eq!(s.all.cells, 5);
-        assert!((s.all.accuracy - 0.6).abs() < 1e-9);
-        assert!((s.all.review_rate - 0.2).abs() < 1e-9);
+        assert!((s.all.accuracy.unwrap() - 0.6).abs() < 1e-9);
+        assert!((s.all.review_rate.unwrap() - 0.2).abs() < 1e-9);
         assert_eq!(s.all.confident_errors, 1);
         assert_eq!(s.accuracy_of_called, Some(0.75));
         assert_eq!(s.five_normal_types.cells, 4, "the erythroblast is not one");
-        assert!((s.five_normal_types.accuracy - 0.5).abs() < 1e-9);
+        assert!((s.five_normal_types.accuracy.unwrap() - 0.5).abs() < 1e-9);
         let text = s.text();
         assert!(
             text.contains("not classified (see the errors above): 1"),
