@@ -274,10 +274,11 @@ fn labelled_single_cell_images_give_the_differentials_figures() {
                 );
                 let sizes = [lym, neu].map(|l| l["rbc_diameter_px"].as_f64().unwrap());
                 let d = blank["rbc_diameter_px"].as_f64().unwrap();
-                assert!(sizes.contains(&d), "the larger of two: {d} {sizes:?}");
+                assert_eq!(d, sizes[0].max(sizes[1]), "the upper median of two");
                 assert_eq!(summary["not_classified"], 0);
                 assert_eq!(summary["all"]["cells"], 3, "{summary}");
                 assert_eq!(summary["five_normal_types"]["cells"], 3, "{summary}");
+                assert_eq!(summary["at_run_median"], 1, "{summary}");
                 assert_eq!(summary["min_confidence"], 0.7, "as configured");
                 for l in [lym, neu] {
                     assert_eq!(l["rbc_size_source"], "photo", "{l}");

@@ -418,6 +418,7 @@ fn bccd_figures(
         &truth,
         min_confidence,
     );
+    // Shares are None only for an empty set, which returned above.
     let f = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
     eprintln!(
         "  BCCD val ({} cells): accuracy {} review {} confident errors {} top class {}",

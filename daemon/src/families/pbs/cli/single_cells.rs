@@ -74,7 +74,8 @@ pub(super) enum Located {
     /// image's centre.
     WhiteCellBox,
     /// On the image's centre: the net found no white cell there, or the
-    /// size was given and nothing was looked for.
+    /// size was given (or taken from the run's other images) and nothing
+    /// was looked for.
     ImageCentre,
 }
 
@@ -191,9 +192,10 @@ impl From<String> for Refusal {
     }
 }
 
-/// The advice that ends the refusal of an image no size could be found for.
+/// The advice that ends the refusal of an image no size could be found for
+/// (`--one-magnification` would not help: it takes the same measure).
 const GIVE_A_SIZE: &str =
-    "give their size with --rbc-diameter-px, or use --one-magnification for a set from one analyser";
+    "give their size with --rbc-diameter-px, or set pbs.native_rbc_diameter_px";
 
 /// The classified white cells of analysis `a`: each box's centre and the
 /// cell's probabilities.
@@ -261,7 +263,8 @@ async fn classify_one(
     }
     let sizes = ScaleSettings::from_config(&config.pbs);
     // The analysis's first step, run apart first so that an image it would
-    // analyse at BCCD's size is refused before the nets run.
+    // analyse at BCCD's size is set aside (for the run's median size) before
+    // the nets run.
     let first = {
         let (img, params) = (img.clone(), config.cells);
         tokio::task::spawn_blocking(move || estimate(&img, &sizes, &params))
@@ -472,7 +475,11 @@ pub(super) async fn differential(
     }
     measured.sort_by(f32::total_cmp);
     for (path, label, why) in deferred {
+        bar.set_message(path.display().to_string());
         let res = at_run_median(&b, config, &limits, path, why, &measured).await;
+        if res.is_ok() && label.is_some() {
+            tally.at_run_median += 1;
+        }
         report(&mut tally, path, label, res);
     }
     bar.finish_and_clear();
@@ -509,11 +516,15 @@ async fn at_run_median(
         .map_err(|e| match e {
             Refusal::Unmeasured(e) | Refusal::Failed(e) => e,
         })?;
-    let said = format!(
-        "{why}; classified at {d:.1} px, the median of the {} images of this run that were \
-         measured",
-        measured.len()
-    );
+    let said = match measured.len() {
+        1 => format!(
+            "{why}; classified at {d:.1} px, the size of the one image of this run measured"
+        ),
+        n => format!(
+            "{why}; classified at {d:.1} px, the median of the {n} images of this run that were \
+             measured"
+        ),
+    };
     cell.warning = joined(Some(said), cell.warning);
     Ok(cell)
 }
@@ -613,7 +624,7 @@ mod tests {
     }
 
     #[test]
-    fn an_image_without_a_measure_or_a_configured_size_is_refused_with_the_reason() {
+    fn an_image_without_a_measure_or_a_configured_size_gives_the_reason() {
         let mut first = RbcScale {
             rbc_diameter_px: 100.0,
             rbc_diameter_um: None,
@@ -622,12 +633,11 @@ mod tests {
             cells_measured: 1,
             warning: None,
         };
-        let why = unmeasured(&first).expect("refused");
+        let why = unmeasured(&first).expect("no size");
         assert!(
             why.contains("1 clean single red cell found, 3 needed"),
             "{why}"
         );
-        assert!(GIVE_A_SIZE.contains("--one-magnification"));
         first.measured_px = Some(4.6);
         assert!(unmeasured(&first).unwrap().contains("4.6 px"));
         first.source = ScaleSource::Configured;

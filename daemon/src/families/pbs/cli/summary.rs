@@ -18,6 +18,9 @@ pub(super) struct Tally {
     failed: usize,
     /// Images labelled platelet, and how many of them are likeliest one.
     platelets: (usize, usize),
+    /// Labelled images classified at the run's median size, their own red
+    /// cells not measurable.
+    pub at_run_median: usize,
 }
 
 impl Tally {
@@ -60,6 +63,7 @@ impl Tally {
         );
         (s.platelets, s.platelets_likeliest_platelet) = self.platelets;
         s.one_magnification = one_magnification;
+        s.at_run_median = self.at_run_median;
         s
     }
 }
@@ -82,8 +86,12 @@ pub(super) struct Summary {
     /// 0.699999988).
     pub min_confidence: f64,
     /// Labelled images that could not be classified (unreadable, or their
-    /// red cells not measurable).
+    /// red cells not measurable and no other image of the run measured).
     pub not_classified: usize,
+    /// Labelled images whose red cells could not be measured, classified
+    /// (and counted in the figures) at the median size of the run's images
+    /// that were measured.
+    pub at_run_median: usize,
     /// Images left out because their folder names no class, by folder.
     pub unlabelled_folders: BTreeMap<String, usize>,
     /// Images labelled platelet, kept out of the figures: a platelet is
@@ -145,20 +153,23 @@ impl Summary {
             platelets: 0,
             platelets_likeliest_platelet: 0,
             one_magnification: None,
+            at_run_median: 0,
         }
     }
 
     /// The summary as a table for the terminal.
     pub(super) fn text(&self) -> String {
-        let line =
-            |name: &str, f: &OtherLab| match (f.accuracy, f.review_rate, f.top_class_accuracy) {
-                (Some(a), Some(r), Some(t)) => format!(
-                "{name}: {} cells, accuracy {a:.3}, left for review {r:.3}, confident errors {}, \
-                 top class right {t:.3}\n",
-                f.cells, f.confident_errors
-            ),
-                _ => format!("{name}: no cells\n"),
+        let line = |name: &str, f: &OtherLab| {
+            let (Some(a), Some(r), Some(t)) = (f.accuracy, f.review_rate, f.top_class_accuracy)
+            else {
+                return format!("{name}: no cells\n");
             };
+            let (n, e) = (f.cells, f.confident_errors);
+            format!(
+                "{name}: {n} cells, accuracy {a:.3}, left for review {r:.3}, confident errors \
+                 {e}, top class right {t:.3}\n"
+            )
+        };
         if self.all.cells == 0 {
             return format!("\nno labelled white cell was classified\n{}", self.notes());
         }
@@ -184,6 +195,13 @@ impl Summary {
             out.push_str(&format!(
                 "not classified (see the errors above): {}\n",
                 self.not_classified
+            ));
+        }
+        if self.at_run_median > 0 {
+            out.push_str(&format!(
+                "classified at the median size of the run's measured images (their own red cells \
+                 could not be measured; see the warnings above): {}\n",
+                self.at_run_median
             ));
         }
         if self.platelets > 0 {
