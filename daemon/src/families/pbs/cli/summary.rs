@@ -19,8 +19,9 @@ pub(super) struct Tally {
     /// Images labelled platelet, and how many of them are likeliest one.
     platelets: (usize, usize),
     /// Labelled images classified at the run's median size, their own red
-    /// cells not measurable.
-    pub at_run_median: usize,
+    /// cells not measurable (counted by the caller, which knows the size's
+    /// source).
+    pub(super) at_run_median: usize,
 }
 
 impl Tally {
