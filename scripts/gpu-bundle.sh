@@ -4,7 +4,7 @@
 # carry beside the working tree (binaries stripped and xz-compressed):
 #
 #   scripts/gpu-bundle.sh tests     # lib tests and http_backends, --features cuda
-#   scripts/gpu-bundle.sh benches   # model and imaging benches, argusd, load tool
+#   scripts/gpu-bundle.sh benches   # model, imaging and cells benches, argusd, load tool
 #   scripts/gpu-bundle.sh all       # both, for one call on a short lease
 #
 # Both hold the Vulkan loader's Debian packages too, so the wgpu backend also
@@ -30,7 +30,7 @@ build_tests() {
 build_benches() {
     # The release profile, not bench's own: the same settings, but under
     # its own name cargo would build the whole crate a second time.
-    cargo bench --profile release --features cuda --no-run --bench model --bench imaging \
+    cargo bench --profile release --features cuda --no-run --bench model --bench imaging --bench cells \
         --message-format=json | executables
     cargo build --release --features cuda --bin argusd --example load --message-format=json | executables
 }

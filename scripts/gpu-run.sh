@@ -7,8 +7,9 @@
 #
 #   scripts/gpu-run.sh                  # everything the bundle holds
 #   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
-#                                       #   imaging, e2e, overload, profile (ncu
-#                                       #   over a server) or kernels (ncu over
+#                                       #   imaging, cells (the clinic nets),
+#                                       #   e2e, overload, profile (ncu over a
+#                                       #   server) or kernels (ncu over
 #                                       #   CenterFace in the model bench)
 #   scripts/gpu-run.sh tests,model,e2e  # several, in that order
 #
@@ -96,6 +97,13 @@ run_model() {
     # Criterion groups per device; the CPU groups are the same-run comparison.
     # shellcheck disable=SC2086
     timeout "$limit" .gpu/run/model --bench 'cpu|cuda|wgpu' $bench_args 2>&1 | tee "$out/bench-model.log" || rc=1
+}
+
+run_cells() {
+    # The clinic nets (cell UNets, malaria and white-cell classifiers) per
+    # device; the CPU group is the same-run comparison.
+    # shellcheck disable=SC2086
+    timeout "$limit" .gpu/run/cells --bench 'cells/' $bench_args 2>&1 | tee "$out/bench-cells.log" || rc=1
 }
 
 run_imaging() {
@@ -209,14 +217,14 @@ run_kernels() {
 if [ "$parts" = all ]; then
     case "$kind" in
     tests) parts=tests,sanitize ;;
-    benches) parts=model,imaging,e2e ;;
-    all) parts=tests,model,imaging,e2e,sanitize ;;
+    benches) parts=model,imaging,cells,e2e ;;
+    all) parts=tests,model,imaging,cells,e2e,sanitize ;;
     esac
 fi
 for part in ${parts//,/ }; do
     case "$part" in
-    tests | sanitize | model | imaging | e2e | overload | profile | kernels) echo "== $part" && "run_$part" ;;
-    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, e2e, overload, profile, kernels)" >&2 && rc=2 ;;
+    tests | sanitize | model | imaging | cells | e2e | overload | profile | kernels) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, cells, e2e, overload, profile, kernels)" >&2 && rc=2 ;;
     esac
 done
 exit $rc

@@ -18,7 +18,7 @@ if [ "${1:-}" = --restore ]; then
     echo "gpu-trim: tree restored to $(git rev-parse --short HEAD)"
     exit 0
 fi
-parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,e2e,overload,profile,kernels) | --restore}
+parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,cells,e2e,overload,profile,kernels) | --restore}
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     echo "gpu-trim: commit first: --restore is a hard reset" >&2
     exit 1
@@ -40,6 +40,7 @@ for part in ${parts//,/ }; do
     sanitize) bins+=(argus) ;;
     model | kernels) bins+=(model) ;;
     imaging) bins+=(imaging) ;;
+    cells) bins+=(cells) ;;
     e2e | overload | profile) bins+=(argusd load) ;;
     *) echo "gpu-trim: no part $part" >&2 && exit 2 ;;
     esac

@@ -243,6 +243,20 @@ pub fn split_crops(data: &[u8], count: usize) -> Result<Vec<&[u8]>, BackendError
     Ok(crops)
 }
 
+/// A white-cell batch's windows (`model::wbc::CROP` square, RGB floats),
+/// checked against the count it claims.
+pub fn split_wbc_crops(data: &[f32], count: usize) -> Result<Vec<&[f32]>, BackendError> {
+    use crate::model::wbc::CROP;
+    let each = CROP * CROP * 3;
+    if data.len() != count * each {
+        return Err(BackendError::BadBatch(format!(
+            "{} floats for {count} white-cell crops of {CROP}x{CROP}x3",
+            data.len()
+        )));
+    }
+    Ok(data.chunks_exact(each).collect())
+}
+
 /// Each image's candidates from the heads of a batch (any backend's).
 pub fn decode_faces(
     out: &crate::model::centerface::Output,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::cpu::load_with;
 use super::{Backend, BackendError, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps};
-use crate::gpu::cells::{self, GpuMalaria, GpuUnet};
+use crate::gpu::cells::{self, GpuMalaria, GpuUnet, GpuWbc};
 use crate::gpu::centerface::GpuCenterFace;
 use crate::gpu::Compute;
 use crate::model::unet::Heads;
@@ -15,6 +15,7 @@ enum Models<B> {
     Faces(Box<GpuCenterFace<B>>),
     Cells(Box<[GpuUnet<B>; 3]>),
     Crops(Box<GpuMalaria<B>>),
+    Wbc(Box<GpuWbc<B>>),
 }
 
 pub struct AccelBackend<D: Compute> {
@@ -64,7 +65,18 @@ impl<D: Compute> AccelBackend<D> {
                 &cpu,
                 |vb| GpuMalaria::load(d, vb),
             )?)),
-            ModelSet::FaceMesh | ModelSet::Iris | ModelSet::Age | ModelSet::WbcCrops => {
+            ModelSet::WbcCrops => {
+                let path = models.get("wbc_cnn")?;
+                Models::Wbc(Box::new(
+                    crate::model::wbc::WbcNet::from_safetensors(path, &cpu)
+                        .and_then(|net| GpuWbc::new(d, &net))
+                        .map_err(|source| BackendError::Load {
+                            path: path.to_path_buf(),
+                            source,
+                        })?,
+                ))
+            }
+            ModelSet::FaceMesh | ModelSet::Iris | ModelSet::Age => {
                 return Err(BackendError::Unavailable(
                     name.into(),
                     format!("no {name} port of the {set:?} model yet; `backend::start` runs it on the CPU"),
@@ -141,6 +153,9 @@ where
             )),
             (Models::Crops(m), Batch::Crops { data, count }) => Ok(BatchOutput::Parasitized(
                 m.classify(dev, &crate::frame::split_crops(&data, count)?)?,
+            )),
+            (Models::Wbc(m), Batch::WbcCrops { data, count }) => Ok(BatchOutput::WbcProbs(
+                m.classify(dev, &crate::frame::split_wbc_crops(&data, count)?)?,
             )),
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),

@@ -180,16 +180,7 @@ pub fn wbc_probs(
     data: &[f32],
     count: usize,
 ) -> Result<Vec<[f32; 9]>, BackendError> {
-    use crate::model::wbc::CROP;
-    let each = CROP * CROP * 3;
-    if data.len() != count * each {
-        return Err(BackendError::BadBatch(format!(
-            "{} floats for {count} white-cell crops of {CROP}x{CROP}x3",
-            data.len()
-        )));
-    }
-    let crops: Vec<&[f32]> = data.chunks_exact(each).collect();
-    Ok(model.classify(&crops)?)
+    Ok(model.classify(&crate::frame::split_wbc_crops(data, count)?)?)
 }
 
 /// The age model on 112x112 RGB face crops: years each.

@@ -40,7 +40,7 @@ impl ModelSet {
     pub fn on_gpu(self) -> bool {
         matches!(
             self,
-            ModelSet::Faces | ModelSet::CellTiles | ModelSet::Crops
+            ModelSet::Faces | ModelSet::CellTiles | ModelSet::Crops | ModelSet::WbcCrops
         )
     }
 }
@@ -177,6 +177,16 @@ impl Target {
     /// GPUs take bigger batches: one dispatch per layer serves the whole batch.
     pub fn is_gpu(&self) -> bool {
         !matches!(self, Target::Cpu)
+    }
+
+    /// A wgpu adapter that runs on the CPU (Mesa's lavapipe): correct,
+    /// but far slower than the CPU backend itself.
+    pub fn is_software(&self) -> bool {
+        match self {
+            #[cfg(feature = "wgpu")]
+            Target::Wgpu(gpu) => !crate::gpu::wgpu_device::is_hardware(&gpu.info),
+            _ => false,
+        }
     }
 }
 

@@ -261,6 +261,25 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
 
 /// The classifier's parameters (plain tensors, so training can hold them as
 /// `Var`s and inference as constants).
+/// A convolution's weight as trained (`[9 * C_in, C_out]`, row
+/// `(dy * 3 + dx) * C_in + c`) in PyTorch's layout, `[C_out, C_in, 3, 3]`
+/// flattened, which the CPU kernels and the GPU ops take. Returns
+/// `(weights, C_out, C_in)`.
+pub fn oihw(w: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
+    let (k, cout) = w.dims2()?;
+    let cin = k / 9;
+    let u = w.flatten_all()?.to_vec1::<f32>()?;
+    let mut std = vec![0f32; cout * cin * 9];
+    for tap in 0..9 {
+        for c in 0..cin {
+            for o in 0..cout {
+                std[(o * cin + c) * 9 + tap] = u[(tap * cin + c) * cout + o];
+            }
+        }
+    }
+    Ok((std, cout, cin))
+}
+
 pub struct WbcNet {
     pub convs: Vec<(Tensor, Tensor)>,
     pub fc_w: Tensor,
@@ -358,18 +377,7 @@ impl WbcKernels {
             .convs
             .iter()
             .map(|(w, b)| {
-                let (k, cout) = w.dims2()?;
-                let cin = k / 9;
-                // [9·cin, cout] with rows (tap, c) -> [cout, cin, 3, 3].
-                let u = flat(w)?;
-                let mut std = vec![0f32; cout * cin * 9];
-                for tap in 0..9 {
-                    for c in 0..cin {
-                        for o in 0..cout {
-                            std[(o * cin + c) * 9 + tap] = u[(tap * cin + c) * cout + o];
-                        }
-                    }
-                }
+                let (std, cout, cin) = oihw(w)?;
                 Ok(Dense3x3::new(&std, &flat(b)?, cout, cin, 1))
             })
             .collect::<Result<_>>()?;
