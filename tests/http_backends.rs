@@ -289,10 +289,11 @@ async fn device_smears_match_the_cpu_server(kind: BackendKind, name: &str) {
         return;
     };
     if target.is_software() {
-        // Measured on this project's 2-vCPU host: 32 tiles of the UNets
-        // (one photo's measure and count) took 483 s on lavapipe against 2 s
-        // on the CPU backend. Each net's parity on such an adapter is
-        // checked on its own in `gpu::cells`' tests.
+        // Measured on this project's 2-vCPU host: a 320x280 part of this
+        // fixture (32 UNet tiles with its measure and count) took 483 s on
+        // lavapipe against 2 s on the CPU backend, and the whole photo
+        // would take several times that. Each net's parity on such an
+        // adapter is checked on its own in `gpu::cells`' tests.
         eprintln!("skipping {name}: a software adapter takes minutes per smear");
         return;
     }

@@ -184,7 +184,7 @@ impl Target {
     pub fn is_software(&self) -> bool {
         match self {
             #[cfg(feature = "wgpu")]
-            Target::Wgpu(gpu) => !crate::gpu::wgpu_device::is_hardware(&gpu.info),
+            Target::Wgpu(gpu) => gpu.info.device_type == wgpu::DeviceType::Cpu,
             _ => false,
         }
     }

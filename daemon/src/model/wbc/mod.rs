@@ -259,8 +259,6 @@ pub fn max_pool2(x: &Tensor) -> Result<Tensor> {
     x.reshape((n, h2, 2, w2, 2, c))?.max(4)?.max(2)
 }
 
-/// The classifier's parameters (plain tensors, so training can hold them as
-/// `Var`s and inference as constants).
 /// A convolution's weight as trained (`[9 * C_in, C_out]`, row
 /// `(dy * 3 + dx) * C_in + c`) in PyTorch's layout, `[C_out, C_in, 3, 3]`
 /// flattened, which the CPU kernels and the GPU ops take. Returns
@@ -280,6 +278,8 @@ pub fn oihw(w: &Tensor) -> Result<(Vec<f32>, usize, usize)> {
     Ok((std, cout, cin))
 }
 
+/// The classifier's parameters (plain tensors, so training can hold them as
+/// `Var`s and inference as constants).
 pub struct WbcNet {
     pub convs: Vec<(Tensor, Tensor)>,
     pub fc_w: Tensor,
