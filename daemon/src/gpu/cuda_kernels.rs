@@ -41,6 +41,11 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
         [256, 1, 1],
     ),
     (
+        "prelu",
+        include_str!("../../../kernels/prelu.cu"),
+        [256, 1, 1],
+    ),
+    (
         "global_avg_pool",
         include_str!("../../../kernels/global_avg_pool.cu"),
         [64, 1, 1],

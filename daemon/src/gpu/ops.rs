@@ -2,6 +2,7 @@
 //! the dispatch. Weights are uploaded once, at model load, as [`Conv`].
 
 use super::{grid_1d, Compute, GpuError, Record, Result, Tensor};
+use crate::model::face_mesh::same_pads;
 
 /// A convolution's weight and bias on the device, in PyTorch's layouts:
 /// [cout, cin, k, k] (dense), [c, 1, 3, 3] (depthwise), [cin, cout, 2, 2]
@@ -63,7 +64,27 @@ pub fn out_dim(len: usize, k: usize, stride: usize, pad: usize) -> usize {
     (len + 2 * pad).saturating_sub(k) / stride + 1
 }
 
-/// Dense k x k convolution (`shaders/conv2d.wgsl`).
+/// TensorFlow's SAME padding of a k x k window at `stride` over `x`'s
+/// planes: the padding before (top and left) and the output size,
+/// `ceil(len / stride)` per axis. The padding after needs no word of its
+/// own: the shaders skip taps past the end, which is zero padding. They
+/// take one leading pad for both axes, so a map whose axes would need
+/// different ones (stride 2 over an even height and an odd width) is
+/// refused.
+fn same<B>(op: &str, x: &Tensor<B>, k: usize, stride: usize) -> Result<(usize, usize, usize)> {
+    let [_, _, h, w] = x.shape;
+    let ((top, _), (left, _)) = (same_pads(h, k, stride), same_pads(w, k, stride));
+    if top != left {
+        return Err(GpuError::Shape(format!(
+            "{op}: SAME padding of {h}x{w} at stride {stride} differs between the axes \
+             ({top} and {left} before)"
+        )));
+    }
+    Ok((top, h.div_ceil(stride), w.div_ceil(stride)))
+}
+
+/// Dense k x k convolution (`shaders/conv2d.wgsl`), `pad` zeros on every
+/// side.
 pub fn conv2d<R: Record>(
     r: &mut R,
     x: &Tensor<R::Buf>,
@@ -72,15 +93,42 @@ pub fn conv2d<R: Record>(
     pad: usize,
     relu: bool,
 ) -> Result<Tensor<R::Buf>> {
-    expect_channels("conv2d", x, c.cin)?;
-    let [n, _, h, w] = x.shape;
+    let [_, _, h, w] = x.shape;
     if h + 2 * pad < c.k || w + 2 * pad < c.k {
         return Err(GpuError::Shape(format!(
             "conv2d: {h}x{w} input smaller than its {0}x{0} kernel",
             c.k
         )));
     }
-    let (ho, wo) = (out_dim(h, c.k, stride, pad), out_dim(w, c.k, stride, pad));
+    let out = (out_dim(h, c.k, stride, pad), out_dim(w, c.k, stride, pad));
+    conv2d_at(r, x, c, stride, pad, out, relu)
+}
+
+/// [`conv2d`] with TensorFlow's SAME padding (the odd pixel of padding
+/// after): output `ceil(h / stride)` x `ceil(w / stride)`. Errors as
+/// [`same`] says.
+pub fn conv2d_same<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+    stride: usize,
+    relu: bool,
+) -> Result<Tensor<R::Buf>> {
+    let (pad, ho, wo) = same("conv2d_same", x, c.k, stride)?;
+    conv2d_at(r, x, c, stride, pad, (ho, wo), relu)
+}
+
+fn conv2d_at<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+    stride: usize,
+    pad: usize,
+    (ho, wo): (usize, usize),
+    relu: bool,
+) -> Result<Tensor<R::Buf>> {
+    expect_channels("conv2d", x, c.cin)?;
+    let [n, _, h, w] = x.shape;
     let y = r.tensor([n, c.cout, ho, wo])?;
     let p = [
         n,
@@ -106,7 +154,8 @@ pub fn conv2d<R: Record>(
     Ok(y)
 }
 
-/// Depthwise 3x3 convolution (`shaders/depthwise.wgsl`).
+/// Depthwise 3x3 convolution (`shaders/depthwise.wgsl`), `pad` zeros on
+/// every side.
 pub fn depthwise<R: Record>(
     r: &mut R,
     x: &Tensor<R::Buf>,
@@ -115,9 +164,34 @@ pub fn depthwise<R: Record>(
     pad: usize,
     relu: bool,
 ) -> Result<Tensor<R::Buf>> {
+    let [_, _, h, w] = x.shape;
+    let out = (out_dim(h, 3, stride, pad), out_dim(w, 3, stride, pad));
+    depthwise_at(r, x, c, stride, pad, out, relu)
+}
+
+/// [`depthwise`] with TensorFlow's SAME padding, as [`conv2d_same`].
+pub fn depthwise_same<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+    stride: usize,
+    relu: bool,
+) -> Result<Tensor<R::Buf>> {
+    let (pad, ho, wo) = same("depthwise_same", x, 3, stride)?;
+    depthwise_at(r, x, c, stride, pad, (ho, wo), relu)
+}
+
+fn depthwise_at<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    c: &Conv<R::Buf>,
+    stride: usize,
+    pad: usize,
+    (ho, wo): (usize, usize),
+    relu: bool,
+) -> Result<Tensor<R::Buf>> {
     expect_channels("depthwise", x, c.cout)?;
     let [n, ch, h, w] = x.shape;
-    let (ho, wo) = (out_dim(h, 3, stride, pad), out_dim(w, 3, stride, pad));
     let y = r.tensor([n, ch, ho, wo])?;
     let p = [n, ch, h, w, ho, wo, stride, pad, relu as usize, 0, 0, 0].map(u);
     r.dispatch(
@@ -246,6 +320,35 @@ pub fn sigmoid<R: Record>(r: &mut R, x: &Tensor<R::Buf>, c0: usize, k: usize) ->
         &[n, c, h * w, c0, k, 0, 0, 0].map(u),
         &[&x.buf],
         grid_1d(n * k * h * w),
+    )
+}
+
+/// PReLU slopes on the device, one per channel, uploaded once at load.
+pub struct Slopes<B> {
+    pub buf: B,
+    pub c: usize,
+}
+
+impl<B> Slopes<B> {
+    pub fn new<D: Compute<Buf = B>>(dev: &D, alpha: &[f32]) -> Result<Self> {
+        Ok(Self {
+            buf: dev.upload("prelu", alpha)?,
+            c: alpha.len(),
+        })
+    }
+}
+
+/// PReLU in place (`shaders/prelu.wgsl`): a negative value `v` of channel
+/// `ch` becomes `alpha[ch] * v`. The MediaPipe face and iris nets' only
+/// activation.
+pub fn prelu<R: Record>(r: &mut R, x: &Tensor<R::Buf>, alpha: &Slopes<R::Buf>) -> Result<()> {
+    expect_channels("prelu", x, alpha.c)?;
+    let [n, c, h, w] = x.shape;
+    r.dispatch(
+        "prelu",
+        &[n, c, h * w, 0].map(u),
+        &[&x.buf, &alpha.buf],
+        grid_1d(n * c * h * w),
     )
 }
 
@@ -434,6 +537,93 @@ mod tests {
             let e = rel_l2(&got, &want);
             assert!(e < TOL, "conv2d {cin}->{cout} s{stride} p{pad}: rel L2 {e}");
         }
+    }
+
+    #[test]
+    fn same_padding_matches_candle() {
+        on_every_device!(same_padding_matches_candle_on);
+    }
+
+    /// TensorFlow SAME through the shaders' leading pad and skipped taps,
+    /// against candle on explicitly zero-padded maps: an even size at
+    /// stride 2 (0 before, 1 after), an odd one (1 and 1), stride 1.
+    fn same_padding_matches_candle_on<D: Compute>(gpu: &D) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (n, cin, cout, hw, stride) in [(2, 3, 16, 12, 2), (1, 8, 8, 7, 2), (2, 4, 6, 9, 1)] {
+            let (x, wt, b, dw, db) = (
+                rnd(&mut rng, n * cin * hw * hw),
+                rnd(&mut rng, cout * cin * 9),
+                rnd(&mut rng, cout),
+                rnd(&mut rng, cin * 9),
+                rnd(&mut rng, cin),
+            );
+            let (before, after) = same_pads(hw, 3, stride);
+            let padded = ct(&x, &[n, cin, hw, hw])
+                .pad_with_zeros(2, before, after)
+                .unwrap()
+                .pad_with_zeros(3, before, after)
+                .unwrap();
+            let dense = Conv::new(gpu, &wt, &b, cout, cin, 3).unwrap();
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, cin, hw, hw], &x).unwrap();
+                conv2d_same(r, &xt, &dense, stride, true).unwrap()
+            });
+            let want = padded
+                .conv2d(&ct(&wt, &[cout, cin, 3, 3]), 0, stride, 1, 1)
+                .unwrap();
+            assert_eq!(want.dims()[2], hw.div_ceil(stride));
+            let e = rel_l2(&got, &host(&with_bias(want, &b, true)));
+            assert!(e < TOL, "conv2d_same {hw} s{stride}: rel L2 {e}");
+
+            let dwc = Conv::new(gpu, &dw, &db, cin, 1, 3).unwrap();
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, cin, hw, hw], &x).unwrap();
+                depthwise_same(r, &xt, &dwc, stride, false).unwrap()
+            });
+            let want = padded
+                .conv2d(&ct(&dw, &[cin, 1, 3, 3]), 0, stride, 1, cin)
+                .unwrap();
+            let e = rel_l2(&got, &host(&with_bias(want, &db, false)));
+            assert!(e < TOL, "depthwise_same {hw} s{stride}: rel L2 {e}");
+        }
+        // 8 rows pad 0 before at stride 2, 7 columns pad 1: refused.
+        let dense = Conv::new(gpu, &[0.0; 27], &[0.0], 1, 3, 3).unwrap();
+        let x = gpu.tensor_from([1, 3, 8, 7], &[0.0; 168]).unwrap();
+        let mut r = gpu.recorder();
+        assert!(conv2d_same(&mut r, &x, &dense, 2, false).is_err());
+        assert!(conv2d_same(&mut r, &x, &dense, 1, false).is_ok());
+    }
+
+    #[test]
+    fn prelu_matches_its_definition() {
+        on_every_device!(prelu_matches_its_definition_on);
+    }
+
+    fn prelu_matches_its_definition_on<D: Compute>(gpu: &D) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        let (n, c, h, w) = (2, 5, 7, 9);
+        let x = rnd(&mut rng, n * c * h * w);
+        let alpha = rnd(&mut rng, c);
+        let slopes = Slopes::new(gpu, &alpha).unwrap();
+        let got = run(gpu, |r| {
+            let xt = gpu.tensor_from([n, c, h, w], &x).unwrap();
+            prelu(r, &xt, &slopes).unwrap();
+            xt
+        });
+        let want: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                if v < 0.0 {
+                    v * alpha[(i / (h * w)) % c]
+                } else {
+                    v
+                }
+            })
+            .collect();
+        assert_eq!(got, want, "one multiply per negative value: exact");
+        let x = gpu.tensor_from([1, c + 1, 2, 2], &[0.0; 24]).unwrap();
+        assert!(prelu(&mut gpu.recorder(), &x, &slopes).is_err());
     }
 
     #[test]

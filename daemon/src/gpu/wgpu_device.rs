@@ -25,6 +25,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         include_str!("../../../shaders/crop_concat.wgsl"),
     ),
     ("sigmoid", include_str!("../../../shaders/sigmoid.wgsl")),
+    ("prelu", include_str!("../../../shaders/prelu.wgsl")),
     (
         "global_avg_pool",
         include_str!("../../../shaders/global_avg_pool.wgsl"),
