@@ -1,5 +1,7 @@
 // 1x1 convolution as a tiled matrix product, per image:
 //   y[n, co, i] = relu?(bias[co] + sum_ci w[co, ci] * x[n, ci, i]) (+ res[n, co, i])
+// The residual has `residual` channels (0: none), at most cout: fewer is a
+// shortcut padded with zero channels.
 // A 16x16 block computes a 64 (channels) x 64 (pixels) tile, 4x4 values per
 // thread, staging 16-deep slices of both operands in shared memory.
 // Block (16, 16, 1); grid (ceil(hw / 64), ceil(cout / 64), n).
@@ -49,7 +51,7 @@ extern "C" __global__ void conv1x1(const Conv1x1Params p, const float* x, const 
             float v = acc[i][j] + bias[co];
             if (p.relu) v = fmaxf(v, 0.0f);
             unsigned o = (img * p.cout + co) * p.hw + px;
-            if (p.residual) v += res[o];
+            if (co < p.residual) v += res[(img * p.residual + co) * p.hw + px];
             y[o] = v;
         }
     }

@@ -1,6 +1,8 @@
 // 1x1 convolution as a tiled matrix product, per image:
 //   y[n, co, i] = relu?(bias[co] + sum_ci w[co, ci] * x[n, ci, i]) (+ res[n, co, i])
-// NCHW f32. A 16x16 workgroup computes a 64 (channels) x 64 (pixels) tile,
+// NCHW f32. The residual has `residual` channels (0: none), at most cout:
+// fewer is a shortcut padded with zero channels, as MobileNet-style nets
+// widen theirs. A 16x16 workgroup computes a 64 (channels) x 64 (pixels) tile,
 // 4x4 values per invocation, staging 16-deep slices of both operands in
 // workgroup memory. ReLU comes before the residual: the appliance's models
 // add a shortcut either to a linear projection or to two ReLU'd branches.
@@ -16,7 +18,7 @@ struct Params {
 // [cout, cin]
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-// Same shape as y; a 1-element placeholder when p.residual == 0.
+// [n, residual, h, w]; a placeholder when p.residual == 0.
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
 
@@ -90,8 +92,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
                 v = max(v, 0.0);
             }
             let o = (img * p.cout + co) * p.hw + px;
-            if (p.residual != 0u) {
-                v += res[o];
+            if (co < p.residual) {
+                v += res[(img * p.residual + co) * p.hw + px];
             }
             y[o] = v;
         }

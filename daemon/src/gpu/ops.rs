@@ -204,7 +204,9 @@ fn depthwise_at<R: Record>(
 }
 
 /// 1x1 convolution as a tiled matrix product (`shaders/conv1x1.wgsl`):
-/// bias, then ReLU if asked, then `residual` (same shape as the output) added.
+/// bias, then ReLU if asked, then `residual` added: the output's shape, or
+/// fewer channels (at most `c.cout`), which are the first ones and the rest
+/// zeros, as MobileNet-style nets widen a shortcut.
 pub fn conv1x1<R: Record>(
     r: &mut R,
     x: &Tensor<R::Buf>,
@@ -216,7 +218,8 @@ pub fn conv1x1<R: Record>(
     let [n, _, h, w] = x.shape;
     let shape = [n, c.cout, h, w];
     if let Some(res) = residual {
-        if res.shape != shape {
+        let [rn, rc, rh, rw] = res.shape;
+        if (rn, rh, rw) != (n, h, w) || rc > c.cout {
             return Err(GpuError::Shape(format!(
                 "conv1x1: residual {:?} for an output of {shape:?}",
                 res.shape
@@ -230,7 +233,7 @@ pub fn conv1x1<R: Record>(
         c.cout,
         h * w,
         relu as usize,
-        residual.is_some() as usize,
+        residual.map_or(0, |t| t.shape[1]),
         0,
         0,
     ]
@@ -659,24 +662,27 @@ mod tests {
 
     fn conv1x1_matches_candle_with_relu_and_residual_on<D: Compute>(gpu: &D) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        // Sizes off the 64/16 tile edges on purpose.
-        for (n, cin, cout, h, w, relu, residual) in [
-            (2, 24, 144, 13, 11, true, false),
-            (3, 160, 960, 5, 7, false, false),
-            (1, 37, 70, 9, 10, false, true),
-            (2, 96, 24, 4, 4, true, true),
+        // Sizes off the 64/16 tile edges on purpose. The residual's
+        // channels (0: none); fewer than the output's are zero-padded.
+        for (n, cin, cout, h, w, relu, res_c) in [
+            (2, 24, 144, 13, 11, true, 0),
+            (3, 160, 960, 5, 7, false, 0),
+            (1, 37, 70, 9, 10, false, 70),
+            (2, 96, 24, 4, 4, true, 24),
+            (2, 16, 32, 6, 6, false, 16),
+            (1, 20, 70, 3, 5, true, 45),
         ] {
             let (x, wt, b, res) = (
                 rnd(&mut rng, n * cin * h * w),
                 rnd(&mut rng, cout * cin),
                 rnd(&mut rng, cout),
-                rnd(&mut rng, n * cout * h * w),
+                rnd(&mut rng, n * res_c * h * w),
             );
             let c = Conv::new(gpu, &wt, &b, cout, cin, 1).unwrap();
             let got = run(gpu, |r| {
                 let xt = gpu.tensor_from([n, cin, h, w], &x).unwrap();
-                let rt = gpu.tensor_from([n, cout, h, w], &res).unwrap();
-                conv1x1(r, &xt, &c, relu, residual.then_some(&rt)).unwrap()
+                let rt = (res_c > 0).then(|| gpu.tensor_from([n, res_c, h, w], &res).unwrap());
+                conv1x1(r, &xt, &c, relu, rt.as_ref()).unwrap()
             });
             let mut want = with_bias(
                 ct(&x, &[n, cin, h, w])
@@ -685,11 +691,30 @@ mod tests {
                 &b,
                 relu,
             );
-            if residual {
-                want = (want + ct(&res, &[n, cout, h, w])).unwrap();
+            if res_c > 0 {
+                let res = ct(&res, &[n, res_c, h, w])
+                    .pad_with_zeros(1, 0, cout - res_c)
+                    .unwrap();
+                want = (want + res).unwrap();
             }
             let e = rel_l2(&got, &host(&want));
-            assert!(e < TOL, "conv1x1 {cin}->{cout}: rel L2 {e}");
+            assert!(
+                e < TOL,
+                "conv1x1 {cin}->{cout} residual {res_c}: rel L2 {e}"
+            );
+        }
+        // A residual wider than the output, or of another size, is refused.
+        let c = Conv::new(gpu, &[0.0; 8], &[0.0; 2], 2, 4, 1).unwrap();
+        let x = gpu.tensor_from([1, 4, 2, 2], &[0.0; 16]).unwrap();
+        let mut r = gpu.recorder();
+        for shape in [[1, 3, 2, 2], [1, 2, 2, 3]] {
+            let res = gpu
+                .tensor_from(shape, &vec![0.0; shape.iter().product()])
+                .unwrap();
+            assert!(
+                conv1x1(&mut r, &x, &c, false, Some(&res)).is_err(),
+                "{shape:?}"
+            );
         }
     }
 
