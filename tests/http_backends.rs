@@ -4,7 +4,8 @@
 //! malaria, white-cell differential), like the CPU server. wgpu runs on
 //! whatever Vulkan adapter the machine has (Mesa's lavapipe in CI, selected
 //! explicitly); CUDA needs the `cuda` feature, libcuda, libnvrtc and a GPU.
-//! Where a device is missing its test skips with the reason.
+//! Where a device is missing its test skips with the reason; the smear test
+//! also skips on a software adapter, which takes minutes per smear.
 
 mod common;
 
