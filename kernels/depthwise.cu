@@ -1,8 +1,9 @@
 // Depthwise 3x3 convolution, NCHW f32, any stride, zero padding `pad`, bias
-// and optional ReLU; one thread per output value.
+// and optional ReLU of the output (`relu`) or of the input as it is read
+// (`relu_in`); one thread per output value.
 // Block (8, 8, 1); grid (ceil(wo / 8), ceil(ho / 8), n * c).
 struct DepthwiseParams {
-    unsigned n, c, h, w, ho, wo, stride, pad, relu, pad0, pad1, pad2;
+    unsigned n, c, h, w, ho, wo, stride, pad, relu, relu_in, pad1, pad2;
 };
 
 extern "C" __global__ void depthwise(const DepthwiseParams p, const float* x, const float* wt,
@@ -19,7 +20,9 @@ extern "C" __global__ void depthwise(const DepthwiseParams p, const float* x, co
         for (unsigned kx = 0; kx < 3; kx++) {
             int ix = (int)(ox * p.stride + kx) - (int)p.pad;
             if (ix < 0 || ix >= (int)p.w) continue;
-            acc += x[xb + (unsigned)iy * p.w + (unsigned)ix] * wt[ch * 9 + ky * 3 + kx];
+            float v = x[xb + (unsigned)iy * p.w + (unsigned)ix];
+            if (p.relu_in) v = fmaxf(v, 0.0f);
+            acc += v * wt[ch * 9 + ky * 3 + kx];
         }
     }
     if (p.relu) acc = fmaxf(acc, 0.0f);

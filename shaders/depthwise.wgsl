@@ -1,11 +1,14 @@
 // Depthwise 3x3 convolution (one filter per channel), NCHW f32, any stride,
-// zero padding `pad`, bias and optional ReLU. One invocation per output value.
+// zero padding `pad`, bias and optional ReLU of the output (`relu`) or of the
+// input as it is read (`relu_in`: Xception's ReLU before a separable conv,
+// whose un-activated input another branch still needs). One invocation per
+// output value.
 // Dispatch: (ceil(wo / 8), ceil(ho / 8), n * c).
 
 struct Params {
     n: u32, c: u32, h: u32, w: u32,
     ho: u32, wo: u32, stride: u32, pad: u32,
-    relu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    relu: u32, relu_in: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -35,7 +38,11 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
             if (ix < 0 || ix >= i32(p.w)) {
                 continue;
             }
-            acc += x[xb + u32(iy) * p.w + u32(ix)] * wt[ch * 9u + ky * 3u + kx];
+            var v = x[xb + u32(iy) * p.w + u32(ix)];
+            if (p.relu_in != 0u) {
+                v = max(v, 0.0);
+            }
+            acc += v * wt[ch * 9u + ky * 3u + kx];
         }
     }
     if (p.relu != 0u) {

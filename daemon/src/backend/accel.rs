@@ -8,6 +8,7 @@ use super::cpu::load_with;
 use super::{Backend, BackendError, Batch, BatchOutput, ModelPaths, ModelSet, TileMaps};
 use crate::gpu::cells::{self, GpuMalaria, GpuUnet, GpuWbc};
 use crate::gpu::centerface::GpuCenterFace;
+use crate::gpu::skin::{GpuAge, GpuFaceMesh, GpuIris};
 use crate::gpu::Compute;
 use crate::model::unet::Heads;
 
@@ -16,6 +17,9 @@ enum Models<B> {
     Cells(Box<[GpuUnet<B>; 3]>),
     Crops(Box<GpuMalaria<B>>),
     Wbc(Box<GpuWbc<B>>),
+    Mesh(Box<GpuFaceMesh<B>>),
+    Iris(Box<GpuIris<B>>),
+    Age(Box<GpuAge<B>>),
 }
 
 pub struct AccelBackend<D: Compute> {
@@ -76,12 +80,17 @@ impl<D: Compute> AccelBackend<D> {
                         })?,
                 ))
             }
-            ModelSet::FaceMesh | ModelSet::Iris | ModelSet::Age => {
-                return Err(BackendError::Unavailable(
-                    name.into(),
-                    format!("no {name} port of the {set:?} model yet; `backend::start` runs it on the CPU"),
-                ))
+            ModelSet::FaceMesh => {
+                Models::Mesh(Box::new(load_with(models.get("face_mesh")?, &cpu, |vb| {
+                    GpuFaceMesh::load(d, vb)
+                })?))
             }
+            ModelSet::Iris => Models::Iris(Box::new(load_with(models.get("iris")?, &cpu, |vb| {
+                GpuIris::load(d, vb)
+            })?)),
+            ModelSet::Age => Models::Age(Box::new(load_with(models.get("age")?, &cpu, |vb| {
+                GpuAge::load(d, vb)
+            })?)),
         };
         Ok(Self {
             name,
@@ -157,6 +166,21 @@ where
             (Models::Wbc(m), Batch::WbcCrops { data, count }) => Ok(BatchOutput::WbcProbs(
                 m.classify(dev, &crate::frame::split_wbc_crops(&data, count)?)?,
             )),
+            (Models::Mesh(m), Batch::MeshCrops { data, count }) => {
+                let side = crate::model::face_mesh::INPUT_SIZE;
+                let crops = crate::frame::split_exact(&data, count, side, 3)?;
+                Ok(BatchOutput::Mesh(m.run(dev, &crops)?))
+            }
+            (Models::Iris(m), Batch::EyeCrops { data, count }) => {
+                let side = crate::model::iris::INPUT_SIZE;
+                let crops = crate::frame::split_exact(&data, count, side, 3)?;
+                Ok(BatchOutput::Eyes(m.run(dev, &crops)?))
+            }
+            (Models::Age(m), Batch::AgeCrops { data, count }) => {
+                let side = crate::model::age::INPUT_SIZE;
+                let crops = crate::frame::split_exact(&data, count, side, 3)?;
+                Ok(BatchOutput::Ages(m.run(dev, &crops)?))
+            }
             _ => Err(BackendError::BadBatch(
                 "this backend instance does not hold the model for that batch".into(),
             )),

@@ -35,13 +35,18 @@ pub enum ModelSet {
 }
 
 impl ModelSet {
-    /// Whether the GPU backends run this set; the rest run on the CPU
-    /// models whatever the target (the skin models have no GPU port yet).
+    /// Whether the GPU backends run this set; a set without a GPU port
+    /// would run on the CPU models whatever the target. Every set has one.
     pub fn on_gpu(self) -> bool {
-        matches!(
-            self,
-            ModelSet::Faces | ModelSet::CellTiles | ModelSet::Crops | ModelSet::WbcCrops
-        )
+        match self {
+            ModelSet::Faces
+            | ModelSet::CellTiles
+            | ModelSet::Crops
+            | ModelSet::FaceMesh
+            | ModelSet::Iris
+            | ModelSet::Age
+            | ModelSet::WbcCrops => true,
+        }
     }
 }
 

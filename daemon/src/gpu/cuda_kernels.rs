@@ -31,6 +31,11 @@ pub const KERNELS: &[(&str, &str, [u32; 3])] = &[
         [8, 8, 1],
     ),
     (
+        "maxpool",
+        include_str!("../../../kernels/maxpool.cu"),
+        [8, 8, 1],
+    ),
+    (
         "crop_concat",
         include_str!("../../../kernels/crop_concat.cu"),
         [256, 1, 1],

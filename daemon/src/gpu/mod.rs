@@ -1,6 +1,6 @@
 //! GPU compute shared by the accelerator backends: device tensors, the
 //! [`Compute`]/[`Record`] traits a device implements, and the models' ops
-//! (`ops`) and blocks (`centerface`, `cells`, `mask`) written once against
+//! (`ops`) and blocks (`centerface`, `cells`, `mask`, `skin`) written once against
 //! them.
 //!
 //! A kernel is named by its file stem (`shaders/NAME.wgsl` for wgpu,
@@ -21,6 +21,7 @@ pub mod cuda_kernels;
 pub mod jpeg;
 pub mod mask;
 pub mod ops;
+pub mod skin;
 #[cfg(feature = "wgpu")]
 pub mod wgpu_device;
 

@@ -154,6 +154,17 @@ fn conv2d_at<R: Record>(
     Ok(y)
 }
 
+/// Where a depthwise convolution applies its ReLU, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Relu {
+    Off,
+    /// To the input as it is read: Xception's ReLU before a separable
+    /// conv, where another branch still takes the input un-activated.
+    Input,
+    /// To the output, after the bias.
+    Output,
+}
+
 /// Depthwise 3x3 convolution (`shaders/depthwise.wgsl`), `pad` zeros on
 /// every side.
 pub fn depthwise<R: Record>(
@@ -166,16 +177,18 @@ pub fn depthwise<R: Record>(
 ) -> Result<Tensor<R::Buf>> {
     let [_, _, h, w] = x.shape;
     let out = (out_dim(h, 3, stride, pad), out_dim(w, 3, stride, pad));
+    let relu = if relu { Relu::Output } else { Relu::Off };
     depthwise_at(r, x, c, stride, pad, out, relu)
 }
 
-/// [`depthwise`] with TensorFlow's SAME padding, as [`conv2d_same`].
+/// [`depthwise`] with TensorFlow's SAME padding, as [`conv2d_same`], and
+/// the ReLU where `relu` says.
 pub fn depthwise_same<R: Record>(
     r: &mut R,
     x: &Tensor<R::Buf>,
     c: &Conv<R::Buf>,
     stride: usize,
-    relu: bool,
+    relu: Relu,
 ) -> Result<Tensor<R::Buf>> {
     let (pad, ho, wo) = same("depthwise_same", x, 3, stride)?;
     depthwise_at(r, x, c, stride, pad, (ho, wo), relu)
@@ -188,12 +201,27 @@ fn depthwise_at<R: Record>(
     stride: usize,
     pad: usize,
     (ho, wo): (usize, usize),
-    relu: bool,
+    relu: Relu,
 ) -> Result<Tensor<R::Buf>> {
     expect_channels("depthwise", x, c.cout)?;
     let [n, ch, h, w] = x.shape;
     let y = r.tensor([n, ch, ho, wo])?;
-    let p = [n, ch, h, w, ho, wo, stride, pad, relu as usize, 0, 0, 0].map(u);
+    let (out, input) = (relu == Relu::Output, relu == Relu::Input);
+    let p = [
+        n,
+        ch,
+        h,
+        w,
+        ho,
+        wo,
+        stride,
+        pad,
+        out as usize,
+        input as usize,
+        0,
+        0,
+    ]
+    .map(u);
     r.dispatch(
         "depthwise",
         &p,
@@ -279,6 +307,46 @@ pub fn maxpool2x2<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<Tensor<R::
         "maxpool2x2",
         &[h, w, ho, wo].map(u),
         &[&x.buf, &y.buf],
+        groups_2d(wo, ho, n * c),
+    )?;
+    Ok(y)
+}
+
+/// k x k max-pool at `stride` with TensorFlow's SAME padding, the padding
+/// never winning (-inf), output `ceil(h / stride)` x `ceil(w / stride)`,
+/// plus `residual` (the output's shape) when given (`shaders/maxpool.wgsl`):
+/// the pooled branch of Xception's reduction blocks and their 1x1
+/// shortcut. Errors as [`same`] says, or on a residual of another shape.
+pub fn maxpool_same<R: Record>(
+    r: &mut R,
+    x: &Tensor<R::Buf>,
+    k: usize,
+    stride: usize,
+    residual: Option<&Tensor<R::Buf>>,
+) -> Result<Tensor<R::Buf>> {
+    let (pad, ho, wo) = same("maxpool_same", x, k, stride)?;
+    let [n, c, h, w] = x.shape;
+    // A window wholly in the padding would have no value to take.
+    if pad >= k {
+        return Err(GpuError::Shape(format!(
+            "maxpool_same: {pad} cells of padding before a {k}x{k} window"
+        )));
+    }
+    let shape = [n, c, ho, wo];
+    if residual.is_some_and(|t| t.shape != shape) {
+        return Err(GpuError::Shape(format!(
+            "maxpool_same: residual {:?} for an output of {shape:?}",
+            residual.map(|t| t.shape)
+        )));
+    }
+    let y = r.tensor(shape)?;
+    let p = [h, w, ho, wo, k, stride, pad, residual.is_some() as usize].map(u);
+    // As in `conv1x1`: the input stands in for an absent residual.
+    let res = residual.map(|t| &t.buf).unwrap_or(&x.buf);
+    r.dispatch(
+        "maxpool",
+        &p,
+        &[&x.buf, res, &y.buf],
         groups_2d(wo, ho, n * c),
     )?;
     Ok(y)
@@ -581,13 +649,26 @@ mod tests {
             let dwc = Conv::new(gpu, &dw, &db, cin, 1, 3).unwrap();
             let got = run(gpu, |r| {
                 let xt = gpu.tensor_from([n, cin, hw, hw], &x).unwrap();
-                depthwise_same(r, &xt, &dwc, stride, false).unwrap()
+                depthwise_same(r, &xt, &dwc, stride, Relu::Off).unwrap()
             });
             let want = padded
                 .conv2d(&ct(&dw, &[cin, 1, 3, 3]), 0, stride, 1, cin)
                 .unwrap();
             let e = rel_l2(&got, &host(&with_bias(want, &db, false)));
             assert!(e < TOL, "depthwise_same {hw} s{stride}: rel L2 {e}");
+
+            // The ReLU on the input: the same conv of max(x, 0).
+            let got = run(gpu, |r| {
+                let xt = gpu.tensor_from([n, cin, hw, hw], &x).unwrap();
+                depthwise_same(r, &xt, &dwc, stride, Relu::Input).unwrap()
+            });
+            let want = padded
+                .relu()
+                .unwrap()
+                .conv2d(&ct(&dw, &[cin, 1, 3, 3]), 0, stride, 1, cin)
+                .unwrap();
+            let e = rel_l2(&got, &host(&with_bias(want, &db, false)));
+            assert!(e < TOL, "depthwise_same relu_in {hw} s{stride}: rel L2 {e}");
         }
         // 8 rows pad 0 before at stride 2, 7 columns pad 1: refused.
         let dense = Conv::new(gpu, &[0.0; 27], &[0.0], 1, 3, 3).unwrap();
@@ -653,6 +734,53 @@ mod tests {
             let e = rel_l2(&got, &host(&with_bias(want, &b, true)));
             assert!(e < TOL, "depthwise c{c} s{stride}: rel L2 {e}");
         }
+    }
+
+    #[test]
+    fn maxpool_same_matches_candle() {
+        on_every_device!(maxpool_same_matches_candle_on);
+    }
+
+    /// 3x3 max-pools with SAME padding (edge replication stands in for
+    /// -inf in candle: a copied edge cell never beats its original), with
+    /// and without a residual. Max and one add: exact.
+    fn maxpool_same_matches_candle_on<D: Compute>(gpu: &D) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        for (n, c, hw, k, stride) in [(2, 3, 12, 3, 2), (1, 4, 7, 3, 2), (2, 2, 9, 3, 1)] {
+            let x = rnd(&mut rng, n * c * hw * hw);
+            let (before, after) = same_pads(hw, k, stride);
+            let want = ct(&x, &[n, c, hw, hw])
+                .pad_with_same(2, before, after)
+                .unwrap()
+                .pad_with_same(3, before, after)
+                .unwrap()
+                .max_pool2d_with_stride(k, stride)
+                .unwrap();
+            let out = want.dims4().unwrap();
+            let res = rnd(&mut rng, want.elem_count());
+            for with_res in [false, true] {
+                let got = run(gpu, |r| {
+                    let xt = gpu.tensor_from([n, c, hw, hw], &x).unwrap();
+                    let rt = with_res.then(|| gpu.tensor_from(out.into(), &res).unwrap());
+                    maxpool_same(r, &xt, k, stride, rt.as_ref()).unwrap()
+                });
+                let want = if with_res {
+                    (&want + ct(&res, &[out.0, out.1, out.2, out.3])).unwrap()
+                } else {
+                    want.clone()
+                };
+                assert_eq!(
+                    got,
+                    host(&want),
+                    "maxpool {hw} s{stride} residual {with_res}"
+                );
+            }
+        }
+        // A residual of another shape is refused.
+        let x = gpu.tensor_from([1, 1, 4, 4], &[0.0; 16]).unwrap();
+        let res = gpu.tensor_from([1, 1, 3, 3], &[0.0; 9]).unwrap();
+        let mut r = gpu.recorder();
+        assert!(maxpool_same(&mut r, &x, 3, 2, Some(&res)).is_err());
     }
 
     #[test]

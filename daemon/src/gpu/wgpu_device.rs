@@ -20,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "maxpool2x2",
         include_str!("../../../shaders/maxpool2x2.wgsl"),
     ),
+    ("maxpool", include_str!("../../../shaders/maxpool.wgsl")),
     (
         "crop_concat",
         include_str!("../../../shaders/crop_concat.wgsl"),

@@ -31,7 +31,7 @@ pub const INPUT_SIZE: usize = 192;
 /// Landmarks per face.
 pub const NUM_LANDMARKS: usize = 468;
 /// Output channels and stride of the backbone's 14 residual units.
-const BACKBONE: [(usize, usize); 14] = [
+pub(crate) const BACKBONE: [(usize, usize); 14] = [
     (16, 1),
     (16, 1),
     (32, 2),

@@ -32,7 +32,7 @@ pub const NUM_CONTOUR: usize = 71;
 pub const NUM_IRIS: usize = 5;
 
 /// (in, reduced, out channels, downsamples) of the backbone's units.
-const BACKBONE: [(usize, usize, usize, bool); 10] = [
+pub(crate) const BACKBONE: [(usize, usize, usize, bool); 10] = [
     (64, 32, 64, false),
     (64, 32, 64, false),
     (64, 32, 64, false),
@@ -45,7 +45,7 @@ const BACKBONE: [(usize, usize, usize, bool); 10] = [
     (128, 64, 128, true),
 ];
 /// Units of each head (128 -> 64 -> 128 channels) that downsample.
-const HEAD_DOWN: [bool; 8] = [false, false, true, false, false, true, false, false];
+pub(crate) const HEAD_DOWN: [bool; 8] = [false, false, true, false, false, true, false, false];
 
 /// reduce (1x1, or 2x2/s2 VALID) -> PReLU -> dw 3x3 SAME -> pw 1x1 ->
 /// + shortcut -> PReLU.

@@ -133,11 +133,11 @@ impl SkinBatchers {
         let detector =
             crate::families::face_batcher(cfg, (side, side), target, models, metrics.clone())?;
         let batch = &cfg.batch;
-        let max_batch = batch.max_batch_for(&Target::Cpu).max(1);
+        let max_batch = batch.max_batch_for(target).max(1);
         let policy = Policy {
             max_batch,
             max_wait: Duration::from_millis(batch.max_wait_ms),
-            max_depth: batch.queue_depth_for(&Target::Cpu) * 2,
+            max_depth: batch.queue_depth_for(target) * 2,
         };
         let mesh = Batcher::start_work(
             MeshWork,
