@@ -1,6 +1,9 @@
 //! One selfie analysed end to end (decode, detect, two face-mesh passes,
 //! both irises, age, alignment, metrics, masks) on the CPU backend, and
-//! each skin model's forward pass alone.
+//! each skin model's forward pass alone. The cuda and wgpu groups (the
+//! same, the nets at batches of 1, 8 and 32) run where `auto` would take
+//! that device: a CUDA build with a GPU, a hardware wgpu adapter; they are
+//! skipped on a software adapter such as lavapipe.
 //!
 //!     cargo bench --bench skin
 //!     RAYON_NUM_THREADS=2 cargo bench --bench skin
@@ -11,9 +14,12 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 
-use argus::backend::{cpu::CpuBackend, Backend, Batch, ModelPaths, ModelSet, Target};
+use argus::backend::{cpu::CpuBackend, Backend, BackendKind, Batch, ModelPaths, ModelSet, Target};
 use argus::config::Config;
 use argus::families::skin::analyze::{analyze, Want};
 use argus::families::skin::work::SkinBatchers;
@@ -36,11 +42,12 @@ fn selfie() -> (String, Vec<u8>) {
     ("lisa1-1200x1600".into(), out.into_inner())
 }
 
-fn bench(c: &mut Criterion) {
+/// The selfie analysed end to end on batchers started on `target`.
+fn analyze_bench(g: &mut BenchmarkGroup<WallTime>, target: &Target, name: &str, bytes: &[u8]) {
     let cfg = Config::default();
     let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
     let metrics = Arc::new(argus::metrics::Metrics::new());
-    let b = SkinBatchers::start(&cfg, &Target::Cpu, &models, metrics).unwrap();
+    let b = SkinBatchers::start(&cfg, target, &models, metrics).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -49,16 +56,12 @@ fn bench(c: &mut Criterion) {
         max_pixels: cfg.limits.max_pixels,
         formats: cfg.limits.formats.clone(),
     };
-    let (name, bytes) = selfie();
-    let threads = rayon::current_num_threads();
-    let mut g = c.benchmark_group(format!("skin/cpu-{threads}t"));
-    g.sample_size(20);
-    g.bench_function(BenchmarkId::new("analyze", &name), |it| {
+    g.bench_function(BenchmarkId::new("analyze", name), |it| {
         it.iter(|| {
             let a = rt
                 .block_on(analyze(
                     &b,
-                    bytes.clone(),
+                    bytes.to_vec(),
                     limits.clone(),
                     cfg.skin,
                     Want::default(),
@@ -67,57 +70,88 @@ fn bench(c: &mut Criterion) {
             assert!(a.metrics.ita.is_some(), "{:?}", a.quality.issues);
         })
     });
-    for (set, batch, label) in [
-        (
-            ModelSet::FaceMesh,
-            Batch::MeshCrops {
-                data: vec![127; 192 * 192 * 3],
-                count: 1,
-            },
-            "face_mesh-192",
-        ),
-        (
-            ModelSet::Iris,
-            Batch::EyeCrops {
-                data: vec![127; 64 * 64 * 3],
-                count: 1,
-            },
-            "iris-64",
-        ),
-        (
-            ModelSet::Age,
-            Batch::AgeCrops {
-                data: vec![127; 112 * 112 * 3],
-                count: 1,
-            },
-            "age-112",
-        ),
-    ] {
-        let mut be = CpuBackend::load(&models, set, 1).unwrap();
-        g.bench_function(BenchmarkId::new("model", label), |it| {
-            it.iter(|| be.run(batch_clone(&batch)).unwrap())
-        });
-    }
-    g.finish();
     b.shutdown();
 }
 
-fn batch_clone(b: &Batch) -> Batch {
-    match b {
-        Batch::MeshCrops { data, count } => Batch::MeshCrops {
-            data: data.clone(),
-            count: *count,
-        },
-        Batch::EyeCrops { data, count } => Batch::EyeCrops {
-            data: data.clone(),
-            count: *count,
-        },
-        Batch::AgeCrops { data, count } => Batch::AgeCrops {
-            data: data.clone(),
-            count: *count,
-        },
-        _ => unreachable!("only skin batches here"),
+/// Each skin net's forward pass alone at each batch size in `sizes`, on
+/// backends `start` opens (a set and its batch cap).
+fn model_benches(
+    g: &mut BenchmarkGroup<WallTime>,
+    sizes: &[usize],
+    mut start: impl FnMut(ModelSet, usize) -> Box<dyn Backend>,
+) {
+    type Pack = fn(Vec<u8>, usize) -> Batch;
+    let nets: [(ModelSet, usize, &str, Pack); 3] = [
+        (ModelSet::FaceMesh, 192, "face_mesh-192", |data, count| {
+            Batch::MeshCrops { data, count }
+        }),
+        (ModelSet::Iris, 64, "iris-64", |data, count| {
+            Batch::EyeCrops { data, count }
+        }),
+        (ModelSet::Age, 112, "age-112", |data, count| {
+            Batch::AgeCrops { data, count }
+        }),
+    ];
+    for (set, side, label, pack) in nets {
+        let max = *sizes.iter().max().unwrap();
+        let mut be = start(set, max);
+        for &n in sizes {
+            // A mid-grey crop: the nets' cost does not depend on content.
+            let data = vec![127u8; n * side * side * 3];
+            g.throughput(Throughput::Elements(n as u64));
+            let id = if sizes.len() == 1 {
+                BenchmarkId::new("model", label)
+            } else {
+                BenchmarkId::new(format!("model/{label}"), n)
+            };
+            g.bench_function(id, |it| it.iter(|| be.run(pack(data.clone(), n)).unwrap()));
+        }
     }
+}
+
+fn bench(c: &mut Criterion) {
+    let models = ModelPaths::in_dir(format!("{ROOT}/models").as_ref());
+    let (name, bytes) = selfie();
+    let threads = rayon::current_num_threads();
+    let mut g = c.benchmark_group(format!("skin/cpu-{threads}t"));
+    g.sample_size(20);
+    analyze_bench(&mut g, &Target::Cpu, &name, &bytes);
+    model_benches(&mut g, &[1], |set, max| {
+        Box::new(CpuBackend::load(&models, set, max).unwrap())
+    });
+    g.finish();
+    bench_device(c, &models, BackendKind::Cuda, "cuda", (&name, &bytes));
+    bench_device(c, &models, BackendKind::Wgpu, "wgpu", (&name, &bytes));
+}
+
+/// The pipeline and the nets on the accelerator `kind` as the daemon
+/// would open it, when there is a hardware one.
+fn bench_device(
+    c: &mut Criterion,
+    models: &ModelPaths,
+    kind: BackendKind,
+    label: &str,
+    (name, bytes): (&str, &[u8]),
+) {
+    let group = format!("skin/{label}");
+    let target = match argus::backend::resolve(kind) {
+        Ok(t) if t.is_software() => {
+            eprintln!("{group} skipped: a software adapter");
+            return;
+        }
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{group} skipped: {e}");
+            return;
+        }
+    };
+    let mut g = c.benchmark_group(group);
+    g.sample_size(20);
+    analyze_bench(&mut g, &target, name, bytes);
+    model_benches(&mut g, &[1, 8, 32], |set, max| {
+        argus::backend::start(&target, models, set, max).unwrap()
+    });
+    g.finish();
 }
 
 criterion_group!(benches, bench);

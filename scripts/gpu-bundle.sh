@@ -3,8 +3,8 @@
 # argus's CUDA tests or benchmarks, into .gpu/ (git-ignored), small enough to
 # carry beside the working tree (binaries stripped and xz-compressed):
 #
-#   scripts/gpu-bundle.sh tests     # lib tests and http_backends, --features cuda
-#   scripts/gpu-bundle.sh benches   # model, imaging and cells benches, argusd, load tool
+#   scripts/gpu-bundle.sh tests     # lib tests, http_backends and skin, --features cuda
+#   scripts/gpu-bundle.sh benches   # model, imaging, cells and skin benches, argusd, load tool
 #   scripts/gpu-bundle.sh all       # both, for one call on a short lease
 #
 # Both hold the Vulkan loader's Debian packages too, so the wgpu backend also
@@ -17,20 +17,22 @@ out=.gpu
 rm -rf "$out"
 mkdir -p "$out/bin"
 
-# Executables cargo reports building, as "name path" lines.
+# Executables cargo reports building, as "name path" lines. An integration
+# test takes the suffix _test: tests/skin.rs and benches/skin.rs are both
+# targets named skin.
 executables() {
     jq -r 'select(.reason == "compiler-artifact" and .executable != null)
-           | "\(.target.name) \(.executable)"'
+           | "\(.target.name)\(if .target.kind == ["test"] then "_test" else "" end) \(.executable)"'
 }
 
 build_tests() {
-    cargo test --release -p argus --features cuda --no-run --lib --test http_backends \
+    cargo test --release -p argus --features cuda --no-run --lib --test http_backends --test skin \
         --message-format=json | executables
 }
 build_benches() {
     # The release profile, not bench's own: the same settings, but under
     # its own name cargo would build the whole crate a second time.
-    cargo bench --profile release --features cuda --no-run --bench model --bench imaging --bench cells \
+    cargo bench --profile release --features cuda --no-run --bench model --bench imaging --bench cells --bench skin \
         --message-format=json | executables
     cargo build --release --features cuda --bin argusd --example load --message-format=json | executables
 }

@@ -8,6 +8,7 @@
 #   scripts/gpu-run.sh                  # everything the bundle holds
 #   scripts/gpu-run.sh model            # one part: tests, sanitize, model,
 #                                       #   imaging, cells (the clinic nets),
+#                                       #   skin (the skin pipeline and nets),
 #                                       #   e2e, overload, profile (ncu over a
 #                                       #   server) or kernels (ncu over
 #                                       #   CenterFace in the model bench)
@@ -76,8 +77,11 @@ run_tests() {
     [ "${GPU_TEST_HOST:-0}" = 1 ] || export ARGUS_TEST_SKIP_CUDA_HOST=1
     [ -e .gpu/run/argus ] && { timeout "$limit" .gpu/run/argus "${TEST_FILTER:-gpu::}" --test-threads 1 --nocapture 2>&1 \
         | tee "$out/gpu-tests.log" || rc=1; }
-    [ -e .gpu/run/http_backends ] && { timeout "$limit" .gpu/run/http_backends --test-threads 1 --nocapture 2>&1 \
+    [ -e .gpu/run/http_backends_test ] && { timeout "$limit" .gpu/run/http_backends_test --test-threads 1 --nocapture 2>&1 \
         | tee "$out/http-backends.log" || rc=1; }
+    # The skin pipeline with its nets on each device against the CPU's.
+    [ -e .gpu/run/skin_test ] && { timeout "$limit" .gpu/run/skin_test pipeline_matches --test-threads 1 --nocapture 2>&1 \
+        | tee "$out/skin-pipeline.log" || rc=1; }
     return 0
 }
 
@@ -107,6 +111,14 @@ run_cells() {
     # shellcheck disable=SC2086
     timeout "$limit" .gpu/run/cells --bench 'cells/(cuda|wgpu)|cells/cpu-[0-9]+t/(unet3|malaria|wbc)' $bench_args 2>&1 \
         | tee "$out/bench-cells.log" || rc=1
+}
+
+run_skin() {
+    # The skin pipeline and its nets (face mesh, iris, age) per device; the
+    # CPU group's nets at batch 1 are the same-run comparison.
+    # shellcheck disable=SC2086
+    timeout "$limit" .gpu/run/skin --bench 'skin/(cuda|wgpu)|skin/cpu-[0-9]+t/model' $bench_args 2>&1 \
+        | tee "$out/bench-skin.log" || rc=1
 }
 
 run_imaging() {
@@ -220,14 +232,14 @@ run_kernels() {
 if [ "$parts" = all ]; then
     case "$kind" in
     tests) parts=tests,sanitize ;;
-    benches) parts=model,imaging,cells,e2e ;;
-    all) parts=tests,model,imaging,cells,e2e,sanitize ;;
+    benches) parts=model,imaging,cells,skin,e2e ;;
+    all) parts=tests,model,imaging,cells,skin,e2e,sanitize ;;
     esac
 fi
 for part in ${parts//,/ }; do
     case "$part" in
-    tests | sanitize | model | imaging | cells | e2e | overload | profile | kernels) echo "== $part" && "run_$part" ;;
-    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, cells, e2e, overload, profile, kernels)" >&2 && rc=2 ;;
+    tests | sanitize | model | imaging | cells | skin | e2e | overload | profile | kernels) echo "== $part" && "run_$part" ;;
+    *) echo "gpu-run: no part $part (tests, sanitize, model, imaging, cells, skin, e2e, overload, profile, kernels)" >&2 && rc=2 ;;
     esac
 done
 exit $rc

@@ -18,7 +18,7 @@ if [ "${1:-}" = --restore ]; then
     echo "gpu-trim: tree restored to $(git rev-parse --short HEAD)"
     exit 0
 fi
-parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,cells,e2e,overload,profile,kernels) | --restore}
+parts=${1:?usage: gpu-trim.sh PARTS (tests,sanitize,model,imaging,cells,skin,e2e,overload,profile,kernels) | --restore}
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
     echo "gpu-trim: commit first: --restore is a hard reset" >&2
     exit 1
@@ -36,11 +36,12 @@ git rm -q --ignore-unmatch tests/fixtures/fhir/fhir.schema.json
 bins=()
 for part in ${parts//,/ }; do
     case "$part" in
-    tests) bins+=(argus http_backends) ;;
+    tests) bins+=(argus http_backends_test skin_test) ;;
     sanitize) bins+=(argus) ;;
     model | kernels) bins+=(model) ;;
     imaging) bins+=(imaging) ;;
     cells) bins+=(cells) ;;
+    skin) bins+=(skin) ;;
     e2e | overload | profile) bins+=(argusd load) ;;
     *) echo "gpu-trim: no part $part" >&2 && exit 2 ;;
     esac
