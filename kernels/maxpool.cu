@@ -12,7 +12,8 @@ extern "C" __global__ void maxpool(const MaxPoolKParams p, const float* x, const
     unsigned oy = blockIdx.y * blockDim.y + threadIdx.y;
     if (ox >= p.wo || oy >= p.ho) return;
     unsigned xb = blockIdx.z * p.h * p.w;
-    // The op checks that every window holds a cell of the plane.
+    // Every window holds a cell of the plane (SAME padding is under half a
+    // window a side), so this is always overwritten.
     float m = -3.402823e38f;
     for (unsigned ky = 0; ky < p.k; ky++) {
         int iy = (int)(oy * p.stride + ky) - (int)p.pad;

@@ -20,8 +20,8 @@ fn main(@builtin(global_invocation_id) g: vec3<u32>) {
         return;
     }
     let xb = g.z * p.h * p.w;
-    // Every window holds at least one cell of the plane (the op checks the
-    // padding against the kernel size), so this is always overwritten.
+    // Every window holds at least one cell of the plane (SAME padding is
+    // under half a window a side), so this is always overwritten.
     var m = -3.402823e38;
     for (var ky = 0u; ky < p.k; ky++) {
         let iy = i32(g.y * p.stride + ky) - i32(p.pad);

@@ -11,7 +11,7 @@ mod common;
 
 use argus::backend::{BackendKind, Target};
 use common::pbs::{call, configure, login, new_study, setup_org, upload, wait_ready};
-use common::{fixture, json, start};
+use common::{fixture, json, ran_on, start};
 use serde_json::{json, Value};
 
 fn decode(bytes: &[u8]) -> image::RgbImage {
@@ -301,15 +301,11 @@ async fn device_smears_match_the_cpu_server(kind: BackendKind, name: &str) {
     let (cbc_a, mal_a, diff_a, _) = smear_reports(BackendKind::Cpu).await;
     let (cbc_b, mal_b, diff_b, m) = smear_reports(kind).await;
     for model in ["cbc_unet", "malaria_cnn", "wbc_cnn"] {
-        let ran_on = |backend: &str| {
-            m.lines().any(|l| {
-                l.starts_with("argus_inference_duration_seconds_count{")
-                    && l.contains(&format!("model=\"{model}\""))
-                    && l.contains(&format!("backend=\"{backend}\""))
-            })
-        };
-        assert!(ran_on(name), "{model} did not run on {name}: {m}");
-        assert!(!ran_on("cpu"), "{model} ran on the CPU: {m}");
+        assert!(
+            ran_on(&m, model, name),
+            "{model} did not run on {name}: {m}"
+        );
+        assert!(!ran_on(&m, model, "cpu"), "{model} ran on the CPU: {m}");
     }
 
     let (fa, fb) = (&cbc_a["files"][0], &cbc_b["files"][0]);

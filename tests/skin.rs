@@ -8,6 +8,8 @@
 //! `coffee.jpg` (CC0, no face). Where `../shared/data/faces` is present the
 //! repeatability tests also run on its photos.
 
+mod common;
+
 use std::sync::{Arc, OnceLock};
 
 use argus::backend::{ModelPaths, Target};
@@ -15,6 +17,7 @@ use argus::config::Config;
 use argus::families::skin::analyze::{analyze, Analysis, Want};
 use argus::families::skin::work::SkinBatchers;
 use argus::metrics::Metrics;
+use common::ran_on;
 use image::{DynamicImage, RgbImage};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -441,15 +444,11 @@ async fn device_pipeline_matches_the_cpu(kind: argus::backend::BackendKind, name
 
     let m = metrics.render();
     for model in ["face_mesh", "iris", "age"] {
-        let ran_on = |backend: &str| {
-            m.lines().any(|l| {
-                l.starts_with("argus_inference_duration_seconds_count{")
-                    && l.contains(&format!("model=\"{model}\""))
-                    && l.contains(&format!("backend=\"{backend}\""))
-            })
-        };
-        assert!(ran_on(name), "{model} did not run on {name}: {m}");
-        assert!(!ran_on("cpu"), "{model} ran on the CPU: {m}");
+        assert!(
+            ran_on(&m, model, name),
+            "{model} did not run on {name}: {m}"
+        );
+        assert!(!ran_on(&m, model, "cpu"), "{model} ran on the CPU: {m}");
     }
 
     assert_eq!(codes(&a), codes(&b));
@@ -475,6 +474,14 @@ async fn device_pipeline_matches_the_cpu(kind: argus::backend::BackendKind, name
     );
     assert!(far < 0.01 * fa.iod_px, "landmarks {far} px apart");
     assert!((fa.iod_px - fb.iod_px).abs() < 0.005 * fa.iod_px);
+    assert!((fa.presence - fb.presence).abs() < 1e-3);
+    // The iris net's answer: the irises' diameter (the photo's mm scale).
+    let (da, db) = (
+        fa.iris_diameter_px.expect("irises measured on the CPU"),
+        fb.iris_diameter_px.expect("irises measured on the device"),
+    );
+    println!("{name}: iris diameter {da} vs {db} px");
+    assert!((da - db).abs() < 0.01 * da, "iris {da} vs {db} px");
     assert!(
         (ia.value - ib.value).abs() < 0.5,
         "ITA {} vs {}",

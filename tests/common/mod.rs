@@ -155,6 +155,16 @@ impl Server {
     }
 }
 
+/// Whether Prometheus text `metrics` counts inferences of `model` on
+/// `backend` (`argus_inference_duration_seconds_count`).
+pub fn ran_on(metrics: &str, model: &str, backend: &str) -> bool {
+    metrics.lines().any(|l| {
+        l.starts_with("argus_inference_duration_seconds_count{")
+            && l.contains(&format!("model=\"{model}\""))
+            && l.contains(&format!("backend=\"{backend}\""))
+    })
+}
+
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     let status = resp.status();
     let text = resp.text().await.unwrap();

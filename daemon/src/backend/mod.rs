@@ -36,7 +36,8 @@ pub enum ModelSet {
 
 impl ModelSet {
     /// Whether the GPU backends run this set; a set without a GPU port
-    /// would run on the CPU models whatever the target. Every set has one.
+    /// runs on the CPU models whatever the target. Every set has one now;
+    /// the match names each so that a new set has to say.
     pub fn on_gpu(self) -> bool {
         match self {
             ModelSet::Faces

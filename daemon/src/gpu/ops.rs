@@ -313,7 +313,8 @@ pub fn maxpool2x2<R: Record>(r: &mut R, x: &Tensor<R::Buf>) -> Result<Tensor<R::
 }
 
 /// k x k max-pool at `stride` with TensorFlow's SAME padding, the padding
-/// never winning (-inf), output `ceil(h / stride)` x `ceil(w / stride)`,
+/// never winning (-inf; SAME puts at most (k - 1) / 2 cells before and
+/// after, so every window holds a cell of the map), output `ceil(h / stride)` x `ceil(w / stride)`,
 /// plus `residual` (the output's shape) when given (`shaders/maxpool.wgsl`):
 /// the pooled branch of Xception's reduction blocks and their 1x1
 /// shortcut. Errors as [`same`] says, or on a residual of another shape.
@@ -326,12 +327,6 @@ pub fn maxpool_same<R: Record>(
 ) -> Result<Tensor<R::Buf>> {
     let (pad, ho, wo) = same("maxpool_same", x, k, stride)?;
     let [n, c, h, w] = x.shape;
-    // A window wholly in the padding would have no value to take.
-    if pad >= k {
-        return Err(GpuError::Shape(format!(
-            "maxpool_same: {pad} cells of padding before a {k}x{k} window"
-        )));
-    }
     let shape = [n, c, ho, wo];
     if residual.is_some_and(|t| t.shape != shape) {
         return Err(GpuError::Shape(format!(

@@ -168,17 +168,59 @@ impl<B> Head<B> {
     }
 }
 
-/// Runs `forward` over `count` items of `per` input values in as many
-/// submissions as the activation budget and the largest binding allow:
-/// `peak` is the largest tensor one item needs, `total` all of an item's
-/// activations together (every intermediate lives until the submission
-/// completes), both bytes. Returns the readbacks per submission, with the
-/// item count of each.
+/// What one image needs on the device, which bounds how many go in one
+/// submission (every intermediate lives until the submission completes).
+#[derive(Debug, Clone, Copy)]
+struct Footprint {
+    /// Bytes of its largest tensor, against the largest binding.
+    peak: u64,
+    /// Bytes of all its activations together, against the activation budget.
+    total: u64,
+    /// The most workgroups along z of any of its dispatches (planes, or
+    /// blocks of output channels), against the 65,535 per-dimension limit.
+    planes: u64,
+}
+
+impl Footprint {
+    /// Images per submission on a device whose bindings reach `max_binding`
+    /// bytes.
+    fn chunk(&self, max_binding: u64) -> usize {
+        (max_binding / self.peak)
+            .min(super::ACTIVATION_BUDGET / self.total)
+            .min(65_535 / self.planes)
+            .max(1) as usize
+    }
+}
+
+/// The face mesh: 16 channels at 96x96; 6.2 MB counted by the
+/// `activations_fit_their_footprints` test, rounded up; the mesh head's
+/// 1404 outputs in blocks of 8.
+const MESH: Footprint = Footprint {
+    peak: 16 * 96 * 96 * 4,
+    total: 8 << 20,
+    planes: 176,
+};
+/// The iris net: 64 channels at 32x32; 4.2 MB; 128-channel planes.
+const IRIS: Footprint = Footprint {
+    peak: 64 * 32 * 32 * 4,
+    total: 5 << 20,
+    planes: 128,
+};
+/// The age net: 64 channels at 56x56; 7.4 MB; 256-channel planes.
+const AGE: Footprint = Footprint {
+    peak: 64 * 56 * 56 * 4,
+    total: 9 << 20,
+    planes: 256,
+};
+
+/// Runs `forward` over the `[c, h, w]` items of `data` in as many
+/// submissions as `footprint` says the device takes; returns each
+/// submission's item count and readbacks (one per output of `forward`).
 fn in_chunks<D: Compute>(
     dev: &D,
     data: &[f32],
     [c, h, w]: [usize; 3],
-    (peak, total): (u64, u64),
+    footprint: Footprint,
     mut forward: impl FnMut(&mut D::Rec<'_>, &Tensor<D::Buf>) -> Result<Vec<Tensor<D::Buf>>>,
 ) -> Result<Vec<(usize, Vec<Vec<f32>>)>> {
     let per = c * h * w;
@@ -189,9 +231,7 @@ fn in_chunks<D: Compute>(
         )));
     }
     let count = data.len() / per;
-    let chunk = (dev.max_binding() / peak)
-        .min(super::ACTIVATION_BUDGET / total)
-        .max(1) as usize;
+    let chunk = footprint.chunk(dev.max_binding());
     let mut out = Vec::new();
     for start in (0..count).step_by(chunk) {
         let k = chunk.min(count - start);
@@ -208,11 +248,11 @@ fn in_chunks<D: Compute>(
     Ok(out)
 }
 
-/// HWC u8 crops as the model's NCHW input, scaled by `input_from_rgb8`.
-fn host_input(
-    crops: &[&[u8]],
-    input: fn(&[&[u8]], &candle_core::Device) -> candle_core::Result<candle_core::Tensor>,
-) -> Result<Vec<f32>> {
+/// A model module's `input_from_rgb8`: HWC u8 crops to its scaled NCHW input.
+type InputFn = fn(&[&[u8]], &candle_core::Device) -> Load<candle_core::Tensor>;
+
+/// HWC u8 crops as the model's NCHW input on the host, for upload.
+fn host_input(crops: &[&[u8]], input: InputFn) -> Result<Vec<f32>> {
     input(crops, &candle_core::Device::Cpu)
         .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
         .map_err(|e| GpuError::Shape(e.to_string()))
@@ -223,35 +263,71 @@ fn triples(row: &[f32]) -> Vec<[f32; 3]> {
     row.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect()
 }
 
-/// Per-image bytes of the face mesh's largest tensor (16 channels at
-/// 96x96) and of all its activations (6.2 MB, counted by the
-/// `activations_fit_their_bounds` test), rounded up.
-const MESH_BYTES: (u64, u64) = (16 * 96 * 96 * 4, 8 << 20);
-/// The iris net's: 64 channels at 32x32; all together 4.2 MB.
-const IRIS_BYTES: (u64, u64) = (64 * 32 * 32 * 4, 5 << 20);
-/// The age net's: 64 channels at 56x56; all together 7.4 MB.
-const AGE_BYTES: (u64, u64) = (64 * 56 * 56 * 4, 9 << 20);
-
-/// MediaPipe Face Mesh on the device (`model::face_mesh`).
-pub struct GpuFaceMesh<B> {
+/// The MediaPipe nets' common shape: a 3x3/s2 SAME conv + PReLU, residual
+/// units, and two heads on the last map.
+struct Landmarks<B> {
+    name: &'static str,
+    side: usize,
     stem: ConvPrelu<B>,
     backbone: Vec<Unit<B>>,
-    mesh: Head<B>,
-    flag: Head<B>,
+    heads: [Head<B>; 2],
 }
+
+impl<B> Landmarks<B> {
+    /// `[n, 3, side, side]` -> each head's `[n, outputs, 1, 1]`.
+    fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<[Tensor<B>; 2]> {
+        let (name, side) = (self.name, self.side);
+        if x.shape[1..] != [3, side, side] {
+            return Err(GpuError::Shape(format!(
+                "{name}: input must be [n, 3, {side}, {side}], got {:?}",
+                x.shape
+            )));
+        }
+        let mut h = self.stem.forward(r, x)?;
+        for u in &self.backbone {
+            h = u.forward(r, &h)?;
+        }
+        Ok([self.heads[0].forward(r, &h)?, self.heads[1].forward(r, &h)?])
+    }
+
+    /// Both heads' values for each RGB crop (HWC u8), as `input` scales it.
+    fn rows<D: Compute<Buf = B>>(
+        &self,
+        dev: &D,
+        crops: &[&[u8]],
+        input: InputFn,
+        footprint: Footprint,
+    ) -> Result<Vec<[Vec<f32>; 2]>> {
+        let data = host_input(crops, input)?;
+        let side = self.side;
+        let chunks = in_chunks(dev, &data, [3, side, side], footprint, |r, x| {
+            Ok(self.forward(r, x)?.into())
+        })?;
+        let [a, b] = [self.heads[0].out.cout, self.heads[1].out.cout];
+        let mut out = Vec::with_capacity(crops.len());
+        for (k, maps) in chunks {
+            for i in 0..k {
+                out.push([
+                    maps[0][i * a..][..a].to_vec(),
+                    maps[1][i * b..][..b].to_vec(),
+                ]);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// MediaPipe Face Mesh on the device (`model::face_mesh`): heads mesh and
+/// presence flag.
+pub struct GpuFaceMesh<B>(Landmarks<B>);
 
 impl<B> GpuFaceMesh<B> {
     pub fn load<D: Compute<Buf = B>>(dev: &D, vb: VarBuilder) -> Load<Self> {
         let mut backbone = Vec::with_capacity(face_mesh::BACKBONE.len());
         let mut cin = 16;
         for (i, &(cout, stride)) in face_mesh::BACKBONE.iter().enumerate() {
-            backbone.push(Unit::mesh(
-                dev,
-                vb.pp(format!("backbone.{i}")),
-                cin,
-                cout,
-                stride,
-            )?);
+            let unit = vb.pp(format!("backbone.{i}"));
+            backbone.push(Unit::mesh(dev, unit, cin, cout, stride)?);
             cin = cout;
         }
         // Units are numbered across both sides of the projection.
@@ -271,60 +347,40 @@ impl<B> GpuFaceMesh<B> {
                 out: load_dense(dev, vb.pp("out"), 32, outputs, 3)?,
             })
         };
-        Ok(Self {
+        Ok(Self(Landmarks {
+            name: "face mesh",
+            side: face_mesh::INPUT_SIZE,
             stem: ConvPrelu::load(dev, vb.pp("stem"), (3, 16, 3, 2))?,
             backbone,
-            mesh: head(vb.pp("mesh"), &[2, 1, 1], 3 * face_mesh::NUM_LANDMARKS)?,
-            flag: head(vb.pp("flag"), &[2], 1)?,
-        })
+            heads: [
+                head(vb.pp("mesh"), &[2, 1, 1], 3 * face_mesh::NUM_LANDMARKS)?,
+                head(vb.pp("flag"), &[2], 1)?,
+            ],
+        }))
     }
 
     /// `[n, 3, 192, 192]` RGB in [0, 1] -> the mesh `[n, 1404, 1, 1]` (468
     /// (x, y, z) in input pixels) and the presence logits `[n, 1, 1, 1]`.
     pub fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<[Tensor<B>; 2]> {
-        let side = face_mesh::INPUT_SIZE;
-        if x.shape[1..] != [3, side, side] {
-            return Err(GpuError::Shape(format!(
-                "face mesh: input must be [n, 3, {side}, {side}], got {:?}",
-                x.shape
-            )));
-        }
-        let mut h = self.stem.forward(r, x)?;
-        for u in &self.backbone {
-            h = u.forward(r, &h)?;
-        }
-        Ok([self.mesh.forward(r, &h)?, self.flag.forward(r, &h)?])
+        self.0.forward(r, x)
     }
 
     /// 192x192 RGB crops (HWC u8) -> landmarks and P(face) per crop, as the
     /// CPU backend gives them.
     pub fn run<D: Compute<Buf = B>>(&self, dev: &D, crops: &[&[u8]]) -> Result<Vec<MeshPoints>> {
-        let data = host_input(crops, face_mesh::input_from_rgb8)?;
-        let side = face_mesh::INPUT_SIZE;
-        let chunks = in_chunks(dev, &data, [3, side, side], MESH_BYTES, |r, x| {
-            Ok(self.forward(r, x)?.into())
-        })?;
-        let per = 3 * face_mesh::NUM_LANDMARKS;
-        let mut out = Vec::with_capacity(crops.len());
-        for (k, maps) in chunks {
-            for i in 0..k {
-                out.push(MeshPoints {
-                    points: triples(&maps[0][i * per..][..per]),
-                    presence: 1.0 / (1.0 + (-maps[1][i]).exp()),
-                });
-            }
-        }
-        Ok(out)
+        let rows = self.0.rows(dev, crops, face_mesh::input_from_rgb8, MESH)?;
+        Ok(rows
+            .into_iter()
+            .map(|[mesh, logit]| MeshPoints {
+                points: triples(&mesh),
+                presence: 1.0 / (1.0 + (-logit[0]).exp()),
+            })
+            .collect())
     }
 }
 
-/// MediaPipe Iris on the device (`model::iris`).
-pub struct GpuIris<B> {
-    stem: ConvPrelu<B>,
-    backbone: Vec<Unit<B>>,
-    contour: Head<B>,
-    iris: Head<B>,
-}
+/// MediaPipe Iris on the device (`model::iris`): heads eye contour and iris.
+pub struct GpuIris<B>(Landmarks<B>);
 
 impl<B> GpuIris<B> {
     pub fn load<D: Compute<Buf = B>>(dev: &D, vb: VarBuilder) -> Load<Self> {
@@ -339,55 +395,42 @@ impl<B> GpuIris<B> {
                 out: load_dense(dev, vb.pp("out"), 128, outputs, 2)?,
             })
         };
-        Ok(Self {
+        Ok(Self(Landmarks {
+            name: "iris",
+            side: iris::INPUT_SIZE,
             stem: ConvPrelu::load(dev, vb.pp("stem"), (3, 64, 3, 2))?,
             backbone: iris::BACKBONE
                 .iter()
                 .enumerate()
                 .map(|(i, &cfg)| Unit::iris(dev, vb.pp(format!("backbone.{i}")), cfg))
                 .collect::<Load<_>>()?,
-            contour: head(vb.pp("contour"), 3 * iris::NUM_CONTOUR)?,
-            iris: head(vb.pp("iris"), 3 * iris::NUM_IRIS)?,
-        })
+            heads: [
+                head(vb.pp("contour"), 3 * iris::NUM_CONTOUR)?,
+                head(vb.pp("iris"), 3 * iris::NUM_IRIS)?,
+            ],
+        }))
     }
 
     /// `[n, 3, 64, 64]` RGB in [0, 1], left eyes -> contour `[n, 213, 1,
     /// 1]` and iris `[n, 15, 1, 1]`, (x, y, z) in input pixels.
     pub fn forward<R: Record<Buf = B>>(&self, r: &mut R, x: &Tensor<B>) -> Result<[Tensor<B>; 2]> {
-        let side = iris::INPUT_SIZE;
-        if x.shape[1..] != [3, side, side] {
-            return Err(GpuError::Shape(format!(
-                "iris: input must be [n, 3, {side}, {side}], got {:?}",
-                x.shape
-            )));
-        }
-        let mut h = self.stem.forward(r, x)?;
-        for u in &self.backbone {
-            h = u.forward(r, &h)?;
-        }
-        Ok([self.contour.forward(r, &h)?, self.iris.forward(r, &h)?])
+        self.0.forward(r, x)
     }
 
     /// 64x64 RGB eye crops (HWC u8) -> eye points per crop, as the CPU
     /// backend gives them.
     pub fn run<D: Compute<Buf = B>>(&self, dev: &D, crops: &[&[u8]]) -> Result<Vec<EyePoints>> {
-        let data = host_input(crops, iris::input_from_rgb8)?;
-        let side = iris::INPUT_SIZE;
-        let chunks = in_chunks(dev, &data, [3, side, side], IRIS_BYTES, |r, x| {
-            Ok(self.forward(r, x)?.into())
-        })?;
-        let (nc, ni) = (3 * iris::NUM_CONTOUR, 3 * iris::NUM_IRIS);
-        let mut out = Vec::with_capacity(crops.len());
-        for (k, maps) in chunks {
-            for i in 0..k {
-                let p = triples(&maps[1][i * ni..][..ni]);
-                out.push(EyePoints {
-                    contour: triples(&maps[0][i * nc..][..nc]),
+        let rows = self.0.rows(dev, crops, iris::input_from_rgb8, IRIS)?;
+        Ok(rows
+            .into_iter()
+            .map(|[contour, iris]| {
+                let p = triples(&iris);
+                EyePoints {
+                    contour: triples(&contour),
                     iris: [p[0], p[1], p[2], p[3], p[4]],
-                });
-            }
-        }
-        Ok(out)
+                }
+            })
+            .collect())
     }
 }
 
@@ -526,7 +569,7 @@ impl<B> GpuAge<B> {
     pub fn run<D: Compute<Buf = B>>(&self, dev: &D, crops: &[&[u8]]) -> Result<Vec<f32>> {
         let data = host_input(crops, age::input_from_rgb8)?;
         let side = age::INPUT_SIZE;
-        let chunks = in_chunks(dev, &data, [3, side, side], AGE_BYTES, |r, x| {
+        let chunks = in_chunks(dev, &data, [3, side, side], AGE, |r, x| {
             Ok(vec![self.forward(r, x)?])
         })?;
         Ok(chunks
@@ -537,255 +580,4 @@ impl<B> GpuAge<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpu::{on_every_device, Readback};
-    use crate::model::age::AgeNet;
-    use crate::model::face_mesh::tests::weights_and_golden;
-    use crate::model::face_mesh::FaceMesh;
-    use crate::model::iris::IrisNet;
-    use candle_core::Device;
-
-    /// The golden crop (HWC u8) and its mirror image: two different faces
-    /// or eyes for the nets, so a batch's rows are told apart.
-    fn crop_and_mirror(
-        golden: &std::collections::HashMap<String, candle_core::Tensor>,
-    ) -> [Vec<u8>; 2] {
-        let image = golden["image"]
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<u8>()
-            .unwrap();
-        let side = golden["image"].dims()[0];
-        let mirror = image
-            .chunks_exact(3 * side)
-            .flat_map(|row| {
-                row.chunks_exact(3)
-                    .rev()
-                    .flatten()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        [image, mirror]
-    }
-
-    fn max_diff(a: &[[f32; 3]], b: &[f32]) -> f32 {
-        assert_eq!(a.len() * 3, b.len());
-        a.iter()
-            .flatten()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
-    }
-
-    fn flat(t: &candle_core::Tensor) -> Vec<f32> {
-        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-    }
-
-    /// Tolerances as the CPU nets' own tests against the original runtimes
-    /// (1e-3 px; 1e-3 years): f32 in another summation order, while any
-    /// graph error (a pad on the wrong side, a missing shortcut) moves the
-    /// points by pixels.
-    #[test]
-    fn face_mesh_matches_tflite_and_the_cpu_net() {
-        on_every_device!(face_mesh_on);
-    }
-
-    fn face_mesh_on<D: Compute>(gpu: &D) {
-        let (vb, golden) = weights_and_golden("face_mesh");
-        let cpu = FaceMesh::load(vb.clone()).unwrap();
-        let dev = GpuFaceMesh::load(gpu, vb).unwrap();
-        let crops = crop_and_mirror(&golden);
-        let refs: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
-        let got = dev.run(gpu, &refs).unwrap();
-        assert_eq!(got.len(), 2);
-        let d = max_diff(&got[0].points, &flat(&golden["landmarks"]));
-        let logit = flat(&golden["face_flag_logit"])[0];
-        let p = 1.0 / (1.0 + (-logit).exp());
-        println!("face mesh ({}): {d:.3e} px from TFLite", gpu.describe());
-        assert!(d < 1e-3, "landmarks {d} px from TFLite");
-        assert!((got[0].presence - p).abs() < 1e-5);
-        let want = cpu
-            .forward(&face_mesh::input_from_rgb8(&refs, &Device::Cpu).unwrap())
-            .unwrap();
-        let (lm, logits) = (flat(&want.landmarks), flat(&want.presence_logit));
-        let per = 3 * face_mesh::NUM_LANDMARKS;
-        for (i, g) in got.iter().enumerate() {
-            let d = max_diff(&g.points, &lm[i * per..][..per]);
-            assert!(d < 1e-3, "crop {i}: {d} px from the CPU net");
-            let p = 1.0 / (1.0 + (-logits[i]).exp());
-            assert!((g.presence - p).abs() < 1e-5, "crop {i}");
-        }
-        // A wrong input size is refused, not run.
-        let x = gpu.tensor_from([1, 3, 8, 8], &[0.0; 192]).unwrap();
-        assert!(dev.forward(&mut gpu.recorder(), &x).is_err());
-    }
-
-    #[test]
-    fn iris_matches_tflite_and_the_cpu_net() {
-        on_every_device!(iris_on);
-    }
-
-    fn iris_on<D: Compute>(gpu: &D) {
-        let (vb, golden) = weights_and_golden("iris");
-        let cpu = IrisNet::load(vb.clone()).unwrap();
-        let dev = GpuIris::load(gpu, vb).unwrap();
-        let crops = crop_and_mirror(&golden);
-        let refs: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
-        let got = dev.run(gpu, &refs).unwrap();
-        assert_eq!(got.len(), 2);
-        let dc = max_diff(&got[0].contour, &flat(&golden["eye_contour"]));
-        let di = max_diff(&got[0].iris, &flat(&golden["iris"]));
-        println!(
-            "iris ({}): contour {dc:.3e} px, iris {di:.3e} px from TFLite",
-            gpu.describe()
-        );
-        assert!(
-            dc < 1e-3 && di < 1e-3,
-            "contour {dc} px, iris {di} px from TFLite"
-        );
-        let want = cpu
-            .forward(&iris::input_from_rgb8(&refs, &Device::Cpu).unwrap())
-            .unwrap();
-        let (contour, points) = (flat(&want.contour), flat(&want.iris));
-        let (nc, ni) = (3 * iris::NUM_CONTOUR, 3 * iris::NUM_IRIS);
-        for (i, g) in got.iter().enumerate() {
-            let dc = max_diff(&g.contour, &contour[i * nc..][..nc]);
-            let di = max_diff(&g.iris, &points[i * ni..][..ni]);
-            assert!(
-                dc < 1e-3 && di < 1e-3,
-                "crop {i}: {dc} / {di} px from the CPU net"
-            );
-        }
-        // One item per submission gives what one submission of both gave.
-        let data = host_input(&refs, iris::input_from_rgb8).unwrap();
-        let side = iris::INPUT_SIZE;
-        let one_each = in_chunks(
-            gpu,
-            &data,
-            [3, side, side],
-            (gpu.max_binding(), 1),
-            |r, x| Ok(dev.forward(r, x)?.into()),
-        )
-        .unwrap();
-        assert_eq!(one_each.len(), 2);
-        for (i, (k, maps)) in one_each.iter().enumerate() {
-            assert_eq!(*k, 1);
-            assert_eq!(max_diff(&got[i].contour, &maps[0]), 0.0, "crop {i}");
-        }
-    }
-
-    #[test]
-    fn age_matches_tensorflow_js_and_the_cpu_net() {
-        on_every_device!(age_on);
-    }
-
-    fn age_on<D: Compute>(gpu: &D) {
-        let (vb, golden) = weights_and_golden("age");
-        let cpu = AgeNet::load(vb.clone()).unwrap();
-        let dev = GpuAge::load(gpu, vb).unwrap();
-        let crops = crop_and_mirror(&golden);
-        let refs: Vec<&[u8]> = crops.iter().map(Vec::as_slice).collect();
-        let got = dev.run(gpu, &refs).unwrap();
-        let want = flat(&golden["age"])[0];
-        println!("age ({}): {} vs {want} years", gpu.describe(), got[0]);
-        assert!(
-            (got[0] - want).abs() < 1e-3,
-            "{} years, TF.js {want}",
-            got[0]
-        );
-        let cpu = flat(
-            &cpu.forward(&age::input_from_rgb8(&refs, &Device::Cpu).unwrap())
-                .unwrap(),
-        );
-        assert_eq!(got.len(), cpu.len());
-        for (g, c) in got.iter().zip(&cpu) {
-            assert!((g - c).abs() < 1e-3, "{g} years, the CPU net {c}");
-        }
-    }
-
-    /// A recorder that adds up the tensors a forward allocates (`tensor`
-    /// takes `&self`, hence the cells).
-    struct Counting<R> {
-        inner: R,
-        total: std::cell::Cell<u64>,
-        peak: std::cell::Cell<u64>,
-    }
-
-    impl<R: Record> Record for Counting<R> {
-        type Buf = R::Buf;
-
-        fn dispatch(
-            &mut self,
-            name: &str,
-            params: &[u32],
-            bufs: &[&R::Buf],
-            groups: [u32; 3],
-        ) -> Result<()> {
-            self.inner.dispatch(name, params, bufs, groups)
-        }
-        fn size(&self, buf: &R::Buf) -> u64 {
-            self.inner.size(buf)
-        }
-        fn tensor(&self, shape: [usize; 4]) -> Result<Tensor<R::Buf>> {
-            let bytes = 4 * shape.iter().product::<usize>() as u64;
-            self.total.set(self.total.get() + bytes);
-            self.peak.set(self.peak.get().max(bytes));
-            self.inner.tensor(shape)
-        }
-        fn read(&mut self, buf: &R::Buf, len: u64) -> Result<Readback> {
-            self.inner.read(buf, len)
-        }
-        fn finish(self) -> Result<Vec<Vec<u8>>> {
-            self.inner.finish()
-        }
-    }
-
-    /// The per-image bounds the models split batches by hold: every
-    /// tensor one image's forward allocates, counted, within them.
-    #[test]
-    fn activations_fit_their_bounds() {
-        on_every_device!(activations_on);
-    }
-
-    fn activations_on<D: Compute>(gpu: &D) {
-        let count = |side: usize,
-                     bounds: (u64, u64),
-                     f: &dyn Fn(&mut Counting<D::Rec<'_>>, &Tensor<D::Buf>)| {
-            let mut r = Counting {
-                inner: gpu.recorder(),
-                total: 0.into(),
-                peak: 0.into(),
-            };
-            let x = gpu
-                .tensor_from([1, 3, side, side], &vec![0.5; 3 * side * side])
-                .unwrap();
-            f(&mut r, &x);
-            let (peak, total) = (r.peak.get(), r.total.get());
-            println!("{side}x{side}: peak {peak} B, total {total} B");
-            assert!(
-                peak <= bounds.0 && total <= bounds.1,
-                "{peak} / {total} over {bounds:?}"
-            );
-            // Within a third: a bound far above the use wastes batch room.
-            assert!(3 * total > 2 * bounds.1, "{total} far under {}", bounds.1);
-            r.finish().unwrap();
-        };
-        let (vb, _) = weights_and_golden("face_mesh");
-        let mesh = GpuFaceMesh::load(gpu, vb).unwrap();
-        count(face_mesh::INPUT_SIZE, MESH_BYTES, &|r, x| {
-            mesh.forward(r, x).unwrap();
-        });
-        let (vb, _) = weights_and_golden("iris");
-        let eyes = GpuIris::load(gpu, vb).unwrap();
-        count(iris::INPUT_SIZE, IRIS_BYTES, &|r, x| {
-            eyes.forward(r, x).unwrap();
-        });
-        let (vb, _) = weights_and_golden("age");
-        let ages = GpuAge::load(gpu, vb).unwrap();
-        count(age::INPUT_SIZE, AGE_BYTES, &|r, x| {
-            ages.forward(r, x).unwrap();
-        });
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
 //! The skin models' micro-batched workloads: face-mesh crops, eye crops
 //! and age crops from many requests share batches, each kind on its own
-//! batcher (CPU models; see `backend::ModelSet::on_gpu`).
+//! batcher, on the appliance's backend (CPU, wgpu or CUDA).
 
 use std::sync::Arc;
 use std::time::Duration;
