@@ -112,7 +112,8 @@ impl<B> Unit<B> {
     }
 }
 
-/// A conv with a PReLU after it (TensorFlow SAME when `same`).
+/// A conv with a PReLU after it: a 1x1, or a k x k with TensorFlow's SAME
+/// padding at `stride`.
 struct ConvPrelu<B> {
     conv: Conv<B>,
     prelu: Slopes<B>,
@@ -144,8 +145,8 @@ impl<B> ConvPrelu<B> {
 }
 
 /// A head: units, for the face mesh a 1x1 projection + PReLU and more
-/// units, then a VALID conv (kernel = stride = the map's edge for the
-/// mesh; 2x2 on 2x2 for the iris net) to one value per output.
+/// units, then a VALID conv whose kernel and stride are the map's edge
+/// (3x3 for the mesh, 2x2 for the iris net): one value per output.
 struct Head<B> {
     units: Vec<Unit<B>>,
     proj: Option<(ConvPrelu<B>, Vec<Unit<B>>)>,
