@@ -26,7 +26,7 @@ fn configure(c: &mut argus::config::Config) {
     c.pbs.native_rbc_diameter_px = 100.0;
 }
 
-// ---- the PBS API, as tests/http_pbs.rs calls it ----
+// ---- the PBS API, as tests/http_pbs/ calls it ----
 
 async fn pbs_login(s: &Server, user: &str) -> String {
     let hash = hex::encode(sha2::Sha256::digest(b"correct horse battery"));

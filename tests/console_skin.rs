@@ -1,6 +1,6 @@
 //! The skin family's console pages in a real browser: a subject is made
 //! and its photos analysed through the skin HTTP API as a client does it
-//! (`tests/http_skin.rs`), then an operator signs in, finds the subject in
+//! (`tests/http_skin/`), then an operator signs in, finds the subject in
 //! `/console/skin` and opens its history: one chart line point per
 //! analysis, and the analysis' outlines and heat map loaded over the
 //! photos. Screenshots go to `target/test-artifacts/console/`. Without a
@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 const PW: &str = "correct-horse-battery";
 const FM2: &str = "8b5b3acc-480b-4412-8d2c-ebe6ab4384d7";
 
-// ---- the skin API, as tests/http_skin.rs drives it ----
+// ---- the skin API, as tests/http_skin/ drives it ----
 
 /// One JSON call with a bearer token: (status, body or null).
 async fn call(
