@@ -222,6 +222,15 @@ async fn query_parameters_change_the_result() {
         assert_eq!(st, 422, "{bad}");
         assert!(v["detail"].is_string(), "{bad}");
     }
+    // A repeated name is a client's mistake, not "the last one wins".
+    let (st, v) = post("confidence=0.5&confidence=0.9").await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("confidence")),
+        "{v}"
+    );
     s.stop().await;
 }
 

@@ -326,10 +326,27 @@ fn no_negative_malaria_finding_without_a_cell_examined() {
     .unwrap();
     assert_valid_fhir(&negative);
     assert_eq!(finding(&negative), "260415000");
+    // One or two cells called parasitized among many are within what the
+    // classifier calls on normal smears: no finding either way.
+    for (pos, neg, want) in [
+        (1, 40, "82334004"),
+        (2, 20, "82334004"),
+        (3, 200, "82334004"),
+        (3, 40, "260373001"),
+        (30, 10, "260373001"),
+    ] {
+        let r = serde_json::to_value(
+            fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(pos, neg), &src).unwrap(),
+        )
+        .unwrap();
+        assert_valid_fhir(&r);
+        assert_eq!(finding(&r), want, "{pos} of {}", pos + neg);
+        assert_eq!(cells(observation(&r, LOCAL, "rbc-parasitized")), pos);
+    }
     let share = observation(&negative, LOCAL, "rbc-parasitized-percent");
     assert_eq!(share["valueQuantity"]["value"].as_f64(), Some(0.0));
     let positive = serde_json::to_value(
-        fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(2, 38), &src).unwrap(),
+        fhir::diagnostic_report("MALARIA_ANY_ANY", &stored(4, 36), &src).unwrap(),
     )
     .unwrap();
     assert_eq!(finding(&positive), "260373001");
@@ -489,8 +506,8 @@ async fn reports_are_served_as_fhir_and_agree_with_the_json() {
     let finding = observation(&report, LOINC, "51587-4");
     let value = &finding["valueCodeableConcept"]["coding"][0];
     assert_eq!(value["system"], SNOMED);
-    let want = if pos > 0 { "260373001" } else { "260415000" };
-    assert_eq!(value["code"], want, "{pos} positive");
+    let want = fhir::MalariaFinding::of(pos, pos + neg).code().0;
+    assert_eq!(value["code"], want, "{pos} positive of {}", pos + neg);
     assert_eq!(cells(observation(&report, LOCAL, "rbc-parasitized")), pos);
     assert_eq!(
         cells(observation(&report, LOCAL, "rbc-classified")),
@@ -665,4 +682,47 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
         "{classified}"
     );
     observation(malaria, LOINC, "51587-4");
+}
+
+/// A photo of one flat colour, red cells' pink included, shows no cell to
+/// examine: its malaria finding is Indeterminate, never "not detected"
+/// (trying the API found a pink one counted as one red cell and reported
+/// as a negative, 2026-12-07).
+#[test]
+fn a_photo_with_no_cell_is_indeterminate_not_negative() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (name, rgb) in [("pink", [235u8, 200, 205]), ("white", [250, 250, 250])] {
+        let photo = tmp.path().join(format!("{name}.png"));
+        image::RgbImage::from_pixel(400, 300, image::Rgb(rgb))
+            .save(&photo)
+            .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+            .current_dir(ROOT)
+            .env("ARGUS_STATE_DIR", tmp.path().join("state"))
+            .env("ARGUS_LOG_FORMAT", "json")
+            .env("ARGUS_BACKEND", "cpu")
+            .env_remove("ARGUS_CONFIG")
+            .args(["pbs", "count", "--fhir", "--malaria"])
+            .arg(&photo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_valid_fhir(&bundle);
+        let malaria = &bundle["entry"][1]["resource"];
+        assert_eq!(
+            cells(observation(malaria, LOCAL, "rbc-classified")),
+            0,
+            "{name}"
+        );
+        let finding = observation(malaria, LOINC, "51587-4");
+        assert_eq!(
+            finding["valueCodeableConcept"]["coding"][0]["code"], "82334004",
+            "{name}: {finding}"
+        );
+    }
 }

@@ -2,7 +2,7 @@
 //! as a client found.
 
 use crate::client::*;
-use crate::common::{fixture, start, start_in};
+use crate::common::{fixture, start, start_in, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -395,5 +395,146 @@ async fn stream_end_lapsed_uploads_history_order_and_late_attachment() {
     assert!(v["face"].is_null(), "{v}");
     let (_, r) = call(&s, "GET", &format!("{ipath2}results/"), &t.token, None).await;
     assert_eq!(r, json!([]));
+    s.stop().await;
+}
+
+/// A photo large enough that its analysis runs for a while after its face
+/// is found (the derived images are made at full size).
+fn large_selfie() -> Vec<u8> {
+    let img = image::load_from_memory(&selfie(6)).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let scale = 4000.0 / w.max(h) as f32;
+    let (w, h) = ((w as f32 * scale) as u32, (h as f32 * scale) as u32);
+    let big = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+    let mut out = std::io::Cursor::new(Vec::new());
+    big.write_to(&mut out, image::ImageFormat::Jpeg).unwrap();
+    out.into_inner()
+}
+
+/// Upload the large selfie and wait until its analysis is under way (the
+/// face detector's row is stored, the rest not yet); returns the image's
+/// path. Says so where the analysis was over first.
+async fn mid_analysis(s: &Server, t: &Tenant, sid: &str, bid: &str, photo: &[u8]) -> String {
+    let (st, img) = upload_b64(s, t, sid, bid, 1, photo).await;
+    assert_eq!(st, 201, "{img}");
+    let path = format!(
+        "{}{}/",
+        image_path(t, sid, bid),
+        img["id"].as_str().unwrap()
+    );
+    for _ in 0..6000 {
+        let (_, v) = call(s, "GET", &format!("{path}results/"), &t.token, None).await;
+        let rows = v.as_array().cloned().unwrap_or_default();
+        if rows
+            .first()
+            .is_some_and(|r| r["all_algorithms_calculated"] == true)
+        {
+            eprintln!("note: the analysis ended before the erasure was asked for");
+            return path;
+        }
+        if !rows.is_empty() {
+            return path;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no analysis began for {path}");
+}
+
+/// Poll image `path` until its analysis is over.
+async fn when_finished(s: &Server, t: &Tenant, path: &str) -> Value {
+    for _ in 0..1200 {
+        let (st, v) = call(s, "GET", path, &t.token, None).await;
+        assert_eq!(st, 200, "{v}");
+        if v["status"] == "done" || v["status"] == "failed" {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never finished");
+}
+
+/// What trying the API found (2026-12-07): erasure asked for while a photo
+/// was being analysed did not hold (`delete_photos/` left the derived
+/// images of that analysis on record and on disk; `clear_metadata/` left
+/// its results), and uploads of one side at once could all be stored,
+/// against "one image per side per batch".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erasure_during_an_analysis_and_uploads_at_once() {
+    let s = start(|_| {}).await;
+    let t = tenant(&s, "acme-race", None).await;
+    let photo = large_selfie();
+    let subjects = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/",
+        t.company, t.dataset
+    );
+
+    let (sid, bid) = subject_and_batch(&s, &t, "erase mid-analysis").await;
+    let path = mid_analysis(&s, &t, &sid, &bid, &photo).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("{subjects}{sid}/delete_photos/"),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let v = when_finished(&s, &t, &path).await;
+    assert_eq!(v["image_erased"], true, "{v}");
+    let (_, aux) = call(&s, "GET", &format!("{path}aux/"), &t.token, None).await;
+    assert_eq!(aux, json!([]), "no derived image of an erased photo");
+    let blobs = s.dir.join("blobs/skin");
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = std::fs::read_dir(&blobs)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "files left: {left:?}");
+
+    let (sid, bid) = subject_and_batch(&s, &t, "clear mid-analysis").await;
+    let path = mid_analysis(&s, &t, &sid, &bid, &photo).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        &format!("{subjects}{sid}/clear_metadata/"),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let v = when_finished(&s, &t, &path).await;
+    assert_eq!(v["all_algorithms_calculated"], true, "{v}");
+    assert!(v["face"].is_null(), "{v}");
+    let (_, r) = call(&s, "GET", &format!("{path}results/"), &t.token, None).await;
+    assert_eq!(r, json!([]), "no result of a cleared analysis");
+    let (_, all) = call(
+        &s,
+        "GET",
+        &format!("{subjects}{sid}/all_results/"),
+        &t.token,
+        None,
+    )
+    .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(0), "{all}");
+
+    // Six uploads of the front side into one batch at once: one is stored.
+    let (sid, bid) = subject_and_batch(&s, &t, "uploads at once").await;
+    let small = fixture("skin_lisa1.jpg");
+    let uploads = (0..6).map(|_| upload_b64(&s, &t, &sid, &bid, 1, &small));
+    let mut codes: Vec<u16> = futures_util::future::join_all(uploads)
+        .await
+        .into_iter()
+        .map(|(st, _)| st)
+        .collect();
+    codes.sort();
+    assert_eq!(codes, [201, 400, 400, 400, 400, 400]);
+    let (_, list) = call(&s, "GET", &image_path(&t, &sid, &bid), &t.token, None).await;
+    assert_eq!(list["count"], 1, "{list}");
     s.stop().await;
 }

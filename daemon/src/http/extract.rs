@@ -4,6 +4,7 @@
 //! Each works with any family state that derefs to the platform's
 //! [`App`]. Per-family tokens (PBS JWTs) are that family's extractor.
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -371,5 +372,30 @@ where
                 Err(ApiError::Unauthorized("Invalid API key".into()))
             }
         }
+    }
+}
+
+/// The query string as a map of each name to its value, every name at most
+/// once. axum's `Query` into a map keeps a repeated name's last value, so
+/// `confidence=0.5&confidence=0.9` would be read as 0.9 without a word; a
+/// client that repeats a name has made a mistake worth telling. Rejection:
+/// 400 naming the parameter.
+pub struct QueryMap(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryMap {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let mut map = HashMap::new();
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+            if map.contains_key(k.as_ref()) {
+                return Err(ApiError::BadRequest(format!(
+                    "query parameter `{k}` is given more than once"
+                )));
+            }
+            map.insert(k.into_owned(), v.into_owned());
+        }
+        Ok(Self(map))
     }
 }

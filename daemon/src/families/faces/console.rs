@@ -29,7 +29,7 @@ use super::Faces;
 use crate::auth::{ct_eq, random_token};
 use crate::http::console::{api_error, page_error, render, Operator};
 use crate::http::error::ApiError;
-use crate::http::extract::{cookie, ClientIp};
+use crate::http::extract::{cookie, ClientIp, QueryMap};
 use crate::http::openapi::TAG_CONSOLE;
 
 /// The double-submit cookie of the sign-in form.
@@ -277,7 +277,7 @@ pub async fn images(
     op: Operator,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    match admin::list_images(State(app), admin_of(&op), same_origin(), Query(q)).await {
+    match admin::list_images(State(app), admin_of(&op), same_origin(), QueryMap(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &ImagesPage {
@@ -369,7 +369,7 @@ pub async fn jobs(
 ) -> Response {
     let job_type = q.get("job_type").cloned().unwrap_or_default();
     let method = q.get("method").cloned().unwrap_or_default();
-    match admin::list_jobs(State(app), admin_of(&op), same_origin(), Query(q)).await {
+    match admin::list_jobs(State(app), admin_of(&op), same_origin(), QueryMap(q)).await {
         Ok(page) => render(
             StatusCode::OK,
             &JobsPage {
@@ -409,7 +409,7 @@ async fn keys_page(
     } else {
         StatusCode::OK
     };
-    match admin::list_keys(State(app), admin_of(op), Query(q)).await {
+    match admin::list_keys(State(app), admin_of(op), QueryMap(q)).await {
         Ok(page) => render(
             status,
             &KeysPage {

@@ -397,7 +397,8 @@ pub struct BlobQuery {
 }
 
 /// The upload: a multipart form with the photo in the `image` field
-/// (JPEG, PNG, WebP, BMP, TIFF, GIF; at most `limits.max_body_bytes`).
+/// (a format of `limits.formats`: JPEG, PNG, WebP, BMP by default, TIFF and
+/// GIF where the operator adds them; at most `limits.max_body_bytes`).
 #[derive(Debug, ToSchema)]
 #[allow(dead_code)]
 pub struct ImageUpload {

@@ -26,6 +26,9 @@ use crate::http::openapi::TAG_PBS;
 
 /// `POST /pbs/admin/users`: a user of the caller's organisation.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+// A misspelt field would otherwise be dropped and the call refused for
+// the field it lacks, or worse, done without it.
+#[serde(deny_unknown_fields)]
 #[schema(
     as = pbs::AddUser,
     example = json!({
@@ -170,6 +173,9 @@ pub async fn remove_user(
 /// `POST /pbs/admin/keys`: an RSA public key the organisation signs its
 /// own tokens with.
 #[derive(Debug, Default, Deserialize, ToSchema)]
+// A misspelt field would otherwise be dropped and the call refused for
+// the field it lacks, or worse, done without it.
+#[serde(deny_unknown_fields)]
 #[schema(
     as = pbs::AddKey,
     example = json!({

@@ -59,6 +59,12 @@ pub enum PbsError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A report asked for before its analysis has finished (409).
+    #[error("{0}")]
+    NotReady(String),
+    /// A report whose analysis failed, so it will never be made (409).
+    #[error("{0}")]
+    AnalysisFailed(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("too many attempts; retry in {0} s")]
@@ -79,7 +85,7 @@ impl PbsError {
             Self::Unauthorized(_) => ErrorKind::Unauthorized,
             Self::Forbidden(_) => ErrorKind::Forbidden,
             Self::NotFound(_) => ErrorKind::NotFound,
-            Self::Conflict(_) => ErrorKind::Conflict,
+            Self::Conflict(_) | Self::NotReady(_) | Self::AnalysisFailed(_) => ErrorKind::Conflict,
             Self::TooLarge(_) => ErrorKind::PayloadTooLarge,
             Self::TooMany(_) => ErrorKind::RateLimited,
             Self::Busy(..) => ErrorKind::Overloaded,
@@ -98,6 +104,8 @@ impl PbsError {
             Self::Forbidden(_) => "Your account may not do this.",
             Self::NotFound(_) => "Not found.",
             Self::Conflict(_) => "This study cannot be changed now.",
+            Self::NotReady(_) => "The results are not ready yet; please try again shortly.",
+            Self::AnalysisFailed(_) => "This study could not be analysed; see error.",
             Self::TooLarge(_) => "The file is too large.",
             Self::TooMany(_) => "Too many attempts; please wait a moment.",
             Self::Busy(..) => "The appliance is busy; please try again in a moment.",

@@ -167,6 +167,7 @@ fn new_record(skin: &Skin, ds: &Dataset, bt: &Batch, new: &NewImage, side: catal
             .is_none()
             .then(|| crate::store::unix_now() + skin.config.skin_api.upload_url_secs),
         results_cleared_unix: None,
+        clearings: 0,
         queued_unix: None,
     }
 }
@@ -185,6 +186,11 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
     let bytes = new.bytes;
     let batch_id = bt.id;
     let stored = blocking(move || {
+        // A poisoned lock guards nothing but this check: take it anyway.
+        let _intake = records
+            .intake
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if records
             .batch_images(batch_id)?
             .iter()

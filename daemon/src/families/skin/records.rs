@@ -188,6 +188,11 @@ pub struct Image {
     /// the analysis is over, its results deliberately gone.
     #[serde(default)]
     pub results_cleared_unix: Option<u64>,
+    /// How many times its results were cleared: an analysis that was
+    /// running when they were (read before, stored after) finds the count
+    /// changed and stores nothing of what it found.
+    #[serde(default)]
+    pub clearings: u32,
     /// Unix seconds when it was last put on the analysis queue (retention
     /// lets a queued photo be analysed first, for a while).
     #[serde(default)]
@@ -202,6 +207,20 @@ impl Image {
     pub fn upload_lapsed(&self, now: u64) -> bool {
         self.status == ImageStatus::AwaitingUpload
             && self.upload_expires_unix.is_some_and(|e| e < now)
+    }
+
+    /// Drop everything its analysis found: results, derived images (whose
+    /// files the caller's update queues for deletion), parameters, masks,
+    /// quality issues and the face, whose geometry and quality measures are
+    /// results too. The photo and the record's state are the caller's.
+    pub fn clear_analysis(&mut self) {
+        self.results.clear();
+        self.aux.clear();
+        self.parameters = None;
+        self.masks.clear();
+        self.quality_issues.clear();
+        self.detection_error = None;
+        self.face = Value::Null;
     }
 
     /// Every enabled algorithm has a stored result.
@@ -256,6 +275,11 @@ pub struct SkinStore {
     pub images: sled::Tree,
     pub uploads: sled::Tree,
     pub webhooks: sled::Tree,
+    /// Held while an image is added to a batch: "one image per side per
+    /// batch" is a scan of the images and then a put, two steps that sled
+    /// does not make one, so two uploads of a side at once could both pass
+    /// the scan. One daemon owns the database, so a process lock suffices.
+    pub intake: std::sync::Mutex<()>,
 }
 
 impl SkinStore {
@@ -274,6 +298,7 @@ impl SkinStore {
             images: t("images")?,
             uploads: t("uploads")?,
             webhooks: t("webhooks")?,
+            intake: std::sync::Mutex::new(()),
         })
     }
 
@@ -489,6 +514,7 @@ mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            clearings: 0,
             queued_unix: None,
         };
         SkinStore::put(&s.images, id, &img).unwrap();

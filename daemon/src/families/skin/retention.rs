@@ -95,14 +95,8 @@ fn clear_one(skin: &Skin, img: &Image) -> Result<(), StoreError> {
     let cleanup = skin.store.cleanup_tree();
     skin.records
         .update_image_dropping_files(cleanup, img.id, |i| {
-            i.results.clear();
-            i.aux.clear();
-            i.parameters = None;
-            i.masks.clear();
-            i.quality_issues.clear();
-            i.detection_error = None;
-            // The face's geometry and quality measures are results too.
-            i.face = serde_json::Value::Null;
+            i.clear_analysis();
+            i.clearings = i.clearings.wrapping_add(1);
             // Only a finished analysis is over; one still to run is not.
             if matches!(i.status, ImageStatus::Done | ImageStatus::Failed) {
                 i.results_cleared_unix = Some(crate::store::unix_now());
@@ -288,6 +282,7 @@ mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            clearings: 0,
             queued_unix: None,
         }
     }

@@ -242,12 +242,30 @@ async fn finish(
         .records
         .update_image_dropping_files(cleanup, img.id, |i| {
             i.status = ImageStatus::Done;
+            i.processed_at = Some(now.clone());
+            i.processed_unix = Some(unix_now());
+            i.error = None;
+            if clean {
+                i.blob = None;
+            }
+            if i.clearings != img.clearings {
+                // Its results were cleared while it was analysed: the
+                // subject asked for them gone, these included.
+                i.clear_analysis();
+                i.results_cleared_unix = Some(unix_now());
+                return;
+            }
             // The detector's result, stored at detection, stays as it was.
             i.results
                 .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
             i.results.extend(results.iter().cloned());
             i.face = shown2.face.clone();
-            i.aux = aux_records.clone();
+            // A photo erased while it was analysed takes the images made
+            // from it along (they are written below, never recorded).
+            i.aux = match i.blob {
+                Some(_) => aux_records.clone(),
+                None => Vec::new(),
+            };
             i.quality_issues = shown2.quality_issues.clone();
             i.detection_error = shown2.detection_error.clone();
             i.parameters = Some(shown2.parameters.clone());
@@ -256,15 +274,7 @@ async fn finish(
                 .iter()
                 .map(|(k, v)| (k.name().to_string(), v.clone()))
                 .collect();
-            i.processed_at = Some(now.clone());
-            i.processed_unix = Some(unix_now());
             i.results_cleared_unix = None;
-            i.error = None;
-            // In the same write as the results: no reader sees them with the
-            // photo still on record.
-            if clean {
-                i.blob = None;
-            }
         })?;
     let Some(updated) = updated else {
         // Deleted while it was analysed: drop what was made for it.
@@ -274,6 +284,13 @@ async fn finish(
         skin.queue.dequeue(img.id)?;
         return skin.store.flush_async().await;
     };
+    if updated.aux.is_empty() {
+        // Erased or cleared while it was analysed: never recorded, so no
+        // cleanup queue names them.
+        for a in &aux_records {
+            skin.store.blobs.delete(&a.blob)?;
+        }
+    }
     let delivery = super::hooks::delivery_for(skin, &updated)?;
     if let Some(d) = &delivery {
         skin.webhooks.enqueue(d)?;

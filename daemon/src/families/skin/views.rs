@@ -575,6 +575,7 @@ pub mod tests {
             meta: Value::Null,
             upload_expires_unix: None,
             results_cleared_unix: None,
+            clearings: 0,
             queued_unix: None,
         };
         (ds, sub, b, img)

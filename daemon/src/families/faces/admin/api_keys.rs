@@ -1,11 +1,10 @@
 //! The admin API's key endpoints: create, list, read, patch and revoke
 //! API keys (reference 004).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -15,7 +14,7 @@ use crate::auth::keys;
 use crate::families::faces::schema::{self, CreatedKey, KeyView};
 use crate::families::faces::Faces;
 use crate::http::error::ApiError;
-use crate::http::extract::ClientIp;
+use crate::http::extract::{ClientIp, QueryMap};
 use crate::store::{blocking, ApiKeyRecord};
 
 use super::{audit_ok, page, paginated, parse_id, parse_json, Admin};
@@ -108,7 +107,7 @@ pub(in crate::families::faces) async fn new_key(
 pub async fn list_keys(
     State(app): State<Arc<Faces>>,
     _a: Admin,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
 ) -> Result<Json<schema::Page<KeyView>>, ApiError> {
     let p = page(&q)?;
     let (store, (pg, per)) = (app.store.clone(), (p.page, p.per_page));

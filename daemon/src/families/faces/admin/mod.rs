@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -28,7 +28,7 @@ use crate::http::RequestId;
 use crate::store::{blocking, StoreError};
 
 use crate::audit::{Event, Outcome};
-use crate::http::extract::{ClientIp, Origin};
+use crate::http::extract::{ClientIp, Origin, QueryMap};
 
 mod api_keys;
 mod session;
@@ -170,7 +170,7 @@ pub async fn list_images(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Origin(origin): Origin,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
 ) -> Result<Json<schema::Page<ImageView>>, ApiError> {
     require_storage(&app)?;
     let p = page(&q)?;
@@ -314,7 +314,7 @@ pub async fn list_jobs(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Origin(origin): Origin,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
 ) -> Result<Json<schema::Page<JobView>>, ApiError> {
     require_storage(&app)?;
     let p = page(&q)?;
@@ -400,7 +400,7 @@ pub async fn download_job(
 pub async fn blob(
     State(app): State<Arc<Faces>>,
     Path((kind, name)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
 ) -> Result<Response, ApiError> {
     let key = format!("{kind}/{name}");
     let expires = q
@@ -452,7 +452,7 @@ pub async fn test_mask(
     State(app): State<Arc<Faces>>,
     _a: Admin,
     Extension(rid): Extension<RequestId>,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
     req: Request,
 ) -> Result<Json<schema::MaskPreview>, ApiError> {
     let start = Instant::now();
@@ -562,7 +562,7 @@ fn audit_ok(app: &Faces, action: &str, admin: &str, ip: &str, object: &str) {
 pub async fn audit(
     State(app): State<Arc<Faces>>,
     _a: Admin,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
 ) -> Result<Json<Vec<crate::audit::Record>>, ApiError> {
     let num = |k: &str, d: u64| -> Result<u64, ApiError> {
         q.get(k)

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -21,7 +21,7 @@ use super::Faces;
 use crate::batch::Batcher;
 use crate::detect::{self as pipeline, DetectParams, Detected, PipelineError, Prepared};
 use crate::http::error::ApiError;
-use crate::http::extract::ApiKeyAuth;
+use crate::http::extract::{ApiKeyAuth, QueryMap};
 use crate::http::{ClientAddr, RequestId};
 use crate::imaging::budget::Reservation;
 use crate::imaging::{decode::format_name, MaskMethod, MaskParams, OutputFormat};
@@ -433,7 +433,7 @@ pub async fn detect(
     Extension(rid): Extension<RequestId>,
     client: Option<Extension<ClientAddr>>,
     key: ApiKeyAuth,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
     req: Request,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();
@@ -499,7 +499,7 @@ pub async fn mask(
     State(app): State<Arc<Faces>>,
     client: Option<Extension<ClientAddr>>,
     key: ApiKeyAuth,
-    Query(q): Query<HashMap<String, String>>,
+    QueryMap(q): QueryMap,
     req: Request,
 ) -> Result<Response, ApiError> {
     let start = Instant::now();

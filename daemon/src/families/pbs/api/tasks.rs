@@ -415,12 +415,12 @@ fn report_of(
             PbsError::NotFound(format!("{task} was not requested for this study"))
         } else if matches!(s.status, ReportStatus::Failed) {
             // It will never be ready: say why, not "not ready yet".
-            PbsError::Conflict(format!(
+            PbsError::AnalysisFailed(format!(
                 "the {task} report could not be made: the analysis failed ({})",
                 s.error.as_deref().unwrap_or("no reason recorded")
             ))
         } else {
-            PbsError::Conflict(format!(
+            PbsError::NotReady(format!(
                 "the {task} report is not ready yet (status {})",
                 s.status.as_str()
             ))

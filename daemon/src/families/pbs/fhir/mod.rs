@@ -21,7 +21,7 @@
 //! | immature granulocytes | LOINC 71695-1 | Immature granulocytes/100 leukocytes in Blood by Automated count |
 //! | nucleated red cells | LOINC 58413-6 | Nucleated erythrocytes/100 leukocytes \[Ratio\] in Blood by Automated count |
 //! | leukocytes classified, cells left for review | local `leukocytes-classified`, `wbc-review` | no LOINC term |
-//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected / 260415000 Not detected / 82334004 Indeterminate (no whole red cell was classified) | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
+//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected (at least 3 cells and 2% of those classified called parasitized) / 260415000 Not detected (none) / 82334004 Indeterminate (no whole red cell was classified, or too few called parasitized for a finding) | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
 //! | parasitized / classified red cells, share parasitized | local `rbc-parasitized`, `rbc-classified`, `rbc-parasitized-percent` (absent when no cell was classified) | counts of cells seen; LOINC's parasitaemia terms are for a counted microscopy protocol (thick/thin film), which this is not |
 //! | report codes | `WBC_DIFFERENTIAL`: LOINC 69738-3 Differential panel, method unspecified - Blood; `CBC_COUNTS`, `MALARIA_ANY_ANY`: local | a CBC panel (57021-8) promises concentrations and haemoglobin the appliance does not measure |
 //!
@@ -504,6 +504,59 @@ fn differential_results(
     ))
 }
 
+/// Parasitized red cells a "Detected" finding needs, at the least.
+pub const DETECTED_MIN_CELLS: u64 = 3;
+
+/// Parasitized share, in per cent of the whole red cells classified, that
+/// a "Detected" finding needs, at the least. The classifier calls up to
+/// 1-2% of a normal smear's cells parasitized (`models/malaria/MODEL_CARD.md`;
+/// trying the API, 5 of 65 of BCCD's normal photos had one or two such
+/// cells), so one or two positives among a few dozen cells are no finding
+/// either way.
+pub const DETECTED_MIN_PERCENT: f64 = 2.0;
+
+/// The coded malaria finding (LOINC 51587-4) of a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalariaFinding {
+    /// At least [`DETECTED_MIN_CELLS`] and [`DETECTED_MIN_PERCENT`] called
+    /// parasitized: SNOMED CT 260373001.
+    Detected,
+    /// Cells were classified and none was called parasitized: 260415000.
+    NotDetected,
+    /// Some called parasitized, too few for a finding: 82334004.
+    TooFew,
+    /// No whole red cell to classify (a blank or cell-free photo): a lab
+    /// system reads the coded value, so "not detected" would be a negative
+    /// the appliance never obtained. 82334004.
+    NothingExamined,
+}
+
+impl MalariaFinding {
+    /// The finding of `positive` cells called parasitized of `classified`.
+    pub fn of(positive: u64, classified: u64) -> Self {
+        if classified == 0 {
+            Self::NothingExamined
+        } else if positive == 0 {
+            Self::NotDetected
+        } else if positive >= DETECTED_MIN_CELLS
+            && 100.0 * positive as f64 >= DETECTED_MIN_PERCENT * classified as f64
+        {
+            Self::Detected
+        } else {
+            Self::TooFew
+        }
+    }
+
+    /// SNOMED CT code and display.
+    pub fn code(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Detected => ("260373001", "Detected"),
+            Self::NotDetected => ("260415000", "Not detected"),
+            Self::TooFew | Self::NothingExamined => ("82334004", "Indeterminate"),
+        }
+    }
+}
+
 /// The malaria finding, the counts behind it and the parasitized share.
 fn malaria_results(
     task: &str,
@@ -526,28 +579,27 @@ fn malaria_results(
         out: Vec::new(),
     };
     let (l, display) = MALARIA_LOINC;
-    // With no whole red cell in the photos nothing was examined: a
-    // lab system reads the coded value, so "Not detected" would be
-    // a negative result the appliance never obtained.
-    let (finding, finding_display) = if r.positive_count > 0 {
-        ("260373001", "Detected")
-    } else if classified == 0 {
-        ("82334004", "Indeterminate")
-    } else {
-        ("260415000", "Not detected")
-    };
+    let found = MalariaFinding::of(r.positive_count, classified);
+    let (finding, finding_display) = found.code();
     let o = res.push("malaria", CodeableConcept::code(LOINC, l, display));
     o.value_codeable_concept = Some(CodeableConcept::code(SNOMED, finding, finding_display));
-    o.note = note(if classified == 0 {
-        "Indeterminate: no whole red cell was found in the uploaded fields, so none \
-         was examined for parasites."
-            .to_string()
-    } else {
-        format!(
-            "Detected when at least one red cell is called parasitized: {} of \
+    o.note = note(match found {
+        MalariaFinding::NothingExamined => "Indeterminate: no whole red cell was found in the \
+             uploaded fields, so none was examined for parasites."
+            .to_string(),
+        MalariaFinding::TooFew => format!(
+            "Indeterminate: {} of {classified} whole red cells called parasitized, fewer than \
+             a finding needs ({DETECTED_MIN_CELLS} cells and {DETECTED_MIN_PERCENT}% of those \
+             classified): the classifier calls up to 1-2% of a normal smear's red cells \
+             parasitized. Review the cells, or photograph more fields.",
+            r.positive_count
+        ),
+        _ => format!(
+            "Detected when at least {DETECTED_MIN_CELLS} red cells and \
+             {DETECTED_MIN_PERCENT}% of those classified are called parasitized: {} of \
              {classified} whole red cells classified.",
             r.positive_count
-        )
+        ),
     });
     o.derived_from = vec![
         Reference::local("rbc-parasitized"),
@@ -578,7 +630,14 @@ fn malaria_results(
         o.value_quantity = Some(Quantity::percent(share, "parasitized share")?);
         o.note = note("The share of the classified red cells, in the uploaded fields only.");
     }
-    let conclusion = if classified == 0 {
+    let conclusion = if found == MalariaFinding::TooFew {
+        format!(
+            "Malaria screen indeterminate: {} of {classified} red cells classified as \
+             parasitized in {} field(s), too few for a finding; review the cells.",
+            r.positive_count,
+            src.fields.len()
+        )
+    } else if classified == 0 {
         format!(
             "Malaria screen indeterminate: no whole red cell was found in {} field(s), so \
              none was examined; photograph the smear's monolayer and repeat.",

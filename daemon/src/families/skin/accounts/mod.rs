@@ -91,13 +91,13 @@ pub fn presented_token(parts: &Parts) -> Option<String> {
         return Some(h.to_string());
     }
     // A token in a URL ends up in logs: only where the reference puts it
-    // there (image files, results links) or a browser cannot send a
+    // there (image files, v1 results links; v3's are read with a header) or a browser cannot send a
     // header (websockets).
     let path = parts.uri.path();
     let websocket = path.starts_with("/notifications") || path.contains("/results_streaming");
     let in_query = websocket
         || path.starts_with("/images/")
-        || path.trim_end_matches('/').ends_with("/results");
+        || (path.starts_with("/api/v1/") && path.trim_end_matches('/').ends_with("/results"));
     if websocket {
         for name in ["token", "access_token"] {
             if let Some(t) = crate::http::extract::cookie(&parts.headers, name) {

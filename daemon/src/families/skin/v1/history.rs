@@ -29,8 +29,13 @@ fn parse_when(field: &'static str, s: &str, end_of_day: bool) -> SkinResult<u64>
     if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t.unix_timestamp().max(0) as u64);
     }
+    // Python's `datetime.isoformat()` of a naive time has no offset: UTC.
+    let naive = time::format_description::well_known::Iso8601::DEFAULT;
+    if let Ok(t) = time::PrimitiveDateTime::parse(s, &naive) {
+        return Ok(t.assume_utc().unix_timestamp().max(0) as u64);
+    }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(s.get(..10).unwrap_or(s), &fmt)
+    let date = time::Date::parse(s, &fmt)
         .map_err(|_| SkinError::Field(field, "Use YYYY-MM-DD or an RFC 3339 time.".into()))?;
     let t = date.midnight().assume_utc().unix_timestamp().max(0) as u64;
     Ok(if end_of_day { t + 86_399 } else { t })

@@ -105,9 +105,10 @@ pub struct ImageBody {
     /// 1 regular (default; the only light).
     #[serde(default, deserialize_with = "lenient::opt_u32")]
     pub light_id: Option<u32>,
-    /// Required: the JPEG, PNG, WebP, BMP or TIFF bytes in base64 (a
-    /// `data:` URL prefix is accepted), at most `skin_api.max_image_bytes`
-    /// decoded (30 MiB).
+    /// Required: the photo's bytes in base64 (a `data:` URL prefix is
+    /// accepted), at most `skin_api.max_image_bytes` decoded (30 MiB), in a
+    /// format of `limits.formats` (JPEG, PNG, WebP, BMP by default; TIFF and
+    /// GIF where the operator adds them).
     pub b64data: Option<String>,
     /// Default: the side's `tech_name`.
     pub name: Option<String>,

@@ -272,6 +272,13 @@ fn check_name(field: &'static str, name: &str) -> SkinResult<String> {
             "Must be 1 to 512 characters.".into(),
         ));
     }
+    // DRF's CharField refuses them too (PostgreSQL text cannot hold one).
+    if n.contains('\0') {
+        return Err(SkinError::Field(
+            field,
+            "Null characters are not allowed.".into(),
+        ));
+    }
     Ok(n.to_string())
 }
 

@@ -21,14 +21,18 @@ pub struct SubjectBody {
 
 fn sex_id(v: &Value) -> SkinResult<u32> {
     let id = match v {
-        Value::Number(n) => n.as_u64().map(|n| n as u32),
+        // Out of u32's range is out of 1..=3 too, not wrapped into it.
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
         Value::String(s) => match s.as_str() {
             "female" => Some(1),
             "male" => Some(2),
             "other" => Some(3),
             _ => None,
         },
-        Value::Object(o) => o.get("id").and_then(Value::as_u64).map(|n| n as u32),
+        Value::Object(o) => o
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok()),
         _ => None,
     };
     id.filter(|i| (1..=3).contains(i)).ok_or_else(|| {
@@ -46,12 +50,21 @@ fn apply_subject(sub: &mut Subject, b: SubjectBody) -> SkinResult<()> {
     if let Some(bd) = b.birth_date {
         if let Some(s) = &bd {
             let fmt = time::macros::format_description!("[year]-[month]-[day]");
-            time::Date::parse(s, &fmt).map_err(|_| {
+            let date = time::Date::parse(s, &fmt).map_err(|_| {
                 SkinError::Field(
                     "birth_date",
                     "Date has wrong format. Use YYYY-MM-DD.".into(),
                 )
             })?;
+            // A day ahead of UTC's today: somewhere on Earth it is already
+            // that day.
+            let latest = time::OffsetDateTime::now_utc().date().next_day();
+            if latest.is_some_and(|l| date > l) {
+                return Err(SkinError::Field(
+                    "birth_date",
+                    "A birth date cannot be in the future.".into(),
+                ));
+            }
         }
         sub.birth_date = bd;
     }

@@ -330,7 +330,7 @@ pub struct SignedQuery {
     tag = crate::http::openapi::TAG_SKIN,
     operation_id = "skin_v3_put_upload",
     params(("upload_id" = Uuid, Path, description = "The image the URL was issued for."), SignedQuery),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The photo's bytes (JPEG, PNG, WebP, BMP or TIFF)."),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The photo's bytes, in a format of `limits.formats` (JPEG, PNG, WebP, BMP by default; TIFF and GIF where the operator adds them)."),
     responses(
         (status = 200, description = "Stored."),
         (status = 400, description = "`upload_id` is not a UUID, or the body is empty or not an image the appliance reads.", body = SkinErrorBody),
