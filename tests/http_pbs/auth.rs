@@ -362,6 +362,21 @@ async fn roles_and_organisation_isolation() {
     )
     .await;
     assert_eq!(st, 201, "{v}");
+    // A misspelt field is named, not dropped (the login's `pass_hash` here
+    // was refused for the password it seemed to lack).
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/pbs/admin/users",
+        &admin,
+        Some(json!({"user": "x@clinic-a.test", "role": "user", "pass_hash": "long enough pw"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| e.contains("pass_hash")),
+        "{v}"
+    );
     let pem = std::fs::read_to_string(format!("{ROOT}/tests/fixtures/jwt/client.pub.pem")).unwrap();
     let (st, v) = call(
         &s,

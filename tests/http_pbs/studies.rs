@@ -125,6 +125,23 @@ async fn study_flow_with_counts_malaria_and_revisions() {
     // Frozen: no more uploads.
     let (st, _) = upload(&s, &id, "file_name=late.jpg", &token, fixture("coffee.jpg")).await;
     assert_eq!(st, 409);
+    // Its reports are not ready yet, and the user is told so, not that the
+    // study cannot be changed.
+    let (st, v) = call(
+        &s,
+        "GET",
+        &format!("/pbs/{id}/report/CBC_COUNTS"),
+        &token,
+        None,
+    )
+    .await;
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["user_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not ready")),
+        "{v}"
+    );
     let done = wait_ready(&s, &id, &token).await;
     assert_eq!(done["results"]["report_status"], "ready", "{done}");
     assert_eq!(done["results"]["progress"], 1.0);

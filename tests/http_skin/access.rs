@@ -66,6 +66,58 @@ async fn bad_input_is_refused_clearly() {
         v["expire_images_after_days"][0], "Ensure this value is greater than or equal to 0.",
         "{v}"
     );
+    // Subjects (trying the API found each of these taken, 2026-12-07): a
+    // number past u32 is not wrapped into a sex, a birth date is not in the
+    // future, a name holds no NUL.
+    let subjects = format!(
+        "/api/v1/companies/{}/datasets/{}/subjects/",
+        t.company, t.dataset
+    );
+    for (body, field) in [
+        (
+            json!({"name": "s", "biological_sex": 4294967297u64}),
+            "biological_sex",
+        ),
+        (
+            json!({"name": "s", "birth_date": "2999-01-01"}),
+            "birth_date",
+        ),
+        (json!({"name": "a\u{0}b"}), "name"),
+    ] {
+        let (st, v) = call(&s, "POST", &subjects, &t.token, Some(body.clone())).await;
+        assert_eq!(st, 400, "{body}: {v}");
+        assert!(v[field].is_array(), "{body}: {v}");
+    }
+    // History dates: a date, an RFC 3339 time or a naive ISO 8601 one; not
+    // a date with anything else after it.
+    let history = format!("{subjects}{sid}/all_results/");
+    for (q, want) in [
+        ("2026-11-01", 200),
+        ("2026-11-01T10:00:00Z", 200),
+        ("2026-11-01T10:00:00", 200),
+        ("2026-11-01garbage", 400),
+    ] {
+        let (st, v) = call(
+            &s,
+            "GET",
+            &format!("{history}?date_from={q}"),
+            &t.token,
+            None,
+        )
+        .await;
+        assert_eq!(st, want, "{q}: {v}");
+    }
+    // A token in the URL is taken for v1's results links, not v3's.
+    let r = s
+        .client
+        .get(s.url(&format!(
+            "/api/v3/companies/{}/batches/{bid}/results/?token={}",
+            t.company, t.token
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
     // No face: analysed, and the detection error says so.
     let (st, img) = upload_b64(&s, &t, &sid, &bid, 1, &fixture("coffee.jpg")).await;
     assert_eq!(st, 201);
