@@ -21,6 +21,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 use uuid::Uuid;
 
+use super::fhir::MalariaFinding;
 use super::pipeline::{CellBox, CellKind};
 use super::store::StudyRecord;
 use super::Pbs;
@@ -234,6 +235,11 @@ fn malaria_finding(m: &MalariaStored) -> String {
     let (p, n) = (m.positive_count, m.negative_count);
     match p + n {
         0 => "No whole red cell could be classified.".into(),
+        all if MalariaFinding::of(p, all) == MalariaFinding::TooFew => format!(
+            "Red cells called parasitized: {p} of {all} classified ({:.1}%), too few for a \
+             finding (the classifier calls up to 1-2% of a normal smear's cells so); review them.",
+            100.0 * p as f64 / all as f64
+        ),
         all if p > 0 => format!(
             "Parasitized red cells found: {p} of {all} classified ({:.1}%).",
             100.0 * p as f64 / all as f64
@@ -480,7 +486,11 @@ pub async fn study(State(app): State<Arc<Pbs>>, op: Operator, Path(id): Path<Str
         latest::<MalariaStored>(&s, "MALARIA_ANY_ANY").map(|(version, report)| MalariaSummary {
             version,
             finding: malaria_finding(&report),
-            positive: report.positive_count > 0,
+            // Styled as a finding only where the FHIR report makes one.
+            positive: MalariaFinding::of(
+                report.positive_count,
+                report.positive_count + report.negative_count,
+            ) == MalariaFinding::Detected,
             report,
         });
     let threshold = malaria

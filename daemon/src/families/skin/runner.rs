@@ -86,7 +86,7 @@ async fn analyse_image(
         Want {
             images: keeps_images,
         },
-        |d| detected(skin, id, d),
+        |d| detected(skin, id, img.clearings, d),
     )
     .await;
     let analysis = match outcome {
@@ -115,9 +115,10 @@ async fn analyse_image(
 
 /// The faces are known: store the face detector's result now (replacing
 /// one from an earlier, interrupted try) and stream it, ahead of the
-/// metrics. Not flushed on its own: a crash before the pass ends runs the
-/// whole photo again.
-fn detected(skin: &Skin, id: Uuid, d: &Detected) {
+/// metrics, unless its results were cleared since the analysis read the
+/// image (`clearings` then). Not flushed on its own: a crash before the
+/// pass ends runs the whole photo again.
+fn detected(skin: &Skin, id: Uuid, clearings: u32, d: &Detected) {
     let (result, ok) = super::present::detector_result(d);
     let row = AlgoResult {
         id: Uuid::now_v7(),
@@ -131,6 +132,9 @@ fn detected(skin: &Skin, id: Uuid, d: &Detected) {
         .as_ref()
         .map(|i| format!("{}: {}", i.code, i.message));
     let updated = skin.records.update_image(id, |i| {
+        if i.clearings != clearings {
+            return;
+        }
         i.results
             .retain(|r| r.algorithm_version_id != FACE_DETECTOR);
         i.results.insert(0, row.clone());
@@ -364,6 +368,11 @@ async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
         .update_image_dropping_files(cleanup, img.id, |i| {
             i.status = ImageStatus::Failed;
             i.error = Some(why.clone());
+            // Cleared since the analysis read it: the detector's row may
+            // have been stored after the clearing.
+            if i.clearings != img.clearings {
+                i.clear_analysis();
+            }
             i.processed_at = Some(now_rfc3339());
             i.processed_unix = Some(unix_now());
             i.results_cleared_unix = None;

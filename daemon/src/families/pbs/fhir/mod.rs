@@ -21,7 +21,7 @@
 //! | immature granulocytes | LOINC 71695-1 | Immature granulocytes/100 leukocytes in Blood by Automated count |
 //! | nucleated red cells | LOINC 58413-6 | Nucleated erythrocytes/100 leukocytes \[Ratio\] in Blood by Automated count |
 //! | leukocytes classified, cells left for review | local `leukocytes-classified`, `wbc-review` | no LOINC term |
-//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected (at least 3 cells and 2% of those classified called parasitized) / 260415000 Not detected (none) / 82334004 Indeterminate (no whole red cell was classified, or too few called parasitized for a finding) | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
+//! | malaria finding | LOINC 51587-4, value SNOMED CT 260373001 Detected (at least 3 cells and over 2% of those classified called parasitized) / 260415000 Not detected (none) / 82334004 Indeterminate (no whole red cell was classified, or too few called parasitized for a finding) | Plasmodium sp \[Presence\] in Blood by Light microscopy: a presence finding on smear photos (32700-7 and 41451-6 are [Identifier] terms that expect a species or stage, which the classifier does not give) |
 //! | parasitized / classified red cells, share parasitized | local `rbc-parasitized`, `rbc-classified`, `rbc-parasitized-percent` (absent when no cell was classified) | counts of cells seen; LOINC's parasitaemia terms are for a counted microscopy protocol (thick/thin film), which this is not |
 //! | report codes | `WBC_DIFFERENTIAL`: LOINC 69738-3 Differential panel, method unspecified - Blood; `CBC_COUNTS`, `MALARIA_ANY_ANY`: local | a CBC panel (57021-8) promises concentrations and haemoglobin the appliance does not measure |
 //!
@@ -508,7 +508,7 @@ fn differential_results(
 pub const DETECTED_MIN_CELLS: u64 = 3;
 
 /// Parasitized share, in per cent of the whole red cells classified, that
-/// a "Detected" finding needs, at the least. The classifier calls up to
+/// a "Detected" finding must exceed. The classifier calls up to
 /// 1-2% of a normal smear's cells parasitized (`models/malaria/MODEL_CARD.md`;
 /// trying the API, 5 of 65 of BCCD's normal photos had one or two such
 /// cells), so one or two positives among a few dozen cells are no finding
@@ -518,8 +518,8 @@ pub const DETECTED_MIN_PERCENT: f64 = 2.0;
 /// The coded malaria finding (LOINC 51587-4) of a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MalariaFinding {
-    /// At least [`DETECTED_MIN_CELLS`] and [`DETECTED_MIN_PERCENT`] called
-    /// parasitized: SNOMED CT 260373001.
+    /// At least [`DETECTED_MIN_CELLS`], and over [`DETECTED_MIN_PERCENT`],
+    /// called parasitized: SNOMED CT 260373001.
     Detected,
     /// Cells were classified and none was called parasitized: 260415000.
     NotDetected,
@@ -539,7 +539,7 @@ impl MalariaFinding {
         } else if positive == 0 {
             Self::NotDetected
         } else if positive >= DETECTED_MIN_CELLS
-            && 100.0 * positive as f64 >= DETECTED_MIN_PERCENT * classified as f64
+            && 100.0 * positive as f64 > DETECTED_MIN_PERCENT * classified as f64
         {
             Self::Detected
         } else {
@@ -589,13 +589,13 @@ fn malaria_results(
             .to_string(),
         MalariaFinding::TooFew => format!(
             "Indeterminate: {} of {classified} whole red cells called parasitized, fewer than \
-             a finding needs ({DETECTED_MIN_CELLS} cells and {DETECTED_MIN_PERCENT}% of those \
-             classified): the classifier calls up to 1-2% of a normal smear's red cells \
+             a finding needs ({DETECTED_MIN_CELLS} cells and over {DETECTED_MIN_PERCENT}% of \
+             those classified): the classifier calls up to 1-2% of a normal smear's red cells \
              parasitized. Review the cells, or photograph more fields.",
             r.positive_count
         ),
         _ => format!(
-            "Detected when at least {DETECTED_MIN_CELLS} red cells and \
+            "Detected when at least {DETECTED_MIN_CELLS} red cells and over \
              {DETECTED_MIN_PERCENT}% of those classified are called parasitized: {} of \
              {classified} whole red cells classified.",
             r.positive_count

@@ -5,9 +5,10 @@ use super::*;
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
-    /// From this day (`YYYY-MM-DD`, from 00:00 UTC) or time (RFC 3339).
+    /// From this day (`YYYY-MM-DD`, from 00:00 UTC) or time (RFC 3339 or ISO
+    /// 8601; with no offset, UTC).
     pub date_from: Option<String>,
-    /// To this day (`YYYY-MM-DD`, to 23:59:59 UTC) or time (RFC 3339).
+    /// To this day (`YYYY-MM-DD`, to 23:59:59 UTC) or time (as `date_from`).
     pub date_to: Option<String>,
 }
 
@@ -22,21 +23,31 @@ pub struct HistoryEntry {
     pub side: Option<Named>,
 }
 
-/// A date (`YYYY-MM-DD`, the start of that day UTC) or an RFC 3339 time,
-/// as unix seconds.
+/// A date (`YYYY-MM-DD`, the start of that day UTC), an RFC 3339 or ISO
+/// 8601 time, or one with no offset (UTC; Python's `isoformat()` and
+/// `str()` of a naive `datetime`, the latter with a space for the `T`), as
+/// unix seconds.
 fn parse_when(field: &'static str, s: &str, end_of_day: bool) -> SkinResult<u64> {
-    use time::format_description::well_known::Rfc3339;
-    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    let iso = match s.as_bytes().get(10) {
+        Some(b' ') => format!("{}T{}", &s[..10], &s[11..]),
+        _ => s.to_string(),
+    };
+    let with_offset = time::OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| time::OffsetDateTime::parse(&iso, &Iso8601::DEFAULT));
+    if let Ok(t) = with_offset {
         return Ok(t.unix_timestamp().max(0) as u64);
     }
-    // Python's `datetime.isoformat()` of a naive time has no offset: UTC.
-    let naive = time::format_description::well_known::Iso8601::DEFAULT;
-    if let Ok(t) = time::PrimitiveDateTime::parse(s, &naive) {
+    if let Ok(t) = time::PrimitiveDateTime::parse(&iso, &Iso8601::DEFAULT) {
         return Ok(t.assume_utc().unix_timestamp().max(0) as u64);
     }
     let fmt = time::macros::format_description!("[year]-[month]-[day]");
-    let date = time::Date::parse(s, &fmt)
-        .map_err(|_| SkinError::Field(field, "Use YYYY-MM-DD or an RFC 3339 time.".into()))?;
+    let date = time::Date::parse(s, &fmt).map_err(|_| {
+        SkinError::Field(
+            field,
+            "Use YYYY-MM-DD, or a time in RFC 3339 or ISO 8601.".into(),
+        )
+    })?;
     let t = date.midnight().assume_utc().unix_timestamp().max(0) as u64;
     Ok(if end_of_day { t + 86_399 } else { t })
 }
@@ -52,7 +63,7 @@ fn parse_when(field: &'static str, s: &str, end_of_day: bool) -> SkinResult<u64>
     security(("skin_token" = [])),
     responses(
         (status = 200, description = "The history.", body = [HistoryEntry]),
-        (status = 400, description = "A path id is not a UUID, or `date_from` or `date_to` is neither `YYYY-MM-DD` nor RFC 3339.", body = SkinErrorBody),
+        (status = 400, description = "A path id is not a UUID, or `date_from` or `date_to` is not `YYYY-MM-DD`, nor a time in RFC 3339 or ISO 8601.", body = SkinErrorBody),
         (status = 401, description = "No token, or not a valid one.", body = SkinErrorBody),
         (status = 404, description = "No such subject (or dataset) of the caller's company.", body = SkinErrorBody),
         (status = 500, description = "Internal error.", body = SkinErrorBody),
