@@ -252,7 +252,8 @@ fn red_cells(
 /// BCCD's val photos, at every scale sample, the widest disc any region
 /// held was 0.40-0.63 d in radius, and on 40 of them no region's box was
 /// over 2.94 d^2. A region larger than [`FEATURELESS_AREA`] `* d^2` that
-/// also holds a disc wider than [`FEATURELESS_RADIUS`] `* d` is a
+/// also holds a disc of radius over [`FEATURELESS_RADIUS`] `* d` (1.4 d
+/// across) is a
 /// featureless patch the net calls red cell: a uniformly pink photo gave
 /// one of 5.5-6.4 d^2 holding discs of 0.72-0.92 d, counted as one red
 /// cell, and its malaria report read "not detected", a negative that
