@@ -227,7 +227,7 @@ impl Metrics {
             skin_analyses: counter_vec(
                 &r,
                 "argus_skin_analyses_total",
-                "Selfies analysed by the skin API, by outcome (analysed, no_face, failed).",
+                "Selfies analysed by the skin API, by outcome (analysed, no_face, failed, cleared: results erased while it was analysed).",
                 &["outcome"],
             ),
             skin_algorithm_seconds: histogram_vec(
@@ -301,7 +301,7 @@ impl Metrics {
         for status in ["ready", "failed"] {
             self.pbs_studies.with_label_values(&[status]);
         }
-        for outcome in ["analysed", "no_face", "failed"] {
+        for outcome in ["analysed", "no_face", "failed", "cleared"] {
             self.skin_analyses.with_label_values(&[outcome]);
         }
         for stage in ["decode", "detect", "face_mesh", "iris_and_age", "measure"] {

@@ -15,9 +15,11 @@
 //! "<t>.<body>")>` (the body is empty for GET).
 //!
 //! The body: `{event: "image_processed", company_id, dataset_id,
-//! subject_id, batch_id, image_id, status, is_ok, quality_issues,
-//! detection_error, error, results_url, results}`, where `results` are the
-//! v1 result rows. Over `skin_api.webhook_max_payload_bytes` (1 MB, the
+//! subject_id, batch_id, image_id, status, is_ok, results_cleared,
+//! quality_issues, detection_error, error, results_url, results}`, where
+//! `results` are the v1 result rows; `results_cleared` is true (and
+//! `is_ok` false) when the image's results were cleared while it was
+//! analysed, so nothing it found was kept. Over `skin_api.webhook_max_payload_bytes` (1 MB, the
 //! reference's limit for one image) the rows are left out,
 //! `results_truncated` is true, and the receiver reads `results_url`.
 
@@ -183,7 +185,7 @@ pub fn payload(img: &Image, results_url: &str, max: usize) -> String {
         "company_id": img.company_id, "dataset_id": img.dataset_id, "subject_id": img.subject_id,
         "batch_id": img.batch_id, "image_id": img.id,
         "status": if img.status == ImageStatus::Done { "done" } else { "failed" },
-        "is_ok": img.status == ImageStatus::Done && img.detection_error.is_none(),
+        "is_ok": img.is_ok(), "results_cleared": img.results_cleared_unix.is_some(),
         "quality_issues": img.quality_issues, "detection_error": img.detection_error, "error": img.error,
         "results_url": results_url,
         "results": super::views::result_rows(img),

@@ -184,39 +184,26 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         img.clone(),
     );
     let bytes = new.bytes;
-    let batch_id = bt.id;
     let stored = blocking(move || {
-        // A poisoned lock guards nothing but this check: take it anyway.
-        let _intake = records
-            .intake
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if records
-            .batch_images(batch_id)?
-            .iter()
-            .any(|i| i.side_id == x.side_id)
-        {
-            return Ok(false);
-        }
+        // The photo's file first, outside the batch's lock: its key is the
+        // new image's own, so no one else reads or writes it, and a refusal
+        // deletes it again.
         if let (Some(b), Some(key)) = (&bytes, &x.blob) {
             store.blobs.put(key, b)?;
         }
-        SkinStore::put(&records.images, x.id, &x)?;
-        if x.status == ImageStatus::Queued {
-            queue.enqueue(x.id)?;
-        } else if x.status == ImageStatus::Uploaded {
-            // The application may have been attached since the request read
-            // its dataset; the attachment's scan may then have missed this
-            // image, so look again now that it is stored.
-            let ds: Option<Dataset> = SkinStore::get(&records.datasets, x.dataset_id)?;
-            if let Some(ds) = ds.filter(|d| d.run.is_some()) {
-                if queue_if_uploaded(&records, x.id, Some(&ds))? {
-                    queue.enqueue(x.id)?;
+        let added = add_record(&records, &queue, &x);
+        if !matches!(added, Ok(true)) {
+            if let Some(key) = &x.blob {
+                if let Err(e) = store.blobs.delete(key) {
+                    tracing::warn!(%key, error = %e, "skin: refused photo's file not deleted");
                 }
             }
         }
-        store.flush()?;
-        Ok(true)
+        let added = added?;
+        if added {
+            store.flush()?;
+        }
+        Ok(added)
     })
     .await?;
     if !stored {
@@ -232,6 +219,39 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
         skin.queue.wake();
     }
     Ok(img)
+}
+
+/// Store the record of new image `x` and queue it when it is, under its
+/// batch's intake lock; false, storing nothing, when the batch already has
+/// an image of its side.
+fn add_record(
+    records: &SkinStore,
+    queue: &crate::jobs::JobQueue,
+    x: &Image,
+) -> Result<bool, crate::store::StoreError> {
+    let _intake = records.intake_lock(x.batch_id);
+    if records
+        .batch_images(x.batch_id)?
+        .iter()
+        .any(|i| i.side_id == x.side_id)
+    {
+        return Ok(false);
+    }
+    SkinStore::put(&records.images, x.id, x)?;
+    if x.status == ImageStatus::Queued {
+        queue.enqueue(x.id)?;
+    } else if x.status == ImageStatus::Uploaded {
+        // The application may have been attached since the request read
+        // its dataset; the attachment's scan may then have missed this
+        // image, so look again now that it is stored.
+        let ds: Option<Dataset> = SkinStore::get(&records.datasets, x.dataset_id)?;
+        if let Some(ds) = ds.filter(|d| d.run.is_some()) {
+            if queue_if_uploaded(records, x.id, Some(&ds))? {
+                queue.enqueue(x.id)?;
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Mark image `id` queued with `ds`'s run, if it is still only uploaded:

@@ -223,6 +223,14 @@ impl Image {
         self.face = Value::Null;
     }
 
+    /// The notification's and webhook's `is_ok`: analysed, a face found,
+    /// and what was found still kept (not cleared while it was analysed).
+    pub fn is_ok(&self) -> bool {
+        self.status == ImageStatus::Done
+            && self.detection_error.is_none()
+            && self.results_cleared_unix.is_none()
+    }
+
     /// Every enabled algorithm has a stored result.
     pub fn all_calculated(&self) -> bool {
         self.status == ImageStatus::Failed
@@ -275,12 +283,14 @@ pub struct SkinStore {
     pub images: sled::Tree,
     pub uploads: sled::Tree,
     pub webhooks: sled::Tree,
-    /// Held while an image is added to a batch: "one image per side per
-    /// batch" is a scan of the images and then a put, two steps that sled
-    /// does not make one, so two uploads of a side at once could both pass
-    /// the scan. One daemon owns the database, so a process lock suffices.
-    pub intake: std::sync::Mutex<()>,
+    /// Locks held while an image joins a batch or its upload fills it
+    /// ([`SkinStore::intake_lock`]).
+    intake: Vec<std::sync::Mutex<()>>,
 }
+
+/// How many intake locks batches share: enough that uploads to different
+/// batches seldom wait on each other, few enough to cost nothing.
+const INTAKE_STRIPES: usize = 64;
 
 impl SkinStore {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
@@ -298,8 +308,27 @@ impl SkinStore {
             images: t("images")?,
             uploads: t("uploads")?,
             webhooks: t("webhooks")?,
-            intake: std::sync::Mutex::new(()),
+            intake: (0..INTAKE_STRIPES)
+                .map(|_| std::sync::Mutex::new(()))
+                .collect(),
         })
+    }
+
+    /// The lock of batch `batch`'s intake. "One image per side per batch"
+    /// is a scan of the batch's images and then a put, two steps that sled
+    /// does not make one, so two uploads of a side at once could both pass
+    /// the scan; and a PUT in its URL's last second could fill an image
+    /// that a new upload of the side has just seen as lapsed. Both hold
+    /// this lock across check and write. One daemon owns the database, so
+    /// a process lock suffices; it is striped by batch so that one
+    /// company's uploads do not wait on another's. Hold it only for sled
+    /// reads and writes, never for a photo's blob or a flush.
+    pub fn intake_lock(&self, batch: Uuid) -> std::sync::MutexGuard<'_, ()> {
+        let stripe = batch.as_u128() as usize % self.intake.len();
+        // A poisoned lock guards nothing but a check: take it anyway.
+        self.intake[stripe]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn get<T: DeserializeOwned>(tree: &sled::Tree, id: Uuid) -> Result<Option<T>, StoreError> {
@@ -469,25 +498,13 @@ impl SkinStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn image_update_is_read_modify_write_and_names_are_case_blind() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let s = SkinStore::open(&db).unwrap();
-        let c = Company {
+impl Image {
+    /// A front selfie of fresh ids, uploaded with a photo at `skin/x.img`,
+    /// nothing analysed yet: for unit tests to change what they test.
+    pub fn sample(status: ImageStatus) -> Self {
+        Image {
             id: Uuid::now_v7(),
-            name: "Clinic North".into(),
-            created_at: "2026-01-01T00:00:00Z".into(),
-        };
-        s.put_company(&c).unwrap();
-        assert_eq!(s.company_by_name("clinic north").unwrap().unwrap().id, c.id);
-        let id = Uuid::now_v7();
-        let img = Image {
-            id,
-            company_id: c.id,
+            company_id: Uuid::now_v7(),
             dataset_id: Uuid::now_v7(),
             subject_id: Uuid::now_v7(),
             batch_id: Uuid::now_v7(),
@@ -496,10 +513,10 @@ mod tests {
             name: "front".into(),
             creation_time: String::new(),
             created_unix: 0,
-            blob: None,
-            status: ImageStatus::Queued,
+            blob: Some("skin/x.img".into()),
+            status,
             error: None,
-            enabled: vec![40, 30],
+            enabled: vec![40],
             app_run_id: None,
             application_id: None,
             results: vec![],
@@ -516,7 +533,33 @@ mod tests {
             results_cleared_unix: None,
             clearings: 0,
             queued_unix: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_update_is_read_modify_write_and_names_are_case_blind() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = SkinStore::open(&db).unwrap();
+        let c = Company {
+            id: Uuid::now_v7(),
+            name: "Clinic North".into(),
+            created_at: "2026-01-01T00:00:00Z".into(),
         };
+        s.put_company(&c).unwrap();
+        assert_eq!(s.company_by_name("clinic north").unwrap().unwrap().id, c.id);
+        let img = Image {
+            company_id: c.id,
+            blob: None,
+            enabled: vec![40, 30],
+            ..Image::sample(ImageStatus::Queued)
+        };
+        let id = img.id;
         SkinStore::put(&s.images, id, &img).unwrap();
         assert!(!img.all_calculated());
         let after = s

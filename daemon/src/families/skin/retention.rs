@@ -248,22 +248,7 @@ mod tests {
 
     fn img(created: u64, status: ImageStatus) -> Image {
         Image {
-            id: Uuid::now_v7(),
-            company_id: Uuid::nil(),
-            dataset_id: Uuid::nil(),
-            subject_id: Uuid::nil(),
-            batch_id: Uuid::nil(),
-            side_id: 1,
-            light_id: 1,
-            name: "front".into(),
-            creation_time: String::new(),
             created_unix: created,
-            blob: Some("skin/x.img".into()),
-            status,
-            error: None,
-            enabled: vec![40],
-            app_run_id: None,
-            application_id: None,
             results: vec![super::super::records::AlgoResult {
                 id: Uuid::now_v7(),
                 algorithm_version_id: 40,
@@ -271,19 +256,7 @@ mod tests {
                 is_ok: true,
                 creation_time: String::new(),
             }],
-            aux: vec![],
-            quality_issues: vec![],
-            detection_error: None,
-            parameters: None,
-            masks: Default::default(),
-            face: Value::Null,
-            processed_at: None,
-            processed_unix: None,
-            meta: Value::Null,
-            upload_expires_unix: None,
-            results_cleared_unix: None,
-            clearings: 0,
-            queued_unix: None,
+            ..Image::sample(status)
         }
     }
 

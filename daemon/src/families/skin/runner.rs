@@ -226,60 +226,16 @@ async fn finish(
     } else {
         store_aux_images(skin, a, &shown)?
     };
-    let now = now_rfc3339();
-    let results: Vec<AlgoResult> = shown
-        .results
-        .iter()
-        .map(|(alg, result, ok)| AlgoResult {
-            id: Uuid::now_v7(),
-            algorithm_version_id: *alg,
-            result: result.clone(),
-            is_ok: *ok,
-            creation_time: now.clone(),
-        })
-        .collect();
-    let shown2 = shown.clone();
+    let found = Found::new(a, shown, aux_records);
     // The photo (when erased) and any derived images of an earlier,
     // interrupted run are queued for deletion in the same transaction.
     let cleanup = skin.store.cleanup_tree();
     let updated = skin
         .records
         .update_image_dropping_files(cleanup, img.id, |i| {
-            i.status = ImageStatus::Done;
-            i.processed_at = Some(now.clone());
-            i.processed_unix = Some(unix_now());
-            i.error = None;
-            if clean {
-                i.blob = None;
-            }
-            if i.clearings != img.clearings {
-                // Its results were cleared while it was analysed: the
-                // subject asked for them gone, these included.
-                i.clear_analysis();
-                i.results_cleared_unix = Some(unix_now());
-                return;
-            }
-            // The detector's result, stored at detection, stays as it was.
-            i.results
-                .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
-            i.results.extend(results.iter().cloned());
-            i.face = shown2.face.clone();
-            // A photo erased while it was analysed takes the images made
-            // from it along (they are written below, never recorded).
-            i.aux = match i.blob {
-                Some(_) => aux_records.clone(),
-                None => Vec::new(),
-            };
-            i.quality_issues = shown2.quality_issues.clone();
-            i.detection_error = shown2.detection_error.clone();
-            i.parameters = Some(shown2.parameters.clone());
-            i.masks = a
-                .masks
-                .iter()
-                .map(|(k, v)| (k.name().to_string(), v.clone()))
-                .collect();
-            i.results_cleared_unix = None;
+            record_analysis(i, &found, img.clearings, clean)
         })?;
+    let aux_records = found.aux;
     let Some(updated) = updated else {
         // Deleted while it was analysed: drop what was made for it.
         for a in &aux_records {
@@ -308,7 +264,9 @@ async fn finish(
     if delivery.is_some() {
         skin.webhooks.wake();
     }
-    let outcome = if a.face.is_none() {
+    let outcome = if updated.clearings != img.clearings {
+        "cleared"
+    } else if a.face.is_none() {
         "no_face"
     } else {
         "analysed"
@@ -320,6 +278,81 @@ async fn finish(
     tell(skin, &updated, started);
     tracing::info!(image = %img.id, outcome, ms = started.elapsed().as_millis() as u64, "skin image analysed");
     Ok(())
+}
+
+/// What one analysis of an image found, as it is stored.
+struct Found {
+    results: Vec<AlgoResult>,
+    aux: Vec<AuxImage>,
+    shown: Presented,
+    masks: std::collections::BTreeMap<String, String>,
+    /// When the analysis ended: RFC 3339 and unix seconds.
+    at: (String, u64),
+}
+
+impl Found {
+    fn new(a: &Analysis, shown: Presented, aux: Vec<AuxImage>) -> Self {
+        let at = (now_rfc3339(), unix_now());
+        let results = shown
+            .results
+            .iter()
+            .map(|(alg, result, ok)| AlgoResult {
+                id: Uuid::now_v7(),
+                algorithm_version_id: *alg,
+                result: result.clone(),
+                is_ok: *ok,
+                creation_time: at.0.clone(),
+            })
+            .collect();
+        let masks = a
+            .masks
+            .iter()
+            .map(|(k, v)| (k.name().to_string(), v.clone()))
+            .collect();
+        Self {
+            results,
+            aux,
+            shown,
+            masks,
+            at,
+        }
+    }
+}
+
+/// Write analysis `found` into image `i`, the record as it is now; the
+/// analysis read it when its clearings counted `clearings`. Done either
+/// way; `clean` drops the photo (a dataset that erases photos once
+/// analysed). Stores nothing found when its results were cleared since
+/// (the subject asked for them gone, these included), and no derived
+/// images when its photo was erased since (the caller deletes their
+/// files). Runs again if the transaction retries.
+fn record_analysis(i: &mut Image, found: &Found, clearings: u32, clean: bool) {
+    i.status = ImageStatus::Done;
+    i.processed_at = Some(found.at.0.clone());
+    i.processed_unix = Some(found.at.1);
+    i.error = None;
+    if clean {
+        i.blob = None;
+    }
+    if i.clearings != clearings {
+        i.clear_analysis();
+        i.results_cleared_unix = Some(found.at.1);
+        return;
+    }
+    // The detector's result, stored at detection, stays as it was.
+    i.results
+        .retain(|r| r.algorithm_version_id == FACE_DETECTOR);
+    i.results.extend(found.results.iter().cloned());
+    i.face = found.shown.face.clone();
+    i.aux = match i.blob {
+        Some(_) => found.aux.clone(),
+        None => Vec::new(),
+    };
+    i.quality_issues = found.shown.quality_issues.clone();
+    i.detection_error = found.shown.detection_error.clone();
+    i.parameters = Some(found.shown.parameters.clone());
+    i.masks = found.masks.clone();
+    i.results_cleared_unix = None;
 }
 
 /// Publish each metric's result (the detector's went out at detection),
@@ -349,7 +382,8 @@ pub fn notification(img: &Image, started: Instant) -> Value {
         "image_id": img.id, "batch_id": img.batch_id, "subject_id": img.subject_id,
         "dataset_id": img.dataset_id, "company_id": img.company_id,
         "status": if img.status == ImageStatus::Done { "done" } else { "failed" },
-        "is_ok": img.status == ImageStatus::Done && img.detection_error.is_none(),
+        "is_ok": img.is_ok(),
+        "results_cleared": img.results_cleared_unix.is_some(),
         "quality_issues": img.quality_issues, "detection_error": img.detection_error,
         "error": img.error,
         "algorithms": img.results.iter().map(|r| r.algorithm_version_id).collect::<Vec<_>>(),
@@ -398,4 +432,119 @@ async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
     }
     tracing::info!(image = %img.id, error = %why, "skin image not analysable");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(alg: u32) -> AlgoResult {
+        AlgoResult {
+            id: Uuid::now_v7(),
+            algorithm_version_id: alg,
+            result: json!({"value": alg}),
+            is_ok: true,
+            creation_time: String::new(),
+        }
+    }
+
+    /// What an analysis found: the redness metric, its heatmap, a face.
+    fn found() -> Found {
+        Found {
+            results: vec![row(30)],
+            aux: vec![AuxImage {
+                id: Uuid::now_v7(),
+                kind: "redness_heatmap".into(),
+                blob: "skin/heat.png".into(),
+                content_type: "image/png".into(),
+                algorithm_version_ids: vec![30],
+            }],
+            shown: Presented {
+                results: vec![(30, json!({"value": 30}), true)],
+                parameters: json!({"redness": 30}),
+                quality_issues: vec!["blur".into()],
+                detection_error: None,
+                face: json!({"box": [1, 2, 3, 4]}),
+            },
+            masks: [("cheeks".to_string(), "M0 0".to_string())].into(),
+            at: ("2026-12-07T00:00:00Z".into(), 1_796_601_600),
+        }
+    }
+
+    /// The record as the runner reads it: queued, the detector's row
+    /// already stored at detection.
+    fn analysing() -> Image {
+        Image {
+            enabled: vec![FACE_DETECTOR, 30],
+            results: vec![row(FACE_DETECTOR)],
+            ..Image::sample(ImageStatus::Queued)
+        }
+    }
+
+    #[test]
+    fn an_analysis_is_stored_beside_the_detectors_row() {
+        let mut i = analysing();
+        record_analysis(&mut i, &found(), 0, false);
+        assert_eq!(i.status, ImageStatus::Done);
+        let algs: Vec<u32> = i.results.iter().map(|r| r.algorithm_version_id).collect();
+        assert_eq!(algs, [FACE_DETECTOR, 30]);
+        assert_eq!(i.aux.len(), 1);
+        assert_eq!(i.face["box"], json!([1, 2, 3, 4]));
+        assert_eq!(i.masks.len(), 1);
+        assert_eq!(i.quality_issues, ["blur"]);
+        assert_eq!(i.processed_unix, Some(1_796_601_600));
+        assert!(i.is_ok() && i.all_calculated());
+        // A second try (a transaction retried) stores the same, once.
+        record_analysis(&mut i, &found(), 0, false);
+        assert_eq!(i.results.len(), 2);
+    }
+
+    /// `clear_metadata/` or retention ran while the photo was analysed
+    /// (clearings 0 when read, 1 now): nothing found is kept, not even a
+    /// detector row that landed first, and the notification says so.
+    #[test]
+    fn an_analysis_of_an_image_cleared_meanwhile_keeps_nothing() {
+        let mut i = Image {
+            clearings: 1,
+            ..analysing()
+        };
+        record_analysis(&mut i, &found(), 0, false);
+        assert_eq!(i.status, ImageStatus::Done);
+        assert!(i.results.is_empty() && i.aux.is_empty() && i.masks.is_empty());
+        assert!(i.parameters.is_none() && i.face.is_null() && i.quality_issues.is_empty());
+        assert_eq!(i.results_cleared_unix, Some(1_796_601_600));
+        assert!(!i.is_ok());
+        let note = notification(&i, Instant::now());
+        assert_eq!(note["is_ok"], false);
+        assert_eq!(note["results_cleared"], true);
+        assert_eq!(note["algorithms"], json!([]));
+        // The photo itself stays: clearing results is not erasing it.
+        assert!(i.blob.is_some());
+    }
+
+    /// `delete_photos/` ran while it was analysed: the results stay, the
+    /// images derived from the erased photo are not recorded.
+    #[test]
+    fn an_analysis_of_a_photo_erased_meanwhile_records_no_derived_image() {
+        let mut i = Image {
+            blob: None,
+            ..analysing()
+        };
+        record_analysis(&mut i, &found(), 0, false);
+        assert_eq!(i.results.len(), 2);
+        assert!(i.aux.is_empty());
+        assert!(i.is_ok());
+    }
+
+    /// A dataset that erases photos once analysed: the photo goes, the
+    /// results stay.
+    #[test]
+    fn a_clean_as_soon_as_ready_dataset_drops_the_photo() {
+        let mut i = analysing();
+        let mut f = found();
+        f.aux.clear();
+        record_analysis(&mut i, &f, 0, true);
+        assert!(i.blob.is_none());
+        assert_eq!(i.results.len(), 2);
+    }
 }

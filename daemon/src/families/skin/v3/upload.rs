@@ -370,7 +370,7 @@ pub async fn put_upload(
     }
     intake::check_bytes(&skin, &body)?;
     let (records, store) = (skin.records.clone(), skin.store.clone());
-    let used = blocking(move || {
+    let outcome = blocking(move || {
         // The marker first: of two PUTs racing on one URL, one wins.
         let prev = records.uploads.compare_and_swap(
             id.as_bytes(),
@@ -378,29 +378,123 @@ pub async fn put_upload(
             Some(&[1u8][..]),
         )?;
         if prev.is_err() {
-            return Ok(Some(true));
+            return Ok(Fill::Used);
         }
         let Some(img) = SkinStore::get::<Image>(&records.images, id)? else {
-            return Ok(None);
+            return Ok(Fill::Missing);
         };
         if img.status != ImageStatus::AwaitingUpload {
-            return Ok(Some(true));
+            return Ok(Fill::Used);
         }
+        // The file outside the batch's lock: its key is this image's own.
         let key = intake::blob_key(id);
         store.blobs.put(&key, &body)?;
-        records.update_image(id, |i| {
-            i.blob = Some(key.clone());
-            i.status = ImageStatus::Uploaded;
-        })?;
-        store.flush()?;
-        Ok(Some(false))
+        let fill = fill_record(&records, &img, &key);
+        if !matches!(fill, Ok(Fill::Filled)) {
+            if let Err(e) = store.blobs.delete(&key) {
+                tracing::warn!(%key, error = %e, "skin: refused upload's file not deleted");
+            }
+        }
+        let fill = fill?;
+        if fill == Fill::Filled {
+            store.flush()?;
+        }
+        Ok(fill)
     })
     .await?;
-    match used {
-        None => Err(SkinError::not_found("Upload")),
-        Some(true) => Err(SkinError::Conflict(
+    match outcome {
+        Fill::Filled => Ok(StatusCode::OK),
+        Fill::Missing => Err(SkinError::not_found("Upload")),
+        Fill::Used => Err(SkinError::Conflict(
             "This upload URL has already been used; ask for a new one.".into(),
         )),
-        Some(false) => Ok(StatusCode::OK),
+        Fill::Lapsed => Err(SkinError::Forbidden(
+            "The upload URL has expired or its signature does not match; ask for a new one.".into(),
+        )),
+    }
+}
+
+/// What a signed PUT did to its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    Filled,
+    /// No such image (never, or removed as lapsed).
+    Missing,
+    /// The URL was used before, or the image has its photo.
+    Used,
+    /// The URL expired between its check and the write.
+    Lapsed,
+}
+
+/// Give image `img` the file at `key`, if it still awaits it and its URL
+/// has not lapsed, under its batch's intake lock: a new upload of the side
+/// that saw this image as lapsed holds the same lock, so of the two only
+/// one lands ([`SkinStore::intake_lock`]).
+fn fill_record(
+    records: &SkinStore,
+    img: &Image,
+    key: &str,
+) -> Result<Fill, crate::store::StoreError> {
+    let _intake = records.intake_lock(img.batch_id);
+    let mut fill = Fill::Missing;
+    records.update_image(img.id, |i| {
+        // Decided afresh if the update retries.
+        fill = if i.upload_lapsed(unix_now()) {
+            Fill::Lapsed
+        } else if i.status != ImageStatus::AwaitingUpload {
+            Fill::Used
+        } else {
+            i.blob = Some(key.to_string());
+            i.status = ImageStatus::Uploaded;
+            Fill::Filled
+        };
+    })?;
+    Ok(fill)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn awaiting(s: &SkinStore, expires: u64) -> Image {
+        let img = Image {
+            blob: None,
+            upload_expires_unix: Some(expires),
+            ..Image::sample(ImageStatus::AwaitingUpload)
+        };
+        SkinStore::put(&s.images, img.id, &img).unwrap();
+        img
+    }
+
+    /// A PUT whose URL lapsed between its signature check and its write
+    /// fills nothing: a new upload of the side may already have taken
+    /// the image's place in the batch.
+    #[test]
+    fn a_put_fills_its_image_only_while_its_url_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = SkinStore::open(&db).unwrap();
+
+        let live = awaiting(&s, unix_now() + 60);
+        assert_eq!(fill_record(&s, &live, "skin/a.img").unwrap(), Fill::Filled);
+        let got: Image = SkinStore::get(&s.images, live.id).unwrap().unwrap();
+        assert_eq!(got.status, ImageStatus::Uploaded);
+        assert_eq!(got.blob.as_deref(), Some("skin/a.img"));
+        // Filled once only.
+        assert_eq!(fill_record(&s, &live, "skin/b.img").unwrap(), Fill::Used);
+
+        let lapsed = awaiting(&s, unix_now() - 1);
+        assert_eq!(
+            fill_record(&s, &lapsed, "skin/c.img").unwrap(),
+            Fill::Lapsed
+        );
+        let got: Image = SkinStore::get(&s.images, lapsed.id).unwrap().unwrap();
+        assert_eq!(got.status, ImageStatus::AwaitingUpload);
+        assert!(got.blob.is_none());
+        // The batch no longer counts it, so a new upload of the side may come.
+        assert!(s.batch_images(lapsed.batch_id).unwrap().is_empty());
+
+        let gone = Image::sample(ImageStatus::AwaitingUpload);
+        assert_eq!(fill_record(&s, &gone, "skin/d.img").unwrap(), Fill::Missing);
     }
 }
