@@ -254,6 +254,21 @@ async fn console_pages_are_locked_down_and_forms_need_the_csrf_token() {
         .await
         .unwrap();
     assert!(!page.contains("sneaky"));
+    // A list page refuses a repeated query name as the API does, on a page.
+    for path in ["/console/keys", "/console/images", "/console/jobs"] {
+        let r = client
+            .get(s.url(&format!("{path}?limit=5&limit=50")))
+            .header("cookie", &session)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(r.text().await.unwrap().contains("more than once"), "{path}");
+    }
     let csrf = page
         .split("name=\"csrf\" value=\"")
         .nth(1)

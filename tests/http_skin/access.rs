@@ -3,6 +3,7 @@
 use crate::client::*;
 use crate::common::receiver::receiver;
 use crate::common::{fixture, json, start, start_in};
+use base64::Engine;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -42,6 +43,18 @@ async fn bad_input_is_refused_clearly() {
     )
     .await;
     assert_eq!(st, 400, "{v}");
+    // An image's name holds no NUL either (a subject's is checked below).
+    let b64 = base64::engine::general_purpose::STANDARD.encode(selfie(0));
+    let (st, v) = call(
+        &s,
+        "POST",
+        &image_path(&t, &sid, &bid),
+        &t.token,
+        Some(json!({"side_id": 1, "b64data": b64, "name": "front\u{0}.jpg"})),
+    )
+    .await;
+    assert_eq!(st, 400, "{v}");
+    assert_eq!(v["name"][0], "Null characters are not allowed.", "{v}");
     let (st, v) = call(
         &s,
         "POST",

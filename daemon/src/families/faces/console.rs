@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -275,8 +275,13 @@ struct ImagesPage<'a> {
 pub async fn images(
     State(app): State<Arc<Faces>>,
     op: Operator,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<QueryMap, ApiError>,
 ) -> Response {
+    // A repeated name is refused as the API refuses it, on the page.
+    let q = match q {
+        Ok(QueryMap(q)) => q,
+        Err(e) => return api_error(e),
+    };
     match admin::list_images(State(app), admin_of(&op), same_origin(), QueryMap(q)).await {
         Ok(page) => render(
             StatusCode::OK,
@@ -365,8 +370,13 @@ struct JobsPage<'a> {
 pub async fn jobs(
     State(app): State<Arc<Faces>>,
     op: Operator,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<QueryMap, ApiError>,
 ) -> Response {
+    // A repeated name is refused as the API refuses it, on the page.
+    let q = match q {
+        Ok(QueryMap(q)) => q,
+        Err(e) => return api_error(e),
+    };
     let job_type = q.get("job_type").cloned().unwrap_or_default();
     let method = q.get("method").cloned().unwrap_or_default();
     match admin::list_jobs(State(app), admin_of(&op), same_origin(), QueryMap(q)).await {
@@ -432,8 +442,13 @@ async fn keys_page(
 pub async fn keys(
     State(app): State<Arc<Faces>>,
     op: Operator,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<QueryMap, ApiError>,
 ) -> Response {
+    // A repeated name is refused as the API refuses it, on the page.
+    let q = match q {
+        Ok(QueryMap(q)) => q,
+        Err(e) => return api_error(e),
+    };
     keys_page(app, &op, q, None, None).await
 }
 

@@ -230,6 +230,35 @@ impl RbcScale {
     }
 }
 
+impl RbcScale {
+    /// Say that `n` regions of the red-cell mask were not counted as
+    /// featureless patches ([`pipeline::FEATURELESS_AREA`]): wider or
+    /// thinner than any red cell of the size used, they are no cells then,
+    /// but they are when the photo's cells are far larger than it (a size
+    /// that fell back, or was given wrongly). Nothing when `n` is 0.
+    pub fn note_featureless(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let fix = match self.source {
+            ScaleSource::Photo => "the photo's measure of its red cells may be wrong",
+            ScaleSource::Given => "check the size given",
+            _ => "set pbs.native_rbc_diameter_px or pbs.microns_per_px for this camera",
+        };
+        let w = format!(
+            "{n} region(s) of the red-cell mask over {} red-cell areas were not counted, being \
+             wider or thinner than any red cell of {:.1} px (patches where no cell shows); if \
+             this photo's red cells are that large, {fix}",
+            pipeline::FEATURELESS_AREA,
+            self.rbc_diameter_px,
+        );
+        self.warning = Some(match self.warning.take() {
+            Some(old) => format!("{old}; {w}"),
+            None => w,
+        });
+    }
+}
+
 /// Measure a photo's red cells (unless `settings.given_px`) and decide the
 /// size it is analysed at. Blocking; linear in the pixels.
 pub fn estimate(img: &image::RgbImage, settings: &ScaleSettings, params: &CountParams) -> RbcScale {
@@ -372,5 +401,34 @@ mod tests {
         let before = s.clone();
         s.refine(70.0, &fine, &p);
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn featureless_patches_not_counted_are_told_with_the_fix_for_the_size_used() {
+        let p = CountParams::default();
+        // A measured size: nothing to add for none, a note for some.
+        let mut s = decide(
+            measured(Some(80.0), 30),
+            DIMS,
+            &ScaleSettings::default(),
+            &p,
+        );
+        s.note_featureless(0);
+        assert_eq!(s.warning, None);
+        s.note_featureless(2);
+        let w = s.warning.clone().unwrap();
+        assert!(
+            w.starts_with("2 region(s)") && w.contains("over 4 red-cell areas"),
+            "{w}"
+        );
+        assert!(w.contains("measure of its red cells may be wrong"), "{w}");
+        // A size that fell back keeps its own warning first, then says
+        // which setting would give the camera's.
+        let mut s = decide(measured(None, 2), DIMS, &ScaleSettings::default(), &p);
+        let fallback = s.warning.clone().unwrap();
+        s.note_featureless(1);
+        let w = s.warning.unwrap();
+        assert!(w.starts_with(&format!("{fallback}; 1 region(s)")), "{w}");
+        assert!(w.contains("set pbs.native_rbc_diameter_px"), "{w}");
     }
 }

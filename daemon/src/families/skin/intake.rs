@@ -116,6 +116,12 @@ fn check_new_image(skin: &Skin, new: &NewImage) -> SkinResult<catalog::Side> {
             "Must be 1 to 255 characters.".into(),
         ));
     }
+    if new.name.contains('\0') {
+        return Err(SkinError::Field(
+            "name",
+            "Null characters are not allowed.".into(),
+        ));
+    }
     if let Some(b) = &new.bytes {
         check_bytes(skin, b)?;
     }
@@ -192,7 +198,12 @@ pub async fn add_image(skin: &Skin, ds: &Dataset, bt: &Batch, new: NewImage) -> 
             store.blobs.put(key, b)?;
         }
         let added = add_record(&records, &queue, &x);
-        if !matches!(added, Ok(true)) {
+        // Refused, or failed before its record was stored: the file is no
+        // one's. (Failed after: the record names it, so it stays; and when
+        // that cannot be read.)
+        let orphan = !matches!(added, Ok(true))
+            && matches!(SkinStore::get::<Image>(&records.images, x.id), Ok(None));
+        if orphan {
             if let Some(key) = &x.blob {
                 if let Err(e) = store.blobs.delete(key) {
                     tracing::warn!(%key, error = %e, "skin: refused photo's file not deleted");

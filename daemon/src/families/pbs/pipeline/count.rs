@@ -137,7 +137,12 @@ pub fn count_stitched(
     };
     let mut cells = Vec::new();
 
-    let (rbc_labels, rbc_regions, rbc_outline) = red_cells(m, params);
+    let RedCells {
+        labels: rbc_labels,
+        regions: rbc_regions,
+        outline: rbc_outline,
+        featureless,
+    } = red_cells(m, params);
     for r in &rbc_regions {
         cells.push(to_box(CellKind::Rbc, r));
     }
@@ -171,20 +176,28 @@ pub fn count_stitched(
         rbc_regions,
         scaled_w: sw,
         rbc_diameter: params.rbc_diameter_px,
+        featureless,
     }
+}
+
+/// What [`red_cells`] found.
+struct RedCells {
+    /// The label image, featureless patches removed.
+    labels: Vec<u32>,
+    /// The regions counted (those of at least `rbc_min_cell_area`).
+    regions: Vec<segment::Region>,
+    /// The outline radius of the strongest circles, a fraction of d.
+    outline: Option<f32>,
+    /// Featureless patches not counted ([`FEATURELESS_AREA`]).
+    featureless: usize,
 }
 
 /// The red cells of stitched maps: markers at the cells' centres in the
 /// cell mask less the boundary map ([`centre_markers`]; with
 /// `rbc_edge_cut` 0, the parts of `mask - edge > t` split at the centres of
 /// circles of the red-cell size), grown by a watershed over the cell mask.
-/// Returns the label image (featureless patches, [`FEATURELESS_AREA`],
-/// removed), the regions counted (those of at least `rbc_min_cell_area`)
-/// and the outline radius of the strongest circles, a fraction of d.
-fn red_cells(
-    m: &StitchedMaps,
-    params: &CountParams,
-) -> (Vec<u32>, Vec<segment::Region>, Option<f32>) {
+/// Featureless patches ([`FEATURELESS_AREA`]) are not counted.
+fn red_cells(m: &StitchedMaps, params: &CountParams) -> RedCells {
     let (sw, sh) = (m.width, m.height);
     let (rbc, edge) = (&m.rbc, &m.rbc_edge);
     let d2 = params.rbc_diameter_px * params.rbc_diameter_px;
@@ -244,7 +257,12 @@ fn red_cells(
     // or two between rescaled copies (models/cbc/MODEL_CARD.md).
     let min_cell = (params.rbc_min_cell_area * d2) as usize;
     rbc_regions.retain(|r| r.area >= min_cell);
-    (rbc_labels, rbc_regions, rbc_outline)
+    RedCells {
+        labels: rbc_labels,
+        regions: rbc_regions,
+        outline: rbc_outline,
+        featureless: featureless.len(),
+    }
 }
 
 /// A red cell's region of the watershed (one cell's share of the mask) is
@@ -259,16 +277,29 @@ fn red_cells(
 /// cell, and its malaria report read "not detected", a negative that
 /// nothing was examined for. Both bounds hold a margin for a measured d
 /// some 15-20% small; a real clump that large would need no outline
-/// across 1.4 d.
+/// across 1.4 d. A thin lattice ([`FEATURELESS_THIN`]) is not counted
+/// either.
 pub const FEATURELESS_AREA: f32 = 4.0;
 
 /// See [`FEATURELESS_AREA`].
 pub const FEATURELESS_RADIUS: f32 = 0.7;
 
+/// A region whose box is over [`FEATURELESS_SPAN`] `* d` on a side and
+/// whose widest disc is under this radius `* d` is a thin lattice, not
+/// cells: flat pink photos of 640 x 480 and larger gave regions of 1.8-4.6
+/// d^2 spread over boxes of 5.5 x 3.9 to 9.9 x 6.9 d, holding no disc over
+/// 0.16 d, and one was counted as a red cell. A red cell's region holds a
+/// disc of 0.40-0.63 d; a sickle cell, as thin, spans at most about 2 d.
+pub const FEATURELESS_THIN: f32 = 0.25;
+
+/// See [`FEATURELESS_THIN`].
+pub const FEATURELESS_SPAN: f32 = 3.0;
+
 /// The labels of `labels` (the red cells' watershed on a `sw` x `sh` map,
-/// 0 background) of featureless patches ([`FEATURELESS_AREA`]): the
-/// disc's radius is the distance to the nearest pixel of another label,
-/// the background or the map's edge. Sorted.
+/// 0 background) of featureless patches ([`FEATURELESS_AREA`]) and thin
+/// lattices ([`FEATURELESS_THIN`]): the disc's radius is the distance to
+/// the nearest pixel of another label, the background or the map's edge.
+/// Sorted.
 fn featureless_labels(
     labels: &[u32],
     regions: &[segment::Region],
@@ -276,9 +307,10 @@ fn featureless_labels(
     sh: usize,
     d: f32,
 ) -> Vec<u32> {
+    let span = |r: &segment::Region| (r.x1 - r.x0).max(r.y1 - r.y0) as f32;
     let big: Vec<u32> = regions
         .iter()
-        .filter(|r| r.area as f32 > FEATURELESS_AREA * d * d)
+        .filter(|r| r.area as f32 > FEATURELESS_AREA * d * d || span(r) > FEATURELESS_SPAN * d)
         .map(|r| r.label)
         .collect();
     if big.is_empty() {
@@ -300,15 +332,29 @@ fn featureless_labels(
         })
         .collect();
     let depth = segment::distance_transform(&inside, sw, sh);
-    let limit = FEATURELESS_RADIUS * d;
-    let mut out: Vec<u32> = labels
-        .iter()
-        .zip(&depth)
-        .filter(|&(l, &z)| z > limit && big.contains(l))
-        .map(|(&l, _)| l)
-        .collect();
+    let mut widest: std::collections::HashMap<u32, f32> = big.iter().map(|&l| (l, 0.0)).collect();
+    for (l, &z) in labels.iter().zip(&depth) {
+        if let Some(w) = widest.get_mut(l) {
+            *w = w.max(z);
+        }
+    }
+    let (thin, wide) = (FEATURELESS_THIN * d, FEATURELESS_RADIUS * d);
+    let mut out = Vec::new();
+    for r in regions.iter().filter(|r| widest.contains_key(&r.label)) {
+        let w = widest[&r.label];
+        tracing::debug!(
+            area_d2 = r.area as f32 / (d * d),
+            box_d = ?((r.x1 - r.x0) as f32 / d, (r.y1 - r.y0) as f32 / d),
+            widest_disc_radius_d = w / d,
+            "large red-cell region"
+        );
+        let patch = r.area as f32 > FEATURELESS_AREA * d * d && w > wide;
+        let lattice = span(r) > FEATURELESS_SPAN * d && w < thin;
+        if patch || lattice {
+            out.push(r.label);
+        }
+    }
     out.sort_unstable();
-    out.dedup();
     out
 }
 
@@ -585,6 +631,54 @@ mod tests {
             }),
             "the patch's labels are gone too"
         );
+    }
+
+    #[test]
+    fn a_thin_lattice_of_red_cell_mask_is_no_red_cell() {
+        // Flat pink photos of 640 x 480 and up gave regions spread thin over
+        // most of the field (4.1 d^2 in a 5.7 x 4.2 d box, no disc over
+        // 0.16 d), and one was counted as a red cell. Label 1: such a
+        // lattice, 3 px lines every 20 px; 2: a red cell (d 15); 3: a flat
+        // patch; 4: a clump of cells one marker grew over (over 4 d^2, 0.5 d
+        // discs).
+        let (w, d) = (100usize, 15.0f32);
+        let mut labels = vec![0u32; w * w];
+        for y in 0..w {
+            for x in 0..w {
+                if (x < 60 && x % 20 < 3) || (y < 60 && y % 20 < 3 && x < 60) {
+                    labels[y * w + x] = 1;
+                }
+            }
+        }
+        let mut disc = |cx: f32, cy: f32, r: f32, l: u32| {
+            for y in 0..w {
+                for x in 0..w {
+                    if (x as f32 - cx).hypot(y as f32 - cy) <= r {
+                        labels[y * w + x] = l;
+                    }
+                }
+            }
+        };
+        disc(85.0, 15.0, 7.0, 2);
+        disc(78.0, 78.0, 20.0, 3);
+        // 5: a sickle cell, as thin as the lattice, 2 d long: counted.
+        for x in 70..100 {
+            for y in 32..35 {
+                labels[y * w + x] = 5;
+            }
+        }
+        // 6: a lattice of under a cell's area, but spread 4 d wide.
+        for x in 50..100 {
+            labels[45 * w + x] = 6;
+            labels[46 * w + x] = 6;
+        }
+        for k in 0..6 {
+            disc(8.0 + 10.0 * k as f32, 85.0, 8.0, 4);
+        }
+        let regions = segment::regions_of(&labels, w);
+        let area = |l| regions.iter().find(|r| r.label == l).unwrap().area as f32 / (d * d);
+        assert!(area(1) > FEATURELESS_AREA && area(4) > FEATURELESS_AREA);
+        assert_eq!(featureless_labels(&labels, &regions, w, w, d), [1, 3, 6]);
     }
 
     #[test]

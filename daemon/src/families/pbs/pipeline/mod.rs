@@ -81,7 +81,7 @@ mod nucleus;
 mod scales;
 mod vote;
 
-pub use count::{count, count_stitched, rbc_crops, StitchedMaps};
+pub use count::{count, count_stitched, rbc_crops, StitchedMaps, FEATURELESS_AREA};
 pub use nucleus::drop_anucleate_white_cells;
 use scales::keep_median;
 pub use scales::{
@@ -249,6 +249,10 @@ pub struct SmearAnalysis {
     scaled_w: usize,
     #[serde(skip)]
     rbc_diameter: f32,
+    /// Regions of the red-cell mask not counted as featureless patches
+    /// (`count::FEATURELESS_AREA`): none on a smear at the size used.
+    #[serde(skip)]
+    pub featureless: usize,
 }
 
 impl SmearAnalysis {
@@ -791,6 +795,8 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.count_ms += ms(t);
+    let mut rbc_size = rbc_size;
+    rbc_size.note_featureless(analysis.featureless);
     analysis.rbc_size = Some(rbc_size);
     classify_cells(b, &mut analysis, windows, crops, &mut timings).await?;
     Ok((analysis, timings))

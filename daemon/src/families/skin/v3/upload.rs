@@ -390,7 +390,14 @@ pub async fn put_upload(
         let key = intake::blob_key(id);
         store.blobs.put(&key, &body)?;
         let fill = fill_record(&records, &img, &key);
-        if !matches!(fill, Ok(Fill::Filled)) {
+        // Not filled, or failed before the record took the file's name: the
+        // file is no one's. Kept when that cannot be read.
+        let orphan = match SkinStore::get::<Image>(&records.images, id) {
+            Ok(Some(i)) => i.blob.as_deref() != Some(key.as_str()),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if orphan {
             if let Err(e) = store.blobs.delete(&key) {
                 tracing::warn!(%key, error = %e, "skin: refused upload's file not deleted");
             }
