@@ -687,13 +687,18 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
 /// A photo of one flat colour, red cells' pink included, shows no cell to
 /// examine: its malaria finding is Indeterminate, never "not detected"
 /// (trying the API found a pink one counted as one red cell and reported
-/// as a negative, 2026-12-07).
+/// as a negative, 2026-12-07; at 400 x 300 the net's mask was a flat
+/// patch, at 640 x 480 a thin lattice).
 #[test]
 fn a_photo_with_no_cell_is_indeterminate_not_negative() {
     let tmp = tempfile::tempdir().unwrap();
-    for (name, rgb) in [("pink", [235u8, 200, 205]), ("white", [250, 250, 250])] {
+    for (name, rgb, (w, h)) in [
+        ("pink", [235u8, 200, 205], (400, 300)),
+        ("pink_vga", [235, 200, 205], (640, 480)),
+        ("white", [250, 250, 250], (400, 300)),
+    ] {
         let photo = tmp.path().join(format!("{name}.png"));
-        image::RgbImage::from_pixel(400, 300, image::Rgb(rgb))
+        image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
             .save(&photo)
             .unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))

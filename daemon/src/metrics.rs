@@ -227,7 +227,8 @@ impl Metrics {
             skin_analyses: counter_vec(
                 &r,
                 "argus_skin_analyses_total",
-                "Selfies analysed by the skin API, by outcome (analysed, no_face, failed, cleared: results erased while it was analysed).",
+                "Selfies analysed by the skin API, by outcome (analysed, no_face, failed; \
+                 cleared: its results were erased while it was analysed).",
                 &["outcome"],
             ),
             skin_algorithm_seconds: histogram_vec(

@@ -270,7 +270,8 @@ struct ImagesPage<'a> {
 /// (never the original: it shows the faces).
 #[utoipa::path(get, path = "/console/images", tag = TAG_CONSOLE, operation_id = "console_images",
     params(super::schema::PageQuery),
-    responses((status = 200, description = "A page of images.", content_type = "text/html")),
+    responses((status = 200, description = "A page of images.", content_type = "text/html"),
+        (status = 400, description = "A query parameter is given twice, or is not valid.", content_type = "text/html")),
     security(("admin_session" = [])))]
 pub async fn images(
     State(app): State<Arc<Faces>>,
@@ -365,7 +366,8 @@ struct JobsPage<'a> {
 /// Jobs, newest first, filtered as the API filters them.
 #[utoipa::path(get, path = "/console/jobs", tag = TAG_CONSOLE, operation_id = "console_jobs",
     params(super::schema::PageQuery, super::schema::JobsQuery),
-    responses((status = 200, description = "A page of jobs.", content_type = "text/html")),
+    responses((status = 200, description = "A page of jobs.", content_type = "text/html"),
+        (status = 400, description = "A query parameter is given twice, or is not valid.", content_type = "text/html")),
     security(("admin_session" = [])))]
 pub async fn jobs(
     State(app): State<Arc<Faces>>,
@@ -437,7 +439,8 @@ async fn keys_page(
 /// API keys: create (the key is shown once), rename, deactivate, delete.
 #[utoipa::path(get, path = "/console/keys", tag = TAG_CONSOLE, operation_id = "console_keys",
     params(super::schema::PageQuery),
-    responses((status = 200, description = "The key list.", content_type = "text/html")),
+    responses((status = 200, description = "The key list.", content_type = "text/html"),
+        (status = 400, description = "A query parameter is given twice, or is not valid.", content_type = "text/html")),
     security(("admin_session" = [])))]
 pub async fn keys(
     State(app): State<Arc<Faces>>,

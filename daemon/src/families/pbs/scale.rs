@@ -228,16 +228,16 @@ impl RbcScale {
         let warnings = size_warnings(diameter_px, self.source, settings, params);
         self.warning = (!warnings.is_empty()).then(|| warnings.join("; "));
     }
-}
 
-impl RbcScale {
-    /// Say that `n` regions of the red-cell mask were not counted as
-    /// featureless patches ([`pipeline::FEATURELESS_AREA`]): wider or
-    /// thinner than any red cell of the size used, they are no cells then,
-    /// but they are when the photo's cells are far larger than it (a size
-    /// that fell back, or was given wrongly). Nothing when `n` is 0.
-    pub fn note_featureless(&mut self, n: usize) {
-        if n == 0 {
+    /// Say which regions of the red-cell mask were not counted as being
+    /// like no red cell of the size used ([`pipeline::DroppedRegions`]):
+    /// patches wider than any ([`pipeline::FEATURELESS_AREA`]) and strands
+    /// thinner than any ([`pipeline::FEATURELESS_THIN`]). On a smear at
+    /// the right size there are none; where the photo's cells are far
+    /// larger (or smaller) than the size used, real cells can look like
+    /// them, so the warning says what sets the size. Nothing when none.
+    pub fn note_dropped(&mut self, dropped: pipeline::DroppedRegions) {
+        if dropped.total() == 0 {
             return;
         }
         let fix = match self.source {
@@ -245,12 +245,26 @@ impl RbcScale {
             ScaleSource::Given => "check the size given",
             _ => "set pbs.native_rbc_diameter_px or pbs.microns_per_px for this camera",
         };
+        let d = self.rbc_diameter_px;
+        let mut kinds = Vec::new();
+        if dropped.patches > 0 {
+            kinds.push(format!(
+                "{} patch(es) over {} d^2 wider than any red cell",
+                dropped.patches,
+                pipeline::FEATURELESS_AREA
+            ));
+        }
+        if dropped.lattices > 0 {
+            kinds.push(format!(
+                "{} strand(s) over {} d long thinner than any red cell",
+                dropped.lattices,
+                pipeline::FEATURELESS_SPAN
+            ));
+        }
         let w = format!(
-            "{n} region(s) of the red-cell mask over {} red-cell areas were not counted, being \
-             wider or thinner than any red cell of {:.1} px (patches where no cell shows); if \
-             this photo's red cells are that large, {fix}",
-            pipeline::FEATURELESS_AREA,
-            self.rbc_diameter_px,
+            "regions of the red-cell mask not counted, as no red cell of d = {d:.1} px looks \
+             like them: {}; if this photo's red cells are far from {d:.1} px, {fix}",
+            kinds.join(", ")
         );
         self.warning = Some(match self.warning.take() {
             Some(old) => format!("{old}; {w}"),
@@ -404,7 +418,8 @@ mod tests {
     }
 
     #[test]
-    fn featureless_patches_not_counted_are_told_with_the_fix_for_the_size_used() {
+    fn regions_not_counted_are_told_with_the_fix_for_the_size_used() {
+        use crate::families::pbs::pipeline::DroppedRegions;
         let p = CountParams::default();
         // A measured size: nothing to add for none, a note for some.
         let mut s = decide(
@@ -413,12 +428,15 @@ mod tests {
             &ScaleSettings::default(),
             &p,
         );
-        s.note_featureless(0);
+        s.note_dropped(DroppedRegions::default());
         assert_eq!(s.warning, None);
-        s.note_featureless(2);
+        s.note_dropped(DroppedRegions {
+            patches: 2,
+            lattices: 0,
+        });
         let w = s.warning.clone().unwrap();
         assert!(
-            w.starts_with("2 region(s)") && w.contains("over 4 red-cell areas"),
+            w.contains(": 2 patch(es) over 4 d^2 wider") && !w.contains("strand"),
             "{w}"
         );
         assert!(w.contains("measure of its red cells may be wrong"), "{w}");
@@ -426,9 +444,19 @@ mod tests {
         // which setting would give the camera's.
         let mut s = decide(measured(None, 2), DIMS, &ScaleSettings::default(), &p);
         let fallback = s.warning.clone().unwrap();
-        s.note_featureless(1);
+        s.note_dropped(DroppedRegions {
+            patches: 0,
+            lattices: 1,
+        });
         let w = s.warning.unwrap();
-        assert!(w.starts_with(&format!("{fallback}; 1 region(s)")), "{w}");
+        assert!(
+            w.starts_with(&format!("{fallback}; regions of the red-cell mask")),
+            "{w}"
+        );
+        assert!(
+            w.contains(": 1 strand(s) over 3 d long") && !w.contains("patch"),
+            "{w}"
+        );
         assert!(w.contains("set pbs.native_rbc_diameter_px"), "{w}");
     }
 }

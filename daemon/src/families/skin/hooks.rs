@@ -19,9 +19,10 @@
 //! quality_issues, detection_error, error, results_url, results}`, where
 //! `results` are the v1 result rows; `results_cleared` is true (and
 //! `is_ok` false) when the image's results were cleared while it was
-//! analysed, so nothing it found was kept. Over `skin_api.webhook_max_payload_bytes` (1 MB, the
-//! reference's limit for one image) the rows are left out,
-//! `results_truncated` is true, and the receiver reads `results_url`.
+//! analysed, so nothing it found was kept. Over
+//! `skin_api.webhook_max_payload_bytes` (1 MB, the reference's limit for
+//! one image) the rows are left out, `results_truncated` is true, and the
+//! receiver reads `results_url`.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};

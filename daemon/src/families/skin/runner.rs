@@ -264,13 +264,7 @@ async fn finish(
     if delivery.is_some() {
         skin.webhooks.wake();
     }
-    let outcome = if updated.clearings != img.clearings {
-        "cleared"
-    } else if a.face.is_none() {
-        "no_face"
-    } else {
-        "analysed"
-    };
+    let outcome = outcome(img.clearings, &updated, a.face.is_some());
     skin.metrics
         .skin_analyses
         .with_label_values(&[outcome])
@@ -355,6 +349,19 @@ fn record_analysis(i: &mut Image, found: &Found, clearings: u32, clean: bool) {
     i.results_cleared_unix = None;
 }
 
+/// The `argus_skin_analyses_total` outcome of an analysis that read the
+/// image when its clearings counted `clearings`, found a face or not, and
+/// left the record `updated`.
+fn outcome(clearings: u32, updated: &Image, face: bool) -> &'static str {
+    if updated.clearings != clearings {
+        "cleared"
+    } else if !face {
+        "no_face"
+    } else {
+        "analysed"
+    }
+}
+
 /// Publish each metric's result (the detector's went out at detection),
 /// then the image's notification. The results are stored together, but a
 /// stream client reads them one at a time and may stop at the first that
@@ -402,14 +409,15 @@ async fn fail(skin: &Skin, img: Image, why: &str) -> Result<(), StoreError> {
         .update_image_dropping_files(cleanup, img.id, |i| {
             i.status = ImageStatus::Failed;
             i.error = Some(why.clone());
+            i.processed_at = Some(now_rfc3339());
+            i.processed_unix = Some(unix_now());
+            i.results_cleared_unix = None;
             // Cleared since the analysis read it: the detector's row may
             // have been stored after the clearing.
             if i.clearings != img.clearings {
                 i.clear_analysis();
+                i.results_cleared_unix = i.processed_unix;
             }
-            i.processed_at = Some(now_rfc3339());
-            i.processed_unix = Some(unix_now());
-            i.results_cleared_unix = None;
         })?;
     let delivery = match &updated {
         Some(u) => super::hooks::delivery_for(skin, u)?,
@@ -494,9 +502,11 @@ mod tests {
         assert_eq!(i.quality_issues, ["blur"]);
         assert_eq!(i.processed_unix, Some(1_796_601_600));
         assert!(i.is_ok() && i.all_calculated());
-        // A second try (a transaction retried) stores the same, once.
+        // Applied again to what it wrote, it stores the same, once.
         record_analysis(&mut i, &found(), 0, false);
         assert_eq!(i.results.len(), 2);
+        assert_eq!(outcome(0, &i, true), "analysed");
+        assert_eq!(outcome(0, &i, false), "no_face");
     }
 
     /// `clear_metadata/` or retention ran while the photo was analysed
@@ -518,6 +528,7 @@ mod tests {
         assert_eq!(note["is_ok"], false);
         assert_eq!(note["results_cleared"], true);
         assert_eq!(note["algorithms"], json!([]));
+        assert_eq!(outcome(0, &i, true), "cleared");
         // The photo itself stays: clearing results is not erasing it.
         assert!(i.blob.is_some());
     }

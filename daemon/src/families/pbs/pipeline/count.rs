@@ -141,7 +141,7 @@ pub fn count_stitched(
         labels: rbc_labels,
         regions: rbc_regions,
         outline: rbc_outline,
-        featureless,
+        dropped,
     } = red_cells(m, params);
     for r in &rbc_regions {
         cells.push(to_box(CellKind::Rbc, r));
@@ -176,7 +176,7 @@ pub fn count_stitched(
         rbc_regions,
         scaled_w: sw,
         rbc_diameter: params.rbc_diameter_px,
-        featureless,
+        dropped,
     }
 }
 
@@ -188,8 +188,24 @@ struct RedCells {
     regions: Vec<segment::Region>,
     /// The outline radius of the strongest circles, a fraction of d.
     outline: Option<f32>,
-    /// Featureless patches not counted ([`FEATURELESS_AREA`]).
-    featureless: usize,
+    /// Regions not counted ([`featureless_labels`]).
+    dropped: DroppedRegions,
+}
+
+/// Regions of the red-cell mask, each at least `rbc_min_cell_area`, not
+/// counted as red cells because no cell of the size used looks like them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DroppedRegions {
+    /// Wider than any red cell ([`FEATURELESS_AREA`]).
+    pub patches: usize,
+    /// Spread thin ([`FEATURELESS_THIN`]).
+    pub lattices: usize,
+}
+
+impl DroppedRegions {
+    pub fn total(&self) -> usize {
+        self.patches + self.lattices
+    }
 }
 
 /// The red cells of stitched maps: markers at the cells' centres in the
@@ -242,7 +258,14 @@ fn red_cells(m: &StitchedMaps, params: &CountParams) -> RedCells {
         segment::watershed(&markers, &dist, &body, sw, sh)
     };
     let mut rbc_regions = segment::regions_of(&rbc_labels, sw);
-    let featureless = featureless_labels(&rbc_labels, &rbc_regions, sw, sh, params.rbc_diameter_px);
+    // What the watershed leaves under a fifth of a cell is a corner of a
+    // clump or a sliver at the photo's edge, and it comes and goes with the
+    // resampling: counted, it moved the count of the same field by a cell
+    // or two between rescaled copies (models/cbc/MODEL_CARD.md).
+    let min_cell = (params.rbc_min_cell_area * d2) as usize;
+    rbc_regions.retain(|r| r.area >= min_cell);
+    let (featureless, dropped) =
+        featureless_labels(&rbc_labels, &rbc_regions, sw, sh, params.rbc_diameter_px);
     if !featureless.is_empty() {
         rbc_regions.retain(|r| featureless.binary_search(&r.label).is_err());
         for l in rbc_labels.iter_mut() {
@@ -251,17 +274,11 @@ fn red_cells(m: &StitchedMaps, params: &CountParams) -> RedCells {
             }
         }
     }
-    // What the watershed leaves under a fifth of a cell is a corner of a
-    // clump or a sliver at the photo's edge, and it comes and goes with the
-    // resampling: counted, it moved the count of the same field by a cell
-    // or two between rescaled copies (models/cbc/MODEL_CARD.md).
-    let min_cell = (params.rbc_min_cell_area * d2) as usize;
-    rbc_regions.retain(|r| r.area >= min_cell);
     RedCells {
         labels: rbc_labels,
         regions: rbc_regions,
         outline: rbc_outline,
-        featureless: featureless.len(),
+        dropped,
     }
 }
 
@@ -295,26 +312,28 @@ pub const FEATURELESS_THIN: f32 = 0.25;
 /// See [`FEATURELESS_THIN`].
 pub const FEATURELESS_SPAN: f32 = 3.0;
 
-/// The labels of `labels` (the red cells' watershed on a `sw` x `sh` map,
-/// 0 background) of featureless patches ([`FEATURELESS_AREA`]) and thin
-/// lattices ([`FEATURELESS_THIN`]): the disc's radius is the distance to
-/// the nearest pixel of another label, the background or the map's edge.
-/// Sorted.
+/// The labels, sorted, of `regions` of `labels` (the red cells' watershed
+/// on a `sw` x `sh` map, 0 background) that are featureless patches
+/// ([`FEATURELESS_AREA`]) or thin lattices ([`FEATURELESS_THIN`]), and how
+/// many of each. A disc's radius is the distance to the nearest pixel of
+/// another label, the background or the map's edge; so a region touching
+/// the edge, whose cells may be cut in half there, is never a lattice.
 fn featureless_labels(
     labels: &[u32],
     regions: &[segment::Region],
     sw: usize,
     sh: usize,
     d: f32,
-) -> Vec<u32> {
+) -> (Vec<u32>, DroppedRegions) {
     let span = |r: &segment::Region| (r.x1 - r.x0).max(r.y1 - r.y0) as f32;
     let big: Vec<u32> = regions
         .iter()
         .filter(|r| r.area as f32 > FEATURELESS_AREA * d * d || span(r) > FEATURELESS_SPAN * d)
         .map(|r| r.label)
         .collect();
+    let mut dropped = DroppedRegions::default();
     if big.is_empty() {
-        return big;
+        return (big, dropped);
     }
     // A pixel is inside its region when its four neighbours share its label.
     let inside: Vec<bool> = (0..labels.len())
@@ -348,14 +367,18 @@ fn featureless_labels(
             widest_disc_radius_d = w / d,
             "large red-cell region"
         );
-        let patch = r.area as f32 > FEATURELESS_AREA * d * d && w > wide;
-        let lattice = span(r) > FEATURELESS_SPAN * d && w < thin;
-        if patch || lattice {
-            out.push(r.label);
+        let at_edge = r.x0 == 0 || r.y0 == 0 || r.x1 == sw || r.y1 == sh;
+        if r.area as f32 > FEATURELESS_AREA * d * d && w > wide {
+            dropped.patches += 1;
+        } else if span(r) > FEATURELESS_SPAN * d && w < thin && !at_edge {
+            dropped.lattices += 1;
+        } else {
+            continue;
         }
+        out.push(r.label);
     }
     out.sort_unstable();
-    out
+    (out, dropped)
 }
 
 /// The connected parts of `inner` of at least `rbc_min_area * d^2`, as
@@ -643,14 +666,14 @@ mod tests {
         // discs).
         let (w, d) = (100usize, 15.0f32);
         let mut labels = vec![0u32; w * w];
-        for y in 0..w {
-            for x in 0..w {
-                if (x < 60 && x % 20 < 3) || (y < 60 && y % 20 < 3 && x < 60) {
+        for y in 4..64 {
+            for x in 4..64 {
+                if (x - 4) % 20 < 3 || (y - 4) % 20 < 3 {
                     labels[y * w + x] = 1;
                 }
             }
         }
-        let mut disc = |cx: f32, cy: f32, r: f32, l: u32| {
+        let disc = |labels: &mut [u32], (cx, cy): (f32, f32), r: f32, l: u32| {
             for y in 0..w {
                 for x in 0..w {
                     if (x as f32 - cx).hypot(y as f32 - cy) <= r {
@@ -659,26 +682,40 @@ mod tests {
                 }
             }
         };
-        disc(85.0, 15.0, 7.0, 2);
-        disc(78.0, 78.0, 20.0, 3);
+        disc(&mut labels, (85.0, 15.0), 7.0, 2);
+        disc(&mut labels, (78.0, 78.0), 20.0, 3);
         // 5: a sickle cell, as thin as the lattice, 2 d long: counted.
-        for x in 70..100 {
+        for x in 68..98 {
             for y in 32..35 {
                 labels[y * w + x] = 5;
             }
         }
-        // 6: a lattice of under a cell's area, but spread 4 d wide.
-        for x in 50..100 {
-            labels[45 * w + x] = 6;
-            labels[46 * w + x] = 6;
+        // 6: a lattice of under a cell's area, but spread 3.3 d wide.
+        for x in 48..98 {
+            labels[52 * w + x] = 6;
+            labels[53 * w + x] = 6;
+        }
+        // 7: as thin and long, but along the map's edge, where cells cut in
+        // half look thin: counted.
+        for x in 0..60 {
+            labels[97 * w + x] = 7;
+            labels[98 * w + x] = 7;
         }
         for k in 0..6 {
-            disc(8.0 + 10.0 * k as f32, 85.0, 8.0, 4);
+            disc(&mut labels, (8.0 + 10.0 * k as f32, 85.0), 8.0, 4);
         }
         let regions = segment::regions_of(&labels, w);
         let area = |l| regions.iter().find(|r| r.label == l).unwrap().area as f32 / (d * d);
         assert!(area(1) > FEATURELESS_AREA && area(4) > FEATURELESS_AREA);
-        assert_eq!(featureless_labels(&labels, &regions, w, w, d), [1, 3, 6]);
+        let (out, dropped) = featureless_labels(&labels, &regions, w, w, d);
+        assert_eq!(out, [1, 3, 6]);
+        assert_eq!(
+            dropped,
+            DroppedRegions {
+                patches: 1,
+                lattices: 2
+            }
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ mod nucleus;
 mod scales;
 mod vote;
 
-pub use count::{count, count_stitched, rbc_crops, StitchedMaps, FEATURELESS_AREA};
+pub use count::{
+    count, count_stitched, rbc_crops, DroppedRegions, StitchedMaps, FEATURELESS_AREA,
+    FEATURELESS_SPAN, FEATURELESS_THIN,
+};
 pub use nucleus::drop_anucleate_white_cells;
 use scales::keep_median;
 pub use scales::{
@@ -249,10 +252,10 @@ pub struct SmearAnalysis {
     scaled_w: usize,
     #[serde(skip)]
     rbc_diameter: f32,
-    /// Regions of the red-cell mask not counted as featureless patches
-    /// (`count::FEATURELESS_AREA`): none on a smear at the size used.
+    /// Regions of the red-cell mask not counted, being like no red cell of
+    /// the size used (count::featureless_labels).
     #[serde(skip)]
-    pub featureless: usize,
+    pub dropped: DroppedRegions,
 }
 
 impl SmearAnalysis {
@@ -796,7 +799,7 @@ pub async fn analyse(
     };
     timings.count_ms += ms(t);
     let mut rbc_size = rbc_size;
-    rbc_size.note_featureless(analysis.featureless);
+    rbc_size.note_dropped(analysis.dropped);
     analysis.rbc_size = Some(rbc_size);
     classify_cells(b, &mut analysis, windows, crops, &mut timings).await?;
     Ok((analysis, timings))

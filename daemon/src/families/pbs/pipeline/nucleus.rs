@@ -124,7 +124,7 @@ mod tests {
             rbc_regions: Vec::new(),
             scaled_w: 200,
             rbc_diameter: 50.0,
-            featureless: 0,
+            dropped: Default::default(),
         };
         let mut kept = a.clone();
         drop_anucleate_white_cells(&mut kept, &photo, 0.0);

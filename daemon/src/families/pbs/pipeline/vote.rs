@@ -159,7 +159,7 @@ mod tests {
             rbc_regions: regions,
             scaled_w: w,
             rbc_diameter: 10.0,
-            featureless: 0,
+            dropped: Default::default(),
         }
     }
 
