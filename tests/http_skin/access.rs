@@ -280,6 +280,36 @@ async fn tenants_are_isolated_and_tokens_behave() {
     assert_eq!(call(&s, "GET", &a_subject, &short, None).await.0, 200);
     tokio::time::sleep(Duration::from_millis(2600)).await;
     assert_eq!(call(&s, "GET", &a_subject, &short, None).await.0, 401);
+    // A login may be an HTML form, as the reference's parsers take it
+    // (Python's `requests.post(url, data=...)`); a field twice is refused.
+    let form = |fields: &'static [(&'static str, &'static str)]| {
+        s.client.post(s.url("/api/v1/login/")).form(fields).send()
+    };
+    let r = form(&[
+        ("username", "owner@clinic-b.test"),
+        ("password", "correct horse battery"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["access_token"].as_str().is_some_and(|t| !t.is_empty()),
+        "{v}"
+    );
+    let r = form(&[
+        ("username", "owner@clinic-b.test"),
+        ("password", "correct horse battery"),
+        ("password", "another"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["detail"].as_str().unwrap().contains("more than once"),
+        "{v}"
+    );
     // Logins are limited per address and user name.
     let mut last = 0;
     let mut retry = None;

@@ -798,7 +798,6 @@ pub async fn analyse(
         .map_err(|e| CellError::Inference(e.to_string()))?
     };
     timings.count_ms += ms(t);
-    let mut rbc_size = rbc_size;
     rbc_size.note_dropped(analysis.dropped);
     analysis.rbc_size = Some(rbc_size);
     classify_cells(b, &mut analysis, windows, crops, &mut timings).await?;

@@ -268,22 +268,64 @@ fn login_body(skin: &Skin, user: &User) -> LoginResponse {
     }
 }
 
+/// The credentials of a login body: a form when `Content-Type` says so,
+/// else JSON. A name given twice in a form is refused, as the appliance
+/// refuses a repeated query name.
+fn login_body_of(parts: &Parts, body: &[u8]) -> SkinResult<LoginBody> {
+    let form = parts
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| ct.split(';').next())
+        .is_some_and(|e| {
+            e.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
+    if !form {
+        return serde_json::from_slice(crate::http::without_bom(body))
+            .map_err(|e| SkinError::BadRequest(format!("JSON parse error - {e}")));
+    }
+    let mut b = LoginBody {
+        username: None,
+        password: None,
+    };
+    for (k, v) in url::form_urlencoded::parse(body) {
+        let slot = match k.as_ref() {
+            "username" | "email" => &mut b.username,
+            "password" => &mut b.password,
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(SkinError::BadRequest(format!(
+                "Form parse error - `{k}` is given more than once."
+            )));
+        }
+    }
+    Ok(b)
+}
+
 /// Log in with an e-mail address and password.
 ///
 /// Answers an access token (HS256 JWT, valid `skin_api.access_token_secs`,
 /// 1 h by default) and a refresh token. Attempts are limited per client
 /// address and per user name (`auth.admin_login_per_minute`) before any
 /// password is checked: over the limit, 429 with `Retry-After` (seconds).
-/// A UTF-8 byte-order mark before the JSON is ignored.
+/// The body is JSON (a UTF-8 byte-order mark before it is ignored) or, as
+/// the reference's parsers take it too, an HTML form
+/// (`application/x-www-form-urlencoded`: Python's `requests.post(url,
+/// data=...)`).
 #[utoipa::path(
     post,
     path = "/api/v1/login/",
     tag = crate::http::openapi::TAG_SKIN,
     operation_id = "skin_login",
-    request_body = LoginBody,
+    request_body(content(
+        (LoginBody = "application/json"),
+        (LoginBody = "application/x-www-form-urlencoded"),
+    )),
     responses(
         (status = 200, description = "Logged in.", body = LoginResponse),
-        (status = 400, description = "Not JSON, or `username` or `password` missing.", body = SkinErrorBody),
+        (status = 400, description = "Neither JSON nor a form, or `username` or `password` missing.", body = SkinErrorBody),
         (status = 401, description = "No active account with these credentials.", body = SkinErrorBody),
         (status = 429, description = "Too many attempts; `Retry-After` says when to try again (seconds).", body = SkinErrorBody),
         (status = 500, description = "Internal error.", body = SkinErrorBody),
@@ -294,8 +336,7 @@ pub async fn login(
     parts: Parts,
     body: axum::body::Bytes,
 ) -> SkinResult<Json<LoginResponse>> {
-    let b: LoginBody = serde_json::from_slice(crate::http::without_bom(&body))
-        .map_err(|e| SkinError::BadRequest(format!("JSON parse error - {e}")))?;
+    let b = login_body_of(&parts, &body)?;
     let username = b.username.unwrap_or_default().trim().to_string();
     let pw = b.password.unwrap_or_default();
     if username.is_empty() {
@@ -369,10 +410,13 @@ pub async fn login(
     path = "/api/v1/auth/login/",
     tag = crate::http::openapi::TAG_SKIN,
     operation_id = "skin_auth_login",
-    request_body = LoginBody,
+    request_body(content(
+        (LoginBody = "application/json"),
+        (LoginBody = "application/x-www-form-urlencoded"),
+    )),
     responses(
         (status = 200, description = "Logged in.", body = LoginResponse),
-        (status = 400, description = "Not JSON, or `username` or `password` missing.", body = SkinErrorBody),
+        (status = 400, description = "Neither JSON nor a form, or `username` or `password` missing.", body = SkinErrorBody),
         (status = 401, description = "No active account with these credentials.", body = SkinErrorBody),
         (status = 429, description = "Too many attempts; `Retry-After` says when to try again (seconds).", body = SkinErrorBody),
         (status = 500, description = "Internal error.", body = SkinErrorBody),
