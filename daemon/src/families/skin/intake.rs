@@ -248,7 +248,7 @@ fn add_record(
     {
         return Ok(false);
     }
-    SkinStore::put(&records.images, x.id, x)?;
+    records.put_image(x)?;
     if x.status == ImageStatus::Queued {
         queue.enqueue(x.id)?;
     } else if x.status == ImageStatus::Uploaded {

@@ -281,11 +281,23 @@ pub struct SkinStore {
     pub subjects: sled::Tree,
     pub batches: sled::Tree,
     pub images: sled::Tree,
+    /// Each image's key under its batch: batch id ++ image id, no value
+    /// ([`SkinStore::batch_images`]). Written before the image; an entry
+    /// whose image is gone is skipped.
+    batch_index: sled::Tree,
     pub uploads: sled::Tree,
     pub webhooks: sled::Tree,
     /// Locks held while an image joins a batch or its upload fills it
     /// ([`SkinStore::intake_lock`]).
     intake: Vec<std::sync::Mutex<()>>,
+}
+
+/// The batch index key of image `image` of batch `batch`.
+fn batch_key(batch: Uuid, image: Uuid) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..16].copy_from_slice(batch.as_bytes());
+    k[16..].copy_from_slice(image.as_bytes());
+    k
 }
 
 /// How many intake locks batches share: enough that uploads to different
@@ -295,7 +307,7 @@ const INTAKE_STRIPES: usize = 64;
 impl SkinStore {
     pub fn open(db: &sled::Db) -> Result<Self, StoreError> {
         let t = |n: &str| db.open_tree(format!("skin_{n}"));
-        Ok(Self {
+        let s = Self {
             companies: t("companies")?,
             company_names: t("company_names")?,
             users: t("users")?,
@@ -306,12 +318,60 @@ impl SkinStore {
             subjects: t("subjects")?,
             batches: t("batches")?,
             images: t("images")?,
+            batch_index: t("batch_images")?,
             uploads: t("uploads")?,
             webhooks: t("webhooks")?,
             intake: (0..INTAKE_STRIPES)
                 .map(|_| std::sync::Mutex::new(()))
                 .collect(),
-        })
+        };
+        s.index_batches()?;
+        Ok(s)
+    }
+
+    /// Give every image its batch index entry: a store from before the
+    /// index has none, and a crash between an entry and its image leaves
+    /// only an entry, which is skipped. Idempotent; one pass at start.
+    fn index_batches(&self) -> Result<(), StoreError> {
+        for img in Self::scan(&self.images, |_: &Image| true)? {
+            self.batch_index
+                .insert(batch_key(img.batch_id, img.id), &[])?;
+        }
+        Ok(())
+    }
+
+    /// Store new image `img` with its batch index entry.
+    pub fn put_image(&self, img: &Image) -> Result<(), StoreError> {
+        self.batch_index
+            .insert(batch_key(img.batch_id, img.id), &[])?;
+        Self::put(&self.images, img.id, img)
+    }
+
+    /// Remove image `img` and its batch index entry if its upload has
+    /// lapsed by `now` ([`Image::upload_lapsed`]) as it is stored now: a
+    /// PUT that found its URL valid just before the caller read the clock
+    /// may have filled it since (it checks again under the batch's intake
+    /// lock). Returns whether it was removed.
+    pub fn remove_if_lapsed(&self, img: &Image, now: u64) -> Result<bool, StoreError> {
+        let mut removed = false;
+        self.images.fetch_and_update(img.id.as_bytes(), |old| {
+            let old = old?;
+            // Decided afresh if the update retries.
+            removed =
+                matches!(serde_json::from_slice::<Image>(old), Ok(cur) if cur.upload_lapsed(now));
+            (!removed).then(|| old.to_vec())
+        })?;
+        if removed {
+            self.batch_index.remove(batch_key(img.batch_id, img.id))?;
+        }
+        Ok(removed)
+    }
+
+    /// Remove image `img` and its batch index entry.
+    pub fn remove_image(&self, img: &Image) -> Result<(), StoreError> {
+        self.images.remove(img.id.as_bytes())?;
+        self.batch_index.remove(batch_key(img.batch_id, img.id))?;
+        Ok(())
     }
 
     /// The lock of batch `batch`'s intake. "One image per side per batch"
@@ -486,12 +546,21 @@ impl SkinStore {
     }
 
     /// The images of batch `batch`, by side, without those whose upload
-    /// lapsed ([`Image::upload_lapsed`]).
+    /// lapsed ([`Image::upload_lapsed`]). Reads the batch's own images
+    /// through the index, not the whole store.
     pub fn batch_images(&self, batch: Uuid) -> Result<Vec<Image>, StoreError> {
         let now = crate::store::unix_now();
-        let mut v = Self::scan(&self.images, |i: &Image| {
-            i.batch_id == batch && !i.upload_lapsed(now)
-        })?;
+        let mut v = Vec::new();
+        for entry in self.batch_index.scan_prefix(batch.as_bytes()) {
+            let (key, _) = entry?;
+            let id = Uuid::from_slice(&key[16..])
+                .map_err(|e| StoreError::Corrupt(format!("batch index: {e}")))?;
+            if let Some(i) = Self::get::<Image>(&self.images, id)? {
+                if i.batch_id == batch && !i.upload_lapsed(now) {
+                    v.push(i);
+                }
+            }
+        }
         v.sort_by_key(|i| i.side_id);
         Ok(v)
     }
@@ -540,6 +609,53 @@ impl Image {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch's images come from its index, which a store from before the
+    /// index gets at open, and which removals keep.
+    #[test]
+    fn a_batch_reads_its_images_through_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::Config::new().path(dir.path()).open().unwrap();
+        let s = SkinStore::open(&db).unwrap();
+        let batch = Uuid::now_v7();
+        let side = |side_id| Image {
+            batch_id: batch,
+            side_id,
+            ..Image::sample(ImageStatus::Uploaded)
+        };
+        let (left, front) = (side(3), side(1));
+        s.put_image(&left).unwrap();
+        s.put_image(&front).unwrap();
+        s.put_image(&Image::sample(ImageStatus::Uploaded)).unwrap();
+        let sides = |s: &SkinStore| -> Vec<u32> {
+            s.batch_images(batch)
+                .unwrap()
+                .iter()
+                .map(|i| i.side_id)
+                .collect()
+        };
+        assert_eq!(sides(&s), [1, 3]);
+        // An image stored before the index existed: found once reopened.
+        let old = side(2);
+        SkinStore::put(&s.images, old.id, &old).unwrap();
+        assert_eq!(sides(&s), [1, 3]);
+        drop(s);
+        let s = SkinStore::open(&db).unwrap();
+        assert_eq!(sides(&s), [1, 2, 3]);
+        s.remove_image(&left).unwrap();
+        assert_eq!(sides(&s), [1, 2]);
+        // A lapsed upload is not listed, and its removal takes its entry.
+        let lapsed = Image {
+            status: ImageStatus::AwaitingUpload,
+            upload_expires_unix: Some(10),
+            ..side(3)
+        };
+        s.put_image(&lapsed).unwrap();
+        assert_eq!(sides(&s), [1, 2]);
+        assert!(!s.remove_if_lapsed(&front, 20).unwrap(), "not awaiting");
+        assert!(s.remove_if_lapsed(&lapsed, 20).unwrap());
+        assert_eq!(s.batch_index.scan_prefix(batch.as_bytes()).count(), 2);
+    }
 
     #[test]
     fn image_update_is_read_modify_write_and_names_are_case_blind() {

@@ -118,18 +118,7 @@ pub fn sweep(skin: &Skin, now: u64) -> Result<(usize, usize), StoreError> {
     // record, which no view shows (`SkinStore::batch_images`).
     let lapsed = SkinStore::scan(&skin.records.images, |i: &Image| i.upload_lapsed(now))?;
     for img in &lapsed {
-        // Removed only if still lapsed: a PUT that found its URL valid
-        // just before this sweep read the clock may have filled it since
-        // the scan (it checks again under the batch's intake lock).
-        skin.records
-            .images
-            .fetch_and_update(img.id.as_bytes(), |old| {
-                let old = old?;
-                match serde_json::from_slice::<Image>(old) {
-                    Ok(cur) if cur.upload_lapsed(now) => None,
-                    _ => Some(old.to_vec()),
-                }
-            })?;
+        skin.records.remove_if_lapsed(img, now)?;
     }
     if !lapsed.is_empty() {
         skin.store.flush()?;

@@ -253,7 +253,7 @@ async fn remove_subjects(skin: &Skin, mut ids: Vec<Uuid>) -> SkinResult<()> {
         let images = SkinStore::scan(&records.images, |i: &Image| of(&i.subject_id))?;
         for img in images {
             super::super::retention::queue_blob_cleanup(&store, &img, true)?;
-            records.images.remove(img.id.as_bytes())?;
+            records.remove_image(&img)?;
         }
         for b in SkinStore::scan(&records.batches, |b: &Batch| of(&b.subject_id))? {
             records.batches.remove(b.id.as_bytes())?;

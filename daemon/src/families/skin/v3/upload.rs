@@ -469,7 +469,7 @@ mod tests {
             upload_expires_unix: Some(expires),
             ..Image::sample(ImageStatus::AwaitingUpload)
         };
-        SkinStore::put(&s.images, img.id, &img).unwrap();
+        s.put_image(&img).unwrap();
         img
     }
 
