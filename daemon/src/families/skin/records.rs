@@ -331,11 +331,24 @@ impl SkinStore {
 
     /// Give every image its batch index entry: a store from before the
     /// index has none, and a crash between an entry and its image leaves
-    /// only an entry, which is skipped. Idempotent; one pass at start.
+    /// only an entry, which is skipped. Idempotent; one pass at start,
+    /// one record at a time, reading only the two ids; a record that
+    /// cannot be read is left to the views that read it (logged), rather
+    /// than keeping the daemon from starting.
     fn index_batches(&self) -> Result<(), StoreError> {
-        for img in Self::scan(&self.images, |_: &Image| true)? {
-            self.batch_index
-                .insert(batch_key(img.batch_id, img.id), &[])?;
+        #[derive(Deserialize)]
+        struct Ids {
+            id: Uuid,
+            batch_id: Uuid,
+        }
+        for item in self.images.iter() {
+            let (key, v) = item?;
+            match serde_json::from_slice::<Ids>(&v) {
+                Ok(i) => {
+                    self.batch_index.insert(batch_key(i.batch_id, i.id), &[])?;
+                }
+                Err(e) => tracing::warn!(key = ?key, error = %e, "skin: image record not indexed"),
+            }
         }
         Ok(())
     }
@@ -639,6 +652,10 @@ mod tests {
         let old = side(2);
         SkinStore::put(&s.images, old.id, &old).unwrap();
         assert_eq!(sides(&s), [1, 3]);
+        // A record that cannot be read does not keep the store from opening.
+        s.images
+            .insert(Uuid::now_v7().as_bytes(), &b"{not json"[..])
+            .unwrap();
         drop(s);
         let s = SkinStore::open(&db).unwrap();
         assert_eq!(sides(&s), [1, 2, 3]);
