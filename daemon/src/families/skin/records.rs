@@ -285,6 +285,8 @@ pub struct SkinStore {
     /// ([`SkinStore::batch_images`]). Written before the image; an entry
     /// whose image is gone is skipped.
     batch_index: sled::Tree,
+    /// The family's store-format markers ([`BATCH_INDEX_BUILT`]).
+    meta: sled::Tree,
     pub uploads: sled::Tree,
     pub webhooks: sled::Tree,
     /// Locks held while an image joins a batch or its upload fills it
@@ -299,6 +301,13 @@ fn batch_key(batch: Uuid, image: Uuid) -> [u8; 32] {
     k[16..].copy_from_slice(image.as_bytes());
     k
 }
+
+/// Key in `skin_meta` set once every image stored before the batch index
+/// existed has its entry: from then on [`SkinStore::put_image`] writes each
+/// entry before its image, so opening the store need not read the images
+/// again. (A daemon older than the index, run on the store afterwards,
+/// would add images without entries: downgrades are not supported.)
+const BATCH_INDEX_BUILT: &[u8] = b"batch_index_v1";
 
 /// How many intake locks batches share: enough that uploads to different
 /// batches seldom wait on each other, few enough to cost nothing.
@@ -319,6 +328,7 @@ impl SkinStore {
             batches: t("batches")?,
             images: t("images")?,
             batch_index: t("batch_images")?,
+            meta: t("meta")?,
             uploads: t("uploads")?,
             webhooks: t("webhooks")?,
             intake: (0..INTAKE_STRIPES)
@@ -329,13 +339,17 @@ impl SkinStore {
         Ok(s)
     }
 
-    /// Give every image its batch index entry: a store from before the
-    /// index has none, and a crash between an entry and its image leaves
-    /// only an entry, which is skipped. Idempotent; one pass at start,
-    /// one record at a time, reading only the two ids; a record that
-    /// cannot be read is left to the views that read it (logged), rather
-    /// than keeping the daemon from starting.
+    /// Give every image of a store from before the batch index its entry,
+    /// once: the pass ends by setting [`BATCH_INDEX_BUILT`], and a store
+    /// that has it (or a new one) is not read at all. One record at a
+    /// time, reading only the two ids; idempotent, so a pass cut short is
+    /// run again at the next start. A record that cannot be read is left
+    /// to the views that read it (logged), rather than keeping the daemon
+    /// from starting.
     fn index_batches(&self) -> Result<(), StoreError> {
+        if self.meta.contains_key(BATCH_INDEX_BUILT)? {
+            return Ok(());
+        }
         #[derive(Deserialize)]
         struct Ids {
             id: Uuid,
@@ -350,6 +364,9 @@ impl SkinStore {
                 Err(e) => tracing::warn!(key = ?key, error = %e, "skin: image record not indexed"),
             }
         }
+        // Entries first: the marker must not outlive them in a crash.
+        self.batch_index.flush()?;
+        self.meta.insert(BATCH_INDEX_BUILT, &[])?;
         Ok(())
     }
 
@@ -629,17 +646,21 @@ mod tests {
     fn a_batch_reads_its_images_through_the_index() {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let s = SkinStore::open(&db).unwrap();
         let batch = Uuid::now_v7();
         let side = |side_id| Image {
             batch_id: batch,
             side_id,
             ..Image::sample(ImageStatus::Uploaded)
         };
-        let (left, front) = (side(3), side(1));
-        s.put_image(&left).unwrap();
-        s.put_image(&front).unwrap();
-        s.put_image(&Image::sample(ImageStatus::Uploaded)).unwrap();
+        // A store from before the index: images with no entries, one
+        // record that cannot be read (it must not keep the store closed).
+        let old = side(2);
+        let images = db.open_tree("skin_images").unwrap();
+        SkinStore::put(&images, old.id, &old).unwrap();
+        images
+            .insert(Uuid::now_v7().as_bytes(), &b"{not json"[..])
+            .unwrap();
+        let s = SkinStore::open(&db).unwrap();
         let sides = |s: &SkinStore| -> Vec<u32> {
             s.batch_images(batch)
                 .unwrap()
@@ -647,18 +668,19 @@ mod tests {
                 .map(|i| i.side_id)
                 .collect()
         };
-        assert_eq!(sides(&s), [1, 3]);
-        // An image stored before the index existed: found once reopened.
-        let old = side(2);
-        SkinStore::put(&s.images, old.id, &old).unwrap();
-        assert_eq!(sides(&s), [1, 3]);
-        // A record that cannot be read does not keep the store from opening.
-        s.images
-            .insert(Uuid::now_v7().as_bytes(), &b"{not json"[..])
-            .unwrap();
+        assert_eq!(sides(&s), [2]);
+        let (left, front) = (side(3), side(1));
+        s.put_image(&left).unwrap();
+        s.put_image(&front).unwrap();
+        s.put_image(&Image::sample(ImageStatus::Uploaded)).unwrap();
+        assert_eq!(sides(&s), [1, 2, 3]);
+        // Built once: the next open does not read the images again.
+        let unindexed = side(4);
+        SkinStore::put(&s.images, unindexed.id, &unindexed).unwrap();
         drop(s);
         let s = SkinStore::open(&db).unwrap();
         assert_eq!(sides(&s), [1, 2, 3]);
+        s.remove_image(&unindexed).unwrap();
         s.remove_image(&left).unwrap();
         assert_eq!(sides(&s), [1, 2]);
         // A lapsed upload is not listed, and its removal takes its entry.
