@@ -134,6 +134,7 @@ fn hand_made_differential() -> WbcDifferentialReport {
                 classes,
                 review: 3,
                 cells: vec![cell(None), cell(None), cell(None), cell(Some("lymphocyte"))],
+                unlike_smear: false,
             }],
             model: "wbc_classifier (test)",
             min_confidence: 0.6,
@@ -350,6 +351,30 @@ fn no_negative_malaria_finding_without_a_cell_examined() {
     )
     .unwrap();
     assert_eq!(finding(&positive), "260373001");
+    assert_eq!(positive["status"], "final");
+
+    // The same finding from a photo marked unlike a smear's monolayer is
+    // preliminary, for review, report and observations alike.
+    let mut marked = stored(4, 36);
+    marked["files"] = json!([
+        {"file_id": "sha224-i-00", "positive_count": 4, "negative_count": 36, "unlike_smear": true},
+    ]);
+    let held =
+        serde_json::to_value(fhir::diagnostic_report("MALARIA_ANY_ANY", &marked, &src).unwrap())
+            .unwrap();
+    assert_valid_fhir(&held);
+    assert_eq!(held["status"], "preliminary");
+    assert_eq!(finding(&held), "260373001");
+    for o in held["contained"].as_array().unwrap() {
+        if o["resourceType"] == "Observation" {
+            assert_eq!(o["status"], "preliminary", "{o}");
+        }
+    }
+    let conclusion = held["conclusion"].as_str().unwrap();
+    assert!(
+        conclusion.starts_with("Preliminary, for review: 1 of 1 field(s) (sha224-i-00)"),
+        "{conclusion}"
+    );
 }
 
 #[test]
@@ -682,6 +707,66 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
         "{classified}"
     );
     observation(malaria, LOINC, "51587-4");
+    // A smear's report is final; its photo is not marked.
+    assert_eq!(
+        (cbc["status"].as_str(), malaria["status"].as_str()),
+        (Some("final"), Some("final"))
+    );
+    assert!(
+        plain["analysis"]["rbc_size"].get("unlike_smear").is_none(),
+        "{plain}"
+    );
+}
+
+/// A photo of something else than a smear: the red-cell net takes parts of
+/// it for red cells and the malaria classifier calls some parasitized, so
+/// before the shape check the astronaut photo gave 32 red cells and a
+/// "Detected" finding (2026-12-07). Few of those cells have a red cell's
+/// round outline: the photo is marked and its reports are preliminary.
+#[test]
+fn a_photo_that_is_no_smear_gives_preliminary_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photo = format!("{ROOT}/tests/fixtures/astronaut.jpg");
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+            .current_dir(ROOT)
+            .env("ARGUS_STATE_DIR", tmp.path())
+            .env("ARGUS_LOG_FORMAT", "json")
+            .env("ARGUS_BACKEND", "cpu")
+            .env_remove("ARGUS_CONFIG")
+            .args(["pbs", "count", "--malaria"])
+            .args(extra)
+            .arg(&photo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let plain: Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
+    let size = &plain["analysis"]["rbc_size"];
+    assert_eq!(size["unlike_smear"], true, "{size}");
+    let round = size["cells_round"].as_u64().unwrap();
+    let counted = plain["analysis"]["counts"]["rbc"].as_u64().unwrap();
+    assert!(round * 100 < counted * 15, "{round} of {counted}");
+    assert!(
+        size["warning"].as_str().unwrap().contains("round outline"),
+        "{size}"
+    );
+    assert_eq!(plain["differential"]["files"][0]["unlike_smear"], true);
+    let bundle: Value = serde_json::from_str(&run(&["--fhir"])).unwrap();
+    assert_valid_fhir(&bundle);
+    for e in bundle["entry"].as_array().unwrap() {
+        let report = &e["resource"];
+        assert_eq!(report["status"], "preliminary", "{report}");
+        assert!(report["conclusion"]
+            .as_str()
+            .unwrap()
+            .starts_with("Preliminary, for review"));
+    }
 }
 
 /// A photo of one flat colour, red cells' pink included, shows no cell to

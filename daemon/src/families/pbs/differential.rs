@@ -217,6 +217,7 @@ pub fn summarise(
                     classes,
                     review,
                     cells: cells.clone(),
+                    unlike_smear: false,
                 }
             })
             .collect(),

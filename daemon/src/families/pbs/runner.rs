@@ -365,7 +365,12 @@ fn build_report(
         })
         .collect();
     let every_file = !per_file.is_empty() && cells.len() == per_file.len();
-    let differential = differential::summarise(&cells, min_confidence);
+    let mut differential = differential::summarise(&cells, min_confidence);
+    differential.mark_unlike_smear(|id| {
+        per_file
+            .iter()
+            .any(|(f, r)| f.as_str() == id && r.unlike_smear())
+    });
     let report = match task {
         "MALARIA_ANY_ANY" => serde_json::to_value(MalariaReport {
             positive_count: sum(|r| r.positive_count.unwrap_or(0)),
@@ -376,6 +381,7 @@ fn build_report(
                     file_id: id.to_string(),
                     positive_count: r.positive_count,
                     negative_count: r.negative_count,
+                    unlike_smear: r.unlike_smear(),
                 })
                 .collect(),
             model: MALARIA_MODEL,

@@ -30,6 +30,15 @@ pub const SMALLEST_PLAUSIBLE_PX: f32 = 6.0;
 /// macrocytosis: more likely a wrong `microns_per_px`).
 pub const PLAUSIBLE_UM: (f32, f32) = (4.5, 12.0);
 
+/// A photo where fewer than this share of the red cells counted show a
+/// red cell's round outline at the size used ([`RbcScale::note_shape`]) is
+/// marked `unlike_smear`. SHARE_DATA
+pub const ROUND_SHARE_MIN: f32 = 0.15;
+
+/// With fewer red cells counted than this the share says too little to
+/// mark a photo `unlike_smear` (a sparse field, a photo with a few cells).
+pub const ROUND_JUDGED_FROM: usize = 8;
+
 /// How the red-cell size of the photos is decided.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ScaleSettings {
@@ -103,6 +112,19 @@ pub struct RbcScale {
     /// none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// Red cells counted whose outline the boundary net shows as a circle
+    /// of `rbc_diameter_px` (absent for results from before it was
+    /// measured, or with `cells.rbc_circle_support` 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells_round: Option<usize>,
+    /// Too few of the red cells counted have a red cell's round outline at
+    /// this size ([`ROUND_SHARE_MIN`]): the photo may not be a stained thin
+    /// smear's monolayer (a photo of something else, a thick film), or its
+    /// red cells are far from `rbc_diameter_px`. Its counts and malaria
+    /// result are not to be relied on before a person has looked at it, and
+    /// FHIR reports that include it are `preliminary`. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unlike_smear: bool,
 }
 
 /// The diameter when the photo's own measure is not used, and its source.
@@ -165,6 +187,8 @@ pub fn decide(
         measured_px: measured.diameter_px,
         cells_measured: measured.cells,
         warning: (!warnings.is_empty()).then(|| warnings.join("; ")),
+        cells_round: None,
+        unlike_smear: false,
     }
 }
 
@@ -240,11 +264,7 @@ impl RbcScale {
         if dropped.total() == 0 {
             return;
         }
-        let fix = match self.source {
-            ScaleSource::Photo => "the photo's measure of its red cells may be wrong",
-            ScaleSource::Given => "check the size given",
-            _ => "set pbs.native_rbc_diameter_px or pbs.microns_per_px for this camera",
-        };
+        let fix = self.size_fix();
         let d = self.rbc_diameter_px;
         let mut kinds = Vec::new();
         if dropped.patches > 0 {
@@ -265,6 +285,46 @@ impl RbcScale {
             "regions of the red-cell mask not counted, as no red cell of d = {d:.1} px looks \
              like them: {}; if this photo's red cells are far from {d:.1} px, {fix}",
             kinds.join(", ")
+        );
+        self.warning = Some(match self.warning.take() {
+            Some(old) => format!("{old}; {w}"),
+            None => w,
+        });
+    }
+
+    /// What to do when the size used may be far from the photo's red
+    /// cells, by where it came from.
+    fn size_fix(&self) -> &'static str {
+        match self.source {
+            ScaleSource::Photo => "the photo's measure of its red cells may be wrong",
+            ScaleSource::Given => "check the size given",
+            _ => "set pbs.native_rbc_diameter_px or pbs.microns_per_px for this camera",
+        }
+    }
+
+    /// Record that `round` of the `counted` red cells have a red cell's
+    /// round outline at the size used (`None`: the circles are off), and
+    /// mark the photo `unlike_smear`, with a warning, when fewer than
+    /// [`ROUND_SHARE_MIN`] of at least [`ROUND_JUDGED_FROM`] do. The red
+    /// cell net takes much for red cells that is not (skin, a face, a
+    /// coffee cup), and the malaria classifier then calls some of it
+    /// parasitized, so without this a photo of anything could read as a
+    /// positive screen. A warning and a mark rather than a refusal: stains
+    /// and cameras the project has not seen may show fewer outlines.
+    pub fn note_shape(&mut self, counted: usize, round: Option<usize>) {
+        self.cells_round = round;
+        let Some(round) = round else { return };
+        if counted < ROUND_JUDGED_FROM || round as f32 >= ROUND_SHARE_MIN * counted as f32 {
+            return;
+        }
+        self.unlike_smear = true;
+        let d = self.rbc_diameter_px;
+        let w = format!(
+            "only {round} of the {counted} red cells counted have a red cell's round outline at \
+             d = {d:.1} px: this may not be a stained thin blood smear's monolayer, or its red \
+             cells are far from {d:.1} px ({}); review the photo before relying on its counts \
+             or malaria result",
+            self.size_fix()
         );
         self.warning = Some(match self.warning.take() {
             Some(old) => format!("{old}; {w}"),
@@ -415,6 +475,51 @@ mod tests {
         let before = s.clone();
         s.refine(70.0, &fine, &p);
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_photo_whose_red_cells_are_seldom_round_is_marked_unlike_a_smear() {
+        let p = CountParams::default();
+        let size = || {
+            decide(
+                measured(Some(80.0), 30),
+                DIMS,
+                &ScaleSettings::default(),
+                &p,
+            )
+        };
+        // Most round, circles off, or too few cells to judge: no mark.
+        for (counted, round) in [(40, Some(30)), (40, Some(6)), (40, None), (7, Some(0))] {
+            let mut s = size();
+            s.note_shape(counted, round);
+            assert_eq!(
+                (s.unlike_smear, &s.warning),
+                (false, &None),
+                "{round:?} of {counted}"
+            );
+            assert_eq!(s.cells_round, round);
+        }
+        // Under ROUND_SHARE_MIN of 40: marked, with a warning after any
+        // other, pointing at what sets the size.
+        let mut s = decide(measured(None, 2), DIMS, &ScaleSettings::default(), &p);
+        let fallback = s.warning.clone().unwrap();
+        s.note_shape(40, Some(5));
+        assert!(s.unlike_smear);
+        let w = s.warning.unwrap();
+        assert!(w.starts_with(&fallback), "{w}");
+        assert!(
+            w.contains("only 5 of the 40 red cells counted have a red cell's round outline"),
+            "{w}"
+        );
+        assert!(w.contains("set pbs.native_rbc_diameter_px"), "{w}");
+        // Serialized only when set.
+        let mut s = size();
+        s.note_shape(40, Some(30));
+        let j = serde_json::to_value(&s).unwrap();
+        assert!(
+            j.get("unlike_smear").is_none() && j["cells_round"] == 30,
+            "{j}"
+        );
     }
 
     #[test]

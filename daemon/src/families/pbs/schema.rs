@@ -495,6 +495,14 @@ pub struct FileResult {
     pub rbc_size: Option<RbcScale>,
 }
 
+impl FileResult {
+    /// The photo was marked unlike a smear's monolayer
+    /// ([`RbcScale::unlike_smear`]).
+    pub fn unlike_smear(&self) -> bool {
+        self.rbc_size.as_ref().is_some_and(|s| s.unlike_smear)
+    }
+}
+
 /// One file's counts in a `CBC_COUNTS` report.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = pbs::CbcFile)]
@@ -588,6 +596,11 @@ pub struct DifferentialFile {
     /// White cells left for review.
     pub review: u64,
     pub cells: Vec<DifferentialCell>,
+    /// The photo was marked unlike a smear's monolayer (its
+    /// `rbc_size.unlike_smear`): review it before relying on its cells.
+    /// Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unlike_smear: bool,
 }
 
 /// A white-cell differential: counts and percentages per class over the
@@ -609,6 +622,16 @@ pub struct WbcDifferential {
     pub min_confidence: f32,
 }
 
+impl WbcDifferential {
+    /// Mark the files whose photo `unlike` says was unlike a smear's
+    /// monolayer.
+    pub fn mark_unlike_smear(&mut self, unlike: impl Fn(&str) -> bool) {
+        for f in &mut self.files {
+            f.unlike_smear = unlike(&f.file_id);
+        }
+    }
+}
+
 /// The `WBC_DIFFERENTIAL` report.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = pbs::WbcDifferentialReport)]
@@ -627,6 +650,11 @@ pub struct MalariaFile {
     pub file_id: String,
     pub positive_count: Option<u64>,
     pub negative_count: Option<u64>,
+    /// The photo was marked unlike a smear's monolayer (see `CbcFile`'s
+    /// `rbc_size.unlike_smear`): its cells may be no red cells at all.
+    /// Absent when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unlike_smear: bool,
 }
 
 /// The `MALARIA_ANY_ANY` report: parasitized (positive) and uninfected

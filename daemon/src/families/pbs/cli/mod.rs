@@ -269,10 +269,12 @@ async fn count(config: &Config, args: CountArgs) -> Result<i32, CommandError> {
                 // The white-cell differential as the API's WBC_DIFFERENTIAL
                 // report gives it, over this one file.
                 let cells = differential::cells_of(&a, config.cells.wbc_min_confidence);
-                let differential = differential::summarise(
+                let mut differential = differential::summarise(
                     &[(file_id.clone(), cells)],
                     config.cells.wbc_min_confidence,
                 );
+                differential
+                    .mark_unlike_smear(|_| a.rbc_size.as_ref().is_some_and(|s| s.unlike_smear));
                 println!(
                     "{}",
                     serde_json::json!({
@@ -388,6 +390,7 @@ impl Counted {
             file_id,
             positive_count: Some(pos as u64),
             negative_count: Some(neg as u64),
+            unlike_smear: a.rbc_size.as_ref().is_some_and(|s| s.unlike_smear),
         });
         self.names.push(name);
     }
@@ -401,16 +404,19 @@ impl Counted {
     ) -> Result<serde_json::Value, fhir::FhirError> {
         let now = crate::store::now_rfc3339();
         let sum = |f: fn(&CbcFile) -> u64| self.cbc.iter().map(f).sum();
+        let mut differential = differential::summarise(&self.cells, params.wbc_min_confidence);
+        differential.mark_unlike_smear(|id| {
+            self.cbc
+                .iter()
+                .any(|f| f.file_id == id && f.rbc_size.as_ref().is_some_and(|s| s.unlike_smear))
+        });
         let cbc = CbcReport {
             rbc: sum(|f| f.rbc),
             wbc: sum(|f| f.wbc),
             platelets: sum(|f| f.platelets),
             files: self.cbc,
             model: schema::CBC_MODEL,
-            differential: Some(differential::summarise(
-                &self.cells,
-                params.wbc_min_confidence,
-            )),
+            differential: Some(differential),
             created_at: now.clone(),
         };
         let src = |task: &str| fhir::Source {
@@ -587,6 +593,8 @@ mod tests {
             measured_px: Some(130.0),
             cells_measured: 42,
             warning: None,
+            cells_round: None,
+            unlike_smear: false,
         };
         let text = size_text(&s);
         assert!(text.contains("110.0 px (11.0 um)"), "{text}");

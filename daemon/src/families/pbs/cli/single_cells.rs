@@ -632,6 +632,8 @@ mod tests {
             measured_px: None,
             cells_measured: 1,
             warning: None,
+            cells_round: None,
+            unlike_smear: false,
         };
         let why = unmeasured(&first).expect("no size");
         assert!(

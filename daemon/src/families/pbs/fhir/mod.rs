@@ -198,6 +198,42 @@ struct MalariaIn {
     created_at: String,
 }
 
+/// A file of any task's report, as far as its status goes: whether its
+/// photo was marked unlike a smear's monolayer (`unlike_smear` in
+/// malaria and differential files, `rbc_size.unlike_smear` in CBC files).
+#[derive(Deserialize)]
+struct FileIn {
+    file_id: String,
+    #[serde(default)]
+    unlike_smear: bool,
+    #[serde(default)]
+    rbc_size: Option<SizeIn>,
+}
+
+#[derive(Deserialize)]
+struct SizeIn {
+    #[serde(default)]
+    unlike_smear: bool,
+}
+
+#[derive(Deserialize)]
+struct FilesIn {
+    #[serde(default)]
+    files: Vec<FileIn>,
+}
+
+/// The ids of the files of `report` whose photo was marked unlike a
+/// smear's monolayer (`pbs::RbcSize.unlike_smear`).
+fn unlike_smear(task: &str, report: &Value) -> Result<Vec<String>, FhirError> {
+    let files: FilesIn = parse(task, report)?;
+    Ok(files
+        .files
+        .into_iter()
+        .filter(|f| f.unlike_smear || f.rbc_size.as_ref().is_some_and(|s| s.unlike_smear))
+        .map(|f| f.file_id)
+        .collect())
+}
+
 // ---- building ----
 
 const SPECIMEN_ID: &str = "specimen";
@@ -342,13 +378,34 @@ pub fn diagnostic_report(
         value: appliance,
     }];
     let mut property = Vec::new();
-    let (code, issued, obs, conclusion) = match task {
+    let (code, issued, mut obs, mut conclusion) = match task {
         "CBC_COUNTS" => cbc_results(task, report, src, &mut versions, &mut property)?,
         "WBC_DIFFERENTIAL" => {
             differential_results(task, report, src, &mut versions, &mut property)?
         }
         "MALARIA_ANY_ANY" => malaria_results(task, report, src, &mut versions, &mut property)?,
         other => return Err(FhirError::UnknownTask(other.into())),
+    };
+    // A report that counts a photo of something else, or one at a size
+    // far from its cells, is not final: a lab system holds a preliminary
+    // result for review instead of releasing it (R4 ObservationStatus and
+    // DiagnosticReportStatus `preliminary`).
+    let unlike = unlike_smear(task, report)?;
+    let status = if unlike.is_empty() {
+        "final"
+    } else {
+        for o in &mut obs {
+            o.status = "preliminary";
+        }
+        conclusion = format!(
+            "Preliminary, for review: {} of {} field(s) ({}) did not look like a stained thin \
+             blood smear's monolayer (too few of the red cells counted had a red cell's round \
+             outline at the size used), so their results may not be cells. {conclusion}",
+            unlike.len(),
+            src.fields.len(),
+            unlike.join(", ")
+        );
+        "preliminary"
     };
     let subject = src.patient_proxy_id.as_deref().map(Reference::patient);
     let specimen = Specimen {
@@ -396,7 +453,7 @@ pub fn diagnostic_report(
                 value: v.clone(),
             })
             .collect(),
-        status: "final",
+        status,
         category: vec![
             CodeableConcept::code(V2_0074, "LAB", "Laboratory"),
             CodeableConcept::code(V2_0074, "HM", "Hematology"),

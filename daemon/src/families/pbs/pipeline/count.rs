@@ -142,6 +142,7 @@ pub fn count_stitched(
         regions: rbc_regions,
         outline: rbc_outline,
         dropped,
+        round: rbc_round,
     } = red_cells(m, params);
     for r in &rbc_regions {
         cells.push(to_box(CellKind::Rbc, r));
@@ -177,6 +178,7 @@ pub fn count_stitched(
         scaled_w: sw,
         rbc_diameter: params.rbc_diameter_px,
         dropped,
+        rbc_round,
     }
 }
 
@@ -190,6 +192,9 @@ struct RedCells {
     outline: Option<f32>,
     /// Regions not counted ([`featureless_labels`]).
     dropped: DroppedRegions,
+    /// Counted regions holding a circle's centre ([`round_regions`]);
+    /// `None` with the circles off.
+    round: Option<usize>,
 }
 
 /// Regions of the red-cell mask, each at least `rbc_min_cell_area`, not
@@ -274,12 +279,43 @@ fn red_cells(m: &StitchedMaps, params: &CountParams) -> RedCells {
             }
         }
     }
+    let round = (params.rbc_circle_support > 0.0)
+        .then(|| round_regions(&rbc_labels, &rbc_regions, &found, sw));
+    tracing::debug!(
+        counted = rbc_regions.len(),
+        round = ?round,
+        "red cells with a red cell's outline"
+    );
     RedCells {
         labels: rbc_labels,
         regions: rbc_regions,
         outline: rbc_outline,
         dropped,
+        round,
     }
+}
+
+/// How many of `regions` (of the label image `labels`, `width` wide) hold
+/// the centre of one of `circles`: red cells whose outline the boundary
+/// map shows as a circle of the size used. On a stained thin smear at the
+/// right size most do; see [`crate::families::pbs::scale::ROUND_SHARE_MIN`].
+fn round_regions(
+    labels: &[u32],
+    regions: &[segment::Region],
+    found: &[circles::Circle],
+    width: usize,
+) -> usize {
+    let mut hit: Vec<u32> = found
+        .iter()
+        .map(|c| labels[c.y * width + c.x])
+        .filter(|&l| l != 0)
+        .collect();
+    hit.sort_unstable();
+    hit.dedup();
+    regions
+        .iter()
+        .filter(|r| hit.binary_search(&r.label).is_ok())
+        .count()
 }
 
 /// A red cell's region of the watershed (one cell's share of the mask) is
@@ -603,6 +639,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_region_is_round_when_it_holds_a_circle_centre() {
+        // Three regions in a row of 30 x 10; circles centred in the first
+        // (twice), in the third, and on the background.
+        let w = 30;
+        let mut labels: Vec<u32> = (0..w * 10).map(|i| (i % w / 10) as u32 + 1).collect();
+        labels[5 * w + 29] = 0;
+        let regions = segment::regions_of(&labels, w);
+        let at = |x, y| circles::Circle {
+            x,
+            y,
+            radius: 4.0,
+            support: 0.9,
+        };
+        let found = [at(4, 5), at(6, 5), at(25, 5), at(29, 5)];
+        assert_eq!(round_regions(&labels, &regions, &found, w), 2);
+        assert_eq!(round_regions(&labels, &regions, &[], w), 0);
+        // Only counted regions count.
+        let first: Vec<_> = regions.iter().filter(|r| r.label == 1).copied().collect();
+        assert_eq!(round_regions(&labels, &first, &found, w), 1);
     }
 
     #[test]

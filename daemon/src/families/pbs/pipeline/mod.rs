@@ -256,6 +256,11 @@ pub struct SmearAnalysis {
     /// the size used (count::featureless_labels).
     #[serde(skip)]
     pub dropped: DroppedRegions,
+    /// Counted red cells whose outline the boundary map shows as a circle
+    /// of the size used (`count::round_regions`); `None` with the circles
+    /// off (`cells.rbc_circle_support` 0).
+    #[serde(skip)]
+    pub rbc_round: Option<usize>,
 }
 
 impl SmearAnalysis {
@@ -799,6 +804,7 @@ pub async fn analyse(
     };
     timings.count_ms += ms(t);
     rbc_size.note_dropped(analysis.dropped);
+    rbc_size.note_shape(analysis.rbc_regions().len(), analysis.rbc_round);
     analysis.rbc_size = Some(rbc_size);
     classify_cells(b, &mut analysis, windows, crops, &mut timings).await?;
     Ok((analysis, timings))

@@ -125,6 +125,7 @@ mod tests {
             scaled_w: 200,
             rbc_diameter: 50.0,
             dropped: Default::default(),
+            rbc_round: None,
         };
         let mut kept = a.clone();
         drop_anucleate_white_cells(&mut kept, &photo, 0.0);

@@ -160,6 +160,7 @@ mod tests {
             scaled_w: w,
             rbc_diameter: 10.0,
             dropped: Default::default(),
+            rbc_round: None,
         }
     }
 
