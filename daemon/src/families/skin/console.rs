@@ -241,7 +241,7 @@ fn load_subject(r: &SkinStore, id: Uuid) -> Result<Option<Loaded>, StoreError> {
     let dataset = SkinStore::get::<Dataset>(&r.datasets, subject.dataset_id)?
         .map_or_else(|| "(deleted)".into(), |d| d.name);
     let batches = SkinStore::scan(&r.batches, |b: &Batch| b.subject_id == id)?.len();
-    let mut images = SkinStore::scan(&r.images, |i: &Image| i.subject_id == id)?;
+    let mut images = r.subject_images(id, |_| true)?;
     images.sort_by(|a, b| uploaded(a).total_cmp(&uploaded(b)));
     Ok(Some(Loaded {
         subject,

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::accounts::Caller;
 use super::catalog::{self, FACE_DETECTOR};
 use super::error::{SkinError, SkinErrorBody, SkinResult};
-use super::records::{Image, SkinStore, Subject};
+use super::records::{Image, Subject};
 use super::service::Skin;
 use crate::store::blocking;
 
@@ -493,9 +493,7 @@ pub async fn pdf(
             _ => None,
         };
         let sid = sub.id;
-        let mut history = SkinStore::scan(&records.images, |i: &Image| {
-            i.subject_id == sid && !i.results.is_empty()
-        })?;
+        let mut history = records.subject_images(sid, |i: &Image| !i.results.is_empty())?;
         history.sort_by_key(|i| (i.created_unix, i.id));
         Ok(ReportData {
             subject: sub,

@@ -90,11 +90,8 @@ pub async fn all_results(
         .unwrap_or(u64::MAX);
     let records = skin.records.clone();
     let mut imgs = blocking(move || {
-        SkinStore::scan(&records.images, |i: &Image| {
-            i.subject_id == s
-                && i.created_unix >= from
-                && i.created_unix <= to
-                && !i.results.is_empty()
+        records.subject_images(s, |i: &Image| {
+            i.created_unix >= from && i.created_unix <= to && !i.results.is_empty()
         })
     })
     .await?;
@@ -202,9 +199,7 @@ pub async fn smoothed_results(
     let max = positive("sample_max_size", q.sample_max_size.as_deref(), 10)? as usize;
     let records = skin.records.clone();
     let subject = img.subject_id;
-    let history =
-        blocking(move || SkinStore::scan(&records.images, |i: &Image| i.subject_id == subject))
-            .await?;
+    let history = blocking(move || records.subject_images(subject, |_| true)).await?;
     let mut out = Vec::new();
     for alg in catalog::algorithms().iter().filter(|a| {
         a.unavailable.is_none()

@@ -247,10 +247,14 @@ pub async fn delete_subject(
 /// Remove subjects with their batches, images, results and files.
 async fn remove_subjects(skin: &Skin, mut ids: Vec<Uuid>) -> SkinResult<()> {
     ids.sort();
+    ids.dedup();
     let (records, store) = (skin.records.clone(), skin.store.clone());
     blocking(move || {
         let of = |s: &Uuid| ids.binary_search(s).is_ok();
-        let images = SkinStore::scan(&records.images, |i: &Image| of(&i.subject_id))?;
+        let mut images = Vec::new();
+        for s in &ids {
+            images.extend(records.subject_images(*s, |_| true)?);
+        }
         for img in images {
             super::super::retention::queue_blob_cleanup(&store, &img, true)?;
             records.remove_image(&img)?;
