@@ -153,6 +153,7 @@ fn a_differential_is_valid_fhir_with_each_loinc_code_on_its_class() {
         patient_proxy_id: Some("PPID12345".into()),
         received_at: "2025-05-01T09:30:00Z".into(),
         fields: vec!["sha224-i-00".into()],
+        field_ids: Vec::new(),
     };
     let report =
         serde_json::to_value(fhir::diagnostic_report("WBC_DIFFERENTIAL", &stored, &src).unwrap())
@@ -260,6 +261,7 @@ fn no_percentages_without_a_classified_leukocyte() {
         patient_proxy_id: None,
         received_at: "2025-05-01T09:30:00Z".into(),
         fields: vec!["sha224-i-00".into()],
+        field_ids: Vec::new(),
     };
     let stored = serde_json::to_value(&r).unwrap();
     let report =
@@ -289,6 +291,7 @@ fn no_negative_malaria_finding_without_a_cell_examined() {
         patient_proxy_id: None,
         received_at: "2025-05-01T09:30:00Z".into(),
         fields: vec!["sha224-i-00".into()],
+        field_ids: Vec::new(),
     };
     let stored = |pos: u64, neg: u64| {
         json!({
@@ -386,6 +389,7 @@ fn the_schema_check_catches_what_is_not_fhir() {
         patient_proxy_id: None,
         received_at: "2025-05-01T09:30:00Z".into(),
         fields: vec![],
+        field_ids: Vec::new(),
     };
     let stored = serde_json::to_value(hand_made_differential()).unwrap();
     let good =
@@ -720,8 +724,8 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
 
 /// A photo of something else than a smear: the red-cell net takes parts of
 /// it for red cells and the malaria classifier calls some parasitized, so
-/// before the shape check the astronaut photo gave 32 red cells and a
-/// "Detected" finding (2026-12-07). Few of those cells have a red cell's
+/// before the shape check the astronaut photo gave 35 red cells, 6 called
+/// parasitized, and a final "Detected" finding (2026-12-07). Few of those cells have a red cell's
 /// round outline: the photo is marked and its reports are preliminary.
 #[test]
 fn a_photo_that_is_no_smear_gives_preliminary_reports() {
@@ -762,10 +766,14 @@ fn a_photo_that_is_no_smear_gives_preliminary_reports() {
     for e in bundle["entry"].as_array().unwrap() {
         let report = &e["resource"];
         assert_eq!(report["status"], "preliminary", "{report}");
-        assert!(report["conclusion"]
-            .as_str()
-            .unwrap()
-            .starts_with("Preliminary, for review"));
+        // Named as the specimen's note names it: by the photo's name.
+        let conclusion = report["conclusion"].as_str().unwrap();
+        assert!(
+            conclusion.starts_with("Preliminary, for review: 1 of 1 field(s) (")
+                && conclusion.contains("astronaut.jpg)")
+                && !conclusion.contains("sha224"),
+            "{conclusion}"
+        );
     }
 }
 

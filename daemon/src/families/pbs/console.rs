@@ -197,6 +197,22 @@ struct CbcFileStored {
     rbc: u64,
     wbc: u64,
     platelets: u64,
+    rbc_size: Option<SizeStored>,
+}
+
+/// What the page shows of a file's red-cell size: its warning, and
+/// whether the photo was marked unlike a smear's monolayer.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct SizeStored {
+    warning: Option<String>,
+    unlike_smear: bool,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct MarkedFileStored {
+    unlike_smear: bool,
 }
 
 /// The `MALARIA_ANY_ANY` report as stored.
@@ -208,6 +224,7 @@ struct MalariaStored {
     model: String,
     parasite_threshold: f32,
     created_at: String,
+    files: Vec<MarkedFileStored>,
 }
 
 /// The latest CBC report, summarised.
@@ -223,6 +240,9 @@ struct MalariaSummary {
     /// The finding in words.
     finding: String,
     positive: bool,
+    /// Files of the report whose photo was marked unlike a smear's
+    /// monolayer: the finding is preliminary, as in FHIR.
+    held: usize,
 }
 
 fn latest<T: for<'de> Deserialize<'de>>(s: &StudyRecord, task: &str) -> Option<(usize, T)> {
@@ -362,6 +382,9 @@ struct FileView {
     legend: Vec<(&'static str, &'static str, usize)>,
     /// The CBC report's counts for this file, when there is one.
     counts: Option<(u64, u64, u64)>,
+    /// The CBC report's warning about this file's red-cell size, and
+    /// whether its photo was marked unlike a smear's monolayer.
+    warning: Option<(String, bool)>,
 }
 
 fn file_views(
@@ -387,10 +410,11 @@ fn file_views(
                     (n > 0).then_some((class, label, n))
                 })
                 .collect();
-            let counts = cbc.and_then(|c| {
-                let r = c.report.files.iter().find(|x| x.file_id == f.file_id)?;
-                Some((r.rbc, r.wbc, r.platelets))
-            });
+            let row = cbc.and_then(|c| c.report.files.iter().find(|x| x.file_id == f.file_id));
+            let counts = row.map(|r| (r.rbc, r.wbc, r.platelets));
+            let warning = row
+                .and_then(|r| r.rbc_size.as_ref())
+                .and_then(|s| Some((s.warning.clone()?, s.unlike_smear)));
             FileView {
                 n: i + 1,
                 name: f.file_name.clone().unwrap_or_else(|| "(no name)".into()),
@@ -403,6 +427,7 @@ fn file_views(
                 marks,
                 legend,
                 counts,
+                warning,
             }
         })
         .collect()
@@ -491,6 +516,7 @@ pub async fn study(State(app): State<Arc<Pbs>>, op: Operator, Path(id): Path<Str
                 report.positive_count,
                 report.positive_count + report.negative_count,
             ) == MalariaFinding::Detected,
+            held: report.files.iter().filter(|f| f.unlike_smear).count(),
             report,
         });
     let threshold = malaria

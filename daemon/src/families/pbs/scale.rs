@@ -32,11 +32,12 @@ pub const PLAUSIBLE_UM: (f32, f32) = (4.5, 12.0);
 
 /// A photo where fewer than this share of the red cells counted show a
 /// red cell's round outline at the size used ([`RbcScale::note_shape`]) is
-/// marked `unlike_smear`. On 79 BCCD photos the share was 0.14-0.97, under
-/// 0.3 on four (0.14 a malaria smear of overlapping cells; 0.00 a thick
-/// area of cells in sheets, no outlines, rightly marked); on 12 photos of
-/// faces, a cat, a cup and an astronaut with 11-83 "red cells" it was
-/// 0.00-0.08 (models/cbc/MODEL_CARD.md, "Photos unlike a smear").
+/// marked `unlike_smear`. On 79 BCCD photos the share was 0.00-0.97: 0.00
+/// on one (a thick area of cells in sheets, no outlines, rightly marked),
+/// 0.14-0.30 on three (0.14 a malaria smear of overlapping cells), over 0.5
+/// on the rest; on 11 of 12 photos of faces, a cat, a cup and an astronaut
+/// with 11-83 "red cells" it was 0.00-0.08, on the twelfth (a composite
+/// face) 0.16 (models/cbc/MODEL_CARD.md, "Photos unlike a smear").
 pub const ROUND_SHARE_MIN: f32 = 0.10;
 
 /// With fewer red cells counted than this the share says too little to

@@ -600,6 +600,7 @@ pub struct DifferentialFile {
     /// `rbc_size.unlike_smear`): review it before relying on its cells.
     /// Absent when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     pub unlike_smear: bool,
 }
 
@@ -654,6 +655,7 @@ pub struct MalariaFile {
     /// `rbc_size.unlike_smear`): its cells may be no red cells at all.
     /// Absent when false.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[schema(required = false)]
     pub unlike_smear: bool,
 }
 

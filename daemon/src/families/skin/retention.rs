@@ -22,6 +22,7 @@ use super::error::SkinResult;
 use super::records::{Dataset, Image, ImageStatus, SkinStore};
 use super::service::Skin;
 use crate::store::{blocking, unix_now, Store, StoreError};
+use uuid::Uuid;
 
 const DAY: u64 = 86_400;
 /// How long a photo on the analysis queue is kept past its expiry.
@@ -176,17 +177,18 @@ pub async fn run(skin: Arc<Skin>, mut shutdown: tokio::sync::watch::Receiver<boo
     }
 }
 
-/// Erase the photos (and derived images) of every image `keep` selects.
-pub async fn erase_images(
+/// Erase the photos (and, `with_aux`, derived images) of subject
+/// `subject`'s images. Returns how many images had any.
+pub async fn erase_subject_images(
     skin: &Arc<Skin>,
-    keep: impl Fn(&Image) -> bool + Send + 'static,
+    subject: Uuid,
     with_aux: bool,
 ) -> SkinResult<usize> {
     let s = skin.clone();
     Ok(blocking(move || {
-        let imgs = SkinStore::scan(&s.records.images, |i: &Image| {
-            keep(i) && (i.blob.is_some() || !i.aux.is_empty())
-        })?;
+        let imgs = s
+            .records
+            .subject_images(subject, |i: &Image| i.blob.is_some() || !i.aux.is_empty())?;
         for img in &imgs {
             erase_one(&s, img, !with_aux)?;
         }
@@ -197,14 +199,11 @@ pub async fn erase_images(
     .await?)
 }
 
-/// Clear the results of every image `keep` selects.
-pub async fn clear_results(
-    skin: &Arc<Skin>,
-    keep: impl Fn(&Image) -> bool + Send + 'static,
-) -> SkinResult<usize> {
+/// Clear the results of subject `subject`'s images. Returns how many.
+pub async fn clear_subject_results(skin: &Arc<Skin>, subject: Uuid) -> SkinResult<usize> {
     let s = skin.clone();
     Ok(blocking(move || {
-        let imgs = SkinStore::scan(&s.records.images, |i: &Image| keep(i))?;
+        let imgs = s.records.subject_images(subject, |_| true)?;
         for img in &imgs {
             clear_one(&s, img)?;
         }

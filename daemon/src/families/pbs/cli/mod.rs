@@ -404,6 +404,7 @@ impl Counted {
     ) -> Result<serde_json::Value, fhir::FhirError> {
         let now = crate::store::now_rfc3339();
         let sum = |f: fn(&CbcFile) -> u64| self.cbc.iter().map(f).sum();
+        let ids: Vec<String> = self.cbc.iter().map(|f| f.file_id.clone()).collect();
         let mut differential = differential::summarise(&self.cells, params.wbc_min_confidence);
         differential.mark_unlike_smear(|id| {
             self.cbc
@@ -429,6 +430,7 @@ impl Counted {
             patient_proxy_id: None,
             received_at: started_at.to_string(),
             fields: self.names.clone(),
+            field_ids: ids.clone(),
         };
         let mut reports = vec![fhir::diagnostic_report(
             "CBC_COUNTS",

@@ -144,6 +144,23 @@ pub struct Source {
     pub received_at: String,
     /// The fields analysed: file ids, or names for the CLI.
     pub fields: Vec<String>,
+    /// When `fields` are names (the CLI), each one's file id, in the same
+    /// order; empty when `fields` are the file ids.
+    pub field_ids: Vec<String>,
+}
+
+impl Source {
+    /// How the report names the field of file `id`: its entry in `fields`.
+    fn field_named(&self, id: &str) -> String {
+        match self.field_ids.iter().position(|f| f == id) {
+            Some(i) => self
+                .fields
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| id.to_string()),
+            None => id.to_string(),
+        }
+    }
 }
 
 impl Source {
@@ -156,6 +173,7 @@ impl Source {
             patient_proxy_id: s.tags.get("patient_proxy_id").cloned(),
             received_at: s.created_at.clone(),
             fields: s.files.iter().map(|f| f.file_id.clone()).collect(),
+            field_ids: Vec::new(),
         }
     }
 }
@@ -220,6 +238,36 @@ struct SizeIn {
 struct FilesIn {
     #[serde(default)]
     files: Vec<FileIn>,
+}
+
+/// The status of a report whose files `unlike` (ids) were marked unlike a
+/// smear's monolayer: `final` when none was; otherwise `preliminary`, for
+/// its observations `obs` too, with `conclusion` saying why. A report that
+/// counts a photo of something else, or one at a size far from its cells,
+/// is not to be released as it is: a lab system holds a preliminary result
+/// for review (R4 ObservationStatus and DiagnosticReportStatus).
+fn hold_for_review(
+    unlike: &[String],
+    src: &Source,
+    obs: &mut [Observation],
+    conclusion: &mut String,
+) -> &'static str {
+    if unlike.is_empty() {
+        return "final";
+    }
+    for o in obs.iter_mut() {
+        o.status = "preliminary";
+    }
+    let named: Vec<String> = unlike.iter().map(|id| src.field_named(id)).collect();
+    *conclusion = format!(
+        "Preliminary, for review: {} of {} field(s) ({}) did not look like a stained thin \
+         blood smear's monolayer (too few of the red cells counted had a red cell's round \
+         outline at the size used), so their results may not be cells. {conclusion}",
+        unlike.len(),
+        src.fields.len(),
+        named.join(", ")
+    );
+    "preliminary"
 }
 
 /// The ids of the files of `report` whose photo was marked unlike a
@@ -386,27 +434,8 @@ pub fn diagnostic_report(
         "MALARIA_ANY_ANY" => malaria_results(task, report, src, &mut versions, &mut property)?,
         other => return Err(FhirError::UnknownTask(other.into())),
     };
-    // A report that counts a photo of something else, or one at a size
-    // far from its cells, is not final: a lab system holds a preliminary
-    // result for review instead of releasing it (R4 ObservationStatus and
-    // DiagnosticReportStatus `preliminary`).
     let unlike = unlike_smear(task, report)?;
-    let status = if unlike.is_empty() {
-        "final"
-    } else {
-        for o in &mut obs {
-            o.status = "preliminary";
-        }
-        conclusion = format!(
-            "Preliminary, for review: {} of {} field(s) ({}) did not look like a stained thin \
-             blood smear's monolayer (too few of the red cells counted had a red cell's round \
-             outline at the size used), so their results may not be cells. {conclusion}",
-            unlike.len(),
-            src.fields.len(),
-            unlike.join(", ")
-        );
-        "preliminary"
-    };
+    let status = hold_for_review(&unlike, src, &mut obs, &mut conclusion);
     let subject = src.patient_proxy_id.as_deref().map(Reference::patient);
     let specimen = Specimen {
         resource_type: "Specimen",

@@ -375,7 +375,7 @@ pub async fn erase_subject_photos(
     Path((c, d, s)): Path<(Uuid, Uuid, Uuid)>,
 ) -> SkinResult<Json<Erased>> {
     subject(&skin, &caller, c, d, s).await?;
-    let n = super::super::retention::erase_images(&skin, move |i| i.subject_id == s, true).await?;
+    let n = super::super::retention::erase_subject_images(&skin, s, true).await?;
     super::super::accounts::audit_ok(
         &skin,
         "subject_photos_erased",
@@ -413,7 +413,7 @@ pub async fn clear_subject_metadata(
     sub.biological_sex = None;
     sub.meta = Value::Null;
     skin.save(|r| &r.subjects, sub.id, &sub).await?;
-    super::super::retention::clear_results(&skin, move |i| i.subject_id == s).await?;
+    super::super::retention::clear_subject_results(&skin, s).await?;
     super::super::accounts::audit_ok(
         &skin,
         "subject_metadata_cleared",

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 use crate::store::{dec, enc, StoreError};
 
+mod index;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Company {
     pub id: Uuid,
@@ -288,7 +290,7 @@ pub struct SkinStore {
     /// Each image's key under its subject: subject id ++ image id, no
     /// value ([`SkinStore::subject_images`]); kept as the batch index is.
     subject_index: sled::Tree,
-    /// The family's store-format markers ([`INDEXES_BUILT`]).
+    /// The family's store-format markers ([`index::INDEXES_BUILT`]).
     meta: sled::Tree,
     pub uploads: sled::Tree,
     pub webhooks: sled::Tree,
@@ -296,21 +298,6 @@ pub struct SkinStore {
     /// ([`SkinStore::intake_lock`]).
     intake: Vec<std::sync::Mutex<()>>,
 }
-
-/// The index key of image `image` under `owner` (its batch or subject).
-fn index_key(owner: Uuid, image: Uuid) -> [u8; 32] {
-    let mut k = [0u8; 32];
-    k[..16].copy_from_slice(owner.as_bytes());
-    k[16..].copy_from_slice(image.as_bytes());
-    k
-}
-
-/// Keys in `skin_meta`, each set once every image stored before that index
-/// existed has its entry: from then on [`SkinStore::put_image`] writes the
-/// entries before the image, so opening the store need not read the images
-/// again. (A daemon older than an index, run on the store afterwards,
-/// would add images without entries: downgrades are not supported.)
-const INDEXES_BUILT: [&[u8]; 2] = [b"batch_index_v1", b"subject_index_v1"];
 
 /// How many intake locks batches share: enough that uploads to different
 /// batches seldom wait on each other, few enough to cost nothing.
@@ -339,93 +326,8 @@ impl SkinStore {
                 .map(|_| std::sync::Mutex::new(()))
                 .collect(),
         };
-        s.index_batches()?;
+        s.build_indexes()?;
         Ok(s)
-    }
-
-    /// Give every image of a store from before the batch or subject index
-    /// its entries, once: the pass ends by setting [`INDEXES_BUILT`], and a
-    /// store that has them (or a new one) is not read at all. One record at a
-    /// time, reading only the two ids; idempotent, so a pass cut short is
-    /// run again at the next start. A record that cannot be read is left
-    /// to the views that read it (logged), rather than keeping the daemon
-    /// from starting.
-    fn index_batches(&self) -> Result<(), StoreError> {
-        let mut built = true;
-        for m in INDEXES_BUILT {
-            built &= self.meta.contains_key(m)?;
-        }
-        if built {
-            return Ok(());
-        }
-        #[derive(Deserialize)]
-        struct Ids {
-            id: Uuid,
-            batch_id: Uuid,
-            subject_id: Uuid,
-        }
-        for item in self.images.iter() {
-            let (key, v) = item?;
-            match serde_json::from_slice::<Ids>(&v) {
-                Ok(i) => {
-                    self.batch_index.insert(index_key(i.batch_id, i.id), &[])?;
-                    self.subject_index
-                        .insert(index_key(i.subject_id, i.id), &[])?;
-                }
-                Err(e) => tracing::warn!(key = ?key, error = %e, "skin: image record not indexed"),
-            }
-        }
-        // Entries first: a marker must not outlive them in a crash.
-        self.batch_index.flush()?;
-        self.subject_index.flush()?;
-        for m in INDEXES_BUILT {
-            self.meta.insert(m, &[])?;
-        }
-        Ok(())
-    }
-
-    /// Store new image `img` with its batch and subject index entries.
-    pub fn put_image(&self, img: &Image) -> Result<(), StoreError> {
-        self.batch_index
-            .insert(index_key(img.batch_id, img.id), &[])?;
-        self.subject_index
-            .insert(index_key(img.subject_id, img.id), &[])?;
-        Self::put(&self.images, img.id, img)
-    }
-
-    /// Remove image `img` and its batch index entry if its upload has
-    /// lapsed by `now` ([`Image::upload_lapsed`]) as it is stored now: a
-    /// PUT that found its URL valid just before the caller read the clock
-    /// may have filled it since (it checks again under the batch's intake
-    /// lock). Returns whether it was removed.
-    pub fn remove_if_lapsed(&self, img: &Image, now: u64) -> Result<bool, StoreError> {
-        let mut removed = false;
-        self.images.fetch_and_update(img.id.as_bytes(), |old| {
-            let old = old?;
-            // Decided afresh if the update retries.
-            removed =
-                matches!(serde_json::from_slice::<Image>(old), Ok(cur) if cur.upload_lapsed(now));
-            (!removed).then(|| old.to_vec())
-        })?;
-        if removed {
-            self.remove_entries(img)?;
-        }
-        Ok(removed)
-    }
-
-    /// Remove image `img` and its index entries.
-    pub fn remove_image(&self, img: &Image) -> Result<(), StoreError> {
-        self.images.remove(img.id.as_bytes())?;
-        self.remove_entries(img)
-    }
-
-    /// Remove image `img`'s batch and subject index entries (after the
-    /// image: an entry without its image is skipped, never the reverse).
-    fn remove_entries(&self, img: &Image) -> Result<(), StoreError> {
-        self.batch_index.remove(index_key(img.batch_id, img.id))?;
-        self.subject_index
-            .remove(index_key(img.subject_id, img.id))?;
-        Ok(())
     }
 
     /// The lock of batch `batch`'s intake. "One image per side per batch"
@@ -599,18 +501,6 @@ impl SkinStore {
         Ok(old.len())
     }
 
-    /// The images of batch `batch`, by side, without those whose upload
-    /// lapsed ([`Image::upload_lapsed`]). Reads the batch's own images
-    /// through the index, not the whole store.
-    pub fn batch_images(&self, batch: Uuid) -> Result<Vec<Image>, StoreError> {
-        let now = crate::store::unix_now();
-        let mut v = self.indexed(&self.batch_index, batch, |i| {
-            i.batch_id == batch && !i.upload_lapsed(now)
-        })?;
-        v.sort_by_key(|i| i.side_id);
-        Ok(v)
-    }
-
     /// The images of subject `subject` that `keep` accepts, oldest first
     /// (as [`SkinStore::scan`] gives them: image ids are v7 UUIDs), read
     /// through the subject index, not the whole store.
@@ -690,82 +580,6 @@ impl Image {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A batch's images come from its index, which a store from before the
-    /// index gets at open, and which removals keep.
-    #[test]
-    fn batches_and_subjects_read_their_images_through_the_indexes() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new().path(dir.path()).open().unwrap();
-        let (batch, subject) = (Uuid::now_v7(), Uuid::now_v7());
-        let side = |side_id| Image {
-            batch_id: batch,
-            subject_id: subject,
-            side_id,
-            ..Image::sample(ImageStatus::Uploaded)
-        };
-        // A store from before the indexes (or with the batch index only,
-        // as session 67's first form left it): images with no entries,
-        // one record that cannot be read (it must not keep the store
-        // closed).
-        db.open_tree("skin_meta")
-            .unwrap()
-            .insert(INDEXES_BUILT[0], &[])
-            .unwrap();
-        let old = side(2);
-        let images = db.open_tree("skin_images").unwrap();
-        SkinStore::put(&images, old.id, &old).unwrap();
-        images
-            .insert(Uuid::now_v7().as_bytes(), &b"{not json"[..])
-            .unwrap();
-        let s = SkinStore::open(&db).unwrap();
-        let sides = |s: &SkinStore| -> Vec<u32> {
-            s.batch_images(batch)
-                .unwrap()
-                .iter()
-                .map(|i| i.side_id)
-                .collect()
-        };
-        assert_eq!(sides(&s), [2]);
-        let (left, front) = (side(3), side(1));
-        s.put_image(&left).unwrap();
-        s.put_image(&front).unwrap();
-        s.put_image(&Image::sample(ImageStatus::Uploaded)).unwrap();
-        assert_eq!(sides(&s), [1, 2, 3]);
-        // The subject's, oldest first, as `keep` filters them.
-        let of_subject = |s: &SkinStore, keep: fn(&Image) -> bool| -> Vec<u32> {
-            s.subject_images(subject, keep)
-                .unwrap()
-                .iter()
-                .map(|i| i.side_id)
-                .collect()
-        };
-        assert_eq!(of_subject(&s, |_| true), [2, 3, 1]);
-        assert_eq!(of_subject(&s, |i| i.side_id != 3), [2, 1]);
-        // Built once: the next open does not read the images again.
-        let unindexed = side(4);
-        SkinStore::put(&s.images, unindexed.id, &unindexed).unwrap();
-        drop(s);
-        let s = SkinStore::open(&db).unwrap();
-        assert_eq!(sides(&s), [1, 2, 3]);
-        assert_eq!(of_subject(&s, |_| true), [2, 3, 1]);
-        s.remove_image(&unindexed).unwrap();
-        s.remove_image(&left).unwrap();
-        assert_eq!(sides(&s), [1, 2]);
-        assert_eq!(of_subject(&s, |_| true), [2, 1]);
-        // A lapsed upload is not listed, and its removal takes its entry.
-        let lapsed = Image {
-            status: ImageStatus::AwaitingUpload,
-            upload_expires_unix: Some(10),
-            ..side(3)
-        };
-        s.put_image(&lapsed).unwrap();
-        assert_eq!(sides(&s), [1, 2]);
-        assert!(!s.remove_if_lapsed(&front, 20).unwrap(), "not awaiting");
-        assert!(s.remove_if_lapsed(&lapsed, 20).unwrap());
-        assert_eq!(s.batch_index.scan_prefix(batch.as_bytes()).count(), 2);
-        assert_eq!(s.subject_index.scan_prefix(subject.as_bytes()).count(), 2);
-    }
 
     #[test]
     fn image_update_is_read_modify_write_and_names_are_case_blind() {
