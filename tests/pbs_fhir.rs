@@ -636,28 +636,35 @@ async fn reports_are_served_as_fhir_and_agree_with_the_json() {
     s.stop().await;
 }
 
+/// The standard output of `argusd pbs count <args> <photo>`, run offline on
+/// the CPU with its state in `state` and no config file; it must succeed.
+fn pbs_count(state: &std::path::Path, args: &[&str], photo: impl AsRef<std::ffi::OsStr>) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
+        .current_dir(ROOT)
+        .env("ARGUS_STATE_DIR", state)
+        .env("ARGUS_LOG_FORMAT", "json")
+        .env("ARGUS_BACKEND", "cpu")
+        .env_remove("ARGUS_CONFIG")
+        .args(["pbs", "count"])
+        .args(args)
+        .arg(photo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn the_cli_prints_a_bundle_of_the_photos_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let photo = format!("{ROOT}/tests/fixtures/smear_cbc.jpg");
     let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
-            .current_dir(ROOT)
-            .env("ARGUS_STATE_DIR", tmp.path())
-            .env("ARGUS_LOG_FORMAT", "json")
-            .env("ARGUS_BACKEND", "cpu")
-            .env_remove("ARGUS_CONFIG")
-            .args(["pbs", "count", "--rbc-diameter-px", "100"])
-            .args(extra)
-            .arg(&photo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        let args = [&["--rbc-diameter-px", "100"], extra].concat();
+        pbs_count(tmp.path(), &args, &photo)
     };
     // The same photo's counts, as `--json` prints them.
     let plain: Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
@@ -731,25 +738,7 @@ fn the_cli_prints_a_bundle_of_the_photos_reports() {
 fn a_photo_that_is_no_smear_gives_preliminary_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let photo = format!("{ROOT}/tests/fixtures/astronaut.jpg");
-    let run = |extra: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
-            .current_dir(ROOT)
-            .env("ARGUS_STATE_DIR", tmp.path())
-            .env("ARGUS_LOG_FORMAT", "json")
-            .env("ARGUS_BACKEND", "cpu")
-            .env_remove("ARGUS_CONFIG")
-            .args(["pbs", "count", "--malaria"])
-            .args(extra)
-            .arg(&photo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let run = |extra: &[&str]| pbs_count(tmp.path(), &[&["--malaria"], extra].concat(), &photo);
     let plain: Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
     let size = &plain["analysis"]["rbc_size"];
     assert_eq!(size["unlike_smear"], true, "{size}");
@@ -794,22 +783,8 @@ fn a_photo_with_no_cell_is_indeterminate_not_negative() {
         image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
             .save(&photo)
             .unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_argusd"))
-            .current_dir(ROOT)
-            .env("ARGUS_STATE_DIR", tmp.path().join("state"))
-            .env("ARGUS_LOG_FORMAT", "json")
-            .env("ARGUS_BACKEND", "cpu")
-            .env_remove("ARGUS_CONFIG")
-            .args(["pbs", "count", "--fhir", "--malaria"])
-            .arg(&photo)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bundle: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let out = pbs_count(&tmp.path().join("state"), &["--fhir", "--malaria"], &photo);
+        let bundle: Value = serde_json::from_str(&out).unwrap();
         assert_valid_fhir(&bundle);
         let malaria = &bundle["entry"][1]["resource"];
         assert_eq!(
