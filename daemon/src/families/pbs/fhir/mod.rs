@@ -150,20 +150,6 @@ pub struct Source {
 }
 
 impl Source {
-    /// How the report names the field of file `id`: its entry in `fields`.
-    fn field_named(&self, id: &str) -> String {
-        match self.field_ids.iter().position(|f| f == id) {
-            Some(i) => self
-                .fields
-                .get(i)
-                .cloned()
-                .unwrap_or_else(|| id.to_string()),
-            None => id.to_string(),
-        }
-    }
-}
-
-impl Source {
     /// Revision `version` of a study's report for `task`.
     pub fn study(s: &StudyRecord, task: &str, version: usize) -> Self {
         let slug = task.to_ascii_lowercase().replace('_', "-");
@@ -174,6 +160,18 @@ impl Source {
             received_at: s.created_at.clone(),
             fields: s.files.iter().map(|f| f.file_id.clone()).collect(),
             field_ids: Vec::new(),
+        }
+    }
+
+    /// How the report names the field of file `id`: its entry in `fields`.
+    fn field_named(&self, id: &str) -> String {
+        match self.field_ids.iter().position(|f| f == id) {
+            Some(i) => self
+                .fields
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| id.to_string()),
+            None => id.to_string(),
         }
     }
 }
