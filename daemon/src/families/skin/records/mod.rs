@@ -500,41 +500,6 @@ impl SkinStore {
         }
         Ok(old.len())
     }
-
-    /// The images of subject `subject` that `keep` accepts, oldest first
-    /// (as [`SkinStore::scan`] gives them: image ids are v7 UUIDs), read
-    /// through the subject index, not the whole store.
-    pub fn subject_images(
-        &self,
-        subject: Uuid,
-        mut keep: impl FnMut(&Image) -> bool,
-    ) -> Result<Vec<Image>, StoreError> {
-        self.indexed(&self.subject_index, subject, |i| {
-            i.subject_id == subject && keep(i)
-        })
-    }
-
-    /// The images `keep` accepts among those under `owner` in `index`,
-    /// in image id order. An entry whose image is gone is skipped.
-    fn indexed(
-        &self,
-        index: &sled::Tree,
-        owner: Uuid,
-        mut keep: impl FnMut(&Image) -> bool,
-    ) -> Result<Vec<Image>, StoreError> {
-        let mut v = Vec::new();
-        for entry in index.scan_prefix(owner.as_bytes()) {
-            let (key, _) = entry?;
-            let id = Uuid::from_slice(&key[16..])
-                .map_err(|e| StoreError::Corrupt(format!("image index: {e}")))?;
-            if let Some(i) = Self::get::<Image>(&self.images, id)? {
-                if keep(&i) {
-                    v.push(i);
-                }
-            }
-        }
-        Ok(v)
-    }
 }
 
 #[cfg(test)]
