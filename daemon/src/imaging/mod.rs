@@ -5,6 +5,7 @@ pub mod budget;
 pub mod circles;
 pub mod decode;
 pub mod encode;
+pub mod field;
 pub mod mask;
 pub mod rbc_size;
 pub mod resize;

@@ -354,6 +354,42 @@ pub fn regions_of(labels: &[u32], width: usize) -> Vec<Region> {
     out.into_iter().flatten().collect()
 }
 
+/// The pixels of `set` 4-connected to the border through `set`.
+pub fn joined_to_border(set: &[bool], width: usize, height: usize) -> Vec<bool> {
+    let mut joined = vec![false; set.len()];
+    let mut stack = Vec::new();
+    let seed = |i: usize, joined: &mut Vec<bool>, stack: &mut Vec<usize>| {
+        if set[i] && !joined[i] {
+            joined[i] = true;
+            stack.push(i);
+        }
+    };
+    for x in 0..width {
+        seed(x, &mut joined, &mut stack);
+        seed((height - 1) * width + x, &mut joined, &mut stack);
+    }
+    for y in 0..height {
+        seed(y * width, &mut joined, &mut stack);
+        seed(y * width + width - 1, &mut joined, &mut stack);
+    }
+    while let Some(i) = stack.pop() {
+        let (x, y) = (i % width, i / width);
+        if x > 0 {
+            seed(i - 1, &mut joined, &mut stack);
+        }
+        if x + 1 < width {
+            seed(i + 1, &mut joined, &mut stack);
+        }
+        if y > 0 {
+            seed(i - width, &mut joined, &mut stack);
+        }
+        if y + 1 < height {
+            seed(i + width, &mut joined, &mut stack);
+        }
+    }
+    joined
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
