@@ -6,10 +6,10 @@
 //! bright field instead of red cells from the background, and a shaded rim
 //! reads as stained cells in a ring that encloses the field.
 //!
-//! [`surround`] finds the dark part; [`flatten`] evens the field's
-//! illumination. Both leave a photo without a surround alone, so a smear
-//! photographed through a camera port (the field filling the frame) is
-//! measured exactly as before.
+//! [`surround`] finds the dark part (`None` where the field fills the
+//! photo); [`flatten`] evens the field's illumination, and callers use it
+//! only where there is a surround, so a smear photographed through a camera
+//! port (the field filling the frame) is measured exactly as before.
 
 use image::RgbImage;
 
@@ -66,6 +66,23 @@ pub fn surround(img: &RgbImage) -> Option<Vec<bool>> {
     Some(reach.iter().map(|&d| d < margin * margin).collect())
 }
 
+/// `mask` (row-major, `from` = (width, height)) resampled to `to` by
+/// nearest neighbour: each pixel takes the value under its centre. How a
+/// surround found on one copy of a photo is carried to another.
+pub fn resample(mask: &[bool], from: (usize, usize), to: (usize, usize)) -> Vec<bool> {
+    let ((fw, fh), (tw, th)) = (from, to);
+    let src = |t: usize, tn: usize, fnn: usize| {
+        (((t as f32 + 0.5) * fnn as f32 / tn as f32) as usize).min(fnn - 1)
+    };
+    let cols: Vec<usize> = (0..tw).map(|x| src(x, tw, fw)).collect();
+    (0..th)
+        .flat_map(|y| {
+            let row = src(y, th, fh) * fw;
+            cols.iter().map(move |&x| mask[row + x])
+        })
+        .collect()
+}
+
 /// Side of the blocks [`flatten`] samples the background in, as a share of
 /// the photo's short side: a dozen across the field, each large enough to
 /// hold some background between cells in all but the most crowded fields.
@@ -76,42 +93,35 @@ pub const FLAT_BLOCK: f32 = 1.0 / 12.0;
 /// fit ([`flatten`]).
 pub const FLAT_REJECT: f32 = 0.06;
 
-/// The field of `img` evened out: each pixel inside it divided by the
-/// illumination there, a quadratic surface in x and y fitted to the
-/// background's level (the 90th percentile of green, which the stained
-/// cells absorb) of blocks of [`FLAT_BLOCK`] lying mostly inside the
-/// field, by least squares, three times over, each time without the blocks
-/// more than [`FLAT_REJECT`] under the last fit, then scaled so the
-/// brightest fitted background keeps its level. An eyepiece's field
-/// darkens towards its rim (vignetting), by a quarter or more in a phone's
-/// photo, which reads as stain: a ring of "cells" that encloses the field.
-/// Pixels in `outside` are left as they are; with fewer than six blocks
-/// inside the field the photo is returned unchanged.
+/// Fewest blocks inside the field [`flatten`] fits a surface to: 2.5 per
+/// coefficient, so one block covered by cells cannot bend the surface far.
+pub const FLAT_MIN_BLOCKS: usize = 15;
+
+/// Least and most [`flatten`] may multiply a pixel by: a rim a phone's
+/// photo darkens by half is brightened back; a fit gone wrong cannot black
+/// the field out or blow it up past this.
+pub const FLAT_GAIN: (f32, f32) = (0.5, 2.0);
+
+/// The field of `img` evened out. An eyepiece's field darkens towards its
+/// rim (vignetting), by a quarter or more in a phone's photo, and a
+/// threshold made for the middle then reads the rim as stain: a ring of
+/// "cells" enclosing the field.
+///
+/// The illumination is a quadratic surface in x and y fitted by least
+/// squares to the background's level (the 90th percentile of green, which
+/// stained cells absorb) in blocks of [`FLAT_BLOCK`] at least half inside
+/// the field; fitted three times, each time without the blocks more than
+/// [`FLAT_REJECT`] under the last fit (blocks that cells cover). Each pixel
+/// inside the field is multiplied by the brightest fitted background over
+/// the fit there, within [`FLAT_GAIN`]; pixels in `outside` are left as
+/// they are. A quadratic follows a falloff like `1 - s r^2` exactly and a
+/// steeper one (`r^4`, nearer a real lens's) only roughly (see the tests).
+/// With fewer than [`FLAT_MIN_BLOCKS`] blocks, or no fit, `img` is returned
+/// unchanged.
 pub fn flatten(img: &RgbImage, outside: &[bool]) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let k = ((FLAT_BLOCK * w.min(h) as f32).round() as usize).max(4);
-    // (x, y) of the block's centre in [-1, 1], and its background level.
-    let mut blocks: Vec<(f32, f32, f32)> = Vec::new();
-    let mut greens = Vec::with_capacity(k * k);
-    for by in (0..h.saturating_sub(k - 1)).step_by(k) {
-        for bx in (0..w.saturating_sub(k - 1)).step_by(k) {
-            greens.clear();
-            for y in by..by + k {
-                for x in bx..bx + k {
-                    if !outside[y * w + x] {
-                        greens.push(img.get_pixel(x as u32, y as u32).0[1]);
-                    }
-                }
-            }
-            if 2 * greens.len() >= k * k {
-                let level = quantile(&greens, 0.9) as f32;
-                blocks.push((
-                    2.0 * (bx as f32 + k as f32 / 2.0) / w as f32 - 1.0,
-                    2.0 * (by as f32 + k as f32 / 2.0) / h as f32 - 1.0,
-                    level,
-                ));
-            }
-        }
+    let blocks = block_levels(img, outside);
+    if blocks.len() < FLAT_MIN_BLOCKS {
+        return img.clone();
     }
     let mut kept = blocks.clone();
     let mut fit = None;
@@ -133,19 +143,22 @@ pub fn flatten(img: &RgbImage, outside: &[bool]) -> RgbImage {
         .iter()
         .map(|&(x, y, _)| quadratic(&c, x, y))
         .fold(0.0f32, f32::max);
+    if top <= 0.0 {
+        return img.clone();
+    }
+    let (w, h) = (img.width() as f32, img.height() as f32);
     let mut flat = img.clone();
     for (x, y, p) in flat.enumerate_pixels_mut() {
-        if outside[y as usize * w + x as usize] {
+        if outside[(y * img.width() + x) as usize] {
             continue;
         }
         let (u, v) = (
-            2.0 * (x as f32 + 0.5) / w as f32 - 1.0,
-            2.0 * (y as f32 + 0.5) / h as f32 - 1.0,
+            2.0 * (x as f32 + 0.5) / w - 1.0,
+            2.0 * (y as f32 + 0.5) / h - 1.0,
         );
         let light = quadratic(&c, u, v);
-        // A fit gone wrong must not blow the rim up or black it out.
         let gain = if light > 0.0 {
-            (top / light).clamp(0.5, 2.0)
+            (top / light).clamp(FLAT_GAIN.0, FLAT_GAIN.1)
         } else {
             1.0
         };
@@ -154,6 +167,36 @@ pub fn flatten(img: &RgbImage, outside: &[bool]) -> RgbImage {
         }
     }
     flat
+}
+
+/// The background level of each block of [`FLAT_BLOCK`] at least half
+/// inside the field: `(x, y, level)`, the block's middle in [-1, 1] across
+/// the photo and the 90th percentile of green over its pixels in the field.
+fn block_levels(img: &RgbImage, outside: &[bool]) -> Vec<(f32, f32, f32)> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let k = ((FLAT_BLOCK * w.min(h) as f32).round() as usize).max(4);
+    let mut blocks = Vec::new();
+    let mut greens = Vec::with_capacity(k * k);
+    for by in (0..h.saturating_sub(k - 1)).step_by(k) {
+        for bx in (0..w.saturating_sub(k - 1)).step_by(k) {
+            greens.clear();
+            for y in by..by + k {
+                for x in bx..bx + k {
+                    if !outside[y * w + x] {
+                        greens.push(img.get_pixel(x as u32, y as u32).0[1]);
+                    }
+                }
+            }
+            if 2 * greens.len() >= k * k {
+                blocks.push((
+                    2.0 * (bx as f32 + k as f32 / 2.0) / w as f32 - 1.0,
+                    2.0 * (by as f32 + k as f32 / 2.0) / h as f32 - 1.0,
+                    quantile(&greens, 0.9) as f32,
+                ));
+            }
+        }
+    }
+    blocks
 }
 
 /// `c0 + c1 x + c2 y + c3 x^2 + c4 x y + c5 y^2`.
@@ -172,11 +215,11 @@ fn fit_quadratic(points: &[(f32, f32, f32)]) -> Option<[f32; 6]> {
     for &(x, y, v) in points {
         let (x, y) = (x as f64, y as f64);
         let terms = [1.0, x, y, x * x, x * y, y * y];
-        for i in 0..6 {
-            for j in 0..6 {
-                a[i][j] += terms[i] * terms[j];
+        for (row, ti) in a.iter_mut().zip(terms) {
+            for (cell, tj) in row.iter_mut().zip(terms) {
+                *cell += ti * tj;
             }
-            a[i][6] += terms[i] * v as f64;
+            row[6] += ti * v as f64;
         }
     }
     for col in 0..6 {
@@ -185,11 +228,12 @@ fn fit_quadratic(points: &[(f32, f32, f32)]) -> Option<[f32; 6]> {
             return None;
         }
         a.swap(col, pivot);
-        for row in 0..6 {
-            if row != col {
-                let f = a[row][col] / a[col][col];
-                for j in col..7 {
-                    a[row][j] -= f * a[col][j];
+        let pivot_row = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
+            if r != col {
+                let f = row[col] / pivot_row[col];
+                for (cell, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *cell -= f * p;
                 }
             }
         }
@@ -197,7 +241,7 @@ fn fit_quadratic(points: &[(f32, f32, f32)]) -> Option<[f32; 6]> {
     Some(std::array::from_fn(|i| (a[i][6] / a[i][i]) as f32))
 }
 
-/// The value at quantile `q` (0-1) of a set of bytes.
+/// The value at quantile `q` (0-1) of a set of bytes; 255 for none.
 fn quantile(values: &[u8], q: f32) -> u8 {
     let mut hist = [0usize; 256];
     for &v in values {
@@ -217,15 +261,15 @@ fn quantile(values: &[u8], q: f32) -> u8 {
 /// `img` as seen through an eyepiece: enlarged by `scale`, and of that only
 /// a round field of radius `radius` (share of the short side) in the
 /// middle, whose edge is blurred over `edge` px and whose brightness falls
-/// by `shading` at the rim, in a near-black surround with a little noise.
-/// For tests.
+/// as `1 - depth (r / R)^power` for `shading = (depth, power)`, in a
+/// near-black surround with a little noise. For tests.
 #[cfg(test)]
 pub(crate) fn eyepiece_view(
     img: &RgbImage,
     scale: f32,
     radius: f32,
     edge: f32,
-    shading: f32,
+    shading: (f32, i32),
 ) -> RgbImage {
     let (w, h) = (
         (img.width() as f32 * scale).round() as u32,
@@ -237,7 +281,7 @@ pub(crate) fn eyepiece_view(
     for (x, y, p) in view.enumerate_pixels_mut() {
         let r = (x as f32 + 0.5 - cx).hypot(y as f32 + 0.5 - cy);
         let inside = ((r_field - r) / edge + 0.5).clamp(0.0, 1.0);
-        let shade = 1.0 - shading * (r / r_field).min(1.0).powi(2);
+        let shade = 1.0 - shading.0 * (r / r_field).min(1.0).powi(shading.1);
         // Sensor noise in the dark: a cheap hash of the position, 0-15.
         let noise = ((x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) % 16) as f32;
         for c in p.0.iter_mut() {
@@ -276,7 +320,7 @@ mod tests {
 
     #[test]
     fn the_dark_surround_of_an_eyepiece_view_is_found_with_its_blurred_edge() {
-        let view = eyepiece_view(&smear(), 1.5, 0.45, 6.0, 0.2);
+        let view = eyepiece_view(&smear(), 1.5, 0.45, 6.0, (0.2, 2));
         let out = surround(&view).expect("a surround");
         let (w, h) = (view.width(), view.height());
         let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
@@ -314,7 +358,10 @@ mod tests {
     #[test]
     fn a_field_darker_at_its_rim_is_evened_out_and_an_even_one_left_alone() {
         let photo = smear();
-        for shading in [0.0f32, 0.3] {
+        // (depth at the rim, power of r, rim / middle after flattening
+        // within): a falloff in r^2 is a quadratic's own shape; one in r^4,
+        // steeper at the rim like a real lens's, is followed less closely.
+        for (shading, within) in [((0.0f32, 2), 0.04), ((0.3, 2), 0.04), ((0.4, 4), 0.08)] {
             let view = eyepiece_view(&photo, 1.5, 0.45, 6.0, shading);
             let out = surround(&view).expect("a surround");
             let flat = flatten(&view, &out);
@@ -324,13 +371,13 @@ mod tests {
             };
             let (before, after) = (rim_over_middle(&view), rim_over_middle(&flat));
             assert!(
-                (after - 1.0).abs() < 0.04,
-                "shading {shading}: rim / middle {before:.3} before, {after:.3} after"
+                (after - 1.0).abs() < within,
+                "shading {shading:?}: rim / middle {before:.3} before, {after:.3} after"
             );
             let middle = |img: &RgbImage| background_at(img, 0.45, 0.0, 0.3) as f32;
             assert!(
                 (middle(&flat) / middle(&view) - 1.0).abs() < 0.04,
-                "shading {shading}: the middle moved"
+                "shading {shading:?}: the middle moved"
             );
             // The surround is left as it was.
             for (i, (a, b)) in view.pixels().zip(flat.pixels()).enumerate() {

@@ -7,6 +7,7 @@ pub mod decode;
 pub mod encode;
 pub mod field;
 pub mod mask;
+pub mod rbc_mask;
 pub mod rbc_size;
 pub mod resize;
 pub mod segment;

@@ -59,6 +59,10 @@ use rayon::prelude::*;
 
 use super::{field, segment};
 
+pub use super::rbc_mask::{
+    cell_mask, cell_mask_in, fill_holes, otsu, purple_pixels, PURPLE_MARGIN, PURPLE_SHARE_MAX,
+};
+
 /// Sizes within this factor of the peak radius count as the peak's cells.
 pub const BAND: (f32, f32) = (0.8, 1.25);
 
@@ -113,213 +117,13 @@ pub struct RbcSize {
     pub cells: usize,
 }
 
-/// Otsu's threshold of a 256-bin histogram: the level `t` maximising the
-/// between-class variance of `< t` and `>= t`.
-pub fn otsu(hist: &[u64; 256]) -> u8 {
-    let total: u64 = hist.iter().sum();
-    let sum: f64 = hist
-        .iter()
-        .enumerate()
-        .map(|(i, &n)| i as f64 * n as f64)
-        .sum();
-    let (mut w0, mut sum0) = (0u64, 0f64);
-    let (mut best, mut best_t) = (-1f64, 0u8);
-    for t in 1..256 {
-        w0 += hist[t - 1];
-        sum0 += (t - 1) as f64 * hist[t - 1] as f64;
-        let w1 = total - w0;
-        if w0 == 0 || w1 == 0 {
-            continue;
-        }
-        let m0 = sum0 / w0 as f64;
-        let m1 = (sum - sum0) / w1 as f64;
-        let between = w0 as f64 * w1 as f64 * (m0 - m1) * (m0 - m1);
-        if between > best {
-            best = between;
-            best_t = t as u8;
-        }
-    }
-    best_t
-}
-
-/// How much bluer than red, relative to the background, a pixel must be to
-/// be nuclear or platelet stain rather than a red cell (fractions of the
-/// background's transmission).
-pub const PURPLE_MARGIN: f32 = 0.05;
-
-/// Largest share of the pixels below Otsu's level that may be purple for
-/// the level to be the red cells'. Above it the level has split the dark
-/// purple of a white cell from everything else, red cells included, and is
-/// taken again over the pixels that are not purple ([`cell_mask`]). On
-/// BCCD's 292 photos the share is 6-40% but for one (val 00389, 62%: one
-/// large, dark white cell and pale red cells, whose mask was then a few
-/// dark rims and measured 36 px against boxes of 118); on PBC's
-/// white-cell-centred CellaVision crops (another lab, May-Grünwald Giemsa)
-/// it is over 50% on 71 of 120 photos and over 95% on 54, and 60 of the 120
-/// gave no measure at all (models/cbc/MODEL_CARD.md, "A white cell that
-/// takes Otsu's level"). Each resampled copy decides for itself, with no
-/// margin around the threshold; the wide gap between the two groups of
-/// shares is what keeps a photo from deciding differently at another
-/// magnification. The pixels left out of the second level are those purple
-/// against the first background, which then holds the pale red cells: a
-/// field of strongly pink red cells covering most of it could make the
-/// true background look purple too (not seen on BCCD or PBC).
-pub const PURPLE_SHARE_MAX: f32 = 0.5;
-
-/// The red-cell mask: green below Otsu's level, holes filled, less the
-/// purple (basophilic) pixels of nuclei, white-cell cytoplasm and
-/// platelets: those that pass more blue than red compared with the
-/// background, `B / B_bg - R / R_bg > PURPLE_MARGIN`. Eosin-stained red
-/// cells absorb blue more than red; azure/methylene-blue-stained nuclei
-/// absorb red more than blue. Comparing with the background's own colour
-/// leaves the camera's white balance and exposure out.
-///
-/// Where more than [`PURPLE_SHARE_MAX`] of the pixels below the level are
-/// purple, the level is taken again over the pixels that are not, and the
-/// background's colour and the purple pixels once more from it. Only
-/// then: taken over every photo, the level moves by 1-12 grey levels on
-/// BCCD, and with it every photo's measure (tried 2026-12-04, not kept).
-pub fn cell_mask(img: &RgbImage) -> Vec<bool> {
-    cell_mask_in_field(img).0
-}
-
-/// [`cell_mask`], and the pixels outside a microscope's field of view
-/// ([`field::surround`]; `None` where the field fills the photo), which
-/// the mask leaves out and [`granulometry`] counts as unseen.
-pub fn cell_mask_in_field(img: &RgbImage) -> (Vec<bool>, Option<Vec<bool>>) {
-    let Split {
-        fg,
-        purple,
-        outside,
-    } = cells_split(img);
-    let mut mask = fill_holes(&fg, img.width() as usize, img.height() as usize);
-    for (m, &p) in mask.iter_mut().zip(&purple) {
-        *m &= !p;
-    }
-    (mask, outside)
-}
-
-/// The purple (basophilic) pixels of a smear photo, row-major, as
-/// [`cell_mask`] judges them: nuclei, white-cell cytoplasm, platelets. A
-/// white cell always holds them (its nucleus); a red cell does not.
-pub fn purple_pixels(img: &RgbImage) -> Vec<bool> {
-    cells_split(img).purple
-}
-
-/// Otsu's level over every pixel, or over the pixels not purple where
-/// those are most of the ones below it ([`PURPLE_SHARE_MAX`]).
-///
-/// Pixels outside a microscope's field of view ([`field::surround`]) are
-/// neither foreground nor background: they take no part in the level or
-/// the background's colour; where there are any, the field's illumination
-/// is evened out first ([`field::flatten`]). A photo the field fills is
-/// split as it is.
-fn cells_split(img: &RgbImage) -> Split {
-    let surround = field::surround(img);
-    let flat;
-    let img = match &surround {
-        Some(out) => {
-            flat = field::flatten(img, out);
-            &flat
-        }
-        None => img,
-    };
-    let outside = surround.as_deref();
-    let (fg, purple) = split(img, otsu(&green_histogram(img, outside)), outside);
-    let (fg, purple) = if purple_share(&fg, &purple) <= PURPLE_SHARE_MAX {
-        (fg, purple)
-    } else {
-        let skip: Vec<bool> = match outside {
-            Some(o) => purple.iter().zip(o).map(|(&p, &o)| p || o).collect(),
-            None => purple,
-        };
-        split(img, otsu(&green_histogram(img, Some(&skip))), outside)
-    };
-    Split {
-        fg,
-        purple,
-        outside: surround,
-    }
-}
-
-/// The green channel's histogram, of the pixels not in `skip` where given.
-fn green_histogram(img: &RgbImage, skip: Option<&[bool]>) -> [u64; 256] {
-    let mut hist = [0u64; 256];
-    for (i, p) in img.pixels().enumerate() {
-        if !skip.is_some_and(|s| s[i]) {
-            hist[p.0[1] as usize] += 1;
-        }
-    }
-    hist
-}
-
-/// Pixels below a green level, the purple pixels judged against the
-/// colour of those above it (the background) ([`split`]), and the pixels
-/// outside the field of view, which are neither.
-struct Split {
-    fg: Vec<bool>,
-    purple: Vec<bool>,
-    outside: Option<Vec<bool>>,
-}
-
-/// Purple pixels' share of the foreground (0 when it is empty).
-fn purple_share(fg: &[bool], purple: &[bool]) -> f32 {
-    let (mut n, mut p) = (0usize, 0usize);
-    for (&f, &q) in fg.iter().zip(purple) {
-        n += f as usize;
-        p += (f && q) as usize;
-    }
-    if n == 0 {
-        0.0
-    } else {
-        p as f32 / n as f32
-    }
-}
-
-/// The pixels below green level `t`, and the purple pixels against the
-/// mean colour of the rest; pixels in `outside` are neither.
-fn split(img: &RgbImage, t: u8, outside: Option<&[bool]>) -> (Vec<bool>, Vec<bool>) {
-    let out = |i: usize| outside.is_some_and(|o| o[i]);
-    let fg: Vec<bool> = img
-        .pixels()
-        .enumerate()
-        .map(|(i, p)| p.0[1] < t && !out(i))
-        .collect();
-    let (mut sum_r, mut sum_b, mut n) = (0f64, 0f64, 0f64);
-    for (i, (p, &f)) in img.pixels().zip(&fg).enumerate() {
-        if !f && !out(i) {
-            sum_r += p.0[0] as f64;
-            sum_b += p.0[2] as f64;
-            n += 1.0;
-        }
-    }
-    let (r_bg, b_bg) = (
-        (sum_r / n.max(1.0)).max(1.0) as f32,
-        (sum_b / n.max(1.0)).max(1.0) as f32,
-    );
-    let purple = img
-        .pixels()
-        .enumerate()
-        .map(|(i, p)| !out(i) && p.0[2] as f32 / b_bg - p.0[0] as f32 / r_bg > PURPLE_MARGIN)
-        .collect();
-    (fg, purple)
-}
-
-/// Background pixels not 4-connected to the border become foreground.
-pub fn fill_holes(fg: &[bool], width: usize, height: usize) -> Vec<bool> {
-    let background: Vec<bool> = fg.iter().map(|&f| !f).collect();
-    segment::joined_to_border(&background, width, height)
-        .iter()
-        .map(|&o| !o)
-        .collect()
-}
-
 /// The granulometry of `mask`: for each radius, the area left by an
 /// opening with a disc of that radius (the union of all discs of that
 /// radius that fit inside the mask). Discs may reach past the photo's
 /// edge, and into the `unseen` pixels where given (outside a microscope's
-/// field of view, [`cell_mask_in_field`]), so a cell either cuts keeps its
-/// own size; only the mask's pixels are counted.
+/// field of view, [`field::surround`]), so a cell either cuts keeps its
+/// own size while its centre is in view; only the mask's pixels are
+/// counted.
 pub fn granulometry(
     mask: &[bool],
     unseen: Option<&[bool]>,
@@ -327,11 +131,11 @@ pub fn granulometry(
     height: usize,
     radii: &[f32],
 ) -> Vec<usize> {
-    let outside: Vec<bool> = match unseen {
+    let background: Vec<bool> = match unseen {
         Some(u) => mask.iter().zip(u).map(|(&m, &u)| !m && !u).collect(),
         None => mask.iter().map(|&m| !m).collect(),
     };
-    let inside = segment::squared_distance_to(&outside, width, height);
+    let inside = segment::squared_distance_to(&background, width, height);
     let mut areas = Vec::with_capacity(radii.len());
     for &r in radii {
         let r2 = r * r;
@@ -523,8 +327,9 @@ pub fn measure(img: &RgbImage) -> RbcSize {
         return none;
     }
     let rs = radii(1.5, sw.min(sh) as f32 / 3.0, 1.12);
-    let (mask, unseen) = cell_mask_in_field(&small);
-    let g = granulometry(&mask, unseen.as_deref(), sw, sh, &rs);
+    let surround = field::surround(&small);
+    let mask = cell_mask_in(&small, surround.as_deref());
+    let g = granulometry(&mask, surround.as_deref(), sw, sh, &rs);
     // Every size the small copy holds is measured, so only the ends are
     // refused (by spectrum_peak itself).
     let Some((coarse, _)) = spectrum_peak(&rs, &g, (0.0, f32::INFINITY)) else {
@@ -539,7 +344,11 @@ pub fn measure(img: &RgbImage) -> RbcSize {
         .map(|&m| {
             let s = m * FINE_RADIUS_PX / coarse;
             let fine = resized(if s > 1.0 { s.min(most) } else { s });
-            fine_peak(&fine, coarse * fine.width() as f32 / w as f32)
+            let (fw, fh) = (fine.width() as usize, fine.height() as usize);
+            let surround = surround
+                .as_ref()
+                .map(|s| field::resample(s, (sw, sh), (fw, fh)));
+            fine_peak(&fine, surround.as_deref(), coarse * fw as f32 / w as f32)
                 .map(|(r, cells)| (r * w as f32 / fine.width() as f32, cells))
         })
         .collect();
@@ -557,16 +366,17 @@ pub fn measure(img: &RgbImage) -> RbcSize {
 
 /// One fine pass: the peak radius of `fine`'s pattern spectrum around the
 /// coarse radius `r0` (both in `fine`'s pixels) and the red cells' worth
-/// of area within [`BAND`] of it. `None` for a copy under 8 px a side or a
+/// of area within [`BAND`] of it; `surround` is the coarse copy's,
+/// resampled to `fine`. `None` for a copy under 8 px a side or a
 /// spectrum with no peak within [`fine_radii`]'s range.
-fn fine_peak(fine: &RgbImage, r0: f32) -> Option<(f32, usize)> {
+fn fine_peak(fine: &RgbImage, surround: Option<&[bool]>, r0: f32) -> Option<(f32, usize)> {
     let (fw, fh) = (fine.width() as usize, fine.height() as usize);
     if fw < 8 || fh < 8 {
         return None;
     }
     let (rs, accept) = fine_radii(r0);
-    let (mask, unseen) = cell_mask_in_field(fine);
-    let g = granulometry(&mask, unseen.as_deref(), fw, fh, &rs);
+    let mask = cell_mask_in(fine, surround);
+    let g = granulometry(&mask, surround, fw, fh, &rs);
     let (r, band) = spectrum_peak(&rs, &g, accept)?;
     Some((
         r,
@@ -678,15 +488,6 @@ mod tests {
     }
 
     #[test]
-    fn otsu_splits_two_levels() {
-        let mut h = [0u64; 256];
-        h[40] = 100;
-        h[200] = 300;
-        let t = otsu(&h);
-        assert!(t > 40 && t <= 200, "{t}");
-    }
-
-    #[test]
     fn measures_discs_with_pale_centres_at_any_size() {
         for d in [16.0f32, 40.0, 90.0] {
             let step = 1.5 * d;
@@ -744,12 +545,14 @@ mod tests {
         .to_rgb8();
         let native = measure(&photo).diameter_px.expect("a measure");
         let mut seen = Vec::new();
-        // (enlargement, field radius over the short side, edge blur px, rim shading)
+        // (enlargement, field radius over the short side, edge blur px,
+        // rim shading: depth, power of r)
         for (scale, radius, edge, shading) in [
-            (1.0, 0.48, 3.0, 0.0),
-            (1.5, 0.45, 8.0, 0.15),
-            (2.0, 0.5, 12.0, 0.25),
-            (2.0, 0.6, 6.0, 0.1),
+            (1.0, 0.48, 3.0, (0.0, 2)),
+            (1.5, 0.45, 8.0, (0.15, 2)),
+            (2.0, 0.5, 12.0, (0.25, 2)),
+            (2.0, 0.6, 6.0, (0.1, 2)),
+            (1.5, 0.5, 8.0, (0.35, 4)),
         ] {
             let view = field::eyepiece_view(&photo, scale, radius, edge, shading);
             let d = measure(&view).diameter_px;
@@ -797,8 +600,7 @@ mod tests {
                 *p = image::Rgb([212, 188, 190]);
             }
         }
-        let (fg, purple) = split(&img, otsu(&green_histogram(&img, None)), None);
-        let share = purple_share(&fg, &purple);
+        let share = super::super::rbc_mask::purple_share_of(&img);
         assert!(share > PURPLE_SHARE_MAX, "{share}");
         let m = measure(&img);
         let got = m.diameter_px.expect("an estimate") / BOX_PER_MASK;
@@ -817,6 +619,50 @@ mod tests {
         for (w, h) in [(3, 3), (7, 7), (5, 300), (2000, 6)] {
             let img = synthetic(w, h, 40.0, &grid(3, 60.0));
             assert_eq!(measure(&img).diameter_px, None, "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn a_disc_cut_by_unseen_pixels_keeps_its_size_while_its_centre_is_in_view() {
+        let (w, h) = (100usize, 100usize);
+        let disc = |cx: f32| -> Vec<bool> {
+            (0..w * h)
+                .map(|i| {
+                    let (x, y) = ((i % w) as f32 + 0.5, (i / w) as f32 + 0.5);
+                    (x - cx).hypot(y - 50.0) < 20.0 && x >= 20.0
+                })
+                .collect()
+        };
+        let unseen: Vec<bool> = (0..w * h).map(|i| i % w < 20).collect();
+        let radii = [5.0f32, 18.0];
+        // Centre 10 px into the field: an 18 px disc fits only where the
+        // unseen side is no boundary.
+        let cut = disc(30.0);
+        assert_eq!(granulometry(&cut, None, w, h, &radii)[1], 0);
+        assert!(granulometry(&cut, Some(&unseen), w, h, &radii)[1] > 0);
+        // Centre out of view: what is left is a sliver either way.
+        let sliver = disc(5.0);
+        assert_eq!(granulometry(&sliver, Some(&unseen), w, h, &radii)[1], 0);
+        // No unseen pixels is no surround at all.
+        let none = vec![false; w * h];
+        assert_eq!(
+            granulometry(&cut, None, w, h, &radii),
+            granulometry(&cut, Some(&none), w, h, &radii)
+        );
+    }
+
+    #[test]
+    fn degenerate_photos_give_no_measure_and_no_panic() {
+        for img in [
+            RgbImage::from_pixel(3, 3, image::Rgb([200, 120, 120])),
+            RgbImage::from_pixel(1, 10, image::Rgb([200, 120, 120])),
+            RgbImage::from_pixel(60, 60, image::Rgb([0, 0, 0])),
+            RgbImage::from_pixel(60, 60, image::Rgb([255, 255, 255])),
+        ] {
+            assert_eq!(measure(&img).diameter_px, None, "{:?}", img.dimensions());
+            assert_eq!(purple_pixels(&img).len(), img.len() / 3);
+            let everything = vec![true; img.len() / 3];
+            assert_eq!(field::flatten(&img, &everything), img);
         }
     }
 
